@@ -1,0 +1,371 @@
+package engine
+
+import (
+	"crypto/rand"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// Engine is the stream registry. It is safe for concurrent use.
+//
+// Lock order: writeMu before mu. Readers take only mu (read) to find a stream
+// and then load its snapshot atomically.
+type Engine struct {
+	opts Options
+	db   *lsm.DB
+
+	// writeMu serialises every mutation, across its synced write, so checks
+	// and the write they guard are atomic (one winner per name).
+	writeMu sync.Mutex
+
+	mu struct {
+		sync.RWMutex
+		byName map[string]*stream
+		byID   map[lsm.StreamID]*stream
+	}
+}
+
+// stream is the registry's entry for one stream.
+type stream struct {
+	id   lsm.StreamID
+	info atomic.Pointer[StreamInfo]
+}
+
+// Open loads every stream from db.
+func Open(db *lsm.DB, opts Options) (*Engine, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	e := &Engine{opts: opts, db: db}
+	e.mu.byName = make(map[string]*stream)
+	e.mu.byID = make(map[lsm.StreamID]*stream)
+	recs, err := db.Streams()
+	if err != nil {
+		return nil, fmt.Errorf("engine: loading streams: %w", err)
+	}
+	for _, r := range recs {
+		info, err := decodeRecord(r.ID, r.Value)
+		if err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		s := &stream{id: r.ID}
+		s.info.Store(info)
+		e.mu.byName[info.Name] = s
+		e.mu.byID[r.ID] = s
+	}
+	opts.Logger.Info("stream registry loaded", "streams", len(recs))
+	return e, nil
+}
+
+// Region and AccountID are those the engine puts in ARNs.
+func (e *Engine) Region() string    { return e.opts.Region }
+func (e *Engine) AccountID() string { return e.opts.AccountID }
+
+// StreamRef names a stream by name, by ARN, or both (then both must agree).
+type StreamRef struct {
+	Name string
+	ARN  string
+}
+
+func (r StreamRef) String() string {
+	if r.ARN != "" {
+		return r.ARN
+	}
+	return r.Name
+}
+
+// lookup resolves ref. REQUIRES: nothing; takes mu for reading.
+func (e *Engine) lookup(ref StreamRef) (*stream, *StreamInfo, error) {
+	if ref.Name == "" && ref.ARN == "" {
+		return nil, nil, ErrStreamNameRequired
+	}
+	name := ref.Name
+	if ref.ARN != "" {
+		p, err := ParseARN(ref.ARN)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ref.Name != "" && ref.Name != p.Name {
+			return nil, nil, fmt.Errorf("%w: name %q does not match ARN %s", ErrStreamNotFound, ref.Name, ref.ARN)
+		}
+		name = p.Name
+	}
+	e.mu.RLock()
+	s := e.mu.byName[name]
+	e.mu.RUnlock()
+	if s == nil {
+		return nil, nil, fmt.Errorf("%w: %s", ErrStreamNotFound, ref)
+	}
+	info := s.info.Load()
+	if ref.ARN != "" && info.ARN != ref.ARN {
+		return nil, nil, fmt.Errorf("%w: %s", ErrStreamNotFound, ref)
+	}
+	return s, info, nil
+}
+
+// Stream returns the current snapshot of a stream.
+func (e *Engine) Stream(ref StreamRef) (*StreamInfo, error) {
+	_, info, err := e.lookup(ref)
+	return info, err
+}
+
+// ListStreams returns streams whose names start with prefix and sort after
+// `after`, in name order, at most limit of them, and whether more remain.
+func (e *Engine) ListStreams(prefix, after string, limit int) ([]*StreamInfo, bool) {
+	e.mu.RLock()
+	names := make([]string, 0, len(e.mu.byName))
+	for n := range e.mu.byName {
+		if strings.HasPrefix(n, prefix) && n > after {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	more := false
+	if limit > 0 && len(names) > limit {
+		names, more = names[:limit], true
+	}
+	out := make([]*StreamInfo, len(names))
+	for i, n := range names {
+		out[i] = e.mu.byName[n].info.Load()
+	}
+	e.mu.RUnlock()
+	return out, more
+}
+
+// CreateStreamInput is a validated CreateStream request.
+type CreateStreamInput struct {
+	Name, DeviceName, MediaType, KmsKeyID string
+	DataRetentionInHours                  int
+	Tags                                  map[string]string
+	StorageTier                           string
+}
+
+// CreateStream registers a new ACTIVE stream and returns it.
+func (e *Engine) CreateStream(in CreateStreamInput) (*StreamInfo, error) {
+	if in.DataRetentionInHours < 0 || in.DataRetentionInHours > MaxRetentionHours {
+		return nil, fmt.Errorf("%w: %d hours is outside 0…%d", ErrInvalidRetention, in.DataRetentionInHours, MaxRetentionHours)
+	}
+	if len(in.Tags) > MaxTagsPerStream {
+		return nil, fmt.Errorf("%w: %d tags, at most %d", ErrTooManyTags, len(in.Tags), MaxTagsPerStream)
+	}
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	e.mu.RLock()
+	_, exists := e.mu.byName[in.Name]
+	count := len(e.mu.byName)
+	e.mu.RUnlock()
+	if exists {
+		return nil, fmt.Errorf("%w: %s", ErrStreamExists, in.Name)
+	}
+	if count >= e.opts.MaxStreams {
+		return nil, fmt.Errorf("%w: %d streams", ErrTooManyStreams, count)
+	}
+	id, err := e.db.AllocStreamID()
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	now := e.opts.Clock.Now().UTC().Truncate(1e6) // ARNs and CreationTime carry ms
+	kms := in.KmsKeyID
+	if kms == "" {
+		kms = fmt.Sprintf("arn:aws:kms:%s:%s:alias/aws/kinesisvideo", e.opts.Region, e.opts.AccountID)
+	}
+	tier := in.StorageTier
+	if tier == "" {
+		tier = StorageTierHot
+	}
+	info := &StreamInfo{
+		ID:                   id,
+		Name:                 in.Name,
+		ARN:                  StreamARN(e.opts.Region, e.opts.AccountID, in.Name, now.UnixMilli()),
+		DeviceName:           in.DeviceName,
+		MediaType:            in.MediaType,
+		KmsKeyID:             kms,
+		Version:              newVersion(),
+		Status:               StatusActive,
+		CreationTime:         now,
+		DataRetentionInHours: in.DataRetentionInHours,
+		StorageTier:          tier,
+		Tags:                 make(map[string]string, len(in.Tags)),
+	}
+	for k, v := range in.Tags {
+		info.Tags[k] = v
+	}
+	if err := e.persist(info); err != nil {
+		return nil, err
+	}
+	s := &stream{id: id}
+	s.info.Store(info)
+	e.mu.Lock()
+	e.mu.byName[info.Name] = s
+	e.mu.byID[id] = s
+	e.mu.Unlock()
+	e.opts.Logger.Info("stream created", "stream", info.Name, "sid", id, "retention_hours", info.DataRetentionInHours)
+	return info, nil
+}
+
+func (e *Engine) persist(info *StreamInfo) error {
+	rec, err := encodeRecord(info)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if err := e.db.PutStream(info.ID, rec); err != nil {
+		return fmt.Errorf("engine: storing stream %q: %w", info.Name, err)
+	}
+	return nil
+}
+
+// update applies change to a copy of the stream's snapshot under writeMu,
+// gives it a new Version, persists it and publishes it. If currentVersion is
+// not empty it must equal the stream's Version.
+func (e *Engine) update(ref StreamRef, currentVersion string, change func(*StreamInfo) error) error {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	s, info, err := e.lookup(ref)
+	if err != nil {
+		return err
+	}
+	if currentVersion != "" && currentVersion != info.Version {
+		return fmt.Errorf("%w: stream %s is at version %s, not %s", ErrVersionMismatch, info.Name, info.Version, currentVersion)
+	}
+	next := info.clone()
+	if err := change(next); err != nil {
+		return err
+	}
+	next.Version = newVersion()
+	if err := e.persist(next); err != nil {
+		return err
+	}
+	s.info.Store(next)
+	return nil
+}
+
+// UpdateStream changes DeviceName and/or MediaType (nil leaves a field as is).
+func (e *Engine) UpdateStream(ref StreamRef, currentVersion string, deviceName, mediaType *string) error {
+	return e.update(ref, currentVersion, func(s *StreamInfo) error {
+		if deviceName != nil {
+			s.DeviceName = *deviceName
+		}
+		if mediaType != nil {
+			s.MediaType = *mediaType
+		}
+		return nil
+	})
+}
+
+// UpdateDataRetention adds (increase) or subtracts hours from the stream's
+// retention. The result must stay within 0…MaxRetentionHours.
+func (e *Engine) UpdateDataRetention(ref StreamRef, currentVersion string, increase bool, hours int) error {
+	if hours < 1 {
+		return fmt.Errorf("%w: change of %d hours", ErrInvalidRetention, hours)
+	}
+	return e.update(ref, currentVersion, func(s *StreamInfo) error {
+		n := s.DataRetentionInHours - hours
+		if increase {
+			n = s.DataRetentionInHours + hours
+		}
+		if n < 0 || n > MaxRetentionHours {
+			return fmt.Errorf("%w: %d%+d hours is outside 0…%d", ErrInvalidRetention,
+				s.DataRetentionInHours, n-s.DataRetentionInHours, MaxRetentionHours)
+		}
+		s.DataRetentionInHours = n
+		return nil
+	})
+}
+
+// SetStorageTier changes the stream's DefaultStorageTier.
+func (e *Engine) SetStorageTier(ref StreamRef, currentVersion, tier string) error {
+	return e.update(ref, currentVersion, func(s *StreamInfo) error {
+		s.StorageTier = tier
+		return nil
+	})
+}
+
+// TagStream adds or replaces tags; the result may hold at most
+// MaxTagsPerStream tags.
+func (e *Engine) TagStream(ref StreamRef, tags map[string]string) error {
+	return e.update(ref, "", func(s *StreamInfo) error {
+		for k, v := range tags {
+			s.Tags[k] = v
+		}
+		if len(s.Tags) > MaxTagsPerStream {
+			return fmt.Errorf("%w: the stream would have %d tags, at most %d", ErrTooManyTags, len(s.Tags), MaxTagsPerStream)
+		}
+		return nil
+	})
+}
+
+// UntagStream removes tags by key; unknown keys are ignored.
+func (e *Engine) UntagStream(ref StreamRef, keys []string) error {
+	return e.update(ref, "", func(s *StreamInfo) error {
+		for _, k := range keys {
+			delete(s.Tags, k)
+		}
+		return nil
+	})
+}
+
+// SetImageGeneration stores (or with nil, deletes) the image generation
+// configuration. Enabling it needs data retention, as in KVS.
+func (e *Engine) SetImageGeneration(ref StreamRef, cfg *ImageGenerationConfig) error {
+	return e.update(ref, "", func(s *StreamInfo) error {
+		if cfg != nil && s.DataRetentionInHours == 0 {
+			return fmt.Errorf("%w: %s", ErrNoDataRetention, s.Name)
+		}
+		s.ImageGeneration = cfg
+		return nil
+	})
+}
+
+// SetNotification stores (or with nil, deletes) the notification
+// configuration. It needs data retention, as in KVS.
+func (e *Engine) SetNotification(ref StreamRef, cfg *NotificationConfig) error {
+	return e.update(ref, "", func(s *StreamInfo) error {
+		if cfg != nil && s.DataRetentionInHours == 0 {
+			return fmt.Errorf("%w: %s", ErrNoDataRetention, s.Name)
+		}
+		s.Notification = cfg
+		return nil
+	})
+}
+
+// DeleteStream removes the stream named by its ARN and all its data. If
+// currentVersion is not empty it must match.
+func (e *Engine) DeleteStream(arn, currentVersion string) error {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	s, info, err := e.lookup(StreamRef{ARN: arn})
+	if err != nil {
+		return err
+	}
+	if currentVersion != "" && currentVersion != info.Version {
+		return fmt.Errorf("%w: stream %s is at version %s, not %s", ErrVersionMismatch, info.Name, info.Version, currentVersion)
+	}
+	if err := e.db.DeleteStream(s.id); err != nil {
+		return fmt.Errorf("engine: deleting stream %q: %w", info.Name, err)
+	}
+	e.mu.Lock()
+	delete(e.mu.byName, info.Name)
+	delete(e.mu.byID, s.id)
+	e.mu.Unlock()
+	e.opts.Logger.Info("stream deleted", "stream", info.Name, "sid", s.id)
+	return nil
+}
+
+// versionAlphabet is KVS's Version charset [a-zA-Z0-9].
+const versionAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+// newVersion returns a fresh random 20-character Version string.
+func newVersion() string {
+	var b [20]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	for i := range b {
+		b[i] = versionAlphabet[int(b[i])%len(versionAlphabet)]
+	}
+	return string(b[:])
+}

@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+)
+
+// Options configures an Engine.
+type Options struct {
+	// Region is used in ARNs. It defaults to "us-east-1".
+	Region string
+	// AccountID is the 12-digit account used in ARNs. It defaults to
+	// "000000000000".
+	AccountID string
+	// MaxStreams caps the number of streams (KVS: 10,000 per account and
+	// region). It defaults to 10,000.
+	MaxStreams int
+	// Clock defaults to SystemClock.
+	Clock Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+var (
+	regionPattern  = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
+	accountPattern = regexp.MustCompile(`^[0-9]{12}$`)
+)
+
+// EnsureDefaults fills unset fields.
+func (o *Options) EnsureDefaults() {
+	if o.Region == "" {
+		o.Region = "us-east-1"
+	}
+	if o.AccountID == "" {
+		o.AccountID = "000000000000"
+	}
+	if o.MaxStreams == 0 {
+		o.MaxStreams = 10000
+	}
+	if o.Clock == nil {
+		o.Clock = SystemClock
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Validate reports every invalid field.
+func (o *Options) Validate() error {
+	var errs []error
+	if !regionPattern.MatchString(o.Region) {
+		errs = append(errs, fmt.Errorf("region %q is not a region name like us-east-1", o.Region))
+	}
+	if !accountPattern.MatchString(o.AccountID) {
+		errs = append(errs, fmt.Errorf("account id %q is not 12 digits", o.AccountID))
+	}
+	if o.MaxStreams < 1 {
+		errs = append(errs, fmt.Errorf("max streams %d must be at least 1", o.MaxStreams))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,71 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Key prefixes: the first byte of every key names its table. Retired prefixes
+// are never reused. See FORMAT.md for the full layouts.
+const (
+	prefixMeta        byte = 0x01 // 0x01 <name>                       → meta value
+	prefixStream      byte = 0x02 // 0x02 <sid u32>                    → stream record
+	prefixFragment    byte = 0x10 // 0x10 <sid u32> <fragnum 14 B>      → fragment (reserved)
+	prefixProducerIdx byte = 0x11 // 0x11 <sid u32> <ms u64> <fragnum>  → empty (reserved)
+	prefixServerIdx   byte = 0x12 // 0x12 <sid u32> <ms u64> <fragnum>  → empty (reserved)
+	prefixHeader      byte = 0x13 // 0x13 <sid u32> <hid u64>           → track header (reserved)
+)
+
+// Meta key names (after prefixMeta).
+const (
+	metaSchemaVersion = "schema"
+	metaNextStreamID  = "next-stream-id"
+)
+
+// StreamIDLen is the width of an encoded StreamID in keys.
+const StreamIDLen = 4
+
+// StreamID is the compact internal id of a stream. Ids start at 1, are
+// allocated in increasing order and never reused, even after DeleteStream, so
+// keys of a deleted stream cannot be mistaken for a new stream's.
+type StreamID uint32
+
+func metaKey(name string) []byte {
+	k := make([]byte, 0, 1+len(name))
+	k = append(k, prefixMeta)
+	return append(k, name...)
+}
+
+func streamKey(id StreamID) []byte {
+	var k [1 + StreamIDLen]byte
+	k[0] = prefixStream
+	binary.BigEndian.PutUint32(k[1:], uint32(id))
+	return k[:]
+}
+
+func parseStreamKey(k []byte) (StreamID, error) {
+	if len(k) != 1+StreamIDLen || k[0] != prefixStream {
+		return 0, fmt.Errorf("lsm: malformed stream key %x", k)
+	}
+	return StreamID(binary.BigEndian.Uint32(k[1:])), nil
+}
+
+// streamSpan returns [start, end) covering every key of one table that
+// belongs to stream id: <prefix> <sid> …
+func streamSpan(prefix byte, id StreamID) (start, end []byte) {
+	start = make([]byte, 1+StreamIDLen)
+	start[0] = prefix
+	binary.BigEndian.PutUint32(start[1:], uint32(id))
+	end = make([]byte, 1+StreamIDLen)
+	end[0] = prefix
+	if id == ^StreamID(0) {
+		end[0] = prefix + 1
+	} else {
+		binary.BigEndian.PutUint32(end[1:], uint32(id)+1)
+	}
+	return start, end
+}
+
+// streamTables lists every table keyed by <prefix> <sid>, which DeleteStream
+// clears with range deletions.
+var streamTables = []byte{prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}

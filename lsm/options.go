@@ -1,0 +1,56 @@
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Options configures a DB. The zero value plus a Dir is valid.
+type Options struct {
+	// Dir is the data directory holding the Pebble files. Required.
+	Dir string
+	// FS is the filesystem; it defaults to the operating system's. Tests use
+	// vfs.NewMem() or vfs.NewStrictMem() to simulate crashes.
+	FS vfs.FS
+	// CacheBytes is the size of Pebble's block cache. It defaults to 32 MiB.
+	CacheBytes int64
+	// MemTableBytes is the size of one memtable. It defaults to 16 MiB.
+	MemTableBytes uint64
+	// Logger receives Pebble's own log lines at debug level and lsm's events.
+	// It defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// EnsureDefaults fills unset fields with their defaults.
+func (o *Options) EnsureDefaults() {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 32 << 20
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = 16 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Validate reports every invalid field.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.Dir == "" {
+		errs = append(errs, errors.New("lsm: Dir is required"))
+	}
+	if o.CacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("lsm: CacheBytes %d is negative", o.CacheBytes))
+	}
+	if o.MemTableBytes != 0 && o.MemTableBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("lsm: MemTableBytes %d is below 1 MiB", o.MemTableBytes))
+	}
+	return errors.Join(errs...)
+}
