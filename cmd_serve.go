@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/serve"
+	"github.com/kvsedge/kvsedge/serve/tlsca"
+)
+
+func runServe(args []string, _, stderr io.Writer) error {
+	cfg, _, err := parseConfig("serve", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveUntil(ctx, cfg, log)
+}
+
+// serveUntil runs the appliance until ctx ends.
+func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	creds, generated, err := effectiveCredentials(cfg)
+	if err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	db, err := lsm.Open(lsm.Options{
+		Dir:           cfg.DataDir,
+		CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
+		MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	eng, err := engine.Open(db, engine.Options{Region: cfg.Region, AccountID: cfg.AccountID, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	opts := serve.Options{Logger: log, DataEndpoint: cfg.DataEndpoint}
+	scheme := "http"
+	if cfg.TLS.CertFile != "" {
+		tc, err := tlsca.LoadServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		opts.TLS, scheme = tc, "https"
+	}
+	if opts.DataEndpoint == "" {
+		opts.DataEndpoint = deriveEndpoint(scheme, ln.Addr().(*net.TCPAddr))
+	}
+	if cfg.Auth.Disabled {
+		log.Warn("AUTHENTICATION IS OFF: every request is accepted unsigned; use only for local development")
+	} else {
+		keys := make(map[string]string, len(creds))
+		for _, c := range creds {
+			keys[c.AccessKeyID] = c.SecretAccessKey
+		}
+		opts.Auth = serve.NewSigV4Auth(keys, cfg.Auth.MaxSkew)
+		if generated {
+			log.Info("no credentials configured: using the key pair generated in the data directory; `kvsedge credentials` prints it",
+				"access_key_id", creds[0].AccessKeyID, "file", cfg.DataDir+"/"+generatedCredentialsFile)
+		}
+	}
+	srv, err := serve.New(eng, opts)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("kvsedge serving", "version", version, "listen", ln.Addr().String(), "endpoint", opts.DataEndpoint,
+		"data_dir", cfg.DataDir, "tls", opts.TLS != nil, "auth", !cfg.Auth.Disabled)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown", "err", err)
+	}
+	return nil
+}
+
+// deriveEndpoint turns the bound address into the URL clients should use:
+// an unspecified host (0.0.0.0, ::) becomes this box's first non-loopback
+// address, so GetDataEndpoint answers something a camera on the LAN can
+// reach.
+func deriveEndpoint(scheme string, addr *net.TCPAddr) string {
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = primaryAddress()
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+func primaryAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	ho := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/pflag"
+	yamlv3 "go.yaml.in/yaml/v3"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// command is one subcommand.
+type command struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the appliance (what a bare `kvsedge` does)", runServe},
+		{"config", "print the effective configuration, secrets redacted", runConfig},
+		{"credentials", "print the API key pair as shell exports for the aws CLI", runCredentials},
+		{"cert", "create a local CA and a server certificate for HTTPS", runCert},
+		{"version", "print the version", runVersion},
+	}
+}
+
+// errUsage marks an error already explained by a usage message.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	name := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" || name == "-h" || name == "--help" {
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			if err := c.run(args, stdout, stderr); err != nil {
+				if errors.Is(err, pflag.ErrHelp) {
+					return 0
+				}
+				if !errors.Is(err, errUsage) {
+					fmt.Fprintf(stderr, "kvsedge %s: %v\n", name, err)
+				}
+				return 1
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "kvsedge: unknown command %q\n", name)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: kvsedge [command] [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\n`kvsedge <command> --help` lists a command's flags.")
+}
+
+// parseConfig parses flags for a command that reads the configuration.
+func parseConfig(name string, args []string, stderr io.Writer, extra func(*pflag.FlagSet)) (*Config, *pflag.FlagSet, error) {
+	fs := pflag.NewFlagSet("kvsedge "+name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFlags(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, nil, err
+		}
+		return nil, nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(fs, os.Environ())
+	return cfg, fs, err
+}
+
+func runConfig(args []string, stdout, stderr io.Writer) error {
+	cfg, _, err := parseConfig("config", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	r := cfg.redacted()
+	enc := yamlv3.NewEncoder(stdout)
+	enc.SetIndent(2)
+	if err := enc.Encode(&r); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+func runVersion(args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("version takes no arguments")
+	}
+	rev := ""
+	goVersion := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				rev = " " + s.Value[:12]
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "kvsedge %s%s %s\n", version, rev, goVersion)
+	return nil
+}

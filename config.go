@@ -1,0 +1,278 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// Config is kvsedge's whole configuration. Sources, lowest precedence first:
+// built-in defaults < YAML file (--config) < environment (KVSEDGE_…, "__"
+// nests: KVSEDGE_TLS__CERT_FILE) < command-line flags that were set.
+type Config struct {
+	// Listen is the API's address. Default 127.0.0.1:8080.
+	Listen string `koanf:"listen" yaml:"listen"`
+	// DataDir holds the store (and generated credentials). Default ./data.
+	DataDir string `koanf:"data_dir" yaml:"data_dir"`
+	// DataEndpoint is what GetDataEndpoint returns (scheme://host[:port]).
+	// Default: derived from the bound listen address and TLS.
+	DataEndpoint string `koanf:"data_endpoint" yaml:"data_endpoint"`
+	// Region and AccountID appear in ARNs.
+	Region    string `koanf:"region" yaml:"region"`
+	AccountID string `koanf:"account_id" yaml:"account_id"`
+	// AccessKeyID and SecretAccessKey are one key pair (the environment's
+	// KVSEDGE_ACCESS_KEY_ID / KVSEDGE_SECRET_ACCESS_KEY); Credentials holds
+	// more. With none configured and auth on, a pair is generated once and
+	// kept in <data_dir>/credentials.yaml.
+	AccessKeyID     string        `koanf:"access_key_id" yaml:"access_key_id"`
+	SecretAccessKey string        `koanf:"secret_access_key" yaml:"secret_access_key"`
+	Credentials     []Credential  `koanf:"credentials" yaml:"credentials"`
+	Auth            AuthConfig    `koanf:"auth" yaml:"auth"`
+	TLS             TLSConfig     `koanf:"tls" yaml:"tls"`
+	Log             LogConfig     `koanf:"log" yaml:"log"`
+	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
+}
+
+// Credential is one access key pair.
+type Credential struct {
+	AccessKeyID     string `koanf:"access_key_id" yaml:"access_key_id"`
+	SecretAccessKey string `koanf:"secret_access_key" yaml:"secret_access_key"`
+}
+
+// AuthConfig controls SigV4 checking.
+type AuthConfig struct {
+	// Disabled turns authentication off (local development only).
+	Disabled bool `koanf:"disabled" yaml:"disabled"`
+	// MaxSkew is how far a request's X-Amz-Date may be from our clock.
+	// Default 5m, as AWS.
+	MaxSkew time.Duration `koanf:"max_skew" yaml:"max_skew"`
+}
+
+// TLSConfig enables HTTPS when both files are set (see `kvsedge cert`).
+type TLSConfig struct {
+	CertFile string `koanf:"cert_file" yaml:"cert_file"`
+	KeyFile  string `koanf:"key_file" yaml:"key_file"`
+}
+
+// LogConfig sets the log level (debug, info, warn, error) and format (text,
+// json).
+type LogConfig struct {
+	Level  string `koanf:"level" yaml:"level"`
+	Format string `koanf:"format" yaml:"format"`
+}
+
+// StorageConfig sizes the Pebble store.
+type StorageConfig struct {
+	CacheMiB    int `koanf:"cache_mib" yaml:"cache_mib"`
+	MemtableMiB int `koanf:"memtable_mib" yaml:"memtable_mib"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Listen:    "127.0.0.1:8080",
+		DataDir:   "./data",
+		Region:    "us-east-1",
+		AccountID: "000000000000",
+		Auth:      AuthConfig{MaxSkew: 5 * time.Minute},
+		Log:       LogConfig{Level: "info", Format: "text"},
+		Storage:   StorageConfig{CacheMiB: 32, MemtableMiB: 16},
+	}
+}
+
+// configFlags declares the flags every command that reads the configuration
+// accepts. flagKeys maps each flag to its configuration key.
+var flagKeys = map[string]string{
+	"listen":        "listen",
+	"data-dir":      "data_dir",
+	"data-endpoint": "data_endpoint",
+	"region":        "region",
+	"account-id":    "account_id",
+	"tls-cert":      "tls.cert_file",
+	"tls-key":       "tls.key_file",
+	"no-auth":       "auth.disabled",
+	"log-level":     "log.level",
+}
+
+func configFlags(fs *pflag.FlagSet) {
+	d := defaultConfig()
+	fs.String("config", "", "YAML configuration file")
+	fs.String("listen", d.Listen, "API listen address (host:port)")
+	fs.String("data-dir", d.DataDir, "data directory")
+	fs.String("data-endpoint", "", "URL GetDataEndpoint returns (default: derived from --listen)")
+	fs.String("region", d.Region, "region used in ARNs")
+	fs.String("account-id", d.AccountID, "12-digit account id used in ARNs")
+	fs.String("tls-cert", "", "TLS certificate file (PEM); enables HTTPS with --tls-key")
+	fs.String("tls-key", "", "TLS private key file (PEM)")
+	fs.Bool("no-auth", false, "turn SigV4 authentication off (local development only)")
+	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
+}
+
+// loadConfig layers defaults, the file named by --config, the environment
+// and the flags that were set, then validates the result.
+func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(defaultConfig(), "koanf"), nil); err != nil {
+		return nil, fmt.Errorf("loading defaults: %w", err)
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config: reading %s: %w", path, err)
+		}
+	}
+	envProvider := env.Provider(".", env.Opt{
+		Prefix: "KVSEDGE_",
+		TransformFunc: func(key, value string) (string, any) {
+			key = strings.ToLower(strings.TrimPrefix(key, "KVSEDGE_"))
+			return strings.ReplaceAll(key, "__", "."), value
+		},
+		EnvironFunc: func() []string { return environ },
+	})
+	if err := k.Load(envProvider, nil); err != nil {
+		return nil, fmt.Errorf("config: reading environment: %w", err)
+	}
+	flagProvider := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		key, ok := flagKeys[f.Name]
+		if !ok {
+			return "", nil
+		}
+		return key, posflag.FlagVal(fs, f)
+	})
+	if err := k.Load(flagProvider, nil); err != nil {
+		return nil, fmt.Errorf("config: reading flags: %w", err)
+	}
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var (
+	regionPattern    = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
+	accountPattern   = regexp.MustCompile(`^[0-9]{12}$`)
+	accessKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_]{3,128}$`)
+)
+
+// validate reports the first invalid key in one line that names it.
+func (c *Config) validate() error {
+	bad := func(key string, format string, args ...any) error {
+		return fmt.Errorf("invalid configuration: %s: %s", key, fmt.Sprintf(format, args...))
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return bad("listen", "%q is not host:port", c.Listen)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "must not be empty")
+	}
+	if c.DataEndpoint != "" {
+		u, err := url.Parse(c.DataEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return bad("data_endpoint", "%q is not scheme://host[:port] with scheme http or https and no path", c.DataEndpoint)
+		}
+		c.DataEndpoint = strings.TrimSuffix(c.DataEndpoint, "/")
+	}
+	if !regionPattern.MatchString(c.Region) {
+		return bad("region", "%q is not a region name like us-east-1", c.Region)
+	}
+	if !accountPattern.MatchString(c.AccountID) {
+		return bad("account_id", "%q is not a 12-digit account id", c.AccountID)
+	}
+	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
+		return bad("access_key_id", "access_key_id and secret_access_key must be set together")
+	}
+	if c.AccessKeyID != "" && !accessKeyPattern.MatchString(c.AccessKeyID) {
+		return bad("access_key_id", "%q must be 3–128 letters, digits or underscores", c.AccessKeyID)
+	}
+	seen := map[string]bool{c.AccessKeyID: c.AccessKeyID != ""}
+	for i, cr := range c.Credentials {
+		key := fmt.Sprintf("credentials[%d]", i)
+		if !accessKeyPattern.MatchString(cr.AccessKeyID) {
+			return bad(key+".access_key_id", "%q must be 3–128 letters, digits or underscores", cr.AccessKeyID)
+		}
+		if cr.SecretAccessKey == "" {
+			return bad(key+".secret_access_key", "must not be empty")
+		}
+		if seen[cr.AccessKeyID] {
+			return bad(key+".access_key_id", "%q is configured twice", cr.AccessKeyID)
+		}
+		seen[cr.AccessKeyID] = true
+	}
+	if c.Auth.MaxSkew < time.Second || c.Auth.MaxSkew > time.Hour {
+		return bad("auth.max_skew", "%s must be between 1s and 1h", c.Auth.MaxSkew)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return bad("tls.cert_file", "tls.cert_file and tls.key_file must be set together")
+	}
+	for key, f := range map[string]string{"tls.cert_file": c.TLS.CertFile, "tls.key_file": c.TLS.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return bad(key, "%v", unwrapPathError(err))
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if c.Storage.CacheMiB < 1 || c.Storage.CacheMiB > 1<<16 {
+		return bad("storage.cache_mib", "%d is outside 1…65536", c.Storage.CacheMiB)
+	}
+	if c.Storage.MemtableMiB < 1 || c.Storage.MemtableMiB > 4096 {
+		return bad("storage.memtable_mib", "%d is outside 1…4096", c.Storage.MemtableMiB)
+	}
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// allCredentials returns every configured key pair.
+func (c *Config) allCredentials() []Credential {
+	out := append([]Credential(nil), c.Credentials...)
+	if c.AccessKeyID != "" {
+		out = append(out, Credential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey})
+	}
+	return out
+}
+
+// redacted returns a copy safe to print: secrets replaced.
+func (c *Config) redacted() Config {
+	r := *c
+	const mask = "<redacted>"
+	if r.SecretAccessKey != "" {
+		r.SecretAccessKey = mask
+	}
+	r.Credentials = make([]Credential, len(c.Credentials))
+	for i, cr := range c.Credentials {
+		r.Credentials[i] = Credential{AccessKeyID: cr.AccessKeyID, SecretAccessKey: mask}
+	}
+	return r
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func loadFor(t *testing.T, env []string, args ...string) (*Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	configFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return loadConfig(fs, env)
+}
+
+func TestConfigLayers(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "kvsedge.yaml")
+	err := os.WriteFile(file, []byte(`
+listen: 0.0.0.0:9000
+data_dir: /from/file
+region: eu-central-1
+account_id: "111111111111"
+credentials:
+  - access_key_id: FILEKEY1
+    secret_access_key: filesecret1
+  - access_key_id: FILEKEY2
+    secret_access_key: filesecret2
+auth:
+  max_skew: 2m
+log:
+  level: debug
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Defaults alone.
+	c, err := loadFor(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8080" || c.DataDir != "./data" || c.Region != "us-east-1" || c.Auth.MaxSkew != 5*time.Minute || c.Log.Level != "info" {
+		t.Fatalf("defaults: %+v", c)
+	}
+
+	// File over defaults, env over file, flags over env.
+	env := []string{"KVSEDGE_DATA_DIR=/from/env", "KVSEDGE_REGION=ap-south-1", "KVSEDGE_ACCESS_KEY_ID=ENVKEY", "KVSEDGE_SECRET_ACCESS_KEY=envsecret",
+		"KVSEDGE_LOG__LEVEL=warn", "OTHER_VAR=x"}
+	c, err = loadFor(t, env, "--config", file, "--region", "us-west-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:9000" {
+		t.Errorf("listen from file: %q", c.Listen)
+	}
+	if c.DataDir != "/from/env" {
+		t.Errorf("data_dir from env: %q", c.DataDir)
+	}
+	if c.Region != "us-west-1" {
+		t.Errorf("region from flag: %q", c.Region)
+	}
+	if c.AccountID != "111111111111" || c.Auth.MaxSkew != 2*time.Minute || c.Log.Level != "warn" {
+		t.Errorf("file/env values: %+v", c)
+	}
+	creds := c.allCredentials()
+	if len(creds) != 3 || creds[2].AccessKeyID != "ENVKEY" || creds[0].SecretAccessKey != "filesecret1" {
+		t.Errorf("credentials: %+v", creds)
+	}
+	r := c.redacted()
+	if strings.Contains(r.SecretAccessKey+r.Credentials[0].SecretAccessKey+r.Credentials[1].SecretAccessKey, "secret") {
+		t.Errorf("redacted config shows secrets: %+v", r)
+	}
+	if c.SecretAccessKey != "envsecret" {
+		t.Error("redacted() modified the original")
+	}
+}
+
+func TestConfigInvalidNamesTheKey(t *testing.T) {
+	cases := []struct {
+		env  []string
+		args []string
+		key  string
+	}{
+		{nil, []string{"--account-id", "123"}, "account_id"},
+		{nil, []string{"--region", "Mars"}, "region"},
+		{nil, []string{"--listen", "nowhere"}, "listen"},
+		{nil, []string{"--data-endpoint", "ftp://x"}, "data_endpoint"},
+		{nil, []string{"--data-endpoint", "http://x:1/path"}, "data_endpoint"},
+		{[]string{"KVSEDGE_ACCESS_KEY_ID=ONLYKEY"}, nil, "access_key_id"},
+		{[]string{"KVSEDGE_AUTH__MAX_SKEW=1ms"}, nil, "auth.max_skew"},
+		{[]string{"KVSEDGE_LOG__LEVEL=loud"}, nil, "log.level"},
+		{nil, []string{"--tls-cert", "/does/not/exist.pem", "--tls-key", "/does/not/exist.key"}, "tls."},
+		{nil, []string{"--tls-cert", "/x.pem"}, "tls.cert_file"},
+	}
+	for _, tc := range cases {
+		_, err := loadFor(t, tc.env, tc.args...)
+		if err == nil {
+			t.Errorf("%v %v: accepted", tc.env, tc.args)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "invalid configuration: "+tc.key) || strings.Contains(msg, "\n") {
+			t.Errorf("%v %v: %q does not name %s in one line", tc.env, tc.args, msg, tc.key)
+		}
+	}
+}
+
+func TestConfigCommandRedacts(t *testing.T) {
+	out, _, code := kvsedgeCmd(t, []string{"KVSEDGE_ACCESS_KEY_ID=SHOWNKEY", "KVSEDGE_SECRET_ACCESS_KEY=hidden-secret-value"}, "config", "--listen", "127.0.0.1:9999")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(out, "listen: 127.0.0.1:9999") || !strings.Contains(out, "SHOWNKEY") || strings.Contains(out, "hidden-secret-value") {
+		t.Fatalf("config output:\n%s", out)
+	}
+	_, stderr, code := kvsedgeCmd(t, nil, "serve", "--account-id", "12")
+	if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "account_id") {
+		t.Fatalf("invalid config start-up: exit %d, %q", code, stderr)
+	}
+	out, _, code = kvsedgeCmd(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "kvsedge ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+}
+
+func TestGeneratedCredentials(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"KVSEDGE_DATA_DIR=" + dir}
+	out, _, code := kvsedgeCmd(t, env, "credentials")
+	if code != 0 || !strings.Contains(out, "export AWS_ACCESS_KEY_ID=AKKVSEDGE") {
+		t.Fatalf("credentials: %d %q", code, out)
+	}
+	st, err := os.Stat(filepath.Join(dir, generatedCredentialsFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v %v", err, st)
+	}
+	out2, _, _ := kvsedgeCmd(t, env, "credentials")
+	if out2 != out {
+		t.Fatalf("credentials changed between runs:\n%s\n%s", out, out2)
+	}
+	// The server started without configured keys accepts the generated pair.
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	var akid, secret string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "export AWS_ACCESS_KEY_ID="); ok {
+			akid = v
+		}
+		if v, ok := strings.CutPrefix(line, "export AWS_SECRET_ACCESS_KEY="); ok {
+			secret = v
+		}
+	}
+	var l struct{ StreamInfoList []any }
+	awsCLI(t, p.endpoint, []string{"AWS_ACCESS_KEY_ID=" + akid, "AWS_SECRET_ACCESS_KEY=" + secret}, &l, "kinesisvideo", "list-streams")
+	_, stderr, err := awsCLIRaw(t, p.endpoint, nil, "kinesisvideo", "list-streams")
+	if err == nil || !strings.Contains(stderr, "UnrecognizedClientException") {
+		t.Fatalf("other key accepted: %v %s", err, stderr)
+	}
+}
+
+func TestNoAuthSaysSo(t *testing.T) {
+	p := startKvsedge(t, []string{"KVSEDGE_DATA_DIR=" + t.TempDir()}, "--listen", "127.0.0.1:0", "--no-auth")
+	if !strings.Contains(p.logs.String(), "AUTHENTICATION IS OFF") {
+		t.Fatalf("no warning:\n%s", p.logs.String())
+	}
+	var l struct{ StreamInfoList []any }
+	awsCLI(t, p.endpoint, []string{"AWS_SECRET_ACCESS_KEY=anything"}, &l, "kinesisvideo", "list-streams")
+}

@@ -1,0 +1,19 @@
+// Package serve is kvsedge's HTTP front end: the Kinesis Video Streams
+// REST-JSON API over fasthttp, SigV4 authentication of every request, TLS, and
+// the mapping of engine errors to KVS error shapes and status codes.
+//
+// Files by job:
+//
+//	server.go       listener, routing, request ids, body limits, auth hook
+//	errors.go       KVS error shapes: x-amzn-ErrorType header + JSON body
+//	validate.go     the botocore model's lengths, patterns and enums
+//	controlplane*.go the kinesisvideo operations concerning streams
+//
+// Sub-packages: sigv4 (request signature verification, a leaf) and tlsca (the
+// local certificate authority behind `kvsedge cert`, a leaf).
+//
+// Wire rules (shared/kvs-api.md §1): every operation is POST to a fixed,
+// case-sensitive path with a JSON body; responses are JSON; timestamps are
+// JSON numbers of epoch seconds; every response carries x-amzn-RequestId;
+// errors carry their shape name in x-amzn-ErrorType and in the body.
+package serve

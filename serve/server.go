@@ -1,0 +1,226 @@
+package serve
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/valyala/fasthttp"
+)
+
+// Options configures a Server.
+type Options struct {
+	// DataEndpoint is the URL GetDataEndpoint returns: scheme and authority,
+	// no path, no trailing slash. Required.
+	DataEndpoint string
+	// Auth verifies request signatures. Nil disables authentication (local
+	// development only); New's caller is expected to say so loudly.
+	Auth Authenticator
+	// TLS, when set, makes Serve speak HTTPS. It should offer only
+	// "http/1.1" in NextProtos: the streaming routes are not proven over
+	// HTTP/2 and fasthttp does not speak it.
+	TLS *tls.Config
+	// MaxJSONBodyBytes caps a JSON request body. It defaults to 1 MiB (the
+	// largest legitimate control-plane request, 50 tags at their maximum
+	// sizes, is under 30 KiB).
+	MaxJSONBodyBytes int
+	// IdleTimeout closes keep-alive connections idle this long. It defaults
+	// to 2 minutes.
+	IdleTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) ensureDefaults() {
+	if o.MaxJSONBodyBytes == 0 {
+		o.MaxJSONBodyBytes = 1 << 20
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Server serves the KVS API for one engine.
+type Server struct {
+	opts   Options
+	eng    *engine.Engine
+	srv    *fasthttp.Server
+	routes map[string]jsonHandler
+}
+
+// jsonHandler handles one JSON operation: body is the raw request body, the
+// result is marshalled as the response.
+type jsonHandler func(s *Server, body []byte) (any, *apiError)
+
+// New builds a server over eng.
+func New(eng *engine.Engine, opts Options) (*Server, error) {
+	opts.ensureDefaults()
+	if opts.DataEndpoint == "" {
+		return nil, errors.New("serve: DataEndpoint is required")
+	}
+	s := &Server{opts: opts, eng: eng, routes: controlPlaneRoutes()}
+	s.srv = &fasthttp.Server{
+		Handler:     s.handle,
+		Name:        "kvsedge",
+		IdleTimeout: opts.IdleTimeout,
+		// Bodies are read by the handlers through RequestBodyStream with
+		// their own per-route limits: fasthttp does not enforce
+		// MaxRequestBodySize on streamed bodies, and PutMedia bodies are
+		// endless.
+		StreamRequestBody:    true,
+		ReadBufferSize:       16 << 10,
+		NoDefaultContentType: true,
+		Logger:               fasthttpLogger{opts.Logger},
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown. With Options.TLS set, ln
+// is wrapped in TLS.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.opts.TLS != nil {
+		ln = tls.NewListener(ln, s.opts.TLS)
+	}
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits for open requests until
+// ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	setRequestID(ctx)
+	path := string(ctx.Path())
+	h, ok := s.routes[path]
+	if !ok {
+		if _, ok := unsupportedRoutes[path]; ok {
+			writeError(ctx, newAPIError(http.StatusNotImplemented, errNotImplemented,
+				"%s is not supported by kvsedge: it stores and serves media streams; signaling channels, WebRTC and mapped resources are not implemented.", path[1:]))
+			return
+		}
+		writeError(ctx, newAPIError(http.StatusNotFound, errUnknownOperation, "No operation is served at %s.", path))
+		return
+	}
+	if !ctx.IsPost() {
+		writeError(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "%s accepts only POST.", path))
+		return
+	}
+	body, aerr := s.readBody(ctx)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		ctx.SetConnectionClose()
+		return
+	}
+	if aerr := s.authenticate(ctx, body); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	out, aerr := h(s, body)
+	if aerr != nil {
+		s.opts.Logger.Debug("request failed", "op", path, "type", aerr.Type, "msg", aerr.Message)
+		writeError(ctx, aerr)
+		return
+	}
+	js, err := json.Marshal(out)
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(js)
+}
+
+// maxDrainBytes is the largest oversized JSON body read and discarded
+// before answering InvalidArgumentException; larger ones are cut off.
+const maxDrainBytes = 16 << 20
+
+// readBody reads a JSON body up to MaxJSONBodyBytes. An empty body reads as
+// "{}": botocore omits it for operations called without parameters.
+func (s *Server) readBody(ctx *fasthttp.RequestCtx) ([]byte, *apiError) {
+	limit := s.opts.MaxJSONBodyBytes
+	if cl := ctx.Request.Header.ContentLength(); cl > limit {
+		// Read and drop a moderately oversized body so the client, still
+		// writing it, gets to read the error instead of a reset; the
+		// connection is closed after the answer either way.
+		if st := ctx.RequestBodyStream(); st != nil && cl <= maxDrainBytes {
+			_, _ = io.Copy(io.Discard, io.LimitReader(st, int64(cl)))
+		}
+		return nil, invalidArgument("The request body of %d bytes exceeds the limit of %d bytes.", cl, limit)
+	}
+	var body []byte
+	if st := ctx.RequestBodyStream(); st != nil {
+		b, err := io.ReadAll(io.LimitReader(st, int64(limit)+1))
+		if err != nil {
+			return nil, invalidArgument("Reading the request body failed: %v", err)
+		}
+		body = b
+	} else {
+		body = ctx.PostBody()
+	}
+	if len(body) > limit {
+		return nil, invalidArgument("The request body exceeds the limit of %d bytes.", limit)
+	}
+	return body, nil
+}
+
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, body []byte) *apiError {
+	if s.opts.Auth == nil {
+		return nil
+	}
+	sum := sha256.Sum256(body)
+	if err := s.opts.Auth.Authenticate(ctx, hex.EncodeToString(sum[:])); err != nil {
+		s.opts.Logger.Info("request refused", "path", string(ctx.Path()), "remote", ctx.RemoteAddr().String(), "err", err)
+		return authError(err)
+	}
+	return nil
+}
+
+// setRequestID sets x-amzn-RequestId, which botocore exposes and the C
+// producer logs, to a fresh UUIDv4.
+func setRequestID(ctx *fasthttp.RequestCtx) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	ctx.Response.Header.Set("x-amzn-RequestId", fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:]))
+}
+
+// decode unmarshals a JSON request body into T. Unknown members are ignored,
+// as AWS does; wrong types and malformed JSON are InvalidArgumentException.
+func decode[T any](body []byte) (*T, *apiError) {
+	var v T
+	if len(body) == 0 {
+		return &v, nil
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, invalidArgument("Value at '%s' has the wrong type: expected %s.", te.Field, te.Type)
+		}
+		return nil, invalidArgument("The request body is not valid JSON: %v", err)
+	}
+	return &v, nil
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
