@@ -48,7 +48,12 @@ func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	defer db.Close()
-	eng, err := engine.Open(db, engine.Options{Region: cfg.Region, AccountID: cfg.AccountID, Logger: log})
+	eng, err := engine.Open(db, engine.Options{
+		Region:             cfg.Region,
+		AccountID:          cfg.AccountID,
+		RingBytesPerStream: cfg.Media.RingMiBPerStream << 20,
+		Logger:             log,
+	})
 	if err != nil {
 		return err
 	}
@@ -58,7 +63,12 @@ func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
-	opts := serve.Options{Logger: log, DataEndpoint: cfg.DataEndpoint}
+	opts := serve.Options{
+		Logger:              log,
+		DataEndpoint:        cfg.DataEndpoint,
+		GetMediaIdleTimeout: cfg.Media.GetMediaIdleTimeout,
+		PutMediaIdleClose:   cfg.Media.PutMediaIdleClose,
+	}
 	scheme := "http"
 	if cfg.TLS.CertFile != "" {
 		tc, err := tlsca.LoadServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -89,6 +99,9 @@ func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	retCtx, stopRetention := context.WithCancel(ctx)
+	defer stopRetention()
+	go eng.RunRetention(retCtx, cfg.Media.RetentionInterval)
 	log.Info("kvsedge serving", "version", version, "listen", ln.Addr().String(), "endpoint", opts.DataEndpoint,
 		"data_dir", cfg.DataDir, "tls", opts.TLS != nil, "auth", !cfg.Auth.Disabled)
 

@@ -44,6 +44,22 @@ type Config struct {
 	TLS             TLSConfig     `koanf:"tls" yaml:"tls"`
 	Log             LogConfig     `koanf:"log" yaml:"log"`
 	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
+	Media           MediaConfig   `koanf:"media" yaml:"media"`
+}
+
+// MediaConfig tunes the media data path.
+type MediaConfig struct {
+	// RingMiBPerStream is each stream's hot-ring budget (recent fragments
+	// kept in memory for live readers).
+	RingMiBPerStream int `koanf:"ring_mib_per_stream" yaml:"ring_mib_per_stream"`
+	// GetMediaIdleTimeout ends a GetMedia session that waited this long
+	// at the live edge without a new fragment (below the aws CLI's 60 s
+	// read timeout; clients resume with the continuation token).
+	GetMediaIdleTimeout time.Duration `koanf:"get_media_idle_timeout" yaml:"get_media_idle_timeout"`
+	// PutMediaIdleClose ends an upload that sent nothing for this long.
+	PutMediaIdleClose time.Duration `koanf:"put_media_idle_close" yaml:"put_media_idle_close"`
+	// RetentionInterval is how often expired fragments are deleted.
+	RetentionInterval time.Duration `koanf:"retention_interval" yaml:"retention_interval"`
 }
 
 // Credential is one access key pair.
@@ -89,6 +105,12 @@ func defaultConfig() Config {
 		Auth:      AuthConfig{MaxSkew: 5 * time.Minute},
 		Log:       LogConfig{Level: "info", Format: "text"},
 		Storage:   StorageConfig{CacheMiB: 32, MemtableMiB: 16},
+		Media: MediaConfig{
+			RingMiBPerStream:    32,
+			GetMediaIdleTimeout: 50 * time.Second,
+			PutMediaIdleClose:   30 * time.Second,
+			RetentionInterval:   time.Minute,
+		},
 	}
 }
 
@@ -242,6 +264,18 @@ func (c *Config) validate() error {
 	}
 	if c.Storage.MemtableMiB < 1 || c.Storage.MemtableMiB > 4096 {
 		return bad("storage.memtable_mib", "%d is outside 1…4096", c.Storage.MemtableMiB)
+	}
+	if c.Media.RingMiBPerStream < 1 || c.Media.RingMiBPerStream > 4096 {
+		return bad("media.ring_mib_per_stream", "%d is outside 1…4096", c.Media.RingMiBPerStream)
+	}
+	if c.Media.GetMediaIdleTimeout < 100*time.Millisecond || c.Media.GetMediaIdleTimeout > time.Hour {
+		return bad("media.get_media_idle_timeout", "%v is outside 100ms…1h", c.Media.GetMediaIdleTimeout)
+	}
+	if c.Media.PutMediaIdleClose < time.Second || c.Media.PutMediaIdleClose > time.Hour {
+		return bad("media.put_media_idle_close", "%v is outside 1s…1h", c.Media.PutMediaIdleClose)
+	}
+	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
+		return bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval)
 	}
 	return nil
 }

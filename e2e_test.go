@@ -192,4 +192,3 @@ func awsCLIRaw(t *testing.T, endpoint string, extraEnv []string, args ...string)
 	err := cmd.Run()
 	return out.String(), errb.String(), err
 }
-

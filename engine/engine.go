@@ -16,8 +16,13 @@ import (
 // Lock order: writeMu before mu. Readers take only mu (read) to find a stream
 // and then load its snapshot atomically.
 type Engine struct {
-	opts Options
-	db   *lsm.DB
+	opts    Options
+	db      *lsm.DB
+	metrics metrics
+	headers headerCache
+	// retentionKick wakes the retention sweeper early (a retention
+	// decrease deletes now-expired data at once, as KVS does).
+	retentionKick chan struct{}
 
 	// writeMu serialises every mutation, across its synced write, so checks
 	// and the write they guard are atomic (one winner per name).
@@ -32,8 +37,17 @@ type Engine struct {
 
 // stream is the registry's entry for one stream.
 type stream struct {
-	id   lsm.StreamID
-	info atomic.Pointer[StreamInfo]
+	id      lsm.StreamID
+	info    atomic.Pointer[StreamInfo]
+	ring    *ring
+	ingest  ingestState
+	deleted atomic.Bool
+}
+
+func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
+	s := &stream{id: id, ring: newRing(e.opts.RingBytesPerStream)}
+	s.info.Store(info)
+	return s
 }
 
 // Open loads every stream from db.
@@ -42,7 +56,8 @@ func Open(db *lsm.DB, opts Options) (*Engine, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	e := &Engine{opts: opts, db: db}
+	e := &Engine{opts: opts, db: db, retentionKick: make(chan struct{}, 1)}
+	e.headers.m = make(map[headerKey]*Header)
 	e.mu.byName = make(map[string]*stream)
 	e.mu.byID = make(map[lsm.StreamID]*stream)
 	recs, err := db.Streams()
@@ -54,8 +69,7 @@ func Open(db *lsm.DB, opts Options) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
-		s := &stream{id: r.ID}
-		s.info.Store(info)
+		s := e.newStream(r.ID, info)
 		e.mu.byName[info.Name] = s
 		e.mu.byID[r.ID] = s
 	}
@@ -199,8 +213,7 @@ func (e *Engine) CreateStream(in CreateStreamInput) (*StreamInfo, error) {
 	if err := e.persist(info); err != nil {
 		return nil, err
 	}
-	s := &stream{id: id}
-	s.info.Store(info)
+	s := e.newStream(id, info)
 	e.mu.Lock()
 	e.mu.byName[info.Name] = s
 	e.mu.byID[id] = s
@@ -264,7 +277,7 @@ func (e *Engine) UpdateDataRetention(ref StreamRef, currentVersion string, incre
 	if hours < 1 {
 		return fmt.Errorf("%w: change of %d hours", ErrInvalidRetention, hours)
 	}
-	return e.update(ref, currentVersion, func(s *StreamInfo) error {
+	err := e.update(ref, currentVersion, func(s *StreamInfo) error {
 		n := s.DataRetentionInHours - hours
 		if increase {
 			n = s.DataRetentionInHours + hours
@@ -276,6 +289,10 @@ func (e *Engine) UpdateDataRetention(ref StreamRef, currentVersion string, incre
 		s.DataRetentionInHours = n
 		return nil
 	})
+	if err == nil && !increase {
+		e.KickRetention()
+	}
+	return err
 }
 
 // SetStorageTier changes the stream's DefaultStorageTier.
@@ -353,6 +370,13 @@ func (e *Engine) DeleteStream(arn, currentVersion string) error {
 	delete(e.mu.byName, info.Name)
 	delete(e.mu.byID, s.id)
 	e.mu.Unlock()
+	s.deleted.Store(true)
+	s.ring.close()
+	s.ingest.mu.Lock()
+	if s.ingest.active != nil {
+		s.ingest.active.end()
+	}
+	s.ingest.mu.Unlock()
 	e.opts.Logger.Info("stream deleted", "stream", info.Name, "sid", s.id)
 	return nil
 }

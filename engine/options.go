@@ -17,6 +17,12 @@ type Options struct {
 	// MaxStreams caps the number of streams (KVS: 10,000 per account and
 	// region). It defaults to 10,000.
 	MaxStreams int
+	// NodeID is this node's id in fragment numbers (lsm/FORMAT.md); nodes
+	// of one cluster need distinct ids.
+	NodeID uint16
+	// RingBytesPerStream is each stream's hot-ring budget. It defaults to
+	// 32 MiB (about 2 minutes of a 2 Mbit/s camera).
+	RingBytesPerStream int
 	// Clock defaults to SystemClock.
 	Clock Clock
 	// Logger defaults to slog.Default().
@@ -38,6 +44,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.MaxStreams == 0 {
 		o.MaxStreams = 10000
+	}
+	if o.RingBytesPerStream == 0 {
+		o.RingBytesPerStream = 32 << 20
 	}
 	if o.Clock == nil {
 		o.Clock = SystemClock

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -13,8 +14,12 @@ import (
 // writes. A store with a higher version is refused; a lower one is migrated
 // forward at Open (none exist yet).
 //
-//	1: meta, stream records; fragment and index tables reserved.
+//	1: meta, stream records, ingest terms, fragments, time indexes, headers.
 const SchemaVersion uint32 = 1
+
+// blobMinimumSize: values at least this large (fragment media) live in blob
+// files; smaller ones (records, index entries, headers) stay in sstables.
+const blobMinimumSize = 4 << 10
 
 // ErrNotFound is returned when a key does not exist.
 var ErrNotFound = errors.New("lsm: not found")
@@ -51,6 +56,20 @@ func Open(opts Options) (*DB, error) {
 		// creation avoids a migration when fragment values arrive.
 		FormatMajorVersion: pebble.FormatValueSeparation,
 		Logger:             pebbleLogger{opts.Logger},
+	}
+	// Media values go to blob files at flush and are not rewritten by
+	// compactions (only their small references are): see FORMAT.md,
+	// "Write amplification". Retention deletes whole ranges, so blob files
+	// empty out in ingest order; a rewrite is only worth it when half a
+	// file is garbage.
+	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           blobMinimumSize,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     5 * time.Minute,
+			TargetGarbageRatio:    0.5,
+		}
 	}
 	if err := opts.FS.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)

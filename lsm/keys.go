@@ -10,10 +10,11 @@ import (
 const (
 	prefixMeta        byte = 0x01 // 0x01 <name>                       → meta value
 	prefixStream      byte = 0x02 // 0x02 <sid u32>                    → stream record
-	prefixFragment    byte = 0x10 // 0x10 <sid u32> <fragnum 14 B>      → fragment (reserved)
-	prefixProducerIdx byte = 0x11 // 0x11 <sid u32> <ms u64> <fragnum>  → empty (reserved)
-	prefixServerIdx   byte = 0x12 // 0x12 <sid u32> <ms u64> <fragnum>  → empty (reserved)
-	prefixHeader      byte = 0x13 // 0x13 <sid u32> <hid u64>           → track header (reserved)
+	prefixTerm        byte = 0x03 // 0x03 <sid u32>                    → ingest term
+	prefixFragment    byte = 0x10 // 0x10 <sid u32> <fragnum 14 B>      → fragment meta + media
+	prefixProducerIdx byte = 0x11 // 0x11 <sid u32> <ms u64> <fragnum>  → fragment meta
+	prefixServerIdx   byte = 0x12 // 0x12 <sid u32> <ms u64> <fragnum>  → fragment meta
+	prefixHeader      byte = 0x13 // 0x13 <sid u32> <hid u64>           → session header
 )
 
 // Meta key names (after prefixMeta).
@@ -68,4 +69,38 @@ func streamSpan(prefix byte, id StreamID) (start, end []byte) {
 
 // streamTables lists every table keyed by <prefix> <sid>, which DeleteStream
 // clears with range deletions.
-var streamTables = []byte{prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}
+var streamTables = []byte{prefixTerm, prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}
+
+func termKey(id StreamID) []byte {
+	k := make([]byte, 1+StreamIDLen)
+	k[0] = prefixTerm
+	binary.BigEndian.PutUint32(k[1:], uint32(id))
+	return k
+}
+
+// fragmentKey appends 0x10 <sid> <fragnum>.
+func fragmentKey(dst []byte, id StreamID, n FragNum) []byte {
+	dst = append(dst, prefixFragment)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(id))
+	return append(dst, n[:]...)
+}
+
+// timeKey appends 0x11|0x12 <sid> <ms> <fragnum>. Negative times (a
+// producer clock before 1970) sort first: the sign bit is flipped.
+func timeKey(dst []byte, prefix byte, id StreamID, ms int64, n FragNum) []byte {
+	dst = timePrefix(dst, prefix, id, ms)
+	return append(dst, n[:]...)
+}
+
+func timePrefix(dst []byte, prefix byte, id StreamID, ms int64) []byte {
+	dst = append(dst, prefix)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(id))
+	return binary.BigEndian.AppendUint64(dst, uint64(ms)^(1<<63))
+}
+
+func headerKey(id StreamID, hid uint64) []byte {
+	k := make([]byte, 0, 1+StreamIDLen+8)
+	k = append(k, prefixHeader)
+	k = binary.BigEndian.AppendUint32(k, uint32(id))
+	return binary.BigEndian.AppendUint64(k, hid)
+}

@@ -40,6 +40,22 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// PutMediaIdleSeal closes a fragment whose cluster got no byte for this
+	// long (a producer that sends neither the end-of-fragment tag nor the
+	// next cluster). Default 2 s.
+	PutMediaIdleSeal time.Duration
+	// PutMediaIdleAck is how often IDLE acks go out on an upload with no
+	// data. Default 2 s.
+	PutMediaIdleAck time.Duration
+	// PutMediaIdleClose ends an upload with no data for this long (KVS: 30 s).
+	PutMediaIdleClose time.Duration
+	// GetMediaIdleTimeout ends a GetMedia session cleanly, at a chunk
+	// boundary, when no new fragment arrived for this long at the live
+	// edge. Default 50 s: below the aws CLI's 60 s read timeout, so the
+	// CLI finishes instead of failing; clients resume with the
+	// continuation token.
+	GetMediaIdleTimeout time.Duration
 }
 
 func (o *Options) ensureDefaults() {
@@ -52,6 +68,18 @@ func (o *Options) ensureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.PutMediaIdleSeal == 0 {
+		o.PutMediaIdleSeal = 2 * time.Second
+	}
+	if o.PutMediaIdleAck == 0 {
+		o.PutMediaIdleAck = 2 * time.Second
+	}
+	if o.PutMediaIdleClose == 0 {
+		o.PutMediaIdleClose = 30 * time.Second
+	}
+	if o.GetMediaIdleTimeout == 0 {
+		o.GetMediaIdleTimeout = 50 * time.Second
+	}
 }
 
 // Server serves the KVS API for one engine.
@@ -60,6 +88,12 @@ type Server struct {
 	eng    *engine.Engine
 	srv    *fasthttp.Server
 	routes map[string]jsonHandler
+	// media are the streaming routes, which manage their own bodies and
+	// responses.
+	media map[string]func(*Server, *fasthttp.RequestCtx)
+	// life ends when Shutdown starts, ending long-lived media sessions.
+	life     context.Context
+	stopLife context.CancelFunc
 }
 
 // jsonHandler handles one JSON operation: body is the raw request body, the
@@ -72,7 +106,11 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 	if opts.DataEndpoint == "" {
 		return nil, errors.New("serve: DataEndpoint is required")
 	}
-	s := &Server{opts: opts, eng: eng, routes: controlPlaneRoutes()}
+	s := &Server{opts: opts, eng: eng, routes: controlPlaneRoutes(), media: mediaRoutes()}
+	for path, h := range archivedMediaRoutes() {
+		s.routes[path] = h
+	}
+	s.life, s.stopLife = context.WithCancel(context.Background())
 	s.srv = &fasthttp.Server{
 		Handler:     s.handle,
 		Name:        "kvsedge",
@@ -101,12 +139,17 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits for open requests until
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopLife()
 	return s.srv.ShutdownWithContext(ctx)
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	setRequestID(ctx)
 	path := string(ctx.Path())
+	if m, ok := s.media[path]; ok {
+		m(s, ctx)
+		return
+	}
 	h, ok := s.routes[path]
 	if !ok {
 		if _, ok := unsupportedRoutes[path]; ok {

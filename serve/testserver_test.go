@@ -39,6 +39,12 @@ type testServer struct {
 
 func startServer(t *testing.T, dir string) *testServer {
 	t.Helper()
+	return startServerWith(t, dir, nil)
+}
+
+// startServerWith lets a test adjust the server options.
+func startServerWith(t *testing.T, dir string, adjust func(*Options)) *testServer {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -56,11 +62,15 @@ func startServer(t *testing.T, dir string) *testServer {
 		t.Fatal(err)
 	}
 	url := "http://" + ln.Addr().String()
-	srv, err := New(eng, Options{
+	opts := Options{
 		DataEndpoint: url,
 		Auth:         NewSigV4Auth(map[string]string{testAKID: testSecret}, 5*time.Minute),
 		Logger:       log,
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	srv, err := New(eng, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,317 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// Ingest errors.
+var (
+	// ErrSuperseded: a newer ingest session of the same stream started
+	// (KVS accepts the newest PutMedia and ends the older).
+	ErrSuperseded = errors.New("engine: a newer ingest session replaced this one")
+	// ErrStreamDeleted: the stream was deleted during ingest or reading.
+	ErrStreamDeleted = errors.New("engine: stream deleted")
+)
+
+// ingestState is a stream's fragment-numbering state. Fragment numbers are
+// term | node | seq (lsm.FragNum); the term is chosen and synced once per
+// process per stream, before the first number of the term is handed out.
+type ingestState struct {
+	mu           sync.Mutex
+	term         uint64
+	seq          uint32
+	lastServerMs int64
+	active       *IngestSession
+}
+
+// IngestSession is one producer connection (a PutMedia upload or a
+// camera) feeding a stream. Its methods are called from one goroutine,
+// except Persist, which a separate persister goroutine may call.
+type IngestSession struct {
+	e    *Engine
+	s    *stream
+	done chan struct{}
+	once sync.Once
+	// headers maps the reader's header to the engine's (with its id).
+	headers map[*mkv.Header]*Header
+}
+
+// BeginIngest starts an ingest session on a stream. An older session of
+// the same stream ends (its Done channel closes): KVS accepts the newest
+// PutMedia, because a producer that reconnects may leave a dead socket
+// behind.
+func (e *Engine) BeginIngest(ref StreamRef) (*IngestSession, error) {
+	s, info, err := e.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	if info.Status != StatusActive {
+		return nil, fmt.Errorf("%w: %s", ErrStreamNotActive, info.Name)
+	}
+	sess := &IngestSession{e: e, s: s, done: make(chan struct{}), headers: make(map[*mkv.Header]*Header)}
+	st := &s.ingest
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.term == 0 {
+		if err := e.newTermLocked(s); err != nil {
+			return nil, err
+		}
+	}
+	if st.active != nil {
+		st.active.end()
+	}
+	st.active = sess
+	return sess, nil
+}
+
+// newTermLocked picks term = max(now ms, stored term + 1) and syncs it.
+// REQUIRES: s.ingest.mu held.
+func (e *Engine) newTermLocked(s *stream) error {
+	stored, _, err := e.db.Term(s.id)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	term := uint64(e.opts.Clock.Now().UnixMilli())
+	if term <= stored {
+		term = stored + 1
+	}
+	if err := e.db.PutTerm(s.id, term, e.opts.NodeID); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	s.ingest.term, s.ingest.seq = term, 0
+	return nil
+}
+
+func (sess *IngestSession) end() {
+	sess.once.Do(func() { close(sess.done) })
+}
+
+// Done is closed when the session was superseded or its stream deleted.
+func (sess *IngestSession) Done() <-chan struct{} { return sess.done }
+
+// Close ends the session.
+func (sess *IngestSession) Close() {
+	st := &sess.s.ingest
+	st.mu.Lock()
+	if st.active == sess {
+		st.active = nil
+	}
+	st.mu.Unlock()
+	sess.end()
+}
+
+// Persists reports whether fragments are stored (retention > 0): KVS sends
+// PERSISTED acks only then.
+func (sess *IngestSession) Persists() bool {
+	return sess.s.info.Load().DataRetentionInHours > 0
+}
+
+// StartFragment numbers a fragment whose first bytes just arrived and
+// stamps its server time (non-decreasing per stream, so number order and
+// server-time order agree).
+func (sess *IngestSession) StartFragment() (lsm.FragNum, int64, error) {
+	st := &sess.s.ingest
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := sess.checkLocked(); err != nil {
+		return lsm.FragNum{}, 0, err
+	}
+	if st.seq == ^uint32(0) {
+		if err := sess.e.newTermLocked(sess.s); err != nil {
+			return lsm.FragNum{}, 0, err
+		}
+	}
+	n := lsm.MakeFragNum(st.term, sess.e.opts.NodeID, st.seq)
+	st.seq++
+	now := sess.e.opts.Clock.Now().UnixMilli()
+	if now < st.lastServerMs {
+		now = st.lastServerMs
+	}
+	st.lastServerMs = now
+	return n, now, nil
+}
+
+// checkLocked reports why the session may not go on. REQUIRES: ingest.mu.
+func (sess *IngestSession) checkLocked() error {
+	if sess.s.deleted.Load() {
+		return ErrStreamDeleted
+	}
+	if sess.s.ingest.active != sess {
+		return ErrSuperseded
+	}
+	return nil
+}
+
+// Received is the result of Receive.
+type Received struct {
+	// Fragment is the stored fragment (retained for the caller: pass it to
+	// Persist, or Release it).
+	Fragment *Fragment
+	// Duplicate: the stream already holds this fragment (same producer
+	// timestamp and content, re-sent after a reconnect); Fragment is then
+	// nil and Meta is the stored one, to acknowledge with its number once
+	// AwaitDurable returns.
+	Duplicate bool
+	Meta      lsm.FragmentMeta
+	// original is the ring's copy of a duplicate that may still be on its
+	// way to disk (retained), or nil when it came from the archive.
+	original *Fragment
+}
+
+// AwaitDurable waits until the fragment a duplicate repeats is durable
+// (its own session's Persist finished) and reports that Persist's error.
+func (r *Received) AwaitDurable() error {
+	if r.original == nil {
+		return nil
+	}
+	<-r.original.persisted
+	err := r.original.persistErr
+	r.original.Release()
+	r.original = nil
+	return err
+}
+
+// Receive takes a complete fragment: checks it is not a re-sent copy,
+// builds its metadata and publishes it to the hot ring, so live readers
+// see it before it is durable. f.Buf must come from NewMediaBuffer (or be
+// a buffer nobody else uses); the engine owns it from here on.
+func (sess *IngestSession) Receive(num lsm.FragNum, serverMs, producerMs int64, f *mkv.Fragment) (Received, error) {
+	hdr := sess.header(f.Header)
+	meta := lsm.FragmentMeta{
+		Number:     num,
+		ProducerMs: producerMs,
+		ServerMs:   serverMs,
+		DurationMs: uint32(max(f.Duration().Milliseconds(), 1)),
+		Timecode:   f.Timecode,
+		HeaderID:   hdr.ID,
+		ClusterLen: uint32(f.ClusterLen),
+		MediaLen:   uint32(len(f.Buf)),
+		Frames:     uint32(f.Frames),
+		Digest:     digest(f.Buf[:f.ClusterLen], f.Frames),
+	}
+	if dup, orig, ok, err := sess.e.findDuplicate(sess.s, &meta); err != nil {
+		putMediaBuffer(f.Buf)
+		return Received{}, err
+	} else if ok {
+		putMediaBuffer(f.Buf)
+		return Received{Duplicate: true, Meta: dup, original: orig}, nil
+	}
+	st := &sess.s.ingest
+	st.mu.Lock()
+	err := sess.checkLocked()
+	st.mu.Unlock()
+	if err != nil {
+		putMediaBuffer(f.Buf)
+		return Received{}, err
+	}
+	frag := &Fragment{Meta: meta, Header: hdr, Media: f.Buf, pooled: true, persisted: make(chan struct{})}
+	frag.refs.Store(2) // the ring's and the caller's
+	sess.s.ring.push(frag)
+	sess.e.metrics.fragmentsReceived.Add(1)
+	sess.e.metrics.bytesReceived.Add(uint64(len(f.Buf)))
+	return Received{Fragment: frag, Meta: meta}, nil
+}
+
+// Persist stores a received fragment durably (one synced batch: media,
+// both time-index entries and, the first time, its header) and releases
+// the caller's reference. For a stream without retention it only
+// releases. When it returns nil the fragment may be acknowledged
+// PERSISTED.
+func (sess *IngestSession) Persist(f *Fragment) (err error) {
+	defer func() {
+		f.persistErr = err
+		close(f.persisted)
+		f.Release()
+	}()
+	if !sess.Persists() {
+		return nil
+	}
+	if sess.s.deleted.Load() {
+		return ErrStreamDeleted
+	}
+	w := lsm.FragmentWrite{Meta: f.Meta, Media: f.Media}
+	if !f.Header.stored.Load() {
+		w.Header = f.Header.Raw
+	}
+	if err := sess.e.db.PutFragment(sess.s.id, &w); err != nil {
+		return fmt.Errorf("engine: persisting fragment %s: %w", f.Meta.Number, err)
+	}
+	f.Header.stored.Store(true)
+	sess.e.metrics.fragmentsPersisted.Add(1)
+	return nil
+}
+
+// header returns the engine header for a reader header, computing its id
+// once per session (and sharing it across sessions with the same bytes).
+func (sess *IngestSession) header(h *mkv.Header) *Header {
+	if eh, ok := sess.headers[h]; ok {
+		return eh
+	}
+	eh := sess.e.headerFor(sess.s, xxhash.Sum64(h.Raw), h.Raw)
+	sess.headers[h] = eh
+	return eh
+}
+
+// digest identifies a cluster's content: its xxHash64, length and frame
+// count (16 bytes). It decides only whether a re-sent fragment with the
+// same producer timestamp is the one stored, not integrity.
+func digest(cluster []byte, frames int) (d [16]byte) {
+	binary.BigEndian.PutUint64(d[0:], xxhash.Sum64(cluster))
+	binary.BigEndian.PutUint32(d[8:], uint32(len(cluster)))
+	binary.BigEndian.PutUint32(d[12:], uint32(frames))
+	return d
+}
+
+// findDuplicate looks for a fragment with the same producer timestamp and
+// digest, in the ring (not yet durable) and in the archive.
+func (e *Engine) findDuplicate(s *stream, m *lsm.FragmentMeta) (lsm.FragmentMeta, *Fragment, bool, error) {
+	var found lsm.FragmentMeta
+	var orig *Fragment
+	s.ring.each(func(f *Fragment) bool {
+		if f.Meta.ProducerMs == m.ProducerMs && f.Meta.Digest == m.Digest && f.persisted != nil {
+			orig = f.Retain()
+			return false
+		}
+		return true
+	})
+	if orig != nil {
+		return orig.Meta, orig, true, nil
+	}
+	ok := false
+	err := e.db.ScanTime(s.id, lsm.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f lsm.FragmentMeta) bool {
+		if f.Digest == m.Digest {
+			found, ok = f, true
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return found, nil, false, fmt.Errorf("engine: duplicate check: %w", err)
+	}
+	return found, nil, ok, nil
+}
+
+// Stopped reports whether the engine ended the session.
+func (sess *IngestSession) Stopped() bool {
+	select {
+	case <-sess.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is why the session cannot go on (nil while it can).
+func (sess *IngestSession) Err() error {
+	st := &sess.s.ingest
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return sess.checkLocked()
+}

@@ -1,0 +1,349 @@
+package mkv
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const testdataDir = "../../../shared/testdata/"
+
+// chunkedReader returns data in the sizes recorded in a .chunks.tsv, so
+// elements straddle reads exactly as they did on the wire.
+type chunkedReader struct {
+	data  []byte
+	sizes []int
+}
+
+func (c *chunkedReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(c.data)
+	if len(c.sizes) > 0 {
+		n = c.sizes[0]
+		c.sizes = c.sizes[1:]
+	}
+	n = min(n, len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+func loadCapture(t testing.TB, name string) ([]byte, []int) {
+	t.Helper()
+	data, err := os.ReadFile(testdataDir + name + ".mkv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(testdataDir + name + ".chunks.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var sizes []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		n, err := strconv.Atoi(fields[1])
+		if err != nil {
+			continue // header line
+		}
+		sizes = append(sizes, n)
+	}
+	return data, sizes
+}
+
+type parsed struct {
+	starts, ends []uint64
+	frags        []*Fragment
+}
+
+func parseAll(t testing.TB, r io.Reader) (parsed, error) {
+	rd := NewReader(r, Options{})
+	var p parsed
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			return p, nil
+		}
+		if err != nil {
+			return p, err
+		}
+		switch ev {
+		case EventFragmentStart:
+			p.starts = append(p.starts, rd.Fragment().Timecode)
+		case EventFragmentEnd:
+			f := rd.TakeFragment()
+			p.ends = append(p.ends, f.Timecode)
+			p.frags = append(p.frags, f)
+		}
+	}
+}
+
+func TestReaderRealProducerCaptures(t *testing.T) {
+	cases := []struct {
+		name       string
+		n          int
+		first      uint64
+		tracks     int
+		metaPerFrg int
+	}{
+		{"real-producer-h264-absolute", 11, 1795579974135, 1, 9},
+		{"real-producer-h264-aac-relative", 6, 0, 2, -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			data, sizes := loadCapture(t, tc.name)
+			p, err := parseAll(t, &chunkedReader{data: data, sizes: sizes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.frags) != tc.n || len(p.starts) != tc.n {
+				t.Fatalf("%d fragments (%d starts), want %d", len(p.frags), len(p.starts), tc.n)
+			}
+			// Expected timecodes, found independently: each Cluster ID is
+			// followed by its 8-byte Timecode (E7 88).
+			var wantTC []uint64
+			for i := 0; ; {
+				j := bytes.Index(data[i:], []byte{0x1F, 0x43, 0xB6, 0x75})
+				if j < 0 {
+					break
+				}
+				k := i + j + bytes.Index(data[i+j:], []byte{0xE7, 0x88}) + 2
+				wantTC = append(wantTC, readUint(data[k:k+8]))
+				i += j + 4
+			}
+			if len(wantTC) != tc.n || wantTC[0] != tc.first {
+				t.Fatalf("scan found %d clusters from %v", len(wantTC), wantTC)
+			}
+			total := 0
+			for i, f := range p.frags {
+				want := wantTC[i]
+				if f.Timecode != want || p.starts[i] != want {
+					t.Errorf("fragment %d timecode %d, want %d", i, f.Timecode, want)
+				}
+				if len(f.Header.Tracks) != tc.tracks {
+					t.Errorf("fragment %d: %d tracks", i, len(f.Header.Tracks))
+				}
+				if f.KeyFrames < 1 || f.Frames < 10 {
+					t.Errorf("fragment %d: %d frames, %d key", i, f.Frames, f.KeyFrames)
+				}
+				if tc.metaPerFrg >= 0 && f.MetaTags != tc.metaPerFrg {
+					t.Errorf("fragment %d: %d metadata tags, want %d", i, f.MetaTags, tc.metaPerFrg)
+				}
+				if d := f.Duration().Milliseconds(); i < tc.n-1 && (d < 1700 || d > 1900) {
+					t.Errorf("fragment %d: duration %d ms", i, d)
+				}
+				if !bytes.HasPrefix(f.Buf, []byte{0x1F, 0x43, 0xB6, 0x75}) {
+					t.Errorf("fragment %d does not start with a Cluster", i)
+				}
+				total += f.ClusterLen
+			}
+			if tc.metaPerFrg >= 0 && !p.frags[tc.n-1].EndOfFragment {
+				t.Error("last fragment not closed by its END_OF_FRAGMENT tag")
+			}
+			// Every cluster byte of the body is kept.
+			if total > len(data) || total < len(data)*9/10 {
+				t.Errorf("kept %d cluster bytes of a %d-byte body", total, len(data))
+			}
+			v := p.frags[0].Header.Tracks[0]
+			if v.CodecID != "V_MPEG4/ISO/AVC" || len(v.CodecPrivate) != 45 {
+				t.Errorf("video track %q with %d bytes of CodecPrivate", v.CodecID, len(v.CodecPrivate))
+			}
+		})
+	}
+}
+
+// idleReader hands out data, then ErrIdle forever.
+type idleReader struct {
+	data  []byte
+	idles int
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		r.idles++
+		if r.idles > 3 {
+			return 0, io.EOF
+		}
+		return 0, ErrIdle
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestReaderIdleClosesFragment(t *testing.T) {
+	data, _ := loadCapture(t, "real-producer-h264-aac-relative")
+	// Cut the body right after the second cluster's last block: no next
+	// cluster and no end tag arrive, only silence.
+	idx := bytes.Index(data[100:], []byte{0x1F, 0x43, 0xB6, 0x75})
+	second := bytes.Index(data[100+idx+4:], []byte{0x1F, 0x43, 0xB6, 0x75})
+	cut := 100 + idx + 4 + second
+	rd := NewReader(&idleReader{data: data[:cut]}, Options{})
+	var ends int
+	var idle bool
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			if err != io.EOF {
+				t.Fatal(err)
+			}
+			break
+		}
+		if ev == EventFragmentEnd {
+			f := rd.TakeFragment()
+			ends++
+			idle = f.ClosedByIdle
+		}
+	}
+	if ends != 1 || !idle {
+		t.Fatalf("%d fragments, last closed by idle: %v", ends, idle)
+	}
+}
+
+func wantErrorID(t *testing.T, err error, id int) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) || e.ID != id {
+		t.Fatalf("error %v, want ErrorId %d", err, id)
+	}
+}
+
+// mutate returns the absolute capture with f applied to a copy.
+func mutate(t *testing.T, f func(b []byte) []byte) []byte {
+	data, _ := loadCapture(t, "real-producer-h264-absolute")
+	return f(append([]byte(nil), data...))
+}
+
+// firstSimpleBlock returns the offset of the first SimpleBlock's payload
+// in the first cluster.
+func firstSimpleBlock(t *testing.T, b []byte) int {
+	c := bytes.Index(b, []byte{0x1F, 0x43, 0xB6, 0x75})
+	i := bytes.IndexByte(b[c:], IDSimpleBlock)
+	if i < 0 {
+		t.Fatal("no SimpleBlock")
+	}
+	p := c + i + 1
+	return p + vintLen(b[p])
+}
+
+func TestReaderErrors(t *testing.T) {
+	t.Run("not-key-frame", func(t *testing.T) {
+		b := mutate(t, func(b []byte) []byte {
+			p := firstSimpleBlock(t, b)
+			b[p+3] &^= 0x80
+			return b
+		})
+		_, err := parseAll(t, bytes.NewReader(b))
+		wantErrorID(t, err, ErrIDInvalidMKV)
+	})
+	t.Run("unknown-track", func(t *testing.T) {
+		b := mutate(t, func(b []byte) []byte {
+			p := firstSimpleBlock(t, b)
+			b[p] = 0x85 // track 5
+			return b
+		})
+		_, err := parseAll(t, bytes.NewReader(b))
+		wantErrorID(t, err, ErrIDTrackMismatch)
+	})
+	t.Run("timecode-backwards", func(t *testing.T) {
+		b := mutate(t, func(b []byte) []byte {
+			c1 := bytes.Index(b, []byte{0x1F, 0x43, 0xB6, 0x75})
+			c2 := c1 + 4 + bytes.Index(b[c1+4:], []byte{0x1F, 0x43, 0xB6, 0x75})
+			t2 := c2 + bytes.Index(b[c2:], []byte{0xE7, 0x88}) + 2
+			t1 := c1 + bytes.Index(b[c1:], []byte{0xE7, 0x88}) + 2
+			copy(b[t2:t2+8], b[t1:t1+8])
+			return b
+		})
+		p, err := parseAll(t, bytes.NewReader(b))
+		wantErrorID(t, err, ErrIDTimecodeLesser)
+		if len(p.frags) != 1 {
+			t.Fatalf("%d fragments before the error, want 1", len(p.frags))
+		}
+	})
+	t.Run("random-bytes", func(t *testing.T) {
+		_, err := parseAll(t, bytes.NewReader([]byte("this is not matroska at all, just text")))
+		wantErrorID(t, err, ErrIDInvalidMKV)
+	})
+	t.Run("truncated", func(t *testing.T) {
+		data, _ := loadCapture(t, "real-producer-h264-absolute")
+		_, err := parseAll(t, bytes.NewReader(data[:300]))
+		wantErrorID(t, err, ErrIDInvalidMKV)
+	})
+	t.Run("absurd-size", func(t *testing.T) {
+		// EBML header claiming 2^56 bytes.
+		_, err := parseAll(t, bytes.NewReader([]byte{0x1A, 0x45, 0xDF, 0xA3, 0x01, 0, 0, 0, 0, 0, 0, 1}))
+		wantErrorID(t, err, ErrIDInvalidMKV)
+	})
+	t.Run("fragment-too-big", func(t *testing.T) {
+		data, _ := loadCapture(t, "real-producer-h264-absolute")
+		rd := NewReader(bytes.NewReader(data), Options{MaxFragmentBytes: 100 << 10})
+		var err error
+		for err == nil {
+			var ev Event
+			ev, err = rd.Next()
+			if ev == EventFragmentEnd {
+				rd.TakeFragment()
+			}
+		}
+		wantErrorID(t, err, ErrIDMaxFragmentSize)
+	})
+	t.Run("leftover-tags-only", func(t *testing.T) {
+		data, _ := loadCapture(t, "real-producer-h264-absolute")
+		i := bytes.LastIndex(data, []byte{0x12, 0x54, 0xC3, 0x67})
+		p, err := parseAll(t, bytes.NewReader(data[i:]))
+		if err != nil || len(p.frags) != 0 {
+			t.Fatalf("leftover tags: %v, %d fragments", err, len(p.frags))
+		}
+	})
+	t.Run("new-ebml-mid-body", func(t *testing.T) {
+		data, _ := loadCapture(t, "real-producer-h264-absolute")
+		rel, _ := loadCapture(t, "real-producer-h264-aac-relative")
+		// A second document whose timecodes are absolute and later.
+		body := append(append([]byte(nil), rel...), data...)
+		p, err := parseAll(t, bytes.NewReader(body))
+		if err != nil || len(p.frags) != 17 {
+			t.Fatalf("%v, %d fragments, want 17", err, len(p.frags))
+		}
+		if len(p.frags[5].Header.Tracks) != 2 || len(p.frags[6].Header.Tracks) != 1 {
+			t.Fatal("fragments after the new EBML header do not use its Tracks")
+		}
+	})
+}
+
+func FuzzReader(f *testing.F) {
+	data, err := os.ReadFile(testdataDir + "real-producer-h264-aac-relative.mkv")
+	if err == nil {
+		f.Add(data[:min(len(data), 20000)])
+	}
+	f.Add([]byte{0x1A, 0x45, 0xDF, 0xA3, 0x01, 0, 0, 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rd := NewReader(bytes.NewReader(b), Options{MaxFragmentBytes: 1 << 20})
+		for i := 0; i < 10000; i++ {
+			ev, err := rd.Next()
+			if err != nil {
+				var e *Error
+				if err != io.EOF && !errors.As(err, &e) {
+					t.Fatalf("error of type %T: %v", err, err)
+				}
+				return
+			}
+			if ev == EventFragmentEnd {
+				f := rd.TakeFragment()
+				if f.ClusterLen > len(f.Buf) {
+					t.Fatal("cluster length beyond buffer")
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,352 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// ErrFragmentNotFound: a fragment number that the stream does not hold.
+var ErrFragmentNotFound = errors.New("engine: fragment not found")
+
+// ErrIdle is returned by Cursor.Next when no fragment arrived within the
+// idle time at the live edge.
+var ErrIdle = errors.New("engine: no new fragment within the idle time")
+
+type headerKey struct {
+	sid lsm.StreamID
+	id  uint64
+}
+
+// headerCache shares Header values among sessions and readers.
+type headerCache struct {
+	mu sync.Mutex
+	m  map[headerKey]*Header
+}
+
+// maxCachedHeaders bounds the cache; headers are a few hundred bytes.
+const maxCachedHeaders = 4096
+
+func (e *Engine) headerFor(s *stream, id uint64, raw []byte) *Header {
+	k := headerKey{s.id, id}
+	e.headers.mu.Lock()
+	defer e.headers.mu.Unlock()
+	if h, ok := e.headers.m[k]; ok {
+		return h
+	}
+	if len(e.headers.m) >= maxCachedHeaders {
+		for k := range e.headers.m {
+			delete(e.headers.m, k)
+			break
+		}
+	}
+	h := &Header{ID: id, Raw: append([]byte(nil), raw...)}
+	e.headers.m[k] = h
+	return h
+}
+
+// storedHeader returns a header of the archive.
+func (e *Engine) storedHeader(s *stream, id uint64) (*Header, error) {
+	k := headerKey{s.id, id}
+	e.headers.mu.Lock()
+	h, ok := e.headers.m[k]
+	e.headers.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	raw, err := e.db.Header(s.id, id)
+	if err != nil {
+		return nil, fmt.Errorf("engine: header %x of stream %d: %w", id, s.id, err)
+	}
+	h = e.headerFor(s, id, raw)
+	h.stored.Store(true)
+	return h, nil
+}
+
+func (e *Engine) archived(s *stream, m lsm.FragmentMeta, media []byte) (*Fragment, error) {
+	h, err := e.storedHeader(s, m.HeaderID)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fragment{Meta: m, Header: h, Media: media}
+	f.refs.Store(1)
+	return f, nil
+}
+
+// Fragment returns one fragment by number, from the ring or the archive,
+// retained for the caller.
+func (e *Engine) Fragment(ref StreamRef, n lsm.FragNum) (*Fragment, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	if f := s.ring.find(n); f != nil {
+		return f, nil
+	}
+	m, media, err := e.db.Fragment(s.id, n)
+	if errors.Is(err, lsm.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrFragmentNotFound, n)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	return e.archived(s, m, media)
+}
+
+// StartKind is where a Cursor begins.
+type StartKind int
+
+const (
+	// StartNow: the next fragment to arrive.
+	StartNow StartKind = iota
+	// StartEarliest: the oldest fragment held.
+	StartEarliest
+	// StartAfter: the first fragment after Number.
+	StartAfter
+	// StartServerTime / StartProducerTime: the fragment containing Ms, or
+	// the first after it.
+	StartServerTime
+	StartProducerTime
+)
+
+// Start positions a Cursor.
+type Start struct {
+	Kind   StartKind
+	Number lsm.FragNum
+	Ms     int64
+}
+
+// Cursor walks a stream's fragments in number order: the archive first,
+// then the hot ring, then live as fragments arrive, without a gap or a
+// duplicate at the seams.
+type Cursor struct {
+	e     *Engine
+	s     *stream
+	after lsm.FragNum
+}
+
+// OpenCursor positions a cursor on a stream.
+func (e *Engine) OpenCursor(ref StreamRef, st Start) (*Cursor, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cursor{e: e, s: s}
+	switch st.Kind {
+	case StartEarliest:
+	case StartAfter:
+		c.after = st.Number
+	case StartNow:
+		c.after = s.ring.newest()
+		if c.after.IsZero() {
+			m, ok, err := e.db.LastFragment(s.id)
+			if err != nil {
+				return nil, fmt.Errorf("engine: %w", err)
+			}
+			if ok {
+				c.after = m.Number
+			}
+		}
+	case StartServerTime, StartProducerTime:
+		n, ok, err := e.fragmentAt(s, st.Kind == StartServerTime, st.Ms)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			c.after = predecessor(n)
+		} else {
+			// Nothing at or after the time yet: start live.
+			c.after = s.ring.newest()
+		}
+	}
+	return c, nil
+}
+
+// predecessor returns a number just below n, so "after predecessor(n)"
+// starts at n.
+func predecessor(n lsm.FragNum) lsm.FragNum {
+	for i := len(n) - 1; i >= 0; i-- {
+		n[i]--
+		if n[i] != 0xFF {
+			break
+		}
+	}
+	return n
+}
+
+// fragmentAt finds the fragment containing ms (its start ≤ ms < start +
+// duration), else the first starting after ms, in the archive and then the
+// ring.
+func (e *Engine) fragmentAt(s *stream, server bool, ms int64) (lsm.FragNum, bool, error) {
+	idx := lsm.ByProducerTime
+	if server {
+		idx = lsm.ByServerTime
+	}
+	stamp := func(m *lsm.FragmentMeta) int64 {
+		if server {
+			return m.ServerMs
+		}
+		return m.ProducerMs
+	}
+	m, ok, err := e.db.LastAtOrBefore(s.id, idx, ms)
+	if err != nil {
+		return lsm.FragNum{}, false, fmt.Errorf("engine: %w", err)
+	}
+	if ok && stamp(&m)+int64(m.DurationMs) > ms {
+		return m.Number, true, nil
+	}
+	var found lsm.FragNum
+	have := false
+	err = e.db.ScanTime(s.id, idx, ms, 1<<62, nil, func(m lsm.FragmentMeta) bool {
+		found, have = m.Number, true
+		return false
+	})
+	if err != nil {
+		return lsm.FragNum{}, false, fmt.Errorf("engine: %w", err)
+	}
+	if have {
+		return found, true, nil
+	}
+	s.ring.each(func(f *Fragment) bool {
+		t := stamp(&f.Meta)
+		if t+int64(f.Meta.DurationMs) > ms {
+			found, have = f.Meta.Number, true
+			return false
+		}
+		return true
+	})
+	return found, have, nil
+}
+
+// Next returns the next fragment, retained (the caller Releases it),
+// waiting at the live edge up to idle (0: until ctx ends). It returns
+// ErrIdle, ErrStreamDeleted or ctx's error.
+func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error) {
+	var timer <-chan time.Time
+	if idle > 0 {
+		t := time.NewTimer(idle)
+		defer t.Stop()
+		timer = t.C
+	}
+	r := c.s.ring
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, ErrStreamDeleted
+		}
+		notify := r.notify
+		var oldest lsm.FragNum
+		if len(r.frags) > 0 {
+			oldest = r.frags[0].Meta.Number
+		}
+		if len(r.frags) > 0 && oldest.Compare(c.after) <= 0 {
+			// Inside the ring: it holds every fragment from oldest on.
+			if f := r.firstAfterLocked(c.after); f != nil {
+				f.Retain()
+				r.mu.Unlock()
+				c.after = f.Meta.Number
+				return f, nil
+			}
+			r.mu.Unlock()
+		} else {
+			r.mu.Unlock()
+			// Before the ring (or the ring is empty): the archive holds
+			// what lies between.
+			m, media, ok, err := c.e.db.NextFragment(c.s.id, c.after, oldest)
+			if err != nil {
+				return nil, fmt.Errorf("engine: %w", err)
+			}
+			if ok {
+				f, err := c.e.archived(c.s, m, media)
+				if err != nil {
+					return nil, err
+				}
+				c.after = m.Number
+				return f, nil
+			}
+			r.mu.Lock()
+			if len(r.frags) > 0 && r.frags[0].Meta.Number == oldest {
+				f := r.firstAfterLocked(c.after)
+				if f != nil {
+					f.Retain()
+					r.mu.Unlock()
+					c.after = f.Meta.Number
+					return f, nil
+				}
+			}
+			changed := len(r.frags) > 0 && r.frags[0].Meta.Number != oldest
+			r.mu.Unlock()
+			if changed {
+				continue // the ring moved while we looked at the archive
+			}
+		}
+		select {
+		case <-notify:
+		case <-timer:
+			return nil, ErrIdle
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Position is the number of the last fragment Next returned (or the
+// starting point).
+func (c *Cursor) Position() lsm.FragNum { return c.after }
+
+// Newest is the number of the newest fragment the stream has received.
+func (c *Cursor) Newest() lsm.FragNum { return c.s.ring.newest() }
+
+// TimeSelector chooses the index ListFragments scans.
+type TimeSelector = lsm.TimeIndex
+
+// ListFragments returns up to limit fragments whose timestamp (producer or
+// server, per idx) lies in [startMs, endMs], resuming after cursor, and
+// the cursor to resume from (nil at the end).
+func (e *Engine) ListFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs int64, cursor *lsm.TimeCursor, limit int) ([]lsm.FragmentMeta, *lsm.TimeCursor, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []lsm.FragmentMeta
+	more := false
+	err = e.db.ScanTime(s.id, idx, startMs, endMs, cursor, func(m lsm.FragmentMeta) bool {
+		if len(out) == limit {
+			more = true
+			return false
+		}
+		out = append(out, m)
+		return true
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine: %w", err)
+	}
+	if !more {
+		return out, nil, nil
+	}
+	last := out[len(out)-1]
+	next := &lsm.TimeCursor{Ms: last.ServerMs, Number: last.Number}
+	if idx == lsm.ByProducerTime {
+		next.Ms = last.ProducerMs
+	}
+	return out, next, nil
+}
+
+// HeaderLen is the length of a stored session header (0 if unknown), for
+// reporting chunk sizes.
+func (e *Engine) HeaderLen(ref StreamRef, id uint64) int {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return 0
+	}
+	h, err := e.storedHeader(s, id)
+	if err != nil {
+		return 0
+	}
+	return len(h.Raw)
+}

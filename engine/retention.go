@@ -1,0 +1,57 @@
+package engine
+
+import (
+	"context"
+	"time"
+)
+
+// KickRetention makes the retention sweeper run now.
+func (e *Engine) KickRetention() {
+	select {
+	case e.retentionKick <- struct{}{}:
+	default:
+	}
+}
+
+// RunRetention deletes, every interval (and when kicked), the fragments of
+// each stream whose server timestamp is older than its retention, until
+// ctx ends. Streams with retention 0 keep nothing in the archive.
+func (e *Engine) RunRetention(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		e.SweepRetention()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.retentionKick:
+		}
+	}
+}
+
+// SweepRetention runs one retention pass over every stream.
+func (e *Engine) SweepRetention() {
+	e.mu.RLock()
+	streams := make([]*stream, 0, len(e.mu.byID))
+	for _, s := range e.mu.byID {
+		streams = append(streams, s)
+	}
+	e.mu.RUnlock()
+	now := e.opts.Clock.Now()
+	for _, s := range streams {
+		info := s.info.Load()
+		if info.DataRetentionInHours == 0 || s.deleted.Load() {
+			continue
+		}
+		cutoff := now.Add(-time.Duration(info.DataRetentionInHours) * time.Hour).UnixMilli()
+		n, err := e.db.DeleteBefore(s.id, cutoff)
+		if err != nil {
+			e.opts.Logger.Warn("retention sweep failed", "stream", info.Name, "err", err)
+			continue
+		}
+		if n > 0 {
+			e.opts.Logger.Info("retention deleted fragments", "stream", info.Name, "fragments", n)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"github.com/kvsedge/kvsedge/lsm"
+	"sync"
+)
+
+// ring is a stream's hot ring: its most recent fragments, in fragment-number
+// order, within a byte budget. Invariant: the fragments in frags are every
+// fragment of the stream numbered from frags[0] to the newest that was
+// received (none is skipped), so a reader positioned inside the ring
+// needs nothing from the archive. The newest fragment is always kept, even
+// over budget.
+type ring struct {
+	mu     sync.Mutex
+	frags  []*Fragment
+	bytes  int
+	budget int
+	// notify is closed (and replaced) whenever a fragment is added or the
+	// stream goes away, waking readers at the live edge.
+	notify chan struct{}
+	closed bool
+}
+
+func newRing(budget int) *ring {
+	return &ring{budget: budget, notify: make(chan struct{})}
+}
+
+// push adds f (taking over one reference) and evicts over budget.
+func (r *ring) push(f *Fragment) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		f.Release()
+		return
+	}
+	r.frags = append(r.frags, f)
+	r.bytes += len(f.Media)
+	for len(r.frags) > 1 && r.bytes > r.budget {
+		old := r.frags[0]
+		r.frags[0] = nil
+		r.frags = r.frags[1:]
+		r.bytes -= len(old.Media)
+		old.Release()
+	}
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// close drops every fragment and wakes readers for good.
+func (r *ring) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	for _, f := range r.frags {
+		f.Release()
+	}
+	r.frags, r.bytes = nil, 0
+	close(r.notify)
+}
+
+// firstAfterLocked returns the first fragment numbered after n, or nil.
+// REQUIRES: r.mu held.
+func (r *ring) firstAfterLocked(n lsm.FragNum) *Fragment {
+	// Readers are usually at the live edge: search from the end.
+	i := len(r.frags)
+	for i > 0 && r.frags[i-1].Meta.Number.Compare(n) > 0 {
+		i--
+	}
+	if i < len(r.frags) {
+		return r.frags[i]
+	}
+	return nil
+}
+
+// find returns the fragment numbered n, retained, or nil.
+func (r *ring) find(n lsm.FragNum) *Fragment {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.frags {
+		if f.Meta.Number == n {
+			return f.Retain()
+		}
+	}
+	return nil
+}
+
+// newest returns the newest fragment's number (zero if empty).
+func (r *ring) newest() lsm.FragNum {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.frags) == 0 {
+		return lsm.FragNum{}
+	}
+	return r.frags[len(r.frags)-1].Meta.Number
+}
+
+// each calls fn for every fragment under the lock (for small scans: the
+// duplicate check and time lookups of ring-only streams).
+func (r *ring) each(fn func(*Fragment) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.frags {
+		if !fn(f) {
+			return
+		}
+	}
+}

@@ -1,0 +1,357 @@
+package lsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// FragmentMeta is what the store knows of a fragment besides its media: the
+// value of both time-index entries and the head of the fragment value.
+type FragmentMeta struct {
+	Number     FragNum
+	ProducerMs int64 // producer timestamp, epoch ms
+	ServerMs   int64 // server timestamp (receipt began), epoch ms
+	DurationMs uint32
+	// Timecode is the cluster Timecode as the producer sent it.
+	Timecode uint64
+	// HeaderID names the session header (table 0x13) the media needs.
+	HeaderID uint64
+	// ClusterLen is the length of the Cluster at the start of the media;
+	// the rest is the producer's Tags that followed it.
+	ClusterLen uint32
+	// MediaLen is the length of the stored media (cluster + tags).
+	MediaLen uint32
+	Frames   uint32
+	// Digest identifies the media's content (a prefix of its SHA-256), to
+	// recognise a fragment the producer sends again.
+	Digest [16]byte
+}
+
+// metaVersion1 layout (big-endian), 1+14+8+8+4+8+8+4+4+4+16 = 79 bytes:
+//
+//	version u8 | fragnum | producer ms i64 | server ms i64 | duration u32 |
+//	timecode u64 | header id u64 | cluster len u32 | media len u32 |
+//	frames u32 | digest [16]
+const (
+	metaVersion1 byte = 1
+	metaLen           = 79
+)
+
+func appendMeta(dst []byte, m *FragmentMeta) []byte {
+	dst = append(dst, metaVersion1)
+	dst = append(dst, m.Number[:]...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(m.ProducerMs))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(m.ServerMs))
+	dst = binary.BigEndian.AppendUint32(dst, m.DurationMs)
+	dst = binary.BigEndian.AppendUint64(dst, m.Timecode)
+	dst = binary.BigEndian.AppendUint64(dst, m.HeaderID)
+	dst = binary.BigEndian.AppendUint32(dst, m.ClusterLen)
+	dst = binary.BigEndian.AppendUint32(dst, m.MediaLen)
+	dst = binary.BigEndian.AppendUint32(dst, m.Frames)
+	return append(dst, m.Digest[:]...)
+}
+
+func decodeMeta(key, b []byte) (FragmentMeta, error) {
+	var m FragmentMeta
+	if len(b) < metaLen || b[0] != metaVersion1 {
+		return m, &CorruptionError{Key: append([]byte(nil), key...), Reason: "fragment meta of unknown version or length"}
+	}
+	b = b[1:]
+	copy(m.Number[:], b[:FragNumLen])
+	b = b[FragNumLen:]
+	m.ProducerMs = int64(binary.BigEndian.Uint64(b[0:]))
+	m.ServerMs = int64(binary.BigEndian.Uint64(b[8:]))
+	m.DurationMs = binary.BigEndian.Uint32(b[16:])
+	m.Timecode = binary.BigEndian.Uint64(b[20:])
+	m.HeaderID = binary.BigEndian.Uint64(b[28:])
+	m.ClusterLen = binary.BigEndian.Uint32(b[36:])
+	m.MediaLen = binary.BigEndian.Uint32(b[40:])
+	m.Frames = binary.BigEndian.Uint32(b[44:])
+	copy(m.Digest[:], b[48:64])
+	return m, nil
+}
+
+// Term returns the stream's last ingest term and node (0, 0 if none).
+func (d *DB) Term(id StreamID) (uint64, uint16, error) {
+	v, closer, err := d.db.Get(termKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("lsm: reading term of stream %d: %w", id, err)
+	}
+	defer closer.Close()
+	if len(v) != 11 || v[0] != 1 {
+		return 0, 0, &CorruptionError{Key: termKey(id), Reason: "term record of unknown version"}
+	}
+	return binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint16(v[9:]), nil
+}
+
+// PutTerm durably records that node ingests the stream under term. It must
+// return before any fragment numbered in the term is acknowledged.
+func (d *DB) PutTerm(id StreamID, term uint64, node uint16) error {
+	v := make([]byte, 0, 11)
+	v = append(v, 1)
+	v = binary.BigEndian.AppendUint64(v, term)
+	v = binary.BigEndian.AppendUint16(v, node)
+	if err := d.db.Set(termKey(id), v, pebble.Sync); err != nil {
+		return fmt.Errorf("lsm: writing term of stream %d: %w", id, err)
+	}
+	return nil
+}
+
+// FragmentWrite is one fragment to store.
+type FragmentWrite struct {
+	Meta FragmentMeta
+	// Header is the session header's bytes, written under Meta.HeaderID
+	// when not nil (idempotent: the same id always holds the same bytes).
+	Header []byte
+	Media  []byte
+}
+
+// PutFragment writes a fragment, its two index entries and (if given) its
+// header in one batch and syncs it. When it returns nil the fragment is
+// durable and may be acknowledged PERSISTED. Concurrent calls share WAL
+// syncs (Pebble's group commit).
+func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
+	b := d.db.NewBatch()
+	defer b.Close()
+	var kb [64]byte
+	meta := appendMeta(make([]byte, 0, metaLen), &w.Meta)
+	if w.Header != nil {
+		hv := make([]byte, 0, 1+len(w.Header))
+		hv = append(append(hv, 1), w.Header...)
+		if err := b.Set(headerKey(id, w.Meta.HeaderID), hv, nil); err != nil {
+			return fmt.Errorf("lsm: staging header: %w", err)
+		}
+	}
+	// The fragment value is meta followed by the media, built in place in
+	// the batch (no intermediate copy of the media).
+	op := b.SetDeferred(1+StreamIDLen+FragNumLen, metaLen+len(w.Media))
+	copy(op.Key, fragmentKey(kb[:0], id, w.Meta.Number))
+	copy(op.Value, meta)
+	copy(op.Value[metaLen:], w.Media)
+	if err := op.Finish(); err != nil {
+		return fmt.Errorf("lsm: staging fragment: %w", err)
+	}
+	if err := b.Set(timeKey(kb[:0], prefixProducerIdx, id, w.Meta.ProducerMs, w.Meta.Number), meta, nil); err != nil {
+		return fmt.Errorf("lsm: staging index: %w", err)
+	}
+	if err := b.Set(timeKey(kb[:0], prefixServerIdx, id, w.Meta.ServerMs, w.Meta.Number), meta, nil); err != nil {
+		return fmt.Errorf("lsm: staging index: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("lsm: committing fragment: %w", err)
+	}
+	return nil
+}
+
+// Header returns a stored session header.
+func (d *DB) Header(id StreamID, hid uint64) ([]byte, error) {
+	v, closer, err := d.db.Get(headerKey(id, hid))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lsm: reading header: %w", err)
+	}
+	defer closer.Close()
+	if len(v) < 1 || v[0] != 1 {
+		return nil, &CorruptionError{Key: headerKey(id, hid), Reason: "header of unknown version"}
+	}
+	return append([]byte(nil), v[1:]...), nil
+}
+
+// Fragment reads one fragment; media is a fresh copy the caller owns.
+func (d *DB) Fragment(id StreamID, n FragNum) (FragmentMeta, []byte, error) {
+	var kb [32]byte
+	key := fragmentKey(kb[:0], id, n)
+	v, closer, err := d.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return FragmentMeta{}, nil, ErrNotFound
+	}
+	if err != nil {
+		return FragmentMeta{}, nil, fmt.Errorf("lsm: reading fragment: %w", err)
+	}
+	defer closer.Close()
+	return splitFragment(key, v)
+}
+
+func splitFragment(key, v []byte) (FragmentMeta, []byte, error) {
+	m, err := decodeMeta(key, v)
+	if err != nil {
+		return m, nil, err
+	}
+	media := v[metaLen:]
+	if uint32(len(media)) != m.MediaLen {
+		return m, nil, &CorruptionError{Key: append([]byte(nil), key...), Reason: "media length does not match its meta"}
+	}
+	return m, append(make([]byte, 0, len(media)), media...), nil
+}
+
+// NextFragment returns the first fragment numbered after `after` and
+// before `before` (zero: no bound), with a copy of its media. ok is false
+// when there is none.
+func (d *DB) NextFragment(id StreamID, after, before FragNum) (m FragmentMeta, media []byte, ok bool, err error) {
+	lower := fragmentKey(nil, id, after.Next())
+	var upper []byte
+	if before.IsZero() {
+		_, upper = streamSpan(prefixFragment, id)
+	} else {
+		upper = fragmentKey(nil, id, before)
+	}
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return m, nil, false, fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	if !it.First() {
+		return m, nil, false, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return m, nil, false, fmt.Errorf("lsm: reading fragment: %w", err)
+	}
+	m, media, err = splitFragment(it.Key(), v)
+	return m, media, err == nil, err
+}
+
+// LastFragment returns the meta of the stream's newest stored fragment.
+func (d *DB) LastFragment(id StreamID) (FragmentMeta, bool, error) {
+	lower, upper := streamSpan(prefixFragment, id)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return FragmentMeta{}, false, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return FragmentMeta{}, false, err
+	}
+	m, err := decodeMeta(it.Key(), v)
+	return m, err == nil, err
+}
+
+// TimeIndex selects one of the two time indexes.
+type TimeIndex byte
+
+const (
+	ByProducerTime = TimeIndex(prefixProducerIdx)
+	ByServerTime   = TimeIndex(prefixServerIdx)
+)
+
+// TimeCursor is a position in a time index: the key after which a scan
+// resumes. Its zero value starts at the range start.
+type TimeCursor struct {
+	Ms     int64
+	Number FragNum
+}
+
+// ScanTime calls fn for fragments whose timestamp in index idx lies in
+// [startMs, endMs], in (timestamp, number) order, starting after cursor
+// when cursor is not nil, until fn returns false.
+func (d *DB) ScanTime(id StreamID, idx TimeIndex, startMs, endMs int64, cursor *TimeCursor, fn func(FragmentMeta) bool) error {
+	lower := timePrefix(nil, byte(idx), id, startMs)
+	if cursor != nil {
+		k := timeKey(nil, byte(idx), id, cursor.Ms, cursor.Number)
+		k = append(k, 0) // just after the cursor's key
+		if bytes.Compare(k, lower) > 0 {
+			lower = k
+		}
+	}
+	upper := timePrefix(nil, byte(idx), id, endMs)
+	upper = append(upper, bytes.Repeat([]byte{0xFF}, FragNumLen+1)...)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("lsm: reading index: %w", err)
+		}
+		m, err := decodeMeta(it.Key(), v)
+		if err != nil {
+			return err
+		}
+		if !fn(m) {
+			return nil
+		}
+	}
+	return it.Error()
+}
+
+// LastAtOrBefore returns the fragment with the latest timestamp ≤ ms in
+// index idx.
+func (d *DB) LastAtOrBefore(id StreamID, idx TimeIndex, ms int64) (FragmentMeta, bool, error) {
+	lower, _ := streamSpan(byte(idx), id)
+	upper := timePrefix(nil, byte(idx), id, ms)
+	upper = append(upper, bytes.Repeat([]byte{0xFF}, FragNumLen+1)...)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return FragmentMeta{}, false, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return FragmentMeta{}, false, err
+	}
+	m, err := decodeMeta(it.Key(), v)
+	return m, err == nil, err
+}
+
+// DeleteBefore removes every fragment whose server timestamp is before
+// cutoffMs, with range deletions over the fragment table and the server
+// index and point deletions of the producer-index entries (producer time
+// need not follow server time). The engine keeps server timestamps
+// non-decreasing in fragment-number order per stream, so the fragments
+// before the cutoff are exactly a prefix of the fragment table. It returns how many fragments went. The
+// batch is not synced: a deletion lost to a crash is redone next time.
+func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
+	var (
+		n       int
+		maxNum  FragNum
+		prodKey [][]byte
+	)
+	start, _ := streamSpan(prefixServerIdx, id)
+	err := d.ScanTime(id, ByServerTime, -1<<63, cutoffMs-1, nil, func(m FragmentMeta) bool {
+		n++
+		if m.Number.Compare(maxNum) > 0 {
+			maxNum = m.Number
+		}
+		prodKey = append(prodKey, timeKey(nil, prefixProducerIdx, id, m.ProducerMs, m.Number))
+		return true
+	})
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	fStart, _ := streamSpan(prefixFragment, id)
+	if err := b.DeleteRange(fStart, fragmentKey(nil, id, maxNum.Next()), nil); err != nil {
+		return 0, err
+	}
+	if err := b.DeleteRange(start, timePrefix(nil, prefixServerIdx, id, cutoffMs), nil); err != nil {
+		return 0, err
+	}
+	for _, k := range prodKey {
+		if err := b.Delete(k, nil); err != nil {
+			return 0, err
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return 0, fmt.Errorf("lsm: retention delete: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,476 @@
+package serve
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/valyala/fasthttp"
+)
+
+func mediaRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
+	return map[string]func(*Server, *fasthttp.RequestCtx){
+		"/putMedia":                (*Server).putMedia,
+		"/getMedia":                (*Server).getMedia,
+		"/getMediaForFragmentList": (*Server).getMediaForFragmentList,
+	}
+}
+
+// archivedMediaRoutes are the JSON operations of kinesis-video-archived-media.
+func archivedMediaRoutes() map[string]jsonHandler {
+	return map[string]jsonHandler{
+		"/listFragments": (*Server).listFragments,
+	}
+}
+
+// mediaRequest reads and authenticates the small JSON body of a streaming
+// route; it has answered the request itself when ok is false.
+func (s *Server) mediaRequest(ctx *fasthttp.RequestCtx) (body []byte, ok bool) {
+	if !ctx.IsPost() {
+		writeError(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "%s accepts only POST.", ctx.Path()))
+		return nil, false
+	}
+	body, aerr := s.readBody(ctx)
+	if aerr == nil {
+		aerr = s.authenticate(ctx, body)
+	}
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return nil, false
+	}
+	return body, true
+}
+
+// epochSeconds is a model timestamp: JSON number of seconds since the
+// epoch (the CLI sends integers or decimals).
+type epochSeconds float64
+
+func (t epochSeconds) ms() int64 { return int64(math.Round(float64(t) * 1000)) }
+
+func msToSeconds(ms int64) float64 { return float64(ms) / 1000 }
+
+type startSelectorIn struct {
+	StartSelectorType   *string
+	AfterFragmentNumber *string
+	StartTimestamp      *epochSeconds
+	ContinuationToken   *string
+}
+
+type getMediaIn struct {
+	streamRefIn
+	StartSelector *startSelectorIn
+}
+
+var (
+	fragmentNumberPattern    = regexp.MustCompile(`^[0-9]+$`)
+	continuationTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9_\.\-]+$`)
+)
+
+// parseFragNum turns a wire fragment number into ours; a number of the
+// right shape that kvsedge never issued is InvalidArgument.
+func parseFragNum(field, s string) (lsm.FragNum, *apiError) {
+	n, err := lsm.ParseFragNum(s)
+	if err != nil {
+		return n, invalidArgument("Value '%s' at '%s' is not a fragment number of this stream.", clip(s), field)
+	}
+	return n, nil
+}
+
+func (s *Server) getMedia(ctx *fasthttp.RequestCtx) {
+	body, ok := s.mediaRequest(ctx)
+	if !ok {
+		return
+	}
+	in, aerr := decode[getMediaIn](body)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	v := &validator{}
+	var start engine.Start
+	if v.required("StartSelector", in.StartSelector != nil) {
+		sel := in.StartSelector
+		v.enum("StartSelector.StartSelectorType", sel.StartSelectorType,
+			"FRAGMENT_NUMBER", "SERVER_TIMESTAMP", "PRODUCER_TIMESTAMP", "NOW", "EARLIEST", "CONTINUATION_TOKEN")
+		v.required("StartSelector.StartSelectorType", sel.StartSelectorType != nil)
+		v.str("StartSelector.AfterFragmentNumber", sel.AfterFragmentNumber, 1, 128, fragmentNumberPattern)
+		v.str("StartSelector.ContinuationToken", sel.ContinuationToken, 1, 128, continuationTokenPattern)
+		if sel.StartSelectorType != nil {
+			switch *sel.StartSelectorType {
+			case "NOW":
+				start.Kind = engine.StartNow
+			case "EARLIEST":
+				start.Kind = engine.StartEarliest
+			case "FRAGMENT_NUMBER", "CONTINUATION_TOKEN":
+				start.Kind = engine.StartAfter
+				field, val := "StartSelector.AfterFragmentNumber", sel.AfterFragmentNumber
+				if *sel.StartSelectorType == "CONTINUATION_TOKEN" {
+					field, val = "StartSelector.ContinuationToken", sel.ContinuationToken
+				}
+				if v.required(field, val != nil) && v.err() == nil {
+					n, aerr := parseFragNum(field, *val)
+					if aerr != nil {
+						writeError(ctx, aerr)
+						return
+					}
+					start.Number = n
+				}
+			case "SERVER_TIMESTAMP", "PRODUCER_TIMESTAMP":
+				start.Kind = engine.StartServerTime
+				if *sel.StartSelectorType == "PRODUCER_TIMESTAMP" {
+					start.Kind = engine.StartProducerTime
+				}
+				if v.required("StartSelector.StartTimestamp", sel.StartTimestamp != nil) {
+					start.Ms = sel.StartTimestamp.ms()
+				}
+			}
+		}
+	}
+	info, aerr := s.resolve(in.streamRefIn, v)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	cur, err := s.eng.OpenCursor(engine.StreamRef{ARN: info.ARN}, start)
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	log := s.opts.Logger.With("op", "GetMedia", "stream", info.Name, "remote", ctx.RemoteAddr().String())
+	s.hijackChunks(ctx, func(cw *chunkWriter) error {
+		for {
+			f, err := cur.Next(cw.ctx, s.opts.GetMediaIdleTimeout)
+			switch {
+			case errors.Is(err, engine.ErrIdle):
+				log.Debug("live edge idle: ending GetMedia", "after", cur.Position().String())
+				return nil
+			case errors.Is(err, engine.ErrStreamDeleted):
+				return cw.errorChunk(cur.Position(), 4000, "STREAM_DELETED")
+			case err != nil:
+				if cw.ctx.Err() != nil {
+					return nil
+				}
+				log.Warn("GetMedia read failed", "err", err)
+				return cw.errorChunk(cur.Position(), 5000, "INTERNAL_ERROR")
+			}
+			err = cw.fragment(f, cur.Newest())
+			f.Release()
+			if err != nil {
+				return err
+			}
+		}
+	})
+}
+
+type gmfflIn struct {
+	streamRefIn
+	Fragments []string
+}
+
+func (s *Server) getMediaForFragmentList(ctx *fasthttp.RequestCtx) {
+	body, ok := s.mediaRequest(ctx)
+	if !ok {
+		return
+	}
+	in, aerr := decode[gmfflIn](body)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	v := &validator{}
+	if v.required("Fragments", in.Fragments != nil) {
+		v.count("Fragments", len(in.Fragments), 1, 1000)
+		for i := range in.Fragments {
+			v.strValue(fmt.Sprintf("Fragments.%d", i+1), in.Fragments[i], 1, 128, fragmentNumberPattern)
+		}
+	}
+	info, aerr := s.resolve(in.streamRefIn, v)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	nums := make([]lsm.FragNum, len(in.Fragments))
+	for i, f := range in.Fragments {
+		n, aerr := parseFragNum(fmt.Sprintf("Fragments.%d", i+1), f)
+		if aerr != nil {
+			writeError(ctx, aerr)
+			return
+		}
+		nums[i] = n
+	}
+	ref := engine.StreamRef{ARN: info.ARN}
+	// The first fragment is fetched before answering, so an unknown one
+	// gets ResourceNotFoundException rather than an error chunk.
+	first, err := s.eng.Fragment(ref, nums[0])
+	if err != nil {
+		if errors.Is(err, engine.ErrFragmentNotFound) {
+			writeError(ctx, newAPIError(http.StatusNotFound, errResourceNotFound, "Fragment %s was not found in stream %s.", in.Fragments[0], info.Name))
+			return
+		}
+		writeError(ctx, engineError(err))
+		return
+	}
+	s.hijackChunks(ctx, func(cw *chunkWriter) error {
+		f := first
+		for i := 0; ; {
+			err := cw.fragment(f, lsm.FragNum{})
+			f.Release()
+			if err != nil {
+				return err
+			}
+			if i++; i == len(nums) {
+				return nil
+			}
+			f, err = s.eng.Fragment(ref, nums[i])
+			if err != nil {
+				return cw.errorChunk(nums[i-1], 4000, "FRAGMENT_NOT_FOUND")
+			}
+		}
+	})
+}
+
+// chunkWriter writes GetMedia chunks as HTTP/1.1 chunked-encoding chunks
+// straight to the connection. Each chunk goes out with one vectored write
+// (chunk size line, chunk prefix, the fragment's shared media, suffix,
+// CRLF): the media is not copied in user space for any reader.
+type chunkWriter struct {
+	ctx     context.Context
+	conn    net.Conn
+	prefix  []byte
+	suffix  []byte
+	scratch []byte
+	sizeLn  []byte
+	arr     [5][]byte
+	bufs    net.Buffers
+	num     [lsm.FragNumDecimalLen]byte
+}
+
+var crlf = []byte("\r\n")
+
+func (cw *chunkWriter) fragment(f *engine.Fragment, newest lsm.FragNum) error {
+	num := f.Meta.Number.AppendDecimal(cw.num[:0])
+	cw.prefix, cw.scratch = mkv.AppendChunkPrefix(cw.prefix[:0], f.Header.Raw, num, f.Meta.ServerMs, f.Meta.ProducerMs, cw.scratch)
+	behind := time.Now().UnixMilli() - f.Meta.ServerMs
+	if behind < 0 {
+		behind = 0
+	}
+	cw.suffix, cw.scratch = mkv.AppendChunkSuffix(cw.suffix[:0], behind, num, cw.scratch)
+	size := len(cw.prefix) + len(f.Media) + len(cw.suffix)
+	cw.sizeLn = strconv.AppendInt(cw.sizeLn[:0], int64(size), 16)
+	cw.sizeLn = append(cw.sizeLn, crlf...)
+	cw.arr = [5][]byte{cw.sizeLn, cw.prefix, f.Media, cw.suffix, crlf}
+	cw.bufs = cw.arr[:]
+	_, err := cw.bufs.WriteTo(cw.conn)
+	return err
+}
+
+func (cw *chunkWriter) errorChunk(after lsm.FragNum, id int, code string) error {
+	num := ""
+	if !after.IsZero() {
+		num = after.String()
+	}
+	c := mkv.AppendErrorChunk(nil, num, id, code)
+	_, err := fmt.Fprintf(cw.conn, "%x\r\n%s\r\n", len(c), c)
+	return err
+}
+
+// hijackChunks answers 200 with a chunked video/webm body produced by
+// body on the raw connection, then closes the connection. fasthttp's own
+// stream writer pipes the body through two buffer copies per reader; the
+// hijacked connection lets chunkWriter hand the shared fragment bytes to
+// the kernel directly.
+func (s *Server) hijackChunks(ctx *fasthttp.RequestCtx, body func(cw *chunkWriter) error) {
+	reqID := string(ctx.Response.Header.Peek("x-amzn-RequestId"))
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		_ = c.SetDeadline(time.Time{})
+		cctx, cancel := context.WithCancel(s.life)
+		defer cancel()
+		// A consumer that goes away while we wait at the live edge shows
+		// up as a read error: nothing else is sent on this connection.
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			var b [1]byte
+			_, _ = c.Read(b[:])
+			cancel()
+		}()
+		// c is pooled by fasthttp once this function returns: the watcher
+		// must be gone by then.
+		defer func() {
+			_ = c.SetReadDeadline(time.Now())
+			<-watched
+		}()
+		bw := bufio.NewWriterSize(c, 512)
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Type: video/webm\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nx-amzn-RequestId: %s\r\nServer: kvsedge\r\n\r\n", reqID)
+		if err := bw.Flush(); err != nil {
+			return
+		}
+		cw := &chunkWriter{ctx: cctx, conn: c}
+		if err := body(cw); err != nil {
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && cctx.Err() == nil {
+				s.opts.Logger.Debug("media response ended", "err", err)
+			}
+			return
+		}
+		_, _ = io.WriteString(c, "0\r\n\r\n")
+	})
+}
+
+type fragmentSelectorIn struct {
+	FragmentSelectorType *string
+	TimestampRange       *struct {
+		StartTimestamp *epochSeconds
+		EndTimestamp   *epochSeconds
+	}
+}
+
+type listFragmentsIn struct {
+	streamRefIn
+	MaxResults       *int
+	NextToken        *string
+	FragmentSelector *fragmentSelectorIn
+}
+
+type fragmentJSON struct {
+	FragmentNumber               string
+	FragmentSizeInBytes          int64
+	ProducerTimestamp            float64
+	ServerTimestamp              float64
+	FragmentLengthInMilliseconds int64
+}
+
+var nextTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9+/]+={0,2}$`)
+
+// listToken is what a ListFragments NextToken carries: paging clients send
+// only the token, so it holds the selector and the position.
+type listToken struct {
+	byServer       bool
+	startMs, endMs int64
+	cursor         lsm.TimeCursor
+}
+
+func (t listToken) encode() string {
+	sel := "P"
+	if t.byServer {
+		sel = "S"
+	}
+	raw := fmt.Sprintf("1|%s|%d|%d|%d|%s", sel, t.startMs, t.endMs, t.cursor.Ms, t.cursor.Number)
+	return base64.StdEncoding.EncodeToString([]byte(raw))
+}
+
+func decodeListToken(s string) (listToken, bool) {
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return listToken{}, false
+	}
+	parts := strings.Split(string(raw), "|")
+	if len(parts) != 6 || parts[0] != "1" || (parts[1] != "P" && parts[1] != "S") {
+		return listToken{}, false
+	}
+	var t listToken
+	t.byServer = parts[1] == "S"
+	var e1, e2, e3 error
+	t.startMs, e1 = strconv.ParseInt(parts[2], 10, 64)
+	t.endMs, e2 = strconv.ParseInt(parts[3], 10, 64)
+	t.cursor.Ms, e3 = strconv.ParseInt(parts[4], 10, 64)
+	n, e4 := lsm.ParseFragNum(parts[5])
+	if e1 != nil || e2 != nil || e3 != nil || e4 != nil {
+		return listToken{}, false
+	}
+	t.cursor.Number = n
+	return t, true
+}
+
+// chunkTagsLen is the size of the tags GetMedia adds around a fragment
+// (fragment number, two timestamps before; millis-behind and token
+// after), for FragmentSizeInBytes.
+var chunkTagsLen = func() int {
+	num := make([]byte, lsm.FragNumDecimalLen)
+	p, _ := mkv.AppendChunkPrefix(nil, nil, num, 1_700_000_000_000, 1_700_000_000_000, nil)
+	sfx, _ := mkv.AppendChunkSuffix(nil, 1000, num, nil)
+	return len(p) + len(sfx)
+}()
+
+func (s *Server) listFragments(body []byte) (any, *apiError) {
+	in, aerr := decode[listFragmentsIn](body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	v := &validator{}
+	v.intRange("MaxResults", in.MaxResults, 1, 1000)
+	v.str("NextToken", in.NextToken, 1, 4096, nextTokenPattern)
+	var tok listToken
+	var cursor *lsm.TimeCursor
+	tok.byServer, tok.startMs, tok.endMs = true, math.MinInt64/2, math.MaxInt64/2
+	if in.NextToken != nil && v.err() == nil {
+		t, ok := decodeListToken(*in.NextToken)
+		if !ok {
+			v.add("The NextToken is not valid.")
+		}
+		tok, cursor = t, &t.cursor
+	} else if sel := in.FragmentSelector; sel != nil {
+		v.enum("FragmentSelector.FragmentSelectorType", sel.FragmentSelectorType, "PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP")
+		v.required("FragmentSelector.FragmentSelectorType", sel.FragmentSelectorType != nil)
+		if v.required("FragmentSelector.TimestampRange", sel.TimestampRange != nil) {
+			r := sel.TimestampRange
+			if v.required("FragmentSelector.TimestampRange.StartTimestamp", r.StartTimestamp != nil) &&
+				v.required("FragmentSelector.TimestampRange.EndTimestamp", r.EndTimestamp != nil) {
+				tok.startMs, tok.endMs = r.StartTimestamp.ms(), r.EndTimestamp.ms()
+				if tok.endMs < tok.startMs {
+					v.add("The EndTimestamp must be after the StartTimestamp.")
+				}
+			}
+		}
+		tok.byServer = sel.FragmentSelectorType == nil || *sel.FragmentSelectorType == "SERVER_TIMESTAMP"
+	}
+	info, aerr := s.resolve(in.streamRefIn, v)
+	if aerr != nil {
+		return nil, aerr
+	}
+	limit := 1000
+	if in.MaxResults != nil {
+		limit = *in.MaxResults
+	}
+	idx := lsm.ByProducerTime
+	if tok.byServer {
+		idx = lsm.ByServerTime
+	}
+	ref := engine.StreamRef{ARN: info.ARN}
+	metas, next, err := s.eng.ListFragments(ref, idx, tok.startMs, tok.endMs, cursor, limit)
+	if err != nil {
+		return nil, engineError(err)
+	}
+	out := struct {
+		Fragments []fragmentJSON
+		NextToken *string `json:",omitempty"`
+	}{Fragments: make([]fragmentJSON, 0, len(metas))}
+	for _, m := range metas {
+		out.Fragments = append(out.Fragments, fragmentJSON{
+			FragmentNumber:               m.Number.String(),
+			FragmentSizeInBytes:          int64(m.MediaLen) + int64(s.eng.HeaderLen(ref, m.HeaderID)) + int64(chunkTagsLen),
+			ProducerTimestamp:            msToSeconds(m.ProducerMs),
+			ServerTimestamp:              msToSeconds(m.ServerMs),
+			FragmentLengthInMilliseconds: int64(m.DurationMs),
+		})
+	}
+	if next != nil {
+		tok.cursor = *next
+		t := tok.encode()
+		out.NextToken = &t
+	}
+	return out, nil
+}

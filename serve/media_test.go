@@ -1,0 +1,185 @@
+package serve
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine/mkv"
+)
+
+func createMediaStream(t *testing.T, ts *testServer, name string, retention int) {
+	t.Helper()
+	st, _, b := ts.raw(t, "/createStream", []byte(fmt.Sprintf(`{"StreamName":%q,"DataRetentionInHours":%d}`, name, retention)), time.Now(), testSecret)
+	if st != 200 {
+		t.Fatalf("create %s: %d %s", name, st, b)
+	}
+}
+
+func fastMedia(o *Options) {
+	o.GetMediaIdleTimeout = 700 * time.Millisecond
+}
+
+// TestPutMediaAcksArriveDuringUpload replays the real producer's upload at
+// its recorded pace (scaled) and checks the full-duplex ack stream: every
+// fragment gets BUFFERING, RECEIVED, PERSISTED in order, with its cluster
+// timecode, while the body is still being sent.
+func TestPutMediaAcksArriveDuringUpload(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-absolute")
+	want := clusterTimecodes(c.data)
+	res := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0.2)
+	if res.status != 200 {
+		t.Fatalf("status %d", res.status)
+	}
+	if errs := res.events("ERROR"); len(errs) > 0 {
+		t.Fatalf("ERROR acks: %+v", errs)
+	}
+	for _, typ := range []string{"BUFFERING", "RECEIVED", "PERSISTED"} {
+		got := res.events(typ)
+		if len(got) != len(want) {
+			t.Fatalf("%d %s acks, want %d", len(got), typ, len(want))
+		}
+		prev := ""
+		for i, a := range got {
+			if a.FragmentTimecode == nil || *a.FragmentTimecode != want[i] {
+				t.Fatalf("%s #%d timecode %v, want %d", typ, i, a.FragmentTimecode, want[i])
+			}
+			if len(a.FragmentNumber) != 32 || a.FragmentNumber <= prev {
+				t.Fatalf("%s #%d number %q after %q", typ, i, a.FragmentNumber, prev)
+			}
+			prev = a.FragmentNumber
+		}
+	}
+	// Order per fragment: BUFFERING < RECEIVED < PERSISTED.
+	pos := map[string]int{}
+	for i, a := range res.acks {
+		if a.EventType == "IDLE" {
+			continue
+		}
+		key := a.EventType + fmt.Sprint(*a.FragmentTimecode)
+		pos[key] = i
+	}
+	for _, tc := range want {
+		b, r, p := pos["BUFFERING"+fmt.Sprint(tc)], pos["RECEIVED"+fmt.Sprint(tc)], pos["PERSISTED"+fmt.Sprint(tc)]
+		if !(b < r && r < p) {
+			t.Fatalf("fragment %d: BUFFERING@%d RECEIVED@%d PERSISTED@%d", tc, b, r, p)
+		}
+	}
+	// Full duplex: the first fragment was PERSISTED long before the body
+	// ended (the paced upload takes about 4 s).
+	first := res.events("PERSISTED")[0]
+	if !first.at.Before(res.bodyDone.Add(-time.Second)) {
+		t.Fatalf("first PERSISTED at %v, body done at %v: acks are not flowing during the upload", first.at, res.bodyDone)
+	}
+}
+
+// TestPutMediaThenGetMedia reads back what was uploaded, from the archive.
+func TestPutMediaThenGetMedia(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-aac-relative")
+	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.500", c, 0)
+	persisted := res.events("PERSISTED")
+	if len(persisted) != 6 {
+		t.Fatalf("%d PERSISTED, want 6: %+v", len(persisted), res.acks)
+	}
+	st, body := getMedia(t, ts, `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`)
+	if st != 200 {
+		t.Fatalf("GetMedia %d: %s", st, body)
+	}
+	chunks := readChunks(t, body)
+	if len(chunks) != 6 {
+		t.Fatalf("%d chunks, want 6", len(chunks))
+	}
+	tcs := clusterTimecodes(c.data)
+	for i, ch := range chunks {
+		if ch.tags[mkv.TagFragmentNumber] != persisted[i].FragmentNumber || ch.tags[mkv.TagContinuationToken] != persisted[i].FragmentNumber {
+			t.Fatalf("chunk %d tags %v, want number %s", i, ch.tags, persisted[i].FragmentNumber)
+		}
+		wantProducer := fmt.Sprintf("%d.%03d", (1795580000500+int64(tcs[i]))/1000, (1795580000500+int64(tcs[i]))%1000)
+		if ch.tags[mkv.TagProducerTimestamp] != wantProducer {
+			t.Fatalf("chunk %d producer timestamp %s, want %s", i, ch.tags[mkv.TagProducerTimestamp], wantProducer)
+		}
+		if ch.tags[mkv.TagServerTimestamp] == "" || ch.tags[mkv.TagMillisBehindNow] == "" {
+			t.Fatalf("chunk %d lacks timestamps: %v", i, ch.tags)
+		}
+	}
+
+	// CONTINUATION_TOKEN resumes after the token's fragment.
+	st, body = getMedia(t, ts, fmt.Sprintf(`{"StreamName":"cam","StartSelector":{"StartSelectorType":"CONTINUATION_TOKEN","ContinuationToken":%q}}`, persisted[3].FragmentNumber))
+	if chunks := readChunks(t, body); st != 200 || len(chunks) != 2 || chunks[0].tags[mkv.TagFragmentNumber] != persisted[4].FragmentNumber {
+		t.Fatalf("continuation: %d, %d chunks", st, len(chunks))
+	}
+	// PRODUCER_TIMESTAMP: the chunk containing the time.
+	at := float64(1795580000500+int64(tcs[2])+500) / 1000
+	st, body = getMedia(t, ts, fmt.Sprintf(`{"StreamName":"cam","StartSelector":{"StartSelectorType":"PRODUCER_TIMESTAMP","StartTimestamp":%.3f}}`, at))
+	if chunks := readChunks(t, body); st != 200 || len(chunks) != 4 || chunks[0].tags[mkv.TagFragmentNumber] != persisted[2].FragmentNumber {
+		t.Fatalf("producer timestamp: %d, %d chunks", st, len(chunks))
+	}
+
+	// GetMediaForFragmentList in the order asked.
+	st, _, body = ts.raw(t, "/getMediaForFragmentList", []byte(fmt.Sprintf(`{"StreamName":"cam","Fragments":[%q,%q]}`, persisted[5].FragmentNumber, persisted[1].FragmentNumber)), time.Now(), testSecret)
+	if chunks := readChunks(t, body); st != 200 || len(chunks) != 2 || chunks[0].tags[mkv.TagFragmentNumber] != persisted[5].FragmentNumber ||
+		chunks[1].tags[mkv.TagFragmentNumber] != persisted[1].FragmentNumber {
+		t.Fatalf("GetMediaForFragmentList: %d %d chunks", st, len(chunks))
+	}
+	// An unknown fragment is ResourceNotFound.
+	st, hdr, _ := ts.raw(t, "/getMediaForFragmentList", []byte(`{"StreamName":"cam","Fragments":["10000000000000000000000000000001"]}`), time.Now(), testSecret)
+	if st != 404 || hdr.Get("x-amzn-ErrorType") != "ResourceNotFoundException" {
+		t.Fatalf("unknown fragment: %d %s", st, hdr.Get("x-amzn-ErrorType"))
+	}
+}
+
+// TestPutMediaResentFragmentsAreNotStoredTwice: the real producer re-sends
+// every fragment it has no PERSISTED ack for after a reconnect.
+func TestPutMediaResentFragmentsAreNotStoredTwice(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-absolute")
+	first := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0).events("PERSISTED")
+	second := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0).events("PERSISTED")
+	if len(first) != 11 || len(second) != 11 {
+		t.Fatalf("%d and %d PERSISTED", len(first), len(second))
+	}
+	for i := range first {
+		if first[i].FragmentNumber != second[i].FragmentNumber {
+			t.Fatalf("re-sent fragment %d acknowledged as %s, stored as %s", i, second[i].FragmentNumber, first[i].FragmentNumber)
+		}
+	}
+	st, _, b := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam"}`), time.Now(), testSecret)
+	if st != 200 || strings.Count(string(b), "FragmentNumber") != 11 {
+		t.Fatalf("ListFragments after re-send: %d %s", st, b)
+	}
+}
+
+// TestLiveReaderGetsEveryFragmentOnce starts GetMedia NOW before the
+// producer, and an EARLIEST reader halfway through a second upload.
+func TestLiveReaderGetsEveryFragmentOnce(t *testing.T) {
+	ts := startServerWith(t, "", func(o *Options) { o.GetMediaIdleTimeout = 3 * time.Second })
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-absolute")
+	var wg sync.WaitGroup
+	var live []mediaChunk
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, body := getMedia(t, ts, `{"StreamName":"cam","StartSelector":{"StartSelectorType":"NOW"}}`)
+		live = readChunks(t, body)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	res := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0.1)
+	wg.Wait()
+	got := res.events("RECEIVED")
+	if len(live) != len(got) {
+		t.Fatalf("live reader got %d chunks, %d fragments were received", len(live), len(got))
+	}
+	for i := range got {
+		if live[i].tags[mkv.TagFragmentNumber] != got[i].FragmentNumber {
+			t.Fatalf("live chunk %d is %s, want %s", i, live[i].tags[mkv.TagFragmentNumber], got[i].FragmentNumber)
+		}
+	}
+}

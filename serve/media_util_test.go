@@ -1,0 +1,248 @@
+package serve
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/serve/sigv4"
+)
+
+const testdataDir = "../../shared/testdata/"
+
+type capture struct {
+	data   []byte
+	sizes  []int
+	delays []time.Duration
+}
+
+func loadCapture(t testing.TB, name string) capture {
+	t.Helper()
+	data, err := os.ReadFile(testdataDir + name + ".mkv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsv, err := os.ReadFile(testdataDir + name + ".chunks.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := capture{data: data}
+	for _, line := range strings.Split(string(tsv), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		n, err1 := strconv.Atoi(f[1])
+		d, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		c.sizes = append(c.sizes, n)
+		c.delays = append(c.delays, time.Duration(d)*time.Millisecond)
+	}
+	return c
+}
+
+// clusterTimecodes scans a body for Cluster IDs and their 8-byte Timecode.
+func clusterTimecodes(b []byte) []uint64 {
+	var out []uint64
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte{0x1F, 0x43, 0xB6, 0x75})
+		if j < 0 {
+			return out
+		}
+		k := i + j + bytes.Index(b[i+j:], []byte{0xE7, 0x88}) + 2
+		var v uint64
+		for _, c := range b[k : k+8] {
+			v = v<<8 | uint64(c)
+		}
+		out = append(out, v)
+		i += j + 4
+	}
+}
+
+type gotAck struct {
+	EventType        string
+	FragmentTimecode *uint64
+	FragmentNumber   string
+	ErrorId          int
+	at               time.Time
+}
+
+type uploadResult struct {
+	acks     []gotAck
+	status   int
+	bodyDone time.Time
+}
+
+// putUpload sends body to /putMedia over a raw connection as the C producer
+// does (chunked, Host without port, empty-payload hash), in the given
+// chunk sizes with delays scaled by pace (0: no delay), reading acks
+// concurrently.
+func putUpload(t *testing.T, ts *testServer, stream, tcType, start string, c capture, pace float64) uploadResult {
+	t.Helper()
+	host := strings.TrimPrefix(ts.URL, "http://")
+	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/putMedia", nil)
+	req.Host = strings.Split(host, ":")[0]
+	req.Header.Set("x-amzn-stream-name", stream)
+	req.Header.Set("x-amzn-fragment-timecode-type", tcType)
+	req.Header.Set("x-amzn-producer-start-timestamp", start)
+	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connection", "keep-alive")
+	err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: testSecret},
+		req, sigv4.EmptyPayloadHash, "kinesisvideo", testRegion, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var hb strings.Builder
+	fmt.Fprintf(&hb, "POST /putMedia HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n", req.Host)
+	for k, vs := range req.Header {
+		fmt.Fprintf(&hb, "%s: %s\r\n", k, vs[0])
+	}
+	hb.WriteString("\r\n")
+	if _, err := io.WriteString(conn, hb.String()); err != nil {
+		t.Fatal(err)
+	}
+	res := uploadResult{}
+	var mu sync.Mutex
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return
+		}
+		if resp.StatusCode == http.StatusContinue {
+			resp, err = http.ReadResponse(br, req)
+			if err != nil {
+				return
+			}
+		}
+		mu.Lock()
+		res.status = resp.StatusCode
+		mu.Unlock()
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var a gotAck
+			if err := dec.Decode(&a); err != nil {
+				return
+			}
+			a.at = time.Now()
+			mu.Lock()
+			res.acks = append(res.acks, a)
+			mu.Unlock()
+		}
+	}()
+	data := c.data
+	for i := 0; len(data) > 0; i++ {
+		n := len(data)
+		if i < len(c.sizes) {
+			n = min(c.sizes[i], n)
+			if pace > 0 {
+				time.Sleep(time.Duration(float64(c.delays[i]) * pace))
+			}
+		}
+		if _, err := fmt.Fprintf(conn, "%x\r\n", n); err != nil {
+			break
+		}
+		if _, err := conn.Write(data[:n]); err != nil {
+			break
+		}
+		if _, err := io.WriteString(conn, "\r\n"); err != nil {
+			break
+		}
+		data = data[n:]
+	}
+	_, _ = io.WriteString(conn, "0\r\n\r\n")
+	mu.Lock()
+	res.bodyDone = time.Now()
+	mu.Unlock()
+	select {
+	case <-readDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("acks did not end 30 s after the body")
+	}
+	return res
+}
+
+// events returns the acks of one type, in order.
+func (r uploadResult) events(typ string) []gotAck {
+	var out []gotAck
+	for _, a := range r.acks {
+		if a.EventType == typ {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// mediaChunk is one GetMedia chunk as a consumer parses it.
+type mediaChunk struct {
+	tags map[string]string
+	raw  []byte
+}
+
+// readChunks splits a GetMedia body at EBML headers and reads each
+// chunk's AWS_KINESISVIDEO_* tags.
+func readChunks(t testing.TB, body []byte) []mediaChunk {
+	t.Helper()
+	ebml := []byte{0x1A, 0x45, 0xDF, 0xA3}
+	var out []mediaChunk
+	for len(body) > 0 {
+		if !bytes.HasPrefix(body, ebml) {
+			t.Fatalf("chunk does not start with an EBML header: % x", body[:min(16, len(body))])
+		}
+		next := bytes.Index(body[4:], ebml)
+		end := len(body)
+		if next >= 0 {
+			end = 4 + next
+		}
+		c := mediaChunk{tags: map[string]string{}, raw: body[:end]}
+		for _, name := range []string{mkv.TagFragmentNumber, mkv.TagServerTimestamp, mkv.TagProducerTimestamp,
+			mkv.TagMillisBehindNow, mkv.TagContinuationToken, mkv.TagErrorID, mkv.TagErrorCode} {
+			i := bytes.Index(c.raw, []byte(name))
+			if i < 0 {
+				continue
+			}
+			v := c.raw[i+len(name):]
+			// TagString 44 87, 4-byte size.
+			if len(v) < 6 || v[0] != 0x44 || v[1] != 0x87 {
+				t.Fatalf("tag %s not followed by a TagString", name)
+			}
+			n := int(v[2]&0x0F)<<24 | int(v[3])<<16 | int(v[4])<<8 | int(v[5])
+			c.tags[name] = string(v[6 : 6+n])
+		}
+		out = append(out, c)
+		body = body[end:]
+	}
+	return out
+}
+
+// getMedia posts a signed GetMedia request and returns the whole body
+// (the server ends it at the live edge after its idle timeout).
+func getMedia(t *testing.T, ts *testServer, body string) (int, []byte) {
+	t.Helper()
+	st, _, b := ts.raw(t, "/getMedia", []byte(body), time.Now(), testSecret)
+	return st, b
+}

@@ -1,0 +1,555 @@
+package serve
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/serve/sigv4"
+	"github.com/valyala/fasthttp"
+)
+
+// PutMedia (shared/kvs-api.md §4) is full duplex on one HTTP/1.1
+// connection: the 200 and the ack stream go out while the chunked body is
+// still arriving. fasthttp does this with StreamRequestBody and a body
+// stream writer that keeps reading the request (shared/library-notes.md;
+// TestPutMediaAcksArriveDuringUpload proves it on this server), so the
+// route stays on the one fasthttp server and port.
+//
+// Inside the stream writer three goroutines cooperate:
+//
+//	body pump  → reads the request body into a few reused 64 KiB buffers
+//	             (idleBody), so the parser can tell silence from data
+//	parser     → mkv.Reader over idleBody; numbers fragments, hands them
+//	             to the engine's ring (BUFFERING, RECEIVED acks)
+//	persister  → syncs each fragment to the store, then PERSISTED
+//
+// and the writer goroutine itself serialises acks, one HTTP chunk each
+// (the C producer rejects a read of more than 1,024 bytes).
+//
+// Copies of media: body bytes go network → pump buffer → the fragment's
+// pooled media buffer (one copy each), then into the Pebble batch when
+// persisted; readers share the fragment buffer.
+
+// ack is one acknowledgement event.
+type ack struct {
+	event    string
+	timecode uint64
+	hasTC    bool
+	number   lsm.FragNum
+	errorID  int
+}
+
+func (a *ack) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"EventType":"`...)
+	dst = append(dst, a.event...)
+	dst = append(dst, '"')
+	if a.hasTC {
+		dst = append(dst, `,"FragmentTimecode":`...)
+		dst = strconv.AppendUint(dst, a.timecode, 10)
+	}
+	if !a.number.IsZero() {
+		dst = append(dst, `,"FragmentNumber":"`...)
+		dst = a.number.AppendDecimal(dst)
+		dst = append(dst, '"')
+	}
+	if a.errorID != 0 {
+		dst = append(dst, `,"ErrorId":`...)
+		dst = strconv.AppendInt(dst, int64(a.errorID), 10)
+		if code := errorCodeName(a.errorID); code != "" {
+			dst = append(dst, `,"ErrorCode":"`...)
+			dst = append(dst, code...)
+			dst = append(dst, '"')
+		}
+	}
+	return append(dst, "}\n"...)
+}
+
+// PutMedia ErrorIds beyond what the Matroska reader reports.
+const (
+	errIDStreamNotActive = 4008
+	errIDInternal        = 5000
+	errIDArchival        = 5001
+)
+
+func errorCodeName(id int) string {
+	switch id {
+	case errIDStreamNotActive:
+		return "STREAM_NOT_ACTIVE"
+	case errIDInternal:
+		return "INTERNAL_ERROR"
+	case errIDArchival:
+		return "ARCHIVAL_ERROR"
+	}
+	return (&mkv.Error{ID: id}).Code()
+}
+
+// putMediaHeaders are the validated request headers.
+type putMediaHeaders struct {
+	ref         engine.StreamRef
+	absolute    bool
+	startMs     int64
+	haveStartMs bool
+	payloadHash string
+}
+
+func parsePutMediaHeaders(h *fasthttp.RequestHeader) (putMediaHeaders, *apiError) {
+	var p putMediaHeaders
+	v := &validator{}
+	name, arn := string(h.Peek("x-amzn-stream-name")), string(h.Peek("x-amzn-stream-arn"))
+	var np, ap *string
+	if name != "" {
+		np = &name
+	}
+	if arn != "" {
+		ap = &arn
+	}
+	v.streamRef(np, ap)
+	switch tt := string(h.Peek("x-amzn-fragment-timecode-type")); tt {
+	case "ABSOLUTE":
+		p.absolute = true
+	case "RELATIVE":
+	case "":
+		v.add("The x-amzn-fragment-timecode-type header is required (ABSOLUTE or RELATIVE).")
+	default:
+		v.add("Value '%s' at 'x-amzn-fragment-timecode-type' failed to satisfy constraint: Member must satisfy enum value set: [ABSOLUTE, RELATIVE]", clip(tt))
+	}
+	if st := string(h.Peek("x-amzn-producer-start-timestamp")); st != "" {
+		ms, ok := parseEpochSeconds(st)
+		if !ok {
+			v.add("Value '%s' at 'x-amzn-producer-start-timestamp' is not a decimal epoch timestamp in seconds.", clip(st))
+		}
+		p.startMs, p.haveStartMs = ms, ok
+	} else if !p.absolute {
+		v.add("The x-amzn-producer-start-timestamp header is required with RELATIVE timecodes.")
+	}
+	if aerr := v.err(); aerr != nil {
+		return p, aerr
+	}
+	p.ref = engine.StreamRef{Name: name, ARN: arn}
+	p.payloadHash = sigv4.EmptyPayloadHash
+	if ph := string(h.Peek("x-amz-content-sha256")); ph != "" {
+		p.payloadHash = ph
+	}
+	return p, nil
+}
+
+// parseEpochSeconds parses "1795579974.135" (up to millisecond precision;
+// more digits are truncated) into epoch milliseconds.
+func parseEpochSeconds(s string) (int64, bool) {
+	whole, frac, _ := strings.Cut(s, ".")
+	sec, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || sec < 0 || sec > 1<<40 {
+		return 0, false
+	}
+	ms := int64(0)
+	for i := 0; i < 3; i++ {
+		ms *= 10
+		if i < len(frac) {
+			c := frac[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			ms += int64(c - '0')
+		}
+	}
+	for i := 3; i < len(frac); i++ {
+		if frac[i] < '0' || frac[i] > '9' {
+			return 0, false
+		}
+	}
+	return sec*1000 + ms, true
+}
+
+func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsPost() {
+		writeError(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "/putMedia accepts only POST."))
+		return
+	}
+	ctx.SetConnectionClose() // the body may be left unread after an ERROR
+	hdrs, aerr := parsePutMediaHeaders(&ctx.Request.Header)
+	if aerr == nil && s.opts.Auth != nil {
+		if err := s.opts.Auth.Authenticate(ctx, hdrs.payloadHash); err != nil {
+			s.opts.Logger.Info("request refused", "path", "/putMedia", "remote", ctx.RemoteAddr().String(), "err", err)
+			aerr = authError(err)
+		}
+	}
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	sess, err := s.eng.BeginIngest(hdrs.ref)
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	body := ctx.RequestBodyStream()
+	if body == nil {
+		body = strings.NewReader("") // a body fasthttp already read whole (Content-Length 0)
+		if b := ctx.PostBody(); len(b) > 0 {
+			body = strings.NewReader(string(b))
+		}
+	}
+	conn := ctx.Conn()
+	log := s.opts.Logger.With("op", "PutMedia", "stream", hdrs.ref.String(), "remote", ctx.RemoteAddr().String())
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		up := &upload{s: s, sess: sess, hdrs: hdrs, log: log, conn: conn}
+		up.run(w, body)
+	})
+}
+
+// upload is one PutMedia session on the wire.
+type upload struct {
+	s    *Server
+	sess *engine.IngestSession
+	hdrs putMediaHeaders
+	log  interface {
+		Info(string, ...any)
+		Warn(string, ...any)
+		Debug(string, ...any)
+	}
+	conn net.Conn
+}
+
+// persistItem is a received fragment on its way to disk.
+type persistItem struct {
+	rec      engine.Received
+	timecode uint64
+}
+
+func (u *upload) run(w *bufio.Writer, body io.Reader) {
+	defer u.sess.Close()
+	// fasthttp's per-request deadlines do not fit an upload that lasts
+	// minutes; the idle rules below bound it instead.
+	_ = u.conn.SetReadDeadline(time.Time{})
+	_ = u.conn.SetWriteDeadline(time.Time{})
+
+	acks := make(chan ack, 64)
+	src := newIdleBody(body, u.s.opts.PutMediaIdleSeal)
+	defer func() {
+		// The body must not be read after the response ends: stop the
+		// pump and wait for it.
+		src.stop()
+		_ = u.conn.SetReadDeadline(time.Now())
+		<-src.pumped
+	}()
+	persistQ := make(chan persistItem, 16)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // parser
+		defer wg.Done()
+		defer close(persistQ)
+		u.parse(src, acks, persistQ)
+	}()
+	go func() { // persister
+		defer wg.Done()
+		u.persist(persistQ, acks)
+	}()
+	finished := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(finished)
+	}()
+
+	var buf []byte
+	idle := time.NewTicker(u.s.opts.PutMediaIdleAck)
+	defer idle.Stop()
+	writeFailed := false
+	write := func(a *ack) {
+		if writeFailed {
+			return
+		}
+		buf = a.appendJSON(buf[:0])
+		if _, err := w.Write(buf); err == nil {
+			err = w.Flush() // one chunk per ack
+			if err == nil {
+				return
+			}
+		}
+		writeFailed = true
+		// The producer is gone: stop reading its body so the parser and
+		// persister finish.
+		_ = u.conn.SetReadDeadline(time.Now())
+		src.stop()
+	}
+	for {
+		select {
+		case a := <-acks:
+			write(&a)
+			continue
+		default:
+		}
+		select {
+		case a := <-acks:
+			write(&a)
+		case <-idle.C:
+			since := src.sinceData()
+			if since >= u.s.opts.PutMediaIdleClose {
+				u.log.Info("closing idle upload", "idle", since.String())
+				_ = u.conn.SetReadDeadline(time.Now())
+				src.stop()
+			} else if since >= u.s.opts.PutMediaIdleAck {
+				write(&ack{event: "IDLE"})
+			}
+		case <-u.sess.Done():
+			// Superseded by a newer upload, or the stream was deleted:
+			// stop reading; the parser reports the reason.
+			_ = u.conn.SetReadDeadline(time.Now())
+			src.stop()
+		case <-finished:
+			for {
+				select {
+				case a := <-acks:
+					write(&a)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// parse runs the Matroska reader and the engine's receive side.
+func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistItem) {
+	rd := mkv.NewReader(src, mkv.Options{NewBuffer: engine.NewMediaBuffer})
+	var (
+		num      lsm.FragNum
+		serverMs int64
+	)
+	fail := func(id int, tc uint64, hasTC bool, err error) {
+		u.log.Info("upload failed", "error_id", id, "err", err)
+		acks <- ack{event: "ERROR", errorID: id, timecode: tc, hasTC: hasTC, number: num}
+	}
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			var tc uint64
+			hasTC := false
+			if f := rd.Fragment(); f != nil {
+				tc, hasTC = f.Timecode, true
+			}
+			if u.sess.Stopped() {
+				fail(u.stopReason(), tc, hasTC, err)
+				return
+			}
+			var me *mkv.Error
+			if errors.As(err, &me) {
+				fail(me.ID, tc, hasTC, err)
+			} else {
+				fail(mkv.ErrIDStreamRead, tc, hasTC, err)
+			}
+			return
+		}
+		switch ev {
+		case mkv.EventFragmentStart:
+			f := rd.Fragment()
+			num, serverMs, err = u.sess.StartFragment()
+			if err != nil {
+				fail(engineIngestErrorID(err), f.Timecode, true, err)
+				return
+			}
+			acks <- ack{event: "BUFFERING", timecode: f.Timecode, hasTC: true, number: num}
+		case mkv.EventFragmentEnd:
+			f := rd.TakeFragment()
+			producerMs := int64(f.Timecode * f.Header.TimecodeScale / 1_000_000)
+			if !u.hdrs.absolute {
+				producerMs += u.hdrs.startMs
+			}
+			rec, err := u.sess.Receive(num, serverMs, producerMs, f)
+			if err != nil {
+				fail(engineIngestErrorID(err), f.Timecode, true, err)
+				return
+			}
+			acks <- ack{event: "RECEIVED", timecode: f.Timecode, hasTC: true, number: rec.Meta.Number}
+			persistQ <- persistItem{rec: rec, timecode: f.Timecode}
+		}
+	}
+}
+
+// stopReason is the ErrorId for a session the engine ended.
+func (u *upload) stopReason() int {
+	return engineIngestErrorID(u.sess.Err())
+}
+
+func engineIngestErrorID(err error) int {
+	switch {
+	case errors.Is(err, engine.ErrStreamDeleted), errors.Is(err, engine.ErrStreamNotActive):
+		return errIDStreamNotActive
+	case errors.Is(err, engine.ErrSuperseded):
+		return errIDStreamNotActive
+	}
+	return errIDInternal
+}
+
+// persist makes received fragments durable in order and acknowledges them.
+func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
+	failed := false
+	for it := range q {
+		if failed {
+			if it.rec.Fragment != nil {
+				it.rec.Fragment.Release()
+			}
+			continue
+		}
+		var err error
+		if it.rec.Duplicate {
+			err = it.rec.AwaitDurable()
+		} else {
+			err = u.sess.Persist(it.rec.Fragment)
+		}
+		switch {
+		case err != nil:
+			failed = true
+			u.log.Warn("persisting a fragment failed", "number", it.rec.Meta.Number.String(), "err", err)
+			id := errIDArchival
+			if errors.Is(err, engine.ErrStreamDeleted) {
+				id = errIDStreamNotActive
+			}
+			acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+			_ = u.conn.SetReadDeadline(time.Now()) // end the upload
+		case u.sess.Persists():
+			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+		}
+	}
+}
+
+// idleBody turns the blocking request body into a reader that returns
+// mkv.ErrIdle when nothing arrived for a while, so the parser can close a
+// fragment that no next element will end.
+type idleBody struct {
+	chunks chan []byte
+	free   chan []byte
+	errc   chan error
+	done   chan struct{}
+	pumped chan struct{} // closed when pump returned
+	once   sync.Once
+	idle   time.Duration
+
+	cur    []byte
+	curBuf []byte
+	err    error
+	mu     sync.Mutex
+	lastRx time.Time
+}
+
+func newIdleBody(r io.Reader, idle time.Duration) *idleBody {
+	b := &idleBody{
+		chunks: make(chan []byte, 2),
+		free:   make(chan []byte, 3),
+		errc:   make(chan error, 1),
+		done:   make(chan struct{}),
+		pumped: make(chan struct{}),
+		idle:   idle,
+		lastRx: time.Now(),
+	}
+	for i := 0; i < 3; i++ {
+		b.free <- make([]byte, 64<<10)
+	}
+	go b.pump(r)
+	return b
+}
+
+func (b *idleBody) pump(r io.Reader) {
+	defer close(b.pumped)
+	for {
+		var buf []byte
+		select {
+		case buf = <-b.free:
+		case <-b.done:
+			b.errc <- io.ErrClosedPipe
+			return
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			b.mu.Lock()
+			b.lastRx = time.Now()
+			b.mu.Unlock()
+			select {
+			case b.chunks <- buf[:n]:
+			case <-b.done:
+				b.errc <- io.ErrClosedPipe
+				return
+			}
+		} else {
+			b.free <- buf
+		}
+		if err != nil {
+			b.errc <- err
+			return
+		}
+	}
+}
+
+// stop ends the pump (its blocked Read returns once the connection's read
+// deadline passes).
+func (b *idleBody) stop() { b.once.Do(func() { close(b.done) }) }
+
+func (b *idleBody) sinceData() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return time.Since(b.lastRx)
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if len(b.cur) == 0 {
+		if b.curBuf != nil {
+			b.free <- b.curBuf[:cap(b.curBuf)]
+			b.curBuf = nil
+		}
+		if b.err != nil {
+			return 0, b.err
+		}
+		timer := time.NewTimer(b.idle)
+		defer timer.Stop()
+		select {
+		case c := <-b.chunks:
+			b.cur, b.curBuf = c, c
+		default:
+			select {
+			case c := <-b.chunks:
+				b.cur, b.curBuf = c, c
+			case err := <-b.errc:
+				// Drain what the pump queued before its error.
+				select {
+				case c := <-b.chunks:
+					b.cur, b.curBuf = c, c
+					b.errc <- err
+				default:
+					if errors.Is(err, io.ErrClosedPipe) || isTimeout(err) {
+						err = errStopped
+					}
+					b.err = err
+					return 0, err
+				}
+			case <-timer.C:
+				return 0, mkv.ErrIdle
+			}
+		}
+	}
+	n := copy(p, b.cur)
+	b.cur = b.cur[n:]
+	return n, nil
+}
+
+// errStopped: the server stopped reading the body (producer gone, session
+// superseded or idle too long).
+var errStopped = errors.New("upload stopped")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
