@@ -27,6 +27,9 @@ func commands() []command {
 		{"config", "print the effective configuration, secrets redacted", runConfig},
 		{"credentials", "print the API key pair as shell exports for the aws CLI", runCredentials},
 		{"cert", "create a local CA and a server certificate for HTTPS", runCert},
+		{"put-media", "upload an MKV file (or stdin) to a stream with PutMedia", runPutMedia},
+		{"get-media", "read a stream with GetMedia into a file or stdout (--follow: live)", runGetMedia},
+		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -72,6 +75,16 @@ func usage(w io.Writer) {
 
 // parseConfig parses flags for a command that reads the configuration.
 func parseConfig(name string, args []string, stderr io.Writer, extra func(*pflag.FlagSet)) (*Config, *pflag.FlagSet, error) {
+	cfg, fs, err := parseConfigArgs(name, args, stderr, extra)
+	if err == nil && fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, fs, err
+}
+
+// parseConfigArgs is parseConfig for commands that take positional
+// arguments (fs.Args()).
+func parseConfigArgs(name string, args []string, stderr io.Writer, extra func(*pflag.FlagSet)) (*Config, *pflag.FlagSet, error) {
 	fs := pflag.NewFlagSet("kvsedge "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFlags(fs)
@@ -83,9 +96,6 @@ func parseConfig(name string, args []string, stderr io.Writer, extra func(*pflag
 			return nil, nil, err
 		}
 		return nil, nil, errUsage
-	}
-	if fs.NArg() > 0 {
-		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg, err := loadConfig(fs, os.Environ())
 	return cfg, fs, err

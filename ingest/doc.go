@@ -1,4 +1,10 @@
-// Package ingest will own camera ingest: RTSP pull (gortsplib) and USB (V4L2)
-// sources turned into access units and handed to the engine, the same path
-// PutMedia fragments take. It is empty until the camera-ingest issue fills it.
+// Package ingest owns getting media into kvsedge from outside the KVS API.
+//
+// Sub-packages:
+//
+//	producer  a Go PutMedia client (any KVS endpoint): MKV in, fragments
+//	          uploaded with live acks, re-sent after a reconnect
+//
+// Camera ingest (RTSP pull with gortsplib, USB via V4L2) arrives with the
+// camera issue and feeds the engine the same way PutMedia does.
 package ingest

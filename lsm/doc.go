@@ -1,10 +1,11 @@
 // Package lsm owns kvsedge's on-disk store: one Pebble database in the data
 // directory, its key schema, the schema version, and durable batch commits.
 //
-// It knows key layouts and nothing about what the values mean: stream records
-// and (later) fragment values are opaque bytes encoded by the engine. The byte
-// layout of every key is drawn in FORMAT.md beside this file; keys.go is the
-// only code that builds or parses them.
+// It owns the key layouts, fragment numbers (FragNum: term | node | seq and
+// their fixed-width decimal form), the fragment meta record and the time
+// indexes; stream records, session headers and media are opaque bytes to it.
+// The byte layout of every key and value it owns is drawn in FORMAT.md beside
+// this file; keys.go is the only code that builds or parses keys.
 //
 // # Durability
 //

@@ -4,10 +4,13 @@
 //
 // Files by job:
 //
-//	server.go       listener, routing, request ids, body limits, auth hook
-//	errors.go       KVS error shapes: x-amzn-ErrorType header + JSON body
-//	validate.go     the botocore model's lengths, patterns and enums
+//	server.go        listener, routing, request ids, body limits, auth hook
+//	errors.go        KVS error shapes: x-amzn-ErrorType header + JSON body
+//	validate.go      the botocore model's lengths, patterns and enums
 //	controlplane*.go the kinesisvideo operations concerning streams
+//	putmedia.go      PutMedia: full-duplex upload with a live ack stream
+//	media.go         GetMedia, GetMediaForFragmentList (chunk streams written
+//	                 to the hijacked connection) and ListFragments
 //
 // Sub-packages: sigv4 (request signature verification, a leaf) and tlsca (the
 // local certificate authority behind `kvsedge cert`, a leaf).
@@ -15,5 +18,6 @@
 // Wire rules (shared/kvs-api.md §1): every operation is POST to a fixed,
 // case-sensitive path with a JSON body; responses are JSON; timestamps are
 // JSON numbers of epoch seconds; every response carries x-amzn-RequestId;
-// errors carry their shape name in x-amzn-ErrorType and in the body.
+// errors carry their shape name in x-amzn-ErrorType and in the body. The
+// media wire formats (acks, chunks, tokens) are in FORMAT.md.
 package serve

@@ -118,3 +118,13 @@ func AppendErrorChunk(dst []byte, fragmentNumber string, errorID int, errorCode 
 	w.simple(TagErrorCode, []byte(errorCode))
 	return w.end()
 }
+
+// AppendEndOfFragment appends a Tags element holding the SimpleTag
+// AWS_KINESISVIDEO_END_OF_FRAGMENT, which closes a fragment on a PutMedia
+// upload without waiting for the next cluster (what the KVS C producer
+// sends after each fragment).
+func AppendEndOfFragment(dst []byte) []byte {
+	w := beginTags(dst)
+	w.simple("AWS_KINESISVIDEO_END_OF_FRAGMENT", nil)
+	return w.end()
+}
