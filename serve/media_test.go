@@ -183,3 +183,85 @@ func TestLiveReaderGetsEveryFragmentOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestPutMediaRefusals: header and stream errors are HTTP errors before
+// any ack; a bad signature is refused like every other call.
+func TestPutMediaRefusals(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-aac-relative")
+	c.data = c.data[:4096]
+	if res := putUpload(t, ts, "nope", "RELATIVE", "1795580000.000", c, 0); res.status != 404 {
+		t.Fatalf("unknown stream: %d", res.status)
+	}
+	if res := putUpload(t, ts, "cam", "SOMETIMES", "1795580000.000", c, 0); res.status != 400 {
+		t.Fatalf("bad timecode type: %d", res.status)
+	}
+	if res := putUpload(t, ts, "cam", "RELATIVE", "yesterday", c, 0); res.status != 400 {
+		t.Fatalf("bad start timestamp: %d", res.status)
+	}
+}
+
+// TestPutMediaErrorKeepsWhatWasStored: an ERROR ack ends the upload and
+// loses nothing persisted before it.
+func TestPutMediaErrorKeepsWhatWasStored(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-absolute")
+	// Corrupt the 4th cluster's timecode so it goes backwards.
+	data := append([]byte(nil), c.data...)
+	idx := 0
+	var clusters []int
+	for {
+		j := strings.Index(string(data[idx:]), "\x1f\x43\xb6\x75")
+		if j < 0 {
+			break
+		}
+		clusters = append(clusters, idx+j)
+		idx += j + 4
+	}
+	tc := clusters[3] + strings.Index(string(data[clusters[3]:]), "\xe7\x88") + 2
+	for i := 0; i < 8; i++ {
+		data[tc+i] = 0
+	}
+	c.data, c.sizes = data, nil
+	res := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0)
+	errs := res.events("ERROR")
+	if len(errs) != 1 || errs[0].ErrorId != 4004 {
+		t.Fatalf("acks %+v, want one ERROR 4004", res.acks)
+	}
+	persisted := res.events("PERSISTED")
+	if len(persisted) != 3 {
+		t.Fatalf("%d PERSISTED before the error, want 3", len(persisted))
+	}
+	st, _, b := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam"}`), time.Now(), testSecret)
+	for _, p := range persisted {
+		if st != 200 || !strings.Contains(string(b), p.FragmentNumber) {
+			t.Fatalf("fragment %s missing after the error: %s", p.FragmentNumber, b)
+		}
+	}
+}
+
+// TestPutMediaRetentionZero: nothing is persisted and no PERSISTED ack is
+// sent, but live readers get the fragments (KVS's host buffer).
+func TestPutMediaRetentionZero(t *testing.T) {
+	ts := startServerWith(t, "", func(o *Options) { o.GetMediaIdleTimeout = 2 * time.Second })
+	createMediaStream(t, ts, "live", 0)
+	var wg sync.WaitGroup
+	var chunks []mediaChunk
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, body := getMedia(t, ts, `{"StreamName":"live","StartSelector":{"StartSelectorType":"NOW"}}`)
+		chunks = readChunks(t, body)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	res := putUpload(t, ts, "live", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
+	wg.Wait()
+	if n := len(res.events("PERSISTED")); n != 0 || len(res.events("RECEIVED")) != 6 {
+		t.Fatalf("%d PERSISTED, %d RECEIVED; want 0 and 6", n, len(res.events("RECEIVED")))
+	}
+	if len(chunks) != 6 {
+		t.Fatalf("live reader of a retention-0 stream got %d chunks, want 6", len(chunks))
+	}
+}

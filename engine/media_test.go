@@ -1,0 +1,313 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// movingClock is a settable clock.
+type movingClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *movingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *movingClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func openMedia(t *testing.T, fs vfs.FS, clock Clock, ring int) (*lsm.DB, *Engine) {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	db, err := lsm.Open(lsm.Options{Dir: "/d", FS: fs, Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(db, Options{Logger: log, Clock: clock, RingBytesPerStream: ring, NodeID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, e
+}
+
+// captureFragments parses a captured producer upload into fragments.
+func captureFragments(t testing.TB) []*mkv.Fragment {
+	t.Helper()
+	data, err := os.ReadFile("../../shared/testdata/real-producer-h264-aac-relative.mkv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := mkv.NewReader(bytes.NewReader(data), mkv.Options{})
+	var out []*mkv.Fragment
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev == mkv.EventFragmentEnd {
+			out = append(out, rd.TakeFragment())
+		}
+	}
+}
+
+// ingest feeds fragments (copies: the engine owns what it receives) with
+// producer timestamps base + timecode, persisting each.
+func ingest(t *testing.T, e *Engine, name string, frags []*mkv.Fragment, base int64) []lsm.FragNum {
+	t.Helper()
+	sess, err := e.BeginIngest(StreamRef{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	var nums []lsm.FragNum
+	for _, f := range frags {
+		c := *f
+		c.Buf = append(NewMediaBuffer(), f.Buf...)
+		n, serverMs, err := sess.StartFragment()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := sess.Receive(n, serverMs, base+int64(f.Timecode), &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Duplicate {
+			if err := rec.AwaitDurable(); err != nil {
+				t.Fatal(err)
+			}
+			nums = append(nums, rec.Meta.Number)
+			continue
+		}
+		if err := sess.Persist(rec.Fragment); err != nil {
+			t.Fatal(err)
+		}
+		nums = append(nums, n)
+	}
+	return nums
+}
+
+func TestNumbersIncreaseAcrossRestartsEvenWhenTheClockGoesBack(t *testing.T) {
+	fs := vfs.NewMem()
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, fs, clock, 1<<30)
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	frags := captureFragments(t)
+	first := ingest(t, e, "cam", frags[:2], 1_000)
+	db.Close()
+
+	clock.add(-time.Hour) // a board without RTC that booted with an old clock
+	db, e = openMedia(t, fs, clock, 1<<30)
+	defer db.Close()
+	second := ingest(t, e, "cam", frags[2:4], 1_000)
+	all := append(first, second...)
+	for i := 1; i < len(all); i++ {
+		if all[i].Compare(all[i-1]) <= 0 || all[i].String() <= all[i-1].String() {
+			t.Fatalf("number %d (%s) not after %s", i, all[i], all[i-1])
+		}
+	}
+	if all[0].Node() != 7 || second[0].Term() <= first[0].Term() {
+		t.Fatalf("terms %d then %d, node %d", first[0].Term(), second[0].Term(), all[0].Node())
+	}
+}
+
+// TestCursorSeamsArchiveRingLive reads with a ring so small it holds one
+// fragment: the cursor must move from archive to ring to live with no gap
+// and no duplicate.
+func TestCursorSeamsArchiveRingLive(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, vfs.NewMem(), clock, 1)
+	defer db.Close()
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	frags := captureFragments(t)
+	stored := ingest(t, e, "cam", frags[:4], 0)
+	cur, err := e.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartEarliest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var got []lsm.FragNum
+	for range 4 {
+		f, err := cur.Next(ctx, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(f.Media[:4], []byte{0x1F, 0x43, 0xB6, 0x75}) || len(f.Header.Raw) == 0 {
+			t.Fatal("fragment without cluster or header")
+		}
+		got = append(got, f.Meta.Number)
+		f.Release()
+	}
+	// Live: two more fragments arrive while the reader waits.
+	done := make(chan []lsm.FragNum)
+	go func() { done <- ingest(t, e, "cam", frags[4:6], 0) }()
+	for range 2 {
+		f, err := cur.Next(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, f.Meta.Number)
+		f.Release()
+	}
+	stored = append(stored, <-done...)
+	if len(got) != len(stored) {
+		t.Fatalf("read %d, stored %d", len(got), len(stored))
+	}
+	for i := range got {
+		if got[i] != stored[i] {
+			t.Fatalf("read #%d %s, stored %s", i, got[i], stored[i])
+		}
+	}
+	if _, err := cur.Next(ctx, 50*time.Millisecond); !errors.Is(err, ErrIdle) {
+		t.Fatalf("at the live edge: %v, want ErrIdle", err)
+	}
+}
+
+func TestRetentionZeroServesFromRingOnly(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	defer db.Close()
+	if _, err := e.CreateStream(CreateStreamInput{Name: "live", DataRetentionInHours: 0}); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := e.OpenCursor(StreamRef{Name: "live"}, Start{Kind: StartNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingest(t, e, "live", captureFragments(t)[:3], 0)
+	for range 3 {
+		f, err := cur.Next(context.Background(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Release()
+	}
+	list, _, err := e.ListFragments(StreamRef{Name: "live"}, lsm.ByServerTime, 0, 1<<50, nil, 100)
+	if err != nil || len(list) != 0 {
+		t.Fatalf("ListFragments of a retention-0 stream: %v, %d fragments", err, len(list))
+	}
+}
+
+func TestRetentionDeletesExpiredFragments(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	defer db.Close()
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 2}); err != nil {
+		t.Fatal(err)
+	}
+	frags := captureFragments(t)
+	old := ingest(t, e, "cam", frags[:3], 0)
+	clock.add(90 * time.Minute)
+	recent := ingest(t, e, "cam", frags[3:], 0)
+	clock.add(45 * time.Minute) // the first batch is now 2 h 15 min old
+	e.SweepRetention()
+	list, _, err := e.ListFragments(StreamRef{Name: "cam"}, lsm.ByServerTime, 0, 1<<50, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != len(recent) || list[0].Number != recent[0] {
+		t.Fatalf("after retention: %d fragments, want the %d recent ones", len(list), len(recent))
+	}
+	if _, err := e.Fragment(StreamRef{Name: "cam"}, old[0]); !errors.Is(err, ErrFragmentNotFound) {
+		// The ring still holds it (budget 1 GiB): reads by number from the
+		// ring are allowed, but the archive must not.
+		if _, _, err := db.Fragment(1, old[0]); !errors.Is(err, lsm.ErrNotFound) {
+			t.Fatalf("expired fragment still in the archive: %v", err)
+		}
+	}
+	// Decreasing retention deletes what it makes expired.
+	clock.add(20 * time.Minute) // the recent batch is now 65 min old
+	e.SweepRetention()
+	if list, _, _ = e.ListFragments(StreamRef{Name: "cam"}, lsm.ByServerTime, 0, 1<<50, nil, 100); len(list) != len(recent) {
+		t.Fatalf("2 h retention deleted fragments 65 min old: %d left", len(list))
+	}
+	info, _ := e.Stream(StreamRef{Name: "cam"})
+	if err := e.UpdateDataRetention(StreamRef{Name: "cam"}, info.Version, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.SweepRetention()
+	list, _, _ = e.ListFragments(StreamRef{Name: "cam"}, lsm.ByProducerTime, -1<<50, 1<<50, nil, 100)
+	if len(list) != 0 {
+		t.Fatalf("%d fragments older than the new 1 h retention remain (producer index)", len(list))
+	}
+}
+
+func TestDeleteStreamEndsIngestAndReaders(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	defer db.Close()
+	info, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingest(t, e, "cam", captureFragments(t)[:2], 0)
+	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := e.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartNow})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cur.Next(context.Background(), 10*time.Second)
+		errc <- err
+	}()
+	if err := e.DeleteStream(info.ARN, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, ErrStreamDeleted) {
+		t.Fatalf("reader after delete: %v", err)
+	}
+	select {
+	case <-sess.Done():
+	default:
+		t.Fatal("ingest session still open after delete")
+	}
+	if _, _, err := sess.StartFragment(); !errors.Is(err, ErrStreamDeleted) {
+		t.Fatalf("StartFragment after delete: %v", err)
+	}
+	if _, _, ok, _ := db.NextFragment(info.ID, lsm.FragNum{}, lsm.FragNum{}); ok {
+		t.Fatal("media of a deleted stream is still stored")
+	}
+}
+
+func TestNewerIngestSupersedesOlder(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	defer db.Close()
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := e.BeginIngest(StreamRef{Name: "cam"})
+	b, _ := e.BeginIngest(StreamRef{Name: "cam"})
+	defer b.Close()
+	if _, _, err := a.StartFragment(); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("old session: %v", err)
+	}
+	if _, _, err := b.StartFragment(); err != nil {
+		t.Fatalf("new session: %v", err)
+	}
+}
