@@ -265,3 +265,50 @@ func TestPutMediaRetentionZero(t *testing.T) {
 		t.Fatalf("live reader of a retention-0 stream got %d chunks, want 6", len(chunks))
 	}
 }
+
+// TestPutMediaEndedByServer: deleting the stream, a newer upload of the
+// same stream, and the maximum connection duration each end an upload
+// with their ErrorId.
+func TestPutMediaEndedByServer(t *testing.T) {
+	ts := startServerWith(t, "", func(o *Options) { o.PutMediaMaxDuration = 3 * time.Second })
+	c := loadCapture(t, "real-producer-h264-absolute")
+
+	t.Run("max-duration", func(t *testing.T) {
+		createMediaStream(t, ts, "long", 24)
+		res := putUpload(t, ts, "long", "ABSOLUTE", "1795579974.135", c, 1) // real pace: 20 s
+		errs := res.events("ERROR")
+		if len(errs) != 1 || errs[0].ErrorId != 4003 {
+			t.Fatalf("acks %+v, want ERROR 4003", errs)
+		}
+		if len(res.events("PERSISTED")) == 0 {
+			t.Fatal("nothing persisted before the limit")
+		}
+	})
+	t.Run("superseded", func(t *testing.T) {
+		createMediaStream(t, ts, "twice", 24)
+		var first uploadResult
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			first = putUpload(t, ts, "twice", "ABSOLUTE", "1795579974.135", c, 0.5)
+		}()
+		time.Sleep(700 * time.Millisecond)
+		short := c
+		// The first three fragments: cut where the fourth cluster starts.
+		cut := 0
+		for i := 0; i < 4; i++ {
+			cut += 4 + strings.Index(string(c.data[cut+4:]), "\x1f\x43\xb6\x75")
+		}
+		short.data, short.sizes = c.data[:cut], nil
+		second := putUpload(t, ts, "twice", "ABSOLUTE", "1795579974.135", short, 0)
+		wg.Wait()
+		errs := first.events("ERROR")
+		if len(errs) != 1 || errs[0].ErrorId != 4008 {
+			t.Fatalf("older upload acks %+v, want ERROR 4008", errs)
+		}
+		if len(second.events("ERROR")) != 0 || len(second.events("PERSISTED")) == 0 {
+			t.Fatalf("newer upload: %+v", second.acks)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -76,6 +77,7 @@ func (a *ack) appendJSON(dst []byte) []byte {
 
 // PutMedia ErrorIds beyond what the Matroska reader reports.
 const (
+	errIDMaxConnDuration = 4003
 	errIDStreamNotActive = 4008
 	errIDInternal        = 5000
 	errIDArchival        = 5001
@@ -83,6 +85,8 @@ const (
 
 func errorCodeName(id int) string {
 	switch id {
+	case errIDMaxConnDuration:
+		return "MAX_CONNECTION_DURATION_REACHED"
 	case errIDStreamNotActive:
 		return "STREAM_NOT_ACTIVE"
 	case errIDInternal:
@@ -220,6 +224,9 @@ type upload struct {
 		Debug(string, ...any)
 	}
 	conn net.Conn
+	// stopped: the writer already told the producer why the upload ends;
+	// the parser must not report the interrupted read as another error.
+	stopped atomic.Bool
 }
 
 // persistItem is a received fragment on its way to disk.
@@ -265,6 +272,8 @@ func (u *upload) run(w *bufio.Writer, body io.Reader) {
 	var buf []byte
 	idle := time.NewTicker(u.s.opts.PutMediaIdleAck)
 	defer idle.Stop()
+	maxAge := time.NewTimer(u.s.opts.PutMediaMaxDuration)
+	defer maxAge.Stop()
 	writeFailed := false
 	write := func(a *ack) {
 		if writeFailed {
@@ -302,6 +311,12 @@ func (u *upload) run(w *bufio.Writer, body io.Reader) {
 			} else if since >= u.s.opts.PutMediaIdleAck {
 				write(&ack{event: "IDLE"})
 			}
+		case <-maxAge.C:
+			u.log.Info("upload reached its maximum duration", "max", u.s.opts.PutMediaMaxDuration.String())
+			write(&ack{event: "ERROR", errorID: errIDMaxConnDuration})
+			u.stopped.Store(true)
+			_ = u.conn.SetReadDeadline(time.Now())
+			src.stop()
 		case <-u.sess.Done():
 			// Superseded by a newer upload, or the stream was deleted:
 			// stop reading; the parser reports the reason.
@@ -341,6 +356,9 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			hasTC := false
 			if f := rd.Fragment(); f != nil {
 				tc, hasTC = f.Timecode, true
+			}
+			if u.stopped.Load() {
+				return
 			}
 			if u.sess.Stopped() {
 				fail(u.stopReason(), tc, hasTC, err)

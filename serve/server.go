@@ -50,6 +50,9 @@ type Options struct {
 	PutMediaIdleAck time.Duration
 	// PutMediaIdleClose ends an upload with no data for this long (KVS: 30 s).
 	PutMediaIdleClose time.Duration
+	// PutMediaMaxDuration ends an upload this old with ERROR 4003 (KVS: 45
+	// min); producers rotate their connection before that.
+	PutMediaMaxDuration time.Duration
 	// GetMediaIdleTimeout ends a GetMedia session cleanly, at a chunk
 	// boundary, when no new fragment arrived for this long at the live
 	// edge. Default 50 s: below the aws CLI's 60 s read timeout, so the
@@ -76,6 +79,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.PutMediaIdleClose == 0 {
 		o.PutMediaIdleClose = 30 * time.Second
+	}
+	if o.PutMediaMaxDuration == 0 {
+		o.PutMediaMaxDuration = 45 * time.Minute
 	}
 	if o.GetMediaIdleTimeout == 0 {
 		o.GetMediaIdleTimeout = 50 * time.Second
