@@ -148,6 +148,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // and MB/s. One op is one run of `rounds` fragments per stream.
 func BenchmarkPersistLatency64Streams(b *testing.B) {
 	b.Run("paced-4x", func(b *testing.B) { benchPersist64(b, 500*time.Millisecond, 10) })
+	b.Run("paced-1x", func(b *testing.B) { benchPersist64(b, 2*time.Second, 5) })
 	b.Run("unpaced", func(b *testing.B) { benchPersist64(b, 0, 4) })
 }
 
@@ -234,6 +235,9 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 		frags += streams * rounds
 	}
 	slices.Sort(lat)
+	if testing.Verbose() {
+		b.Logf("%d persists; p90 %v p95 %v p99 %v max %v", len(lat), percentile(lat, 0.90), percentile(lat, 0.95), percentile(lat, 0.99), lat[len(lat)-1])
+	}
 	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
 	b.ReportMetric(ms(p50), "p50-ms")
 	b.ReportMetric(ms(p99), "p99-ms")
@@ -378,4 +382,99 @@ func BenchmarkRingFanout100Readers(b *testing.B) {
 	b.ReportMetric(producerAllocs, "producer-allocs/frag")
 	b.ReportMetric(perFrag/readers, "allocs/frag/reader")
 	b.ReportMetric(max(perFrag-producerAllocs, 0)/readers, "reader-allocs/frag/reader")
+}
+
+// BenchmarkListFragments1hOf86400 stores a day of one-second fragments
+// (86,400 of them, 300 bytes of media each; setup, untimed, writes them
+// with 64 concurrent synced PutFragment calls so WAL syncs are shared,
+// then reopens the store as after a restart) and times ListFragments over
+// a one-hour server-time window: 3,600 results in pages of 1,000 (4
+// calls). Successive ops walk different hours of the day.
+//
+// Metric: ms/list (goal ≤ 20 ms).
+func BenchmarkListFragments1hOf86400(b *testing.B) {
+	const (
+		day     = 86_400
+		base    = int64(1_795_564_800_000) // midnight UTC
+		writers = 64
+	)
+	dir := filepath.Join(b.TempDir(), "db")
+	db, e := openBenchEngine(b, dir, Options{})
+	info, err := e.CreateStream(CreateStreamInput{Name: "day", DataRetentionInHours: 48})
+	if err != nil {
+		b.Fatal(err)
+	}
+	media := bytes.Repeat([]byte{0xA3}, 300)
+	header := bytes.Repeat([]byte{0x1A}, 200)
+	put := func(i int) error {
+		w := lsm.FragmentWrite{
+			Meta: lsm.FragmentMeta{
+				Number:     lsm.MakeFragNum(uint64(base), 0, uint32(i)),
+				ProducerMs: base + int64(i)*1000 - 250,
+				ServerMs:   base + int64(i)*1000,
+				DurationMs: 1000,
+				HeaderID:   7,
+				ClusterLen: uint32(len(media)),
+				MediaLen:   uint32(len(media)),
+				Frames:     25,
+			},
+			Media: media,
+		}
+		if i == 0 {
+			w.Header = header
+		}
+		return db.PutFragment(info.ID, &w)
+	}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	errc := make(chan error, writers)
+	for wi := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := wi; i < day; i += writers {
+				if err := put(i); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	setup := time.Since(t0)
+	db, e = openBenchEngine(b, dir, Options{})
+	defer db.Close()
+	ref := StreamRef{Name: "day"}
+
+	hour := 0
+	for b.Loop() {
+		start := base + int64(hour%24)*3_600_000
+		hour++
+		var cur *lsm.TimeCursor
+		n, calls := 0, 0
+		for {
+			page, next, err := e.ListFragments(ref, lsm.ByServerTime, start, start+3_599_999, cur, 1000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(page)
+			calls++
+			if next == nil {
+				break
+			}
+			cur = next
+		}
+		if n != 3600 || calls != 4 {
+			b.Fatalf("hour %d: %d fragments in %d calls, want 3600 in 4", hour-1, n, calls)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed())/float64(b.N)/1e6, "ms/list")
+	b.ReportMetric(setup.Seconds(), "setup-s")
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 // SchemaVersion is the version of the key schema and value envelopes this code
@@ -62,14 +63,26 @@ func Open(opts Options) (*DB, error) {
 	// "Write amplification". Retention deletes whole ranges, so blob files
 	// empty out in ingest order; a rewrite is only worth it when half a
 	// file is garbage.
+	// Many cameras interleave, so one sstable references many blob files;
+	// a low reference depth makes compactions rewrite media into new blob
+	// files (measured: 0.8× extra writes at depth 10 with 16 streams).
 	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
 		return pebble.ValueSeparationPolicy{
 			Enabled:               true,
 			MinimumSize:           blobMinimumSize,
-			MaxBlobReferenceDepth: 10,
+			MaxBlobReferenceDepth: 256,
 			RewriteMinimumAge:     5 * time.Minute,
 			TargetGarbageRatio:    0.5,
 		}
+	}
+	// Video does not compress: store value (media) blocks uncompressed
+	// instead of spending CPU on Snappy attempts; keys, index entries and
+	// records keep Snappy.
+	profile := *sstable.SnappyCompression
+	profile.Name = "kvsedge"
+	profile.ValueBlocks = sstable.NoCompression.ValueBlocks
+	for i := range po.Levels {
+		po.Levels[i].Compression = func() *sstable.CompressionProfile { return &profile }
 	}
 	if err := opts.FS.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)

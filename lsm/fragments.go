@@ -118,7 +118,7 @@ type FragmentWrite struct {
 // durable and may be acknowledged PERSISTED. Concurrent calls share WAL
 // syncs (Pebble's group commit).
 func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
-	b := d.db.NewBatch()
+	b := d.db.NewBatchWithSize(len(w.Media) + len(w.Header) + 3*metaLen + 256)
 	defer b.Close()
 	var kb [64]byte
 	meta := appendMeta(make([]byte, 0, metaLen), &w.Meta)
