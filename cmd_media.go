@@ -473,3 +473,32 @@ func progressBar(n, total int64) string {
 	fill := int(n * width / total)
 	return "[" + strings.Repeat("#", fill) + strings.Repeat(".", width-fill) + "]"
 }
+
+// runCameras prints the state of every camera the box records.
+func runCameras(args []string, stdout, stderr io.Writer) error {
+	var cf clientFlags
+	cfg, _, err := parseConfig("cameras", args, stderr, func(fs *pflag.FlagSet) {
+		fs.StringVar(&cf.endpoint, "endpoint", "", "endpoint URL (default: this box, from --listen)")
+		fs.StringVar(&cf.caBundle, "ca-bundle", "", "PEM CA file to trust for an https endpoint")
+	})
+	if err != nil {
+		return err
+	}
+	cf.stream = "-" // not used
+	cl, err := newMediaClient(cfg, &cf)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.post(context.Background(), "/listCameras", map[string]any{})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var v any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/kvsedge/kvsedge/serve"
 	"github.com/kvsedge/kvsedge/serve/tlsca"
@@ -92,6 +93,20 @@ func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			log.Info("no credentials configured: using the key pair generated in the data directory; `kvsedge credentials` prints it",
 				"access_key_id", creds[0].AccessKeyID, "file", cfg.DataDir+"/"+generatedCredentialsFile)
 		}
+	}
+	cams := ingest.NewManager(eng, log)
+	defer cams.Close()
+	opts.Cameras = func() any { return cams.States() }
+	if cfg.Demo {
+		src, err := ingest.NewDemoSource(demoClip, demoFPS)
+		if err != nil {
+			return fmt.Errorf("demo camera: %w", err)
+		}
+		if err := cams.Apply([]ingest.CameraConfig{{Stream: "demo", Source: src, Key: "demo", RetentionHours: 1,
+			Tags: map[string]string{"kvsedge:demo": "true"}}}); err != nil {
+			return err
+		}
+		log.Info("demo camera recording into stream \"demo\" (turn off with --demo=false or demo: false)")
 	}
 	srv, err := serve.New(eng, opts)
 	if err != nil {

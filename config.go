@@ -45,6 +45,10 @@ type Config struct {
 	Log             LogConfig     `koanf:"log" yaml:"log"`
 	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
 	Media           MediaConfig   `koanf:"media" yaml:"media"`
+	// Demo records the built-in demo clip into a "demo" stream, so a new
+	// box has something to watch. Default: on when no configuration file
+	// is given, off when one is (unless it says demo: true).
+	Demo bool `koanf:"demo" yaml:"demo"`
 }
 
 // MediaConfig tunes the media data path.
@@ -105,6 +109,7 @@ func defaultConfig() Config {
 		Auth:      AuthConfig{MaxSkew: 5 * time.Minute},
 		Log:       LogConfig{Level: "info", Format: "text"},
 		Storage:   StorageConfig{CacheMiB: 32, MemtableMiB: 16},
+		Demo:      true,
 		Media: MediaConfig{
 			RingMiBPerStream:    32,
 			GetMediaIdleTimeout: 50 * time.Second,
@@ -126,6 +131,7 @@ var flagKeys = map[string]string{
 	"tls-key":       "tls.key_file",
 	"no-auth":       "auth.disabled",
 	"log-level":     "log.level",
+	"demo":          "demo",
 }
 
 func configFlags(fs *pflag.FlagSet) {
@@ -140,6 +146,7 @@ func configFlags(fs *pflag.FlagSet) {
 	fs.String("tls-key", "", "TLS private key file (PEM)")
 	fs.Bool("no-auth", false, "turn SigV4 authentication off (local development only)")
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
+	fs.Bool("demo", true, "record the built-in demo clip into the stream \"demo\" (default: on without --config)")
 }
 
 // loadConfig layers defaults, the file named by --config, the environment
@@ -150,8 +157,15 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 		return nil, fmt.Errorf("loading defaults: %w", err)
 	}
 	if path, _ := fs.GetString("config"); path != "" {
-		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
 			return nil, fmt.Errorf("config: reading %s: %w", path, err)
+		}
+		if !fk.Exists("demo") {
+			_ = fk.Set("demo", false) // a configured box records only its cameras
+		}
+		if err := k.Merge(fk); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", path, err)
 		}
 	}
 	envProvider := env.Provider(".", env.Opt{

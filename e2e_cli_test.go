@@ -14,6 +14,7 @@ func streamEnv(dir string) []string {
 		"KVSEDGE_DATA_DIR=" + dir,
 		"KVSEDGE_REGION=us-west-2",
 		"KVSEDGE_ACCOUNT_ID=111122223333",
+		"KVSEDGE_DEMO=false", // tests count streams; TestDemoCamera turns it on
 	}
 }
 

@@ -33,6 +33,8 @@ func mediaRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
 func archivedMediaRoutes() map[string]jsonHandler {
 	return map[string]jsonHandler{
 		"/listFragments": (*Server).listFragments,
+		// kvsedge's own: the state of each camera the box records.
+		"/listCameras": (*Server).listCameras,
 	}
 }
 
@@ -473,4 +475,15 @@ func (s *Server) listFragments(body []byte) (any, *apiError) {
 		out.NextToken = &t
 	}
 	return out, nil
+}
+
+func (s *Server) listCameras(body []byte) (any, *apiError) {
+	if _, aerr := decode[struct{}](body); aerr != nil {
+		return nil, aerr
+	}
+	var cams any = []struct{}{}
+	if s.opts.Cameras != nil {
+		cams = s.opts.Cameras()
+	}
+	return struct{ Cameras any }{cams}, nil
 }

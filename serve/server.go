@@ -41,6 +41,10 @@ type Options struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
+	// Cameras, when set, reports the camera states that /listCameras
+	// returns.
+	Cameras func() any
+
 	// PutMediaIdleSeal closes a fragment whose cluster got no byte for this
 	// long (a producer that sends neither the end-of-fragment tag nor the
 	// next cluster). Default 2 s.

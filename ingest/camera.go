@@ -1,0 +1,258 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// Source is a camera feed. Run delivers media to the fragmenter until the
+// feed ends, fails or ctx ends; the camera reconnects by calling Run again.
+type Source interface {
+	// Describe names the source for logs and state, without credentials.
+	Describe() string
+	Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *feedStats) error
+}
+
+// Camera states.
+const (
+	StateConnecting = "CONNECTING"
+	StateRecording  = "RECORDING"
+	StateRetrying   = "RETRYING"
+	StateStopped    = "STOPPED"
+)
+
+// CameraState is what an operator sees of one camera.
+type CameraState struct {
+	Stream        string    `json:"stream"`
+	Source        string    `json:"source"`
+	State         string    `json:"state"`
+	Since         time.Time `json:"since"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastFrame     time.Time `json:"last_frame,omitzero"`
+	BitrateBps    float64   `json:"bitrate_bps"`
+	FPS           float64   `json:"fps"`
+	Fragments     uint64    `json:"fragments"`
+	Reconnects    int       `json:"reconnects"`
+	LastFragment  string    `json:"last_fragment,omitempty"`
+	DroppedFrames int       `json:"dropped_frames"`
+}
+
+// feedStats counts a feed's frames for the state and the stall detector.
+type feedStats struct {
+	mu        sync.Mutex
+	lastFrame time.Time
+	lastVideo time.Time
+	lastAudio time.Time
+	winStart  time.Time
+	winBytes  int
+	winFrames int
+	bitrate   float64
+	fps       float64
+	hasVideo  bool
+}
+
+func (s *feedStats) frame(video bool, bytes int) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastFrame = now
+	if video {
+		s.lastVideo, s.hasVideo = now, true
+		s.winFrames++
+	} else {
+		s.lastAudio = now
+	}
+	if s.winStart.IsZero() {
+		s.winStart = now
+	}
+	s.winBytes += bytes
+	if d := now.Sub(s.winStart); d >= 2*time.Second {
+		s.bitrate = float64(s.winBytes*8) / d.Seconds()
+		s.fps = float64(s.winFrames) / d.Seconds()
+		s.winStart, s.winBytes, s.winFrames = now, 0, 0
+	}
+}
+
+// stalled reports why the feed looks dead, if it does: no frame at all
+// for timeout, or (with video) audio flowing but no video for timeout.
+func (s *feedStats) stalled(since time.Time, timeout time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	last := s.lastFrame
+	if last.IsZero() {
+		last = since
+	}
+	if now.Sub(last) > timeout {
+		return fmt.Errorf("stalled: no media for %s", now.Sub(last).Round(time.Second))
+	}
+	if s.hasVideo && now.Sub(s.lastVideo) > timeout {
+		return fmt.Errorf("video track stopped: no video for %s while audio flows", now.Sub(s.lastVideo).Round(time.Second))
+	}
+	return nil
+}
+
+// CameraConfig is one camera to record.
+type CameraConfig struct {
+	Stream string
+	// Source builds the feed (RTSP, USB, demo).
+	Source Source
+	// Key identifies the configuration: a camera is restarted when it
+	// changes.
+	Key string
+	// RetentionHours and Tags are used when the stream must be created.
+	RetentionHours   int
+	Tags             map[string]string
+	FragmentDuration time.Duration
+	// StallTimeout: a feed without media this long is reconnected.
+	// Default 10 s.
+	StallTimeout time.Duration
+}
+
+// camera records one source into one stream, forever.
+type camera struct {
+	cfg    CameraConfig
+	eng    *engine.Engine
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	state CameraState
+	stats *feedStats
+}
+
+func (c *camera) setState(state string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.State != state {
+		c.state.Since = time.Now()
+	}
+	c.state.State = state
+	if err != nil {
+		c.state.LastError = err.Error()
+	}
+}
+
+func (c *camera) snapshot() CameraState {
+	c.mu.Lock()
+	st := c.state
+	stats := c.stats
+	c.mu.Unlock()
+	if stats != nil {
+		stats.mu.Lock()
+		st.LastFrame, st.BitrateBps, st.FPS = stats.lastFrame, stats.bitrate, stats.fps
+		stats.mu.Unlock()
+	}
+	return st
+}
+
+// run is the reconnect loop: capped exponential backoff with jitter, reset
+// after a connection that recorded for a while.
+func (c *camera) run(ctx context.Context) {
+	defer close(c.done)
+	tl := &timeline{now: time.Now}
+	backoff := time.Second
+	const maxBackoff = 30 * time.Second
+	for attempt := 0; ; attempt++ {
+		c.setState(StateConnecting, nil)
+		started := time.Now()
+		err := c.connection(ctx, tl)
+		if ctx.Err() != nil {
+			c.setState(StateStopped, nil)
+			return
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		c.mu.Lock()
+		c.state.Reconnects++
+		c.mu.Unlock()
+		c.setState(StateRetrying, err)
+		wait := backoff + rand.N(backoff/2+1)
+		c.log.Warn("camera feed ended; retrying", "err", err, "in", wait.Round(time.Millisecond).String())
+		select {
+		case <-ctx.Done():
+			c.setState(StateStopped, nil)
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// connection runs the source once, with a stall watchdog.
+func (c *camera) connection(ctx context.Context, tl *timeline) error {
+	sess, err := c.eng.BeginIngest(engine.StreamRef{Name: c.cfg.Stream})
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	out := newEngineOutput(sess, c.log, func(m lsm.FragmentMeta) {
+		c.mu.Lock()
+		c.state.Fragments++
+		c.state.LastFragment = m.Number.String()
+		c.mu.Unlock()
+	})
+	fr := NewFragmenter(out, c.cfg.FragmentDuration)
+	stats := &feedStats{}
+	c.mu.Lock()
+	c.stats = stats
+	c.mu.Unlock()
+
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // the engine ended the session (stream deleted, taken over)
+		select {
+		case <-sess.Done():
+			cancel(sess.Err())
+		case <-cctx.Done():
+		}
+	}()
+	started := time.Now()
+	go func() { // stall detector
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case <-t.C:
+				if err := stats.stalled(started, c.cfg.StallTimeout); err != nil {
+					cancel(err)
+					return
+				}
+				stats.mu.Lock()
+				recording := !stats.lastFrame.IsZero()
+				stats.mu.Unlock()
+				if recording {
+					c.setState(StateRecording, nil)
+				}
+			}
+		}
+	}()
+	tl.reset()
+	err = c.cfg.Source.Run(cctx, fr, tl, stats)
+	if ferr := fr.Flush(); ferr != nil && err == nil {
+		err = ferr
+	}
+	out.close()
+	c.mu.Lock()
+	c.state.DroppedFrames += fr.DroppedUnits
+	c.mu.Unlock()
+	if cause := context.Cause(cctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if err == nil {
+		err = errors.New("feed ended")
+	}
+	return err
+}

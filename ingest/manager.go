@@ -1,0 +1,125 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+)
+
+// Manager runs the configured cameras and applies configuration changes
+// without a restart: new cameras start, changed ones restart, removed ones
+// stop (their recordings stay).
+type Manager struct {
+	eng *engine.Engine
+	log *slog.Logger
+
+	mu   sync.Mutex
+	cams map[string]*camera // by stream name
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+// NewManager returns a Manager with no cameras.
+func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
+	ctx, stop := context.WithCancel(context.Background())
+	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), ctx: ctx, stop: stop}
+}
+
+// Apply makes the running cameras match cfgs.
+func (m *Manager) Apply(cfgs []CameraConfig) error {
+	want := make(map[string]CameraConfig, len(cfgs))
+	for _, c := range cfgs {
+		if c.Stream == "" || c.Source == nil {
+			return errors.New("ingest: a camera needs a stream and a source")
+		}
+		if _, dup := want[c.Stream]; dup {
+			return fmt.Errorf("ingest: stream %q has two cameras", c.Stream)
+		}
+		want[c.Stream] = c
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for name, cam := range m.cams {
+		if c, ok := want[name]; !ok || c.Key != cam.cfg.Key {
+			m.stopLocked(name, cam)
+		}
+	}
+	for name, c := range want {
+		if _, running := m.cams[name]; running {
+			continue
+		}
+		if err := m.ensureStream(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.startLocked(c)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) ensureStream(c CameraConfig) error {
+	_, err := m.eng.Stream(engine.StreamRef{Name: c.Stream})
+	if errors.Is(err, engine.ErrStreamNotFound) {
+		_, err = m.eng.CreateStream(engine.CreateStreamInput{Name: c.Stream, DataRetentionInHours: c.RetentionHours,
+			Tags: c.Tags, MediaType: "video/h264"})
+		if errors.Is(err, engine.ErrStreamExists) {
+			err = nil
+		}
+		if err == nil {
+			m.log.Info("created the stream for a camera", "stream", c.Stream)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: camera %s: %w", c.Stream, err)
+	}
+	return nil
+}
+
+func (m *Manager) startLocked(c CameraConfig) {
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	cam := &camera{cfg: c, eng: m.eng, cancel: cancel, done: make(chan struct{}),
+		log:   m.log.With("camera", c.Stream, "source", c.Source.Describe()),
+		state: CameraState{Stream: c.Stream, Source: c.Source.Describe(), State: StateConnecting, Since: time.Now()}}
+	m.cams[c.Stream] = cam
+	cam.log.Info("camera started")
+	go cam.run(ctx)
+}
+
+func (m *Manager) stopLocked(name string, cam *camera) {
+	cam.cancel()
+	<-cam.done
+	delete(m.cams, name)
+	cam.log.Info("camera stopped")
+}
+
+// States returns every camera's state, by stream name.
+func (m *Manager) States() []CameraState {
+	m.mu.Lock()
+	out := make([]CameraState, 0, len(m.cams))
+	for _, c := range m.cams {
+		out = append(out, c.snapshot())
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
+	return out
+}
+
+// Close stops every camera.
+func (m *Manager) Close() {
+	m.stop()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, cam := range m.cams {
+		m.stopLocked(name, cam)
+	}
+}
