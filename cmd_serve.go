@@ -18,10 +18,11 @@ import (
 	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/kvsedge/kvsedge/serve"
 	"github.com/kvsedge/kvsedge/serve/tlsca"
+	"github.com/spf13/pflag"
 )
 
 func runServe(args []string, _, stderr io.Writer) error {
-	cfg, _, err := parseConfig("serve", args, stderr, nil)
+	cfg, fs, err := parseConfig("serve", args, stderr, nil)
 	if err != nil {
 		return err
 	}
@@ -30,11 +31,12 @@ func runServe(args []string, _, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serveUntil(ctx, cfg, log)
+	return serveUntil(ctx, cfg, fs, log)
 }
 
-// serveUntil runs the appliance until ctx ends.
-func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
+// serveUntil runs the appliance until ctx ends. fs holds the parsed flags,
+// to reload the configuration file when it changes.
+func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.Logger) error {
 	creds, generated, err := effectiveCredentials(cfg)
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
@@ -102,11 +104,23 @@ func serveUntil(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("demo camera: %w", err)
 		}
-		if err := cams.Apply([]ingest.CameraConfig{{Stream: "demo", Source: src, Key: "demo", RetentionHours: 1,
+		if err := cams.Apply("demo", []ingest.CameraConfig{{Stream: "demo", Source: src, Key: "demo", RetentionHours: 1,
 			Tags: map[string]string{"kvsedge:demo": "true"}}}); err != nil {
 			return err
 		}
 		log.Info("demo camera recording into stream \"demo\" (turn off with --demo=false or demo: false)")
+	}
+	if cc, err := fileCameras(cfg); err != nil {
+		return err
+	} else if err := cams.Apply("file", cc); err != nil {
+		return err
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		stop, err := watchCameraFile(fs, path, cams, log)
+		if err != nil {
+			return fmt.Errorf("watching %s: %w", path, err)
+		}
+		defer stop()
 	}
 	srv, err := serve.New(eng, opts)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/providers/structs"
 	"github.com/knadh/koanf/v2"
+	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/spf13/pflag"
 )
 
@@ -49,6 +50,26 @@ type Config struct {
 	// box has something to watch. Default: on when no configuration file
 	// is given, off when one is (unless it says demo: true).
 	Demo bool `koanf:"demo" yaml:"demo"`
+	// Cameras are recorded forever; the file is watched and changes apply
+	// without a restart.
+	Cameras []CameraFileConfig `koanf:"cameras" yaml:"cameras"`
+	// Secrets are named values (camera URLs with credentials) that the
+	// edge configuration API's MediaUriSecretArn refers to by name (the
+	// last component of the ARN). Redacted in `kvsedge config`.
+	Secrets map[string]string `koanf:"secrets" yaml:"secrets"`
+}
+
+// CameraFileConfig is one camera in the configuration file.
+type CameraFileConfig struct {
+	Stream string `koanf:"stream" yaml:"stream"`
+	// URL is rtsp:// or rtsps:// (credentials in the user info).
+	URL string `koanf:"url" yaml:"url"`
+	// Transport is auto (UDP, falling back to TCP), tcp or udp.
+	Transport        string            `koanf:"transport" yaml:"transport,omitempty"`
+	InsecureTLS      bool              `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
+	RetentionHours   int               `koanf:"retention_hours" yaml:"retention_hours"`
+	Tags             map[string]string `koanf:"tags" yaml:"tags,omitempty"`
+	FragmentDuration time.Duration     `koanf:"fragment_duration" yaml:"fragment_duration,omitempty"`
 }
 
 // MediaConfig tunes the media data path.
@@ -200,9 +221,10 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 }
 
 var (
-	regionPattern    = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
-	accountPattern   = regexp.MustCompile(`^[0-9]{12}$`)
-	accessKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_]{3,128}$`)
+	streamNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+	regionPattern     = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
+	accountPattern    = regexp.MustCompile(`^[0-9]{12}$`)
+	accessKeyPattern  = regexp.MustCompile(`^[A-Za-z0-9_]{3,128}$`)
 )
 
 // validate reports the first invalid key in one line that names it.
@@ -291,6 +313,26 @@ func (c *Config) validate() error {
 	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
 		return bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval)
 	}
+	streams := map[string]bool{}
+	for i, cam := range c.Cameras {
+		key := fmt.Sprintf("cameras[%d]", i)
+		if !streamNamePattern.MatchString(cam.Stream) || len(cam.Stream) > 256 {
+			return bad(key+".stream", "%q is not a stream name ([a-zA-Z0-9_.-], 1–256)", cam.Stream)
+		}
+		if streams[cam.Stream] || (c.Demo && cam.Stream == "demo") {
+			return bad(key+".stream", "%q has another camera", cam.Stream)
+		}
+		streams[cam.Stream] = true
+		if _, err := cameraSource(cam); err != nil {
+			return bad(key+".url", "%v", err)
+		}
+		if cam.RetentionHours < 0 || cam.RetentionHours > 87600 {
+			return bad(key+".retention_hours", "%d is outside 0…87600", cam.RetentionHours)
+		}
+		if cam.FragmentDuration != 0 && (cam.FragmentDuration < time.Second || cam.FragmentDuration > 10*time.Second) {
+			return bad(key+".fragment_duration", "%v is outside 1s…10s", cam.FragmentDuration)
+		}
+	}
 	return nil
 }
 
@@ -321,6 +363,17 @@ func (c *Config) redacted() Config {
 	r.Credentials = make([]Credential, len(c.Credentials))
 	for i, cr := range c.Credentials {
 		r.Credentials[i] = Credential{AccessKeyID: cr.AccessKeyID, SecretAccessKey: mask}
+	}
+	r.Cameras = make([]CameraFileConfig, len(c.Cameras))
+	for i, cam := range c.Cameras {
+		cam.URL = ingest.Redact(cam.URL)
+		r.Cameras[i] = cam
+	}
+	if len(c.Secrets) > 0 {
+		r.Secrets = make(map[string]string, len(c.Secrets))
+		for k := range c.Secrets {
+			r.Secrets[k] = mask
+		}
 	}
 	return r
 }

@@ -57,6 +57,8 @@ type feedStats struct {
 	bitrate   float64
 	fps       float64
 	hasVideo  bool
+	// log is the camera's logger, for sources that report events.
+	log *slog.Logger
 }
 
 func (s *feedStats) frame(video bool, bytes int) {
@@ -115,6 +117,8 @@ type CameraConfig struct {
 	// StallTimeout: a feed without media this long is reconnected.
 	// Default 10 s.
 	StallTimeout time.Duration
+	// MaxBackoff caps the wait between reconnects. Default 30 s.
+	MaxBackoff time.Duration
 }
 
 // camera records one source into one stream, forever.
@@ -161,7 +165,11 @@ func (c *camera) run(ctx context.Context) {
 	defer close(c.done)
 	tl := &timeline{now: time.Now}
 	backoff := time.Second
-	const maxBackoff = 30 * time.Second
+	maxBackoff := c.cfg.MaxBackoff
+	if maxBackoff <= 0 {
+		maxBackoff = 30 * time.Second
+	}
+	backoff = min(backoff, maxBackoff)
 	for attempt := 0; ; attempt++ {
 		c.setState(StateConnecting, nil)
 		started := time.Now()
@@ -203,7 +211,7 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 		c.mu.Unlock()
 	})
 	fr := NewFragmenter(out, c.cfg.FragmentDuration)
-	stats := &feedStats{}
+	stats := &feedStats{log: c.log}
 	c.mu.Lock()
 	c.stats = stats
 	c.mu.Unlock()

@@ -19,33 +19,53 @@ type Manager struct {
 	eng *engine.Engine
 	log *slog.Logger
 
-	mu   sync.Mutex
-	cams map[string]*camera // by stream name
-	ctx  context.Context
-	stop context.CancelFunc
+	mu     sync.Mutex
+	cams   map[string]*camera // by stream name
+	groups map[string][]CameraConfig
+	ctx    context.Context
+	stop   context.CancelFunc
 }
 
 // NewManager returns a Manager with no cameras.
 func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
 	ctx, stop := context.WithCancel(context.Background())
-	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), ctx: ctx, stop: stop}
+	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ctx: ctx, stop: stop}
 }
 
-// Apply makes the running cameras match cfgs.
-func (m *Manager) Apply(cfgs []CameraConfig) error {
-	want := make(map[string]CameraConfig, len(cfgs))
+// Apply replaces the cameras of one configuration source (group: "demo",
+// "file", "api") and makes the running cameras match the union of all
+// groups. A stream may have one camera only: within a group that is an
+// error; across groups the first group in name order keeps it.
+func (m *Manager) Apply(group string, cfgs []CameraConfig) error {
+	seen := make(map[string]bool, len(cfgs))
 	for _, c := range cfgs {
 		if c.Stream == "" || c.Source == nil {
 			return errors.New("ingest: a camera needs a stream and a source")
 		}
-		if _, dup := want[c.Stream]; dup {
+		if seen[c.Stream] {
 			return fmt.Errorf("ingest: stream %q has two cameras", c.Stream)
 		}
-		want[c.Stream] = c
+		seen[c.Stream] = true
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.groups[group] = cfgs
+	names := make([]string, 0, len(m.groups))
+	for g := range m.groups {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	want := make(map[string]CameraConfig)
 	var errs []error
+	for _, g := range names {
+		for _, c := range m.groups[g] {
+			if _, taken := want[c.Stream]; taken {
+				errs = append(errs, fmt.Errorf("ingest: stream %q already has a camera; the one from %s is ignored", c.Stream, g))
+				continue
+			}
+			want[c.Stream] = c
+		}
+	}
 	for name, cam := range m.cams {
 		if c, ok := want[name]; !ok || c.Key != cam.cfg.Key {
 			m.stopLocked(name, cam)

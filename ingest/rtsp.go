@@ -1,0 +1,424 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/pion/rtp"
+)
+
+// RTSPSource pulls a camera over RTSP (or RTSPS) with gortsplib: H.264 or
+// H.265 video and, when the camera offers it, one AAC, G.711 or Opus audio
+// track. Basic and digest authentication come from the URL's user info.
+type RTSPSource struct {
+	url       string
+	redacted  string
+	transport *gortsplib.Transport // nil: UDP, falling back to TCP
+	// InsecureTLS accepts any certificate on rtsps:// (cameras mostly
+	// present self-signed ones).
+	InsecureTLS bool
+	// ReadTimeout is gortsplib's: how long without packets before the
+	// connection fails. Default 10 s.
+	ReadTimeout time.Duration
+}
+
+// NewRTSPSource checks the URL; transport is "auto", "tcp" or "udp".
+func NewRTSPSource(rawURL, transport string) (*RTSPSource, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an rtsp:// or rtsps:// URL", Redact(rawURL))
+	}
+	s := &RTSPSource{url: rawURL, redacted: Redact(rawURL)}
+	switch transport {
+	case "", "auto":
+	case "tcp":
+		t := gortsplib.TransportTCP
+		s.transport = &t
+	case "udp":
+		t := gortsplib.TransportUDP
+		s.transport = &t
+	default:
+		return nil, fmt.Errorf("transport %q is not auto, tcp or udp", transport)
+	}
+	return s, nil
+}
+
+// Redact removes the password from a URL for logs and state.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	return u.String()
+}
+
+// Describe implements Source.
+func (s *RTSPSource) Describe() string { return s.redacted }
+
+// rtspSession is one connection's state, shared by gortsplib's packet
+// callbacks (one goroutine per media) under mu.
+type rtspSession struct {
+	mu     sync.Mutex
+	fr     *Fragmenter
+	tl     *timeline
+	st     *feedStats
+	err    error
+	client *gortsplib.Client
+
+	tracks  []mkv.TrackSpec
+	videoTI int
+	audioTI int
+	h265    bool
+	// parameter sets in effect (from the SDP, then in band)
+	vps, sps, pps []byte
+	haveParams    bool
+}
+
+func (r *rtspSession) fail(err error) {
+	if r.err == nil {
+		r.err = err
+		go r.client.Close()
+	}
+}
+
+// Run implements Source.
+func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *feedStats) error {
+	log := st.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u, err := base.ParseURL(s.url)
+	if err != nil {
+		return fmt.Errorf("rtsp: %w", err)
+	}
+	c := &gortsplib.Client{
+		Scheme:      u.Scheme,
+		Host:        u.Host,
+		Transport:   s.transport,
+		ReadTimeout: s.ReadTimeout,
+		// gortsplib reports through these instead of its default log.Printf.
+		OnTransportSwitch: func(err error) { log.Info("rtsp: switching transport", "reason", err) },
+		OnPacketsLost:     func(lost uint64) { log.Debug("rtsp: packets lost", "count", lost) },
+		OnDecodeError:     func(err error) { log.Debug("rtsp: decode error", "err", err) },
+	}
+	if s.InsecureTLS {
+		c.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	if err := c.Start2(); err != nil {
+		return fmt.Errorf("rtsp: connecting: %w", err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, c.Close)
+	defer stop()
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		return fmt.Errorf("rtsp: DESCRIBE: %w", err)
+	}
+	r := &rtspSession{fr: fr, tl: tl, st: st, client: c, videoTI: -1, audioTI: -1}
+	if err := r.setup(c, desc); err != nil {
+		return err
+	}
+	if _, err := c.Play(nil); err != nil {
+		return fmt.Errorf("rtsp: PLAY: %w", err)
+	}
+	werr := c.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return r.err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("rtsp: %w", werr)
+}
+
+// setup picks the video and audio medias, builds their tracks and sets up
+// the decoders.
+func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) error {
+	var (
+		h264f *format.H264
+		h265f *format.H265
+		aacf  *format.MPEG4Audio
+		g711f *format.G711
+		opusf *format.Opus
+	)
+	vm := desc.FindFormat(&h264f)
+	if vm == nil {
+		vm = desc.FindFormat(&h265f)
+	}
+	am := desc.FindFormat(&aacf)
+	if am == nil {
+		am = desc.FindFormat(&g711f)
+	}
+	if am == nil {
+		am = desc.FindFormat(&opusf)
+	}
+	if vm == nil && am == nil {
+		return errors.New("rtsp: the camera offers no H.264, H.265, AAC, G.711 or Opus track")
+	}
+	if vm != nil {
+		if _, err := c.Setup(desc.BaseURL, vm, 0, 0); err != nil {
+			return fmt.Errorf("rtsp: SETUP video: %w", err)
+		}
+		r.videoTI = len(r.tracks)
+		spec := mkv.TrackSpec{Number: uint64(len(r.tracks) + 1), Type: mkv.TrackVideo, Name: "video"}
+		if h264f != nil {
+			spec.CodecID = mkv.CodecH264
+			r.sps, r.pps = h264f.SafeParams()
+			if err := r.onVideo(c, vm, h264f, h264f.ClockRate()); err != nil {
+				return err
+			}
+		} else {
+			r.h265 = true
+			spec.CodecID = mkv.CodecH265
+			r.vps, r.sps, r.pps = h265f.SafeParams()
+			if err := r.onVideo(c, vm, h265f, h265f.ClockRate()); err != nil {
+				return err
+			}
+		}
+		r.tracks = append(r.tracks, spec)
+	}
+	if am != nil {
+		if _, err := c.Setup(desc.BaseURL, am, 0, 0); err != nil {
+			return fmt.Errorf("rtsp: SETUP audio: %w", err)
+		}
+		r.audioTI = len(r.tracks)
+		spec := mkv.TrackSpec{Number: uint64(len(r.tracks) + 1), Type: mkv.TrackAudio, Name: "audio"}
+		switch {
+		case aacf != nil:
+			if aacf.Config == nil {
+				return errors.New("rtsp: AAC track without its AudioSpecificConfig")
+			}
+			cp, err := aacf.Config.Marshal()
+			if err != nil {
+				return fmt.Errorf("rtsp: AAC config: %w", err)
+			}
+			spec.CodecID, spec.CodecPrivate = mkv.CodecAAC, cp
+			spec.SampleRate, spec.Channels = float64(aacf.Config.SampleRate), aacf.Config.ChannelCount
+			dec, err := aacf.CreateDecoder()
+			if err != nil {
+				return err
+			}
+			rate := aacf.ClockRate()
+			c.OnPacketRTP(am, aacf, func(pkt *rtp.Packet) {
+				aus, err := dec.Decode(pkt)
+				if err != nil {
+					return
+				}
+				for i, au := range aus {
+					r.audio(c, am, pkt, rate, int64(i*1024), au)
+				}
+			})
+		case g711f != nil:
+			spec.CodecID = mkv.CodecPCMA
+			spec.CodecPrivate = waveFormatEx(g711f.MULaw, g711f.SampleRate, g711f.ChannelCount)
+			spec.SampleRate, spec.Channels = float64(g711f.SampleRate), g711f.ChannelCount
+			dec, err := g711f.CreateDecoder()
+			if err != nil {
+				return err
+			}
+			rate := g711f.ClockRate()
+			c.OnPacketRTP(am, g711f, func(pkt *rtp.Packet) {
+				samples, err := dec.Decode(pkt)
+				if err == nil {
+					r.audio(c, am, pkt, rate, 0, samples)
+				}
+			})
+		default:
+			spec.CodecID, spec.CodecPrivate = mkv.CodecOpus, opusHead(opusf.ChannelCount)
+			spec.SampleRate, spec.Channels = 48000, opusf.ChannelCount
+			dec, err := opusf.CreateDecoder()
+			if err != nil {
+				return err
+			}
+			rate := opusf.ClockRate()
+			c.OnPacketRTP(am, opusf, func(pkt *rtp.Packet) {
+				frame, err := dec.Decode(pkt)
+				if err == nil {
+					r.audio(c, am, pkt, rate, 0, frame)
+				}
+			})
+		}
+		r.tracks = append(r.tracks, spec)
+	}
+	if r.videoTI < 0 {
+		return r.fr.SetTracks(r.tracks)
+	}
+	if err := r.applyParams(); err != nil && !errors.Is(err, errNoParams) {
+		return err
+	}
+	return nil
+}
+
+// videoDecoder is the part of rtph264/rtph265 decoders used here.
+type videoDecoder interface {
+	Decode(*rtp.Packet) ([][]byte, error)
+}
+
+func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f format.Format, rate int) error {
+	var dec videoDecoder
+	var err error
+	switch f := f.(type) {
+	case *format.H264:
+		dec, err = f.CreateDecoder()
+	case *format.H265:
+		dec, err = f.CreateDecoder()
+	}
+	if err != nil {
+		return fmt.Errorf("rtsp: video decoder: %w", err)
+	}
+	c.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
+		pts, ok := c.PacketPTS2(m, pkt)
+		au, err := dec.Decode(pkt)
+		if err != nil || !ok || len(au) == 0 {
+			return // fragments of an access unit, or a damaged one
+		}
+		ntp, haveNTP := c.PacketNTP(m, pkt)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.err != nil {
+			return
+		}
+		if err := r.video(ptsDuration(pts, rate), ntp, haveNTP, au); err != nil {
+			r.fail(err)
+		}
+	})
+	return nil
+}
+
+func ptsDuration(pts int64, rate int) time.Duration {
+	return time.Duration(pts) * time.Second / time.Duration(rate)
+}
+
+var errNoParams = errors.New("parameter sets not known yet")
+
+// applyParams (re)builds the video track from the parameter sets in
+// effect; a change of SPS/PPS or resolution gives a new header.
+func (r *rtspSession) applyParams() error {
+	spec := &r.tracks[r.videoTI]
+	var cp []byte
+	var err error
+	if r.h265 {
+		if r.vps == nil || r.sps == nil || r.pps == nil {
+			return errNoParams
+		}
+		var sps h265.SPS
+		if err := sps.Unmarshal(r.sps); err != nil {
+			return fmt.Errorf("rtsp: H.265 SPS does not parse: %w", err)
+		}
+		spec.Width, spec.Height = sps.Width(), sps.Height()
+		cp, err = h265CodecPrivate(r.vps, r.sps, r.pps)
+	} else {
+		if r.sps == nil || r.pps == nil {
+			return errNoParams
+		}
+		var sps h264.SPS
+		if err := sps.Unmarshal(r.sps); err != nil {
+			return fmt.Errorf("rtsp: H.264 SPS does not parse: %w", err)
+		}
+		spec.Width, spec.Height = sps.Width(), sps.Height()
+		cp, err = h264CodecPrivate(r.sps, r.pps)
+	}
+	if err != nil {
+		return fmt.Errorf("rtsp: %w", err)
+	}
+	spec.CodecPrivate = cp
+	r.haveParams = true
+	return r.fr.SetTracks(r.tracks)
+}
+
+// video handles one access unit. REQUIRES: r.mu.
+func (r *rtspSession) video(pts time.Duration, ntp time.Time, haveNTP bool, au [][]byte) error {
+	key := false
+	changed := false
+	for _, n := range au {
+		if len(n) == 0 {
+			continue
+		}
+		if r.h265 {
+			switch h265.NALUType((n[0] >> 1) & 0x3F) {
+			case h265.NALUType_VPS_NUT:
+				changed = changed || !bytes.Equal(n, r.vps)
+				r.vps = append(r.vps[:0:0], n...)
+			case h265.NALUType_SPS_NUT:
+				changed = changed || !bytes.Equal(n, r.sps)
+				r.sps = append(r.sps[:0:0], n...)
+			case h265.NALUType_PPS_NUT:
+				changed = changed || !bytes.Equal(n, r.pps)
+				r.pps = append(r.pps[:0:0], n...)
+			}
+		} else {
+			switch h264.NALUType(n[0] & 0x1F) {
+			case h264.NALUTypeSPS:
+				changed = changed || !bytes.Equal(n, r.sps)
+				r.sps = append(r.sps[:0:0], n...)
+			case h264.NALUTypePPS:
+				changed = changed || !bytes.Equal(n, r.pps)
+				r.pps = append(r.pps[:0:0], n...)
+			}
+		}
+	}
+	if r.h265 {
+		key = h265.IsRandomAccess(au)
+	} else {
+		key = h264.IsRandomAccess(au)
+	}
+	if changed || !r.haveParams {
+		if err := r.applyParams(); err != nil {
+			if errors.Is(err, errNoParams) {
+				r.fr.DroppedUnits++
+				return nil // wait for in-band parameter sets
+			}
+			// A parameter set that does not parse: keep the previous ones
+			// if there are any, else wait.
+			if !r.haveParams {
+				r.fr.DroppedUnits++
+				return nil
+			}
+		}
+	}
+	ms := r.tl.ms(pts, ntp, haveNTP, true)
+	n := 0
+	for _, u := range au {
+		n += len(u)
+	}
+	r.st.frame(true, n)
+	return r.fr.WriteVideo(ms, au, key)
+}
+
+// audio handles one audio frame, offset samples after the packet's time.
+func (r *rtspSession) audio(c *gortsplib.Client, m *description.Media, pkt *rtp.Packet, rate int, offset int64, frame []byte) {
+	pts, ok := c.PacketPTS2(m, pkt)
+	if !ok || len(frame) == 0 {
+		return
+	}
+	ntp, haveNTP := c.PacketNTP(m, pkt)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil || (r.videoTI >= 0 && !r.haveParams) {
+		return
+	}
+	ms := r.tl.ms(ptsDuration(pts+offset, rate), ntp, haveNTP, false)
+	r.st.frame(false, len(frame))
+	if err := r.fr.WriteAudio(r.audioTI, ms, frame); err != nil {
+		r.fail(err)
+	}
+}

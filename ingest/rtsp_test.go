@@ -1,0 +1,507 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/pion/rtp"
+)
+
+// relay is an RTSP server that forwards what publishers RECORD on a path
+// to the clients that PLAY it (gortsplib's server, as in its examples).
+type relay struct {
+	srv     *gortsplib.Server
+	addr    string
+	mu      sync.Mutex
+	streams map[string]*gortsplib.ServerStream
+	pubs    map[string]*gortsplib.ServerSession
+}
+
+func startRelay(t *testing.T, addr string) *relay {
+	t.Helper()
+	if addr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = ln.Addr().String()
+		ln.Close()
+	}
+	r := &relay{addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{}}
+	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
+	var err error
+	for i := 0; i < 50; i++ { // the port may linger after a restart
+		if err = r.srv.Start(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+		r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *relay) close() { r.srv.Close() }
+
+func (r *relay) url(path string) string { return "rtsp://" + r.addr + "/" + path }
+
+func (r *relay) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, s := range r.pubs {
+		if s == ctx.Session {
+			r.streams[p].Close()
+			delete(r.streams, p)
+			delete(r.pubs, p)
+		}
+	}
+}
+
+func (r *relay) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.streams[ctx.Path]; s != nil {
+		return &base.Response{StatusCode: base.StatusOK}, s, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+}
+
+func (r *relay) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.streams[ctx.Path]; s != nil {
+		s.Close()
+		r.pubs[ctx.Path].Close()
+	}
+	s := &gortsplib.ServerStream{Server: r.srv, Desc: ctx.Description}
+	if err := s.Initialize(); err != nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	r.streams[ctx.Path], r.pubs[ctx.Path] = s, ctx.Session
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (r *relay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
+		return &base.Response{StatusCode: base.StatusOK}, nil, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.streams[ctx.Path]; s != nil {
+		return &base.Response{StatusCode: base.StatusOK}, s, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+}
+
+func (r *relay) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (r *relay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
+	path := ctx.Path
+	ctx.Session.OnPacketRTPAny(func(m *description.Media, _ format.Format, pkt *rtp.Packet) {
+		r.mu.Lock()
+		s := r.streams[path]
+		r.mu.Unlock()
+		if s != nil {
+			_ = s.WritePacketRTP(m, pkt)
+		}
+	})
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// publishDemo records the demo clip to url at its real pace with
+// gortsplib's client until ctx ends (or, with stallAfter > 0, stops
+// sending after that many frames while keeping the session open). It
+// returns the number of frames sent.
+func publishDemo(ctx context.Context, t *testing.T, url string, stallAfter int) int {
+	d := loadDemo(t)
+	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: d.sps, PPS: d.pps}
+	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
+	tcp := gortsplib.TransportTCP
+	c := gortsplib.Client{Transport: &tcp}
+	if err := c.StartRecording(url, desc); err != nil {
+		t.Errorf("publisher: %v", err)
+		return 0
+	}
+	defer c.Close()
+	enc, err := forma.CreateEncoder()
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	tick := time.NewTicker(time.Second / 15)
+	defer tick.Stop()
+	sent := 0
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return sent
+		case <-tick.C:
+		}
+		if stallAfter > 0 && i >= stallAfter {
+			continue
+		}
+		pkts, err := enc.Encode(d.aus[i%len(d.aus)])
+		if err != nil {
+			t.Error(err)
+			return sent
+		}
+		for _, p := range pkts {
+			p.Timestamp = uint32(i * 90000 / 15)
+			if err := c.WritePacketRTP(desc.Medias[0], p); err != nil {
+				return sent
+			}
+		}
+		sent++
+	}
+}
+
+// recorder is an engine over a real store with a camera manager.
+type recorder struct {
+	db   *lsm.DB
+	eng  *engine.Engine
+	cams *Manager
+}
+
+func newRecorder(t *testing.T) *recorder {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	db, err := lsm.Open(lsm.Options{Dir: t.TempDir(), Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.Open(db, engine.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{db: db, eng: eng, cams: NewManager(eng, log)}
+	t.Cleanup(func() { r.cams.Close(); db.Close() })
+	return r
+}
+
+func (r *recorder) record(t *testing.T, stream, url string, mod func(*CameraConfig)) {
+	t.Helper()
+	src, err := NewRTSPSource(url, "tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.ReadTimeout = 3 * time.Second
+	c := CameraConfig{Stream: stream, Source: src, Key: url, RetentionHours: 1, StallTimeout: 3 * time.Second, MaxBackoff: 2 * time.Second}
+	if mod != nil {
+		mod(&c)
+	}
+	if err := r.cams.Apply(stream, []CameraConfig{c}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *recorder) state(stream string) CameraState {
+	for _, s := range r.cams.States() {
+		if s.Stream == stream {
+			return s
+		}
+	}
+	return CameraState{}
+}
+
+func (r *recorder) fragments(t *testing.T, stream string) []lsm.FragmentMeta {
+	t.Helper()
+	l, _, err := r.eng.ListFragments(engine.StreamRef{Name: stream}, lsm.ByServerTime, 0, 1<<50, nil, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// dump writes the stream as GetMedia would (header + fragment media per
+// chunk, tags left out) for ffprobe.
+func (r *recorder) dump(t *testing.T, stream string) string {
+	t.Helper()
+	cur, err := r.eng.OpenCursor(engine.StreamRef{Name: stream}, engine.Start{Kind: engine.StartEarliest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), stream+".mkv")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for {
+		fr, err := cur.Next(context.Background(), 200*time.Millisecond)
+		if errors.Is(err, engine.ErrIdle) {
+			return path
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write(fr.Header.Raw)
+		f.Write(fr.Media)
+		fr.Release()
+	}
+}
+
+type probeStream struct {
+	CodecName    string `json:"codec_name"`
+	CodecType    string `json:"codec_type"`
+	Width        int    `json:"width"`
+	NbReadFrames string `json:"nb_read_frames"`
+}
+
+func ffprobe(t *testing.T, path string) ([]probeStream, []float64) {
+	t.Helper()
+	bin, err := exec.LookPath("ffprobe")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("ffprobe is not installed: .ci/run must install it")
+		}
+		t.Skip("ffprobe is not installed")
+	}
+	out, err := exec.Command(bin, "-v", "error", "-count_frames", "-show_streams", "-show_entries", "packet=pts_time,stream_index", "-of", "json", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe: %v", err)
+	}
+	var p struct {
+		Streams []probeStream
+		Packets []struct {
+			PTS   string `json:"pts_time"`
+			Index int    `json:"stream_index"`
+		}
+	}
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatal(err)
+	}
+	var pts []float64
+	for _, pk := range p.Packets {
+		if pk.Index == 0 {
+			v, _ := strconv.ParseFloat(pk.PTS, 64)
+			pts = append(pts, v)
+		}
+	}
+	return p.Streams, pts
+}
+
+func TestRecordFromGortsplibServer(t *testing.T) {
+	t.Parallel()
+	rl := startRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	sentc := make(chan int, 1)
+	go func() { sentc <- publishDemo(ctx, t, rl.url("cam"), 0) }()
+	time.Sleep(500 * time.Millisecond)
+	rec := newRecorder(t)
+	rec.record(t, "cam", rl.url("cam"), nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(rec.fragments(t, "cam")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %+v", rec.state("cam"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	st := rec.state("cam")
+	if st.State != StateRecording || st.FPS < 10 {
+		t.Fatalf("camera state %+v", st)
+	}
+	rec.cams.Close()
+	cancel()
+	<-sentc
+	frags := rec.fragments(t, "cam")
+	frames := 0
+	for _, f := range frags {
+		frames += int(f.Frames)
+	}
+	streams, pts := ffprobe(t, rec.dump(t, "cam"))
+	if len(streams) != 1 || streams[0].CodecName != "h264" || streams[0].Width != 640 {
+		t.Fatalf("ffprobe: %+v", streams)
+	}
+	if n, _ := strconv.Atoi(streams[0].NbReadFrames); n != frames || n < 30 {
+		t.Fatalf("ffprobe read %s frames, %d recorded", streams[0].NbReadFrames, frames)
+	}
+	for i := 1; i < len(pts); i++ {
+		if pts[i] <= pts[i-1] {
+			t.Fatalf("timestamps not monotonic at frame %d: %v after %v", i, pts[i], pts[i-1])
+		}
+	}
+}
+
+// TestRecordFromFFmpegWithAudio: a third-party RTSP publisher (ffmpeg)
+// sends H.264 and AAC; both tracks are recorded and read back.
+func TestRecordFromFFmpegWithAudio(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("ffmpeg is not installed: .ci/run must install it")
+		}
+		t.Skip("ffmpeg is not installed")
+	}
+	rl := startRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ff := exec.CommandContext(ctx, bin, "-v", "error", "-re", "-stream_loop", "-1", "-i", "../testdata/demo.h264",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", "64k",
+		"-f", "rtsp", "-rtsp_transport", "tcp", rl.url("ff"))
+	if err := ff.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = ff.Wait() }()
+	rec := newRecorder(t)
+	deadline := time.Now().Add(30 * time.Second)
+	rec.record(t, "ff", rl.url("ff"), nil)
+	for len(rec.fragments(t, "ff")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %+v", rec.state("ff"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	rec.cams.Close()
+	streams, pts := ffprobe(t, rec.dump(t, "ff"))
+	if len(streams) != 2 || streams[0].CodecName != "h264" || streams[1].CodecName != "aac" {
+		t.Fatalf("ffprobe: %+v", streams)
+	}
+	frames := 0
+	for _, f := range rec.fragments(t, "ff") {
+		frames += int(f.Frames)
+	}
+	v, _ := strconv.Atoi(streams[0].NbReadFrames)
+	a, _ := strconv.Atoi(streams[1].NbReadFrames)
+	if v+a != frames || v < 30 || a < 50 {
+		t.Fatalf("ffprobe read %d video + %d audio frames, %d recorded", v, a, frames)
+	}
+	for i := 1; i < len(pts); i++ {
+		if pts[i] <= pts[i-1] {
+			t.Fatalf("video timestamps not monotonic at %d", i)
+		}
+	}
+}
+
+// TestServerVanishesAndReturns: the RTSP server goes away for 30 s; the
+// camera retries by itself, recording resumes, and ListFragments shows the
+// gap.
+func TestServerVanishesAndReturns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s outage")
+	}
+	t.Parallel()
+	rl := startRelay(t, "")
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan int, 1)
+	go func() { done1 <- publishDemo(ctx1, t, rl.url("cam"), 0) }()
+	time.Sleep(300 * time.Millisecond)
+	rec := newRecorder(t)
+	rec.record(t, "cam", rl.url("cam"), nil)
+	waitFragments(t, rec, "cam", 2, 20*time.Second)
+	cancel1()
+	<-done1
+	rl.close()
+	outageStart := time.Now()
+	time.Sleep(30 * time.Second)
+	if st := rec.state("cam"); st.State == StateRecording || st.LastError == "" || st.Reconnects == 0 {
+		t.Fatalf("camera during the outage: %+v", st)
+	}
+	before := len(rec.fragments(t, "cam"))
+	rl2 := startRelay(t, rl.addr)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go publishDemo(ctx2, t, rl2.url("cam"), 0)
+	waitFragments(t, rec, "cam", before+2, 30*time.Second)
+	frags := rec.fragments(t, "cam")
+	gap := false
+	for i := 1; i < len(frags); i++ {
+		end := frags[i-1].ServerMs + int64(frags[i-1].DurationMs)
+		if frags[i].ServerMs-end > 25_000 {
+			gap = true
+			if frags[i-1].ServerMs > outageStart.UnixMilli() || frags[i].ServerMs < outageStart.Add(30*time.Second).UnixMilli() {
+				t.Fatalf("gap from %d to %d does not span the outage", end, frags[i].ServerMs)
+			}
+		}
+	}
+	if !gap {
+		t.Fatal("ListFragments shows no gap over a 30 s outage")
+	}
+	if st := rec.state("cam"); st.State != StateRecording {
+		t.Fatalf("camera after the outage: %+v", st)
+	}
+}
+
+func waitFragments(t *testing.T, rec *recorder, stream string, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for len(rec.fragments(t, stream)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fragments after %v, want %d: %+v", len(rec.fragments(t, stream)), within, n, rec.state(stream))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestStalledFeedIsDetected: a server that accepts and sends nothing, and
+// a publisher that stops sending while its session stays open, are both
+// detected and retried; another camera keeps recording meanwhile.
+func TestStalledFeedIsDetected(t *testing.T) {
+	t.Parallel()
+	// A TCP server that accepts and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	rl := startRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go publishDemo(ctx, t, rl.url("stalls"), 30) // 2 s of video, then silence
+	go publishDemo(ctx, t, rl.url("good"), 0)
+	time.Sleep(300 * time.Millisecond)
+	rec := newRecorder(t)
+	rec.record(t, "mute", "rtsp://"+ln.Addr().String()+"/x", nil)
+	rec.record(t, "stalls", rl.url("stalls"), nil)
+	rec.record(t, "good", rl.url("good"), nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mute, stalls := rec.state("mute"), rec.state("stalls")
+		if mute.Reconnects > 0 && stalls.Reconnects > 0 {
+			if mute.LastError == "" || stalls.LastError == "" {
+				t.Fatalf("no error reported: %+v %+v", mute, stalls)
+			}
+			t.Logf("mute: %s; stalls: %s", mute.LastError, stalls.LastError)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not detected within 20 s: %+v %+v", mute, stalls)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitFragments(t, rec, "good", 2, 10*time.Second)
+	if g := rec.state("good"); g.State != StateRecording || g.Reconnects != 0 {
+		t.Fatalf("the healthy camera: %+v", g)
+	}
+}
