@@ -46,7 +46,7 @@ func fileCameras(cfg *Config) ([]ingest.CameraConfig, error) {
 // watchCameraFile re-reads the configuration when its file changes and
 // applies the new camera list. Other settings need a restart; a file that
 // no longer validates is reported and ignored.
-func watchCameraFile(fs *pflag.FlagSet, path string, cams *ingest.Manager, log *slog.Logger) (stop func(), err error) {
+func watchCameraFile(fs *pflag.FlagSet, path string, cams *ingest.Manager, bridge *edgeBridge, log *slog.Logger) (stop func(), err error) {
 	fp := file.Provider(path)
 	var last time.Time
 	reload := func() {
@@ -62,9 +62,10 @@ func watchCameraFile(fs *pflag.FlagSet, path string, cams *ingest.Manager, log *
 			log.Warn("configuration file changed but does not load; cameras unchanged", "file", path, "err", err)
 			return
 		}
+		bridge.setSecrets(cfg.Secrets)
 		cc, err := fileCameras(cfg)
 		if err == nil {
-			err = cams.Apply("file", cc)
+			err = cams.Apply(ingest.GroupFile, cc)
 		}
 		if err != nil {
 			log.Warn("applying cameras from the configuration file", "err", err)

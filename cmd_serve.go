@@ -104,7 +104,7 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		if err != nil {
 			return fmt.Errorf("demo camera: %w", err)
 		}
-		if err := cams.Apply("demo", []ingest.CameraConfig{{Stream: "demo", Source: src, Key: "demo", RetentionHours: 1,
+		if err := cams.Apply(ingest.GroupDemo, []ingest.CameraConfig{{Stream: "demo", Source: src, Key: "demo", RetentionHours: 1,
 			Tags: map[string]string{"kvsedge:demo": "true"}}}); err != nil {
 			return err
 		}
@@ -112,11 +112,15 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	}
 	if cc, err := fileCameras(cfg); err != nil {
 		return err
-	} else if err := cams.Apply("file", cc); err != nil {
+	} else if err := cams.Apply(ingest.GroupFile, cc); err != nil {
 		return err
 	}
+	bridge := newEdgeBridge(eng, cams, cfg.Secrets, log)
+	bridgeCtx, stopBridge := context.WithCancel(ctx)
+	defer stopBridge()
+	go bridge.run(bridgeCtx)
 	if path, _ := fs.GetString("config"); path != "" {
-		stop, err := watchCameraFile(fs, path, cams, log)
+		stop, err := watchCameraFile(fs, path, cams, bridge, log)
 		if err != nil {
 			return fmt.Errorf("watching %s: %w", path, err)
 		}

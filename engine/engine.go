@@ -23,6 +23,8 @@ type Engine struct {
 	// retentionKick wakes the retention sweeper early (a retention
 	// decrease deletes now-expired data at once, as KVS does).
 	retentionKick chan struct{}
+	// changes is signalled after any stream change (see Changes).
+	changes chan struct{}
 
 	// writeMu serialises every mutation, across its synced write, so checks
 	// and the write they guard are atomic (one winner per name).
@@ -56,7 +58,7 @@ func Open(db *lsm.DB, opts Options) (*Engine, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	e := &Engine{opts: opts, db: db, retentionKick: make(chan struct{}, 1)}
+	e := &Engine{opts: opts, db: db, retentionKick: make(chan struct{}, 1), changes: make(chan struct{}, 1)}
 	e.headers.m = make(map[headerKey]*Header)
 	e.mu.byName = make(map[string]*stream)
 	e.mu.byID = make(map[lsm.StreamID]*stream)
@@ -237,6 +239,13 @@ func (e *Engine) persist(info *StreamInfo) error {
 // gives it a new Version, persists it and publishes it. If currentVersion is
 // not empty it must equal the stream's Version.
 func (e *Engine) update(ref StreamRef, currentVersion string, change func(*StreamInfo) error) error {
+	return e.modify(ref, currentVersion, true, change)
+}
+
+// modify is update; newVer false keeps the Version (for state KVS keeps
+// outside the stream's versioned description, such as edge sync status).
+func (e *Engine) modify(ref StreamRef, currentVersion string, newVer bool, change func(*StreamInfo) error) error {
+	defer e.notifyChange()
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
 	s, info, err := e.lookup(ref)
@@ -250,7 +259,9 @@ func (e *Engine) update(ref StreamRef, currentVersion string, change func(*Strea
 	if err := change(next); err != nil {
 		return err
 	}
-	next.Version = newVersion()
+	if newVer {
+		next.Version = newVersion()
+	}
 	if err := e.persist(next); err != nil {
 		return err
 	}
@@ -354,6 +365,7 @@ func (e *Engine) SetNotification(ref StreamRef, cfg *NotificationConfig) error {
 // DeleteStream removes the stream named by its ARN and all its data. If
 // currentVersion is not empty it must match.
 func (e *Engine) DeleteStream(arn, currentVersion string) error {
+	defer e.notifyChange()
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
 	s, info, err := e.lookup(StreamRef{ARN: arn})

@@ -53,6 +53,7 @@ type StreamInfo struct {
 	Tags                 map[string]string      `json:"tags,omitempty"`
 	ImageGeneration      *ImageGenerationConfig `json:"image_generation,omitempty"`
 	Notification         *NotificationConfig    `json:"notification,omitempty"`
+	Edge                 *EdgeState             `json:"edge,omitempty"`
 }
 
 // ImageGenerationConfig is KVS's ImageGenerationConfiguration, stored as given.
@@ -88,6 +89,10 @@ func (s *StreamInfo) clone() *StreamInfo {
 	if s.Notification != nil {
 		n := *s.Notification
 		c.Notification = &n
+	}
+	if s.Edge != nil {
+		e := *s.Edge
+		c.Edge = &e
 	}
 	return &c
 }

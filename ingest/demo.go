@@ -121,3 +121,10 @@ func (d *DemoSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		}
 	}
 }
+
+// Clip returns the clip's access units (NAL units without start codes),
+// their key-frame flags and the SPS and PPS, to publish it elsewhere (the
+// tests' RTSP publisher).
+func (d *DemoSource) Clip() (aus [][][]byte, keys []bool, sps, pps []byte) {
+	return d.aus, d.keys, d.sps, d.pps
+}

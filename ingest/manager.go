@@ -22,20 +22,31 @@ type Manager struct {
 	mu     sync.Mutex
 	cams   map[string]*camera // by stream name
 	groups map[string][]CameraConfig
-	ctx    context.Context
-	stop   context.CancelFunc
+	// ignored lists, per group, the streams whose camera lost to another
+	// group's.
+	ignored map[string][]string
+	ctx     context.Context
+	stop    context.CancelFunc
 }
 
 // NewManager returns a Manager with no cameras.
 func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
 	ctx, stop := context.WithCancel(context.Background())
-	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ctx: ctx, stop: stop}
+	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ignored: make(map[string][]string), ctx: ctx, stop: stop}
 }
 
-// Apply replaces the cameras of one configuration source (group: "demo",
-// "file", "api") and makes the running cameras match the union of all
-// groups. A stream may have one camera only: within a group that is an
-// error; across groups the first group in name order keeps it.
+// Camera groups, in precedence order: when two groups configure a camera
+// for the same stream, the earlier one records it.
+const (
+	GroupFile = "1-file" // the configuration file
+	GroupDemo = "2-demo" // the built-in demo camera
+	GroupAPI  = "3-api"  // the edge configuration API
+)
+
+// Apply replaces the cameras of one configuration source (a group) and
+// makes the running cameras match the union of all groups. A stream may
+// have one camera only: within a group that is an error; across groups
+// the group that sorts first keeps it (see Ignored).
 func (m *Manager) Apply(group string, cfgs []CameraConfig) error {
 	seen := make(map[string]bool, len(cfgs))
 	for _, c := range cfgs {
@@ -57,10 +68,11 @@ func (m *Manager) Apply(group string, cfgs []CameraConfig) error {
 	sort.Strings(names)
 	want := make(map[string]CameraConfig)
 	var errs []error
+	clear(m.ignored)
 	for _, g := range names {
 		for _, c := range m.groups[g] {
 			if _, taken := want[c.Stream]; taken {
-				errs = append(errs, fmt.Errorf("ingest: stream %q already has a camera; the one from %s is ignored", c.Stream, g))
+				m.ignored[g] = append(m.ignored[g], c.Stream)
 				continue
 			}
 			want[c.Stream] = c
@@ -120,6 +132,14 @@ func (m *Manager) stopLocked(name string, cam *camera) {
 	<-cam.done
 	delete(m.cams, name)
 	cam.log.Info("camera stopped")
+}
+
+// Ignored returns the streams of group whose camera is not running
+// because an earlier group configures one for the same stream.
+func (m *Manager) Ignored(group string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.ignored[group]...)
 }
 
 // States returns every camera's state, by stream name.

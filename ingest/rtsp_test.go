@@ -10,170 +10,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/ingest/rtsptest"
 	"github.com/kvsedge/kvsedge/lsm"
-	"github.com/pion/rtp"
 )
 
-// relay is an RTSP server that forwards what publishers RECORD on a path
-// to the clients that PLAY it (gortsplib's server, as in its examples).
-type relay struct {
-	srv     *gortsplib.Server
-	addr    string
-	mu      sync.Mutex
-	streams map[string]*gortsplib.ServerStream
-	pubs    map[string]*gortsplib.ServerSession
-}
-
-func startRelay(t *testing.T, addr string) *relay {
-	t.Helper()
-	if addr == "" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = ln.Addr().String()
-		ln.Close()
-	}
-	r := &relay{addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{}}
-	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
-	var err error
-	for i := 0; i < 50; i++ { // the port may linger after a restart
-		if err = r.srv.Start(); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-		r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.close)
-	return r
-}
-
-func (r *relay) close() { r.srv.Close() }
-
-func (r *relay) url(path string) string { return "rtsp://" + r.addr + "/" + path }
-
-func (r *relay) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for p, s := range r.pubs {
-		if s == ctx.Session {
-			r.streams[p].Close()
-			delete(r.streams, p)
-			delete(r.pubs, p)
-		}
-	}
-}
-
-func (r *relay) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.streams[ctx.Path]; s != nil {
-		return &base.Response{StatusCode: base.StatusOK}, s, nil
-	}
-	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-}
-
-func (r *relay) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.streams[ctx.Path]; s != nil {
-		s.Close()
-		r.pubs[ctx.Path].Close()
-	}
-	s := &gortsplib.ServerStream{Server: r.srv, Desc: ctx.Description}
-	if err := s.Initialize(); err != nil {
-		return &base.Response{StatusCode: base.StatusBadRequest}, err
-	}
-	r.streams[ctx.Path], r.pubs[ctx.Path] = s, ctx.Session
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-func (r *relay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
-		return &base.Response{StatusCode: base.StatusOK}, nil, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.streams[ctx.Path]; s != nil {
-		return &base.Response{StatusCode: base.StatusOK}, s, nil
-	}
-	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-}
-
-func (r *relay) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-func (r *relay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
-	path := ctx.Path
-	ctx.Session.OnPacketRTPAny(func(m *description.Media, _ format.Format, pkt *rtp.Packet) {
-		r.mu.Lock()
-		s := r.streams[path]
-		r.mu.Unlock()
-		if s != nil {
-			_ = s.WritePacketRTP(m, pkt)
-		}
-	})
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-// publishDemo records the demo clip to url at its real pace with
-// gortsplib's client until ctx ends (or, with stallAfter > 0, stops
-// sending after that many frames while keeping the session open). It
-// returns the number of frames sent.
+// publishDemo publishes the demo clip with rtsptest.Publish.
 func publishDemo(ctx context.Context, t *testing.T, url string, stallAfter int) int {
 	d := loadDemo(t)
-	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: d.sps, PPS: d.pps}
-	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
-	tcp := gortsplib.TransportTCP
-	c := gortsplib.Client{Transport: &tcp}
-	if err := c.StartRecording(url, desc); err != nil {
-		t.Errorf("publisher: %v", err)
-		return 0
-	}
-	defer c.Close()
-	enc, err := forma.CreateEncoder()
-	if err != nil {
-		t.Error(err)
-		return 0
-	}
-	tick := time.NewTicker(time.Second / 15)
-	defer tick.Stop()
-	sent := 0
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return sent
-		case <-tick.C:
-		}
-		if stallAfter > 0 && i >= stallAfter {
-			continue
-		}
-		pkts, err := enc.Encode(d.aus[i%len(d.aus)])
-		if err != nil {
-			t.Error(err)
-			return sent
-		}
-		for _, p := range pkts {
-			p.Timestamp = uint32(i * 90000 / 15)
-			if err := c.WritePacketRTP(desc.Medias[0], p); err != nil {
-				return sent
-			}
-		}
-		sent++
-	}
+	return rtsptest.Publish(ctx, t, url, d.aus, d.sps, d.pps, 15, stallAfter)
 }
 
 // recorder is an engine over a real store with a camera manager.
@@ -303,13 +151,13 @@ func ffprobe(t *testing.T, path string) ([]probeStream, []float64) {
 
 func TestRecordFromGortsplibServer(t *testing.T) {
 	t.Parallel()
-	rl := startRelay(t, "")
+	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	sentc := make(chan int, 1)
-	go func() { sentc <- publishDemo(ctx, t, rl.url("cam"), 0) }()
+	go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
 	time.Sleep(500 * time.Millisecond)
 	rec := newRecorder(t)
-	rec.record(t, "cam", rl.url("cam"), nil)
+	rec.record(t, "cam", rl.URL("cam"), nil)
 	deadline := time.Now().Add(20 * time.Second)
 	for len(rec.fragments(t, "cam")) < 3 {
 		if time.Now().After(deadline) {
@@ -354,20 +202,20 @@ func TestRecordFromFFmpegWithAudio(t *testing.T) {
 		}
 		t.Skip("ffmpeg is not installed")
 	}
-	rl := startRelay(t, "")
+	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ff := exec.CommandContext(ctx, bin, "-v", "error", "-re", "-stream_loop", "-1", "-i", "../testdata/demo.h264",
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", "64k",
-		"-f", "rtsp", "-rtsp_transport", "tcp", rl.url("ff"))
+		"-f", "rtsp", "-rtsp_transport", "tcp", rl.URL("ff"))
 	if err := ff.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); _ = ff.Wait() }()
 	rec := newRecorder(t)
 	deadline := time.Now().Add(30 * time.Second)
-	rec.record(t, "ff", rl.url("ff"), nil)
+	rec.record(t, "ff", rl.URL("ff"), nil)
 	for len(rec.fragments(t, "ff")) < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after 30 s: %+v", rec.state("ff"))
@@ -403,27 +251,27 @@ func TestServerVanishesAndReturns(t *testing.T) {
 		t.Skip("30 s outage")
 	}
 	t.Parallel()
-	rl := startRelay(t, "")
+	rl := rtsptest.StartRelay(t, "")
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	done1 := make(chan int, 1)
-	go func() { done1 <- publishDemo(ctx1, t, rl.url("cam"), 0) }()
+	go func() { done1 <- publishDemo(ctx1, t, rl.URL("cam"), 0) }()
 	time.Sleep(300 * time.Millisecond)
 	rec := newRecorder(t)
-	rec.record(t, "cam", rl.url("cam"), nil)
+	rec.record(t, "cam", rl.URL("cam"), nil)
 	waitFragments(t, rec, "cam", 2, 20*time.Second)
 	cancel1()
 	<-done1
-	rl.close()
+	rl.Close()
 	outageStart := time.Now()
 	time.Sleep(30 * time.Second)
 	if st := rec.state("cam"); st.State == StateRecording || st.LastError == "" || st.Reconnects == 0 {
 		t.Fatalf("camera during the outage: %+v", st)
 	}
 	before := len(rec.fragments(t, "cam"))
-	rl2 := startRelay(t, rl.addr)
+	rl2 := rtsptest.StartRelay(t, rl.Addr)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	go publishDemo(ctx2, t, rl2.url("cam"), 0)
+	go publishDemo(ctx2, t, rl2.URL("cam"), 0)
 	waitFragments(t, rec, "cam", before+2, 30*time.Second)
 	frags := rec.fragments(t, "cam")
 	gap := false
@@ -475,16 +323,16 @@ func TestStalledFeedIsDetected(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	rl := startRelay(t, "")
+	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go publishDemo(ctx, t, rl.url("stalls"), 30) // 2 s of video, then silence
-	go publishDemo(ctx, t, rl.url("good"), 0)
+	go publishDemo(ctx, t, rl.URL("stalls"), 30) // 2 s of video, then silence
+	go publishDemo(ctx, t, rl.URL("good"), 0)
 	time.Sleep(300 * time.Millisecond)
 	rec := newRecorder(t)
 	rec.record(t, "mute", "rtsp://"+ln.Addr().String()+"/x", nil)
-	rec.record(t, "stalls", rl.url("stalls"), nil)
-	rec.record(t, "good", rl.url("good"), nil)
+	rec.record(t, "stalls", rl.URL("stalls"), nil)
+	rec.record(t, "good", rl.URL("good"), nil)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		mute, stalls := rec.state("mute"), rec.state("stalls")

@@ -31,6 +31,10 @@ func controlPlaneRoutes() map[string]jsonHandler {
 		"/updateNotificationConfiguration":      (*Server).updateNotification,
 		"/describeStreamStorageConfiguration":   (*Server).describeStorageConfiguration,
 		"/updateStreamStorageConfiguration":     (*Server).updateStorageConfiguration,
+		"/startEdgeConfigurationUpdate":         (*Server).startEdgeConfigurationUpdate,
+		"/describeEdgeConfiguration":            (*Server).describeEdgeConfiguration,
+		"/deleteEdgeConfiguration":              (*Server).deleteEdgeConfiguration,
+		"/listEdgeAgentConfigurations":          (*Server).listEdgeAgentConfigurations,
 	}
 }
 
@@ -46,10 +50,6 @@ var unsupportedRoutes = map[string]struct{}{
 	"/describeMappedResourceConfiguration": {},
 	"/describeMediaStorageConfiguration":   {},
 	"/updateMediaStorageConfiguration":     {},
-	"/startEdgeConfigurationUpdate":        {},
-	"/describeEdgeConfiguration":           {},
-	"/deleteEdgeConfiguration":             {},
-	"/listEdgeAgentConfigurations":         {},
 	"/v1/get-ice-server-config":            {},
 	"/v1/send-alexa-offer-to-master":       {},
 	"/joinStorageSession":                  {},

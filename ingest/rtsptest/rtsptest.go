@@ -1,0 +1,173 @@
+// Package rtsptest provides an RTSP server and a publisher for tests of
+// camera ingest: the relay forwards what a publisher RECORDs on a path to
+// the clients that PLAY it (gortsplib's server, as in its examples), and
+// can vanish and come back on the same address.
+package rtsptest
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtp"
+)
+
+// Relay is an RTSP server that forwards what publishers RECORD on a path
+// to the clients that PLAY it (gortsplib's server, as in its examples).
+type Relay struct {
+	srv     *gortsplib.Server
+	Addr    string
+	mu      sync.Mutex
+	streams map[string]*gortsplib.ServerStream
+	pubs    map[string]*gortsplib.ServerSession
+}
+
+func StartRelay(t testing.TB, addr string) *Relay {
+	t.Helper()
+	if addr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = ln.Addr().String()
+		ln.Close()
+	}
+	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{}}
+	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
+	var err error
+	for i := 0; i < 50; i++ { // the port may linger after a restart
+		if err = r.srv.Start(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+		r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// Close stops the server (clients see it vanish).
+func (r *Relay) Close() { r.srv.Close() }
+
+// URL is the rtsp:// URL of path.
+func (r *Relay) URL(path string) string { return "rtsp://" + r.Addr + "/" + path }
+
+func (r *Relay) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, s := range r.pubs {
+		if s == ctx.Session {
+			r.streams[p].Close()
+			delete(r.streams, p)
+			delete(r.pubs, p)
+		}
+	}
+}
+
+func (r *Relay) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.streams[ctx.Path]; s != nil {
+		return &base.Response{StatusCode: base.StatusOK}, s, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+}
+
+func (r *Relay) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.streams[ctx.Path]; s != nil {
+		s.Close()
+		r.pubs[ctx.Path].Close()
+	}
+	s := &gortsplib.ServerStream{Server: r.srv, Desc: ctx.Description}
+	if err := s.Initialize(); err != nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	r.streams[ctx.Path], r.pubs[ctx.Path] = s, ctx.Session
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (r *Relay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
+		return &base.Response{StatusCode: base.StatusOK}, nil, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.streams[ctx.Path]; s != nil {
+		return &base.Response{StatusCode: base.StatusOK}, s, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+}
+
+func (r *Relay) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (r *Relay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
+	path := ctx.Path
+	ctx.Session.OnPacketRTPAny(func(m *description.Media, _ format.Format, pkt *rtp.Packet) {
+		r.mu.Lock()
+		s := r.streams[path]
+		r.mu.Unlock()
+		if s != nil {
+			_ = s.WritePacketRTP(m, pkt)
+		}
+	})
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// Publish records a clip (access units of NAL units, with their key-frame
+// flags and the SPS/PPS) to url at fps with gortsplib's client until ctx
+// ends (or, with stallAfter > 0, stops sending after that many frames
+// while keeping the session open). It returns the number of frames sent.
+func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps, pps []byte, fps int, stallAfter int) int {
+	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps, PPS: pps}
+	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
+	tcp := gortsplib.TransportTCP
+	c := gortsplib.Client{Transport: &tcp}
+	if err := c.StartRecording(url, desc); err != nil {
+		t.Errorf("publisher: %v", err)
+		return 0
+	}
+	defer c.Close()
+	enc, err := forma.CreateEncoder()
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	tick := time.NewTicker(time.Second / time.Duration(fps))
+	defer tick.Stop()
+	sent := 0
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return sent
+		case <-tick.C:
+		}
+		if stallAfter > 0 && i >= stallAfter {
+			continue
+		}
+		pkts, err := enc.Encode(aus[i%len(aus)])
+		if err != nil {
+			t.Error(err)
+			return sent
+		}
+		for _, p := range pkts {
+			p.Timestamp = uint32(i * 90000 / fps)
+			if err := c.WritePacketRTP(desc.Medias[0], p); err != nil {
+				return sent
+			}
+		}
+		sent++
+	}
+}
