@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/knadh/koanf/providers/file"
@@ -13,6 +14,15 @@ import (
 
 // cameraSource builds the feed a configured camera records.
 func cameraSource(c CameraFileConfig) (ingest.Source, error) {
+	switch {
+	case c.URL != "" && c.Device != "":
+		return nil, fmt.Errorf("give url or device, not both")
+	case c.Device != "":
+		if !strings.HasPrefix(c.Device, "/dev/") || c.Width < 0 || c.Height < 0 {
+			return nil, fmt.Errorf("device %q is not a /dev path (with a non-negative width and height)", c.Device)
+		}
+		return ingest.NewUSBSource(c.Device, c.Width, c.Height), nil
+	}
 	src, err := ingest.NewRTSPSource(c.URL, c.Transport)
 	if err != nil {
 		return nil, err

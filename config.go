@@ -62,8 +62,13 @@ type Config struct {
 // CameraFileConfig is one camera in the configuration file.
 type CameraFileConfig struct {
 	Stream string `koanf:"stream" yaml:"stream"`
-	// URL is rtsp:// or rtsps:// (credentials in the user info).
-	URL string `koanf:"url" yaml:"url"`
+	// URL is rtsp:// or rtsps:// (credentials in the user info); or
+	// Device is a V4L2 device (/dev/video0) of a USB camera that encodes
+	// MJPEG or H.264, captured at Width×Height (0: the largest offered).
+	URL    string `koanf:"url" yaml:"url,omitempty"`
+	Device string `koanf:"device" yaml:"device,omitempty"`
+	Width  int    `koanf:"width" yaml:"width,omitempty"`
+	Height int    `koanf:"height" yaml:"height,omitempty"`
 	// Transport is auto (UDP, falling back to TCP), tcp or udp.
 	Transport        string            `koanf:"transport" yaml:"transport,omitempty"`
 	InsecureTLS      bool              `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`

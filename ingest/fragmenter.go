@@ -124,6 +124,16 @@ func (fr *Fragmenter) WriteVideo(ms int64, nalus [][]byte, key bool) error {
 	return fr.write(fr.videoTI, ms, key, true)
 }
 
+// WriteVideo1 adds a video frame stored as one block payload as is (for
+// example an MJPEG picture).
+func (fr *Fragmenter) WriteVideo1(ms int64, frame []byte, key bool) error {
+	if fr.hdr == nil || fr.videoTI < 0 {
+		return ErrNoTracks
+	}
+	fr.parts = append(fr.parts[:0], frame)
+	return fr.write(fr.videoTI, ms, key, true)
+}
+
 // WriteAudio adds one audio frame to track index ti.
 func (fr *Fragmenter) WriteAudio(ti int, ms int64, frame []byte) error {
 	if fr.hdr == nil || ti < 0 || ti >= len(fr.tracks) {
