@@ -171,3 +171,38 @@ func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps,
 		sent++
 	}
 }
+
+// PublishRaw records whatever packets next returns for frame i (nil: send
+// nothing this tick) with the given H.264 format, at fps, until ctx ends:
+// for feeding a recorder damaged or hostile streams.
+func PublishRaw(ctx context.Context, t testing.TB, url string, forma *format.H264, fps int, next func(i int) []*rtp.Packet) {
+	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
+	tcp := gortsplib.TransportTCP
+	c := gortsplib.Client{Transport: &tcp}
+	if err := c.StartRecording(url, desc); err != nil {
+		t.Errorf("publisher: %v", err)
+		return
+	}
+	defer c.Close()
+	tick := time.NewTicker(time.Second / time.Duration(fps))
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, p := range next(i) {
+			if err := c.WritePacketRTP(desc.Medias[0], p); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// OnPacketsLost and OnDecodeError keep gortsplib from logging what hostile
+// test streams provoke.
+func (r *Relay) OnPacketsLost(*gortsplib.ServerHandlerOnPacketsLostCtx) {}
+
+// OnDecodeError: see OnPacketsLost.
+func (r *Relay) OnDecodeError(*gortsplib.ServerHandlerOnDecodeErrorCtx) {}
