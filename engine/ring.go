@@ -110,3 +110,20 @@ func (r *ring) each(fn func(*Fragment) bool) {
 		}
 	}
 }
+
+// RingBytes is the media held by every stream's hot ring.
+func (e *Engine) RingBytes() int {
+	e.mu.RLock()
+	streams := make([]*stream, 0, len(e.mu.byID))
+	for _, s := range e.mu.byID {
+		streams = append(streams, s)
+	}
+	e.mu.RUnlock()
+	n := 0
+	for _, s := range streams {
+		s.ring.mu.Lock()
+		n += s.ring.bytes
+		s.ring.mu.Unlock()
+	}
+	return n
+}

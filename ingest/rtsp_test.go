@@ -31,7 +31,9 @@ type recorder struct {
 	cams *Manager
 }
 
-func newRecorder(t *testing.T) *recorder {
+func newRecorder(t *testing.T) *recorder { return newRecorderTB(t) }
+
+func newRecorderTB(t testing.TB) *recorder {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	db, err := lsm.Open(lsm.Options{Dir: t.TempDir(), Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
@@ -73,6 +75,10 @@ func (r *recorder) state(stream string) CameraState {
 }
 
 func (r *recorder) fragments(t *testing.T, stream string) []lsm.FragmentMeta {
+	return r.fragmentsTB(t, stream)
+}
+
+func (r *recorder) fragmentsTB(t testing.TB, stream string) []lsm.FragmentMeta {
 	t.Helper()
 	l, _, err := r.eng.ListFragments(engine.StreamRef{Name: stream}, lsm.ByServerTime, 0, 1<<50, nil, 1000)
 	if err != nil {
