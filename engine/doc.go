@@ -37,9 +37,12 @@
 //  2. BUFFERING and RECEIVED are sent before anything about the fragment
 //     is durable. Crash after: the fragment is lost; the producer, lacking
 //     PERSISTED, re-sends it.
-//  3. Persist commits one batch (media, both time-index entries, the
-//     session header on first use) with a WAL fsync. Crash before the sync
-//     returns: the batch is atomic, so nothing of it survives, or all of it.
+//  3. Persist appends the media to the stream's segment file and
+//     fdatasyncs it, then commits one batch (the fragment record pointing
+//     into the segment, both time-index entries, the session header on
+//     first use) with a WAL fsync. Crash before the batch is durable: the
+//     index has nothing of the fragment (unreferenced segment bytes are
+//     harmless); the batch is all or nothing.
 //  4. PERSISTED is sent after the sync. Crash after the sync but before the
 //     ack: the fragment is stored; the re-sent copy is recognised (same
 //     producer timestamp and content digest) and acknowledged with the

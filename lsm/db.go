@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 // SchemaVersion is the version of the key schema and value envelopes this code
@@ -18,9 +16,6 @@ import (
 //	1: meta, stream records, ingest terms, fragments, time indexes, headers.
 const SchemaVersion uint32 = 1
 
-// blobMinimumSize: values at least this large (fragment media) live in blob
-// files; smaller ones (records, index entries, headers) stay in sstables.
-const blobMinimumSize = 4 << 10
 
 // ErrNotFound is returned when a key does not exist.
 var ErrNotFound = errors.New("lsm: not found")
@@ -32,6 +27,7 @@ var ErrNewerSchema = errors.New("lsm: store was written by a newer kvsedge")
 type DB struct {
 	opts Options
 	db   *pebble.DB
+	segs *segmentStore
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -53,36 +49,10 @@ func Open(opts Options) (*DB, error) {
 		FS:           opts.FS,
 		Cache:        cache,
 		MemTableSize: opts.MemTableBytes,
-		// Value separation (blob files) needs this format; fixing it at
-		// creation avoids a migration when fragment values arrive.
+		// The newest format this Pebble writes. Fragment media is not in
+		// Pebble (segments.go), so value separation is not used.
 		FormatMajorVersion: pebble.FormatValueSeparation,
 		Logger:             pebbleLogger{opts.Logger},
-	}
-	// Media values go to blob files at flush and are not rewritten by
-	// compactions (only their small references are): see FORMAT.md,
-	// "Write amplification". Retention deletes whole ranges, so blob files
-	// empty out in ingest order; a rewrite is only worth it when half a
-	// file is garbage.
-	// Many cameras interleave, so one sstable references many blob files;
-	// a low reference depth makes compactions rewrite media into new blob
-	// files (measured: 0.8× extra writes at depth 10 with 16 streams).
-	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
-		return pebble.ValueSeparationPolicy{
-			Enabled:               true,
-			MinimumSize:           blobMinimumSize,
-			MaxBlobReferenceDepth: 256,
-			RewriteMinimumAge:     5 * time.Minute,
-			TargetGarbageRatio:    0.5,
-		}
-	}
-	// Video does not compress: store value (media) blocks uncompressed
-	// instead of spending CPU on Snappy attempts; keys, index entries and
-	// records keep Snappy.
-	profile := *sstable.SnappyCompression
-	profile.Name = "kvsedge"
-	profile.ValueBlocks = sstable.NoCompression.ValueBlocks
-	for i := range po.Levels {
-		po.Levels[i].Compression = func() *sstable.CompressionProfile { return &profile }
 	}
 	if err := opts.FS.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)
@@ -91,7 +61,12 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lsm: opening pebble in %s: %w", opts.Dir, err)
 	}
-	d := &DB{opts: opts, db: pdb}
+	segs, err := newSegmentStore(opts.FS, opts.Dir)
+	if err != nil {
+		_ = pdb.Close()
+		return nil, err
+	}
+	d := &DB{opts: opts, db: pdb, segs: segs}
 	if err := d.checkSchema(); err != nil {
 		_ = pdb.Close()
 		return nil, err
@@ -110,6 +85,7 @@ func Open(opts Options) (*DB, error) {
 
 // Close flushes nothing extra (every write was synced) and closes Pebble.
 func (d *DB) Close() error {
+	d.segs.close()
 	if err := d.db.Close(); err != nil {
 		return fmt.Errorf("lsm: closing pebble: %w", err)
 	}

@@ -1,5 +1,6 @@
 // Package lsm owns kvsedge's on-disk store: one Pebble database in the data
-// directory, its key schema, the schema version, and durable batch commits.
+// directory (the index: its key schema, the schema version, durable batch
+// commits) and the per-stream media segment files it points into.
 //
 // It owns the key layouts, fragment numbers (FragNum: term | node | seq and
 // their fixed-width decimal form), the fragment meta record and the time
@@ -10,7 +11,9 @@
 // # Durability
 //
 // Every mutation goes through a Pebble batch committed with pebble.Sync, so a
-// call that returns nil has reached stable storage (the WAL is fsynced).
+// call that returns nil has reached stable storage (the WAL is fsynced);
+// fragment media is fdatasync'ed in its segment before the batch that
+// indexes it.
 // Pebble shares one WAL fsync among batches committed concurrently (group
 // commit), so many writers do not each pay an fsync.
 //

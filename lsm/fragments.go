@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 )
 
@@ -113,15 +114,21 @@ type FragmentWrite struct {
 	Media  []byte
 }
 
-// PutFragment writes a fragment, its two index entries and (if given) its
-// header in one batch and syncs it. When it returns nil the fragment is
-// durable and may be acknowledged PERSISTED. Concurrent calls share WAL
-// syncs (Pebble's group commit).
+// PutFragment stores a fragment: its media is appended to the stream's
+// segment and fdatasync'ed, then one batch with its index entries (the
+// fragment record pointing into the segment, both time-index entries and,
+// if given, its header) is committed with a WAL sync. When it returns nil
+// the fragment is durable and may be acknowledged PERSISTED. Concurrent
+// calls of different streams share WAL syncs (Pebble's group commit).
 func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
-	b := d.db.NewBatchWithSize(len(w.Media) + len(w.Header) + 3*metaLen + 256)
+	ref, err := d.segs.appendSync(id, w.Media)
+	if err != nil {
+		return err
+	}
+	b := d.db.NewBatchWithSize(len(w.Header) + 4*metaLen + 256)
 	defer b.Close()
 	var kb [64]byte
-	meta := appendMeta(make([]byte, 0, metaLen), &w.Meta)
+	meta := appendMeta(make([]byte, 0, metaLen+refLen), &w.Meta)
 	if w.Header != nil {
 		hv := make([]byte, 0, 1+len(w.Header))
 		hv = append(append(hv, 1), w.Header...)
@@ -129,13 +136,7 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 			return fmt.Errorf("lsm: staging header: %w", err)
 		}
 	}
-	// The fragment value is meta followed by the media, built in place in
-	// the batch (no intermediate copy of the media).
-	op := b.SetDeferred(1+StreamIDLen+FragNumLen, metaLen+len(w.Media))
-	copy(op.Key, fragmentKey(kb[:0], id, w.Meta.Number))
-	copy(op.Value, meta)
-	copy(op.Value[metaLen:], w.Media)
-	if err := op.Finish(); err != nil {
+	if err := b.Set(fragmentKey(kb[:0], id, w.Meta.Number), appendRef(meta, ref), nil); err != nil {
 		return fmt.Errorf("lsm: staging fragment: %w", err)
 	}
 	if err := b.Set(timeKey(kb[:0], prefixProducerIdx, id, w.Meta.ProducerMs, w.Meta.Number), meta, nil); err != nil {
@@ -177,20 +178,38 @@ func (d *DB) Fragment(id StreamID, n FragNum) (FragmentMeta, []byte, error) {
 	if err != nil {
 		return FragmentMeta{}, nil, fmt.Errorf("lsm: reading fragment: %w", err)
 	}
-	defer closer.Close()
-	return splitFragment(key, v)
-}
-
-func splitFragment(key, v []byte) (FragmentMeta, []byte, error) {
-	m, err := decodeMeta(key, v)
+	m, ref, err := decodeFragment(key, v)
+	closer.Close()
 	if err != nil {
 		return m, nil, err
 	}
-	media := v[metaLen:]
-	if uint32(len(media)) != m.MediaLen {
-		return m, nil, &CorruptionError{Key: append([]byte(nil), key...), Reason: "media length does not match its meta"}
+	media, err := d.readMedia(id, key, &m, ref)
+	return m, media, err
+}
+
+// decodeFragment splits a 0x10 value into its meta and segment reference.
+func decodeFragment(key, v []byte) (FragmentMeta, segmentRef, error) {
+	m, err := decodeMeta(key, v)
+	if err != nil {
+		return m, segmentRef{}, err
 	}
-	return m, append(make([]byte, 0, len(media)), media...), nil
+	if len(v) != metaLen+refLen {
+		return m, segmentRef{}, &CorruptionError{Key: append([]byte(nil), key...), Reason: "fragment record of the wrong length"}
+	}
+	return m, decodeRef(v[metaLen:]), nil
+}
+
+// readMedia reads a fragment's media from its segment and checks it
+// against the digest recorded with it.
+func (d *DB) readMedia(id StreamID, key []byte, m *FragmentMeta, ref segmentRef) ([]byte, error) {
+	media, err := d.segs.read(id, ref, int(m.MediaLen))
+	if err != nil {
+		return nil, err
+	}
+	if m.ClusterLen > m.MediaLen || xxhash.Sum64(media[:m.ClusterLen]) != binary.BigEndian.Uint64(m.Digest[:8]) {
+		return nil, &CorruptionError{Key: append([]byte(nil), key...), Reason: fmt.Sprintf("media in segment %d at %d does not match its digest", ref.Seq, ref.Offset)}
+	}
+	return media, nil
 }
 
 // NextFragment returns the first fragment numbered after `after` and
@@ -216,7 +235,12 @@ func (d *DB) NextFragment(id StreamID, after, before FragNum) (m FragmentMeta, m
 	if err != nil {
 		return m, nil, false, fmt.Errorf("lsm: reading fragment: %w", err)
 	}
-	m, media, err = splitFragment(it.Key(), v)
+	key := append([]byte(nil), it.Key()...)
+	m, ref, err := decodeFragment(key, v)
+	if err != nil {
+		return m, nil, false, err
+	}
+	media, err = d.readMedia(id, key, &m, ref)
 	return m, media, err == nil, err
 }
 
@@ -350,8 +374,27 @@ func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
 			return 0, err
 		}
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	// Synced, so no index entry can outlive the segments unlinked below.
+	if err := b.Commit(pebble.Sync); err != nil {
 		return 0, fmt.Errorf("lsm: retention delete: %w", err)
+	}
+	// Segments wholly before the first remaining fragment go.
+	keep := uint64(1 << 63)
+	lower, upper := streamSpan(prefixFragment, id)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return n, fmt.Errorf("lsm: %w", err)
+	}
+	if it.First() {
+		if v, err := it.ValueAndErr(); err == nil && len(v) == metaLen+refLen {
+			keep = decodeRef(v[metaLen:]).Seq
+		}
+	}
+	if err := it.Close(); err != nil {
+		return n, fmt.Errorf("lsm: %w", err)
+	}
+	if _, err := d.segs.removeBefore(id, keep); err != nil {
+		return n, err
 	}
 	return n, nil
 }

@@ -70,7 +70,8 @@ func (d *DB) DeleteStream(id StreamID) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: deleting stream %d: %w", id, err)
 	}
-	return nil
+	// The index is gone (synced); now the media.
+	return d.segs.removeStream(id)
 }
 
 // Streams returns every stored stream record in id order.

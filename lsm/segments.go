@@ -1,0 +1,257 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Media segments: fragment media lives outside Pebble, appended to
+// per-stream segment files; Pebble holds only the index (FORMAT.md,
+// "Media segments"). Each media byte is written to disk once, and
+// retention unlinks whole files.
+//
+//	<data>/media/<sid as 8 hex digits>/<seq as 16 hex digits>.seg
+//
+// Crash ordering: the media is appended and fdatasync'ed before the Pebble
+// batch that points into it is committed, so an index entry never points
+// at bytes that are not durable. A crash between the two leaves
+// unreferenced bytes at the end of a segment: harmless, and gone when the
+// segment is.
+
+const (
+	mediaDirName  = "media"
+	segmentSuffix = ".seg"
+	// segmentBytes is where a segment is closed and the next one begun.
+	segmentBytes = 64 << 20
+)
+
+// segmentRef locates a fragment's media.
+type segmentRef struct {
+	Seq    uint64
+	Offset uint64
+}
+
+type segmentStore struct {
+	fs  vfs.FS
+	dir string
+
+	mu      sync.Mutex
+	streams map[StreamID]*streamSegments
+}
+
+// streamSegments is one stream's segment files. mu serialises appends.
+type streamSegments struct {
+	mu         sync.Mutex
+	dir        string
+	active     vfs.File
+	activeSeq  uint64
+	activeSize int64
+	nextSeq    uint64 // 0: not yet scanned
+}
+
+func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
+	dir := fs.PathJoin(dataDir, mediaDirName)
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lsm: creating %s: %w", dir, err)
+	}
+	return &segmentStore{fs: fs, dir: dir, streams: make(map[StreamID]*streamSegments)}, nil
+}
+
+func (s *segmentStore) stream(id StreamID) *streamSegments {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.streams[id]
+	if ss == nil {
+		ss = &streamSegments{dir: s.fs.PathJoin(s.dir, fmt.Sprintf("%08x", uint32(id)))}
+		s.streams[id] = ss
+	}
+	return ss
+}
+
+func segmentName(seq uint64) string { return fmt.Sprintf("%016x%s", seq, segmentSuffix) }
+
+// list returns a stream's segment sequence numbers, ascending.
+func (s *segmentStore) list(dir string) ([]uint64, error) {
+	names, err := s.fs.List(dir)
+	if err != nil {
+		if errors.Is(err, iofs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var seqs []uint64
+	for _, n := range names {
+		if !strings.HasSuffix(n, segmentSuffix) {
+			continue
+		}
+		v, err := strconv.ParseUint(strings.TrimSuffix(n, segmentSuffix), 16, 64)
+		if err == nil {
+			seqs = append(seqs, v)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
+}
+
+// appendSync appends media to the stream's active segment and makes it
+// durable (fdatasync), rolling to a new segment (whose directory entry is
+// synced too) when the active one is full. After a process start, writing
+// begins in a new segment, never after a torn tail.
+func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error) {
+	ss := s.stream(id)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.active == nil || ss.activeSize+int64(len(media)) > segmentBytes {
+		if err := s.roll(ss); err != nil {
+			return segmentRef{}, err
+		}
+	}
+	ref := segmentRef{Seq: ss.activeSeq, Offset: uint64(ss.activeSize)}
+	if _, err := ss.active.Write(media); err != nil {
+		// The segment's end is now unknown: continue in a new one.
+		ss.closeActive()
+		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+	}
+	ss.activeSize += int64(len(media))
+	if err := ss.active.SyncData(); err != nil {
+		ss.closeActive()
+		return segmentRef{}, fmt.Errorf("lsm: syncing media: %w", err)
+	}
+	return ref, nil
+}
+
+func (ss *streamSegments) closeActive() {
+	if ss.active != nil {
+		_ = ss.active.Close()
+		ss.active = nil
+	}
+}
+
+func (s *segmentStore) roll(ss *streamSegments) error {
+	ss.closeActive()
+	if ss.nextSeq == 0 {
+		if err := s.fs.MkdirAll(ss.dir, 0o755); err != nil {
+			return fmt.Errorf("lsm: %w", err)
+		}
+		seqs, err := s.list(ss.dir)
+		if err != nil {
+			return fmt.Errorf("lsm: listing %s: %w", ss.dir, err)
+		}
+		ss.nextSeq = 1
+		if len(seqs) > 0 {
+			ss.nextSeq = seqs[len(seqs)-1] + 1
+		}
+		if err := syncDir(s.fs, s.dir); err != nil { // the stream's directory entry
+			return err
+		}
+	}
+	f, err := s.fs.Create(s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq)), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("lsm: creating a segment: %w", err)
+	}
+	if err := syncDir(s.fs, ss.dir); err != nil {
+		_ = f.Close()
+		return err
+	}
+	_ = f.Preallocate(0, segmentBytes)
+	ss.active, ss.activeSeq, ss.activeSize = f, ss.nextSeq, 0
+	ss.nextSeq++
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("lsm: opening %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("lsm: syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// read returns a fresh copy of n bytes at ref.
+func (s *segmentStore) read(id StreamID, ref segmentRef, n int) ([]byte, error) {
+	ss := s.stream(id)
+	f, err := s.fs.Open(s.fs.PathJoin(ss.dir, segmentName(ref.Seq)))
+	if err != nil {
+		return nil, fmt.Errorf("lsm: opening segment %d of stream %d: %w", ref.Seq, id, err)
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, int64(ref.Offset)); err != nil && !(errors.Is(err, io.EOF) && n == 0) {
+		return nil, fmt.Errorf("lsm: reading segment %d of stream %d: %w", ref.Seq, id, err)
+	}
+	return buf, nil
+}
+
+// removeBefore unlinks the stream's segments numbered below seq (never the
+// active one) and returns how many went.
+func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
+	ss := s.stream(id)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	seqs, err := s.list(ss.dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, q := range seqs {
+		if q >= seq || (ss.active != nil && q == ss.activeSeq) {
+			continue
+		}
+		if err := s.fs.Remove(s.fs.PathJoin(ss.dir, segmentName(q))); err != nil {
+			return n, fmt.Errorf("lsm: removing a segment: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// removeStream deletes all of a stream's media.
+func (s *segmentStore) removeStream(id StreamID) error {
+	ss := s.stream(id)
+	ss.mu.Lock()
+	ss.closeActive()
+	ss.nextSeq = 0
+	ss.mu.Unlock()
+	s.mu.Lock()
+	delete(s.streams, id)
+	s.mu.Unlock()
+	if err := s.fs.RemoveAll(ss.dir); err != nil {
+		return fmt.Errorf("lsm: removing the media of stream %d: %w", id, err)
+	}
+	return nil
+}
+
+func (s *segmentStore) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.streams {
+		ss.mu.Lock()
+		ss.closeActive()
+		ss.mu.Unlock()
+	}
+}
+
+// refLen is the encoded length of a segmentRef.
+const refLen = 16
+
+func appendRef(dst []byte, r segmentRef) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, r.Seq)
+	return binary.BigEndian.AppendUint64(dst, r.Offset)
+}
+
+func decodeRef(b []byte) segmentRef {
+	return segmentRef{Seq: binary.BigEndian.Uint64(b), Offset: binary.BigEndian.Uint64(b[8:])}
+}
