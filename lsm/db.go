@@ -16,7 +16,6 @@ import (
 //	1: meta, stream records, ingest terms, fragments, time indexes, headers.
 const SchemaVersion uint32 = 1
 
-
 // ErrNotFound is returned when a key does not exist.
 var ErrNotFound = errors.New("lsm: not found")
 
