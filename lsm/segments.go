@@ -63,6 +63,11 @@ func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: creating %s: %w", dir, err)
 	}
+	// The media directory's own entry must be durable before a segment in
+	// it is relied on (found by TestCrashKeepsEverySyncedFragment).
+	if err := syncDir(fs, dataDir); err != nil {
+		return nil, err
+	}
 	return &segmentStore{fs: fs, dir: dir, streams: make(map[StreamID]*streamSegments)}, nil
 }
 
