@@ -235,7 +235,7 @@ func TestRetentionDeletesExpiredFragments(t *testing.T) {
 	if _, err := e.Fragment(StreamRef{Name: "cam"}, old[0]); !errors.Is(err, ErrFragmentNotFound) {
 		// The ring still holds it (budget 1 GiB): reads by number from the
 		// ring are allowed, but the archive must not.
-		if _, _, err := db.Fragment(1, old[0]); !errors.Is(err, lsm.ErrNotFound) {
+		if _, _, err := db.Fragment(1, old[0], nil); !errors.Is(err, lsm.ErrNotFound) {
 			t.Fatalf("expired fragment still in the archive: %v", err)
 		}
 	}
@@ -289,7 +289,7 @@ func TestDeleteStreamEndsIngestAndReaders(t *testing.T) {
 	if _, _, err := sess.StartFragment(); !errors.Is(err, ErrStreamDeleted) {
 		t.Fatalf("StartFragment after delete: %v", err)
 	}
-	if _, _, ok, _ := db.NextFragment(info.ID, lsm.FragNum{}, lsm.FragNum{}); ok {
+	if _, _, ok, _ := db.NextFragment(info.ID, lsm.FragNum{}, lsm.FragNum{}, nil); ok {
 		t.Fatal("media of a deleted stream is still stored")
 	}
 }

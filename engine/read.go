@@ -70,9 +70,12 @@ func (e *Engine) storedHeader(s *stream, id uint64) (*Header, error) {
 func (e *Engine) archived(s *stream, m lsm.FragmentMeta, media []byte) (*Fragment, error) {
 	h, err := e.storedHeader(s, m.HeaderID)
 	if err != nil {
+		putMediaBuffer(media)
 		return nil, err
 	}
-	f := &Fragment{Meta: m, Header: h, Media: media}
+	// The media buffer came from the pool (NewMediaBuffer) and returns to
+	// it with the last Release.
+	f := &Fragment{Meta: m, Header: h, Media: media, pooled: true}
 	f.refs.Store(1)
 	return f, nil
 }
@@ -87,7 +90,11 @@ func (e *Engine) Fragment(ref StreamRef, n lsm.FragNum) (*Fragment, error) {
 	if f := s.ring.find(n); f != nil {
 		return f, nil
 	}
-	m, media, err := e.db.Fragment(s.id, n)
+	buf := NewMediaBuffer()
+	m, media, err := e.db.Fragment(s.id, n, buf)
+	if err != nil {
+		putMediaBuffer(buf)
+	}
 	if errors.Is(err, lsm.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrFragmentNotFound, n)
 	}
@@ -257,7 +264,11 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 			r.mu.Unlock()
 			// Before the ring (or the ring is empty): the archive holds
 			// what lies between.
-			m, media, ok, err := c.e.db.NextFragment(c.s.id, c.after, oldest)
+			buf := NewMediaBuffer()
+			m, media, ok, err := c.e.db.NextFragment(c.s.id, c.after, oldest, buf)
+			if err != nil || !ok {
+				putMediaBuffer(buf)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("engine: %w", err)
 			}

@@ -89,7 +89,7 @@ func crashOnce(t *testing.T, seed int64) {
 	db = open()
 	defer db.Close()
 	for i, m := range acked {
-		got, b, err := db.Fragment(1, m.Number)
+		got, b, err := db.Fragment(1, m.Number, nil)
 		if err != nil {
 			t.Fatalf("fragment %d after the crash: %v", i, err)
 		}
@@ -102,7 +102,7 @@ func crashOnce(t *testing.T, seed int64) {
 	}
 	// Writing goes on in a new segment.
 	m := put(db, 1000)
-	if _, b, err := db.Fragment(1, m.Number); err != nil || !bytes.Equal(b, media(1000)) {
+	if _, b, err := db.Fragment(1, m.Number, nil); err != nil || !bytes.Equal(b, media(1000)) {
 		t.Fatalf("fragment written after the restart: %v", err)
 	}
 }

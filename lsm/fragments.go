@@ -167,8 +167,9 @@ func (d *DB) Header(id StreamID, hid uint64) ([]byte, error) {
 	return append([]byte(nil), v[1:]...), nil
 }
 
-// Fragment reads one fragment; media is a fresh copy the caller owns.
-func (d *DB) Fragment(id StreamID, n FragNum) (FragmentMeta, []byte, error) {
+// Fragment reads one fragment; its media is read into dst (grown if
+// needed; nil allocates) and is the caller's.
+func (d *DB) Fragment(id StreamID, n FragNum, dst []byte) (FragmentMeta, []byte, error) {
 	var kb [32]byte
 	key := fragmentKey(kb[:0], id, n)
 	v, closer, err := d.db.Get(key)
@@ -183,7 +184,7 @@ func (d *DB) Fragment(id StreamID, n FragNum) (FragmentMeta, []byte, error) {
 	if err != nil {
 		return m, nil, err
 	}
-	media, err := d.readMedia(id, key, &m, ref)
+	media, err := d.readMedia(id, key, &m, ref, dst)
 	return m, media, err
 }
 
@@ -201,8 +202,8 @@ func decodeFragment(key, v []byte) (FragmentMeta, segmentRef, error) {
 
 // readMedia reads a fragment's media from its segment and checks it
 // against the digest recorded with it.
-func (d *DB) readMedia(id StreamID, key []byte, m *FragmentMeta, ref segmentRef) ([]byte, error) {
-	media, err := d.segs.read(id, ref, int(m.MediaLen))
+func (d *DB) readMedia(id StreamID, key []byte, m *FragmentMeta, ref segmentRef, dst []byte) ([]byte, error) {
+	media, err := d.segs.read(id, ref, int(m.MediaLen), dst)
 	if err != nil {
 		return nil, err
 	}
@@ -213,9 +214,9 @@ func (d *DB) readMedia(id StreamID, key []byte, m *FragmentMeta, ref segmentRef)
 }
 
 // NextFragment returns the first fragment numbered after `after` and
-// before `before` (zero: no bound), with a copy of its media. ok is false
-// when there is none.
-func (d *DB) NextFragment(id StreamID, after, before FragNum) (m FragmentMeta, media []byte, ok bool, err error) {
+// before `before` (zero: no bound), with its media read into dst (as
+// Fragment). ok is false when there is none.
+func (d *DB) NextFragment(id StreamID, after, before FragNum, dst []byte) (m FragmentMeta, media []byte, ok bool, err error) {
 	lower := fragmentKey(nil, id, after.Next())
 	var upper []byte
 	if before.IsZero() {
@@ -240,7 +241,7 @@ func (d *DB) NextFragment(id StreamID, after, before FragNum) (m FragmentMeta, m
 	if err != nil {
 		return m, nil, false, err
 	}
-	media, err = d.readMedia(id, key, &m, ref)
+	media, err = d.readMedia(id, key, &m, ref, dst)
 	return m, media, err == nil, err
 }
 

@@ -185,15 +185,19 @@ func syncDir(fs vfs.FS, dir string) error {
 	return nil
 }
 
-// read returns a fresh copy of n bytes at ref.
-func (s *segmentStore) read(id StreamID, ref segmentRef, n int) ([]byte, error) {
+// read reads n bytes at ref into dst (grown if needed) and returns them.
+func (s *segmentStore) read(id StreamID, ref segmentRef, n int, dst []byte) ([]byte, error) {
 	ss := s.stream(id)
 	f, err := s.fs.Open(s.fs.PathJoin(ss.dir, segmentName(ref.Seq)))
 	if err != nil {
 		return nil, fmt.Errorf("lsm: opening segment %d of stream %d: %w", ref.Seq, id, err)
 	}
 	defer f.Close()
-	buf := make([]byte, n)
+	buf := dst[:0]
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
 	if _, err := f.ReadAt(buf, int64(ref.Offset)); err != nil && !(errors.Is(err, io.EOF) && n == 0) {
 		return nil, fmt.Errorf("lsm: reading segment %d of stream %d: %w", ref.Seq, id, err)
 	}
