@@ -156,8 +156,8 @@ func TestCursorSeamsArchiveRingLive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(f.Media[:4], []byte{0x1F, 0x43, 0xB6, 0x75}) || len(f.Header.Raw) == 0 {
-			t.Fatal("fragment without cluster or header")
+		if len(f.Media) < 4 || !bytes.Equal(f.Media[:4], []byte{0x1F, 0x43, 0xB6, 0x75}) || len(f.Header.Raw) == 0 {
+			t.Fatalf("fragment without cluster or header: media %d bytes % x, header %d, refs %d pooled %v", len(f.Media), f.Media[:min(8, len(f.Media))], len(f.Header.Raw), f.refs.Load(), f.pooled)
 		}
 		got = append(got, f.Meta.Number)
 		f.Release()

@@ -43,6 +43,12 @@ type segmentRef struct {
 type segmentStore struct {
 	fs  vfs.FS
 	dir string
+	// copyWrites: vfs.File.Write may modify the slice it is given, and
+	// Pebble's in-memory filesystem does so in race and invariants builds,
+	// while the media being written is shared with live readers. The
+	// operating system's files never modify it, so only other filesystems
+	// (tests) get a copy.
+	copyWrites bool
 
 	mu      sync.Mutex
 	streams map[StreamID]*streamSegments
@@ -68,7 +74,7 @@ func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
 	if err := syncDir(fs, dataDir); err != nil {
 		return nil, err
 	}
-	return &segmentStore{fs: fs, dir: dir, streams: make(map[StreamID]*streamSegments)}, nil
+	return &segmentStore{fs: fs, dir: dir, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}, nil
 }
 
 func (s *segmentStore) stream(id StreamID) *streamSegments {
@@ -121,6 +127,9 @@ func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error)
 		}
 	}
 	ref := segmentRef{Seq: ss.activeSeq, Offset: uint64(ss.activeSize)}
+	if s.copyWrites {
+		media = append([]byte(nil), media...)
+	}
 	if _, err := ss.active.Write(media); err != nil {
 		// The segment's end is now unknown: continue in a new one.
 		ss.closeActive()
