@@ -104,6 +104,24 @@ func (e *Engine) Fragment(ref StreamRef, n lsm.FragNum) (*Fragment, error) {
 	return e.archived(s, m, media)
 }
 
+// HasFragment reports whether the stream holds fragment n (in the ring or
+// the archive).
+func (e *Engine) HasFragment(ref StreamRef, n lsm.FragNum) (bool, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return false, err
+	}
+	if f := s.ring.find(n); f != nil {
+		f.Release()
+		return true, nil
+	}
+	ok, err := e.db.HasFragment(s.id, n)
+	if err != nil {
+		return false, fmt.Errorf("engine: %w", err)
+	}
+	return ok, nil
+}
+
 // StartKind is where a Cursor begins.
 type StartKind int
 

@@ -188,6 +188,20 @@ func (d *DB) Fragment(id StreamID, n FragNum, dst []byte) (FragmentMeta, []byte,
 	return m, media, err
 }
 
+// HasFragment reports whether the stream holds fragment n.
+func (d *DB) HasFragment(id StreamID, n FragNum) (bool, error) {
+	var kb [32]byte
+	_, closer, err := d.db.Get(fragmentKey(kb[:0], id, n))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lsm: %w", err)
+	}
+	closer.Close()
+	return true, nil
+}
+
 // decodeFragment splits a 0x10 value into its meta and segment reference.
 func decodeFragment(key, v []byte) (FragmentMeta, segmentRef, error) {
 	m, err := decodeMeta(key, v)

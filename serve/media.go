@@ -146,6 +146,17 @@ func (s *Server) getMedia(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
+	if in.StartSelector != nil && in.StartSelector.StartSelectorType != nil && *in.StartSelector.StartSelectorType == "FRAGMENT_NUMBER" {
+		// The named fragment must exist (a continuation token is only a
+		// position: its fragment may have expired since).
+		if ok, err := s.eng.HasFragment(engine.StreamRef{ARN: info.ARN}, start.Number); err != nil {
+			writeError(ctx, engineError(err))
+			return
+		} else if !ok {
+			writeError(ctx, newAPIError(http.StatusNotFound, errResourceNotFound, "Fragment %s was not found in stream %s.", *in.StartSelector.AfterFragmentNumber, info.Name))
+			return
+		}
+	}
 	cur, err := s.eng.OpenCursor(engine.StreamRef{ARN: info.ARN}, start)
 	if err != nil {
 		writeError(ctx, engineError(err))
@@ -424,7 +435,9 @@ func (s *Server) listFragments(body []byte) (any, *apiError) {
 			v.add("The NextToken is not valid.")
 		}
 		tok, cursor = t, &t.cursor
-	} else if sel := in.FragmentSelector; sel != nil {
+	} else if sel := in.FragmentSelector; sel == nil {
+		v.add("Either FragmentSelector or NextToken must be specified.")
+	} else {
 		v.enum("FragmentSelector.FragmentSelectorType", sel.FragmentSelectorType, "PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP")
 		v.required("FragmentSelector.FragmentSelectorType", sel.FragmentSelectorType != nil)
 		if v.required("FragmentSelector.TimestampRange", sel.TimestampRange != nil) {

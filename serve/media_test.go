@@ -150,7 +150,7 @@ func TestPutMediaResentFragmentsAreNotStoredTwice(t *testing.T) {
 			t.Fatalf("re-sent fragment %d acknowledged as %s, stored as %s", i, second[i].FragmentNumber, first[i].FragmentNumber)
 		}
 	}
-	st, _, b := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam"}`), time.Now(), testSecret)
+	st, _, b := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam","FragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":0,"EndTimestamp":4000000000}}}`), time.Now(), testSecret)
 	if st != 200 || strings.Count(string(b), "FragmentNumber") != 11 {
 		t.Fatalf("ListFragments after re-send: %d %s", st, b)
 	}
@@ -234,7 +234,7 @@ func TestPutMediaErrorKeepsWhatWasStored(t *testing.T) {
 	if len(persisted) != 3 {
 		t.Fatalf("%d PERSISTED before the error, want 3", len(persisted))
 	}
-	st, _, b := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam"}`), time.Now(), testSecret)
+	st, _, b := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam","FragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":0,"EndTimestamp":4000000000}}}`), time.Now(), testSecret)
 	for _, p := range persisted {
 		if st != 200 || !strings.Contains(string(b), p.FragmentNumber) {
 			t.Fatalf("fragment %s missing after the error: %s", p.FragmentNumber, b)

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -21,12 +20,15 @@ import (
 
 // PutMedia (shared/kvs-api.md §4) is full duplex on one HTTP/1.1
 // connection: the 200 and the ack stream go out while the chunked body is
-// still arriving. fasthttp does this with StreamRequestBody and a body
-// stream writer that keeps reading the request (shared/library-notes.md;
-// TestPutMediaAcksArriveDuringUpload proves it on this server), so the
-// route stays on the one fasthttp server and port.
+// still arriving. On fasthttp: StreamRequestBody lets the handler read the
+// body as it arrives, and the connection is hijacked to write the
+// response, so each ack leaves as exactly one HTTP chunk in one write
+// (fasthttp's own stream writer pipes writes and can merge two acks into
+// one chunk; the KVS C producer rejects reads over 1,024 bytes). Same
+// port, same server; TestPutMediaAcksArriveDuringUpload and the e2e
+// replay tests check the duplex behaviour and the chunking.
 //
-// Inside the stream writer three goroutines cooperate:
+// Three goroutines cooperate with the ack writer:
 //
 //	body pump  → reads the request body into a few reused 64 KiB buffers
 //	             (idleBody), so the parser can tell silence from data
@@ -34,12 +36,9 @@ import (
 //	             to the engine's ring (BUFFERING, RECEIVED acks)
 //	persister  → syncs each fragment to the store, then PERSISTED
 //
-// and the writer goroutine itself serialises acks, one HTTP chunk each
-// (the C producer rejects a read of more than 1,024 bytes).
-//
 // Copies of media: body bytes go network → pump buffer → the fragment's
-// pooled media buffer (one copy each), then into the Pebble batch when
-// persisted; readers share the fragment buffer.
+// pooled media buffer (one copy each), then to its segment file; readers
+// share the fragment buffer.
 
 // ack is one acknowledgement event.
 type ack struct {
@@ -203,13 +202,24 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 			body = strings.NewReader(string(b))
 		}
 	}
-	conn := ctx.Conn()
 	log := s.opts.Logger.With("op", "PutMedia", "stream", hdrs.ref.String(), "remote", ctx.RemoteAddr().String())
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType("application/json")
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		up := &upload{s: s, sess: sess, hdrs: hdrs, log: log, conn: conn}
-		up.run(w, body)
+	reqID := string(ctx.Response.Header.Peek("x-amzn-RequestId"))
+	// The response is written on the hijacked connection: fasthttp's body
+	// stream writer passes writes through a pipe that may merge two acks
+	// into one HTTP chunk, and the KVS C producer needs each ack in its own
+	// small chunk. fasthttp keeps the request body stream readable in the
+	// hijack handler.
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		up := &upload{s: s, sess: sess, hdrs: hdrs, log: log, conn: c}
+		header := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n" +
+			"Connection: close\r\nx-amzn-RequestId: " + reqID + "\r\nServer: kvsedge\r\n\r\n"
+		if _, err := io.WriteString(c, header); err != nil {
+			sess.Close()
+			return
+		}
+		up.run(body)
+		_, _ = io.WriteString(c, "0\r\n\r\n")
 	})
 }
 
@@ -235,7 +245,7 @@ type persistItem struct {
 	timecode uint64
 }
 
-func (u *upload) run(w *bufio.Writer, body io.Reader) {
+func (u *upload) run(body io.Reader) {
 	defer u.sess.Close()
 	// fasthttp's per-request deadlines do not fit an upload that lasts
 	// minutes; the idle rules below bound it instead.
@@ -269,7 +279,9 @@ func (u *upload) run(w *bufio.Writer, body io.Reader) {
 		close(finished)
 	}()
 
-	var buf []byte
+	// Each ack is one HTTP chunk, written with one write: size line, JSON
+	// object and newline, CRLF.
+	var buf, chunk []byte
 	idle := time.NewTicker(u.s.opts.PutMediaIdleAck)
 	defer idle.Stop()
 	maxAge := time.NewTimer(u.s.opts.PutMediaMaxDuration)
@@ -280,11 +292,12 @@ func (u *upload) run(w *bufio.Writer, body io.Reader) {
 			return
 		}
 		buf = a.appendJSON(buf[:0])
-		if _, err := w.Write(buf); err == nil {
-			err = w.Flush() // one chunk per ack
-			if err == nil {
-				return
-			}
+		chunk = strconv.AppendInt(chunk[:0], int64(len(buf)), 16)
+		chunk = append(chunk, "\r\n"...)
+		chunk = append(chunk, buf...)
+		chunk = append(chunk, "\r\n"...)
+		if _, err := u.conn.Write(chunk); err == nil {
+			return
 		}
 		writeFailed = true
 		// The producer is gone: stop reading its body so the parser and
@@ -337,7 +350,7 @@ func (u *upload) run(w *bufio.Writer, body io.Reader) {
 
 // parse runs the Matroska reader and the engine's receive side.
 func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistItem) {
-	rd := mkv.NewReader(src, mkv.Options{NewBuffer: engine.NewMediaBuffer})
+	rd := mkv.NewReader(src, mkv.Options{NewBuffer: engine.NewMediaBuffer, RequireEveryTrack: true})
 	var (
 		num      lsm.FragNum
 		serverMs int64

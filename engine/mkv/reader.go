@@ -22,6 +22,7 @@ const (
 	ErrIDInvalidMKV          = 4006
 	ErrIDMetadataLimit       = 4009
 	ErrIDTrackMismatch       = 4010
+	ErrIDFramesMissing       = 4011
 	ErrIDTooManyTracks       = 4012
 )
 
@@ -33,6 +34,7 @@ var errorCodes = map[int]string{
 	ErrIDInvalidMKV:          "INVALID_MKV_DATA",
 	ErrIDMetadataLimit:       "FRAGMENT_METADATA_LIMIT_REACHED",
 	ErrIDTrackMismatch:       "TRACK_NUMBER_MISMATCH",
+	ErrIDFramesMissing:       "FRAMES_MISSING_FOR_TRACK",
 	ErrIDTooManyTracks:       "MORE_THAN_ALLOWED_TRACKS_FOUND",
 }
 
@@ -131,6 +133,10 @@ type Options struct {
 	MaxFragmentDuration time.Duration // 20 s
 	MaxTracks           int           // 3
 	MaxMetaTags         int           // 10
+	// RequireEveryTrack refuses a fragment without a block of each
+	// declared track (KVS's 4011, as PutMedia does); a client cutting a
+	// file into fragments leaves it off.
+	RequireEveryTrack bool
 	// NewBuffer returns an empty buffer for a new fragment; the fragment
 	// owns it once taken. Defaults to a fresh 256 KiB-capacity slice.
 	NewBuffer func() []byte
@@ -233,9 +239,6 @@ func (r *Reader) Next() (Event, error) {
 		case errors.Is(err, io.EOF):
 			r.eof = true
 			if r.frag != nil {
-				if r.frag.Frames == 0 {
-					return 0, errf(ErrIDInvalidMKV, "body ended in a cluster with no frames")
-				}
 				return r.closeFragment()
 			}
 			return 0, io.EOF
@@ -283,6 +286,18 @@ func (r *Reader) unread(id uint32, raw []byte) {
 func (r *Reader) closeFragment() (Event, error) {
 	f := r.frag
 	r.inCluster = false
+	if f.Frames == 0 {
+		r.frag = nil
+		return 0, errf(ErrIDFramesMissing, "fragment %d has no frames", f.Timecode)
+	}
+	if r.opts.RequireEveryTrack {
+		for i, tr := range f.Header.Tracks {
+			if f.perTrack[i] == 0 {
+				r.frag = nil
+				return 0, errf(ErrIDFramesMissing, "fragment %d has no frames of track %d", f.Timecode, tr.Number)
+			}
+		}
+	}
 	if f.MetaTags > r.opts.MaxMetaTags {
 		r.frag = nil
 		return 0, errf(ErrIDMetadataLimit, "%d metadata tags, at most %d", f.MetaTags, r.opts.MaxMetaTags)
