@@ -407,6 +407,7 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			}
 			acks <- ack{event: "RECEIVED", timecode: f.Timecode, hasTC: true, number: rec.Meta.Number}
 			persistQ <- persistItem{rec: rec, timecode: f.Timecode}
+			num = lsm.FragNum{} // an error from here on concerns the next fragment
 		}
 	}
 }
