@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,6 +248,89 @@ func TestRecordFromFFmpegWithAudio(t *testing.T) {
 			t.Fatalf("video timestamps not monotonic at %d", i)
 		}
 	}
+}
+
+// TestRecordCodecsFromFFmpeg: H.265 with Opus, and H.264 with G.711,
+// published by ffmpeg; each recorded stream reads back with its codecs.
+func TestRecordCodecsFromFFmpeg(t *testing.T) {
+	bin, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("ffmpeg is not installed: .ci/run must install it")
+		}
+		t.Skip("ffmpeg is not installed")
+	}
+	cases := []struct {
+		name, video, audio, wantV, wantA string
+		extra                            []string
+	}{
+		{"h265-opus", "libx265", "libopus", "hevc", "opus", []string{"-x265-params", "log-level=error:keyint=25:repeat-headers=1", "-ar", "48000"}},
+		{"h264-g711", "libx264", "pcm_alaw", "h264", "pcm_alaw", []string{"-g", "25", "-ar", "8000", "-ac", "1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rl := rtsptest.StartRelay(t, "")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			args := []string{"-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+				"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+				"-c:v", tc.video, "-preset", "ultrafast", "-bf", "0", "-c:a", tc.audio}
+			args = append(args, tc.extra...)
+			args = append(args, "-f", "rtsp", "-rtsp_transport", "tcp", rl.URL("cam"))
+			ff := exec.CommandContext(ctx, bin, args...)
+			var stderr strings.Builder
+			ff.Stderr = &stderr
+			if err := ff.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cancel(); _ = ff.Wait() }()
+			time.Sleep(time.Second)
+			rec := newRecorder(t)
+			rec.record(t, "cam", rl.URL("cam"), nil)
+			deadline := time.Now().Add(30 * time.Second)
+			for len(rec.fragments(t, "cam")) < 3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("after 30 s: %+v; ffmpeg: %s", rec.state("cam"), stderr.String())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			rec.cams.Close()
+			streams, pts := ffprobe(t, rec.dump(t, "cam"))
+			if len(streams) != 2 || streams[0].CodecName != tc.wantV || streams[1].CodecName != tc.wantA || streams[0].Width != 320 {
+				t.Fatalf("ffprobe: %+v", streams)
+			}
+			for i := 1; i < len(pts); i++ {
+				if pts[i] <= pts[i-1] {
+					t.Fatalf("video timestamps not monotonic at %d", i)
+				}
+			}
+		})
+	}
+}
+
+// TestRTSPAuthentication: a camera that requires credentials is recorded
+// with those in its URL (gortsplib answers basic and digest challenges);
+// a wrong password is reported and retried.
+func TestRTSPAuthentication(t *testing.T) {
+	t.Parallel()
+	rl := rtsptest.StartRelay(t, "")
+	rl.RequireAuth("viewer", "right-pw")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go publishDemo(ctx, t, rl.URL("cam"), 0)
+	time.Sleep(300 * time.Millisecond)
+	rec := newRecorder(t)
+	good := strings.Replace(rl.URL("cam"), "rtsp://", "rtsp://viewer:right-pw@", 1)
+	bad := strings.Replace(rl.URL("cam"), "rtsp://", "rtsp://viewer:wrong-pw@", 1)
+	rec.record(t, "good", good, nil)
+	rec.record(t, "bad", bad, nil)
+	waitFragments(t, rec, "good", 2, 20*time.Second)
+	st := rec.state("bad")
+	if len(rec.fragments(t, "bad")) != 0 || st.LastError == "" || strings.Contains(st.LastError, "wrong-pw") || strings.Contains(st.Source, "wrong-pw") {
+		t.Fatalf("camera with a wrong password: %+v", st)
+	}
+	t.Logf("wrong password reported as: %s", st.LastError)
 }
 
 // TestServerVanishesAndReturns: the RTSP server goes away for 30 s; the

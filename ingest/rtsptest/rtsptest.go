@@ -15,6 +15,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/pion/rtp"
 )
 
@@ -26,6 +27,23 @@ type Relay struct {
 	mu      sync.Mutex
 	streams map[string]*gortsplib.ServerStream
 	pubs    map[string]*gortsplib.ServerSession
+	// user and pass, when set, are required of readers (basic or digest).
+	user, pass string
+}
+
+// RequireAuth makes the relay demand credentials from clients that PLAY.
+func (r *Relay) RequireAuth(user, pass string) {
+	r.mu.Lock()
+	r.user, r.pass = user, pass
+	r.mu.Unlock()
+}
+
+// authorized checks a reader's credentials.
+func (r *Relay) authorized(conn *gortsplib.ServerConn, req *base.Request) bool {
+	r.mu.Lock()
+	user, pass := r.user, r.pass
+	r.mu.Unlock()
+	return user == "" || conn.VerifyCredentials(req, user, pass)
 }
 
 func StartRelay(t testing.TB, addr string) *Relay {
@@ -74,6 +92,9 @@ func (r *Relay) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 }
 
 func (r *Relay) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if !r.authorized(ctx.Conn, ctx.Request) {
+		return &base.Response{StatusCode: base.StatusUnauthorized}, nil, liberrors.ErrServerAuth{}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.streams[ctx.Path]; s != nil {
