@@ -333,6 +333,26 @@ func TestRTSPAuthentication(t *testing.T) {
 	t.Logf("wrong password reported as: %s", st.LastError)
 }
 
+// TestRTSPS: a camera speaking RTSP over TLS with a self-signed
+// certificate is recorded when the camera is configured to accept it, and
+// refused (certificate not trusted) otherwise.
+func TestRTSPS(t *testing.T) {
+	t.Parallel()
+	rl := rtsptest.StartRelayTLS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go publishDemo(ctx, t, rl.URL("cam"), 0)
+	time.Sleep(300 * time.Millisecond)
+	rec := newRecorder(t)
+	rec.record(t, "insecure", rl.URL("cam"), func(c *CameraConfig) { c.Source.(*RTSPSource).InsecureTLS = true })
+	rec.record(t, "strict", rl.URL("cam"), nil)
+	waitFragments(t, rec, "insecure", 2, 20*time.Second)
+	st := rec.state("strict")
+	if len(rec.fragments(t, "strict")) != 0 || !strings.Contains(st.LastError, "certificate") {
+		t.Fatalf("RTSPS camera with an untrusted certificate: %+v", st)
+	}
+}
+
 // TestServerVanishesAndReturns: the RTSP server goes away for 30 s; the
 // camera retries by itself, recording resumes, and ListFragments shows the
 // gap.

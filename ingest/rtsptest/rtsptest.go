@@ -6,6 +6,7 @@ package rtsptest
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/kvsedge/kvsedge/serve/tlsca"
 	"github.com/pion/rtp"
 )
 
@@ -29,6 +31,7 @@ type Relay struct {
 	pubs    map[string]*gortsplib.ServerSession
 	// user and pass, when set, are required of readers (basic or digest).
 	user, pass string
+	tls        bool
 }
 
 // RequireAuth makes the relay demand credentials from clients that PLAY.
@@ -48,6 +51,31 @@ func (r *Relay) authorized(conn *gortsplib.ServerConn, req *base.Request) bool {
 
 func StartRelay(t testing.TB, addr string) *Relay {
 	t.Helper()
+	return startRelay(t, addr, nil)
+}
+
+// StartRelayTLS starts a relay that speaks RTSPS with a certificate for
+// 127.0.0.1 from a throwaway CA (not trusted by anyone: clients must skip
+// verification or fail).
+func StartRelayTLS(t testing.TB) *Relay {
+	t.Helper()
+	dir := t.TempDir()
+	ca, _, err := tlsca.EnsureCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, key, err := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRelay(t, "", &tls.Config{Certificates: []tls.Certificate{cert}})
+}
+
+func startRelay(t testing.TB, addr string, tc *tls.Config) *Relay {
 	if addr == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -56,15 +84,15 @@ func StartRelay(t testing.TB, addr string) *Relay {
 		addr = ln.Addr().String()
 		ln.Close()
 	}
-	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{}}
-	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
+	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{}, tls: tc != nil}
+	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr, TLSConfig: tc}
 	var err error
 	for i := 0; i < 50; i++ { // the port may linger after a restart
 		if err = r.srv.Start(); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
-		r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr}
+		r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr, TLSConfig: tc}
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +105,12 @@ func StartRelay(t testing.TB, addr string) *Relay {
 func (r *Relay) Close() { r.srv.Close() }
 
 // URL is the rtsp:// URL of path.
-func (r *Relay) URL(path string) string { return "rtsp://" + r.Addr + "/" + path }
+func (r *Relay) URL(path string) string {
+	if r.tls {
+		return "rtsps://" + r.Addr + "/" + path
+	}
+	return "rtsp://" + r.Addr + "/" + path
+}
 
 func (r *Relay) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	r.mu.Lock()
@@ -155,7 +188,7 @@ func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps,
 	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps, PPS: pps}
 	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
 	tcp := gortsplib.TransportTCP
-	c := gortsplib.Client{Transport: &tcp}
+	c := gortsplib.Client{Transport: &tcp, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
 	if err := c.StartRecording(url, desc); err != nil {
 		t.Errorf("publisher: %v", err)
 		return 0
@@ -199,7 +232,7 @@ func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps,
 func PublishRaw(ctx context.Context, t testing.TB, url string, forma *format.H264, fps int, next func(i int) []*rtp.Packet) {
 	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
 	tcp := gortsplib.TransportTCP
-	c := gortsplib.Client{Transport: &tcp}
+	c := gortsplib.Client{Transport: &tcp, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
 	if err := c.StartRecording(url, desc); err != nil {
 		t.Errorf("publisher: %v", err)
 		return
