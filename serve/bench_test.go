@@ -1,206 +1,28 @@
 package serve
 
-// Media-path benchmarks over a real server on loopback (make bench). They
-// report figures with b.ReportMetric and assert nothing about speed. The
-// helpers of testserver_test.go and media_util_test.go take *testing.T, so
-// the few needed here are re-done for testing.TB. The store uses lsm's
-// default sizes (32 MiB cache, 16 MiB memtable) as a deployment would,
-// not the tiny ones of the tests, and lives under b.TempDir() (the real
-// disk on the development VMs; set TMPDIR to measure another).
+// Media-path benchmarks over a real server on loopback (make bench), with
+// the tests' helpers (testserver_test.go, media_util_test.go). They report
+// figures with b.ReportMetric and assert nothing about speed. The store
+// lives under b.TempDir() (the real disk on the development VMs; set
+// TMPDIR to measure another).
 
 import (
-	"bufio"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/lsm"
-	"github.com/kvsedge/kvsedge/serve/sigv4"
 )
 
-type benchServer struct {
-	url string
-	db  *lsm.DB
-	srv *Server
-}
-
-func startBenchServer(tb testing.TB, dir string, adjust func(*Options)) *benchServer {
+// uploadAll replays a capture with no pacing and returns how many
+// fragments were PERSISTED; any ERROR fails the benchmark.
+func uploadAll(tb testing.TB, ts *testServer, stream, tcType, start string, c capture) int {
 	tb.Helper()
-	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: dir, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
+	res := putUpload(tb, ts, stream, tcType, start, c, 0)
+	if res.status != 200 || len(res.events("ERROR")) > 0 {
+		tb.Fatalf("upload to %s: status %d, ERROR acks %+v", stream, res.status, res.events("ERROR"))
 	}
-	eng, err := engine.Open(db, engine.Options{Region: testRegion, AccountID: "123456789012", Logger: log})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	opts := Options{
-		DataEndpoint: url,
-		Auth:         NewSigV4Auth(map[string]string{testAKID: testSecret}, 5*time.Minute),
-		Logger:       log,
-	}
-	if adjust != nil {
-		adjust(&opts)
-	}
-	srv, err := New(eng, opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	return &benchServer{url: url, db: db, srv: srv}
-}
-
-func (s *benchServer) stop(tb testing.TB) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.srv.Shutdown(ctx); err != nil {
-		tb.Errorf("shutdown: %v", err)
-	}
-	if err := s.db.Close(); err != nil {
-		tb.Errorf("close: %v", err)
-	}
-}
-
-// post sends a signed JSON POST and returns the response (the caller
-// closes its body).
-func (s *benchServer) post(tb testing.TB, path, body string) *http.Response {
-	tb.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.url+path, strings.NewReader(body))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	sum := sha256.Sum256([]byte(body))
-	err = v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: testSecret},
-		req, hex.EncodeToString(sum[:]), "kinesisvideo", testRegion, time.Now())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return resp
-}
-
-func (s *benchServer) createStream(tb testing.TB, name string) {
-	tb.Helper()
-	resp := s.post(tb, "/createStream", fmt.Sprintf(`{"StreamName":%q,"DataRetentionInHours":24}`, name))
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		tb.Fatalf("create %s: %d %s", name, resp.StatusCode, b)
-	}
-}
-
-// upload replays a capture as the C producer sends it (chunked, in the
-// recorded chunk sizes, no pacing) and returns how many fragments were
-// PERSISTED once the server ended the ack stream.
-func (s *benchServer) upload(tb testing.TB, stream, tcType, start string, c capture) int {
-	tb.Helper()
-	host := strings.TrimPrefix(s.url, "http://")
-	req, _ := http.NewRequest(http.MethodPost, s.url+"/putMedia", nil)
-	req.Host = strings.Split(host, ":")[0]
-	req.Header.Set("x-amzn-stream-name", stream)
-	req.Header.Set("x-amzn-fragment-timecode-type", tcType)
-	req.Header.Set("x-amzn-producer-start-timestamp", start)
-	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Connection", "keep-alive")
-	err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: testSecret},
-		req, sigv4.EmptyPayloadHash, "kinesisvideo", testRegion, time.Now())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	conn, err := net.Dial("tcp", host)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close()
-	var hb strings.Builder
-	fmt.Fprintf(&hb, "POST /putMedia HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n", req.Host)
-	for k, vs := range req.Header {
-		fmt.Fprintf(&hb, "%s: %s\r\n", k, vs[0])
-	}
-	hb.WriteString("\r\n")
-	if _, err := io.WriteString(conn, hb.String()); err != nil {
-		tb.Fatal(err)
-	}
-	type result struct {
-		status, persisted, errors int
-	}
-	resc := make(chan result, 1)
-	go func() {
-		var r result
-		defer func() { resc <- r }()
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, req)
-		if err == nil && resp.StatusCode == http.StatusContinue {
-			resp, err = http.ReadResponse(br, req)
-		}
-		if err != nil {
-			return
-		}
-		r.status = resp.StatusCode
-		dec := json.NewDecoder(resp.Body)
-		for {
-			var a struct{ EventType string }
-			if dec.Decode(&a) != nil {
-				return
-			}
-			switch a.EventType {
-			case "PERSISTED":
-				r.persisted++
-			case "ERROR":
-				r.errors++
-			}
-		}
-	}()
-	bw := bufio.NewWriterSize(conn, 64<<10)
-	data := c.data
-	for i := 0; len(data) > 0; i++ {
-		n := len(data)
-		if i < len(c.sizes) {
-			n = min(c.sizes[i], n)
-		}
-		fmt.Fprintf(bw, "%x\r\n", n)
-		bw.Write(data[:n])
-		bw.WriteString("\r\n")
-		data = data[n:]
-	}
-	bw.WriteString("0\r\n\r\n")
-	if err := bw.Flush(); err != nil {
-		tb.Fatal(err)
-	}
-	var r result
-	select {
-	case r = <-resc:
-	case <-time.After(60 * time.Second):
-		tb.Fatal("acks did not end 60 s after the body")
-	}
-	if r.status != 200 || r.errors > 0 {
-		tb.Fatalf("upload to %s: status %d, %d ERROR acks", stream, r.status, r.errors)
-	}
-	return r.persisted
+	return len(res.events("PERSISTED"))
 }
 
 // BenchmarkPutMediaIngest replays the real producer's absolute capture
@@ -211,18 +33,17 @@ func (s *benchServer) upload(tb testing.TB, stream, tcType, start string, c capt
 func BenchmarkPutMediaIngest(b *testing.B) {
 	c := loadCapture(b, "real-producer-h264-absolute")
 	want := len(clusterTimecodes(c.data))
-	s := startBenchServer(b, b.TempDir(), nil)
-	defer s.stop(b)
+	s := startServerWith(b, b.TempDir(), nil)
 	var el time.Duration
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
 		name := fmt.Sprintf("cam-%d", i)
-		s.createStream(b, name)
+		createMediaStream(b, s, name, 24)
 		i++
 		b.StartTimer()
 		t0 := time.Now()
-		if n := s.upload(b, name, "ABSOLUTE", "1795579974.135", c); n != want {
+		if n := uploadAll(b, s, name, "ABSOLUTE", "1795579974.135", c); n != want {
 			b.Fatalf("%d PERSISTED, want %d", n, want)
 		}
 		el += time.Since(t0)
@@ -241,24 +62,21 @@ func BenchmarkPutMediaIngest(b *testing.B) {
 // path, not the disk's. Metric: MB/s of response body (goal ≥ 500).
 func BenchmarkGetMediaArchiveCatchUp(b *testing.B) {
 	dir := b.TempDir()
-	s := startBenchServer(b, dir, nil)
-	s.createStream(b, "cam")
+	s := startServerWith(b, dir, nil)
+	createMediaStream(b, s, "cam", 24)
 	abs := loadCapture(b, "real-producer-h264-absolute")
 	rel := loadCapture(b, "real-producer-h264-aac-relative")
-	frags := s.upload(b, "cam", "ABSOLUTE", "1795579974.135", abs)
+	frags := uploadAll(b, s, "cam", "ABSOLUTE", "1795579974.135", abs)
 	for i := range 8 {
-		frags += s.upload(b, "cam", "RELATIVE", fmt.Sprintf("%d.500", 1795580000+20*i), rel)
+		frags += uploadAll(b, s, "cam", "RELATIVE", fmt.Sprintf("%d.500", 1795580000+20*i), rel)
 	}
-	s.stop(b)
+	s.stop()
 
-	s = startBenchServer(b, dir, func(o *Options) { o.GetMediaIdleTimeout = 200 * time.Millisecond })
-	defer s.stop(b)
+	s = startServerWith(b, dir, func(o *Options) { o.GetMediaIdleTimeout = 200 * time.Millisecond })
 	const req = `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`
-	resp := s.post(b, "/getMedia", req)
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		b.Fatalf("GetMedia: %d %v", resp.StatusCode, err)
+	st, body := getMedia(b, s, req)
+	if st != 200 {
+		b.Fatalf("GetMedia: %d", st)
 	}
 	if n := len(readChunks(b, body)); n != frags {
 		b.Fatalf("GetMedia returned %d chunks, %d fragments were stored", n, frags)
@@ -268,7 +86,10 @@ func BenchmarkGetMediaArchiveCatchUp(b *testing.B) {
 	var el time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		resp := s.post(b, "/getMedia", req)
+		resp, err := http.DefaultClient.Do(s.signed(b, "/getMedia", []byte(req), []byte(req), time.Now(), testSecret))
+		if err != nil {
+			b.Fatal(err)
+		}
 		n, err := io.CopyN(io.Discard, resp.Body, total)
 		el += time.Since(t0)
 		resp.Body.Close()

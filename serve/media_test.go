@@ -10,7 +10,7 @@ import (
 	"github.com/kvsedge/kvsedge/engine/mkv"
 )
 
-func createMediaStream(t *testing.T, ts *testServer, name string, retention int) {
+func createMediaStream(t testing.TB, ts *testServer, name string, retention int) {
 	t.Helper()
 	st, _, b := ts.raw(t, "/createStream", []byte(fmt.Sprintf(`{"StreamName":%q,"DataRetentionInHours":%d}`, name, retention)), time.Now(), testSecret)
 	if st != 200 {

@@ -93,7 +93,7 @@ type uploadResult struct {
 // does (chunked, Host without port, empty-payload hash), in the given
 // chunk sizes with delays scaled by pace (0: no delay), reading acks
 // concurrently.
-func putUpload(t *testing.T, ts *testServer, stream, tcType, start string, c capture, pace float64) uploadResult {
+func putUpload(t testing.TB, ts *testServer, stream, tcType, start string, c capture, pace float64) uploadResult {
 	t.Helper()
 	host := strings.TrimPrefix(ts.URL, "http://")
 	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/putMedia", nil)
@@ -241,7 +241,7 @@ func readChunks(t testing.TB, body []byte) []mediaChunk {
 
 // getMedia posts a signed GetMedia request and returns the whole body
 // (the server ends it at the live edge after its idle timeout).
-func getMedia(t *testing.T, ts *testServer, body string) (int, []byte) {
+func getMedia(t testing.TB, ts *testServer, body string) (int, []byte) {
 	t.Helper()
 	st, _, b := ts.raw(t, "/getMedia", []byte(body), time.Now(), testSecret)
 	return st, b

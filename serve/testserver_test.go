@@ -28,7 +28,7 @@ const (
 
 // testServer is a real server on a loopback port over a real store.
 type testServer struct {
-	t    *testing.T
+	t    testing.TB
 	URL  string
 	dir  string
 	db   *lsm.DB
@@ -37,13 +37,13 @@ type testServer struct {
 	done chan error
 }
 
-func startServer(t *testing.T, dir string) *testServer {
+func startServer(t testing.TB, dir string) *testServer {
 	t.Helper()
 	return startServerWith(t, dir, nil)
 }
 
 // startServerWith lets a test adjust the server options.
-func startServerWith(t *testing.T, dir string, adjust func(*Options)) *testServer {
+func startServerWith(t testing.TB, dir string, adjust func(*Options)) *testServer {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -108,19 +108,19 @@ func (ts *testServer) client(secret string) *kinesisvideo.Client {
 
 // raw sends a POST signed at signTime with secret, returning status,
 // headers and body.
-func (ts *testServer) raw(t *testing.T, path string, body []byte, signTime time.Time, secret string) (int, http.Header, []byte) {
+func (ts *testServer) raw(t testing.TB, path string, body []byte, signTime time.Time, secret string) (int, http.Header, []byte) {
 	t.Helper()
 	req := ts.signed(t, path, body, body, signTime, secret)
 	return do(t, req)
 }
 
 // rawTampered signs signedBody but sends sentBody.
-func (ts *testServer) rawTampered(t *testing.T, path string, signedBody, sentBody []byte) (int, http.Header, []byte) {
+func (ts *testServer) rawTampered(t testing.TB, path string, signedBody, sentBody []byte) (int, http.Header, []byte) {
 	t.Helper()
 	return do(t, ts.signed(t, path, signedBody, sentBody, time.Now(), testSecret))
 }
 
-func (ts *testServer) signed(t *testing.T, path string, signedBody, sentBody []byte, signTime time.Time, secret string) *http.Request {
+func (ts *testServer) signed(t testing.TB, path string, signedBody, sentBody []byte, signTime time.Time, secret string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, ts.URL+path, bytes.NewReader(sentBody))
 	if err != nil {
@@ -136,7 +136,7 @@ func (ts *testServer) signed(t *testing.T, path string, signedBody, sentBody []b
 	return req
 }
 
-func do(t *testing.T, req *http.Request) (int, http.Header, []byte) {
+func do(t testing.TB, req *http.Request) (int, http.Header, []byte) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
