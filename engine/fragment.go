@@ -54,28 +54,50 @@ func (f *Fragment) Release() {
 	}
 }
 
-// Media buffers are pooled: steady-state ingest reuses the buffers of
-// fragments that left the ring and every reader.
+// Media buffers are pooled by size class (64 KiB doubling up to 8 MiB),
+// so steady-state ingest reuses the buffers of fragments that left the
+// ring and every reader, and a fragment's buffer is not much larger than
+// the fragment: the ring's byte budget then matches the memory it holds.
 const (
-	mediaBufferCap    = 1 << 20
-	maxPooledMediaCap = 8 << 20
+	minMediaClass     = 64 << 10
+	mediaClasses      = 8 // 64 KiB … 8 MiB
+	maxPooledMediaCap = minMediaClass << (mediaClasses - 1)
 )
 
-var mediaPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, mediaBufferCap)
-	return &b
-}}
+var mediaPools [mediaClasses]sync.Pool
 
-// NewMediaBuffer returns an empty buffer for a fragment's media, to be
-// handed back through a Fragment built by Receive.
-func NewMediaBuffer() []byte {
-	return (*mediaPool.Get().(*[]byte))[:0]
+// mediaClass is the smallest class whose size is at least n.
+func mediaClass(n int) int {
+	c, size := 0, minMediaClass
+	for size < n && c < mediaClasses-1 {
+		c, size = c+1, size<<1
+	}
+	return c
+}
+
+// NewMediaBuffer returns an empty buffer for a fragment's media of about
+// 1 MiB, to be handed back through a Fragment built by Receive.
+func NewMediaBuffer() []byte { return NewMediaBufferFor(1 << 20) }
+
+// NewMediaBufferFor returns an empty buffer with room for at least n bytes
+// (the caller's guess: for a camera, its previous fragment's size).
+func NewMediaBufferFor(n int) []byte {
+	c := mediaClass(n)
+	if b, ok := mediaPools[c].Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, minMediaClass<<c)
 }
 
 func putMediaBuffer(b []byte) {
-	if cap(b) == 0 || cap(b) > maxPooledMediaCap {
+	if cap(b) < minMediaClass || cap(b) > maxPooledMediaCap {
 		return
 	}
+	// The class whose size this buffer can hold in full.
+	c := mediaClass(cap(b))
+	if minMediaClass<<c > cap(b) {
+		c--
+	}
 	b = b[:0]
-	mediaPool.Put(&b)
+	mediaPools[c].Put(&b)
 }

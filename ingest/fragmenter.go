@@ -49,6 +49,7 @@ type Fragmenter struct {
 	lens         []byte
 	parts        [][]byte
 	DroppedUnits int // access units dropped while waiting for a key frame
+	lastLen      int // size of the previous fragment, to size the next buffer
 }
 
 // NewFragmenter cuts fragments of about target (default 2 s).
@@ -178,7 +179,9 @@ func (fr *Fragmenter) write(ti int, ms int64, key, cutter bool) error {
 		if err := fr.out.StartFragment(); err != nil {
 			return err
 		}
-		fr.b.Start(fr.hdr, ms, engine.NewMediaBuffer())
+		// Size the buffer for a fragment like the previous one (plus a
+		// margin); it grows if this one is bigger.
+		fr.b.Start(fr.hdr, ms, engine.NewMediaBufferFor(fr.lastLen+fr.lastLen/4+4096))
 		fr.startMs, fr.lastStartMs, fr.waitKey = ms, ms, false
 	}
 	err := fr.b.AddBlock(ti, ms, key, fr.parts...)
@@ -196,6 +199,7 @@ func (fr *Fragmenter) Flush() error {
 		return nil
 	}
 	f := fr.b.Finish()
+	fr.lastLen = len(f.Buf)
 	if err := fr.out.Fragment(f); err != nil {
 		return fmt.Errorf("ingest: fragment: %w", err)
 	}
