@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -116,9 +117,14 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		return err
 	}
 	bridge := newEdgeBridge(eng, cams, cfg.Secrets, log)
-	bridgeCtx, stopBridge := context.WithCancel(ctx)
-	defer stopBridge()
-	go bridge.run(bridgeCtx)
+	// Background workers stop, and are waited for, before the store
+	// closes (deferred calls run last-in first-out).
+	var workers sync.WaitGroup
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	defer workers.Wait()
+	defer stopBackground()
+	workers.Add(1)
+	go func() { defer workers.Done(); bridge.run(bgCtx) }()
 	if path, _ := fs.GetString("config"); path != "" {
 		stop, err := watchCameraFile(fs, path, cams, bridge, log)
 		if err != nil {
@@ -132,9 +138,8 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	retCtx, stopRetention := context.WithCancel(ctx)
-	defer stopRetention()
-	go eng.RunRetention(retCtx, cfg.Media.RetentionInterval)
+	workers.Add(1)
+	go func() { defer workers.Done(); eng.RunRetention(bgCtx, cfg.Media.RetentionInterval) }()
 	log.Info("kvsedge serving", "version", version, "listen", ln.Addr().String(), "endpoint", opts.DataEndpoint,
 		"data_dir", cfg.DataDir, "tls", opts.TLS != nil, "auth", !cfg.Auth.Disabled)
 

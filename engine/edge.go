@@ -106,14 +106,21 @@ func (e *Engine) SetEdgeConfig(ref StreamRef, cfg EdgeConfig) (*StreamInfo, erro
 }
 
 // SetEdgeStatus records how applying the edge configuration went and the
-// recorder's status. Unchanged values are not written again.
+// recorder's status (recorder "" keeps the recorder fields as they are).
+// Nothing is written, and no change signalled, when nothing changes.
 func (e *Engine) SetEdgeStatus(ref StreamRef, sync, failed, recorder, details string) error {
 	info, err := e.Stream(ref)
 	if err != nil {
 		return err
 	}
-	if ed := info.Edge; ed == nil || (ed.SyncStatus == sync && ed.FailedStatusDetails == failed &&
-		ed.RecorderStatus == recorder && ed.RecorderDetails == details) {
+	ed := info.Edge
+	if ed == nil {
+		return nil
+	}
+	if recorder == "" {
+		recorder, details = ed.RecorderStatus, ed.RecorderDetails
+	}
+	if ed.SyncStatus == sync && ed.FailedStatusDetails == failed && ed.RecorderStatus == recorder && ed.RecorderDetails == details {
 		return nil
 	}
 	now := e.opts.Clock.Now().UTC().Truncate(time.Millisecond)

@@ -44,6 +44,9 @@ type stream struct {
 	ring    *ring
 	ingest  ingestState
 	deleted atomic.Bool
+	// persistMu: Persist holds it shared across its check of deleted and
+	// its write; DeleteStream holds it exclusively while removing the data.
+	persistMu sync.RWMutex
 }
 
 func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
@@ -375,20 +378,26 @@ func (e *Engine) DeleteStream(arn, currentVersion string) error {
 	if currentVersion != "" && currentVersion != info.Version {
 		return fmt.Errorf("%w: stream %s is at version %s, not %s", ErrVersionMismatch, info.Name, info.Version, currentVersion)
 	}
-	if err := e.db.DeleteStream(s.id); err != nil {
+	// Stop ingest first and wait for any Persist in flight, so nothing is
+	// written for the stream after its data is gone.
+	s.deleted.Store(true)
+	s.ingest.mu.Lock()
+	if s.ingest.active != nil {
+		s.ingest.active.end()
+	}
+	s.ingest.mu.Unlock()
+	s.persistMu.Lock()
+	err = e.db.DeleteStream(s.id)
+	s.persistMu.Unlock()
+	if err != nil {
+		s.deleted.Store(false)
 		return fmt.Errorf("engine: deleting stream %q: %w", info.Name, err)
 	}
 	e.mu.Lock()
 	delete(e.mu.byName, info.Name)
 	delete(e.mu.byID, s.id)
 	e.mu.Unlock()
-	s.deleted.Store(true)
 	s.ring.close()
-	s.ingest.mu.Lock()
-	if s.ingest.active != nil {
-		s.ingest.active.end()
-	}
-	s.ingest.mu.Unlock()
 	e.opts.Logger.Info("stream deleted", "stream", info.Name, "sid", s.id)
 	return nil
 }

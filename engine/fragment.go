@@ -37,6 +37,34 @@ type Fragment struct {
 	persistErr error
 }
 
+// failed reports a fragment whose storing finished with an error (it may
+// still be in the ring; it is not in the archive).
+func (f *Fragment) failed() bool {
+	if f.persisted == nil {
+		return false
+	}
+	select {
+	case <-f.persisted:
+		return f.persistErr != nil
+	default:
+		return false
+	}
+}
+
+// settled reports a fragment whose Persist has finished (or that never
+// had one: archived fragments).
+func (f *Fragment) settled() bool {
+	if f.persisted == nil {
+		return true
+	}
+	select {
+	case <-f.persisted:
+		return true
+	default:
+		return false
+	}
+}
+
 // Retain takes a reference.
 func (f *Fragment) Retain() *Fragment {
 	f.refs.Add(1)

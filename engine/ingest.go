@@ -82,6 +82,13 @@ func (e *Engine) newTermLocked(s *stream) error {
 	if term <= stored {
 		term = stored + 1
 	}
+	// Server timestamps stay non-decreasing in number order across
+	// restarts too (retention relies on it), even if the clock went back.
+	if last, ok, err := e.db.LastFragment(s.id); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	} else if ok && last.ServerMs > s.ingest.lastServerMs {
+		s.ingest.lastServerMs = last.ServerMs
+	}
 	if err := e.db.PutTerm(s.id, term, e.opts.NodeID); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
@@ -165,6 +172,15 @@ type Received struct {
 	original *Fragment
 }
 
+// Release lets go of what a Received holds without waiting (the upload
+// failed before this fragment).
+func (r *Received) Release() {
+	if r.original != nil {
+		r.original.Release()
+		r.original = nil
+	}
+}
+
 // AwaitDurable waits until the fragment a duplicate repeats is durable
 // (its own session's Persist finished) and reports that Persist's error.
 func (r *Received) AwaitDurable() error {
@@ -233,6 +249,8 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	if !sess.Persists() {
 		return nil
 	}
+	sess.s.persistMu.RLock()
+	defer sess.s.persistMu.RUnlock()
 	if sess.s.deleted.Load() {
 		return ErrStreamDeleted
 	}
@@ -246,6 +264,16 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	f.Header.stored.Store(true)
 	sess.e.metrics.fragmentsPersisted.Add(1)
 	return nil
+}
+
+// Abandon gives up on storing a received fragment: whoever waits for it
+// (a re-sent copy) learns err, and the caller's reference is released.
+// The fragment stays in the ring for live readers but is no longer taken
+// for the stored copy of a re-send.
+func (sess *IngestSession) Abandon(f *Fragment, err error) {
+	f.persistErr = err
+	close(f.persisted)
+	f.Release()
 }
 
 // header returns the engine header for a reader header, computing its id
@@ -275,7 +303,7 @@ func (e *Engine) findDuplicate(s *stream, m *lsm.FragmentMeta) (lsm.FragmentMeta
 	var found lsm.FragmentMeta
 	var orig *Fragment
 	s.ring.each(func(f *Fragment) bool {
-		if f.Meta.ProducerMs == m.ProducerMs && f.Meta.Digest == m.Digest && f.persisted != nil {
+		if f.Meta.ProducerMs == m.ProducerMs && f.Meta.Digest == m.Digest && f.persisted != nil && !f.failed() {
 			orig = f.Retain()
 			return false
 		}

@@ -342,6 +342,9 @@ func (e *Engine) ListFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs 
 	if err != nil {
 		return nil, nil, err
 	}
+	if limit < 1 {
+		limit = 1
+	}
 	var out []lsm.FragmentMeta
 	more := false
 	err = e.db.ScanTime(s.id, idx, startMs, endMs, cursor, func(m lsm.FragmentMeta) bool {

@@ -6,7 +6,10 @@ import (
 )
 
 // ring is a stream's hot ring: its most recent fragments, in fragment-number
-// order, within a byte budget. Invariant: the fragments in frags are every
+// order, within a byte budget. A fragment leaves the ring only once its
+// Persist has finished (so it is in the archive, or known lost): a reader
+// behind the ring then finds it in the archive, and a re-sent copy is
+// recognised. The persist queues are bounded, so this bounds the overrun. Invariant: the fragments in frags are every
 // fragment of the stream numbered from frags[0] to the newest that was
 // received (none is skipped), so a reader positioned inside the ring
 // needs nothing from the archive. The newest fragment is always kept, even
@@ -36,7 +39,7 @@ func (r *ring) push(f *Fragment) {
 	}
 	r.frags = append(r.frags, f)
 	r.bytes += len(f.Media)
-	for len(r.frags) > 1 && r.bytes > r.budget {
+	for len(r.frags) > 1 && r.bytes > r.budget && r.frags[0].settled() {
 		old := r.frags[0]
 		r.frags[0] = nil
 		r.frags = r.frags[1:]

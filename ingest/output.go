@@ -47,6 +47,7 @@ func (o *engineOutput) Fragment(f *mkv.Fragment) error {
 		return err
 	}
 	if rec.Duplicate {
+		rec.Release() // a camera's fragments are new; nothing waits on this
 		return nil
 	}
 	o.queue <- rec.Fragment

@@ -304,8 +304,12 @@ func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f forma
 	return nil
 }
 
+// ptsDuration converts a presentation time in clock-rate units without
+// overflowing on long connections (pts·10⁹ overflows int64 after ~28 h at
+// 90 kHz).
 func ptsDuration(pts int64, rate int) time.Duration {
-	return time.Duration(pts) * time.Second / time.Duration(rate)
+	r := int64(rate)
+	return time.Duration(pts/r)*time.Second + time.Duration(pts%r)*time.Second/time.Duration(r)
 }
 
 var errNoParams = errors.New("parameter sets not known yet")

@@ -79,6 +79,10 @@ func Open(opts Options) (*DB, error) {
 		return nil, err
 	}
 	d.mu.nextStreamID = StreamID(next)
+	if err := d.removeOrphanMedia(); err != nil {
+		_ = pdb.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -152,4 +156,32 @@ type CorruptionError struct {
 
 func (e *CorruptionError) Error() string {
 	return fmt.Sprintf("lsm: corrupt entry at key %x: %s", e.Key, e.Reason)
+}
+
+// removeOrphanMedia deletes the segment directories of streams that have
+// no record (a crash during DeleteStream, after its synced batch, leaves
+// one).
+func (d *DB) removeOrphanMedia() error {
+	recs, err := d.Streams()
+	if err != nil {
+		return err
+	}
+	live := make(map[string]bool, len(recs))
+	for _, r := range recs {
+		live[fmt.Sprintf("%08x", uint32(r.ID))] = true
+	}
+	names, err := d.opts.FS.List(d.segs.dir)
+	if err != nil {
+		return fmt.Errorf("lsm: listing %s: %w", d.segs.dir, err)
+	}
+	for _, n := range names {
+		if len(n) != 8 || live[n] {
+			continue
+		}
+		d.opts.Logger.Info("removing the media of a deleted stream", "dir", n)
+		if err := d.opts.FS.RemoveAll(d.opts.FS.PathJoin(d.segs.dir, n)); err != nil {
+			return fmt.Errorf("lsm: removing orphan media %s: %w", n, err)
+		}
+	}
+	return nil
 }

@@ -312,7 +312,7 @@ func (d *DB) ScanTime(id StreamID, idx TimeIndex, startMs, endMs int64, cursor *
 		return fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
+	for ok, seen := it.First(), 0; ok && seen < 4096; ok, seen = it.Next(), seen+1 {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return fmt.Errorf("lsm: reading index: %w", err)
@@ -394,16 +394,23 @@ func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
 		return 0, fmt.Errorf("lsm: retention delete: %w", err)
 	}
 	// Segments wholly before the first remaining fragment go.
+	// The smallest segment the oldest remaining fragments use. Segment
+	// order follows number order except where two uploads of the stream
+	// overlapped (briefly, at a reconnect), so the first few thousand
+	// fragments settle it. Any doubt keeps every segment.
 	keep := uint64(1 << 63)
 	lower, upper := streamSpan(prefixFragment, id)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return n, fmt.Errorf("lsm: %w", err)
 	}
-	if it.First() {
-		if v, err := it.ValueAndErr(); err == nil && len(v) == metaLen+refLen {
-			keep = decodeRef(v[metaLen:]).Seq
+	for ok, seen := it.First(), 0; ok && seen < 4096; ok, seen = it.Next(), seen+1 {
+		v, err := it.ValueAndErr()
+		if err != nil || len(v) != metaLen+refLen {
+			_ = it.Close()
+			return n, fmt.Errorf("lsm: unreadable fragment record while deleting: keeping every segment: %v", err)
 		}
+		keep = min(keep, decodeRef(v[metaLen:]).Seq)
 	}
 	if err := it.Close(); err != nil {
 		return n, fmt.Errorf("lsm: %w", err)

@@ -62,6 +62,7 @@ type streamSegments struct {
 	activeSeq  uint64
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
+	dead       bool   // the stream was deleted: nothing is written again
 }
 
 func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
@@ -121,6 +122,9 @@ func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error)
 	ss := s.stream(id)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.dead {
+		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
+	}
 	if ss.active == nil || ss.activeSize+int64(len(media)) > segmentBytes {
 		if err := s.roll(ss); err != nil {
 			return segmentRef{}, err
@@ -240,12 +244,9 @@ func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
 func (s *segmentStore) removeStream(id StreamID) error {
 	ss := s.stream(id)
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	ss.closeActive()
-	ss.nextSeq = 0
-	ss.mu.Unlock()
-	s.mu.Lock()
-	delete(s.streams, id)
-	s.mu.Unlock()
+	ss.dead = true // kept in the map: stream ids are never reused
 	if err := s.fs.RemoveAll(ss.dir); err != nil {
 		return fmt.Errorf("lsm: removing the media of stream %d: %w", id, err)
 	}

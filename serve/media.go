@@ -273,6 +273,10 @@ type chunkWriter struct {
 
 var crlf = []byte("\r\n")
 
+// chunkWriteTimeout bounds one chunk write to a consumer; it is generous
+// for a large fragment on a slow link.
+const chunkWriteTimeout = 60 * time.Second
+
 func (cw *chunkWriter) fragment(f *engine.Fragment, newest lsm.FragNum) error {
 	num := f.Meta.Number.AppendDecimal(cw.num[:0])
 	cw.prefix, cw.scratch = mkv.AppendChunkPrefix(cw.prefix[:0], f.Header.Raw, num, f.Meta.ServerMs, f.Meta.ProducerMs, cw.scratch)
@@ -286,6 +290,9 @@ func (cw *chunkWriter) fragment(f *engine.Fragment, newest lsm.FragNum) error {
 	cw.sizeLn = append(cw.sizeLn, crlf...)
 	cw.arr = [5][]byte{cw.sizeLn, cw.prefix, f.Media, cw.suffix, crlf}
 	cw.bufs = cw.arr[:]
+	// A consumer that stops reading is dropped rather than holding the
+	// fragment (and this goroutine) for ever.
+	_ = cw.conn.SetWriteDeadline(time.Now().Add(chunkWriteTimeout))
 	_, err := cw.bufs.WriteTo(cw.conn)
 	return err
 }
@@ -296,6 +303,7 @@ func (cw *chunkWriter) errorChunk(after lsm.FragNum, id int, code string) error 
 		num = after.String()
 	}
 	c := mkv.AppendErrorChunk(nil, num, id, code)
+	_ = cw.conn.SetWriteDeadline(time.Now().Add(chunkWriteTimeout))
 	_, err := fmt.Fprintf(cw.conn, "%x\r\n%s\r\n", len(c), c)
 	return err
 }
@@ -309,6 +317,9 @@ func (s *Server) hijackChunks(ctx *fasthttp.RequestCtx, body func(cw *chunkWrite
 	reqID := string(ctx.Response.Header.Peek("x-amzn-RequestId"))
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
+		defer s.recoverSession("media response")
+		s.sessions.Add(1)
+		defer s.sessions.Done()
 		_ = c.SetDeadline(time.Time{})
 		cctx, cancel := context.WithCancel(s.life)
 		defer cancel()

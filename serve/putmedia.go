@@ -3,8 +3,10 @@ package serve
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +75,9 @@ func (a *ack) appendJSON(dst []byte) []byte {
 	}
 	return append(dst, "}\n"...)
 }
+
+// ackWriteTimeout bounds one ack write to a producer that stopped reading.
+const ackWriteTimeout = 30 * time.Second
 
 // PutMedia ErrorIds beyond what the Matroska reader reports.
 const (
@@ -211,6 +216,9 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 	// hijack handler.
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
+		defer s.recoverSession("PutMedia")
+		s.sessions.Add(1)
+		defer s.sessions.Done()
 		up := &upload{s: s, sess: sess, hdrs: hdrs, log: log, conn: c}
 		header := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n" +
 			"Connection: close\r\nx-amzn-RequestId: " + reqID + "\r\nServer: kvsedge\r\n\r\n"
@@ -228,11 +236,7 @@ type upload struct {
 	s    *Server
 	sess *engine.IngestSession
 	hdrs putMediaHeaders
-	log  interface {
-		Info(string, ...any)
-		Warn(string, ...any)
-		Debug(string, ...any)
-	}
+	log  *slog.Logger
 	conn net.Conn
 	// stopped: the writer already told the producer why the upload ends;
 	// the parser must not report the interrupted read as another error.
@@ -267,6 +271,14 @@ func (u *upload) run(body io.Reader) {
 	go func() { // parser
 		defer wg.Done()
 		defer close(persistQ)
+		defer func() {
+			// Input must never crash the box: a parser bug ends this
+			// upload with an internal error instead.
+			if p := recover(); p != nil {
+				u.log.Error("PutMedia parser panic", "panic", p, "stack", string(debug.Stack()))
+				acks <- ack{event: "ERROR", errorID: errIDInternal}
+			}
+		}()
 		u.parse(src, acks, persistQ)
 	}()
 	go func() { // persister
@@ -286,6 +298,8 @@ func (u *upload) run(body io.Reader) {
 	defer idle.Stop()
 	maxAge := time.NewTimer(u.s.opts.PutMediaMaxDuration)
 	defer maxAge.Stop()
+	sessDone := u.sess.Done()
+	life := u.s.life.Done()
 	writeFailed := false
 	write := func(a *ack) {
 		if writeFailed {
@@ -296,6 +310,9 @@ func (u *upload) run(body io.Reader) {
 		chunk = append(chunk, "\r\n"...)
 		chunk = append(chunk, buf...)
 		chunk = append(chunk, "\r\n"...)
+		// A producer that stops reading must not block the writer for
+		// ever: a write that cannot complete in time ends the upload.
+		_ = u.conn.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
 		if _, err := u.conn.Write(chunk); err == nil {
 			return
 		}
@@ -324,15 +341,23 @@ func (u *upload) run(body io.Reader) {
 			} else if since >= u.s.opts.PutMediaIdleAck {
 				write(&ack{event: "IDLE"})
 			}
+		case <-life:
+			// The server is shutting down: end the upload at once; the
+			// producer re-sends what was not PERSISTED.
+			life = nil
+			u.stopped.Store(true)
+			_ = u.conn.SetReadDeadline(time.Now())
+			src.stop()
 		case <-maxAge.C:
 			u.log.Info("upload reached its maximum duration", "max", u.s.opts.PutMediaMaxDuration.String())
 			write(&ack{event: "ERROR", errorID: errIDMaxConnDuration})
 			u.stopped.Store(true)
 			_ = u.conn.SetReadDeadline(time.Now())
 			src.stop()
-		case <-u.sess.Done():
+		case <-sessDone:
 			// Superseded by a newer upload, or the stream was deleted:
 			// stop reading; the parser reports the reason.
+			sessDone = nil // handled; a closed channel would spin the loop
 			_ = u.conn.SetReadDeadline(time.Now())
 			src.stop()
 		case <-finished:
@@ -432,9 +457,12 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 	failed := false
 	for it := range q {
 		if failed {
+			// Not stored: say so to whoever waits on them (a re-sent copy
+			// in a later upload), and let them go.
 			if it.rec.Fragment != nil {
-				it.rec.Fragment.Release()
+				u.sess.Abandon(it.rec.Fragment, errUploadFailed)
 			}
+			it.rec.Release()
 			continue
 		}
 		var err error
@@ -458,6 +486,10 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 		}
 	}
 }
+
+// errUploadFailed: a fragment left unstored because an earlier one of the
+// same upload could not be.
+var errUploadFailed = errors.New("an earlier fragment of the upload could not be stored")
 
 // idleBody turns the blocking request body into a reader that returns
 // mkv.ErrIdle when nothing arrived for a while, so the parser can close a

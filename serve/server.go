@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -101,9 +103,55 @@ type Server struct {
 	// media are the streaming routes, which manage their own bodies and
 	// responses.
 	media map[string]func(*Server, *fasthttp.RequestCtx)
-	// life ends when Shutdown starts, ending long-lived media sessions.
+	// life ends when Shutdown starts, ending long-lived media sessions;
+	// sessions counts those running on hijacked connections, which
+	// Shutdown waits for (fasthttp does not track them).
 	life     context.Context
 	stopLife context.CancelFunc
+	sessions sessionCount
+}
+
+// sessionCount counts running media sessions; wait returns when none is
+// left (new ones may still start: Shutdown has already ended life).
+type sessionCount struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed while n == 0
+}
+
+func (c *sessionCount) Add(d int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+		close(c.zero)
+	}
+	if c.n == 0 && d > 0 {
+		c.zero = make(chan struct{})
+	}
+	c.n += d
+	if c.n == 0 {
+		close(c.zero)
+	}
+}
+
+func (c *sessionCount) Done() { c.Add(-1) }
+
+func (c *sessionCount) idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+		close(c.zero)
+	}
+	return c.zero
+}
+
+// recoverSession keeps a bug in a media session from taking the box down.
+func (s *Server) recoverSession(what string) {
+	if p := recover(); p != nil {
+		s.opts.Logger.Error(what+" panic", "panic", p, "stack", string(debug.Stack()))
+	}
 }
 
 // jsonHandler handles one JSON operation: body is the raw request body, the
@@ -150,7 +198,15 @@ func (s *Server) Serve(ln net.Listener) error {
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopLife()
-	return s.srv.ShutdownWithContext(ctx)
+	err := s.srv.ShutdownWithContext(ctx)
+	select {
+	case <-s.sessions.idle():
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {

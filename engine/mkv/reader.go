@@ -385,8 +385,17 @@ func (r *Reader) topLevel(id uint32, raw []byte) (Event, error) {
 			return 0, err
 		}
 		start := len(r.frag.Buf)
-		b, err := r.readWhole(r.frag.Buf, raw, maxHeaderElem)
+		// Tags count towards the fragment's size limit like its blocks.
+		limit := min(maxHeaderElem, r.opts.MaxFragmentBytes-len(r.frag.Buf))
+		if limit <= 0 {
+			return 0, errf(ErrIDMaxFragmentSize, "fragment exceeds %d bytes", r.opts.MaxFragmentBytes)
+		}
+		b, err := r.readWhole(r.frag.Buf, raw, limit)
 		if err != nil {
+			var me *Error
+			if errors.As(err, &me) && me.ID == ErrIDInvalidMKV && limit < maxHeaderElem {
+				return 0, errf(ErrIDMaxFragmentSize, "fragment exceeds %d bytes", r.opts.MaxFragmentBytes)
+			}
 			return 0, err
 		}
 		r.frag.Buf = b
@@ -550,7 +559,7 @@ func (r *Reader) clusterChild(id uint32, raw []byte) (ev Event, handled bool, er
 			}
 			return true
 		})
-		if !ok || blk == nil {
+		if !ok || len(blk) < 4 {
 			return 0, true, errf(ErrIDInvalidMKV, "malformed BlockGroup")
 		}
 		return 0, true, r.blockHeader(blk, key)
@@ -575,6 +584,9 @@ func (r *Reader) blockHeader(b []byte, key bool) error {
 	f := r.frag
 	if !r.haveTimecode {
 		return errf(ErrIDInvalidMKV, "block before the cluster Timecode")
+	}
+	if len(b) == 0 {
+		return errf(ErrIDInvalidMKV, "empty block")
 	}
 	n := vintLen(b[0])
 	if n == 0 || len(b) < n+3 {

@@ -347,3 +347,39 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TestReaderHostileElements: an empty Block inside a BlockGroup, and a
+// fragment grown past the limit with Tags, are refused, not crashed on or
+// buffered.
+func TestReaderHostileElements(t *testing.T) {
+	data, _ := loadCapture(t, "real-producer-h264-absolute")
+	c := bytes.Index(data, []byte{0x1F, 0x43, 0xB6, 0x75})
+	tc := c + bytes.Index(data[c:], []byte{0xE7, 0x88}) + 10 // after the cluster Timecode
+	body := append(append([]byte(nil), data[:tc]...), 0xA0, 0x82, 0xA1, 0x80)
+	_, err := parseAll(t, bytes.NewReader(body))
+	wantErrorID(t, err, ErrIDInvalidMKV)
+
+	// The first cluster, then Tags holding only a Void (no metadata tag
+	// to count), about 1 MiB each, past the size limit.
+	end := bytes.Index(data[c+4:], []byte{0x1F, 0x43, 0xB6, 0x75}) + c + 4
+	end = bytes.LastIndex(data[:end], []byte{0x12, 0x54, 0xC3, 0x67}) // before the end-of-fragment tag
+	var b bytes.Buffer
+	b.Write(data[:end])
+	void := make([]byte, 0x0FFFF3)
+	for b.Len() < 8<<20 {
+		b.Write([]byte{0x12, 0x54, 0xC3, 0x67, 0x10, 0x0F, 0xFF, 0xF8}) // Tags, 1 MiB - 8
+		b.Write([]byte{0xEC, 0x10, 0x0F, 0xFF, 0xF3})                   // Void
+		b.Write(void)
+	}
+	rd := NewReader(bytes.NewReader(b.Bytes()), Options{MaxFragmentBytes: 4 << 20})
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			wantErrorID(t, err, ErrIDMaxFragmentSize)
+			break
+		}
+		if ev == EventFragmentEnd {
+			t.Fatal("a fragment padded past the size limit was accepted")
+		}
+	}
+}
