@@ -26,6 +26,7 @@ func mediaRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
 		"/putMedia":                (*Server).putMedia,
 		"/getMedia":                (*Server).getMedia,
 		"/getMediaForFragmentList": (*Server).getMediaForFragmentList,
+		"/getClip":                 (*Server).getClip,
 	}
 }
 

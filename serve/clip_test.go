@@ -1,0 +1,146 @@
+package serve
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+)
+
+func ffprobeJSON(t *testing.T, path string, extra ...string) []byte {
+	t.Helper()
+	bin, err := exec.LookPath("ffprobe")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("ffprobe is not installed: .ci/run must install it")
+		}
+		t.Skip("ffprobe is not installed")
+	}
+	args := append([]string{"-v", "error", "-of", "json"}, extra...)
+	out, err := exec.Command(bin, append(args, path)...).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	return out
+}
+
+func TestGetClip(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-aac-relative")
+	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", c, 0)
+	if n := len(res.events("PERSISTED")); n != 6 {
+		t.Fatalf("%d PERSISTED", n)
+	}
+	clip := func(body string) (int, string, []byte) {
+		st, hdr, b := ts.raw(t, "/getClip", []byte(body), time.Now(), testSecret)
+		return st, hdr.Get("x-amzn-ErrorType") + hdr.Get("Content-Type"), b
+	}
+	// The whole upload by producer time.
+	st, ct, body := clip(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580020}}}`)
+	if st != 200 || ct != "video/mp4" {
+		t.Fatalf("GetClip: %d %s %s", st, ct, body[:min(200, len(body))])
+	}
+	path := filepath.Join(t.TempDir(), "clip.mp4")
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var probe struct {
+		Streams []struct {
+			CodecName    string `json:"codec_name"`
+			NbReadFrames string `json:"nb_read_frames"`
+		}
+		Format struct {
+			Duration string
+		}
+		Packets []struct {
+			PTS   string `json:"pts_time"`
+			Index int    `json:"stream_index"`
+		}
+	}
+	if err := json.Unmarshal(ffprobeJSON(t, path, "-count_frames", "-show_streams", "-show_format", "-show_entries", "packet=pts_time,stream_index"), &probe); err != nil {
+		t.Fatal(err)
+	}
+	if len(probe.Streams) != 2 || probe.Streams[0].CodecName != "h264" || probe.Streams[1].CodecName != "aac" ||
+		probe.Streams[0].NbReadFrames != "248" || probe.Streams[1].NbReadFrames != "495" {
+		t.Fatalf("ffprobe streams: %+v", probe.Streams)
+	}
+	if d, _ := strconv.ParseFloat(probe.Format.Duration, 64); d < 9.5 || d > 10.6 {
+		t.Fatalf("clip duration %v s, the upload is 10 s", d)
+	}
+	// No timestamp gap between fragments: video packets are 40 ms apart.
+	var prev float64 = -1
+	for _, p := range probe.Packets {
+		if p.Index != 0 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(p.PTS, 64)
+		if prev >= 0 && (v-prev > 0.081 || v <= prev) {
+			t.Fatalf("video timestamps jump from %.3f to %.3f", prev, v)
+		}
+		prev = v
+	}
+
+	// A sub-range: fragments starting within it (1.8 s each: 2 of them).
+	st, _, body = clip(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580001,"EndTimestamp":1795580004}}}`)
+	if st != 200 {
+		t.Fatalf("sub-range: %d", st)
+	}
+	os.WriteFile(path, body, 0o644)
+	if err := json.Unmarshal(ffprobeJSON(t, path, "-show_format"), &probe); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := strconv.ParseFloat(probe.Format.Duration, 64); d < 3.4 || d > 3.8 {
+		t.Fatalf("sub-range clip lasts %v s, want two 1.8 s fragments", d)
+	}
+
+	// Errors.
+	cases := []struct{ name, body, want string }{
+		{"empty range", `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":1000,"EndTimestamp":2000}}}`, "ResourceNotFoundException"},
+		{"end before start", `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":2000,"EndTimestamp":1000}}}`, "InvalidArgumentException"},
+		{"over 24 h", `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":1000,"EndTimestamp":200000}}}`, "InvalidArgumentException"},
+		{"no selector", `{"StreamName":"cam"}`, "InvalidArgumentException"},
+		{"unknown stream", `{"StreamName":"nope","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":1000,"EndTimestamp":2000}}}`, "ResourceNotFoundException"},
+	}
+	for _, tc := range cases {
+		if _, got, _ := clip(tc.body); got != tc.want+"application/json" {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	createMediaStream(t, ts, "nothing-kept", 0)
+	if _, got, _ := clip(`{"StreamName":"nothing-kept","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":1000,"EndTimestamp":2000}}}`); got != "NoDataRetentionException"+"application/json" {
+		t.Errorf("retention 0: %s", got)
+	}
+
+	// A codec MP4 playback does not carry (MJPEG from a USB camera).
+	createMediaStream(t, ts, "mjpeg", 24)
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecMJPG, Width: 320, Height: 240}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "mjpeg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b mkv.FragmentBuilder
+	b.Start(h, 1795580000000, engine.NewMediaBuffer())
+	_ = b.AddBlock(0, 1795580000000, true, []byte{0xFF, 0xD8, 0xFF, 0xD9})
+	n, serverMs, _ := sess.StartFragment()
+	rec, err := sess.Receive(n, serverMs, 1795580000000, b.Finish())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Persist(rec.Fragment); err != nil {
+		t.Fatal(err)
+	}
+	sess.Close()
+	if _, got, _ := clip(`{"StreamName":"mjpeg","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795579999,"EndTimestamp":1795580001}}}`); got != "UnsupportedStreamMediaTypeException"+"application/json" {
+		t.Errorf("MJPEG stream: %s", got)
+	}
+}

@@ -1,0 +1,301 @@
+// Package remux turns stored KVS fragments (Matroska clusters) into
+// fragmented MP4 without transcoding, with mediacommon's fMP4 writer: the
+// init segment (ftyp+moov) from the session header's tracks, and one
+// moof+mdat per fragment. GetClip uses it now; HLS and DASH sessions will.
+//
+// Supported: H.264 (avcC) and H.265 (hvcC) video, AAC and Opus audio —
+// what the fMP4 writer and KVS's playback APIs both carry. Block payloads
+// are stored AVCC/HVCC with 4-byte lengths, which is also MP4's sample
+// format, so samples are the stored bytes.
+package remux
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+)
+
+// Errors that map to KVS's playback errors.
+var (
+	ErrUnsupportedCodec = errors.New("remux: codec not supported for MP4 playback")
+	ErrMissingCodecData = errors.New("remux: codec private data missing")
+	ErrInvalidCodecData = errors.New("remux: codec private data invalid")
+	ErrHeaderChanged    = errors.New("remux: the track layout changed within the range")
+	errNoSamples        = errors.New("remux: fragment without samples")
+	videoTimeScale      = uint32(90000)
+)
+
+type track struct {
+	number    uint64
+	id        int
+	timeScale uint32
+	video     bool
+	lastDur   uint32
+}
+
+// FMP4 writes one fragmented MP4 stream.
+type FMP4 struct {
+	w      io.Writer
+	header *mkv.Header
+	tracks []*track
+	seq    uint32
+	buf    seekablebuffer.Buffer
+	// baseMs is subtracted from every time: the stream starts at 0.
+	baseMs  int64
+	started bool
+}
+
+// NewFMP4 writes the init segment for h to w.
+func NewFMP4(w io.Writer, h *mkv.Header) (*FMP4, error) {
+	m := &FMP4{w: w, header: h}
+	var init fmp4.Init
+	for i, t := range h.Tracks {
+		codec, ts, err := codecOf(t)
+		if err != nil {
+			return nil, fmt.Errorf("track %d (%s): %w", t.Number, t.CodecID, err)
+		}
+		m.tracks = append(m.tracks, &track{number: t.Number, id: i + 1, timeScale: ts, video: t.Type == mkv.TrackVideo})
+		init.Tracks = append(init.Tracks, &fmp4.InitTrack{ID: i + 1, TimeScale: ts, Codec: codec})
+	}
+	if err := init.Marshal(&m.buf); err != nil {
+		return nil, fmt.Errorf("remux: init segment: %w", err)
+	}
+	if _, err := w.Write(m.buf.Bytes()); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func codecOf(t mkv.Track) (fmp4.Codec, uint32, error) {
+	switch t.CodecID {
+	case mkv.CodecH264:
+		sps, pps, err := parseAVCC(t.CodecPrivate)
+		if err != nil {
+			return nil, 0, err
+		}
+		return &fmp4.CodecH264{SPS: sps, PPS: pps}, videoTimeScale, nil
+	case mkv.CodecH265:
+		vps, sps, pps, err := parseHVCC(t.CodecPrivate)
+		if err != nil {
+			return nil, 0, err
+		}
+		return &fmp4.CodecH265{VPS: vps, SPS: sps, PPS: pps}, videoTimeScale, nil
+	case mkv.CodecAAC:
+		if len(t.CodecPrivate) == 0 {
+			return nil, 0, ErrMissingCodecData
+		}
+		var conf mpeg4audio.AudioSpecificConfig
+		if err := conf.Unmarshal(t.CodecPrivate); err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", ErrInvalidCodecData, err)
+		}
+		return &fmp4.CodecMPEG4Audio{Config: conf}, uint32(conf.SampleRate), nil
+	case mkv.CodecOpus:
+		ch := 2
+		if len(t.CodecPrivate) >= 10 {
+			ch = int(t.CodecPrivate[9])
+		}
+		return &fmp4.CodecOpus{ChannelCount: ch}, 48000, nil
+	}
+	return nil, 0, ErrUnsupportedCodec
+}
+
+// parseAVCC extracts the first SPS and PPS of an avcC record.
+func parseAVCC(b []byte) (sps, pps []byte, err error) {
+	if len(b) == 0 {
+		return nil, nil, ErrMissingCodecData
+	}
+	if len(b) < 7 || b[0] != 1 {
+		return nil, nil, ErrInvalidCodecData
+	}
+	p := 5
+	nsps := int(b[p] & 0x1F)
+	p++
+	for i := 0; i < nsps; i++ {
+		if p+2 > len(b) {
+			return nil, nil, ErrInvalidCodecData
+		}
+		n := int(binary.BigEndian.Uint16(b[p:]))
+		p += 2
+		if p+n > len(b) {
+			return nil, nil, ErrInvalidCodecData
+		}
+		if sps == nil {
+			sps = b[p : p+n]
+		}
+		p += n
+	}
+	if p >= len(b) {
+		return nil, nil, ErrInvalidCodecData
+	}
+	npps := int(b[p])
+	p++
+	for i := 0; i < npps; i++ {
+		if p+2 > len(b) {
+			return nil, nil, ErrInvalidCodecData
+		}
+		n := int(binary.BigEndian.Uint16(b[p:]))
+		p += 2
+		if p+n > len(b) {
+			return nil, nil, ErrInvalidCodecData
+		}
+		if pps == nil {
+			pps = b[p : p+n]
+		}
+		p += n
+	}
+	if sps == nil || pps == nil {
+		return nil, nil, ErrInvalidCodecData
+	}
+	return sps, pps, nil
+}
+
+// parseHVCC extracts the VPS, SPS and PPS of an hvcC record.
+func parseHVCC(b []byte) (vps, sps, pps []byte, err error) {
+	if len(b) == 0 {
+		return nil, nil, nil, ErrMissingCodecData
+	}
+	if len(b) < 23 {
+		return nil, nil, nil, ErrInvalidCodecData
+	}
+	narrays := int(b[22])
+	p := 23
+	for i := 0; i < narrays; i++ {
+		if p+3 > len(b) {
+			return nil, nil, nil, ErrInvalidCodecData
+		}
+		typ := b[p] & 0x3F
+		n := int(binary.BigEndian.Uint16(b[p+1:]))
+		p += 3
+		for j := 0; j < n; j++ {
+			if p+2 > len(b) {
+				return nil, nil, nil, ErrInvalidCodecData
+			}
+			l := int(binary.BigEndian.Uint16(b[p:]))
+			p += 2
+			if p+l > len(b) {
+				return nil, nil, nil, ErrInvalidCodecData
+			}
+			nal := b[p : p+l]
+			p += l
+			switch typ {
+			case 32:
+				vps = nal
+			case 33:
+				sps = nal
+			case 34:
+				pps = nal
+			}
+		}
+	}
+	if vps == nil || sps == nil || pps == nil {
+		return nil, nil, nil, ErrInvalidCodecData
+	}
+	return vps, sps, pps, nil
+}
+
+type sample struct {
+	pts   int64 // track timescale
+	key   bool
+	data  []byte
+	track *track
+}
+
+// Fragment writes one stored fragment (its cluster) as moof+mdat. The
+// header must be the one NewFMP4 was given (same bytes).
+func (m *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
+	if string(h.Raw) != string(m.header.Raw) {
+		if !sameTracks(h, m.header) {
+			return ErrHeaderChanged
+		}
+	}
+	per := make(map[*track][]sample, len(m.tracks))
+	err := mkv.ForEachBlock(h, cluster, func(b mkv.Block) error {
+		if !m.started {
+			m.baseMs, m.started = b.TimeMs, true
+		}
+		ms := b.TimeMs - m.baseMs
+		for _, t := range m.tracks {
+			if t.number == b.Track {
+				per[t] = append(per[t], sample{pts: ms * int64(t.timeScale) / 1000, key: b.Key, data: b.Payload, track: t})
+				return nil
+			}
+		}
+		return nil // a block of an unknown track: skip
+	})
+	if err != nil {
+		return err
+	}
+	part := fmp4.Part{SequenceNumber: m.seq}
+	m.seq++
+	for _, t := range m.tracks {
+		ss := per[t]
+		if len(ss) == 0 {
+			continue
+		}
+		// Samples are in decode order with presentation times; decode
+		// times are the presentation times sorted (exact without
+		// B-frames, a valid order with them).
+		dts := make([]int64, len(ss))
+		for i := range ss {
+			dts[i] = ss[i].pts
+		}
+		slices.Sort(dts)
+		pt := &fmp4.PartTrack{ID: t.id, BaseTime: uint64(max(dts[0], 0))}
+		for i, s := range ss {
+			dur := t.lastDur
+			if i+1 < len(ss) {
+				dur = uint32(max(dts[i+1]-dts[i], 0))
+				t.lastDur = dur
+			}
+			if dur == 0 {
+				dur = t.timeScale / 25
+			}
+			pt.Samples = append(pt.Samples, &fmp4.Sample{
+				Duration:        dur,
+				PTSOffset:       int32(s.pts - dts[i]),
+				IsNonSyncSample: t.video && !s.key,
+				Payload:         s.data,
+			})
+		}
+		part.Tracks = append(part.Tracks, pt)
+	}
+	if len(part.Tracks) == 0 {
+		return errNoSamples
+	}
+	m.buf.Reset()
+	if err := part.Marshal(&m.buf); err != nil {
+		return fmt.Errorf("remux: fragment: %w", err)
+	}
+	_, err = m.w.Write(m.buf.Bytes())
+	return err
+}
+
+func sameTracks(a, b *mkv.Header) bool {
+	if len(a.Tracks) != len(b.Tracks) {
+		return false
+	}
+	for i := range a.Tracks {
+		x, y := a.Tracks[i], b.Tracks[i]
+		if x.Number != y.Number || x.CodecID != y.CodecID || string(x.CodecPrivate) != string(y.CodecPrivate) {
+			return false
+		}
+	}
+	return true
+}
+
+// Probe checks that every track of h can be carried, without writing.
+func Probe(h *mkv.Header) (int, error) {
+	for _, t := range h.Tracks {
+		if _, _, err := codecOf(t); err != nil {
+			return 0, fmt.Errorf("track %d (%s): %w", t.Number, t.CodecID, err)
+		}
+	}
+	return len(h.Tracks), nil
+}
