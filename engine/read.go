@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -381,4 +382,48 @@ func (e *Engine) HeaderLen(ref StreamRef, id uint64) int {
 		return 0
 	}
 	return len(h.Raw)
+}
+
+// SessionKey is the store's secret for signing playback session tokens.
+func (e *Engine) SessionKey() ([]byte, error) { return e.db.SessionKey() }
+
+// Recent returns the stream's newest fragments (at most n), oldest first:
+// those in the hot ring (the live edge, before they are even durable) and,
+// when the ring holds fewer, the newest stored ones.
+func (e *Engine) Recent(ref StreamRef, n int) ([]lsm.FragmentMeta, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	var out []lsm.FragmentMeta
+	s.ring.each(func(f *Fragment) bool {
+		out = append(out, f.Meta)
+		return true
+	})
+	if len(out) < n {
+		// Stored fragments of the last day, by server time.
+		now := e.opts.Clock.Now().UnixMilli()
+		var stored []lsm.FragmentMeta
+		err := e.db.ScanTime(s.id, lsm.ByServerTime, now-24*3600*1000, now+60_000, nil, func(m lsm.FragmentMeta) bool {
+			stored = append(stored, m)
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		seen := make(map[lsm.FragNum]bool, len(out))
+		for _, m := range out {
+			seen[m.Number] = true
+		}
+		for _, m := range stored {
+			if !seen[m.Number] {
+				out = append(out, m)
+			}
+		}
+		slices.SortFunc(out, func(a, b lsm.FragmentMeta) int { return a.Number.Compare(b.Number) })
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package lsm
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -184,4 +185,30 @@ func (d *DB) removeOrphanMedia() error {
 		}
 	}
 	return nil
+}
+
+// SessionKey returns the store's 32-byte secret for signing playback
+// session tokens, created (and synced) on first use, so tokens outlive a
+// restart.
+func (d *DB) SessionKey() ([]byte, error) {
+	key := metaKey(metaSessionKey)
+	v, closer, err := d.db.Get(key)
+	if err == nil {
+		defer closer.Close()
+		if len(v) != 32 {
+			return nil, &CorruptionError{Key: key, Reason: "session key of the wrong length"}
+		}
+		return append([]byte(nil), v...), nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("lsm: reading the session key: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("lsm: %w", err)
+	}
+	if err := d.db.Set(key, k, pebble.Sync); err != nil {
+		return nil, fmt.Errorf("lsm: writing the session key: %w", err)
+	}
+	return k, nil
 }

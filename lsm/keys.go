@@ -20,6 +20,7 @@ const (
 // Meta key names (after prefixMeta).
 const (
 	metaSchemaVersion = "schema"
+	metaSessionKey    = "session-key"
 	metaNextStreamID  = "next-stream-id"
 )
 

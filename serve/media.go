@@ -22,18 +22,23 @@ import (
 )
 
 func mediaRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
-	return map[string]func(*Server, *fasthttp.RequestCtx){
+	routes := map[string]func(*Server, *fasthttp.RequestCtx){
 		"/putMedia":                (*Server).putMedia,
 		"/getMedia":                (*Server).getMedia,
 		"/getMediaForFragmentList": (*Server).getMediaForFragmentList,
 		"/getClip":                 (*Server).getClip,
 	}
+	for path, h := range hlsRoutes() {
+		routes[path] = h
+	}
+	return routes
 }
 
 // archivedMediaRoutes are the JSON operations of kinesis-video-archived-media.
 func archivedMediaRoutes() map[string]jsonHandler {
 	return map[string]jsonHandler{
-		"/listFragments": (*Server).listFragments,
+		"/listFragments":             (*Server).listFragments,
+		"/getHLSStreamingSessionURL": (*Server).getHLSStreamingSessionURL,
 		// kvsedge's own: the state of each camera the box records.
 		"/listCameras": (*Server).listCameras,
 	}

@@ -55,10 +55,11 @@ func errf(id int, format string, args ...any) *Error {
 
 // Track is one TrackEntry of a header.
 type Track struct {
-	Number       uint64
-	Type         uint8 // 1 video, 2 audio
-	CodecID      string
-	CodecPrivate []byte
+	Number        uint64
+	Type          uint8 // 1 video, 2 audio
+	CodecID       string
+	CodecPrivate  []byte
+	Width, Height int // video tracks, when the header says
 }
 
 // Header is the session header a fragment depends on.
@@ -457,6 +458,16 @@ func (r *Reader) buildHeader() (*Header, error) {
 				t.CodecID = string(bytes.TrimRight(v, "\x00"))
 			case IDCodecPrivate:
 				t.CodecPrivate = append([]byte(nil), v...)
+			case idVideo:
+				walk(v, func(id uint32, v []byte) bool {
+					switch id {
+					case idPixelWidth:
+						t.Width = int(readUint(v))
+					case idPixelHeight:
+						t.Height = int(readUint(v))
+					}
+					return true
+				})
 			}
 			return true
 		})

@@ -37,40 +37,91 @@ type track struct {
 	id        int
 	timeScale uint32
 	video     bool
-	lastDur   uint32
 }
 
-// FMP4 writes one fragmented MP4 stream.
-type FMP4 struct {
-	w      io.Writer
+// Muxer turns fragments of one track layout into fMP4 init and media
+// segments on a fixed time base, so segments made independently (HLS
+// requests) line up.
+type Muxer struct {
 	header *mkv.Header
 	tracks []*track
-	seq    uint32
+	init   fmp4.Init
+	// BaseMs is subtracted from every time (the stream starts near 0).
+	BaseMs int64
 	buf    seekablebuffer.Buffer
-	// baseMs is subtracted from every time: the stream starts at 0.
-	baseMs  int64
-	started bool
 }
 
-// NewFMP4 writes the init segment for h to w.
-func NewFMP4(w io.Writer, h *mkv.Header) (*FMP4, error) {
-	m := &FMP4{w: w, header: h}
-	var init fmp4.Init
+// NewMuxer checks h's codecs and prepares its init segment.
+func NewMuxer(h *mkv.Header, baseMs int64) (*Muxer, error) {
+	m := &Muxer{header: h, BaseMs: baseMs}
 	for i, t := range h.Tracks {
 		codec, ts, err := codecOf(t)
 		if err != nil {
 			return nil, fmt.Errorf("track %d (%s): %w", t.Number, t.CodecID, err)
 		}
 		m.tracks = append(m.tracks, &track{number: t.Number, id: i + 1, timeScale: ts, video: t.Type == mkv.TrackVideo})
-		init.Tracks = append(init.Tracks, &fmp4.InitTrack{ID: i + 1, TimeScale: ts, Codec: codec})
-	}
-	if err := init.Marshal(&m.buf); err != nil {
-		return nil, fmt.Errorf("remux: init segment: %w", err)
-	}
-	if _, err := w.Write(m.buf.Bytes()); err != nil {
-		return nil, err
+		m.init.Tracks = append(m.init.Tracks, &fmp4.InitTrack{ID: i + 1, TimeScale: ts, Codec: codec})
 	}
 	return m, nil
+}
+
+// WriteInit writes the init segment (ftyp+moov).
+func (m *Muxer) WriteInit(w io.Writer) error {
+	m.buf.Reset()
+	if err := m.init.Marshal(&m.buf); err != nil {
+		return fmt.Errorf("remux: init segment: %w", err)
+	}
+	_, err := w.Write(m.buf.Bytes())
+	return err
+}
+
+// FMP4 writes one fragmented MP4 stream: the init segment, then a media
+// segment per fragment, starting at time 0.
+type FMP4 struct {
+	w       io.Writer
+	m       *Muxer
+	seq     uint32
+	started bool
+}
+
+// NewFMP4 writes the init segment for h to w.
+func NewFMP4(w io.Writer, h *mkv.Header) (*FMP4, error) {
+	m, err := NewMuxer(h, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.WriteInit(w); err != nil {
+		return nil, err
+	}
+	return &FMP4{w: w, m: m}, nil
+}
+
+// Fragment writes one stored fragment (its cluster) as moof+mdat. A
+// header with other tracks than NewFMP4's is ErrHeaderChanged.
+func (f *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
+	if !f.started {
+		first, err := FirstTimeMs(h, cluster)
+		if err != nil {
+			return err
+		}
+		f.m.BaseMs, f.started = first, true
+	}
+	err := f.m.WriteFragment(f.w, h, cluster, f.seq)
+	f.seq++
+	return err
+}
+
+// FirstTimeMs is the earliest block time of a cluster.
+func FirstTimeMs(h *mkv.Header, cluster []byte) (int64, error) {
+	first := int64(1 << 62)
+	err := mkv.ForEachBlock(h, cluster, func(b mkv.Block) error {
+		first = min(first, b.TimeMs)
+		return nil
+	})
+	if err == nil && first == 1<<62 {
+		err = errNoSamples
+	}
+	return first, err
 }
 
 func codecOf(t mkv.Track) (fmp4.Codec, uint32, error) {
@@ -201,29 +252,23 @@ func parseHVCC(b []byte) (vps, sps, pps []byte, err error) {
 }
 
 type sample struct {
-	pts   int64 // track timescale
-	key   bool
-	data  []byte
-	track *track
+	pts  int64 // track timescale
+	key  bool
+	data []byte
 }
 
-// Fragment writes one stored fragment (its cluster) as moof+mdat. The
-// header must be the one NewFMP4 was given (same bytes).
-func (m *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
-	if string(h.Raw) != string(m.header.Raw) {
-		if !sameTracks(h, m.header) {
-			return ErrHeaderChanged
-		}
+// WriteFragment writes one stored fragment (its cluster) as moof+mdat
+// with sequence number seq. h must have the Muxer's tracks.
+func (m *Muxer) WriteFragment(w io.Writer, h *mkv.Header, cluster []byte, seq uint32) error {
+	if string(h.Raw) != string(m.header.Raw) && !sameTracks(h, m.header) {
+		return ErrHeaderChanged
 	}
 	per := make(map[*track][]sample, len(m.tracks))
 	err := mkv.ForEachBlock(h, cluster, func(b mkv.Block) error {
-		if !m.started {
-			m.baseMs, m.started = b.TimeMs, true
-		}
-		ms := b.TimeMs - m.baseMs
+		ms := b.TimeMs - m.BaseMs
 		for _, t := range m.tracks {
 			if t.number == b.Track {
-				per[t] = append(per[t], sample{pts: ms * int64(t.timeScale) / 1000, key: b.Key, data: b.Payload, track: t})
+				per[t] = append(per[t], sample{pts: ms * int64(t.timeScale) / 1000, key: b.Key, data: b.Payload})
 				return nil
 			}
 		}
@@ -232,8 +277,7 @@ func (m *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
 	if err != nil {
 		return err
 	}
-	part := fmp4.Part{SequenceNumber: m.seq}
-	m.seq++
+	part := fmp4.Part{SequenceNumber: seq}
 	for _, t := range m.tracks {
 		ss := per[t]
 		if len(ss) == 0 {
@@ -247,15 +291,16 @@ func (m *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
 			dts[i] = ss[i].pts
 		}
 		slices.Sort(dts)
+		// The last sample lasts the fragment's average interval.
+		last := uint32(int64(t.timeScale) / 25)
+		if len(ss) > 1 {
+			last = uint32(max((dts[len(dts)-1]-dts[0])/int64(len(dts)-1), 1))
+		}
 		pt := &fmp4.PartTrack{ID: t.id, BaseTime: uint64(max(dts[0], 0))}
 		for i, s := range ss {
-			dur := t.lastDur
+			dur := last
 			if i+1 < len(ss) {
 				dur = uint32(max(dts[i+1]-dts[i], 0))
-				t.lastDur = dur
-			}
-			if dur == 0 {
-				dur = t.timeScale / 25
 			}
 			pt.Samples = append(pt.Samples, &fmp4.Sample{
 				Duration:        dur,
@@ -273,7 +318,7 @@ func (m *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
 	if err := part.Marshal(&m.buf); err != nil {
 		return fmt.Errorf("remux: fragment: %w", err)
 	}
-	_, err = m.w.Write(m.buf.Bytes())
+	_, err = w.Write(m.buf.Bytes())
 	return err
 }
 

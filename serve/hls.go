@@ -1,0 +1,520 @@
+package serve
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/serve/remux"
+	"github.com/valyala/fasthttp"
+)
+
+// HLS sessions (shared/kvs-api.md §8): GetHLSStreamingSessionURL returns
+// <DataEndpoint>/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=…; the
+// session's resources are plain GETs authorised by the token alone, an
+// HMAC-signed description of the session (stream, mode, range, options,
+// expiry) under the store's session key, so sessions need no server state
+// and survive a restart.
+//
+// Playlists use relative URLs. The media playlist carries every track
+// muxed in one fMP4 rendition (KVS lists one playlist per track; hls.js,
+// Safari and ffmpeg all play muxed fMP4). Fragments are remuxed on
+// request, on the session's time base, so segments line up. MPEG-TS
+// containers are not served yet (FRAGMENTED_MP4 only).
+
+// hlsSession is the content of a session token.
+type hlsSession struct {
+	ARN       string `json:"a"`
+	Mode      string `json:"m"`
+	ByServer  bool   `json:"s"`
+	StartMs   int64  `json:"f"`
+	EndMs     int64  `json:"t,omitempty"`
+	Expires   int64  `json:"x"` // unix seconds
+	Max       int    `json:"n"`
+	Disc      string `json:"d"`
+	ShowTime  bool   `json:"p,omitempty"`
+	BaseMs    int64  `json:"b"`
+	CreatedMs int64  `json:"c"`
+}
+
+func (s *Server) sessionKey() ([]byte, error) { return s.eng.SessionKey() }
+
+func (s *Server) signSession(sess *hlsSession) (string, error) {
+	key, err := s.sessionKey()
+	if err != nil {
+		return "", err
+	}
+	js, _ := json.Marshal(sess)
+	mac := hmac.New(sha256.New, key)
+	mac.Write(js)
+	return base64.RawURLEncoding.EncodeToString(js) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
+}
+
+var errBadSession = errors.New("the session token is not valid")
+
+func (s *Server) openSession(tok string) (*hlsSession, error) {
+	payload, sig, ok := strings.Cut(tok, ".")
+	if !ok {
+		return nil, errBadSession
+	}
+	js, err1 := base64.RawURLEncoding.DecodeString(payload)
+	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
+	if err1 != nil || err2 != nil {
+		return nil, errBadSession
+	}
+	key, err := s.sessionKey()
+	if err != nil {
+		return nil, err
+	}
+	h := hmac.New(sha256.New, key)
+	h.Write(js)
+	if !hmac.Equal(mac, h.Sum(nil)) {
+		return nil, errBadSession
+	}
+	var sess hlsSession
+	if err := json.Unmarshal(js, &sess); err != nil {
+		return nil, errBadSession
+	}
+	return &sess, nil
+}
+
+type hlsSessionIn struct {
+	streamRefIn
+	PlaybackMode        *string
+	HLSFragmentSelector *struct {
+		FragmentSelectorType *string
+		TimestampRange       *struct {
+			StartTimestamp *epochSeconds
+			EndTimestamp   *epochSeconds
+		}
+	}
+	ContainerFormat                 *string
+	DiscontinuityMode               *string
+	DisplayFragmentTimestamp        *string
+	Expires                         *int
+	MaxMediaPlaylistFragmentResults *int
+}
+
+func (s *Server) getHLSStreamingSessionURL(body []byte) (any, *apiError) {
+	in, aerr := decode[hlsSessionIn](body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	v := &validator{}
+	v.enum("PlaybackMode", in.PlaybackMode, "LIVE", "LIVE_REPLAY", "ON_DEMAND")
+	v.enum("ContainerFormat", in.ContainerFormat, "FRAGMENTED_MP4", "MPEG_TS")
+	v.enum("DiscontinuityMode", in.DiscontinuityMode, "ALWAYS", "NEVER", "ON_DISCONTINUITY")
+	v.enum("DisplayFragmentTimestamp", in.DisplayFragmentTimestamp, "ALWAYS", "NEVER")
+	v.intRange("Expires", in.Expires, 300, 43200)
+	v.intRange("MaxMediaPlaylistFragmentResults", in.MaxMediaPlaylistFragmentResults, 1, 5000)
+	now := time.Now()
+	sess := &hlsSession{Mode: "LIVE", ByServer: true, Expires: now.Add(300 * time.Second).Unix(), Disc: "ALWAYS", CreatedMs: now.UnixMilli()}
+	if in.PlaybackMode != nil {
+		sess.Mode = *in.PlaybackMode
+	}
+	if in.Expires != nil {
+		sess.Expires = now.Add(time.Duration(*in.Expires) * time.Second).Unix()
+	}
+	if sel := in.HLSFragmentSelector; sel != nil {
+		v.enum("HLSFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType, "PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP")
+		if sel.FragmentSelectorType != nil && *sel.FragmentSelectorType == "PRODUCER_TIMESTAMP" {
+			sess.ByServer, sess.Disc = false, "NEVER"
+		}
+		if r := sel.TimestampRange; r != nil {
+			if sess.Mode == "LIVE" {
+				v.add("A TimestampRange is not allowed with the LIVE playback mode.")
+			}
+			if r.StartTimestamp != nil {
+				sess.StartMs = r.StartTimestamp.ms()
+			}
+			if r.EndTimestamp != nil {
+				sess.EndMs = r.EndTimestamp.ms()
+			}
+		}
+	}
+	switch sess.Mode {
+	case "ON_DEMAND", "LIVE_REPLAY":
+		if sess.StartMs == 0 {
+			v.add("A StartTimestamp is required with the %s playback mode.", sess.Mode)
+		}
+		if sess.Mode == "ON_DEMAND" && sess.EndMs == 0 {
+			v.add("An EndTimestamp is required with the ON_DEMAND playback mode.")
+		}
+		if sess.EndMs != 0 && sess.EndMs < sess.StartMs {
+			v.add("The EndTimestamp must not be before the StartTimestamp.")
+		}
+		if sess.EndMs != 0 && time.Duration(sess.EndMs-sess.StartMs)*time.Millisecond > 24*time.Hour {
+			v.add("The timestamp range must not exceed 24 hours.")
+		}
+		sess.Max = 1000
+		if sess.Mode == "LIVE_REPLAY" {
+			sess.Max = 5
+		}
+	default:
+		sess.Max = 5
+	}
+	if in.MaxMediaPlaylistFragmentResults != nil {
+		sess.Max = *in.MaxMediaPlaylistFragmentResults
+	}
+	if in.DiscontinuityMode != nil {
+		sess.Disc = *in.DiscontinuityMode
+	}
+	sess.ShowTime = in.DisplayFragmentTimestamp != nil && *in.DisplayFragmentTimestamp == "ALWAYS"
+	if in.ContainerFormat != nil && *in.ContainerFormat == "MPEG_TS" {
+		v.add("kvsedge serves the FRAGMENTED_MP4 container only; MPEG_TS is not supported yet.")
+	}
+	info, aerr := s.resolve(in.streamRefIn, v)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if info.DataRetentionInHours == 0 {
+		return nil, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
+	}
+	sess.ARN = info.ARN
+	frags, aerr := s.playlistFragments(sess, now)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if len(frags) == 0 {
+		return nil, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found for the requested %s session of stream %s.", sess.Mode, info.Name)
+	}
+	f, err := s.eng.Fragment(engine.StreamRef{ARN: info.ARN}, frags[0].Number)
+	if err != nil {
+		return nil, engineError(err)
+	}
+	hdr, err := mkv.ParseHeader(f.Header.Raw)
+	first, ferr := remux.FirstTimeMs(hdr, f.Media[:f.Meta.ClusterLen])
+	f.Release()
+	if err != nil || ferr != nil {
+		return nil, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The stream's media does not parse.")
+	}
+	if aerr := checkPlayable(hdr); aerr != nil {
+		return nil, aerr
+	}
+	sess.BaseMs = first
+	tok, err := s.signSession(sess)
+	if err != nil {
+		return nil, engineError(err)
+	}
+	return struct{ HLSStreamingSessionURL string }{s.opts.DataEndpoint + "/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=" + tok}, nil
+}
+
+// playlistFragments selects the session's fragments as of now.
+func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.FragmentMeta, *apiError) {
+	ref := engine.StreamRef{ARN: sess.ARN}
+	if sess.Mode == "LIVE" {
+		out, err := s.eng.Recent(ref, sess.Max)
+		if err != nil {
+			return nil, engineError(err)
+		}
+		// KVS: nothing in the last 30 s is not a live stream.
+		if len(out) > 0 && now.UnixMilli()-out[len(out)-1].ServerMs > 30_000 {
+			return nil, nil
+		}
+		return out, nil
+	}
+	idx := lsm.ByServerTime
+	if !sess.ByServer {
+		idx = lsm.ByProducerTime
+	}
+	end := sess.EndMs
+	if end == 0 {
+		end = math.MaxInt64 / 2
+	}
+	if sess.Mode == "LIVE_REPLAY" {
+		// One fragment's worth of time is added as it elapses.
+		end = min(end, sess.StartMs+(now.UnixMilli()-sess.CreatedMs)+1)
+	}
+	var out []lsm.FragmentMeta
+	var cursor *lsm.TimeCursor
+	for {
+		page, next, err := s.eng.ListFragments(ref, idx, sess.StartMs, end, cursor, 1000)
+		if err != nil {
+			return nil, engineError(err)
+		}
+		out = append(out, page...)
+		if next == nil || (sess.Mode == "ON_DEMAND" && len(out) >= sess.Max) {
+			break
+		}
+		cursor = next
+	}
+	if !sess.ByServer {
+		// Equal producer timestamps: the highest fragment number wins.
+		slices.Reverse(out)
+		out = slices.CompactFunc(out, func(a, b lsm.FragmentMeta) bool { return a.ProducerMs == b.ProducerMs })
+		slices.Reverse(out)
+	}
+	if sess.Mode == "ON_DEMAND" && len(out) > sess.Max {
+		out = out[:sess.Max]
+	}
+	return out, nil
+}
+
+// playlistWindow is the part of the session's fragments a media playlist
+// lists, and the media sequence number of its first.
+func playlistWindow(sess *hlsSession, all []lsm.FragmentMeta) ([]lsm.FragmentMeta, uint64) {
+	switch sess.Mode {
+	case "LIVE_REPLAY":
+		if len(all) > sess.Max {
+			return all[len(all)-sess.Max:], uint64(len(all) - sess.Max)
+		}
+	case "LIVE":
+		if len(all) > 0 {
+			// Fragments of one ingest term are numbered consecutively.
+			return all, uint64(all[0].Number.Seq())
+		}
+	}
+	return all, 0
+}
+
+// hlsRoutes are the session resources (GET, token-authorised).
+func hlsRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
+	return map[string]func(*Server, *fasthttp.RequestCtx){
+		"/hls/v1/getHLSMasterPlaylist.m3u8": (*Server).hlsMaster,
+		"/hls/v1/getHLSMediaPlaylist.m3u8":  (*Server).hlsMedia,
+		"/hls/v1/getMP4InitFragment.mp4":    (*Server).hlsInit,
+		"/hls/v1/getMP4MediaFragment.mp4":   (*Server).hlsFragment,
+	}
+}
+
+// hlsRequest checks the method and the token; it has answered when ok is
+// false.
+func (s *Server) hlsRequest(ctx *fasthttp.RequestCtx) (*hlsSession, bool) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		writeError(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "%s accepts only GET.", ctx.Path()))
+		return nil, false
+	}
+	sess, err := s.openSession(string(ctx.QueryArgs().Peek("SessionToken")))
+	if err != nil {
+		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "%v", err))
+		return nil, false
+	}
+	if time.Now().Unix() > sess.Expires {
+		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The session token has expired."))
+		return nil, false
+	}
+	ctx.Response.Header.Set("Access-Control-Allow-Origin", "*")
+	return sess, true
+}
+
+func (s *Server) hlsMaster(ctx *fasthttp.RequestCtx) {
+	sess, ok := s.hlsRequest(ctx)
+	if !ok {
+		return
+	}
+	frags, aerr := s.playlistFragments(sess, time.Now())
+	if aerr == nil && len(frags) == 0 {
+		aerr = newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found for this session.")
+	}
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	f, err := s.eng.Fragment(engine.StreamRef{ARN: sess.ARN}, frags[0].Number)
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	hdr, err := mkv.ParseHeader(f.Header.Raw)
+	f.Release()
+	if err != nil {
+		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "%v", err))
+		return
+	}
+	var bytes, ms int64
+	for _, m := range frags {
+		bytes += int64(m.MediaLen)
+		ms += int64(m.DurationMs)
+	}
+	bandwidth := int64(1_000_000)
+	if ms > 0 {
+		bandwidth = bytes * 8 * 1000 / ms
+	}
+	var b strings.Builder
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\"", bandwidth, codecsAttr(hdr))
+	for _, t := range hdr.Tracks {
+		if t.Type == mkv.TrackVideo {
+			if w, h := videoSize(t); w > 0 {
+				fmt.Fprintf(&b, ",RESOLUTION=%dx%d", w, h)
+			}
+			break
+		}
+	}
+	b.WriteString("\ngetHLSMediaPlaylist.m3u8?SessionToken=" + url.QueryEscape(string(ctx.QueryArgs().Peek("SessionToken"))) + "\n")
+	ctx.SetContentType("application/vnd.apple.mpegurl")
+	ctx.SetBodyString(b.String())
+}
+
+func (s *Server) hlsMedia(ctx *fasthttp.RequestCtx) {
+	sess, ok := s.hlsRequest(ctx)
+	if !ok {
+		return
+	}
+	all, aerr := s.playlistFragments(sess, time.Now())
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	frags, seq := playlistWindow(sess, all)
+	tok := url.QueryEscape(string(ctx.QueryArgs().Peek("SessionToken")))
+	target := 1
+	for _, m := range frags {
+		target = max(target, int(math.Ceil(float64(m.DurationMs)/1000)))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:%d\n#EXT-X-INDEPENDENT-SEGMENTS\n", target, seq)
+	if sess.Mode == "ON_DEMAND" {
+		b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n")
+	}
+	var header uint64
+	var prevEnd int64
+	for i, m := range frags {
+		stamp := m.ServerMs
+		if !sess.ByServer {
+			stamp = m.ProducerMs
+		}
+		switch {
+		case i == 0:
+		case m.HeaderID != header:
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		case sess.Disc == "ALWAYS":
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		case sess.Disc == "ON_DISCONTINUITY" && (stamp-prevEnd > 50 || prevEnd-stamp > 50):
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		}
+		if i == 0 || m.HeaderID != header {
+			fmt.Fprintf(&b, "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber=%s&SessionToken=%s\"\n", m.Number, tok)
+			header = m.HeaderID
+		}
+		if sess.ShowTime {
+			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", time.UnixMilli(stamp).UTC().Format("2006-01-02T15:04:05.000Z"))
+		}
+		fmt.Fprintf(&b, "#EXTINF:%.3f,\ngetMP4MediaFragment.mp4?FragmentNumber=%s&SessionToken=%s\n", float64(m.DurationMs)/1000, m.Number, tok)
+		prevEnd = stamp + int64(m.DurationMs)
+	}
+	if sess.Mode == "ON_DEMAND" || (sess.EndMs != 0 && len(all) > 0 && sess.Mode == "LIVE_REPLAY" && time.Now().UnixMilli()-sess.CreatedMs > sess.EndMs-sess.StartMs) {
+		b.WriteString("#EXT-X-ENDLIST\n")
+	}
+	ctx.SetContentType("application/vnd.apple.mpegurl")
+	ctx.SetBodyString(b.String())
+}
+
+// sessionFragment loads the fragment a session resource names.
+func (s *Server) sessionFragment(ctx *fasthttp.RequestCtx, sess *hlsSession) (*engine.Fragment, *mkv.Header, bool) {
+	n, aerr := parseFragNum("FragmentNumber", string(ctx.QueryArgs().Peek("FragmentNumber")))
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return nil, nil, false
+	}
+	f, err := s.eng.Fragment(engine.StreamRef{ARN: sess.ARN}, n)
+	if err != nil {
+		if errors.Is(err, engine.ErrFragmentNotFound) {
+			writeError(ctx, newAPIError(http.StatusNotFound, errResourceNotFound, "Fragment %s was not found.", n))
+		} else {
+			writeError(ctx, engineError(err))
+		}
+		return nil, nil, false
+	}
+	hdr, err := mkv.ParseHeader(f.Header.Raw)
+	if err != nil {
+		f.Release()
+		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "%v", err))
+		return nil, nil, false
+	}
+	return f, hdr, true
+}
+
+func (s *Server) hlsInit(ctx *fasthttp.RequestCtx) {
+	sess, ok := s.hlsRequest(ctx)
+	if !ok {
+		return
+	}
+	f, hdr, ok := s.sessionFragment(ctx, sess)
+	if !ok {
+		return
+	}
+	f.Release()
+	m, err := remux.NewMuxer(hdr, sess.BaseMs)
+	if err != nil {
+		writeError(ctx, checkPlayable(hdr))
+		return
+	}
+	var b bytes.Buffer
+	if err := m.WriteInit(&b); err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	ctx.SetContentType("video/mp4")
+	ctx.SetBody(b.Bytes())
+}
+
+func (s *Server) hlsFragment(ctx *fasthttp.RequestCtx) {
+	sess, ok := s.hlsRequest(ctx)
+	if !ok {
+		return
+	}
+	f, hdr, ok := s.sessionFragment(ctx, sess)
+	if !ok {
+		return
+	}
+	defer f.Release()
+	m, err := remux.NewMuxer(hdr, sess.BaseMs)
+	if err != nil {
+		writeError(ctx, checkPlayable(hdr))
+		return
+	}
+	var b bytes.Buffer
+	b.Grow(len(f.Media) + 4096)
+	if err := m.WriteFragment(&b, hdr, f.Media[:f.Meta.ClusterLen], f.Meta.Number.Seq()); err != nil {
+		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The fragment does not remux: %v", err))
+		return
+	}
+	ctx.SetContentType("video/mp4")
+	ctx.SetBody(b.Bytes())
+}
+
+// codecsAttr is the RFC 6381 CODECS value of a header's tracks.
+func codecsAttr(h *mkv.Header) string {
+	var out []string
+	for _, t := range h.Tracks {
+		switch t.CodecID {
+		case mkv.CodecH264:
+			if len(t.CodecPrivate) >= 4 {
+				out = append(out, fmt.Sprintf("avc1.%02x%02x%02x", t.CodecPrivate[1], t.CodecPrivate[2], t.CodecPrivate[3]))
+			} else {
+				out = append(out, "avc1")
+			}
+		case mkv.CodecH265:
+			out = append(out, "hvc1")
+		case mkv.CodecAAC:
+			aot := 2
+			if len(t.CodecPrivate) > 0 {
+				aot = int(t.CodecPrivate[0] >> 3)
+			}
+			out = append(out, "mp4a.40."+strconv.Itoa(aot))
+		case mkv.CodecOpus:
+			out = append(out, "opus")
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// videoSize reads the width and height from the track's SPS.
+func videoSize(t mkv.Track) (int, int) {
+	return t.Width, t.Height
+}
