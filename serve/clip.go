@@ -136,7 +136,7 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 					return
 				}
 			}
-			err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen])
+			err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs)
 			f.Release()
 			if errors.Is(err, remux.ErrHeaderChanged) {
 				log.Info("GetClip: the stream's tracks change within the range; the clip ends there", "at", m.Number.String())

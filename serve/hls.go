@@ -38,17 +38,19 @@ import (
 
 // hlsSession is the content of a session token.
 type hlsSession struct {
-	ARN       string `json:"a"`
-	Mode      string `json:"m"`
-	ByServer  bool   `json:"s"`
-	StartMs   int64  `json:"f"`
-	EndMs     int64  `json:"t,omitempty"`
-	Expires   int64  `json:"x"` // unix seconds
-	Max       int    `json:"n"`
-	Disc      string `json:"d"`
-	ShowTime  bool   `json:"p,omitempty"`
-	BaseMs    int64  `json:"b"`
-	CreatedMs int64  `json:"c"`
+	ARN      string `json:"a"`
+	Mode     string `json:"m"`
+	ByServer bool   `json:"s"`
+	StartMs  int64  `json:"f"`
+	EndMs    int64  `json:"t,omitempty"`
+	Expires  int64  `json:"x"` // unix seconds
+	Max      int    `json:"n"`
+	Disc     string `json:"d"`
+	ShowTime bool   `json:"p,omitempty"`
+	// ShowNumber: DASH's DisplayFragmentNumber.
+	ShowNumber bool  `json:"q,omitempty"`
+	BaseMs     int64 `json:"b"`
+	CreatedMs  int64 `json:"c"`
 }
 
 func (s *Server) sessionKey() ([]byte, error) { return s.eng.SessionKey() }
@@ -197,15 +199,15 @@ func (s *Server) getHLSStreamingSessionURL(body []byte) (any, *apiError) {
 		return nil, engineError(err)
 	}
 	hdr, err := mkv.ParseHeader(f.Header.Raw)
-	first, ferr := remux.FirstTimeMs(hdr, f.Media[:f.Meta.ClusterLen])
 	f.Release()
-	if err != nil || ferr != nil {
+	if err != nil {
 		return nil, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The stream's media does not parse.")
 	}
 	if aerr := checkPlayable(hdr); aerr != nil {
 		return nil, aerr
 	}
-	sess.BaseMs = first
+	// The session's time base: segments carry producer times minus this.
+	sess.BaseMs = frags[0].ProducerMs
 	tok, err := s.signSession(sess)
 	if err != nil {
 		return nil, engineError(err)
@@ -449,9 +451,9 @@ func (s *Server) hlsInit(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	f.Release()
-	m, err := remux.NewMuxer(hdr, sess.BaseMs)
+	m, err := remux.NewTrackMuxer(hdr, sess.BaseMs, trackParam(ctx))
 	if err != nil {
-		writeError(ctx, checkPlayable(hdr))
+		writeError(ctx, invalidArgument("%v", err))
 		return
 	}
 	var b bytes.Buffer
@@ -473,14 +475,14 @@ func (s *Server) hlsFragment(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer f.Release()
-	m, err := remux.NewMuxer(hdr, sess.BaseMs)
+	m, err := remux.NewTrackMuxer(hdr, sess.BaseMs, trackParam(ctx))
 	if err != nil {
-		writeError(ctx, checkPlayable(hdr))
+		writeError(ctx, invalidArgument("%v", err))
 		return
 	}
 	var b bytes.Buffer
 	b.Grow(len(f.Media) + 4096)
-	if err := m.WriteFragment(&b, hdr, f.Media[:f.Meta.ClusterLen], f.Meta.Number.Seq()); err != nil {
+	if err := m.WriteFragment(&b, hdr, f.Media[:f.Meta.ClusterLen], f.Meta.Number.Seq(), f.Meta.ProducerMs); err != nil {
 		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The fragment does not remux: %v", err))
 		return
 	}
@@ -488,10 +490,18 @@ func (s *Server) hlsFragment(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(b.Bytes())
 }
 
+// trackParam is the TrackNumber query parameter (0: every track, muxed).
+func trackParam(ctx *fasthttp.RequestCtx) uint64 {
+	n, _ := strconv.ParseUint(string(ctx.QueryArgs().Peek("TrackNumber")), 10, 64)
+	return n
+}
+
 // codecsAttr is the RFC 6381 CODECS value of a header's tracks.
-func codecsAttr(h *mkv.Header) string {
+func codecsAttr(h *mkv.Header) string { return codecsOf(h.Tracks) }
+
+func codecsOf(tracks []mkv.Track) string {
 	var out []string
-	for _, t := range h.Tracks {
+	for _, t := range tracks {
 		switch t.CodecID {
 		case mkv.CodecH264:
 			if len(t.CodecPrivate) >= 4 {

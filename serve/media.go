@@ -31,14 +31,18 @@ func mediaRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
 	for path, h := range hlsRoutes() {
 		routes[path] = h
 	}
+	for path, h := range dashRoutes() {
+		routes[path] = h
+	}
 	return routes
 }
 
 // archivedMediaRoutes are the JSON operations of kinesis-video-archived-media.
 func archivedMediaRoutes() map[string]jsonHandler {
 	return map[string]jsonHandler{
-		"/listFragments":             (*Server).listFragments,
-		"/getHLSStreamingSessionURL": (*Server).getHLSStreamingSessionURL,
+		"/listFragments":              (*Server).listFragments,
+		"/getHLSStreamingSessionURL":  (*Server).getHLSStreamingSessionURL,
+		"/getDASHStreamingSessionURL": (*Server).getDASHStreamingSessionURL,
 		// kvsedge's own: the state of each camera the box records.
 		"/listCameras": (*Server).listCameras,
 	}

@@ -63,9 +63,12 @@ type Block struct {
 	Track uint64
 	// TimeMs is the block's presentation time in milliseconds (cluster
 	// timecode plus block offset, scaled).
-	TimeMs  int64
-	Key     bool
-	Payload []byte
+	TimeMs int64
+	// ClusterMs is the cluster's timecode in milliseconds: TimeMs minus
+	// ClusterMs is the block's offset in its fragment.
+	ClusterMs int64
+	Key       bool
+	Payload   []byte
 }
 
 // ForEachBlock calls fn for every SimpleBlock and BlockGroup block of a
@@ -118,7 +121,7 @@ func ForEachBlock(h *Header, cluster []byte, fn func(Block) error) error {
 			if id == IDSimpleBlock {
 				key = blk[n+2]&0x80 != 0
 			}
-			if fnErr = fn(Block{Track: track, TimeMs: scaleMs(int64(tc) + int64(off)), Key: key, Payload: blk[n+3:]}); fnErr != nil {
+			if fnErr = fn(Block{Track: track, TimeMs: scaleMs(int64(tc) + int64(off)), ClusterMs: scaleMs(int64(tc)), Key: key, Payload: blk[n+3:]}); fnErr != nil {
 				return false
 			}
 		}

@@ -52,15 +52,26 @@ type Muxer struct {
 }
 
 // NewMuxer checks h's codecs and prepares its init segment.
-func NewMuxer(h *mkv.Header, baseMs int64) (*Muxer, error) {
+func NewMuxer(h *mkv.Header, baseMs int64) (*Muxer, error) { return NewTrackMuxer(h, baseMs, 0) }
+
+// NewTrackMuxer is NewMuxer for the track numbered only (0: all tracks):
+// DASH wants one track per Representation.
+func NewTrackMuxer(h *mkv.Header, baseMs int64, only uint64) (*Muxer, error) {
 	m := &Muxer{header: h, BaseMs: baseMs}
-	for i, t := range h.Tracks {
+	for _, t := range h.Tracks {
+		if only != 0 && t.Number != only {
+			continue
+		}
+		i := len(m.tracks)
 		codec, ts, err := codecOf(t)
 		if err != nil {
 			return nil, fmt.Errorf("track %d (%s): %w", t.Number, t.CodecID, err)
 		}
 		m.tracks = append(m.tracks, &track{number: t.Number, id: i + 1, timeScale: ts, video: t.Type == mkv.TrackVideo})
 		m.init.Tracks = append(m.init.Tracks, &fmp4.InitTrack{ID: i + 1, TimeScale: ts, Codec: codec})
+	}
+	if len(m.tracks) == 0 {
+		return nil, fmt.Errorf("%w: no track %d", ErrUnsupportedCodec, only)
 	}
 	return m, nil
 }
@@ -96,32 +107,16 @@ func NewFMP4(w io.Writer, h *mkv.Header) (*FMP4, error) {
 	return &FMP4{w: w, m: m}, nil
 }
 
-// Fragment writes one stored fragment (its cluster) as moof+mdat. A
-// header with other tracks than NewFMP4's is ErrHeaderChanged.
-func (f *FMP4) Fragment(h *mkv.Header, cluster []byte) error {
+// Fragment writes one stored fragment (its cluster, and its producer
+// timestamp) as moof+mdat. A header with other tracks than NewFMP4's is
+// ErrHeaderChanged.
+func (f *FMP4) Fragment(h *mkv.Header, cluster []byte, producerMs int64) error {
 	if !f.started {
-		first, err := FirstTimeMs(h, cluster)
-		if err != nil {
-			return err
-		}
-		f.m.BaseMs, f.started = first, true
+		f.m.BaseMs, f.started = producerMs, true
 	}
-	err := f.m.WriteFragment(f.w, h, cluster, f.seq)
+	err := f.m.WriteFragment(f.w, h, cluster, f.seq, producerMs)
 	f.seq++
 	return err
-}
-
-// FirstTimeMs is the earliest block time of a cluster.
-func FirstTimeMs(h *mkv.Header, cluster []byte) (int64, error) {
-	first := int64(1 << 62)
-	err := mkv.ForEachBlock(h, cluster, func(b mkv.Block) error {
-		first = min(first, b.TimeMs)
-		return nil
-	})
-	if err == nil && first == 1<<62 {
-		err = errNoSamples
-	}
-	return first, err
 }
 
 func codecOf(t mkv.Track) (fmp4.Codec, uint32, error) {
@@ -258,14 +253,16 @@ type sample struct {
 }
 
 // WriteFragment writes one stored fragment (its cluster) as moof+mdat
-// with sequence number seq. h must have the Muxer's tracks.
-func (m *Muxer) WriteFragment(w io.Writer, h *mkv.Header, cluster []byte, seq uint32) error {
+// with sequence number seq. h must have the Muxer's tracks. Times are
+// producer times: the cluster starts at producerMs (relative timecodes
+// restart with every upload; producer times do not), minus BaseMs.
+func (m *Muxer) WriteFragment(w io.Writer, h *mkv.Header, cluster []byte, seq uint32, producerMs int64) error {
 	if string(h.Raw) != string(m.header.Raw) && !sameTracks(h, m.header) {
 		return ErrHeaderChanged
 	}
 	per := make(map[*track][]sample, len(m.tracks))
 	err := mkv.ForEachBlock(h, cluster, func(b mkv.Block) error {
-		ms := b.TimeMs - m.BaseMs
+		ms := producerMs + (b.TimeMs - b.ClusterMs) - m.BaseMs
 		for _, t := range m.tracks {
 			if t.number == b.Track {
 				per[t] = append(per[t], sample{pts: ms * int64(t.timeScale) / 1000, key: b.Key, data: b.Payload})
