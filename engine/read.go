@@ -427,3 +427,16 @@ func (e *Engine) Recent(ref StreamRef, n int) ([]lsm.FragmentMeta, error) {
 	}
 	return out, nil
 }
+
+// ScanFragments calls fn for the fragments whose timestamp (per idx) lies
+// in [startMs, endMs], in time order, until fn returns false.
+func (e *Engine) ScanFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs int64, fn func(lsm.FragmentMeta) bool) error {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return err
+	}
+	if err := e.db.ScanTime(s.id, idx, startMs, endMs, nil, fn); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	return nil
+}

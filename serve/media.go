@@ -43,6 +43,7 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		"/listFragments":              (*Server).listFragments,
 		"/getHLSStreamingSessionURL":  (*Server).getHLSStreamingSessionURL,
 		"/getDASHStreamingSessionURL": (*Server).getDASHStreamingSessionURL,
+		"/getImages":                  (*Server).getImages,
 		// kvsedge's own: the state of each camera the box records.
 		"/listCameras": (*Server).listCameras,
 	}
