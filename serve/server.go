@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/serve/console"
 	"github.com/valyala/fasthttp"
 )
 
@@ -212,6 +213,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	setRequestID(ctx)
 	path := string(ctx.Path())
+	if ctx.IsGet() || ctx.IsHead() {
+		// The web console: static files, no credentials needed to load
+		// it (its API calls are signed like any other).
+		if b, typ, ok := console.File(path); ok {
+			ctx.SetContentType(typ)
+			ctx.Response.Header.Set("Cache-Control", "no-cache")
+			ctx.SetBody(b)
+			return
+		}
+	}
 	if m, ok := s.media[path]; ok {
 		m(s, ctx)
 		return

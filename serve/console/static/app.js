@@ -1,0 +1,202 @@
+// kvsedge console: the KVS API signed in the browser with the user's key
+// (aws4fetch), playback with hls.js. No server-side session: the same API
+// and authentication as the aws CLI.
+'use strict';
+const $ = (id) => document.getElementById(id);
+let client = null, current = null, hls = null, range = null;
+
+function creds() {
+  try { return JSON.parse(localStorage.getItem('kvsedge-creds')); } catch (e) { return null; }
+}
+
+async function api(path, body) {
+  const resp = await client.fetch(location.origin + path, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body || {}),
+  });
+  if (path === '/getClip' && resp.ok) return resp;
+  const text = await resp.text();
+  const data = text ? JSON.parse(text) : {};
+  if (!resp.ok) throw new Error((resp.headers.get('x-amzn-ErrorType') || resp.status) + ': ' + (data.message || text));
+  return data;
+}
+
+function signIn(c) {
+  client = new aws4fetch.AwsClient({ accessKeyId: c.akid, secretAccessKey: c.secret, region: c.region || 'us-east-1', service: 'kinesisvideo' });
+  $('who').textContent = c.akid;
+  $('login').hidden = true; $('app').hidden = false;
+  refresh();
+}
+
+$('login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const c = { akid: $('akid').value.trim(), secret: $('secret').value.trim(), region: $('region').value.trim() };
+  client = new aws4fetch.AwsClient({ accessKeyId: c.akid, secretAccessKey: c.secret, region: c.region, service: 'kinesisvideo' });
+  try { await api('/listStreams', { MaxResults: 1 }); } catch (err) { $('login-error').textContent = err.message; return; }
+  localStorage.setItem('kvsedge-creds', JSON.stringify(c));
+  signIn(c);
+});
+
+async function refresh() {
+  try {
+    const [list, cams] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] }))]);
+    const byStream = {};
+    for (const c of cams.Cameras || []) byStream[c.stream] = c;
+    const rows = $('stream-rows');
+    rows.textContent = '';
+    for (const s of list.StreamInfoList || []) {
+      const tr = document.createElement('tr');
+      tr.dataset.stream = s.StreamName;
+      if (current && current.StreamName === s.StreamName) tr.className = 'sel';
+      const cam = byStream[s.StreamName];
+      const camText = cam ? `${cam.state}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error ? ' · ' + cam.last_error : ''}` : '';
+      for (const v of [s.StreamName, s.Status, s.DataRetentionInHours, camText]) {
+        const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
+      }
+      if (cam) tr.children[3].className = cam.state === 'RECORDING' ? 'ok' : 'bad';
+      const td = document.createElement('td');
+      const open = document.createElement('button'); open.textContent = 'Open'; open.className = 'open';
+      open.onclick = () => openStream(s);
+      const del = document.createElement('button'); del.textContent = 'Delete';
+      del.onclick = async () => {
+        if (!confirm('Delete ' + s.StreamName + ' and its media?')) return;
+        try { await api('/deleteStream', { StreamARN: s.StreamARN }); if (current && current.StreamARN === s.StreamARN) closeViewer(); refresh(); }
+        catch (err) { $('streams-error').textContent = err.message; }
+      };
+      td.append(open, ' ', del); tr.appendChild(td); rows.appendChild(tr);
+    }
+    $('streams-error').textContent = '';
+  } catch (err) { $('streams-error').textContent = err.message; }
+}
+
+$('create-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try {
+    await api('/createStream', { StreamName: $('new-name').value.trim(), DataRetentionInHours: parseInt($('new-retention').value || '0', 10) });
+    $('new-name').value = ''; refresh();
+  } catch (err) { $('streams-error').textContent = err.message; }
+});
+
+function closeViewer() { if (hls) { hls.destroy(); hls = null; } current = null; $('viewer').hidden = true; }
+
+async function openStream(s) {
+  current = s; $('viewer').hidden = false; $('viewer-title').textContent = s.StreamName;
+  $('retention').value = s.DataRetentionInHours; $('viewer-error').textContent = '';
+  refresh(); loadTags(); drawTimeline(); playLive();
+}
+
+async function loadTags() {
+  try {
+    const t = await api('/listTagsForStream', { StreamName: current.StreamName });
+    $('tags').textContent = Object.entries(t.Tags || {}).map(([k, v]) => `${k}=${v}`).join('  ');
+  } catch (err) { $('viewer-error').textContent = err.message; }
+}
+
+function play(url, label) {
+  if (hls) hls.destroy();
+  const video = $('video');
+  hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+  hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) $('player-state').textContent = 'player error: ' + d.details; });
+  hls.loadSource(url); hls.attachMedia(video);
+  hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
+  $('player-state').textContent = label;
+}
+
+async function playLive() {
+  try {
+    const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE' });
+    play(r.HLSStreamingSessionURL, 'live');
+  } catch (err) { $('viewer-error').textContent = 'live: ' + err.message; }
+}
+
+async function playFrom(ms) {
+  const end = Math.min(ms + 3600e3, Date.now());
+  range = [ms, end];
+  try {
+    const r = await api('/getHLSStreamingSessionURL', {
+      StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND',
+      HLSFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: ms / 1000, EndTimestamp: end / 1000 } },
+    });
+    play(r.HLSStreamingSessionURL, 'on demand from ' + new Date(ms).toLocaleString());
+    thumbnails(ms, Math.min(ms + 60e3, end));
+  } catch (err) { $('viewer-error').textContent = 'on demand: ' + err.message; }
+}
+
+// The timeline: the last 24 h, recorded fragments in green, gaps grey
+// (from ListFragments, all pages).
+async function drawTimeline() {
+  const canvas = $('timeline'), g = canvas.getContext('2d');
+  const to = Date.now(), from = to - 24 * 3600e3;
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  let frags = [], token = null;
+  try {
+    do {
+      const req = token ? { StreamName: current.StreamName, NextToken: token } : { StreamName: current.StreamName,
+        FragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: from / 1000, EndTimestamp: to / 1000 } } };
+      const r = await api('/listFragments', req);
+      frags = frags.concat(r.Fragments || []); token = r.NextToken;
+    } while (token && frags.length < 100000);
+  } catch (err) { $('viewer-error').textContent = 'timeline: ' + err.message; return; }
+  g.fillStyle = '#2e9d4f';
+  const x = (t) => (t - from) / (to - from) * canvas.width;
+  for (const f of frags) {
+    const s = f.ServerTimestamp * 1000;
+    g.fillRect(x(s), 0, Math.max(1, x(s + f.FragmentLengthInMilliseconds) - x(s)), canvas.height);
+  }
+  canvas.dataset.fragments = frags.length;
+  canvas.onclick = (e) => {
+    const r = canvas.getBoundingClientRect();
+    playFrom(from + (e.clientX - r.left) / r.width * (to - from));
+  };
+  $('timeline-labels').innerHTML = '';
+  for (let i = 0; i <= 4; i++) {
+    const span = document.createElement('span');
+    span.textContent = new Date(from + i * (to - from) / 4).toLocaleTimeString();
+    $('timeline-labels').appendChild(span);
+  }
+}
+
+async function thumbnails(from, to) {
+  $('thumbs').textContent = '';
+  try {
+    const r = await api('/getImages', { StreamName: current.StreamName, ImageSelectorType: 'SERVER_TIMESTAMP',
+      StartTimestamp: from / 1000, EndTimestamp: to / 1000, SamplingInterval: Math.max(200, Math.floor((to - from) / 6)),
+      Format: 'JPEG', WidthPixels: 320, HeightPixels: 180, MaxResults: 6 });
+    for (const img of r.Images || []) {
+      if (!img.ImageContent) continue;
+      const el = document.createElement('img');
+      el.src = 'data:image/jpeg;base64,' + img.ImageContent; el.title = new Date(img.TimeStamp * 1000).toLocaleString();
+      el.onclick = () => playFrom(img.TimeStamp * 1000);
+      $('thumbs').appendChild(el);
+    }
+  } catch (err) { /* thumbnails are a convenience (GetImages needs ffmpeg on the box) */ }
+}
+
+$('live-btn').onclick = () => playLive();
+$('jump-btn').onclick = () => { const v = $('jump').value; if (v) playFrom(new Date(v).getTime()); };
+$('retention-btn').onclick = async () => {
+  try {
+    const info = (await api('/describeStream', { StreamName: current.StreamName })).StreamInfo;
+    const want = parseInt($('retention').value || '0', 10), have = info.DataRetentionInHours;
+    if (want === have) return;
+    await api('/updateDataRetention', { StreamName: current.StreamName, CurrentVersion: info.Version,
+      Operation: want > have ? 'INCREASE_DATA_RETENTION' : 'DECREASE_DATA_RETENTION', DataRetentionChangeInHours: Math.abs(want - have) });
+    refresh();
+  } catch (err) { $('viewer-error').textContent = err.message; }
+};
+$('tag-btn').onclick = async () => {
+  try { await api('/tagStream', { StreamName: current.StreamName, Tags: { [$('tag-key').value]: $('tag-value').value } }); loadTags(); }
+  catch (err) { $('viewer-error').textContent = err.message; }
+};
+$('clip-btn').onclick = async () => {
+  const r = range || [Date.now() - 60e3, Date.now()];
+  try {
+    const resp = await api('/getClip', { StreamName: current.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
+      TimestampRange: { StartTimestamp: r[0] / 1000, EndTimestamp: r[1] / 1000 } } });
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(await resp.blob()); a.download = current.StreamName + '.mp4'; a.click();
+  } catch (err) { $('viewer-error').textContent = 'clip: ' + err.message; }
+};
+
+const c = creds();
+if (c) signIn(c); else $('login').hidden = false;
+setInterval(() => { if (client) refresh(); }, 5000);
