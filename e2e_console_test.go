@@ -23,7 +23,9 @@ func TestConsoleInChromium(t *testing.T) {
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	// Let the demo camera record a few fragments first.
 	sel := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=2020-01-01T00:00:00Z,EndTimestamp=2100-01-01T00:00:00Z}"
-	var l struct{ Fragments []struct{ FragmentNumber string } }
+	var l struct {
+		Fragments []struct{ FragmentNumber string }
+	}
 	for deadline := time.Now().Add(20 * time.Second); len(l.Fragments) < 4; time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
 			t.Fatal("the demo camera recorded nothing")
