@@ -31,10 +31,10 @@ import (
 // and survive a restart.
 //
 // Playlists use relative URLs. The media playlist carries every track
-// muxed in one fMP4 rendition (KVS lists one playlist per track; hls.js,
-// Safari and ffmpeg all play muxed fMP4). Fragments are remuxed on
-// request, on the session's time base, so segments line up. MPEG-TS
-// containers are not served yet (FRAGMENTED_MP4 only).
+// muxed in one rendition (KVS lists one playlist per track; hls.js,
+// Safari and ffmpeg all play muxed segments): fragmented MP4 by default,
+// MPEG-TS when asked. Fragments are remuxed on request, on the session's
+// time base, so segments line up.
 
 // hlsSession is the content of a session token.
 type hlsSession struct {
@@ -48,9 +48,11 @@ type hlsSession struct {
 	Disc     string `json:"d"`
 	ShowTime bool   `json:"p,omitempty"`
 	// ShowNumber: DASH's DisplayFragmentNumber.
-	ShowNumber bool  `json:"q,omitempty"`
-	BaseMs     int64 `json:"b"`
-	CreatedMs  int64 `json:"c"`
+	ShowNumber bool `json:"q,omitempty"`
+	// TS: HLS's MPEG_TS container (else fragmented MP4).
+	TS        bool  `json:"k,omitempty"`
+	BaseMs    int64 `json:"b"`
+	CreatedMs int64 `json:"c"`
 }
 
 func (s *Server) sessionKey() ([]byte, error) { return s.eng.SessionKey() }
@@ -176,9 +178,7 @@ func (s *Server) getHLSStreamingSessionURL(body []byte) (any, *apiError) {
 		sess.Disc = *in.DiscontinuityMode
 	}
 	sess.ShowTime = in.DisplayFragmentTimestamp != nil && *in.DisplayFragmentTimestamp == "ALWAYS"
-	if in.ContainerFormat != nil && *in.ContainerFormat == "MPEG_TS" {
-		v.add("kvsedge serves the FRAGMENTED_MP4 container only; MPEG_TS is not supported yet.")
-	}
+	sess.TS = in.ContainerFormat != nil && *in.ContainerFormat == "MPEG_TS"
 	info, aerr := s.resolve(in.streamRefIn, v)
 	if aerr != nil {
 		return nil, aerr
@@ -290,6 +290,7 @@ func hlsRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
 		"/hls/v1/getHLSMediaPlaylist.m3u8":  (*Server).hlsMedia,
 		"/hls/v1/getMP4InitFragment.mp4":    (*Server).hlsInit,
 		"/hls/v1/getMP4MediaFragment.mp4":   (*Server).hlsFragment,
+		"/hls/v1/getTSFragment.ts":          (*Server).hlsTSFragment,
 	}
 }
 
@@ -399,14 +400,18 @@ func (s *Server) hlsMedia(ctx *fasthttp.RequestCtx) {
 		case sess.Disc == "ON_DISCONTINUITY" && (stamp-prevEnd > 50 || prevEnd-stamp > 50):
 			b.WriteString("#EXT-X-DISCONTINUITY\n")
 		}
-		if i == 0 || m.HeaderID != header {
+		if (i == 0 || m.HeaderID != header) && !sess.TS {
 			fmt.Fprintf(&b, "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber=%s&SessionToken=%s\"\n", m.Number, tok)
-			header = m.HeaderID
 		}
+		header = m.HeaderID
 		if sess.ShowTime {
 			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", time.UnixMilli(stamp).UTC().Format("2006-01-02T15:04:05.000Z"))
 		}
-		fmt.Fprintf(&b, "#EXTINF:%.3f,\ngetMP4MediaFragment.mp4?FragmentNumber=%s&SessionToken=%s\n", float64(m.DurationMs)/1000, m.Number, tok)
+		seg := "getMP4MediaFragment.mp4"
+		if sess.TS {
+			seg = "getTSFragment.ts"
+		}
+		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s?FragmentNumber=%s&SessionToken=%s\n", float64(m.DurationMs)/1000, seg, m.Number, tok)
 		prevEnd = stamp + int64(m.DurationMs)
 	}
 	if sess.Mode == "ON_DEMAND" || (sess.EndMs != 0 && len(all) > 0 && sess.Mode == "LIVE_REPLAY" && time.Now().UnixMilli()-sess.CreatedMs > sess.EndMs-sess.StartMs) {
@@ -494,6 +499,26 @@ func (s *Server) hlsFragment(ctx *fasthttp.RequestCtx) {
 func trackParam(ctx *fasthttp.RequestCtx) uint64 {
 	n, _ := strconv.ParseUint(string(ctx.QueryArgs().Peek("TrackNumber")), 10, 64)
 	return n
+}
+
+func (s *Server) hlsTSFragment(ctx *fasthttp.RequestCtx) {
+	sess, ok := s.hlsRequest(ctx)
+	if !ok {
+		return
+	}
+	f, hdr, ok := s.sessionFragment(ctx, sess)
+	if !ok {
+		return
+	}
+	defer f.Release()
+	var b bytes.Buffer
+	b.Grow(len(f.Media) + len(f.Media)/8)
+	if err := remux.WriteTS(&b, hdr, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs, sess.BaseMs); err != nil {
+		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The fragment does not remux: %v", err))
+		return
+	}
+	ctx.SetContentType("video/mp2t")
+	ctx.SetBody(b.Bytes())
 }
 
 // codecsAttr is the RFC 6381 CODECS value of a header's tracks.
