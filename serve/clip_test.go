@@ -143,4 +143,16 @@ func TestGetClip(t *testing.T) {
 	if _, got, _ := clip(`{"StreamName":"mjpeg","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795579999,"EndTimestamp":1795580001}}}`); got != "UnsupportedStreamMediaTypeException"+"application/json" {
 		t.Errorf("MJPEG stream: %s", got)
 	}
+	// HLS cannot carry it either: an error, never a broken playlist.
+	for _, path := range []string{"/getHLSStreamingSessionURL", "/getDASHStreamingSessionURL"} {
+		sel := "HLSFragmentSelector"
+		if path == "/getDASHStreamingSessionURL" {
+			sel = "DASHFragmentSelector"
+		}
+		body := `{"StreamName":"mjpeg","PlaybackMode":"ON_DEMAND","` + sel + `":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795579999,"EndTimestamp":1795580001}}}`
+		st, hdr, _ := ts.raw(t, path, []byte(body), time.Now(), testSecret)
+		if st != 400 || hdr.Get("x-amzn-ErrorType") != "UnsupportedStreamMediaTypeException" {
+			t.Errorf("%s of an MJPEG stream: %d %s", path, st, hdr.Get("x-amzn-ErrorType"))
+		}
+	}
 }

@@ -238,8 +238,20 @@ func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.Fragm
 		end = math.MaxInt64 / 2
 	}
 	if sess.Mode == "LIVE_REPLAY" {
-		// One fragment's worth of time is added as it elapses.
-		end = min(end, sess.StartMs+(now.UnixMilli()-sess.CreatedMs)+1)
+		// Replay starts at the first fragment at or after the start, and
+		// each fragment is added as its time elapses since the session began.
+		first, _, err := s.eng.ListFragments(ref, idx, sess.StartMs, end, nil, 1)
+		if err != nil {
+			return nil, engineError(err)
+		}
+		if len(first) == 0 {
+			return nil, nil
+		}
+		anchor := first[0].ServerMs
+		if !sess.ByServer {
+			anchor = first[0].ProducerMs
+		}
+		end = min(end, anchor+(now.UnixMilli()-sess.CreatedMs)+1)
 	}
 	var out []lsm.FragmentMeta
 	var cursor *lsm.TimeCursor
