@@ -183,6 +183,10 @@ type imageOpts struct {
 	width, height int
 }
 
+// ffmpegSlots bounds the decoders running at once: a burst of GetImages
+// requests waits instead of starting a process per image.
+var ffmpegSlots = make(chan struct{}, 2)
+
 var errNoDecoder = errors.New("GetImages needs ffmpeg to decode this stream's video on the box, and ffmpeg is not installed (Debian: apt-get install ffmpeg); MJPEG streams need no decoder")
 
 // imageAt renders the frame offsetMs into fragment m.
@@ -226,6 +230,12 @@ func (s *Server) imageAt(ref engine.StreamRef, m *lsm.FragmentMeta, offsetMs int
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ffmpegImageTimeout)
 	defer cancel()
+	select {
+	case ffmpegSlots <- struct{}{}:
+		defer func() { <-ffmpegSlots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	args := []string{"-v", "error", "-f", "matroska", "-i", "pipe:0", "-ss", fmt.Sprintf("%.3f", float64(offsetMs)/1000), "-frames:v", "1", "-an"}
 	var filters []string
 	switch {
