@@ -11,9 +11,16 @@
 //	putmedia.go      PutMedia: full-duplex upload with a live ack stream
 //	media.go         GetMedia, GetMediaForFragmentList (chunk streams written
 //	                 to the hijacked connection) and ListFragments
+//	clip.go          GetClip: a streamed fragmented MP4 of a time range
+//	hls.go, dash.go  playback sessions: signed session tokens, playlists,
+//	                 manifests, fMP4 and MPEG-TS segments remuxed on request
+//	images.go        GetImages (ffmpeg decodes; MJPEG needs nothing)
+//	controlplane_edge.go  the KVS edge-agent configuration API
 //
-// Sub-packages: sigv4 (request signature verification, a leaf) and tlsca (the
-// local certificate authority behind `kvsedge cert`, a leaf).
+// Sub-packages: sigv4 (request signature verification, a leaf), tlsca (the
+// local certificate authority behind `kvsedge cert`, a leaf), remux
+// (stored Matroska fragments → fMP4 and MPEG-TS, with mediacommon) and
+// console (the web console's embedded files, served at "/").
 //
 // Wire rules (shared/kvs-api.md §1): every operation is POST to a fixed,
 // case-sensitive path with a JSON body; responses are JSON; timestamps are
