@@ -41,6 +41,7 @@ func TestBadCameraInput(t *testing.T) {
 		return pkts
 	}
 	rng := rand.New(rand.NewSource(1))
+	jumpRng := rand.New(rand.NewSource(2)) // each publisher goroutine has its own
 	go rtsptest.PublishRaw(ctx, t, rl.URL("garbage"), good, 30, func(i int) []*rtp.Packet {
 		payload := make([]byte, 1+rng.Intn(1400))
 		rng.Read(payload)
@@ -60,7 +61,7 @@ func TestBadCameraInput(t *testing.T) {
 	go rtsptest.PublishRaw(ctx, t, rl.URL("jumpy"), good, 15, func(i int) []*rtp.Packet {
 		ts := uint32(i * 6000)
 		if i%7 == 3 {
-			ts = rng.Uint32() // the camera's clock jumps anywhere
+			ts = jumpRng.Uint32() // the camera's clock jumps anywhere
 		}
 		return encode(good, d.aus[i%len(d.aus)], ts)
 	})

@@ -177,6 +177,13 @@ func (q *queue) snapshot() (frags []*pending, done bool) {
 	return append([]*pending(nil), q.frags...), q.inputEOF && len(q.frags) == 0
 }
 
+// failure is the error that stopped everything, if any.
+func (q *queue) failure() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
+
 func (q *queue) fail(err error) {
 	q.mu.Lock()
 	if q.err == nil {
@@ -205,29 +212,37 @@ func (p *Producer) Put(ctx context.Context, r io.Reader, opts Options) (Stats, e
 	go func() {
 		readErr <- p.readInput(ctx, r, q, opts.Absolute, absCh, &st, &stMu)
 	}()
+	// stats reads st under its lock: the input reader updates it.
+	stats := func() Stats {
+		stMu.Lock()
+		defer stMu.Unlock()
+		return st
+	}
 	var absolute bool
 	select {
 	case absolute = <-absCh:
 	case err := <-readErr:
 		if err != nil {
-			return st, err
+			return stats(), err
 		}
-		return st, nil // empty input
+		return stats(), nil // empty input
 	}
 	failures := 0
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
+			stMu.Lock()
 			st.Reconnects++
+			stMu.Unlock()
 		}
 		progressed, err := p.connection(ctx, q, absolute, opts, &st, &stMu)
 		if _, done := q.snapshot(); done {
 			if e := <-readErr; e != nil {
-				return st, e
+				return stats(), e
 			}
-			return st, nil
+			return stats(), nil
 		}
-		if q.err != nil {
-			return st, q.err
+		if qerr := q.failure(); qerr != nil {
+			return stats(), qerr
 		}
 		if progressed {
 			failures = 0
@@ -235,7 +250,7 @@ func (p *Producer) Put(ctx context.Context, r io.Reader, opts Options) (Stats, e
 			failures++
 		}
 		if failures >= p.cfg.MaxAttempts {
-			return st, fmt.Errorf("producer: giving up after %d failed connections: %w", failures, err)
+			return stats(), fmt.Errorf("producer: giving up after %d failed connections: %w", failures, err)
 		}
 		backoff := min(time.Duration(1<<min(failures, 5))*200*time.Millisecond, 5*time.Second)
 		backoff += time.Duration(rand.Int64N(int64(backoff / 2)))
@@ -243,7 +258,7 @@ func (p *Producer) Put(ctx context.Context, r io.Reader, opts Options) (Stats, e
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return stats(), ctx.Err()
 		}
 	}
 }
