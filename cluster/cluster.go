@@ -1,0 +1,289 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/hashicorp/serf/serf"
+)
+
+// Options configures a node.
+type Options struct {
+	// NodeName is unique in the cluster (default: the host name).
+	NodeName string
+	// Bind is the gossip address (host:port, UDP and TCP).
+	Bind string
+	// Advertise is the gossip address peers use, when it differs from Bind.
+	Advertise string
+	// Seeds are gossip addresses of members to join; none: a cluster of
+	// one until others join this node.
+	Seeds []string
+	// Key encrypts gossip (16, 24 or 32 bytes); every member needs it.
+	Key []byte
+	// APIURL is this node's KVS endpoint, gossiped to peers.
+	APIURL string
+	// Profile names the node's hardware profile.
+	Profile string
+	// FreeBytes reports free storage, gossiped to peers (nil: not
+	// reported).
+	FreeBytes func() uint64
+	// FastFailureDetection tunes serf for a LAN of a few boxes: failures
+	// are detected in about a second (shared/library-notes.md) instead of
+	// about six.
+	FastFailureDetection bool
+	Logger               *slog.Logger
+}
+
+// Member is what one node knows of another.
+type Member struct {
+	Name      string `json:"name"`
+	Addr      string `json:"addr"`
+	Status    string `json:"status"` // alive, leaving, left, failed
+	APIURL    string `json:"api_url,omitempty"`
+	Profile   string `json:"profile,omitempty"`
+	FreeBytes uint64 `json:"free_bytes,omitempty"`
+	Self      bool   `json:"self,omitempty"`
+}
+
+// Cluster is this node's view of the cluster.
+type Cluster struct {
+	opts   Options
+	serf   *serf.Serf
+	events chan serf.Event
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// Tag names gossiped with each member.
+const (
+	tagAPI     = "api"
+	tagProfile = "profile"
+	tagFree    = "free"
+)
+
+// Start creates the node, starts gossip and joins the seeds (retrying in
+// the background until one answers).
+func Start(opts Options) (*Cluster, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	host, portStr, err := net.SplitHostPort(opts.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bind %q: %w", opts.Bind, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bind port %q: %w", portStr, err)
+	}
+	if len(opts.Key) != 0 && len(opts.Key) != 16 && len(opts.Key) != 24 && len(opts.Key) != 32 {
+		return nil, errors.New("cluster: the gossip key must be 16, 24 or 32 bytes")
+	}
+	conf := serf.DefaultConfig()
+	conf.Init()
+	if opts.NodeName != "" {
+		conf.NodeName = opts.NodeName
+	}
+	conf.MemberlistConfig.BindAddr, conf.MemberlistConfig.BindPort = host, port
+	if opts.Advertise != "" {
+		ah, ap, err := net.SplitHostPort(opts.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: advertise %q: %w", opts.Advertise, err)
+		}
+		conf.MemberlistConfig.AdvertiseAddr = ah
+		conf.MemberlistConfig.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	if len(opts.Key) > 0 {
+		conf.MemberlistConfig.SecretKey = opts.Key
+	}
+	if opts.FastFailureDetection {
+		m := conf.MemberlistConfig
+		m.ProbeInterval = 200 * time.Millisecond
+		m.ProbeTimeout = 100 * time.Millisecond
+		m.SuspicionMult = 2
+		m.GossipInterval = 50 * time.Millisecond
+	}
+	// serf and memberlist log through the standard logger; send it to slog
+	// at debug level.
+	stdlog := log.New(slogWriter{opts.Logger}, "", 0)
+	conf.Logger, conf.MemberlistConfig.Logger = stdlog, stdlog
+	events := make(chan serf.Event, 64)
+	conf.EventCh = events
+	conf.Tags = map[string]string{tagAPI: opts.APIURL, tagProfile: opts.Profile}
+	if opts.FreeBytes != nil {
+		conf.Tags[tagFree] = strconv.FormatUint(opts.FreeBytes(), 10)
+	}
+	s, err := serf.Create(conf)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{})}
+	c.wg.Add(2)
+	go c.drainEvents()
+	go c.joinLoop()
+	return c, nil
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(string(p), "component", "serf")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}
+
+func (c *Cluster) drainEvents() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.done:
+			return
+		case e := <-c.events:
+			if me, ok := e.(serf.MemberEvent); ok {
+				for _, m := range me.Members {
+					c.opts.Logger.Info("cluster member "+me.EventType().String(), "member", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+				}
+			}
+		}
+	}
+}
+
+// joinLoop joins the seeds, retrying with backoff until one answers, and
+// refreshes the free-capacity tag every minute.
+func (c *Cluster) joinLoop() {
+	defer c.wg.Done()
+	backoff := time.Second
+	joined := len(c.opts.Seeds) == 0
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		if !joined {
+			if n, err := c.serf.Join(c.opts.Seeds, true); err == nil && n > 0 {
+				joined = true
+				c.opts.Logger.Info("joined the cluster", "contacted", n)
+			} else {
+				c.opts.Logger.Debug("joining the cluster", "err", err, "retry_in", backoff.String())
+			}
+		}
+		wait := tick.C
+		var retry <-chan time.Time
+		if !joined {
+			retry = time.After(backoff)
+			backoff = min(backoff*2, 30*time.Second)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-retry:
+		case <-wait:
+			if c.opts.FreeBytes != nil {
+				tags := map[string]string{tagAPI: c.opts.APIURL, tagProfile: c.opts.Profile, tagFree: strconv.FormatUint(c.opts.FreeBytes(), 10)}
+				_ = c.serf.SetTags(tags)
+			}
+		}
+	}
+}
+
+// Name is this node's name.
+func (c *Cluster) Name() string { return c.serf.LocalMember().Name }
+
+// Members returns every member serf knows, by name.
+func (c *Cluster) Members() []Member {
+	self := c.serf.LocalMember().Name
+	var out []Member
+	for _, m := range c.serf.Members() {
+		free, _ := strconv.ParseUint(m.Tags[tagFree], 10, 64)
+		out = append(out, Member{
+			Name: m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			Status: m.Status.String(), APIURL: m.Tags[tagAPI], Profile: m.Tags[tagProfile], FreeBytes: free,
+			Self: m.Name == self,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Placement returns the stream's home node and then its replicas, n
+// members in all (fewer if fewer are alive), by rendezvous hashing over
+// the alive members: each node ranks members by a hash of (stream,
+// member), so every node agrees, and losing a member moves only the
+// streams it held.
+func (c *Cluster) Placement(stream string, n int) []Member {
+	var alive []Member
+	for _, m := range c.Members() {
+		if m.Status == "alive" {
+			alive = append(alive, m)
+		}
+	}
+	return Rank(stream, alive, n)
+}
+
+// Rank orders members for a stream by rendezvous score and keeps n.
+func Rank(stream string, members []Member, n int) []Member {
+	type scored struct {
+		m     Member
+		score uint64
+	}
+	ss := make([]scored, len(members))
+	for i, m := range members {
+		ss[i] = scored{m, xxhash.Sum64String(stream + "\x00" + m.Name)}
+	}
+	sort.Slice(ss, func(i, j int) bool {
+		if ss[i].score != ss[j].score {
+			return ss[i].score > ss[j].score
+		}
+		return ss[i].m.Name < ss[j].m.Name
+	})
+	if n > len(ss) {
+		n = len(ss)
+	}
+	out := make([]Member, n)
+	for i := range out {
+		out[i] = ss[i].m
+	}
+	return out
+}
+
+// Home is the API URL of the stream's home node ("" when no member is
+// alive).
+func (c *Cluster) Home(stream string) string {
+	p := c.Placement(stream, 1)
+	if len(p) == 0 {
+		return ""
+	}
+	return p[0].APIURL
+}
+
+// NodeID derives the 16-bit node id used in fragment numbers from the
+// node name (lsm/FORMAT.md); nodes of one cluster need distinct ids, so
+// a collision (1 in 65,536 per pair) is for the operator to resolve with
+// an explicit id.
+func NodeID(name string) uint16 { return uint16(xxhash.Sum64String(name)) }
+
+// Close leaves the cluster gracefully (peers mark this node left, not
+// failed) and stops gossip.
+func (c *Cluster) Close() error {
+	close(c.done)
+	c.wg.Wait()
+	err := c.serf.Leave()
+	if serr := c.serf.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// kill stops gossip without leaving, as a crash does (tests).
+func (c *Cluster) kill() error {
+	close(c.done)
+	c.wg.Wait()
+	return c.serf.Shutdown()
+}

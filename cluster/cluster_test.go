@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startNode(t *testing.T, name string, seeds []string, key []byte) *Cluster {
+	t.Helper()
+	c, err := Start(Options{NodeName: name, Bind: freePort(t), Seeds: seeds, Key: key, APIURL: "http://" + name + ":8080",
+		Profile: "test", FreeBytes: func() uint64 { return 1 << 30 }, FastFailureDetection: true,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func alive(c *Cluster) int {
+	n := 0
+	for _, m := range c.Members() {
+		if m.Status == "alive" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestMembershipPlacementAndFailure(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	a := startNode(t, "a", nil, key)
+	defer a.Close()
+	seed := []string{a.serf.LocalMember().Addr.String() + ":" + fmt.Sprint(a.serf.LocalMember().Port)}
+	b := startNode(t, "b", seed, key)
+	defer b.Close()
+	c := startNode(t, "c", seed, key)
+	waitFor(t, "three members alive everywhere", 10*time.Second, func() bool { return alive(a) == 3 && alive(b) == 3 && alive(c) == 3 })
+
+	// Tags travel: every node sees the others' API URLs and capacity.
+	for _, m := range b.Members() {
+		if m.APIURL != "http://"+m.Name+":8080" || m.FreeBytes != 1<<30 || m.Profile != "test" {
+			t.Fatalf("member seen by b: %+v", m)
+		}
+	}
+	// Every node places every stream the same way; homes are spread.
+	homes := map[string]int{}
+	for i := 0; i < 300; i++ {
+		s := fmt.Sprintf("cam-%d", i)
+		pa, pb, pc := a.Placement(s, 2), b.Placement(s, 2), c.Placement(s, 2)
+		if len(pa) != 2 || pa[0].Name != pb[0].Name || pa[1].Name != pc[1].Name || pa[0].Name == pa[1].Name {
+			t.Fatalf("placement of %s differs: %v %v %v", s, pa, pb, pc)
+		}
+		homes[pa[0].Name]++
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		if homes[n] < 60 {
+			t.Fatalf("homes not spread: %v", homes)
+		}
+	}
+	// c crashes: the others see it failed within seconds, and its streams
+	// move; the others' streams stay where they were.
+	before := map[string]string{}
+	for i := 0; i < 300; i++ {
+		s := fmt.Sprintf("cam-%d", i)
+		before[s] = a.Placement(s, 1)[0].Name
+	}
+	if err := c.kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "c detected as failed", 10*time.Second, func() bool { return alive(a) == 2 && alive(b) == 2 })
+	t.Logf("failure detected in %v", time.Since(start).Round(10*time.Millisecond))
+	for s, was := range before {
+		now := a.Placement(s, 1)[0].Name
+		if was != "c" && now != was {
+			t.Fatalf("%s moved from %s to %s though %s is alive", s, was, now, was)
+		}
+		if now == "c" {
+			t.Fatalf("%s still placed on the failed node", s)
+		}
+		if b.Placement(s, 1)[0].Name != now {
+			t.Fatalf("a and b disagree on %s after the failure", s)
+		}
+	}
+}
+
+func TestWrongGossipKeyCannotJoin(t *testing.T) {
+	a := startNode(t, "a", nil, []byte("0123456789abcdef"))
+	defer a.Close()
+	seed := []string{a.serf.LocalMember().Addr.String() + ":" + fmt.Sprint(a.serf.LocalMember().Port)}
+	x := startNode(t, "x", seed, []byte("fedcba9876543210"))
+	defer x.Close()
+	time.Sleep(2 * time.Second)
+	if alive(a) != 1 || alive(x) != 1 {
+		t.Fatalf("a node with another gossip key joined: %v / %v", a.Members(), x.Members())
+	}
+}
+
+func TestSingleNodeIsAClusterOfOne(t *testing.T) {
+	a := startNode(t, "solo", nil, nil)
+	defer a.Close()
+	if p := a.Placement("cam", 2); len(p) != 1 || p[0].Name != "solo" || !p[0].Self || a.Home("cam") != "http://solo:8080" {
+		t.Fatalf("placement on a single node: %+v", p)
+	}
+}
