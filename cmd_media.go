@@ -476,8 +476,19 @@ func progressBar(n, total int64) string {
 
 // runCameras prints the state of every camera the box records.
 func runCameras(args []string, stdout, stderr io.Writer) error {
+	return printAPI("cameras", "/listCameras", args, stdout, stderr)
+}
+
+// runMembers prints the members of the box's cluster.
+func runMembers(args []string, stdout, stderr io.Writer) error {
+	return printAPI("members", "/listClusterMembers", args, stdout, stderr)
+}
+
+// printAPI posts {} to one of kvsedge's own listing operations and prints
+// the answer.
+func printAPI(name, path string, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	cfg, _, err := parseConfig("cameras", args, stderr, func(fs *pflag.FlagSet) {
+	cfg, _, err := parseConfig(name, args, stderr, func(fs *pflag.FlagSet) {
 		fs.StringVar(&cf.endpoint, "endpoint", "", "endpoint URL (default: this box, from --listen)")
 		fs.StringVar(&cf.caBundle, "ca-bundle", "", "PEM CA file to trust for an https endpoint")
 	})
@@ -489,7 +500,7 @@ func runCameras(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	resp, err := cl.post(context.Background(), "/listCameras", map[string]any{})
+	resp, err := cl.post(context.Background(), path, map[string]any{})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvsedge/kvsedge/cluster"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/lsm"
@@ -52,7 +54,16 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		return err
 	}
 	defer db.Close()
+	nodeName := cfg.Cluster.NodeName
+	if nodeName == "" {
+		nodeName, _ = os.Hostname()
+	}
+	nodeID := uint16(cfg.Cluster.NodeID)
+	if nodeID == 0 && cfg.Cluster.Bind != "" {
+		nodeID = cluster.NodeID(nodeName)
+	}
 	eng, err := engine.Open(db, engine.Options{
+		NodeID:             nodeID,
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
 		RingBytesPerStream: cfg.Media.RingMiBPerStream << 20,
@@ -96,6 +107,19 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 			log.Info("no credentials configured: using the key pair generated in the data directory; `kvsedge credentials` prints it",
 				"access_key_id", creds[0].AccessKeyID, "file", cfg.DataDir+"/"+generatedCredentialsFile)
 		}
+	}
+	if cfg.Cluster.Bind != "" {
+		key, _ := base64.StdEncoding.DecodeString(cfg.Cluster.Key) // validated
+		c, err := cluster.Start(cluster.Options{
+			NodeName: nodeName, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise, Seeds: cfg.Cluster.Seeds, Key: key,
+			APIURL: opts.DataEndpoint, FreeBytes: func() uint64 { return freeBytes(cfg.DataDir) }, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		opts.Cluster = c
+		log.Info("cluster member", "node", nodeName, "node_id", nodeID, "gossip", cfg.Cluster.Bind, "seeds", len(cfg.Cluster.Seeds))
 	}
 	cams := ingest.NewManager(eng, log)
 	defer cams.Close()
@@ -189,4 +213,13 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, ho))
 	}
 	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// freeBytes is the space left for unprivileged writers on dir's filesystem.
+func freeBytes(dir string) uint64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	return st.Bavail * uint64(st.Bsize)
 }

@@ -30,6 +30,7 @@ func commands() []command {
 		{"put-media", "upload an MKV file (or stdin) to a stream with PutMedia", runPutMedia},
 		{"get-media", "read a stream with GetMedia into a file or stdout (--follow: live)", runGetMedia},
 		{"cameras", "print the state of every camera the box records", runCameras},
+		{"members", "print the members of the box's cluster", runMembers},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
 		{"version", "print the version", runVersion},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -57,6 +58,26 @@ type Config struct {
 	// edge configuration API's MediaUriSecretArn refers to by name (the
 	// last component of the ARN). Redacted in `kvsedge config`.
 	Secrets map[string]string `koanf:"secrets" yaml:"secrets"`
+	Cluster ClusterConfig     `koanf:"cluster" yaml:"cluster"`
+}
+
+// ClusterConfig joins this box to peer boxes (serf gossip). Without Bind
+// the box is a cluster of one.
+type ClusterConfig struct {
+	// Bind is the gossip address (host:port; UDP and TCP), e.g. 0.0.0.0:7946.
+	Bind string `koanf:"bind" yaml:"bind,omitempty"`
+	// Advertise is the address peers reach this box at, if not Bind.
+	Advertise string `koanf:"advertise" yaml:"advertise,omitempty"`
+	// Seeds are gossip addresses of other members.
+	Seeds []string `koanf:"seeds" yaml:"seeds,omitempty"`
+	// Key encrypts gossip: base64 of 16, 24 or 32 bytes, the same on
+	// every member.
+	Key string `koanf:"key" yaml:"key,omitempty"`
+	// NodeName is unique in the cluster (default: the host name).
+	NodeName string `koanf:"node_name" yaml:"node_name,omitempty"`
+	// NodeID is this box's id in fragment numbers (default: derived from
+	// the node name); members need distinct ids.
+	NodeID int `koanf:"node_id" yaml:"node_id,omitempty"`
 }
 
 // CameraFileConfig is one camera in the configuration file.
@@ -318,6 +339,20 @@ func (c *Config) validate() error {
 	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
 		return bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval)
 	}
+	if c.Cluster.Bind != "" {
+		if _, _, err := net.SplitHostPort(c.Cluster.Bind); err != nil {
+			return bad("cluster.bind", "%q is not host:port", c.Cluster.Bind)
+		}
+	}
+	if c.Cluster.Key != "" {
+		k, err := base64.StdEncoding.DecodeString(c.Cluster.Key)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return bad("cluster.key", "must be base64 of 16, 24 or 32 bytes")
+		}
+	}
+	if c.Cluster.NodeID < 0 || c.Cluster.NodeID > 65535 {
+		return bad("cluster.node_id", "%d is outside 0…65535", c.Cluster.NodeID)
+	}
 	streams := map[string]bool{}
 	for i, cam := range c.Cameras {
 		key := fmt.Sprintf("cameras[%d]", i)
@@ -373,6 +408,9 @@ func (c *Config) redacted() Config {
 	for i, cam := range c.Cameras {
 		cam.URL = ingest.Redact(cam.URL)
 		r.Cameras[i] = cam
+	}
+	if r.Cluster.Key != "" {
+		r.Cluster.Key = mask
 	}
 	if len(c.Secrets) > 0 {
 		r.Secrets = make(map[string]string, len(c.Secrets))

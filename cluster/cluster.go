@@ -212,6 +212,9 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
+// MembersJSON is Members for the API (serve.ClusterView).
+func (c *Cluster) MembersJSON() any { return c.Members() }
+
 // Placement returns the stream's home node and then its replicas, n
 // members in all (fewer if fewer are alive), by rendezvous hashing over
 // the alive members: each node ranks members by a hash of (stream,

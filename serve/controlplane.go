@@ -407,8 +407,15 @@ func (s *Server) getDataEndpoint(body []byte) (any, *apiError) {
 	if v.required("APIName", in.APIName != nil) {
 		v.enum("APIName", in.APIName, apiNames...)
 	}
-	if _, aerr := s.resolve(in.streamRefIn, &v); aerr != nil {
+	info, aerr := s.resolve(in.streamRefIn, &v)
+	if aerr != nil {
 		return nil, aerr
+	}
+	// In a cluster, a stream's producer uploads to its home node.
+	if s.opts.Cluster != nil && *in.APIName == "PUT_MEDIA" {
+		if home := s.opts.Cluster.Home(info.Name); home != "" {
+			return struct{ DataEndpoint string }{home}, nil
+		}
 	}
 	return struct{ DataEndpoint string }{s.opts.DataEndpoint}, nil
 }

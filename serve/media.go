@@ -44,8 +44,10 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		"/getHLSStreamingSessionURL":  (*Server).getHLSStreamingSessionURL,
 		"/getDASHStreamingSessionURL": (*Server).getDASHStreamingSessionURL,
 		"/getImages":                  (*Server).getImages,
-		// kvsedge's own: the state of each camera the box records.
-		"/listCameras": (*Server).listCameras,
+		// kvsedge's own: the state of each camera the box records, and
+		// the members of its cluster.
+		"/listCameras":        (*Server).listCameras,
+		"/listClusterMembers": (*Server).listClusterMembers,
 	}
 }
 
@@ -521,4 +523,14 @@ func (s *Server) listCameras(body []byte) (any, *apiError) {
 		cams = s.opts.Cameras()
 	}
 	return struct{ Cameras any }{cams}, nil
+}
+
+func (s *Server) listClusterMembers(body []byte) (any, *apiError) {
+	if _, aerr := decode[struct{}](body); aerr != nil {
+		return nil, aerr
+	}
+	if s.opts.Cluster == nil {
+		return struct{ Members []struct{} }{[]struct{}{}}, nil
+	}
+	return struct{ Members any }{s.opts.Cluster.MembersJSON()}, nil
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// Cameras, when set, reports the camera states that /listCameras
 	// returns.
 	Cameras func() any
+	// Cluster, when set, is this node's peer cluster: /listClusterMembers
+	// lists it and GetDataEndpoint(PUT_MEDIA) answers a stream's home node.
+	Cluster ClusterView
 
 	// PutMediaIdleSeal closes a fragment whose cluster got no byte for this
 	// long (a producer that sends neither the end-of-fragment tag nor the
@@ -93,6 +96,12 @@ func (o *Options) ensureDefaults() {
 	if o.GetMediaIdleTimeout == 0 {
 		o.GetMediaIdleTimeout = 50 * time.Second
 	}
+}
+
+// ClusterView is what serve needs of the peer cluster (cluster.Cluster).
+type ClusterView interface {
+	Home(stream string) string
+	MembersJSON() any
 }
 
 // Server serves the KVS API for one engine.

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestTwoBoxCluster: two kvsedge processes join through a seed with a
+// gossip key, each lists both members, and GetDataEndpoint(PUT_MEDIA)
+// sends a stream's producer to its home node, the same from either box.
+func TestTwoBoxCluster(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	gA, gB := freeAddr(t), freeAddr(t)
+	envA := append(streamEnv(t.TempDir()), "KVSEDGE_CLUSTER__BIND="+gA, "KVSEDGE_CLUSTER__NODE_NAME=box-a", "KVSEDGE_CLUSTER__KEY="+key)
+	envB := append(streamEnv(t.TempDir()), "KVSEDGE_CLUSTER__BIND="+gB, "KVSEDGE_CLUSTER__NODE_NAME=box-b", "KVSEDGE_CLUSTER__KEY="+key,
+		"KVSEDGE_CLUSTER__SEEDS="+gA)
+	a := startKvsedge(t, envA, "--listen", "127.0.0.1:0")
+	b := startKvsedge(t, envB, "--listen", "127.0.0.1:0")
+
+	type members struct {
+		Members []struct {
+			Name, Status string
+			APIURL       string `json:"api_url"`
+		}
+	}
+	list := func(env []string, ep string) members {
+		out, errOut, code := kvsedgeCmd(t, env, "members", "--endpoint", ep)
+		var m members
+		if code != 0 || json.Unmarshal([]byte(out), &m) != nil {
+			t.Fatalf("kvsedge members: %d %s %s", code, out, errOut)
+		}
+		return m
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ma, mb := list(envA, a.endpoint), list(envB, b.endpoint)
+		if len(ma.Members) == 2 && len(mb.Members) == 2 && ma.Members[0].Status == "alive" && ma.Members[1].Status == "alive" {
+			if ma.Members[0].Name != "box-a" || ma.Members[0].APIURL != a.endpoint || ma.Members[1].APIURL != b.endpoint {
+				t.Fatalf("members seen by a: %+v", ma.Members)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the boxes did not join: %+v / %+v", ma, mb)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// Streams spread over both homes, and both boxes agree (Go SDK).
+	client := func(ep string) *kinesisvideo.Client {
+		return kinesisvideo.New(kinesisvideo.Options{Region: "us-west-2", BaseEndpoint: aws.String(ep),
+			Credentials: credentials.NewStaticCredentialsProvider(e2eAKID, e2eSecret, ""), RetryMaxAttempts: 1})
+	}
+	ca, cb := client(a.endpoint), client(b.endpoint)
+	ctx := context.Background()
+	endpoint := func(c *kinesisvideo.Client, name string, api types.APIName) string {
+		out, err := c.GetDataEndpoint(ctx, &kinesisvideo.GetDataEndpointInput{StreamName: aws.String(name), APIName: api})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.DataEndpoint)
+	}
+	homes := map[string]int{}
+	for i := 0; i < 16; i++ {
+		name := fmt.Sprintf("cam-%d", i)
+		for _, c := range []*kinesisvideo.Client{ca, cb} {
+			if _, err := c.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String(name)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ea, eb := endpoint(ca, name, types.APINamePutMedia), endpoint(cb, name, types.APINamePutMedia)
+		if ea != eb || (ea != a.endpoint && ea != b.endpoint) {
+			t.Fatalf("%s: home %q from a, %q from b", name, ea, eb)
+		}
+		homes[ea]++
+		if g := endpoint(cb, name, types.APINameGetMedia); g != b.endpoint {
+			t.Fatalf("GET_MEDIA of %s from b: %s", name, g)
+		}
+	}
+	if len(homes) != 2 {
+		t.Fatalf("12 streams all homed on one box: %v", homes)
+	}
+	// A box leaving is seen by the other.
+	a.stop(t)
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		mb := list(envB, b.endpoint)
+		if len(mb.Members) == 2 && (mb.Members[0].Status == "left" || mb.Members[0].Status == "failed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("box-a's departure not seen: %+v", mb)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	for i := 0; i < 16; i++ {
+		if e := endpoint(cb, fmt.Sprintf("cam-%d", i), types.APINamePutMedia); e != b.endpoint {
+			t.Fatalf("with box-a gone, cam-%d's home is %s", i, e)
+		}
+	}
+}
