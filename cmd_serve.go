@@ -113,6 +113,7 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		c, err := cluster.Start(cluster.Options{
 			NodeName: nodeName, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise, Seeds: cfg.Cluster.Seeds, Key: key,
 			APIURL: opts.DataEndpoint, FreeBytes: func() uint64 { return freeBytes(cfg.DataDir) }, Logger: log,
+			FastFailureDetection: cfg.Cluster.FastFailureDetection,
 		})
 		if err != nil {
 			return err

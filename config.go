@@ -78,6 +78,10 @@ type ClusterConfig struct {
 	// NodeID is this box's id in fragment numbers (default: derived from
 	// the node name); members need distinct ids.
 	NodeID int `koanf:"node_id" yaml:"node_id,omitempty"`
+	// FastFailureDetection detects a dead box in about a second instead of
+	// serf's LAN default of about six (more gossip traffic; for a few
+	// boxes on one LAN).
+	FastFailureDetection bool `koanf:"fast_failure_detection" yaml:"fast_failure_detection,omitempty"`
 }
 
 // CameraFileConfig is one camera in the configuration file.
