@@ -93,3 +93,18 @@ func TestGetImages(t *testing.T) {
 		t.Errorf("range over 300 s: %d %s", st, typ)
 	}
 }
+
+// TestGetImagesWithoutFFmpeg: a box without ffmpeg says so, clearly, for
+// a stream whose video needs decoding.
+func TestGetImagesWithoutFFmpeg(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	putUpload(t, ts, "cam", "RELATIVE", strconv.FormatInt(start.Unix(), 10)+".000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
+	t.Setenv("PATH", t.TempDir()) // no ffmpeg on this box
+	body := fmt.Sprintf(`{"StreamName":"cam","ImageSelectorType":"PRODUCER_TIMESTAMP","StartTimestamp":%d,"EndTimestamp":%d,"Format":"JPEG"}`, start.Unix(), start.Unix()+2)
+	st, hdr, b := ts.raw(t, "/getImages", []byte(body), time.Now(), testSecret)
+	if st != 501 || hdr.Get("x-amzn-ErrorType") != "NotImplementedException" || !bytes.Contains(b, []byte("ffmpeg is not installed")) {
+		t.Fatalf("without ffmpeg: %d %s %s", st, hdr.Get("x-amzn-ErrorType"), b)
+	}
+}
