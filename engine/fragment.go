@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -15,6 +16,16 @@ type Header struct {
 	// stored reports that the header is durable in the store, so fragments
 	// after the first need not write it again.
 	stored atomic.Bool
+
+	parseOnce sync.Once
+	parsed    *mkv.Header
+	parseErr  error
+}
+
+// Tracks is Raw parsed (once per header, however many readers ask).
+func (h *Header) Tracks() (*mkv.Header, error) {
+	h.parseOnce.Do(func() { h.parsed, h.parseErr = mkv.ParseHeader(h.Raw) })
+	return h.parsed, h.parseErr
 }
 
 // Fragment is one fragment shared by the hot ring and every reader.

@@ -99,15 +99,8 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name))
 		return
 	}
-	first, err := s.eng.Fragment(ref, metas[0].Number)
-	if err != nil {
-		writeError(ctx, engineError(err))
-		return
-	}
-	hdr, err := mkv.ParseHeader(first.Header.Raw)
-	first.Release()
-	if err != nil {
-		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The stream's track header does not parse: %v", err))
+	hdr, ok := s.firstTracks(ctx, info.ARN, metas[0].Number)
+	if !ok {
 		return
 	}
 	if aerr := checkPlayable(hdr); aerr != nil {
@@ -129,12 +122,10 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 				log.Info("GetClip: a fragment went away (retention) while the clip was written", "number", m.Number.String(), "err", err)
 				continue
 			}
-			fh := hdr
-			if f.Header.ID != first.Header.ID {
-				if fh, err = mkv.ParseHeader(f.Header.Raw); err != nil {
-					f.Release()
-					return
-				}
+			fh, err := f.Header.Tracks()
+			if err != nil {
+				f.Release()
+				return
 			}
 			err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs)
 			f.Release()

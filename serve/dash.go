@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"encoding/json"
 	"fmt"
 	"html"
 	"net/http"
@@ -9,9 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/serve/remux"
 	"github.com/valyala/fasthttp"
 )
 
@@ -47,35 +44,19 @@ func (s *Server) getDASHStreamingSessionURL(body []byte) (any, *apiError) {
 	if aerr := v.err(); aerr != nil {
 		return nil, aerr
 	}
-	// The same request, in HLS's words.
-	hin := map[string]any{}
-	js, _ := json.Marshal(in)
-	_ = json.Unmarshal(js, &hin)
-	if sel, ok := hin["DASHFragmentSelector"]; ok {
-		hin["HLSFragmentSelector"] = sel
-		delete(hin, "DASHFragmentSelector")
+	// The same request, in HLS's words: the selector types are identical.
+	hin := hlsSessionIn{
+		streamRefIn:                     in.streamRefIn,
+		PlaybackMode:                    in.PlaybackMode,
+		HLSFragmentSelector:             in.DASHFragmentSelector,
+		DisplayFragmentTimestamp:        in.DisplayFragmentTimestamp,
+		Expires:                         in.Expires,
+		MaxMediaPlaylistFragmentResults: in.MaxManifestFragmentResults,
 	}
-	if m, ok := hin["MaxManifestFragmentResults"]; ok {
-		hin["MaxMediaPlaylistFragmentResults"] = m
-		delete(hin, "MaxManifestFragmentResults")
-	}
-	delete(hin, "DisplayFragmentNumber")
-	hbody, _ := json.Marshal(hin)
-	out, aerr := s.getHLSStreamingSessionURL(hbody)
+	showNumber := in.DisplayFragmentNumber != nil && *in.DisplayFragmentNumber == "ALWAYS"
+	tok, aerr := s.newSession(&hin, showNumber)
 	if aerr != nil {
 		return nil, aerr
-	}
-	u := out.(struct{ HLSStreamingSessionURL string }).HLSStreamingSessionURL
-	tok := u[strings.Index(u, "SessionToken=")+len("SessionToken="):]
-	if in.DisplayFragmentNumber != nil && *in.DisplayFragmentNumber == "ALWAYS" {
-		sess, err := s.openSession(tok)
-		if err != nil {
-			return nil, engineError(err)
-		}
-		sess.ShowNumber = true
-		if tok, err = s.signSession(sess); err != nil {
-			return nil, engineError(err)
-		}
 	}
 	return struct{ DASHStreamingSessionURL string }{s.opts.DataEndpoint + "/dash/v1/getDASHManifest.mpd?SessionToken=" + tok}, nil
 }
@@ -112,19 +93,12 @@ func (s *Server) dashManifest(ctx *fasthttp.RequestCtx) {
 			break
 		}
 	}
-	f, err := s.eng.Fragment(engine.StreamRef{ARN: sess.ARN}, frags[0].Number)
-	if err != nil {
-		writeError(ctx, engineError(err))
+	hdr, ok := s.firstTracks(ctx, sess.ARN, frags[0].Number)
+	if !ok {
 		return
 	}
-	hdr, err := mkv.ParseHeader(f.Header.Raw)
-	f.Release()
-	if err != nil {
-		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "%v", err))
-		return
-	}
-	if _, err := remux.Probe(hdr); err != nil {
-		writeError(ctx, checkPlayable(hdr))
+	if aerr := checkPlayable(hdr); aerr != nil {
+		writeError(ctx, aerr)
 		return
 	}
 	tok := url.QueryEscape(string(ctx.QueryArgs().Peek("SessionToken")))

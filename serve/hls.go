@@ -118,6 +118,16 @@ func (s *Server) getHLSStreamingSessionURL(body []byte) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	tok, aerr := s.newSession(in, false)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return struct{ HLSStreamingSessionURL string }{s.opts.DataEndpoint + "/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=" + tok}, nil
+}
+
+// newSession validates a session request (HLS's, or DASH's in HLS's
+// terms), checks the stream can be played and returns the signed token.
+func (s *Server) newSession(in *hlsSessionIn, showNumber bool) (string, *apiError) {
 	v := &validator{}
 	v.enum("PlaybackMode", in.PlaybackMode, "LIVE", "LIVE_REPLAY", "ON_DEMAND")
 	v.enum("ContainerFormat", in.ContainerFormat, "FRAGMENTED_MP4", "MPEG_TS")
@@ -126,7 +136,7 @@ func (s *Server) getHLSStreamingSessionURL(body []byte) (any, *apiError) {
 	v.intRange("Expires", in.Expires, 300, 43200)
 	v.intRange("MaxMediaPlaylistFragmentResults", in.MaxMediaPlaylistFragmentResults, 1, 5000)
 	now := time.Now()
-	sess := &hlsSession{Mode: "LIVE", ByServer: true, Expires: now.Add(300 * time.Second).Unix(), Disc: "ALWAYS", CreatedMs: now.UnixMilli()}
+	sess := &hlsSession{Mode: "LIVE", ByServer: true, Expires: now.Add(300 * time.Second).Unix(), Disc: "ALWAYS", CreatedMs: now.UnixMilli(), ShowNumber: showNumber}
 	if in.PlaybackMode != nil {
 		sess.Mode = *in.PlaybackMode
 	}
@@ -181,38 +191,33 @@ func (s *Server) getHLSStreamingSessionURL(body []byte) (any, *apiError) {
 	sess.TS = in.ContainerFormat != nil && *in.ContainerFormat == "MPEG_TS"
 	info, aerr := s.resolve(in.streamRefIn, v)
 	if aerr != nil {
-		return nil, aerr
+		return "", aerr
 	}
 	if info.DataRetentionInHours == 0 {
-		return nil, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
+		return "", newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
 	}
 	sess.ARN = info.ARN
 	frags, aerr := s.playlistFragments(sess, now)
 	if aerr != nil {
-		return nil, aerr
+		return "", aerr
 	}
 	if len(frags) == 0 {
-		return nil, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found for the requested %s session of stream %s.", sess.Mode, info.Name)
+		return "", newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found for the requested %s session of stream %s.", sess.Mode, info.Name)
 	}
-	f, err := s.eng.Fragment(engine.StreamRef{ARN: info.ARN}, frags[0].Number)
-	if err != nil {
-		return nil, engineError(err)
-	}
-	hdr, err := mkv.ParseHeader(f.Header.Raw)
-	f.Release()
-	if err != nil {
-		return nil, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The stream's media does not parse.")
+	hdr, aerr := s.tracksOf(info.ARN, frags[0].Number)
+	if aerr != nil {
+		return "", aerr
 	}
 	if aerr := checkPlayable(hdr); aerr != nil {
-		return nil, aerr
+		return "", aerr
 	}
 	// The session's time base: segments carry producer times minus this.
 	sess.BaseMs = frags[0].ProducerMs
 	tok, err := s.signSession(sess)
 	if err != nil {
-		return nil, engineError(err)
+		return "", engineError(err)
 	}
-	return struct{ HLSStreamingSessionURL string }{s.opts.DataEndpoint + "/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=" + tok}, nil
+	return tok, nil
 }
 
 // playlistFragments selects the session's fragments as of now.
@@ -339,15 +344,8 @@ func (s *Server) hlsMaster(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
-	f, err := s.eng.Fragment(engine.StreamRef{ARN: sess.ARN}, frags[0].Number)
-	if err != nil {
-		writeError(ctx, engineError(err))
-		return
-	}
-	hdr, err := mkv.ParseHeader(f.Header.Raw)
-	f.Release()
-	if err != nil {
-		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "%v", err))
+	hdr, ok := s.firstTracks(ctx, sess.ARN, frags[0].Number)
+	if !ok {
 		return
 	}
 	var bytes, ms int64
@@ -433,6 +431,31 @@ func (s *Server) hlsMedia(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(b.String())
 }
 
+// firstTracks returns the parsed track header of fragment n, answering
+// the request itself when ok is false.
+func (s *Server) firstTracks(ctx *fasthttp.RequestCtx, arn string, n lsm.FragNum) (*mkv.Header, bool) {
+	hdr, aerr := s.tracksOf(arn, n)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return nil, false
+	}
+	return hdr, true
+}
+
+// tracksOf is the parsed track header fragment n depends on.
+func (s *Server) tracksOf(arn string, n lsm.FragNum) (*mkv.Header, *apiError) {
+	f, err := s.eng.Fragment(engine.StreamRef{ARN: arn}, n)
+	if err != nil {
+		return nil, engineError(err)
+	}
+	defer f.Release()
+	hdr, err := f.Header.Tracks()
+	if err != nil {
+		return nil, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The stream's track header does not parse: %v", err)
+	}
+	return hdr, nil
+}
+
 // sessionFragment loads the fragment a session resource names.
 func (s *Server) sessionFragment(ctx *fasthttp.RequestCtx, sess *hlsSession) (*engine.Fragment, *mkv.Header, bool) {
 	n, aerr := parseFragNum("FragmentNumber", string(ctx.QueryArgs().Peek("FragmentNumber")))
@@ -449,7 +472,7 @@ func (s *Server) sessionFragment(ctx *fasthttp.RequestCtx, sess *hlsSession) (*e
 		}
 		return nil, nil, false
 	}
-	hdr, err := mkv.ParseHeader(f.Header.Raw)
+	hdr, err := f.Header.Tracks()
 	if err != nil {
 		f.Release()
 		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "%v", err))

@@ -196,7 +196,7 @@ func (s *Server) imageAt(ref engine.StreamRef, m *lsm.FragmentMeta, offsetMs int
 		return nil, err
 	}
 	defer f.Release()
-	hdr, err := mkv.ParseHeader(f.Header.Raw)
+	hdr, err := f.Header.Tracks()
 	if err != nil {
 		return nil, err
 	}

@@ -160,46 +160,36 @@ func parseAVCC(b []byte) (sps, pps []byte, err error) {
 	if len(b) < 7 || b[0] != 1 {
 		return nil, nil, ErrInvalidCodecData
 	}
-	p := 5
-	nsps := int(b[p] & 0x1F)
-	p++
-	for i := 0; i < nsps; i++ {
-		if p+2 > len(b) {
-			return nil, nil, ErrInvalidCodecData
-		}
-		n := int(binary.BigEndian.Uint16(b[p:]))
-		p += 2
-		if p+n > len(b) {
-			return nil, nil, ErrInvalidCodecData
-		}
-		if sps == nil {
-			sps = b[p : p+n]
-		}
-		p += n
-	}
-	if p >= len(b) {
+	sps, p, err := firstUnit(b, 6, int(b[5]&0x1F))
+	if err != nil || p >= len(b) {
 		return nil, nil, ErrInvalidCodecData
 	}
-	npps := int(b[p])
-	p++
-	for i := 0; i < npps; i++ {
-		if p+2 > len(b) {
-			return nil, nil, ErrInvalidCodecData
-		}
-		n := int(binary.BigEndian.Uint16(b[p:]))
-		p += 2
-		if p+n > len(b) {
-			return nil, nil, ErrInvalidCodecData
-		}
-		if pps == nil {
-			pps = b[p : p+n]
-		}
-		p += n
-	}
-	if sps == nil || pps == nil {
+	pps, _, err = firstUnit(b, p+1, int(b[p]))
+	if err != nil || sps == nil || pps == nil {
 		return nil, nil, ErrInvalidCodecData
 	}
 	return sps, pps, nil
+}
+
+// firstUnit reads n length-prefixed (u16) units at b[p:] and returns the
+// first and the offset after the last.
+func firstUnit(b []byte, p, n int) ([]byte, int, error) {
+	var first []byte
+	for i := 0; i < n; i++ {
+		if p+2 > len(b) {
+			return nil, p, ErrInvalidCodecData
+		}
+		l := int(binary.BigEndian.Uint16(b[p:]))
+		p += 2
+		if p+l > len(b) {
+			return nil, p, ErrInvalidCodecData
+		}
+		if first == nil {
+			first = b[p : p+l]
+		}
+		p += l
+	}
+	return first, p, nil
 }
 
 // parseHVCC extracts the VPS, SPS and PPS of an hvcC record.
@@ -217,27 +207,18 @@ func parseHVCC(b []byte) (vps, sps, pps []byte, err error) {
 			return nil, nil, nil, ErrInvalidCodecData
 		}
 		typ := b[p] & 0x3F
-		n := int(binary.BigEndian.Uint16(b[p+1:]))
-		p += 3
-		for j := 0; j < n; j++ {
-			if p+2 > len(b) {
-				return nil, nil, nil, ErrInvalidCodecData
-			}
-			l := int(binary.BigEndian.Uint16(b[p:]))
-			p += 2
-			if p+l > len(b) {
-				return nil, nil, nil, ErrInvalidCodecData
-			}
-			nal := b[p : p+l]
-			p += l
-			switch typ {
-			case 32:
-				vps = nal
-			case 33:
-				sps = nal
-			case 34:
-				pps = nal
-			}
+		nal, next, err := firstUnit(b, p+3, int(binary.BigEndian.Uint16(b[p+1:])))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		p = next
+		switch typ {
+		case 32:
+			vps = nal
+		case 33:
+			sps = nal
+		case 34:
+			pps = nal
 		}
 	}
 	if vps == nil || sps == nil || pps == nil {
