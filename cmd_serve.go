@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -108,22 +110,33 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 				"access_key_id", creds[0].AccessKeyID, "file", cfg.DataDir+"/"+generatedCredentialsFile)
 		}
 	}
+	var peers *cluster.Cluster
 	if cfg.Cluster.Bind != "" {
 		key, _ := base64.StdEncoding.DecodeString(cfg.Cluster.Key) // validated
+		peerTLS, err := peerTLSConfig(cfg.Cluster.CAFile)
+		if err != nil {
+			return err
+		}
 		c, err := cluster.Start(cluster.Options{
 			NodeName: nodeName, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise, Seeds: cfg.Cluster.Seeds, Key: key,
 			APIURL: opts.DataEndpoint, FreeBytes: func() uint64 { return freeBytes(cfg.DataDir) }, Logger: log,
-			FastFailureDetection: cfg.Cluster.FastFailureDetection,
+			FastFailureDetection: cfg.Cluster.FastFailureDetection, NodeID: nodeID,
 		})
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		opts.Cluster = c
+		c.StartReplication(cluster.ReplicationOptions{Engine: eng, Key: cluster.PeerKey(key), TLS: peerTLS, Factor: cfg.Cluster.ReplicationFactor})
+		opts.Cluster, peers = c, c
 		log.Info("cluster member", "node", nodeName, "node_id", nodeID, "gossip", cfg.Cluster.Bind, "seeds", len(cfg.Cluster.Seeds))
 	}
 	cams := ingest.NewManager(eng, log)
 	defer cams.Close()
+	if peers != nil {
+		// Each camera is recorded by its stream's home node only; the
+		// others hold it in STANDBY and take over when the home dies.
+		cams.SetGate(peers.Owns)
+	}
 	opts.Cameras = func() any { return cams.States() }
 	if cfg.Demo {
 		src, err := ingest.NewDemoSource(demoClip, demoFPS)
@@ -150,6 +163,10 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	defer stopBackground()
 	workers.Add(1)
 	go func() { defer workers.Done(); bridge.run(bgCtx) }()
+	if peers != nil {
+		workers.Add(1)
+		go func() { defer workers.Done(); followPlacement(bgCtx, peers, cams, log) }()
+	}
 	if path, _ := fs.GetString("config"); path != "" {
 		stop, err := watchCameraFile(fs, path, cams, bridge, log)
 		if err != nil {
@@ -223,4 +240,39 @@ func freeBytes(dir string) uint64 {
 		return 0
 	}
 	return st.Bavail * uint64(st.Bsize)
+}
+
+// followPlacement re-applies the camera gate when the membership changes,
+// and every second (a node that has just started waits to settle).
+func followPlacement(ctx context.Context, c *cluster.Cluster, cams *ingest.Manager, log *slog.Logger) {
+	changes := c.Subscribe()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		case <-t.C:
+		}
+		if err := cams.Reevaluate(); err != nil {
+			log.Warn("starting cameras", "err", err)
+		}
+	}
+}
+
+// peerTLSConfig trusts caFile (PEM) for peers' HTTPS, or the system roots.
+func peerTLSConfig(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("cluster.ca_file: %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

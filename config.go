@@ -82,6 +82,14 @@ type ClusterConfig struct {
 	// serf's LAN default of about six (more gossip traffic; for a few
 	// boxes on one LAN).
 	FastFailureDetection bool `koanf:"fast_failure_detection" yaml:"fast_failure_detection,omitempty"`
+	// ReplicationFactor is how many boxes hold each stream (its home and
+	// replicas) unless the stream's kvsedge:replication-factor tag says
+	// otherwise. Default 2.
+	ReplicationFactor int `koanf:"replication_factor" yaml:"replication_factor,omitempty"`
+	// CAFile is the PEM certificate authority that peers' HTTPS
+	// certificates chain to (the site's `kvsedge cert` CA); default: the
+	// system's roots.
+	CAFile string `koanf:"ca_file" yaml:"ca_file,omitempty"`
 }
 
 // CameraFileConfig is one camera in the configuration file.
@@ -347,6 +355,12 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(c.Cluster.Bind); err != nil {
 			return bad("cluster.bind", "%q is not host:port", c.Cluster.Bind)
 		}
+		if c.Cluster.Key == "" {
+			return bad("cluster.key", "is required with cluster.bind: it encrypts gossip and authenticates replication between boxes (make one with: head -c 32 /dev/urandom | base64)")
+		}
+	}
+	if c.Cluster.ReplicationFactor < 0 || c.Cluster.ReplicationFactor > 16 {
+		return bad("cluster.replication_factor", "%d is outside 1…16", c.Cluster.ReplicationFactor)
 	}
 	if c.Cluster.Key != "" {
 		k, err := base64.StdEncoding.DecodeString(c.Cluster.Key)

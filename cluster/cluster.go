@@ -40,7 +40,10 @@ type Options struct {
 	// are detected in about a second (shared/library-notes.md) instead of
 	// about six.
 	FastFailureDetection bool
-	Logger               *slog.Logger
+	// NodeID is this node's id in fragment numbers, gossiped so peers
+	// can ask for the fragments this node ingested.
+	NodeID uint16
+	Logger *slog.Logger
 }
 
 // Member is what one node knows of another.
@@ -52,15 +55,22 @@ type Member struct {
 	Profile   string `json:"profile,omitempty"`
 	FreeBytes uint64 `json:"free_bytes,omitempty"`
 	Self      bool   `json:"self,omitempty"`
+	NodeID    uint16 `json:"node_id"`
 }
 
 // Cluster is this node's view of the cluster.
 type Cluster struct {
-	opts   Options
-	serf   *serf.Serf
-	events chan serf.Event
-	done   chan struct{}
-	wg     sync.WaitGroup
+	opts    Options
+	serf    *serf.Serf
+	events  chan serf.Event
+	done    chan struct{}
+	wg      sync.WaitGroup
+	started time.Time
+	repl    *Replicator
+	peer    *PeerServer
+
+	subMu sync.Mutex
+	subs  []chan struct{}
 }
 
 // Tag names gossiped with each member.
@@ -68,6 +78,7 @@ const (
 	tagAPI     = "api"
 	tagProfile = "profile"
 	tagFree    = "free"
+	tagNodeID  = "nid"
 )
 
 // Start creates the node, starts gossip and joins the seeds (retrying in
@@ -117,19 +128,24 @@ func Start(opts Options) (*Cluster, error) {
 	conf.Logger, conf.MemberlistConfig.Logger = stdlog, stdlog
 	events := make(chan serf.Event, 64)
 	conf.EventCh = events
-	conf.Tags = map[string]string{tagAPI: opts.APIURL, tagProfile: opts.Profile}
-	if opts.FreeBytes != nil {
-		conf.Tags[tagFree] = strconv.FormatUint(opts.FreeBytes(), 10)
-	}
+	conf.Tags = opts.tags()
 	s, err := serf.Create(conf)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{})}
+	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now()}
 	c.wg.Add(2)
 	go c.drainEvents()
 	go c.joinLoop()
 	return c, nil
+}
+
+func (o *Options) tags() map[string]string {
+	t := map[string]string{tagAPI: o.APIURL, tagProfile: o.Profile, tagNodeID: strconv.Itoa(int(o.NodeID))}
+	if o.FreeBytes != nil {
+		t[tagFree] = strconv.FormatUint(o.FreeBytes(), 10)
+	}
+	return t
 }
 
 type slogWriter struct{ l *slog.Logger }
@@ -152,6 +168,7 @@ func (c *Cluster) drainEvents() {
 				for _, m := range me.Members {
 					c.opts.Logger.Info("cluster member "+me.EventType().String(), "member", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
 				}
+				c.notify()
 			}
 		}
 	}
@@ -186,8 +203,7 @@ func (c *Cluster) joinLoop() {
 		case <-retry:
 		case <-wait:
 			if c.opts.FreeBytes != nil {
-				tags := map[string]string{tagAPI: c.opts.APIURL, tagProfile: c.opts.Profile, tagFree: strconv.FormatUint(c.opts.FreeBytes(), 10)}
-				_ = c.serf.SetTags(tags)
+				_ = c.serf.SetTags(c.opts.tags())
 			}
 		}
 	}
@@ -202,14 +218,65 @@ func (c *Cluster) Members() []Member {
 	var out []Member
 	for _, m := range c.serf.Members() {
 		free, _ := strconv.ParseUint(m.Tags[tagFree], 10, 64)
+		nid, _ := strconv.ParseUint(m.Tags[tagNodeID], 10, 16)
 		out = append(out, Member{
-			Name: m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			NodeID: uint16(nid),
+			Name:   m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
 			Status: m.Status.String(), APIURL: m.Tags[tagAPI], Profile: m.Tags[tagProfile], FreeBytes: free,
 			Self: m.Name == self,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// Subscribe returns a channel signalled after membership changes (a
+// member joined, left, failed or changed its tags); a receiver that was
+// busy gets one signal for several changes.
+func (c *Cluster) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	c.subMu.Lock()
+	c.subs = append(c.subs, ch)
+	c.subMu.Unlock()
+	return ch
+}
+
+func (c *Cluster) notify() {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	for _, ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// HasQuorum reports whether this node sees a majority of the cluster's
+// members alive (members that left gracefully do not count; failed ones
+// do). With an even split, the half holding the lowest-named member wins,
+// so at most one side of a partition has quorum. A node without quorum
+// records no camera, so a cut-off node stops instead of recording what
+// the majority side has taken over.
+func (c *Cluster) HasQuorum() bool { return hasQuorum(c.Members()) }
+
+func hasQuorum(ms []Member) bool {
+	alive, total := 0, 0
+	lowest, lowestAlive := "", false
+	for _, m := range ms {
+		if m.Status == "left" {
+			continue
+		}
+		total++
+		ok := m.Status == "alive"
+		if ok {
+			alive++
+		}
+		if lowest == "" || m.Name < lowest {
+			lowest, lowestAlive = m.Name, ok
+		}
+	}
+	return alive*2 > total || alive*2 == total && lowestAlive
 }
 
 // MembersJSON is Members for the API (serve.ClusterView).
@@ -275,6 +342,9 @@ func NodeID(name string) uint16 { return uint16(xxhash.Sum64String(name)) }
 // Close leaves the cluster gracefully (peers mark this node left, not
 // failed) and stops gossip.
 func (c *Cluster) Close() error {
+	if c.repl != nil {
+		c.repl.Close()
+	}
 	close(c.done)
 	c.wg.Wait()
 	err := c.serf.Leave()
@@ -286,6 +356,9 @@ func (c *Cluster) Close() error {
 
 // kill stops gossip without leaving, as a crash does (tests).
 func (c *Cluster) kill() error {
+	if c.repl != nil {
+		c.repl.Close()
+	}
 	close(c.done)
 	c.wg.Wait()
 	return c.serf.Shutdown()

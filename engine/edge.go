@@ -88,7 +88,7 @@ func (e *Engine) notifyChange() {
 // retention, as in KVS.
 func (e *Engine) SetEdgeConfig(ref StreamRef, cfg EdgeConfig) (*StreamInfo, error) {
 	now := e.opts.Clock.Now().UTC().Truncate(time.Millisecond)
-	err := e.modify(ref, "", false, func(s *StreamInfo) error {
+	err := e.modify(ref, "", changeReplicated, func(s *StreamInfo) error {
 		if s.DataRetentionInHours == 0 {
 			return fmt.Errorf("%w: %s", ErrNoDataRetention, s.Name)
 		}
@@ -124,7 +124,7 @@ func (e *Engine) SetEdgeStatus(ref StreamRef, sync, failed, recorder, details st
 		return nil
 	}
 	now := e.opts.Clock.Now().UTC().Truncate(time.Millisecond)
-	return e.modify(ref, "", false, func(s *StreamInfo) error {
+	return e.modify(ref, "", changeLocal, func(s *StreamInfo) error {
 		if s.Edge == nil {
 			return nil
 		}
@@ -142,7 +142,7 @@ func (e *Engine) SetEdgeStatus(ref StreamRef, sync, failed, recorder, details st
 // DeleteEdgeConfig removes a stream's edge configuration; its camera
 // stops. The recorded media stays.
 func (e *Engine) DeleteEdgeConfig(ref StreamRef) error {
-	return e.modify(ref, "", false, func(s *StreamInfo) error {
+	return e.modify(ref, "", changeReplicated, func(s *StreamInfo) error {
 		if s.Edge == nil {
 			return fmt.Errorf("%w: stream %s has no edge configuration", ErrConfigNotFound, s.Name)
 		}

@@ -34,6 +34,9 @@ type Engine struct {
 		sync.RWMutex
 		byName map[string]*stream
 		byID   map[lsm.StreamID]*stream
+		// tombs are deleted streams' ARNs (→ epoch ms), kept so peers
+		// learn of deletions (replica.go).
+		tombs map[string]int64
 	}
 }
 
@@ -69,10 +72,20 @@ func Open(db *lsm.DB, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: loading streams: %w", err)
 	}
+	if e.mu.tombs, err = db.Tombstones(); err != nil {
+		return nil, fmt.Errorf("engine: loading tombstones: %w", err)
+	}
 	for _, r := range recs {
 		info, err := decodeRecord(r.ID, r.Value)
 		if err != nil {
 			return nil, fmt.Errorf("engine: %w", err)
+		}
+		if _, gone := e.mu.tombs[info.ARN]; gone {
+			// A crash inside DeleteStream, after its tombstone: finish it.
+			if err := db.DeleteStream(r.ID); err != nil {
+				return nil, fmt.Errorf("engine: finishing the deletion of %s: %w", info.Name, err)
+			}
+			continue
 		}
 		s := e.newStream(r.ID, info)
 		e.mu.byName[info.Name] = s
@@ -211,6 +224,7 @@ func (e *Engine) CreateStream(in CreateStreamInput) (*StreamInfo, error) {
 		DataRetentionInHours: in.DataRetentionInHours,
 		StorageTier:          tier,
 		Tags:                 make(map[string]string, len(in.Tags)),
+		Modified:             now.UnixMilli(),
 	}
 	for k, v := range in.Tags {
 		info.Tags[k] = v
@@ -242,12 +256,30 @@ func (e *Engine) persist(info *StreamInfo) error {
 // gives it a new Version, persists it and publishes it. If currentVersion is
 // not empty it must equal the stream's Version.
 func (e *Engine) update(ref StreamRef, currentVersion string, change func(*StreamInfo) error) error {
-	return e.modify(ref, currentVersion, true, change)
+	return e.modify(ref, currentVersion, changeVersioned, change)
 }
 
-// modify is update; newVer false keeps the Version (for state KVS keeps
-// outside the stream's versioned description, such as edge sync status).
-func (e *Engine) modify(ref StreamRef, currentVersion string, newVer bool, change func(*StreamInfo) error) error {
+// changeKind says what a change advances.
+type changeKind int
+
+const (
+	// changeVersioned: a new Version and Modified (KVS's versioned
+	// description).
+	changeVersioned changeKind = iota
+	// changeReplicated: Modified only (state KVS keeps outside the
+	// version, such as the edge configuration, that peers still copy).
+	changeReplicated
+	// changeLocal: neither (this node's own state: edge sync status).
+	changeLocal
+)
+
+// nextModified returns a Modified stamp later than prev.
+func (e *Engine) nextModified(prev int64) int64 {
+	return max(e.opts.Clock.Now().UnixMilli(), prev+1)
+}
+
+// modify is update with a choice of what the change advances.
+func (e *Engine) modify(ref StreamRef, currentVersion string, kind changeKind, change func(*StreamInfo) error) error {
 	defer e.notifyChange()
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
@@ -262,8 +294,11 @@ func (e *Engine) modify(ref StreamRef, currentVersion string, newVer bool, chang
 	if err := change(next); err != nil {
 		return err
 	}
-	if newVer {
+	if kind == changeVersioned {
 		next.Version = newVersion()
+	}
+	if kind != changeLocal {
+		next.Modified = e.nextModified(info.Modified)
 	}
 	if err := e.persist(next); err != nil {
 		return err
@@ -378,6 +413,19 @@ func (e *Engine) DeleteStream(arn, currentVersion string) error {
 	if currentVersion != "" && currentVersion != info.Version {
 		return fmt.Errorf("%w: stream %s is at version %s, not %s", ErrVersionMismatch, info.Name, info.Version, currentVersion)
 	}
+	return e.deleteLocked(s, info, e.opts.Clock.Now().UnixMilli())
+}
+
+// deleteLocked deletes a stream: a tombstone first (synced, so the
+// deletion survives a crash and reaches peers), then its data.
+// REQUIRES: writeMu.
+func (e *Engine) deleteLocked(s *stream, info *StreamInfo, atMs int64) error {
+	if err := e.db.PutTombstone(info.ARN, atMs); err != nil {
+		return fmt.Errorf("engine: deleting stream %q: %w", info.Name, err)
+	}
+	e.mu.Lock()
+	e.mu.tombs[info.ARN] = atMs
+	e.mu.Unlock()
 	// Stop ingest first and wait for any Persist in flight, so nothing is
 	// written for the stream after its data is gone.
 	s.deleted.Store(true)
@@ -387,7 +435,7 @@ func (e *Engine) DeleteStream(arn, currentVersion string) error {
 	}
 	s.ingest.mu.Unlock()
 	s.persistMu.Lock()
-	err = e.db.DeleteStream(s.id)
+	err := e.db.DeleteStream(s.id)
 	s.persistMu.Unlock()
 	if err != nil {
 		s.deleted.Store(false)

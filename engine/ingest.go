@@ -29,6 +29,9 @@ type ingestState struct {
 	seq          uint32
 	lastServerMs int64
 	active       *IngestSession
+	// stale: a fragment numbered at or beyond (term, node, seq) came from a
+	// peer, so the next number needs a new term (replica.go).
+	stale bool
 }
 
 // IngestSession is one producer connection (a PutMedia upload or a
@@ -59,7 +62,7 @@ func (e *Engine) BeginIngest(ref StreamRef) (*IngestSession, error) {
 	st := &s.ingest
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.term == 0 {
+	if st.term == 0 || st.stale {
 		if err := e.newTermLocked(s); err != nil {
 			return nil, err
 		}
@@ -84,15 +87,21 @@ func (e *Engine) newTermLocked(s *stream) error {
 	}
 	// Server timestamps stay non-decreasing in number order across
 	// restarts too (retention relies on it), even if the clock went back.
+	// Numbers stay above every fragment held, including those another
+	// node numbered (a takeover).
 	if last, ok, err := e.db.LastFragment(s.id); err != nil {
 		return fmt.Errorf("engine: %w", err)
-	} else if ok && last.ServerMs > s.ingest.lastServerMs {
-		s.ingest.lastServerMs = last.ServerMs
+	} else if ok {
+		s.ingest.lastServerMs = max(s.ingest.lastServerMs, last.ServerMs)
+		term = max(term, last.Number.Term()+1)
+	}
+	if n := s.ring.newest(); !n.IsZero() {
+		term = max(term, n.Term()+1)
 	}
 	if err := e.db.PutTerm(s.id, term, e.opts.NodeID); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	s.ingest.term, s.ingest.seq = term, 0
+	s.ingest.term, s.ingest.seq, s.ingest.stale = term, 0, false
 	return nil
 }
 
@@ -130,7 +139,7 @@ func (sess *IngestSession) StartFragment() (lsm.FragNum, int64, error) {
 	if err := sess.checkLocked(); err != nil {
 		return lsm.FragNum{}, 0, err
 	}
-	if st.seq == ^uint32(0) {
+	if st.seq == ^uint32(0) || st.stale {
 		if err := sess.e.newTermLocked(sess.s); err != nil {
 			return lsm.FragNum{}, 0, err
 		}

@@ -30,12 +30,16 @@ func newRing(budget int) *ring {
 }
 
 // push adds f (taking over one reference) and evicts over budget.
-func (r *ring) push(f *Fragment) {
+func (r *ring) push(f *Fragment) { r.pushIf(f, false) }
+
+// pushIf is push; with newerOnly it adds f only if it is numbered after
+// the newest fragment, and reports whether it did (f is released if not).
+func (r *ring) pushIf(f *Fragment, newerOnly bool) bool {
 	r.mu.Lock()
-	if r.closed {
+	if r.closed || newerOnly && len(r.frags) > 0 && r.frags[len(r.frags)-1].Meta.Number.Compare(f.Meta.Number) >= 0 {
 		r.mu.Unlock()
 		f.Release()
-		return
+		return false
 	}
 	r.frags = append(r.frags, f)
 	r.bytes += len(f.Media)
@@ -49,6 +53,7 @@ func (r *ring) push(f *Fragment) {
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
+	return true
 }
 
 // close drops every fragment and wakes readers for good.

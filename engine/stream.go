@@ -54,6 +54,11 @@ type StreamInfo struct {
 	ImageGeneration      *ImageGenerationConfig `json:"image_generation,omitempty"`
 	Notification         *NotificationConfig    `json:"notification,omitempty"`
 	Edge                 *EdgeState             `json:"edge,omitempty"`
+	// Modified orders a stream's replicated changes across cluster nodes
+	// (epoch ms, strictly increasing per change): a peer's copy replaces
+	// ours when its Modified is larger. Node-local state (the edge sync
+	// and recorder status) does not advance it.
+	Modified int64 `json:"modified_ms,omitempty"`
 }
 
 // ImageGenerationConfig is KVS's ImageGenerationConfiguration, stored as given.

@@ -27,6 +27,9 @@ const (
 	StateRecording  = "RECORDING"
 	StateRetrying   = "RETRYING"
 	StateStopped    = "STOPPED"
+	// StateStandby: configured here, recorded by another node of the
+	// cluster (LastError says which, or why not here).
+	StateStandby = "STANDBY"
 )
 
 // CameraState is what an operator sees of one camera.

@@ -25,6 +25,10 @@ type Manager struct {
 	// ignored lists, per group, the streams whose camera lost to another
 	// group's.
 	ignored map[string][]string
+	// gate decides whether this node records a stream's camera now;
+	// standby holds the configured cameras it holds back, with why.
+	gate    func(stream string) (bool, string)
+	standby map[string]CameraState
 	ctx     context.Context
 	stop    context.CancelFunc
 }
@@ -32,7 +36,25 @@ type Manager struct {
 // NewManager returns a Manager with no cameras.
 func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
 	ctx, stop := context.WithCancel(context.Background())
-	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ignored: make(map[string][]string), ctx: ctx, stop: stop}
+	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ignored: make(map[string][]string),
+		standby: make(map[string]CameraState), ctx: ctx, stop: stop}
+}
+
+// SetGate makes the manager record a configured camera only while gate
+// says so (in a cluster: on the stream's home node, with quorum); the
+// others wait in STANDBY. Call Reevaluate when the gate's answers may have
+// changed (membership changes).
+func (m *Manager) SetGate(gate func(stream string) (bool, string)) {
+	m.mu.Lock()
+	m.gate = gate
+	m.mu.Unlock()
+}
+
+// Reevaluate applies the gate again: cameras start or stop here.
+func (m *Manager) Reevaluate() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reconcileLocked()
 }
 
 // Camera groups, in precedence order: when two groups configure a camera
@@ -61,6 +83,12 @@ func (m *Manager) Apply(group string, cfgs []CameraConfig) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.groups[group] = cfgs
+	return m.reconcileLocked()
+}
+
+// reconcileLocked makes the running cameras match the union of the
+// groups, as the gate allows. REQUIRES: m.mu.
+func (m *Manager) reconcileLocked() error {
 	names := make([]string, 0, len(m.groups))
 	for g := range m.groups {
 		names = append(names, g)
@@ -76,6 +104,20 @@ func (m *Manager) Apply(group string, cfgs []CameraConfig) error {
 				continue
 			}
 			want[c.Stream] = c
+		}
+	}
+	before := m.standby
+	m.standby = make(map[string]CameraState)
+	if m.gate != nil {
+		for name, c := range want {
+			if ok, why := m.gate(name); !ok {
+				st := CameraState{Stream: name, Source: c.Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
+				if old, was := before[name]; was && old.LastError == why {
+					st.Since = old.Since
+				}
+				m.standby[name] = st
+				delete(want, name)
+			}
 		}
 	}
 	for name, cam := range m.cams {
@@ -145,9 +187,12 @@ func (m *Manager) Ignored(group string) []string {
 // States returns every camera's state, by stream name.
 func (m *Manager) States() []CameraState {
 	m.mu.Lock()
-	out := make([]CameraState, 0, len(m.cams))
+	out := make([]CameraState, 0, len(m.cams)+len(m.standby))
 	for _, c := range m.cams {
 		out = append(out, c.snapshot())
+	}
+	for _, st := range m.standby {
+		out = append(out, st)
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })

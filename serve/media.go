@@ -46,8 +46,9 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		"/getImages":                  (*Server).getImages,
 		// kvsedge's own: the state of each camera the box records, and
 		// the members of its cluster.
-		"/listCameras":        (*Server).listCameras,
-		"/listClusterMembers": (*Server).listClusterMembers,
+		"/listCameras":         (*Server).listCameras,
+		"/listClusterMembers":  (*Server).listClusterMembers,
+		"/describeReplication": (*Server).describeReplication,
 	}
 }
 
@@ -64,6 +65,9 @@ func (s *Server) mediaRequest(ctx *fasthttp.RequestCtx) (body []byte, ok bool) {
 	}
 	if aerr != nil {
 		writeError(ctx, aerr)
+		return nil, false
+	}
+	if s.forward(ctx, string(ctx.Path()), body) {
 		return nil, false
 	}
 	return body, true
@@ -523,6 +527,16 @@ func (s *Server) listCameras(body []byte) (any, *apiError) {
 		cams = s.opts.Cameras()
 	}
 	return struct{ Cameras any }{cams}, nil
+}
+
+func (s *Server) describeReplication(body []byte) (any, *apiError) {
+	if _, aerr := decode[struct{}](body); aerr != nil {
+		return nil, aerr
+	}
+	if s.opts.Cluster == nil {
+		return struct{ Streams []struct{} }{[]struct{}{}}, nil
+	}
+	return struct{ Streams any }{s.opts.Cluster.ReplicationJSON()}, nil
 }
 
 func (s *Server) listClusterMembers(body []byte) (any, *apiError) {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +103,18 @@ func (o *Options) ensureDefaults() {
 type ClusterView interface {
 	Home(stream string) string
 	MembersJSON() any
+	// ReplicationJSON is every stream's replication state here.
+	ReplicationJSON() any
+	// Locate returns "" when this node serves reads of stream, else the
+	// API URL of the node to forward them to.
+	Locate(stream string) string
+	// Forward sends a read's body to the holder's forward route, signed
+	// as this node.
+	Forward(ctx context.Context, base, path string, body []byte) (*http.Response, error)
+	// VerifyPeer checks a forwarded request's peer signature.
+	VerifyPeer(method, requestURI, header string) error
+	// ServePeer serves the node-to-node routes (replication).
+	ServePeer(ctx *fasthttp.RequestCtx, life context.Context)
 }
 
 // Server serves the KVS API for one engine.
@@ -232,6 +245,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+	if strings.HasPrefix(path, peerPrefix) && !isFromPeer(ctx) {
+		s.servePeerPath(ctx, path)
+		return
+	}
 	if m, ok := s.media[path]; ok {
 		m(s, ctx)
 		return
@@ -258,6 +275,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if aerr := s.authenticate(ctx, body); aerr != nil {
 		writeError(ctx, aerr)
+		return
+	}
+	if s.forward(ctx, path, body) {
 		return
 	}
 	out, aerr := h(s, body)
@@ -310,8 +330,8 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) ([]byte, *apiError) {
 }
 
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, body []byte) *apiError {
-	if s.opts.Auth == nil {
-		return nil
+	if s.opts.Auth == nil || isFromPeer(ctx) {
+		return nil // a forwarded request: the peer signature was checked
 	}
 	sum := sha256.Sum256(body)
 	if err := s.opts.Auth.Authenticate(ctx, hex.EncodeToString(sum[:])); err != nil {

@@ -1,0 +1,347 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/valyala/fasthttp"
+)
+
+// The node-to-node path (FORMAT.md): HTTP routes under PeerPrefix on each
+// node's API listener, authenticated with a key derived from the gossip
+// key. Serf carries membership only; media moves here.
+const PeerPrefix = "/kvsedge-peer/v1/"
+
+// peerHeader carries a request's peer signature: node:unix-seconds:hex.
+const peerHeader = "X-Kvsedge-Peer"
+
+// peerSkew is how far a signed request's time may be from ours.
+const peerSkew = 5 * time.Minute
+
+// PeerKey derives the node-to-node authentication key from the gossip key
+// (the two are never the same bytes on the wire).
+func PeerKey(gossipKey []byte) []byte {
+	if len(gossipKey) == 0 {
+		return nil
+	}
+	h := sha256.New()
+	h.Write([]byte("kvsedge peer auth v1\x00"))
+	h.Write(gossipKey)
+	return h.Sum(nil)
+}
+
+func peerMAC(key []byte, node, ts, method, pathQuery string) string {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%s\n%s\n%s\n%s", node, ts, method, pathQuery)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// signPeer signs an outgoing peer request.
+func signPeer(req *http.Request, key []byte, node string, now time.Time) {
+	ts := strconv.FormatInt(now.Unix(), 10)
+	req.Header.Set(peerHeader, node+":"+ts+":"+peerMAC(key, node, ts, req.Method, req.URL.RequestURI()))
+}
+
+// verifyPeer checks a peer signature; it returns the peer's node name.
+func verifyPeer(key []byte, method, requestURI, header string, now time.Time) (string, error) {
+	if len(key) == 0 {
+		return "", errors.New("this node has no cluster key: the peer path is closed")
+	}
+	i := strings.LastIndexByte(header, ':')
+	if i < 0 {
+		return "", errors.New("no peer signature")
+	}
+	j := strings.LastIndexByte(header[:i], ':')
+	if j < 0 {
+		return "", errors.New("malformed peer signature")
+	}
+	node, ts, mac := header[:j], header[j+1:i], header[i+1:]
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return "", errors.New("malformed peer signature time")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > peerSkew || d < -peerSkew {
+		return "", fmt.Errorf("peer signature time is %s away from ours", d.Round(time.Second))
+	}
+	if !hmac.Equal([]byte(mac), []byte(peerMAC(key, node, ts, method, requestURI))) {
+		return "", errors.New("wrong peer signature")
+	}
+	return node, nil
+}
+
+// Frame types of a fragment stream (FORMAT.md).
+const (
+	frameKeepalive = 0
+	frameFragment  = 1
+	frameEnd       = 2
+)
+
+// maxFrameHeader bounds a session header on the wire (KVS's track data
+// is far smaller).
+const maxFrameHeader = 1 << 20
+
+// frameWriter writes fragment frames, sending each session header once
+// per connection until it changes.
+type frameWriter struct {
+	w       *bufio.Writer
+	lastHdr uint64
+	sent    bool
+	buf     []byte
+}
+
+func (fw *frameWriter) fragment(f *engine.Fragment) error {
+	b := append(fw.buf[:0], frameFragment)
+	b = lsm.AppendMeta(b, &f.Meta)
+	hdr := f.Header.Raw
+	if fw.sent && fw.lastHdr == f.Meta.HeaderID {
+		hdr = nil
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(hdr)))
+	fw.buf = b
+	if _, err := fw.w.Write(b); err != nil {
+		return err
+	}
+	if _, err := fw.w.Write(hdr); err != nil {
+		return err
+	}
+	if _, err := fw.w.Write(f.Media); err != nil {
+		return err
+	}
+	fw.lastHdr, fw.sent = f.Meta.HeaderID, true
+	return nil
+}
+
+func (fw *frameWriter) control(t byte) error {
+	if err := fw.w.WriteByte(t); err != nil {
+		return err
+	}
+	return fw.w.Flush()
+}
+
+// frameReader reads what frameWriter wrote.
+type frameReader struct {
+	r   *bufio.Reader
+	hdr []byte
+	buf [1 + lsm.MetaLen + 4]byte
+}
+
+// next returns the next fragment (media in a pooled buffer the caller
+// passes to ImportFragment), or io.EOF at an end frame.
+func (fr *frameReader) next() (lsm.FragmentMeta, []byte, []byte, error) {
+	for {
+		t, err := fr.r.ReadByte()
+		if err != nil {
+			return lsm.FragmentMeta{}, nil, nil, err
+		}
+		switch t {
+		case frameKeepalive:
+			continue
+		case frameEnd:
+			return lsm.FragmentMeta{}, nil, nil, io.EOF
+		case frameFragment:
+		default:
+			return lsm.FragmentMeta{}, nil, nil, fmt.Errorf("cluster: unknown frame type %d", t)
+		}
+		b := fr.buf[1:]
+		if _, err := io.ReadFull(fr.r, b); err != nil {
+			return lsm.FragmentMeta{}, nil, nil, err
+		}
+		m, err := lsm.DecodeMeta(b[:lsm.MetaLen])
+		if err != nil {
+			return m, nil, nil, err
+		}
+		hl := binary.BigEndian.Uint32(b[lsm.MetaLen:])
+		if hl > maxFrameHeader || m.MediaLen > 64<<20 {
+			return m, nil, nil, fmt.Errorf("cluster: frame of %s too large", m.Number)
+		}
+		if hl > 0 {
+			fr.hdr = make([]byte, hl)
+			if _, err := io.ReadFull(fr.r, fr.hdr); err != nil {
+				return m, nil, nil, err
+			}
+		} else if fr.hdr == nil {
+			return m, nil, nil, errors.New("cluster: fragment frame without a session header")
+		}
+		media := engine.NewMediaBufferFor(int(m.MediaLen))[:m.MediaLen]
+		if _, err := io.ReadFull(fr.r, media); err != nil {
+			return m, nil, nil, err
+		}
+		return m, fr.hdr, media, nil
+	}
+}
+
+// Registry is a node's stream records and tombstones, as peers copy them.
+type Registry struct {
+	Streams    []*engine.StreamInfo `json:"streams"`
+	Tombstones map[string]int64     `json:"tombstones"`
+}
+
+// PeerServer serves the node-to-node path for one engine.
+type PeerServer struct {
+	eng *engine.Engine
+	key []byte
+	log *slog.Logger
+	// keepalive is how often an idle tail sends a keepalive frame.
+	keepalive time.Duration
+}
+
+// NewPeerServer serves eng to peers that sign with key (PeerKey).
+func NewPeerServer(eng *engine.Engine, key []byte, log *slog.Logger) *PeerServer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &PeerServer{eng: eng, key: key, log: log, keepalive: 2 * time.Second}
+}
+
+// Serve handles one request under PeerPrefix; life ends long-running
+// tails (server shutdown).
+func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
+	node, err := verifyPeer(p.key, string(ctx.Method()), string(ctx.RequestURI()), string(ctx.Request.Header.Peek(peerHeader)), time.Now())
+	if err != nil {
+		p.log.Info("peer request refused", "remote", ctx.RemoteAddr().String(), "path", string(ctx.Path()), "err", err)
+		ctx.Error("peer authentication failed: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	op := strings.TrimPrefix(string(ctx.Path()), PeerPrefix)
+	args := ctx.QueryArgs()
+	if op == "registry" {
+		js, err := json.Marshal(Registry{Streams: p.eng.Streams(), Tombstones: p.eng.Tombstones()})
+		if err != nil {
+			ctx.Error(err.Error(), http.StatusInternalServerError)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBody(js)
+		return
+	}
+	ref := engine.StreamRef{Name: string(args.Peek("stream"))}
+	info, err := p.eng.Stream(ref)
+	if err != nil {
+		ctx.Error(err.Error(), http.StatusNotFound)
+		return
+	}
+	ref = engine.StreamRef{ARN: info.ARN}
+	var after lsm.FragNum
+	if a := args.Peek("after"); len(a) > 0 {
+		if after, err = lsm.ParseFragNum(string(a)); err != nil {
+			ctx.Error("bad after: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	switch op {
+	case "numbers":
+		limit, _ := strconv.Atoi(string(args.Peek("limit")))
+		if limit <= 0 || limit > 100_000 {
+			limit = 100_000
+		}
+		out := make([]byte, 0, 14*min(limit, 4096))
+		n := 0
+		err := p.eng.FragmentNumbers(ref, after, func(f lsm.FragNum) bool {
+			if n == limit {
+				ctx.Response.Header.Set("X-Kvsedge-More", "1")
+				return false
+			}
+			out = append(out, f[:]...)
+			n++
+			return true
+		})
+		if err != nil {
+			ctx.Error(err.Error(), http.StatusInternalServerError)
+			return
+		}
+		ctx.SetContentType("application/octet-stream")
+		ctx.SetBody(out)
+	case "fetch":
+		body := ctx.PostBody()
+		if len(body)%lsm.FragNumLen != 0 || len(body) > 1000*lsm.FragNumLen {
+			ctx.Error("fetch takes up to 1000 fragment numbers of 14 bytes", http.StatusBadRequest)
+			return
+		}
+		nums := make([]lsm.FragNum, len(body)/lsm.FragNumLen)
+		for i := range nums {
+			copy(nums[i][:], body[i*lsm.FragNumLen:])
+		}
+		ctx.SetContentType("application/octet-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			fw := &frameWriter{w: w}
+			for _, n := range nums {
+				f, err := p.eng.Fragment(ref, n)
+				if err != nil {
+					continue // gone meanwhile (retention): the asker finds out
+				}
+				err = fw.fragment(f)
+				f.Release()
+				if err != nil {
+					return
+				}
+			}
+			_ = fw.control(frameEnd)
+		})
+	case "tail":
+		origin, err := strconv.ParseUint(string(args.Peek("origin")), 10, 16)
+		if err != nil {
+			ctx.Error("bad origin", http.StatusBadRequest)
+			return
+		}
+		cur, err := p.eng.OpenCursor(ref, engine.Start{Kind: engine.StartAfter, Number: after})
+		if err != nil {
+			ctx.Error(err.Error(), http.StatusNotFound)
+			return
+		}
+		ctx.SetContentType("application/octet-stream")
+		p.log.Debug("peer tail", "peer", node, "stream", info.Name, "after", after.String())
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			p.tail(life, cur, uint16(origin), &frameWriter{w: w})
+		})
+	default:
+		ctx.Error("no such peer operation", http.StatusNotFound)
+	}
+}
+
+// tail sends, in number order, the stream's fragments numbered by origin
+// after the cursor's start, then live ones as they arrive, until the peer
+// goes away or life ends. Fragments of other origins are skipped: each
+// node tails each peer for what that peer ingested, so nothing echoes
+// back; gaps are anti-entropy's (replicator.go).
+func (p *PeerServer) tail(life context.Context, cur *engine.Cursor, origin uint16, fw *frameWriter) {
+	for {
+		f, err := cur.Next(life, p.keepalive)
+		switch {
+		case errors.Is(err, engine.ErrIdle):
+			if fw.control(frameKeepalive) != nil {
+				return
+			}
+			continue
+		case err != nil:
+			_ = fw.control(frameEnd)
+			return
+		}
+		if f.Meta.Number.Node() != origin {
+			f.Release()
+			continue
+		}
+		err = fw.fragment(f)
+		f.Release()
+		if err == nil {
+			err = fw.w.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,618 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// TagReplicationFactor is the stream tag that sets how many nodes hold a
+// stream (its home and replicas); without it, ReplicationOptions.Factor.
+const TagReplicationFactor = "kvsedge:replication-factor"
+
+// ReplicationOptions configures replication.
+type ReplicationOptions struct {
+	Engine *engine.Engine
+	// Key authenticates node-to-node requests (PeerKey of the gossip
+	// key); without it nothing is replicated.
+	Key []byte
+	// TLS is used to reach peers whose API is HTTPS (trust the site's CA).
+	TLS *tls.Config
+	// Factor is the default number of nodes holding a stream (default 2;
+	// fewer when fewer nodes are alive).
+	Factor int
+	// AntiEntropy is how often each held stream is compared with each of
+	// its other holders (default 10 s); every FullCompare (default 5 min),
+	// and after a membership change, the comparison covers the whole
+	// archive instead of what is newer than the last one.
+	AntiEntropy, FullCompare time.Duration
+	// Registry is how often peers' stream records are copied (default 2 s).
+	Registry time.Duration
+	// Settle is how long a node waits after starting before it records
+	// cameras (default 10 s; 3 s with fast failure detection): long
+	// enough for the node that recorded them meanwhile to see it alive and
+	// stop, so that no camera is recorded twice.
+	Settle time.Duration
+}
+
+// Replicator copies what this node should hold from its peers: stream
+// records and tombstones from every peer, and for each stream this node
+// holds (its placement), the fragments each other holder ingested (a
+// continuous tail, in order) plus whatever anti-entropy finds missing.
+// Every node pulls; nothing is pushed, so a node that was away catches up
+// by itself.
+type Replicator struct {
+	c      *Cluster
+	eng    *engine.Engine
+	opts   ReplicationOptions
+	client *http.Client
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	tails   map[tailKey]context.CancelFunc
+	streams map[string]*streamRepl
+	fullDue bool
+}
+
+type tailKey struct{ stream, peer string }
+
+// streamRepl is what this node knows of one stream's replication.
+type streamRepl struct {
+	// lags are the newest tail lags (ms from the fragment's end on its
+	// home to its sync here).
+	lags     []int64
+	lagNext  int
+	imported uint64
+	// missing: fragments the last comparison found on peers and not here
+	// (before fetching them).
+	missing int
+	// synced: peers the last comparison with succeeded, and the number
+	// up to which it went.
+	synced   map[string]lsm.FragNum
+	lastSync time.Time
+}
+
+const lagSamples = 512
+
+// StartReplication starts copying from peers until Close.
+func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
+	if o.Factor <= 0 {
+		o.Factor = 2
+	}
+	if o.AntiEntropy <= 0 {
+		o.AntiEntropy = 10 * time.Second
+	}
+	if o.FullCompare <= 0 {
+		o.FullCompare = 5 * time.Minute
+	}
+	if o.Registry <= 0 {
+		o.Registry = 2 * time.Second
+	}
+	if o.Settle <= 0 {
+		o.Settle = 10 * time.Second
+		if c.opts.FastFailureDetection {
+			o.Settle = 3 * time.Second
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = o.TLS
+	tr.ResponseHeaderTimeout = 10 * time.Second
+	tr.MaxIdleConnsPerHost = 16
+	r := &Replicator{c: c, eng: o.Engine, opts: o, client: &http.Client{Transport: tr},
+		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	c.repl = r
+	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
+	r.wg.Add(2)
+	go r.run()
+	go r.antiEntropyLoop()
+	return r
+}
+
+// Close stops replication and waits for its goroutines.
+func (r *Replicator) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+// factor is the stream's replication factor.
+func (r *Replicator) factor(info *engine.StreamInfo) int {
+	if v, ok := info.Tags[TagReplicationFactor]; ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= 16 {
+			return n
+		}
+	}
+	return r.opts.Factor
+}
+
+// placement is the stream's holders, home first.
+func (r *Replicator) placement(info *engine.StreamInfo) []Member {
+	return r.c.Placement(info.Name, r.factor(info))
+}
+
+func (r *Replicator) run() {
+	defer r.wg.Done()
+	changes := r.c.Subscribe()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastRegistry time.Time
+	for {
+		if time.Since(lastRegistry) >= r.opts.Registry {
+			r.syncRegistry()
+			lastRegistry = time.Now()
+		}
+		r.reconcileTails()
+		select {
+		case <-r.ctx.Done():
+			r.mu.Lock()
+			for k, stop := range r.tails {
+				stop()
+				delete(r.tails, k)
+			}
+			r.mu.Unlock()
+			return
+		case <-changes:
+			r.mu.Lock()
+			r.fullDue = true
+			for _, st := range r.streams {
+				clear(st.synced)
+			}
+			r.mu.Unlock()
+			lastRegistry = time.Time{}
+		case <-tick.C:
+		case <-r.eng.Changes():
+		}
+	}
+}
+
+// peers are the alive members other than this node.
+func (r *Replicator) peers() []Member {
+	var out []Member
+	for _, m := range r.c.Members() {
+		if !m.Self && m.Status == "alive" && m.APIURL != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// syncRegistry copies every peer's stream records and tombstones.
+func (r *Replicator) syncRegistry() {
+	for _, p := range r.peers() {
+		var reg Registry
+		if err := r.getJSON(p, "registry", nil, &reg); err != nil {
+			r.c.opts.Logger.Debug("copying a peer's streams", "peer", p.Name, "err", err)
+			continue
+		}
+		for arn, ms := range reg.Tombstones {
+			if err := r.eng.ImportTombstone(arn, ms); err != nil {
+				r.c.opts.Logger.Warn("applying a peer's stream deletion", "peer", p.Name, "arn", arn, "err", err)
+			}
+		}
+		for _, info := range reg.Streams {
+			if _, err := r.eng.ImportStream(info); err != nil && !errors.Is(err, engine.ErrStreamExists) {
+				r.c.opts.Logger.Warn("copying a peer's stream", "peer", p.Name, "stream", info.Name, "err", err)
+			} else if err != nil {
+				r.c.opts.Logger.Debug("stream name conflict", "peer", p.Name, "err", err)
+			}
+		}
+	}
+}
+
+// held returns the streams this node holds (it is in their placement and
+// they keep media), with their other holders.
+func (r *Replicator) held() map[string][]Member {
+	out := map[string][]Member{}
+	for _, info := range r.eng.Streams() {
+		if info.DataRetentionInHours == 0 {
+			continue
+		}
+		pl := r.placement(info)
+		if !slices.ContainsFunc(pl, func(m Member) bool { return m.Self }) {
+			continue
+		}
+		others := []Member{}
+		for _, m := range pl {
+			if !m.Self {
+				others = append(others, m)
+			}
+		}
+		out[info.Name] = others
+	}
+	return out
+}
+
+// reconcileTails runs one tail per (held stream, other holder).
+func (r *Replicator) reconcileTails() {
+	want := map[tailKey]Member{}
+	for name, others := range r.held() {
+		for _, m := range others {
+			want[tailKey{name, m.Name}] = m
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, stop := range r.tails {
+		if _, ok := want[k]; !ok {
+			stop()
+			delete(r.tails, k)
+		}
+	}
+	for k, m := range want {
+		if _, ok := r.tails[k]; ok {
+			continue
+		}
+		ctx, stop := context.WithCancel(r.ctx)
+		r.tails[k] = stop
+		r.wg.Add(1)
+		go r.tail(ctx, k.stream, m)
+	}
+}
+
+func (r *Replicator) state(stream string) *streamRepl {
+	st := r.streams[stream]
+	if st == nil {
+		st = &streamRepl{synced: map[string]lsm.FragNum{}}
+		r.streams[stream] = st
+	}
+	return st
+}
+
+// tailIdle ends a tail connection that sent nothing, not even a
+// keepalive, for this long (a peer that vanished without a reset).
+const tailIdle = 10 * time.Second
+
+// tail follows what peer ingests into stream, importing each fragment as
+// it arrives, and reconnects until ctx ends.
+func (r *Replicator) tail(ctx context.Context, stream string, peer Member) {
+	defer r.wg.Done()
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		n, err := r.tailOnce(ctx, stream, peer)
+		if ctx.Err() != nil {
+			return
+		}
+		if n > 0 {
+			backoff = 200 * time.Millisecond
+		}
+		r.c.opts.Logger.Debug("replication tail ended", "stream", stream, "peer", peer.Name, "fragments", n, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (r *Replicator) tailOnce(ctx context.Context, stream string, peer Member) (int, error) {
+	ref := engine.StreamRef{Name: stream}
+	after, err := r.eng.LastFragmentNumber(ref)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	q := url.Values{"stream": {stream}, "after": {after.String()}, "origin": {strconv.Itoa(int(peer.NodeID))}}
+	resp, err := r.do(ctx, peer, http.MethodGet, "tail", q, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	idle := time.AfterFunc(tailIdle, cancel)
+	defer idle.Stop()
+	fr := &frameReader{r: bufio.NewReaderSize(&idleReader{r: resp.Body, t: idle}, 64<<10)}
+	n := 0
+	for {
+		m, hdr, media, err := fr.next()
+		if err != nil {
+			return n, err
+		}
+		stored, err := r.eng.ImportFragment(ref, m, hdr, media)
+		if err != nil {
+			return n, err
+		}
+		n++
+		if stored {
+			// A fragment uploaded faster than real time ends "in the
+			// future" of its server timestamp: count that as no lag.
+			lag := max(0, time.Now().UnixMilli()-(m.ServerMs+int64(m.DurationMs)))
+			r.mu.Lock()
+			st := r.state(stream)
+			if len(st.lags) < lagSamples {
+				st.lags = append(st.lags, lag)
+			} else {
+				st.lags[st.lagNext] = lag
+				st.lagNext = (st.lagNext + 1) % lagSamples
+			}
+			st.imported++
+			r.mu.Unlock()
+		}
+	}
+}
+
+// idleReader resets an idle timer on every read that returns data.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.t.Reset(tailIdle)
+	}
+	return n, err
+}
+
+func (r *Replicator) antiEntropyLoop() {
+	defer r.wg.Done()
+	lastFull := time.Time{}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastRound time.Time
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		full := r.fullDue || time.Since(lastFull) >= r.opts.FullCompare
+		r.fullDue = false
+		r.mu.Unlock()
+		if !full && time.Since(lastRound) < r.opts.AntiEntropy {
+			continue
+		}
+		r.antiEntropy(full)
+		lastRound = time.Now()
+		if full {
+			lastFull = lastRound
+		}
+	}
+}
+
+// antiEntropy compares every held stream with each of its other holders
+// and fetches what this node lacks. A full round compares whole archives;
+// others only what is newer than the previous comparison.
+func (r *Replicator) antiEntropy(full bool) {
+	for stream, others := range r.held() {
+		missing, ok := 0, true
+		for _, p := range others {
+			r.mu.Lock()
+			from, synced := r.state(stream).synced[p.Name]
+			r.mu.Unlock()
+			if full || !synced {
+				from = lsm.FragNum{}
+			}
+			n, upTo, err := r.compare(stream, p, from)
+			missing += n
+			if err != nil {
+				ok = false
+				if r.ctx.Err() == nil {
+					r.c.opts.Logger.Debug("anti-entropy", "stream", stream, "peer", p.Name, "err", err)
+				}
+				continue
+			}
+			r.mu.Lock()
+			r.state(stream).synced[p.Name] = upTo
+			r.mu.Unlock()
+		}
+		r.mu.Lock()
+		st := r.state(stream)
+		st.missing = missing
+		if ok {
+			st.lastSync = time.Now()
+		}
+		r.mu.Unlock()
+		if missing > 0 {
+			r.c.opts.Logger.Info("anti-entropy copied missing fragments", "stream", stream, "fragments", missing, "full", full)
+		}
+	}
+}
+
+// compare lists peer's fragments of stream after `from`, fetches those
+// this node lacks, and returns how many were missing and the last number
+// compared.
+func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int, lsm.FragNum, error) {
+	ref := engine.StreamRef{Name: stream}
+	missing, upTo := 0, from
+	for {
+		q := url.Values{"stream": {stream}, "after": {upTo.String()}, "limit": {"10000"}}
+		resp, err := r.do(r.ctx, peer, http.MethodGet, "numbers", q, nil)
+		if err != nil {
+			return missing, from, err
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 10000*lsm.FragNumLen+1))
+		more := resp.Header.Get("X-Kvsedge-More") != ""
+		resp.Body.Close()
+		if err != nil {
+			return missing, from, err
+		}
+		if len(body)%lsm.FragNumLen != 0 {
+			return missing, from, fmt.Errorf("peer sent %d bytes of fragment numbers", len(body))
+		}
+		var want []lsm.FragNum
+		for i := 0; i < len(body); i += lsm.FragNumLen {
+			var n lsm.FragNum
+			copy(n[:], body[i:])
+			upTo = n
+			if has, err := r.eng.HasFragment(ref, n); err != nil {
+				return missing, from, err
+			} else if !has {
+				want = append(want, n)
+			}
+		}
+		missing += len(want)
+		for len(want) > 0 {
+			batch := want[:min(len(want), 64)]
+			want = want[len(batch):]
+			if err := r.fetch(stream, peer, batch); err != nil {
+				return missing, from, err
+			}
+		}
+		if !more {
+			return missing, upTo, nil
+		}
+	}
+}
+
+// fetch copies the given fragments from peer.
+func (r *Replicator) fetch(stream string, peer Member, nums []lsm.FragNum) error {
+	body := make([]byte, 0, len(nums)*lsm.FragNumLen)
+	for _, n := range nums {
+		body = append(body, n[:]...)
+	}
+	resp, err := r.do(r.ctx, peer, http.MethodPost, "fetch", url.Values{"stream": {stream}}, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	fr := &frameReader{r: bufio.NewReaderSize(resp.Body, 64<<10)}
+	ref := engine.StreamRef{Name: stream}
+	for {
+		m, hdr, media, err := fr.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := r.eng.ImportFragment(ref, m, hdr, media); err != nil {
+			return err
+		}
+	}
+}
+
+// do sends a signed request to a peer's node-to-node path; any answer
+// other than 200 is an error.
+func (r *Replicator) do(ctx context.Context, peer Member, method, op string, q url.Values, body []byte) (*http.Response, error) {
+	u := peer.APIURL + PeerPrefix + op
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	signPeer(req, r.opts.Key, r.c.Name(), time.Now())
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, fmt.Errorf("peer %s: %s %s: %d %s", peer.Name, method, op, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return resp, nil
+}
+
+func (r *Replicator) getJSON(peer Member, op string, q url.Values, v any) error {
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	resp, err := r.do(ctx, peer, http.MethodGet, op, q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v)
+}
+
+// holds reports whether this node holds the stream and has compared it
+// with every other holder since the last membership change (so its
+// archive is whole, up to the tails' lag).
+func (r *Replicator) holds(info *engine.StreamInfo) (bool, []Member) {
+	pl := r.placement(info)
+	if !slices.ContainsFunc(pl, func(m Member) bool { return m.Self }) {
+		return false, pl
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.streams[info.Name]
+	for _, m := range pl {
+		if m.Self {
+			continue
+		}
+		if st == nil {
+			return false, pl
+		}
+		if _, ok := st.synced[m.Name]; !ok {
+			return false, pl
+		}
+	}
+	return true, pl
+}
+
+// StreamReplication is one stream's replication state on this node.
+type StreamReplication struct {
+	Stream   string   `json:"stream"`
+	Home     string   `json:"home"`
+	Replicas []string `json:"replicas"`
+	// Holds: this node is one of the stream's holders and its archive is
+	// whole (compared with every other holder since the last change).
+	Holds    bool   `json:"holds"`
+	Factor   int    `json:"replication_factor"`
+	LastSync string `json:"last_sync,omitempty"`
+	// MissingHere: fragments the last comparison found on other holders
+	// and not here (they are fetched right after).
+	MissingHere int `json:"missing_here"`
+	// Imported counts fragments the tails stored since start.
+	Imported uint64 `json:"imported"`
+	// LagP50Ms/LagP99Ms: from a fragment's end on its home node to its
+	// sync here, over the newest samples.
+	LagP50Ms int64 `json:"lag_p50_ms"`
+	LagP99Ms int64 `json:"lag_p99_ms"`
+	Samples  int   `json:"lag_samples"`
+}
+
+// Status reports every stream's replication state.
+func (r *Replicator) Status() []StreamReplication {
+	var out []StreamReplication
+	for _, info := range r.eng.Streams() {
+		holds, pl := r.holds(info)
+		sr := StreamReplication{Stream: info.Name, Holds: holds, Factor: r.factor(info), Replicas: []string{}}
+		for i, m := range pl {
+			if i == 0 {
+				sr.Home = m.Name
+			} else {
+				sr.Replicas = append(sr.Replicas, m.Name)
+			}
+		}
+		r.mu.Lock()
+		if st := r.streams[info.Name]; st != nil {
+			sr.MissingHere, sr.Imported, sr.Samples = st.missing, st.imported, len(st.lags)
+			if !st.lastSync.IsZero() {
+				sr.LastSync = st.lastSync.UTC().Format(time.RFC3339Nano)
+			}
+			if len(st.lags) > 0 {
+				l := slices.Clone(st.lags)
+				slices.Sort(l)
+				sr.LagP50Ms, sr.LagP99Ms = l[len(l)/2], l[min(len(l)-1, len(l)*99/100)]
+			}
+		}
+		r.mu.Unlock()
+		out = append(out, sr)
+	}
+	return out
+}

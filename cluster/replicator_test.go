@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/valyala/fasthttp"
+)
+
+// replNode is one in-process node: an engine on a temporary store, the
+// node-to-node path on a loopback HTTP listener, gossip and replication.
+type replNode struct {
+	c   *Cluster
+	eng *engine.Engine
+	url string
+}
+
+func startReplNode(t *testing.T, name string, nodeID uint16, seeds []string, key []byte) *replNode {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	db, err := lsm.Open(lsm.Options{Dir: t.TempDir(), Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.Open(db, engine.Options{NodeID: nodeID, Logger: log, RingBytesPerStream: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &replNode{eng: eng, url: "http://" + ln.Addr().String()}
+	life, stop := context.WithCancel(context.Background())
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { n.c.ServePeer(ctx, life) }}
+	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
+	c, err := Start(Options{NodeName: name, Bind: freePort(t), Seeds: seeds, Key: key, APIURL: n.url, NodeID: nodeID,
+		FastFailureDetection: true, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.c = c
+	c.StartReplication(ReplicationOptions{Engine: eng, Key: PeerKey(key), AntiEntropy: 500 * time.Millisecond, Registry: 200 * time.Millisecond, Settle: time.Millisecond})
+	t.Cleanup(func() {
+		stop()
+		_ = c.Close()
+		_ = srv.Shutdown()
+		_ = db.Close()
+	})
+	return n
+}
+
+func (n *replNode) gossipAddr() string {
+	m := n.c.serf.LocalMember()
+	return net.JoinHostPort(m.Addr.String(), fmt.Sprint(m.Port))
+}
+
+func (n *replNode) numbers(t *testing.T, stream string) []lsm.FragNum {
+	t.Helper()
+	var out []lsm.FragNum
+	err := n.eng.FragmentNumbers(engine.StreamRef{Name: stream}, lsm.FragNum{}, func(f lsm.FragNum) bool { out = append(out, f); return true })
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+func captured(t *testing.T) []*mkv.Fragment {
+	t.Helper()
+	data, err := os.ReadFile("../../shared/testdata/real-producer-h264-aac-relative.mkv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := mkv.NewReader(bytes.NewReader(data), mkv.Options{})
+	var out []*mkv.Fragment
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev == mkv.EventFragmentEnd {
+			out = append(out, rd.TakeFragment())
+		}
+	}
+}
+
+func ingestInto(t *testing.T, e *engine.Engine, stream string, frags []*mkv.Fragment) []lsm.FragNum {
+	t.Helper()
+	sess, err := e.BeginIngest(engine.StreamRef{Name: stream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	var nums []lsm.FragNum
+	for _, f := range frags {
+		c := *f
+		c.Buf = append(engine.NewMediaBuffer(), f.Buf...)
+		n, serverMs, err := sess.StartFragment()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := sess.Receive(n, serverMs, serverMs, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.Persist(rec.Fragment); err != nil {
+			t.Fatal(err)
+		}
+		nums = append(nums, n)
+	}
+	return nums
+}
+
+func equalNums(a, b []lsm.FragNum) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestReplicationTailAndAntiEntropy: a stream created on one node reaches
+// the others' registries; its fragments reach its replica in order with
+// the same numbers, live and after the replica was away; a node with the
+// wrong key gets nothing.
+func TestReplicationTailAndAntiEntropy(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	a := startReplNode(t, "a", 1, nil, key)
+	b := startReplNode(t, "b", 2, []string{a.gossipAddr()}, key)
+	waitFor(t, "two members", 10*time.Second, func() bool { return alive(a.c) == 2 && alive(b.c) == 2 })
+	if _, err := a.eng.CreateStream(engine.CreateStreamInput{Name: "cam", DataRetentionInHours: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream reaches b", 10*time.Second, func() bool {
+		_, err := b.eng.Stream(engine.StreamRef{Name: "cam"})
+		return err == nil
+	})
+	frags := captured(t)
+	if len(frags) < 6 {
+		t.Fatalf("capture has %d fragments", len(frags))
+	}
+	// With two nodes and factor 2, each holds the stream; fragments ingested
+	// on a reach b, and those on b reach a.
+	na := ingestInto(t, a.eng, "cam", frags[:3])
+	waitFor(t, "a's fragments on b", 10*time.Second, func() bool { return equalNums(b.numbers(t, "cam"), na) })
+	waitFor(t, "b compared with a", 10*time.Second, func() bool { st := b.c.repl.Status(); return len(st) == 1 && st[0].Holds })
+	if st := b.c.repl.Status(); st[0].Imported < 3 || st[0].Samples < 3 || st[0].MissingHere != 0 || st[0].LastSync == "" {
+		t.Fatalf("b's replication status: %+v", st)
+	}
+	nb := ingestInto(t, b.eng, "cam", frags[3:5])
+	if nb[0].Compare(na[len(na)-1]) <= 0 {
+		t.Fatalf("b numbered %s after a's %s", nb[0], na[len(na)-1])
+	}
+	all := append(append([]lsm.FragNum{}, na...), nb...)
+	waitFor(t, "b's fragments on a", 10*time.Second, func() bool { return equalNums(a.numbers(t, "cam"), all) })
+
+	// A peer with the wrong key is refused on the node-to-node path.
+	req, _ := http.NewRequest(http.MethodGet, a.url+PeerPrefix+"numbers?stream=cam", nil)
+	signPeer(req, PeerKey([]byte("fedcba9876543210")), "intruder", time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || bytes.Contains(body, na[0][:]) {
+		t.Fatalf("wrong key: %d %q", resp.StatusCode, body)
+	}
+	req, _ = http.NewRequest(http.MethodGet, a.url+PeerPrefix+"tail?stream=cam&origin=1", nil)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("unsigned tail: %d", resp.StatusCode)
+	}
+
+	// A fragment ingested on a while b's tail is stopped (b is away) is
+	// found by anti-entropy.
+	b.c.repl.mu.Lock()
+	for k, stop := range b.c.repl.tails {
+		stop()
+		delete(b.c.repl.tails, k)
+	}
+	b.c.repl.mu.Unlock()
+	// Keep b's tails from restarting until a has ingested.
+	b.c.repl.mu.Lock()
+	more := ingestInto(t, a.eng, "cam", frags[5:6])
+	b.c.repl.mu.Unlock()
+	all = append(all, more...)
+	waitFor(t, "the missed fragment on b", 10*time.Second, func() bool { return equalNums(b.numbers(t, "cam"), all) })
+
+	// Deleting on one node deletes everywhere.
+	info, _ := a.eng.Stream(engine.StreamRef{Name: "cam"})
+	if err := a.eng.DeleteStream(info.ARN, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deletion reaches b", 10*time.Second, func() bool {
+		_, err := b.eng.Stream(engine.StreamRef{Name: "cam"})
+		return err != nil
+	})
+}

@@ -1,0 +1,120 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/valyala/fasthttp"
+)
+
+// What the API server (serve.ClusterView) and the camera manager ask of
+// the cluster.
+
+// ForwardPrefix is the node-to-node route a node forwards a client's read
+// to when it does not hold the stream: PeerPrefix + "forward" + the
+// original path. The receiving node serves it as the original operation,
+// authenticated as the peer instead of by SigV4 (the forwarding node
+// checked the client's signature), and never forwards it again.
+const ForwardPrefix = PeerPrefix + "forward"
+
+// Locate returns "" when reads of stream are served here (this node holds
+// it and has compared it with the other holders, or no better node is
+// alive), else the API URL of the holder to forward them to (its home
+// first).
+func (c *Cluster) Locate(stream string) string {
+	r := c.repl
+	if r == nil {
+		return ""
+	}
+	info, err := r.eng.Stream(engine.StreamRef{Name: stream})
+	if err != nil {
+		return ""
+	}
+	holds, pl := r.holds(info)
+	if holds {
+		return ""
+	}
+	for _, m := range pl {
+		if !m.Self && m.APIURL != "" {
+			return m.APIURL
+		}
+	}
+	return ""
+}
+
+// Owns reports whether this node should record the stream's camera now:
+// it is the stream's home, has quorum, and has been up long enough for
+// the node that recorded it before to have stopped. why says otherwise.
+func (c *Cluster) Owns(stream string) (bool, string) {
+	if c.repl != nil && time.Since(c.started) < c.repl.opts.Settle {
+		return false, "waiting for the cluster to settle after start"
+	}
+	ms := c.Members()
+	if !hasQuorum(ms) {
+		return false, "this node does not see a majority of the cluster"
+	}
+	factor := 1
+	if c.repl != nil {
+		if info, err := c.repl.eng.Stream(engine.StreamRef{Name: stream}); err == nil {
+			factor = c.repl.factor(info)
+		}
+	}
+	pl := c.Placement(stream, factor)
+	if len(pl) == 0 || !pl[0].Self {
+		home := ""
+		if len(pl) > 0 {
+			home = pl[0].Name
+		}
+		return false, "recorded by its home node " + home
+	}
+	return true, ""
+}
+
+// ReplicationJSON is the replication state of every stream, for the API.
+func (c *Cluster) ReplicationJSON() any {
+	if c.repl == nil {
+		return []StreamReplication{}
+	}
+	return c.repl.Status()
+}
+
+// ServePeer serves a request under PeerPrefix (other than forwards).
+func (c *Cluster) ServePeer(ctx *fasthttp.RequestCtx, life context.Context) {
+	if c.peer == nil {
+		ctx.Error("replication is off on this node", http.StatusForbidden)
+		return
+	}
+	c.peer.Serve(ctx, life)
+}
+
+// VerifyPeer checks a forwarded request's peer signature.
+func (c *Cluster) VerifyPeer(method, requestURI, header string) error {
+	if c.repl == nil {
+		return errors.New("replication is off on this node")
+	}
+	_, err := verifyPeer(c.repl.opts.Key, method, requestURI, header, time.Now())
+	return err
+}
+
+// PeerSignatureHeader is the header a peer request's signature travels in.
+const PeerSignatureHeader = peerHeader
+
+// Forward sends a client's request body to another node's ForwardPrefix
+// route for path; the caller relays the response.
+func (c *Cluster) Forward(ctx context.Context, base, path string, body []byte) (*http.Response, error) {
+	r := c.repl
+	if r == nil {
+		return nil, errors.New("replication is off on this node")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+ForwardPrefix+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	signPeer(req, r.opts.Key, c.Name(), time.Now())
+	return r.client.Do(req)
+}

@@ -1,0 +1,251 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// Replication support. The engine does not know where copies come from:
+// the cluster package moves stream records, tombstones and fragments
+// between nodes and hands them in here. What the engine guarantees:
+//
+//   - An imported fragment keeps its number and timestamps, is stored with
+//     the same durability order as an ingested one (segment fdatasync, then
+//     one synced index batch), and is stored at most once.
+//   - Fragment numbers this node hands out afterwards are larger than any
+//     fragment it holds: ingest starts a new term when a fragment numbered
+//     beyond the current term arrives from a peer (a takeover, or a
+//     producer that switched nodes), so numbers stay increasing per stream
+//     when ingest moves between nodes.
+//   - Imported fragments newer than the ring's newest go to the ring too,
+//     so live readers on a replica follow the stream; older ones (gap
+//     fills) go to the archive only.
+
+// ErrBadReplica: a fragment from a peer whose bytes do not match its meta.
+var ErrBadReplica = errors.New("engine: replicated fragment does not match its meta")
+
+// NodeID is this node's id in fragment numbers.
+func (e *Engine) NodeID() uint16 { return e.opts.NodeID }
+
+// Streams returns every stream's snapshot, by name.
+func (e *Engine) Streams() []*StreamInfo {
+	out, _ := e.ListStreams("", "", 0)
+	return out
+}
+
+// Tombstones returns the ARNs of deleted streams and when they were
+// deleted (epoch ms).
+func (e *Engine) Tombstones() map[string]int64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make(map[string]int64, len(e.mu.tombs))
+	for k, v := range e.mu.tombs {
+		out[k] = v
+	}
+	return out
+}
+
+// ImportTombstone applies a peer's deletion: the stream with this ARN, if
+// held, is deleted with its data, and the ARN is never imported again.
+func (e *Engine) ImportTombstone(arn string, atMs int64) error {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	e.mu.RLock()
+	_, known := e.mu.tombs[arn]
+	e.mu.RUnlock()
+	if known {
+		return nil
+	}
+	s, info, err := e.lookup(StreamRef{ARN: arn})
+	if errors.Is(err, ErrStreamNotFound) {
+		if err := e.db.PutTombstone(arn, atMs); err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+		e.mu.Lock()
+		e.mu.tombs[arn] = atMs
+		e.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer e.notifyChange()
+	e.opts.Logger.Info("stream deleted on a peer", "stream", info.Name)
+	return e.deleteLocked(s, info, atMs)
+}
+
+// ImportStream applies a peer's copy of a stream record. A stream this
+// node does not know is created with the peer's ARN, creation time and
+// version; a known one (same ARN) takes the peer's copy when its Modified
+// is later, keeping this node's own edge sync and recorder status. It
+// reports whether anything changed. A record whose name this node holds
+// under another ARN (two nodes created the name during a partition) is
+// refused with ErrStreamExists: each node keeps its own until an operator
+// deletes one.
+func (e *Engine) ImportStream(in *StreamInfo) (bool, error) {
+	if in == nil || in.Name == "" || in.ARN == "" {
+		return false, errors.New("engine: imported stream record without name or ARN")
+	}
+	if p, err := ParseARN(in.ARN); err != nil || p.Name != in.Name {
+		return false, fmt.Errorf("engine: imported stream record %q with ARN %q", in.Name, in.ARN)
+	}
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	e.mu.RLock()
+	_, gone := e.mu.tombs[in.ARN]
+	s := e.mu.byName[in.Name]
+	count := len(e.mu.byName)
+	e.mu.RUnlock()
+	if gone {
+		return false, nil
+	}
+	next := in.clone()
+	next.Status = StatusActive
+	if s == nil {
+		if count >= e.opts.MaxStreams {
+			return false, fmt.Errorf("%w: %d streams", ErrTooManyStreams, count)
+		}
+		id, err := e.db.AllocStreamID()
+		if err != nil {
+			return false, fmt.Errorf("engine: %w", err)
+		}
+		next.ID = id
+		if next.Edge != nil {
+			next.Edge.SyncStatus, next.Edge.FailedStatusDetails = EdgeSyncing, ""
+			next.Edge.RecorderStatus, next.Edge.RecorderDetails = "", ""
+		}
+		if err := e.persist(next); err != nil {
+			return false, err
+		}
+		st := e.newStream(id, next)
+		e.mu.Lock()
+		e.mu.byName[next.Name] = st
+		e.mu.byID[id] = st
+		e.mu.Unlock()
+		e.notifyChange()
+		e.opts.Logger.Info("stream copied from a peer", "stream", next.Name, "sid", id)
+		return true, nil
+	}
+	cur := s.info.Load()
+	if cur.ARN != in.ARN {
+		return false, fmt.Errorf("%w: %s is %s here and %s on a peer", ErrStreamExists, in.Name, cur.ARN, in.ARN)
+	}
+	if in.Modified <= cur.Modified {
+		return false, nil
+	}
+	next.ID = cur.ID
+	if next.Edge != nil && cur.Edge != nil {
+		next.Edge.SyncStatus, next.Edge.FailedStatusDetails = cur.Edge.SyncStatus, cur.Edge.FailedStatusDetails
+		next.Edge.RecorderStatus, next.Edge.RecorderDetails = cur.Edge.RecorderStatus, cur.Edge.RecorderDetails
+		next.Edge.RecorderCollected, next.Edge.RecorderUpdated = cur.Edge.RecorderCollected, cur.Edge.RecorderUpdated
+	}
+	if err := e.persist(next); err != nil {
+		return false, err
+	}
+	s.info.Store(next)
+	e.notifyChange()
+	if next.DataRetentionInHours < cur.DataRetentionInHours {
+		e.KickRetention()
+	}
+	return true, nil
+}
+
+// LastFragmentNumber is the number of the newest fragment the stream holds
+// (ring or archive); zero when it holds none.
+func (e *Engine) LastFragmentNumber(ref StreamRef) (lsm.FragNum, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return lsm.FragNum{}, err
+	}
+	n := s.ring.newest()
+	last, ok, err := e.db.LastFragment(s.id)
+	if err != nil {
+		return n, fmt.Errorf("engine: %w", err)
+	}
+	if ok && last.Number.Compare(n) > 0 {
+		n = last.Number
+	}
+	return n, nil
+}
+
+// FragmentNumbers calls fn with the numbers of the stream's stored
+// fragments after `after`, in order, until fn returns false.
+func (e *Engine) FragmentNumbers(ref StreamRef, after lsm.FragNum, fn func(lsm.FragNum) bool) error {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return err
+	}
+	if err := e.db.FragmentNumbers(s.id, after, fn); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	return nil
+}
+
+// ImportFragment stores a fragment copied from a peer under its own number
+// and timestamps. media must come from NewMediaBufferFor (the engine owns
+// it from here on); header is the fragment's session header. It reports
+// whether the fragment was new. The media is checked against the meta's
+// lengths and content digest, the header against its id.
+func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, media []byte) (stored bool, err error) {
+	s, info, err := e.lookup(ref)
+	if err != nil {
+		putMediaBuffer(media)
+		return false, err
+	}
+	if int(meta.MediaLen) != len(media) || meta.ClusterLen > meta.MediaLen || meta.Number.IsZero() ||
+		digest(media[:meta.ClusterLen], int(meta.Frames)) != meta.Digest || xxhash.Sum64(header) != meta.HeaderID {
+		putMediaBuffer(media)
+		return false, fmt.Errorf("%w: %s of %s", ErrBadReplica, meta.Number, info.Name)
+	}
+	if info.DataRetentionInHours == 0 {
+		putMediaBuffer(media) // such streams keep nothing, here or on the home node
+		return false, nil
+	}
+	if f := s.ring.find(meta.Number); f != nil {
+		f.Release()
+		putMediaBuffer(media)
+		return false, nil
+	}
+	s.persistMu.RLock()
+	defer s.persistMu.RUnlock()
+	if s.deleted.Load() {
+		putMediaBuffer(media)
+		return false, ErrStreamDeleted
+	}
+	if ok, err := e.db.HasFragment(s.id, meta.Number); err != nil || ok {
+		putMediaBuffer(media)
+		if err != nil {
+			return false, fmt.Errorf("engine: %w", err)
+		}
+		return false, nil
+	}
+	hdr := e.headerFor(s, meta.HeaderID, header)
+	w := lsm.FragmentWrite{Meta: meta, Media: media}
+	if !hdr.stored.Load() {
+		w.Header = hdr.Raw
+	}
+	if err := e.db.PutFragment(s.id, &w); err != nil {
+		putMediaBuffer(media)
+		return false, fmt.Errorf("engine: storing replicated fragment %s: %w", meta.Number, err)
+	}
+	hdr.stored.Store(true)
+	e.metrics.fragmentsImported.Add(1)
+	e.metrics.bytesImported.Add(uint64(len(media)))
+
+	st := &s.ingest
+	st.mu.Lock()
+	if meta.Number.Compare(lsm.MakeFragNum(st.term, e.opts.NodeID, st.seq)) >= 0 {
+		st.stale = true // the next number this node hands out needs a new term
+	}
+	st.lastServerMs = max(st.lastServerMs, meta.ServerMs)
+	st.mu.Unlock()
+
+	frag := &Fragment{Meta: meta, Header: hdr, Media: media, pooled: true, persisted: make(chan struct{})}
+	close(frag.persisted)
+	frag.refs.Store(1) // the ring's; an older one is released at once
+	s.ring.pushIf(frag, true)
+	return true, nil
+}

@@ -1,0 +1,184 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// replicate imports fragment n of src's stream into dst, as the cluster
+// package does with bytes from the wire.
+func replicate(t *testing.T, src, dst *Engine, name string, n lsm.FragNum) (bool, error) {
+	t.Helper()
+	f, err := src.Fragment(StreamRef{Name: name}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Release()
+	media := append(NewMediaBufferFor(len(f.Media))[:0], f.Media...)
+	return dst.ImportFragment(StreamRef{Name: name}, f.Meta, f.Header.Raw, media)
+}
+
+func TestReplicaImportKeepsNumbersAndOrdersLaterIngest(t *testing.T) {
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
+	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
+	info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := b.ImportStream(info); err != nil || !changed {
+		t.Fatalf("ImportStream: %v %v", changed, err)
+	}
+	if got, _ := b.Stream(StreamRef{Name: "cam"}); got.ARN != info.ARN || got.Version != info.Version || !got.CreationTime.Equal(info.CreationTime) {
+		t.Fatalf("copied record %+v, want ARN/version/creation of %+v", got, info)
+	}
+	frags := captureFragments(t)
+	// a's clock runs ahead of b's: b's own term would sort below a's.
+	clock.add(time.Hour)
+	nums := ingest(t, a, "cam", frags[:3], 1000)
+	clock.add(-time.Hour)
+
+	// A live reader on b follows what is imported.
+	cur, err := b.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nums {
+		if ok, err := replicate(t, a, b, "cam", n); err != nil || !ok {
+			t.Fatalf("import %s: %v %v", n, ok, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := cur.Next(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Meta.Number != nums[0] {
+		t.Fatalf("live reader on the replica got %s, want %s", f.Meta.Number, nums[0])
+	}
+	f.Release()
+	// Importing again stores nothing.
+	if ok, err := replicate(t, a, b, "cam", nums[1]); err != nil || ok {
+		t.Fatalf("second import: %v %v", ok, err)
+	}
+	// Tampered media is refused and stores nothing.
+	g, _ := a.Fragment(StreamRef{Name: "cam"}, nums[2])
+	bad := append(NewMediaBufferFor(len(g.Media))[:0], g.Media...)
+	bad[len(bad)/3] ^= 0xff
+	m := g.Meta
+	m.Number = m.Number.Next()
+	if _, err := b.ImportFragment(StreamRef{Name: "cam"}, m, g.Header.Raw, bad); !errors.Is(err, ErrBadReplica) {
+		t.Fatalf("tampered fragment: %v", err)
+	}
+	g.Release()
+
+	// b takes the stream over: its numbers follow a's although its clock
+	// is an hour behind.
+	more := ingest(t, b, "cam", frags[3:5], 9000)
+	for _, n := range more {
+		if n.Compare(nums[len(nums)-1]) <= 0 {
+			t.Fatalf("b numbered %s, not after a's %s", n, nums[len(nums)-1])
+		}
+		if n.Node() != 9 {
+			t.Fatalf("b numbered %s with node %d", n, n.Node())
+		}
+	}
+	var held []lsm.FragNum
+	if err := b.FragmentNumbers(StreamRef{Name: "cam"}, lsm.FragNum{}, func(n lsm.FragNum) bool { held = append(held, n); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 5 {
+		t.Fatalf("b holds %d fragments, want 5: %v", len(held), held)
+	}
+	// And a, importing b's, numbers its next fragment after them too.
+	for _, n := range more {
+		if ok, err := replicate(t, b, a, "cam", n); err != nil || !ok {
+			t.Fatalf("import back %s: %v %v", n, ok, err)
+		}
+	}
+	clock.add(time.Hour) // a's clock is ahead again; still after b's
+	back := ingest(t, a, "cam", frags[5:6], 20000)
+	if back[0].Compare(more[len(more)-1]) <= 0 {
+		t.Fatalf("a numbered %s after taking the stream back, not after %s", back[0], more[len(more)-1])
+	}
+}
+
+func TestReplicaRegistryUpdatesAndTombstones(t *testing.T) {
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
+	fsB := vfs.NewMem()
+	dbB, b := openMediaNode(t, fsB, clock, 9)
+	info, _ := a.CreateStream(CreateStreamInput{Name: "s", DataRetentionInHours: 2})
+	if _, err := b.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	clock.add(time.Second)
+	if err := a.UpdateDataRetention(StreamRef{Name: "s"}, "", true, 5); err != nil {
+		t.Fatal(err)
+	}
+	newer, _ := a.Stream(StreamRef{Name: "s"})
+	// An older copy does not overwrite a newer one.
+	if changed, err := b.ImportStream(info); err != nil || changed {
+		t.Fatalf("stale import: %v %v", changed, err)
+	}
+	if changed, err := b.ImportStream(newer); err != nil || !changed {
+		t.Fatalf("newer import: %v %v", changed, err)
+	}
+	if got, _ := b.Stream(StreamRef{Name: "s"}); got.DataRetentionInHours != 7 || got.Version != newer.Version {
+		t.Fatalf("b has %+v", got)
+	}
+	// Same name, different ARN: refused, b keeps its own.
+	clone := *newer
+	clone.ARN = StreamARN("us-west-2", "123456789012", "s", 1)
+	if _, err := b.ImportStream(&clone); !errors.Is(err, ErrStreamExists) {
+		t.Fatalf("conflicting ARN: %v", err)
+	}
+	// Deleted on a: the tombstone deletes it on b, survives b's restart,
+	// and keeps the old record from coming back.
+	if err := a.DeleteStream(newer.ARN, ""); err != nil {
+		t.Fatal(err)
+	}
+	for arn, ms := range a.Tombstones() {
+		if err := b.ImportTombstone(arn, ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Stream(StreamRef{Name: "s"}); !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("after the tombstone: %v", err)
+	}
+	dbB.Close()
+	db2, err := lsm.Open(lsm.Options{Dir: "/d", FS: fsB, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	b2, err := Open(db2, Options{NodeID: 9, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed, _ := b2.ImportStream(newer); changed {
+		t.Fatal("a deleted stream came back from a stale peer copy")
+	}
+	if _, ok := b2.Tombstones()[newer.ARN]; !ok {
+		t.Fatal("tombstone lost at restart")
+	}
+}
+
+func openMediaNode(t *testing.T, fs vfs.FS, clock Clock, node uint16) (*lsm.DB, *Engine) {
+	t.Helper()
+	db, err := lsm.Open(lsm.Options{Dir: "/d", FS: fs, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(db, Options{Clock: clock, RingBytesPerStream: 1 << 20, NodeID: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, e
+}

@@ -1,0 +1,90 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// MetaLen is the length of an encoded FragmentMeta (AppendMeta).
+const MetaLen = metaLen
+
+// AppendMeta appends m's version-1 encoding (FORMAT.md, "Fragment meta"),
+// the form peers exchange fragments in.
+func AppendMeta(dst []byte, m *FragmentMeta) []byte { return appendMeta(dst, m) }
+
+// DecodeMeta decodes what AppendMeta wrote.
+func DecodeMeta(b []byte) (FragmentMeta, error) {
+	if len(b) != metaLen {
+		return FragmentMeta{}, fmt.Errorf("lsm: fragment meta of %d bytes, want %d", len(b), metaLen)
+	}
+	return decodeMeta(nil, b)
+}
+
+// FragmentNumbers calls fn with the numbers of the stream's stored
+// fragments after `after`, in order, until fn returns false. It reads keys
+// only.
+func (d *DB) FragmentNumbers(id StreamID, after FragNum, fn func(FragNum) bool) error {
+	lower := fragmentKey(nil, id, after.Next())
+	_, upper := streamSpan(prefixFragment, id)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != 1+StreamIDLen+FragNumLen {
+			return &CorruptionError{Key: append([]byte(nil), k...), Reason: "fragment key of the wrong length"}
+		}
+		var n FragNum
+		copy(n[:], k[1+StreamIDLen:])
+		if !fn(n) {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// Tombstones: a deleted stream's ARN and when it was deleted, so that a
+// peer that still holds the stream learns of the deletion instead of
+// giving the stream back (FORMAT.md, meta "tomb/<arn>").
+const tombPrefix = "tomb/"
+
+// PutTombstone records, synced, that the stream with this ARN was deleted
+// at ms.
+func (d *DB) PutTombstone(arn string, ms int64) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(ms))
+	if err := d.db.Set(metaKey(tombPrefix+arn), v, pebble.Sync); err != nil {
+		return fmt.Errorf("lsm: writing tombstone: %w", err)
+	}
+	return nil
+}
+
+// Tombstones returns every recorded deletion: ARN → epoch ms.
+func (d *DB) Tombstones() (map[string]int64, error) {
+	lower := metaKey(tombPrefix)
+	upper := metaKey(tombPrefix[:len(tombPrefix)-1] + string(rune(tombPrefix[len(tombPrefix)-1]+1)))
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	out := map[string]int64{}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("lsm: reading tombstone: %w", err)
+		}
+		if len(v) != 8 {
+			return nil, &CorruptionError{Key: append([]byte(nil), it.Key()...), Reason: "tombstone of the wrong length"}
+		}
+		out[string(it.Key()[len(lower):])] = int64(binary.BigEndian.Uint64(v))
+	}
+	if err := it.Error(); err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("lsm: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,140 @@
+package serve
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/valyala/fasthttp"
+)
+
+// Reads of a stream this node does not hold (in a cluster, a stream lives
+// on its home node and replicas) are forwarded to a node that does: the
+// client's request is authenticated here, then its body goes to the
+// holder's forward route, signed as this node, and the answer is relayed
+// as it streams. A forwarded request is never forwarded again.
+
+// peerPrefix and forwardPrefix mirror cluster.PeerPrefix and
+// cluster.ForwardPrefix (serve does not import cluster).
+const (
+	peerPrefix    = "/kvsedge-peer/v1/"
+	forwardPrefix = peerPrefix + "forward"
+)
+
+// forwardable are the read operations forwarded to a stream's holder.
+var forwardable = map[string]bool{
+	"/getMedia": true, "/getMediaForFragmentList": true, "/getClip": true,
+	"/listFragments": true, "/getHLSStreamingSessionURL": true, "/getDASHStreamingSessionURL": true,
+	"/getImages": true,
+}
+
+// fromPeer marks a request that a peer forwarded (user value).
+const fromPeer = "kvsedge.fromPeer"
+
+func isFromPeer(ctx *fasthttp.RequestCtx) bool { return ctx.UserValue(fromPeer) != nil }
+
+// servePeerPath handles every request under peerPrefix.
+func (s *Server) servePeerPath(ctx *fasthttp.RequestCtx, path string) {
+	if s.opts.Cluster == nil {
+		writeError(ctx, newAPIError(http.StatusNotFound, errUnknownOperation, "No operation is served at %s.", path))
+		return
+	}
+	if !strings.HasPrefix(path, forwardPrefix+"/") {
+		s.opts.Cluster.ServePeer(ctx, s.life)
+		return
+	}
+	if err := s.opts.Cluster.VerifyPeer(string(ctx.Method()), string(ctx.RequestURI()), string(ctx.Request.Header.Peek(peerSignatureHeader))); err != nil {
+		s.opts.Logger.Info("forwarded request refused", "remote", ctx.RemoteAddr().String(), "err", err)
+		writeError(ctx, newAPIError(http.StatusForbidden, "AccessDeniedException", "The peer signature was not accepted."))
+		return
+	}
+	op := strings.TrimPrefix(path, forwardPrefix)
+	if !forwardable[op] {
+		writeError(ctx, newAPIError(http.StatusNotFound, errUnknownOperation, "%s is not forwarded between nodes.", op))
+		return
+	}
+	ctx.SetUserValue(fromPeer, true)
+	ctx.URI().SetPath(op)
+	s.handle(ctx)
+}
+
+// peerSignatureHeader mirrors cluster.PeerSignatureHeader.
+const peerSignatureHeader = "X-Kvsedge-Peer"
+
+// forward relays the request to the stream's holder when this node does
+// not hold it, and reports whether it did (the response is then set).
+func (s *Server) forward(ctx *fasthttp.RequestCtx, path string, body []byte) bool {
+	if s.opts.Cluster == nil || isFromPeer(ctx) || !forwardable[path] {
+		return false
+	}
+	var in struct{ StreamName, StreamARN string }
+	if json.Unmarshal(body, &in) != nil {
+		return false // the handler answers the bad body
+	}
+	name := in.StreamName
+	if name == "" && in.StreamARN != "" {
+		p, err := engine.ParseARN(in.StreamARN)
+		if err != nil {
+			return false
+		}
+		name = p.Name
+	}
+	target := s.opts.Cluster.Locate(name)
+	if name == "" || target == "" {
+		return false
+	}
+	rctx, cancel := context.WithCancel(s.life)
+	resp, err := s.opts.Cluster.Forward(rctx, target, path, body)
+	if err != nil {
+		cancel()
+		s.opts.Logger.Warn("forwarding a read to the stream's holder failed; serving what this node has", "stream", name, "holder", target, "err", err)
+		return false
+	}
+	s.opts.Logger.Debug("read forwarded", "op", path, "stream", name, "holder", target)
+	ctx.SetStatusCode(resp.StatusCode)
+	for k, vs := range resp.Header {
+		switch http.CanonicalHeaderKey(k) {
+		case "Content-Length", "Transfer-Encoding", "Connection", "Date", "Server", "Keep-Alive":
+			continue
+		}
+		for _, v := range vs {
+			ctx.Response.Header.Add(k, v)
+		}
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength <= 16<<20 {
+		defer cancel()
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			writeError(ctx, newAPIError(http.StatusBadGateway, "ClientLimitExceededException", "The stream's holder did not answer completely."))
+			return true
+		}
+		ctx.SetBody(b)
+		return true
+	}
+	// A streamed answer (GetMedia, GetClip): relay it as it comes.
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer cancel()
+		defer resp.Body.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				if werr := w.Flush(); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	return true
+}
