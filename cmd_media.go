@@ -479,6 +479,11 @@ func runCameras(args []string, stdout, stderr io.Writer) error {
 	return printAPI("cameras", "/listCameras", args, stdout, stderr)
 }
 
+// runReplication prints the box's replication state per stream.
+func runReplication(args []string, stdout, stderr io.Writer) error {
+	return printAPI("replication", "/describeReplication", args, stdout, stderr)
+}
+
 // runMembers prints the members of the box's cluster.
 func runMembers(args []string, stdout, stderr io.Writer) error {
 	return printAPI("members", "/listClusterMembers", args, stdout, stderr)

@@ -31,6 +31,7 @@ func commands() []command {
 		{"get-media", "read a stream with GetMedia into a file or stdout (--follow: live)", runGetMedia},
 		{"cameras", "print the state of every camera the box records", runCameras},
 		{"members", "print the members of the box's cluster", runMembers},
+		{"replication", "print each stream's home, replicas, replication lag and missing fragments on the box", runReplication},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
 		{"version", "print the version", runVersion},
 	}

@@ -92,6 +92,9 @@ type ClusterConfig struct {
 	CAFile string `koanf:"ca_file" yaml:"ca_file,omitempty"`
 }
 
+// listKeys are the list-valued keys, comma-separated in the environment.
+var listKeys = map[string]bool{"cluster.seeds": true}
+
 // CameraFileConfig is one camera in the configuration file.
 type CameraFileConfig struct {
 	Stream string `koanf:"stream" yaml:"stream"`
@@ -227,11 +230,21 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 			return nil, fmt.Errorf("config: %s: %w", path, err)
 		}
 	}
-	envProvider := env.Provider(".", env.Opt{
+	envProvider := env.Provider(".", env.Opt{ // listKeys: comma-separated
 		Prefix: "KVSEDGE_",
 		TransformFunc: func(key, value string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, "KVSEDGE_"))
-			return strings.ReplaceAll(key, "__", "."), value
+			key = strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(key, "KVSEDGE_")), "__", ".")
+			if listKeys[key] {
+				// Lists are comma-separated in the environment.
+				var items []string
+				for _, v := range strings.Split(value, ",") {
+					if v = strings.TrimSpace(v); v != "" {
+						items = append(items, v)
+					}
+				}
+				return key, items
+			}
+			return key, value
 		},
 		EnvironFunc: func() []string { return environ },
 	})

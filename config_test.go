@@ -99,6 +99,8 @@ func TestConfigInvalidNamesTheKey(t *testing.T) {
 		{[]string{"KVSEDGE_LOG__LEVEL=loud"}, nil, "log.level"},
 		{nil, []string{"--tls-cert", "/does/not/exist.pem", "--tls-key", "/does/not/exist.key"}, "tls."},
 		{nil, []string{"--tls-cert", "/x.pem"}, "tls.cert_file"},
+		{[]string{"KVSEDGE_CLUSTER__BIND=127.0.0.1:7946"}, nil, "cluster.key"},
+		{[]string{"KVSEDGE_CLUSTER__REPLICATION_FACTOR=40"}, nil, "cluster.replication_factor"},
 	}
 	for _, tc := range cases {
 		_, err := loadFor(t, tc.env, tc.args...)
@@ -110,6 +112,16 @@ func TestConfigInvalidNamesTheKey(t *testing.T) {
 		if !strings.Contains(msg, "invalid configuration: "+tc.key) || strings.Contains(msg, "\n") {
 			t.Errorf("%v %v: %q does not name %s in one line", tc.env, tc.args, msg, tc.key)
 		}
+	}
+}
+
+func TestConfigSeedsFromEnvironmentAreCommaSeparated(t *testing.T) {
+	c, err := loadFor(t, []string{"KVSEDGE_CLUSTER__SEEDS=10.0.0.1:7946, 10.0.0.2:7946,"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Cluster.Seeds) != 2 || c.Cluster.Seeds[0] != "10.0.0.1:7946" || c.Cluster.Seeds[1] != "10.0.0.2:7946" {
+		t.Fatalf("seeds %q", c.Cluster.Seeds)
 	}
 }
 

@@ -67,6 +67,9 @@ type Cluster struct {
 	wg      sync.WaitGroup
 	started time.Time
 	repl    *Replicator
+	// quorumSince is when this node last gained quorum (zero without).
+	quorumMu    sync.Mutex
+	quorumSince time.Time
 	peer    *PeerServer
 
 	subMu sync.Mutex
@@ -121,7 +124,17 @@ func Start(opts Options) (*Cluster, error) {
 		m.ProbeTimeout = 100 * time.Millisecond
 		m.SuspicionMult = 2
 		m.GossipInterval = 50 * time.Millisecond
+		// Members that failed (a network cut) are retried every second
+		// instead of every 30 s, so a healed cut rejoins promptly.
+		conf.ReconnectInterval = time.Second
 	}
+	// No TCP fallback for failed UDP probes: on a one-way failure (this box
+	// can send but hears nothing back) the fallback's own TCP connection
+	// carries the answer, so this box would go on seeing its peers alive
+	// and keep recording while they, not hearing it, take its cameras
+	// over. Found by TestClusterNetworkCut. (Boxes must reach each other
+	// over UDP, as serf requires anyway.)
+	conf.MemberlistConfig.DisableTcpPings = true
 	// serf and memberlist log through the standard logger; send it to slog
 	// at debug level.
 	stdlog := log.New(slogWriter{opts.Logger}, "", 0)

@@ -50,12 +50,27 @@ func (c *Cluster) Locate(stream string) string {
 // it is the stream's home, has quorum, and has been up long enough for
 // the node that recorded it before to have stopped. why says otherwise.
 func (c *Cluster) Owns(stream string) (bool, string) {
+	ms := c.Members()
+	c.quorumMu.Lock()
+	q := hasQuorum(ms)
+	switch {
+	case !q:
+		c.quorumSince = time.Time{}
+	case c.quorumSince.IsZero():
+		c.quorumSince = time.Now()
+	}
+	since := c.quorumSince
+	c.quorumMu.Unlock()
 	if c.repl != nil && time.Since(c.started) < c.repl.opts.Settle {
 		return false, "waiting for the cluster to settle after start"
 	}
-	ms := c.Members()
-	if !hasQuorum(ms) {
+	if !q {
 		return false, "this node does not see a majority of the cluster"
+	}
+	// Back from a partition, wait as after a start: the node that
+	// recorded meanwhile must first see this one alive and stop.
+	if c.repl != nil && time.Since(since) < c.repl.opts.Settle {
+		return false, "waiting for the cluster to settle after regaining a majority"
 	}
 	factor := 1
 	if c.repl != nil {
