@@ -26,8 +26,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // TestTwoBoxCluster: two kvsedge processes join through a seed with a
-// gossip key, each lists both members, and GetDataEndpoint(PUT_MEDIA)
-// sends a stream's producer to its home node, the same from either box.
+// gossip key, each lists both members, streams created on one appear on
+// the other, and GetDataEndpoint(PUT_MEDIA) sends a stream's producer to
+// its home node, the same from either box.
 func TestTwoBoxCluster(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	gA, gB := freeAddr(t), freeAddr(t)
@@ -79,14 +80,36 @@ func TestTwoBoxCluster(t *testing.T) {
 		}
 		return aws.ToString(out.DataEndpoint)
 	}
+	// Streams are created on a; b learns them from a (registry
+	// replication) with the same ARNs.
+	arns := map[string]string{}
+	for i := 0; i < 16; i++ {
+		name := fmt.Sprintf("cam-%d", i)
+		out, err := ca.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arns[name] = aws.ToString(out.StreamARN)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for name, arn := range arns {
+		for {
+			d, err := cb.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
+			if err == nil {
+				if got := aws.ToString(d.StreamInfo.StreamARN); got != arn {
+					t.Fatalf("%s is %s on b, %s on a", name, got, arn)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not reach b: %v", name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	homes := map[string]int{}
 	for i := 0; i < 16; i++ {
 		name := fmt.Sprintf("cam-%d", i)
-		for _, c := range []*kinesisvideo.Client{ca, cb} {
-			if _, err := c.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String(name)}); err != nil {
-				t.Fatal(err)
-			}
-		}
 		ea, eb := endpoint(ca, name, types.APINamePutMedia), endpoint(cb, name, types.APINamePutMedia)
 		if ea != eb || (ea != a.endpoint && ea != b.endpoint) {
 			t.Fatalf("%s: home %q from a, %q from b", name, ea, eb)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -273,6 +276,45 @@ func TestClusterReplicationKillAndRestart(t *testing.T) {
 	chunks := getFragmentList(t, other.p.endpoint, "cam", onHome[:2])
 	if len(chunks) != 2 || chunks[0].FragmentNumber() != onHome[0] || chunks[1].FragmentNumber() != onHome[1] {
 		t.Fatalf("GetMediaForFragmentList through %s: %d chunks", other.name, len(chunks))
+	}
+
+	// HLS and GetClip through the box that does not hold the stream: the
+	// session URL names a holder, which ffprobe plays from.
+	rng := map[string]any{"StartTimestamp": time.Now().Add(-5 * time.Minute).Unix(), "EndTimestamp": time.Now().Unix()}
+	var hls struct{ HLSStreamingSessionURL string }
+	if st, raw := callJSON(t, other.api(), "/getHLSStreamingSessionURL", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &hls); st != 200 {
+		t.Fatalf("GetHLSStreamingSessionURL through %s: %d %s", other.name, st, raw)
+	}
+	if !strings.HasPrefix(hls.HLSStreamingSessionURL, home.p.endpoint) && !strings.HasPrefix(hls.HLSStreamingSessionURL, replica.p.endpoint) {
+		t.Fatalf("HLS session URL %q does not name a holder", hls.HLSStreamingSessionURL)
+	}
+	if out, err := exec.Command(needTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", hls.HLSStreamingSessionURL).Output(); err != nil || !strings.Contains(string(out), "h264") {
+		t.Fatalf("ffprobe of the HLS session: %v %q", err, out)
+	}
+	clipReq := signedJSONRequest(context.Background(), t, other.api(), "/getClip", map[string]any{"StreamName": "cam",
+		"ClipFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}})
+	clipResp, err := http.DefaultClient.Do(clipReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clip, _ := io.ReadAll(clipResp.Body)
+	clipResp.Body.Close()
+	if clipResp.StatusCode != 200 || clipResp.Header.Get("Content-Type") != "video/mp4" || len(clip) < 12 || string(clip[4:8]) != "ftyp" {
+		t.Fatalf("GetClip through %s: %d %s, %d bytes", other.name, clipResp.StatusCode, clipResp.Header.Get("Content-Type"), len(clip))
+	}
+	// The node-to-node path refuses requests without a peer signature,
+	// even when they carry a client's valid SigV4 signature.
+	unsigned, _ := http.Get(other.api() + "/kvsedge-peer/v1/numbers?stream=cam")
+	unsigned.Body.Close()
+	clientSigned, err := http.DefaultClient.Do(signedJSONRequest(context.Background(), t, other.api(), "/kvsedge-peer/v1/forward/listFragments",
+		map[string]any{"StreamName": "cam"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientSigned.Body.Close()
+	if unsigned.StatusCode != http.StatusForbidden || clientSigned.StatusCode != http.StatusForbidden {
+		t.Fatalf("peer path without a peer signature: %d, with only a client signature: %d", unsigned.StatusCode, clientSigned.StatusCode)
 	}
 
 	// kill -9 the home while it records.

@@ -45,20 +45,27 @@ func PeerKey(gossipKey []byte) []byte {
 	return h.Sum(nil)
 }
 
-func peerMAC(key []byte, node, ts, method, pathQuery string) string {
+// peerMAC signs a request: who, when, the request line and the body.
+func peerMAC(key []byte, node, ts, method, pathQuery string, body []byte) string {
+	sum := sha256.Sum256(body)
 	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%s\n%s\n%s\n%s", node, ts, method, pathQuery)
+	fmt.Fprintf(m, "%s\n%s\n%s\n%s\n%x", node, ts, method, pathQuery, sum)
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// signPeer signs an outgoing peer request.
-func signPeer(req *http.Request, key []byte, node string, now time.Time) {
+// signPeer signs an outgoing peer request whose body is body.
+func signPeer(req *http.Request, key []byte, node string, now time.Time, body []byte) {
 	ts := strconv.FormatInt(now.Unix(), 10)
-	req.Header.Set(peerHeader, node+":"+ts+":"+peerMAC(key, node, ts, req.Method, req.URL.RequestURI()))
+	req.Header.Set(peerHeader, node+":"+ts+":"+peerMAC(key, node, ts, req.Method, req.URL.RequestURI(), body))
 }
 
-// verifyPeer checks a peer signature; it returns the peer's node name.
-func verifyPeer(key []byte, method, requestURI, header string, now time.Time) (string, error) {
+// maxPeerBody bounds a peer request's body (read before its signature is
+// checked): a fetch of 1000 numbers, or a forwarded JSON request.
+const maxPeerBody = 1 << 20
+
+// verifyPeer checks a peer signature over the request and its body; it
+// returns the peer's node name.
+func verifyPeer(key []byte, method, requestURI, header string, body []byte, now time.Time) (string, error) {
 	if len(key) == 0 {
 		return "", errors.New("this node has no cluster key: the peer path is closed")
 	}
@@ -78,7 +85,7 @@ func verifyPeer(key []byte, method, requestURI, header string, now time.Time) (s
 	if d := now.Sub(time.Unix(sec, 0)); d > peerSkew || d < -peerSkew {
 		return "", fmt.Errorf("peer signature time is %s away from ours", d.Round(time.Second))
 	}
-	if !hmac.Equal([]byte(mac), []byte(peerMAC(key, node, ts, method, requestURI))) {
+	if !hmac.Equal([]byte(mac), []byte(peerMAC(key, node, ts, method, requestURI, body))) {
 		return "", errors.New("wrong peer signature")
 	}
 	return node, nil
@@ -185,6 +192,26 @@ func (fr *frameReader) next() (lsm.FragmentMeta, []byte, []byte, error) {
 	}
 }
 
+// ReadPeerBody reads a peer request's body, up to maxPeerBody, so that
+// its signature can be checked over it.
+func ReadPeerBody(ctx *fasthttp.RequestCtx) ([]byte, error) {
+	if cl := ctx.Request.Header.ContentLength(); cl > maxPeerBody {
+		return nil, fmt.Errorf("peer request body of %d bytes is over the limit", cl)
+	}
+	st := ctx.RequestBodyStream()
+	if st == nil {
+		return ctx.PostBody(), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(st, maxPeerBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxPeerBody {
+		return nil, errors.New("peer request body is over the limit")
+	}
+	return b, nil
+}
+
 // Registry is a node's stream records and tombstones, as peers copy them.
 type Registry struct {
 	Streams    []*engine.StreamInfo `json:"streams"`
@@ -211,7 +238,13 @@ func NewPeerServer(eng *engine.Engine, key []byte, log *slog.Logger) *PeerServer
 // Serve handles one request under PeerPrefix; life ends long-running
 // tails (server shutdown).
 func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
-	node, err := verifyPeer(p.key, string(ctx.Method()), string(ctx.RequestURI()), string(ctx.Request.Header.Peek(peerHeader)), time.Now())
+	body, err := ReadPeerBody(ctx)
+	if err != nil {
+		ctx.Error(err.Error(), http.StatusRequestEntityTooLarge)
+		ctx.SetConnectionClose()
+		return
+	}
+	node, err := verifyPeer(p.key, string(ctx.Method()), string(ctx.RequestURI()), string(ctx.Request.Header.Peek(peerHeader)), body, time.Now())
 	if err != nil {
 		p.log.Info("peer request refused", "remote", ctx.RemoteAddr().String(), "path", string(ctx.Path()), "err", err)
 		ctx.Error("peer authentication failed: "+err.Error(), http.StatusForbidden)
@@ -267,7 +300,6 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 		ctx.SetContentType("application/octet-stream")
 		ctx.SetBody(out)
 	case "fetch":
-		body := ctx.PostBody()
 		if len(body)%lsm.FragNumLen != 0 || len(body) > 1000*lsm.FragNumLen {
 			ctx.Error("fetch takes up to 1000 fragment numbers of 14 bytes", http.StatusBadRequest)
 			return

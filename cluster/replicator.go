@@ -515,7 +515,7 @@ func (r *Replicator) do(ctx context.Context, peer Member, method, op string, q u
 	if err != nil {
 		return nil, err
 	}
-	signPeer(req, r.opts.Key, r.c.Name(), time.Now())
+	signPeer(req, r.opts.Key, r.c.Name(), time.Now(), body)
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return nil, err

@@ -174,7 +174,7 @@ func TestReplicationTailAndAntiEntropy(t *testing.T) {
 
 	// A peer with the wrong key is refused on the node-to-node path.
 	req, _ := http.NewRequest(http.MethodGet, a.url+PeerPrefix+"numbers?stream=cam", nil)
-	signPeer(req, PeerKey([]byte("fedcba9876543210")), "intruder", time.Now())
+	signPeer(req, PeerKey([]byte("fedcba9876543210")), "intruder", time.Now(), nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

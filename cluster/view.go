@@ -106,12 +106,12 @@ func (c *Cluster) ServePeer(ctx *fasthttp.RequestCtx, life context.Context) {
 	c.peer.Serve(ctx, life)
 }
 
-// VerifyPeer checks a forwarded request's peer signature.
-func (c *Cluster) VerifyPeer(method, requestURI, header string) error {
+// VerifyPeer checks a forwarded request's peer signature over its body.
+func (c *Cluster) VerifyPeer(method, requestURI, header string, body []byte) error {
 	if c.repl == nil {
 		return errors.New("replication is off on this node")
 	}
-	_, err := verifyPeer(c.repl.opts.Key, method, requestURI, header, time.Now())
+	_, err := verifyPeer(c.repl.opts.Key, method, requestURI, header, body, time.Now())
 	return err
 }
 
@@ -130,6 +130,6 @@ func (c *Cluster) Forward(ctx context.Context, base, path string, body []byte) (
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	signPeer(req, r.opts.Key, c.Name(), time.Now())
+	signPeer(req, r.opts.Key, c.Name(), time.Now(), body)
 	return r.client.Do(req)
 }

@@ -47,7 +47,13 @@ func (s *Server) servePeerPath(ctx *fasthttp.RequestCtx, path string) {
 		s.opts.Cluster.ServePeer(ctx, s.life)
 		return
 	}
-	if err := s.opts.Cluster.VerifyPeer(string(ctx.Method()), string(ctx.RequestURI()), string(ctx.Request.Header.Peek(peerSignatureHeader))); err != nil {
+	body, aerr := s.readBody(ctx)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		ctx.SetConnectionClose()
+		return
+	}
+	if err := s.opts.Cluster.VerifyPeer(string(ctx.Method()), string(ctx.RequestURI()), string(ctx.Request.Header.Peek(peerSignatureHeader)), body); err != nil {
 		s.opts.Logger.Info("forwarded request refused", "remote", ctx.RemoteAddr().String(), "err", err)
 		writeError(ctx, newAPIError(http.StatusForbidden, "AccessDeniedException", "The peer signature was not accepted."))
 		return
@@ -59,6 +65,7 @@ func (s *Server) servePeerPath(ctx *fasthttp.RequestCtx, path string) {
 	}
 	ctx.SetUserValue(fromPeer, true)
 	ctx.URI().SetPath(op)
+	ctx.Request.SetBody(body) // the operation reads it again
 	s.handle(ctx)
 }
 

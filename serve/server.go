@@ -111,8 +111,9 @@ type ClusterView interface {
 	// Forward sends a read's body to the holder's forward route, signed
 	// as this node.
 	Forward(ctx context.Context, base, path string, body []byte) (*http.Response, error)
-	// VerifyPeer checks a forwarded request's peer signature.
-	VerifyPeer(method, requestURI, header string) error
+	// VerifyPeer checks a forwarded request's peer signature over its
+	// body.
+	VerifyPeer(method, requestURI, header string, body []byte) error
 	// ServePeer serves the node-to-node routes (replication).
 	ServePeer(ctx *fasthttp.RequestCtx, life context.Context)
 }
