@@ -70,7 +70,7 @@ type Cluster struct {
 	// quorumSince is when this node last gained quorum (zero without).
 	quorumMu    sync.Mutex
 	quorumSince time.Time
-	peer    *PeerServer
+	peer        *PeerServer
 
 	subMu sync.Mutex
 	subs  []chan struct{}

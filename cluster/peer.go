@@ -114,6 +114,11 @@ type frameWriter struct {
 func (fw *frameWriter) fragment(f *engine.Fragment) error {
 	b := append(fw.buf[:0], frameFragment)
 	b = lsm.AppendMeta(b, &f.Meta)
+	received := f.ReceivedMs
+	if received == 0 {
+		received = time.Now().UnixMilli()
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(received))
 	hdr := f.Header.Raw
 	if fw.sent && fw.lastHdr == f.Meta.HeaderID {
 		hdr = nil
@@ -144,7 +149,9 @@ func (fw *frameWriter) control(t byte) error {
 type frameReader struct {
 	r   *bufio.Reader
 	hdr []byte
-	buf [1 + lsm.MetaLen + 4]byte
+	buf [1 + lsm.MetaLen + 8 + 4]byte
+	// receivedMs is the sender's ReceivedMs of the last fragment read.
+	receivedMs int64
 }
 
 // next returns the next fragment (media in a pooled buffer the caller
@@ -172,7 +179,8 @@ func (fr *frameReader) next() (lsm.FragmentMeta, []byte, []byte, error) {
 		if err != nil {
 			return m, nil, nil, err
 		}
-		hl := binary.BigEndian.Uint32(b[lsm.MetaLen:])
+		fr.receivedMs = int64(binary.BigEndian.Uint64(b[lsm.MetaLen:]))
+		hl := binary.BigEndian.Uint32(b[lsm.MetaLen+8:])
 		if hl > maxFrameHeader || m.MediaLen > 64<<20 {
 			return m, nil, nil, fmt.Errorf("cluster: frame of %s too large", m.Number)
 		}

@@ -74,11 +74,12 @@ type tailKey struct{ stream, peer string }
 
 // streamRepl is what this node knows of one stream's replication.
 type streamRepl struct {
-	// lags are the newest tail lags (ms from the fragment's end on its
-	// home to its sync here).
-	lags     []int64
-	lagNext  int
-	imported uint64
+	// lags are the newest tail lags (ms from complete on the sender to
+	// durable here).
+	lags          []int64
+	lagNext       int
+	imported      uint64
+	importedBytes uint64
 	// missing: fragments the last comparison found on peers and not here
 	// (before fetching them).
 	missing int
@@ -330,9 +331,9 @@ func (r *Replicator) tailOnce(ctx context.Context, stream string, peer Member) (
 		}
 		n++
 		if stored {
-			// A fragment uploaded faster than real time ends "in the
-			// future" of its server timestamp: count that as no lag.
-			lag := max(0, time.Now().UnixMilli()-(m.ServerMs+int64(m.DurationMs)))
+			// From complete on the sender to durable here (the two
+			// clocks must agree, as for any NVR cluster: NTP).
+			lag := max(0, time.Now().UnixMilli()-fr.receivedMs)
 			r.mu.Lock()
 			st := r.state(stream)
 			if len(st.lags) < lagSamples {
@@ -342,6 +343,7 @@ func (r *Replicator) tailOnce(ctx context.Context, stream string, peer Member) (
 				st.lagNext = (st.lagNext + 1) % lagSamples
 			}
 			st.imported++
+			st.importedBytes += uint64(len(media))
 			r.mu.Unlock()
 		}
 	}
@@ -494,8 +496,17 @@ func (r *Replicator) fetch(stream string, peer Member, nums []lsm.FragNum) error
 		if err != nil {
 			return err
 		}
-		if _, err := r.eng.ImportFragment(ref, m, hdr, media); err != nil {
+		n := len(media)
+		stored, err := r.eng.ImportFragment(ref, m, hdr, media)
+		if err != nil {
 			return err
+		}
+		if stored {
+			r.mu.Lock()
+			st := r.state(stream)
+			st.imported++
+			st.importedBytes += uint64(n)
+			r.mu.Unlock()
 		}
 	}
 }
@@ -577,10 +588,12 @@ type StreamReplication struct {
 	// MissingHere: fragments the last comparison found on other holders
 	// and not here (they are fetched right after).
 	MissingHere int `json:"missing_here"`
-	// Imported counts fragments the tails stored since start.
-	Imported uint64 `json:"imported"`
-	// LagP50Ms/LagP99Ms: from a fragment's end on its home node to its
-	// sync here, over the newest samples.
+	// Imported and ImportedBytes count the fragments (and their media
+	// bytes) copied here from peers since start.
+	Imported      uint64 `json:"imported"`
+	ImportedBytes uint64 `json:"imported_bytes"`
+	// LagP50Ms/LagP99Ms: from a fragment being complete on the node that
+	// ingested it to durable here, over the newest tail samples.
 	LagP50Ms int64 `json:"lag_p50_ms"`
 	LagP99Ms int64 `json:"lag_p99_ms"`
 	Samples  int   `json:"lag_samples"`
@@ -601,7 +614,7 @@ func (r *Replicator) Status() []StreamReplication {
 		}
 		r.mu.Lock()
 		if st := r.streams[info.Name]; st != nil {
-			sr.MissingHere, sr.Imported, sr.Samples = st.missing, st.imported, len(st.lags)
+			sr.MissingHere, sr.Imported, sr.ImportedBytes, sr.Samples = st.missing, st.imported, st.importedBytes, len(st.lags)
 			if !st.lastSync.IsZero() {
 				sr.LastSync = st.lastSync.UTC().Format(time.RFC3339Nano)
 			}

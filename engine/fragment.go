@@ -39,6 +39,10 @@ type Fragment struct {
 	Meta   lsm.FragmentMeta
 	Header *Header
 	Media  []byte
+	// ReceivedMs is when this node had the whole fragment (epoch ms): on
+	// ingest, when its last byte arrived; for a replica, when it was
+	// stored. Zero for fragments read back from the archive.
+	ReceivedMs int64
 
 	refs   atomic.Int32
 	pooled bool

@@ -236,7 +236,8 @@ func (sess *IngestSession) Receive(num lsm.FragNum, serverMs, producerMs int64, 
 		putMediaBuffer(f.Buf)
 		return Received{}, err
 	}
-	frag := &Fragment{Meta: meta, Header: hdr, Media: f.Buf, pooled: true, persisted: make(chan struct{})}
+	frag := &Fragment{Meta: meta, Header: hdr, Media: f.Buf, pooled: true, persisted: make(chan struct{}),
+		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli()}
 	frag.refs.Store(2) // the ring's and the caller's
 	sess.s.ring.push(frag)
 	sess.e.metrics.fragmentsReceived.Add(1)

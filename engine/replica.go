@@ -243,7 +243,8 @@ func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, me
 	st.lastServerMs = max(st.lastServerMs, meta.ServerMs)
 	st.mu.Unlock()
 
-	frag := &Fragment{Meta: meta, Header: hdr, Media: media, pooled: true, persisted: make(chan struct{})}
+	frag := &Fragment{Meta: meta, Header: hdr, Media: media, pooled: true, persisted: make(chan struct{}),
+		ReceivedMs: e.opts.Clock.Now().UnixMilli()}
 	close(frag.persisted)
 	frag.refs.Store(1) // the ring's; an older one is released at once
 	s.ring.pushIf(frag, true)

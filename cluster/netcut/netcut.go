@@ -54,6 +54,8 @@ type Proxy struct {
 
 	cut atomic.Bool // written only while holding mu
 
+	tcpToTarget, tcpFromTarget atomic.Int64
+
 	mu      sync.Mutex
 	closed  bool
 	conns   map[net.Conn]struct{} // both ends of every open TCP pair
@@ -265,9 +267,9 @@ func (p *Proxy) handleTCP(client net.Conn) {
 	half.Add(1)
 	go func() {
 		defer half.Done()
-		copyHalf(upstream, client)
+		copyHalf(countingWriter{upstream, &p.tcpToTarget}, upstream, client)
 	}()
-	copyHalf(client, upstream)
+	copyHalf(countingWriter{client, &p.tcpFromTarget}, client, upstream)
 	half.Wait()
 
 	p.mu.Lock()
@@ -281,8 +283,8 @@ func (p *Proxy) handleTCP(client net.Conn) {
 // copyHalf copies src to dst. On a clean EOF it half-closes dst so the peer
 // sees EOF while the other direction keeps flowing; on an error it closes
 // both so the pair is torn down.
-func copyHalf(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
+func copyHalf(w io.Writer, dst, src net.Conn) {
+	_, err := io.Copy(w, src)
 	if err == nil {
 		if tc, ok := dst.(*net.TCPConn); ok {
 			if tc.CloseWrite() == nil {
@@ -292,6 +294,24 @@ func copyHalf(dst, src net.Conn) {
 	}
 	_ = dst.Close()
 	_ = src.Close()
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TCPBytes reports the TCP bytes relayed so far: to the target, and from it
+// back to clients.
+func (p *Proxy) TCPBytes() (toTarget, fromTarget int64) {
+	return p.tcpToTarget.Load(), p.tcpFromTarget.Load()
 }
 
 // ---- UDP ----
