@@ -612,7 +612,7 @@ var e2eCreds = aws.Credentials{AccessKeyID: e2eAKID, SecretAccessKey: e2eSecret}
 const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 // signedJSONRequest builds a SigV4-signed JSON POST like the SDKs send.
-func signedJSONRequest(ctx context.Context, t *testing.T, endpoint, path string, body any) *http.Request {
+func signedJSONRequest(ctx context.Context, t testing.TB, endpoint, path string, body any) *http.Request {
 	t.Helper()
 	raw, err := json.Marshal(body)
 	if err != nil {
@@ -631,14 +631,14 @@ func signedJSONRequest(ctx context.Context, t *testing.T, endpoint, path string,
 }
 
 // callJSON does a signed JSON call and decodes a 200 answer into out.
-func callJSON(t *testing.T, endpoint, path string, in, out any) (int, []byte) {
+func callJSON(t testing.TB, endpoint, path string, in, out any) (int, []byte) {
 	t.Helper()
 	status, raw, _ := callJSONH(t, endpoint, path, in, out)
 	return status, raw
 }
 
 // callJSONH is callJSON that also returns the response headers.
-func callJSONH(t *testing.T, endpoint, path string, in, out any) (int, []byte, http.Header) {
+func callJSONH(t testing.TB, endpoint, path string, in, out any) (int, []byte, http.Header) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -53,17 +53,19 @@ type clusterNet struct {
 
 type replState struct {
 	Streams []struct {
-		Stream, Home string
-		Replicas     []string
-		Holds        bool
-		MissingHere  int    `json:"missing_here"`
-		Imported     uint64 `json:"imported"`
-		LagP50       int64  `json:"lag_p50_ms"`
-		LagP99       int64  `json:"lag_p99_ms"`
+		Stream, Home  string
+		Replicas      []string
+		Holds         bool
+		MissingHere   int    `json:"missing_here"`
+		Imported      uint64 `json:"imported"`
+		ImportedBytes uint64 `json:"imported_bytes"`
+		LagP50        int64  `json:"lag_p50_ms"`
+		LagP99        int64  `json:"lag_p99_ms"`
+		Samples       int    `json:"lag_samples"`
 	}
 }
 
-func replication(t *testing.T, endpoint string) replState {
+func replication(t testing.TB, endpoint string) replState {
 	t.Helper()
 	var st replState
 	if status, raw := callJSON(t, endpoint, "/describeReplication", map[string]any{}, &st); status != 200 {

@@ -86,7 +86,7 @@ var servingLine = regexp.MustCompile(`msg="kvsedge serving" .*endpoint=(\S+)`)
 
 // startKvsedge runs `kvsedge serve` with args and env and waits until it
 // logs that it is serving.
-func startKvsedge(t *testing.T, env []string, args ...string) *proc {
+func startKvsedge(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(kvsedgeBin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "KVSEDGE_LOG__LEVEL=info"), env...)
