@@ -1,14 +1,37 @@
-// Package cluster joins kvsedge boxes of one site into a peer cluster.
+// Package cluster joins kvsedge boxes of one site into a peer cluster, so
+// that losing a box loses no recorded video and recording goes on.
 //
-// It owns membership (hashicorp/serf, embedded: seeds, gossip encryption,
-// each node's API URL, hardware profile and free capacity as serf tags)
-// and placement (rendezvous hashing over the live members: every node
-// computes the same home node and replicas for a stream without a
-// coordinator). Media never travels over serf; serf carries membership
-// and small notifications only (shared/library-notes.md: events over
-// about 1 KB are not gossiped).
+// What it owns:
 //
-// Replication of archives between nodes and failover of camera recording
-// are not built yet (issue 6); cluster talks to the engine, never the
-// reverse.
+//   - Membership (cluster.go): hashicorp/serf, embedded; seeds, gossip
+//     encryption, each node's API URL, node id, hardware profile and free
+//     capacity as serf tags; quorum (a majority of the members that did not
+//     leave, ties to the half with the lowest name). Media never travels
+//     over serf (shared/library-notes.md: events over about 1 KB are not
+//     gossiped).
+//   - Placement: rendezvous hashing over the alive members gives every
+//     stream a home (which records its camera and is its PUT_MEDIA
+//     endpoint) and replicas, the same on every node, without a
+//     coordinator. The replication factor is the stream's
+//     kvsedge:replication-factor tag, else the configured default (2).
+//   - Replication (replicator.go): every node pulls; nothing is pushed.
+//     Each node copies every peer's stream records and tombstones; for each
+//     stream it holds, it tails every other holder for the fragments that
+//     holder ingested (in order, live), and compares fragment numbers with
+//     them (anti-entropy) to fetch what it lacks, after restarts and
+//     partitions too. Imported fragments keep their numbers and
+//     timestamps (engine.ImportFragment).
+//   - The node-to-node path (peer.go, FORMAT.md): HTTP routes under
+//     /kvsedge-peer/v1/ on each node's API listener, signed with a key
+//     derived from the gossip key; also the forward route that serve uses
+//     to answer reads of streams this node does not hold.
+//   - Camera ownership (view.go): Owns says whether this node records a
+//     stream's camera now — its home, with quorum held for the settle
+//     time — so that a dead home's cameras move to the next node within
+//     seconds, a cut-off node stops, and no camera is recorded by two nodes
+//     for longer than failure detection takes.
+//   - netcut/: a cuttable loopback proxy for the cluster's end-to-end tests.
+//
+// Data flows one way: cluster calls the engine; the engine knows nothing of
+// serf or of peers.
 package cluster

@@ -49,4 +49,14 @@
 //     stored number instead of being stored twice.
 //
 // Concurrent streams' Persist calls share WAL fsyncs (Pebble group commit).
+//
+// # Replicas
+//
+// replica.go takes in what the cluster package copies from peers: stream
+// records (ImportStream, ordered by StreamInfo.Modified), deletions
+// (ImportTombstone) and fragments (ImportFragment: stored under their own
+// numbers with the same sync order as above, checked against their meta,
+// at most once). Numbers this node hands out afterwards are larger than
+// every fragment it holds, so a stream's numbers keep increasing when its
+// ingest moves between nodes.
 package engine
