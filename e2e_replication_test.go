@@ -343,6 +343,21 @@ func TestClusterReplicationKillAndRestart(t *testing.T) {
 	if after[len(after)-1] <= before[len(before)-1] {
 		t.Fatalf("the survivor's fragment %s does not follow %s", after[len(after)-1], before[len(before)-1])
 	}
+	// The takeover shows as a gap in server time between the last
+	// fragment the survivor copied and its first own one.
+	all := listAllRaw(t, replica.p.endpoint, "cam", 0, time.Now().Add(time.Hour).UnixMilli())
+	slices.SortFunc(all, func(a, b fragment) int { return strings.Compare(a.FragmentNumber, b.FragmentNumber) })
+	for i := 1; i < len(all); i++ {
+		prev, next := all[i-1], all[i]
+		if nodeOf(t, prev.FragmentNumber) == homeNode && nodeOf(t, next.FragmentNumber) != homeNode {
+			gap := next.ServerTimestamp - prev.ServerTimestamp - float64(prev.FragmentLengthInMilliseconds)/1000
+			t.Logf("gap in ListFragments at the takeover: %.1f s", gap)
+			if gap < 0.5 {
+				t.Fatalf("no gap at the takeover: %+v then %+v", prev, next)
+			}
+			break
+		}
+	}
 	within(t, "the third box reads the whole archive", 20*time.Second, func() bool {
 		_, ok := subset(before, fragmentSet(t, other.p.endpoint, "cam"))
 		return ok

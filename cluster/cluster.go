@@ -67,10 +67,10 @@ type Cluster struct {
 	wg      sync.WaitGroup
 	started time.Time
 	repl    *Replicator
+	peer    *PeerServer
 	// quorumSince is when this node last gained quorum (zero without).
 	quorumMu    sync.Mutex
 	quorumSince time.Time
-	peer        *PeerServer
 
 	subMu sync.Mutex
 	subs  []chan struct{}
@@ -265,31 +265,27 @@ func (c *Cluster) notify() {
 	}
 }
 
-// HasQuorum reports whether this node sees a majority of the cluster's
+// HasQuorum reports whether this node sees at least half of the cluster's
 // members alive (members that left gracefully do not count; failed ones
-// do). With an even split, the half holding the lowest-named member wins,
-// so at most one side of a partition has quorum. A node without quorum
-// records no camera, so a cut-off node stops instead of recording what
-// the majority side has taken over.
+// do). A node without quorum records no camera, so a node cut off from a
+// majority stops instead of recording what the majority has taken over.
+// Exactly half is enough: two boxes, the commonest cluster, cannot tell
+// the other's death from a cut, and the survivor must record; during such
+// an even split both halves may record a camera (twice, never lost).
 func (c *Cluster) HasQuorum() bool { return hasQuorum(c.Members()) }
 
 func hasQuorum(ms []Member) bool {
 	alive, total := 0, 0
-	lowest, lowestAlive := "", false
 	for _, m := range ms {
 		if m.Status == "left" {
 			continue
 		}
 		total++
-		ok := m.Status == "alive"
-		if ok {
+		if m.Status == "alive" {
 			alive++
 		}
-		if lowest == "" || m.Name < lowest {
-			lowest, lowestAlive = m.Name, ok
-		}
 	}
-	return alive*2 > total || alive*2 == total && lowestAlive
+	return alive*2 >= total
 }
 
 // MembersJSON is Members for the API (serve.ClusterView).

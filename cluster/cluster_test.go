@@ -127,3 +127,29 @@ func TestSingleNodeIsAClusterOfOne(t *testing.T) {
 		t.Fatalf("placement on a single node: %+v", p)
 	}
 }
+
+func TestQuorum(t *testing.T) {
+	m := func(statuses ...string) []Member {
+		var out []Member
+		for i, s := range statuses {
+			out = append(out, Member{Name: fmt.Sprint("n", i), Status: s})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		ms   []Member
+		want bool
+	}{
+		{m("alive"), true},
+		{m("alive", "failed"), true},            // two boxes: the survivor records
+		{m("alive", "failed", "failed"), false}, // cut off from a majority
+		{m("alive", "alive", "failed"), true},
+		{m("alive", "left", "left"), true}, // left gracefully: not counted
+		{m("alive", "failed", "failed", "alive"), true},
+		{m("alive", "failed", "failed", "failed", "alive"), false},
+	} {
+		if got := hasQuorum(tc.ms); got != tc.want {
+			t.Errorf("%+v: quorum %v, want %v", tc.ms, got, tc.want)
+		}
+	}
+}

@@ -83,6 +83,9 @@ type streamRepl struct {
 	// missing: fragments the last comparison found on peers and not here
 	// (before fetching them).
 	missing int
+	// under: fragments held here that another holder lacked at the last
+	// comparison (under-replicated, or on their way).
+	under int
 	// synced: peers the last comparison with succeeded, and the number
 	// up to which it went.
 	synced   map[string]lsm.FragNum
@@ -396,6 +399,7 @@ func (r *Replicator) antiEntropyLoop() {
 func (r *Replicator) antiEntropy(full bool) {
 	for stream, others := range r.held() {
 		missing, ok := 0, true
+		under := map[lsm.FragNum]struct{}{}
 		for _, p := range others {
 			r.mu.Lock()
 			from, synced := r.state(stream).synced[p.Name]
@@ -403,8 +407,11 @@ func (r *Replicator) antiEntropy(full bool) {
 			if full || !synced {
 				from = lsm.FragNum{}
 			}
-			n, upTo, err := r.compare(stream, p, from)
+			n, upTo, absent, err := r.compare(stream, p, from)
 			missing += n
+			for _, a := range absent {
+				under[a] = struct{}{}
+			}
 			if err != nil {
 				ok = false
 				if r.ctx.Err() == nil {
@@ -419,6 +426,7 @@ func (r *Replicator) antiEntropy(full bool) {
 		r.mu.Lock()
 		st := r.state(stream)
 		st.missing = missing
+		st.under = len(under)
 		if ok {
 			st.lastSync = time.Now()
 		}
@@ -430,35 +438,58 @@ func (r *Replicator) antiEntropy(full bool) {
 }
 
 // compare lists peer's fragments of stream after `from`, fetches those
-// this node lacks, and returns how many were missing and the last number
-// compared.
-func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int, lsm.FragNum, error) {
+// this node lacks, and returns how many were missing here, the last number
+// compared, and the numbers after `from` that this node holds and the
+// peer lacks (under-replicated, including those still on their way).
+func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int, lsm.FragNum, []lsm.FragNum, error) {
 	ref := engine.StreamRef{Name: stream}
 	missing, upTo := 0, from
+	var absent []lsm.FragNum
+	// absentBetween adds the local numbers in (lo, hi] (hi zero: no bound)
+	// that are not in theirs.
+	absentBetween := func(lo, hi lsm.FragNum, theirs map[lsm.FragNum]struct{}) error {
+		return r.eng.FragmentNumbers(ref, lo, func(n lsm.FragNum) bool {
+			if !hi.IsZero() && n.Compare(hi) > 0 {
+				return false
+			}
+			if _, ok := theirs[n]; !ok {
+				absent = append(absent, n)
+			}
+			return true
+		})
+	}
 	for {
 		q := url.Values{"stream": {stream}, "after": {upTo.String()}, "limit": {"10000"}}
 		resp, err := r.do(r.ctx, peer, http.MethodGet, "numbers", q, nil)
 		if err != nil {
-			return missing, from, err
+			return missing, from, nil, err
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 10000*lsm.FragNumLen+1))
 		more := resp.Header.Get("X-Kvsedge-More") != ""
 		resp.Body.Close()
 		if err != nil {
-			return missing, from, err
+			return missing, from, nil, err
 		}
 		if len(body)%lsm.FragNumLen != 0 {
-			return missing, from, fmt.Errorf("peer sent %d bytes of fragment numbers", len(body))
+			return missing, from, nil, fmt.Errorf("peer sent %d bytes of fragment numbers", len(body))
 		}
 		var want []lsm.FragNum
+		theirs := make(map[lsm.FragNum]struct{}, len(body)/lsm.FragNumLen)
+		pageFrom := upTo
 		for i := 0; i < len(body); i += lsm.FragNumLen {
 			var n lsm.FragNum
 			copy(n[:], body[i:])
 			upTo = n
+			theirs[n] = struct{}{}
 			if has, err := r.eng.HasFragment(ref, n); err != nil {
-				return missing, from, err
+				return missing, from, nil, err
 			} else if !has {
 				want = append(want, n)
+			}
+		}
+		if len(theirs) > 0 {
+			if err := absentBetween(pageFrom, upTo, theirs); err != nil {
+				return missing, from, nil, err
 			}
 		}
 		missing += len(want)
@@ -466,11 +497,15 @@ func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int,
 			batch := want[:min(len(want), 64)]
 			want = want[len(batch):]
 			if err := r.fetch(stream, peer, batch); err != nil {
-				return missing, from, err
+				return missing, from, nil, err
 			}
 		}
 		if !more {
-			return missing, upTo, nil
+			// What this node holds beyond the peer's newest.
+			if err := absentBetween(upTo, lsm.FragNum{}, nil); err != nil {
+				return missing, from, nil, err
+			}
+			return missing, upTo, absent, nil
 		}
 	}
 }
@@ -588,6 +623,9 @@ type StreamReplication struct {
 	// MissingHere: fragments the last comparison found on other holders
 	// and not here (they are fetched right after).
 	MissingHere int `json:"missing_here"`
+	// UnderReplicated: fragments this node holds that another holder
+	// lacked at the last comparison (newest ones may just be on their way).
+	UnderReplicated int `json:"under_replicated"`
 	// Imported and ImportedBytes count the fragments (and their media
 	// bytes) copied here from peers since start.
 	Imported      uint64 `json:"imported"`
@@ -614,7 +652,8 @@ func (r *Replicator) Status() []StreamReplication {
 		}
 		r.mu.Lock()
 		if st := r.streams[info.Name]; st != nil {
-			sr.MissingHere, sr.Imported, sr.ImportedBytes, sr.Samples = st.missing, st.imported, st.importedBytes, len(st.lags)
+			sr.MissingHere, sr.UnderReplicated = st.missing, st.under
+			sr.Imported, sr.ImportedBytes, sr.Samples = st.imported, st.importedBytes, len(st.lags)
 			if !st.lastSync.IsZero() {
 				sr.LastSync = st.lastSync.UTC().Format(time.RFC3339Nano)
 			}

@@ -201,12 +201,71 @@ func TestReplicationTailAndAntiEntropy(t *testing.T) {
 		delete(b.c.repl.tails, k)
 	}
 	b.c.repl.mu.Unlock()
-	// Keep b's tails from restarting until a has ingested.
+	// Keep b's tails from restarting until a has ingested; meanwhile a's
+	// comparison with b counts the new fragment as under-replicated.
 	b.c.repl.mu.Lock()
 	more := ingestInto(t, a.eng, "cam", frags[5:6])
+	var bm Member
+	for _, m := range a.c.Members() {
+		if m.Name == "b" {
+			bm = m
+		}
+	}
+	_, _, absent, err := a.c.repl.compare("cam", bm, lsm.FragNum{})
 	b.c.repl.mu.Unlock()
+	if err != nil || len(absent) != 1 || absent[0] != more[0] {
+		t.Fatalf("a's comparison with b: absent there %v (want %v), %v", absent, more, err)
+	}
 	all = append(all, more...)
 	waitFor(t, "the missed fragment on b", 10*time.Second, func() bool { return equalNums(b.numbers(t, "cam"), all) })
+
+	waitFor(t, "a sees b complete", 10*time.Second, func() bool {
+		st := a.c.repl.Status()
+		return len(st) == 1 && st[0].UnderReplicated == 0 && st[0].MissingHere == 0 && st[0].Holds
+	})
+
+	// A stream tagged with replication factor 1 stays on its home.
+	if _, err := a.eng.CreateStream(engine.CreateStreamInput{Name: "solo", DataRetentionInHours: 2,
+		Tags: map[string]string{TagReplicationFactor: "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "solo reaches b", 10*time.Second, func() bool {
+		_, err := b.eng.Stream(engine.StreamRef{Name: "solo"})
+		return err == nil
+	})
+	home, away := a, b
+	if p := a.c.Placement("solo", 1); p[0].Name == "b" {
+		home, away = b, a
+	}
+	solo := ingestInto(t, home.eng, "solo", frags[:2])
+	// Two full comparison rounds later (the away node compares cam with
+	// its peer every round), solo is still only on its home.
+	away.c.repl.mu.Lock()
+	away.c.repl.fullDue = true
+	away.c.repl.mu.Unlock()
+	last := ""
+	waitFor(t, "a comparison round on the away node", 10*time.Second, func() bool {
+		for _, st := range away.c.repl.Status() {
+			if st.Stream == "cam" {
+				if last == "" {
+					last = st.LastSync
+				}
+				return st.LastSync != last
+			}
+		}
+		return false
+	})
+	if got := away.numbers(t, "solo"); len(got) != 0 {
+		t.Fatalf("a factor-1 stream was copied to %d fragments on the away node", len(got))
+	}
+	if got := home.numbers(t, "solo"); !equalNums(got, solo) {
+		t.Fatalf("home holds %v of solo, want %v", got, solo)
+	}
+	for _, st := range away.c.repl.Status() {
+		if st.Stream == "solo" && (st.Holds || len(st.Replicas) != 0 || st.Factor != 1) {
+			t.Fatalf("solo's status on the away node: %+v", st)
+		}
+	}
 
 	// Deleting on one node deletes everywhere.
 	info, _ := a.eng.Stream(engine.StreamRef{Name: "cam"})
