@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+	"github.com/chromedp/chromedp"
 )
 
 func freeAddr(t testing.TB) string {
@@ -122,6 +123,12 @@ func TestTwoBoxCluster(t *testing.T) {
 	if len(homes) != 2 {
 		t.Fatalf("12 streams all homed on one box: %v", homes)
 	}
+	// The console of b shows both boxes and the 16 streams' placement.
+	consoleWait(t, b.endpoint, "the cluster panel lists both boxes and 16 streams", `(() => {
+		const m = [...document.querySelectorAll('#member-rows tr')].map(r => r.textContent);
+		const r = document.querySelectorAll('#repl-rows tr').length;
+		return !document.getElementById('cluster').hidden && m.length === 2 && m.every(x => x.includes('alive')) &&
+			m.some(x => x.includes('box-b (this box)')) && r === 16; })()`)
 	// A box leaving is seen by the other.
 	a.stop(t)
 	deadline = time.Now().Add(15 * time.Second)
@@ -139,5 +146,35 @@ func TestTwoBoxCluster(t *testing.T) {
 		if e := endpoint(cb, fmt.Sprintf("cam-%d", i), types.APINamePutMedia); e != b.endpoint {
 			t.Fatalf("with box-a gone, cam-%d's home is %s", i, e)
 		}
+	}
+}
+
+// consoleWait signs in to a box's console in headless Chromium and waits
+// until the JavaScript condition holds.
+func consoleWait(t *testing.T, endpoint, what, cond string) {
+	t.Helper()
+	chromium := needTool(t, "chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+	if err := chromedp.Do(ctx, chromedp.Navigate(endpoint+"/"), chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#akid"), e2eAKID), chromedp.SendKeys(chromedp.CSS("#secret"), e2eSecret),
+		chromedp.SetValue(chromedp.CSS("#region"), "us-west-2"), chromedp.Click(chromedp.CSS("#login-form button"))); err != nil {
+		t.Fatalf("console sign-in: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond)); err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('cluster').outerHTML`))
+			t.Fatalf("console: %s: not within 30s: %s", what, html)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }

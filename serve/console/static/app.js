@@ -66,6 +66,30 @@ async function refresh() {
     }
     $('streams-error').textContent = '';
   } catch (err) { $('streams-error').textContent = err.message; }
+  refreshCluster();
+}
+
+// The cluster panel: members (serf) and this box's replication state; hidden
+// on a box that is a cluster of one.
+async function refreshCluster() {
+  try {
+    const [m, r] = await Promise.all([api('/listClusterMembers', {}), api('/describeReplication', {})]);
+    const members = m.Members || [];
+    $('cluster').hidden = members.length === 0;
+    const fill = (id, rows) => {
+      const body = $(id); body.textContent = '';
+      for (const cells of rows) {
+        const tr = document.createElement('tr');
+        for (const [v, cls] of cells) { const td = document.createElement('td'); td.textContent = v; if (cls) td.className = cls; tr.appendChild(td); }
+        body.appendChild(tr);
+      }
+    };
+    const gib = (b) => b ? (b / (1 << 30)).toFixed(1) + ' GiB' : '';
+    fill('member-rows', members.map((x) => [[x.name + (x.self ? ' (this box)' : '')], [x.status, x.status === 'alive' ? 'ok' : 'bad'], [x.api_url || ''], [x.profile || ''], [gib(x.free_bytes)]]));
+    fill('repl-rows', (r.Streams || []).map((x) => [[x.stream], [x.home], [(x.replicas || []).join(', ')],
+      [x.holds ? 'yes' : 'no', x.holds ? 'ok' : ''], [x.lag_samples ? `${x.lag_p50_ms} / ${x.lag_p99_ms} ms` : ''],
+      [String(x.missing_here), x.missing_here ? 'bad' : ''], [String(x.under_replicated), x.under_replicated ? 'bad' : '']]));
+  } catch (err) { $('cluster').hidden = true; }
 }
 
 $('create-form').addEventListener('submit', async (e) => {
