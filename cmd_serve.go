@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -46,10 +47,19 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
+	if cfg.profileApplied != "" {
+		log.Info("hardware profile", "profile", cfg.profileApplied, "why", cfg.profileWhy, "cache_mib", cfg.Storage.CacheMiB,
+			"memtable_mib", cfg.Storage.MemtableMiB, "ring_mib_per_stream", cfg.Media.RingMiBPerStream, "max_cameras", cfg.Media.MaxCameras,
+			"sync_window", cfg.Storage.SyncWindow.String(), "memory_limit_mib", cfg.MemoryLimitMiB)
+	}
+	if cfg.MemoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimitMiB) << 20)
+	}
 	db, err := lsm.Open(lsm.Options{
 		Dir:           cfg.DataDir,
 		CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
 		MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
+		SyncWindow:    cfg.Storage.SyncWindow,
 		Logger:        log,
 	})
 	if err != nil {
@@ -132,6 +142,9 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	}
 	cams := ingest.NewManager(eng, log)
 	defer cams.Close()
+	if err := cams.SetMaxCameras(cfg.Media.MaxCameras); err != nil {
+		return err
+	}
 	if peers != nil {
 		// Each camera is recorded by its stream's home node only; the
 		// others hold it in STANDBY and take over when the home dies.

@@ -7,7 +7,9 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"text/tabwriter"
 
+	"github.com/kvsedge/kvsedge/hwprofiles"
 	"github.com/spf13/pflag"
 	yamlv3 "go.yaml.in/yaml/v3"
 )
@@ -33,6 +35,7 @@ func commands() []command {
 		{"members", "print the members of the box's cluster", runMembers},
 		{"replication", "print each stream's home, replicas, replication lag and missing fragments on the box", runReplication},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
+		{"profiles", "list the hardware profiles, and the one --profile auto picks on this box", runProfiles},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -133,5 +136,34 @@ func runVersion(args []string, stdout, _ io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "kvsedge %s%s %s\n", version, rev, goVersion)
+	return nil
+}
+
+// runProfiles lists the hardware profiles and the one auto picks here.
+func runProfiles(args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("profiles", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	board := hwprofiles.ReadBoard()
+	auto, why := hwprofiles.Detect(board)
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROFILE\tRAM\tCACHE\tMEMTABLE\tRING/STREAM\tCAMERAS\tSTORAGE\tSYNC WINDOW\tGO LIMIT\t")
+	for _, p := range hwprofiles.All {
+		mark := ""
+		if p.Name == auto.Name {
+			mark = "  ← auto here"
+		}
+		fmt.Fprintf(tw, "%s\t%d MiB\t%d MiB\t%d MiB\t%d MiB\t%d\t%s\t%v\t%d MiB\t%s\n", p.Name, p.MemoryMiB, p.CacheMiB, p.MemtableMiB,
+			p.RingMiBPerStream, p.MaxCameras, p.Storage, p.SyncWindow, p.MemoryLimitMiB, mark)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nauto picks %s on this box: %s\n\n", auto.Name, why)
+	for _, p := range hwprofiles.All {
+		fmt.Fprintf(stdout, "%s — %s\n  derived from: %s\n", p.Name, p.Description, p.DerivedFrom)
+	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/providers/structs"
 	"github.com/knadh/koanf/v2"
+	"github.com/kvsedge/kvsedge/hwprofiles"
 	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/spf13/pflag"
 )
@@ -59,6 +60,18 @@ type Config struct {
 	// last component of the ARN). Redacted in `kvsedge config`.
 	Secrets map[string]string `koanf:"secrets" yaml:"secrets"`
 	Cluster ClusterConfig     `koanf:"cluster" yaml:"cluster"`
+	// Profile names the hardware profile whose budgets are the defaults of
+	// storage.cache_mib, storage.memtable_mib, storage.sync_window,
+	// media.ring_mib_per_stream, media.max_cameras and memory_limit_mib
+	// (`kvsedge profiles` lists them): auto (detected from the board), a
+	// profile's name, or none (the built-in defaults).
+	Profile string `koanf:"profile" yaml:"profile"`
+	// MemoryLimitMiB is the Go runtime's soft memory limit (0: none; the
+	// GOMEMLIMIT environment variable wins).
+	MemoryLimitMiB int `koanf:"memory_limit_mib" yaml:"memory_limit_mib"`
+	// profileApplied and profileWhy say which profile was applied and why
+	// (set by loadConfig).
+	profileApplied, profileWhy string
 }
 
 // ClusterConfig joins this box to peer boxes (serf gossip). Without Bind
@@ -124,6 +137,9 @@ type MediaConfig struct {
 	GetMediaIdleTimeout time.Duration `koanf:"get_media_idle_timeout" yaml:"get_media_idle_timeout"`
 	// PutMediaIdleClose ends an upload that sent nothing for this long.
 	PutMediaIdleClose time.Duration `koanf:"put_media_idle_close" yaml:"put_media_idle_close"`
+	// MaxCameras is how many cameras the box records at once (0: no
+	// limit); more wait in STANDBY.
+	MaxCameras int `koanf:"max_cameras" yaml:"max_cameras"`
 	// RetentionInterval is how often expired fragments are deleted.
 	RetentionInterval time.Duration `koanf:"retention_interval" yaml:"retention_interval"`
 }
@@ -160,6 +176,9 @@ type LogConfig struct {
 type StorageConfig struct {
 	CacheMiB    int `koanf:"cache_mib" yaml:"cache_mib"`
 	MemtableMiB int `koanf:"memtable_mib" yaml:"memtable_mib"`
+	// SyncWindow groups the syncs of fragments stored within it (SD
+	// cards); 0 syncs each fragment at once.
+	SyncWindow time.Duration `koanf:"sync_window" yaml:"sync_window"`
 }
 
 func defaultConfig() Config {
@@ -172,6 +191,7 @@ func defaultConfig() Config {
 		Log:       LogConfig{Level: "info", Format: "text"},
 		Storage:   StorageConfig{CacheMiB: 32, MemtableMiB: 16},
 		Demo:      true,
+		Profile:   "auto",
 		Media: MediaConfig{
 			RingMiBPerStream:    32,
 			GetMediaIdleTimeout: 50 * time.Second,
@@ -194,6 +214,7 @@ var flagKeys = map[string]string{
 	"no-auth":       "auth.disabled",
 	"log-level":     "log.level",
 	"demo":          "demo",
+	"profile":       "profile",
 }
 
 func configFlags(fs *pflag.FlagSet) {
@@ -209,6 +230,7 @@ func configFlags(fs *pflag.FlagSet) {
 	fs.Bool("no-auth", false, "turn SigV4 authentication off (local development only)")
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
 	fs.Bool("demo", true, "record the built-in demo clip into the stream \"demo\" (default: on without --config)")
+	fs.String("profile", d.Profile, "hardware profile: auto, none, or a name from `kvsedge profiles`")
 }
 
 // loadConfig layers defaults, the file named by --config, the environment
@@ -218,6 +240,9 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 	if err := k.Load(structs.Provider(defaultConfig(), "koanf"), nil); err != nil {
 		return nil, fmt.Errorf("loading defaults: %w", err)
 	}
+	// explicit: keys set by the file, the environment or a flag, which a
+	// hardware profile's defaults do not override.
+	explicit := map[string]bool{}
 	if path, _ := fs.GetString("config"); path != "" {
 		fk := koanf.New(".")
 		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
@@ -228,6 +253,9 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 		}
 		if err := k.Merge(fk); err != nil {
 			return nil, fmt.Errorf("config: %s: %w", path, err)
+		}
+		for _, key := range fk.Keys() {
+			explicit[key] = true
 		}
 	}
 	envProvider := env.Provider(".", env.Opt{ // listKeys: comma-separated
@@ -248,8 +276,15 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 		},
 		EnvironFunc: func() []string { return environ },
 	})
-	if err := k.Load(envProvider, nil); err != nil {
+	ek := koanf.New(".")
+	if err := ek.Load(envProvider, nil); err != nil {
 		return nil, fmt.Errorf("config: reading environment: %w", err)
+	}
+	if err := k.Merge(ek); err != nil {
+		return nil, fmt.Errorf("config: reading environment: %w", err)
+	}
+	for _, key := range ek.Keys() {
+		explicit[key] = true
 	}
 	flagProvider := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
 		key, ok := flagKeys[f.Name]
@@ -261,14 +296,62 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (*Config, error) {
 	if err := k.Load(flagProvider, nil); err != nil {
 		return nil, fmt.Errorf("config: reading flags: %w", err)
 	}
+	fs.Visit(func(f *pflag.Flag) {
+		if key, ok := flagKeys[f.Name]; ok {
+			explicit[key] = true
+		}
+	})
+	applied, why, err := applyProfile(k, explicit, hwprofiles.ReadBoard)
+	if err != nil {
+		return nil, err
+	}
 	var c Config
 	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	c.profileApplied, c.profileWhy = applied, why
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// applyProfile sets the chosen hardware profile's budgets on k, for every
+// key not set explicitly, and returns the profile's name and why it was
+// chosen ("" for none).
+func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofiles.Board) (string, string, error) {
+	name := k.String("profile")
+	var p hwprofiles.Profile
+	var why string
+	switch name {
+	case "none":
+		return "", "", nil
+	case "auto", "":
+		b := board()
+		p, why = hwprofiles.Detect(b)
+		why = "auto: " + why
+	default:
+		var ok bool
+		if p, ok = hwprofiles.ByName(name); !ok {
+			return "", "", fmt.Errorf("invalid configuration: profile: %q is not auto, none or one of %s", name, strings.Join(hwprofiles.Names(), ", "))
+		}
+		why = "configured"
+	}
+	for key, v := range map[string]any{
+		"storage.cache_mib":         p.CacheMiB,
+		"storage.memtable_mib":      p.MemtableMiB,
+		"storage.sync_window":       p.SyncWindow.String(),
+		"media.ring_mib_per_stream": p.RingMiBPerStream,
+		"media.max_cameras":         p.MaxCameras,
+		"memory_limit_mib":          p.MemoryLimitMiB,
+	} {
+		if !explicit[key] {
+			if err := k.Set(key, v); err != nil {
+				return "", "", fmt.Errorf("config: profile %s: %w", p.Name, err)
+			}
+		}
+	}
+	return p.Name, why, nil
 }
 
 var (
@@ -360,6 +443,15 @@ func (c *Config) validate() error {
 	}
 	if c.Media.PutMediaIdleClose < time.Second || c.Media.PutMediaIdleClose > time.Hour {
 		return bad("media.put_media_idle_close", "%v is outside 1s…1h", c.Media.PutMediaIdleClose)
+	}
+	if c.Storage.SyncWindow < 0 || c.Storage.SyncWindow > 5*time.Second {
+		return bad("storage.sync_window", "%v is outside 0…5s", c.Storage.SyncWindow)
+	}
+	if c.Media.MaxCameras < 0 {
+		return bad("media.max_cameras", "%d is negative", c.Media.MaxCameras)
+	}
+	if c.MemoryLimitMiB < 0 {
+		return bad("memory_limit_mib", "%d is negative", c.MemoryLimitMiB)
 	}
 	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
 		return bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval)

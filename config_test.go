@@ -101,6 +101,8 @@ func TestConfigInvalidNamesTheKey(t *testing.T) {
 		{nil, []string{"--tls-cert", "/x.pem"}, "tls.cert_file"},
 		{[]string{"KVSEDGE_CLUSTER__BIND=127.0.0.1:7946"}, nil, "cluster.key"},
 		{[]string{"KVSEDGE_CLUSTER__REPLICATION_FACTOR=40"}, nil, "cluster.replication_factor"},
+		{nil, []string{"--profile", "pi-one"}, "profile"},
+		{[]string{"KVSEDGE_STORAGE__SYNC_WINDOW=1m"}, nil, "storage.sync_window"},
 	}
 	for _, tc := range cases {
 		_, err := loadFor(t, tc.env, tc.args...)
@@ -112,6 +114,41 @@ func TestConfigInvalidNamesTheKey(t *testing.T) {
 		if !strings.Contains(msg, "invalid configuration: "+tc.key) || strings.Contains(msg, "\n") {
 			t.Errorf("%v %v: %q does not name %s in one line", tc.env, tc.args, msg, tc.key)
 		}
+	}
+}
+
+// TestConfigProfileLayers: a hardware profile's budgets sit between the
+// built-in defaults and the file, environment and flags.
+func TestConfigProfileLayers(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "kvsedge.yaml")
+	if err := os.WriteFile(file, []byte("storage: {memtable_mib: 6}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadFor(t, []string{"KVSEDGE_MEDIA__MAX_CAMERAS=3"}, "--profile", "pi-zero-2w", "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.profileApplied != "pi-zero-2w" || c.Storage.CacheMiB != 8 || c.Media.RingMiBPerStream != 4 || c.Storage.SyncWindow != 250*time.Millisecond ||
+		c.MemoryLimitMiB != 256 {
+		t.Fatalf("profile values not applied: %+v", c)
+	}
+	if c.Storage.MemtableMiB != 6 || c.Media.MaxCameras != 3 {
+		t.Fatalf("the file and the environment must win over the profile: memtable %d, cameras %d", c.Storage.MemtableMiB, c.Media.MaxCameras)
+	}
+	c, err = loadFor(t, nil, "--profile", "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := defaultConfig(); c.profileApplied != "" || c.Storage != d.Storage || c.Media.MaxCameras != 0 || c.MemoryLimitMiB != 0 {
+		t.Fatalf("profile none: %+v", c)
+	}
+	c, err = loadFor(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.profileApplied == "" || !strings.HasPrefix(c.profileWhy, "auto: ") {
+		t.Fatalf("auto profile: %q %q", c.profileApplied, c.profileWhy)
 	}
 }
 

@@ -1,5 +1,9 @@
-// Package hwprofiles will own the per-board budgets (Pebble cache and
-// memtables, hot-ring bytes, camera count, fsync cadence, Go memory limit)
-// and the detection of the board kvsedge runs on. It imports nothing from the
-// project. It is empty until the appliance issue fills it.
+// Package hwprofiles owns kvsedge's per-board budgets and the detection of
+// the board it runs on. A Profile sets the Pebble block cache and memtable
+// sizes, each stream's hot-ring budget, the number of cameras the box
+// records, how the store syncs (per fragment on SSDs; a group window on SD
+// cards, to spare their flash) and the Go memory limit. Detect picks one
+// from the device-tree model and the memory size. It imports nothing from
+// the project; the configuration layer applies a profile's values as
+// defaults that the file, the environment and the flags override.
 package hwprofiles

@@ -29,6 +29,8 @@ type Manager struct {
 	// standby holds the configured cameras it holds back, with why.
 	gate    func(stream string) (bool, string)
 	standby map[string]CameraState
+	// maxCameras bounds the cameras recorded at once (0: no bound).
+	maxCameras int
 	ctx     context.Context
 	stop    context.CancelFunc
 }
@@ -48,6 +50,16 @@ func (m *Manager) SetGate(gate func(stream string) (bool, string)) {
 	m.mu.Lock()
 	m.gate = gate
 	m.mu.Unlock()
+}
+
+// SetMaxCameras bounds how many cameras record at once (the hardware
+// profile's budget; 0: no bound). Cameras over it wait in STANDBY;
+// running ones keep running.
+func (m *Manager) SetMaxCameras(n int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maxCameras = n
+	return m.reconcileLocked()
 }
 
 // Reevaluate applies the gate again: cameras start or stop here.
@@ -118,6 +130,30 @@ func (m *Manager) reconcileLocked() error {
 				m.standby[name] = st
 				delete(want, name)
 			}
+		}
+	}
+	if m.maxCameras > 0 && len(want) > m.maxCameras {
+		// Running cameras keep their places, then by name.
+		names := make([]string, 0, len(want))
+		for name := range want {
+			names = append(names, name)
+		}
+		sort.Slice(names, func(i, j int) bool {
+			_, ri := m.cams[names[i]]
+			_, rj := m.cams[names[j]]
+			if ri != rj {
+				return ri
+			}
+			return names[i] < names[j]
+		})
+		for _, name := range names[m.maxCameras:] {
+			why := fmt.Sprintf("over this box's limit of %d cameras (media.max_cameras, from its hardware profile)", m.maxCameras)
+			st := CameraState{Stream: name, Source: want[name].Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
+			if old, was := before[name]; was && old.LastError == why {
+				st.Since = old.Since
+			}
+			m.standby[name] = st
+			delete(want, name)
 		}
 	}
 	for name, cam := range m.cams {

@@ -21,15 +21,23 @@ import (
 // then goes on.
 func TestCrashKeepsEverySyncedFragment(t *testing.T) {
 	for seed := int64(1); seed <= 8; seed++ {
-		crashOnce(t, seed)
+		crashOnce(t, seed, 0)
 	}
 }
 
-func crashOnce(t *testing.T, seed int64) {
+// TestCrashKeepsEverySyncedFragmentWithSyncWindow: the same with grouped
+// syncs (the SD-card profiles).
+func TestCrashKeepsEverySyncedFragmentWithSyncWindow(t *testing.T) {
+	for seed := int64(1); seed <= 8; seed++ {
+		crashOnce(t, seed, 3*time.Millisecond)
+	}
+}
+
+func crashOnce(t *testing.T, seed int64, window time.Duration) {
 	live := vfs.NewCrashableMem()
 	fs := live
 	open := func() *DB {
-		db, err := Open(Options{Dir: "/data", FS: fs, Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+		db, err := Open(Options{Dir: "/data", FS: fs, Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20, SyncWindow: window})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,5 +152,47 @@ func TestOpenRemovesOrphanMedia(t *testing.T) {
 	}
 	if _, b, err := db.Fragment(1, meta.Number, nil); err != nil || !bytes.Equal(b, m) {
 		t.Fatalf("live stream's media after Open: %v", err)
+	}
+}
+
+// TestSyncWindowGroupsConcurrentStreams: fragments of concurrent streams
+// stored within one window share its syncs, and every one is readable.
+func TestSyncWindowGroupsConcurrentStreams(t *testing.T) {
+	db, err := Open(Options{Dir: "/data", FS: vfs.NewMem(), Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20, SyncWindow: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const streams, each = 8, 5
+	var wg sync.WaitGroup
+	for s := StreamID(1); s <= streams; s++ {
+		if err := db.PutStream(s, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				m := bytes.Repeat([]byte{byte(s), byte(i)}, 5000)
+				meta := FragmentMeta{Number: MakeFragNum(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: uint32(len(m)), MediaLen: uint32(len(m)), HeaderID: 1}
+				binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
+				if err := db.PutFragment(s, &FragmentWrite{Meta: meta, Media: m, Header: []byte("h")}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := db.GroupSyncs(); n == 0 || n >= streams*each {
+		t.Fatalf("%d group syncs for %d fragments", n, streams*each)
+	}
+	for s := StreamID(1); s <= streams; s++ {
+		for i := range each {
+			_, b, err := db.Fragment(s, MakeFragNum(1, 1, uint32(i)), nil)
+			if err != nil || !bytes.Equal(b, bytes.Repeat([]byte{byte(s), byte(i)}, 5000)) {
+				t.Fatalf("stream %d fragment %d: %v", s, i, err)
+			}
+		}
 	}
 }

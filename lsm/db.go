@@ -28,6 +28,8 @@ type DB struct {
 	opts Options
 	db   *pebble.DB
 	segs *segmentStore
+	// group syncs fragments in windows (Options.SyncWindow), else nil.
+	group *syncGroup
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -67,6 +69,9 @@ func Open(opts Options) (*DB, error) {
 		return nil, err
 	}
 	d := &DB{opts: opts, db: pdb, segs: segs}
+	if opts.SyncWindow > 0 {
+		d.group = newSyncGroup(pdb, opts.SyncWindow)
+	}
 	if err := d.checkSchema(); err != nil {
 		_ = pdb.Close()
 		return nil, err

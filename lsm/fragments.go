@@ -121,7 +121,8 @@ type FragmentWrite struct {
 // the fragment is durable and may be acknowledged PERSISTED. Concurrent
 // calls of different streams share WAL syncs (Pebble's group commit).
 func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
-	ref, err := d.segs.appendSync(id, w.Media)
+	grouped := d.group != nil
+	ref, ss, err := d.segs.appendMedia(id, w.Media, !grouped)
 	if err != nil {
 		return err
 	}
@@ -144,6 +145,9 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 	}
 	if err := b.Set(timeKey(kb[:0], prefixServerIdx, id, w.Meta.ServerMs, w.Meta.Number), meta, nil); err != nil {
 		return fmt.Errorf("lsm: staging index: %w", err)
+	}
+	if grouped {
+		return d.group.commit(ss, b)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: committing fragment: %w", err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -19,6 +20,11 @@ type Options struct {
 	CacheBytes int64
 	// MemTableBytes is the size of one memtable. It defaults to 16 MiB.
 	MemTableBytes uint64
+	// SyncWindow, when positive, groups the syncs of fragments stored
+	// within the window (groupsync.go): fewer fsyncs for SD cards, and up
+	// to one window more before PutFragment returns. Zero syncs each
+	// fragment at once.
+	SyncWindow time.Duration
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger
@@ -48,6 +54,9 @@ func (o *Options) Validate() error {
 	}
 	if o.CacheBytes < 0 {
 		errs = append(errs, fmt.Errorf("lsm: CacheBytes %d is negative", o.CacheBytes))
+	}
+	if o.SyncWindow < 0 || o.SyncWindow > 5*time.Second {
+		errs = append(errs, fmt.Errorf("lsm: SyncWindow %v is outside 0…5s", o.SyncWindow))
 	}
 	if o.MemTableBytes != 0 && o.MemTableBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("lsm: MemTableBytes %d is below 1 MiB", o.MemTableBytes))

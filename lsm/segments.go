@@ -63,6 +63,10 @@ type streamSegments struct {
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
 	dead       bool   // the stream was deleted: nothing is written again
+	// dirty: media was appended to active without a sync (group
+	// syncing); syncErr: a sync at a roll failed, reported to the group.
+	dirty   bool
+	syncErr error
 }
 
 func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
@@ -119,9 +123,22 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 // synced too) when the active one is full. After a process start, writing
 // begins in a new segment, never after a torn tail.
 func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error) {
+	ref, _, err := s.appendMedia(id, media, true)
+	return ref, err
+}
+
+// appendMedia appends media to the stream's active segment, and syncs it
+// when sync is set; otherwise the segment is left dirty and returned, for
+// the group syncer (groupsync.go) to sync before the index is committed.
+func (s *segmentStore) appendMedia(id StreamID, media []byte, sync bool) (segmentRef, *streamSegments, error) {
 	ss := s.stream(id)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	ref, err := s.appendLocked(id, ss, media, sync)
+	return ref, ss, err
+}
+
+func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, media []byte, sync bool) (segmentRef, error) {
 	if ss.dead {
 		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
 	}
@@ -140,6 +157,10 @@ func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error)
 		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
 	}
 	ss.activeSize += int64(len(media))
+	if !sync {
+		ss.dirty = true
+		return ref, nil
+	}
 	if err := ss.active.SyncData(); err != nil {
 		ss.closeActive()
 		return segmentRef{}, fmt.Errorf("lsm: syncing media: %w", err)
@@ -147,8 +168,37 @@ func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error)
 	return ref, nil
 }
 
+// syncDirty makes what was appended without a sync durable.
+func (ss *streamSegments) syncDirty() error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.syncErr != nil {
+		err := ss.syncErr
+		ss.syncErr = nil
+		return err
+	}
+	if !ss.dirty || ss.active == nil {
+		return nil
+	}
+	ss.dirty = false
+	if err := ss.active.SyncData(); err != nil {
+		ss.closeActive()
+		return fmt.Errorf("lsm: syncing media: %w", err)
+	}
+	return nil
+}
+
 func (ss *streamSegments) closeActive() {
 	if ss.active != nil {
+		if ss.dirty {
+			// Appended without a sync (group syncing): make it durable
+			// before the handle goes, or report why not at the next
+			// group sync.
+			if err := ss.active.SyncData(); err != nil && ss.syncErr == nil {
+				ss.syncErr = fmt.Errorf("lsm: syncing media: %w", err)
+			}
+			ss.dirty = false
+		}
 		_ = ss.active.Close()
 		ss.active = nil
 	}

@@ -1,0 +1,169 @@
+package hwprofiles
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Storage is the kind of medium the data directory lives on.
+type Storage string
+
+// Storage kinds.
+const (
+	// StorageSD: microSD or eMMC. Small random writes wear the flash and
+	// each fsync costs milliseconds, so syncs are grouped.
+	StorageSD Storage = "sd"
+	// StorageSSD: NVMe or SATA SSD (or a spinning disk): sync per fragment.
+	StorageSSD Storage = "ssd"
+)
+
+// Profile is one board's budgets.
+type Profile struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// DerivedFrom says where the numbers come from.
+	DerivedFrom string `json:"derived_from"`
+	// MemoryMiB is the board's RAM.
+	MemoryMiB int `json:"memory_mib"`
+	// Pebble's block cache and memtable.
+	CacheMiB    int `json:"cache_mib"`
+	MemtableMiB int `json:"memtable_mib"`
+	// RingMiBPerStream is each stream's hot-ring budget.
+	RingMiBPerStream int `json:"ring_mib_per_stream"`
+	// MaxCameras is how many cameras the box records at once.
+	MaxCameras int `json:"max_cameras"`
+	// Storage and SyncWindow: with SyncWindow > 0 the store groups the
+	// syncs of fragments that finish within the window (PERSISTED acks
+	// wait up to that long); 0 syncs each fragment at once.
+	Storage    Storage       `json:"storage"`
+	SyncWindow time.Duration `json:"sync_window"`
+	// MemoryLimitMiB is the Go runtime's soft memory limit (GOMEMLIMIT).
+	MemoryLimitMiB int `json:"memory_limit_mib"`
+}
+
+// All are the built-in profiles, smallest first.
+var All = []Profile{
+	{
+		Name: "pi-zero-2w", Description: "Raspberry Pi Zero 2 W class: 512 MB, 4× Cortex-A53, microSD",
+		DerivedFrom: "512 MiB RAM of which ~420 MiB is free after the OS: a 256 MiB Go limit leaves room for the page cache that serves archive reads; " +
+			"a 2 Mbit/s camera's 2 s fragment is ~0.5 MiB, so a 4 MiB ring holds ~8 fragments (16 s of live buffer); " +
+			"2 cameras: measured recorder cost is ~2–4 MiB and 7–20 ms CPU per camera-second (issue 4 note) on a far faster core; microSD: grouped syncs",
+		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingMiBPerStream: 4, MaxCameras: 2,
+		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 256,
+	},
+	{
+		Name: "pi4-2g", Description: "Raspberry Pi 4 Model B, 2 GB, microSD or USB SSD",
+		DerivedFrom: "2 GiB RAM: a 1 GiB Go limit; 16 MiB ring per stream (~30 s of a 2 Mbit/s camera) × 8 cameras = 128 MiB; " +
+			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs",
+		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingMiBPerStream: 16, MaxCameras: 8,
+		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 1024,
+	},
+	{
+		Name: "pi5-8g", Description: "Raspberry Pi 5, 8 GB, NVMe (M.2 HAT) or microSD",
+		DerivedFrom: "8 GiB RAM: a 4 GiB Go limit; 32 MiB ring per stream (~2 min of a 2 Mbit/s camera) × 16 cameras = 512 MiB; " +
+			"16 cameras at 2 Mbit/s is 32 Mbit/s of ingest, within one Cortex-A76 core at the measured recorder cost; NVMe assumed: sync per fragment",
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingMiBPerStream: 32, MaxCameras: 16,
+		Storage: StorageSSD, MemoryLimitMiB: 4096,
+	},
+	{
+		Name: "jetson-orin-nano", Description: "NVIDIA Jetson Orin Nano class: 8 GB shared with the GPU, NVMe",
+		DerivedFrom: "8 GiB shared between CPU and GPU (inference gets half): a 3 GiB Go limit; otherwise as pi5-8g; NVMe: sync per fragment",
+		MemoryMiB:   8192, CacheMiB: 128, MemtableMiB: 32, RingMiBPerStream: 32, MaxCameras: 16,
+		Storage: StorageSSD, MemoryLimitMiB: 3072,
+	},
+	{
+		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
+		DerivedFrom: "≥ 8 GiB RAM: a 6 GiB Go limit; 32 MiB ring × 32 cameras = 1 GiB; 32 cameras at 2 Mbit/s is 64 Mbit/s, " +
+			"measured at ~7 ms CPU per camera-second on this class of core (issue 4 note); SSD: sync per fragment",
+		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingMiBPerStream: 32, MaxCameras: 32,
+		Storage: StorageSSD, MemoryLimitMiB: 6144,
+	},
+}
+
+// ByName returns the named profile.
+func ByName(name string) (Profile, bool) {
+	for _, p := range All {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Profile{}, false
+}
+
+// Names lists the built-in profiles' names.
+func Names() []string {
+	out := make([]string, len(All))
+	for i, p := range All {
+		out[i] = p.Name
+	}
+	return out
+}
+
+// Board is what Detect looks at.
+type Board struct {
+	// Model is the device-tree model ("Raspberry Pi 4 Model B Rev 1.4"),
+	// empty on machines without a device tree (x86).
+	Model string
+	// MemoryMiB is the RAM the kernel reports.
+	MemoryMiB int
+}
+
+// ReadBoard reads the running machine's device-tree model and memory.
+func ReadBoard() Board {
+	var b Board
+	for _, p := range []string{"/proc/device-tree/model", "/sys/firmware/devicetree/base/model"} {
+		if m, err := os.ReadFile(p); err == nil {
+			b.Model = strings.TrimSpace(string(bytes.TrimRight(m, "\x00")))
+			break
+		}
+	}
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == "MemTotal:" {
+				kb, _ := strconv.Atoi(fields[1])
+				b.MemoryMiB = kb / 1024
+			}
+		}
+	}
+	return b
+}
+
+// Detect picks the profile for a board: by its model when it is one we
+// know, else by memory (the largest profile whose RAM the board has at
+// least ~85 % of: kernels reserve some).
+func Detect(b Board) (Profile, string) {
+	m := strings.ToLower(b.Model)
+	pick := func(name, why string) (Profile, string) {
+		p, _ := ByName(name)
+		return p, why
+	}
+	switch {
+	case strings.Contains(m, "raspberry pi zero 2"):
+		return pick("pi-zero-2w", "device-tree model "+b.Model)
+	case strings.Contains(m, "raspberry pi 5"):
+		return pick("pi5-8g", "device-tree model "+b.Model)
+	case strings.Contains(m, "raspberry pi 4") && b.MemoryMiB >= 3500:
+		return pick("pi5-8g", fmt.Sprintf("device-tree model %s with %d MiB", b.Model, b.MemoryMiB))
+	case strings.Contains(m, "raspberry pi 4"):
+		return pick("pi4-2g", "device-tree model "+b.Model)
+	case strings.Contains(m, "orin nano") || strings.Contains(m, "jetson"):
+		return pick("jetson-orin-nano", "device-tree model "+b.Model)
+	}
+	best := All[0]
+	for _, p := range All {
+		if p.Name == "jetson-orin-nano" || p.Name == "x86-mini" && b.Model != "" {
+			continue // by model only; x86 boxes have no device tree
+		}
+		if b.MemoryMiB*100 >= p.MemoryMiB*85 {
+			best = p
+		}
+	}
+	return best, fmt.Sprintf("%d MiB of memory (model %q)", b.MemoryMiB, b.Model)
+}

@@ -1,0 +1,92 @@
+package lsm
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// syncGroup implements Options.SyncWindow: PutFragment appends its media
+// without a sync and hands its index batch here; a window after the first
+// such fragment, the group fdatasyncs every segment written to in the
+// window, then commits all the window's index batches in one synced
+// Pebble batch, then lets every PutFragment of the window return. The
+// order of syncs is the one PutFragment keeps alone (media durable before
+// the index that points at it; FORMAT.md), so a crash leaves the same
+// states; only more fragments share each pair of syncs, which spares the
+// flash of SD cards, at the cost of up to one window of ack latency.
+type syncGroup struct {
+	db     *pebble.DB
+	window time.Duration
+
+	mu      sync.Mutex
+	batch   *pebble.Batch
+	dirty   map[*streamSegments]struct{}
+	waiters []chan error
+	armed   bool
+	// syncs counts group syncs (tests, metrics).
+	syncs uint64
+}
+
+func newSyncGroup(db *pebble.DB, window time.Duration) *syncGroup {
+	return &syncGroup{db: db, window: window, dirty: map[*streamSegments]struct{}{}}
+}
+
+// commit adds b (after its media was appended to ss without a sync) to the
+// current window and waits for the window's syncs.
+func (g *syncGroup) commit(ss *streamSegments, b *pebble.Batch) error {
+	done := make(chan error, 1)
+	g.mu.Lock()
+	if g.batch == nil {
+		g.batch = g.db.NewBatch()
+	}
+	if err := g.batch.Apply(b, nil); err != nil {
+		g.mu.Unlock()
+		return fmt.Errorf("lsm: staging fragment: %w", err)
+	}
+	g.dirty[ss] = struct{}{}
+	g.waiters = append(g.waiters, done)
+	if !g.armed {
+		g.armed = true
+		time.AfterFunc(g.window, g.flush)
+	}
+	g.mu.Unlock()
+	return <-done
+}
+
+// flush syncs the window's segments, then commits its index batch synced,
+// and reports the result to every fragment of the window.
+func (g *syncGroup) flush() {
+	g.mu.Lock()
+	batch, dirty, waiters := g.batch, g.dirty, g.waiters
+	g.batch, g.dirty, g.waiters, g.armed = nil, map[*streamSegments]struct{}{}, nil, false
+	g.syncs++
+	g.mu.Unlock()
+	var err error
+	for ss := range dirty {
+		if e := ss.syncDirty(); e != nil && err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		if e := batch.Commit(pebble.Sync); e != nil {
+			err = fmt.Errorf("lsm: committing fragments: %w", e)
+		}
+	}
+	_ = batch.Close()
+	for _, w := range waiters {
+		w <- err
+	}
+}
+
+// GroupSyncs is how many group syncs ran (0 without a sync window).
+func (d *DB) GroupSyncs() uint64 {
+	if d.group == nil {
+		return 0
+	}
+	d.group.mu.Lock()
+	defer d.group.mu.Unlock()
+	return d.group.syncs
+}
