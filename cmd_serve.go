@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -131,6 +132,7 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 			NodeName: nodeName, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise, Seeds: cfg.Cluster.Seeds, Key: key,
 			APIURL: opts.DataEndpoint, FreeBytes: func() uint64 { return freeBytes(cfg.DataDir) }, Logger: log,
 			FastFailureDetection: cfg.Cluster.FastFailureDetection, NodeID: nodeID,
+			SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"),
 		})
 		if err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -43,7 +44,11 @@ type Options struct {
 	// NodeID is this node's id in fragment numbers, gossiped so peers
 	// can ask for the fragments this node ingested.
 	NodeID uint16
-	Logger *slog.Logger
+	// SnapshotPath, when set, is where serf keeps the members it knew, so
+	// that a node restarted during a partition still counts them (and
+	// does not think itself a majority of one).
+	SnapshotPath string
+	Logger       *slog.Logger
 }
 
 // Member is what one node knows of another.
@@ -66,8 +71,16 @@ type Cluster struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 	started time.Time
-	repl    *Replicator
-	peer    *PeerServer
+	// joined: this node reached a seed (or has none to reach); until then
+	// it has no quorum.
+	joined atomic.Bool
+	// seen remembers each member's api and nid tags, so that only changes
+	// that matter to replication notify subscribers (the free-space tag
+	// changes every minute).
+	seenMu sync.Mutex
+	seen   map[string]string
+	repl   *Replicator
+	peer   *PeerServer
 	// quorumSince is when this node last gained quorum (zero without).
 	quorumMu    sync.Mutex
 	quorumSince time.Time
@@ -142,11 +155,13 @@ func Start(opts Options) (*Cluster, error) {
 	events := make(chan serf.Event, 64)
 	conf.EventCh = events
 	conf.Tags = opts.tags()
+	conf.SnapshotPath = opts.SnapshotPath
 	s, err := serf.Create(conf)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now()}
+	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now(), seen: map[string]string{}}
+	c.joined.Store(len(opts.Seeds) == 0)
 	c.wg.Add(2)
 	go c.drainEvents()
 	go c.joinLoop()
@@ -178,10 +193,22 @@ func (c *Cluster) drainEvents() {
 			return
 		case e := <-c.events:
 			if me, ok := e.(serf.MemberEvent); ok {
+				relevant := me.EventType() != serf.EventMemberUpdate
+				c.seenMu.Lock()
 				for _, m := range me.Members {
-					c.opts.Logger.Info("cluster member "+me.EventType().String(), "member", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+					key := m.Tags[tagAPI] + "|" + m.Tags[tagNodeID] + "|" + m.Status.String()
+					if c.seen[m.Name] != key {
+						relevant = true
+						c.seen[m.Name] = key
+					}
 				}
-				c.notify()
+				c.seenMu.Unlock()
+				if relevant {
+					for _, m := range me.Members {
+						c.opts.Logger.Info("cluster member "+me.EventType().String(), "member", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+					}
+					c.notify()
+				}
 			}
 		}
 	}
@@ -199,6 +226,7 @@ func (c *Cluster) joinLoop() {
 		if !joined {
 			if n, err := c.serf.Join(c.opts.Seeds, true); err == nil && n > 0 {
 				joined = true
+				c.joined.Store(true)
 				c.opts.Logger.Info("joined the cluster", "contacted", n)
 			} else {
 				c.opts.Logger.Debug("joining the cluster", "err", err, "retry_in", backoff.String())
@@ -265,14 +293,15 @@ func (c *Cluster) notify() {
 	}
 }
 
-// HasQuorum reports whether this node sees at least half of the cluster's
-// members alive (members that left gracefully do not count; failed ones
-// do). A node without quorum records no camera, so a node cut off from a
-// majority stops instead of recording what the majority has taken over.
-// Exactly half is enough: two boxes, the commonest cluster, cannot tell
-// the other's death from a cut, and the survivor must record; during such
-// an even split both halves may record a camera (twice, never lost).
-func (c *Cluster) HasQuorum() bool { return hasQuorum(c.Members()) }
+// HasQuorum reports whether this node may record cameras: it has reached
+// the cluster (joined a seed, when it has seeds) and sees at least half of
+// the members alive (members that left gracefully do not count; failed
+// ones do; serf's snapshot keeps them across a restart). A node cut off
+// from a majority stops instead of recording what the majority has taken
+// over. Exactly half is enough: two boxes, the commonest cluster, cannot
+// tell the other's death from a cut and the survivor must record; during
+// such an even split both halves record a camera (twice, never lost).
+func (c *Cluster) HasQuorum() bool { return c.joined.Load() && hasQuorum(c.Members()) }
 
 func hasQuorum(ms []Member) bool {
 	alive, total := 0, 0

@@ -5,10 +5,10 @@
 //
 //   - Membership (cluster.go): hashicorp/serf, embedded; seeds, gossip
 //     encryption, each node's API URL, node id, hardware profile and free
-//     capacity as serf tags; quorum (a majority of the members that did not
-//     leave, ties to the half with the lowest name). Media never travels
-//     over serf (shared/library-notes.md: events over about 1 KB are not
-//     gossiped).
+//     capacity as serf tags; a snapshot of the members known, so a restart
+//     remembers them; quorum (joined, and at least half of the members that
+//     did not leave alive). Media never travels over serf
+//     (shared/library-notes.md: events over about 1 KB are not gossiped).
 //   - Placement: rendezvous hashing over the alive members gives every
 //     stream a home (which records its camera and is its PUT_MEDIA
 //     endpoint) and replicas, the same on every node, without a
@@ -28,8 +28,16 @@
 //   - Camera ownership (view.go): Owns says whether this node records a
 //     stream's camera now — its home, with quorum held for the settle
 //     time — so that a dead home's cameras move to the next node within
-//     seconds, a cut-off node stops, and no camera is recorded by two nodes
-//     for longer than failure detection takes.
+//     seconds and a node cut off from a majority stops. A returning home
+//     waits the settle time, so the camera has a gap of about that long
+//     rather than two recorders. Two nodes record one camera at once only
+//     until failure detection settles, or for the whole of an even split
+//     (two boxes cut apart: both record; nothing is lost).
+//
+// Replication is asynchronous: PERSISTED means durable on the node that
+// ingested the fragment; its replicas have it within the replication lag
+// (kvsedge replication; BenchmarkClusterReplication). A box whose disk
+// dies loses what it had not yet replicated, at most that lag.
 //   - netcut/: a cuttable loopback proxy for the cluster's end-to-end tests.
 //
 // Data flows one way: cluster calls the engine; the engine knows nothing of

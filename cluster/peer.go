@@ -276,6 +276,10 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 		ctx.Error(err.Error(), http.StatusNotFound)
 		return
 	}
+	if arn := string(args.Peek("arn")); arn != "" && arn != info.ARN {
+		ctx.Error("stream "+info.Name+" is "+info.ARN+" here, not "+arn, http.StatusNotFound)
+		return
+	}
 	ref = engine.StreamRef{ARN: info.ARN}
 	var after lsm.FragNum
 	if a := args.Peek("after"); len(a) > 0 {

@@ -306,14 +306,17 @@ func (r *Replicator) tail(ctx context.Context, stream string, peer Member) {
 }
 
 func (r *Replicator) tailOnce(ctx context.Context, stream string, peer Member) (int, error) {
-	ref := engine.StreamRef{Name: stream}
+	ref, err := r.ref(stream)
+	if err != nil {
+		return 0, err
+	}
 	after, err := r.eng.LastFragmentNumber(ref)
 	if err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	q := url.Values{"stream": {stream}, "after": {after.String()}, "origin": {strconv.Itoa(int(peer.NodeID))}}
+	q := url.Values{"stream": {stream}, "arn": {ref.ARN}, "after": {after.String()}, "origin": {strconv.Itoa(int(peer.NodeID))}}
 	resp, err := r.do(ctx, peer, http.MethodGet, "tail", q, nil)
 	if err != nil {
 		return 0, err
@@ -442,7 +445,10 @@ func (r *Replicator) antiEntropy(full bool) {
 // compared, and the numbers after `from` that this node holds and the
 // peer lacks (under-replicated, including those still on their way).
 func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int, lsm.FragNum, []lsm.FragNum, error) {
-	ref := engine.StreamRef{Name: stream}
+	ref, err := r.ref(stream)
+	if err != nil {
+		return 0, from, nil, err
+	}
 	missing, upTo := 0, from
 	var absent []lsm.FragNum
 	// absentBetween adds the local numbers in (lo, hi] (hi zero: no bound)
@@ -459,14 +465,17 @@ func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int,
 		})
 	}
 	for {
-		q := url.Values{"stream": {stream}, "after": {upTo.String()}, "limit": {"10000"}}
-		resp, err := r.do(r.ctx, peer, http.MethodGet, "numbers", q, nil)
+		q := url.Values{"stream": {stream}, "arn": {ref.ARN}, "after": {upTo.String()}, "limit": {"10000"}}
+		ctx, cancel := context.WithTimeout(r.ctx, peerRequestTimeout)
+		resp, err := r.do(ctx, peer, http.MethodGet, "numbers", q, nil)
 		if err != nil {
+			cancel()
 			return missing, from, nil, err
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 10000*lsm.FragNumLen+1))
 		more := resp.Header.Get("X-Kvsedge-More") != ""
 		resp.Body.Close()
+		cancel()
 		if err != nil {
 			return missing, from, nil, err
 		}
@@ -516,13 +525,18 @@ func (r *Replicator) fetch(stream string, peer Member, nums []lsm.FragNum) error
 	for _, n := range nums {
 		body = append(body, n[:]...)
 	}
-	resp, err := r.do(r.ctx, peer, http.MethodPost, "fetch", url.Values{"stream": {stream}}, body)
+	ref, err := r.ref(stream)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, peerRequestTimeout)
+	defer cancel()
+	resp, err := r.do(ctx, peer, http.MethodPost, "fetch", url.Values{"stream": {stream}, "arn": {ref.ARN}}, body)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	fr := &frameReader{r: bufio.NewReaderSize(resp.Body, 64<<10)}
-	ref := engine.StreamRef{Name: stream}
 	for {
 		m, hdr, media, err := fr.next()
 		if err == io.EOF {
@@ -544,6 +558,21 @@ func (r *Replicator) fetch(stream string, peer Member, nums []lsm.FragNum) error
 			r.mu.Unlock()
 		}
 	}
+}
+
+// peerRequestTimeout bounds a listing or a fetch of up to 64 fragments
+// (a peer that stops answering must not stall anti-entropy for long).
+const peerRequestTimeout = 2 * time.Minute
+
+// ref names the local stream by its ARN: peers answer only for the same
+// ARN, so two streams that share a name on different nodes (created during
+// a partition) never mix.
+func (r *Replicator) ref(stream string) (engine.StreamRef, error) {
+	info, err := r.eng.Stream(engine.StreamRef{Name: stream})
+	if err != nil {
+		return engine.StreamRef{}, err
+	}
+	return engine.StreamRef{ARN: info.ARN}, nil
 }
 
 // do sends a signed request to a peer's node-to-node path; any answer

@@ -52,7 +52,7 @@ func (c *Cluster) Locate(stream string) string {
 func (c *Cluster) Owns(stream string) (bool, string) {
 	ms := c.Members()
 	c.quorumMu.Lock()
-	q := hasQuorum(ms)
+	q := c.joined.Load() && hasQuorum(ms)
 	switch {
 	case !q:
 		c.quorumSince = time.Time{}
@@ -65,7 +65,10 @@ func (c *Cluster) Owns(stream string) (bool, string) {
 		return false, "waiting for the cluster to settle after start"
 	}
 	if !q {
-		return false, "this node does not see a majority of the cluster"
+		if !c.joined.Load() {
+			return false, "this node has not reached any of its seeds yet"
+		}
+		return false, "this node does not see half of the cluster"
 	}
 	// Back from a partition, wait as after a start: the node that
 	// recorded meanwhile must first see this one alive and stop.

@@ -25,6 +25,11 @@ type Engine struct {
 	retentionKick chan struct{}
 	// changes is signalled after any stream change (see Changes).
 	changes chan struct{}
+	// Capacity controller (capacity.go): full is set while new media is
+	// refused for lack of space.
+	cap          capacityState
+	capacityKick chan struct{}
+	full         atomic.Bool
 
 	// writeMu serialises every mutation, across its synced write, so checks
 	// and the write they guard are atomic (one winner per name).
@@ -50,6 +55,13 @@ type stream struct {
 	// persistMu: Persist holds it shared across its check of deleted and
 	// its write; DeleteStream holds it exclusively while removing the data.
 	persistMu sync.RWMutex
+	// bytes is the media the index holds for the stream (capacity.go);
+	// denied: the stream is at its byte limit under DENY_NEW_MEDIA.
+	bytes  atomic.Int64
+	denied atomic.Bool
+	// importMu makes a replica's check-then-store atomic, so a fragment
+	// fetched by two pullers at once is stored once.
+	importMu sync.Mutex
 }
 
 func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
@@ -64,7 +76,7 @@ func Open(db *lsm.DB, opts Options) (*Engine, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	e := &Engine{opts: opts, db: db, retentionKick: make(chan struct{}, 1), changes: make(chan struct{}, 1)}
+	e := &Engine{opts: opts, db: db, retentionKick: make(chan struct{}, 1), changes: make(chan struct{}, 1), capacityKick: make(chan struct{}, 1)}
 	e.headers.m = make(map[headerKey]*Header)
 	e.mu.byName = make(map[string]*stream)
 	e.mu.byID = make(map[lsm.StreamID]*stream)

@@ -125,6 +125,9 @@ func NewMediaBuffer() []byte { return NewMediaBufferFor(1 << 20) }
 // NewMediaBufferFor returns an empty buffer with room for at least n bytes
 // (the caller's guess: for a camera, its previous fragment's size).
 func NewMediaBufferFor(n int) []byte {
+	if n > maxPooledMediaCap {
+		return make([]byte, 0, n) // larger than any pool class: not pooled
+	}
 	c := mediaClass(n)
 	if b, ok := mediaPools[c].Get().(*[]byte); ok {
 		return (*b)[:0]

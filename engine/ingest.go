@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/kvsedge/kvsedge/engine/mkv"
@@ -57,6 +58,9 @@ func (e *Engine) BeginIngest(ref StreamRef) (*IngestSession, error) {
 	}
 	if info.Status != StatusActive {
 		return nil, fmt.Errorf("%w: %s", ErrStreamNotActive, info.Name)
+	}
+	if err := e.admit(s); err != nil {
+		return nil, err
 	}
 	sess := &IngestSession{e: e, s: s, done: make(chan struct{}), headers: make(map[*mkv.Header]*Header)}
 	st := &s.ingest
@@ -137,6 +141,9 @@ func (sess *IngestSession) StartFragment() (lsm.FragNum, int64, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err := sess.checkLocked(); err != nil {
+		return lsm.FragNum{}, 0, err
+	}
+	if err := sess.e.admit(sess.s); err != nil {
 		return lsm.FragNum{}, 0, err
 	}
 	if st.seq == ^uint32(0) || st.stale {
@@ -269,10 +276,18 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 		w.Header = f.Header.Raw
 	}
 	if err := sess.e.db.PutFragment(sess.s.id, &w); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			sess.e.KickCapacity()
+		}
 		return fmt.Errorf("engine: persisting fragment %s: %w", f.Meta.Number, err)
 	}
 	f.Header.stored.Store(true)
+	sess.s.bytes.Add(int64(len(f.Media)))
 	sess.e.metrics.fragmentsPersisted.Add(1)
+	sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
+	if f.ReceivedMs != 0 {
+		sess.e.metrics.persistLatency.observe(float64(sess.e.opts.Clock.Now().UnixMilli() - f.ReceivedMs))
+	}
 	return nil
 }
 

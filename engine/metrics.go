@@ -10,6 +10,35 @@ type metrics struct {
 	bytesReceived      atomic.Uint64
 	fragmentsImported  atomic.Uint64
 	bytesImported      atomic.Uint64
+	bytesPersisted     atomic.Uint64
+	// persistLatency: from a fragment complete to durable (when its
+	// PERSISTED ack may go), by bucket.
+	persistLatency latencyHistogram
+}
+
+// LatencyBucketsMs are the upper bounds of the persist-latency histogram.
+var LatencyBucketsMs = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
+
+// latencyHistogram counts observations by bucket (and one overflow).
+type latencyHistogram struct {
+	counts [14]atomic.Uint64
+	sumUs  atomic.Uint64
+}
+
+func (h *latencyHistogram) observe(ms float64) {
+	i := 0
+	for i < len(LatencyBucketsMs) && ms > LatencyBucketsMs[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sumUs.Add(uint64(ms * 1000))
+}
+
+// Latency is a histogram snapshot: Counts[i] observations at most
+// LatencyBucketsMs[i] (not cumulative; the last is the overflow).
+type Latency struct {
+	Counts []uint64
+	SumMs  float64
 }
 
 // Stats is a snapshot of the engine's counters.
@@ -17,6 +46,10 @@ type Stats struct {
 	FragmentsReceived, FragmentsPersisted, BytesReceived uint64
 	// FragmentsImported and BytesImported count replicas stored from peers.
 	FragmentsImported, BytesImported uint64
+	// BytesPersisted is the media of ingested fragments stored.
+	BytesPersisted uint64
+	// PersistLatency: from fragment complete to durable.
+	PersistLatency Latency
 }
 
 // Stats returns the counters.
@@ -27,5 +60,15 @@ func (e *Engine) Stats() Stats {
 		BytesReceived:      e.metrics.bytesReceived.Load(),
 		FragmentsImported:  e.metrics.fragmentsImported.Load(),
 		BytesImported:      e.metrics.bytesImported.Load(),
+		BytesPersisted:     e.metrics.bytesPersisted.Load(),
+		PersistLatency:     e.metrics.persistLatency.snapshot(),
 	}
+}
+
+func (h *latencyHistogram) snapshot() Latency {
+	l := Latency{Counts: make([]uint64, len(h.counts)), SumMs: float64(h.sumUs.Load()) / 1000}
+	for i := range h.counts {
+		l.Counts[i] = h.counts[i].Load()
+	}
+	return l
 }

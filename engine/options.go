@@ -23,6 +23,8 @@ type Options struct {
 	// RingBytesPerStream is each stream's hot-ring budget. It defaults to
 	// 32 MiB (about 2 minutes of a 2 Mbit/s camera).
 	RingBytesPerStream int
+	// Capacity configures the capacity controller (capacity.go).
+	Capacity CapacityOptions
 	// Clock defaults to SystemClock.
 	Clock Clock
 	// Logger defaults to slog.Default().
@@ -54,6 +56,9 @@ func (o *Options) EnsureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Capacity.Strategy == "" {
+		o.Capacity.Strategy = StrategyDeleteOldest
+	}
 }
 
 // Validate reports every invalid field.
@@ -64,6 +69,9 @@ func (o *Options) Validate() error {
 	}
 	if !accountPattern.MatchString(o.AccountID) {
 		errs = append(errs, fmt.Errorf("account id %q is not 12 digits", o.AccountID))
+	}
+	if o.Capacity.Strategy != StrategyDeleteOldest && o.Capacity.Strategy != StrategyDenyNew {
+		errs = append(errs, fmt.Errorf("capacity strategy %q is not %s or %s", o.Capacity.Strategy, StrategyDeleteOldest, StrategyDenyNew))
 	}
 	if o.MaxStreams < 1 {
 		errs = append(errs, fmt.Errorf("max streams %d must be at least 1", o.MaxStreams))

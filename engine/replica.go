@@ -204,6 +204,12 @@ func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, me
 		putMediaBuffer(media) // such streams keep nothing, here or on the home node
 		return false, nil
 	}
+	if e.full.Load() {
+		putMediaBuffer(media)
+		return false, ErrStorageFull
+	}
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
 	if f := s.ring.find(meta.Number); f != nil {
 		f.Release()
 		putMediaBuffer(media)
@@ -232,6 +238,7 @@ func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, me
 		return false, fmt.Errorf("engine: storing replicated fragment %s: %w", meta.Number, err)
 	}
 	hdr.stored.Store(true)
+	s.bytes.Add(int64(len(media)))
 	e.metrics.fragmentsImported.Add(1)
 	e.metrics.bytesImported.Add(uint64(len(media)))
 
@@ -246,7 +253,7 @@ func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, me
 	frag := &Fragment{Meta: meta, Header: hdr, Media: media, pooled: true, persisted: make(chan struct{}),
 		ReceivedMs: e.opts.Clock.Now().UnixMilli()}
 	close(frag.persisted)
-	frag.refs.Store(1) // the ring's; an older one is released at once
-	s.ring.pushIf(frag, true)
+	frag.refs.Store(1) // the ring's; one older than the ring is released at once
+	s.ring.push(frag)
 	return true, nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,4 +182,69 @@ func openMediaNode(t *testing.T, fs vfs.FS, clock Clock, node uint16) (*lsm.DB, 
 		t.Fatal(err)
 	}
 	return db, e
+}
+
+// TestReplicaConcurrentImportsStoreOnce: the same fragment imported by
+// several pullers at once (a tail and anti-entropy) is stored once; an
+// older one imported after newer ones reaches ring readers positioned
+// before it; a fragment bigger than the largest pooled buffer imports.
+func TestReplicaConcurrentImportsStoreOnce(t *testing.T) {
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, a := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
+	info, _ := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
+	if _, err := b.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	nums := ingest(t, a, "cam", captureFragments(t)[:4], 1000)
+	stored := make(chan bool, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := replicate(t, a, b, "cam", nums[0])
+			if err != nil {
+				t.Error(err)
+			}
+			stored <- ok
+		}()
+	}
+	wg.Wait()
+	close(stored)
+	n := 0
+	for ok := range stored {
+		if ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("one fragment imported 8 times at once was stored %d times", n)
+	}
+	// A reader positioned after #0 while #1 is missing: #3 then the gap
+	// fill #2 and #1 arrive; the reader sees #1, #2, #3 in order.
+	cur, err := b.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartAfter, Number: nums[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{3, 2, 1} {
+		if ok, err := replicate(t, a, b, "cam", nums[i]); err != nil || !ok {
+			t.Fatalf("import %d: %v %v", i, ok, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, want := range nums[1:] {
+		f, err := cur.Next(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Meta.Number != want {
+			t.Fatalf("reader got %s, want %s", f.Meta.Number, want)
+		}
+		f.Release()
+	}
+	if buf := NewMediaBufferFor(20 << 20); cap(buf) < 20<<20 {
+		t.Fatalf("a 20 MiB fragment got a buffer of %d bytes", cap(buf))
+	}
 }

@@ -44,12 +44,16 @@ func (e *Engine) SweepRetention() {
 		if info.DataRetentionInHours == 0 || s.deleted.Load() {
 			continue
 		}
-		cutoff := now.Add(-time.Duration(info.DataRetentionInHours) * time.Hour).UnixMilli()
-		n, err := e.db.DeleteBefore(s.id, cutoff)
+		cutoff, allowed := deletionCutoff(info, now.Add(-time.Duration(info.DataRetentionInHours)*time.Hour).UnixMilli())
+		if !allowed {
+			continue // the whole stream is on hold
+		}
+		n, b, err := e.db.DeleteBeforeBytes(s.id, cutoff)
 		if err != nil {
 			e.opts.Logger.Warn("retention sweep failed", "stream", info.Name, "err", err)
 			continue
 		}
+		s.bytes.Add(-b)
 		if n > 0 {
 			e.opts.Logger.Info("retention deleted fragments", "stream", info.Name, "fragments", n)
 		}

@@ -29,19 +29,27 @@ func newRing(budget int) *ring {
 	return &ring{budget: budget, notify: make(chan struct{})}
 }
 
-// push adds f (taking over one reference) and evicts over budget.
-func (r *ring) push(f *Fragment) { r.pushIf(f, false) }
-
-// pushIf is push; with newerOnly it adds f only if it is numbered after
-// the newest fragment, and reports whether it did (f is released if not).
-func (r *ring) pushIf(f *Fragment, newerOnly bool) bool {
+// push adds f (taking over one reference) in number order and evicts over
+// budget. It reports whether f went in: a fragment older than the whole
+// ring, or one the ring already holds, does not (it is released at once);
+// readers find it in the archive. Fragments normally arrive in order and
+// are appended; a replica's gap fill (replica.go) or a fragment numbered
+// before a peer's newer one lands in its place, so the ring stays sorted
+// and readers positioned before it see it.
+func (r *ring) push(f *Fragment) bool {
 	r.mu.Lock()
-	if r.closed || newerOnly && len(r.frags) > 0 && r.frags[len(r.frags)-1].Meta.Number.Compare(f.Meta.Number) >= 0 {
+	i := len(r.frags)
+	for i > 0 && r.frags[i-1].Meta.Number.Compare(f.Meta.Number) > 0 {
+		i--
+	}
+	if r.closed || (i > 0 && r.frags[i-1].Meta.Number == f.Meta.Number) || (i == 0 && len(r.frags) > 0) {
 		r.mu.Unlock()
 		f.Release()
 		return false
 	}
-	r.frags = append(r.frags, f)
+	r.frags = append(r.frags, nil)
+	copy(r.frags[i+1:], r.frags[i:])
+	r.frags[i] = f
 	r.bytes += len(f.Media)
 	for len(r.frags) > 1 && r.bytes > r.budget && r.frags[0].settled() {
 		old := r.frags[0]
@@ -132,6 +140,20 @@ func (e *Engine) RingBytes() int {
 		s.ring.mu.Lock()
 		n += s.ring.bytes
 		s.ring.mu.Unlock()
+	}
+	return n
+}
+
+// unsettledBytes is the media of fragments received but not yet stored
+// (in-progress data the capacity controller counts).
+func (r *ring) unsettledBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	for _, f := range r.frags {
+		if !f.settled() {
+			n += int64(len(f.Media))
+		}
 	}
 	return n
 }

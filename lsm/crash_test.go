@@ -121,7 +121,8 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 
 // TestOpenRemovesOrphanMedia: media left behind by a crash in the middle
 // of DeleteStream (the index batch synced, the directory not yet removed)
-// is removed at the next Open; a live stream's media stays.
+// is removed at the next Open; a live stream's media stays, and so does
+// media that nothing in the index accounts for.
 func TestOpenRemovesOrphanMedia(t *testing.T) {
 	fs := vfs.NewMem()
 	opts := Options{Dir: "/data", FS: fs, Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}
@@ -138,9 +139,17 @@ func TestOpenRemovesOrphanMedia(t *testing.T) {
 	if err := db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m}); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
-	if err := fs.MkdirAll("/data/media/00000009", 0o755); err != nil { // a deleted stream's leftovers
+	// A deleted stream's leftovers (its marker written with the record's
+	// deletion, the directory not yet removed), and media no record or
+	// marker accounts for (a lost index).
+	if err := db.db.Set(metaKey(deletedPrefix+"00000009"), nil, nil); err != nil {
 		t.Fatal(err)
+	}
+	db.Close()
+	for _, dir := range []string{"/data/media/00000009", "/data/media/0000000a"} {
+		if err := fs.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	db, err = Open(opts)
 	if err != nil {
@@ -148,7 +157,10 @@ func TestOpenRemovesOrphanMedia(t *testing.T) {
 	}
 	defer db.Close()
 	if _, err := fs.Stat("/data/media/00000009"); err == nil {
-		t.Fatal("orphan media directory still there")
+		t.Fatal("a deleted stream's media directory is still there")
+	}
+	if _, err := fs.Stat("/data/media/0000000a"); err != nil {
+		t.Fatal("media the index does not know was deleted")
 	}
 	if _, b, err := db.Fragment(1, meta.Number, nil); err != nil || !bytes.Equal(b, m) {
 		t.Fatalf("live stream's media after Open: %v", err)

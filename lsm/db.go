@@ -63,7 +63,7 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lsm: opening pebble in %s: %w", opts.Dir, err)
 	}
-	segs, err := newSegmentStore(opts.FS, opts.Dir)
+	segs, err := newSegmentStore(opts.FS, opts.Dir, opts.SegmentBytes)
 	if err != nil {
 		_ = pdb.Close()
 		return nil, err
@@ -164,9 +164,12 @@ func (e *CorruptionError) Error() string {
 	return fmt.Sprintf("lsm: corrupt entry at key %x: %s", e.Key, e.Reason)
 }
 
-// removeOrphanMedia deletes the segment directories of streams that have
-// no record (a crash during DeleteStream, after its synced batch, leaves
-// one).
+// removeOrphanMedia deletes the segment directories of streams that were
+// deleted (their record gone and a deletion marker written in the same
+// batch: a crash during DeleteStream leaves one). Media without a record
+// and without a marker is kept and reported: kvsedge never deletes media
+// it cannot account for, so a store whose index was lost is not mistaken
+// for an empty one.
 func (d *DB) removeOrphanMedia() error {
 	recs, err := d.Streams()
 	if err != nil {
@@ -184,13 +187,28 @@ func (d *DB) removeOrphanMedia() error {
 		if len(n) != 8 || live[n] {
 			continue
 		}
+		marker := metaKey(deletedPrefix + n)
+		if _, closer, err := d.db.Get(marker); err != nil {
+			d.opts.Logger.Error("media of a stream the index does not know: kept (has the index been lost or replaced?)",
+				"dir", d.opts.FS.PathJoin(d.segs.dir, n), "streams_in_index", len(recs))
+			continue
+		} else {
+			closer.Close()
+		}
 		d.opts.Logger.Info("removing the media of a deleted stream", "dir", n)
 		if err := d.opts.FS.RemoveAll(d.opts.FS.PathJoin(d.segs.dir, n)); err != nil {
 			return fmt.Errorf("lsm: removing orphan media %s: %w", n, err)
 		}
+		if err := d.db.Delete(marker, pebble.Sync); err != nil {
+			return fmt.Errorf("lsm: %w", err)
+		}
 	}
 	return nil
 }
+
+// deletedPrefix (after prefixMeta) marks a deleted stream whose media
+// directory may still exist: "deleted/<sid as 8 hex digits>".
+const deletedPrefix = "deleted/"
 
 // SessionKey returns the store's 32-byte secret for signing playback
 // session tokens, created (and synced) on first use, so tokens outlive a

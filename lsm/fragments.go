@@ -362,14 +362,23 @@ func (d *DB) LastAtOrBefore(id StreamID, idx TimeIndex, ms int64) (FragmentMeta,
 // before the cutoff are exactly a prefix of the fragment table. It returns how many fragments went. The
 // batch is not synced: a deletion lost to a crash is redone next time.
 func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
+	n, _, err := d.DeleteBeforeBytes(id, cutoffMs)
+	return n, err
+}
+
+// DeleteBeforeBytes is DeleteBefore that also returns the media bytes of
+// the fragments deleted.
+func (d *DB) DeleteBeforeBytes(id StreamID, cutoffMs int64) (int, int64, error) {
 	var (
 		n       int
+		bytes   int64
 		maxNum  FragNum
 		prodKey [][]byte
 	)
 	start, _ := streamSpan(prefixServerIdx, id)
 	err := d.ScanTime(id, ByServerTime, -1<<63, cutoffMs-1, nil, func(m FragmentMeta) bool {
 		n++
+		bytes += int64(m.MediaLen)
 		if m.Number.Compare(maxNum) > 0 {
 			maxNum = m.Number
 		}
@@ -377,25 +386,25 @@ func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
 		return true
 	})
 	if err != nil || n == 0 {
-		return 0, err
+		return 0, 0, err
 	}
 	b := d.db.NewBatch()
 	defer b.Close()
 	fStart, _ := streamSpan(prefixFragment, id)
 	if err := b.DeleteRange(fStart, fragmentKey(nil, id, maxNum.Next()), nil); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := b.DeleteRange(start, timePrefix(nil, prefixServerIdx, id, cutoffMs), nil); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, k := range prodKey {
 		if err := b.Delete(k, nil); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	// Synced, so no index entry can outlive the segments unlinked below.
 	if err := b.Commit(pebble.Sync); err != nil {
-		return 0, fmt.Errorf("lsm: retention delete: %w", err)
+		return 0, 0, fmt.Errorf("lsm: retention delete: %w", err)
 	}
 	// Segments wholly before the first remaining fragment go.
 	// The smallest segment the oldest remaining fragments use. Segment
@@ -406,21 +415,21 @@ func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
 	lower, upper := streamSpan(prefixFragment, id)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return n, fmt.Errorf("lsm: %w", err)
+		return n, bytes, fmt.Errorf("lsm: %w", err)
 	}
 	for ok, seen := it.First(), 0; ok && seen < 4096; ok, seen = it.Next(), seen+1 {
 		v, err := it.ValueAndErr()
 		if err != nil || len(v) != metaLen+refLen {
 			_ = it.Close()
-			return n, fmt.Errorf("lsm: unreadable fragment record while deleting: keeping every segment: %v", err)
+			return n, bytes, fmt.Errorf("lsm: unreadable fragment record while deleting: keeping every segment: %v", err)
 		}
 		keep = min(keep, decodeRef(v[metaLen:]).Seq)
 	}
 	if err := it.Close(); err != nil {
-		return n, fmt.Errorf("lsm: %w", err)
+		return n, bytes, fmt.Errorf("lsm: %w", err)
 	}
 	if _, err := d.segs.removeBefore(id, keep); err != nil {
-		return n, err
+		return n, bytes, err
 	}
-	return n, nil
+	return n, bytes, nil
 }

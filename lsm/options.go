@@ -25,6 +25,9 @@ type Options struct {
 	// to one window more before PutFragment returns. Zero syncs each
 	// fragment at once.
 	SyncWindow time.Duration
+	// SegmentBytes is the size at which a media segment file is closed
+	// and the next begun (each is preallocated to it). Default 64 MiB.
+	SegmentBytes int64
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger
@@ -44,6 +47,9 @@ func (o *Options) EnsureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.SegmentBytes == 0 {
+		o.SegmentBytes = defaultSegmentBytes
+	}
 }
 
 // Validate reports every invalid field.
@@ -54,6 +60,9 @@ func (o *Options) Validate() error {
 	}
 	if o.CacheBytes < 0 {
 		errs = append(errs, fmt.Errorf("lsm: CacheBytes %d is negative", o.CacheBytes))
+	}
+	if o.SegmentBytes < 0 || o.SegmentBytes != 0 && o.SegmentBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("lsm: SegmentBytes %d is below 1 MiB", o.SegmentBytes))
 	}
 	if o.SyncWindow < 0 || o.SyncWindow > 5*time.Second {
 		errs = append(errs, fmt.Errorf("lsm: SyncWindow %v is outside 0…5s", o.SyncWindow))

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -30,8 +31,9 @@ import (
 const (
 	mediaDirName  = "media"
 	segmentSuffix = ".seg"
-	// segmentBytes is where a segment is closed and the next one begun.
-	segmentBytes = 64 << 20
+	// defaultSegmentBytes is where a segment is closed and the next one
+	// begun (Options.SegmentBytes).
+	defaultSegmentBytes = 64 << 20
 )
 
 // segmentRef locates a fragment's media.
@@ -43,6 +45,10 @@ type segmentRef struct {
 type segmentStore struct {
 	fs  vfs.FS
 	dir string
+	// size is where a segment is closed and the next one begun.
+	size int64
+	// written counts media bytes appended since Open.
+	written atomic.Int64
 	// copyWrites: vfs.File.Write may modify the slice it is given, and
 	// Pebble's in-memory filesystem does so in race and invariants builds,
 	// while the media being written is shared with live readers. The
@@ -69,7 +75,7 @@ type streamSegments struct {
 	syncErr error
 }
 
-func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
+func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, error) {
 	dir := fs.PathJoin(dataDir, mediaDirName)
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: creating %s: %w", dir, err)
@@ -79,7 +85,7 @@ func newSegmentStore(fs vfs.FS, dataDir string) (*segmentStore, error) {
 	if err := syncDir(fs, dataDir); err != nil {
 		return nil, err
 	}
-	return &segmentStore{fs: fs, dir: dir, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}, nil
+	return &segmentStore{fs: fs, dir: dir, size: size, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}, nil
 }
 
 func (s *segmentStore) stream(id StreamID) *streamSegments {
@@ -142,7 +148,7 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, media []byt
 	if ss.dead {
 		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
 	}
-	if ss.active == nil || ss.activeSize+int64(len(media)) > segmentBytes {
+	if ss.active == nil || ss.activeSize+int64(len(media)) > s.size {
 		if err := s.roll(ss); err != nil {
 			return segmentRef{}, err
 		}
@@ -157,6 +163,7 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, media []byt
 		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
 	}
 	ss.activeSize += int64(len(media))
+	s.written.Add(int64(len(media)))
 	if !sync {
 		ss.dirty = true
 		return ref, nil
@@ -230,7 +237,7 @@ func (s *segmentStore) roll(ss *streamSegments) error {
 		_ = f.Close()
 		return err
 	}
-	_ = f.Preallocate(0, segmentBytes)
+	_ = f.Preallocate(0, s.size)
 	ss.active, ss.activeSeq, ss.activeSize = f, ss.nextSeq, 0
 	ss.nextSeq++
 	return nil
@@ -323,4 +330,26 @@ func appendRef(dst []byte, r segmentRef) []byte {
 
 func decodeRef(b []byte) segmentRef {
 	return segmentRef{Seq: binary.BigEndian.Uint64(b), Offset: binary.BigEndian.Uint64(b[8:])}
+}
+
+// diskBytes is the size of every segment file of every stream (what the
+// media takes on disk, whether or not the index knows it).
+func (s *segmentStore) diskBytes() (int64, error) {
+	dirs, err := s.fs.List(s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("lsm: listing %s: %w", s.dir, err)
+	}
+	var total int64
+	for _, d := range dirs {
+		names, err := s.fs.List(s.fs.PathJoin(s.dir, d))
+		if err != nil {
+			continue // not a directory
+		}
+		for _, n := range names {
+			if st, err := s.fs.Stat(s.fs.PathJoin(s.dir, d, n)); err == nil {
+				total += st.Size()
+			}
+		}
+	}
+	return total, nil
 }

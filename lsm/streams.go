@@ -61,6 +61,10 @@ func (d *DB) DeleteStream(id StreamID) error {
 	if err := b.Delete(streamKey(id), nil); err != nil {
 		return fmt.Errorf("lsm: staging delete of stream %d: %w", id, err)
 	}
+	// The marker lets Open finish removing the media after a crash.
+	if err := b.Set(metaKey(fmt.Sprintf("%s%08x", deletedPrefix, uint32(id))), nil, nil); err != nil {
+		return fmt.Errorf("lsm: staging delete of stream %d: %w", id, err)
+	}
 	for _, p := range streamTables {
 		start, end := streamSpan(p, id)
 		if err := b.DeleteRange(start, end, nil); err != nil {
@@ -70,8 +74,11 @@ func (d *DB) DeleteStream(id StreamID) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: deleting stream %d: %w", id, err)
 	}
-	// The index is gone (synced); now the media.
-	return d.segs.removeStream(id)
+	// The index is gone (synced); now the media, then the marker.
+	if err := d.segs.removeStream(id); err != nil {
+		return err
+	}
+	return d.db.Delete(metaKey(fmt.Sprintf("%s%08x", deletedPrefix, uint32(id))), pebble.NoSync)
 }
 
 // Streams returns every stored stream record in id order.

@@ -1,0 +1,100 @@
+package lsm
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// StreamMediaBytes sums the media length of the stream's stored fragments
+// (what the index accounts for). It reads the fragment table once; callers
+// keep a running count after that.
+func (d *DB) StreamMediaBytes(id StreamID) (int64, int, error) {
+	lower, upper := streamSpan(prefixFragment, id)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, 0, fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	var total int64
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, 0, fmt.Errorf("lsm: %w", err)
+		}
+		m, err := decodeMeta(it.Key(), v)
+		if err != nil {
+			return 0, 0, err
+		}
+		total += int64(m.MediaLen)
+		n++
+	}
+	return total, n, it.Error()
+}
+
+// FirstFragment returns the meta of the stream's oldest stored fragment.
+func (d *DB) FirstFragment(id StreamID) (FragmentMeta, bool, error) {
+	lower, upper := streamSpan(prefixFragment, id)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	if !it.First() {
+		return FragmentMeta{}, false, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return FragmentMeta{}, false, err
+	}
+	m, err := decodeMeta(it.Key(), v)
+	return m, err == nil, err
+}
+
+// MediaDiskBytes is what the media segment files take on disk, whether or
+// not the index accounts for them.
+func (d *DB) MediaDiskBytes() (int64, error) { return d.segs.diskBytes() }
+
+// StoreStats are the store's write figures since Open.
+type StoreStats struct {
+	// MediaBytes were appended to segments; IndexBytesIn were written to
+	// Pebble by the store (batches).
+	MediaBytes, IndexBytesIn int64
+	// WALBytes, FlushBytes and CompactionBytes are what Pebble wrote.
+	WALBytes, FlushBytes, CompactionBytes int64
+	// Compactions and Flushes count Pebble's background work.
+	Compactions, Flushes int64
+	// CacheHits and CacheMisses are the block cache's.
+	CacheHits, CacheMisses int64
+	// MemtableBytes is the memtables' current size.
+	MemtableBytes uint64
+}
+
+// WriteAmplification is bytes written to disk over bytes the store was
+// given (media + index), 0 before anything was written.
+func (s StoreStats) WriteAmplification() float64 {
+	in := s.MediaBytes + s.IndexBytesIn
+	if in == 0 {
+		return 0
+	}
+	return float64(s.MediaBytes+s.WALBytes+s.FlushBytes+s.CompactionBytes) / float64(in)
+}
+
+// Stats returns the store's figures.
+func (d *DB) Stats() StoreStats {
+	m := d.db.Metrics()
+	t := m.Total()
+	return StoreStats{
+		MediaBytes:      d.segs.written.Load(),
+		IndexBytesIn:    int64(m.WAL.BytesIn),
+		WALBytes:        int64(m.WAL.BytesWritten),
+		FlushBytes:      int64(m.Flush.WriteThroughput.Bytes),
+		CompactionBytes: int64(t.TableBytesCompacted),
+		Compactions:     m.Compact.Count,
+		Flushes:         m.Flush.Count,
+		CacheHits:       m.BlockCache.Hits,
+		CacheMisses:     m.BlockCache.Misses,
+		MemtableBytes:   m.MemTable.Size,
+	}
+}
