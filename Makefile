@@ -5,6 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 
 .PHONY: help build run test test-short vet fmt bench clean
+.PHONY: release release-test
 
 help:
 	@echo "make build   static binary ./kvsedge (CGO_ENABLED=0)"
@@ -12,6 +13,8 @@ help:
 	@echo "make test    the whole test suite (what CI runs)"
 	@echo "make vet     gofmt check and go vet"
 	@echo "make bench   benchmarks"
+	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6 + SHA256SUMS"
+	@echo "make release-test  run the linux/arm64 binary under qemu-aarch64-static and call its API"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o kvsedge .
@@ -34,3 +37,21 @@ bench:
 
 clean:
 	rm -rf kvsedge dist
+
+# Release builds: one static binary per board family (see packaging/INSTALL.md).
+release:
+	@mkdir -p dist
+	rm -f dist/kvsedge-linux-* dist/SHA256SUMS
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-amd64 .
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-arm64 .
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-armv7 .
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-armv6 .
+	@cd dist && { command -v sha256sum >/dev/null 2>&1 && sha256sum kvsedge-linux-* || shasum -a 256 kvsedge-linux-*; } > SHA256SUMS
+	@echo
+	@printf '%-22s %12s %9s\n' binary bytes MiB
+	@for f in dist/kvsedge-linux-*; do wc -c < "$$f" | awk -v n="$${f#dist/}" '{ printf "%-22s %12d %9.2f\n", n, $$1, $$1/1048576 }'; done
+	@echo "checksums in dist/SHA256SUMS"
+
+# The linux/arm64 binary served under qemu user emulation (qemu-user-static).
+release-test:
+	KVSEDGE_TEST_ARMV7=1 $(GO) test -count=1 -run 'TestArm64BinaryUnderQemu' -v .
