@@ -61,6 +61,7 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
 		MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
 		SyncWindow:    cfg.Storage.SyncWindow,
+		SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
 		Logger:        log,
 	})
 	if err != nil {
@@ -80,7 +81,12 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
 		RingBytesPerStream: cfg.Media.RingMiBPerStream << 20,
-		Logger:             log,
+		Capacity: engine.CapacityOptions{
+			DiskStat:     func() (uint64, uint64, error) { return diskSpace(cfg.DataDir) },
+			MinFreeBytes: uint64(cfg.Storage.MinFreeMiB) << 20,
+			Strategy:     map[string]string{"delete_oldest": engine.StrategyDeleteOldest, "refuse_new": engine.StrategyDenyNew}[cfg.Storage.OnFull],
+		},
+		Logger: log,
 	})
 	if err != nil {
 		return err
@@ -189,6 +195,15 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		}
 		defer stop()
 	}
+	opts.Metrics = newMetricsRegistry(&boxCollector{eng: eng, db: db, cams: cams, peers: peers})
+	if peers != nil {
+		opts.Readiness = map[string]serve.ReadinessCheck{"cluster": func() string {
+			if !peers.HasQuorum() {
+				return "this box has not joined the cluster, or sees fewer than half of its members"
+			}
+			return ""
+		}}
+	}
 	srv, err := serve.New(eng, opts)
 	if err != nil {
 		return err
@@ -197,6 +212,8 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	go func() { errc <- srv.Serve(ln) }()
 	workers.Add(1)
 	go func() { defer workers.Done(); eng.RunRetention(bgCtx, cfg.Media.RetentionInterval) }()
+	workers.Add(1)
+	go func() { defer workers.Done(); eng.RunCapacity(bgCtx, cfg.Storage.CapacityInterval) }()
 	log.Info("kvsedge serving", "version", version, "listen", ln.Addr().String(), "endpoint", opts.DataEndpoint,
 		"data_dir", cfg.DataDir, "tls", opts.TLS != nil, "auth", !cfg.Auth.Disabled)
 
@@ -250,11 +267,18 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 
 // freeBytes is the space left for unprivileged writers on dir's filesystem.
 func freeBytes(dir string) uint64 {
+	free, _, _ := diskSpace(dir)
+	return free
+}
+
+// diskSpace is dir's filesystem's free space (for unprivileged writers) and
+// size.
+func diskSpace(dir string) (free, total uint64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0
+		return 0, 0, err
 	}
-	return st.Bavail * uint64(st.Bsize)
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
 }
 
 // followPlacement re-applies the camera gate when the membership changes,

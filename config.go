@@ -179,6 +179,17 @@ type StorageConfig struct {
 	// SyncWindow groups the syncs of fragments stored within it (SD
 	// cards); 0 syncs each fragment at once.
 	SyncWindow time.Duration `koanf:"sync_window" yaml:"sync_window"`
+	// SegmentMiB is the size of the media segment files (each is
+	// preallocated; retention frees whole segments).
+	SegmentMiB int `koanf:"segment_mib" yaml:"segment_mib"`
+	// MinFreeMiB is the free disk space the box keeps; OnFull is what it
+	// does when a limit is reached: delete_oldest (oldest media, except
+	// streams on hold, goes) or refuse_new (PutMedia gets ERROR acks,
+	// cameras pause with an alarm).
+	MinFreeMiB int    `koanf:"min_free_mib" yaml:"min_free_mib"`
+	OnFull     string `koanf:"on_full" yaml:"on_full"`
+	// CapacityInterval is how often the capacity controller runs.
+	CapacityInterval time.Duration `koanf:"capacity_interval" yaml:"capacity_interval"`
 }
 
 func defaultConfig() Config {
@@ -189,9 +200,10 @@ func defaultConfig() Config {
 		AccountID: "000000000000",
 		Auth:      AuthConfig{MaxSkew: 5 * time.Minute},
 		Log:       LogConfig{Level: "info", Format: "text"},
-		Storage:   StorageConfig{CacheMiB: 32, MemtableMiB: 16},
-		Demo:      true,
-		Profile:   "auto",
+		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, MinFreeMiB: 256, OnFull: "delete_oldest",
+			CapacityInterval: 10 * time.Second},
+		Demo:    true,
+		Profile: "auto",
 		Media: MediaConfig{
 			RingMiBPerStream:    32,
 			GetMediaIdleTimeout: 50 * time.Second,
@@ -443,6 +455,18 @@ func (c *Config) validate() error {
 	}
 	if c.Media.PutMediaIdleClose < time.Second || c.Media.PutMediaIdleClose > time.Hour {
 		return bad("media.put_media_idle_close", "%v is outside 1s…1h", c.Media.PutMediaIdleClose)
+	}
+	if c.Storage.SegmentMiB < 1 || c.Storage.SegmentMiB > 1024 {
+		return bad("storage.segment_mib", "%d is outside 1…1024", c.Storage.SegmentMiB)
+	}
+	if c.Storage.MinFreeMiB < 0 {
+		return bad("storage.min_free_mib", "%d is negative", c.Storage.MinFreeMiB)
+	}
+	if c.Storage.OnFull != "delete_oldest" && c.Storage.OnFull != "refuse_new" {
+		return bad("storage.on_full", "%q is not delete_oldest or refuse_new", c.Storage.OnFull)
+	}
+	if c.Storage.CapacityInterval < time.Second || c.Storage.CapacityInterval > time.Hour {
+		return bad("storage.capacity_interval", "%v is outside 1s…1h", c.Storage.CapacityInterval)
 	}
 	if c.Storage.SyncWindow < 0 || c.Storage.SyncWindow > 5*time.Second {
 		return bad("storage.sync_window", "%v is outside 0…5s", c.Storage.SyncWindow)

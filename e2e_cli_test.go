@@ -15,6 +15,9 @@ func streamEnv(dir string) []string {
 		"KVSEDGE_REGION=us-west-2",
 		"KVSEDGE_ACCOUNT_ID=111122223333",
 		"KVSEDGE_DEMO=false", // tests count streams; TestDemoCamera turns it on
+		// A test machine's disk may be nearly full: keep the capacity
+		// controller from deleting test data (the disk-full test sets its own).
+		"KVSEDGE_STORAGE__MIN_FREE_MIB=8",
 	}
 }
 

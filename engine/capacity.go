@@ -402,3 +402,13 @@ func (e *Engine) admit(s *stream) error {
 	}
 	return nil
 }
+
+// StoredBytes is the media the index holds, over all streams (counted
+// from the store at the first capacity sweep, kept current since).
+func (e *Engine) StoredBytes() int64 {
+	var n int64
+	for _, s := range e.allStreams() {
+		n += s.bytes.Load()
+	}
+	return n
+}

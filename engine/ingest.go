@@ -59,9 +59,6 @@ func (e *Engine) BeginIngest(ref StreamRef) (*IngestSession, error) {
 	if info.Status != StatusActive {
 		return nil, fmt.Errorf("%w: %s", ErrStreamNotActive, info.Name)
 	}
-	if err := e.admit(s); err != nil {
-		return nil, err
-	}
 	sess := &IngestSession{e: e, s: s, done: make(chan struct{}), headers: make(map[*mkv.Header]*Header)}
 	st := &s.ingest
 	st.mu.Lock()

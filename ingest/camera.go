@@ -30,6 +30,10 @@ const (
 	// StateStandby: configured here, recorded by another node of the
 	// cluster (LastError says which, or why not here).
 	StateStandby = "STANDBY"
+	// StatePaused: the box refuses new media (storage full under the
+	// refuse-new strategy, or the stream at its byte limit); the camera
+	// retries every few seconds and resumes by itself.
+	StatePaused = "PAUSED"
 )
 
 // CameraState is what an operator sees of one camera.
@@ -187,6 +191,17 @@ func (c *camera) run(ctx context.Context) {
 		c.mu.Lock()
 		c.state.Reconnects++
 		c.mu.Unlock()
+		if errors.Is(err, engine.ErrStorageFull) {
+			c.setState(StatePaused, err)
+			c.log.Error("camera paused: the box refuses new media", "err", err)
+			select {
+			case <-ctx.Done():
+				c.setState(StateStopped, nil)
+				return
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
 		c.setState(StateRetrying, err)
 		wait := backoff + rand.N(backoff/2+1)
 		c.log.Warn("camera feed ended; retrying", "err", err, "in", wait.Round(time.Millisecond).String())

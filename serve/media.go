@@ -49,6 +49,7 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		"/listCameras":         (*Server).listCameras,
 		"/listClusterMembers":  (*Server).listClusterMembers,
 		"/describeReplication": (*Server).describeReplication,
+		"/describeCapacity":    (*Server).describeCapacity,
 	}
 }
 
@@ -527,6 +528,13 @@ func (s *Server) listCameras(body []byte) (any, *apiError) {
 		cams = s.opts.Cameras()
 	}
 	return struct{ Cameras any }{cams}, nil
+}
+
+func (s *Server) describeCapacity(body []byte) (any, *apiError) {
+	if _, aerr := decode[struct{}](body); aerr != nil {
+		return nil, aerr
+	}
+	return s.eng.Capacity(), nil
 }
 
 func (s *Server) describeReplication(body []byte) (any, *apiError) {

@@ -448,6 +448,8 @@ func engineIngestErrorID(err error) int {
 		return errIDStreamNotActive
 	case errors.Is(err, engine.ErrSuperseded):
 		return errIDStreamNotActive
+	case errors.Is(err, engine.ErrStorageFull):
+		return errIDArchival // the box refuses new media: it cannot persist it
 	}
 	return errIDInternal
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/serve/console"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
 
@@ -48,6 +49,11 @@ type Options struct {
 	// Cameras, when set, reports the camera states that /listCameras
 	// returns.
 	Cameras func() any
+	// Metrics, when set, is served at GET /metrics (Prometheus text
+	// format, unauthenticated); Readiness are /readyz's checks besides
+	// storage.
+	Metrics   prometheus.Gatherer
+	Readiness map[string]ReadinessCheck
 	// Cluster, when set, is this node's peer cluster: /listClusterMembers
 	// lists it and GetDataEndpoint(PUT_MEDIA) answers a stream's home node.
 	Cluster ClusterView
@@ -133,6 +139,7 @@ type Server struct {
 	life     context.Context
 	stopLife context.CancelFunc
 	sessions sessionCount
+	metrics  fasthttp.RequestHandler
 }
 
 // sessionCount counts running media sessions; wait returns when none is
@@ -193,6 +200,9 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 		s.routes[path] = h
 	}
 	s.life, s.stopLife = context.WithCancel(context.Background())
+	if opts.Metrics != nil {
+		s.metrics = metricsHandler(opts.Metrics)
+	}
 	s.srv = &fasthttp.Server{
 		Handler:     s.handle,
 		Name:        "kvsedge",
@@ -239,6 +249,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if ctx.IsGet() || ctx.IsHead() {
 		// The web console: static files, no credentials needed to load
 		// it (its API calls are signed like any other).
+		if s.opsRoute(ctx, path) {
+			return
+		}
 		if b, typ, ok := console.File(path); ok {
 			ctx.SetContentType(typ)
 			ctx.Response.Header.Set("Cache-Control", "no-cache")
