@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 
 .PHONY: help build run test test-short vet fmt bench clean
-.PHONY: release release-test
+.PHONY: release release-test crash fuzz
 
 help:
 	@echo "make build   static binary ./kvsedge (CGO_ENABLED=0)"
@@ -13,6 +13,8 @@ help:
 	@echo "make test    the whole test suite (what CI runs)"
 	@echo "make vet     gofmt check and go vet"
 	@echo "make bench   benchmarks"
+	@echo "make crash   SIGKILL the box 50 times during 4-stream ingest; every PERSISTED fragment must survive (CRASH_CYCLES=n)"
+	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 60s)"
 	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6 + SHA256SUMS"
 	@echo "make release-test  run the linux/arm64 binary under qemu-aarch64-static and call its API"
 
@@ -55,3 +57,14 @@ release:
 # The linux/arm64 binary served under qemu user emulation (qemu-user-static).
 release-test:
 	KVSEDGE_TEST_ARMV7=1 $(GO) test -count=1 -run 'TestArm64BinaryUnderQemu' -v .
+
+# Crash suite: many SIGKILL cycles during multi-stream ingest.
+CRASH_CYCLES ?= 50
+crash:
+	KVSEDGE_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -timeout 60m -run 'TestCrashSuite' -v .
+	$(GO) test -count=1 -run 'TestCrash' -v ./lsm
+
+# Fuzzing: each target for FUZZTIME.
+FUZZTIME ?= 60s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)

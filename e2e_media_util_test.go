@@ -802,6 +802,9 @@ type putMediaReq struct {
 	Secret       string      // signing secret; default e2eSecret
 	HostNoPort   bool        // send and sign Host without the port, as the C producer does
 	ExtraHeaders map[string]string
+	// TolerateDown: a box that cannot be reached is a result (ReadErr),
+	// not a test failure (the crash suite kills it while producers run).
+	TolerateDown bool
 	// Until stops waiting for acks once it returns true (checked after
 	// each ack and at the end of the upload). Nil: wait for the server
 	// to end the response.
@@ -868,6 +871,9 @@ func putMedia(t *testing.T, endpoint string, req putMediaReq) *putMediaResult {
 	}
 	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
 	if err != nil {
+		if req.TolerateDown {
+			return &putMediaResult{ReadErr: err}
+		}
 		t.Fatalf("dial %s: %v", u.Host, err)
 	}
 	defer conn.Close()
