@@ -18,7 +18,7 @@ import (
 )
 
 // scrape reads a box's /metrics with the Prometheus text parser.
-func scrape(t *testing.T, endpoint string) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, endpoint string) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := http.Get(endpoint + "/metrics")
 	if err != nil {

@@ -76,7 +76,7 @@ func TestCrashSuite(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(time.Duration(800+rng.IntN(2500)) * time.Millisecond)
+		time.Sleep(time.Duration(1500+rng.IntN(2500)) * time.Millisecond)
 		close(stop)
 		p.kill()
 		wg.Wait()

@@ -125,7 +125,7 @@ func startKvsedge(t testing.TB, env []string, args ...string) *proc {
 	return p
 }
 
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
