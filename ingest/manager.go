@@ -31,8 +31,8 @@ type Manager struct {
 	standby map[string]CameraState
 	// maxCameras bounds the cameras recorded at once (0: no bound).
 	maxCameras int
-	ctx     context.Context
-	stop    context.CancelFunc
+	ctx        context.Context
+	stop       context.CancelFunc
 }
 
 // NewManager returns a Manager with no cameras.

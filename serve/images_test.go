@@ -50,6 +50,11 @@ func TestGetImages(t *testing.T) {
 		}
 		return format, img.Bounds().Size()
 	}
+	// Absurd timestamps fail the range check instead of overflowing
+	// (found by fuzzing: ±1e300 answered 200 with a negative timestamp).
+	if st, typ, _ := images(`,"Format":"JPEG","SamplingInterval":1000`, -1e300, 1e300); st != 400 || typ != "InvalidArgumentException" {
+		t.Fatalf("GetImages over ±1e300 s: %d %s", st, typ)
+	}
 	st, typ, out := images(`,"Format":"JPEG","SamplingInterval":1000`, s0, s0+9.5)
 	if st != 200 || len(out.Images) != 10 {
 		t.Fatalf("GetImages: %d %s, %d images", st, typ, len(out.Images))

@@ -78,7 +78,22 @@ func (s *Server) mediaRequest(ctx *fasthttp.RequestCtx) (body []byte, ok bool) {
 // epoch (the CLI sends integers or decimals).
 type epochSeconds float64
 
-func (t epochSeconds) ms() int64 { return int64(math.Round(float64(t) * 1000)) }
+// ms is the timestamp in epoch milliseconds, clamped to ±1e15 (year
+// ~33,700), so that absurd values compare and subtract without overflow
+// and fail range checks as they should (found by probing GetImages with
+// ±1e300).
+func (t epochSeconds) ms() int64 {
+	v := math.Round(float64(t) * 1000)
+	switch {
+	case math.IsNaN(v):
+		return 0
+	case v > 1e15:
+		return 1e15
+	case v < -1e15:
+		return -1e15
+	}
+	return int64(v)
+}
 
 func msToSeconds(ms int64) float64 { return float64(ms) / 1000 }
 
