@@ -21,10 +21,10 @@ import (
 // checked the client's signature), and never forwards it again.
 const ForwardPrefix = PeerPrefix + "forward"
 
-// Locate returns "" when reads of stream are served here (this node holds
-// it and has compared it with the other holders, or no better node is
-// alive), else the API URL of the holder to forward them to (its home
-// first).
+// Locate returns "" when reads of stream are served here (this node is
+// its home, or holds it and has compared it with the other holders, or no
+// other holder is alive), else the API URL of the holder to forward them
+// to (its home first).
 func (c *Cluster) Locate(stream string) string {
 	r := c.repl
 	if r == nil {
@@ -35,7 +35,10 @@ func (c *Cluster) Locate(stream string) string {
 		return ""
 	}
 	holds, pl := r.holds(info)
-	if holds {
+	if holds || len(pl) > 0 && pl[0].Self {
+		// The home serves its own reads even before its comparison after
+		// a change ends: it recorded or copied the stream all along,
+		// while the other holder may be a new, still empty replica.
 		return ""
 	}
 	for _, m := range pl {
