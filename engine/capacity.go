@@ -20,7 +20,9 @@ import (
 // Safety rules:
 //   - Fragments under a hold (the stream tag kvsedge:hold: "true" for the
 //     whole stream, or "<RFC 3339>/<RFC 3339>" for a server-time range) are
-//     never deleted, by time or by capacity.
+//     never deleted, by time or by capacity. Deletion removes a stream's
+//     oldest media only (a prefix), so a range hold also keeps everything
+//     after the range until the tag goes.
 //   - Deletion follows the index, oldest first, and a sweep deletes at most
 //     a quarter of what the index accounts for. When the index accounts for
 //     less than half of the media on disk (a lost or replaced index), the
@@ -81,13 +83,21 @@ type CapacityReport struct {
 }
 
 type capacityState struct {
-	mu       sync.Mutex
-	report   CapacityReport
-	counted  bool // stream byte counters initialised
-	lastIn   uint64
-	lastAt   time.Time
-	rate     float64
-	alarmLog string
+	mu sync.Mutex
+	// A deletion episode: sweeps that delete while free space stays below
+	// the minimum. Deletion stops (and new media is refused) once an
+	// episode deleted a quarter of what the index held at its start
+	// without free space rising: something else is filling the disk, or
+	// the deleted media shares segments still in use.
+	episodeFree    uint64
+	episodeDeleted int64
+	episodeBudget  int64
+	report         CapacityReport
+	counted        bool // stream byte counters initialised
+	lastIn         uint64
+	lastAt         time.Time
+	rate           float64
+	alarmLog       string
 }
 
 // hold is a stream's hold, parsed from its tag.
@@ -201,15 +211,22 @@ func (e *Engine) SweepCapacity() CapacityReport {
 	rep := CapacityReport{At: now, MinFreeBytes: o.MinFreeBytes, Strategy: o.Strategy, SecondsToFull: -1}
 	streams := e.allStreams()
 	if !e.cap.counted {
+		ok := true
 		for _, s := range streams {
+			// Exclusive: no Persist or import lands between the scan and
+			// the store of its result.
+			s.persistMu.Lock()
 			b, _, err := e.db.StreamMediaBytes(s.id)
-			if err != nil {
-				e.opts.Logger.Warn("counting a stream's stored bytes", "stream", s.info.Load().Name, "err", err)
-				continue
+			if err == nil {
+				s.bytes.Store(b)
 			}
-			s.bytes.Store(b)
+			s.persistMu.Unlock()
+			if err != nil {
+				ok = false
+				e.opts.Logger.Warn("counting a stream's stored bytes (retried at the next sweep)", "stream", s.info.Load().Name, "err", err)
+			}
 		}
-		e.cap.counted = true
+		e.cap.counted = ok
 	}
 	var indexed int64
 	for _, s := range streams {
@@ -263,7 +280,19 @@ func (e *Engine) SweepCapacity() CapacityReport {
 						alarm = fmt.Sprintf("the index accounts for %d MiB of the %d MiB of media on disk: deleting nothing, refusing new media (has the index been lost?)", indexed>>20, onDisk>>20)
 						break
 					}
-					n, b := e.deleteOldestGlobal(streams, short+16<<20, indexed/4)
+					if e.cap.episodeBudget == 0 || free > e.cap.episodeFree {
+						// A new episode, or free space rose since: the
+						// deletions work.
+						e.cap.episodeFree, e.cap.episodeDeleted, e.cap.episodeBudget = free, 0, max(indexed/4, 1)
+					}
+					if e.cap.episodeDeleted >= e.cap.episodeBudget {
+						refusing = true
+						alarm = fmt.Sprintf("deleted %d MiB of the oldest media without free space rising above %d MiB: deleting nothing more, refusing new media (is something else filling the disk?)",
+							e.cap.episodeDeleted>>20, free>>20)
+						break
+					}
+					n, b := e.deleteOldestGlobal(streams, short+16<<20, e.cap.episodeBudget-e.cap.episodeDeleted)
+					e.cap.episodeDeleted += b
 					rep.DeletedFragments += n
 					rep.DeletedBytes += b
 					if n == 0 {
@@ -271,7 +300,7 @@ func (e *Engine) SweepCapacity() CapacityReport {
 						alarm = fmt.Sprintf("free space %d MiB is below the minimum of %d MiB and nothing more may be deleted (holds, or nothing stored): new media is refused", free>>20, o.MinFreeBytes>>20)
 					}
 				}
-			} else if e.full.Load() && free < need+max(o.MinFreeBytes/20, 8<<20) {
+			} else if e.cap.episodeBudget = 0; e.full.Load() && free < need+max(o.MinFreeBytes/20, 8<<20) {
 				// Hysteresis: stay refusing until clearly above the minimum.
 				refusing = true
 				alarm = e.cap.report.Alarm
@@ -381,11 +410,11 @@ func (e *Engine) deleteStep(s *stream) (int, int64, bool) {
 	s.persistMu.RLock()
 	n, b, err := e.db.DeleteBeforeBytes(s.id, cutoff)
 	s.persistMu.RUnlock()
+	s.bytes.Add(-b) // what was deleted, even if removing its segments failed
 	if err != nil {
 		e.opts.Logger.Warn("capacity: deleting old media failed", "stream", info.Name, "err", err)
 		return 0, 0, false
 	}
-	s.bytes.Add(-b)
 	if n > 0 {
 		e.opts.Logger.Info("capacity: deleted the oldest media", "stream", info.Name, "fragments", n, "bytes", b)
 	}

@@ -283,7 +283,9 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	sess.e.metrics.fragmentsPersisted.Add(1)
 	sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
 	if f.ReceivedMs != 0 {
-		sess.e.metrics.persistLatency.observe(float64(sess.e.opts.Clock.Now().UnixMilli() - f.ReceivedMs))
+		// Wall clock (ReceivedMs travels to peers too): a clock step
+		// backwards counts as no latency.
+		sess.e.metrics.persistLatency.observe(float64(max(0, sess.e.opts.Clock.Now().UnixMilli()-f.ReceivedMs)))
 	}
 	return nil
 }

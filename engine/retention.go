@@ -48,12 +48,14 @@ func (e *Engine) SweepRetention() {
 		if !allowed {
 			continue // the whole stream is on hold
 		}
+		s.persistMu.RLock()
 		n, b, err := e.db.DeleteBeforeBytes(s.id, cutoff)
+		s.persistMu.RUnlock()
+		s.bytes.Add(-b) // what was deleted, even if removing its segments failed
 		if err != nil {
 			e.opts.Logger.Warn("retention sweep failed", "stream", info.Name, "err", err)
 			continue
 		}
-		s.bytes.Add(-b)
 		if n > 0 {
 			e.opts.Logger.Info("retention deleted fragments", "stream", info.Name, "fragments", n)
 		}

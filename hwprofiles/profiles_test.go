@@ -10,6 +10,8 @@ func TestDetect(t *testing.T) {
 		{Board{"Raspberry Pi Zero 2 W Rev 1.0", 427}, "pi-zero-2w"},
 		{Board{"Raspberry Pi 4 Model B Rev 1.4", 1849}, "pi4-2g"},
 		{Board{"Raspberry Pi 4 Model B Rev 1.5", 7812}, "pi5-8g"},
+		{Board{"Raspberry Pi 4 Model B Rev 1.4", 3790}, "pi4-2g"},
+		{Board{"Raspberry Pi 5 Model B Rev 1.0", 3950}, "pi4-2g"},
 		{Board{"Raspberry Pi 5 Model B Rev 1.0", 8052}, "pi5-8g"},
 		{Board{"NVIDIA Jetson Orin Nano Developer Kit", 7620}, "jetson-orin-nano"},
 		{Board{"", 15800}, "x86-mini"},

@@ -208,3 +208,39 @@ func TestSyncWindowGroupsConcurrentStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncWindowCloseWithPendingFragment: closing the store while a
+// fragment waits in a sync window makes it durable (or fails it) at once;
+// the window's timer firing later does nothing.
+func TestSyncWindowCloseWithPendingFragment(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := Options{Dir: "/data", FS: fs, Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20, SyncWindow: 300 * time.Millisecond}
+	db, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutStream(1, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	m := bytes.Repeat([]byte{9}, 4000)
+	meta := FragmentMeta{Number: MakeFragNum(1, 1, 0), ClusterLen: 4000, MediaLen: 4000}
+	binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
+	done := make(chan error, 1)
+	go func() { done <- db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m}) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the pending fragment: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond) // the window's timer fires on a closed store
+	db, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, b, err := db.Fragment(1, meta.Number, nil); err != nil || !bytes.Equal(b, m) {
+		t.Fatalf("the fragment flushed at Close: %v", err)
+	}
+}

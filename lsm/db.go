@@ -94,6 +94,9 @@ func Open(opts Options) (*DB, error) {
 
 // Close flushes nothing extra (every write was synced) and closes Pebble.
 func (d *DB) Close() error {
+	if d.group != nil {
+		d.group.close()
+	}
 	d.segs.close()
 	if err := d.db.Close(); err != nil {
 		return fmt.Errorf("lsm: closing pebble: %w", err)

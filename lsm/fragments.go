@@ -147,7 +147,7 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 		return fmt.Errorf("lsm: staging index: %w", err)
 	}
 	if grouped {
-		return d.group.commit(ss, b)
+		return d.group.commit(ss, ref.Seq, b)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: committing fragment: %w", err)

@@ -1,6 +1,7 @@
 package lsm
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,10 +25,13 @@ type syncGroup struct {
 	mu      sync.Mutex
 	batch   *pebble.Batch
 	dirty   map[*streamSegments]struct{}
-	waiters []chan error
+	waiters []waiter
 	armed   bool
+	closed  bool
 	// syncs counts group syncs (tests, metrics).
 	syncs uint64
+	// flushMu serialises flushes, so Close can wait for one in flight.
+	flushMu sync.Mutex
 }
 
 func newSyncGroup(db *pebble.DB, window time.Duration) *syncGroup {
@@ -36,9 +40,21 @@ func newSyncGroup(db *pebble.DB, window time.Duration) *syncGroup {
 
 // commit adds b (after its media was appended to ss without a sync) to the
 // current window and waits for the window's syncs.
-func (g *syncGroup) commit(ss *streamSegments, b *pebble.Batch) error {
+// waiter is one fragment of the window: where its media went, and where
+// to report.
+type waiter struct {
+	ss   *streamSegments
+	seq  uint64
+	done chan error
+}
+
+func (g *syncGroup) commit(ss *streamSegments, seq uint64, b *pebble.Batch) error {
 	done := make(chan error, 1)
 	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return errClosed
+	}
 	if g.batch == nil {
 		g.batch = g.db.NewBatch()
 	}
@@ -47,7 +63,7 @@ func (g *syncGroup) commit(ss *streamSegments, b *pebble.Batch) error {
 		return fmt.Errorf("lsm: staging fragment: %w", err)
 	}
 	g.dirty[ss] = struct{}{}
-	g.waiters = append(g.waiters, done)
+	g.waiters = append(g.waiters, waiter{ss: ss, seq: seq, done: done})
 	if !g.armed {
 		g.armed = true
 		time.AfterFunc(g.window, g.flush)
@@ -59,15 +75,31 @@ func (g *syncGroup) commit(ss *streamSegments, b *pebble.Batch) error {
 // flush syncs the window's segments, then commits its index batch synced,
 // and reports the result to every fragment of the window.
 func (g *syncGroup) flush() {
+	g.flushMu.Lock()
+	defer g.flushMu.Unlock()
 	g.mu.Lock()
+	if g.batch == nil { // flushed by close already
+		g.mu.Unlock()
+		return
+	}
 	batch, dirty, waiters := g.batch, g.dirty, g.waiters
 	g.batch, g.dirty, g.waiters, g.armed = nil, map[*streamSegments]struct{}{}, nil, false
 	g.syncs++
 	g.mu.Unlock()
-	var err error
+	// Sync every segment written in the window; a fragment whose segment
+	// failed gets that error, and then the batch is not committed (its
+	// index entries would point at lost media).
 	for ss := range dirty {
-		if e := ss.syncDirty(); e != nil && err == nil {
-			err = e
+		_ = ss.syncDirty(0)
+	}
+	var err error
+	failed := make([]error, len(waiters))
+	for i, w := range waiters {
+		if e := w.ss.syncDirty(w.seq); e != nil {
+			failed[i] = e
+			if err == nil {
+				err = e
+			}
 		}
 	}
 	if err == nil {
@@ -76,9 +108,31 @@ func (g *syncGroup) flush() {
 		}
 	}
 	_ = batch.Close()
-	for _, w := range waiters {
-		w <- err
+	for i, w := range waiters {
+		switch {
+		case failed[i] != nil:
+			w.done <- failed[i]
+		case err != nil:
+			// Another fragment's media was lost: the window's batch was
+			// not committed, so this one is not stored either.
+			w.done <- err
+		default:
+			w.done <- nil
+		}
 	}
+}
+
+// errClosed: the store was closed.
+var errClosed = errors.New("lsm: the store is closed")
+
+// close flushes a pending window at once (its fragments are then durable
+// or get the error) and refuses later commits; a timer that fires later
+// finds nothing to do.
+func (g *syncGroup) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.flush()
 }
 
 // GroupSyncs is how many group syncs ran (0 without a sync window).

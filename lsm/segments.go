@@ -70,9 +70,10 @@ type streamSegments struct {
 	nextSeq    uint64 // 0: not yet scanned
 	dead       bool   // the stream was deleted: nothing is written again
 	// dirty: media was appended to active without a sync (group
-	// syncing); syncErr: a sync at a roll failed, reported to the group.
-	dirty   bool
-	syncErr error
+	// syncing). failed: segments whose sync failed (their unsynced
+	// appends are lost); every commit that appended to one gets the error.
+	dirty  bool
+	failed map[uint64]error
 }
 
 func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, error) {
@@ -175,34 +176,39 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, media []byt
 	return ref, nil
 }
 
-// syncDirty makes what was appended without a sync durable.
-func (ss *streamSegments) syncDirty() error {
+// syncDirty makes what was appended without a sync durable, and reports
+// an error if segment seq (where the caller's media went) failed a sync.
+func (ss *streamSegments) syncDirty(seq uint64) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.syncErr != nil {
-		err := ss.syncErr
-		ss.syncErr = nil
+	if ss.dirty && ss.active != nil {
+		ss.dirty = false
+		if err := ss.active.SyncData(); err != nil {
+			ss.markFailed(ss.activeSeq, err)
+			ss.closeActive()
+		}
+	}
+	if err := ss.failed[seq]; err != nil {
 		return err
 	}
-	if !ss.dirty || ss.active == nil {
-		return nil
-	}
-	ss.dirty = false
-	if err := ss.active.SyncData(); err != nil {
-		ss.closeActive()
-		return fmt.Errorf("lsm: syncing media: %w", err)
-	}
 	return nil
+}
+
+func (ss *streamSegments) markFailed(seq uint64, err error) {
+	if ss.failed == nil {
+		ss.failed = map[uint64]error{}
+	}
+	ss.failed[seq] = fmt.Errorf("lsm: syncing media: %w", err)
 }
 
 func (ss *streamSegments) closeActive() {
 	if ss.active != nil {
 		if ss.dirty {
 			// Appended without a sync (group syncing): make it durable
-			// before the handle goes, or report why not at the next
-			// group sync.
-			if err := ss.active.SyncData(); err != nil && ss.syncErr == nil {
-				ss.syncErr = fmt.Errorf("lsm: syncing media: %w", err)
+			// before the handle goes; a failure fails every commit that
+			// appended to this segment.
+			if err := ss.active.SyncData(); err != nil {
+				ss.markFailed(ss.activeSeq, err)
 			}
 			ss.dirty = false
 		}
