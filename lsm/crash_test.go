@@ -3,14 +3,18 @@ package lsm
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // TestCrashKeepsEverySyncedFragment writes fragments on Pebble's crashable
@@ -242,5 +246,48 @@ func TestSyncWindowCloseWithPendingFragment(t *testing.T) {
 	defer db.Close()
 	if _, b, err := db.Fragment(1, meta.Number, nil); err != nil || !bytes.Equal(b, m) {
 		t.Fatalf("the fragment flushed at Close: %v", err)
+	}
+}
+
+// TestSyncWindowSegmentSyncFailure: when a segment's fdatasync fails in a
+// window, the fragment appended to it is not reported stored (and not
+// indexed); writing goes on in a new segment.
+func TestSyncWindowSegmentSyncFailure(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, segmentSuffix) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	db, err := Open(Options{Dir: "/data", FS: fs, Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20, SyncWindow: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.PutStream(1, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(i int) (FragmentMeta, error) {
+		m := bytes.Repeat([]byte{byte(i)}, 3000)
+		meta := FragmentMeta{Number: MakeFragNum(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: 3000, MediaLen: 3000}
+		binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
+		return meta, db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m})
+	}
+	failing.Store(true)
+	bad, err := put(0)
+	if !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a fragment whose segment sync failed: %v", err)
+	}
+	failing.Store(false)
+	good, err := put(1)
+	if err != nil {
+		t.Fatalf("the next fragment: %v", err)
+	}
+	if ok, _ := db.HasFragment(1, bad.Number); ok {
+		t.Fatal("the fragment whose media sync failed is indexed")
+	}
+	if _, b, err := db.Fragment(1, good.Number, nil); err != nil || len(b) != 3000 {
+		t.Fatalf("the fragment after the failure: %v", err)
 	}
 }
