@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -361,7 +363,10 @@ func TestServerVanishesAndReturns(t *testing.T) {
 		t.Skip("30 s outage")
 	}
 	t.Parallel()
-	rl := rtsptest.StartRelay(t, "")
+	// The relay comes back on the same port after 30 s: pick one below
+	// the kernel's ephemeral range, where no outgoing connection of a
+	// concurrent test can take it meanwhile.
+	rl := rtsptest.StartRelay(t, portBelowEphemeral(t))
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	done1 := make(chan int, 1)
 	go func() { done1 <- publishDemo(ctx1, t, rl.URL("cam"), 0) }()
@@ -462,4 +467,21 @@ func TestStalledFeedIsDetected(t *testing.T) {
 	if g := rec.state("good"); g.State != StateRecording || g.Reconnects != 0 {
 		t.Fatalf("the healthy camera: %+v", g)
 	}
+}
+
+// portBelowEphemeral returns a free loopback address with a port below
+// Linux's ephemeral range (32768 and up).
+func portBelowEphemeral(t *testing.T) string {
+	t.Helper()
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return addr
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
