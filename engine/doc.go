@@ -2,8 +2,10 @@
 // Streams semantics (names, ARNs, versions, statuses, retention, tags, and the
 // per-stream image-generation, notification and storage configurations) and
 // the media data path on top of the lsm store: fragments in (IngestSession),
-// fragments out (Cursor, Fragment, ListFragments), the hot ring, and
-// retention.
+// fragments out (Cursor, Fragment, ListFragments), the hot ring,
+// retention by time (retention.go), the capacity controller (capacity.go:
+// bytes per stream, minimum free disk, delete-oldest or refuse-new, holds,
+// the fill forecast) and the import of replicas from peers (replica.go).
 //
 // The engine knows nothing of HTTP, RTSP or serf. Callers (serve, ingest,
 // cluster) hand it validated values and get domain errors back (ErrStreamNotFound,

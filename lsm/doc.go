@@ -8,6 +8,13 @@
 // The byte layout of every key and value it owns is drawn in FORMAT.md beside
 // this file; keys.go is the only code that builds or parses keys.
 //
+// Files by job: db.go (open, schema, orphan media: removed only with a
+// deletion marker, never media the index cannot account for), streams.go,
+// fragments.go (the fragment table, time indexes, retention deletes),
+// segments.go (media segment files), groupsync.go (the sync window for SD
+// cards), replica.go (numbers listing, meta encoding for peers,
+// tombstones), usage.go (stored bytes, disk bytes, write figures).
+//
 // # Durability
 //
 // Every mutation goes through a Pebble batch committed with pebble.Sync, so a

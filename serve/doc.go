@@ -16,6 +16,9 @@
 //	                 manifests, fMP4 and MPEG-TS segments remuxed on request
 //	images.go        GetImages (ffmpeg decodes; MJPEG needs nothing)
 //	controlplane_edge.go  the KVS edge-agent configuration API
+//	forward.go       reads of streams this box does not hold, forwarded to
+//	                 a cluster peer; the node-to-node routes' entry
+//	health.go        GET /metrics, /healthz, /readyz (unauthenticated)
 //
 // Sub-packages: sigv4 (request signature verification, a leaf), tlsca (the
 // local certificate authority behind `kvsedge cert`, a leaf), remux
