@@ -10,6 +10,8 @@
 //	rtsp.go        RTSP/RTSPS pull with gortsplib: depacketising, codecs
 //	usb.go         USB cameras through V4L2 (MJPEG or H.264), no cgo
 //	demo.go        the built-in demo camera
+//	codecprivate.go  Matroska CodecPrivate from the codecs' parameter sets
+//	timeline.go    producer timestamps: RTCP NTP or arrival, re-anchored
 //	fragmenter.go  frames → Matroska fragments, cut at key frames
 //	output.go      fragments → an engine ingest session, persisted in order
 //	camera.go      one camera's supervisor: reconnects, stalls, state
