@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -191,20 +190,8 @@ func waitB(b *testing.B, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// clusterBenchClip writes a 2 Mbit/s H.264 clip (1280x720, 25 fps, a key
-// frame per second); the 400 kbit/s demo clip without ffmpeg.
+// clusterBenchClip is the 2 Mbit/s clip of the simulated cameras (the
+// 400 kbit/s demo clip without ffmpeg).
 func clusterBenchClip(b *testing.B) (string, int) {
-	b.Helper()
-	path := filepath.Join(b.TempDir(), "2mbit.h264")
-	ff, err := exec.LookPath("ffmpeg")
-	if err == nil {
-		err = exec.Command(ff, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "10",
-			"-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "25", "-sc_threshold", "0",
-			"-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M", "-x264-params", "repeat-headers=1", "-f", "h264", path).Run()
-	}
-	if err != nil {
-		b.Logf("no ffmpeg: using the 400 kbit/s demo clip")
-		return "testdata/demo.h264", 15
-	}
-	return path, 25
+	return rtsptest.Clip2Mbit(b, "testdata/demo.h264", 15)
 }

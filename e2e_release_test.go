@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"debug/elf"
 	"net/http"
 	"os"
@@ -159,39 +158,5 @@ func checkStaticELF(t *testing.T, path string, machine elf.Machine, class elf.Cl
 // emulation, with a longer start-up allowance.
 func startUnderQemu(t *testing.T, qemu, bin string, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(qemu, append([]string{bin}, args...)...)
-	cmd.Env = append(append(os.Environ(), "KVSEDGE_LOG__LEVEL=info"), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			p.logs.WriteString(line + "\n")
-			if m := servingLine.FindStringSubmatch(line); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-		_ = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.kill() })
-	select {
-	case p.endpoint = <-found:
-	case <-p.exited:
-		t.Fatalf("kvsedge under qemu exited before serving:\n%s", p.logs.String())
-	case <-time.After(45 * time.Second):
-		t.Fatalf("kvsedge under qemu did not start serving:\n%s", p.logs.String())
-	}
-	return p
+	return startServing(t, exec.Command(qemu, append([]string{bin}, args...)...), env, 45*time.Second)
 }

@@ -88,7 +88,13 @@ var servingLine = regexp.MustCompile(`msg="kvsedge serving" .*endpoint=(\S+)`)
 // logs that it is serving.
 func startKvsedge(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(kvsedgeBin, append([]string{"serve"}, args...)...)
+	return startServing(t, exec.Command(kvsedgeBin, append([]string{"serve"}, args...)...), env, 30*time.Second)
+}
+
+// startServing starts cmd (a kvsedge, perhaps under an emulator) with env
+// and waits up to within for its "kvsedge serving" log line.
+func startServing(t testing.TB, cmd *exec.Cmd, env []string, within time.Duration) *proc {
+	t.Helper()
 	cmd.Env = append(append(os.Environ(), "KVSEDGE_LOG__LEVEL=info"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -118,9 +124,9 @@ func startKvsedge(t testing.TB, env []string, args ...string) *proc {
 	select {
 	case p.endpoint = <-found:
 	case <-p.exited:
-		t.Fatalf("kvsedge exited before serving:\n%s", p.logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("kvsedge did not start serving:\n%s", p.logs.String())
+		t.Fatalf("%s exited before serving:\n%s", filepath.Base(cmd.Path), p.logs.String())
+	case <-time.After(within):
+		t.Fatalf("%s did not start serving:\n%s", filepath.Base(cmd.Path), p.logs.String())
 	}
 	return p
 }

@@ -75,24 +75,11 @@ func rssBytes() int64 {
 	return rss * int64(os.Getpagesize())
 }
 
-// benchClip writes a 2 Mbit/s H.264 clip (ffmpeg's testsrc2 at 1280x720,
-// 25 fps, a key frame per second) and returns its path and frame rate; the
-// 400 kbit/s demo clip when ffmpeg is missing.
+// benchClip is the 2 Mbit/s clip of the simulated cameras (the 400 kbit/s
+// demo clip without ffmpeg).
 func benchClip(b *testing.B) (string, int) {
-	b.Helper()
-	path := filepath.Join(b.TempDir(), "2mbit.h264")
-	ff, err := exec.LookPath("ffmpeg")
-	if err == nil {
-		err = exec.Command(ff, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "10",
-			"-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "25", "-sc_threshold", "0",
-			"-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M", "-x264-params", "repeat-headers=1", "-f", "h264", path).Run()
-	}
-	if err != nil {
-		b.Logf("no ffmpeg: using the 400 kbit/s demo clip")
-		p, _ := filepath.Abs("../testdata/demo.h264")
-		return p, 15
-	}
-	return path, 25
+	p, _ := filepath.Abs("../testdata/demo.h264")
+	return rtsptest.Clip2Mbit(b, p, 15)
 }
 
 // BenchmarkCameras records N simulated 2 Mbit/s cameras for 10 s and

@@ -264,14 +264,24 @@ func (d *DB) NextFragment(id StreamID, after, before FragNum, dst []byte) (m Fra
 }
 
 // LastFragment returns the meta of the stream's newest stored fragment.
-func (d *DB) LastFragment(id StreamID) (FragmentMeta, bool, error) {
+func (d *DB) LastFragment(id StreamID) (FragmentMeta, bool, error) { return d.endFragment(id, true) }
+
+// endFragment returns the meta of the stream's newest (last) or oldest
+// stored fragment.
+func (d *DB) endFragment(id StreamID, last bool) (FragmentMeta, bool, error) {
 	lower, upper := streamSpan(prefixFragment, id)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
-	if !it.Last() {
+	ok := false
+	if last {
+		ok = it.Last()
+	} else {
+		ok = it.First()
+	}
+	if !ok {
 		return FragmentMeta{}, false, it.Error()
 	}
 	v, err := it.ValueAndErr()

@@ -34,23 +34,7 @@ func (d *DB) StreamMediaBytes(id StreamID) (int64, int, error) {
 }
 
 // FirstFragment returns the meta of the stream's oldest stored fragment.
-func (d *DB) FirstFragment(id StreamID) (FragmentMeta, bool, error) {
-	lower, upper := streamSpan(prefixFragment, id)
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
-	}
-	defer it.Close()
-	if !it.First() {
-		return FragmentMeta{}, false, it.Error()
-	}
-	v, err := it.ValueAndErr()
-	if err != nil {
-		return FragmentMeta{}, false, err
-	}
-	m, err := decodeMeta(it.Key(), v)
-	return m, err == nil, err
-}
+func (d *DB) FirstFragment(id StreamID) (FragmentMeta, bool, error) { return d.endFragment(id, false) }
 
 // MediaDiskBytes is what the media segment files take on disk, whether or
 // not the index accounts for them.

@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -260,3 +262,24 @@ func (r *Relay) OnPacketsLost(*gortsplib.ServerHandlerOnPacketsLostCtx) {}
 
 // OnDecodeError: see OnPacketsLost.
 func (r *Relay) OnDecodeError(*gortsplib.ServerHandlerOnDecodeErrorCtx) {}
+
+// Clip2Mbit writes a 2 Mbit/s H.264 clip (ffmpeg's testsrc2 at 1280x720,
+// 25 fps, a key frame per second, parameter sets in band) into a temporary
+// directory and returns its path and frame rate — what the benchmarks'
+// simulated cameras send. Without ffmpeg it returns fallback (a clip of
+// fallbackFPS) and says so.
+func Clip2Mbit(tb testing.TB, fallback string, fallbackFPS int) (string, int) {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "2mbit.h264")
+	ff, err := exec.LookPath("ffmpeg")
+	if err == nil {
+		err = exec.Command(ff, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "10",
+			"-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "25", "-sc_threshold", "0",
+			"-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M", "-x264-params", "repeat-headers=1", "-f", "h264", path).Run()
+	}
+	if err != nil {
+		tb.Logf("no ffmpeg (%v): using %s", err, fallback)
+		return fallback, fallbackFPS
+	}
+	return path, 25
+}
