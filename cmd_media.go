@@ -479,6 +479,11 @@ func runCameras(args []string, stdout, stderr io.Writer) error {
 	return printAPI("cameras", "/listCameras", args, stdout, stderr)
 }
 
+// runCapacity prints the capacity controller's last report.
+func runCapacity(args []string, stdout, stderr io.Writer) error {
+	return printAPI("capacity", "/describeCapacity", args, stdout, stderr)
+}
+
 // runReplication prints the box's replication state per stream.
 func runReplication(args []string, stdout, stderr io.Writer) error {
 	return printAPI("replication", "/describeReplication", args, stdout, stderr)

@@ -35,6 +35,7 @@ func commands() []command {
 		{"members", "print the members of the box's cluster", runMembers},
 		{"replication", "print each stream's home, replicas, replication lag and missing fragments on the box", runReplication},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
+		{"capacity", "print the box's disk and capacity state: free space, minimum, forecast, alarm", runCapacity},
 		{"profiles", "list the hardware profiles, and the one --profile auto picks on this box", runProfiles},
 		{"version", "print the version", runVersion},
 	}

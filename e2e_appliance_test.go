@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -115,6 +116,15 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	}
 	if v, ok := metricValue(fams, "kvsedge_storage_refusing_new_media", nil); !ok || v != 0 {
 		t.Errorf("refusing = %v %v", v, ok)
+	}
+	out, errOut, code := kvsedgeCmd(t, env, "capacity", "--endpoint", p.endpoint)
+	var cp struct {
+		FreeBytes    uint64 `json:"free_bytes"`
+		MinFreeBytes uint64 `json:"min_free_bytes"`
+		Strategy     string `json:"strategy"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &cp) != nil || cp.FreeBytes == 0 || cp.MinFreeBytes != 8<<20 || cp.Strategy != "DELETE_OLDEST_MEDIA" {
+		t.Fatalf("kvsedge capacity: %d %s %s", code, out, errOut)
 	}
 	if st, body := getJSON(t, p.endpoint+"/healthz"); st != 200 || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("/healthz: %d %s", st, body)
