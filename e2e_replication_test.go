@@ -468,7 +468,12 @@ func TestClusterNetworkCut(t *testing.T) {
 	var bothSince time.Time
 	homeStopped, takenOver := false, false
 	for !(homeStopped && takenOver) {
-		if time.Since(cut) > 30*time.Second {
+		// The proxies cut what reaches the home, not what it sends: its
+		// serf still reconnects out through a peer's proxy (TCP push-pull)
+		// now and then, and the two sides flap until failure detection
+		// wins again. A real cut (both ways) settles in seconds; the
+		// window allows for the flapping.
+		if time.Since(cut) > 60*time.Second {
 			t.Fatalf("after the cut: home stopped %v, majority took over %v", homeStopped, takenOver)
 		}
 		hs, _ := cameraState(t, home.api(), "cam")
