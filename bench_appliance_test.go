@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvsedge/kvsedge/ingest"
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -60,21 +58,9 @@ func procWriteBytes(pid int) int64 {
 // camera-hour. Run with -benchtime 1x.
 func BenchmarkApplianceProfiles(b *testing.B) {
 	clip, fps := clusterBenchClip(b)
-	data, err := os.ReadFile(clip)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src, err := ingest.NewDemoSource(data, float64(fps))
-	if err != nil {
-		b.Fatal(err)
-	}
-	aus, _, sps, pps := src.Clip()
-	rl := rtsptest.StartRelay(b, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for i := range 4 {
-		go rtsptest.Publish(ctx, b, rl.URL(fmt.Sprint("cam", i)), aus, sps, pps, fps, 0)
-	}
+	rl := publishCameras(ctx, b, clip, fps, "cam0", "cam1", "cam2", "cam3")
 	for _, prof := range []struct {
 		name string
 		cams int

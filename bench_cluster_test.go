@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/cluster/netcut"
-	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/ingest/rtsptest"
 )
 
@@ -34,23 +33,16 @@ import (
 func BenchmarkClusterReplication(b *testing.B) {
 	const cams, window = 16, 30 * time.Second
 	clip, fps := clusterBenchClip(b)
-	data, err := os.ReadFile(clip)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src, err := ingest.NewDemoSource(data, float64(fps))
-	if err != nil {
-		b.Fatal(err)
-	}
-	aus, _, sps, pps := src.Clip()
-	rl := rtsptest.StartRelay(b, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var names []string
 	var camCfg strings.Builder
 	camCfg.WriteString("cameras:\n")
 	for i := range cams {
-		name := fmt.Sprintf("cam%02d", i)
-		go rtsptest.Publish(ctx, b, rl.URL(name), aus, sps, pps, fps, 0)
+		names = append(names, fmt.Sprintf("cam%02d", i))
+	}
+	rl := publishCameras(ctx, b, clip, fps, names...)
+	for _, name := range names {
 		fmt.Fprintf(&camCfg, "  - stream: %s\n    url: %s\n    transport: tcp\n    retention_hours: 1\n", name, rl.URL(name))
 	}
 	dir := b.TempDir()

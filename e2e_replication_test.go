@@ -148,17 +148,7 @@ func nodeOf(t *testing.T, number string) uint16 {
 // gossip[i] is what box i binds; advertise[i] (if set) what it tells peers.
 func startCameraCluster(t *testing.T, ctx context.Context, n int, nw clusterNet) []*clusterBox {
 	t.Helper()
-	clip, err := os.ReadFile("testdata/demo.h264")
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, err := ingest.NewDemoSource(clip, 15)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, _, sps, pps := demo.Clip()
-	rl := rtsptest.StartRelay(t, "")
-	go rtsptest.Publish(ctx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+	rl := publishCameras(ctx, t, "testdata/demo.h264", 15, "cam")
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kvsedge.yaml")
@@ -543,4 +533,24 @@ func TestClusterNetworkCut(t *testing.T) {
 			t.Fatalf("fragment %s listed twice", final[i])
 		}
 	}
+}
+
+// publishCameras starts an RTSP relay and, until ctx ends, one simulated
+// camera per path looping the H.264 clip at fps.
+func publishCameras(ctx context.Context, tb testing.TB, clip string, fps int, paths ...string) *rtsptest.Relay {
+	tb.Helper()
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	src, err := ingest.NewDemoSource(data, float64(fps))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	aus, _, sps, pps := src.Clip()
+	rl := rtsptest.StartRelay(tb, "")
+	for _, p := range paths {
+		go rtsptest.Publish(ctx, tb, rl.URL(p), aus, sps, pps, fps, 0)
+	}
+	return rl
 }

@@ -121,9 +121,6 @@ func (c *Cluster) VerifyPeer(method, requestURI, header string, body []byte) err
 	return err
 }
 
-// PeerSignatureHeader is the header a peer request's signature travels in.
-const PeerSignatureHeader = peerHeader
-
 // Forward sends a client's request body to another node's ForwardPrefix
 // route for path; the caller relays the response.
 func (c *Cluster) Forward(ctx context.Context, base, path string, body []byte) (*http.Response, error) {

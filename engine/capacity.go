@@ -408,7 +408,7 @@ func (e *Engine) deleteStep(s *stream) (int, int64, bool) {
 		return 0, 0, false
 	}
 	s.persistMu.RLock()
-	n, b, err := e.db.DeleteBeforeBytes(s.id, cutoff)
+	n, b, err := e.db.DeleteBefore(s.id, cutoff)
 	s.persistMu.RUnlock()
 	s.bytes.Add(-b) // what was deleted, even if removing its segments failed
 	if err != nil {

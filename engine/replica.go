@@ -27,9 +27,6 @@ import (
 // ErrBadReplica: a fragment from a peer whose bytes do not match its meta.
 var ErrBadReplica = errors.New("engine: replicated fragment does not match its meta")
 
-// NodeID is this node's id in fragment numbers.
-func (e *Engine) NodeID() uint16 { return e.opts.NodeID }
-
 // Streams returns every stream's snapshot, by name.
 func (e *Engine) Streams() []*StreamInfo {
 	out, _ := e.ListStreams("", "", 0)

@@ -49,7 +49,7 @@ func (e *Engine) SweepRetention() {
 			continue // the whole stream is on hold
 		}
 		s.persistMu.RLock()
-		n, b, err := e.db.DeleteBeforeBytes(s.id, cutoff)
+		n, b, err := e.db.DeleteBefore(s.id, cutoff)
 		s.persistMu.RUnlock()
 		s.bytes.Add(-b) // what was deleted, even if removing its segments failed
 		if err != nil {

@@ -369,16 +369,10 @@ func (d *DB) LastAtOrBefore(id StreamID, idx TimeIndex, ms int64) (FragmentMeta,
 // index and point deletions of the producer-index entries (producer time
 // need not follow server time). The engine keeps server timestamps
 // non-decreasing in fragment-number order per stream, so the fragments
-// before the cutoff are exactly a prefix of the fragment table. It returns how many fragments went. The
-// batch is not synced: a deletion lost to a crash is redone next time.
-func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, error) {
-	n, _, err := d.DeleteBeforeBytes(id, cutoffMs)
-	return n, err
-}
-
-// DeleteBeforeBytes is DeleteBefore that also returns the media bytes of
-// the fragments deleted.
-func (d *DB) DeleteBeforeBytes(id StreamID, cutoffMs int64) (int, int64, error) {
+// before the cutoff are exactly a prefix of the fragment table. It returns
+// how many fragments went and their media bytes. The batch is synced before
+// any segment is unlinked, so no index entry outlives its media.
+func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, int64, error) {
 	var (
 		n       int
 		bytes   int64

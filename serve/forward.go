@@ -69,7 +69,7 @@ func (s *Server) servePeerPath(ctx *fasthttp.RequestCtx, path string) {
 	s.handle(ctx)
 }
 
-// peerSignatureHeader mirrors cluster.PeerSignatureHeader.
+// peerSignatureHeader is the peer signature's header (cluster/FORMAT.md).
 const peerSignatureHeader = "X-Kvsedge-Peer"
 
 // forward relays the request to the stream's holder when this node does
