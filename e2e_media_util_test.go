@@ -34,6 +34,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // ---------------------------------------------------------------------------
@@ -1497,7 +1498,7 @@ func mkvinfo(t *testing.T, path string) {
 	}
 }
 
-const testdataDir = "../shared/testdata"
+var testdataDir = fixture.Dir()
 
 func loadCapture(t *testing.T, name string) *producerBody {
 	t.Helper()

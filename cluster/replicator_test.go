@@ -14,6 +14,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/valyala/fasthttp"
 )
@@ -78,7 +79,7 @@ func (n *replNode) numbers(t *testing.T, stream string) []lsm.FragNum {
 
 func captured(t *testing.T) []*mkv.Fragment {
 	t.Helper()
-	data, err := os.ReadFile("../../shared/testdata/real-producer-h264-aac-relative.mkv")
+	data, err := os.ReadFile(fixture.Path(fixture.RelativeH264AAC + ".mkv"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,10 +23,11 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
-const benchCapture = "../../shared/testdata/real-producer-h264-absolute.mkv"
+var benchCapture = fixture.Path(fixture.AbsoluteH264 + ".mkv")
 
 // benchTemplates parses the real producer's absolute capture once into
 // fragments whose copies the benchmarks feed to Receive. The templates

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -51,7 +52,7 @@ func openMedia(t *testing.T, fs vfs.FS, clock Clock, ring int) (*lsm.DB, *Engine
 // captureFragments parses a captured producer upload into fragments.
 func captureFragments(t testing.TB) []*mkv.Fragment {
 	t.Helper()
-	data, err := os.ReadFile("../../shared/testdata/real-producer-h264-aac-relative.mkv")
+	data, err := os.ReadFile(fixture.Path(fixture.RelativeH264AAC + ".mkv"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,10 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/serve/sigv4"
 )
-
-const testdataDir = "../../shared/testdata/"
 
 type capture struct {
 	data   []byte
@@ -32,27 +29,11 @@ type capture struct {
 
 func loadCapture(t testing.TB, name string) capture {
 	t.Helper()
-	data, err := os.ReadFile(testdataDir + name + ".mkv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tsv, err := os.ReadFile(testdataDir + name + ".chunks.tsv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := capture{data: data}
-	for _, line := range strings.Split(string(tsv), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		n, err1 := strconv.Atoi(f[1])
-		d, err2 := strconv.Atoi(f[2])
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		c.sizes = append(c.sizes, n)
-		c.delays = append(c.delays, time.Duration(d)*time.Millisecond)
+	fc := fixture.LoadCapture(t, name)
+	c := capture{data: fc.Body}
+	for _, ch := range fc.Chunks {
+		c.sizes = append(c.sizes, ch.Size)
+		c.delays = append(c.delays, ch.Delay)
 	}
 	return c
 }

@@ -1,17 +1,14 @@
 package mkv
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
-)
 
-const testdataDir = "../../../shared/testdata/"
+	"github.com/kvsedge/kvsedge/internal/fixture"
+)
 
 // chunkedReader returns data in the sizes recorded in a .chunks.tsv, so
 // elements straddle reads exactly as they did on the wire.
@@ -37,29 +34,8 @@ func (c *chunkedReader) Read(p []byte) (int, error) {
 
 func loadCapture(t testing.TB, name string) ([]byte, []int) {
 	t.Helper()
-	data, err := os.ReadFile(testdataDir + name + ".mkv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(testdataDir + name + ".chunks.tsv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var sizes []int
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		n, err := strconv.Atoi(fields[1])
-		if err != nil {
-			continue // header line
-		}
-		sizes = append(sizes, n)
-	}
-	return data, sizes
+	c := fixture.LoadCapture(t, name)
+	return c.Body, c.Sizes()
 }
 
 type parsed struct {
@@ -322,7 +298,7 @@ func TestReaderErrors(t *testing.T) {
 }
 
 func FuzzReader(f *testing.F) {
-	data, err := os.ReadFile(testdataDir + "real-producer-h264-aac-relative.mkv")
+	data, err := os.ReadFile(fixture.Path(fixture.RelativeH264AAC + ".mkv"))
 	if err == nil {
 		f.Add(data[:min(len(data), 20000)])
 	}

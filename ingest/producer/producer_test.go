@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/kvsedge/kvsedge/serve"
 )
@@ -107,7 +108,7 @@ func (p *cutProxy) serve() {
 
 func TestPutReconnectsAndResendsWithoutDuplicates(t *testing.T) {
 	addr, eng := startKVS(t)
-	data, err := os.ReadFile("../../../shared/testdata/real-producer-h264-aac-relative.mkv")
+	data, err := os.ReadFile(fixture.Path(fixture.RelativeH264AAC + ".mkv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func (s slowReader) Read(p []byte) (int, error) {
 func TestPutRefusedStream(t *testing.T) {
 	addr, _ := startKVS(t)
 	p, _ := New(Config{Endpoint: "http://" + addr, StreamName: "missing", Credentials: credentials.NewStaticCredentialsProvider(akid, secret, "")})
-	data, _ := os.ReadFile("../../../shared/testdata/real-producer-h264-aac-relative.mkv")
+	data, _ := os.ReadFile(fixture.Path(fixture.RelativeH264AAC + ".mkv"))
 	_, err := p.Put(context.Background(), bytes.NewReader(data), Options{})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("ResourceNotFoundException")) {
 		t.Fatalf("Put to a missing stream: %v", err)
