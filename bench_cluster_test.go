@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvsedge/kvsedge/cluster/netcut"
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
+	"github.com/kvsedge/kvsedge/internal/netcut"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 // BenchmarkClusterReplication runs three kvsedge processes recording 16

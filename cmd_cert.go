@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kvsedge/kvsedge/serve/tlsca"
+	"github.com/kvsedge/kvsedge/internal/tlsca"
 	"github.com/spf13/pflag"
 )
 

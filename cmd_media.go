@@ -27,7 +27,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/ingest/producer"
+	"github.com/kvsedge/kvsedge/producer"
 	"github.com/spf13/pflag"
 )
 

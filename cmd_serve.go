@@ -22,9 +22,8 @@ import (
 	"github.com/kvsedge/kvsedge/cluster"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/ingest"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/tlsca"
 	"github.com/kvsedge/kvsedge/serve"
-	"github.com/kvsedge/kvsedge/serve/tlsca"
 	"github.com/spf13/pflag"
 )
 
@@ -56,18 +55,6 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	if cfg.MemoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimitMiB) << 20)
 	}
-	db, err := lsm.Open(lsm.Options{
-		Dir:           cfg.DataDir,
-		CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
-		MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
-		SyncWindow:    cfg.Storage.SyncWindow,
-		SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
-		Logger:        log,
-	})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	nodeName := cfg.Cluster.NodeName
 	if nodeName == "" {
 		nodeName, _ = os.Hostname()
@@ -76,7 +63,14 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	if nodeID == 0 && cfg.Cluster.Bind != "" {
 		nodeID = cluster.NodeID(nodeName)
 	}
-	eng, err := engine.Open(db, engine.Options{
+	eng, err := engine.Open(engine.Options{
+		Store: engine.StoreOptions{
+			Dir:           cfg.DataDir,
+			CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
+			MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
+			SyncWindow:    cfg.Storage.SyncWindow,
+			SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
+		},
 		NodeID:             nodeID,
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
@@ -91,6 +85,7 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 	if err != nil {
 		return err
 	}
+	defer eng.Close()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -195,7 +190,7 @@ func serveUntil(ctx context.Context, cfg *Config, fs *pflag.FlagSet, log *slog.L
 		}
 		defer stop()
 	}
-	opts.Metrics = newMetricsRegistry(&boxCollector{eng: eng, db: db, cams: cams, peers: peers})
+	opts.Metrics = newMetricsRegistry(&boxCollector{eng: eng, cams: cams, peers: peers})
 	if peers != nil {
 		opts.Readiness = map[string]serve.ReadinessCheck{"cluster": func() string {
 			if !peers.HasQuorum() {

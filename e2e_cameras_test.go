@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/kvsedge/kvsedge/ingest"
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 type cameraStates struct {

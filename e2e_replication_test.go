@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvsedge/kvsedge/cluster/netcut"
+	"github.com/kvsedge/kvsedge/internal/netcut"
 	"github.com/kvsedge/kvsedge/ingest"
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
+	fragnum "github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // clusterBox is one kvsedge process of a test cluster.
@@ -136,7 +136,7 @@ func subset(a, b []string) (string, bool) {
 
 func nodeOf(t *testing.T, number string) uint16 {
 	t.Helper()
-	n, err := lsm.ParseFragNum(number)
+	n, err := fragnum.ParseNumber(number)
 	if err != nil {
 		t.Fatal(err)
 	}

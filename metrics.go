@@ -4,7 +4,6 @@ import (
 	"github.com/kvsedge/kvsedge/cluster"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/ingest"
-	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -14,7 +13,6 @@ import (
 // part that owns it).
 type boxCollector struct {
 	eng   *engine.Engine
-	db    *lsm.DB
 	cams  *ingest.Manager
 	peers *cluster.Cluster // nil without a cluster
 }
@@ -108,7 +106,7 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mRefusing, refusing)
 	gauge(mCapacityDeleted, float64(cp.DeletedBytes))
 
-	ss := c.db.Stats()
+	ss := c.eng.StoreStats()
 	gauge(mWriteAmp, ss.WriteAmplification())
 	counter(mStoreWritten, float64(ss.MediaBytes), "media")
 	counter(mStoreWritten, float64(ss.WALBytes), "wal")

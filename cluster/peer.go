@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/valyala/fasthttp"
 )
@@ -156,24 +157,24 @@ type frameReader struct {
 
 // next returns the next fragment (media in a pooled buffer the caller
 // passes to ImportFragment), or io.EOF at an end frame.
-func (fr *frameReader) next() (lsm.FragmentMeta, []byte, []byte, error) {
+func (fr *frameReader) next() (fragment.Meta, []byte, []byte, error) {
 	for {
 		t, err := fr.r.ReadByte()
 		if err != nil {
-			return lsm.FragmentMeta{}, nil, nil, err
+			return fragment.Meta{}, nil, nil, err
 		}
 		switch t {
 		case frameKeepalive:
 			continue
 		case frameEnd:
-			return lsm.FragmentMeta{}, nil, nil, io.EOF
+			return fragment.Meta{}, nil, nil, io.EOF
 		case frameFragment:
 		default:
-			return lsm.FragmentMeta{}, nil, nil, fmt.Errorf("cluster: unknown frame type %d", t)
+			return fragment.Meta{}, nil, nil, fmt.Errorf("cluster: unknown frame type %d", t)
 		}
 		b := fr.buf[1:]
 		if _, err := io.ReadFull(fr.r, b); err != nil {
-			return lsm.FragmentMeta{}, nil, nil, err
+			return fragment.Meta{}, nil, nil, err
 		}
 		m, err := lsm.DecodeMeta(b[:lsm.MetaLen])
 		if err != nil {
@@ -281,9 +282,9 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 		return
 	}
 	ref = engine.StreamRef{ARN: info.ARN}
-	var after lsm.FragNum
+	var after fragment.Number
 	if a := args.Peek("after"); len(a) > 0 {
-		if after, err = lsm.ParseFragNum(string(a)); err != nil {
+		if after, err = fragment.ParseNumber(string(a)); err != nil {
 			ctx.Error("bad after: "+err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -296,7 +297,7 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 		}
 		out := make([]byte, 0, 14*min(limit, 4096))
 		n := 0
-		err := p.eng.FragmentNumbers(ref, after, func(f lsm.FragNum) bool {
+		err := p.eng.FragmentNumbers(ref, after, func(f fragment.Number) bool {
 			if n == limit {
 				ctx.Response.Header.Set("X-Kvsedge-More", "1")
 				return false
@@ -312,13 +313,13 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 		ctx.SetContentType("application/octet-stream")
 		ctx.SetBody(out)
 	case "fetch":
-		if len(body)%lsm.FragNumLen != 0 || len(body) > 1000*lsm.FragNumLen {
+		if len(body)%fragment.NumberLen != 0 || len(body) > 1000*fragment.NumberLen {
 			ctx.Error("fetch takes up to 1000 fragment numbers of 14 bytes", http.StatusBadRequest)
 			return
 		}
-		nums := make([]lsm.FragNum, len(body)/lsm.FragNumLen)
+		nums := make([]fragment.Number, len(body)/fragment.NumberLen)
 		for i := range nums {
-			copy(nums[i][:], body[i*lsm.FragNumLen:])
+			copy(nums[i][:], body[i*fragment.NumberLen:])
 		}
 		ctx.SetContentType("application/octet-stream")
 		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {

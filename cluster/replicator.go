@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // TagReplicationFactor is the stream tag that sets how many nodes hold a
@@ -88,7 +88,7 @@ type streamRepl struct {
 	under int
 	// synced: peers the last comparison with succeeded, and the number
 	// up to which it went.
-	synced   map[string]lsm.FragNum
+	synced   map[string]fragment.Number
 	lastSync time.Time
 }
 
@@ -272,7 +272,7 @@ func (r *Replicator) reconcileTails() {
 func (r *Replicator) state(stream string) *streamRepl {
 	st := r.streams[stream]
 	if st == nil {
-		st = &streamRepl{synced: map[string]lsm.FragNum{}}
+		st = &streamRepl{synced: map[string]fragment.Number{}}
 		r.streams[stream] = st
 	}
 	return st
@@ -402,13 +402,13 @@ func (r *Replicator) antiEntropyLoop() {
 func (r *Replicator) antiEntropy(full bool) {
 	for stream, others := range r.held() {
 		missing, ok := 0, true
-		under := map[lsm.FragNum]struct{}{}
+		under := map[fragment.Number]struct{}{}
 		for _, p := range others {
 			r.mu.Lock()
 			from, synced := r.state(stream).synced[p.Name]
 			r.mu.Unlock()
 			if full || !synced {
-				from = lsm.FragNum{}
+				from = fragment.Number{}
 			}
 			n, upTo, absent, err := r.compare(stream, p, from)
 			missing += n
@@ -444,17 +444,17 @@ func (r *Replicator) antiEntropy(full bool) {
 // this node lacks, and returns how many were missing here, the last number
 // compared, and the numbers after `from` that this node holds and the
 // peer lacks (under-replicated, including those still on their way).
-func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int, lsm.FragNum, []lsm.FragNum, error) {
+func (r *Replicator) compare(stream string, peer Member, from fragment.Number) (int, fragment.Number, []fragment.Number, error) {
 	ref, err := r.ref(stream)
 	if err != nil {
 		return 0, from, nil, err
 	}
 	missing, upTo := 0, from
-	var absent []lsm.FragNum
+	var absent []fragment.Number
 	// absentBetween adds the local numbers in (lo, hi] (hi zero: no bound)
 	// that are not in theirs.
-	absentBetween := func(lo, hi lsm.FragNum, theirs map[lsm.FragNum]struct{}) error {
-		return r.eng.FragmentNumbers(ref, lo, func(n lsm.FragNum) bool {
+	absentBetween := func(lo, hi fragment.Number, theirs map[fragment.Number]struct{}) error {
+		return r.eng.FragmentNumbers(ref, lo, func(n fragment.Number) bool {
 			if !hi.IsZero() && n.Compare(hi) > 0 {
 				return false
 			}
@@ -472,21 +472,21 @@ func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int,
 			cancel()
 			return missing, from, nil, err
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 10000*lsm.FragNumLen+1))
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 10000*fragment.NumberLen+1))
 		more := resp.Header.Get("X-Kvsedge-More") != ""
 		resp.Body.Close()
 		cancel()
 		if err != nil {
 			return missing, from, nil, err
 		}
-		if len(body)%lsm.FragNumLen != 0 {
+		if len(body)%fragment.NumberLen != 0 {
 			return missing, from, nil, fmt.Errorf("peer sent %d bytes of fragment numbers", len(body))
 		}
-		var want []lsm.FragNum
-		theirs := make(map[lsm.FragNum]struct{}, len(body)/lsm.FragNumLen)
+		var want []fragment.Number
+		theirs := make(map[fragment.Number]struct{}, len(body)/fragment.NumberLen)
 		pageFrom := upTo
-		for i := 0; i < len(body); i += lsm.FragNumLen {
-			var n lsm.FragNum
+		for i := 0; i < len(body); i += fragment.NumberLen {
+			var n fragment.Number
 			copy(n[:], body[i:])
 			upTo = n
 			theirs[n] = struct{}{}
@@ -511,7 +511,7 @@ func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int,
 		}
 		if !more {
 			// What this node holds beyond the peer's newest.
-			if err := absentBetween(upTo, lsm.FragNum{}, nil); err != nil {
+			if err := absentBetween(upTo, fragment.Number{}, nil); err != nil {
 				return missing, from, nil, err
 			}
 			return missing, upTo, absent, nil
@@ -520,8 +520,8 @@ func (r *Replicator) compare(stream string, peer Member, from lsm.FragNum) (int,
 }
 
 // fetch copies the given fragments from peer.
-func (r *Replicator) fetch(stream string, peer Member, nums []lsm.FragNum) error {
-	body := make([]byte, 0, len(nums)*lsm.FragNumLen)
+func (r *Replicator) fetch(stream string, peer Member, nums []fragment.Number) error {
+	body := make([]byte, 0, len(nums)*fragment.NumberLen)
 	for _, n := range nums {
 		body = append(body, n[:]...)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/valyala/fasthttp"
 )
 
@@ -30,11 +30,7 @@ type replNode struct {
 func startReplNode(t *testing.T, name string, nodeID uint16, seeds []string, key []byte) *replNode {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: t.TempDir(), Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.Open(db, engine.Options{NodeID: nodeID, Logger: log, RingBytesPerStream: 4 << 20})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, NodeID: nodeID, Logger: log, RingBytesPerStream: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +53,7 @@ func startReplNode(t *testing.T, name string, nodeID uint16, seeds []string, key
 		stop()
 		_ = c.Close()
 		_ = srv.Shutdown()
-		_ = db.Close()
+		_ = eng.Close()
 	})
 	return n
 }
@@ -67,10 +63,10 @@ func (n *replNode) gossipAddr() string {
 	return net.JoinHostPort(m.Addr.String(), fmt.Sprint(m.Port))
 }
 
-func (n *replNode) numbers(t *testing.T, stream string) []lsm.FragNum {
+func (n *replNode) numbers(t *testing.T, stream string) []fragment.Number {
 	t.Helper()
-	var out []lsm.FragNum
-	err := n.eng.FragmentNumbers(engine.StreamRef{Name: stream}, lsm.FragNum{}, func(f lsm.FragNum) bool { out = append(out, f); return true })
+	var out []fragment.Number
+	err := n.eng.FragmentNumbers(engine.StreamRef{Name: stream}, fragment.Number{}, func(f fragment.Number) bool { out = append(out, f); return true })
 	if err != nil {
 		return nil
 	}
@@ -99,14 +95,14 @@ func captured(t *testing.T) []*mkv.Fragment {
 	}
 }
 
-func ingestInto(t *testing.T, e *engine.Engine, stream string, frags []*mkv.Fragment) []lsm.FragNum {
+func ingestInto(t *testing.T, e *engine.Engine, stream string, frags []*mkv.Fragment) []fragment.Number {
 	t.Helper()
 	sess, err := e.BeginIngest(engine.StreamRef{Name: stream})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	var nums []lsm.FragNum
+	var nums []fragment.Number
 	for _, f := range frags {
 		c := *f
 		c.Buf = append(engine.NewMediaBuffer(), f.Buf...)
@@ -126,7 +122,7 @@ func ingestInto(t *testing.T, e *engine.Engine, stream string, frags []*mkv.Frag
 	return nums
 }
 
-func equalNums(a, b []lsm.FragNum) bool {
+func equalNums(a, b []fragment.Number) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -170,7 +166,7 @@ func TestReplicationTailAndAntiEntropy(t *testing.T) {
 	if nb[0].Compare(na[len(na)-1]) <= 0 {
 		t.Fatalf("b numbered %s after a's %s", nb[0], na[len(na)-1])
 	}
-	all := append(append([]lsm.FragNum{}, na...), nb...)
+	all := append(append([]fragment.Number{}, na...), nb...)
 	waitFor(t, "b's fragments on a", 10*time.Second, func() bool { return equalNums(a.numbers(t, "cam"), all) })
 
 	// A peer with the wrong key is refused on the node-to-node path.
@@ -212,7 +208,7 @@ func TestReplicationTailAndAntiEntropy(t *testing.T) {
 			bm = m
 		}
 	}
-	_, _, absent, err := a.c.repl.compare("cam", bm, lsm.FragNum{})
+	_, _, absent, err := a.c.repl.compare("cam", bm, fragment.Number{})
 	b.c.repl.mu.Unlock()
 	if err != nil || len(absent) != 1 || absent[0] != more[0] {
 		t.Fatalf("a's comparison with b: absent there %v (want %v), %v", absent, more, err)

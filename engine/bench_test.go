@@ -24,6 +24,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -80,7 +81,7 @@ func openBenchEngine(b *testing.B, dir string, opts Options) (*lsm.DB, *Engine) 
 		b.Fatal(err)
 	}
 	opts.Logger = log
-	e, err := Open(db, opts)
+	e, err := openOn(db, opts)
 	if err != nil {
 		_ = db.Close()
 		b.Fatal(err)
@@ -409,8 +410,8 @@ func BenchmarkListFragments1hOf86400(b *testing.B) {
 	header := bytes.Repeat([]byte{0x1A}, 200)
 	put := func(i int) error {
 		w := lsm.FragmentWrite{
-			Meta: lsm.FragmentMeta{
-				Number:     lsm.MakeFragNum(uint64(base), 0, uint32(i)),
+			Meta: fragment.Meta{
+				Number:     fragment.MakeNumber(uint64(base), 0, uint32(i)),
 				ProducerMs: base + int64(i)*1000 - 250,
 				ServerMs:   base + int64(i)*1000,
 				DurationMs: 1000,
@@ -458,10 +459,10 @@ func BenchmarkListFragments1hOf86400(b *testing.B) {
 	for b.Loop() {
 		start := base + int64(hour%24)*3_600_000
 		hour++
-		var cur *lsm.TimeCursor
+		var cur *fragment.TimeCursor
 		n, calls := 0, 0
 		for {
-			page, next, err := e.ListFragments(ref, lsm.ByServerTime, start, start+3_599_999, cur, 1000)
+			page, next, err := e.ListFragments(ref, fragment.ByServerTime, start, start+3_599_999, cur, 1000)
 			if err != nil {
 				b.Fatal(err)
 			}

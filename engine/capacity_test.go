@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -15,7 +16,7 @@ func openCapacity(t *testing.T, fs vfs.FS, clock Clock, free *uint64, strategy s
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(db, Options{Clock: clock, RingBytesPerStream: 1 << 20, NodeID: 3, Capacity: CapacityOptions{
+	e, err := openOn(db, Options{Clock: clock, RingBytesPerStream: 1 << 20, NodeID: 3, Capacity: CapacityOptions{
 		DiskStat: func() (uint64, uint64, error) { return *free, 1 << 30, nil }, MinFreeBytes: 100 << 20, Strategy: strategy}})
 	if err != nil {
 		t.Fatal(err)
@@ -54,8 +55,8 @@ func TestCapacityDeletesOldestExceptHolds(t *testing.T) {
 	if rep.DeletedFragments == 0 || rep.DeletedBytes > before/4+int64(len(frags[0].Buf))*int64(len(frags)) {
 		t.Fatalf("first sweep below the minimum: %+v (stored %d)", rep, before)
 	}
-	var held []lsm.FragNum
-	_ = e.FragmentNumbers(StreamRef{Name: "held"}, lsm.FragNum{}, func(n lsm.FragNum) bool { held = append(held, n); return true })
+	var held []fragment.Number
+	_ = e.FragmentNumbers(StreamRef{Name: "held"}, fragment.Number{}, func(n fragment.Number) bool { held = append(held, n); return true })
 	if len(held) != 3*len(frags) {
 		t.Fatalf("held stream has %d fragments, want %d", len(held), 3*len(frags))
 	}
@@ -71,8 +72,8 @@ func TestCapacityDeletesOldestExceptHolds(t *testing.T) {
 	if after := e.StoredBytes(); after < before*3/4-int64(len(frags))*(1<<20) {
 		t.Fatalf("deletion ran away: %d of %d bytes left", after, before)
 	}
-	var left []lsm.FragNum
-	_ = e.FragmentNumbers(StreamRef{Name: "old"}, lsm.FragNum{}, func(n lsm.FragNum) bool { left = append(left, n); return true })
+	var left []fragment.Number
+	_ = e.FragmentNumbers(StreamRef{Name: "old"}, fragment.Number{}, func(n fragment.Number) bool { left = append(left, n); return true })
 	if len(left) == 0 {
 		t.Fatal("the unheld stream was emptied")
 	}
@@ -120,8 +121,8 @@ func TestCapacityDoesNotTrustALostIndex(t *testing.T) {
 	if rep.DeletedFragments != 0 || !rep.Refusing || rep.Alarm == "" {
 		t.Fatalf("lost index: %+v", rep)
 	}
-	var held []lsm.FragNum
-	_ = e.FragmentNumbers(StreamRef{Name: "cam"}, lsm.FragNum{}, func(n lsm.FragNum) bool { held = append(held, n); return true })
+	var held []fragment.Number
+	_ = e.FragmentNumbers(StreamRef{Name: "cam"}, fragment.Number{}, func(n fragment.Number) bool { held = append(held, n); return true })
 	if len(held) != len(nums) {
 		t.Fatalf("%d of %d fragments left", len(held), len(nums))
 	}

@@ -18,6 +18,7 @@ import (
 type Engine struct {
 	opts    Options
 	db      *lsm.DB
+	ownsDB  bool
 	metrics metrics
 	headers headerCache
 	// retentionKick wakes the retention sweeper early (a retention
@@ -70,8 +71,38 @@ func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
 	return s
 }
 
-// Open loads every stream from db.
-func Open(db *lsm.DB, opts Options) (*Engine, error) {
+// Open opens the store in opts.Store.Dir (package lsm) and loads every
+// stream from it. Close closes both.
+func Open(opts Options) (*Engine, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	db, err := lsm.Open(opts.Store.lsmOptions(opts.Logger))
+	if err != nil {
+		return nil, err
+	}
+	e, err := openOn(db, opts)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	e.ownsDB = true
+	return e, nil
+}
+
+// Close closes the store when Open opened it. Callers stop every user of
+// the engine (servers, cameras, background loops) first.
+func (e *Engine) Close() error {
+	if !e.ownsDB {
+		return nil
+	}
+	return e.db.Close()
+}
+
+// openOn loads every stream from an open db, which the caller keeps
+// (tests open stores on crashable filesystems).
+func openOn(db *lsm.DB, opts Options) (*Engine, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)

@@ -24,7 +24,7 @@ func openMem(t *testing.T, fs vfs.FS) (*lsm.DB, *Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(db, Options{Region: "eu-west-1", AccountID: "123456789012", Logger: log,
+	e, err := openOn(db, Options{Region: "eu-west-1", AccountID: "123456789012", Logger: log,
 		Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)}})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestStreamLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	e, err := Open(db, Options{MaxStreams: 2, Logger: log})
+	e, err := openOn(db, Options{MaxStreams: 2, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

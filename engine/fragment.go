@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // Header is a session header (EBML header, Segment start, Info, Tracks) as
@@ -36,7 +36,7 @@ func (h *Header) Tracks() (*mkv.Header, error) {
 // with Release. When the last reference goes, a pooled buffer returns to
 // the pool, so a holder must not touch Media after its Release.
 type Fragment struct {
-	Meta   lsm.FragmentMeta
+	Meta   fragment.Meta
 	Header *Header
 	Media  []byte
 	// ReceivedMs is when this node had the whole fragment (epoch ms): on

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -133,22 +134,22 @@ func (sess *IngestSession) Persists() bool {
 // StartFragment numbers a fragment whose first bytes just arrived and
 // stamps its server time (non-decreasing per stream, so number order and
 // server-time order agree).
-func (sess *IngestSession) StartFragment() (lsm.FragNum, int64, error) {
+func (sess *IngestSession) StartFragment() (fragment.Number, int64, error) {
 	st := &sess.s.ingest
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err := sess.checkLocked(); err != nil {
-		return lsm.FragNum{}, 0, err
+		return fragment.Number{}, 0, err
 	}
 	if err := sess.e.admit(sess.s); err != nil {
-		return lsm.FragNum{}, 0, err
+		return fragment.Number{}, 0, err
 	}
 	if st.seq == ^uint32(0) || st.stale {
 		if err := sess.e.newTermLocked(sess.s); err != nil {
-			return lsm.FragNum{}, 0, err
+			return fragment.Number{}, 0, err
 		}
 	}
-	n := lsm.MakeFragNum(st.term, sess.e.opts.NodeID, st.seq)
+	n := fragment.MakeNumber(st.term, sess.e.opts.NodeID, st.seq)
 	st.seq++
 	now := sess.e.opts.Clock.Now().UnixMilli()
 	if now < st.lastServerMs {
@@ -179,7 +180,7 @@ type Received struct {
 	// nil and Meta is the stored one, to acknowledge with its number once
 	// AwaitDurable returns.
 	Duplicate bool
-	Meta      lsm.FragmentMeta
+	Meta      fragment.Meta
 	// original is the ring's copy of a duplicate that may still be on its
 	// way to disk (retained), or nil when it came from the archive.
 	original *Fragment
@@ -211,9 +212,9 @@ func (r *Received) AwaitDurable() error {
 // builds its metadata and publishes it to the hot ring, so live readers
 // see it before it is durable. f.Buf must come from NewMediaBuffer (or be
 // a buffer nobody else uses); the engine owns it from here on.
-func (sess *IngestSession) Receive(num lsm.FragNum, serverMs, producerMs int64, f *mkv.Fragment) (Received, error) {
+func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int64, f *mkv.Fragment) (Received, error) {
 	hdr := sess.header(f.Header)
-	meta := lsm.FragmentMeta{
+	meta := fragment.Meta{
 		Number:     num,
 		ProducerMs: producerMs,
 		ServerMs:   serverMs,
@@ -323,8 +324,8 @@ func digest(cluster []byte, frames int) (d [16]byte) {
 
 // findDuplicate looks for a fragment with the same producer timestamp and
 // digest, in the ring (not yet durable) and in the archive.
-func (e *Engine) findDuplicate(s *stream, m *lsm.FragmentMeta) (lsm.FragmentMeta, *Fragment, bool, error) {
-	var found lsm.FragmentMeta
+func (e *Engine) findDuplicate(s *stream, m *fragment.Meta) (fragment.Meta, *Fragment, bool, error) {
+	var found fragment.Meta
 	var orig *Fragment
 	s.ring.each(func(f *Fragment) bool {
 		if f.Meta.ProducerMs == m.ProducerMs && f.Meta.Digest == m.Digest && f.persisted != nil && !f.failed() {
@@ -337,7 +338,7 @@ func (e *Engine) findDuplicate(s *stream, m *lsm.FragmentMeta) (lsm.FragmentMeta
 		return orig.Meta, orig, true, nil
 	}
 	ok := false
-	err := e.db.ScanTime(s.id, lsm.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f lsm.FragmentMeta) bool {
+	err := e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f fragment.Meta) bool {
 		if f.Digest == m.Digest {
 			found, ok = f, true
 			return false

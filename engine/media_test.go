@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -42,7 +43,7 @@ func openMedia(t *testing.T, fs vfs.FS, clock Clock, ring int) (*lsm.DB, *Engine
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(db, Options{Logger: log, Clock: clock, RingBytesPerStream: ring, NodeID: 7})
+	e, err := openOn(db, Options{Logger: log, Clock: clock, RingBytesPerStream: ring, NodeID: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,14 +75,14 @@ func captureFragments(t testing.TB) []*mkv.Fragment {
 
 // ingest feeds fragments (copies: the engine owns what it receives) with
 // producer timestamps base + timecode, persisting each.
-func ingest(t *testing.T, e *Engine, name string, frags []*mkv.Fragment, base int64) []lsm.FragNum {
+func ingest(t *testing.T, e *Engine, name string, frags []*mkv.Fragment, base int64) []fragment.Number {
 	t.Helper()
 	sess, err := e.BeginIngest(StreamRef{Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	var nums []lsm.FragNum
+	var nums []fragment.Number
 	for _, f := range frags {
 		c := *f
 		c.Buf = append(NewMediaBuffer(), f.Buf...)
@@ -151,7 +152,7 @@ func TestCursorSeamsArchiveRingLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	var got []lsm.FragNum
+	var got []fragment.Number
 	for range 4 {
 		f, err := cur.Next(ctx, time.Second)
 		if err != nil {
@@ -164,7 +165,7 @@ func TestCursorSeamsArchiveRingLive(t *testing.T) {
 		f.Release()
 	}
 	// Live: two more fragments arrive while the reader waits.
-	done := make(chan []lsm.FragNum)
+	done := make(chan []fragment.Number)
 	go func() { done <- ingest(t, e, "cam", frags[4:6], 0) }()
 	for range 2 {
 		f, err := cur.Next(ctx, 5*time.Second)
@@ -207,7 +208,7 @@ func TestRetentionZeroServesFromRingOnly(t *testing.T) {
 		}
 		f.Release()
 	}
-	list, _, err := e.ListFragments(StreamRef{Name: "live"}, lsm.ByServerTime, 0, 1<<50, nil, 100)
+	list, _, err := e.ListFragments(StreamRef{Name: "live"}, fragment.ByServerTime, 0, 1<<50, nil, 100)
 	if err != nil || len(list) != 0 {
 		t.Fatalf("ListFragments of a retention-0 stream: %v, %d fragments", err, len(list))
 	}
@@ -226,7 +227,7 @@ func TestRetentionDeletesExpiredFragments(t *testing.T) {
 	recent := ingest(t, e, "cam", frags[3:], 0)
 	clock.add(45 * time.Minute) // the first batch is now 2 h 15 min old
 	e.SweepRetention()
-	list, _, err := e.ListFragments(StreamRef{Name: "cam"}, lsm.ByServerTime, 0, 1<<50, nil, 100)
+	list, _, err := e.ListFragments(StreamRef{Name: "cam"}, fragment.ByServerTime, 0, 1<<50, nil, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestRetentionDeletesExpiredFragments(t *testing.T) {
 	// Decreasing retention deletes what it makes expired.
 	clock.add(20 * time.Minute) // the recent batch is now 65 min old
 	e.SweepRetention()
-	if list, _, _ = e.ListFragments(StreamRef{Name: "cam"}, lsm.ByServerTime, 0, 1<<50, nil, 100); len(list) != len(recent) {
+	if list, _, _ = e.ListFragments(StreamRef{Name: "cam"}, fragment.ByServerTime, 0, 1<<50, nil, 100); len(list) != len(recent) {
 		t.Fatalf("2 h retention deleted fragments 65 min old: %d left", len(list))
 	}
 	info, _ := e.Stream(StreamRef{Name: "cam"})
@@ -251,7 +252,7 @@ func TestRetentionDeletesExpiredFragments(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.SweepRetention()
-	list, _, _ = e.ListFragments(StreamRef{Name: "cam"}, lsm.ByProducerTime, -1<<50, 1<<50, nil, 100)
+	list, _, _ = e.ListFragments(StreamRef{Name: "cam"}, fragment.ByProducerTime, -1<<50, 1<<50, nil, 100)
 	if len(list) != 0 {
 		t.Fatalf("%d fragments older than the new 1 h retention remain (producer index)", len(list))
 	}
@@ -290,7 +291,7 @@ func TestDeleteStreamEndsIngestAndReaders(t *testing.T) {
 	if _, _, err := sess.StartFragment(); !errors.Is(err, ErrStreamDeleted) {
 		t.Fatalf("StartFragment after delete: %v", err)
 	}
-	if _, _, ok, _ := db.NextFragment(info.ID, lsm.FragNum{}, lsm.FragNum{}, nil); ok {
+	if _, _, ok, _ := db.NextFragment(info.ID, fragment.Number{}, fragment.Number{}, nil); ok {
 		t.Fatal("media of a deleted stream is still stored")
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"time"
+
+	"github.com/kvsedge/kvsedge/lsm"
 )
 
 // Options configures an Engine.
@@ -25,6 +28,8 @@ type Options struct {
 	RingBytesPerStream int
 	// Capacity configures the capacity controller (capacity.go).
 	Capacity CapacityOptions
+	// Store configures the store Open opens.
+	Store StoreOptions
 	// Clock defaults to SystemClock.
 	Clock Clock
 	// Logger defaults to slog.Default().
@@ -73,8 +78,44 @@ func (o *Options) Validate() error {
 	if o.Capacity.Strategy != StrategyDeleteOldest && o.Capacity.Strategy != StrategyDenyNew {
 		errs = append(errs, fmt.Errorf("capacity strategy %q is not %s or %s", o.Capacity.Strategy, StrategyDeleteOldest, StrategyDenyNew))
 	}
+	errs = append(errs, o.Store.validate()...)
 	if o.MaxStreams < 1 {
 		errs = append(errs, fmt.Errorf("max streams %d must be at least 1", o.MaxStreams))
 	}
 	return errors.Join(errs...)
+}
+
+// StoreOptions configures the fragment store (package lsm) that Open opens.
+// Zero values take lsm's defaults.
+type StoreOptions struct {
+	// Dir is the data directory. Required by Open.
+	Dir string
+	// CacheBytes is Pebble's block cache (default 32 MiB).
+	CacheBytes int64
+	// MemTableBytes is one Pebble memtable (default 16 MiB).
+	MemTableBytes uint64
+	// SyncWindow groups the syncs of fragments finishing within it (SD
+	// cards); zero syncs each fragment at once.
+	SyncWindow time.Duration
+	// SegmentBytes is the size of one media segment file (default 64 MiB).
+	SegmentBytes int64
+}
+
+func (s StoreOptions) lsmOptions(log *slog.Logger) lsm.Options {
+	return lsm.Options{Dir: s.Dir, CacheBytes: s.CacheBytes, MemTableBytes: s.MemTableBytes,
+		SyncWindow: s.SyncWindow, SegmentBytes: s.SegmentBytes, Logger: log}
+}
+
+func (s StoreOptions) validate() []error {
+	var errs []error
+	if s.CacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("store cache %d bytes is negative", s.CacheBytes))
+	}
+	if s.SyncWindow < 0 {
+		errs = append(errs, fmt.Errorf("store sync window %v is negative", s.SyncWindow))
+	}
+	if s.SegmentBytes < 0 {
+		errs = append(errs, fmt.Errorf("store segment size %d bytes is negative", s.SegmentBytes))
+	}
+	return errs
 }

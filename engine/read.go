@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -68,7 +69,7 @@ func (e *Engine) storedHeader(s *stream, id uint64) (*Header, error) {
 	return h, nil
 }
 
-func (e *Engine) archived(s *stream, m lsm.FragmentMeta, media []byte) (*Fragment, error) {
+func (e *Engine) archived(s *stream, m fragment.Meta, media []byte) (*Fragment, error) {
 	h, err := e.storedHeader(s, m.HeaderID)
 	if err != nil {
 		putMediaBuffer(media)
@@ -83,7 +84,7 @@ func (e *Engine) archived(s *stream, m lsm.FragmentMeta, media []byte) (*Fragmen
 
 // Fragment returns one fragment by number, from the ring or the archive,
 // retained for the caller.
-func (e *Engine) Fragment(ref StreamRef, n lsm.FragNum) (*Fragment, error) {
+func (e *Engine) Fragment(ref StreamRef, n fragment.Number) (*Fragment, error) {
 	s, _, err := e.lookup(ref)
 	if err != nil {
 		return nil, err
@@ -107,7 +108,7 @@ func (e *Engine) Fragment(ref StreamRef, n lsm.FragNum) (*Fragment, error) {
 
 // HasFragment reports whether the stream holds fragment n (in the ring or
 // the archive).
-func (e *Engine) HasFragment(ref StreamRef, n lsm.FragNum) (bool, error) {
+func (e *Engine) HasFragment(ref StreamRef, n fragment.Number) (bool, error) {
 	s, _, err := e.lookup(ref)
 	if err != nil {
 		return false, err
@@ -142,7 +143,7 @@ const (
 // Start positions a Cursor.
 type Start struct {
 	Kind   StartKind
-	Number lsm.FragNum
+	Number fragment.Number
 	Ms     int64
 }
 
@@ -152,7 +153,7 @@ type Start struct {
 type Cursor struct {
 	e     *Engine
 	s     *stream
-	after lsm.FragNum
+	after fragment.Number
 }
 
 // OpenCursor positions a cursor on a stream.
@@ -194,7 +195,7 @@ func (e *Engine) OpenCursor(ref StreamRef, st Start) (*Cursor, error) {
 
 // predecessor returns a number just below n, so "after predecessor(n)"
 // starts at n.
-func predecessor(n lsm.FragNum) lsm.FragNum {
+func predecessor(n fragment.Number) fragment.Number {
 	for i := len(n) - 1; i >= 0; i-- {
 		n[i]--
 		if n[i] != 0xFF {
@@ -207,12 +208,12 @@ func predecessor(n lsm.FragNum) lsm.FragNum {
 // fragmentAt finds the fragment containing ms (its start ≤ ms < start +
 // duration), else the first starting after ms, in the archive and then the
 // ring.
-func (e *Engine) fragmentAt(s *stream, server bool, ms int64) (lsm.FragNum, bool, error) {
-	idx := lsm.ByProducerTime
+func (e *Engine) fragmentAt(s *stream, server bool, ms int64) (fragment.Number, bool, error) {
+	idx := fragment.ByProducerTime
 	if server {
-		idx = lsm.ByServerTime
+		idx = fragment.ByServerTime
 	}
-	stamp := func(m *lsm.FragmentMeta) int64 {
+	stamp := func(m *fragment.Meta) int64 {
 		if server {
 			return m.ServerMs
 		}
@@ -220,19 +221,19 @@ func (e *Engine) fragmentAt(s *stream, server bool, ms int64) (lsm.FragNum, bool
 	}
 	m, ok, err := e.db.LastAtOrBefore(s.id, idx, ms)
 	if err != nil {
-		return lsm.FragNum{}, false, fmt.Errorf("engine: %w", err)
+		return fragment.Number{}, false, fmt.Errorf("engine: %w", err)
 	}
 	if ok && stamp(&m)+int64(m.DurationMs) > ms {
 		return m.Number, true, nil
 	}
-	var found lsm.FragNum
+	var found fragment.Number
 	have := false
-	err = e.db.ScanTime(s.id, idx, ms, 1<<62, nil, func(m lsm.FragmentMeta) bool {
+	err = e.db.ScanTime(s.id, idx, ms, 1<<62, nil, func(m fragment.Meta) bool {
 		found, have = m.Number, true
 		return false
 	})
 	if err != nil {
-		return lsm.FragNum{}, false, fmt.Errorf("engine: %w", err)
+		return fragment.Number{}, false, fmt.Errorf("engine: %w", err)
 	}
 	if have {
 		return found, true, nil
@@ -266,7 +267,7 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 			return nil, ErrStreamDeleted
 		}
 		notify := r.notify
-		var oldest lsm.FragNum
+		var oldest fragment.Number
 		if len(r.frags) > 0 {
 			oldest = r.frags[0].Meta.Number
 		}
@@ -327,18 +328,18 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 
 // Position is the number of the last fragment Next returned (or the
 // starting point).
-func (c *Cursor) Position() lsm.FragNum { return c.after }
+func (c *Cursor) Position() fragment.Number { return c.after }
 
 // Newest is the number of the newest fragment the stream has received.
-func (c *Cursor) Newest() lsm.FragNum { return c.s.ring.newest() }
+func (c *Cursor) Newest() fragment.Number { return c.s.ring.newest() }
 
 // TimeSelector chooses the index ListFragments scans.
-type TimeSelector = lsm.TimeIndex
+type TimeSelector = fragment.TimeIndex
 
 // ListFragments returns up to limit fragments whose timestamp (producer or
 // server, per idx) lies in [startMs, endMs], resuming after cursor, and
 // the cursor to resume from (nil at the end).
-func (e *Engine) ListFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs int64, cursor *lsm.TimeCursor, limit int) ([]lsm.FragmentMeta, *lsm.TimeCursor, error) {
+func (e *Engine) ListFragments(ref StreamRef, idx fragment.TimeIndex, startMs, endMs int64, cursor *fragment.TimeCursor, limit int) ([]fragment.Meta, *fragment.TimeCursor, error) {
 	s, _, err := e.lookup(ref)
 	if err != nil {
 		return nil, nil, err
@@ -346,9 +347,9 @@ func (e *Engine) ListFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs 
 	if limit < 1 {
 		limit = 1
 	}
-	var out []lsm.FragmentMeta
+	var out []fragment.Meta
 	more := false
-	err = e.db.ScanTime(s.id, idx, startMs, endMs, cursor, func(m lsm.FragmentMeta) bool {
+	err = e.db.ScanTime(s.id, idx, startMs, endMs, cursor, func(m fragment.Meta) bool {
 		if len(out) == limit {
 			more = true
 			return false
@@ -363,8 +364,8 @@ func (e *Engine) ListFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs 
 		return out, nil, nil
 	}
 	last := out[len(out)-1]
-	next := &lsm.TimeCursor{Ms: last.ServerMs, Number: last.Number}
-	if idx == lsm.ByProducerTime {
+	next := &fragment.TimeCursor{Ms: last.ServerMs, Number: last.Number}
+	if idx == fragment.ByProducerTime {
 		next.Ms = last.ProducerMs
 	}
 	return out, next, nil
@@ -390,12 +391,12 @@ func (e *Engine) SessionKey() ([]byte, error) { return e.db.SessionKey() }
 // Recent returns the stream's newest fragments (at most n), oldest first:
 // those in the hot ring (the live edge, before they are even durable) and,
 // when the ring holds fewer, the newest stored ones.
-func (e *Engine) Recent(ref StreamRef, n int) ([]lsm.FragmentMeta, error) {
+func (e *Engine) Recent(ref StreamRef, n int) ([]fragment.Meta, error) {
 	s, _, err := e.lookup(ref)
 	if err != nil {
 		return nil, err
 	}
-	var out []lsm.FragmentMeta
+	var out []fragment.Meta
 	s.ring.each(func(f *Fragment) bool {
 		out = append(out, f.Meta)
 		return true
@@ -403,15 +404,15 @@ func (e *Engine) Recent(ref StreamRef, n int) ([]lsm.FragmentMeta, error) {
 	if len(out) < n {
 		// Stored fragments of the last day, by server time.
 		now := e.opts.Clock.Now().UnixMilli()
-		var stored []lsm.FragmentMeta
-		err := e.db.ScanTime(s.id, lsm.ByServerTime, now-24*3600*1000, now+60_000, nil, func(m lsm.FragmentMeta) bool {
+		var stored []fragment.Meta
+		err := e.db.ScanTime(s.id, fragment.ByServerTime, now-24*3600*1000, now+60_000, nil, func(m fragment.Meta) bool {
 			stored = append(stored, m)
 			return true
 		})
 		if err != nil {
 			return nil, fmt.Errorf("engine: %w", err)
 		}
-		seen := make(map[lsm.FragNum]bool, len(out))
+		seen := make(map[fragment.Number]bool, len(out))
 		for _, m := range out {
 			seen[m.Number] = true
 		}
@@ -420,7 +421,7 @@ func (e *Engine) Recent(ref StreamRef, n int) ([]lsm.FragmentMeta, error) {
 				out = append(out, m)
 			}
 		}
-		slices.SortFunc(out, func(a, b lsm.FragmentMeta) int { return a.Number.Compare(b.Number) })
+		slices.SortFunc(out, func(a, b fragment.Meta) int { return a.Number.Compare(b.Number) })
 	}
 	if len(out) > n {
 		out = out[len(out)-n:]
@@ -430,7 +431,7 @@ func (e *Engine) Recent(ref StreamRef, n int) ([]lsm.FragmentMeta, error) {
 
 // ScanFragments calls fn for the fragments whose timestamp (per idx) lies
 // in [startMs, endMs], in time order, until fn returns false.
-func (e *Engine) ScanFragments(ref StreamRef, idx lsm.TimeIndex, startMs, endMs int64, fn func(lsm.FragmentMeta) bool) error {
+func (e *Engine) ScanFragments(ref StreamRef, idx fragment.TimeIndex, startMs, endMs int64, fn func(fragment.Meta) bool) error {
 	s, _, err := e.lookup(ref)
 	if err != nil {
 		return err

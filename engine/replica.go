@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
@@ -152,10 +153,10 @@ func (e *Engine) ImportStream(in *StreamInfo) (bool, error) {
 
 // LastFragmentNumber is the number of the newest fragment the stream holds
 // (ring or archive); zero when it holds none.
-func (e *Engine) LastFragmentNumber(ref StreamRef) (lsm.FragNum, error) {
+func (e *Engine) LastFragmentNumber(ref StreamRef) (fragment.Number, error) {
 	s, _, err := e.lookup(ref)
 	if err != nil {
-		return lsm.FragNum{}, err
+		return fragment.Number{}, err
 	}
 	n := s.ring.newest()
 	last, ok, err := e.db.LastFragment(s.id)
@@ -170,7 +171,7 @@ func (e *Engine) LastFragmentNumber(ref StreamRef) (lsm.FragNum, error) {
 
 // FragmentNumbers calls fn with the numbers of the stream's stored
 // fragments after `after`, in order, until fn returns false.
-func (e *Engine) FragmentNumbers(ref StreamRef, after lsm.FragNum, fn func(lsm.FragNum) bool) error {
+func (e *Engine) FragmentNumbers(ref StreamRef, after fragment.Number, fn func(fragment.Number) bool) error {
 	s, _, err := e.lookup(ref)
 	if err != nil {
 		return err
@@ -186,7 +187,7 @@ func (e *Engine) FragmentNumbers(ref StreamRef, after lsm.FragNum, fn func(lsm.F
 // it from here on); header is the fragment's session header. It reports
 // whether the fragment was new. The media is checked against the meta's
 // lengths and content digest, the header against its id.
-func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, media []byte) (stored bool, err error) {
+func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media []byte) (stored bool, err error) {
 	s, info, err := e.lookup(ref)
 	if err != nil {
 		putMediaBuffer(media)
@@ -241,7 +242,7 @@ func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, me
 
 	st := &s.ingest
 	st.mu.Lock()
-	if meta.Number.Compare(lsm.MakeFragNum(st.term, e.opts.NodeID, st.seq)) >= 0 {
+	if meta.Number.Compare(fragment.MakeNumber(st.term, e.opts.NodeID, st.seq)) >= 0 {
 		st.stale = true // the next number this node hands out needs a new term
 	}
 	st.lastServerMs = max(st.lastServerMs, meta.ServerMs)
@@ -254,3 +255,7 @@ func (e *Engine) ImportFragment(ref StreamRef, meta lsm.FragmentMeta, header, me
 	s.ring.push(frag)
 	return true, nil
 }
+
+// ContentDigest is the Meta.Digest of a fragment whose cluster is cluster
+// and holds frames frames, as ImportFragment checks it.
+func ContentDigest(cluster []byte, frames int) [16]byte { return digest(cluster, frames) }

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
 
 // replicate imports fragment n of src's stream into dst, as the cluster
 // package does with bytes from the wire.
-func replicate(t *testing.T, src, dst *Engine, name string, n lsm.FragNum) (bool, error) {
+func replicate(t *testing.T, src, dst *Engine, name string, n fragment.Number) (bool, error) {
 	t.Helper()
 	f, err := src.Fragment(StreamRef{Name: name}, n)
 	if err != nil {
@@ -90,8 +91,8 @@ func TestReplicaImportKeepsNumbersAndOrdersLaterIngest(t *testing.T) {
 			t.Fatalf("b numbered %s with node %d", n, n.Node())
 		}
 	}
-	var held []lsm.FragNum
-	if err := b.FragmentNumbers(StreamRef{Name: "cam"}, lsm.FragNum{}, func(n lsm.FragNum) bool { held = append(held, n); return true }); err != nil {
+	var held []fragment.Number
+	if err := b.FragmentNumbers(StreamRef{Name: "cam"}, fragment.Number{}, func(n fragment.Number) bool { held = append(held, n); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if len(held) != 5 {
@@ -159,7 +160,7 @@ func TestReplicaRegistryUpdatesAndTombstones(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	b2, err := Open(db2, Options{NodeID: 9, Clock: clock})
+	b2, err := openOn(db2, Options{NodeID: 9, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func openMediaNode(t *testing.T, fs vfs.FS, clock Clock, node uint16) (*lsm.DB, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(db, Options{Clock: clock, RingBytesPerStream: 1 << 20, NodeID: node})
+	e, err := openOn(db, Options{Clock: clock, RingBytesPerStream: 1 << 20, NodeID: node})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,9 @@
 package engine
 
 import (
-	"github.com/kvsedge/kvsedge/lsm"
 	"sync"
+
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // ring is a stream's hot ring: its most recent fragments, in fragment-number
@@ -81,7 +82,7 @@ func (r *ring) close() {
 
 // firstAfterLocked returns the first fragment numbered after n, or nil.
 // REQUIRES: r.mu held.
-func (r *ring) firstAfterLocked(n lsm.FragNum) *Fragment {
+func (r *ring) firstAfterLocked(n fragment.Number) *Fragment {
 	// Readers are usually at the live edge: search from the end.
 	i := len(r.frags)
 	for i > 0 && r.frags[i-1].Meta.Number.Compare(n) > 0 {
@@ -94,7 +95,7 @@ func (r *ring) firstAfterLocked(n lsm.FragNum) *Fragment {
 }
 
 // find returns the fragment numbered n, retained, or nil.
-func (r *ring) find(n lsm.FragNum) *Fragment {
+func (r *ring) find(n fragment.Number) *Fragment {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range r.frags {
@@ -106,11 +107,11 @@ func (r *ring) find(n lsm.FragNum) *Fragment {
 }
 
 // newest returns the newest fragment's number (zero if empty).
-func (r *ring) newest() lsm.FragNum {
+func (r *ring) newest() fragment.Number {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.frags) == 0 {
-		return lsm.FragNum{}
+		return fragment.Number{}
 	}
 	return r.frags[len(r.frags)-1].Meta.Number
 }

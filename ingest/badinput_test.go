@@ -10,7 +10,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 	"github.com/pion/rtp"
 )
 

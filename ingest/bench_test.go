@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 // The camera benchmark's publishers (an RTSP relay and N simulated

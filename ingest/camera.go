@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // Source is a camera feed. Run delivers media to the fragmenter until the
@@ -222,7 +222,7 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 		return err
 	}
 	defer sess.Close()
-	out := newEngineOutput(sess, c.log, func(m lsm.FragmentMeta) {
+	out := newEngineOutput(sess, c.log, func(m fragment.Meta) {
 		c.mu.Lock()
 		c.state.Fragments++
 		c.state.LastFragment = m.Number.String()

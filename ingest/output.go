@@ -7,7 +7,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // engineOutput feeds a Fragmenter's fragments into an engine ingest
@@ -18,18 +18,18 @@ import (
 type engineOutput struct {
 	sess     *engine.IngestSession
 	log      *slog.Logger
-	num      lsm.FragNum
+	num      fragment.Number
 	serverMs int64
 	queue    chan *engine.Fragment
 	done     chan struct{}
 	once     sync.Once
-	onStored func(lsm.FragmentMeta)
+	onStored func(fragment.Meta)
 }
 
 // persistQueue bounds fragments waiting for the disk per camera.
 const persistQueue = 8
 
-func newEngineOutput(sess *engine.IngestSession, log *slog.Logger, onStored func(lsm.FragmentMeta)) *engineOutput {
+func newEngineOutput(sess *engine.IngestSession, log *slog.Logger, onStored func(fragment.Meta)) *engineOutput {
 	o := &engineOutput{sess: sess, log: log, queue: make(chan *engine.Fragment, persistQueue), done: make(chan struct{}), onStored: onStored}
 	go o.persist()
 	return o

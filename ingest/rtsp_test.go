@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/ingest/rtsptest"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // publishDemo publishes the demo clip with rtsptest.Publish.
@@ -29,7 +29,6 @@ func publishDemo(ctx context.Context, t *testing.T, url string, stallAfter int) 
 
 // recorder is an engine over a real store with a camera manager.
 type recorder struct {
-	db   *lsm.DB
 	eng  *engine.Engine
 	cams *Manager
 }
@@ -39,16 +38,12 @@ func newRecorder(t *testing.T) *recorder { return newRecorderTB(t) }
 func newRecorderTB(t testing.TB) *recorder {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: t.TempDir(), Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := engine.Open(db, engine.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{db: db, eng: eng, cams: NewManager(eng, log)}
-	t.Cleanup(func() { r.cams.Close(); db.Close() })
+	r := &recorder{eng: eng, cams: NewManager(eng, log)}
+	t.Cleanup(func() { r.cams.Close(); eng.Close() })
 	return r
 }
 
@@ -77,13 +72,13 @@ func (r *recorder) state(stream string) CameraState {
 	return CameraState{}
 }
 
-func (r *recorder) fragments(t *testing.T, stream string) []lsm.FragmentMeta {
+func (r *recorder) fragments(t *testing.T, stream string) []fragment.Meta {
 	return r.fragmentsTB(t, stream)
 }
 
-func (r *recorder) fragmentsTB(t testing.TB, stream string) []lsm.FragmentMeta {
+func (r *recorder) fragmentsTB(t testing.TB, stream string) []fragment.Meta {
 	t.Helper()
-	l, _, err := r.eng.ListFragments(engine.StreamRef{Name: stream}, lsm.ByServerTime, 0, 1<<50, nil, 1000)
+	l, _, err := r.eng.ListFragments(engine.StreamRef{Name: stream}, fragment.ByServerTime, 0, 1<<50, nil, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // benchMedia returns n incompressible bytes (video does not compress).
@@ -46,8 +48,8 @@ func openBenchDB(b *testing.B, dir string) *DB {
 func benchFragment(i int, media []byte) *FragmentWrite {
 	const base = int64(1_795_579_974_135)
 	w := &FragmentWrite{
-		Meta: FragmentMeta{
-			Number:     MakeFragNum(1_795_579_974_000, 0, uint32(i)),
+		Meta: fragment.Meta{
+			Number:     fragment.MakeNumber(1_795_579_974_000, 0, uint32(i)),
 			ProducerMs: base + int64(i)*1000,
 			ServerMs:   base + int64(i)*1000 + 40,
 			DurationMs: 1000,

@@ -15,6 +15,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // TestCrashKeepsEverySyncedFragment writes fragments on Pebble's crashable
@@ -57,9 +58,9 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		copy(b, []byte{0x1F, 0x43, 0xB6, 0x75})
 		return b
 	}
-	put := func(db *DB, i int) FragmentMeta {
+	put := func(db *DB, i int) fragment.Meta {
 		m := media(i)
-		meta := FragmentMeta{Number: MakeFragNum(1000+uint64(seed), 1, uint32(i)), ProducerMs: int64(i) * 2000, ServerMs: int64(i) * 2000,
+		meta := fragment.Meta{Number: fragment.MakeNumber(1000+uint64(seed), 1, uint32(i)), ProducerMs: int64(i) * 2000, ServerMs: int64(i) * 2000,
 			DurationMs: 2000, HeaderID: 7, ClusterLen: uint32(len(m)), MediaLen: uint32(len(m)), Frames: 50}
 		binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
 		var hdr []byte
@@ -73,7 +74,7 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 	}
 	var (
 		mu     sync.Mutex
-		stored []FragmentMeta
+		stored []fragment.Meta
 	)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -94,7 +95,7 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
 	time.Sleep(time.Duration(5+rng.IntN(30)) * time.Millisecond)
 	mu.Lock()
-	acked := append([]FragmentMeta(nil), stored...)
+	acked := append([]fragment.Meta(nil), stored...)
 	mu.Unlock()
 	crashed := live.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
 	close(stop)
@@ -138,7 +139,7 @@ func TestOpenRemovesOrphanMedia(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := bytes.Repeat([]byte{7}, 1000)
-	meta := FragmentMeta{Number: MakeFragNum(1, 1, 0), ClusterLen: 1000, MediaLen: 1000}
+	meta := fragment.Meta{Number: fragment.MakeNumber(1, 1, 0), ClusterLen: 1000, MediaLen: 1000}
 	binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
 	if err := db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m}); err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func TestSyncWindowGroupsConcurrentStreams(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				m := bytes.Repeat([]byte{byte(s), byte(i)}, 5000)
-				meta := FragmentMeta{Number: MakeFragNum(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: uint32(len(m)), MediaLen: uint32(len(m)), HeaderID: 1}
+				meta := fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: uint32(len(m)), MediaLen: uint32(len(m)), HeaderID: 1}
 				binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
 				if err := db.PutFragment(s, &FragmentWrite{Meta: meta, Media: m, Header: []byte("h")}); err != nil {
 					t.Error(err)
@@ -205,7 +206,7 @@ func TestSyncWindowGroupsConcurrentStreams(t *testing.T) {
 	}
 	for s := StreamID(1); s <= streams; s++ {
 		for i := range each {
-			_, b, err := db.Fragment(s, MakeFragNum(1, 1, uint32(i)), nil)
+			_, b, err := db.Fragment(s, fragment.MakeNumber(1, 1, uint32(i)), nil)
 			if err != nil || !bytes.Equal(b, bytes.Repeat([]byte{byte(s), byte(i)}, 5000)) {
 				t.Fatalf("stream %d fragment %d: %v", s, i, err)
 			}
@@ -227,7 +228,7 @@ func TestSyncWindowCloseWithPendingFragment(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := bytes.Repeat([]byte{9}, 4000)
-	meta := FragmentMeta{Number: MakeFragNum(1, 1, 0), ClusterLen: 4000, MediaLen: 4000}
+	meta := fragment.Meta{Number: fragment.MakeNumber(1, 1, 0), ClusterLen: 4000, MediaLen: 4000}
 	binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
 	done := make(chan error, 1)
 	go func() { done <- db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m}) }()
@@ -268,9 +269,9 @@ func TestSyncWindowSegmentSyncFailure(t *testing.T) {
 	if err := db.PutStream(1, []byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	put := func(i int) (FragmentMeta, error) {
+	put := func(i int) (fragment.Meta, error) {
 		m := bytes.Repeat([]byte{byte(i)}, 3000)
-		meta := FragmentMeta{Number: MakeFragNum(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: 3000, MediaLen: 3000}
+		meta := fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: 3000, MediaLen: 3000}
 		binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
 		return meta, db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m})
 	}

@@ -8,29 +8,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
-
-// FragmentMeta is what the store knows of a fragment besides its media: the
-// value of both time-index entries and the head of the fragment value.
-type FragmentMeta struct {
-	Number     FragNum
-	ProducerMs int64 // producer timestamp, epoch ms
-	ServerMs   int64 // server timestamp (receipt began), epoch ms
-	DurationMs uint32
-	// Timecode is the cluster Timecode as the producer sent it.
-	Timecode uint64
-	// HeaderID names the session header (table 0x13) the media needs.
-	HeaderID uint64
-	// ClusterLen is the length of the Cluster at the start of the media;
-	// the rest is the producer's Tags that followed it.
-	ClusterLen uint32
-	// MediaLen is the length of the stored media (cluster + tags).
-	MediaLen uint32
-	Frames   uint32
-	// Digest identifies the media's content (a prefix of its SHA-256), to
-	// recognise a fragment the producer sends again.
-	Digest [16]byte
-}
 
 // metaVersion1 layout (big-endian), 1+14+8+8+4+8+8+4+4+4+16 = 79 bytes:
 //
@@ -42,7 +21,7 @@ const (
 	metaLen           = 79
 )
 
-func appendMeta(dst []byte, m *FragmentMeta) []byte {
+func appendMeta(dst []byte, m *fragment.Meta) []byte {
 	dst = append(dst, metaVersion1)
 	dst = append(dst, m.Number[:]...)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(m.ProducerMs))
@@ -56,14 +35,14 @@ func appendMeta(dst []byte, m *FragmentMeta) []byte {
 	return append(dst, m.Digest[:]...)
 }
 
-func decodeMeta(key, b []byte) (FragmentMeta, error) {
-	var m FragmentMeta
+func decodeMeta(key, b []byte) (fragment.Meta, error) {
+	var m fragment.Meta
 	if len(b) < metaLen || b[0] != metaVersion1 {
 		return m, &CorruptionError{Key: append([]byte(nil), key...), Reason: "fragment meta of unknown version or length"}
 	}
 	b = b[1:]
-	copy(m.Number[:], b[:FragNumLen])
-	b = b[FragNumLen:]
+	copy(m.Number[:], b[:fragment.NumberLen])
+	b = b[fragment.NumberLen:]
 	m.ProducerMs = int64(binary.BigEndian.Uint64(b[0:]))
 	m.ServerMs = int64(binary.BigEndian.Uint64(b[8:]))
 	m.DurationMs = binary.BigEndian.Uint32(b[16:])
@@ -107,7 +86,7 @@ func (d *DB) PutTerm(id StreamID, term uint64, node uint16) error {
 
 // FragmentWrite is one fragment to store.
 type FragmentWrite struct {
-	Meta FragmentMeta
+	Meta fragment.Meta
 	// Header is the session header's bytes, written under Meta.HeaderID
 	// when not nil (idempotent: the same id always holds the same bytes).
 	Header []byte
@@ -173,15 +152,15 @@ func (d *DB) Header(id StreamID, hid uint64) ([]byte, error) {
 
 // Fragment reads one fragment; its media is read into dst (grown if
 // needed; nil allocates) and is the caller's.
-func (d *DB) Fragment(id StreamID, n FragNum, dst []byte) (FragmentMeta, []byte, error) {
+func (d *DB) Fragment(id StreamID, n fragment.Number, dst []byte) (fragment.Meta, []byte, error) {
 	var kb [32]byte
 	key := fragmentKey(kb[:0], id, n)
 	v, closer, err := d.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return FragmentMeta{}, nil, ErrNotFound
+		return fragment.Meta{}, nil, ErrNotFound
 	}
 	if err != nil {
-		return FragmentMeta{}, nil, fmt.Errorf("lsm: reading fragment: %w", err)
+		return fragment.Meta{}, nil, fmt.Errorf("lsm: reading fragment: %w", err)
 	}
 	m, ref, err := decodeFragment(key, v)
 	closer.Close()
@@ -193,7 +172,7 @@ func (d *DB) Fragment(id StreamID, n FragNum, dst []byte) (FragmentMeta, []byte,
 }
 
 // HasFragment reports whether the stream holds fragment n.
-func (d *DB) HasFragment(id StreamID, n FragNum) (bool, error) {
+func (d *DB) HasFragment(id StreamID, n fragment.Number) (bool, error) {
 	var kb [32]byte
 	_, closer, err := d.db.Get(fragmentKey(kb[:0], id, n))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -207,7 +186,7 @@ func (d *DB) HasFragment(id StreamID, n FragNum) (bool, error) {
 }
 
 // decodeFragment splits a 0x10 value into its meta and segment reference.
-func decodeFragment(key, v []byte) (FragmentMeta, segmentRef, error) {
+func decodeFragment(key, v []byte) (fragment.Meta, segmentRef, error) {
 	m, err := decodeMeta(key, v)
 	if err != nil {
 		return m, segmentRef{}, err
@@ -220,7 +199,7 @@ func decodeFragment(key, v []byte) (FragmentMeta, segmentRef, error) {
 
 // readMedia reads a fragment's media from its segment and checks it
 // against the digest recorded with it.
-func (d *DB) readMedia(id StreamID, key []byte, m *FragmentMeta, ref segmentRef, dst []byte) ([]byte, error) {
+func (d *DB) readMedia(id StreamID, key []byte, m *fragment.Meta, ref segmentRef, dst []byte) ([]byte, error) {
 	media, err := d.segs.read(id, ref, int(m.MediaLen), dst)
 	if err != nil {
 		return nil, err
@@ -234,7 +213,7 @@ func (d *DB) readMedia(id StreamID, key []byte, m *FragmentMeta, ref segmentRef,
 // NextFragment returns the first fragment numbered after `after` and
 // before `before` (zero: no bound), with its media read into dst (as
 // Fragment). ok is false when there is none.
-func (d *DB) NextFragment(id StreamID, after, before FragNum, dst []byte) (m FragmentMeta, media []byte, ok bool, err error) {
+func (d *DB) NextFragment(id StreamID, after, before fragment.Number, dst []byte) (m fragment.Meta, media []byte, ok bool, err error) {
 	lower := fragmentKey(nil, id, after.Next())
 	var upper []byte
 	if before.IsZero() {
@@ -264,15 +243,15 @@ func (d *DB) NextFragment(id StreamID, after, before FragNum, dst []byte) (m Fra
 }
 
 // LastFragment returns the meta of the stream's newest stored fragment.
-func (d *DB) LastFragment(id StreamID) (FragmentMeta, bool, error) { return d.endFragment(id, true) }
+func (d *DB) LastFragment(id StreamID) (fragment.Meta, bool, error) { return d.endFragment(id, true) }
 
 // endFragment returns the meta of the stream's newest (last) or oldest
 // stored fragment.
-func (d *DB) endFragment(id StreamID, last bool) (FragmentMeta, bool, error) {
+func (d *DB) endFragment(id StreamID, last bool) (fragment.Meta, bool, error) {
 	lower, upper := streamSpan(prefixFragment, id)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
+		return fragment.Meta{}, false, fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
 	ok := false
@@ -282,45 +261,30 @@ func (d *DB) endFragment(id StreamID, last bool) (FragmentMeta, bool, error) {
 		ok = it.First()
 	}
 	if !ok {
-		return FragmentMeta{}, false, it.Error()
+		return fragment.Meta{}, false, it.Error()
 	}
 	v, err := it.ValueAndErr()
 	if err != nil {
-		return FragmentMeta{}, false, err
+		return fragment.Meta{}, false, err
 	}
 	m, err := decodeMeta(it.Key(), v)
 	return m, err == nil, err
 }
 
-// TimeIndex selects one of the two time indexes.
-type TimeIndex byte
-
-const (
-	ByProducerTime = TimeIndex(prefixProducerIdx)
-	ByServerTime   = TimeIndex(prefixServerIdx)
-)
-
-// TimeCursor is a position in a time index: the key after which a scan
-// resumes. Its zero value starts at the range start.
-type TimeCursor struct {
-	Ms     int64
-	Number FragNum
-}
-
 // ScanTime calls fn for fragments whose timestamp in index idx lies in
 // [startMs, endMs], in (timestamp, number) order, starting after cursor
 // when cursor is not nil, until fn returns false.
-func (d *DB) ScanTime(id StreamID, idx TimeIndex, startMs, endMs int64, cursor *TimeCursor, fn func(FragmentMeta) bool) error {
-	lower := timePrefix(nil, byte(idx), id, startMs)
+func (d *DB) ScanTime(id StreamID, idx fragment.TimeIndex, startMs, endMs int64, cursor *fragment.TimeCursor, fn func(fragment.Meta) bool) error {
+	lower := timePrefix(nil, indexPrefix(idx), id, startMs)
 	if cursor != nil {
-		k := timeKey(nil, byte(idx), id, cursor.Ms, cursor.Number)
+		k := timeKey(nil, indexPrefix(idx), id, cursor.Ms, cursor.Number)
 		k = append(k, 0) // just after the cursor's key
 		if bytes.Compare(k, lower) > 0 {
 			lower = k
 		}
 	}
-	upper := timePrefix(nil, byte(idx), id, endMs)
-	upper = append(upper, bytes.Repeat([]byte{0xFF}, FragNumLen+1)...)
+	upper := timePrefix(nil, indexPrefix(idx), id, endMs)
+	upper = append(upper, bytes.Repeat([]byte{0xFF}, fragment.NumberLen+1)...)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("lsm: %w", err)
@@ -344,21 +308,21 @@ func (d *DB) ScanTime(id StreamID, idx TimeIndex, startMs, endMs int64, cursor *
 
 // LastAtOrBefore returns the fragment with the latest timestamp ≤ ms in
 // index idx.
-func (d *DB) LastAtOrBefore(id StreamID, idx TimeIndex, ms int64) (FragmentMeta, bool, error) {
-	lower, _ := streamSpan(byte(idx), id)
-	upper := timePrefix(nil, byte(idx), id, ms)
-	upper = append(upper, bytes.Repeat([]byte{0xFF}, FragNumLen+1)...)
+func (d *DB) LastAtOrBefore(id StreamID, idx fragment.TimeIndex, ms int64) (fragment.Meta, bool, error) {
+	lower, _ := streamSpan(indexPrefix(idx), id)
+	upper := timePrefix(nil, indexPrefix(idx), id, ms)
+	upper = append(upper, bytes.Repeat([]byte{0xFF}, fragment.NumberLen+1)...)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return FragmentMeta{}, false, fmt.Errorf("lsm: %w", err)
+		return fragment.Meta{}, false, fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
 	if !it.Last() {
-		return FragmentMeta{}, false, it.Error()
+		return fragment.Meta{}, false, it.Error()
 	}
 	v, err := it.ValueAndErr()
 	if err != nil {
-		return FragmentMeta{}, false, err
+		return fragment.Meta{}, false, err
 	}
 	m, err := decodeMeta(it.Key(), v)
 	return m, err == nil, err
@@ -376,11 +340,11 @@ func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, int64, error) {
 	var (
 		n       int
 		bytes   int64
-		maxNum  FragNum
+		maxNum  fragment.Number
 		prodKey [][]byte
 	)
 	start, _ := streamSpan(prefixServerIdx, id)
-	err := d.ScanTime(id, ByServerTime, -1<<63, cutoffMs-1, nil, func(m FragmentMeta) bool {
+	err := d.ScanTime(id, fragment.ByServerTime, -1<<63, cutoffMs-1, nil, func(m fragment.Meta) bool {
 		n++
 		bytes += int64(m.MediaLen)
 		if m.Number.Compare(maxNum) > 0 {

@@ -3,6 +3,8 @@ package lsm
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // Key prefixes: the first byte of every key names its table. Retired prefixes
@@ -80,7 +82,7 @@ func termKey(id StreamID) []byte {
 }
 
 // fragmentKey appends 0x10 <sid> <fragnum>.
-func fragmentKey(dst []byte, id StreamID, n FragNum) []byte {
+func fragmentKey(dst []byte, id StreamID, n fragment.Number) []byte {
 	dst = append(dst, prefixFragment)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(id))
 	return append(dst, n[:]...)
@@ -88,7 +90,7 @@ func fragmentKey(dst []byte, id StreamID, n FragNum) []byte {
 
 // timeKey appends 0x11|0x12 <sid> <ms> <fragnum>. Negative times (a
 // producer clock before 1970) sort first: the sign bit is flipped.
-func timeKey(dst []byte, prefix byte, id StreamID, ms int64, n FragNum) []byte {
+func timeKey(dst []byte, prefix byte, id StreamID, ms int64, n fragment.Number) []byte {
 	dst = timePrefix(dst, prefix, id, ms)
 	return append(dst, n[:]...)
 }
@@ -104,4 +106,12 @@ func headerKey(id StreamID, hid uint64) []byte {
 	k = append(k, prefixHeader)
 	k = binary.BigEndian.AppendUint32(k, uint32(id))
 	return binary.BigEndian.AppendUint64(k, hid)
+}
+
+// indexPrefix is the table prefix of a time index.
+func indexPrefix(idx fragment.TimeIndex) byte {
+	if idx == fragment.ByServerTime {
+		return prefixServerIdx
+	}
+	return prefixProducerIdx
 }

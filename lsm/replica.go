@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // MetaLen is the length of an encoded FragmentMeta (AppendMeta).
@@ -13,12 +14,12 @@ const MetaLen = metaLen
 
 // AppendMeta appends m's version-1 encoding (FORMAT.md, "Fragment meta"),
 // the form peers exchange fragments in.
-func AppendMeta(dst []byte, m *FragmentMeta) []byte { return appendMeta(dst, m) }
+func AppendMeta(dst []byte, m *fragment.Meta) []byte { return appendMeta(dst, m) }
 
 // DecodeMeta decodes what AppendMeta wrote.
-func DecodeMeta(b []byte) (FragmentMeta, error) {
+func DecodeMeta(b []byte) (fragment.Meta, error) {
 	if len(b) != metaLen {
-		return FragmentMeta{}, fmt.Errorf("lsm: fragment meta of %d bytes, want %d", len(b), metaLen)
+		return fragment.Meta{}, fmt.Errorf("lsm: fragment meta of %d bytes, want %d", len(b), metaLen)
 	}
 	return decodeMeta(nil, b)
 }
@@ -26,7 +27,7 @@ func DecodeMeta(b []byte) (FragmentMeta, error) {
 // FragmentNumbers calls fn with the numbers of the stream's stored
 // fragments after `after`, in order, until fn returns false. It reads keys
 // only.
-func (d *DB) FragmentNumbers(id StreamID, after FragNum, fn func(FragNum) bool) error {
+func (d *DB) FragmentNumbers(id StreamID, after fragment.Number, fn func(fragment.Number) bool) error {
 	lower := fragmentKey(nil, id, after.Next())
 	_, upper := streamSpan(prefixFragment, id)
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -36,10 +37,10 @@ func (d *DB) FragmentNumbers(id StreamID, after FragNum, fn func(FragNum) bool) 
 	defer it.Close()
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
-		if len(k) != 1+StreamIDLen+FragNumLen {
+		if len(k) != 1+StreamIDLen+fragment.NumberLen {
 			return &CorruptionError{Key: append([]byte(nil), k...), Reason: "fragment key of the wrong length"}
 		}
-		var n FragNum
+		var n fragment.Number
 		copy(n[:], k[1+StreamIDLen:])
 		if !fn(n) {
 			break

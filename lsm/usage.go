@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // StreamMediaBytes sums the media length of the stream's stored fragments
@@ -34,13 +35,14 @@ func (d *DB) StreamMediaBytes(id StreamID) (int64, int, error) {
 }
 
 // FirstFragment returns the meta of the stream's oldest stored fragment.
-func (d *DB) FirstFragment(id StreamID) (FragmentMeta, bool, error) { return d.endFragment(id, false) }
+func (d *DB) FirstFragment(id StreamID) (fragment.Meta, bool, error) { return d.endFragment(id, false) }
 
 // MediaDiskBytes is what the media segment files take on disk, whether or
 // not the index accounts for them.
 func (d *DB) MediaDiskBytes() (int64, error) { return d.segs.diskBytes() }
 
-// StoreStats are the store's write figures since Open.
+// StoreStats are the store's write figures since Open. engine.StoreStats
+// has the same fields (a conversion, not a copy by hand).
 type StoreStats struct {
 	// MediaBytes were appended to segments; IndexBytesIn were written to
 	// Pebble by the store (batches).
@@ -53,16 +55,6 @@ type StoreStats struct {
 	CacheHits, CacheMisses int64
 	// MemtableBytes is the memtables' current size.
 	MemtableBytes uint64
-}
-
-// WriteAmplification is bytes written to disk over bytes the store was
-// given (media + index), 0 before anything was written.
-func (s StoreStats) WriteAmplification() float64 {
-	in := s.MediaBytes + s.IndexBytesIn
-	if in == 0 {
-		return 0
-	}
-	return float64(s.MediaBytes+s.WALBytes+s.FlushBytes+s.CompactionBytes) / float64(in)
 }
 
 // Stats returns the store's figures.

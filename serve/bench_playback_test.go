@@ -2,7 +2,6 @@ package serve
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // captureFragments parses a capture into fragments.
@@ -69,7 +68,7 @@ func BenchmarkHLSLiveLatency(b *testing.B) {
 	}
 	defer sess.Close()
 	producer := time.Now().UnixMilli()
-	push := func(i int) lsm.FragNum {
+	push := func(i int) fragment.Number {
 		f := *frags[i%len(frags)]
 		f.Buf = append(engine.NewMediaBuffer(), f.Buf...)
 		n, serverMs, err := sess.StartFragment()
@@ -118,7 +117,6 @@ func BenchmarkHLSOnDemandPlaylist24h(b *testing.B) {
 	createMediaStream(b, ts, "day", 24)
 	// A real header and a tiny key-frame fragment, stored 86,400 times.
 	src := captureFragments(b, "real-producer-h264-absolute")[0]
-	info, _ := ts.eng.Stream(engine.StreamRef{Name: "day"})
 	day := time.Now().Add(-25 * time.Hour).UnixMilli()
 	var hb mkv.FragmentBuilder
 	hdr, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: src.Header.Tracks[0].CodecPrivate, Width: 640, Height: 480}})
@@ -132,14 +130,11 @@ func BenchmarkHLSOnDemandPlaylist24h(b *testing.B) {
 	hid := xxhash.Sum64(hdr.Raw)
 	start := time.Now()
 	for i := 0; i < 86400; i++ {
-		m := lsm.FragmentMeta{Number: lsm.MakeFragNum(1, 1, uint32(i)), ProducerMs: day + int64(i)*1000, ServerMs: day + int64(i)*1000,
+		m := fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: day + int64(i)*1000, ServerMs: day + int64(i)*1000,
 			DurationMs: 1000, HeaderID: hid, ClusterLen: uint32(f.ClusterLen), MediaLen: uint32(len(f.Buf)), Frames: 2}
-		binary.BigEndian.PutUint64(m.Digest[:], xxhash.Sum64(f.Buf[:f.ClusterLen]))
-		w := lsm.FragmentWrite{Meta: m, Media: f.Buf}
-		if i == 0 {
-			w.Header = hdr.Raw
-		}
-		if err := ts.db.PutFragment(info.ID, &w); err != nil {
+		m.Digest = engine.ContentDigest(f.Buf[:f.ClusterLen], 2)
+		media := append(engine.NewMediaBufferFor(len(f.Buf)), f.Buf...)
+		if _, err := ts.eng.ImportFragment(engine.StreamRef{Name: "day"}, m, hdr.Raw, media); err != nil {
 			b.Fatal(err)
 		}
 	}

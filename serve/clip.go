@@ -9,7 +9,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/serve/remux"
 	"github.com/valyala/fasthttp"
 )
@@ -42,15 +42,15 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	v := &validator{}
-	var idx lsm.TimeIndex
+	var idx fragment.TimeIndex
 	var startMs, endMs int64
 	if v.required("ClipFragmentSelector", in.ClipFragmentSelector != nil) {
 		sel := in.ClipFragmentSelector
 		v.enum("ClipFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType, "PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP")
 		v.required("ClipFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType != nil)
-		idx = lsm.ByServerTime
+		idx = fragment.ByServerTime
 		if sel.FragmentSelectorType != nil && *sel.FragmentSelectorType == "PRODUCER_TIMESTAMP" {
-			idx = lsm.ByProducerTime
+			idx = fragment.ByProducerTime
 		}
 		if v.required("ClipFragmentSelector.TimestampRange", sel.TimestampRange != nil) {
 			r := sel.TimestampRange
@@ -78,8 +78,8 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 	ref := engine.StreamRef{ARN: info.ARN}
 	// The fragments starting in the range, in time order; for equal
 	// producer timestamps the oldest ingested (lowest number) is kept.
-	var metas []lsm.FragmentMeta
-	var cursor *lsm.TimeCursor
+	var metas []fragment.Meta
+	var cursor *fragment.TimeCursor
 	for {
 		page, next, err := s.eng.ListFragments(ref, idx, startMs, endMs, cursor, 1000)
 		if err != nil {
@@ -92,8 +92,8 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 		}
 		cursor = next
 	}
-	if idx == lsm.ByProducerTime {
-		metas = slices.CompactFunc(metas, func(a, b lsm.FragmentMeta) bool { return a.ProducerMs == b.ProducerMs })
+	if idx == fragment.ByProducerTime {
+		metas = slices.CompactFunc(metas, func(a, b fragment.Meta) bool { return a.ProducerMs == b.ProducerMs })
 	}
 	if len(metas) == 0 {
 		writeError(ctx, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name))

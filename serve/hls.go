@@ -18,7 +18,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/serve/remux"
 	"github.com/valyala/fasthttp"
 )
@@ -221,7 +221,7 @@ func (s *Server) newSession(in *hlsSessionIn, showNumber bool) (string, *apiErro
 }
 
 // playlistFragments selects the session's fragments as of now.
-func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.FragmentMeta, *apiError) {
+func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]fragment.Meta, *apiError) {
 	ref := engine.StreamRef{ARN: sess.ARN}
 	if sess.Mode == "LIVE" {
 		out, err := s.eng.Recent(ref, sess.Max)
@@ -234,9 +234,9 @@ func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.Fragm
 		}
 		return out, nil
 	}
-	idx := lsm.ByServerTime
+	idx := fragment.ByServerTime
 	if !sess.ByServer {
-		idx = lsm.ByProducerTime
+		idx = fragment.ByProducerTime
 	}
 	end := sess.EndMs
 	if end == 0 {
@@ -258,8 +258,8 @@ func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.Fragm
 		}
 		end = min(end, anchor+(now.UnixMilli()-sess.CreatedMs)+1)
 	}
-	var out []lsm.FragmentMeta
-	var cursor *lsm.TimeCursor
+	var out []fragment.Meta
+	var cursor *fragment.TimeCursor
 	for {
 		page, next, err := s.eng.ListFragments(ref, idx, sess.StartMs, end, cursor, 1000)
 		if err != nil {
@@ -274,7 +274,7 @@ func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.Fragm
 	if !sess.ByServer {
 		// Equal producer timestamps: the highest fragment number wins.
 		slices.Reverse(out)
-		out = slices.CompactFunc(out, func(a, b lsm.FragmentMeta) bool { return a.ProducerMs == b.ProducerMs })
+		out = slices.CompactFunc(out, func(a, b fragment.Meta) bool { return a.ProducerMs == b.ProducerMs })
 		slices.Reverse(out)
 	}
 	if sess.Mode == "ON_DEMAND" && len(out) > sess.Max {
@@ -285,7 +285,7 @@ func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]lsm.Fragm
 
 // playlistWindow is the part of the session's fragments a media playlist
 // lists, and the media sequence number of its first.
-func playlistWindow(sess *hlsSession, all []lsm.FragmentMeta) ([]lsm.FragmentMeta, uint64) {
+func playlistWindow(sess *hlsSession, all []fragment.Meta) ([]fragment.Meta, uint64) {
 	switch sess.Mode {
 	case "LIVE_REPLAY":
 		if len(all) > sess.Max {
@@ -433,7 +433,7 @@ func (s *Server) hlsMedia(ctx *fasthttp.RequestCtx) {
 
 // firstTracks returns the parsed track header of fragment n, answering
 // the request itself when ok is false.
-func (s *Server) firstTracks(ctx *fasthttp.RequestCtx, arn string, n lsm.FragNum) (*mkv.Header, bool) {
+func (s *Server) firstTracks(ctx *fasthttp.RequestCtx, arn string, n fragment.Number) (*mkv.Header, bool) {
 	hdr, aerr := s.tracksOf(arn, n)
 	if aerr != nil {
 		writeError(ctx, aerr)
@@ -443,7 +443,7 @@ func (s *Server) firstTracks(ctx *fasthttp.RequestCtx, arn string, n lsm.FragNum
 }
 
 // tracksOf is the parsed track header fragment n depends on.
-func (s *Server) tracksOf(arn string, n lsm.FragNum) (*mkv.Header, *apiError) {
+func (s *Server) tracksOf(arn string, n fragment.Number) (*mkv.Header, *apiError) {
 	f, err := s.eng.Fragment(engine.StreamRef{ARN: arn}, n)
 	if err != nil {
 		return nil, engineError(err)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // GetImages (shared/kvs-api.md §9): images sampled over a range of at
@@ -113,9 +113,9 @@ func (s *Server) getImages(body []byte) (any, *apiError) {
 	}
 	limit = min(limit, imagesPerPage)
 	byServer := *in.ImageSelectorType == "SERVER_TIMESTAMP"
-	idx := lsm.ByProducerTime
+	idx := fragment.ByProducerTime
 	if byServer {
-		idx = lsm.ByServerTime
+		idx = fragment.ByServerTime
 	}
 	ref := engine.StreamRef{ARN: info.ARN}
 	opts := imageOpts{format: *in.Format, quality: quality}
@@ -130,15 +130,15 @@ func (s *Server) getImages(body []byte) (any, *apiError) {
 		NextToken *string `json:",omitempty"`
 	}{Images: []imageOut{}}
 	// Fragments overlapping the range (one earlier start may cover it).
-	var frags []lsm.FragmentMeta
-	err := s.eng.ScanFragments(ref, idx, next-20_000, endMs, func(m lsm.FragmentMeta) bool {
+	var frags []fragment.Meta
+	err := s.eng.ScanFragments(ref, idx, next-20_000, endMs, func(m fragment.Meta) bool {
 		frags = append(frags, m)
 		return true
 	})
 	if err != nil {
 		return nil, engineError(err)
 	}
-	stamp := func(m *lsm.FragmentMeta) int64 {
+	stamp := func(m *fragment.Meta) int64 {
 		if byServer {
 			return m.ServerMs
 		}
@@ -151,7 +151,7 @@ func (s *Server) getImages(body []byte) (any, *apiError) {
 			break
 		}
 		img := imageOut{TimeStamp: float64(t) / 1000}
-		var hit *lsm.FragmentMeta
+		var hit *fragment.Meta
 		for i := range frags {
 			st := stamp(&frags[i])
 			if st <= t && t < st+int64(frags[i].DurationMs) {
@@ -190,7 +190,7 @@ var ffmpegSlots = make(chan struct{}, 2)
 var errNoDecoder = errors.New("GetImages needs ffmpeg to decode this stream's video on the box, and ffmpeg is not installed (Debian: apt-get install ffmpeg); MJPEG streams need no decoder")
 
 // imageAt renders the frame offsetMs into fragment m.
-func (s *Server) imageAt(ref engine.StreamRef, m *lsm.FragmentMeta, offsetMs int64, o imageOpts) ([]byte, error) {
+func (s *Server) imageAt(ref engine.StreamRef, m *fragment.Meta, offsetMs int64, o imageOpts) ([]byte, error) {
 	f, err := s.eng.Fragment(ref, m.Number)
 	if err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/valyala/fasthttp"
 )
 
@@ -116,8 +116,8 @@ var (
 
 // parseFragNum turns a wire fragment number into ours; a number of the
 // right shape that kvsedge never issued is InvalidArgument.
-func parseFragNum(field, s string) (lsm.FragNum, *apiError) {
-	n, err := lsm.ParseFragNum(s)
+func parseFragNum(field, s string) (fragment.Number, *apiError) {
+	n, err := fragment.ParseNumber(s)
 	if err != nil {
 		return n, invalidArgument("Value '%s' at '%s' is not a fragment number of this stream.", clip(s), field)
 	}
@@ -248,7 +248,7 @@ func (s *Server) getMediaForFragmentList(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
-	nums := make([]lsm.FragNum, len(in.Fragments))
+	nums := make([]fragment.Number, len(in.Fragments))
 	for i, f := range in.Fragments {
 		n, aerr := parseFragNum(fmt.Sprintf("Fragments.%d", i+1), f)
 		if aerr != nil {
@@ -272,7 +272,7 @@ func (s *Server) getMediaForFragmentList(ctx *fasthttp.RequestCtx) {
 	s.hijackChunks(ctx, func(cw *chunkWriter) error {
 		f := first
 		for i := 0; ; {
-			err := cw.fragment(f, lsm.FragNum{})
+			err := cw.fragment(f, fragment.Number{})
 			f.Release()
 			if err != nil {
 				return err
@@ -301,7 +301,7 @@ type chunkWriter struct {
 	sizeLn  []byte
 	arr     [5][]byte
 	bufs    net.Buffers
-	num     [lsm.FragNumDecimalLen]byte
+	num     [fragment.DecimalLen]byte
 }
 
 var crlf = []byte("\r\n")
@@ -310,7 +310,7 @@ var crlf = []byte("\r\n")
 // for a large fragment on a slow link.
 const chunkWriteTimeout = 60 * time.Second
 
-func (cw *chunkWriter) fragment(f *engine.Fragment, newest lsm.FragNum) error {
+func (cw *chunkWriter) fragment(f *engine.Fragment, newest fragment.Number) error {
 	num := f.Meta.Number.AppendDecimal(cw.num[:0])
 	cw.prefix, cw.scratch = mkv.AppendChunkPrefix(cw.prefix[:0], f.Header.Raw, num, f.Meta.ServerMs, f.Meta.ProducerMs, cw.scratch)
 	behind := time.Now().UnixMilli() - f.Meta.ServerMs
@@ -330,7 +330,7 @@ func (cw *chunkWriter) fragment(f *engine.Fragment, newest lsm.FragNum) error {
 	return err
 }
 
-func (cw *chunkWriter) errorChunk(after lsm.FragNum, id int, code string) error {
+func (cw *chunkWriter) errorChunk(after fragment.Number, id int, code string) error {
 	num := ""
 	if !after.IsZero() {
 		num = after.String()
@@ -417,7 +417,7 @@ var nextTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9+/]+={0,2}$`)
 type listToken struct {
 	byServer       bool
 	startMs, endMs int64
-	cursor         lsm.TimeCursor
+	cursor         fragment.TimeCursor
 }
 
 func (t listToken) encode() string {
@@ -444,7 +444,7 @@ func decodeListToken(s string) (listToken, bool) {
 	t.startMs, e1 = strconv.ParseInt(parts[2], 10, 64)
 	t.endMs, e2 = strconv.ParseInt(parts[3], 10, 64)
 	t.cursor.Ms, e3 = strconv.ParseInt(parts[4], 10, 64)
-	n, e4 := lsm.ParseFragNum(parts[5])
+	n, e4 := fragment.ParseNumber(parts[5])
 	if e1 != nil || e2 != nil || e3 != nil || e4 != nil {
 		return listToken{}, false
 	}
@@ -456,7 +456,7 @@ func decodeListToken(s string) (listToken, bool) {
 // (fragment number, two timestamps before; millis-behind and token
 // after), for FragmentSizeInBytes.
 var chunkTagsLen = func() int {
-	num := make([]byte, lsm.FragNumDecimalLen)
+	num := make([]byte, fragment.DecimalLen)
 	p, _ := mkv.AppendChunkPrefix(nil, nil, num, 1_700_000_000_000, 1_700_000_000_000, nil)
 	sfx, _ := mkv.AppendChunkSuffix(nil, 1000, num, nil)
 	return len(p) + len(sfx)
@@ -471,7 +471,7 @@ func (s *Server) listFragments(body []byte) (any, *apiError) {
 	v.intRange("MaxResults", in.MaxResults, 1, 1000)
 	v.str("NextToken", in.NextToken, 1, 4096, nextTokenPattern)
 	var tok listToken
-	var cursor *lsm.TimeCursor
+	var cursor *fragment.TimeCursor
 	tok.byServer, tok.startMs, tok.endMs = true, math.MinInt64/2, math.MaxInt64/2
 	if in.NextToken != nil && v.err() == nil {
 		t, ok := decodeListToken(*in.NextToken)
@@ -504,9 +504,9 @@ func (s *Server) listFragments(body []byte) (any, *apiError) {
 	if in.MaxResults != nil {
 		limit = *in.MaxResults
 	}
-	idx := lsm.ByProducerTime
+	idx := fragment.ByProducerTime
 	if tok.byServer {
-		idx = lsm.ByServerTime
+		idx = fragment.ByServerTime
 	}
 	ref := engine.StreamRef{ARN: info.ARN}
 	metas, next, err := s.eng.ListFragments(ref, idx, tok.startMs, tok.endMs, cursor, limit)

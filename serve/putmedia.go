@@ -15,7 +15,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/serve/sigv4"
 	"github.com/valyala/fasthttp"
 )
@@ -47,7 +47,7 @@ type ack struct {
 	event    string
 	timecode uint64
 	hasTC    bool
-	number   lsm.FragNum
+	number   fragment.Number
 	errorID  int
 }
 
@@ -377,7 +377,7 @@ func (u *upload) run(body io.Reader) {
 func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistItem) {
 	rd := mkv.NewReader(src, mkv.Options{NewBuffer: engine.NewMediaBuffer, RequireEveryTrack: true})
 	var (
-		num      lsm.FragNum
+		num      fragment.Number
 		serverMs int64
 	)
 	fail := func(id int, tc uint64, hasTC bool, err error) {
@@ -432,7 +432,7 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			}
 			acks <- ack{event: "RECEIVED", timecode: f.Timecode, hasTC: true, number: rec.Meta.Number}
 			persistQ <- persistItem{rec: rec, timecode: f.Timecode}
-			num = lsm.FragNum{} // an error from here on concerns the next fragment
+			num = fragment.Number{} // an error from here on concerns the next fragment
 		}
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/lsm"
 )
 
 const (
@@ -31,7 +30,6 @@ type testServer struct {
 	t    testing.TB
 	URL  string
 	dir  string
-	db   *lsm.DB
 	eng  *engine.Engine
 	srv  *Server
 	done chan error
@@ -49,11 +47,7 @@ func startServerWith(t testing.TB, dir string, adjust func(*Options)) *testServe
 		dir = t.TempDir()
 	}
 	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: dir, Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.Open(db, engine.Options{Region: testRegion, AccountID: "123456789012", Logger: log})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: dir, CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Region: testRegion, AccountID: "123456789012", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +68,7 @@ func startServerWith(t testing.TB, dir string, adjust func(*Options)) *testServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{t: t, URL: url, dir: dir, db: db, eng: eng, srv: srv, done: make(chan error, 1)}
+	ts := &testServer{t: t, URL: url, dir: dir, eng: eng, srv: srv, done: make(chan error, 1)}
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(ts.stop)
 	return ts
@@ -89,7 +83,7 @@ func (ts *testServer) stop() {
 	if err := ts.srv.Shutdown(ctx); err != nil {
 		ts.t.Errorf("shutdown: %v", err)
 	}
-	if err := ts.db.Close(); err != nil {
+	if err := ts.eng.Close(); err != nil {
 		ts.t.Errorf("close: %v", err)
 	}
 	ts.srv = nil

@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/fixture"
-	"github.com/kvsedge/kvsedge/lsm"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/serve"
 )
 
@@ -29,11 +29,7 @@ const (
 func startKVS(t *testing.T) (string, *engine.Engine) {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: t.TempDir(), Logger: log, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.Open(db, engine.Options{Logger: log})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +47,7 @@ func startKVS(t *testing.T) (string, *engine.Engine) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		db.Close()
+		eng.Close()
 	})
 	if _, err := eng.CreateStream(engine.CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
 		t.Fatal(err)
@@ -142,7 +138,7 @@ func TestPutReconnectsAndResendsWithoutDuplicates(t *testing.T) {
 	if st.Fragments != 6 || st.Persisted != 6 || st.Reconnects < 1 || proxy.conns.Load() < 2 {
 		t.Fatalf("stats %+v over %d connections, want 6 fragments persisted after a reconnect", st, proxy.conns.Load())
 	}
-	got, _, err := eng.ListFragments(engine.StreamRef{Name: "cam"}, lsm.ByServerTime, 0, 1<<50, nil, 100)
+	got, _, err := eng.ListFragments(engine.StreamRef{Name: "cam"}, fragment.ByServerTime, 0, 1<<50, nil, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
-	"github.com/kvsedge/kvsedge/serve/tlsca"
+	"github.com/kvsedge/kvsedge/internal/tlsca"
 	"github.com/pion/rtp"
 )
 
