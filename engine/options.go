@@ -41,6 +41,12 @@ var (
 	accountPattern = regexp.MustCompile(`^[0-9]{12}$`)
 )
 
+// ValidRegion reports whether s is a region name like us-east-1.
+func ValidRegion(s string) bool { return regionPattern.MatchString(s) }
+
+// ValidAccountID reports whether s is a 12-digit account id.
+func ValidAccountID(s string) bool { return accountPattern.MatchString(s) }
+
 // EnsureDefaults fills unset fields.
 func (o *Options) EnsureDefaults() {
 	if o.Region == "" {

@@ -78,7 +78,7 @@ func rssBytes() int64 {
 // benchClip is the 2 Mbit/s clip of the simulated cameras (the 400 kbit/s
 // demo clip without ffmpeg).
 func benchClip(b *testing.B) (string, int) {
-	p, _ := filepath.Abs("../testdata/demo.h264")
+	p, _ := filepath.Abs("democlip.h264")
 	return rtsptest.Clip2Mbit(b, p, 15)
 }
 

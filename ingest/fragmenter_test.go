@@ -24,7 +24,7 @@ func (c *collect) Fragment(f *mkv.Fragment) error {
 
 func loadDemo(t testing.TB) *DemoSource {
 	t.Helper()
-	clip, err := os.ReadFile("../testdata/demo.h264")
+	clip, err := os.ReadFile("democlip.h264")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func TestManagerGateAndCameraLimit(t *testing.T) {
 
 func demoClipForTest(t *testing.T) []byte {
 	t.Helper()
-	clip, err := os.ReadFile("../testdata/demo.h264")
+	clip, err := os.ReadFile("democlip.h264")
 	if err != nil {
 		t.Fatal(err)
 	}

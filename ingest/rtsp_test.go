@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/internal/rtsptest"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 // publishDemo publishes the demo clip with rtsptest.Publish.
@@ -209,7 +209,7 @@ func TestRecordFromFFmpegWithAudio(t *testing.T) {
 	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ff := exec.CommandContext(ctx, bin, "-v", "error", "-re", "-stream_loop", "-1", "-i", "../testdata/demo.h264",
+	ff := exec.CommandContext(ctx, bin, "-v", "error", "-re", "-stream_loop", "-1", "-i", "democlip.h264",
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", "64k",
 		"-f", "rtsp", "-rtsp_transport", "tcp", rl.URL("ff"))

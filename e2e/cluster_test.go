@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+	"github.com/chromedp/chromedp"
+)
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestTwoBoxCluster: two kvsedge processes join through a seed with a
+// gossip key, each lists both members, streams created on one appear on
+// the other, and GetDataEndpoint(PUT_MEDIA) sends a stream's producer to
+// its home node, the same from either box.
+func TestTwoBoxCluster(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	gA, gB := freeAddr(t), freeAddr(t)
+	envA := append(streamEnv(t.TempDir()), "KVSEDGE_CLUSTER__BIND="+gA, "KVSEDGE_CLUSTER__NODE_NAME=box-a", "KVSEDGE_CLUSTER__KEY="+key)
+	envB := append(streamEnv(t.TempDir()), "KVSEDGE_CLUSTER__BIND="+gB, "KVSEDGE_CLUSTER__NODE_NAME=box-b", "KVSEDGE_CLUSTER__KEY="+key,
+		"KVSEDGE_CLUSTER__SEEDS="+gA)
+	a := startKvsedge(t, envA, "--listen", "127.0.0.1:0")
+	b := startKvsedge(t, envB, "--listen", "127.0.0.1:0")
+
+	type members struct {
+		Members []struct {
+			Name, Status string
+			APIURL       string `json:"api_url"`
+		}
+	}
+	list := func(env []string, ep string) members {
+		out, errOut, code := kvsedgeCmd(t, env, "members", "--endpoint", ep)
+		var m members
+		if code != 0 || json.Unmarshal([]byte(out), &m) != nil {
+			t.Fatalf("kvsedge members: %d %s %s", code, out, errOut)
+		}
+		return m
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ma, mb := list(envA, a.endpoint), list(envB, b.endpoint)
+		if len(ma.Members) == 2 && len(mb.Members) == 2 && ma.Members[0].Status == "alive" && ma.Members[1].Status == "alive" {
+			if ma.Members[0].Name != "box-a" || ma.Members[0].APIURL != a.endpoint || ma.Members[1].APIURL != b.endpoint {
+				t.Fatalf("members seen by a: %+v", ma.Members)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the boxes did not join: %+v / %+v", ma, mb)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// Streams spread over both homes, and both boxes agree (Go SDK).
+	client := func(ep string) *kinesisvideo.Client {
+		return kinesisvideo.New(kinesisvideo.Options{Region: "us-west-2", BaseEndpoint: aws.String(ep),
+			Credentials: credentials.NewStaticCredentialsProvider(e2eAKID, e2eSecret, ""), RetryMaxAttempts: 1})
+	}
+	ca, cb := client(a.endpoint), client(b.endpoint)
+	ctx := context.Background()
+	endpoint := func(c *kinesisvideo.Client, name string, api types.APIName) string {
+		out, err := c.GetDataEndpoint(ctx, &kinesisvideo.GetDataEndpointInput{StreamName: aws.String(name), APIName: api})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.DataEndpoint)
+	}
+	// Streams are created on a; b learns them from a (registry
+	// replication) with the same ARNs.
+	arns := map[string]string{}
+	for i := 0; i < 16; i++ {
+		name := fmt.Sprintf("cam-%d", i)
+		out, err := ca.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arns[name] = aws.ToString(out.StreamARN)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for name, arn := range arns {
+		for {
+			d, err := cb.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
+			if err == nil {
+				if got := aws.ToString(d.StreamInfo.StreamARN); got != arn {
+					t.Fatalf("%s is %s on b, %s on a", name, got, arn)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not reach b: %v", name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	homes := map[string]int{}
+	for i := 0; i < 16; i++ {
+		name := fmt.Sprintf("cam-%d", i)
+		ea, eb := endpoint(ca, name, types.APINamePutMedia), endpoint(cb, name, types.APINamePutMedia)
+		if ea != eb || (ea != a.endpoint && ea != b.endpoint) {
+			t.Fatalf("%s: home %q from a, %q from b", name, ea, eb)
+		}
+		homes[ea]++
+		if g := endpoint(cb, name, types.APINameGetMedia); g != b.endpoint {
+			t.Fatalf("GET_MEDIA of %s from b: %s", name, g)
+		}
+	}
+	if len(homes) != 2 {
+		t.Fatalf("12 streams all homed on one box: %v", homes)
+	}
+	// The console of b shows both boxes and the 16 streams' placement.
+	consoleWait(t, b.endpoint, "the cluster panel lists both boxes and 16 streams", `(() => {
+		const m = [...document.querySelectorAll('#member-rows tr')].map(r => r.textContent);
+		const r = document.querySelectorAll('#repl-rows tr').length;
+		return !document.getElementById('cluster').hidden && m.length === 2 && m.every(x => x.includes('alive')) &&
+			m.some(x => x.includes('box-b (this box)')) && r === 16; })()`)
+	// A box leaving is seen by the other.
+	a.stop(t)
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		mb := list(envB, b.endpoint)
+		if len(mb.Members) == 2 && (mb.Members[0].Status == "left" || mb.Members[0].Status == "failed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("box-a's departure not seen: %+v", mb)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	for i := 0; i < 16; i++ {
+		if e := endpoint(cb, fmt.Sprintf("cam-%d", i), types.APINamePutMedia); e != b.endpoint {
+			t.Fatalf("with box-a gone, cam-%d's home is %s", i, e)
+		}
+	}
+}
+
+// consoleWait signs in to a box's console in headless Chromium and waits
+// until the JavaScript condition holds.
+func consoleWait(t *testing.T, endpoint, what, cond string) {
+	t.Helper()
+	chromium := needTool(t, "chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+	if err := chromedp.Do(ctx, chromedp.Navigate(endpoint+"/"), chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#akid"), e2eAKID), chromedp.SendKeys(chromedp.CSS("#secret"), e2eSecret),
+		chromedp.SetValue(chromedp.CSS("#region"), "us-west-2"), chromedp.Click(chromedp.CSS("#login-form button"))); err != nil {
+		t.Fatalf("console sign-in: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond)); err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('cluster').outerHTML`))
+			t.Fatalf("console: %s: not within 30s: %s", what, html)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}

@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kvsedge/kvsedge/internal/config"
+)
+
+func TestConfigCommandRedacts(t *testing.T) {
+	out, _, code := kvsedgeCmd(t, []string{"KVSEDGE_ACCESS_KEY_ID=SHOWNKEY", "KVSEDGE_SECRET_ACCESS_KEY=hidden-secret-value"}, "config", "--listen", "127.0.0.1:9999")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(out, "listen: 127.0.0.1:9999") || !strings.Contains(out, "SHOWNKEY") || strings.Contains(out, "hidden-secret-value") {
+		t.Fatalf("config output:\n%s", out)
+	}
+	_, stderr, code := kvsedgeCmd(t, nil, "serve", "--account-id", "12")
+	if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "account_id") {
+		t.Fatalf("invalid config start-up: exit %d, %q", code, stderr)
+	}
+	out, _, code = kvsedgeCmd(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "kvsedge ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+}
+
+func TestGeneratedCredentials(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"KVSEDGE_DATA_DIR=" + dir}
+	out, _, code := kvsedgeCmd(t, env, "credentials")
+	if code != 0 || !strings.Contains(out, "export AWS_ACCESS_KEY_ID=AKKVSEDGE") {
+		t.Fatalf("credentials: %d %q", code, out)
+	}
+	st, err := os.Stat(filepath.Join(dir, config.GeneratedCredentialsFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v %v", err, st)
+	}
+	out2, _, _ := kvsedgeCmd(t, env, "credentials")
+	if out2 != out {
+		t.Fatalf("credentials changed between runs:\n%s\n%s", out, out2)
+	}
+	// The server started without configured keys accepts the generated pair.
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	var akid, secret string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "export AWS_ACCESS_KEY_ID="); ok {
+			akid = v
+		}
+		if v, ok := strings.CutPrefix(line, "export AWS_SECRET_ACCESS_KEY="); ok {
+			secret = v
+		}
+	}
+	var l struct{ StreamInfoList []any }
+	awsCLI(t, p.endpoint, []string{"AWS_ACCESS_KEY_ID=" + akid, "AWS_SECRET_ACCESS_KEY=" + secret}, &l, "kinesisvideo", "list-streams")
+	_, stderr, err := awsCLIRaw(t, p.endpoint, nil, "kinesisvideo", "list-streams")
+	if err == nil || !strings.Contains(stderr, "UnrecognizedClientException") {
+		t.Fatalf("other key accepted: %v %s", err, stderr)
+	}
+}
+
+func TestNoAuthSaysSo(t *testing.T) {
+	p := startKvsedge(t, []string{"KVSEDGE_DATA_DIR=" + t.TempDir()}, "--listen", "127.0.0.1:0", "--no-auth")
+	if !strings.Contains(p.logs.String(), "AUTHENTICATION IS OFF") {
+		t.Fatalf("no warning:\n%s", p.logs.String())
+	}
+	var l struct{ StreamInfoList []any }
+	awsCLI(t, p.endpoint, []string{"AWS_SECRET_ACCESS_KEY=anything"}, &l, "kinesisvideo", "list-streams")
+}

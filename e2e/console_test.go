@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestConsoleInChromium drives the built-in console in a real headless
+// Chromium: sign in, list streams, create one, play the live demo stream
+// and an on-demand range (the video's time advances, no player error),
+// and save a screenshot (in $KVSEDGE_ARTIFACTS, else the test's temp dir).
+func TestConsoleInChromium(t *testing.T) {
+	chromium := needTool(t, "chromium")
+	dir := t.TempDir()
+	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	// Let the demo camera record a few fragments first.
+	sel := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=2020-01-01T00:00:00Z,EndTimestamp=2100-01-01T00:00:00Z}"
+	var l struct {
+		Fragments []struct{ FragmentNumber string }
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(l.Fragments) < 4; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the demo camera recorded nothing")
+		}
+		awsCLI(t, p.endpoint, nil, &l, "kinesis-video-archived-media", "list-fragments", "--stream-name", "demo", "--fragment-selector", sel)
+	}
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"), chromedp.WindowSize(1280, 1000))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelT()
+
+	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	eval := func(expr string) (bool, error) { return chromedp.Run(ctx, chromedp.Evaluate[bool](expr)) }
+	evalString := func(expr string) string { v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](expr)); return v }
+	// waitJS polls a JavaScript condition.
+	waitJS := func(what, cond string, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			if ok, err := eval(cond); err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				state := evalString(`document.getElementById('player-state').textContent`)
+				errs := evalString(`[...document.querySelectorAll('.error')].map(e => e.textContent).join(' | ')`)
+				t.Fatalf("%s: not within %v (player: %q, errors: %q)", what, within, state, errs)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	run("open the console", chromedp.Navigate(p.endpoint+"/"), chromedp.WaitVisible(chromedp.CSS("#login-form")))
+	run("sign in",
+		chromedp.SendKeys(chromedp.CSS("#akid"), e2eAKID),
+		chromedp.SendKeys(chromedp.CSS("#secret"), e2eSecret),
+		chromedp.SetValue(chromedp.CSS("#region"), "us-west-2"),
+		chromedp.Click(chromedp.CSS("#login-form button")))
+	waitJS("the stream list shows demo", `!!document.querySelector('tr[data-stream="demo"]')`, 15*time.Second)
+
+	run("create a stream",
+		chromedp.SendKeys(chromedp.CSS("#new-name"), "made-in-console"),
+		chromedp.Click(chromedp.CSS("#create-form button")))
+	waitJS("the new stream is listed", `!!document.querySelector('tr[data-stream="made-in-console"]')`, 15*time.Second)
+	var d describeOut
+	awsCLI(t, p.endpoint, nil, &d, "kinesisvideo", "describe-stream", "--stream-name", "made-in-console")
+	if d.StreamInfo.DataRetentionInHours != 24 {
+		t.Fatalf("stream created by the console: %+v", d.StreamInfo)
+	}
+
+	// Live view of the demo camera.
+	run("open demo", chromedp.Click(chromedp.CSS(`tr[data-stream="demo"] button.open`)))
+	waitJS("the live video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 2 && !v.error && !document.getElementById('player-state').textContent.includes('error'); })()`, 40*time.Second)
+	waitJS("the timeline shows recorded fragments", `parseInt(document.getElementById('timeline').dataset.fragments || '0') >= 3`, 15*time.Second)
+
+	// On demand: jump to 10 s ago.
+	if _, err := eval(`(() => {
+		const d = new Date(Date.now() - 12000), p = (n) => String(n).padStart(2, '0');
+		document.getElementById('jump').value = d.getFullYear() + '-' + p(d.getMonth()+1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds());
+		document.getElementById('jump-btn').click(); return true; })()`); err != nil {
+		t.Fatalf("jump back: %v", err)
+	}
+	waitJS("the on-demand session starts", `document.getElementById('player-state').textContent.startsWith('on demand')`, 10*time.Second)
+	waitJS("the on-demand video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error && !document.getElementById('player-state').textContent.includes('error'); })()`, 30*time.Second)
+
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(80))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	out := os.Getenv("KVSEDGE_ARTIFACTS")
+	if out == "" {
+		out = t.TempDir()
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(out, "console.jpg")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("console screenshot: %s (%d bytes)", path, len(shot))
+	if len(shot) < 10_000 || !strings.HasPrefix(string(shot[:3]), "\xff\xd8\xff") {
+		t.Fatal(fmt.Sprintf("screenshot of %d bytes is not a JPEG", len(shot)))
+	}
+}

@@ -1,0 +1,148 @@
+package app
+
+import (
+	"github.com/kvsedge/kvsedge/cluster"
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// boxCollector exports the appliance's state as Prometheus metrics at
+// scrape time (nothing is counted twice: every value is read from the
+// part that owns it).
+type boxCollector struct {
+	eng   *engine.Engine
+	cams  *ingest.Manager
+	peers *cluster.Cluster // nil without a cluster
+}
+
+var (
+	mIngestFragments   = prometheus.NewDesc("kvsedge_ingest_fragments_total", "Fragments received from producers and cameras.", nil, nil)
+	mIngestBytes       = prometheus.NewDesc("kvsedge_ingest_bytes_total", "Media bytes received from producers and cameras.", nil, nil)
+	mPersistedFrags    = prometheus.NewDesc("kvsedge_persisted_fragments_total", "Ingested fragments made durable (PERSISTED).", nil, nil)
+	mPersistedBytes    = prometheus.NewDesc("kvsedge_persisted_bytes_total", "Media bytes of ingested fragments made durable.", nil, nil)
+	mPersistLatency    = prometheus.NewDesc("kvsedge_persist_latency_seconds", "From a fragment complete to durable: when its PERSISTED ack may go.", nil, nil)
+	mReplicaFrags      = prometheus.NewDesc("kvsedge_replica_fragments_total", "Fragments stored here as copies from peers.", nil, nil)
+	mReplicaBytes      = prometheus.NewDesc("kvsedge_replica_bytes_total", "Media bytes stored here as copies from peers.", nil, nil)
+	mRingBytes         = prometheus.NewDesc("kvsedge_ring_bytes", "Media held by the hot rings of all streams.", nil, nil)
+	mCameraState       = prometheus.NewDesc("kvsedge_camera_state", "1 for each camera's current state.", []string{"stream", "state"}, nil)
+	mCameraFPS         = prometheus.NewDesc("kvsedge_camera_fps", "Frames per second received from the camera.", []string{"stream"}, nil)
+	mCameraBitrate     = prometheus.NewDesc("kvsedge_camera_bitrate_bits_per_second", "Bit rate received from the camera.", []string{"stream"}, nil)
+	mCameraFragments   = prometheus.NewDesc("kvsedge_camera_fragments_total", "Fragments recorded from the camera since it started.", []string{"stream"}, nil)
+	mDiskFree          = prometheus.NewDesc("kvsedge_disk_free_bytes", "Free space on the data directory's filesystem.", nil, nil)
+	mDiskSize          = prometheus.NewDesc("kvsedge_disk_size_bytes", "Size of the data directory's filesystem.", nil, nil)
+	mDiskMinFree       = prometheus.NewDesc("kvsedge_disk_min_free_bytes", "Free space the box keeps (storage.min_free_mib).", nil, nil)
+	mDiskForecast      = prometheus.NewDesc("kvsedge_disk_full_forecast_seconds", "Time until free space reaches the minimum at the recent rate of stored media (absent when not filling).", nil, nil)
+	mStoredBytes       = prometheus.NewDesc("kvsedge_stored_media_bytes", "Media the index holds.", nil, nil)
+	mRefusing          = prometheus.NewDesc("kvsedge_storage_refusing_new_media", "1 while new media is refused for lack of space.", nil, nil)
+	mCapacityDeleted   = prometheus.NewDesc("kvsedge_capacity_deleted_bytes", "Media the last capacity sweep deleted.", nil, nil)
+	mWriteAmp          = prometheus.NewDesc("kvsedge_store_write_amplification", "Bytes written to disk (segments, WAL, flushes, compactions) over bytes given to the store, since start.", nil, nil)
+	mStoreWritten      = prometheus.NewDesc("kvsedge_store_written_bytes_total", "Bytes the store wrote, by kind.", []string{"kind"}, nil)
+	mPebbleCompactions = prometheus.NewDesc("kvsedge_pebble_compactions_total", "Pebble compactions.", nil, nil)
+	mPebbleFlushes     = prometheus.NewDesc("kvsedge_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
+	mPebbleCache       = prometheus.NewDesc("kvsedge_pebble_block_cache_total", "Pebble block cache lookups by result.", []string{"result"}, nil)
+	mPebbleMemtable    = prometheus.NewDesc("kvsedge_pebble_memtable_bytes", "Pebble memtables' size.", nil, nil)
+	mMembers           = prometheus.NewDesc("kvsedge_cluster_members", "Cluster members by serf status.", []string{"status"}, nil)
+	mReplLag           = prometheus.NewDesc("kvsedge_replication_lag_seconds", "Replication lag of the stream's copy here, over recent fragments.", []string{"stream", "quantile"}, nil)
+	mReplMissing       = prometheus.NewDesc("kvsedge_replication_missing_fragments", "Fragments other holders have and this box lacks (last comparison).", []string{"stream"}, nil)
+	mReplUnder         = prometheus.NewDesc("kvsedge_replication_under_replicated_fragments", "Fragments this box holds that another holder lacked (last comparison).", []string{"stream"}, nil)
+)
+
+func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
+		mReplicaBytes, mRingBytes, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
+		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
+		mPebbleCache, mPebbleMemtable, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		ch <- d
+	}
+}
+
+func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	st := c.eng.Stats()
+	counter(mIngestFragments, float64(st.FragmentsReceived))
+	counter(mIngestBytes, float64(st.BytesReceived))
+	counter(mPersistedFrags, float64(st.FragmentsPersisted))
+	counter(mPersistedBytes, float64(st.BytesPersisted))
+	counter(mReplicaFrags, float64(st.FragmentsImported))
+	counter(mReplicaBytes, float64(st.BytesImported))
+	buckets := map[float64]uint64{}
+	var cum, total uint64
+	for i, le := range engine.LatencyBucketsMs {
+		cum += st.PersistLatency.Counts[i]
+		buckets[le/1000] = cum
+	}
+	total = cum + st.PersistLatency.Counts[len(engine.LatencyBucketsMs)]
+	ch <- prometheus.MustNewConstHistogram(mPersistLatency, total, st.PersistLatency.SumMs/1000, buckets)
+	gauge(mRingBytes, float64(c.eng.RingBytes()))
+
+	for _, cs := range c.cams.States() {
+		gauge(mCameraState, 1, cs.Stream, cs.State)
+		gauge(mCameraFPS, cs.FPS, cs.Stream)
+		gauge(mCameraBitrate, cs.BitrateBps, cs.Stream)
+		counter(mCameraFragments, float64(cs.Fragments), cs.Stream)
+	}
+
+	cp := c.eng.Capacity()
+	if cp.TotalBytes > 0 {
+		gauge(mDiskFree, float64(cp.FreeBytes))
+		gauge(mDiskSize, float64(cp.TotalBytes))
+		if cp.SecondsToFull >= 0 {
+			gauge(mDiskForecast, cp.SecondsToFull)
+		}
+	}
+	gauge(mDiskMinFree, float64(cp.MinFreeBytes))
+	gauge(mStoredBytes, float64(c.eng.StoredBytes()))
+	refusing := 0.0
+	if cp.Refusing {
+		refusing = 1
+	}
+	gauge(mRefusing, refusing)
+	gauge(mCapacityDeleted, float64(cp.DeletedBytes))
+
+	ss := c.eng.StoreStats()
+	gauge(mWriteAmp, ss.WriteAmplification())
+	counter(mStoreWritten, float64(ss.MediaBytes), "media")
+	counter(mStoreWritten, float64(ss.WALBytes), "wal")
+	counter(mStoreWritten, float64(ss.FlushBytes), "flush")
+	counter(mStoreWritten, float64(ss.CompactionBytes), "compaction")
+	counter(mPebbleCompactions, float64(ss.Compactions))
+	counter(mPebbleFlushes, float64(ss.Flushes))
+	counter(mPebbleCache, float64(ss.CacheHits), "hit")
+	counter(mPebbleCache, float64(ss.CacheMisses), "miss")
+	gauge(mPebbleMemtable, float64(ss.MemtableBytes))
+
+	if c.peers != nil {
+		byStatus := map[string]int{}
+		for _, m := range c.peers.Members() {
+			byStatus[m.Status]++
+		}
+		for s, n := range byStatus {
+			gauge(mMembers, float64(n), s)
+		}
+		if rs, ok := c.peers.ReplicationJSON().([]cluster.StreamReplication); ok {
+			for _, r := range rs {
+				if r.Samples > 0 {
+					gauge(mReplLag, float64(r.LagP50Ms)/1000, r.Stream, "0.5")
+					gauge(mReplLag, float64(r.LagP99Ms)/1000, r.Stream, "0.99")
+				}
+				gauge(mReplMissing, float64(r.MissingHere), r.Stream)
+				gauge(mReplUnder, float64(r.UnderReplicated), r.Stream)
+			}
+		}
+	}
+}
+
+// newMetricsRegistry is the /metrics registry: the box's collector plus
+// Go runtime and process metrics.
+func newMetricsRegistry(c *boxCollector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kvsedge/kvsedge/internal/app"
+	"github.com/kvsedge/kvsedge/internal/config"
+)
+
+// runServe runs the appliance until SIGINT or SIGTERM.
+func runServe(args []string, _, stderr io.Writer) error {
+	cfg, fs, err := parseConfig("serve", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	path, _ := fs.GetString("config")
+	a, err := app.Open(app.Options{Config: cfg, Logger: log, Version: version, ConfigFile: path,
+		Reload: func() (*config.Config, error) { return config.Load(fs, os.Environ()) }})
+	if err != nil {
+		return err
+	}
+	return errors.Join(a.Run(ctx), a.Close())
+}
+
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: c.SlogLevel()}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// runCredentials prints the first key pair (generating it if needed) as
+// shell exports: eval "$(kvsedge credentials)".
+func runCredentials(args []string, stdout, stderr io.Writer) error {
+	cfg, _, err := parseConfig("credentials", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	if cfg.Auth.Disabled {
+		return errors.New("authentication is disabled: any key pair is accepted")
+	}
+	creds, _, err := config.EffectiveCredentials(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, "export AWS_ACCESS_KEY_ID="+creds[0].AccessKeyID+"\nexport AWS_SECRET_ACCESS_KEY="+
+		creds[0].SecretAccessKey+"\nexport AWS_DEFAULT_REGION="+cfg.Region+"\n")
+	return err
+}

@@ -1,0 +1,595 @@
+// Package config is kvsedge's configuration: the YAML file, the environment
+// and the flags layered over the built-in defaults and the hardware
+// profile's budgets (koanf), validated as a whole with every bad key
+// reported, and the access keys the box accepts (configured, or generated
+// once into the data directory).
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/v2"
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/hwprofiles"
+	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/spf13/pflag"
+)
+
+// Config is kvsedge's whole configuration. Sources, lowest precedence first:
+// built-in defaults < YAML file (--config) < environment (KVSEDGE_…, "__"
+// nests: KVSEDGE_TLS__CERT_FILE) < command-line flags that were set.
+type Config struct {
+	// Listen is the API's address. Default 127.0.0.1:8080.
+	Listen string `koanf:"listen" yaml:"listen"`
+	// DataDir holds the store (and generated credentials). Default ./data.
+	DataDir string `koanf:"data_dir" yaml:"data_dir"`
+	// DataEndpoint is what GetDataEndpoint returns (scheme://host[:port]).
+	// Default: derived from the bound listen address and TLS.
+	DataEndpoint string `koanf:"data_endpoint" yaml:"data_endpoint"`
+	// Region and AccountID appear in ARNs.
+	Region    string `koanf:"region" yaml:"region"`
+	AccountID string `koanf:"account_id" yaml:"account_id"`
+	// AccessKeyID and SecretAccessKey are one key pair (the environment's
+	// KVSEDGE_ACCESS_KEY_ID / KVSEDGE_SECRET_ACCESS_KEY); Credentials holds
+	// more. With none configured and auth on, a pair is generated once and
+	// kept in <data_dir>/credentials.yaml.
+	AccessKeyID     string        `koanf:"access_key_id" yaml:"access_key_id"`
+	SecretAccessKey string        `koanf:"secret_access_key" yaml:"secret_access_key"`
+	Credentials     []Credential  `koanf:"credentials" yaml:"credentials"`
+	Auth            AuthConfig    `koanf:"auth" yaml:"auth"`
+	TLS             TLSConfig     `koanf:"tls" yaml:"tls"`
+	Log             LogConfig     `koanf:"log" yaml:"log"`
+	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
+	Media           MediaConfig   `koanf:"media" yaml:"media"`
+	// Demo records the built-in demo clip into a "demo" stream, so a new
+	// box has something to watch. Default: on when no configuration file
+	// is given, off when one is (unless it says demo: true).
+	Demo bool `koanf:"demo" yaml:"demo"`
+	// Cameras are recorded forever; the file is watched and changes apply
+	// without a restart.
+	Cameras []CameraFileConfig `koanf:"cameras" yaml:"cameras"`
+	// Secrets are named values (camera URLs with credentials) that the
+	// edge configuration API's MediaUriSecretArn refers to by name (the
+	// last component of the ARN). Redacted in `kvsedge config`.
+	Secrets map[string]string `koanf:"secrets" yaml:"secrets"`
+	Cluster ClusterConfig     `koanf:"cluster" yaml:"cluster"`
+	// Profile names the hardware profile whose budgets are the defaults of
+	// storage.cache_mib, storage.memtable_mib, storage.sync_window,
+	// media.ring_mib_per_stream, media.max_cameras and memory_limit_mib
+	// (`kvsedge profiles` lists them): auto (detected from the board), a
+	// profile's name, or none (the built-in defaults).
+	Profile string `koanf:"profile" yaml:"profile"`
+	// MemoryLimitMiB is the Go runtime's soft memory limit (0: none; the
+	// GOMEMLIMIT environment variable wins).
+	MemoryLimitMiB int `koanf:"memory_limit_mib" yaml:"memory_limit_mib"`
+	// ProfileApplied and ProfileWhy say which hardware profile was applied
+	// and why (set by Load; "" for none).
+	ProfileApplied string `koanf:"-" yaml:"-"`
+	ProfileWhy     string `koanf:"-" yaml:"-"`
+}
+
+// ClusterConfig joins this box to peer boxes (serf gossip). Without Bind
+// the box is a cluster of one.
+type ClusterConfig struct {
+	// Bind is the gossip address (host:port; UDP and TCP), e.g. 0.0.0.0:7946.
+	Bind string `koanf:"bind" yaml:"bind,omitempty"`
+	// Advertise is the address peers reach this box at, if not Bind.
+	Advertise string `koanf:"advertise" yaml:"advertise,omitempty"`
+	// Seeds are gossip addresses of other members.
+	Seeds []string `koanf:"seeds" yaml:"seeds,omitempty"`
+	// Key encrypts gossip: base64 of 16, 24 or 32 bytes, the same on
+	// every member.
+	Key string `koanf:"key" yaml:"key,omitempty"`
+	// NodeName is unique in the cluster (default: the host name).
+	NodeName string `koanf:"node_name" yaml:"node_name,omitempty"`
+	// NodeID is this box's id in fragment numbers (default: derived from
+	// the node name); members need distinct ids.
+	NodeID int `koanf:"node_id" yaml:"node_id,omitempty"`
+	// FastFailureDetection detects a dead box in about a second instead of
+	// serf's LAN default of about six (more gossip traffic; for a few
+	// boxes on one LAN).
+	FastFailureDetection bool `koanf:"fast_failure_detection" yaml:"fast_failure_detection,omitempty"`
+	// ReplicationFactor is how many boxes hold each stream (its home and
+	// replicas) unless the stream's kvsedge:replication-factor tag says
+	// otherwise. Default 2.
+	ReplicationFactor int `koanf:"replication_factor" yaml:"replication_factor,omitempty"`
+	// CAFile is the PEM certificate authority that peers' HTTPS
+	// certificates chain to (the site's `kvsedge cert` CA); default: the
+	// system's roots.
+	CAFile string `koanf:"ca_file" yaml:"ca_file,omitempty"`
+}
+
+// DecodedKey is Key decoded (Validate checked it); nil when unset.
+func (c ClusterConfig) DecodedKey() []byte {
+	k, err := base64.StdEncoding.DecodeString(c.Key)
+	if err != nil {
+		return nil
+	}
+	return k
+}
+
+// listKeys are the list-valued keys, comma-separated in the environment.
+var listKeys = map[string]bool{"cluster.seeds": true}
+
+// CameraFileConfig is one camera in the configuration file.
+type CameraFileConfig struct {
+	Stream string `koanf:"stream" yaml:"stream"`
+	// URL is rtsp:// or rtsps:// (credentials in the user info); or
+	// Device is a V4L2 device (/dev/video0) of a USB camera that encodes
+	// MJPEG or H.264, captured at Width×Height (0: the largest offered).
+	URL    string `koanf:"url" yaml:"url,omitempty"`
+	Device string `koanf:"device" yaml:"device,omitempty"`
+	Width  int    `koanf:"width" yaml:"width,omitempty"`
+	Height int    `koanf:"height" yaml:"height,omitempty"`
+	// Transport is auto (UDP, falling back to TCP), tcp or udp.
+	Transport        string            `koanf:"transport" yaml:"transport,omitempty"`
+	InsecureTLS      bool              `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
+	RetentionHours   int               `koanf:"retention_hours" yaml:"retention_hours"`
+	Tags             map[string]string `koanf:"tags" yaml:"tags,omitempty"`
+	FragmentDuration time.Duration     `koanf:"fragment_duration" yaml:"fragment_duration,omitempty"`
+}
+
+// MediaConfig tunes the media data path.
+type MediaConfig struct {
+	// RingMiBPerStream is each stream's hot-ring budget (recent fragments
+	// kept in memory for live readers).
+	RingMiBPerStream int `koanf:"ring_mib_per_stream" yaml:"ring_mib_per_stream"`
+	// GetMediaIdleTimeout ends a GetMedia session that waited this long
+	// at the live edge without a new fragment (below the aws CLI's 60 s
+	// read timeout; clients resume with the continuation token).
+	GetMediaIdleTimeout time.Duration `koanf:"get_media_idle_timeout" yaml:"get_media_idle_timeout"`
+	// PutMediaIdleClose ends an upload that sent nothing for this long.
+	PutMediaIdleClose time.Duration `koanf:"put_media_idle_close" yaml:"put_media_idle_close"`
+	// MaxCameras is how many cameras the box records at once (0: no
+	// limit); more wait in STANDBY.
+	MaxCameras int `koanf:"max_cameras" yaml:"max_cameras"`
+	// RetentionInterval is how often expired fragments are deleted.
+	RetentionInterval time.Duration `koanf:"retention_interval" yaml:"retention_interval"`
+}
+
+// Credential is one access key pair.
+type Credential struct {
+	AccessKeyID     string `koanf:"access_key_id" yaml:"access_key_id"`
+	SecretAccessKey string `koanf:"secret_access_key" yaml:"secret_access_key"`
+}
+
+// AuthConfig controls SigV4 checking.
+type AuthConfig struct {
+	// Disabled turns authentication off (local development only).
+	Disabled bool `koanf:"disabled" yaml:"disabled"`
+	// MaxSkew is how far a request's X-Amz-Date may be from our clock.
+	// Default 5m, as AWS.
+	MaxSkew time.Duration `koanf:"max_skew" yaml:"max_skew"`
+}
+
+// TLSConfig enables HTTPS when both files are set (see `kvsedge cert`).
+type TLSConfig struct {
+	CertFile string `koanf:"cert_file" yaml:"cert_file"`
+	KeyFile  string `koanf:"key_file" yaml:"key_file"`
+}
+
+// LogConfig sets the log level (debug, info, warn, error) and format (text,
+// json).
+type LogConfig struct {
+	Level  string `koanf:"level" yaml:"level"`
+	Format string `koanf:"format" yaml:"format"`
+}
+
+// SlogLevel is Level as a slog.Level (Validate checked it).
+func (c LogConfig) SlogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Level)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// StorageConfig sizes the Pebble store.
+type StorageConfig struct {
+	CacheMiB    int `koanf:"cache_mib" yaml:"cache_mib"`
+	MemtableMiB int `koanf:"memtable_mib" yaml:"memtable_mib"`
+	// SyncWindow groups the syncs of fragments stored within it (SD
+	// cards); 0 syncs each fragment at once.
+	SyncWindow time.Duration `koanf:"sync_window" yaml:"sync_window"`
+	// SegmentMiB is the size of the media segment files (each is
+	// preallocated; retention frees whole segments).
+	SegmentMiB int `koanf:"segment_mib" yaml:"segment_mib"`
+	// MinFreeMiB is the free disk space the box keeps; OnFull is what it
+	// does when a limit is reached: delete_oldest (oldest media, except
+	// streams on hold, goes) or refuse_new (PutMedia gets ERROR acks,
+	// cameras pause with an alarm).
+	MinFreeMiB int    `koanf:"min_free_mib" yaml:"min_free_mib"`
+	OnFull     string `koanf:"on_full" yaml:"on_full"`
+	// CapacityInterval is how often the capacity controller runs.
+	CapacityInterval time.Duration `koanf:"capacity_interval" yaml:"capacity_interval"`
+}
+
+// Default is the built-in configuration.
+func Default() Config {
+	return Config{
+		Listen:    "127.0.0.1:8080",
+		DataDir:   "./data",
+		Region:    "us-east-1",
+		AccountID: "000000000000",
+		Auth:      AuthConfig{MaxSkew: 5 * time.Minute},
+		Log:       LogConfig{Level: "info", Format: "text"},
+		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, MinFreeMiB: 256, OnFull: "delete_oldest",
+			CapacityInterval: 10 * time.Second},
+		Demo:    true,
+		Profile: "auto",
+		Media: MediaConfig{
+			RingMiBPerStream:    32,
+			GetMediaIdleTimeout: 50 * time.Second,
+			PutMediaIdleClose:   30 * time.Second,
+			RetentionInterval:   time.Minute,
+		},
+	}
+}
+
+// Flags declares the flags every command that reads the configuration
+// accepts. flagKeys maps each flag to its configuration key.
+var flagKeys = map[string]string{
+	"listen":        "listen",
+	"data-dir":      "data_dir",
+	"data-endpoint": "data_endpoint",
+	"region":        "region",
+	"account-id":    "account_id",
+	"tls-cert":      "tls.cert_file",
+	"tls-key":       "tls.key_file",
+	"no-auth":       "auth.disabled",
+	"log-level":     "log.level",
+	"demo":          "demo",
+	"profile":       "profile",
+}
+
+func Flags(fs *pflag.FlagSet) {
+	d := Default()
+	fs.String("config", "", "YAML configuration file")
+	fs.String("listen", d.Listen, "API listen address (host:port)")
+	fs.String("data-dir", d.DataDir, "data directory")
+	fs.String("data-endpoint", "", "URL GetDataEndpoint returns (default: derived from --listen)")
+	fs.String("region", d.Region, "region used in ARNs")
+	fs.String("account-id", d.AccountID, "12-digit account id used in ARNs")
+	fs.String("tls-cert", "", "TLS certificate file (PEM); enables HTTPS with --tls-key")
+	fs.String("tls-key", "", "TLS private key file (PEM)")
+	fs.Bool("no-auth", false, "turn SigV4 authentication off (local development only)")
+	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
+	fs.Bool("demo", true, "record the built-in demo clip into the stream \"demo\" (default: on without --config)")
+	fs.String("profile", d.Profile, "hardware profile: auto, none, or a name from `kvsedge profiles`")
+}
+
+// Load layers defaults, the file named by --config, the environment
+// and the flags that were set, then validates the result.
+func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(Default(), "koanf"), nil); err != nil {
+		return nil, fmt.Errorf("loading defaults: %w", err)
+	}
+	// explicit: keys set by the file, the environment or a flag, which a
+	// hardware profile's defaults do not override.
+	explicit := map[string]bool{}
+	if path, _ := fs.GetString("config"); path != "" {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config: reading %s: %w", path, err)
+		}
+		if !fk.Exists("demo") {
+			_ = fk.Set("demo", false) // a configured box records only its cameras
+		}
+		if err := k.Merge(fk); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", path, err)
+		}
+		for _, key := range fk.Keys() {
+			explicit[key] = true
+		}
+	}
+	envProvider := env.Provider(".", env.Opt{ // listKeys: comma-separated
+		Prefix: "KVSEDGE_",
+		TransformFunc: func(key, value string) (string, any) {
+			key = strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(key, "KVSEDGE_")), "__", ".")
+			if listKeys[key] {
+				// Lists are comma-separated in the environment.
+				var items []string
+				for _, v := range strings.Split(value, ",") {
+					if v = strings.TrimSpace(v); v != "" {
+						items = append(items, v)
+					}
+				}
+				return key, items
+			}
+			return key, value
+		},
+		EnvironFunc: func() []string { return environ },
+	})
+	ek := koanf.New(".")
+	if err := ek.Load(envProvider, nil); err != nil {
+		return nil, fmt.Errorf("config: reading environment: %w", err)
+	}
+	if err := k.Merge(ek); err != nil {
+		return nil, fmt.Errorf("config: reading environment: %w", err)
+	}
+	for _, key := range ek.Keys() {
+		explicit[key] = true
+	}
+	flagProvider := posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		key, ok := flagKeys[f.Name]
+		if !ok {
+			return "", nil
+		}
+		return key, posflag.FlagVal(fs, f)
+	})
+	if err := k.Load(flagProvider, nil); err != nil {
+		return nil, fmt.Errorf("config: reading flags: %w", err)
+	}
+	fs.Visit(func(f *pflag.Flag) {
+		if key, ok := flagKeys[f.Name]; ok {
+			explicit[key] = true
+		}
+	})
+	applied, why, err := applyProfile(k, explicit, hwprofiles.ReadBoard)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.ProfileApplied, c.ProfileWhy = applied, why
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// applyProfile sets the chosen hardware profile's budgets on k, for every
+// key not set explicitly, and returns the profile's name and why it was
+// chosen ("" for none).
+func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofiles.Board) (string, string, error) {
+	name := k.String("profile")
+	var p hwprofiles.Profile
+	var why string
+	switch name {
+	case "none":
+		return "", "", nil
+	case "auto", "":
+		b := board()
+		p, why = hwprofiles.Detect(b)
+		why = "auto: " + why
+	default:
+		var ok bool
+		if p, ok = hwprofiles.ByName(name); !ok {
+			return "", "", fmt.Errorf("invalid configuration: profile: %q is not auto, none or one of %s", name, strings.Join(hwprofiles.Names(), ", "))
+		}
+		why = "configured"
+	}
+	for key, v := range map[string]any{
+		"storage.cache_mib":         p.CacheMiB,
+		"storage.memtable_mib":      p.MemtableMiB,
+		"storage.sync_window":       p.SyncWindow.String(),
+		"media.ring_mib_per_stream": p.RingMiBPerStream,
+		"media.max_cameras":         p.MaxCameras,
+		"memory_limit_mib":          p.MemoryLimitMiB,
+	} {
+		if !explicit[key] {
+			if err := k.Set(key, v); err != nil {
+				return "", "", fmt.Errorf("config: profile %s: %w", p.Name, err)
+			}
+		}
+	}
+	return p.Name, why, nil
+}
+
+var (
+	streamNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+	accessKeyPattern  = regexp.MustCompile(`^[A-Za-z0-9_]{3,128}$`)
+)
+
+// Validate reports every invalid key, one line each, naming the key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key string, format string, args ...any) error {
+		return fmt.Errorf("invalid configuration: %s: %s", key, fmt.Sprintf(format, args...))
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		errs = append(errs, bad("listen", "%q is not host:port", c.Listen))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, bad("data_dir", "must not be empty"))
+	}
+	if c.DataEndpoint != "" {
+		u, err := url.Parse(c.DataEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			errs = append(errs, bad("data_endpoint", "%q is not scheme://host[:port] with scheme http or https and no path", c.DataEndpoint))
+		}
+		c.DataEndpoint = strings.TrimSuffix(c.DataEndpoint, "/")
+	}
+	if !engine.ValidRegion(c.Region) {
+		errs = append(errs, bad("region", "%q is not a region name like us-east-1", c.Region))
+	}
+	if !engine.ValidAccountID(c.AccountID) {
+		errs = append(errs, bad("account_id", "%q is not a 12-digit account id", c.AccountID))
+	}
+	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
+		errs = append(errs, bad("access_key_id", "access_key_id and secret_access_key must be set together"))
+	}
+	if c.AccessKeyID != "" && !accessKeyPattern.MatchString(c.AccessKeyID) {
+		errs = append(errs, bad("access_key_id", "%q must be 3–128 letters, digits or underscores", c.AccessKeyID))
+	}
+	seen := map[string]bool{c.AccessKeyID: c.AccessKeyID != ""}
+	for i, cr := range c.Credentials {
+		key := fmt.Sprintf("credentials[%d]", i)
+		if !accessKeyPattern.MatchString(cr.AccessKeyID) {
+			errs = append(errs, bad(key+".access_key_id", "%q must be 3–128 letters, digits or underscores", cr.AccessKeyID))
+		}
+		if cr.SecretAccessKey == "" {
+			errs = append(errs, bad(key+".secret_access_key", "must not be empty"))
+		}
+		if seen[cr.AccessKeyID] {
+			errs = append(errs, bad(key+".access_key_id", "%q is configured twice", cr.AccessKeyID))
+		}
+		seen[cr.AccessKeyID] = true
+	}
+	if c.Auth.MaxSkew < time.Second || c.Auth.MaxSkew > time.Hour {
+		errs = append(errs, bad("auth.max_skew", "%s must be between 1s and 1h", c.Auth.MaxSkew))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, bad("tls.cert_file", "tls.cert_file and tls.key_file must be set together"))
+	}
+	for key, f := range map[string]string{"tls.cert_file": c.TLS.CertFile, "tls.key_file": c.TLS.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, bad(key, "%v", unwrapPathError(err)))
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, bad("log.format", "%q is not one of text, json", c.Log.Format))
+	}
+	if c.Storage.CacheMiB < 1 || c.Storage.CacheMiB > 1<<16 {
+		errs = append(errs, bad("storage.cache_mib", "%d is outside 1…65536", c.Storage.CacheMiB))
+	}
+	if c.Storage.MemtableMiB < 1 || c.Storage.MemtableMiB > 4096 {
+		errs = append(errs, bad("storage.memtable_mib", "%d is outside 1…4096", c.Storage.MemtableMiB))
+	}
+	if c.Media.RingMiBPerStream < 1 || c.Media.RingMiBPerStream > 4096 {
+		errs = append(errs, bad("media.ring_mib_per_stream", "%d is outside 1…4096", c.Media.RingMiBPerStream))
+	}
+	if c.Media.GetMediaIdleTimeout < 100*time.Millisecond || c.Media.GetMediaIdleTimeout > time.Hour {
+		errs = append(errs, bad("media.get_media_idle_timeout", "%v is outside 100ms…1h", c.Media.GetMediaIdleTimeout))
+	}
+	if c.Media.PutMediaIdleClose < time.Second || c.Media.PutMediaIdleClose > time.Hour {
+		errs = append(errs, bad("media.put_media_idle_close", "%v is outside 1s…1h", c.Media.PutMediaIdleClose))
+	}
+	if c.Storage.SegmentMiB < 1 || c.Storage.SegmentMiB > 1024 {
+		errs = append(errs, bad("storage.segment_mib", "%d is outside 1…1024", c.Storage.SegmentMiB))
+	}
+	if c.Storage.MinFreeMiB < 0 {
+		errs = append(errs, bad("storage.min_free_mib", "%d is negative", c.Storage.MinFreeMiB))
+	}
+	if c.Storage.OnFull != "delete_oldest" && c.Storage.OnFull != "refuse_new" {
+		errs = append(errs, bad("storage.on_full", "%q is not delete_oldest or refuse_new", c.Storage.OnFull))
+	}
+	if c.Storage.CapacityInterval < time.Second || c.Storage.CapacityInterval > time.Hour {
+		errs = append(errs, bad("storage.capacity_interval", "%v is outside 1s…1h", c.Storage.CapacityInterval))
+	}
+	if c.Storage.SyncWindow < 0 || c.Storage.SyncWindow > 5*time.Second {
+		errs = append(errs, bad("storage.sync_window", "%v is outside 0…5s", c.Storage.SyncWindow))
+	}
+	if c.Media.MaxCameras < 0 {
+		errs = append(errs, bad("media.max_cameras", "%d is negative", c.Media.MaxCameras))
+	}
+	if c.MemoryLimitMiB < 0 {
+		errs = append(errs, bad("memory_limit_mib", "%d is negative", c.MemoryLimitMiB))
+	}
+	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
+		errs = append(errs, bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval))
+	}
+	if c.Cluster.Bind != "" {
+		if _, _, err := net.SplitHostPort(c.Cluster.Bind); err != nil {
+			errs = append(errs, bad("cluster.bind", "%q is not host:port", c.Cluster.Bind))
+		}
+		if c.Cluster.Key == "" {
+			errs = append(errs, bad("cluster.key", "is required with cluster.bind: it encrypts gossip and authenticates replication between boxes (make one with: head -c 32 /dev/urandom | base64)"))
+		}
+	}
+	if c.Cluster.ReplicationFactor < 0 || c.Cluster.ReplicationFactor > 16 {
+		errs = append(errs, bad("cluster.replication_factor", "%d is outside 1…16", c.Cluster.ReplicationFactor))
+	}
+	if c.Cluster.Key != "" {
+		k, err := base64.StdEncoding.DecodeString(c.Cluster.Key)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			errs = append(errs, bad("cluster.key", "must be base64 of 16, 24 or 32 bytes"))
+		}
+	}
+	if c.Cluster.NodeID < 0 || c.Cluster.NodeID > 65535 {
+		errs = append(errs, bad("cluster.node_id", "%d is outside 0…65535", c.Cluster.NodeID))
+	}
+	streams := map[string]bool{}
+	for i, cam := range c.Cameras {
+		key := fmt.Sprintf("cameras[%d]", i)
+		if !streamNamePattern.MatchString(cam.Stream) || len(cam.Stream) > 256 {
+			errs = append(errs, bad(key+".stream", "%q is not a stream name ([a-zA-Z0-9_.-], 1–256)", cam.Stream))
+		}
+		if streams[cam.Stream] || (c.Demo && cam.Stream == "demo") {
+			errs = append(errs, bad(key+".stream", "%q has another camera", cam.Stream))
+		}
+		streams[cam.Stream] = true
+		if _, err := CameraSource(cam); err != nil {
+			errs = append(errs, bad(key+".url", "%v", err))
+		}
+		if cam.RetentionHours < 0 || cam.RetentionHours > 87600 {
+			errs = append(errs, bad(key+".retention_hours", "%d is outside 0…87600", cam.RetentionHours))
+		}
+		if cam.FragmentDuration != 0 && (cam.FragmentDuration < time.Second || cam.FragmentDuration > 10*time.Second) {
+			errs = append(errs, bad(key+".fragment_duration", "%v is outside 1s…10s", cam.FragmentDuration))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// AllCredentials returns every configured key pair.
+func (c *Config) AllCredentials() []Credential {
+	out := append([]Credential(nil), c.Credentials...)
+	if c.AccessKeyID != "" {
+		out = append(out, Credential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey})
+	}
+	return out
+}
+
+// Redacted returns a copy safe to print: secrets replaced.
+func (c *Config) Redacted() Config {
+	r := *c
+	const mask = "<redacted>"
+	if r.SecretAccessKey != "" {
+		r.SecretAccessKey = mask
+	}
+	r.Credentials = make([]Credential, len(c.Credentials))
+	for i, cr := range c.Credentials {
+		r.Credentials[i] = Credential{AccessKeyID: cr.AccessKeyID, SecretAccessKey: mask}
+	}
+	r.Cameras = make([]CameraFileConfig, len(c.Cameras))
+	for i, cam := range c.Cameras {
+		cam.URL = ingest.Redact(cam.URL)
+		r.Cameras[i] = cam
+	}
+	if r.Cluster.Key != "" {
+		r.Cluster.Key = mask
+	}
+	if len(c.Secrets) > 0 {
+		r.Secrets = make(map[string]string, len(c.Secrets))
+		for k := range c.Secrets {
+			r.Secrets[k] = mask
+		}
+	}
+	return r
+}
