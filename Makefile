@@ -3,15 +3,20 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
+# The library packages: everything but the end-to-end tests (e2e/) and the
+# command line.
+LIBS      := ./engine/... ./lsm/... ./serve/... ./ingest/... ./cluster/... ./producer/... ./hwprofiles/... ./internal/...
 
-.PHONY: help build run test test-short vet fmt bench clean
+.PHONY: help build run check test test-short vet race fmt bench clean
 .PHONY: release release-test crash fuzz
 
 help:
 	@echo "make build   static binary ./kvsedge (CGO_ENABLED=0)"
 	@echo "make run     build and serve on the embedded defaults (data in ./data)"
-	@echo "make test    the whole test suite (what CI runs)"
-	@echo "make vet     gofmt check and go vet"
+	@echo "make check   the inner loop, under a minute: build, make vet, unit tests of the library packages (-short)"
+	@echo "make test    make vet, then the whole test suite (what CI runs)"
+	@echo "make vet     gofmt, go vet, staticcheck and the import rules"
+	@echo "make race    the library packages' tests under the race detector (-short)"
 	@echo "make bench   benchmarks"
 	@echo "make crash   SIGKILL the box 50 times during 4-stream ingest; every PERSISTED fragment must survive (CRASH_CYCLES=n)"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 60s)"
@@ -27,12 +32,22 @@ run: build
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+	$(GO) test -count=1 ./internal/archtest
+
+check:
+	$(GO) build $(PKGS)
+	$(MAKE) --no-print-directory vet
+	$(GO) test -short -count=1 $(LIBS)
 
 test: vet
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 25m $(PKGS)
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+race:
+	$(GO) test -race -short -count=1 $(LIBS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

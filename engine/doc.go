@@ -1,29 +1,51 @@
 // Package engine is kvsedge's core: the stream registry with Kinesis Video
 // Streams semantics (names, ARNs, versions, statuses, retention, tags, and the
-// per-stream image-generation, notification and storage configurations) and
-// the media data path on top of the lsm store: fragments in (IngestSession),
-// fragments out (Cursor, Fragment, ListFragments), the hot ring,
-// retention by time (retention.go), the capacity controller (capacity.go:
-// bytes per stream, minimum free disk, delete-oldest or refuse-new, holds,
-// the fill forecast) and the import of replicas from peers (replica.go).
+// per-stream image-generation, notification, storage and edge
+// configurations) and the media data path on top of the lsm store, which
+// the engine opens (Open, Options.Store) and closes (Close): fragments in
+// (IngestSession), fragments out (Cursor, Fragment, ListFragments), the hot
+// ring, retention by time, the capacity controller (bytes per stream,
+// minimum free disk, delete-oldest or refuse-new, holds, the fill forecast)
+// and the import of replicas from peers. No caller of the engine imports lsm
+// (internal/archtest checks it): fragment values are internal/fragment's,
+// store figures are StoreStats.
 //
 // The engine knows nothing of HTTP, RTSP or serf. Callers (serve, ingest,
 // cluster) hand it validated values and get domain errors back (ErrStreamNotFound,
 // ErrVersionMismatch, …); mapping them to KVS error codes is the caller's job.
 // Its sub-package mkv holds the Matroska code every path shares.
 //
+// Files by job:
+//
+//	engine.go     Engine, Open/Close, the registry (create, update, delete)
+//	options.go    Options, StoreOptions (the lsm store Open opens)
+//	stream.go     StreamInfo and its on-disk record (lsm/FORMAT.md, 0x02)
+//	arn.go        stream ARNs
+//	edge.go       edge configurations and status; Changes
+//	ingest.go     IngestSession: numbering, duplicate check, Persist
+//	fragment.go   Fragment and Header (shared, reference-counted) and the
+//	              media buffer pools
+//	ring.go       the per-stream hot ring
+//	read.go       reads: Fragment, Cursor, ListFragments, Recent, the
+//	              header cache
+//	retention.go  retention by time
+//	capacity.go   the capacity controller
+//	replica.go    imports from peers: stream records, tombstones, fragments
+//	metrics.go    counters (Stats); stats.go: the store's figures
+//	clock.go      Clock; errors.go: the errors callers branch on
+//
 // # Consistency
 //
-// Every mutation is written to the store with a synced batch before it becomes
-// visible in memory, under the registry lock, so a reader never sees a change
-// that a crash could undo, and concurrent creates of one name have exactly one
-// winner.
+// Every registry mutation is written to the store with a synced write before
+// it becomes visible in memory, under writeMu, so a reader never sees a
+// change that a crash could undo, and concurrent creates of one name have
+// exactly one winner.
 //
 // # Media data path
 //
 //	producer bytes ─▶ mkv.Reader ─▶ IngestSession.StartFragment  (number, server time)
 //	                             ─▶ IngestSession.Receive        (dedup, ring: live readers see it)
-//	                             ─▶ IngestSession.Persist        (one synced batch ⇒ PERSISTED)
+//	                             ─▶ IngestSession.Persist        (segment sync, then one synced batch ⇒ PERSISTED)
 //
 // A fragment's media buffer is written once by the reader and then shared,
 // read-only and reference-counted (Fragment.Retain/Release), by the hot
@@ -42,15 +64,81 @@
 //  3. Persist appends the media to the stream's segment file and
 //     fdatasyncs it, then commits one batch (the fragment record pointing
 //     into the segment, both time-index entries, the session header on
-//     first use) with a WAL fsync. Crash before the batch is durable: the
-//     index has nothing of the fragment (unreferenced segment bytes are
-//     harmless); the batch is all or nothing.
-//  4. PERSISTED is sent after the sync. Crash after the sync but before the
-//     ack: the fragment is stored; the re-sent copy is recognised (same
-//     producer timestamp and content digest) and acknowledged with the
-//     stored number instead of being stored twice.
+//     first use) with a WAL fsync. With a sync window
+//     (StoreOptions.SyncWindow) the append is not synced at once: when the
+//     window ends every segment written in it is synced, then the window's
+//     batches are committed as one synced batch, and nothing of the window
+//     is committed if a segment sync failed. Crash before the batch is
+//     durable: the index has nothing of the fragment (unreferenced segment
+//     bytes are harmless); the batch is all or nothing.
+//  4. PERSISTED is sent after Persist returned. Crash after the sync but
+//     before the ack: the fragment is stored; the re-sent copy is
+//     recognised (same producer timestamp and content digest) and
+//     acknowledged with the stored number instead of being stored twice.
 //
-// Concurrent streams' Persist calls share WAL fsyncs (Pebble group commit).
+// Concurrent streams' Persist calls share WAL fsyncs (Pebble group commit);
+// a sync window also shares the segment syncs, at the cost of up to one
+// window before PERSISTED. lsm/FORMAT.md has the store's side.
+//
+// # Locks
+//
+// The whole lock order, for the engine and the lsm store it calls into, top
+// to bottom. A goroutine holding a lock may take only locks below it in
+// this list, never one above:
+//
+//	Engine.writeMu          registry mutations (create, update, edge changes,
+//	                        delete, ImportStream, ImportTombstone), each
+//	                        across its check and its synced write
+//	Engine.cap.mu           the capacity controller's state and report; held
+//	                        for a whole SweepCapacity, its deletions included
+//	stream.importMu         ImportFragment's check-then-store: a fragment
+//	                        fetched twice is stored once
+//	stream.persistMu (RW)   shared: every store write or delete of the
+//	                        stream's fragments (Persist, ImportFragment,
+//	                        retention's and capacity's DeleteBefore), with its
+//	                        check of deleted; exclusive: DeleteStream removing
+//	                        the data, the first capacity sweep counting bytes
+//	stream.ingest.mu        numbering (term, seq, lastServerMs, stale) and the
+//	                        active IngestSession; held across the synced term
+//	                        write (lsm.PutTerm)
+//	Engine.mu (RW)          the registry maps byName, byID, tombs
+//	Engine.headers.mu       the session-header cache
+//	ring.mu                 one stream's hot ring: frags, bytes, notify, closed
+//	lsm DB.mu               the next stream id
+//	lsm syncGroup.flushMu   one sync-window flush at a time
+//	lsm syncGroup.mu        the pending window: batch, dirty segments, waiters
+//	lsm segmentStore.mu     the map of the streams' segment sets
+//	lsm streamSegments.mu   one stream's segment files (append, roll, sync,
+//	                        unlink); held across fdatasync
+//
+// The nestings the code has (holder → taken):
+//
+//	writeMu    → mu, DB.mu (stream ids), ring.mu, and in DeleteStream
+//	             ingest.mu, released, then persistMu
+//	cap.mu     → mu, ring.mu, persistMu
+//	importMu   → ring.mu, persistMu
+//	persistMu  → headers.mu, ingest.mu and ring.mu (ImportFragment); the lsm
+//	             segment and sync-window locks (PutFragment, DeleteBefore)
+//	ingest.mu  → ring.mu (a new term)
+//	flushMu    → syncGroup.mu, streamSegments.mu
+//	segmentStore.mu → streamSegments.mu (Close)
+//
+// Engine.mu, headers.mu, ring.mu and DB.mu are leaves: nothing is taken while
+// one is held (ring.each's callbacks take no lock), so no engine leaf is
+// held across a call into lsm. lsm never calls back into the engine.
+// writeMu and cap.mu are never held together, nor writeMu and importMu.
+//
+// Waits that act as locks: with a sync window, PutFragment waits for the
+// window's flush while its caller holds persistMu shared, so DeleteStream
+// and the first capacity count (exclusive) can wait up to one window; the
+// flush takes only lsm locks, so it always completes. sync.Once
+// (IngestSession.end under ingest.mu, Header.Tracks) runs leaf code only.
+// Lock-free state: a stream's snapshot (stream.info, replaced whole), deleted,
+// bytes, denied, Engine.full, Header.stored and Fragment references are
+// atomics. deleted is set before DeleteStream takes persistMu exclusively
+// and is read under persistMu shared, so nothing is stored for a stream
+// after its data is gone. Callbacks the engine passes through
+// (ScanFragments, FragmentNumbers) run with no engine lock held.
 //
 // # Replicas
 //

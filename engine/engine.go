@@ -13,8 +13,9 @@ import (
 
 // Engine is the stream registry. It is safe for concurrent use.
 //
-// Lock order: writeMu before mu. Readers take only mu (read) to find a stream
-// and then load its snapshot atomically.
+// Locks: see "Locks" in the package comment (doc.go) for the whole order.
+// Readers take only mu (read) to find a stream and then load its snapshot
+// atomically.
 type Engine struct {
 	opts    Options
 	db      *lsm.DB

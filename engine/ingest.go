@@ -23,7 +23,7 @@ var (
 )
 
 // ingestState is a stream's fragment-numbering state. Fragment numbers are
-// term | node | seq (lsm.FragNum); the term is chosen and synced once per
+// term | node | seq (fragment.Number); the term is chosen and synced once per
 // process per stream, before the first number of the term is handed out.
 type ingestState struct {
 	mu           sync.Mutex

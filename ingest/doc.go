@@ -1,23 +1,29 @@
-// Package ingest owns getting media into kvsedge from outside the KVS API.
+// Package ingest owns getting media into kvsedge from outside the KVS API:
+// the cameras the box records itself. Camera ingest feeds the engine the
+// same way PutMedia does (engine.IngestSession: numbering, the hot ring,
+// persisting in order), with fragments built by engine/mkv exactly as a
+// PutMedia upload would carry them.
 //
-// Sub-packages:
-//
-//	producer  a Go PutMedia client (any KVS endpoint): MKV in, fragments
-//	          uploaded with live acks, re-sent after a reconnect
-//
-// Camera ingest feeds the engine the same way PutMedia does:
+// Files by job:
 //
 //	rtsp.go        RTSP/RTSPS pull with gortsplib: depacketising, codecs
 //	usb.go         USB cameras through V4L2 (MJPEG or H.264), no cgo
-//	demo.go        the built-in demo camera
+//	demo.go        the built-in demo camera (DemoSource)
+//	democlip.go    the demo camera's embedded footage (DemoClip,
+//	               democlip.h264)
 //	codecprivate.go  Matroska CodecPrivate from the codecs' parameter sets
 //	timeline.go    producer timestamps: RTCP NTP or arrival, re-anchored
 //	fragmenter.go  frames → Matroska fragments, cut at key frames
 //	output.go      fragments → an engine ingest session, persisted in order
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
-//	manager.go     the configured cameras: groups, the cluster gate, the
-//	               box's camera limit
+//	manager.go     the configured cameras: groups (file, demo, API), the
+//	               cluster gate, the box's camera limit
+//	edge.go        EdgeAgent: applies the edge configurations stored in the
+//	               engine (StartEdgeConfigurationUpdate) to the Manager and
+//	               reports sync and recorder status back, as KVS's edge
+//	               agent does
 //
-// Sub-package rtsptest is the RTSP relay and publishers the tests use.
+// Elsewhere: the Go PutMedia client is package producer (top level), and
+// the RTSP relay and publishers the tests use are internal/rtsptest.
 package ingest

@@ -2,31 +2,64 @@
 // directory (the index: its key schema, the schema version, durable batch
 // commits) and the per-stream media segment files it points into.
 //
-// It owns the key layouts, fragment numbers (FragNum: term | node | seq and
-// their fixed-width decimal form), the fragment meta record and the time
-// indexes; stream records, session headers and media are opaque bytes to it.
-// The byte layout of every key and value it owns is drawn in FORMAT.md beside
-// this file; keys.go is the only code that builds or parses keys.
+// It owns the key layouts and the disk encodings: the 79-byte fragment meta
+// record, the fragment table and its segment references, the two time
+// indexes, ingest terms, tombstones and deletion markers. They are the
+// store's alone (peers exchange fragments in cluster's own encoding,
+// cluster/FORMAT.md). The value types themselves
+// (fragment.Number, fragment.Meta, fragment.TimeIndex, fragment.TimeCursor)
+// live in the leaf package internal/fragment, shared with every layer.
+// Stream records, session headers and media are opaque bytes to it. The byte
+// layout of every key and value it owns, the order of syncs and what a crash
+// at each step leaves are in FORMAT.md beside this file; keys.go is the only
+// code that builds or parses keys.
 //
-// Files by job: db.go (open, schema, orphan media: removed only with a
-// deletion marker, never media the index cannot account for), streams.go,
-// fragments.go (the fragment table, time indexes, retention deletes),
-// segments.go (media segment files), groupsync.go (the sync window for SD
-// cards), replica.go (numbers listing, meta encoding for peers,
-// tombstones), usage.go (stored bytes, disk bytes, write figures).
+// Files by job:
+//
+//	options.go    Options (cache, memtable, SegmentBytes, SyncWindow) and
+//	              their defaults and limits
+//	db.go         Open (schema check, orphan media: removed only with a
+//	              deletion marker, never media the index cannot account
+//	              for), Close, the session key, CorruptionError
+//	keys.go       table prefixes, key builders and parsers, StreamID
+//	streams.go    stream records, stream id allocation, DeleteStream
+//	fragments.go  the fragment meta encoding, ingest terms, PutFragment,
+//	              session headers, the fragment reads, the time indexes
+//	              (ScanTime, LastAtOrBefore), retention deletes
+//	              (DeleteBefore)
+//	segments.go   media segment files: append, roll, preallocate, read,
+//	              unlink
+//	groupsync.go  the sync window (Options.SyncWindow) for SD cards
+//	replica.go    what replication reads and writes: the numbers listing
+//	              (FragmentNumbers), tombstones; and the exported meta
+//	              encoding (AppendMeta, DecodeMeta, MetaLen)
+//	usage.go      stored bytes, disk bytes, FirstFragment, write figures
+//	              (Stats)
+//	logger.go     Pebble's log lines into slog
 //
 // # Durability
 //
-// Every mutation goes through a Pebble batch committed with pebble.Sync, so a
-// call that returns nil has reached stable storage (the WAL is fsynced);
-// fragment media is fdatasync'ed in its segment before the batch that
-// indexes it.
-// Pebble shares one WAL fsync among batches committed concurrently (group
-// commit), so many writers do not each pay an fsync.
+// Every mutation is a Pebble write committed with pebble.Sync (the WAL is
+// fsynced), so a call that returns nil has reached stable storage, with two
+// exceptions that only tidy up: the removal of a deletion marker after
+// DeleteStream, and segment unlinks (FORMAT.md says what a crash leaves).
+// Fragment media is fdatasync'ed in its segment before the batch that
+// indexes it is committed. Pebble shares one WAL fsync among batches
+// committed concurrently (group commit), so many writers do not each pay
+// one; with Options.SyncWindow the fragments finishing within a window also
+// share their segment syncs and one index commit (groupsync.go), at the
+// cost of up to one window before PutFragment returns.
 //
 // # Concurrency
 //
-// A DB is safe for concurrent use. Stream ids are allocated under a mutex and
-// persisted in the same batch as the stream record that first uses them, so an
-// id is never handed out twice, even across crashes.
+// A DB is safe for concurrent use. Stream ids are allocated under a mutex
+// and persisted in the same batch as the stream record that first uses
+// them, so no two stored streams ever share an id, even across crashes (an
+// id allocated but never written may be handed out again after a restart:
+// nothing was stored under it). Appends to one stream's segments are
+// serialised by that stream's mutex. lsm's locks (DB.mu, the sync window's
+// flushMu and mu, the segment store's mu and each stream's segment mu) are
+// taken after every engine lock and never call back into the engine; the
+// whole lock order, lsm's included, is written once in the engine package
+// comment.
 package lsm

@@ -18,7 +18,8 @@ type Meta struct {
 	// MediaLen is the length of the stored media (cluster + tags).
 	MediaLen uint32
 	Frames   uint32
-	// Digest identifies the media's content (a prefix of its SHA-256), to
+	// Digest identifies the media's content (xxHash64 of the cluster, its
+	// length and frame count: engine.ContentDigest), to
 	// recognise a fragment the producer sends again.
 	Digest [16]byte
 }
@@ -37,4 +38,3 @@ type TimeCursor struct {
 	Ms     int64
 	Number Number
 }
-
