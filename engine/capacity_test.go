@@ -95,6 +95,9 @@ func TestCapacityDeletesOldestExceptHolds(t *testing.T) {
 // than half of the media on disk, nothing is deleted and new media is
 // refused, with an alarm that says why.
 func TestCapacityDoesNotTrustALostIndex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
 	fs := vfs.NewMem()
 	free := uint64(1 << 30)

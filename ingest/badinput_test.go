@@ -19,6 +19,9 @@ import (
 // camera: nothing crashes, the healthy camera records normally, and
 // whatever the bad ones record is valid.
 func TestBadCameraInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	d := loadDemo(t)
 	rl := rtsptest.StartRelay(t, "")
@@ -66,9 +69,12 @@ func TestBadCameraInput(t *testing.T) {
 		return encode(good, d.aus[i%len(d.aus)], ts)
 	})
 	go publishDemo(ctx, t, rl.URL("healthy"), 0)
-	time.Sleep(300 * time.Millisecond)
+	names := []string{"garbage", "badsps", "nokeys", "jumpy", "healthy"}
+	for _, name := range names {
+		rl.WaitPublished(t, name, 20*time.Second)
+	}
 	rec := newRecorder(t)
-	for _, name := range []string{"garbage", "badsps", "nokeys", "jumpy", "healthy"} {
+	for _, name := range names {
 		rec.record(t, name, rl.URL(name), nil)
 	}
 	waitFragments(t, rec, "healthy", 4, 20*time.Second)

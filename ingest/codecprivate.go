@@ -8,6 +8,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
 )
 
 // Matroska CodecPrivate for H.264 and H.265 is the MP4 decoder
@@ -15,7 +16,7 @@ import (
 // builds those boxes from SPS/PPS (and VPS) when it writes an fMP4 init
 // segment, so kvsedge takes the record from there instead of encoding it
 // again by hand.
-func decoderConfig(codec fmp4.Codec, box string) ([]byte, error) {
+func decoderConfig(codec mp4.Codec, box string) ([]byte, error) {
 	init := fmp4.Init{Tracks: []*fmp4.InitTrack{{ID: 1, TimeScale: 90000, Codec: codec}}}
 	var buf seekablebuffer.Buffer
 	if err := init.Marshal(&buf); err != nil {
@@ -38,7 +39,7 @@ func h264CodecPrivate(sps, pps []byte) ([]byte, error) {
 	if len(sps) < 4 || len(pps) == 0 {
 		return nil, errors.New("H.264 SPS or PPS missing")
 	}
-	return decoderConfig(&fmp4.CodecH264{SPS: sps, PPS: pps}, "avcC")
+	return decoderConfig(&mp4.CodecH264{SPS: sps, PPS: pps}, "avcC")
 }
 
 // h265CodecPrivate is the hvcC record for vps, sps and pps.
@@ -46,7 +47,7 @@ func h265CodecPrivate(vps, sps, pps []byte) ([]byte, error) {
 	if len(vps) == 0 || len(sps) < 13 || len(pps) == 0 {
 		return nil, errors.New("H.265 VPS, SPS or PPS missing")
 	}
-	return decoderConfig(&fmp4.CodecH265{VPS: vps, SPS: sps, PPS: pps}, "hvcC")
+	return decoderConfig(&mp4.CodecH265{VPS: vps, SPS: sps, PPS: pps}, "hvcC")
 }
 
 // opusHead is the Matroska CodecPrivate of A_OPUS (RFC 7845 §5.1).

@@ -11,6 +11,9 @@ import (
 // with the reason; running ones keep their places when the limit drops,
 // and the gate opening starts a camera.
 func TestManagerGateAndCameraLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	r := newRecorder(t)
 	clip := demoClipForTest(t)
 	var cfgs []CameraConfig

@@ -154,12 +154,15 @@ func ffprobe(t *testing.T, path string) ([]probeStream, []float64) {
 }
 
 func TestRecordFromGortsplibServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	sentc := make(chan int, 1)
 	go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
-	time.Sleep(500 * time.Millisecond)
+	rl.WaitPublished(t, "cam", 20*time.Second)
 	rec := newRecorder(t)
 	rec.record(t, "cam", rl.URL("cam"), nil)
 	deadline := time.Now().Add(20 * time.Second)
@@ -198,6 +201,9 @@ func TestRecordFromGortsplibServer(t *testing.T) {
 // TestRecordFromFFmpegWithAudio: a third-party RTSP publisher (ffmpeg)
 // sends H.264 and AAC; both tracks are recorded and read back.
 func TestRecordFromFFmpegWithAudio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	bin, err := exec.LookPath("ffmpeg")
 	if err != nil {
@@ -282,7 +288,7 @@ func TestRecordCodecsFromFFmpeg(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { cancel(); _ = ff.Wait() }()
-			time.Sleep(time.Second)
+			rl.WaitPublished(t, "cam", 30*time.Second)
 			rec := newRecorder(t)
 			rec.record(t, "cam", rl.URL("cam"), nil)
 			deadline := time.Now().Add(30 * time.Second)
@@ -310,13 +316,16 @@ func TestRecordCodecsFromFFmpeg(t *testing.T) {
 // with those in its URL (gortsplib answers basic and digest challenges);
 // a wrong password is reported and retried.
 func TestRTSPAuthentication(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	rl := rtsptest.StartRelay(t, "")
 	rl.RequireAuth("viewer", "right-pw")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go publishDemo(ctx, t, rl.URL("cam"), 0)
-	time.Sleep(300 * time.Millisecond)
+	rl.WaitPublished(t, "cam", 20*time.Second)
 	rec := newRecorder(t)
 	good := strings.Replace(rl.URL("cam"), "rtsp://", "rtsp://viewer:right-pw@", 1)
 	bad := strings.Replace(rl.URL("cam"), "rtsp://", "rtsp://viewer:wrong-pw@", 1)
@@ -334,12 +343,15 @@ func TestRTSPAuthentication(t *testing.T) {
 // certificate is recorded when the camera is configured to accept it, and
 // refused (certificate not trusted) otherwise.
 func TestRTSPS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	rl := rtsptest.StartRelayTLS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go publishDemo(ctx, t, rl.URL("cam"), 0)
-	time.Sleep(300 * time.Millisecond)
+	rl.WaitPublished(t, "cam", 20*time.Second)
 	rec := newRecorder(t)
 	rec.record(t, "insecure", rl.URL("cam"), func(c *CameraConfig) { c.Source.(*RTSPSource).InsecureTLS = true })
 	rec.record(t, "strict", rl.URL("cam"), nil)
@@ -365,7 +377,7 @@ func TestServerVanishesAndReturns(t *testing.T) {
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	done1 := make(chan int, 1)
 	go func() { done1 <- publishDemo(ctx1, t, rl.URL("cam"), 0) }()
-	time.Sleep(300 * time.Millisecond)
+	rl.WaitPublished(t, "cam", 20*time.Second)
 	rec := newRecorder(t)
 	rec.record(t, "cam", rl.URL("cam"), nil)
 	waitFragments(t, rec, "cam", 2, 20*time.Second)
@@ -417,6 +429,9 @@ func waitFragments(t *testing.T, rec *recorder, stream string, n int, within tim
 // a publisher that stops sending while its session stays open, are both
 // detected and retried; another camera keeps recording meanwhile.
 func TestStalledFeedIsDetected(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	// A TCP server that accepts and never answers.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -438,7 +453,8 @@ func TestStalledFeedIsDetected(t *testing.T) {
 	defer cancel()
 	go publishDemo(ctx, t, rl.URL("stalls"), 30) // 2 s of video, then silence
 	go publishDemo(ctx, t, rl.URL("good"), 0)
-	time.Sleep(300 * time.Millisecond)
+	rl.WaitPublished(t, "stalls", 20*time.Second)
+	rl.WaitPublished(t, "good", 20*time.Second)
 	rec := newRecorder(t)
 	rec.record(t, "mute", "rtsp://"+ln.Addr().String()+"/x", nil)
 	rec.record(t, "stalls", rl.URL("stalls"), nil)

@@ -86,6 +86,9 @@ func jpegFrame(t *testing.T, shade uint8) []byte {
 }
 
 func TestUSBCaptureMJPEG(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	t.Parallel()
 	dev := &fakeV4L2{formats: map[webcam.PixelFormat]string{fourcc("YUYV"): "YUYV 4:2:2", fmtMJPEG: "Motion-JPEG"},
 		frames: [][]byte{jpegFrame(t, 10), jpegFrame(t, 100)}, interval: 50 * time.Millisecond}

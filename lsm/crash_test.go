@@ -58,7 +58,7 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		copy(b, []byte{0x1F, 0x43, 0xB6, 0x75})
 		return b
 	}
-	put := func(db *DB, i int) fragment.Meta {
+	put := func(db *DB, i int) (fragment.Meta, error) {
 		m := media(i)
 		meta := fragment.Meta{Number: fragment.MakeNumber(1000+uint64(seed), 1, uint32(i)), ProducerMs: int64(i) * 2000, ServerMs: int64(i) * 2000,
 			DurationMs: 2000, HeaderID: 7, ClusterLen: uint32(len(m)), MediaLen: uint32(len(m)), Frames: 50}
@@ -67,17 +67,16 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		if i == 0 {
 			hdr = []byte("header")
 		}
-		if err := db.PutFragment(1, &FragmentWrite{Meta: meta, Header: hdr, Media: m}); err != nil {
-			t.Fatal(err)
-		}
-		return meta
+		return meta, db.PutFragment(1, &FragmentWrite{Meta: meta, Header: hdr, Media: m})
 	}
 	var (
 		mu     sync.Mutex
 		stored []fragment.Meta
+		putErr error // set before done is closed
 	)
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	firstAcked := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; ; i++ {
@@ -86,12 +85,27 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 				return
 			default:
 			}
-			m := put(db, i)
+			m, err := put(db, i)
+			if err != nil {
+				putErr = err
+				return
+			}
 			mu.Lock()
 			stored = append(stored, m)
 			mu.Unlock()
+			if i == 0 {
+				close(firstAcked)
+			}
 		}
 	}()
+	// The crash comes at a random point while writes are in flight, once
+	// at least one fragment (the one carrying the header) was acknowledged,
+	// however slowly the machine runs.
+	select {
+	case <-firstAcked:
+	case <-done:
+		t.Fatalf("writing stopped before the first fragment was stored: %v", putErr)
+	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
 	time.Sleep(time.Duration(5+rng.IntN(30)) * time.Millisecond)
 	mu.Lock()
@@ -100,7 +114,13 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 	crashed := live.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
 	close(stop)
 	<-done
+	if putErr != nil {
+		t.Fatalf("writing before the crash: %v", putErr)
+	}
 	db.Close()
+	if len(acked) == 0 {
+		t.Fatal("no fragment acknowledged before the crash")
+	}
 
 	fs = crashed
 	db = open()
@@ -118,7 +138,10 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		t.Fatalf("header after the crash: %q %v", h, err)
 	}
 	// Writing goes on in a new segment.
-	m := put(db, 1000)
+	m, err := put(db, 1000)
+	if err != nil {
+		t.Fatalf("writing after the restart: %v", err)
+	}
 	if _, b, err := db.Fragment(1, m.Number, nil); err != nil || !bytes.Equal(b, media(1000)) {
 		t.Fatalf("fragment written after the restart: %v", err)
 	}
@@ -224,6 +247,10 @@ func TestSyncWindowCloseWithPendingFragment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A window far longer than the test (more than Options allows), so the
+	// fragment is still pending when Close comes however slowly the
+	// machine runs.
+	db.group.window = time.Hour
 	if err := db.PutStream(1, []byte{1}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,14 +259,39 @@ func TestSyncWindowCloseWithPendingFragment(t *testing.T) {
 	binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
 	done := make(chan error, 1)
 	go func() { done <- db.PutFragment(1, &FragmentWrite{Meta: meta, Media: m}) }()
-	time.Sleep(50 * time.Millisecond)
+	// Wait until the fragment waits in the window.
+	g := db.group
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		g.mu.Lock()
+		pending := len(g.waiters)
+		g.mu.Unlock()
+		if pending == 1 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("PutFragment returned before its window closed: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fragment never reached the sync window")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("the pending fragment: %v", err)
 	}
-	time.Sleep(400 * time.Millisecond) // the window's timer fires on a closed store
+	if n := db.GroupSyncs(); n != 1 {
+		t.Fatalf("%d group syncs, want the one Close ran", n)
+	}
+	// What the window's timer runs when it fires, on the closed store.
+	g.flush()
+	if n := db.GroupSyncs(); n != 1 {
+		t.Fatalf("the timer's flush after Close synced again (%d group syncs)", n)
+	}
 	db, err = Open(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -16,10 +16,10 @@ import (
 //	version u8 | fragnum | producer ms i64 | server ms i64 | duration u32 |
 //	timecode u64 | header id u64 | cluster len u32 | media len u32 |
 //	frames u32 | digest [16]
-const (
-	metaVersion1 byte = 1
-	metaLen           = 79
-)
+const metaVersion1 byte = 1
+
+// metaLen is the encoded size of a metaVersion1 record.
+const metaLen = 79
 
 func appendMeta(dst []byte, m *fragment.Meta) []byte {
 	dst = append(dst, metaVersion1)

@@ -125,18 +125,12 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// appendSync appends media to the stream's active segment and makes it
-// durable (fdatasync), rolling to a new segment (whose directory entry is
-// synced too) when the active one is full. After a process start, writing
-// begins in a new segment, never after a torn tail.
-func (s *segmentStore) appendSync(id StreamID, media []byte) (segmentRef, error) {
-	ref, _, err := s.appendMedia(id, media, true)
-	return ref, err
-}
-
 // appendMedia appends media to the stream's active segment, and syncs it
-// when sync is set; otherwise the segment is left dirty and returned, for
-// the group syncer (groupsync.go) to sync before the index is committed.
+// (fdatasync) when sync is set; otherwise the segment is left dirty and
+// returned, for the group syncer (groupsync.go) to sync before the index is
+// committed. It rolls to a new segment (whose directory entry is synced
+// too) when the active one is full. After a process start, writing begins
+// in a new segment, never after a torn tail.
 func (s *segmentStore) appendMedia(id StreamID, media []byte, sync bool) (segmentRef, *streamSegments, error) {
 	ss := s.stream(id)
 	ss.mu.Lock()

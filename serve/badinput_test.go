@@ -19,6 +19,9 @@ import (
 // checks each gets a KVS error, the server stays up, and the stored stream
 // is unchanged.
 func TestBadInputLeavesStreamsAlone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServer(t, "")
 	c := ts.client(testSecret)
 	ctx := context.Background()

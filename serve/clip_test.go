@@ -31,6 +31,9 @@ func ffprobeJSON(t *testing.T, path string, extra ...string) []byte {
 }
 
 func TestGetClip(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServerWith(t, "", fastMedia)
 	createMediaStream(t, ts, "cam", 24)
 	c := loadCapture(t, "real-producer-h264-aac-relative")

@@ -159,17 +159,28 @@ func TestStreamLifecycleWithGoSDK(t *testing.T) {
 	if !errors.As(err, &nf) {
 		t.Fatalf("second delete: %v", err)
 	}
+	// A recreated stream's ARN carries its own creation time, so the old
+	// ARN does not name it (kvs-api.md §3: the creation-time suffix
+	// distinguishes a recreated stream). ARNs have millisecond resolution:
+	// wait for the clock to leave the first creation's millisecond.
+	for time.Now().UnixMilli() <= si.CreationTime.UnixMilli() {
+		time.Sleep(time.Millisecond)
+	}
 	out2, err := c.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam-1")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The old ARN does not name the recreated stream.
-	if aws.ToString(out2.StreamARN) == arn {
-		time.Sleep(2 * time.Millisecond)
+	arn2 := aws.ToString(out2.StreamARN)
+	if arn2 == arn {
+		t.Fatalf("recreated stream kept the old ARN %s", arn)
 	}
 	_, err = c.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamARN: aws.String(arn)})
-	if aws.ToString(out2.StreamARN) != arn && !errors.As(err, &nf) {
+	if !errors.As(err, &nf) {
 		t.Fatalf("old ARN after recreate: %v", err)
+	}
+	d, err = c.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamARN: aws.String(arn2)})
+	if err != nil || aws.ToString(d.StreamInfo.StreamName) != "cam-1" {
+		t.Fatalf("new ARN after recreate: %v", err)
 	}
 }
 

@@ -4,26 +4,35 @@
 //
 // Files by job:
 //
-//	server.go        listener, routing, request ids, body limits, auth hook
-//	errors.go        KVS error shapes: x-amzn-ErrorType header + JSON body
+//	server.go        Server, Options, listener (TLS when Options.TLS is
+//	                 set), routing, request ids, body limits
+//	auth.go          the Authenticator hook and SigV4Auth (package sigv4)
+//	errors.go        KVS error shapes: x-amzn-ErrorType header + JSON body;
+//	                 engine errors mapped to them
 //	validate.go      the botocore model's lengths, patterns and enums
-//	controlplane*.go the kinesisvideo operations concerning streams
+//	controlplane.go  the kinesisvideo stream operations (create, describe,
+//	                 list, update, delete, retention, data endpoint, tags)
+//	controlplane_config.go  image-generation and notification
+//	                 configurations (stored and echoed)
+//	controlplane_edge.go    the KVS edge-agent configuration API
 //	putmedia.go      PutMedia: full-duplex upload with a live ack stream
 //	media.go         GetMedia, GetMediaForFragmentList (chunk streams written
-//	                 to the hijacked connection) and ListFragments
+//	                 to the hijacked connection), ListFragments, and
+//	                 kvsedge's own reads (listCameras, listClusterMembers,
+//	                 describeReplication, describeCapacity)
 //	clip.go          GetClip: a streamed fragmented MP4 of a time range
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,
 //	                 manifests, fMP4 and MPEG-TS segments remuxed on request
 //	images.go        GetImages (ffmpeg decodes; MJPEG needs nothing)
-//	controlplane_edge.go  the KVS edge-agent configuration API
 //	forward.go       reads of streams this box does not hold, forwarded to
 //	                 a cluster peer; the node-to-node routes' entry
 //	health.go        GET /metrics, /healthz, /readyz (unauthenticated)
 //
-// Sub-packages: sigv4 (request signature verification, a leaf), tlsca (the
-// local certificate authority behind `kvsedge cert`, a leaf), remux
+// Sub-packages: sigv4 (request signature verification, a leaf), remux
 // (stored Matroska fragments → fMP4 and MPEG-TS, with mediacommon) and
-// console (the web console's embedded files, served at "/").
+// console (the web console's embedded files, served at "/"). The local
+// certificate authority behind `kvsedge cert` is internal/tlsca; serve
+// only takes a *tls.Config.
 //
 // Wire rules (shared/kvs-api.md §1): every operation is POST to a fixed,
 // case-sensitive path with a JSON body; responses are JSON; timestamps are

@@ -24,6 +24,9 @@ type imagesOut struct {
 }
 
 func TestGetImages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
 		needFFprobe(t) // ffmpeg comes with ffprobe: fails in CI, skips elsewhere
 	}

@@ -27,6 +27,9 @@ func fastMedia(o *Options) {
 // fragment gets BUFFERING, RECEIVED, PERSISTED in order, with its cluster
 // timecode, while the body is still being sent.
 func TestPutMediaAcksArriveDuringUpload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServerWith(t, "", fastMedia)
 	createMediaStream(t, ts, "cam", 24)
 	c := loadCapture(t, "real-producer-h264-absolute")
@@ -79,6 +82,9 @@ func TestPutMediaAcksArriveDuringUpload(t *testing.T) {
 
 // TestPutMediaThenGetMedia reads back what was uploaded, from the archive.
 func TestPutMediaThenGetMedia(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServerWith(t, "", fastMedia)
 	createMediaStream(t, ts, "cam", 24)
 	c := loadCapture(t, "real-producer-h264-aac-relative")
@@ -159,20 +165,15 @@ func TestPutMediaResentFragmentsAreNotStoredTwice(t *testing.T) {
 // TestLiveReaderGetsEveryFragmentOnce starts GetMedia NOW before the
 // producer, and an EARLIEST reader halfway through a second upload.
 func TestLiveReaderGetsEveryFragmentOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServerWith(t, "", func(o *Options) { o.GetMediaIdleTimeout = 3 * time.Second })
 	createMediaStream(t, ts, "cam", 24)
 	c := loadCapture(t, "real-producer-h264-absolute")
-	var wg sync.WaitGroup
-	var live []mediaChunk
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, body := getMedia(t, ts, `{"StreamName":"cam","StartSelector":{"StartSelectorType":"NOW"}}`)
-		live = readChunks(t, body)
-	}()
-	time.Sleep(300 * time.Millisecond)
+	body := startGetMedia(t, ts, `{"StreamName":"cam","StartSelector":{"StartSelectorType":"NOW"}}`)
 	res := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0.1)
-	wg.Wait()
+	live := liveChunks(t, body)
 	got := res.events("RECEIVED")
 	if len(live) != len(got) {
 		t.Fatalf("live reader got %d chunks, %d fragments were received", len(live), len(got))
@@ -245,19 +246,14 @@ func TestPutMediaErrorKeepsWhatWasStored(t *testing.T) {
 // TestPutMediaRetentionZero: nothing is persisted and no PERSISTED ack is
 // sent, but live readers get the fragments (KVS's host buffer).
 func TestPutMediaRetentionZero(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServerWith(t, "", func(o *Options) { o.GetMediaIdleTimeout = 2 * time.Second })
 	createMediaStream(t, ts, "live", 0)
-	var wg sync.WaitGroup
-	var chunks []mediaChunk
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, body := getMedia(t, ts, `{"StreamName":"live","StartSelector":{"StartSelectorType":"NOW"}}`)
-		chunks = readChunks(t, body)
-	}()
-	time.Sleep(300 * time.Millisecond)
+	body := startGetMedia(t, ts, `{"StreamName":"live","StartSelector":{"StartSelectorType":"NOW"}}`)
 	res := putUpload(t, ts, "live", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
-	wg.Wait()
+	chunks := liveChunks(t, body)
 	if n := len(res.events("PERSISTED")); n != 0 || len(res.events("RECEIVED")) != 6 {
 		t.Fatalf("%d PERSISTED, %d RECEIVED; want 0 and 6", n, len(res.events("RECEIVED")))
 	}
@@ -270,6 +266,9 @@ func TestPutMediaRetentionZero(t *testing.T) {
 // same stream, and the maximum connection duration each end an upload
 // with their ErrorId.
 func TestPutMediaEndedByServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	ts := startServerWith(t, "", func(o *Options) { o.PutMediaMaxDuration = 3 * time.Second })
 	c := loadCapture(t, "real-producer-h264-absolute")
 
@@ -289,11 +288,19 @@ func TestPutMediaEndedByServer(t *testing.T) {
 		var first uploadResult
 		var wg sync.WaitGroup
 		wg.Add(1)
+		// The second upload starts once the server has acknowledged
+		// something of the first: the first is then the stream's upload.
+		acked := make(chan struct{})
+		var once sync.Once
 		go func() {
 			defer wg.Done()
-			first = putUpload(t, ts, "twice", "ABSOLUTE", "1795579974.135", c, 0.5)
+			first = putUploadWatch(t, ts, "twice", "ABSOLUTE", "1795579974.135", c, 0.5, func(gotAck) { once.Do(func() { close(acked) }) })
 		}()
-		time.Sleep(700 * time.Millisecond)
+		select {
+		case <-acked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no ack of the first upload within 30 s")
+		}
 		short := c
 		// The first three fragments: cut where the fourth cluster starts.
 		cut := 0

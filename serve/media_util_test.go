@@ -76,6 +76,13 @@ type uploadResult struct {
 // concurrently.
 func putUpload(t testing.TB, ts *testServer, stream, tcType, start string, c capture, pace float64) uploadResult {
 	t.Helper()
+	return putUploadWatch(t, ts, stream, tcType, start, c, pace, nil)
+}
+
+// putUploadWatch is putUpload that also calls onAck (when not nil) with
+// each ack as it arrives, from the goroutine reading them.
+func putUploadWatch(t testing.TB, ts *testServer, stream, tcType, start string, c capture, pace float64, onAck func(gotAck)) uploadResult {
+	t.Helper()
 	host := strings.TrimPrefix(ts.URL, "http://")
 	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/putMedia", nil)
 	req.Host = strings.Split(host, ":")[0]
@@ -133,6 +140,9 @@ func putUpload(t testing.TB, ts *testServer, stream, tcType, start string, c cap
 			mu.Lock()
 			res.acks = append(res.acks, a)
 			mu.Unlock()
+			if onAck != nil {
+				onAck(a)
+			}
 		}
 	}()
 	data := c.data
@@ -226,4 +236,51 @@ func getMedia(t testing.TB, ts *testServer, body string) (int, []byte) {
 	t.Helper()
 	st, _, b := ts.raw(t, "/getMedia", []byte(body), time.Now(), testSecret)
 	return st, b
+}
+
+// liveBody is a GetMedia response body read to its end.
+type liveBody struct {
+	b   []byte
+	err error
+}
+
+// startGetMedia posts a signed GetMedia request and returns once the
+// server has answered 200 with its headers: the server opens the request's
+// cursor before it answers, so a NOW reader then gets every fragment that
+// arrives from this point on. The channel yields the whole body when the
+// server ends it (at the live edge, after its idle timeout).
+func startGetMedia(t testing.TB, ts *testServer, body string) <-chan liveBody {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(ts.signed(t, "/getMedia", []byte(body), []byte(body), time.Now(), testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("GetMedia: %d %s", resp.StatusCode, b)
+	}
+	out := make(chan liveBody, 1)
+	go func() {
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		out <- liveBody{b, err}
+	}()
+	return out
+}
+
+// liveChunks waits for a body started by startGetMedia and splits it
+// into chunks.
+func liveChunks(t testing.TB, body <-chan liveBody) []mediaChunk {
+	t.Helper()
+	select {
+	case lb := <-body:
+		if lb.err != nil {
+			t.Fatalf("reading GetMedia: %v", lb.err)
+		}
+		return readChunks(t, lb.b)
+	case <-time.After(60 * time.Second):
+		t.Fatal("GetMedia did not end 60 s after the upload")
+		return nil
+	}
 }

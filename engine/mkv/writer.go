@@ -3,7 +3,6 @@ package mkv
 import (
 	"errors"
 	"math"
-	"time"
 )
 
 // TrackSpec describes a track for BuildHeader.
@@ -156,9 +155,8 @@ func BuildHeader(tracks []TrackSpec) (*Header, error) {
 // statistics a Fragment carries, so a camera's fragments are exactly what
 // a PutMedia upload of the same media would produce.
 type FragmentBuilder struct {
-	f        *Fragment
-	baseMs   int64
-	maxDelta time.Duration
+	f      *Fragment
+	baseMs int64
 }
 
 // ErrBlockOutOfRange: a block is more than 32.767 s from its cluster's
@@ -211,7 +209,9 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 	}
 	track := f.Header.Tracks[ti].Number
 	f.Buf = appendID(f.Buf, IDSimpleBlock)
-	f.Buf = append(f.Buf, 0x01|0, byte(size>>48), byte(size>>40), byte(size>>32), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
+	// The block size as an 8-byte EBML vint: the length marker 0x01 fills
+	// the first byte, the value the other seven.
+	f.Buf = append(f.Buf, 0x01, byte(size>>48), byte(size>>40), byte(size>>32), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
 	f.Buf = append(f.Buf, 0x80|byte(track), byte(uint16(rel)>>8), byte(uint16(rel)))
 	flags := byte(0)
 	if key {

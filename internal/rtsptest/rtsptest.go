@@ -31,6 +31,8 @@ type Relay struct {
 	mu      sync.Mutex
 	streams map[string]*gortsplib.ServerStream
 	pubs    map[string]*gortsplib.ServerSession
+	// recording holds, by path, the session whose RECORD was accepted.
+	recording map[string]*gortsplib.ServerSession
 	// user and pass, when set, are required of readers (basic or digest).
 	user, pass string
 	tls        bool
@@ -86,7 +88,8 @@ func startRelay(t testing.TB, addr string, tc *tls.Config) *Relay {
 		addr = ln.Addr().String()
 		ln.Close()
 	}
-	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{}, tls: tc != nil}
+	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{},
+		recording: map[string]*gortsplib.ServerSession{}, tls: tc != nil}
 	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr, TLSConfig: tc}
 	var err error
 	for i := 0; i < 50; i++ { // the port may linger after a restart
@@ -106,6 +109,27 @@ func startRelay(t testing.TB, addr string, tc *tls.Config) *Relay {
 // Close stops the server (clients see it vanish).
 func (r *Relay) Close() { r.srv.Close() }
 
+// WaitPublished waits until a publisher records on path (its RECORD was
+// accepted, so readers that connect from now on get its stream), failing
+// the test if none does within the given time.
+func (r *Relay) WaitPublished(t testing.TB, path string, within time.Duration) {
+	t.Helper()
+	p := "/" + path
+	deadline := time.Now().Add(within)
+	for {
+		r.mu.Lock()
+		ok := r.recording[p] != nil && r.recording[p] == r.pubs[p]
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rtsptest: nothing published on %s within %v", path, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // URL is the rtsp:// URL of path.
 func (r *Relay) URL(path string) string {
 	if r.tls {
@@ -122,6 +146,11 @@ func (r *Relay) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 			r.streams[p].Close()
 			delete(r.streams, p)
 			delete(r.pubs, p)
+		}
+	}
+	for p, s := range r.recording {
+		if s == ctx.Session {
+			delete(r.recording, p)
 		}
 	}
 }
@@ -179,6 +208,9 @@ func (r *Relay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respons
 			_ = s.WritePacketRTP(m, pkt)
 		}
 	})
+	r.mu.Lock()
+	r.recording[path] = ctx.Session
+	r.mu.Unlock()
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 )
 
@@ -119,20 +120,20 @@ func (f *FMP4) Fragment(h *mkv.Header, cluster []byte, producerMs int64) error {
 	return err
 }
 
-func codecOf(t mkv.Track) (fmp4.Codec, uint32, error) {
+func codecOf(t mkv.Track) (mp4.Codec, uint32, error) {
 	switch t.CodecID {
 	case mkv.CodecH264:
 		sps, pps, err := parseAVCC(t.CodecPrivate)
 		if err != nil {
 			return nil, 0, err
 		}
-		return &fmp4.CodecH264{SPS: sps, PPS: pps}, videoTimeScale, nil
+		return &mp4.CodecH264{SPS: sps, PPS: pps}, videoTimeScale, nil
 	case mkv.CodecH265:
 		vps, sps, pps, err := parseHVCC(t.CodecPrivate)
 		if err != nil {
 			return nil, 0, err
 		}
-		return &fmp4.CodecH265{VPS: vps, SPS: sps, PPS: pps}, videoTimeScale, nil
+		return &mp4.CodecH265{VPS: vps, SPS: sps, PPS: pps}, videoTimeScale, nil
 	case mkv.CodecAAC:
 		if len(t.CodecPrivate) == 0 {
 			return nil, 0, ErrMissingCodecData
@@ -141,13 +142,13 @@ func codecOf(t mkv.Track) (fmp4.Codec, uint32, error) {
 		if err := conf.Unmarshal(t.CodecPrivate); err != nil {
 			return nil, 0, fmt.Errorf("%w: %v", ErrInvalidCodecData, err)
 		}
-		return &fmp4.CodecMPEG4Audio{Config: conf}, uint32(conf.SampleRate), nil
+		return &mp4.CodecMPEG4Audio{Config: conf}, uint32(conf.SampleRate), nil
 	case mkv.CodecOpus:
 		ch := 2
 		if len(t.CodecPrivate) >= 10 {
 			ch = int(t.CodecPrivate[9])
 		}
-		return &fmp4.CodecOpus{ChannelCount: ch}, 48000, nil
+		return &mp4.CodecOpus{ChannelCount: ch}, 48000, nil
 	}
 	return nil, 0, ErrUnsupportedCodec
 }
