@@ -405,9 +405,10 @@ func (e *Engine) Recent(ref StreamRef, n int) ([]fragment.Meta, error) {
 		// Stored fragments of the last day, by server time.
 		now := e.opts.Clock.Now().UnixMilli()
 		var stored []fragment.Meta
-		err := e.db.ScanTime(s.id, fragment.ByServerTime, now-24*3600*1000, now+60_000, nil, func(m fragment.Meta) bool {
+		// The newest n stored (the ring's are among them or newer).
+		err := e.db.ScanTimeBackward(s.id, fragment.ByServerTime, now-24*3600*1000, now+60_000, func(m fragment.Meta) bool {
 			stored = append(stored, m)
-			return true
+			return len(stored) < n
 		})
 		if err != nil {
 			return nil, fmt.Errorf("engine: %w", err)

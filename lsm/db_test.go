@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 func memOpts(fs vfs.FS) Options {
@@ -134,5 +135,95 @@ func TestStreamSpanCoversOnlyOneStream(t *testing.T) {
 	_, endMax := streamSpan(prefixFragment, ^StreamID(0))
 	if endMax[0] != prefixFragment+1 {
 		t.Fatalf("span of the last id ends at %x", endMax)
+	}
+}
+
+// TestDeleteBeforeMoreThanOneBatch: retention past more fragments than one
+// batch deletes every one of them from all three tables (an earlier scan
+// limit left fragment records and producer-index entries behind, which no
+// later sweep found), and ScanTime has no hidden limit.
+func TestDeleteBeforeMoreThanOneBatch(t *testing.T) {
+	d := openMem(t)
+	id := createTestStream(t, d)
+	const total = retentionBatch + 904
+	for i := 0; i < total; i++ {
+		putTestFragment(t, d, id, i, int64(1000+i), []byte{byte(i)})
+	}
+	seen := 0
+	if err := d.ScanTime(id, fragment.ByServerTime, 0, 1<<40, nil, func(fragment.Meta) bool { seen++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if seen != total {
+		t.Fatalf("ScanTime saw %d of %d", seen, total)
+	}
+	// Everything but the last 4 goes.
+	n, _, err := d.DeleteBefore(id, int64(1000+total-4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != total-4 {
+		t.Fatalf("deleted %d, want %d", n, total-4)
+	}
+	for _, idx := range []fragment.TimeIndex{fragment.ByServerTime, fragment.ByProducerTime} {
+		left := 0
+		if err := d.ScanTime(id, idx, 0, 1<<40, nil, func(fragment.Meta) bool { left++; return true }); err != nil {
+			t.Fatal(err)
+		}
+		if left != 4 {
+			t.Fatalf("index %d keeps %d entries, want 4", idx, left)
+		}
+	}
+	records := 0
+	if err := d.FragmentNumbers(id, fragment.Number{}, func(fragment.Number) bool { records++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if records != 4 {
+		t.Fatalf("%d fragment records left, want 4", records)
+	}
+	// Backward scans return the newest first.
+	var newest []int64
+	if err := d.ScanTimeBackward(id, fragment.ByServerTime, 0, 1<<40, func(m fragment.Meta) bool {
+		newest = append(newest, m.ServerMs)
+		return len(newest) < 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(newest) != 2 || newest[0] != int64(1000+total-1) || newest[1] != int64(1000+total-2) {
+		t.Fatalf("backward scan: %v", newest)
+	}
+}
+
+func openMem(t *testing.T) *DB {
+	t.Helper()
+	d, err := Open(memOpts(vfs.NewMem()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+func createTestStream(t *testing.T, d *DB) StreamID {
+	t.Helper()
+	id, err := d.AllocStreamID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutStream(id, []byte("s")); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// putTestFragment stores fragment seq i with both timestamps at ms.
+func putTestFragment(t *testing.T, d *DB, id StreamID, i int, ms int64, media []byte) {
+	t.Helper()
+	w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: ms, ServerMs: ms,
+		DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
+	if i == 0 {
+		w.Header = []byte("header")
+	}
+	if err := d.PutFragment(id, &w); err != nil {
+		t.Fatal(err)
 	}
 }

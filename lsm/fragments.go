@@ -273,7 +273,8 @@ func (d *DB) endFragment(id StreamID, last bool) (fragment.Meta, bool, error) {
 
 // ScanTime calls fn for fragments whose timestamp in index idx lies in
 // [startMs, endMs], in (timestamp, number) order, starting after cursor
-// when cursor is not nil, until fn returns false.
+// when cursor is not nil, until fn returns false. It has no limit of its
+// own: fn decides when to stop.
 func (d *DB) ScanTime(id StreamID, idx fragment.TimeIndex, startMs, endMs int64, cursor *fragment.TimeCursor, fn func(fragment.Meta) bool) error {
 	lower := timePrefix(nil, indexPrefix(idx), id, startMs)
 	if cursor != nil {
@@ -290,7 +291,35 @@ func (d *DB) ScanTime(id StreamID, idx fragment.TimeIndex, startMs, endMs int64,
 		return fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
-	for ok, seen := it.First(), 0; ok && seen < 4096; ok, seen = it.Next(), seen+1 {
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("lsm: reading index: %w", err)
+		}
+		m, err := decodeMeta(it.Key(), v)
+		if err != nil {
+			return err
+		}
+		if !fn(m) {
+			return nil
+		}
+	}
+	return it.Error()
+}
+
+// ScanTimeBackward is ScanTime from the newest entry down: fragments whose
+// timestamp in index idx lies in [startMs, endMs], in descending
+// (timestamp, number) order, until fn returns false.
+func (d *DB) ScanTimeBackward(id StreamID, idx fragment.TimeIndex, startMs, endMs int64, fn func(fragment.Meta) bool) error {
+	lower := timePrefix(nil, indexPrefix(idx), id, startMs)
+	upper := timePrefix(nil, indexPrefix(idx), id, endMs)
+	upper = append(upper, bytes.Repeat([]byte{0xFF}, fragment.NumberLen+1)...)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("lsm: %w", err)
+	}
+	defer it.Close()
+	for ok := it.Last(); ok; ok = it.Prev() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return fmt.Errorf("lsm: reading index: %w", err)
@@ -338,41 +367,21 @@ func (d *DB) LastAtOrBefore(id StreamID, idx fragment.TimeIndex, ms int64) (frag
 // any segment is unlinked, so no index entry outlives its media.
 func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, int64, error) {
 	var (
-		n       int
-		bytes   int64
-		maxNum  fragment.Number
-		prodKey [][]byte
+		n     int
+		bytes int64
 	)
-	start, _ := streamSpan(prefixServerIdx, id)
-	err := d.ScanTime(id, fragment.ByServerTime, -1<<63, cutoffMs-1, nil, func(m fragment.Meta) bool {
-		n++
-		bytes += int64(m.MediaLen)
-		if m.Number.Compare(maxNum) > 0 {
-			maxNum = m.Number
+	for {
+		bn, bb, err := d.deleteBatchBefore(id, cutoffMs)
+		n, bytes = n+bn, bytes+bb
+		if err != nil {
+			return n, bytes, err
 		}
-		prodKey = append(prodKey, timeKey(nil, prefixProducerIdx, id, m.ProducerMs, m.Number))
-		return true
-	})
-	if err != nil || n == 0 {
-		return 0, 0, err
-	}
-	b := d.db.NewBatch()
-	defer b.Close()
-	fStart, _ := streamSpan(prefixFragment, id)
-	if err := b.DeleteRange(fStart, fragmentKey(nil, id, maxNum.Next()), nil); err != nil {
-		return 0, 0, err
-	}
-	if err := b.DeleteRange(start, timePrefix(nil, prefixServerIdx, id, cutoffMs), nil); err != nil {
-		return 0, 0, err
-	}
-	for _, k := range prodKey {
-		if err := b.Delete(k, nil); err != nil {
-			return 0, 0, err
+		if bn < retentionBatch {
+			break
 		}
 	}
-	// Synced, so no index entry can outlive the segments unlinked below.
-	if err := b.Commit(pebble.Sync); err != nil {
-		return 0, 0, fmt.Errorf("lsm: retention delete: %w", err)
+	if n == 0 {
+		return 0, 0, nil
 	}
 	// Segments wholly before the first remaining fragment go.
 	// The smallest segment the oldest remaining fragments use. Segment
@@ -398,6 +407,46 @@ func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, int64, error) {
 	}
 	if _, err := d.segs.removeBefore(id, keep); err != nil {
 		return n, bytes, err
+	}
+	return n, bytes, nil
+}
+
+// retentionBatch bounds one retention batch (and the memory of its keys).
+const retentionBatch = 4096
+
+// deleteBatchBefore deletes up to retentionBatch of the oldest fragments
+// (by server time) before cutoffMs: their fragment record and both index
+// entries, by point deletions, in one synced batch. Deleting exactly the
+// scanned entries keeps the three tables in step whatever the order of
+// numbers and times (imported gap fills arrive late).
+func (d *DB) deleteBatchBefore(id StreamID, cutoffMs int64) (int, int64, error) {
+	var (
+		n     int
+		bytes int64
+		keys  [][]byte
+	)
+	err := d.ScanTime(id, fragment.ByServerTime, -1<<63, cutoffMs-1, nil, func(m fragment.Meta) bool {
+		n++
+		bytes += int64(m.MediaLen)
+		keys = append(keys,
+			fragmentKey(nil, id, m.Number),
+			timeKey(nil, prefixServerIdx, id, m.ServerMs, m.Number),
+			timeKey(nil, prefixProducerIdx, id, m.ProducerMs, m.Number))
+		return n < retentionBatch
+	})
+	if err != nil || n == 0 {
+		return 0, 0, err
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	for _, k := range keys {
+		if err := b.Delete(k, nil); err != nil {
+			return 0, 0, err
+		}
+	}
+	// Synced, so no index entry can outlive the segments unlinked after.
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, 0, fmt.Errorf("lsm: retention delete: %w", err)
 	}
 	return n, bytes, nil
 }

@@ -9,21 +9,6 @@ import (
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
-// MetaLen is the length of an encoded FragmentMeta (AppendMeta).
-const MetaLen = metaLen
-
-// AppendMeta appends m's version-1 encoding (FORMAT.md, "Fragment meta"),
-// the form peers exchange fragments in.
-func AppendMeta(dst []byte, m *fragment.Meta) []byte { return appendMeta(dst, m) }
-
-// DecodeMeta decodes what AppendMeta wrote.
-func DecodeMeta(b []byte) (fragment.Meta, error) {
-	if len(b) != metaLen {
-		return fragment.Meta{}, fmt.Errorf("lsm: fragment meta of %d bytes, want %d", len(b), metaLen)
-	}
-	return decodeMeta(nil, b)
-}
-
 // FragmentNumbers calls fn with the numbers of the stream's stored
 // fragments after `after`, in order, until fn returns false. It reads keys
 // only.
