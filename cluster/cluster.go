@@ -391,13 +391,3 @@ func (c *Cluster) Close() error {
 	}
 	return err
 }
-
-// kill stops gossip without leaving, as a crash does (tests).
-func (c *Cluster) kill() error {
-	if c.repl != nil {
-		c.repl.Close()
-	}
-	close(c.done)
-	c.wg.Wait()
-	return c.serf.Shutdown()
-}

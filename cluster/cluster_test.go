@@ -8,6 +8,16 @@ import (
 	"time"
 )
 
+// kill stops gossip without leaving, as a crash does.
+func (c *Cluster) kill() error {
+	if c.repl != nil {
+		c.repl.Close()
+	}
+	close(c.done)
+	c.wg.Wait()
+	return c.serf.Shutdown()
+}
+
 func freePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -51,6 +61,9 @@ func alive(c *Cluster) int {
 }
 
 func TestMembershipPlacementAndFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	key := []byte("0123456789abcdef")
 	a := startNode(t, "a", nil, key)
 	defer a.Close()
@@ -109,6 +122,9 @@ func TestMembershipPlacementAndFailure(t *testing.T) {
 }
 
 func TestWrongGossipKeyCannotJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	a := startNode(t, "a", nil, []byte("0123456789abcdef"))
 	defer a.Close()
 	seed := []string{a.serf.LocalMember().Addr.String() + ":" + fmt.Sprint(a.serf.LocalMember().Port)}

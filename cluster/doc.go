@@ -25,6 +25,12 @@
 //     /kvsedge-peer/v1/ on each node's API listener, signed with a key
 //     derived from the gossip key; also the forward route that serve uses
 //     to answer reads of streams this node does not hold.
+//   - The fragment frames replication moves media in (frame.go,
+//     FORMAT.md "Fragment stream"): cluster's own encoding, versioned and
+//     independent of the store's on-disk layout (cluster does not import
+//     lsm), so boxes of two releases keep replicating during a rolling
+//     upgrade. A frame of a newer version is refused and its peer skipped
+//     (ErrFrameVersion), never misread.
 //   - Camera ownership (view.go): Owns says whether this node records a
 //     stream's camera now — its home, with quorum held for the settle
 //     time — so that a dead home's cameras move to the next node within
@@ -38,7 +44,6 @@
 // ingested the fragment; its replicas have it within the replication lag
 // (kvsedge replication; BenchmarkClusterReplication). A box whose disk
 // dies loses what it had not yet replicated, at most that lag.
-//   - netcut/: a cuttable loopback proxy for the cluster's end-to-end tests.
 //
 // Data flows one way: cluster calls the engine; the engine knows nothing of
 // serf or of peers.

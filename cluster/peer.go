@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,11 +18,10 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/fragment"
-	"github.com/kvsedge/kvsedge/lsm"
 	"github.com/valyala/fasthttp"
 )
 
-// The node-to-node path (FORMAT.md): HTTP routes under PeerPrefix on each
+// PeerPrefix is the path of the node-to-node routes (FORMAT.md) on each
 // node's API listener, authenticated with a key derived from the gossip
 // key. Serf carries membership only; media moves here.
 const PeerPrefix = "/kvsedge-peer/v1/"
@@ -92,113 +90,22 @@ func verifyPeer(key []byte, method, requestURI, header string, body []byte, now 
 	return node, nil
 }
 
-// Frame types of a fragment stream (FORMAT.md).
-const (
-	frameKeepalive = 0
-	frameFragment  = 1
-	frameEnd       = 2
-)
+// framesParam is the query parameter of tail and fetch that names the
+// newest fragment frame version the asker reads (FORMAT.md, "Versions");
+// without it, 1.
+const framesParam = "frames"
 
-// maxFrameHeader bounds a session header on the wire (KVS's track data
-// is far smaller).
-const maxFrameHeader = 1 << 20
-
-// frameWriter writes fragment frames, sending each session header once
-// per connection until it changes.
-type frameWriter struct {
-	w       *bufio.Writer
-	lastHdr uint64
-	sent    bool
-	buf     []byte
-}
-
-func (fw *frameWriter) fragment(f *engine.Fragment) error {
-	b := append(fw.buf[:0], frameFragment)
-	b = lsm.AppendMeta(b, &f.Meta)
-	received := f.ReceivedMs
-	if received == 0 {
-		received = time.Now().UnixMilli()
+// checkFramesParam validates a frames parameter. A node answers with
+// frames of version min(asked, frameVersion); every valid ask is at least
+// 1 = frameVersion, so this node always writes version 1.
+func checkFramesParam(v []byte) error {
+	if len(v) == 0 {
+		return nil
 	}
-	b = binary.BigEndian.AppendUint64(b, uint64(received))
-	hdr := f.Header.Raw
-	if fw.sent && fw.lastHdr == f.Meta.HeaderID {
-		hdr = nil
+	if n, err := strconv.ParseUint(string(v), 10, 8); err != nil || n == 0 {
+		return fmt.Errorf("bad %s %q: the newest fragment frame version the asker reads, 1 to 255", framesParam, v)
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(hdr)))
-	fw.buf = b
-	if _, err := fw.w.Write(b); err != nil {
-		return err
-	}
-	if _, err := fw.w.Write(hdr); err != nil {
-		return err
-	}
-	if _, err := fw.w.Write(f.Media); err != nil {
-		return err
-	}
-	fw.lastHdr, fw.sent = f.Meta.HeaderID, true
 	return nil
-}
-
-func (fw *frameWriter) control(t byte) error {
-	if err := fw.w.WriteByte(t); err != nil {
-		return err
-	}
-	return fw.w.Flush()
-}
-
-// frameReader reads what frameWriter wrote.
-type frameReader struct {
-	r   *bufio.Reader
-	hdr []byte
-	buf [1 + lsm.MetaLen + 8 + 4]byte
-	// receivedMs is the sender's ReceivedMs of the last fragment read.
-	receivedMs int64
-}
-
-// next returns the next fragment (media in a pooled buffer the caller
-// passes to ImportFragment), or io.EOF at an end frame.
-func (fr *frameReader) next() (fragment.Meta, []byte, []byte, error) {
-	for {
-		t, err := fr.r.ReadByte()
-		if err != nil {
-			return fragment.Meta{}, nil, nil, err
-		}
-		switch t {
-		case frameKeepalive:
-			continue
-		case frameEnd:
-			return fragment.Meta{}, nil, nil, io.EOF
-		case frameFragment:
-		default:
-			return fragment.Meta{}, nil, nil, fmt.Errorf("cluster: unknown frame type %d", t)
-		}
-		b := fr.buf[1:]
-		if _, err := io.ReadFull(fr.r, b); err != nil {
-			return fragment.Meta{}, nil, nil, err
-		}
-		m, err := lsm.DecodeMeta(b[:lsm.MetaLen])
-		if err != nil {
-			return m, nil, nil, err
-		}
-		fr.receivedMs = int64(binary.BigEndian.Uint64(b[lsm.MetaLen:]))
-		hl := binary.BigEndian.Uint32(b[lsm.MetaLen+8:])
-		if hl > maxFrameHeader || m.MediaLen > 64<<20 {
-			return m, nil, nil, fmt.Errorf("cluster: frame of %s too large", m.Number)
-		}
-		if hl > 0 {
-			fr.hdr = make([]byte, hl)
-			if _, err := io.ReadFull(fr.r, fr.hdr); err != nil {
-				return m, nil, nil, err
-			}
-		} else if fr.hdr == nil {
-			return m, nil, nil, errors.New("cluster: fragment frame without a session header")
-		}
-		media := engine.NewMediaBufferFor(int(m.MediaLen))[:m.MediaLen]
-		if _, err := io.ReadFull(fr.r, media); err != nil {
-			return m, nil, nil, err
-		}
-		return m, fr.hdr, media, nil
-	}
 }
 
 // ReadPeerBody reads a peer request's body, up to maxPeerBody, so that
@@ -286,6 +193,12 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 	if a := args.Peek("after"); len(a) > 0 {
 		if after, err = fragment.ParseNumber(string(a)); err != nil {
 			ctx.Error("bad after: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	if op == "fetch" || op == "tail" {
+		if err := checkFramesParam(args.Peek(framesParam)); err != nil {
+			ctx.Error(err.Error(), http.StatusBadRequest)
 			return
 		}
 	}

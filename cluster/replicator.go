@@ -47,7 +47,17 @@ type ReplicationOptions struct {
 	// enough for the node that recorded them meanwhile to see it alive and
 	// stop, so that no camera is recorded twice.
 	Settle time.Duration
+	// newerRetry is how long a peer that speaks a newer node-to-node
+	// protocol is skipped before it is tried again (default
+	// newerPeerRetry; tests shorten it).
+	newerRetry time.Duration
 }
+
+// newerPeerRetry is how long a peer whose frames this node cannot read
+// (ErrFrameVersion) is left alone: neither tailed nor compared with.
+// After it, the peer is tried again (it may have been rolled back, or
+// answer this node's version now).
+const newerPeerRetry = time.Minute
 
 // Replicator copies what this node should hold from its peers: stream
 // records and tombstones from every peer, and for each stream this node
@@ -68,6 +78,11 @@ type Replicator struct {
 	tails   map[tailKey]context.CancelFunc
 	streams map[string]*streamRepl
 	fullDue bool
+	// newer: peers that sent frames of a newer protocol, and until when
+	// they are skipped; newerLogged: the refusal last logged per peer, so
+	// that each is logged once, not at every retry.
+	newer       map[string]time.Time
+	newerLogged map[string]string
 }
 
 type tailKey struct{ stream, peer string }
@@ -114,12 +129,16 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 			o.Settle = 3 * time.Second
 		}
 	}
+	if o.newerRetry <= 0 {
+		o.newerRetry = newerPeerRetry
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = o.TLS
 	tr.ResponseHeaderTimeout = 10 * time.Second
 	tr.MaxIdleConnsPerHost = 16
 	r := &Replicator{c: c, eng: o.Engine, opts: o, client: &http.Client{Transport: tr},
-		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true}
+		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true,
+		newer: map[string]time.Time{}, newerLogged: map[string]string{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	c.repl = r
 	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
@@ -177,6 +196,8 @@ func (r *Replicator) run() {
 			for _, st := range r.streams {
 				clear(st.synced)
 			}
+			// A peer that restarted may speak this node's version again.
+			clear(r.newer)
 			r.mu.Unlock()
 			lastRegistry = time.Time{}
 		case <-tick.C:
@@ -278,6 +299,34 @@ func (r *Replicator) state(stream string) *streamRepl {
 	return st
 }
 
+// noteNewer records that peer sent frames of a protocol newer than this
+// node's (err wraps ErrFrameVersion): it is skipped, neither tailed nor
+// compared with, for newerRetry. Each distinct refusal is logged once per
+// peer, however often the retries meet it again; replication with the
+// other peers goes on.
+func (r *Replicator) noteNewer(peer Member, err error) {
+	r.mu.Lock()
+	r.newer[peer.Name] = time.Now().Add(r.opts.newerRetry)
+	first := r.newerLogged[peer.Name] != err.Error()
+	r.newerLogged[peer.Name] = err.Error()
+	r.mu.Unlock()
+	if first {
+		r.c.opts.Logger.Warn("a peer speaks a newer node-to-node protocol: not replicating from it until this node is upgraded",
+			"peer", peer.Name, "retry_in", r.opts.newerRetry.String(), "err", err)
+	}
+}
+
+// skippedLocked reports whether peer is being skipped for speaking a
+// newer protocol (noteNewer); r.mu is held.
+func (r *Replicator) skippedLocked(peer string) bool {
+	until, ok := r.newer[peer]
+	if ok && !time.Now().Before(until) {
+		delete(r.newer, peer)
+		return false
+	}
+	return ok
+}
+
 // tailIdle ends a tail connection that sent nothing, not even a
 // keepalive, for this long (a peer that vanished without a reset).
 const tailIdle = 10 * time.Second
@@ -291,6 +340,16 @@ func (r *Replicator) tail(ctx context.Context, stream string, peer Member) {
 		n, err := r.tailOnce(ctx, stream, peer)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, ErrFrameVersion) {
+			// The peer is skipped: try it again when that ends.
+			r.noteNewer(peer, err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(r.opts.newerRetry):
+			}
+			continue
 		}
 		if n > 0 {
 			backoff = 200 * time.Millisecond
@@ -316,7 +375,8 @@ func (r *Replicator) tailOnce(ctx context.Context, stream string, peer Member) (
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	q := url.Values{"stream": {stream}, "arn": {ref.ARN}, "after": {after.String()}, "origin": {strconv.Itoa(int(peer.NodeID))}}
+	q := url.Values{"stream": {stream}, "arn": {ref.ARN}, "after": {after.String()}, "origin": {strconv.Itoa(int(peer.NodeID))},
+		framesParam: {strconv.Itoa(frameVersion)}}
 	resp, err := r.do(ctx, peer, http.MethodGet, "tail", q, nil)
 	if err != nil {
 		return 0, err
@@ -406,7 +466,12 @@ func (r *Replicator) antiEntropy(full bool) {
 		for _, p := range others {
 			r.mu.Lock()
 			from, synced := r.state(stream).synced[p.Name]
+			skipped := r.skippedLocked(p.Name)
 			r.mu.Unlock()
+			if skipped {
+				ok = false
+				continue
+			}
 			if full || !synced {
 				from = fragment.Number{}
 			}
@@ -414,6 +479,9 @@ func (r *Replicator) antiEntropy(full bool) {
 			missing += n
 			for _, a := range absent {
 				under[a] = struct{}{}
+			}
+			if errors.Is(err, ErrFrameVersion) {
+				r.noteNewer(p, err)
 			}
 			if err != nil {
 				ok = false
@@ -531,7 +599,7 @@ func (r *Replicator) fetch(stream string, peer Member, nums []fragment.Number) e
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, peerRequestTimeout)
 	defer cancel()
-	resp, err := r.do(ctx, peer, http.MethodPost, "fetch", url.Values{"stream": {stream}, "arn": {ref.ARN}}, body)
+	resp, err := r.do(ctx, peer, http.MethodPost, "fetch", url.Values{"stream": {stream}, "arn": {ref.ARN}, framesParam: {strconv.Itoa(frameVersion)}}, body)
 	if err != nil {
 		return err
 	}

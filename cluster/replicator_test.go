@@ -3,12 +3,16 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,7 +33,23 @@ type replNode struct {
 
 func startReplNode(t *testing.T, name string, nodeID uint16, seeds []string, key []byte) *replNode {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
+	return startReplNodeWith(t, name, nodeID, seeds, key, replNodeOptions{})
+}
+
+// replNodeOptions adjusts a test node.
+type replNodeOptions struct {
+	log *slog.Logger // default: discard
+	// wrap, when set, wraps the node's handler of the node-to-node path.
+	wrap       func(fasthttp.RequestHandler) fasthttp.RequestHandler
+	newerRetry time.Duration
+}
+
+func startReplNodeWith(t *testing.T, name string, nodeID uint16, seeds []string, key []byte, o replNodeOptions) *replNode {
+	t.Helper()
+	log := o.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, NodeID: nodeID, Logger: log, RingBytesPerStream: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +60,11 @@ func startReplNode(t *testing.T, name string, nodeID uint16, seeds []string, key
 	}
 	n := &replNode{eng: eng, url: "http://" + ln.Addr().String()}
 	life, stop := context.WithCancel(context.Background())
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { n.c.ServePeer(ctx, life) }}
+	var handler fasthttp.RequestHandler = func(ctx *fasthttp.RequestCtx) { n.c.ServePeer(ctx, life) }
+	if o.wrap != nil {
+		handler = o.wrap(handler)
+	}
+	srv := &fasthttp.Server{Handler: handler}
 	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
 	c, err := Start(Options{NodeName: name, Bind: freePort(t), Seeds: seeds, Key: key, APIURL: n.url, NodeID: nodeID,
 		FastFailureDetection: true, Logger: log})
@@ -48,7 +72,8 @@ func startReplNode(t *testing.T, name string, nodeID uint16, seeds []string, key
 		t.Fatal(err)
 	}
 	n.c = c
-	c.StartReplication(ReplicationOptions{Engine: eng, Key: PeerKey(key), AntiEntropy: 500 * time.Millisecond, Registry: 200 * time.Millisecond, Settle: time.Millisecond})
+	c.StartReplication(ReplicationOptions{Engine: eng, Key: PeerKey(key), AntiEntropy: 500 * time.Millisecond, Registry: 200 * time.Millisecond, Settle: time.Millisecond,
+		newerRetry: o.newerRetry})
 	t.Cleanup(func() {
 		stop()
 		_ = c.Close()
@@ -139,6 +164,9 @@ func equalNums(a, b []fragment.Number) bool {
 // the same numbers, live and after the replica was away; a node with the
 // wrong key gets nothing.
 func TestReplicationTailAndAntiEntropy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
 	key := []byte("0123456789abcdef")
 	a := startReplNode(t, "a", 1, nil, key)
 	b := startReplNode(t, "b", 2, []string{a.gossipAddr()}, key)
@@ -273,4 +301,122 @@ func TestReplicationTailAndAntiEntropy(t *testing.T) {
 		_, err := b.eng.Stream(engine.StreamRef{Name: "cam"})
 		return err != nil
 	})
+}
+
+// logRecorder keeps every log record, for tests that check what a node
+// logs.
+type logRecorder struct {
+	mu   sync.Mutex
+	recs []string // level, message, attributes
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r.Level, r.Message)
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
+	l.mu.Lock()
+	l.recs = append(l.recs, b.String())
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *logRecorder) all() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.recs, "\n")
+}
+
+// count returns how many records contain every one of substrs.
+func (l *logRecorder) count(substrs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+next:
+	for _, r := range l.recs {
+		for _, s := range substrs {
+			if !strings.Contains(r, s) {
+				continue next
+			}
+		}
+		n++
+	}
+	return n
+}
+
+// TestPeerSpeakingNewerProtocolIsSkipped: half-way through a rolling
+// upgrade, a peer answers tails and fetches with frames of a version this
+// node does not read (as a later release would if it disregarded the
+// frames parameter). This node refuses them, logs it once however often
+// it retries, stores nothing from them, does not stop; the peer still
+// replicates from this node, and this node's other work goes on.
+func TestPeerSpeakingNewerProtocolIsSkipped(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	logs := &logRecorder{}
+	a := startReplNodeWith(t, "a", 1, nil, key, replNodeOptions{log: slog.New(logs), newerRetry: 300 * time.Millisecond})
+	// b's fragment frames are of version 2 (a valid-looking prefix, then
+	// fields a version 1 reader must not try to interpret).
+	v2 := append([]byte{frameFragment, 2, 0, 120}, bytes.Repeat([]byte{0xa5}, 120)...)
+	var refused atomic.Int32
+	b := startReplNodeWith(t, "b", 2, []string{a.gossipAddr()}, key, replNodeOptions{
+		wrap: func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+			return func(ctx *fasthttp.RequestCtx) {
+				switch strings.TrimPrefix(string(ctx.Path()), PeerPrefix) {
+				case "tail", "fetch":
+					if string(ctx.QueryArgs().Peek(framesParam)) != "1" {
+						ctx.Error("no frames=1 in the request", http.StatusBadRequest)
+						return
+					}
+					refused.Add(1)
+					ctx.SetContentType("application/octet-stream")
+					ctx.SetBody(v2)
+					return
+				}
+				next(ctx)
+			}
+		},
+	})
+	waitFor(t, "two members", 10*time.Second, func() bool { return alive(a.c) == 2 && alive(b.c) == 2 })
+	if _, err := b.eng.CreateStream(engine.CreateStreamInput{Name: "cam", DataRetentionInHours: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream reaches a", 10*time.Second, func() bool {
+		_, err := a.eng.Stream(engine.StreamRef{Name: "cam"})
+		return err == nil
+	})
+	frags := captured(t)
+	ingestInto(t, b.eng, "cam", frags[:2])
+	// The tail is refused, waits newerRetry, is refused again…; while it
+	// keeps finding b newer, anti-entropy leaves b alone.
+	waitFor(t, "a's repeated tails of b", 10*time.Second, func() bool { return refused.Load() >= 4 })
+	// A fetch (anti-entropy's) is refused the same way.
+	var bm Member
+	for _, m := range a.c.Members() {
+		if m.Name == "b" {
+			bm = m
+		}
+	}
+	if _, _, _, err := a.c.repl.compare("cam", bm, fragment.Number{}); !errors.Is(err, ErrFrameVersion) {
+		t.Fatalf("a's comparison with b: %v, want ErrFrameVersion", err)
+	}
+	if n := logs.count("WARN", "a peer speaks a newer node-to-node protocol", "peer=b", "version 2"); n != 1 {
+		t.Fatalf("a logged the newer peer %d times, want once:\n%s", n, logs.all())
+	}
+	if got := a.numbers(t, "cam"); len(got) != 0 {
+		t.Fatalf("a stored %d fragments from refused frames", len(got))
+	}
+	// The other direction is unaffected: b reads a's version 1 frames.
+	na := ingestInto(t, a.eng, "cam", frags[2:4])
+	waitFor(t, "a's fragments on b", 10*time.Second, func() bool {
+		held := map[fragment.Number]bool{}
+		for _, n := range b.numbers(t, "cam") {
+			held[n] = true
+		}
+		return held[na[0]] && held[na[1]]
+	})
+	if st := a.c.repl.Status(); len(st) != 1 || st[0].Holds {
+		t.Fatalf("a's status claims a whole archive without b's fragments: %+v", st)
+	}
 }

@@ -25,14 +25,13 @@
 //	streams.go    stream records, stream id allocation, DeleteStream
 //	fragments.go  the fragment meta encoding, ingest terms, PutFragment,
 //	              session headers, the fragment reads, the time indexes
-//	              (ScanTime, LastAtOrBefore), retention deletes
+//	              (ScanTime, ScanTimeBackward, LastAtOrBefore), retention deletes
 //	              (DeleteBefore)
 //	segments.go   media segment files: append, roll, preallocate, read,
 //	              unlink
 //	groupsync.go  the sync window (Options.SyncWindow) for SD cards
 //	replica.go    what replication reads and writes: the numbers listing
-//	              (FragmentNumbers), tombstones; and the exported meta
-//	              encoding (AppendMeta, DecodeMeta, MetaLen)
+//	              (FragmentNumbers), tombstones
 //	usage.go      stored bytes, disk bytes, FirstFragment, write figures
 //	              (Stats)
 //	logger.go     Pebble's log lines into slog

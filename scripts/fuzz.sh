@@ -17,6 +17,7 @@ targets=(
 	"FuzzVerify ./serve/sigv4"
 	"FuzzRTPDepacketize ./ingest"
 	"FuzzJSONOperations ./serve"
+	"FuzzFrameReader ./cluster"
 )
 
 failed=()
