@@ -15,6 +15,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/serf/serf"
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // Options configures a node.
@@ -49,18 +50,6 @@ type Options struct {
 	// does not think itself a majority of one).
 	SnapshotPath string
 	Logger       *slog.Logger
-}
-
-// Member is what one node knows of another.
-type Member struct {
-	Name      string `json:"name"`
-	Addr      string `json:"addr"`
-	Status    string `json:"status"` // alive, leaving, left, failed
-	APIURL    string `json:"api_url,omitempty"`
-	Profile   string `json:"profile,omitempty"`
-	FreeBytes uint64 `json:"free_bytes,omitempty"`
-	Self      bool   `json:"self,omitempty"`
-	NodeID    uint16 `json:"node_id"`
 }
 
 // Cluster is this node's view of the cluster.
@@ -254,13 +243,13 @@ func (c *Cluster) joinLoop() {
 func (c *Cluster) Name() string { return c.serf.LocalMember().Name }
 
 // Members returns every member serf knows, by name.
-func (c *Cluster) Members() []Member {
+func (c *Cluster) Members() []status.Member {
 	self := c.serf.LocalMember().Name
-	var out []Member
+	var out []status.Member
 	for _, m := range c.serf.Members() {
 		free, _ := strconv.ParseUint(m.Tags[tagFree], 10, 64)
 		nid, _ := strconv.ParseUint(m.Tags[tagNodeID], 10, 16)
-		out = append(out, Member{
+		out = append(out, status.Member{
 			NodeID: uint16(nid),
 			Name:   m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
 			Status: m.Status.String(), APIURL: m.Tags[tagAPI], Profile: m.Tags[tagProfile], FreeBytes: free,
@@ -303,7 +292,7 @@ func (c *Cluster) notify() {
 // such an even split both halves record a camera (twice, never lost).
 func (c *Cluster) HasQuorum() bool { return c.joined.Load() && hasQuorum(c.Members()) }
 
-func hasQuorum(ms []Member) bool {
+func hasQuorum(ms []status.Member) bool {
 	alive, total := 0, 0
 	for _, m := range ms {
 		if m.Status == "left" {
@@ -317,16 +306,13 @@ func hasQuorum(ms []Member) bool {
 	return alive*2 >= total
 }
 
-// MembersJSON is Members for the API (serve.ClusterView).
-func (c *Cluster) MembersJSON() any { return c.Members() }
-
 // Placement returns the stream's home node and then its replicas, n
 // members in all (fewer if fewer are alive), by rendezvous hashing over
 // the alive members: each node ranks members by a hash of (stream,
 // member), so every node agrees, and losing a member moves only the
 // streams it held.
-func (c *Cluster) Placement(stream string, n int) []Member {
-	var alive []Member
+func (c *Cluster) Placement(stream string, n int) []status.Member {
+	var alive []status.Member
 	for _, m := range c.Members() {
 		if m.Status == "alive" {
 			alive = append(alive, m)
@@ -336,9 +322,9 @@ func (c *Cluster) Placement(stream string, n int) []Member {
 }
 
 // Rank orders members for a stream by rendezvous score and keeps n.
-func Rank(stream string, members []Member, n int) []Member {
+func Rank(stream string, members []status.Member, n int) []status.Member {
 	type scored struct {
-		m     Member
+		m     status.Member
 		score uint64
 	}
 	ss := make([]scored, len(members))
@@ -354,7 +340,7 @@ func Rank(stream string, members []Member, n int) []Member {
 	if n > len(ss) {
 		n = len(ss)
 	}
-	out := make([]Member, n)
+	out := make([]status.Member, n)
 	for i := range out {
 		out[i] = ss[i].m
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // kill stops gossip without leaving, as a crash does.
@@ -145,15 +147,15 @@ func TestSingleNodeIsAClusterOfOne(t *testing.T) {
 }
 
 func TestQuorum(t *testing.T) {
-	m := func(statuses ...string) []Member {
-		var out []Member
+	m := func(statuses ...string) []status.Member {
+		var out []status.Member
 		for i, s := range statuses {
-			out = append(out, Member{Name: fmt.Sprint("n", i), Status: s})
+			out = append(out, status.Member{Name: fmt.Sprint("n", i), Status: s})
 		}
 		return out
 	}
 	for _, tc := range []struct {
-		ms   []Member
+		ms   []status.Member
 		want bool
 	}{
 		{m("alive"), true},

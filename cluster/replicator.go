@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // TagReplicationFactor is the stream tag that sets how many nodes hold a
@@ -165,7 +166,7 @@ func (r *Replicator) factor(info *engine.StreamInfo) int {
 }
 
 // placement is the stream's holders, home first.
-func (r *Replicator) placement(info *engine.StreamInfo) []Member {
+func (r *Replicator) placement(info *engine.StreamInfo) []status.Member {
 	return r.c.Placement(info.Name, r.factor(info))
 }
 
@@ -207,8 +208,8 @@ func (r *Replicator) run() {
 }
 
 // peers are the alive members other than this node.
-func (r *Replicator) peers() []Member {
-	var out []Member
+func (r *Replicator) peers() []status.Member {
+	var out []status.Member
 	for _, m := range r.c.Members() {
 		if !m.Self && m.Status == "alive" && m.APIURL != "" {
 			out = append(out, m)
@@ -242,17 +243,17 @@ func (r *Replicator) syncRegistry() {
 
 // held returns the streams this node holds (it is in their placement and
 // they keep media), with their other holders.
-func (r *Replicator) held() map[string][]Member {
-	out := map[string][]Member{}
+func (r *Replicator) held() map[string][]status.Member {
+	out := map[string][]status.Member{}
 	for _, info := range r.eng.Streams() {
 		if info.DataRetentionInHours == 0 {
 			continue
 		}
 		pl := r.placement(info)
-		if !slices.ContainsFunc(pl, func(m Member) bool { return m.Self }) {
+		if !slices.ContainsFunc(pl, func(m status.Member) bool { return m.Self }) {
 			continue
 		}
-		others := []Member{}
+		others := []status.Member{}
 		for _, m := range pl {
 			if !m.Self {
 				others = append(others, m)
@@ -265,7 +266,7 @@ func (r *Replicator) held() map[string][]Member {
 
 // reconcileTails runs one tail per (held stream, other holder).
 func (r *Replicator) reconcileTails() {
-	want := map[tailKey]Member{}
+	want := map[tailKey]status.Member{}
 	for name, others := range r.held() {
 		for _, m := range others {
 			want[tailKey{name, m.Name}] = m
@@ -304,7 +305,7 @@ func (r *Replicator) state(stream string) *streamRepl {
 // compared with, for newerRetry. Each distinct refusal is logged once per
 // peer, however often the retries meet it again; replication with the
 // other peers goes on.
-func (r *Replicator) noteNewer(peer Member, err error) {
+func (r *Replicator) noteNewer(peer status.Member, err error) {
 	r.mu.Lock()
 	r.newer[peer.Name] = time.Now().Add(r.opts.newerRetry)
 	first := r.newerLogged[peer.Name] != err.Error()
@@ -333,7 +334,7 @@ const tailIdle = 10 * time.Second
 
 // tail follows what peer ingests into stream, importing each fragment as
 // it arrives, and reconnects until ctx ends.
-func (r *Replicator) tail(ctx context.Context, stream string, peer Member) {
+func (r *Replicator) tail(ctx context.Context, stream string, peer status.Member) {
 	defer r.wg.Done()
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
@@ -364,7 +365,7 @@ func (r *Replicator) tail(ctx context.Context, stream string, peer Member) {
 	}
 }
 
-func (r *Replicator) tailOnce(ctx context.Context, stream string, peer Member) (int, error) {
+func (r *Replicator) tailOnce(ctx context.Context, stream string, peer status.Member) (int, error) {
 	ref, err := r.ref(stream)
 	if err != nil {
 		return 0, err
@@ -512,7 +513,7 @@ func (r *Replicator) antiEntropy(full bool) {
 // this node lacks, and returns how many were missing here, the last number
 // compared, and the numbers after `from` that this node holds and the
 // peer lacks (under-replicated, including those still on their way).
-func (r *Replicator) compare(stream string, peer Member, from fragment.Number) (int, fragment.Number, []fragment.Number, error) {
+func (r *Replicator) compare(stream string, peer status.Member, from fragment.Number) (int, fragment.Number, []fragment.Number, error) {
 	ref, err := r.ref(stream)
 	if err != nil {
 		return 0, from, nil, err
@@ -588,7 +589,7 @@ func (r *Replicator) compare(stream string, peer Member, from fragment.Number) (
 }
 
 // fetch copies the given fragments from peer.
-func (r *Replicator) fetch(stream string, peer Member, nums []fragment.Number) error {
+func (r *Replicator) fetch(stream string, peer status.Member, nums []fragment.Number) error {
 	body := make([]byte, 0, len(nums)*fragment.NumberLen)
 	for _, n := range nums {
 		body = append(body, n[:]...)
@@ -645,7 +646,7 @@ func (r *Replicator) ref(stream string) (engine.StreamRef, error) {
 
 // do sends a signed request to a peer's node-to-node path; any answer
 // other than 200 is an error.
-func (r *Replicator) do(ctx context.Context, peer Member, method, op string, q url.Values, body []byte) (*http.Response, error) {
+func (r *Replicator) do(ctx context.Context, peer status.Member, method, op string, q url.Values, body []byte) (*http.Response, error) {
 	u := peer.APIURL + PeerPrefix + op
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -671,7 +672,7 @@ func (r *Replicator) do(ctx context.Context, peer Member, method, op string, q u
 	return resp, nil
 }
 
-func (r *Replicator) getJSON(peer Member, op string, q url.Values, v any) error {
+func (r *Replicator) getJSON(peer status.Member, op string, q url.Values, v any) error {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
 	resp, err := r.do(ctx, peer, http.MethodGet, op, q, nil)
@@ -685,9 +686,9 @@ func (r *Replicator) getJSON(peer Member, op string, q url.Values, v any) error 
 // holds reports whether this node holds the stream and has compared it
 // with every other holder since the last membership change (so its
 // archive is whole, up to the tails' lag).
-func (r *Replicator) holds(info *engine.StreamInfo) (bool, []Member) {
+func (r *Replicator) holds(info *engine.StreamInfo) (bool, []status.Member) {
 	pl := r.placement(info)
-	if !slices.ContainsFunc(pl, func(m Member) bool { return m.Self }) {
+	if !slices.ContainsFunc(pl, func(m status.Member) bool { return m.Self }) {
 		return false, pl
 	}
 	r.mu.Lock()
@@ -707,39 +708,12 @@ func (r *Replicator) holds(info *engine.StreamInfo) (bool, []Member) {
 	return true, pl
 }
 
-// StreamReplication is one stream's replication state on this node.
-type StreamReplication struct {
-	Stream   string   `json:"stream"`
-	Home     string   `json:"home"`
-	Replicas []string `json:"replicas"`
-	// Holds: this node is one of the stream's holders and its archive is
-	// whole (compared with every other holder since the last change).
-	Holds    bool   `json:"holds"`
-	Factor   int    `json:"replication_factor"`
-	LastSync string `json:"last_sync,omitempty"`
-	// MissingHere: fragments the last comparison found on other holders
-	// and not here (they are fetched right after).
-	MissingHere int `json:"missing_here"`
-	// UnderReplicated: fragments this node holds that another holder
-	// lacked at the last comparison (newest ones may just be on their way).
-	UnderReplicated int `json:"under_replicated"`
-	// Imported and ImportedBytes count the fragments (and their media
-	// bytes) copied here from peers since start.
-	Imported      uint64 `json:"imported"`
-	ImportedBytes uint64 `json:"imported_bytes"`
-	// LagP50Ms/LagP99Ms: from a fragment being complete on the node that
-	// ingested it to durable here, over the newest tail samples.
-	LagP50Ms int64 `json:"lag_p50_ms"`
-	LagP99Ms int64 `json:"lag_p99_ms"`
-	Samples  int   `json:"lag_samples"`
-}
-
 // Status reports every stream's replication state.
-func (r *Replicator) Status() []StreamReplication {
-	var out []StreamReplication
+func (r *Replicator) Status() []status.StreamReplication {
+	var out []status.StreamReplication
 	for _, info := range r.eng.Streams() {
 		holds, pl := r.holds(info)
-		sr := StreamReplication{Stream: info.Name, Holds: holds, Factor: r.factor(info), Replicas: []string{}}
+		sr := status.StreamReplication{Stream: info.Name, Holds: holds, Factor: r.factor(info), Replicas: []string{}}
 		for i, m := range pl {
 			if i == 0 {
 				sr.Home = m.Name

@@ -20,6 +20,7 @@ import (
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/valyala/fasthttp"
 )
 
@@ -230,7 +231,7 @@ func TestReplicationTailAndAntiEntropy(t *testing.T) {
 	// comparison with b counts the new fragment as under-replicated.
 	b.c.repl.mu.Lock()
 	more := ingestInto(t, a.eng, "cam", frags[5:6])
-	var bm Member
+	var bm status.Member
 	for _, m := range a.c.Members() {
 		if m.Name == "b" {
 			bm = m
@@ -392,7 +393,7 @@ func TestPeerSpeakingNewerProtocolIsSkipped(t *testing.T) {
 	// keeps finding b newer, anti-entropy leaves b alone.
 	waitFor(t, "a's repeated tails of b", 10*time.Second, func() bool { return refused.Load() >= 4 })
 	// A fetch (anti-entropy's) is refused the same way.
-	var bm Member
+	var bm status.Member
 	for _, m := range a.c.Members() {
 		if m.Name == "b" {
 			bm = m

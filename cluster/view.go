@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/valyala/fasthttp"
 )
 
@@ -95,10 +96,10 @@ func (c *Cluster) Owns(stream string) (bool, string) {
 	return true, ""
 }
 
-// ReplicationJSON is the replication state of every stream, for the API.
-func (c *Cluster) ReplicationJSON() any {
+// Replication is the replication state of every stream here.
+func (c *Cluster) Replication() []status.StreamReplication {
 	if c.repl == nil {
-		return []StreamReplication{}
+		return []status.StreamReplication{}
 	}
 	return c.repl.Status()
 }

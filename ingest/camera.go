@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // Source is a camera feed. Run delivers media to the fragmenter until the
@@ -35,22 +36,6 @@ const (
 	// retries every few seconds and resumes by itself.
 	StatePaused = "PAUSED"
 )
-
-// CameraState is what an operator sees of one camera.
-type CameraState struct {
-	Stream        string    `json:"stream"`
-	Source        string    `json:"source"`
-	State         string    `json:"state"`
-	Since         time.Time `json:"since"`
-	LastError     string    `json:"last_error,omitempty"`
-	LastFrame     time.Time `json:"last_frame,omitzero"`
-	BitrateBps    float64   `json:"bitrate_bps"`
-	FPS           float64   `json:"fps"`
-	Fragments     uint64    `json:"fragments"`
-	Reconnects    int       `json:"reconnects"`
-	LastFragment  string    `json:"last_fragment,omitempty"`
-	DroppedFrames int       `json:"dropped_frames"`
-}
 
 // feedStats counts a feed's frames for the state and the stall detector.
 type feedStats struct {
@@ -137,7 +122,7 @@ type camera struct {
 	done   chan struct{}
 
 	mu    sync.Mutex
-	state CameraState
+	state status.Camera
 	stats *feedStats
 }
 
@@ -153,7 +138,7 @@ func (c *camera) setState(state string, err error) {
 	}
 }
 
-func (c *camera) snapshot() CameraState {
+func (c *camera) snapshot() status.Camera {
 	c.mu.Lock()
 	st := c.state
 	stats := c.stats

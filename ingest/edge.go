@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // EdgeAgent applies the edge configurations stored in the engine (set
@@ -115,7 +116,7 @@ func (b *EdgeAgent) reconcile() {
 	for _, name := range b.cams.Ignored(GroupAPI) {
 		failed[name] = "the stream already has a camera from the configuration file or the demo"
 	}
-	states := map[string]CameraState{}
+	states := map[string]status.Camera{}
 	for _, s := range b.cams.States() {
 		states[s.Stream] = s
 	}

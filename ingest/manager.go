@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // Manager runs the configured cameras and applies configuration changes
@@ -28,7 +29,7 @@ type Manager struct {
 	// gate decides whether this node records a stream's camera now;
 	// standby holds the configured cameras it holds back, with why.
 	gate    func(stream string) (bool, string)
-	standby map[string]CameraState
+	standby map[string]status.Camera
 	// maxCameras bounds the cameras recorded at once (0: no bound).
 	maxCameras int
 	ctx        context.Context
@@ -39,7 +40,7 @@ type Manager struct {
 func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ignored: make(map[string][]string),
-		standby: make(map[string]CameraState), ctx: ctx, stop: stop}
+		standby: make(map[string]status.Camera), ctx: ctx, stop: stop}
 }
 
 // SetGate makes the manager record a configured camera only while gate
@@ -119,11 +120,11 @@ func (m *Manager) reconcileLocked() error {
 		}
 	}
 	before := m.standby
-	m.standby = make(map[string]CameraState)
+	m.standby = make(map[string]status.Camera)
 	if m.gate != nil {
 		for name, c := range want {
 			if ok, why := m.gate(name); !ok {
-				st := CameraState{Stream: name, Source: c.Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
+				st := status.Camera{Stream: name, Source: c.Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
 				if old, was := before[name]; was && old.LastError == why {
 					st.Since = old.Since
 				}
@@ -148,7 +149,7 @@ func (m *Manager) reconcileLocked() error {
 		})
 		for _, name := range names[m.maxCameras:] {
 			why := fmt.Sprintf("over this box's limit of %d cameras (media.max_cameras, from its hardware profile)", m.maxCameras)
-			st := CameraState{Stream: name, Source: want[name].Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
+			st := status.Camera{Stream: name, Source: want[name].Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
 			if old, was := before[name]; was && old.LastError == why {
 				st.Since = old.Since
 			}
@@ -199,7 +200,7 @@ func (m *Manager) startLocked(c CameraConfig) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	cam := &camera{cfg: c, eng: m.eng, cancel: cancel, done: make(chan struct{}),
 		log:   m.log.With("camera", c.Stream, "source", c.Source.Describe()),
-		state: CameraState{Stream: c.Stream, Source: c.Source.Describe(), State: StateConnecting, Since: time.Now()}}
+		state: status.Camera{Stream: c.Stream, Source: c.Source.Describe(), State: StateConnecting, Since: time.Now()}}
 	m.cams[c.Stream] = cam
 	cam.log.Info("camera started")
 	go cam.run(ctx)
@@ -221,9 +222,9 @@ func (m *Manager) Ignored(group string) []string {
 }
 
 // States returns every camera's state, by stream name.
-func (m *Manager) States() []CameraState {
+func (m *Manager) States() []status.Camera {
 	m.mu.Lock()
-	out := make([]CameraState, 0, len(m.cams)+len(m.standby))
+	out := make([]status.Camera, 0, len(m.cams)+len(m.standby))
 	for _, c := range m.cams {
 		out = append(out, c.snapshot())
 	}

@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // TestManagerGateAndCameraLimit: cameras over the box's limit, or that the
@@ -37,8 +39,8 @@ func TestManagerGateAndCameraLimit(t *testing.T) {
 	if err := r.cams.Apply(GroupFile, cfgs); err != nil {
 		t.Fatal(err)
 	}
-	states := func() map[string]CameraState {
-		out := map[string]CameraState{}
+	states := func() map[string]status.Camera {
+		out := map[string]status.Camera{}
 		for _, s := range r.cams.States() {
 			out[s.Stream] = s
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/internal/rtsptest"
+	"github.com/kvsedge/kvsedge/internal/status"
 )
 
 // publishDemo publishes the demo clip with rtsptest.Publish.
@@ -63,13 +64,13 @@ func (r *recorder) record(t *testing.T, stream, url string, mod func(*CameraConf
 	}
 }
 
-func (r *recorder) state(stream string) CameraState {
+func (r *recorder) state(stream string) status.Camera {
 	for _, s := range r.cams.States() {
 		if s.Stream == stream {
 			return s
 		}
 	}
-	return CameraState{}
+	return status.Camera{}
 }
 
 func (r *recorder) fragments(t *testing.T, stream string) []fragment.Meta {

@@ -18,6 +18,7 @@ import (
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/valyala/fasthttp"
 )
 
@@ -538,11 +539,11 @@ func (s *Server) listCameras(body []byte) (any, *apiError) {
 	if _, aerr := decode[struct{}](body); aerr != nil {
 		return nil, aerr
 	}
-	var cams any = []struct{}{}
+	cams := []status.Camera{}
 	if s.opts.Cameras != nil {
-		cams = s.opts.Cameras()
+		cams = append(cams, s.opts.Cameras()...)
 	}
-	return struct{ Cameras any }{cams}, nil
+	return struct{ Cameras []status.Camera }{cams}, nil
 }
 
 func (s *Server) describeCapacity(body []byte) (any, *apiError) {
@@ -556,18 +557,20 @@ func (s *Server) describeReplication(body []byte) (any, *apiError) {
 	if _, aerr := decode[struct{}](body); aerr != nil {
 		return nil, aerr
 	}
-	if s.opts.Cluster == nil {
-		return struct{ Streams []struct{} }{[]struct{}{}}, nil
+	streams := []status.StreamReplication{}
+	if s.opts.Cluster != nil {
+		streams = append(streams, s.opts.Cluster.Replication()...)
 	}
-	return struct{ Streams any }{s.opts.Cluster.ReplicationJSON()}, nil
+	return struct{ Streams []status.StreamReplication }{streams}, nil
 }
 
 func (s *Server) listClusterMembers(body []byte) (any, *apiError) {
 	if _, aerr := decode[struct{}](body); aerr != nil {
 		return nil, aerr
 	}
-	if s.opts.Cluster == nil {
-		return struct{ Members []struct{} }{[]struct{}{}}, nil
+	members := []status.Member{}
+	if s.opts.Cluster != nil {
+		members = append(members, s.opts.Cluster.Members()...)
 	}
-	return struct{ Members any }{s.opts.Cluster.MembersJSON()}, nil
+	return struct{ Members []status.Member }{members}, nil
 }

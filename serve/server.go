@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/kvsedge/kvsedge/serve/console"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -48,7 +49,7 @@ type Options struct {
 
 	// Cameras, when set, reports the camera states that /listCameras
 	// returns.
-	Cameras func() any
+	Cameras func() []status.Camera
 	// Metrics, when set, is served at GET /metrics (Prometheus text
 	// format, unauthenticated); Readiness are /readyz's checks besides
 	// storage.
@@ -108,9 +109,9 @@ func (o *Options) ensureDefaults() {
 // ClusterView is what serve needs of the peer cluster (cluster.Cluster).
 type ClusterView interface {
 	Home(stream string) string
-	MembersJSON() any
-	// ReplicationJSON is every stream's replication state here.
-	ReplicationJSON() any
+	Members() []status.Member
+	// Replication is every stream's replication state here.
+	Replication() []status.StreamReplication
 	// Locate returns "" when this node serves reads of stream, else the
 	// API URL of the node to forward them to.
 	Locate(stream string) string

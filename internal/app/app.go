@@ -241,7 +241,7 @@ func (a *App) open(o Options) error {
 		// others hold it in STANDBY and take over when the home dies.
 		a.cams.SetGate(a.peers.Owns)
 	}
-	opts.Cameras = func() any { return a.cams.States() }
+	opts.Cameras = a.cams.States
 	if cfg.Demo {
 		src, err := ingest.NewDemoSource(ingest.DemoClip, ingest.DemoFPS)
 		if err != nil {

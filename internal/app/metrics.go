@@ -126,15 +126,13 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 		for s, n := range byStatus {
 			gauge(mMembers, float64(n), s)
 		}
-		if rs, ok := c.peers.ReplicationJSON().([]cluster.StreamReplication); ok {
-			for _, r := range rs {
-				if r.Samples > 0 {
-					gauge(mReplLag, float64(r.LagP50Ms)/1000, r.Stream, "0.5")
-					gauge(mReplLag, float64(r.LagP99Ms)/1000, r.Stream, "0.99")
-				}
-				gauge(mReplMissing, float64(r.MissingHere), r.Stream)
-				gauge(mReplUnder, float64(r.UnderReplicated), r.Stream)
+		for _, r := range c.peers.Replication() {
+			if r.Samples > 0 {
+				gauge(mReplLag, float64(r.LagP50Ms)/1000, r.Stream, "0.5")
+				gauge(mReplLag, float64(r.LagP99Ms)/1000, r.Stream, "0.99")
 			}
+			gauge(mReplMissing, float64(r.MissingHere), r.Stream)
+			gauge(mReplUnder, float64(r.UnderReplicated), r.Stream)
 		}
 	}
 }

@@ -1,0 +1,66 @@
+// Package status holds the report types that one package produces and
+// others show: a camera's state (ingest), a cluster member and a stream's
+// replication state (cluster). serve puts them on the wire as JSON and the
+// app exports them as metrics, without serve importing ingest or cluster.
+// It is a leaf: it imports only the standard library.
+package status
+
+import "time"
+
+// Camera is what an operator sees of one camera (package ingest records
+// it; the API, the console and the metrics show it). State is one of
+// ingest's State* values.
+type Camera struct {
+	Stream        string    `json:"stream"`
+	Source        string    `json:"source"`
+	State         string    `json:"state"`
+	Since         time.Time `json:"since"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastFrame     time.Time `json:"last_frame,omitzero"`
+	BitrateBps    float64   `json:"bitrate_bps"`
+	FPS           float64   `json:"fps"`
+	Fragments     uint64    `json:"fragments"`
+	Reconnects    int       `json:"reconnects"`
+	LastFragment  string    `json:"last_fragment,omitempty"`
+	DroppedFrames int       `json:"dropped_frames"`
+}
+
+// Member is what one cluster node knows of another (package cluster).
+type Member struct {
+	Name      string `json:"name"`
+	Addr      string `json:"addr"`
+	Status    string `json:"status"` // alive, leaving, left, failed
+	APIURL    string `json:"api_url,omitempty"`
+	Profile   string `json:"profile,omitempty"`
+	FreeBytes uint64 `json:"free_bytes,omitempty"`
+	Self      bool   `json:"self,omitempty"`
+	NodeID    uint16 `json:"node_id"`
+}
+
+// StreamReplication is one stream's replication state on this node
+// (package cluster).
+type StreamReplication struct {
+	Stream   string   `json:"stream"`
+	Home     string   `json:"home"`
+	Replicas []string `json:"replicas"`
+	// Holds: this node is one of the stream's holders and its archive is
+	// whole (compared with every other holder since the last change).
+	Holds    bool   `json:"holds"`
+	Factor   int    `json:"replication_factor"`
+	LastSync string `json:"last_sync,omitempty"`
+	// MissingHere: fragments the last comparison found on other holders
+	// and not here (they are fetched right after).
+	MissingHere int `json:"missing_here"`
+	// UnderReplicated: fragments this node holds that another holder
+	// lacked at the last comparison (newest ones may just be on their way).
+	UnderReplicated int `json:"under_replicated"`
+	// Imported and ImportedBytes count the fragments (and their media
+	// bytes) copied here from peers since start.
+	Imported      uint64 `json:"imported"`
+	ImportedBytes uint64 `json:"imported_bytes"`
+	// LagP50Ms/LagP99Ms: from a fragment being complete on the node that
+	// ingested it to durable here, over the newest tail samples.
+	LagP50Ms int64 `json:"lag_p50_ms"`
+	LagP99Ms int64 `json:"lag_p99_ms"`
+	Samples  int   `json:"lag_samples"`
+}
