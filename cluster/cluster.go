@@ -92,17 +92,11 @@ func Start(opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	host, portStr, err := net.SplitHostPort(opts.Bind)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: bind %q: %w", opts.Bind, err)
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: bind port %q: %w", portStr, err)
-	}
-	if len(opts.Key) != 0 && len(opts.Key) != 16 && len(opts.Key) != 24 && len(opts.Key) != 32 {
-		return nil, errors.New("cluster: the gossip key must be 16, 24 or 32 bytes")
-	}
+	host, portStr, _ := net.SplitHostPort(opts.Bind)
+	port, _ := strconv.Atoi(portStr)
 	conf := serf.DefaultConfig()
 	conf.Init()
 	if opts.NodeName != "" {
@@ -110,10 +104,7 @@ func Start(opts Options) (*Cluster, error) {
 	}
 	conf.MemberlistConfig.BindAddr, conf.MemberlistConfig.BindPort = host, port
 	if opts.Advertise != "" {
-		ah, ap, err := net.SplitHostPort(opts.Advertise)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: advertise %q: %w", opts.Advertise, err)
-		}
+		ah, ap, _ := net.SplitHostPort(opts.Advertise)
 		conf.MemberlistConfig.AdvertiseAddr = ah
 		conf.MemberlistConfig.AdvertisePort, _ = strconv.Atoi(ap)
 	}
@@ -155,6 +146,36 @@ func Start(opts Options) (*Cluster, error) {
 	go c.drainEvents()
 	go c.joinLoop()
 	return c, nil
+}
+
+// Validate reports every invalid option.
+func (o *Options) Validate() error {
+	var errs []error
+	hostPort := func(name, v string) {
+		_, p, err := net.SplitHostPort(v)
+		if err == nil {
+			var n int
+			if n, err = strconv.Atoi(p); err == nil && (n < 0 || n > 65535) {
+				err = errors.New("port out of range")
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster: %s %q is not host:port: %w", name, v, err))
+		}
+	}
+	hostPort("bind", o.Bind)
+	if o.Advertise != "" {
+		hostPort("advertise", o.Advertise)
+	}
+	for _, s := range o.Seeds {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: seed %q is not host:port: %w", s, err))
+		}
+	}
+	if len(o.Key) != 0 && len(o.Key) != 16 && len(o.Key) != 24 && len(o.Key) != 32 {
+		errs = append(errs, fmt.Errorf("cluster: the gossip key is %d bytes, not 16, 24 or 32", len(o.Key)))
+	}
+	return errors.Join(errs...)
 }
 
 func (o *Options) tags() map[string]string {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -106,6 +107,30 @@ func (o *Options) ensureDefaults() {
 	}
 }
 
+// Validate reports every invalid option (after defaults are applied).
+func (o *Options) Validate() error {
+	var errs []error
+	if u, err := url.Parse(o.DataEndpoint); o.DataEndpoint == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") ||
+		u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		errs = append(errs, fmt.Errorf("serve: DataEndpoint %q is not scheme://host[:port] with scheme http or https and no path", o.DataEndpoint))
+	}
+	within := func(name string, d, lo, hi time.Duration) {
+		if d < lo || d > hi {
+			errs = append(errs, fmt.Errorf("serve: %s %v is outside %v…%v", name, d, lo, hi))
+		}
+	}
+	within("IdleTimeout", o.IdleTimeout, time.Second, 24*time.Hour)
+	within("PutMediaIdleSeal", o.PutMediaIdleSeal, 100*time.Millisecond, time.Hour)
+	within("PutMediaIdleAck", o.PutMediaIdleAck, 100*time.Millisecond, time.Hour)
+	within("PutMediaIdleClose", o.PutMediaIdleClose, time.Second, time.Hour)
+	within("PutMediaMaxDuration", o.PutMediaMaxDuration, time.Second, 24*time.Hour)
+	within("GetMediaIdleTimeout", o.GetMediaIdleTimeout, 100*time.Millisecond, time.Hour)
+	if o.MaxJSONBodyBytes < 1<<10 || o.MaxJSONBodyBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("serve: MaxJSONBodyBytes %d is outside 1 KiB…64 MiB", o.MaxJSONBodyBytes))
+	}
+	return errors.Join(errs...)
+}
+
 // ClusterView is what serve needs of the peer cluster (cluster.Cluster).
 type ClusterView interface {
 	Home(stream string) string
@@ -193,8 +218,8 @@ type jsonHandler func(s *Server, body []byte) (any, *apiError)
 // New builds a server over eng.
 func New(eng *engine.Engine, opts Options) (*Server, error) {
 	opts.ensureDefaults()
-	if opts.DataEndpoint == "" {
-		return nil, errors.New("serve: DataEndpoint is required")
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{opts: opts, eng: eng, routes: controlPlaneRoutes(), media: mediaRoutes()}
 	for path, h := range archivedMediaRoutes() {
