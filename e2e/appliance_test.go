@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,33 +135,104 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	}
 }
 
-// smallDisk mounts a tmpfs of the given size (root only; skipped
-// elsewhere) and returns its path.
+// smallDisk mounts a tmpfs of the given size and returns its path. It
+// needs root: skipped for other users; as root a mount that fails is a
+// skip on a developer's machine (a container without the right to mount)
+// and a failure in CI, which runs as root and must run these tests.
 func smallDisk(t *testing.T, mib int) string {
 	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a size-limited tmpfs needs root")
+	}
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", mib), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a size-limited tmpfs here (needs root): %v %s", err, out)
+		if os.Getenv("CI") != "" {
+			t.Fatalf("cannot mount a size-limited tmpfs as root: %v %s", err, out)
+		}
+		t.Skipf("cannot mount a size-limited tmpfs here: %v %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 	return dir
 }
 
-// ballast fills the filesystem at dir until leave bytes are free.
-func ballast(t *testing.T, dir string, leave int64) string {
+func freeBytes(t *testing.T, dir string) int64 {
 	t.Helper()
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// ballast fills the filesystem at dir with a file until about leave bytes
+// are free: it measures again after writing and corrects, since the
+// filesystem's own accounting (pages, inodes) and the box's writes move
+// free space too. Callers still check what they need against the
+// controller's own reading (capacitySweptAfter).
+func ballast(t *testing.T, dir string, leave int64) string {
+	t.Helper()
 	path := filepath.Join(dir, "ballast")
-	if free > leave {
-		if err := os.WriteFile(path, make([]byte, free-leave), 0o600); err != nil {
-			t.Fatal(err)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var size int64
+	for range 5 {
+		diff := freeBytes(t, dir) - leave
+		if diff > -64<<10 && diff < 64<<10 {
+			break
+		}
+		switch {
+		case diff > 0:
+			if _, err := f.WriteAt(make([]byte, diff), size); err != nil {
+				t.Fatalf("writing the ballast: %v", err)
+			}
+			size += diff
+		default:
+			size = max(size+diff, 0)
+			if err := f.Truncate(size); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	return path
+}
+
+// capacityReport is /describeCapacity's answer (engine.CapacityReport).
+type capacityReport struct {
+	At               time.Time `json:"at"`
+	FreeBytes        uint64    `json:"free_bytes"`
+	MinFreeBytes     uint64    `json:"min_free_bytes"`
+	PendingBytes     int64     `json:"pending_bytes"`
+	Refusing         bool      `json:"refusing"`
+	Alarm            string    `json:"alarm"`
+	DeletedFragments int       `json:"deleted_fragments"`
+	DeletedBytes     int64     `json:"deleted_bytes"`
+}
+
+// capacitySweptAfter waits for a capacity sweep that started after since
+// and returns its report: the state the controller acted on once whatever
+// the test did before since had landed.
+func capacitySweptAfter(t *testing.T, endpoint string, since time.Time) capacityReport {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var rep capacityReport
+		if st, raw := callJSON(t, endpoint, "/describeCapacity", map[string]any{}, &rep); st != 200 {
+			t.Fatalf("describeCapacity: %d %s", st, raw)
+		}
+		if rep.At.After(since) {
+			return rep
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no capacity sweep after %s within 20 s (last at %s)", since.Format(time.RFC3339Nano), rep.At.Format(time.RFC3339Nano))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestDiskFullRefuseNewThenRecover: on a 64 MiB filesystem with the
@@ -168,20 +240,32 @@ func ballast(t *testing.T, dir string, leave int64) string {
 // minimum; then PutMedia gets ERROR acks (5001), /readyz says why, the
 // stored fragments stay readable; once space is freed, uploads are stored
 // again.
+//
+// The controller decides at each sweep (every second), so the test waits
+// for a sweep after each upload rather than for a time: an upload starts
+// either with free space above the minimum, or with the box refusing.
 func TestDiskFullRefuseNewThenRecover(t *testing.T) {
 	disk := smallDisk(t, 64)
+	const minFree = 10 << 20
 	env := append(streamEnv(filepath.Join(disk, "data")), "KVSEDGE_STORAGE__MIN_FREE_MIB=10", "KVSEDGE_STORAGE__ON_FULL=refuse_new",
 		"KVSEDGE_STORAGE__SEGMENT_MIB=2", "KVSEDGE_STORAGE__CAPACITY_INTERVAL=1s", "KVSEDGE_MEDIA__RING_MIB_PER_STREAM=4",
 		"KVSEDGE_PROFILE=none")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	ep := p.endpoint
 	rel := loadCapture(t, captures[1].file)
+	body := rel.retimed(t, []int{0, 1, 2, 3, 4, 5}, 0)
+	size := int64(len(body)) // about 5 MB
 	createStream(t, ep, "cam")
-	// Leave 14 MiB free: one 5 MB upload fits, the next crosses the minimum.
-	fill := ballast(t, disk, 14<<20)
 	upload := func(i int) *putMediaResult {
 		return putMedia(t, ep, putMediaReq{Stream: "cam", TimecodeType: "RELATIVE", Start: fmt.Sprintf("%d.000", 1795580000+i*20),
-			Body: rel.retimed(t, []int{0, 1, 2, 3, 4, 5}, 0), Until: func(a []ack) bool { return len(persistedOrError(a)) == 6 || firstError(a) }})
+			Body: body, Until: func(a []ack) bool { return len(persistedOrError(a)) == 6 || firstError(a) }})
+	}
+	// Room for the first upload twice over (a sweep in the middle of it
+	// counts the data not yet stored as needed too), plus slack for the
+	// store's own files; the next few uploads reach the minimum.
+	fill := ballast(t, disk, minFree+2*size+4<<20)
+	if rep := capacitySweptAfter(t, ep, time.Now()); rep.Refusing || rep.FreeBytes < minFree+2*uint64(size) {
+		t.Fatalf("before the first upload: %+v", rep)
 	}
 	first := upload(0)
 	if n := len(first.events("PERSISTED")); n != 6 {
@@ -189,22 +273,38 @@ func TestDiskFullRefuseNewThenRecover(t *testing.T) {
 	}
 	stored := fragmentSet(t, ep, "cam")
 	var refused *putMediaResult
-	within(t, "uploads are refused once free space is below the minimum", 30*time.Second, func() bool {
-		r := upload(len(stored) + 1)
-		if errs := r.events("ERROR"); len(errs) > 0 {
+	for i := 1; refused == nil; i++ {
+		rep := capacitySweptAfter(t, ep, time.Now())
+		if i > 10 {
+			t.Fatalf("free space does not reach the minimum after %d uploads: %+v", i, rep)
+		}
+		t.Logf("upload %d: %d MiB free, refusing %v", i, rep.FreeBytes>>20, rep.Refusing)
+		r := upload(i)
+		errs := r.events("ERROR")
+		switch {
+		case rep.Refusing:
+			// The controller saw free space below the minimum: the
+			// upload is refused from its first fragment.
+			if len(errs) == 0 || errs[0].ErrorId != 5001 || len(r.events("PERSISTED")) != 0 {
+				t.Fatalf("upload while refusing (%s): %s", rep.Alarm, r.ackLog())
+			}
+			refused = r
+		case len(errs) > 0:
+			// A sweep in the middle of the upload.
 			if errs[0].ErrorId != 5001 {
 				t.Fatalf("refused with ErrorId %d, want 5001: %s", errs[0].ErrorId, r.ackLog())
 			}
 			refused = r
-			return true
+		case len(r.events("PERSISTED")) != 6:
+			t.Fatalf("upload %d with %d MiB free: %s", i, rep.FreeBytes>>20, r.ackLog())
+		default:
+			stored = fragmentSet(t, ep, "cam")
 		}
-		stored = fragmentSet(t, ep, "cam")
-		return false
-	})
-	_ = refused
-	if st, body := getJSON(t, ep+"/readyz"); st != 503 || !strings.Contains(body, "refused") {
-		t.Fatalf("/readyz while full: %d %s", st, body)
 	}
+	within(t, "/readyz says why the box is not ready", 10*time.Second, func() bool {
+		st, body := getJSON(t, ep+"/readyz")
+		return st == 503 && strings.Contains(body, "refused")
+	})
 	// What was stored stays readable.
 	got := fragmentSet(t, ep, "cam")
 	if miss, ok := subset(stored, got); !ok {
@@ -241,6 +341,13 @@ func persistedOrError(acks []ack) []ack {
 // TestDiskFullDeleteOldestKeepsHolds: with the delete-oldest strategy, a
 // filling disk deletes the oldest media of streams not on hold, ingest goes
 // on, and a held stream keeps every fragment.
+//
+// The controller deletes a stream's oldest minute at a time, and all of
+// the test's uploads fall within a minute: a deletion takes all that cam
+// has stored. So the test uploads, waiting for a sweep after each, until
+// cam's oldest fragment is gone, then once more: that upload, into the
+// room the deletion made, must be kept whole (deletion does not run on
+// into new media).
 func TestDiskFullDeleteOldestKeepsHolds(t *testing.T) {
 	disk := smallDisk(t, 64)
 	env := append(streamEnv(filepath.Join(disk, "data")), "KVSEDGE_STORAGE__MIN_FREE_MIB=10", "KVSEDGE_STORAGE__ON_FULL=delete_oldest",
@@ -249,6 +356,7 @@ func TestDiskFullDeleteOldestKeepsHolds(t *testing.T) {
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	ep := p.endpoint
 	rel := loadCapture(t, captures[1].file)
+	body := rel.retimed(t, []int{0, 1, 2, 3, 4, 5}, 0)
 	createStream(t, ep, "held")
 	createStream(t, ep, "cam")
 	if st, raw := callJSON(t, ep, "/tagStream", map[string]any{"StreamName": "held", "Tags": map[string]string{"kvsedge:hold": "true"}}, nil); st != 200 {
@@ -256,17 +364,21 @@ func TestDiskFullDeleteOldestKeepsHolds(t *testing.T) {
 	}
 	upload := func(stream string, i int) *putMediaResult {
 		return putMedia(t, ep, putMediaReq{Stream: stream, TimecodeType: "RELATIVE", Start: fmt.Sprintf("%d.000", 1795580000+i*20),
-			Body: rel.retimed(t, []int{0, 1, 2, 3, 4, 5}, 0), Until: func(a []ack) bool { return len(persistedOrError(a)) == 6 || firstError(a) }})
+			Body: body, Until: func(a []ack) bool { return len(persistedOrError(a)) == 6 || firstError(a) }})
 	}
 	if r := upload("held", 0); len(r.events("PERSISTED")) != 6 {
 		t.Fatalf("held: %s", r.ackLog())
 	}
 	heldSet := fragmentSet(t, ep, "held")
-	ballast(t, disk, 24<<20)
 	// About 5 MB per upload into a disk with 14 MiB above the minimum:
 	// without deletion the fourth would not fit.
+	ballast(t, disk, 24<<20)
 	var first []string
-	for i := 1; i <= 8; i++ {
+	deleted := false
+	for i := 1; ; i++ {
+		if i > 16 {
+			t.Fatalf("the oldest fragment of cam is still there after %d uploads into a full disk", i-1)
+		}
 		r := upload("cam", i)
 		if len(r.events("PERSISTED")) != 6 {
 			t.Fatalf("upload %d to cam: %s", i, r.ackLog())
@@ -274,14 +386,26 @@ func TestDiskFullDeleteOldestKeepsHolds(t *testing.T) {
 		if i == 1 {
 			first = fragmentSet(t, ep, "cam")
 		}
-		time.Sleep(1500 * time.Millisecond) // let the controller run
-	}
-	now := fragmentSet(t, ep, "cam")
-	if _, ok := subset(first[:1], now); ok {
-		t.Fatalf("the oldest fragment of cam is still there after 8 uploads into a full disk (%d fragments)", len(now))
-	}
-	if len(now) < 6 {
-		t.Fatalf("cam keeps %d fragments: deletion ran away", len(now))
+		rep := capacitySweptAfter(t, ep, time.Now())
+		if rep.Refusing {
+			t.Fatalf("refusing after upload %d: %+v", i, rep)
+		}
+		now := fragmentSet(t, ep, "cam")
+		t.Logf("upload %d: %d MiB free, cam keeps %d fragments", i, rep.FreeBytes>>20, len(now))
+		if !deleted {
+			_, kept := subset(first[:1], now)
+			deleted = !kept
+			continue
+		}
+		var newest []string
+		for _, a := range r.events("PERSISTED") {
+			newest = append(newest, a.FragmentNumber)
+		}
+		slices.Sort(newest)
+		if miss, ok := subset(newest, now); !ok || len(now) < 6 {
+			t.Fatalf("cam keeps %d fragments, not %s of the upload after the deletion: deletion ran away", len(now), miss)
+		}
+		break
 	}
 	if got := fragmentSet(t, ep, "held"); len(got) != len(heldSet) {
 		t.Fatalf("the held stream has %d fragments, had %d", len(got), len(heldSet))

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/kvsedge/kvsedge/ingest"
@@ -127,8 +126,7 @@ func TestCamerasFromFileAndEdgeAPI(t *testing.T) {
 	waitCamera(t, env, p.endpoint, 10*time.Second, "lobby removed", func(cs cameraStates) bool { return absent(cs, "lobby") })
 
 	// The edge configuration API, with aws-sdk-go-v2.
-	c := kinesisvideo.New(kinesisvideo.Options{Region: "us-west-2", BaseEndpoint: aws.String(p.endpoint),
-		Credentials: credentials.NewStaticCredentialsProvider(e2eAKID, e2eSecret, ""), RetryMaxAttempts: 1})
+	c := newSDK(t, p.endpoint).KV
 	if _, err := c.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String("gate"), DataRetentionInHours: aws.Int32(24)}); err != nil {
 		t.Fatal(err)
 	}
@@ -160,15 +158,11 @@ func TestCamerasFromFileAndEdgeAPI(t *testing.T) {
 	}
 	waitEdge(t, c, "gate", types.SyncStatusInSync)
 	waitCamera(t, env, p.endpoint, 20*time.Second, "gate records", func(cs cameraStates) bool { return recording(cs, "gate", 1) })
-	desc = waitEdge(t, c, "gate", types.SyncStatusInSync)
-	if desc.EdgeAgentStatus == nil || desc.EdgeAgentStatus.LastRecorderStatus == nil {
-		// The recorder status is refreshed every 10 s.
-		time.Sleep(11 * time.Second)
-		desc = waitEdge(t, c, "gate", types.SyncStatusInSync)
-	}
-	if desc.EdgeAgentStatus == nil || desc.EdgeAgentStatus.LastRecorderStatus == nil || desc.EdgeAgentStatus.LastRecorderStatus.RecorderStatus != types.RecorderStatusSuccess {
-		t.Fatalf("recorder status: %+v", desc.EdgeAgentStatus)
-	}
+	// The recorder status is refreshed every 10 s.
+	waitEdgeWhere(t, c, "gate", "the recorder reports SUCCESS", 25*time.Second, func(d *kinesisvideo.DescribeEdgeConfigurationOutput) bool {
+		return d.SyncStatus == types.SyncStatusInSync && d.EdgeAgentStatus != nil && d.EdgeAgentStatus.LastRecorderStatus != nil &&
+			d.EdgeAgentStatus.LastRecorderStatus.RecorderStatus == types.RecorderStatusSuccess
+	})
 	list, err := c.ListEdgeAgentConfigurations(ctx, &kinesisvideo.ListEdgeAgentConfigurationsInput{HubDeviceArn: aws.String(hub)})
 	if err != nil || len(list.EdgeConfigs) != 1 || aws.ToString(list.EdgeConfigs[0].StreamName) != "gate" {
 		t.Fatalf("ListEdgeAgentConfigurations: %v %+v", err, list)
@@ -203,17 +197,25 @@ func TestCamerasFromFileAndEdgeAPI(t *testing.T) {
 
 func waitEdge(t *testing.T, c *kinesisvideo.Client, stream string, want types.SyncStatus) *kinesisvideo.DescribeEdgeConfigurationOutput {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	return waitEdgeWhere(t, c, stream, "sync status "+string(want), 15*time.Second, func(d *kinesisvideo.DescribeEdgeConfigurationOutput) bool {
+		return d.SyncStatus == want
+	})
+}
+
+// waitEdgeWhere polls DescribeEdgeConfiguration until pred holds.
+func waitEdgeWhere(t *testing.T, c *kinesisvideo.Client, stream, what string, within time.Duration, pred func(*kinesisvideo.DescribeEdgeConfigurationOutput) bool) *kinesisvideo.DescribeEdgeConfigurationOutput {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
-		d, err := c.DescribeEdgeConfiguration(context.Background(), &kinesisvideo.DescribeEdgeConfigurationInput{StreamName: aws.String(stream)})
+		d, err := c.DescribeEdgeConfiguration(sdkCtx(t), &kinesisvideo.DescribeEdgeConfigurationInput{StreamName: aws.String(stream)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.SyncStatus == want {
+		if pred(d) {
 			return d
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("edge configuration of %s is %s, want %s (%s)", stream, d.SyncStatus, want, aws.ToString(d.FailedStatusDetails))
+			t.Fatalf("edge configuration of %s: %s: not within %v: %s (%s), agent %+v", stream, what, within, d.SyncStatus, aws.ToString(d.FailedStatusDetails), d.EdgeAgentStatus)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

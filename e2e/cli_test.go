@@ -1,8 +1,15 @@
 package e2e
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 )
 
 // streamEnv configures a server on a random loopback port with one key pair
@@ -29,9 +36,18 @@ type describeOut struct {
 	}
 }
 
-// TestAWSCLITour drives the installed aws CLI through the control plane:
-// create → describe → list → update → tag → retention → delete.
+// TestAWSCLITour is the one test that drives the installed aws CLI (the
+// others use aws-sdk-go-v2, which starts in milliseconds where the CLI
+// takes a second or more a call): the control plane (create → describe →
+// list → update → tag → retention → delete, errors by their KVS names),
+// then the CLI's own behaviour on our answers: auto-pagination over our
+// NextTokens, its archived-media and media commands against a recording
+// box, and HTTPS with --ca-bundle.
 func TestAWSCLITour(t *testing.T) {
+	needTool(t, "aws")
+	// The playback steps read the demo camera of a second box, started
+	// first so that it has recorded by the time they run.
+	media := startKvsedge(t, append(streamEnv(t.TempDir()), "KVSEDGE_DEMO=true", "KVSEDGE_MEDIA__GET_MEDIA_IDLE_TIMEOUT=1s"), "--listen", "127.0.0.1:0")
 	p := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 	ep := p.endpoint
 
@@ -95,23 +111,122 @@ func TestAWSCLITour(t *testing.T) {
 	if len(l.StreamInfoList) != 0 {
 		t.Fatalf("list after delete: %+v", l)
 	}
-}
 
-// TestCLIPaginationAcrossPages checks the CLI's auto-pagination over our
-// NextTokens (it aborts on a repeated token).
-func TestCLIPaginationAcrossPages(t *testing.T) {
-	p := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
-	for _, n := range []string{"a1", "a2", "a3", "a4", "a5", "b1"} {
-		awsCLI(t, p.endpoint, nil, nil, "kinesisvideo", "create-stream", "--stream-name", n)
-	}
-	var l struct{ StreamInfoList []struct{ StreamName string } }
-	awsCLI(t, p.endpoint, nil, &l, "kinesisvideo", "list-streams", "--page-size", "2",
-		"--stream-name-condition", "ComparisonOperator=BEGINS_WITH,ComparisonValue=a")
-	var names []string
-	for _, s := range l.StreamInfoList {
-		names = append(names, s.StreamName)
-	}
-	if strings.Join(names, ",") != "a1,a2,a3,a4,a5" {
-		t.Fatalf("paginated list: %v", names)
-	}
+	// The CLI pages through our NextTokens by itself (and aborts on a
+	// repeated token). The streams are made with the SDK: only the listing
+	// is the CLI's.
+	t.Run("pagination", func(t *testing.T) {
+		c := newSDK(t, ep)
+		for _, n := range []string{"a1", "a2", "a3", "a4", "a5", "b1"} {
+			if _, err := c.KV.CreateStream(sdkCtx(t), &kinesisvideo.CreateStreamInput{StreamName: aws.String(n)}); err != nil {
+				t.Fatalf("CreateStream %s: %v", n, err)
+			}
+		}
+		var l struct{ StreamInfoList []struct{ StreamName string } }
+		awsCLI(t, ep, nil, &l, "kinesisvideo", "list-streams", "--page-size", "2",
+			"--stream-name-condition", "ComparisonOperator=BEGINS_WITH,ComparisonValue=a")
+		var names []string
+		for _, s := range l.StreamInfoList {
+			names = append(names, s.StreamName)
+		}
+		if strings.Join(names, ",") != "a1,a2,a3,a4,a5" {
+			t.Fatalf("paginated list: %v", names)
+		}
+	})
+
+	// The archived-media and media commands: list-fragments, session URLs
+	// for HLS (live, and on demand with the CLI's shorthand selector) and
+	// DASH, and get-media writing its payload to a file. That the URLs play
+	// is TestPlaybackSessionURLs's.
+	t.Run("playback", func(t *testing.T) {
+		mep := media.endpoint
+		recorded := newSDK(t, mep).waitFragments(t, "demo", 3, 20*time.Second)
+		sel := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=2020-01-01T00:00:00Z,EndTimestamp=2100-01-01T00:00:00Z}"
+		var l struct {
+			Fragments []struct {
+				FragmentNumber               string
+				FragmentLengthInMilliseconds int64
+				ServerTimestamp              float64
+			}
+		}
+		awsCLI(t, mep, nil, &l, "kinesis-video-archived-media", "list-fragments", "--stream-name", "demo", "--fragment-selector", sel)
+		if len(l.Fragments) < len(recorded) {
+			t.Fatalf("list-fragments: %d fragments, the SDK listed %d", len(l.Fragments), len(recorded))
+		}
+		for _, f := range l.Fragments {
+			if f.FragmentNumber == "" || f.FragmentLengthInMilliseconds <= 0 || f.ServerTimestamp < 1.7e9 {
+				t.Fatalf("list-fragments: %+v", f)
+			}
+		}
+		from := time.Now().Add(-2 * time.Minute).UTC().Format(time.RFC3339)
+		to := time.Now().UTC().Format(time.RFC3339)
+		rng := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=" + from + ",EndTimestamp=" + to + "}"
+		for _, mode := range []string{"LIVE", "ON_DEMAND"} {
+			args := []string{"kinesis-video-archived-media", "get-hls-streaming-session-url", "--stream-name", "demo", "--playback-mode", mode}
+			if mode != "LIVE" {
+				args = append(args, "--hls-fragment-selector", rng)
+			}
+			var out struct{ HLSStreamingSessionURL string }
+			awsCLI(t, mep, nil, &out, args...)
+			if !strings.HasPrefix(out.HLSStreamingSessionURL, mep+"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=") {
+				t.Fatalf("HLS %s: %q", mode, out.HLSStreamingSessionURL)
+			}
+		}
+		var dash struct{ DASHStreamingSessionURL string }
+		awsCLI(t, mep, nil, &dash, "kinesis-video-archived-media", "get-dash-streaming-session-url", "--stream-name", "demo",
+			"--playback-mode", "ON_DEMAND", "--dash-fragment-selector", rng)
+		if !strings.HasPrefix(dash.DASHStreamingSessionURL, mep+"/dash/v1/getDASHManifest.mpd?SessionToken=") {
+			t.Fatalf("DASH: %q", dash.DASHStreamingSessionURL)
+		}
+
+		out := filepath.Join(t.TempDir(), "demo.mkv")
+		var meta struct{ ContentType string }
+		awsCLI(t, mep, nil, &meta, "kinesis-video-media", "get-media", "--stream-name", "demo",
+			"--start-selector", "StartSelectorType=EARLIEST", out)
+		mkv, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if meta.ContentType != "video/webm" || len(mkv) < 100_000 || !bytes.HasPrefix(mkv, []byte{0x1a, 0x45, 0xdf, 0xa3}) {
+			t.Fatalf("get-media: %q, %d bytes starting % x", meta.ContentType, len(mkv), mkv[:min(len(mkv), 8)])
+		}
+	})
+
+	// HTTPS with a CA of `kvsedge cert`: the CLI (Python's TLS checks, not
+	// Go's) accepts the chain given --ca-bundle, and refuses the server
+	// without it.
+	t.Run("https", func(t *testing.T) {
+		dir := t.TempDir()
+		env := streamEnv(dir)
+		if _, errOut, code := kvsedgeCmd(t, env, "cert", "--name", "127.0.0.1", "--name", "localhost"); code != 0 {
+			t.Fatalf("kvsedge cert: exit %d\n%s", code, errOut)
+		}
+		tlsDir := filepath.Join(dir, "tls")
+		caFile := filepath.Join(tlsDir, "ca.pem")
+		tp := startKvsedge(t, env, "--listen", "127.0.0.1:0",
+			"--tls-cert", filepath.Join(tlsDir, "server.pem"), "--tls-key", filepath.Join(tlsDir, "server-key.pem"))
+		awsCLI(t, tp.endpoint, nil, nil, "kinesisvideo", "create-stream", "--stream-name", "tls-cam", "--ca-bundle", caFile)
+		var l struct{ StreamInfoList []struct{ StreamName string } }
+		awsCLI(t, tp.endpoint, nil, &l, "kinesisvideo", "list-streams", "--ca-bundle", caFile)
+		if len(l.StreamInfoList) != 1 || l.StreamInfoList[0].StreamName != "tls-cam" {
+			t.Fatalf("list-streams over HTTPS: %+v", l)
+		}
+		// Without it, certificate verification fails. An empty system
+		// bundle keeps a CA someone installed system-wide from making the
+		// check pass by accident.
+		empty := filepath.Join(t.TempDir(), "empty.pem")
+		if err := os.WriteFile(empty, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err := awsCLIRaw(t, tp.endpoint, []string{"AWS_CA_BUNDLE=" + empty}, "kinesisvideo", "list-streams")
+		if err == nil {
+			t.Fatal("aws CLI trusted the server without the CA")
+		}
+		if !strings.Contains(stderr, "SSL") && !strings.Contains(stderr, "certificate") {
+			t.Fatalf("aws CLI failed for another reason than TLS trust:\n%s", stderr)
+		}
+		if _, _, err := awsCLIRaw(t, tp.endpoint, nil, "kinesisvideo", "list-streams", "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt"); err == nil {
+			t.Fatal("aws CLI with the system bundle trusted the local CA")
+		}
+	})
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/chromedp/chromedp"
@@ -68,11 +67,7 @@ func TestTwoBoxCluster(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	// Streams spread over both homes, and both boxes agree (Go SDK).
-	client := func(ep string) *kinesisvideo.Client {
-		return kinesisvideo.New(kinesisvideo.Options{Region: "us-west-2", BaseEndpoint: aws.String(ep),
-			Credentials: credentials.NewStaticCredentialsProvider(e2eAKID, e2eSecret, ""), RetryMaxAttempts: 1})
-	}
-	ca, cb := client(a.endpoint), client(b.endpoint)
+	ca, cb := newSDK(t, a.endpoint).KV, newSDK(t, b.endpoint).KV
 	ctx := context.Background()
 	endpoint := func(c *kinesisvideo.Client, name string, api types.APIName) string {
 		out, err := c.GetDataEndpoint(ctx, &kinesisvideo.GetDataEndpointInput{StreamName: aws.String(name), APIName: api})

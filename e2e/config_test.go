@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/kvsedge/kvsedge/internal/config"
 )
 
@@ -53,11 +54,15 @@ func TestGeneratedCredentials(t *testing.T) {
 			secret = v
 		}
 	}
-	var l struct{ StreamInfoList []any }
-	awsCLI(t, p.endpoint, []string{"AWS_ACCESS_KEY_ID=" + akid, "AWS_SECRET_ACCESS_KEY=" + secret}, &l, "kinesisvideo", "list-streams")
-	_, stderr, err := awsCLIRaw(t, p.endpoint, nil, "kinesisvideo", "list-streams")
-	if err == nil || !strings.Contains(stderr, "UnrecognizedClientException") {
-		t.Fatalf("other key accepted: %v %s", err, stderr)
+	if akid == "" || secret == "" {
+		t.Fatalf("credentials printed no key pair:\n%s", out)
+	}
+	if _, err := newSDKWith(t, p.endpoint, sdkOptions{AKID: akid, Secret: secret}).KV.ListStreams(sdkCtx(t), &kinesisvideo.ListStreamsInput{}); err != nil {
+		t.Fatalf("the generated key pair: %v", err)
+	}
+	_, err = newSDK(t, p.endpoint).KV.ListStreams(sdkCtx(t), &kinesisvideo.ListStreamsInput{})
+	if code := apiErrorCode(err); code != "UnrecognizedClientException" {
+		t.Fatalf("other key: error code %q (%v), want UnrecognizedClientException", code, err)
 	}
 }
 
@@ -66,6 +71,7 @@ func TestNoAuthSaysSo(t *testing.T) {
 	if !strings.Contains(p.logs.String(), "AUTHENTICATION IS OFF") {
 		t.Fatalf("no warning:\n%s", p.logs.String())
 	}
-	var l struct{ StreamInfoList []any }
-	awsCLI(t, p.endpoint, []string{"AWS_SECRET_ACCESS_KEY=anything"}, &l, "kinesisvideo", "list-streams")
+	if _, err := newSDKWith(t, p.endpoint, sdkOptions{Secret: "anything"}).KV.ListStreams(sdkCtx(t), &kinesisvideo.ListStreamsInput{}); err != nil {
+		t.Fatalf("--no-auth refused a request: %v", err)
+	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,16 +21,8 @@ func TestConsoleInChromium(t *testing.T) {
 	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	// Let the demo camera record a few fragments first.
-	sel := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=2020-01-01T00:00:00Z,EndTimestamp=2100-01-01T00:00:00Z}"
-	var l struct {
-		Fragments []struct{ FragmentNumber string }
-	}
-	for deadline := time.Now().Add(20 * time.Second); len(l.Fragments) < 4; time.Sleep(time.Second) {
-		if time.Now().After(deadline) {
-			t.Fatal("the demo camera recorded nothing")
-		}
-		awsCLI(t, p.endpoint, nil, &l, "kinesis-video-archived-media", "list-fragments", "--stream-name", "demo", "--fragment-selector", sel)
-	}
+	c := newSDK(t, p.endpoint)
+	c.waitFragments(t, "demo", 4, 20*time.Second)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"), chromedp.WindowSize(1280, 1000))
@@ -78,10 +69,8 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#new-name"), "made-in-console"),
 		chromedp.Click(chromedp.CSS("#create-form button")))
 	waitJS("the new stream is listed", `!!document.querySelector('tr[data-stream="made-in-console"]')`, 15*time.Second)
-	var d describeOut
-	awsCLI(t, p.endpoint, nil, &d, "kinesisvideo", "describe-stream", "--stream-name", "made-in-console")
-	if d.StreamInfo.DataRetentionInHours != 24 {
-		t.Fatalf("stream created by the console: %+v", d.StreamInfo)
+	if d := describeStream(t, c, "made-in-console"); d.RetentionHours != 24 {
+		t.Fatalf("stream created by the console: %+v", d)
 	}
 
 	// Live view of the demo camera.
@@ -116,6 +105,6 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	t.Logf("console screenshot: %s (%d bytes)", path, len(shot))
 	if len(shot) < 10_000 || !strings.HasPrefix(string(shot[:3]), "\xff\xd8\xff") {
-		t.Fatal(fmt.Sprintf("screenshot of %d bytes is not a JPEG", len(shot)))
+		t.Fatalf("screenshot of %d bytes is not a JPEG", len(shot))
 	}
 }

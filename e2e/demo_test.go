@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // TestDemoCamera: with the demo on, a new box records a live "demo"
@@ -17,29 +19,26 @@ func TestDemoCamera(t *testing.T) {
 	dir := t.TempDir()
 	env := append(streamEnv(dir), "KVSEDGE_DEMO=true", "KVSEDGE_MEDIA__GET_MEDIA_IDLE_TIMEOUT=1s")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
-	sel := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=2020-01-01T00:00:00Z,EndTimestamp=2100-01-01T00:00:00Z}"
-	var l struct {
-		Fragments []struct {
-			FragmentNumber               string
-			FragmentLengthInMilliseconds int64
-		}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(l.Fragments) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("demo stream has %d fragments after 20 s", len(l.Fragments))
-		}
-		time.Sleep(time.Second)
-		awsCLI(t, p.endpoint, nil, &l, "kinesis-video-archived-media", "list-fragments", "--stream-name", "demo", "--fragment-selector", sel)
-	}
-	for _, f := range l.Fragments {
+	sdk := newSDK(t, p.endpoint)
+	for _, f := range sdk.waitFragments(t, "demo", 3, 20*time.Second) {
 		if f.FragmentLengthInMilliseconds < 1500 || f.FragmentLengthInMilliseconds > 2500 {
-			t.Errorf("fragment %s lasts %d ms, want about 2 s", f.FragmentNumber, f.FragmentLengthInMilliseconds)
+			t.Errorf("fragment %s lasts %d ms, want about 2 s", aws.ToString(f.FragmentNumber), f.FragmentLengthInMilliseconds)
 		}
 	}
+	// GetMedia from the earliest fragment; the short idle timeout ends it
+	// once it has caught up with the camera.
 	out := filepath.Join(t.TempDir(), "demo.mkv")
-	awsCLI(t, p.endpoint, nil, nil, "kinesis-video-media", "get-media", "--stream-name", "demo",
-		"--start-selector", "StartSelectorType=EARLIEST", out)
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := sdk.getMedia(t, "demo", "EARLIEST", f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ct != "video/webm" {
+		t.Fatalf("GetMedia Content-Type %q", ct)
+	}
 	ffprobe := needTool(t, "ffprobe")
 	js, err := exec.Command(ffprobe, "-v", "error", "-count_frames", "-show_streams", "-of", "json", out).Output()
 	if err != nil {

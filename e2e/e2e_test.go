@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,12 @@ import (
 var kvsedgeBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// Every test here runs the binary: none is short.
+		fmt.Println("e2e: skipped in -short mode (these tests build and run the binary)")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "kvsedge-e2e")
 	if err != nil {
 		panic(err)
@@ -167,7 +175,9 @@ func kvsedgeCmd(t *testing.T, env []string, args ...string) (string, string, int
 }
 
 // awsCLI runs the aws CLI against endpoint and decodes its JSON output into
-// out (when out is not nil).
+// out (when out is not nil). The CLI takes a second or more a call: it is
+// for the compatibility tour, TestAWSCLITour; other tests drive boxes with
+// aws-sdk-go-v2 (sdk_test.go).
 func awsCLI(t *testing.T, endpoint string, extraEnv []string, out any, args ...string) {
 	t.Helper()
 	stdout, stderr, err := awsCLIRaw(t, endpoint, extraEnv, args...)

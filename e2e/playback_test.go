@@ -5,44 +5,50 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
+	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
 )
 
-// TestPlaybackWithAWSCLI: the installed aws CLI obtains HLS session URLs
-// in each playback mode and a DASH one for the demo camera's stream, and
-// ffprobe plays them from their URLs.
-func TestPlaybackWithAWSCLI(t *testing.T) {
+// TestPlaybackSessionURLs: aws-sdk-go-v2 obtains HLS session URLs in each
+// playback mode and a DASH one for the demo camera's stream, and ffprobe
+// plays them from their URLs. (The aws CLI's playback commands are in
+// TestAWSCLITour.)
+func TestPlaybackSessionURLs(t *testing.T) {
 	dir := t.TempDir()
 	p := startKvsedge(t, append(streamEnv(dir), "KVSEDGE_DEMO=true"), "--listen", "127.0.0.1:0")
-	sel := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=2020-01-01T00:00:00Z,EndTimestamp=2100-01-01T00:00:00Z}"
-	var l struct {
-		Fragments []struct{ ServerTimestamp float64 }
-	}
-	for deadline := time.Now().Add(20 * time.Second); len(l.Fragments) < 3; time.Sleep(time.Second) {
-		if time.Now().After(deadline) {
-			t.Fatal("the demo camera recorded nothing")
-		}
-		awsCLI(t, p.endpoint, nil, &l, "kinesis-video-archived-media", "list-fragments", "--stream-name", "demo", "--fragment-selector", sel)
-	}
-	from := time.Now().Add(-2 * time.Minute).UTC().Format(time.RFC3339)
-	to := time.Now().UTC().Format(time.RFC3339)
-	rng := "FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=" + from + ",EndTimestamp=" + to + "}"
+	c := newSDK(t, p.endpoint)
+	c.waitFragments(t, "demo", 3, 20*time.Second)
+	rng := &amtypes.HLSTimestampRange{StartTimestamp: aws.Time(time.Now().Add(-2 * time.Minute)), EndTimestamp: aws.Time(time.Now())}
 	var urls []string
-	for _, mode := range []string{"LIVE", "LIVE_REPLAY", "ON_DEMAND"} {
-		args := []string{"kinesis-video-archived-media", "get-hls-streaming-session-url", "--stream-name", "demo", "--playback-mode", mode}
-		if mode != "LIVE" {
-			args = append(args, "--hls-fragment-selector", rng)
+	for _, mode := range []amtypes.HLSPlaybackMode{amtypes.HLSPlaybackModeLive, amtypes.HLSPlaybackModeLiveReplay, amtypes.HLSPlaybackModeOnDemand} {
+		in := &kinesisvideoarchivedmedia.GetHLSStreamingSessionURLInput{StreamName: aws.String("demo"), PlaybackMode: mode}
+		if mode != amtypes.HLSPlaybackModeLive {
+			in.HLSFragmentSelector = &amtypes.HLSFragmentSelector{FragmentSelectorType: amtypes.HLSFragmentSelectorTypeServerTimestamp, TimestampRange: rng}
 		}
-		var out struct{ HLSStreamingSessionURL string }
-		awsCLI(t, p.endpoint, nil, &out, args...)
-		if !strings.HasPrefix(out.HLSStreamingSessionURL, p.endpoint+"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=") {
-			t.Fatalf("%s: %q", mode, out.HLSStreamingSessionURL)
+		out, err := c.Archived.GetHLSStreamingSessionURL(sdkCtx(t), in)
+		if err != nil {
+			t.Fatalf("GetHLSStreamingSessionURL %s: %v", mode, err)
 		}
-		urls = append(urls, out.HLSStreamingSessionURL)
+		u := aws.ToString(out.HLSStreamingSessionURL)
+		if !strings.HasPrefix(u, p.endpoint+"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=") {
+			t.Fatalf("%s: %q", mode, u)
+		}
+		urls = append(urls, u)
 	}
-	var dash struct{ DASHStreamingSessionURL string }
-	awsCLI(t, p.endpoint, nil, &dash, "kinesis-video-archived-media", "get-dash-streaming-session-url", "--stream-name", "demo",
-		"--playback-mode", "ON_DEMAND", "--dash-fragment-selector", rng)
-	urls = append(urls, dash.DASHStreamingSessionURL)
+	dash, err := c.Archived.GetDASHStreamingSessionURL(sdkCtx(t), &kinesisvideoarchivedmedia.GetDASHStreamingSessionURLInput{
+		StreamName: aws.String("demo"), PlaybackMode: amtypes.DASHPlaybackModeOnDemand,
+		DASHFragmentSelector: &amtypes.DASHFragmentSelector{FragmentSelectorType: amtypes.DASHFragmentSelectorTypeServerTimestamp,
+			TimestampRange: &amtypes.DASHTimestampRange{StartTimestamp: rng.StartTimestamp, EndTimestamp: rng.EndTimestamp}},
+	})
+	if err != nil {
+		t.Fatalf("GetDASHStreamingSessionURL: %v", err)
+	}
+	if u := aws.ToString(dash.DASHStreamingSessionURL); !strings.HasPrefix(u, p.endpoint+"/dash/v1/getDASHManifest.mpd?SessionToken=") {
+		t.Fatalf("DASH: %q", u)
+	}
+	urls = append(urls, aws.ToString(dash.DASHStreamingSessionURL))
 	ffprobe := needTool(t, "ffprobe")
 	for _, u := range []string{urls[0], urls[2], urls[3]} {
 		out, err := exec.Command(ffprobe, "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", u).Output()

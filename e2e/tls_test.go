@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net/http"
@@ -12,14 +10,13 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 )
 
 // TestHTTPSWithLocalCA: `kvsedge cert` makes a CA and a server certificate;
-// the server speaks HTTPS with it; the aws CLI given the CA with
-// --ca-bundle works, and clients that do not trust the CA are refused at
-// the handshake.
+// the server speaks HTTPS with it; aws-sdk-go-v2 given the CA works, and
+// clients that do not trust the CA are refused at the handshake.
 func TestHTTPSWithLocalCA(t *testing.T) {
 	dir := t.TempDir()
 	env := streamEnv(dir)
@@ -53,64 +50,50 @@ func TestHTTPSWithLocalCA(t *testing.T) {
 		t.Fatalf("endpoint %q, want https://127.0.0.1:PORT", p.endpoint)
 	}
 
-	// The aws CLI with the CA bundle.
-	awsCLI(t, p.endpoint, nil, nil, "kinesisvideo", "create-stream", "--stream-name", "tls-cam", "--ca-bundle", caFile)
-	var l struct{ StreamInfoList []struct{ StreamName string } }
-	awsCLI(t, p.endpoint, nil, &l, "kinesisvideo", "list-streams", "--ca-bundle", caFile)
-	if len(l.StreamInfoList) != 1 || l.StreamInfoList[0].StreamName != "tls-cam" {
-		t.Fatalf("list-streams over HTTPS: %+v", l)
-	}
-	var ep struct{ DataEndpoint string }
-	awsCLI(t, p.endpoint, nil, &ep, "kinesisvideo", "get-data-endpoint", "--stream-name", "tls-cam", "--api-name", "PUT_MEDIA", "--ca-bundle", caFile)
-	if ep.DataEndpoint != p.endpoint {
-		t.Fatalf("data endpoint %q, want %q", ep.DataEndpoint, p.endpoint)
-	}
-
-	// The aws CLI without it fails certificate verification. Point it at an
-	// empty system bundle so a CA someone installed system-wide cannot make
-	// the check pass by accident.
-	empty := filepath.Join(t.TempDir(), "empty.pem")
-	if err := os.WriteFile(empty, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, stderr, err := awsCLIRaw(t, p.endpoint, []string{"AWS_CA_BUNDLE=" + empty}, "kinesisvideo", "list-streams")
-	if err == nil {
-		t.Fatal("aws CLI trusted the server without the CA")
-	}
-	if !strings.Contains(stderr, "SSL") && !strings.Contains(stderr, "certificate") {
-		t.Fatalf("aws CLI failed for another reason than TLS trust:\n%s", stderr)
-	}
-	_, stderr, err = awsCLIRaw(t, p.endpoint, nil, "kinesisvideo", "list-streams", "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt")
-	if err == nil {
-		t.Fatal("aws CLI with the system bundle trusted the local CA")
-	}
-
-	// A Go client with the system roots: handshake refused as unknown
-	// authority.
-	_, err = http.Get(p.endpoint + "/listStreams")
-	var uae x509.UnknownAuthorityError
-	if !errors.As(err, &uae) {
-		t.Fatalf("untrusted Go client: err=%v, want x509.UnknownAuthorityError", err)
-	}
-
-	// aws-sdk-go-v2 trusting the CA works, over HTTP/1.1.
+	// aws-sdk-go-v2 trusting the CA works. (The aws CLI's --ca-bundle is
+	// TestAWSCLITour's.)
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
-	c := kinesisvideo.New(kinesisvideo.Options{
-		Region:       "us-west-2",
-		BaseEndpoint: aws.String(p.endpoint),
-		Credentials:  credentials.NewStaticCredentialsProvider(e2eAKID, e2eSecret, ""),
-		HTTPClient:   hc,
-	})
-	res, err := c.DescribeStream(context.Background(), &kinesisvideo.DescribeStreamInput{StreamName: aws.String("tls-cam")})
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.pem holds no certificate")
+	}
+	c := newSDKWith(t, p.endpoint, sdkOptions{RootCAs: pool})
+	if _, err := c.KV.CreateStream(sdkCtx(t), &kinesisvideo.CreateStreamInput{StreamName: aws.String("tls-cam")}); err != nil {
+		t.Fatalf("CreateStream over HTTPS: %v", err)
+	}
+	l, err := c.KV.ListStreams(sdkCtx(t), &kinesisvideo.ListStreamsInput{})
+	if err != nil || len(l.StreamInfoList) != 1 || aws.ToString(l.StreamInfoList[0].StreamName) != "tls-cam" {
+		t.Fatalf("ListStreams over HTTPS: %v %+v", err, l)
+	}
+	ep, err := c.KV.GetDataEndpoint(sdkCtx(t), &kinesisvideo.GetDataEndpointInput{StreamName: aws.String("tls-cam"), APIName: types.APINamePutMedia})
+	if err != nil || aws.ToString(ep.DataEndpoint) != p.endpoint {
+		t.Fatalf("data endpoint %v %v, want %q", err, ep, p.endpoint)
+	}
+	res, err := c.KV.DescribeStream(sdkCtx(t), &kinesisvideo.DescribeStreamInput{StreamName: aws.String("tls-cam")})
 	if err != nil {
 		t.Fatalf("Go SDK over HTTPS: %v", err)
 	}
 	if aws.ToString(res.StreamInfo.StreamName) != "tls-cam" {
 		t.Fatalf("describe over HTTPS: %+v", res.StreamInfo)
 	}
-	resp, err := hc.Get(p.endpoint + "/")
+
+	// Without the CA, the handshake is refused as unknown authority: with
+	// no roots at all (so that a CA someone installed system-wide cannot
+	// make the check pass by accident), and with the system roots.
+	for what, roots := range map[string]*x509.CertPool{"no roots": x509.NewCertPool(), "system roots": nil} {
+		_, err := newSDKWith(t, p.endpoint, sdkOptions{RootCAs: roots}).KV.ListStreams(sdkCtx(t), &kinesisvideo.ListStreamsInput{})
+		var uae x509.UnknownAuthorityError
+		if !errors.As(err, &uae) {
+			t.Fatalf("SDK with %s: err=%v, want x509.UnknownAuthorityError", what, err)
+		}
+	}
+	_, err = http.Get(p.endpoint + "/listStreams")
+	var uae x509.UnknownAuthorityError
+	if !errors.As(err, &uae) {
+		t.Fatalf("untrusted Go client: err=%v, want x509.UnknownAuthorityError", err)
+	}
+
+	// HTTP/1.1 only, though the client offers HTTP/2.
+	resp, err := c.HTTP.Get(p.endpoint + "/")
 	if err != nil {
 		t.Fatal(err)
 	}

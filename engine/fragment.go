@@ -135,6 +135,10 @@ func NewMediaBufferFor(n int) []byte {
 	return make([]byte, 0, minMediaClass<<c)
 }
 
+// PutMediaBuffer hands back a buffer from NewMediaBuffer that will not be
+// given to Receive (a fragment dropped before it was received).
+func PutMediaBuffer(b []byte) { putMediaBuffer(b) }
+
 func putMediaBuffer(b []byte) {
 	if cap(b) < minMediaClass || cap(b) > maxPooledMediaCap {
 		return

@@ -16,7 +16,8 @@ import (
 // Ingest errors.
 var (
 	// ErrSuperseded: a newer ingest session of the same stream started
-	// (KVS accepts the newest PutMedia and ends the older).
+	// (KVS accepts the newest PutMedia). The older session may complete
+	// the fragment it started; it may start no other.
 	ErrSuperseded = errors.New("engine: a newer ingest session replaced this one")
 	// ErrStreamDeleted: the stream was deleted during ingest or reading.
 	ErrStreamDeleted = errors.New("engine: stream deleted")
@@ -233,13 +234,12 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 		putMediaBuffer(f.Buf)
 		return Received{Duplicate: true, Meta: dup, original: orig}, nil
 	}
-	st := &sess.s.ingest
-	st.mu.Lock()
-	err := sess.checkLocked()
-	st.mu.Unlock()
-	if err != nil {
+	// A superseded session may still complete the fragment it numbered
+	// before the newer one began (both uploads proceed to a fragment
+	// boundary: shared/kvs-api.md §4.4); only a deleted stream refuses it.
+	if sess.s.deleted.Load() {
 		putMediaBuffer(f.Buf)
-		return Received{}, err
+		return Received{}, ErrStreamDeleted
 	}
 	frag := &Fragment{Meta: meta, Header: hdr, Media: f.Buf, pooled: true, persisted: make(chan struct{}),
 		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli()}

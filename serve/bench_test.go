@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/mkvcheck"
 )
 
 // uploadAll replays a capture with no pacing and returns how many
@@ -32,7 +34,7 @@ func uploadAll(tb testing.TB, ts *testServer, stream, tcType, start string, c ca
 // every PERSISTED ack. Metric: MB/s of request body.
 func BenchmarkPutMediaIngest(b *testing.B) {
 	c := loadCapture(b, "real-producer-h264-absolute")
-	want := len(clusterTimecodes(c.data))
+	want := len(mkvcheck.MustParseBody(b, c.data).Frags)
 	s := startServerWith(b, b.TempDir(), nil)
 	var el time.Duration
 	i := 0
@@ -78,7 +80,7 @@ func BenchmarkGetMediaArchiveCatchUp(b *testing.B) {
 	if st != 200 {
 		b.Fatalf("GetMedia: %d", st)
 	}
-	if n := len(readChunks(b, body)); n != frags {
+	if n := len(mkvcheck.MustParseMedia(b, body)); n != frags {
 		b.Fatalf("GetMedia returned %d chunks, %d fragments were stored", n, frags)
 	}
 	total := int64(len(body))

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/mkvcheck"
 )
 
 func createMediaStream(t testing.TB, ts *testServer, name string, retention int) {
@@ -33,7 +36,7 @@ func TestPutMediaAcksArriveDuringUpload(t *testing.T) {
 	ts := startServerWith(t, "", fastMedia)
 	createMediaStream(t, ts, "cam", 24)
 	c := loadCapture(t, "real-producer-h264-absolute")
-	want := clusterTimecodes(c.data)
+	want := mkvcheck.MustParseBody(t, c.data).Timecodes()
 	res := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0.2)
 	if res.status != 200 {
 		t.Fatalf("status %d", res.status)
@@ -97,40 +100,43 @@ func TestPutMediaThenGetMedia(t *testing.T) {
 	if st != 200 {
 		t.Fatalf("GetMedia %d: %s", st, body)
 	}
-	chunks := readChunks(t, body)
+	chunks := mkvcheck.MustParseMedia(t, body)
 	if len(chunks) != 6 {
 		t.Fatalf("%d chunks, want 6", len(chunks))
 	}
-	tcs := clusterTimecodes(c.data)
+	tcs := mkvcheck.MustParseBody(t, c.data).Timecodes()
 	for i, ch := range chunks {
-		if ch.tags[mkv.TagFragmentNumber] != persisted[i].FragmentNumber || ch.tags[mkv.TagContinuationToken] != persisted[i].FragmentNumber {
-			t.Fatalf("chunk %d tags %v, want number %s", i, ch.tags, persisted[i].FragmentNumber)
+		if err := ch.CheckLayout(); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if ch.FragmentNumber() != persisted[i].FragmentNumber || ch.Tag(mkv.TagContinuationToken) != persisted[i].FragmentNumber {
+			t.Fatalf("chunk %d tags %v then %v, want number %s", i, ch.PreTags, ch.PostTags, persisted[i].FragmentNumber)
 		}
 		wantProducer := fmt.Sprintf("%d.%03d", (1795580000500+int64(tcs[i]))/1000, (1795580000500+int64(tcs[i]))%1000)
-		if ch.tags[mkv.TagProducerTimestamp] != wantProducer {
-			t.Fatalf("chunk %d producer timestamp %s, want %s", i, ch.tags[mkv.TagProducerTimestamp], wantProducer)
+		if ch.Tag(mkv.TagProducerTimestamp) != wantProducer {
+			t.Fatalf("chunk %d producer timestamp %s, want %s", i, ch.Tag(mkv.TagProducerTimestamp), wantProducer)
 		}
-		if ch.tags[mkv.TagServerTimestamp] == "" || ch.tags[mkv.TagMillisBehindNow] == "" {
-			t.Fatalf("chunk %d lacks timestamps: %v", i, ch.tags)
+		if ch.Tag(mkv.TagServerTimestamp) == "" || ch.Tag(mkv.TagMillisBehindNow) == "" {
+			t.Fatalf("chunk %d lacks timestamps: %v then %v", i, ch.PreTags, ch.PostTags)
 		}
 	}
 
 	// CONTINUATION_TOKEN resumes after the token's fragment.
 	st, body = getMedia(t, ts, fmt.Sprintf(`{"StreamName":"cam","StartSelector":{"StartSelectorType":"CONTINUATION_TOKEN","ContinuationToken":%q}}`, persisted[3].FragmentNumber))
-	if chunks := readChunks(t, body); st != 200 || len(chunks) != 2 || chunks[0].tags[mkv.TagFragmentNumber] != persisted[4].FragmentNumber {
+	if chunks := mkvcheck.MustParseMedia(t, body); st != 200 || len(chunks) != 2 || chunks[0].FragmentNumber() != persisted[4].FragmentNumber {
 		t.Fatalf("continuation: %d, %d chunks", st, len(chunks))
 	}
 	// PRODUCER_TIMESTAMP: the chunk containing the time.
 	at := float64(1795580000500+int64(tcs[2])+500) / 1000
 	st, body = getMedia(t, ts, fmt.Sprintf(`{"StreamName":"cam","StartSelector":{"StartSelectorType":"PRODUCER_TIMESTAMP","StartTimestamp":%.3f}}`, at))
-	if chunks := readChunks(t, body); st != 200 || len(chunks) != 4 || chunks[0].tags[mkv.TagFragmentNumber] != persisted[2].FragmentNumber {
+	if chunks := mkvcheck.MustParseMedia(t, body); st != 200 || len(chunks) != 4 || chunks[0].FragmentNumber() != persisted[2].FragmentNumber {
 		t.Fatalf("producer timestamp: %d, %d chunks", st, len(chunks))
 	}
 
 	// GetMediaForFragmentList in the order asked.
 	st, _, body = ts.raw(t, "/getMediaForFragmentList", []byte(fmt.Sprintf(`{"StreamName":"cam","Fragments":[%q,%q]}`, persisted[5].FragmentNumber, persisted[1].FragmentNumber)), time.Now(), testSecret)
-	if chunks := readChunks(t, body); st != 200 || len(chunks) != 2 || chunks[0].tags[mkv.TagFragmentNumber] != persisted[5].FragmentNumber ||
-		chunks[1].tags[mkv.TagFragmentNumber] != persisted[1].FragmentNumber {
+	if chunks := mkvcheck.MustParseMedia(t, body); st != 200 || len(chunks) != 2 || chunks[0].FragmentNumber() != persisted[5].FragmentNumber ||
+		chunks[1].FragmentNumber() != persisted[1].FragmentNumber {
 		t.Fatalf("GetMediaForFragmentList: %d %d chunks", st, len(chunks))
 	}
 	// An unknown fragment is ResourceNotFound.
@@ -179,8 +185,8 @@ func TestLiveReaderGetsEveryFragmentOnce(t *testing.T) {
 		t.Fatalf("live reader got %d chunks, %d fragments were received", len(live), len(got))
 	}
 	for i := range got {
-		if live[i].tags[mkv.TagFragmentNumber] != got[i].FragmentNumber {
-			t.Fatalf("live chunk %d is %s, want %s", i, live[i].tags[mkv.TagFragmentNumber], got[i].FragmentNumber)
+		if live[i].FragmentNumber() != got[i].FragmentNumber {
+			t.Fatalf("live chunk %d is %s, want %s", i, live[i].FragmentNumber(), got[i].FragmentNumber)
 		}
 	}
 }
@@ -211,20 +217,11 @@ func TestPutMediaErrorKeepsWhatWasStored(t *testing.T) {
 	c := loadCapture(t, "real-producer-h264-absolute")
 	// Corrupt the 4th cluster's timecode so it goes backwards.
 	data := append([]byte(nil), c.data...)
-	idx := 0
-	var clusters []int
-	for {
-		j := strings.Index(string(data[idx:]), "\x1f\x43\xb6\x75")
-		if j < 0 {
-			break
-		}
-		clusters = append(clusters, idx+j)
-		idx += j + 4
+	cl := mkvcheck.MustParseBody(t, data).Frags[3].Cluster
+	if cl.Timecode == 0 {
+		t.Fatal("the 4th cluster's timecode is already 0")
 	}
-	tc := clusters[3] + strings.Index(string(data[clusters[3]:]), "\xe7\x88") + 2
-	for i := 0; i < 8; i++ {
-		data[tc+i] = 0
-	}
+	clear(data[cl.TimecodeOff : cl.TimecodeOff+cl.TimecodeLen])
 	c.data, c.sizes = data, nil
 	res := putUpload(t, ts, "cam", "ABSOLUTE", "1795579974.135", c, 0)
 	errs := res.events("ERROR")
@@ -303,19 +300,47 @@ func TestPutMediaEndedByServer(t *testing.T) {
 		}
 		short := c
 		// The first three fragments: cut where the fourth cluster starts.
-		cut := 0
-		for i := 0; i < 4; i++ {
-			cut += 4 + strings.Index(string(c.data[cut+4:]), "\x1f\x43\xb6\x75")
-		}
-		short.data, short.sizes = c.data[:cut], nil
+		short.data, short.sizes = c.data[:mkvcheck.MustParseBody(t, c.data).Frags[3].Off], nil
 		second := putUpload(t, ts, "twice", "ABSOLUTE", "1795579974.135", short, 0)
 		wg.Wait()
-		errs := first.events("ERROR")
-		if len(errs) != 1 || errs[0].ErrorId != 4008 {
-			t.Fatalf("older upload acks %+v, want ERROR 4008", errs)
+		// The older upload ends at a fragment boundary without an ERROR
+		// ack (an ERROR makes a producer drop that fragment:
+		// shared/kvs-api.md §4.4), and every fragment it began is
+		// PERSISTED.
+		if errs := first.events("ERROR"); len(errs) != 0 {
+			t.Fatalf("older upload got ERROR acks %+v", errs)
 		}
-		if len(second.events("ERROR")) != 0 || len(second.events("PERSISTED")) == 0 {
+		if len(second.events("ERROR")) != 0 || len(second.events("PERSISTED")) != 3 {
 			t.Fatalf("newer upload: %+v", second.acks)
+		}
+		persisted := map[uint64]string{}
+		for _, res := range []uploadResult{first, second} {
+			for _, a := range res.events("PERSISTED") {
+				if n, ok := persisted[*a.FragmentTimecode]; ok && n != a.FragmentNumber {
+					t.Fatalf("timecode %d PERSISTED as %s and as %s", *a.FragmentTimecode, n, a.FragmentNumber)
+				}
+				persisted[*a.FragmentTimecode] = a.FragmentNumber
+			}
+			for _, b := range res.events("BUFFERING") {
+				if _, ok := persisted[*b.FragmentTimecode]; !ok {
+					t.Fatalf("fragment %d was begun and never PERSISTED: %+v", *b.FragmentTimecode, res.acks)
+				}
+			}
+		}
+		// The stream holds each of them once.
+		listed, _, err := ts.eng.ListFragments(engine.StreamRef{Name: "twice"}, fragment.ByProducerTime, 0, 1<<50, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int64]bool{}
+		for _, m := range listed {
+			if seen[m.ProducerMs] {
+				t.Fatalf("producer time %d stored twice: %+v", m.ProducerMs, listed)
+			}
+			seen[m.ProducerMs] = true
+		}
+		if len(listed) != len(persisted) {
+			t.Fatalf("%d fragments stored, %d distinct fragments PERSISTED", len(listed), len(persisted))
 		}
 	})
 }

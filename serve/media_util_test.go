@@ -2,7 +2,6 @@ package serve
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,8 +15,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/kvsedge/kvsedge/internal/mkvcheck"
 	"github.com/kvsedge/kvsedge/serve/sigv4"
 )
 
@@ -36,24 +35,6 @@ func loadCapture(t testing.TB, name string) capture {
 		c.delays = append(c.delays, ch.Delay)
 	}
 	return c
-}
-
-// clusterTimecodes scans a body for Cluster IDs and their 8-byte Timecode.
-func clusterTimecodes(b []byte) []uint64 {
-	var out []uint64
-	for i := 0; ; {
-		j := bytes.Index(b[i:], []byte{0x1F, 0x43, 0xB6, 0x75})
-		if j < 0 {
-			return out
-		}
-		k := i + j + bytes.Index(b[i+j:], []byte{0xE7, 0x88}) + 2
-		var v uint64
-		for _, c := range b[k : k+8] {
-			v = v<<8 | uint64(c)
-		}
-		out = append(out, v)
-		i += j + 4
-	}
 }
 
 type gotAck struct {
@@ -188,48 +169,6 @@ func (r uploadResult) events(typ string) []gotAck {
 	return out
 }
 
-// mediaChunk is one GetMedia chunk as a consumer parses it.
-type mediaChunk struct {
-	tags map[string]string
-	raw  []byte
-}
-
-// readChunks splits a GetMedia body at EBML headers and reads each
-// chunk's AWS_KINESISVIDEO_* tags.
-func readChunks(t testing.TB, body []byte) []mediaChunk {
-	t.Helper()
-	ebml := []byte{0x1A, 0x45, 0xDF, 0xA3}
-	var out []mediaChunk
-	for len(body) > 0 {
-		if !bytes.HasPrefix(body, ebml) {
-			t.Fatalf("chunk does not start with an EBML header: % x", body[:min(16, len(body))])
-		}
-		next := bytes.Index(body[4:], ebml)
-		end := len(body)
-		if next >= 0 {
-			end = 4 + next
-		}
-		c := mediaChunk{tags: map[string]string{}, raw: body[:end]}
-		for _, name := range []string{mkv.TagFragmentNumber, mkv.TagServerTimestamp, mkv.TagProducerTimestamp,
-			mkv.TagMillisBehindNow, mkv.TagContinuationToken, mkv.TagErrorID, mkv.TagErrorCode} {
-			i := bytes.Index(c.raw, []byte(name))
-			if i < 0 {
-				continue
-			}
-			v := c.raw[i+len(name):]
-			// TagString 44 87, 4-byte size.
-			if len(v) < 6 || v[0] != 0x44 || v[1] != 0x87 {
-				t.Fatalf("tag %s not followed by a TagString", name)
-			}
-			n := int(v[2]&0x0F)<<24 | int(v[3])<<16 | int(v[4])<<8 | int(v[5])
-			c.tags[name] = string(v[6 : 6+n])
-		}
-		out = append(out, c)
-		body = body[end:]
-	}
-	return out
-}
-
 // getMedia posts a signed GetMedia request and returns the whole body
 // (the server ends it at the live edge after its idle timeout).
 func getMedia(t testing.TB, ts *testServer, body string) (int, []byte) {
@@ -270,15 +209,15 @@ func startGetMedia(t testing.TB, ts *testServer, body string) <-chan liveBody {
 }
 
 // liveChunks waits for a body started by startGetMedia and splits it
-// into chunks.
-func liveChunks(t testing.TB, body <-chan liveBody) []mediaChunk {
+// into chunks (mkvcheck.MustParseMedia).
+func liveChunks(t testing.TB, body <-chan liveBody) []*mkvcheck.Chunk {
 	t.Helper()
 	select {
 	case lb := <-body:
 		if lb.err != nil {
 			t.Fatalf("reading GetMedia: %v", lb.err)
 		}
-		return readChunks(t, lb.b)
+		return mkvcheck.MustParseMedia(t, lb.b)
 	case <-time.After(60 * time.Second):
 		t.Fatal("GetMedia did not end 60 s after the upload")
 		return nil

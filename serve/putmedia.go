@@ -257,7 +257,7 @@ func (u *upload) run(body io.Reader) {
 	_ = u.conn.SetWriteDeadline(time.Time{})
 
 	acks := make(chan ack, 64)
-	src := newIdleBody(body, u.s.opts.PutMediaIdleSeal)
+	src := newIdleBody(body)
 	defer func() {
 		// The body must not be read after the response ends: stop the
 		// pump and wait for it.
@@ -334,11 +334,10 @@ func (u *upload) run(body io.Reader) {
 			write(&a)
 		case <-idle.C:
 			since := src.sinceData()
-			if since >= u.s.opts.PutMediaIdleClose {
+			if since >= u.s.opts.PutMediaIdleClose && !src.endedByIdle() {
 				u.log.Info("closing idle upload", "idle", since.String())
-				_ = u.conn.SetReadDeadline(time.Now())
-				src.stop()
-			} else if since >= u.s.opts.PutMediaIdleAck {
+				src.endIdle()
+			} else if since >= u.s.opts.PutMediaIdleAck && !src.endedByIdle() {
 				write(&ack{event: "IDLE"})
 			}
 		case <-life:
@@ -355,9 +354,16 @@ func (u *upload) run(body io.Reader) {
 			_ = u.conn.SetReadDeadline(time.Now())
 			src.stop()
 		case <-sessDone:
-			// Superseded by a newer upload, or the stream was deleted:
-			// stop reading; the parser reports the reason.
 			sessDone = nil // handled; a closed channel would spin the loop
+			if errors.Is(u.sess.Err(), engine.ErrSuperseded) {
+				// A newer upload of the stream began (a producer
+				// reconnecting or rotating its connection). This one goes
+				// on to the end of the fragment it carries, then ends
+				// without an ERROR ack: an ERROR would make the producer
+				// drop that fragment (shared/kvs-api.md §4.4).
+				continue
+			}
+			// The stream was deleted: stop reading; the parser reports it.
 			_ = u.conn.SetReadDeadline(time.Now())
 			src.stop()
 		case <-finished:
@@ -398,9 +404,17 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			if u.stopped.Load() {
 				return
 			}
-			if u.sess.Stopped() {
-				fail(u.stopReason(), tc, hasTC, err)
+			if rd.Fragment() == nil && src.closedAtBoundary() {
+				// The producer closed the connection between fragments
+				// (without the final empty chunk): nothing was lost.
+				u.log.Debug("producer closed the upload between fragments")
 				return
+			}
+			if u.sess.Stopped() {
+				if !errors.Is(u.sess.Err(), engine.ErrSuperseded) {
+					fail(u.stopReason(), tc, hasTC, err)
+				}
+				return // superseded: the newer upload carries on, silently
 			}
 			var me *mkv.Error
 			if errors.As(err, &me) {
@@ -414,6 +428,12 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 		case mkv.EventFragmentStart:
 			f := rd.Fragment()
 			num, serverMs, err = u.sess.StartFragment()
+			if errors.Is(err, engine.ErrSuperseded) {
+				// A newer upload took over at this fragment boundary: end
+				// silently; the producer re-sends this fragment there.
+				u.log.Info("upload superseded by a newer one; ended at a fragment boundary")
+				return
+			}
 			if err != nil {
 				fail(engineIngestErrorID(err), f.Timecode, true, err)
 				return
@@ -421,6 +441,12 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			acks <- ack{event: "BUFFERING", timecode: f.Timecode, hasTC: true, number: num}
 		case mkv.EventFragmentEnd:
 			f := rd.TakeFragment()
+			if src.endedByIdle() && u.sess.Stopped() {
+				// The connection went silent mid-fragment after a newer
+				// upload began: that upload carries the whole fragment.
+				engine.PutMediaBuffer(f.Buf)
+				return
+			}
 			producerMs := int64(f.Timecode * f.Header.TimecodeScale / 1_000_000)
 			if !u.hdrs.absolute {
 				producerMs += u.hdrs.startMs
@@ -493,9 +519,10 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 // same upload could not be.
 var errUploadFailed = errors.New("an earlier fragment of the upload could not be stored")
 
-// idleBody turns the blocking request body into a reader that returns
-// mkv.ErrIdle when nothing arrived for a while, so the parser can close a
-// fragment that no next element will end.
+// idleBody reads the request body through a pump goroutine and a few
+// reused 64 KiB buffers, so the upload can tell how long the producer has
+// been silent (sinceData) and end the body cleanly after the idle limit
+// (endIdle) without waiting on a blocked read.
 type idleBody struct {
 	chunks chan []byte
 	free   chan []byte
@@ -503,7 +530,13 @@ type idleBody struct {
 	done   chan struct{}
 	pumped chan struct{} // closed when pump returned
 	once   sync.Once
-	idle   time.Duration
+	// idleEnd is closed by endIdle: once what arrived is consumed, Read
+	// returns io.EOF, a clean end of the body at the idle limit.
+	idleEnd  chan struct{}
+	idleOnce sync.Once
+	// boundary: the source ended with the connection closed early
+	// (io.ErrUnexpectedEOF), which is harmless between fragments.
+	early atomic.Bool
 
 	cur    []byte
 	curBuf []byte
@@ -512,15 +545,15 @@ type idleBody struct {
 	lastRx time.Time
 }
 
-func newIdleBody(r io.Reader, idle time.Duration) *idleBody {
+func newIdleBody(r io.Reader) *idleBody {
 	b := &idleBody{
-		chunks: make(chan []byte, 2),
-		free:   make(chan []byte, 3),
-		errc:   make(chan error, 1),
-		done:   make(chan struct{}),
-		pumped: make(chan struct{}),
-		idle:   idle,
-		lastRx: time.Now(),
+		chunks:  make(chan []byte, 2),
+		free:    make(chan []byte, 3),
+		errc:    make(chan error, 1),
+		done:    make(chan struct{}),
+		pumped:  make(chan struct{}),
+		idleEnd: make(chan struct{}),
+		lastRx:  time.Now(),
 	}
 	for i := 0; i < 3; i++ {
 		b.free <- make([]byte, 64<<10)
@@ -564,6 +597,24 @@ func (b *idleBody) pump(r io.Reader) {
 // deadline passes).
 func (b *idleBody) stop() { b.once.Do(func() { close(b.done) }) }
 
+// endIdle ends the body cleanly at the idle limit: Read returns io.EOF once
+// what already arrived is consumed.
+func (b *idleBody) endIdle() { b.idleOnce.Do(func() { close(b.idleEnd) }) }
+
+// endedByIdle reports whether endIdle was called.
+func (b *idleBody) endedByIdle() bool {
+	select {
+	case <-b.idleEnd:
+		return true
+	default:
+		return false
+	}
+}
+
+// closedAtBoundary reports whether the producer closed the connection
+// without the final chunk (io.ErrUnexpectedEOF from the body).
+func (b *idleBody) closedAtBoundary() bool { return b.early.Load() }
+
 func (b *idleBody) sinceData() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -579,8 +630,6 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		if b.err != nil {
 			return 0, b.err
 		}
-		timer := time.NewTimer(b.idle)
-		defer timer.Stop()
 		select {
 		case c := <-b.chunks:
 			b.cur, b.curBuf = c, c
@@ -595,14 +644,23 @@ func (b *idleBody) Read(p []byte) (int, error) {
 					b.cur, b.curBuf = c, c
 					b.errc <- err
 				default:
+					if errors.Is(err, io.ErrUnexpectedEOF) {
+						b.early.Store(true)
+					}
 					if errors.Is(err, io.ErrClosedPipe) || isTimeout(err) {
 						err = errStopped
 					}
 					b.err = err
 					return 0, err
 				}
-			case <-timer.C:
-				return 0, mkv.ErrIdle
+			case <-b.idleEnd:
+				select {
+				case c := <-b.chunks: // arrived just now: still part of the body
+					b.cur, b.curBuf = c, c
+				default:
+					b.err = io.EOF
+					return 0, io.EOF
+				}
 			}
 		}
 	}

@@ -60,14 +60,14 @@ type Options struct {
 	// lists it and GetDataEndpoint(PUT_MEDIA) answers a stream's home node.
 	Cluster ClusterView
 
-	// PutMediaIdleSeal closes a fragment whose cluster got no byte for this
-	// long (a producer that sends neither the end-of-fragment tag nor the
-	// next cluster). Default 2 s.
-	PutMediaIdleSeal time.Duration
 	// PutMediaIdleAck is how often IDLE acks go out on an upload with no
 	// data. Default 2 s.
 	PutMediaIdleAck time.Duration
-	// PutMediaIdleClose ends an upload with no data for this long (KVS: 30 s).
+	// PutMediaIdleClose ends an upload with no data for this long (KVS: 30 s)
+	// as if its body had ended there: a fragment whose last element is
+	// complete is stored (a producer without the end-of-fragment tag
+	// waits for its last PERSISTED). A pause shorter than this never cuts
+	// a fragment (serve/FORMAT.md, "Fragment boundaries").
 	PutMediaIdleClose time.Duration
 	// PutMediaMaxDuration ends an upload this old with ERROR 4003 (KVS: 45
 	// min); producers rotate their connection before that.
@@ -89,9 +89,6 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-	if o.PutMediaIdleSeal == 0 {
-		o.PutMediaIdleSeal = 2 * time.Second
 	}
 	if o.PutMediaIdleAck == 0 {
 		o.PutMediaIdleAck = 2 * time.Second
@@ -120,7 +117,6 @@ func (o *Options) Validate() error {
 		}
 	}
 	within("IdleTimeout", o.IdleTimeout, time.Second, 24*time.Hour)
-	within("PutMediaIdleSeal", o.PutMediaIdleSeal, 100*time.Millisecond, time.Hour)
 	within("PutMediaIdleAck", o.PutMediaIdleAck, 100*time.Millisecond, time.Hour)
 	within("PutMediaIdleClose", o.PutMediaIdleClose, time.Second, time.Hour)
 	within("PutMediaMaxDuration", o.PutMediaMaxDuration, time.Second, 24*time.Hour)

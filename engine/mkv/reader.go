@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/bits"
 	"time"
 )
 
@@ -20,6 +22,7 @@ const (
 	ErrIDMaxFragmentDuration = 4002
 	ErrIDTimecodeLesser      = 4004
 	ErrIDInvalidMKV          = 4006
+	ErrIDInvalidTimestamp    = 4007
 	ErrIDMetadataLimit       = 4009
 	ErrIDTrackMismatch       = 4010
 	ErrIDFramesMissing       = 4011
@@ -32,6 +35,7 @@ var errorCodes = map[int]string{
 	ErrIDMaxFragmentDuration: "MAX_FRAGMENT_DURATION_REACHED",
 	ErrIDTimecodeLesser:      "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
 	ErrIDInvalidMKV:          "INVALID_MKV_DATA",
+	ErrIDInvalidTimestamp:    "INVALID_PRODUCER_TIMESTAMP",
 	ErrIDMetadataLimit:       "FRAGMENT_METADATA_LIMIT_REACHED",
 	ErrIDTrackMismatch:       "TRACK_NUMBER_MISMATCH",
 	ErrIDFramesMissing:       "FRAMES_MISSING_FOR_TRACK",
@@ -240,6 +244,9 @@ func (r *Reader) Next() (Event, error) {
 		case errors.Is(err, io.EOF):
 			r.eof = true
 			if r.frag != nil {
+				if r.inCluster && r.clusterLeft != unknownSize && r.clusterLeft > 0 {
+					return 0, errf(ErrIDInvalidMKV, "body ended %d bytes before the end its cluster declared", r.clusterLeft)
+				}
 				return r.closeFragment()
 			}
 			return 0, io.EOF
@@ -371,6 +378,9 @@ func (r *Reader) topLevel(id uint32, raw []byte) (Event, error) {
 		sizeRaw, size, err := r.readSize()
 		if err != nil {
 			return 0, err
+		}
+		if size != unknownSize && size > int64(r.opts.MaxFragmentBytes) {
+			return 0, errf(ErrIDMaxFragmentSize, "cluster declares %d bytes, more than a fragment may hold (%d)", size, r.opts.MaxFragmentBytes)
 		}
 		buf := r.opts.NewBuffer()[:0]
 		buf = append(buf, raw...)
@@ -550,6 +560,12 @@ func (r *Reader) clusterChild(id uint32, raw []byte) (ev Event, handled bool, er
 		}
 		f.Timecode = readUint(payload)
 		r.haveTimecode = true
+		// A cluster time whose nanoseconds do not fit an int64 (after the
+		// year 2262) is no producer's clock, and would overflow the
+		// millisecond arithmetic downstream.
+		if hi, lo := bits.Mul64(f.Timecode, f.Header.TimecodeScale); hi != 0 || lo > math.MaxInt64 {
+			return 0, true, errf(ErrIDInvalidTimestamp, "cluster timecode %d × %d ns is after the year 2262", f.Timecode, f.Header.TimecodeScale)
+		}
 		ms := int64(f.Timecode * f.Header.TimecodeScale / 1e6)
 		if r.haveLast && ms <= r.lastMs {
 			return 0, true, errf(ErrIDTimecodeLesser, "timecode %d ms is not after the previous fragment's %d ms", ms, r.lastMs)
@@ -624,8 +640,10 @@ func (r *Reader) blockHeader(b []byte, key bool) error {
 	if key {
 		f.KeyFrames++
 	}
-	if time.Duration(f.MaxOffset)*time.Duration(f.Header.TimecodeScale) > r.opts.MaxFragmentDuration {
-		return errf(ErrIDMaxFragmentDuration, "fragment longer than %v", r.opts.MaxFragmentDuration)
+	// The span from the earliest to the latest block counts, so blocks
+	// before the cluster's timecode (negative offsets) cannot hide length.
+	if time.Duration(int64(f.MaxOffset)-int64(min(f.MinOffset, 0)))*time.Duration(f.Header.TimecodeScale) > r.opts.MaxFragmentDuration {
+		return errf(ErrIDMaxFragmentDuration, "fragment blocks span more than %v", r.opts.MaxFragmentDuration)
 	}
 	return nil
 }

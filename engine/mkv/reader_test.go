@@ -274,6 +274,49 @@ func TestReaderErrors(t *testing.T) {
 		}
 		wantErrorID(t, err, ErrIDMaxFragmentSize)
 	})
+	t.Run("cluster-shorter-than-declared", func(t *testing.T) {
+		// A known-size cluster whose declared size is 1000 bytes more than
+		// what arrives before the body ends is not stored with a false
+		// size: 4006.
+		_, err := parseAll(t, bytes.NewReader(knownSizeCluster(t, 1000)))
+		wantErrorID(t, err, ErrIDInvalidMKV)
+		// The same cluster with its true size is one fragment.
+		p, err := parseAll(t, bytes.NewReader(knownSizeCluster(t, 0)))
+		if err != nil || len(p.frags) != 1 {
+			t.Fatalf("true size: %v, %d fragments", err, len(p.frags))
+		}
+	})
+	t.Run("cluster-declares-more-than-a-fragment", func(t *testing.T) {
+		b := knownSizeCluster(t, 0)
+		i := bytes.Index(b, []byte{0x1F, 0x43, 0xB6, 0x75}) + 4
+		copy(b[i:i+8], []byte{0x01, 0x80, 0, 0, 0, 0, 0, 0}) // 2^55 bytes
+		_, err := parseAll(t, bytes.NewReader(b))
+		wantErrorID(t, err, ErrIDMaxFragmentSize)
+	})
+	t.Run("timecode-after-2262", func(t *testing.T) {
+		b := mutate(t, func(b []byte) []byte {
+			c := bytes.Index(b, []byte{0x1F, 0x43, 0xB6, 0x75})
+			tc := c + bytes.Index(b[c:], []byte{0xE7, 0x88}) + 2
+			copy(b[tc:tc+8], []byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00})
+			return b
+		})
+		_, err := parseAll(t, bytes.NewReader(b))
+		wantErrorID(t, err, ErrIDInvalidTimestamp)
+	})
+	t.Run("negative-block-timecode-span", func(t *testing.T) {
+		// A block 32.8 s before its cluster's timecode makes the fragment
+		// span more than 20 s: 4002, not a 49 s fragment.
+		b := mutate(t, func(b []byte) []byte {
+			first := firstSimpleBlock(t, b)
+			next := first + bytes.Index(b[first:], []byte{IDSimpleBlock, 0x01, 0, 0, 0})
+			p := next + 9 // after the ID and the 8-byte size
+			p += vintLen(b[p])
+			b[p], b[p+1] = 0x80, 0x00 // int16 -32768
+			return b
+		})
+		_, err := parseAll(t, bytes.NewReader(b))
+		wantErrorID(t, err, ErrIDMaxFragmentDuration)
+	})
 	t.Run("leftover-tags-only", func(t *testing.T) {
 		data, _ := loadCapture(t, "real-producer-h264-absolute")
 		i := bytes.LastIndex(data, []byte{0x12, 0x54, 0xC3, 0x67})
@@ -358,4 +401,22 @@ func TestReaderHostileElements(t *testing.T) {
 			t.Fatal("a fragment padded past the size limit was accepted")
 		}
 	}
+}
+
+// knownSizeCluster is the absolute capture's header and first cluster,
+// rewritten with the cluster's size declared (extra bytes more than it
+// holds), and nothing after it.
+func knownSizeCluster(t *testing.T, extra int) []byte {
+	t.Helper()
+	data, _ := loadCapture(t, "real-producer-h264-absolute")
+	c := bytes.Index(data, []byte{0x1F, 0x43, 0xB6, 0x75})
+	if data[c+4] != 0xFF {
+		t.Fatalf("capture's cluster size byte %x, want unknown (FF)", data[c+4])
+	}
+	end := c + 5 + bytes.Index(data[c+5:], []byte{0x12, 0x54, 0xC3, 0x67}) // its Tags
+	content := data[c+5 : end]
+	out := append([]byte(nil), data[:c+4]...)
+	size := uint64(len(content) + extra)
+	out = append(out, 0x01, byte(size>>48), byte(size>>40), byte(size>>32), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
+	return append(out, content...)
 }
