@@ -50,6 +50,9 @@ type Fragment struct {
 	// persistErr its result; nil for fragments read from the archive.
 	persisted  chan struct{}
 	persistErr error
+	// replaces are stored partial copies this fragment supersedes
+	// (resend.go), deleted when it is stored.
+	replaces []fragment.Meta
 }
 
 // failed reports a fragment whose storing finished with an error (it may

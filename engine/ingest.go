@@ -227,12 +227,14 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 		Frames:     uint32(f.Frames),
 		Digest:     digest(f.Buf[:f.ClusterLen], f.Frames),
 	}
-	if dup, orig, ok, err := sess.e.findDuplicate(sess.s, &meta); err != nil {
+	rs, err := sess.e.findResend(sess.s, &meta, hdr, f.Buf)
+	if err != nil {
 		putMediaBuffer(f.Buf)
 		return Received{}, err
-	} else if ok {
+	}
+	if rs.duplicate {
 		putMediaBuffer(f.Buf)
-		return Received{Duplicate: true, Meta: dup, original: orig}, nil
+		return Received{Duplicate: true, Meta: rs.stored, original: rs.original}, nil
 	}
 	// A superseded session may still complete the fragment it numbered
 	// before the newer one began (both uploads proceed to a fragment
@@ -242,7 +244,7 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 		return Received{}, ErrStreamDeleted
 	}
 	frag := &Fragment{Meta: meta, Header: hdr, Media: f.Buf, pooled: true, persisted: make(chan struct{}),
-		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli()}
+		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli(), replaces: rs.replaces}
 	frag.refs.Store(2) // the ring's and the caller's
 	sess.s.ring.push(frag)
 	sess.e.metrics.fragmentsReceived.Add(1)
@@ -269,7 +271,7 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	if sess.s.deleted.Load() {
 		return ErrStreamDeleted
 	}
-	w := lsm.FragmentWrite{Meta: f.Meta, Media: f.Media}
+	w := lsm.FragmentWrite{Meta: f.Meta, Media: f.Media, Replaces: f.replaces}
 	if !f.Header.stored.Load() {
 		w.Header = f.Header.Raw
 	}
@@ -281,6 +283,12 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	}
 	f.Header.stored.Store(true)
 	sess.s.bytes.Add(int64(len(f.Media)))
+	for _, old := range f.replaces {
+		sess.s.bytes.Add(-int64(old.MediaLen))
+		sess.s.ring.remove(old.Number)
+		sess.e.opts.Logger.Info("a re-sent fragment replaced its partial copy", "stream", sess.s.info.Load().Name,
+			"partial", old.Number.String(), "frames", old.Frames, "whole", f.Meta.Number.String(), "whole_frames", f.Meta.Frames)
+	}
 	sess.e.metrics.fragmentsPersisted.Add(1)
 	sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
 	if f.ReceivedMs != 0 {
@@ -320,35 +328,6 @@ func digest(cluster []byte, frames int) (d [16]byte) {
 	binary.BigEndian.PutUint32(d[8:], uint32(len(cluster)))
 	binary.BigEndian.PutUint32(d[12:], uint32(frames))
 	return d
-}
-
-// findDuplicate looks for a fragment with the same producer timestamp and
-// digest, in the ring (not yet durable) and in the archive.
-func (e *Engine) findDuplicate(s *stream, m *fragment.Meta) (fragment.Meta, *Fragment, bool, error) {
-	var found fragment.Meta
-	var orig *Fragment
-	s.ring.each(func(f *Fragment) bool {
-		if f.Meta.ProducerMs == m.ProducerMs && f.Meta.Digest == m.Digest && f.persisted != nil && !f.failed() {
-			orig = f.Retain()
-			return false
-		}
-		return true
-	})
-	if orig != nil {
-		return orig.Meta, orig, true, nil
-	}
-	ok := false
-	err := e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f fragment.Meta) bool {
-		if f.Digest == m.Digest {
-			found, ok = f, true
-			return false
-		}
-		return true
-	})
-	if err != nil {
-		return found, nil, false, fmt.Errorf("engine: duplicate check: %w", err)
-	}
-	return found, nil, ok, nil
 }
 
 // Stopped reports whether the engine ended the session.

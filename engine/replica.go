@@ -227,7 +227,22 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		return false, nil
 	}
 	hdr := e.headerFor(s, meta.HeaderID, header)
-	w := lsm.FragmentWrite{Meta: meta, Media: media}
+	// A partial copy of a fragment a producer later re-sent whole
+	// (resend.go) may reach this node from a peer before or after the
+	// whole one: the whole one wins either way.
+	rs, err := e.findPartialCopies(s, &meta, hdr, media)
+	if err != nil {
+		putMediaBuffer(media)
+		return false, err
+	}
+	if rs.duplicate {
+		if rs.original != nil {
+			rs.original.Release()
+		}
+		putMediaBuffer(media)
+		return false, nil
+	}
+	w := lsm.FragmentWrite{Meta: meta, Media: media, Replaces: rs.replaces}
 	if !hdr.stored.Load() {
 		w.Header = hdr.Raw
 	}
@@ -237,6 +252,10 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	}
 	hdr.stored.Store(true)
 	s.bytes.Add(int64(len(media)))
+	for _, old := range rs.replaces {
+		s.bytes.Add(-int64(old.MediaLen))
+		s.ring.remove(old.Number)
+	}
 	e.metrics.fragmentsImported.Add(1)
 	e.metrics.bytesImported.Add(uint64(len(media)))
 

@@ -65,6 +65,23 @@ func (r *ring) push(f *Fragment) bool {
 	return true
 }
 
+// remove drops fragment n (a partial copy a whole re-send replaced), so
+// readers that have not reached it never see it.
+func (r *ring) remove(n fragment.Number) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, f := range r.frags {
+		if f.Meta.Number == n {
+			r.bytes -= len(f.Media)
+			copy(r.frags[i:], r.frags[i+1:])
+			r.frags[len(r.frags)-1] = nil
+			r.frags = r.frags[:len(r.frags)-1]
+			f.Release()
+			return
+		}
+	}
+}
+
 // close drops every fragment and wakes readers for good.
 func (r *ring) close() {
 	r.mu.Lock()

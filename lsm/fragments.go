@@ -91,6 +91,12 @@ type FragmentWrite struct {
 	// when not nil (idempotent: the same id always holds the same bytes).
 	Header []byte
 	Media  []byte
+	// Replaces are stored fragments of the stream that this one supersedes
+	// (partial copies of it, engine/resend.go): their fragment record and
+	// both index entries are deleted in the same batch, so the index holds
+	// one or the other, never both. Their media stays in its segment until
+	// retention removes the segment.
+	Replaces []fragment.Meta
 }
 
 // PutFragment stores a fragment: its media is appended to the stream's
@@ -124,6 +130,14 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 	}
 	if err := b.Set(timeKey(kb[:0], prefixServerIdx, id, w.Meta.ServerMs, w.Meta.Number), meta, nil); err != nil {
 		return fmt.Errorf("lsm: staging index: %w", err)
+	}
+	for _, old := range w.Replaces {
+		for _, k := range [][]byte{fragmentKey(nil, id, old.Number), timeKey(nil, prefixProducerIdx, id, old.ProducerMs, old.Number),
+			timeKey(nil, prefixServerIdx, id, old.ServerMs, old.Number)} {
+			if err := b.Delete(k, nil); err != nil {
+				return fmt.Errorf("lsm: staging replacement: %w", err)
+			}
+		}
 	}
 	if grouped {
 		return d.group.commit(ss, ref.Seq, b)

@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/lsm"
+)
+
+// Re-sent fragments. A producer re-sends every fragment it did not see
+// PERSISTED, on a new connection, at any time (shared/kvs-api.md §4.4,
+// §11). A re-send is the same fragment of the same stream at the same
+// producer time, but its bytes may differ from the stored copy:
+//
+//   - RELATIVE timecodes against a later producer start time give the same
+//     fragment another cluster Timecode (same producer time, same frames);
+//   - a copy cut short by a dead connection holds only the first frames.
+//
+// So a fragment is recognised by its stream, producer time and frames
+// (track, offset in the fragment, payload), not by equal bytes:
+//
+//	same frames                     → duplicate: acknowledged with the
+//	                                  stored number, stored once
+//	the new one holds more frames,   → it replaces the stored copy in the
+//	  the stored ones as its prefix   same synced batch (readers of the
+//	                                  archive see one whole fragment)
+//	the new one is a prefix of the  → duplicate of the stored one
+//	  stored one
+//	anything else                   → a different fragment at the same time
+//
+// The byte digest (Meta.Digest) is the fast path: equal digests are equal
+// frames. Frames are compared only when the producer times match and the
+// digests do not, which is rare.
+
+// frameRelation is how two fragments' frames compare.
+type frameRelation int
+
+const (
+	framesDiffer frameRelation = iota
+	framesEqual
+	// framesPrefix: the first fragment's frames are a strict prefix of the
+	// second's.
+	framesPrefix
+	// framesExtend: the second's frames are a strict prefix of the first's.
+	framesExtend
+)
+
+type frame struct {
+	track   uint64
+	offset  int64 // ms after the cluster's timecode
+	key     bool
+	payload []byte
+}
+
+func frames(h *mkv.Header, media []byte, clusterLen uint32) ([]frame, error) {
+	if int(clusterLen) > len(media) {
+		return nil, errors.New("engine: cluster longer than the media")
+	}
+	var out []frame
+	err := mkv.ForEachBlock(h, media[:clusterLen], func(b mkv.Block) error {
+		out = append(out, frame{track: b.Track, offset: b.TimeMs - b.ClusterMs, key: b.Key, payload: b.Payload})
+		return nil
+	})
+	return out, err
+}
+
+// compareFrames relates a's frames to b's.
+func compareFrames(ha *mkv.Header, a []byte, aLen uint32, hb *mkv.Header, b []byte, bLen uint32) (frameRelation, error) {
+	fa, err := frames(ha, a, aLen)
+	if err != nil {
+		return framesDiffer, err
+	}
+	fb, err := frames(hb, b, bLen)
+	if err != nil {
+		return framesDiffer, err
+	}
+	n := min(len(fa), len(fb))
+	for i := 0; i < n; i++ {
+		x, y := fa[i], fb[i]
+		if x.track != y.track || x.offset != y.offset || x.key != y.key || !bytes.Equal(x.payload, y.payload) {
+			return framesDiffer, nil
+		}
+	}
+	switch {
+	case len(fa) == len(fb):
+		return framesEqual, nil
+	case len(fa) < len(fb):
+		return framesPrefix, nil
+	default:
+		return framesExtend, nil
+	}
+}
+
+// resend is what findResend found.
+type resend struct {
+	// duplicate: the stream holds this fragment (or more of it) as stored;
+	// acknowledge it with stored.Number and store nothing.
+	duplicate bool
+	stored    fragment.Meta
+	// original is the ring's copy of a duplicate that may still be on its
+	// way to disk (retained), or nil.
+	original *Fragment
+	// replaces are stored partial copies the new fragment supersedes.
+	replaces []fragment.Meta
+}
+
+// findResend looks for a copy of the fragment (meta m, header h, media) in
+// the stream's ring (not yet durable) and archive.
+func (e *Engine) findResend(s *stream, m *fragment.Meta, h *Header, media []byte) (resend, error) {
+	return e.findCopies(s, m, h, media, true)
+}
+
+// findPartialCopies is findResend for a fragment copied from a peer, which
+// keeps its own number: only partial copies count (a stored prefix of it
+// is replaced; a prefix of a stored one is not stored). Equal copies under
+// other numbers are left as they are, as before re-sends were recognised.
+func (e *Engine) findPartialCopies(s *stream, m *fragment.Meta, h *Header, media []byte) (resend, error) {
+	return e.findCopies(s, m, h, media, false)
+}
+
+func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte, equalIsCopy bool) (resend, error) {
+	var r resend
+	var candidates []*Fragment
+	s.ring.each(func(f *Fragment) bool {
+		if f.Meta.ProducerMs != m.ProducerMs || f.persisted == nil || f.failed() {
+			return true
+		}
+		if f.Meta.Digest == m.Digest {
+			if equalIsCopy {
+				r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
+				return false
+			}
+			return true
+		}
+		candidates = append(candidates, f.Retain())
+		return true
+	})
+	defer func() {
+		for _, f := range candidates {
+			f.Release()
+		}
+	}()
+	if r.duplicate {
+		return r, nil
+	}
+	nh, err := h.Tracks()
+	if err != nil {
+		return r, nil // not comparable: the fragment is stored as new
+	}
+	// A ring copy with the same frames is a duplicate still on its way to
+	// disk. (A partial copy in the ring is left alone: it is replaced once
+	// it is in the archive, when the next copy arrives.)
+	for _, f := range candidates {
+		fh, err := f.Header.Tracks()
+		if err != nil {
+			continue
+		}
+		rel, err := compareFrames(fh, f.Media, f.Meta.ClusterLen, nh, media, m.ClusterLen)
+		if err == nil && ((rel == framesEqual && equalIsCopy) || rel == framesExtend) {
+			r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
+			return r, nil
+		}
+	}
+	var same []fragment.Meta
+	err = e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f fragment.Meta) bool {
+		same = append(same, f)
+		return true
+	})
+	if err != nil {
+		return r, fmt.Errorf("engine: duplicate check: %w", err)
+	}
+	for _, f := range same {
+		if f.Digest == m.Digest && f.Number != m.Number {
+			if equalIsCopy {
+				r.duplicate, r.stored = true, f
+				return r, nil
+			}
+		}
+	}
+	for _, f := range same {
+		if f.Number == m.Number || f.Digest == m.Digest {
+			continue
+		}
+		rel, err := e.compareStored(s, f, nh, media, m.ClusterLen)
+		if err != nil {
+			e.opts.Logger.Warn("comparing a re-sent fragment with the stored one", "number", f.Number.String(), "err", err)
+			continue
+		}
+		switch {
+		case rel == framesExtend, rel == framesEqual && equalIsCopy:
+			r.duplicate, r.stored = true, f
+			return r, nil
+		case rel == framesPrefix:
+			r.replaces = append(r.replaces, f)
+		}
+	}
+	return r, nil
+}
+
+// compareStored relates a stored fragment's frames to new media's.
+func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media []byte, clusterLen uint32) (frameRelation, error) {
+	buf := NewMediaBufferFor(int(m.MediaLen))
+	_, stored, err := e.db.Fragment(s.id, m.Number, buf)
+	if err != nil {
+		putMediaBuffer(buf)
+		if errors.Is(err, lsm.ErrNotFound) {
+			return framesDiffer, nil
+		}
+		return framesDiffer, err
+	}
+	defer putMediaBuffer(stored)
+	sh, err := e.storedHeader(s, m.HeaderID)
+	if err != nil {
+		return framesDiffer, err
+	}
+	th, err := sh.Tracks()
+	if err != nil {
+		return framesDiffer, err
+	}
+	return compareFrames(th, stored, m.ClusterLen, nh, media, clusterLen)
+}
