@@ -71,12 +71,12 @@ release:
 
 # The linux/arm64 binary served under qemu user emulation (qemu-user-static).
 release-test:
-	KVSEDGE_TEST_ARMV7=1 $(GO) test -count=1 -run 'TestArm64BinaryUnderQemu' -v .
+	KVSEDGE_TEST_ARMV7=1 $(GO) test -count=1 -run 'TestArm64BinaryUnderQemu' -v ./e2e
 
 # Crash suite: many SIGKILL cycles during multi-stream ingest.
 CRASH_CYCLES ?= 50
 crash:
-	KVSEDGE_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -timeout 60m -run 'TestCrashSuite' -v .
+	KVSEDGE_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -timeout 60m -run 'TestCrashSuite' -v ./e2e
 	$(GO) test -count=1 -run 'TestCrash' -v ./lsm
 
 # Fuzzing: each target for FUZZTIME.

@@ -48,7 +48,7 @@ func TestArm64BinaryUnderQemu(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", b.out, ".")
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", b.out, "github.com/kvsedge/kvsedge")
 			cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), b.env...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = strings.Join(b.env, " ") + ": " + err.Error() + "\n" + string(out)
