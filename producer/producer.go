@@ -76,6 +76,12 @@ type Options struct {
 	Start time.Time
 	// OnAck is called for every ack (from Put's goroutines, one at a time).
 	OnAck func(Ack)
+	// FragmentDuration, when positive, re-clusters the input (Recluster):
+	// any Matroska or WebM, cut into fragments at video key frames at least
+	// this long. Zero sends the input's clusters as they are, one fragment
+	// each, with the Tags between them (input already shaped by a KVS
+	// producer).
+	FragmentDuration time.Duration
 }
 
 // Stats summarises a Put.
@@ -209,6 +215,9 @@ func (p *Producer) Put(ctx context.Context, r io.Reader, opts Options) (Stats, e
 	var stMu sync.Mutex
 	absCh := make(chan bool, 1)
 	readErr := make(chan error, 1)
+	if opts.FragmentDuration > 0 {
+		r = Recluster(r, opts.FragmentDuration)
+	}
 	go func() {
 		readErr <- p.readInput(ctx, r, q, opts.Absolute, absCh, &st, &stMu)
 	}()

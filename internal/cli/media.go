@@ -147,9 +147,22 @@ func isTerminal(f *os.File) bool {
 // runPutMedia uploads an MKV file (or stdin) with the producer package.
 func runPutMedia(args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	cfg, fs, err := parseConfigArgs("put-media", args, stderr, cf.add)
+	var fragment time.Duration
+	var keep bool
+	cfg, fs, err := parseConfigArgs("put-media", args, stderr, func(fs *pflag.FlagSet) {
+		cf.add(fs)
+		fs.DurationVar(&fragment, "fragment-duration", 2*time.Second,
+			"re-cluster the input into fragments at video key frames at least this long (any Matroska or WebM)")
+		fs.BoolVar(&keep, "keep-clusters", false,
+			"send the input's clusters as they are, one fragment each, with their Tags (input written by a KVS producer)")
+	})
 	if err != nil {
 		return err
+	}
+	if keep {
+		fragment = 0
+	} else if fragment < time.Second || fragment > 10*time.Second {
+		return fmt.Errorf("--fragment-duration %v is outside 1s…10s", fragment)
 	}
 	if fs.NArg() != 1 {
 		return errors.New("usage: kvsedge put-media --stream NAME FILE.mkv (or - for stdin)")
@@ -176,7 +189,7 @@ func runPutMedia(args []string, stdout, stderr io.Writer) error {
 	tty := isTerminal(os.Stderr)
 	var persisted, errs atomic.Int64
 	start := time.Now()
-	st, err := p.Put(ctx, in, producer.Options{OnAck: func(a producer.Ack) {
+	st, err := p.Put(ctx, in, producer.Options{FragmentDuration: fragment, OnAck: func(a producer.Ack) {
 		switch a.EventType {
 		case "PERSISTED":
 			n := persisted.Add(1)
