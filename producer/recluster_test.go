@@ -66,8 +66,8 @@ func TestReclusterFilesOfFFmpegAndMkvmerge(t *testing.T) {
 		t.Fatalf("ffmpeg: %v\n%s", err, out)
 	}
 	files := map[string]string{"ffmpeg-gop1s": gop1s, "ffmpeg-defaults": defaults}
-	if mm, err := exec.LookPath("mkvmerge"); err == nil || os.Getenv("CI") != "" {
-		mm = needTool(t, "mkvmerge")
+	if _, err := exec.LookPath("mkvmerge"); err == nil || os.Getenv("CI") != "" {
+		mm := needTool(t, "mkvmerge")
 		merged := filepath.Join(dir, "mkvmerge.mkv")
 		if out, err := exec.Command(mm, "-q", "-o", merged, gop1s).CombinedOutput(); err != nil {
 			t.Fatalf("mkvmerge: %v\n%s", err, out)
