@@ -219,6 +219,12 @@ func (r *Relay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respons
 // ends (or, with stallAfter > 0, stops sending after that many frames
 // while keeping the session open). It returns the number of frames sent.
 func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps, pps []byte, fps int, stallAfter int) int {
+	return PublishEvery(ctx, t, url, aus, sps, pps, time.Second/time.Duration(fps), stallAfter)
+}
+
+// PublishEvery is Publish at one access unit per period (a timelapse or
+// motion-only camera sends one frame every few seconds).
+func PublishEvery(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps, pps []byte, period time.Duration, stallAfter int) int {
 	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps, PPS: pps}
 	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
 	tcp := gortsplib.TransportTCP
@@ -233,7 +239,7 @@ func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps,
 		t.Error(err)
 		return 0
 	}
-	tick := time.NewTicker(time.Second / time.Duration(fps))
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	sent := 0
 	for i := 0; ; i++ {
@@ -251,7 +257,7 @@ func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps,
 			return sent
 		}
 		for _, p := range pkts {
-			p.Timestamp = uint32(i * 90000 / fps)
+			p.Timestamp = uint32(int64(i) * 90000 * int64(period) / int64(time.Second))
 			if err := c.WritePacketRTP(desc.Medias[0], p); err != nil {
 				return sent
 			}
