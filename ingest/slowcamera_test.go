@@ -29,7 +29,9 @@ func TestCameraAtOneFrameEveryFiveSeconds(t *testing.T) {
 	defer cancel()
 	const frames = 6
 	sentc := make(chan int, 1)
-	go func() { sentc <- rtsptest.PublishEvery(ctx, t, rl.URL("slow"), keys, d.sps, d.pps, 5*time.Second, frames) }()
+	go func() {
+		sentc <- rtsptest.PublishEvery(ctx, t, rl.URL("slow"), keys, d.sps, d.pps, 5*time.Second, frames)
+	}()
 	rl.WaitPublished(t, "slow", 20*time.Second)
 	rec := newRecorder(t)
 	src, err := NewRTSPSource(rl.URL("slow"), "tcp")
