@@ -17,6 +17,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -45,6 +46,14 @@ type Options struct {
 	// IdleTimeout closes keep-alive connections idle this long. It defaults
 	// to 2 minutes.
 	IdleTimeout time.Duration
+	// HeaderTimeout closes a connection whose request head (and, for the
+	// JSON routes, body) has not arrived within it: slow-loris clients.
+	// The media routes clear it once their headers are in. Default 10 s.
+	HeaderTimeout time.Duration
+	// MaxConns caps the connections served at once (more are answered 503
+	// and closed); MaxConnsPerIP caps those of one client address (more
+	// are closed at once). Defaults 4096 and 512.
+	MaxConns, MaxConnsPerIP int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -87,6 +96,15 @@ func (o *Options) ensureDefaults() {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 2 * time.Minute
 	}
+	if o.HeaderTimeout == 0 {
+		o.HeaderTimeout = 10 * time.Second
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = 4096
+	}
+	if o.MaxConnsPerIP == 0 {
+		o.MaxConnsPerIP = 512
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -117,6 +135,10 @@ func (o *Options) Validate() error {
 		}
 	}
 	within("IdleTimeout", o.IdleTimeout, time.Second, 24*time.Hour)
+	within("HeaderTimeout", o.HeaderTimeout, 100*time.Millisecond, time.Hour)
+	if o.MaxConns < 1 || o.MaxConnsPerIP < 1 || o.MaxConnsPerIP > o.MaxConns {
+		errs = append(errs, fmt.Errorf("serve: MaxConns %d and MaxConnsPerIP %d must be positive, per IP at most the total", o.MaxConns, o.MaxConnsPerIP))
+	}
 	within("PutMediaIdleAck", o.PutMediaIdleAck, 100*time.Millisecond, time.Hour)
 	within("PutMediaIdleClose", o.PutMediaIdleClose, time.Second, time.Hour)
 	within("PutMediaMaxDuration", o.PutMediaMaxDuration, time.Second, 24*time.Hour)
@@ -162,6 +184,8 @@ type Server struct {
 	stopLife context.CancelFunc
 	sessions sessionCount
 	metrics  fasthttp.RequestHandler
+	// ln is the listener Serve accepts on (ConnStats).
+	ln atomic.Pointer[acceptLoop]
 }
 
 // sessionCount counts running media sessions; wait returns when none is
@@ -226,9 +250,12 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 		s.metrics = metricsHandler(opts.Metrics)
 	}
 	s.srv = &fasthttp.Server{
-		Handler:     s.handle,
-		Name:        "kvsedge",
-		IdleTimeout: opts.IdleTimeout,
+		Handler:       s.handle,
+		Name:          "kvsedge",
+		IdleTimeout:   opts.IdleTimeout,
+		ReadTimeout:   opts.HeaderTimeout,
+		Concurrency:   opts.MaxConns,
+		MaxConnsPerIP: opts.MaxConnsPerIP,
 		// Bodies are read by the handlers through RequestBodyStream with
 		// their own per-route limits: fasthttp does not enforce
 		// MaxRequestBodySize on streamed bodies, and PutMedia bodies are
@@ -244,6 +271,9 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 // Serve accepts connections on ln until Shutdown. With Options.TLS set, ln
 // is wrapped in TLS.
 func (s *Server) Serve(ln net.Listener) error {
+	al := &acceptLoop{Listener: ln, log: s.opts.Logger}
+	s.ln.Store(al)
+	ln = al
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}

@@ -176,11 +176,23 @@ func (a *App) open(o Options) error {
 		}
 		return nil
 	})
+	maxConns := cfg.HTTP.MaxConns
+	if limit, ok := fileLimit(); ok && uint64(maxConns) > limit*3/4 {
+		// Connections must run out before file descriptors do: the store,
+		// its segments and the cameras need some, and a full descriptor
+		// table makes accepts fail (retried, but connections then queue).
+		maxConns = int(max(limit*3/4, 16))
+		log.Warn("http.max_conns lowered to stay within the process's file limit", "max_conns", maxConns,
+			"configured", cfg.HTTP.MaxConns, "file_limit", limit)
+	}
 	opts := serve.Options{
 		Logger:              log,
 		DataEndpoint:        cfg.DataEndpoint,
 		GetMediaIdleTimeout: cfg.Media.GetMediaIdleTimeout,
 		PutMediaIdleClose:   cfg.Media.PutMediaIdleClose,
+		HeaderTimeout:       cfg.HTTP.HeaderTimeout,
+		MaxConns:            maxConns,
+		MaxConnsPerIP:       min(cfg.HTTP.MaxConnsPerIP, maxConns),
 	}
 	scheme := "http"
 	if cfg.TLS.CertFile != "" {
@@ -263,7 +275,8 @@ func (a *App) open(o Options) error {
 	edge := ingest.NewEdgeAgent(a.eng, a.cams, cfg.Secrets, log)
 
 	// 6. HTTP server.
-	opts.Metrics = newMetricsRegistry(&boxCollector{eng: a.eng, cams: a.cams, peers: a.peers})
+	collector := &boxCollector{eng: a.eng, cams: a.cams, peers: a.peers}
+	opts.Metrics = newMetricsRegistry(collector)
 	if a.peers != nil {
 		peers := a.peers
 		opts.Readiness = map[string]serve.ReadinessCheck{"cluster": func() string {
@@ -277,6 +290,7 @@ func (a *App) open(o Options) error {
 	if err != nil {
 		return err
 	}
+	collector.conns = a.srv.ConnStats
 
 	// 7. Background loops, stopped and waited for before the cameras,
 	// cluster and store they use close.

@@ -17,3 +17,12 @@ func diskSpace(dir string) (free, total uint64, err error) {
 	}
 	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
 }
+
+// fileLimit is the process's soft limit on open files.
+func fileLimit() (uint64, bool) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur == 0 {
+		return 0, false
+	}
+	return r.Cur, true
+}

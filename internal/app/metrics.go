@@ -4,6 +4,7 @@ import (
 	"github.com/kvsedge/kvsedge/cluster"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/kvsedge/kvsedge/serve"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -15,6 +16,7 @@ type boxCollector struct {
 	eng   *engine.Engine
 	cams  *ingest.Manager
 	peers *cluster.Cluster // nil without a cluster
+	conns func() serve.ConnStats
 }
 
 var (
@@ -43,6 +45,9 @@ var (
 	mPebbleFlushes     = prometheus.NewDesc("kvsedge_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
 	mPebbleCache       = prometheus.NewDesc("kvsedge_pebble_block_cache_total", "Pebble block cache lookups by result.", []string{"result"}, nil)
 	mPebbleMemtable    = prometheus.NewDesc("kvsedge_pebble_memtable_bytes", "Pebble memtables' size.", nil, nil)
+	mConnsOpen         = prometheus.NewDesc("kvsedge_http_connections_open", "API connections open now.", nil, nil)
+	mConnsAccepted     = prometheus.NewDesc("kvsedge_http_connections_accepted_total", "API connections accepted.", nil, nil)
+	mAcceptErrors      = prometheus.NewDesc("kvsedge_http_accept_errors_total", "Failed accepts (file limit reached, …), each retried after a pause.", nil, nil)
 	mMembers           = prometheus.NewDesc("kvsedge_cluster_members", "Cluster members by serf status.", []string{"status"}, nil)
 	mReplLag           = prometheus.NewDesc("kvsedge_replication_lag_seconds", "Replication lag of the stream's copy here, over recent fragments.", []string{"stream", "quantile"}, nil)
 	mReplMissing       = prometheus.NewDesc("kvsedge_replication_missing_fragments", "Fragments other holders have and this box lacks (last comparison).", []string{"stream"}, nil)
@@ -53,7 +58,7 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		mPebbleCache, mPebbleMemtable, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
 		ch <- d
 	}
 }
@@ -117,6 +122,13 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mPebbleCache, float64(ss.CacheHits), "hit")
 	counter(mPebbleCache, float64(ss.CacheMisses), "miss")
 	gauge(mPebbleMemtable, float64(ss.MemtableBytes))
+
+	if c.conns != nil {
+		cs := c.conns()
+		gauge(mConnsOpen, float64(cs.Open))
+		counter(mConnsAccepted, float64(cs.Accepted))
+		counter(mAcceptErrors, float64(cs.AcceptErrors))
+	}
 
 	if c.peers != nil {
 		byStatus := map[string]int{}

@@ -54,6 +54,7 @@ type Config struct {
 	TLS             TLSConfig     `koanf:"tls" yaml:"tls"`
 	Log             LogConfig     `koanf:"log" yaml:"log"`
 	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
+	HTTP            HTTPConfig    `koanf:"http" yaml:"http"`
 	Media           MediaConfig   `koanf:"media" yaml:"media"`
 	// Demo records the built-in demo clip into a "demo" stream, so a new
 	// box has something to watch. Default: on when no configuration file
@@ -198,6 +199,20 @@ func (c LogConfig) SlogLevel() slog.Level {
 	return l
 }
 
+// HTTPConfig bounds the API's connections, so a flood of idle or slow
+// connections never ends the process or starves cameras and uploads.
+type HTTPConfig struct {
+	// MaxConns caps connections served at once (more are answered 503);
+	// MaxConnsPerIP caps one client address's (more are closed at once).
+	MaxConns      int `koanf:"max_conns" yaml:"max_conns"`
+	MaxConnsPerIP int `koanf:"max_conns_per_ip" yaml:"max_conns_per_ip"`
+	// HeaderTimeout closes a connection whose request head (and JSON body)
+	// did not arrive within it; uploads and media reads are bounded by
+	// their progress instead (media.put_media_idle_close,
+	// media.get_media_idle_timeout).
+	HeaderTimeout time.Duration `koanf:"header_timeout" yaml:"header_timeout"`
+}
+
 // StorageConfig sizes the Pebble store.
 type StorageConfig struct {
 	CacheMiB    int `koanf:"cache_mib" yaml:"cache_mib"`
@@ -229,6 +244,7 @@ func Default() Config {
 		Log:       LogConfig{Level: "info", Format: "text"},
 		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, MinFreeMiB: 256, OnFull: "delete_oldest",
 			CapacityInterval: 10 * time.Second},
+		HTTP:    HTTPConfig{MaxConns: 4096, MaxConnsPerIP: 512, HeaderTimeout: 10 * time.Second},
 		Demo:    true,
 		Profile: "auto",
 		Media: MediaConfig{
@@ -484,6 +500,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.SegmentMiB < 1 || c.Storage.SegmentMiB > 1024 {
 		errs = append(errs, bad("storage.segment_mib", "%d is outside 1…1024", c.Storage.SegmentMiB))
+	}
+	if c.HTTP.MaxConns < 1 || c.HTTP.MaxConns > 1<<20 {
+		errs = append(errs, bad("http.max_conns", "%d is outside 1…1048576", c.HTTP.MaxConns))
+	}
+	if c.HTTP.MaxConnsPerIP < 1 || c.HTTP.MaxConnsPerIP > c.HTTP.MaxConns {
+		errs = append(errs, bad("http.max_conns_per_ip", "%d is outside 1…http.max_conns (%d)", c.HTTP.MaxConnsPerIP, c.HTTP.MaxConns))
+	}
+	if c.HTTP.HeaderTimeout < 100*time.Millisecond || c.HTTP.HeaderTimeout > time.Hour {
+		errs = append(errs, bad("http.header_timeout", "%v is outside 100ms…1h", c.HTTP.HeaderTimeout))
 	}
 	if c.Storage.MinFreeMiB < 0 {
 		errs = append(errs, bad("storage.min_free_mib", "%d is negative", c.Storage.MinFreeMiB))

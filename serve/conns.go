@@ -1,0 +1,91 @@
+package serve
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Connection limits (shared/kvs-api.md is silent; an appliance must not die
+// of a flood). fasthttp's accept loop returns, and so ends the server, on
+// any accept error that is not a timeout — "too many open files" included.
+// acceptLoop keeps accepting whatever the error, backing off while it lasts;
+// fasthttp enforces the other limits (Options.MaxConns as its Concurrency,
+// MaxConnsPerIP, HeaderTimeout as its ReadTimeout for the request head and
+// small bodies; the media routes clear the deadline and bound themselves by
+// progress, not age).
+
+// ConnStats are the server's connection counters.
+type ConnStats struct {
+	// Open is the connections currently accepted and not yet closed.
+	Open int64
+	// Accepted counts every accepted connection.
+	Accepted uint64
+	// AcceptErrors counts failed accepts (file limit reached, …); each is
+	// retried after a pause.
+	AcceptErrors uint64
+}
+
+// acceptLoop is a listener whose Accept retries failed accepts with a
+// backoff (5 ms doubling to 1 s) until the listener is closed, and counts
+// connections.
+type acceptLoop struct {
+	net.Listener
+	log    *slog.Logger
+	closed atomic.Bool
+
+	open, accepted, errs atomic.Int64
+	lastLog                atomic.Int64 // unix ns of the last logged accept error
+}
+
+func (l *acceptLoop) Accept() (net.Conn, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			l.accepted.Add(1)
+			l.open.Add(1)
+			return &countedConn{Conn: c, open: &l.open}, nil
+		}
+		if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		l.errs.Add(1)
+		if now := time.Now().UnixNano(); now-l.lastLog.Load() > int64(10*time.Second) {
+			l.lastLog.Store(now)
+			l.log.Warn("accepting connections failed; retrying (connections are refused meanwhile)", "err", err,
+				"open_connections", l.open.Load(), "accept_errors", l.errs.Load())
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+func (l *acceptLoop) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
+
+// countedConn decrements the open count once, on its first Close.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// ConnStats returns the connection counters.
+func (s *Server) ConnStats() ConnStats {
+	l := s.ln.Load()
+	if l == nil {
+		return ConnStats{}
+	}
+	return ConnStats{Open: l.open.Load(), Accepted: uint64(l.accepted.Load()), AcceptErrors: uint64(l.errs.Load())}
+}
