@@ -38,7 +38,7 @@ type acceptLoop struct {
 	closed atomic.Bool
 
 	open, accepted, errs atomic.Int64
-	lastLog                atomic.Int64 // unix ns of the last logged accept error
+	lastLog              atomic.Int64 // unix ns of the last logged accept error
 }
 
 func (l *acceptLoop) Accept() (net.Conn, error) {
