@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,7 +131,7 @@ func Start(opts Options) (*Cluster, error) {
 	conf.MemberlistConfig.DisableTcpPings = true
 	// serf and memberlist log through the standard logger; send it to slog
 	// at debug level.
-	stdlog := log.New(slogWriter{opts.Logger}, "", 0)
+	stdlog := log.New(slogWriter{l: opts.Logger, lastKey: new(atomic.Int64)}, "", 0)
 	conf.Logger, conf.MemberlistConfig.Logger = stdlog, stdlog
 	events := make(chan serf.Event, 64)
 	conf.EventCh = events
@@ -186,10 +187,26 @@ func (o *Options) tags() map[string]string {
 	return t
 }
 
-type slogWriter struct{ l *slog.Logger }
+// slogWriter takes serf's and memberlist's log lines at debug level, except
+// the one an operator must see: a peer whose gossip this box cannot
+// decrypt has another cluster.key (logged as a warning, at most once a
+// minute).
+type slogWriter struct {
+	l       *slog.Logger
+	lastKey *atomic.Int64
+}
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug(string(p), "component", "serf")
+	line := string(p)
+	if strings.Contains(line, "decrypt") || strings.Contains(line, "Encryption is configured but remote state is not encrypted") {
+		now := time.Now().UnixNano()
+		if last := w.lastKey.Load(); now-last > int64(time.Minute) && w.lastKey.CompareAndSwap(last, now) {
+			w.l.Warn("a box with a different cluster.key (or none) tried to talk to this one; it is kept out: give every box the same key",
+				"detail", strings.TrimSpace(line))
+			return len(p), nil
+		}
+	}
+	w.l.Debug(line, "component", "serf")
 	return len(p), nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,9 +34,14 @@ func freePort(t *testing.T) string {
 
 func startNode(t *testing.T, name string, seeds []string, key []byte) *Cluster {
 	t.Helper()
+	return startNodeLog(t, name, seeds, key, slog.New(slog.DiscardHandler))
+}
+
+func startNodeLog(t *testing.T, name string, seeds []string, key []byte, log *slog.Logger) *Cluster {
+	t.Helper()
 	c, err := Start(Options{NodeName: name, Bind: freePort(t), Seeds: seeds, Key: key, APIURL: "http://" + name + ":8080",
 		Profile: "test", FreeBytes: func() uint64 { return 1 << 30 }, FastFailureDetection: true,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,12 +134,16 @@ func TestWrongGossipKeyCannotJoin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long (seconds of real media or gossip): make test runs it")
 	}
-	a := startNode(t, "a", nil, []byte("0123456789abcdef"))
+	var logs syncLog
+	a := startNodeLog(t, "a", nil, []byte("0123456789abcdef"), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	defer a.Close()
 	seed := []string{a.serf.LocalMember().Addr.String() + ":" + fmt.Sprint(a.serf.LocalMember().Port)}
 	x := startNode(t, "x", seed, []byte("fedcba9876543210"))
 	defer x.Close()
-	time.Sleep(2 * time.Second)
+	// The box with the right key says why a peer is kept out.
+	waitFor(t, "a warning about the other cluster.key", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "different cluster.key")
+	})
 	if alive(a) != 1 || alive(x) != 1 {
 		t.Fatalf("a node with another gossip key joined: %v / %v", a.Members(), x.Members())
 	}
@@ -170,4 +181,22 @@ func TestQuorum(t *testing.T) {
 			t.Errorf("%+v: quorum %v, want %v", tc.ms, got, tc.want)
 		}
 	}
+}
+
+// syncLog collects log output written from several goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -56,7 +56,7 @@ func Open(opts Options) (*DB, error) {
 		FormatMajorVersion: pebble.FormatValueSeparation,
 		Logger:             pebbleLogger{opts.Logger},
 	}
-	if err := opts.FS.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)
 	}
 	pdb, err := pebble.Open(opts.Dir, po)

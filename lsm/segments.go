@@ -78,7 +78,7 @@ type streamSegments struct {
 
 func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, error) {
 	dir := fs.PathJoin(dataDir, mediaDirName)
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lsm: creating %s: %w", dir, err)
 	}
 	// The media directory's own entry must be durable before a segment in
@@ -214,7 +214,7 @@ func (ss *streamSegments) closeActive() {
 func (s *segmentStore) roll(ss *streamSegments) error {
 	ss.closeActive()
 	if ss.nextSeq == 0 {
-		if err := s.fs.MkdirAll(ss.dir, 0o755); err != nil {
+		if err := s.fs.MkdirAll(ss.dir, 0o700); err != nil {
 			return fmt.Errorf("lsm: %w", err)
 		}
 		seqs, err := s.list(ss.dir)

@@ -3,6 +3,8 @@
 // Open builds it from a validated configuration, in this order, recording
 // for each step how to undo it:
 //
+//  0. the data directory: created private (0700, umask 077) and locked, so
+//     a second server on it is refused with the first one's PID;
 //  1. credentials (configured, or generated once into the data directory)
 //     and the Go memory limit of the hardware profile;
 //  2. the engine over its store (engine.Open opens lsm);
@@ -116,6 +118,12 @@ func Open(o Options) (*App, error) {
 
 func (a *App) open(o Options) error {
 	cfg, log := a.cfg, a.log
+	// 0. The data directory, private and ours alone.
+	release, err := claimDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	a.did("data directory", release)
 	// 1. Credentials and memory.
 	creds, generated, err := config.EffectiveCredentials(cfg)
 	if err != nil {

@@ -2,8 +2,13 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,4 +134,55 @@ func TestAppOpenRefusesBadConfigAndUndoes(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDataDirectoryIsPrivateAndOneServersAlone: the data directory and what
+// the box writes there are its owner's only, and a second box on the same
+// directory is refused with the first one's process id.
+func TestDataDirectoryIsPrivateAndOneServersAlone(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := config.Default()
+	cfg.Listen, cfg.DataDir, cfg.Profile, cfg.Demo = "127.0.0.1:0", dir, "none", false
+	a, err := Open(Options{Config: &cfg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	_, err = Open(Options{Config: &second, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("is in use by process %d", os.Getpid())) {
+		t.Fatalf("second box on the same directory: %v", err)
+	}
+	if _, err := a.Engine().CreateStream(engine.CreateStreamInput{Name: "s", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s is %v: readable by others", path, perm)
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen < 5 {
+		t.Fatalf("only %d entries in the data directory", seen)
+	}
+	// Closed, the directory is free again.
+	b, err := Open(Options{Config: &second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	b.Close()
 }

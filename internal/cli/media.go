@@ -430,6 +430,12 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 					nums[i] = f.FragmentNumber
 				}
 				err := func() error {
+					// File names come from the endpoint's answer: only a
+					// fragment number (digits) may name a file, so a hostile
+					// endpoint cannot write outside --dir.
+					if !isFragmentNumber(nums[0]) {
+						return fmt.Errorf("the endpoint listed %q, which is not a fragment number", nums[0])
+					}
 					resp, err := cl.post(ctx, "/getMediaForFragmentList", map[string]any{"StreamName": cf.stream, "Fragments": nums})
 					if err != nil {
 						return err
@@ -536,4 +542,18 @@ func printAPI(name, path string, args []string, stdout, stderr io.Writer) error 
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// isFragmentNumber reports whether s is a KVS fragment number: 1 to 64
+// decimal digits (kvsedge's are 32, KVS's 47).
+func isFragmentNumber(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
