@@ -128,3 +128,7 @@ func (d *DemoSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 func (d *DemoSource) Clip() (aus [][][]byte, keys []bool, sps, pps []byte) {
 	return d.aus, d.keys, d.sps, d.pps
 }
+
+// AccessUnits returns the clip's access units (NAL units without start
+// codes) and its SPS and PPS, for test sources that publish it.
+func (d *DemoSource) AccessUnits() (aus [][][]byte, sps, pps []byte) { return d.aus, d.sps, d.pps }

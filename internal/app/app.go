@@ -13,8 +13,9 @@
 //  5. the camera manager, the demo camera, the file's cameras and the
 //     edge agent (package ingest);
 //  6. the HTTP server (package serve) with /metrics and /readyz;
-//  7. the background loops: edge agent, placement, retention, capacity,
-//     and the configuration-file watcher.
+//  7. the background loops: edge agent, placement, retention, capacity;
+//     the configuration-file watcher (started before the server, whose
+//     /readyz reports a file that could not be applied).
 //
 // Run serves the API until its context ends, then shuts the HTTP server
 // down. Close undoes Open's steps in reverse order — loops stopped and
@@ -78,6 +79,7 @@ type App struct {
 	peers    *cluster.Cluster // nil without cluster.bind
 	endpoint string
 	tls      bool
+	watch    *configWatch // nil without a configuration file
 
 	// steps undo Open, in Open's order; Close runs them backwards.
 	steps []step
@@ -282,17 +284,29 @@ func (a *App) open(o Options) error {
 	}
 	edge := ingest.NewEdgeAgent(a.eng, a.cams, cfg.Secrets, log)
 
+	// The configuration file's watcher (its problems show in /readyz).
+	opts.Readiness = map[string]serve.ReadinessCheck{}
+	if o.ConfigFile != "" && o.Reload != nil {
+		w, stop, err := watchCameraFile(o.ConfigFile, o.Reload, a.cams, edge, log)
+		if err != nil {
+			return fmt.Errorf("watching %s: %w", o.ConfigFile, err)
+		}
+		a.did("configuration watcher", func() error { stop(); return nil })
+		opts.Readiness["config"] = w.Problem
+		a.watch = w
+	}
+
 	// 6. HTTP server.
 	collector := &boxCollector{eng: a.eng, cams: a.cams, peers: a.peers}
 	opts.Metrics = newMetricsRegistry(collector)
 	if a.peers != nil {
 		peers := a.peers
-		opts.Readiness = map[string]serve.ReadinessCheck{"cluster": func() string {
+		opts.Readiness["cluster"] = func() string {
 			if !peers.HasQuorum() {
 				return "this box has not joined the cluster, or sees fewer than half of its members"
 			}
 			return ""
-		}}
+		}
 	}
 	a.srv, err = serve.New(a.eng, opts)
 	if err != nil {
@@ -311,13 +325,7 @@ func (a *App) open(o Options) error {
 	}
 	a.goBackground(func() { a.eng.RunRetention(bgCtx, cfg.Media.RetentionInterval) })
 	a.goBackground(func() { a.eng.RunCapacity(bgCtx, cfg.Storage.CapacityInterval) })
-	if o.ConfigFile != "" && o.Reload != nil {
-		stop, err := watchCameraFile(o.ConfigFile, o.Reload, a.cams, edge, log)
-		if err != nil {
-			return fmt.Errorf("watching %s: %w", o.ConfigFile, err)
-		}
-		a.did("configuration watcher", func() error { stop(); return nil })
-	}
+
 	return nil
 }
 
@@ -334,6 +342,9 @@ func (a *App) Addr() net.Addr { return a.ln.Addr() }
 
 // Engine is the app's engine (for in-process tests and tools).
 func (a *App) Engine() *engine.Engine { return a.eng }
+
+// configWatch is the configuration file's watcher (nil without one).
+func (a *App) configWatch() *configWatch { return a.watch }
 
 // Cameras is the app's camera manager.
 func (a *App) Cameras() *ingest.Manager { return a.cams }

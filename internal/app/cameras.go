@@ -1,9 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/knadh/koanf/providers/file"
@@ -33,47 +36,126 @@ func fileCameras(cfg *config.Config) ([]ingest.CameraConfig, error) {
 	return out, nil
 }
 
-// watchCameraFile re-reads the configuration when its file changes and
-// applies the new camera list. Other settings need a restart; a file that
-// no longer validates is reported and ignored.
-func watchCameraFile(path string, load func() (*config.Config, error), cams *ingest.Manager, edge *ingest.EdgeAgent, log *slog.Logger) (stop func(), err error) {
+// configWatch applies the configuration file's cameras and secrets when
+// the file changes, so that an edit never stops a camera by accident:
+//
+//   - events are debounced (reloadDelay after the last one), so an editor's
+//     truncate-then-write or write-then-rename is read once, whole;
+//   - an empty file (a save in progress) or one that does not load and
+//     validate whole keeps the running set; the log and /readyz say so
+//     until a valid file replaces it;
+//   - the same bytes again change nothing; a camera whose settings did not
+//     change is not restarted (its Key is unchanged); cameras configured
+//     through the edge configuration API are never touched.
+type configWatch struct {
+	path string
+	load func() (*config.Config, error)
+	cams *ingest.Manager
+	edge *ingest.EdgeAgent
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	applied []byte // the file's bytes last applied (or loaded at start)
+	problem atomic.Pointer[string]
+	stopped bool
+}
+
+// reloadDelay is how long the file must stay unchanged before it is read.
+const reloadDelay = 500 * time.Millisecond
+
+// Problem is what is wrong with the file on disk ("" when it is applied).
+func (w *configWatch) Problem() string {
+	if p := w.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (w *configWatch) changed() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.timer = time.AfterFunc(reloadDelay, w.reload)
+}
+
+func (w *configWatch) setProblem(p string) {
+	if p == "" {
+		w.problem.Store(nil)
+		return
+	}
+	w.problem.Store(&p)
+}
+
+func (w *configWatch) reload() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	b, err := os.ReadFile(w.path)
+	switch {
+	case err != nil:
+		w.setProblem(fmt.Sprintf("configuration file %s cannot be read (%v); running with the last valid one", w.path, err))
+		w.log.Warn("configuration file cannot be read; cameras unchanged", "file", w.path, "err", err)
+		return
+	case len(bytes.TrimSpace(b)) == 0:
+		w.setProblem(fmt.Sprintf("configuration file %s is empty; running with the last valid one", w.path))
+		w.log.Warn("configuration file is empty (a save in progress?); cameras unchanged", "file", w.path)
+		return
+	case bytes.Equal(b, w.applied):
+		w.setProblem("")
+		return
+	}
+	cfg, err := w.load()
+	if err != nil {
+		w.setProblem(fmt.Sprintf("configuration file %s is invalid; running with the last valid one: %v", w.path, err))
+		w.log.Warn("configuration file changed but is invalid; cameras unchanged", "file", w.path, "err", err)
+		return
+	}
+	cc, err := fileCameras(cfg)
+	if err == nil {
+		err = w.cams.Apply(ingest.GroupFile, cc)
+	}
+	if err != nil {
+		w.setProblem(fmt.Sprintf("cameras of configuration file %s could not all be applied: %v", w.path, err))
+		w.log.Warn("applying cameras from the configuration file", "err", err)
+		return
+	}
+	w.edge.SetSecrets(cfg.Secrets)
+	w.applied = b
+	w.setProblem("")
+	w.log.Info("configuration file reloaded; changed cameras restarted, others untouched", "file", w.path, "cameras", len(cc))
+}
+
+// watchCameraFile starts a configWatch on path (whose current content
+// was applied at start).
+func watchCameraFile(path string, load func() (*config.Config, error), cams *ingest.Manager, edge *ingest.EdgeAgent, log *slog.Logger) (*configWatch, func(), error) {
+	w := &configWatch{path: path, load: load, cams: cams, edge: edge, log: log}
+	w.applied, _ = os.ReadFile(path)
 	fp := file.Provider(path)
-	var last time.Time
-	reload := func() {
-		st, err := os.Stat(path)
-		if err == nil && st.ModTime().Equal(last) {
-			return
-		}
-		if err == nil {
-			last = st.ModTime()
-		}
-		cfg, err := load()
-		if err != nil {
-			log.Warn("configuration file changed but does not load; cameras unchanged", "file", path, "err", err)
-			return
-		}
-		edge.SetSecrets(cfg.Secrets)
-		cc, err := fileCameras(cfg)
-		if err == nil {
-			err = cams.Apply(ingest.GroupFile, cc)
-		}
-		if err != nil {
-			log.Warn("applying cameras from the configuration file", "err", err)
-			return
-		}
-		log.Info("cameras reloaded from the configuration file", "cameras", len(cc))
-	}
-	if st, err := os.Stat(path); err == nil {
-		last = st.ModTime()
-	}
 	if err := fp.Watch(func(_ any, err error) {
 		if err != nil {
 			log.Warn("watching the configuration file", "err", err)
 			return
 		}
-		reload()
+		w.changed()
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func() { _ = fp.Unwatch() }, nil
+	stop := func() {
+		_ = fp.Unwatch()
+		w.mu.Lock()
+		w.stopped = true
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+		w.mu.Unlock()
+	}
+	return w, stop, nil
 }
