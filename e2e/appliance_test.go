@@ -248,7 +248,7 @@ func TestDiskFullRefuseNewThenRecover(t *testing.T) {
 	disk := smallDisk(t, 64)
 	const minFree = 10 << 20
 	env := append(streamEnv(filepath.Join(disk, "data")), "KVSEDGE_STORAGE__MIN_FREE_MIB=10", "KVSEDGE_STORAGE__ON_FULL=refuse_new",
-		"KVSEDGE_STORAGE__SEGMENT_MIB=2", "KVSEDGE_STORAGE__CAPACITY_INTERVAL=1s", "KVSEDGE_MEDIA__RING_MIB_PER_STREAM=4",
+		"KVSEDGE_STORAGE__SEGMENT_MIB=2", "KVSEDGE_STORAGE__RESERVE_MIB=2", "KVSEDGE_STORAGE__CAPACITY_INTERVAL=1s", "KVSEDGE_MEDIA__RING_MIB_PER_STREAM=4",
 		"KVSEDGE_PROFILE=none")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	ep := p.endpoint
@@ -351,7 +351,7 @@ func persistedOrError(acks []ack) []ack {
 func TestDiskFullDeleteOldestKeepsHolds(t *testing.T) {
 	disk := smallDisk(t, 64)
 	env := append(streamEnv(filepath.Join(disk, "data")), "KVSEDGE_STORAGE__MIN_FREE_MIB=10", "KVSEDGE_STORAGE__ON_FULL=delete_oldest",
-		"KVSEDGE_STORAGE__SEGMENT_MIB=2", "KVSEDGE_STORAGE__CAPACITY_INTERVAL=1s", "KVSEDGE_MEDIA__RING_MIB_PER_STREAM=4",
+		"KVSEDGE_STORAGE__SEGMENT_MIB=2", "KVSEDGE_STORAGE__RESERVE_MIB=2", "KVSEDGE_STORAGE__CAPACITY_INTERVAL=1s", "KVSEDGE_MEDIA__RING_MIB_PER_STREAM=4",
 		"KVSEDGE_PROFILE=none")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	ep := p.endpoint

@@ -164,8 +164,22 @@ func streamLimit(info *StreamInfo) (int64, string) {
 // Capacity returns the last sweep's report.
 func (e *Engine) Capacity() CapacityReport {
 	e.cap.mu.Lock()
-	defer e.cap.mu.Unlock()
-	return e.cap.report
+	rep := e.cap.report
+	e.cap.mu.Unlock()
+	// The store's own guard sees a disk filled by anyone, at once
+	// (lsm/space.go); the controller only at its next sweep.
+	if sp := e.db.Space(); sp.Refusing {
+		rep.Refusing = true
+		alarm := fmt.Sprintf("the disk is full (%d MiB free): new media and changes are refused until space returns", sp.AvailBytes>>20)
+		if e.db.ReadOnly() {
+			alarm = fmt.Sprintf("the disk was full at start (%d MiB free): the store is read-only, reads are served; it reopens to write once space returns", sp.AvailBytes>>20)
+		}
+		if rep.Alarm != "" {
+			alarm += "; " + rep.Alarm
+		}
+		rep.Alarm = alarm
+	}
+	return rep
 }
 
 // RunCapacity sweeps every interval until ctx ends.
@@ -425,6 +439,12 @@ func (e *Engine) deleteStep(s *stream) (int, int64, bool) {
 func (e *Engine) admit(s *stream) error {
 	if e.full.Load() {
 		return ErrStorageFull
+	}
+	if err := e.db.MediaSpace(); err != nil {
+		// Something filled the disk faster than the controller's interval
+		// (lsm/space.go): refuse, and let the controller look now.
+		e.KickCapacity()
+		return fmt.Errorf("%w: %w", ErrStorageFull, err)
 	}
 	if s.denied.Load() {
 		return fmt.Errorf("%w: stream %s is at its byte limit", ErrStorageFull, s.info.Load().Name)

@@ -126,6 +126,10 @@ func openOn(db *lsm.DB, opts Options) (*Engine, error) {
 		}
 		if _, gone := e.mu.tombs[info.ARN]; gone {
 			// A crash inside DeleteStream, after its tombstone: finish it.
+			if db.ReadOnly() {
+				opts.Logger.Warn("a deletion left unfinished by a crash waits until the disk has room", "stream", info.Name)
+				continue
+			}
 			if err := db.DeleteStream(r.ID); err != nil {
 				return nil, fmt.Errorf("engine: finishing the deletion of %s: %w", info.Name, err)
 			}
@@ -138,6 +142,14 @@ func openOn(db *lsm.DB, opts Options) (*Engine, error) {
 	opts.Logger.Info("stream registry loaded", "streams", len(recs))
 	return e, nil
 }
+
+// StoreReadOnly reports a store opened read-only because the disk was
+// full at start (lsm/space.go): reads are served, writes refused.
+func (e *Engine) StoreReadOnly() bool { return e.db.ReadOnly() }
+
+// StoreCanReopen reports, for a read-only store, that the disk has room
+// again: the owner closes the engine and opens it again to write.
+func (e *Engine) StoreCanReopen() bool { return e.db.ReadOnlyCanWrite() }
 
 // Region and AccountID are those the engine puts in ARNs.
 func (e *Engine) Region() string    { return e.opts.Region }

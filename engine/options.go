@@ -105,11 +105,14 @@ type StoreOptions struct {
 	SyncWindow time.Duration
 	// SegmentBytes is the size of one media segment file (default 64 MiB).
 	SegmentBytes int64
+	// ReserveBytes is the reserve file that gives the store room when the
+	// disk is found full (lsm/space.go; default 16 MiB, negative: none).
+	ReserveBytes int64
 }
 
 func (s StoreOptions) lsmOptions(log *slog.Logger) lsm.Options {
 	return lsm.Options{Dir: s.Dir, CacheBytes: s.CacheBytes, MemTableBytes: s.MemTableBytes,
-		SyncWindow: s.SyncWindow, SegmentBytes: s.SegmentBytes, Logger: log}
+		SyncWindow: s.SyncWindow, SegmentBytes: s.SegmentBytes, ReserveBytes: s.ReserveBytes, Logger: log}
 }
 
 func (s StoreOptions) validate() []error {

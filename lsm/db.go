@@ -30,6 +30,9 @@ type DB struct {
 	segs *segmentStore
 	// group syncs fragments in windows (Options.SyncWindow), else nil.
 	group *syncGroup
+	// space refuses writes on a (nearly) full disk before Pebble sees
+	// them (space.go).
+	space *spaceGuard
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -59,6 +62,16 @@ func Open(opts Options) (*DB, error) {
 	if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)
 	}
+	space := newSpaceGuard(opts.FS, opts.Dir, opts.ReserveBytes)
+	if space.startFull() {
+		// No room even for Pebble to flush its log at open (it would retry
+		// for ever): open read-only, serve reads, refuse every write; the
+		// owner reopens once ReadOnlyCanWrite says there is room.
+		po.ReadOnly = true
+		space.readOnly = true
+		opts.Logger.Error("the disk is full: the store is opened read-only (reads are served, writes refused until space returns)",
+			"dir", opts.Dir)
+	}
 	pdb, err := pebble.Open(opts.Dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("lsm: opening pebble in %s: %w", opts.Dir, err)
@@ -68,13 +81,25 @@ func Open(opts Options) (*DB, error) {
 		_ = pdb.Close()
 		return nil, err
 	}
-	d := &DB{opts: opts, db: pdb, segs: segs}
+	d := &DB{opts: opts, db: pdb, segs: segs, space: space}
 	if opts.SyncWindow > 0 {
 		d.group = newSyncGroup(pdb, opts.SyncWindow)
 	}
 	if err := d.checkSchema(); err != nil {
 		_ = pdb.Close()
 		return nil, err
+	}
+	if space.readOnly {
+		next, err := d.getUint32(metaKey(metaNextStreamID))
+		if errors.Is(err, ErrNotFound) {
+			next, err = 1, nil
+		}
+		if err != nil {
+			_ = pdb.Close()
+			return nil, err
+		}
+		d.mu.nextStreamID = StreamID(next)
+		return d, nil // no orphan cleanup, no reserve: nothing is written
 	}
 	next, err := d.getUint32(metaKey(metaNextStreamID))
 	switch {
@@ -89,6 +114,7 @@ func Open(opts Options) (*DB, error) {
 		_ = pdb.Close()
 		return nil, err
 	}
+	_ = space.check(false) // makes the reserve when there is room
 	return d, nil
 }
 
@@ -107,6 +133,8 @@ func (d *DB) Close() error {
 func (d *DB) checkSchema() error {
 	v, err := d.getUint32(metaKey(metaSchemaVersion))
 	switch {
+	case errors.Is(err, ErrNotFound) && d.space.readOnly:
+		return fmt.Errorf("lsm: %w: a new store cannot be created on a full disk", ErrNoSpace)
 	case errors.Is(err, ErrNotFound):
 		if !d.isEmpty() {
 			// A store with data but no version is damaged, not new: never
@@ -228,6 +256,9 @@ func (d *DB) SessionKey() ([]byte, error) {
 	}
 	if !errors.Is(err, pebble.ErrNotFound) {
 		return nil, fmt.Errorf("lsm: reading the session key: %w", err)
+	}
+	if err := d.space.check(false); err != nil {
+		return nil, err
 	}
 	k := make([]byte, 32)
 	if _, err := rand.Read(k); err != nil {

@@ -74,6 +74,9 @@ func (d *DB) Term(id StreamID) (uint64, uint16, error) {
 // PutTerm durably records that node ingests the stream under term. It must
 // return before any fragment numbered in the term is acknowledged.
 func (d *DB) PutTerm(id StreamID, term uint64, node uint16) error {
+	if err := d.space.check(false); err != nil {
+		return err
+	}
 	v := make([]byte, 0, 11)
 	v = append(v, 1)
 	v = binary.BigEndian.AppendUint64(v, term)
@@ -106,6 +109,9 @@ type FragmentWrite struct {
 // the fragment is durable and may be acknowledged PERSISTED. Concurrent
 // calls of different streams share WAL syncs (Pebble's group commit).
 func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
+	if err := d.space.check(true); err != nil {
+		return err
+	}
 	grouped := d.group != nil
 	ref, ss, err := d.segs.appendMedia(id, w.Media, !grouped)
 	if err != nil {
@@ -380,6 +386,9 @@ func (d *DB) LastAtOrBefore(id StreamID, idx fragment.TimeIndex, ms int64) (frag
 // how many fragments went and their media bytes. The batch is synced before
 // any segment is unlinked, so no index entry outlives its media.
 func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, int64, error) {
+	if d.space.readOnly {
+		return 0, 0, ErrNoSpace
+	}
 	var (
 		n     int
 		bytes int64

@@ -28,6 +28,11 @@ type Options struct {
 	// SegmentBytes is the size at which a media segment file is closed
 	// and the next begun (each is preallocated to it). Default 64 MiB.
 	SegmentBytes int64
+	// ReserveBytes is the reserve file kept in Dir and deleted when the
+	// disk is found full, so Pebble always has room for its log (space.go).
+	// Default 16 MiB on the operating system's filesystem, none on others;
+	// negative: none.
+	ReserveBytes int64
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger
@@ -37,6 +42,12 @@ type Options struct {
 func (o *Options) EnsureDefaults() {
 	if o.FS == nil {
 		o.FS = vfs.Default
+	}
+	if o.ReserveBytes == 0 && o.FS == vfs.Default {
+		o.ReserveBytes = 16 << 20
+	}
+	if o.ReserveBytes < 0 {
+		o.ReserveBytes = 0
 	}
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 32 << 20

@@ -42,6 +42,9 @@ const tombPrefix = "tomb/"
 // PutTombstone records, synced, that the stream with this ARN was deleted
 // at ms.
 func (d *DB) PutTombstone(arn string, ms int64) error {
+	if err := d.space.check(false); err != nil {
+		return err
+	}
 	v := binary.BigEndian.AppendUint64(nil, uint64(ms))
 	if err := d.db.Set(metaKey(tombPrefix+arn), v, pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: writing tombstone: %w", err)

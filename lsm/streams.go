@@ -32,6 +32,9 @@ func (d *DB) AllocStreamID() (StreamID, error) {
 // PutStream writes a stream record and advances the persisted id counter past
 // id, in one synced batch.
 func (d *DB) PutStream(id StreamID, value []byte) error {
+	if err := d.space.check(false); err != nil {
+		return err
+	}
 	if id == 0 {
 		return errors.New("lsm: stream id 0 is reserved")
 	}
@@ -56,6 +59,9 @@ func (d *DB) PutStream(id StreamID, value []byte) error {
 // DeleteStream removes a stream record and, with range deletions, every
 // fragment, index entry and header of the stream, in one synced batch.
 func (d *DB) DeleteStream(id StreamID) error {
+	if d.space.readOnly {
+		return ErrNoSpace
+	}
 	b := d.db.NewBatch()
 	defer b.Close()
 	if err := b.Delete(streamKey(id), nil); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"syscall"
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/serve/sigv4"
@@ -94,6 +95,9 @@ func engineError(err error) *apiError {
 		return invalidArgument("The stream ARN is malformed.")
 	case errors.Is(err, engine.ErrStreamNameRequired):
 		return invalidArgument("Either StreamName or StreamARN must be specified.")
+	case errors.Is(err, engine.ErrStorageFull), errors.Is(err, syscall.ENOSPC):
+		// Retriable: the SDKs back off and retry this exception.
+		return newAPIError(http.StatusBadRequest, errClientLimitExceeded, "The box's storage is full: changes are refused until space returns. Retry later.")
 	}
 	return newAPIError(http.StatusInternalServerError, errInternalFailure, "The request processing has failed because of an unknown error, exception or failure.")
 }

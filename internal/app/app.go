@@ -158,6 +158,7 @@ func (a *App) open(o Options) error {
 			MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
 			SyncWindow:    cfg.Storage.SyncWindow,
 			SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
+			ReserveBytes:  reserveBytes(cfg.Storage.ReserveMiB),
 		},
 		NodeID:             nodeID,
 		Region:             cfg.Region,
@@ -271,7 +272,9 @@ func (a *App) open(o Options) error {
 		}
 		if err := a.cams.Apply(ingest.GroupDemo, []ingest.CameraConfig{{Stream: "demo", Source: src, Key: "demo", RetentionHours: 1,
 			Tags: map[string]string{"kvsedge:demo": "true"}}}); err != nil {
-			return err
+			// Its stream could not be made (a full disk): the box serves
+			// what it has; the camera starts with the next reopen.
+			log.Warn("demo camera not started", "err", err)
 		}
 		log.Info("demo camera recording into stream \"demo\" (turn off with --demo=false or demo: false)")
 	}
@@ -280,7 +283,7 @@ func (a *App) open(o Options) error {
 		return err
 	}
 	if err := a.cams.Apply(ingest.GroupFile, cc); err != nil {
-		return err
+		log.Warn("some cameras of the configuration file are not started", "err", err)
 	}
 	edge := ingest.NewEdgeAgent(a.eng, a.cams, cfg.Secrets, log)
 
@@ -351,25 +354,53 @@ func (a *App) Cameras() *ingest.Manager { return a.cams }
 
 // Run serves the API until ctx ends, then shuts the HTTP server down
 // (connections get up to 5 s to finish). A serving error other than the
-// shutdown is returned.
+// shutdown is returned, and ErrReopen when a store opened read-only on a
+// full disk can be written again.
 func (a *App) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(a.ln) }()
 	a.log.Info("kvsedge serving", "version", a.version, "listen", a.ln.Addr().String(), "endpoint", a.endpoint,
 		"data_dir", a.cfg.DataDir, "tls", a.tls, "auth", !a.cfg.Auth.Disabled)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving: %w", err)
-	case <-ctx.Done():
+	var reopen <-chan time.Time
+	if a.eng.StoreReadOnly() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		reopen = t.C
+	}
+wait:
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serving: %w", err)
+		case <-ctx.Done():
+			break wait
+		case <-reopen:
+			if a.eng.StoreCanReopen() {
+				a.log.Info("the disk has room again: reopening the store to write")
+				a.shutdownServer()
+				<-errc
+				return ErrReopen
+			}
+		}
 	}
 	a.log.Info("shutting down")
+	a.shutdownServer()
+	<-errc
+	return nil
+}
+
+// ErrReopen: Run ended because the app must be closed and opened again
+// (its store was opened read-only on a full disk, and the disk has room
+// now). The caller calls Close, then Open with the same options.
+var ErrReopen = errors.New("app: reopen to write: the disk has room again")
+
+// shutdownServer stops the HTTP server (connections get up to 5 s).
+func (a *App) shutdownServer() {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		a.log.Warn("shutdown", "err", err)
 	}
-	<-errc
-	return nil
 }
 
 // Close undoes Open, last step first, and reports every step that failed.
@@ -444,4 +475,12 @@ func peerTLSConfig(caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("cluster.ca_file: %s holds no PEM certificate", caFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// reserveBytes is storage.reserve_mib for the store: 0 MiB is none (-1).
+func reserveBytes(mib int) int64 {
+	if mib == 0 {
+		return -1
+	}
+	return int64(mib) << 20
 }

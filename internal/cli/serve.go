@@ -24,12 +24,21 @@ func runServe(args []string, _, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	path, _ := fs.GetString("config")
-	a, err := app.Open(app.Options{Config: cfg, Logger: log, Version: version, ConfigFile: path,
-		Reload: func() (*config.Config, error) { return config.Load(fs, os.Environ()) }})
-	if err != nil {
-		return err
+	for {
+		a, err := app.Open(app.Options{Config: cfg, Logger: log, Version: version, ConfigFile: path,
+			Reload: func() (*config.Config, error) { return config.Load(fs, os.Environ()) }})
+		if err != nil {
+			return err
+		}
+		// A reopen listens where this one did (also when it was port 0).
+		cfg.Listen = a.Addr().String()
+		err = a.Run(ctx)
+		if cerr := a.Close(); !errors.Is(err, app.ErrReopen) || cerr != nil {
+			return errors.Join(err, cerr)
+		}
+		// The store was read-only on a full disk and has room now: the
+		// whole appliance is opened again, in this process.
 	}
-	return errors.Join(a.Run(ctx), a.Close())
 }
 
 func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {

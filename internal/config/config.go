@@ -223,6 +223,10 @@ type StorageConfig struct {
 	// SegmentMiB is the size of the media segment files (each is
 	// preallocated; retention frees whole segments).
 	SegmentMiB int `koanf:"segment_mib" yaml:"segment_mib"`
+	// ReserveMiB is a file kept in the data directory and deleted when the
+	// disk is found full (filled by something else), so the store always
+	// has room to record what it must; 0 keeps none.
+	ReserveMiB int `koanf:"reserve_mib" yaml:"reserve_mib"`
 	// MinFreeMiB is the free disk space the box keeps; OnFull is what it
 	// does when a limit is reached: delete_oldest (oldest media, except
 	// streams on hold, goes) or refuse_new (PutMedia gets ERROR acks,
@@ -242,7 +246,7 @@ func Default() Config {
 		AccountID: "000000000000",
 		Auth:      AuthConfig{MaxSkew: 5 * time.Minute},
 		Log:       LogConfig{Level: "info", Format: "text"},
-		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, MinFreeMiB: 256, OnFull: "delete_oldest",
+		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, ReserveMiB: 16, MinFreeMiB: 256, OnFull: "delete_oldest",
 			CapacityInterval: 10 * time.Second},
 		HTTP:    HTTPConfig{MaxConns: 4096, MaxConnsPerIP: 512, HeaderTimeout: 10 * time.Second},
 		Demo:    true,
@@ -509,6 +513,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.HeaderTimeout < 100*time.Millisecond || c.HTTP.HeaderTimeout > time.Hour {
 		errs = append(errs, bad("http.header_timeout", "%v is outside 100ms…1h", c.HTTP.HeaderTimeout))
+	}
+	if c.Storage.ReserveMiB < 0 || c.Storage.ReserveMiB > 4096 {
+		errs = append(errs, bad("storage.reserve_mib", "%d is outside 0…4096", c.Storage.ReserveMiB))
 	}
 	if c.Storage.MinFreeMiB < 0 {
 		errs = append(errs, bad("storage.min_free_mib", "%d is negative", c.Storage.MinFreeMiB))
