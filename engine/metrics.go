@@ -14,6 +14,8 @@ type metrics struct {
 	// persistLatency: from a fragment complete to durable (when its
 	// PERSISTED ack may go), by bucket.
 	persistLatency latencyHistogram
+	// unreadable counts stored fragments found damaged by readers.
+	unreadable atomic.Uint64
 }
 
 // LatencyBucketsMs are the upper bounds of the persist-latency histogram.
@@ -50,6 +52,9 @@ type Stats struct {
 	BytesPersisted uint64
 	// PersistLatency: from fragment complete to durable.
 	PersistLatency Latency
+	// UnreadableFragments counts stored fragments readers found damaged
+	// (and skipped) since start.
+	UnreadableFragments uint64
 }
 
 // Stats returns the counters.
@@ -62,6 +67,8 @@ func (e *Engine) Stats() Stats {
 		BytesImported:      e.metrics.bytesImported.Load(),
 		BytesPersisted:     e.metrics.bytesPersisted.Load(),
 		PersistLatency:     e.metrics.persistLatency.snapshot(),
+
+		UnreadableFragments: e.metrics.unreadable.Load(),
 	}
 }
 

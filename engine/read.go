@@ -15,6 +15,20 @@ import (
 // ErrFragmentNotFound: a fragment number that the stream does not hold.
 var ErrFragmentNotFound = errors.New("engine: fragment not found")
 
+// UnreadableError is returned by Cursor.Next for a stored fragment whose
+// media cannot be read back intact; the cursor has moved past it, so the
+// next call goes on with the fragment after.
+type UnreadableError struct {
+	Number fragment.Number
+	Err    error
+}
+
+func (e *UnreadableError) Error() string {
+	return fmt.Sprintf("engine: fragment %s is unreadable: %v", e.Number, e.Err)
+}
+
+func (e *UnreadableError) Unwrap() error { return e.Err }
+
 // ErrIdle is returned by Cursor.Next when no fragment arrived within the
 // idle time at the live edge.
 var ErrIdle = errors.New("engine: no new fragment within the idle time")
@@ -288,6 +302,16 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 			m, media, ok, err := c.e.db.NextFragment(c.s.id, c.after, oldest, buf)
 			if err != nil || !ok {
 				putMediaBuffer(buf)
+			}
+			if err != nil && !m.Number.IsZero() && m.Number.Compare(c.after) > 0 {
+				// Its record is intact but its media is not (a flipped
+				// byte, a damaged segment): the reader skips it and goes
+				// on; the caller says so where it stands.
+				c.after = m.Number
+				c.e.metrics.unreadable.Add(1)
+				c.e.opts.Logger.Error("a stored fragment is unreadable and skipped (kvsedge check reports the damage)",
+					"stream", c.s.info.Load().Name, "number", m.Number.String(), "err", err)
+				return nil, &UnreadableError{Number: m.Number, Err: err}
 			}
 			if err != nil {
 				return nil, fmt.Errorf("engine: %w", err)

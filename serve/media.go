@@ -206,6 +206,13 @@ func (s *Server) getMedia(ctx *fasthttp.RequestCtx) {
 				return nil
 			case errors.Is(err, engine.ErrStreamDeleted):
 				return cw.errorChunk(cur.Position(), 4000, "STREAM_DELETED")
+			case errors.As(err, new(*engine.UnreadableError)):
+				// A damaged fragment: an error chunk in its place, then on
+				// with the next one.
+				if err := cw.errorChunk(cur.Position(), 5000, "INTERNAL_ERROR"); err != nil {
+					return err
+				}
+				continue
 			case err != nil:
 				if cw.ctx.Err() != nil {
 					return nil
@@ -271,21 +278,30 @@ func (s *Server) getMediaForFragmentList(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.hijackChunks(ctx, func(cw *chunkWriter) error {
-		f := first
-		for i := 0; ; {
-			err := cw.fragment(f, fragment.Number{})
-			f.Release()
+		err := cw.fragment(first, fragment.Number{})
+		first.Release()
+		if err != nil {
+			return err
+		}
+		// A fragment that is gone (retention) or damaged gets an error
+		// chunk in its place; the list goes on.
+		for i := 1; i < len(nums); i++ {
+			f, err := s.eng.Fragment(ref, nums[i])
+			switch {
+			case errors.Is(err, engine.ErrFragmentNotFound):
+				err = cw.errorChunk(nums[i-1], 4000, "FRAGMENT_NOT_FOUND")
+			case err != nil:
+				s.opts.Logger.Error("a listed fragment is unreadable and skipped", "stream", info.Name, "number", nums[i].String(), "err", err)
+				err = cw.errorChunk(nums[i-1], 5000, "INTERNAL_ERROR")
+			default:
+				err = cw.fragment(f, fragment.Number{})
+				f.Release()
+			}
 			if err != nil {
 				return err
 			}
-			if i++; i == len(nums) {
-				return nil
-			}
-			f, err = s.eng.Fragment(ref, nums[i])
-			if err != nil {
-				return cw.errorChunk(nums[i-1], 4000, "FRAGMENT_NOT_FOUND")
-			}
 		}
+		return nil
 	})
 }
 

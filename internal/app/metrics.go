@@ -45,6 +45,7 @@ var (
 	mPebbleFlushes     = prometheus.NewDesc("kvsedge_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
 	mPebbleCache       = prometheus.NewDesc("kvsedge_pebble_block_cache_total", "Pebble block cache lookups by result.", []string{"result"}, nil)
 	mPebbleMemtable    = prometheus.NewDesc("kvsedge_pebble_memtable_bytes", "Pebble memtables' size.", nil, nil)
+	mUnreadable        = prometheus.NewDesc("kvsedge_store_unreadable_fragments_total", "Stored fragments readers found damaged and skipped (kvsedge check reports them).", nil, nil)
 	mConnsOpen         = prometheus.NewDesc("kvsedge_http_connections_open", "API connections open now.", nil, nil)
 	mConnsAccepted     = prometheus.NewDesc("kvsedge_http_connections_accepted_total", "API connections accepted.", nil, nil)
 	mAcceptErrors      = prometheus.NewDesc("kvsedge_http_accept_errors_total", "Failed accepts (file limit reached, …), each retried after a pause.", nil, nil)
@@ -58,7 +59,7 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		mPebbleCache, mPebbleMemtable, mUnreadable, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
 		ch <- d
 	}
 }
@@ -75,6 +76,7 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mIngestBytes, float64(st.BytesReceived))
 	counter(mPersistedFrags, float64(st.FragmentsPersisted))
 	counter(mPersistedBytes, float64(st.BytesPersisted))
+	counter(mUnreadable, float64(st.UnreadableFragments))
 	counter(mReplicaFrags, float64(st.FragmentsImported))
 	counter(mReplicaBytes, float64(st.BytesImported))
 	buckets := map[float64]uint64{}
