@@ -62,8 +62,14 @@ func Open(opts Options) (*DB, error) {
 	if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)
 	}
+	if opts.ReadOnly {
+		opts.ReserveBytes = 0 // the reserve file is left as it is
+	}
 	space := newSpaceGuard(opts.FS, opts.Dir, opts.ReserveBytes)
-	if space.startFull() {
+	if opts.ReadOnly {
+		po.ReadOnly = true
+		space.readOnly = true
+	} else if space.startFull() {
 		// No room even for Pebble to flush its log at open (it would retry
 		// for ever): open read-only, serve reads, refuse every write; the
 		// owner reopens once ReadOnlyCanWrite says there is room.

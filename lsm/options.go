@@ -33,6 +33,8 @@ type Options struct {
 	// Default 16 MiB on the operating system's filesystem, none on others;
 	// negative: none.
 	ReserveBytes int64
+	// ReadOnly opens the store without writing anything (kvsedge check).
+	ReadOnly bool
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger

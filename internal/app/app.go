@@ -121,7 +121,7 @@ func Open(o Options) (*App, error) {
 func (a *App) open(o Options) error {
 	cfg, log := a.cfg, a.log
 	// 0. The data directory, private and ours alone.
-	release, err := claimDataDir(cfg.DataDir)
+	release, err := ClaimDataDir(cfg.DataDir)
 	if err != nil {
 		return err
 	}

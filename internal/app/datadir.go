@@ -14,13 +14,13 @@ import (
 // under an exclusive flock for the process's life.
 const lockFile = "kvsedge.lock"
 
-// claimDataDir creates the data directory private to its owner (0700; an
+// ClaimDataDir creates the data directory private to its owner (0700; an
 // older one is tightened), makes what the process creates private too
 // (umask 077: the video, the index, the HLS session key and the generated
 // credentials are nobody else's, whoever starts the binary), and takes the
 // directory for this process: a second server on it is refused with the
 // PID of the first. release gives it back and restores the umask.
-func claimDataDir(dir string) (release func() error, err error) {
+func ClaimDataDir(dir string) (release func() error, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}

@@ -42,6 +42,7 @@ func commands() []command {
 		{"replication", "print each stream's home, replicas, replication lag and missing fragments on the box", runReplication},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
 		{"capacity", "print the box's disk and capacity state: free space, minimum, forecast, alarm", runCapacity},
+		{"check", "verify the stopped box's store: every fragment's index entries and media, and the index's checksums", runCheck},
 		{"profiles", "list the hardware profiles, and the one --profile auto picks on this box", runProfiles},
 		{"version", "print the version", runVersion},
 	}
