@@ -91,8 +91,10 @@
 //	                        across its check and its synced write
 //	Engine.cap.mu           the capacity controller's state and report; held
 //	                        for a whole SweepCapacity, its deletions included
-//	stream.importMu         ImportFragment's check-then-store: a fragment
-//	                        fetched twice is stored once
+//	stream.importMu         the check for an existing copy and the storing
+//	                        (ImportFragment) or publishing (Receive) of a
+//	                        fragment: one fetched twice, or finished by two
+//	                        uploads at once, is stored once
 //	stream.persistMu (RW)   shared: every store write or delete of the
 //	                        stream's fragments (Persist, ImportFragment,
 //	                        retention's and capacity's DeleteBefore), with its
@@ -116,7 +118,8 @@
 //	writeMu    → mu, DB.mu (stream ids), ring.mu, and in DeleteStream
 //	             ingest.mu, released, then persistMu
 //	cap.mu     → mu, ring.mu, persistMu
-//	importMu   → ring.mu, persistMu
+//	importMu   → ring.mu, headers.mu and the lsm segment read locks (a
+//	             stored copy compared, resend.go), persistMu
 //	persistMu  → headers.mu, ingest.mu and ring.mu (ImportFragment); the lsm
 //	             segment and sync-window locks (PutFragment, DeleteBefore)
 //	ingest.mu  → ring.mu (a new term)

@@ -61,8 +61,10 @@ type stream struct {
 	// denied: the stream is at its byte limit under DENY_NEW_MEDIA.
 	bytes  atomic.Int64
 	denied atomic.Bool
-	// importMu makes a replica's check-then-store atomic, so a fragment
-	// fetched by two pullers at once is stored once.
+	// importMu makes the check for an existing copy and the storing (a
+	// replica's import) or publishing (an ingested fragment, Receive) of
+	// a fragment one step per stream, so a fragment fetched by two pullers,
+	// or finished by two uploads, at once is stored once.
 	importMu sync.Mutex
 }
 

@@ -227,6 +227,12 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 		Frames:     uint32(f.Frames),
 		Digest:     digest(f.Buf[:f.ClusterLen], f.Frames),
 	}
+	// The check for a copy and the publication to the ring are one step
+	// per stream: two uploads finishing the same fragment at once (a
+	// re-send and the superseded upload completing it) must not both find
+	// nothing and both store it. Imports take the same lock.
+	sess.s.importMu.Lock()
+	defer sess.s.importMu.Unlock()
 	rs, err := sess.e.findResend(sess.s, &meta, hdr, f.Buf)
 	if err != nil {
 		putMediaBuffer(f.Buf)

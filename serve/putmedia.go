@@ -385,6 +385,9 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 	var (
 		num      fragment.Number
 		serverMs int64
+		// sawEOF: this producer ends its fragments with the
+		// AWS_KINESISVIDEO_END_OF_FRAGMENT tag.
+		sawEOF bool
 	)
 	fail := func(id int, tc uint64, hasTC bool, err error) {
 		u.log.Info("upload failed", "error_id", id, "err", err)
@@ -441,12 +444,17 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			acks <- ack{event: "BUFFERING", timecode: f.Timecode, hasTC: true, number: num}
 		case mkv.EventFragmentEnd:
 			f := rd.TakeFragment()
-			if src.endedByIdle() && u.sess.Stopped() {
-				// The connection went silent mid-fragment after a newer
-				// upload began: that upload carries the whole fragment.
+			if src.endedByIdle() && (u.sess.Stopped() || (sawEOF && !f.EndOfFragment)) {
+				// The connection went silent mid-fragment and the fragment
+				// is known to be unfinished: a newer upload carries it, or
+				// this producer ends its fragments with the tag and this
+				// one has none yet. Storing it (and acknowledging it
+				// PERSISTED) would cost the producer the rest of it.
+				u.log.Info("upload idle inside an unfinished fragment: dropped, the producer re-sends it", "timecode", f.Timecode)
 				engine.PutMediaBuffer(f.Buf)
 				return
 			}
+			sawEOF = sawEOF || f.EndOfFragment
 			producerMs := int64(f.Timecode * f.Header.TimecodeScale / 1_000_000)
 			if !u.hdrs.absolute {
 				producerMs += u.hdrs.startMs

@@ -137,7 +137,7 @@ var rules = []rule{
 		return ""
 	}},
 	{"test support only in tests", func(e importEdge) string {
-		if !e.test && withinAny(e.to, "internal/fixture", "internal/rtsptest", "internal/netcut", "internal/archtest", "internal/mkvcheck") && !withinAny(e.from, "internal/rtsptest", "internal/netcut") {
+		if !e.test && withinAny(e.to, "internal/fixture", "internal/rtsptest", "internal/netcut", "internal/archtest", "internal/mkvcheck", "internal/faultproxy") && !withinAny(e.from, "internal/rtsptest", "internal/netcut") {
 			return "test support is imported by _test.go files only"
 		}
 		return ""
