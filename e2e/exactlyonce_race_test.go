@@ -52,12 +52,15 @@ func TestExactlyOnceConcurrentResends(t *testing.T) {
 				res.Frags[1].starts, res.Frags[2].starts = 1, 1
 				if partial {
 					// Fragment 0 whole and the first 5 frames of fragment 1;
-					// the upload then goes silent and the server's idle close
-					// stores fragment 1 as far as it got.
+					// the body then ends there, so the server stores fragment 1
+					// as far as it got. (An upload that went silent instead
+					// would see it dropped at the idle close: this producer
+					// ends its fragments with the tag, so a fragment without
+					// it is unfinished.)
 					full := pb.buildBody(t, nil, []int{0, 1}, nil)
 					cut := len(pb.HeaderBytes()) + (pb.Frags[0].End - pb.Frags[0].Off) + (pb.Frags[1].Cluster.Blocks[4].End - pb.Frags[1].Off)
 					up := putMedia(t, srv.endpoint, putMediaReq{Stream: stream, TimecodeType: "ABSOLUTE", Start: "1795579974.135",
-						Body: full[:cut], HoldOpen: true, Until: persistedAll(2), AckWait: 10 * time.Second})
+						Body: full[:cut], Until: persistedAll(2), AckWait: 10 * time.Second})
 					if n := len(up.events("PERSISTED")); n != 2 {
 						t.Fatalf("partial upload: %d PERSISTED, want 2\n%s", n, up.ackLog())
 					}
