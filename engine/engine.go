@@ -61,6 +61,10 @@ type stream struct {
 	// denied: the stream is at its byte limit under DENY_NEW_MEDIA.
 	bytes  atomic.Int64
 	denied atomic.Bool
+	// tagged: a producer of this stream ended a fragment with the
+	// AWS_KINESISVIDEO_END_OF_FRAGMENT tag, so a fragment without it at an
+	// idle close is unfinished (remembered across uploads).
+	tagged atomic.Bool
 	// importMu makes the check for an existing copy and the storing (a
 	// replica's import) or publishing (an ingested fragment, Receive) of
 	// a fragment one step per stream, so a fragment fetched by two pullers,

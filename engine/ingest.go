@@ -126,6 +126,14 @@ func (sess *IngestSession) Close() {
 	sess.end()
 }
 
+// MarkTagged records that the stream's producer ends its fragments with
+// the AWS_KINESISVIDEO_END_OF_FRAGMENT tag.
+func (sess *IngestSession) MarkTagged() { sess.s.tagged.Store(true) }
+
+// Tagged reports whether the stream's producer was seen ending fragments
+// with the tag (on any upload).
+func (sess *IngestSession) Tagged() bool { return sess.s.tagged.Load() }
+
 // Persists reports whether fragments are stored (retention > 0): KVS sends
 // PERSISTED acks only then.
 func (sess *IngestSession) Persists() bool {

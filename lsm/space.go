@@ -53,6 +53,8 @@ const (
 	// restoreSlack: the reserve is made again when this much is free
 	// beyond lowWater and the reserve itself.
 	restoreSlack = 4 << 20
+	// restoreRetry: after a failed restore, the next try waits this long.
+	restoreRetry = 30 * time.Second
 )
 
 // spaceGuard implements the rules above.
@@ -69,6 +71,9 @@ type spaceGuard struct {
 	held      bool
 	lastAvail uint64
 	released  time.Time // when the reserve was last released
+	// failedAt: the last restore failed (a quota, a read-only remount):
+	// the next try waits restoreRetry, not the next write.
+	failedAt time.Time
 }
 
 func newSpaceGuard(fs vfs.FS, dir string, reserve int64) *spaceGuard {
@@ -119,7 +124,7 @@ func (g *spaceGuard) check(media bool) error {
 		if avail, err = g.availLocked(); err != nil {
 			return nil
 		}
-	} else if !g.held && g.reserve > 0 && avail >= lowWater+uint64(g.reserve)+restoreSlack {
+	} else if !g.held && g.reserve > 0 && avail >= lowWater+uint64(g.reserve)+restoreSlack && time.Since(g.failedAt) > restoreRetry {
 		g.restoreLocked()
 	}
 	switch {
@@ -150,6 +155,7 @@ func (g *spaceGuard) releaseLocked() {
 func (g *spaceGuard) restoreLocked() {
 	f, err := g.fs.Create(g.path(), vfs.WriteCategoryUnspecified)
 	if err != nil {
+		g.failedAt = time.Now()
 		return
 	}
 	// fallocate takes the blocks for real (Linux, FALLOC_FL_KEEP_SIZE);
@@ -167,6 +173,7 @@ func (g *spaceGuard) restoreLocked() {
 	_ = f.Close()
 	if !ok {
 		_ = g.fs.Remove(g.path())
+		g.failedAt = time.Now()
 		return
 	}
 	g.held, g.released = true, time.Time{}

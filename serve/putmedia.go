@@ -247,6 +247,9 @@ type upload struct {
 type persistItem struct {
 	rec      engine.Received
 	timecode uint64
+	// silent: stored without RECEIVED or PERSISTED (an unfinished
+	// fragment cut by the idle close).
+	silent bool
 }
 
 func (u *upload) run(body io.Reader) {
@@ -385,9 +388,6 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 	var (
 		num      fragment.Number
 		serverMs int64
-		// sawEOF: this producer ends its fragments with the
-		// AWS_KINESISVIDEO_END_OF_FRAGMENT tag.
-		sawEOF bool
 	)
 	fail := func(id int, tc uint64, hasTC bool, err error) {
 		u.log.Info("upload failed", "error_id", id, "err", err)
@@ -444,17 +444,25 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 			acks <- ack{event: "BUFFERING", timecode: f.Timecode, hasTC: true, number: num}
 		case mkv.EventFragmentEnd:
 			f := rd.TakeFragment()
-			if src.endedByIdle() && (u.sess.Stopped() || (sawEOF && !f.EndOfFragment)) {
-				// The connection went silent mid-fragment and the fragment
-				// is known to be unfinished: a newer upload carries it, or
-				// this producer ends its fragments with the tag and this
-				// one has none yet. Storing it (and acknowledging it
-				// PERSISTED) would cost the producer the rest of it.
-				u.log.Info("upload idle inside an unfinished fragment: dropped, the producer re-sends it", "timecode", f.Timecode)
+			if f.EndOfFragment {
+				u.sess.MarkTagged()
+			}
+			if src.endedByIdle() && u.sess.Stopped() {
+				// The connection went silent mid-fragment after a newer
+				// upload began: that upload carries the whole fragment.
+				u.log.Info("superseded upload idle inside a fragment: dropped, the newer upload carries it", "timecode", f.Timecode)
 				engine.PutMediaBuffer(f.Buf)
 				return
 			}
-			sawEOF = sawEOF || f.EndOfFragment
+			// Cut by the idle close, from a producer that ends its
+			// fragments with the tag: unfinished. It is stored (nothing is
+			// lost if the producer never returns) but not acknowledged: a
+			// PERSISTED would cost the producer the rest of it; its whole
+			// re-send replaces this copy (engine/resend.go).
+			silent := src.endedByIdle() && !f.EndOfFragment && u.sess.Tagged()
+			if silent {
+				u.log.Info("upload idle inside an unfinished fragment: stored without an ack, the producer re-sends it whole", "timecode", f.Timecode)
+			}
 			producerMs := int64(f.Timecode * f.Header.TimecodeScale / 1_000_000)
 			if !u.hdrs.absolute {
 				producerMs += u.hdrs.startMs
@@ -464,8 +472,10 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 				fail(engineIngestErrorID(err), f.Timecode, true, err)
 				return
 			}
-			acks <- ack{event: "RECEIVED", timecode: f.Timecode, hasTC: true, number: rec.Meta.Number}
-			persistQ <- persistItem{rec: rec, timecode: f.Timecode}
+			if !silent {
+				acks <- ack{event: "RECEIVED", timecode: f.Timecode, hasTC: true, number: rec.Meta.Number}
+			}
+			persistQ <- persistItem{rec: rec, timecode: f.Timecode, silent: silent}
 			num = fragment.Number{} // an error from here on concerns the next fragment
 		}
 	}
@@ -517,7 +527,7 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 			}
 			acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
 			_ = u.conn.SetReadDeadline(time.Now()) // end the upload
-		case u.sess.Persists():
+		case u.sess.Persists() && !it.silent:
 			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
 		}
 	}

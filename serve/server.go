@@ -50,6 +50,11 @@ type Options struct {
 	// JSON routes, body) has not arrived within it: slow-loris clients.
 	// The media routes clear it once their headers are in. Default 10 s.
 	HeaderTimeout time.Duration
+	// WriteTimeout bounds writing one response that fasthttp writes (JSON,
+	// playlists, HLS/DASH segments, clips): a client that stops reading
+	// (a zero TCP window) is closed, not held for ever. GetMedia and
+	// PutMedia bound their own writes by progress. Default 10 min.
+	WriteTimeout time.Duration
 	// MaxConns caps the connections served at once (more are answered 503
 	// and closed); MaxConnsPerIP caps those of one client address (more
 	// are closed at once). Defaults 4096 and 512.
@@ -98,6 +103,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.HeaderTimeout == 0 {
 		o.HeaderTimeout = 10 * time.Second
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 10 * time.Minute
 	}
 	if o.MaxConns == 0 {
 		o.MaxConns = 4096
@@ -254,6 +262,7 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 		Name:          "kvsedge",
 		IdleTimeout:   opts.IdleTimeout,
 		ReadTimeout:   opts.HeaderTimeout,
+		WriteTimeout:  opts.WriteTimeout,
 		Concurrency:   opts.MaxConns,
 		MaxConnsPerIP: opts.MaxConnsPerIP,
 		// Bodies are read by the handlers through RequestBodyStream with

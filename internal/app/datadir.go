@@ -19,7 +19,7 @@ const lockFile = "kvsedge.lock"
 // (umask 077: the video, the index, the HLS session key and the generated
 // credentials are nobody else's, whoever starts the binary), and takes the
 // directory for this process: a second server on it is refused with the
-// PID of the first. release gives it back and restores the umask.
+// PID of the first. release gives the directory back (the umask stays).
 func ClaimDataDir(dir string) (release func() error, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -46,9 +46,10 @@ func ClaimDataDir(dir string) (release func() error, err error) {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	old := syscall.Umask(0o077)
+	// Process-wide and never put back: two apps in one process (tests)
+	// must not restore each other's umask.
+	syscall.Umask(0o077)
 	return func() error {
-		syscall.Umask(old)
 		return f.Close() // closing the descriptor releases the lock
 	}, nil
 }
