@@ -151,8 +151,11 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 		return r, nil // not comparable: the fragment is stored as new
 	}
 	// A ring copy with the same frames is a duplicate still on its way to
-	// disk. (A partial copy in the ring is left alone: it is replaced once
-	// it is in the archive, when the next copy arrives.)
+	// disk. A partial copy still in the ring (not yet durable) is not
+	// replaced: both would be stored. Partial copies are made only at an
+	// idle close or a body end, and are durable long before a producer's
+	// re-send arrives (it waits 5 s without acks), so the archive check
+	// below replaces them; a known gap, not a guarantee.
 	for _, f := range candidates {
 		fh, err := f.Header.Tracks()
 		if err != nil {
