@@ -10,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // streamEnv configures a server on a random loopback port with one key pair
@@ -44,7 +45,7 @@ type describeOut struct {
 // NextTokens, its archived-media and media commands against a recording
 // box, and HTTPS with --ca-bundle.
 func TestAWSCLITour(t *testing.T) {
-	needTool(t, "aws")
+	fixture.Tool(t, "aws")
 	// The playback steps read the demo camera of a second box, started
 	// first so that it has recorded by the time they run.
 	media := startKvsedge(t, append(streamEnv(t.TempDir()), "KVSEDGE_DEMO=true", "KVSEDGE_MEDIA__GET_MEDIA_IDLE_TIMEOUT=1s"), "--listen", "127.0.0.1:0")

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/chromedp/chromedp"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 func freeAddr(t testing.TB) string {
@@ -148,7 +149,7 @@ func TestTwoBoxCluster(t *testing.T) {
 // until the JavaScript condition holds.
 func consoleWait(t *testing.T, endpoint, what, cond string) {
 	t.Helper()
-	chromium := needTool(t, "chromium")
+	chromium := fixture.Tool(t, "chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelA()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // TestConsoleInChromium drives the built-in console in a real headless
@@ -16,7 +17,7 @@ import (
 // and an on-demand range (the video's time advances, no player error),
 // and save a screenshot (in $KVSEDGE_ARTIFACTS, else the test's temp dir).
 func TestConsoleInChromium(t *testing.T) {
-	chromium := needTool(t, "chromium")
+	chromium := fixture.Tool(t, "chromium")
 	dir := t.TempDir()
 	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")

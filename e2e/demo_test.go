@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // TestDemoCamera: with the demo on, a new box records a live "demo"
@@ -39,7 +40,7 @@ func TestDemoCamera(t *testing.T) {
 	if ct != "video/webm" {
 		t.Fatalf("GetMedia Content-Type %q", ct)
 	}
-	ffprobe := needTool(t, "ffprobe")
+	ffprobe := fixture.Tool(t, "ffprobe")
 	js, err := exec.Command(ffprobe, "-v", "error", "-count_frames", "-show_streams", "-of", "json", out).Output()
 	if err != nil {
 		t.Fatalf("ffprobe: %v", err)

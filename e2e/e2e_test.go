@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // The tests in this file run the real binary, built once by TestMain.
@@ -42,20 +44,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// needTool skips a test when a tool is missing, except in CI, where .ci/run
-// installs every tool and a missing one is a failure.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed: .ci/run must install it", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
 }
 
 const (
@@ -193,7 +181,7 @@ func awsCLI(t *testing.T, endpoint string, extraEnv []string, out any, args ...s
 
 func awsCLIRaw(t *testing.T, endpoint string, extraEnv []string, args ...string) (string, string, error) {
 	t.Helper()
-	bin := needTool(t, "aws")
+	bin := fixture.Tool(t, "aws")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append(args, "--endpoint-url", endpoint, "--output", "json")...)

@@ -35,7 +35,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -50,8 +49,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/mkvcheck"
 )
@@ -576,23 +573,11 @@ func eoPutMediaHead(addr, stream, tcType string, startMs int64) ([]byte, *http.R
 	h.Set("X-Amzn-Fragment-Acknowledgment-Required", "1")
 	h.Set("Content-Type", "application/json")
 	h.Set("Connection", "keep-alive")
-	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: e2eAKID, SecretAccessKey: e2eSecret},
-		req, emptySHA256, "kinesisvideo", "us-west-2", time.Now()); err != nil {
+	head, err := signedPutMediaHead(req, addr, e2eSecret)
+	if err != nil {
 		return nil, nil, err
 	}
-	var head bytes.Buffer
-	fmt.Fprintf(&head, "POST /putMedia HTTP/1.1\r\nHost: %s\r\n", addr)
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			fmt.Fprintf(&head, "%s: %s\r\n", k, v)
-		}
-	}
-	head.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	head.WriteString("\r\n")
 	return head.Bytes(), req, nil
 }
 

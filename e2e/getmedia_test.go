@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // TestGetMediaLive checks live delivery: a NOW consumer started before the
@@ -16,7 +18,7 @@ import (
 // progress and then follows it.
 func TestGetMediaLive(t *testing.T) {
 	t.Parallel()
-	needTool(t, "aws")
+	fixture.Tool(t, "aws")
 	p := startKvsedge(t, mediaEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 	ep := p.endpoint
 	c := captures[1] // relative, H.264 + AAC

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/internal/mkvcheck"
 )
 
@@ -18,8 +19,8 @@ import (
 // every fragment acknowledged PERSISTED survives the restart.
 func TestMediaDurabilitySIGKILL(t *testing.T) {
 	t.Parallel()
-	needTool(t, "aws")
-	needTool(t, "ffprobe")
+	fixture.Tool(t, "aws")
+	fixture.Tool(t, "ffprobe")
 	dir := t.TempDir()
 	p1 := startKvsedge(t, mediaEnv(dir), "--listen", "127.0.0.1:0")
 	c := captures[0]

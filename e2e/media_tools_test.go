@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // ffprobeStreams runs ffprobe -count_frames on path.
@@ -19,7 +21,7 @@ type probeStream struct {
 
 func ffprobe(t *testing.T, path string) []probeStream {
 	t.Helper()
-	bin := needTool(t, "ffprobe")
+	bin := fixture.Tool(t, "ffprobe")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-v", "error", "-count_frames", "-show_streams", "-of", "json", path).Output()
@@ -48,7 +50,7 @@ func probeSummary(streams []probeStream) map[string]string {
 
 func mkvinfo(t *testing.T, path string) {
 	t.Helper()
-	bin := needTool(t, "mkvinfo")
+	bin := fixture.Tool(t, "mkvinfo")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, path).CombinedOutput()

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // TestPlaybackSessionURLs: aws-sdk-go-v2 obtains HLS session URLs in each
@@ -49,7 +50,7 @@ func TestPlaybackSessionURLs(t *testing.T) {
 		t.Fatalf("DASH: %q", u)
 	}
 	urls = append(urls, aws.ToString(dash.DASHStreamingSessionURL))
-	ffprobe := needTool(t, "ffprobe")
+	ffprobe := fixture.Tool(t, "ffprobe")
 	for _, u := range []string{urls[0], urls[2], urls[3]} {
 		out, err := exec.Command(ffprobe, "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", u).Output()
 		if err != nil || !strings.Contains(string(out), "h264,640,360") {

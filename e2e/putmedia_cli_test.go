@@ -5,38 +5,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
-
-// packetCounts is ffprobe's packet count per stream type of a file.
-func packetCounts(t *testing.T, path string) map[string]int {
-	t.Helper()
-	out, err := exec.Command(needTool(t, "ffprobe"), "-v", "error", "-count_packets", "-show_entries",
-		"stream=codec_type,nb_read_packets", "-of", "csv=p=0", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	n := map[string]int{}
-	for _, line := range strings.Fields(string(out)) {
-		typ, count, _ := strings.Cut(line, ",")
-		c, _ := strconv.Atoi(count)
-		n[typ] += c
-	}
-	return n
-}
 
 // TestPutMediaCLIAnyMatroska: `kvsedge put-media` uploads ordinary
 // Matroska — a file written by ffmpeg with default clustering, the same
 // remuxed by mkvmerge (laced audio), and ffmpeg's output on a pipe — cut
 // into fragments at key frames; GetMedia returns every frame of the input.
 func TestPutMediaCLIAnyMatroska(t *testing.T) {
-	ff := needTool(t, "ffmpeg")
-	mm := needTool(t, "mkvmerge")
+	ff := fixture.Tool(t, "ffmpeg")
+	mm := fixture.Tool(t, "mkvmerge")
 	dir := t.TempDir()
 	p := startKvsedge(t, append(streamEnv(t.TempDir()), "KVSEDGE_MEDIA__GET_MEDIA_IDLE_TIMEOUT=1s"), "--listen", "127.0.0.1:0")
 	c := newSDK(t, p.endpoint)
@@ -50,7 +33,7 @@ func TestPutMediaCLIAnyMatroska(t *testing.T) {
 	if out, err := exec.Command(mm, "-q", "-o", mmFile, ffFile).CombinedOutput(); err != nil {
 		t.Fatalf("mkvmerge: %v\n%s", err, out)
 	}
-	want := packetCounts(t, ffFile)
+	want := fixture.PacketCounts(t, ffFile)
 	env := []string{"AWS_ACCESS_KEY_ID=" + e2eAKID, "AWS_SECRET_ACCESS_KEY=" + e2eSecret, "AWS_DEFAULT_REGION=us-west-2"}
 	upload := func(t *testing.T, stream string, in []byte, args ...string) {
 		t.Helper()
@@ -80,7 +63,7 @@ func TestPutMediaCLIAnyMatroska(t *testing.T) {
 		if err := os.WriteFile(got, media.Bytes(), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if n := packetCounts(t, got); n["video"] != want["video"] || n["audio"] != want["audio"] {
+		if n := fixture.PacketCounts(t, got); n["video"] != want["video"] || n["audio"] != want["audio"] {
 			t.Fatalf("GetMedia holds %v frames, the input %v (put-media said: %s)", n, want, out)
 		}
 	}

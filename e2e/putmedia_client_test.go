@@ -252,23 +252,10 @@ func putMedia(t *testing.T, endpoint string, req putMediaReq) *putMediaResult {
 	if req.Secret != "" {
 		secret = req.Secret
 	}
-	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: e2eAKID, SecretAccessKey: secret},
-		hreq, emptySHA256, "kinesisvideo", "us-west-2", time.Now()); err != nil {
+	head, err := signedPutMediaHead(hreq, host, secret)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var head bytes.Buffer
-	fmt.Fprintf(&head, "POST /putMedia HTTP/1.1\r\nHost: %s\r\n", host)
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			fmt.Fprintf(&head, "%s: %s\r\n", k, v)
-		}
-	}
-	head.WriteString("Transfer-Encoding: chunked\r\n")
 	if req.Expect100 {
 		head.WriteString("Expect: 100-continue\r\n")
 	}
@@ -564,4 +551,29 @@ func firstError(acks []ack) bool {
 		}
 	}
 	return false
+}
+
+// signedPutMediaHead signs a PutMedia request as the producers do (a
+// streamed body: the empty-payload hash) and writes its request line and
+// headers, sorted, with Transfer-Encoding: chunked, but not the blank line
+// that ends the head.
+func signedPutMediaHead(hreq *http.Request, host, secret string) (*bytes.Buffer, error) {
+	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: e2eAKID, SecretAccessKey: secret},
+		hreq, emptySHA256, "kinesisvideo", "us-west-2", time.Now()); err != nil {
+		return nil, err
+	}
+	head := new(bytes.Buffer)
+	fmt.Fprintf(head, "POST /putMedia HTTP/1.1\r\nHost: %s\r\n", host)
+	keys := make([]string, 0, len(hreq.Header))
+	for k := range hreq.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range hreq.Header[k] {
+			fmt.Fprintf(head, "%s: %s\r\n", k, v)
+		}
+	}
+	head.WriteString("Transfer-Encoding: chunked\r\n")
+	return head, nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/internal/mkvcheck"
 )
 
@@ -79,9 +80,9 @@ func checkAcks(t *testing.T, res *putMediaResult, pb *producerBody, idxs []int, 
 // read API.
 func TestPutMediaReplayRealProducer(t *testing.T) {
 	t.Parallel()
-	needTool(t, "aws")
-	needTool(t, "ffprobe")
-	needTool(t, "mkvinfo")
+	fixture.Tool(t, "aws")
+	fixture.Tool(t, "ffprobe")
+	fixture.Tool(t, "mkvinfo")
 	p := startKvsedge(t, mediaEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 	for _, c := range captures {
 		t.Run(c.name, func(t *testing.T) {
@@ -241,7 +242,7 @@ func checkAckFraming(t *testing.T, res *putMediaResult) {
 // of the upload (no truncated leftover), and all of them must be there.
 func TestPutMediaProducerReconnect(t *testing.T) {
 	t.Parallel()
-	needTool(t, "ffprobe")
+	fixture.Tool(t, "ffprobe")
 	p := startKvsedge(t, mediaEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 	ep := p.endpoint
 	c := captures[1] // RELATIVE: the new session's start timestamp matters

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // TestArm64BinaryUnderQemu builds the release binaries for the boards —
@@ -20,7 +22,7 @@ func TestArm64BinaryUnderQemu(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two cross binaries and runs one under emulation")
 	}
-	qemu := needTool(t, "qemu-aarch64-static")
+	qemu := fixture.Tool(t, "qemu-aarch64-static")
 	start := time.Now()
 
 	// Cross-build both binaries at once (what `make release` builds, flags

@@ -282,7 +282,7 @@ func TestClusterReplicationKillAndRestart(t *testing.T) {
 	if !strings.HasPrefix(hls.HLSStreamingSessionURL, home.p.endpoint) && !strings.HasPrefix(hls.HLSStreamingSessionURL, replica.p.endpoint) {
 		t.Fatalf("HLS session URL %q does not name a holder", hls.HLSStreamingSessionURL)
 	}
-	if out, err := exec.Command(needTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", hls.HLSStreamingSessionURL).Output(); err != nil || !strings.Contains(string(out), "h264") {
+	if out, err := exec.Command(fixture.Tool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", hls.HLSStreamingSessionURL).Output(); err != nil || !strings.Contains(string(out), "h264") {
 		t.Fatalf("ffprobe of the HLS session: %v %q", err, out)
 	}
 	clipReq := signedJSONRequest(context.Background(), t, other.api(), "/getClip", map[string]any{"StreamName": "cam",

@@ -311,20 +311,7 @@ func (d *DB) ScanTime(id StreamID, idx fragment.TimeIndex, startMs, endMs int64,
 		return fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return fmt.Errorf("lsm: reading index: %w", err)
-		}
-		m, err := decodeMeta(it.Key(), v)
-		if err != nil {
-			return err
-		}
-		if !fn(m) {
-			return nil
-		}
-	}
-	return it.Error()
+	return scanIndex(it, false, fn)
 }
 
 // ScanTimeBackward is ScanTime from the newest entry down: fragments whose
@@ -339,7 +326,17 @@ func (d *DB) ScanTimeBackward(id StreamID, idx fragment.TimeIndex, startMs, endM
 		return fmt.Errorf("lsm: %w", err)
 	}
 	defer it.Close()
-	for ok := it.Last(); ok; ok = it.Prev() {
+	return scanIndex(it, true, fn)
+}
+
+// scanIndex calls fn with the fragment meta of each time-index entry of
+// it, forward or backward, until fn returns false.
+func scanIndex(it *pebble.Iterator, backward bool, fn func(fragment.Meta) bool) error {
+	next, ok := it.Next, it.First()
+	if backward {
+		next, ok = it.Prev, it.Last()
+	}
+	for ; ok; ok = next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return fmt.Errorf("lsm: reading index: %w", err)

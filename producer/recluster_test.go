@@ -7,44 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
-
-// needTool returns a tool's path; it skips without it, except in CI,
-// where .ci/run installs it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed: .ci/run must install it", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
-
-// packets counts a file's packets per stream type with ffprobe.
-func packets(t *testing.T, path string) map[string]int {
-	t.Helper()
-	out, err := exec.Command(needTool(t, "ffprobe"), "-v", "error", "-count_packets", "-show_entries",
-		"stream=codec_type,nb_read_packets", "-of", "csv=p=0", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	n := map[string]int{}
-	for _, line := range strings.Fields(string(out)) {
-		typ, count, _ := strings.Cut(line, ",")
-		c, _ := strconv.Atoi(count)
-		n[typ] += c
-	}
-	return n
-}
 
 // TestReclusterFilesOfFFmpegAndMkvmerge: files written by ffmpeg and
 // mkvmerge with default settings (clusters by size and time, B-frames,
@@ -52,7 +20,7 @@ func packets(t *testing.T, path string) map[string]int {
 // server's strict reader accepts, each starting with a video key frame,
 // with every frame of the input.
 func TestReclusterFilesOfFFmpegAndMkvmerge(t *testing.T) {
-	ff := needTool(t, "ffmpeg")
+	ff := fixture.Tool(t, "ffmpeg")
 	dir := t.TempDir()
 	gop1s := filepath.Join(dir, "gop1s.mkv")
 	if out, err := exec.Command(ff, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i",
@@ -67,7 +35,7 @@ func TestReclusterFilesOfFFmpegAndMkvmerge(t *testing.T) {
 	}
 	files := map[string]string{"ffmpeg-gop1s": gop1s, "ffmpeg-defaults": defaults}
 	if _, err := exec.LookPath("mkvmerge"); err == nil || os.Getenv("CI") != "" {
-		mm := needTool(t, "mkvmerge")
+		mm := fixture.Tool(t, "mkvmerge")
 		merged := filepath.Join(dir, "mkvmerge.mkv")
 		if out, err := exec.Command(mm, "-q", "-o", merged, gop1s).CombinedOutput(); err != nil {
 			t.Fatalf("mkvmerge: %v\n%s", err, out)
@@ -76,7 +44,7 @@ func TestReclusterFilesOfFFmpegAndMkvmerge(t *testing.T) {
 	}
 	for name, path := range files {
 		t.Run(name, func(t *testing.T) {
-			want := packets(t, path)
+			want := fixture.PacketCounts(t, path)
 			f, err := os.Open(path)
 			if err != nil {
 				t.Fatal(err)
