@@ -158,15 +158,19 @@ func (fw *frameWriter) control(t byte) error {
 // frameVersion. Nothing it reads can make it panic: every length is
 // checked before it is used.
 type frameReader struct {
-	r      *bufio.Reader
+	r *bufio.Reader
+	// mem holds the fragments' media (the engine's media memory, as
+	// replicas: engine.MediaUpload, which a full budget refuses first);
+	// nil: the Go heap.
+	mem    *engine.MediaMemory
 	hdr    []byte
 	fields [fieldsLenV1]byte
 	// receivedMs is the sender's ReceivedMs of the last fragment read.
 	receivedMs int64
 }
 
-// next returns the next fragment (media in a pooled buffer the caller
-// passes to ImportFragment), or io.EOF at an end frame. A stream that
+// next returns the next fragment (media in a buffer of mem the caller
+// passes to ImportFragment, which frees it), or io.EOF at an end frame. A stream that
 // stops without an end frame is an error wrapping io.ErrUnexpectedEOF; a
 // frame of a newer protocol is an error wrapping ErrFrameVersion.
 func (fr *frameReader) next() (fragment.Meta, []byte, []byte, error) {
@@ -228,8 +232,20 @@ func (fr *frameReader) fragment() (fragment.Meta, []byte, []byte, error) {
 	} else if fr.hdr == nil {
 		return m, nil, nil, fmt.Errorf("cluster: fragment frame of %s without a session header", m.Number)
 	}
-	media := engine.NewMediaBufferFor(int(m.MediaLen))[:m.MediaLen]
+	var media []byte
+	if fr.mem != nil {
+		b, err := fr.mem.Alloc(int(m.MediaLen), engine.MediaUpload)
+		if err != nil {
+			return m, nil, nil, fmt.Errorf("cluster: fragment %s: %w", m.Number, err)
+		}
+		media = b[:m.MediaLen]
+	} else {
+		media = make([]byte, m.MediaLen)
+	}
 	if _, err := io.ReadFull(fr.r, media); err != nil {
+		if fr.mem != nil {
+			fr.mem.Free(media)
+		}
 		return m, nil, nil, truncated(err)
 	}
 	return m, fr.hdr, media, nil

@@ -385,7 +385,7 @@ func (r *Replicator) tailOnce(ctx context.Context, stream string, peer status.Me
 	defer resp.Body.Close()
 	idle := time.AfterFunc(tailIdle, cancel)
 	defer idle.Stop()
-	fr := &frameReader{r: bufio.NewReaderSize(&idleReader{r: resp.Body, t: idle}, 64<<10)}
+	fr := &frameReader{r: bufio.NewReaderSize(&idleReader{r: resp.Body, t: idle}, 64<<10), mem: r.eng.Media()}
 	n := 0
 	for {
 		m, hdr, media, err := fr.next()
@@ -605,7 +605,7 @@ func (r *Replicator) fetch(stream string, peer status.Member, nums []fragment.Nu
 		return err
 	}
 	defer resp.Body.Close()
-	fr := &frameReader{r: bufio.NewReaderSize(resp.Body, 64<<10)}
+	fr := &frameReader{r: bufio.NewReaderSize(resp.Body, 64<<10), mem: r.eng.Media()}
 	for {
 		m, hdr, media, err := fr.next()
 		if err == io.EOF {

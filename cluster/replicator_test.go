@@ -51,7 +51,8 @@ func startReplNodeWith(t *testing.T, name string, nodeID uint16, seeds []string,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, NodeID: nodeID, Logger: log, RingBytesPerStream: 4 << 20})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, NodeID: nodeID, Logger: log, RingBytesPerStream: 4 << 20,
+		Media: engine.MediaOptions{Debug: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

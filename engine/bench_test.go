@@ -39,7 +39,7 @@ func benchTemplates(b *testing.B) []mkv.Fragment {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rd := mkv.NewReader(bytes.NewReader(data), mkv.Options{NewBuffer: NewMediaBuffer})
+	rd := mkv.NewReader(bytes.NewReader(data), mkv.Options{})
 	var out []mkv.Fragment
 	for {
 		ev, err := rd.Next()

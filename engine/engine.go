@@ -22,6 +22,10 @@ type Engine struct {
 	ownsDB  bool
 	metrics metrics
 	headers headerCache
+	// mem holds every media byte (media.go); readBufs are its buffers for
+	// archive reads.
+	mem      *MediaMemory
+	readBufs lsm.Buffers
 	// retentionKick wakes the retention sweeper early (a retention
 	// decrease deletes now-expired data at once, as KVS does).
 	retentionKick chan struct{}
@@ -73,7 +77,7 @@ type stream struct {
 }
 
 func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
-	s := &stream{id: id, ring: newRing(e.opts.RingBytesPerStream)}
+	s := &stream{id: id, ring: newRing(e.opts.RingDuration, e.opts.RingBytesPerStream)}
 	s.info.Store(info)
 	return s
 }
@@ -98,14 +102,25 @@ func Open(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Close closes the store when Open opened it. Callers stop every user of
-// the engine (servers, cameras, background loops) first.
+// Close closes the store when Open opened it and gives the media memory's
+// cached buffers back. Callers stop every user of the engine (servers,
+// cameras, background loops) first.
 func (e *Engine) Close() error {
+	for _, s := range e.allStreams() {
+		s.ring.close()
+	}
+	if held := e.mem.release(); held > 0 {
+		e.opts.Logger.Warn("media buffers still held when the engine closed", "bytes", held)
+	}
 	if !e.ownsDB {
 		return nil
 	}
 	return e.db.Close()
 }
+
+// Media is the engine's media memory: the buffers every media byte lives
+// in, and their budget (media.go).
+func (e *Engine) Media() *MediaMemory { return e.mem }
 
 // openOn loads every stream from an open db, which the caller keeps
 // (tests open stores on crashable filesystems).
@@ -115,6 +130,9 @@ func openOn(db *lsm.DB, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e := &Engine{opts: opts, db: db, retentionKick: make(chan struct{}, 1), changes: make(chan struct{}, 1), capacityKick: make(chan struct{}, 1)}
+	e.mem = newMediaMemory(opts.Media, opts.Logger)
+	e.mem.shed = e.shedRings
+	e.readBufs = &readBuffers{m: e.mem}
 	e.headers.m = make(map[headerKey]*Header)
 	e.mu.byName = make(map[string]*stream)
 	e.mu.byID = make(map[lsm.StreamID]*stream)

@@ -30,11 +30,12 @@ func (h *Header) Tracks() (*mkv.Header, error) {
 
 // Fragment is one fragment shared by the hot ring and every reader.
 //
-// Ownership: Media is written once (by the PutMedia reader or a camera's
-// fragmenter) and never modified afterwards; every holder (the ring, the
-// persister, each reader) holds a reference taken with Retain and dropped
-// with Release. When the last reference goes, a pooled buffer returns to
-// the pool, so a holder must not touch Media after its Release.
+// Ownership: Media is written once (by the PutMedia reader, a camera's
+// fragment builder, a replica's reader or an archive read) and never
+// modified afterwards; every holder (the ring, the persister, each reader)
+// holds a reference taken with Retain and dropped with Release. When the
+// last reference goes, a buffer of the engine's media memory (media.go)
+// is freed, so a holder must not touch Media after its Release.
 type Fragment struct {
 	Meta   fragment.Meta
 	Header *Header
@@ -44,8 +45,10 @@ type Fragment struct {
 	// stored. Zero for fragments read back from the archive.
 	ReceivedMs int64
 
-	refs   atomic.Int32
-	pooled bool
+	refs atomic.Int32
+	// mem frees Media with the last Release; nil for a buffer of the Go
+	// heap (tests), left to the garbage collector.
+	mem *MediaMemory
 	// persisted is closed when the ingest session's Persist finished, with
 	// persistErr its result; nil for fragments read from the archive.
 	persisted  chan struct{}
@@ -89,68 +92,23 @@ func (f *Fragment) Retain() *Fragment {
 	return f
 }
 
-// Release drops a reference.
+// Release drops a reference; the last one frees the media.
 func (f *Fragment) Release() {
 	switch n := f.refs.Add(-1); {
-	case n == 0 && f.pooled:
-		putMediaBuffer(f.Media)
+	case n == 0:
+		if f.mem != nil {
+			f.mem.Free(f.Media)
+		}
 		f.Media = nil
 	case n < 0:
 		panic("engine: Fragment released more often than retained") // a bug in kvsedge, never input-driven
 	}
 }
 
-// Media buffers are pooled by size class (64 KiB doubling up to 8 MiB),
-// so steady-state ingest reuses the buffers of fragments that left the
-// ring and every reader, and a fragment's buffer is not much larger than
-// the fragment: the ring's byte budget then matches the memory it holds.
-const (
-	minMediaClass     = 64 << 10
-	mediaClasses      = 8 // 64 KiB … 8 MiB
-	maxPooledMediaCap = minMediaClass << (mediaClasses - 1)
-)
-
-var mediaPools [mediaClasses]sync.Pool
-
-// mediaClass is the smallest class whose size is at least n.
-func mediaClass(n int) int {
-	c, size := 0, minMediaClass
-	for size < n && c < mediaClasses-1 {
-		c, size = c+1, size<<1
-	}
-	return c
-}
-
-// NewMediaBuffer returns an empty buffer for a fragment's media of about
-// 1 MiB, to be handed back through a Fragment built by Receive.
+// NewMediaBuffer returns an empty Go-heap buffer of 1 MiB, outside the
+// media budget: for tests that build fragments by hand. The engine's own
+// paths take buffers from its MediaMemory (Engine.Media).
 func NewMediaBuffer() []byte { return NewMediaBufferFor(1 << 20) }
 
-// NewMediaBufferFor returns an empty buffer with room for at least n bytes
-// (the caller's guess: for a camera, its previous fragment's size).
-func NewMediaBufferFor(n int) []byte {
-	if n > maxPooledMediaCap {
-		return make([]byte, 0, n) // larger than any pool class: not pooled
-	}
-	c := mediaClass(n)
-	if b, ok := mediaPools[c].Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, minMediaClass<<c)
-}
-
-// PutMediaBuffer hands back a buffer from NewMediaBuffer that will not be
-// given to Receive (a fragment dropped before it was received).
-func PutMediaBuffer(b []byte) { putMediaBuffer(b) }
-
-func putMediaBuffer(b []byte) {
-	if cap(b) < minMediaClass || cap(b) > maxPooledMediaCap {
-		return
-	}
-	// The class whose size this buffer can hold in full.
-	c := mediaClass(cap(b))
-	if minMediaClass<<c > cap(b) {
-		c--
-	}
-	b = b[:0]
-	mediaPools[c].Put(&b)
-}
+// NewMediaBufferFor is NewMediaBuffer with room for n bytes.
+func NewMediaBufferFor(n int) []byte { return make([]byte, 0, n) }

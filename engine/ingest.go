@@ -134,6 +134,11 @@ func (sess *IngestSession) MarkTagged() { sess.s.tagged.Store(true) }
 // with the tag (on any upload).
 func (sess *IngestSession) Tagged() bool { return sess.s.tagged.Load() }
 
+// Buffers is what this session's fragments are assembled in: the
+// engine's media memory, as class c (MediaUpload for PutMedia, MediaCamera
+// for cameras).
+func (sess *IngestSession) Buffers(c MediaClass) mkv.Buffers { return sess.e.mem.Buffers(c) }
+
 // Persists reports whether fragments are stored (retention > 0): KVS sends
 // PERSISTED acks only then.
 func (sess *IngestSession) Persists() bool {
@@ -219,8 +224,9 @@ func (r *Received) AwaitDurable() error {
 
 // Receive takes a complete fragment: checks it is not a re-sent copy,
 // builds its metadata and publishes it to the hot ring, so live readers
-// see it before it is durable. f.Buf must come from NewMediaBuffer (or be
-// a buffer nobody else uses); the engine owns it from here on.
+// see it before it is durable. f.Buf should come from the engine's media
+// memory (Buffers; a Go-heap buffer nobody else uses works too, outside
+// the budget); the engine owns it from here on, whatever the outcome.
 func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int64, f *mkv.Fragment) (Received, error) {
 	hdr := sess.header(f.Header)
 	meta := fragment.Meta{
@@ -241,28 +247,36 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 	// nothing and both store it. Imports take the same lock.
 	sess.s.importMu.Lock()
 	defer sess.s.importMu.Unlock()
+	mem := sess.e.mem
 	rs, err := sess.e.findResend(sess.s, &meta, hdr, f.Buf)
 	if err != nil {
-		putMediaBuffer(f.Buf)
+		mem.Free(f.Buf)
 		return Received{}, err
 	}
 	if rs.duplicate {
-		putMediaBuffer(f.Buf)
+		mem.Free(f.Buf)
 		return Received{Duplicate: true, Meta: rs.stored, original: rs.original}, nil
 	}
 	// A superseded session may still complete the fragment it numbered
 	// before the newer one began (both uploads proceed to a fragment
 	// boundary: shared/kvs-api.md §4.4); only a deleted stream refuses it.
 	if sess.s.deleted.Load() {
-		putMediaBuffer(f.Buf)
+		mem.Free(f.Buf)
 		return Received{}, ErrStreamDeleted
 	}
-	frag := &Fragment{Meta: meta, Header: hdr, Media: f.Buf, pooled: true, persisted: make(chan struct{}),
+	// Complete: a large buffer is cut to the fragment, and from here on
+	// the buffer is shared read-only.
+	media, owned := mem.seal(f.Buf)
+	f.Buf = nil
+	frag := &Fragment{Meta: meta, Header: hdr, Media: media, persisted: make(chan struct{}),
 		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli(), replaces: rs.replaces}
+	if owned {
+		frag.mem = mem
+	}
 	frag.refs.Store(2) // the ring's and the caller's
 	sess.s.ring.push(frag)
 	sess.e.metrics.fragmentsReceived.Add(1)
-	sess.e.metrics.bytesReceived.Add(uint64(len(f.Buf)))
+	sess.e.metrics.bytesReceived.Add(uint64(len(media)))
 	return Received{Fragment: frag, Meta: meta}, nil
 }
 

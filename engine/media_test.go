@@ -43,11 +43,36 @@ func openMedia(t *testing.T, fs vfs.FS, clock Clock, ring int) (*lsm.DB, *Engine
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := openOn(db, Options{Logger: log, Clock: clock, RingBytesPerStream: ring, NodeID: 7})
+	e, err := openOn(db, Options{Logger: log, Clock: clock, RingBytesPerStream: ring, NodeID: 7, Media: MediaOptions{Debug: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkMediaFreed(t, e)
 	return db, e
+}
+
+// checkMediaFreed fails the test if, once the engine's rings are closed
+// at its end, a media buffer is still held (a missing Release or Free).
+func checkMediaFreed(t *testing.T, e *Engine) {
+	t.Cleanup(func() {
+		for _, s := range e.allStreams() {
+			s.ring.close()
+		}
+		if st := e.mem.Stats(); st.Used() != 0 {
+			t.Errorf("media buffers leaked: %d bytes still held (%v by class)", st.Used(), st.UsedBytes)
+		}
+	})
+}
+
+// mediaCopy copies b into a buffer of e's media memory, as a PutMedia
+// upload assembles one.
+func mediaCopy(t testing.TB, e *Engine, b []byte) []byte {
+	t.Helper()
+	buf, err := e.mem.Grow(nil, len(b), MediaUpload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(buf, b...)
 }
 
 // captureFragments parses a captured producer upload into fragments.
@@ -85,7 +110,7 @@ func ingest(t *testing.T, e *Engine, name string, frags []*mkv.Fragment, base in
 	var nums []fragment.Number
 	for _, f := range frags {
 		c := *f
-		c.Buf = append(NewMediaBuffer(), f.Buf...)
+		c.Buf = mediaCopy(t, e, f.Buf)
 		n, serverMs, err := sess.StartFragment()
 		if err != nil {
 			t.Fatal(err)
@@ -159,7 +184,7 @@ func TestCursorSeamsArchiveRingLive(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(f.Media) < 4 || !bytes.Equal(f.Media[:4], []byte{0x1F, 0x43, 0xB6, 0x75}) || len(f.Header.Raw) == 0 {
-			t.Fatalf("fragment without cluster or header: media %d bytes % x, header %d, refs %d pooled %v", len(f.Media), f.Media[:min(8, len(f.Media))], len(f.Header.Raw), f.refs.Load(), f.pooled)
+			t.Fatalf("fragment without cluster or header: media %d bytes % x, header %d, refs %d owned %v", len(f.Media), f.Media[:min(8, len(f.Media))], len(f.Header.Raw), f.refs.Load(), f.mem != nil)
 		}
 		got = append(got, f.Meta.Number)
 		f.Release()

@@ -23,9 +23,17 @@ type Options struct {
 	// NodeID is this node's id in fragment numbers (lsm/FORMAT.md); nodes
 	// of one cluster need distinct ids.
 	NodeID uint16
-	// RingBytesPerStream is each stream's hot-ring budget. It defaults to
-	// 32 MiB (about 2 minutes of a 2 Mbit/s camera).
+	// RingDuration is how much of each stream's newest video its hot ring
+	// keeps for live readers (ring.go): sized in time, its bytes follow
+	// the stream's bitrate. It defaults to 6 s (three 2 s fragments: an
+	// HLS live playlist's worth). Readers further behind read the archive.
+	RingDuration time.Duration
+	// RingBytesPerStream optionally caps each stream's hot ring in bytes
+	// as well (0: no cap beyond the media budget).
 	RingBytesPerStream int
+	// Media configures the media memory: the budget every media byte is
+	// counted against (media.go).
+	Media MediaOptions
 	// Capacity configures the capacity controller (capacity.go).
 	Capacity CapacityOptions
 	// Store configures the store Open opens.
@@ -58,8 +66,8 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxStreams == 0 {
 		o.MaxStreams = 10000
 	}
-	if o.RingBytesPerStream == 0 {
-		o.RingBytesPerStream = 32 << 20
+	if o.RingDuration == 0 {
+		o.RingDuration = 6 * time.Second
 	}
 	if o.Clock == nil {
 		o.Clock = SystemClock
@@ -87,6 +95,12 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Store.validate()...)
 	if o.MaxStreams < 1 {
 		errs = append(errs, fmt.Errorf("max streams %d must be at least 1", o.MaxStreams))
+	}
+	if o.RingDuration < 0 || o.RingBytesPerStream < 0 {
+		errs = append(errs, fmt.Errorf("ring of %v and %d bytes: neither may be negative", o.RingDuration, o.RingBytesPerStream))
+	}
+	if o.Media.BudgetBytes < 0 {
+		errs = append(errs, fmt.Errorf("media memory budget %d bytes is negative", o.Media.BudgetBytes))
 	}
 	return errors.Join(errs...)
 }

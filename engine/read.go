@@ -86,12 +86,12 @@ func (e *Engine) storedHeader(s *stream, id uint64) (*Header, error) {
 func (e *Engine) archived(s *stream, m fragment.Meta, media []byte) (*Fragment, error) {
 	h, err := e.storedHeader(s, m.HeaderID)
 	if err != nil {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return nil, err
 	}
-	// The media buffer came from the pool (NewMediaBuffer) and returns to
-	// it with the last Release.
-	f := &Fragment{Meta: m, Header: h, Media: media, pooled: true}
+	// The media buffer came from the media memory (readBufs) and is freed
+	// with the last Release.
+	f := &Fragment{Meta: m, Header: h, Media: media, mem: e.mem}
 	f.refs.Store(1)
 	return f, nil
 }
@@ -106,11 +106,7 @@ func (e *Engine) Fragment(ref StreamRef, n fragment.Number) (*Fragment, error) {
 	if f := s.ring.find(n); f != nil {
 		return f, nil
 	}
-	buf := NewMediaBuffer()
-	m, media, err := e.db.Fragment(s.id, n, buf)
-	if err != nil {
-		putMediaBuffer(buf)
-	}
+	m, media, err := e.db.Fragment(s.id, n, e.readBufs)
 	if errors.Is(err, lsm.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrFragmentNotFound, n)
 	}
@@ -298,12 +294,8 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 			r.mu.Unlock()
 			// Before the ring (or the ring is empty): the archive holds
 			// what lies between.
-			buf := NewMediaBuffer()
-			m, media, ok, err := c.e.db.NextFragment(c.s.id, c.after, oldest, buf)
-			if err != nil || !ok {
-				putMediaBuffer(buf)
-			}
-			if err != nil && !m.Number.IsZero() && m.Number.Compare(c.after) > 0 {
+			m, media, ok, err := c.e.db.NextFragment(c.s.id, c.after, oldest, c.e.readBufs)
+			if err != nil && !errors.Is(err, ErrMemoryFull) && !m.Number.IsZero() && m.Number.Compare(c.after) > 0 {
 				// Its record is intact but its media is not (a flipped
 				// byte, a damaged segment): the reader skips it and goes
 				// on; the caller says so where it stands.

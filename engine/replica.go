@@ -183,44 +183,45 @@ func (e *Engine) FragmentNumbers(ref StreamRef, after fragment.Number, fn func(f
 }
 
 // ImportFragment stores a fragment copied from a peer under its own number
-// and timestamps. media must come from NewMediaBufferFor (the engine owns
-// it from here on); header is the fragment's session header. It reports
+// and timestamps. media should come from the engine's media memory
+// (Media().Alloc with MediaUpload; the engine owns it from here on, whatever
+// the outcome); header is the fragment's session header. It reports
 // whether the fragment was new. The media is checked against the meta's
 // lengths and content digest, the header against its id.
 func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media []byte) (stored bool, err error) {
 	s, info, err := e.lookup(ref)
 	if err != nil {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, err
 	}
 	if int(meta.MediaLen) != len(media) || meta.ClusterLen > meta.MediaLen || meta.Number.IsZero() ||
 		digest(media[:meta.ClusterLen], int(meta.Frames)) != meta.Digest || xxhash.Sum64(header) != meta.HeaderID {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, fmt.Errorf("%w: %s of %s", ErrBadReplica, meta.Number, info.Name)
 	}
 	if info.DataRetentionInHours == 0 {
-		putMediaBuffer(media) // such streams keep nothing, here or on the home node
+		e.mem.Free(media) // such streams keep nothing, here or on the home node
 		return false, nil
 	}
 	if e.full.Load() {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, ErrStorageFull
 	}
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
 	if f := s.ring.find(meta.Number); f != nil {
 		f.Release()
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, nil
 	}
 	s.persistMu.RLock()
 	defer s.persistMu.RUnlock()
 	if s.deleted.Load() {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, ErrStreamDeleted
 	}
 	if ok, err := e.db.HasFragment(s.id, meta.Number); err != nil || ok {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		if err != nil {
 			return false, fmt.Errorf("engine: %w", err)
 		}
@@ -232,14 +233,14 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	// whole one: the whole one wins either way.
 	rs, err := e.findPartialCopies(s, &meta, hdr, media)
 	if err != nil {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, err
 	}
 	if rs.duplicate {
 		if rs.original != nil {
 			rs.original.Release()
 		}
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, nil
 	}
 	w := lsm.FragmentWrite{Meta: meta, Media: media, Replaces: rs.replaces}
@@ -247,7 +248,7 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		w.Header = hdr.Raw
 	}
 	if err := e.db.PutFragment(s.id, &w); err != nil {
-		putMediaBuffer(media)
+		e.mem.Free(media)
 		return false, fmt.Errorf("engine: storing replicated fragment %s: %w", meta.Number, err)
 	}
 	hdr.stored.Store(true)
@@ -267,8 +268,12 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	st.lastServerMs = max(st.lastServerMs, meta.ServerMs)
 	st.mu.Unlock()
 
-	frag := &Fragment{Meta: meta, Header: hdr, Media: media, pooled: true, persisted: make(chan struct{}),
+	media, owned := e.mem.seal(media)
+	frag := &Fragment{Meta: meta, Header: hdr, Media: media, persisted: make(chan struct{}),
 		ReceivedMs: e.opts.Clock.Now().UnixMilli()}
+	if owned {
+		frag.mem = e.mem
+	}
 	close(frag.persisted)
 	frag.refs.Store(1) // the ring's; one older than the ring is released at once
 	s.ring.push(frag)

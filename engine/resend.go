@@ -205,16 +205,14 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 
 // compareStored relates a stored fragment's frames to new media's.
 func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media []byte, clusterLen uint32) (frameRelation, error) {
-	buf := NewMediaBufferFor(int(m.MediaLen))
-	_, stored, err := e.db.Fragment(s.id, m.Number, buf)
+	_, stored, err := e.db.Fragment(s.id, m.Number, e.readBufs)
 	if err != nil {
-		putMediaBuffer(buf)
 		if errors.Is(err, lsm.ErrNotFound) {
 			return framesDiffer, nil
 		}
 		return framesDiffer, err
 	}
-	defer putMediaBuffer(stored)
+	defer e.mem.Free(stored)
 	sh, err := e.storedHeader(s, m.HeaderID)
 	if err != nil {
 		return framesDiffer, err

@@ -1,40 +1,55 @@
 package engine
 
 import (
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // ring is a stream's hot ring: its most recent fragments, in fragment-number
-// order, within a byte budget. A fragment leaves the ring only once its
-// Persist has finished (so it is in the archive, or known lost): a reader
-// behind the ring then finds it in the archive, and a re-sent copy is
-// recognised. The persist queues are bounded, so this bounds the overrun. Invariant: the fragments in frags are every
-// fragment of the stream numbered from frags[0] to the newest that was
-// received (none is skipped), so a reader positioned inside the ring
-// needs nothing from the archive. The newest fragment is always kept, even
-// over budget.
+// order, covering the last dur of video (Options.RingDuration: sized in
+// seconds, so a stream's ring follows its bitrate), within an optional
+// byte cap and the box-wide media budget (media.go), which may make it
+// shed fragments early (shed).
+//
+// A fragment leaves the ring only once its Persist has finished (so it is
+// in the archive, or known lost): a reader behind the ring then finds it
+// in the archive, and a re-sent copy is recognised. The persist queues
+// are bounded, so this bounds the overrun.
+//
+// Invariant: the fragments in frags are every fragment of the stream
+// numbered from frags[0] to the newest that was received (none is
+// skipped), so a reader positioned inside the ring needs nothing from the
+// archive. Every fragment numbered at or below floor has left the ring
+// (or never entered it): push refuses those, so the ring stays contiguous
+// even after shed emptied it. Normally the newest fragment is kept
+// whatever its age; only shed under memory pressure takes it.
 type ring struct {
 	mu     sync.Mutex
 	frags  []*Fragment
 	bytes  int
-	budget int
+	ms     int64 // the fragments' summed durations
+	dur    int64 // ms of video kept
+	budget int   // byte cap (0: none)
+	floor  fragment.Number
 	// notify is closed (and replaced) whenever a fragment is added or the
 	// stream goes away, waking readers at the live edge.
 	notify chan struct{}
 	closed bool
 }
 
-func newRing(budget int) *ring {
-	return &ring{budget: budget, notify: make(chan struct{})}
+func newRing(dur time.Duration, budget int) *ring {
+	return &ring{dur: dur.Milliseconds(), budget: budget, notify: make(chan struct{})}
 }
 
-// push adds f (taking over one reference) in number order and evicts over
-// budget. It reports whether f went in: a fragment older than the whole
-// ring, or one the ring already holds, does not (it is released at once);
-// readers find it in the archive. Fragments normally arrive in order and
-// are appended; a replica's gap fill (replica.go) or a fragment numbered
+// push adds f (taking over one reference) in number order and evicts what
+// is beyond the ring's duration and cap. It reports whether f went in: a
+// fragment older than the whole ring (or than what already left it), or
+// one the ring already holds, does not (it is released at once); readers
+// find it in the archive. Fragments normally arrive in order and are
+// appended; a replica's gap fill (replica.go) or a fragment numbered
 // before a peer's newer one lands in its place, so the ring stays sorted
 // and readers positioned before it see it.
 func (r *ring) push(f *Fragment) bool {
@@ -43,26 +58,67 @@ func (r *ring) push(f *Fragment) bool {
 	for i > 0 && r.frags[i-1].Meta.Number.Compare(f.Meta.Number) > 0 {
 		i--
 	}
-	if r.closed || (i > 0 && r.frags[i-1].Meta.Number == f.Meta.Number) || (i == 0 && len(r.frags) > 0) {
+	if r.closed || (i > 0 && r.frags[i-1].Meta.Number == f.Meta.Number) || (i == 0 && len(r.frags) > 0) ||
+		(!r.floor.IsZero() && f.Meta.Number.Compare(r.floor) <= 0) {
 		r.mu.Unlock()
 		f.Release()
 		return false
 	}
-	r.frags = append(r.frags, nil)
-	copy(r.frags[i+1:], r.frags[i:])
-	r.frags[i] = f
+	r.frags = slices.Insert(r.frags, i, f)
 	r.bytes += len(f.Media)
-	for len(r.frags) > 1 && r.bytes > r.budget && r.frags[0].settled() {
-		old := r.frags[0]
-		r.frags[0] = nil
-		r.frags = r.frags[1:]
-		r.bytes -= len(old.Media)
-		old.Release()
+	r.ms += int64(f.Meta.DurationMs)
+	for len(r.frags) > 1 && r.frags[0].settled() && r.over() {
+		r.evictLocked()
 	}
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
 	return true
+}
+
+// over reports whether the ring holds more than it keeps: the fragments
+// after the oldest already cover the ring's duration, or the bytes are
+// over the cap. REQUIRES: r.mu held, len(r.frags) > 1.
+func (r *ring) over() bool {
+	return r.ms-int64(r.frags[0].Meta.DurationMs) >= r.dur || (r.budget > 0 && r.bytes > r.budget)
+}
+
+// evictLocked drops the oldest fragment. REQUIRES: r.mu held, frags not
+// empty, frags[0] settled.
+func (r *ring) evictLocked() int {
+	old := r.frags[0]
+	r.frags[0] = nil
+	r.frags = r.frags[1:]
+	r.bytes -= len(old.Media)
+	r.ms -= int64(old.Meta.DurationMs)
+	if old.Meta.Number.Compare(r.floor) > 0 {
+		r.floor = old.Meta.Number
+	}
+	n := cap(old.Media)
+	old.Release()
+	return n
+}
+
+// shed drops settled fragments, oldest first, until need bytes are
+// released: those beyond the newest, and with hard the newest too. A
+// fragment still being persisted (and all after it) stays. It reports
+// the bytes released from the ring (memory returns once readers let go
+// too).
+func (r *ring) shed(need int64, hard bool) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	for n < need && len(r.frags) > 0 && (len(r.frags) > 1 || hard) && r.frags[0].settled() {
+		n += int64(r.evictLocked())
+	}
+	return n
+}
+
+// heldBytes is the media the ring holds.
+func (r *ring) heldBytes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
 }
 
 // remove drops fragment n (a partial copy a whole re-send replaced), so
@@ -73,6 +129,7 @@ func (r *ring) remove(n fragment.Number) {
 	for i, f := range r.frags {
 		if f.Meta.Number == n {
 			r.bytes -= len(f.Media)
+			r.ms -= int64(f.Meta.DurationMs)
 			copy(r.frags[i:], r.frags[i+1:])
 			r.frags[len(r.frags)-1] = nil
 			r.frags = r.frags[:len(r.frags)-1]
@@ -93,7 +150,7 @@ func (r *ring) close() {
 	for _, f := range r.frags {
 		f.Release()
 	}
-	r.frags, r.bytes = nil, 0
+	r.frags, r.bytes, r.ms = nil, 0, 0
 	close(r.notify)
 }
 
@@ -147,17 +204,37 @@ func (r *ring) each(fn func(*Fragment) bool) {
 
 // RingBytes is the media held by every stream's hot ring.
 func (e *Engine) RingBytes() int {
-	e.mu.RLock()
-	streams := make([]*stream, 0, len(e.mu.byID))
-	for _, s := range e.mu.byID {
-		streams = append(streams, s)
-	}
-	e.mu.RUnlock()
 	n := 0
-	for _, s := range streams {
-		s.ring.mu.Lock()
-		n += s.ring.bytes
-		s.ring.mu.Unlock()
+	for _, s := range e.allStreams() {
+		n += s.ring.heldBytes()
+	}
+	return n
+}
+
+// shedRings makes room in the media memory (its shed callback): the rings
+// give back settled fragments, the biggest ring first, beyond their newest
+// fragment, and with hard the newest too, until need bytes are released.
+// It reports the bytes released.
+func (e *Engine) shedRings(need int64, hard bool) int64 {
+	streams := e.allStreams()
+	held := make([]int, len(streams))
+	for i, s := range streams {
+		held[i] = s.ring.heldBytes()
+	}
+	order := make([]int, len(streams))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return held[b] - held[a] })
+	var n int64
+	for _, i := range order {
+		if n >= need || held[i] == 0 {
+			break
+		}
+		n += streams[i].ring.shed(need-n, hard)
+	}
+	if n > 0 {
+		e.mem.shedBytes.Add(uint64(n))
 	}
 	return n
 }

@@ -49,10 +49,14 @@ type Fragmenter struct {
 	lens         []byte
 	parts        [][]byte
 	DroppedUnits int // access units dropped while waiting for a key frame
-	lastLen      int // size of the previous fragment, to size the next buffer
+	// RefusedFragments counts fragments dropped for lack of media memory.
+	RefusedFragments int
+	lastLen          int // size of the previous fragment, to size the next buffer
 }
 
-// NewFragmenter cuts fragments of about target (default 2 s).
+// NewFragmenter cuts fragments of about target (default 2 s). An Output
+// with a Buffers method (the engine's) provides the fragments' buffers;
+// others get Go-heap ones.
 func NewFragmenter(out Output, target time.Duration) *Fragmenter {
 	if target <= 0 {
 		target = 2 * time.Second
@@ -60,7 +64,23 @@ func NewFragmenter(out Output, target time.Duration) *Fragmenter {
 	if target > maxFragmentDuration {
 		target = maxFragmentDuration
 	}
-	return &Fragmenter{out: out, target: target, videoTI: -1, waitKey: true, lastStartMs: -1 << 62}
+	fr := &Fragmenter{out: out, target: target, videoTI: -1, waitKey: true, lastStartMs: -1 << 62}
+	if bo, ok := out.(interface{ Buffers() mkv.Buffers }); ok {
+		fr.b.Buffers = bo.Buffers()
+	}
+	return fr
+}
+
+// refused drops the fragment in progress because the media memory budget
+// had no room for it (a camera cannot re-send: its frames until the next
+// key frame are lost, counted in DroppedUnits and RefusedFragments; the
+// engine logs and counts the refusal). Recording goes on at the next key
+// frame.
+func (fr *Fragmenter) refused() {
+	fr.DroppedUnits += fr.b.Frames() + 1
+	fr.RefusedFragments++
+	fr.b.Discard()
+	fr.waitKey = true
 }
 
 // SetTracks sets (or changes: new SPS/PPS, resolution, codec) the tracks.
@@ -181,13 +201,23 @@ func (fr *Fragmenter) write(ti int, ms int64, key, cutter bool) error {
 		}
 		// Size the buffer for a fragment like the previous one (plus a
 		// margin); it grows if this one is bigger.
-		fr.b.Start(fr.hdr, ms, engine.NewMediaBufferFor(fr.lastLen+fr.lastLen/4+4096))
+		if err := fr.b.Start(fr.hdr, ms, fr.lastLen+fr.lastLen/8+4096); err != nil {
+			if errors.Is(err, engine.ErrMemoryFull) {
+				fr.refused()
+				return nil
+			}
+			return err
+		}
 		fr.startMs, fr.lastStartMs, fr.waitKey = ms, ms, false
 	}
 	err := fr.b.AddBlock(ti, ms, key, fr.parts...)
-	if errors.Is(err, mkv.ErrBlockOutOfRange) {
+	switch {
+	case errors.Is(err, mkv.ErrBlockOutOfRange):
 		// An audio frame stamped far from the video: drop it.
 		fr.DroppedUnits++
+		return nil
+	case errors.Is(err, engine.ErrMemoryFull):
+		fr.refused()
 		return nil
 	}
 	return err
@@ -198,7 +228,17 @@ func (fr *Fragmenter) Flush() error {
 	if !fr.b.Started() {
 		return nil
 	}
-	f := fr.b.Finish()
+	frames := fr.b.Frames()
+	f, err := fr.b.Finish()
+	if err != nil {
+		if errors.Is(err, engine.ErrMemoryFull) {
+			fr.DroppedUnits += frames
+			fr.RefusedFragments++
+			fr.waitKey = true
+			return nil
+		}
+		return err
+	}
 	fr.lastLen = len(f.Buf)
 	if err := fr.out.Fragment(f); err != nil {
 		return fmt.Errorf("ingest: fragment: %w", err)

@@ -280,7 +280,7 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 	}
 
 	// The fragments, as one PutMedia body, parse into the same fragments.
-	rd := mkv.NewReader(bytes.NewReader(out.body.Bytes()), mkv.Options{NewBuffer: func() []byte { return make([]byte, 0, 4096) }})
+	rd := mkv.NewReader(bytes.NewReader(out.body.Bytes()), mkv.Options{BufferHint: 4096})
 	n := 0
 	for {
 		ev, err := rd.Next()

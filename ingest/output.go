@@ -35,6 +35,10 @@ func newEngineOutput(sess *engine.IngestSession, log *slog.Logger, onStored func
 	return o
 }
 
+// Buffers is where the camera's fragments are assembled: the engine's
+// media memory, as a camera (engine.MediaCamera).
+func (o *engineOutput) Buffers() mkv.Buffers { return o.sess.Buffers(engine.MediaCamera) }
+
 func (o *engineOutput) StartFragment() error {
 	var err error
 	o.num, o.serverMs, err = o.sess.StartFragment()

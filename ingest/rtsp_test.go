@@ -39,7 +39,8 @@ func newRecorder(t *testing.T) *recorder { return newRecorderTB(t) }
 func newRecorderTB(t testing.TB) *recorder {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Logger: log})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Logger: log,
+		Media: engine.MediaOptions{Debug: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -170,9 +170,18 @@ func (d *DB) Header(id StreamID, hid uint64) ([]byte, error) {
 	return append([]byte(nil), v[1:]...), nil
 }
 
-// Fragment reads one fragment; its media is read into dst (grown if
-// needed; nil allocates) and is the caller's.
-func (d *DB) Fragment(id StreamID, n fragment.Number, dst []byte) (fragment.Meta, []byte, error) {
+// Buffers hands out the buffers fragment media is read into (the
+// engine's media memory); nil means the Go heap.
+type Buffers interface {
+	// Alloc returns an empty buffer with room for n bytes.
+	Alloc(n int) ([]byte, error)
+	// Free takes back a buffer from Alloc that is not handed on.
+	Free(b []byte)
+}
+
+// Fragment reads one fragment; its media is read into a buffer from bufs
+// (its exact size) and is the caller's.
+func (d *DB) Fragment(id StreamID, n fragment.Number, bufs Buffers) (fragment.Meta, []byte, error) {
 	var kb [32]byte
 	key := fragmentKey(kb[:0], id, n)
 	v, closer, err := d.db.Get(key)
@@ -187,7 +196,7 @@ func (d *DB) Fragment(id StreamID, n fragment.Number, dst []byte) (fragment.Meta
 	if err != nil {
 		return m, nil, err
 	}
-	media, err := d.readMedia(id, key, &m, ref, dst)
+	media, err := d.readMediaInto(id, key, &m, ref, bufs)
 	return m, media, err
 }
 
@@ -230,10 +239,27 @@ func (d *DB) readMedia(id StreamID, key []byte, m *fragment.Meta, ref segmentRef
 	return media, nil
 }
 
+// readMediaInto is readMedia into a buffer from bufs, which it frees on
+// error.
+func (d *DB) readMediaInto(id StreamID, key []byte, m *fragment.Meta, ref segmentRef, bufs Buffers) ([]byte, error) {
+	if bufs == nil {
+		return d.readMedia(id, key, m, ref, nil)
+	}
+	dst, err := bufs.Alloc(int(m.MediaLen))
+	if err != nil {
+		return nil, err
+	}
+	media, err := d.readMedia(id, key, m, ref, dst)
+	if err != nil {
+		bufs.Free(dst)
+	}
+	return media, err
+}
+
 // NextFragment returns the first fragment numbered after `after` and
-// before `before` (zero: no bound), with its media read into dst (as
-// Fragment). ok is false when there is none.
-func (d *DB) NextFragment(id StreamID, after, before fragment.Number, dst []byte) (m fragment.Meta, media []byte, ok bool, err error) {
+// before `before` (zero: no bound), with its media read into a buffer
+// from bufs (as Fragment). ok is false when there is none.
+func (d *DB) NextFragment(id StreamID, after, before fragment.Number, bufs Buffers) (m fragment.Meta, media []byte, ok bool, err error) {
 	lower := fragmentKey(nil, id, after.Next())
 	var upper []byte
 	if before.IsZero() {
@@ -258,7 +284,7 @@ func (d *DB) NextFragment(id StreamID, after, before fragment.Number, dst []byte
 	if err != nil {
 		return m, nil, false, err
 	}
-	media, err = d.readMedia(id, key, &m, ref, dst)
+	media, err = d.readMediaInto(id, key, &m, ref, bufs)
 	return m, media, err == nil, err
 }
 

@@ -123,10 +123,10 @@ func BenchmarkHLSOnDemandPlaylist24h(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hb.Start(hdr, 0, nil)
+	_ = hb.Start(hdr, 0, 64)
 	_ = hb.AddBlock(0, 0, true, []byte{0, 0, 0, 1, 0x65})
 	_ = hb.AddBlock(0, 900, false, []byte{0, 0, 0, 1, 0x41})
-	f := hb.Finish()
+	f, _ := hb.Finish()
 	hid := xxhash.Sum64(hdr.Raw)
 	start := time.Now()
 	for i := 0; i < 86400; i++ {

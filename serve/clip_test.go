@@ -131,11 +131,17 @@ func TestGetClip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b mkv.FragmentBuilder
-	b.Start(h, 1795580000000, engine.NewMediaBuffer())
+	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
+	if err := b.Start(h, 1795580000000, 64); err != nil {
+		t.Fatal(err)
+	}
 	_ = b.AddBlock(0, 1795580000000, true, []byte{0xFF, 0xD8, 0xFF, 0xD9})
+	f, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, serverMs, _ := sess.StartFragment()
-	rec, err := sess.Receive(n, serverMs, 1795580000000, b.Finish())
+	rec, err := sess.Receive(n, serverMs, 1795580000000, f)
 	if err != nil {
 		t.Fatal(err)
 	}

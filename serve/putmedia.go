@@ -39,8 +39,13 @@ import (
 //	persister  → syncs each fragment to the store, then PERSISTED
 //
 // Copies of media: body bytes go network → pump buffer → the fragment's
-// pooled media buffer (one copy each), then to its segment file; readers
-// share the fragment buffer.
+// buffer in the engine's media memory (one copy each), then to its
+// segment file; readers share the fragment buffer. When the media memory
+// budget has no room for a fragment (engine.ErrMemoryFull) it is refused
+// with ERROR 5000 INTERNAL_ERROR — retriable: the KVS C producer re-sends
+// the fragment on a new connection (its serviceCallResultRetry), as
+// producer.Producer does — and the upload ends; fragments before it are
+// still stored and acknowledged.
 
 // ack is one acknowledgement event.
 type ack struct {
@@ -384,7 +389,8 @@ func (u *upload) run(body io.Reader) {
 
 // parse runs the Matroska reader and the engine's receive side.
 func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistItem) {
-	rd := mkv.NewReader(src, mkv.Options{NewBuffer: engine.NewMediaBuffer, RequireEveryTrack: true})
+	rd := mkv.NewReader(src, mkv.Options{Buffers: u.sess.Buffers(engine.MediaUpload), RequireEveryTrack: true})
+	defer rd.Close() // frees a fragment left unfinished
 	var (
 		num      fragment.Number
 		serverMs int64
@@ -420,9 +426,13 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 				return // superseded: the newer upload carries on, silently
 			}
 			var me *mkv.Error
-			if errors.As(err, &me) {
+			switch {
+			case errors.Is(err, engine.ErrMemoryFull):
+				u.log.Warn("fragment refused: the media memory budget is full; the producer re-sends it", "timecode", tc)
+				fail(errIDInternal, tc, hasTC, err)
+			case errors.As(err, &me):
 				fail(me.ID, tc, hasTC, err)
-			} else {
+			default:
 				fail(mkv.ErrIDStreamRead, tc, hasTC, err)
 			}
 			return
@@ -451,7 +461,7 @@ func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistIt
 				// The connection went silent mid-fragment after a newer
 				// upload began: that upload carries the whole fragment.
 				u.log.Info("superseded upload idle inside a fragment: dropped, the newer upload carries it", "timecode", f.Timecode)
-				engine.PutMediaBuffer(f.Buf)
+				u.s.eng.Media().Free(f.Buf)
 				return
 			}
 			// Cut by the idle close, from a producer that ends its
@@ -494,6 +504,8 @@ func engineIngestErrorID(err error) int {
 		return errIDStreamNotActive
 	case errors.Is(err, engine.ErrStorageFull):
 		return errIDArchival // the box refuses new media: it cannot persist it
+	case errors.Is(err, engine.ErrMemoryFull):
+		return errIDInternal // retriable: the producer re-sends
 	}
 	return errIDInternal
 }

@@ -47,7 +47,8 @@ func startServerWith(t testing.TB, dir string, adjust func(*Options)) *testServe
 		dir = t.TempDir()
 	}
 	log := slog.New(slog.DiscardHandler)
-	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: dir, CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Region: testRegion, AccountID: "123456789012", Logger: log})
+	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: dir, CacheBytes: 1 << 20, MemTableBytes: 1 << 20}, Region: testRegion, AccountID: "123456789012", Logger: log,
+		Media: engine.MediaOptions{Debug: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

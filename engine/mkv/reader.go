@@ -142,10 +142,52 @@ type Options struct {
 	// declared track (KVS's 4011, as PutMedia does); a client cutting a
 	// file into fragments leaves it off.
 	RequireEveryTrack bool
-	// NewBuffer returns an empty buffer for a new fragment; the fragment
-	// owns it once taken. Defaults to a fresh 256 KiB-capacity slice.
-	NewBuffer func() []byte
+	// Buffers holds the fragments' bytes (default: the Go heap). A
+	// fragment's buffer is the caller's once taken (TakeFragment); one in
+	// progress when the reader stops is freed by Close.
+	Buffers Buffers
+	// BufferHint is the first buffer size for a cluster of unknown size
+	// (later ones start at the previous fragment's size). Default 256 KiB.
+	BufferHint int
 }
+
+// Buffers hands out the memory fragments are assembled in (the engine's
+// media allocator; HeapBuffers by default).
+type Buffers interface {
+	// Grow returns b with room for at least n more bytes: b itself when
+	// it has room, else a larger buffer holding b's bytes (b is then
+	// released). A nil b starts a new fragment's buffer. On error b is
+	// unchanged and still the caller's.
+	Grow(b []byte, n int) ([]byte, error)
+	// Free releases a buffer that will not be handed on.
+	Free(b []byte)
+}
+
+// HeapBuffers are Go slices, grown by half again.
+type HeapBuffers struct{}
+
+func (HeapBuffers) Grow(b []byte, n int) ([]byte, error) {
+	if cap(b)-len(b) >= n {
+		return b, nil
+	}
+	g := make([]byte, len(b), len(b)+n+len(b)/2)
+	copy(g, b)
+	return g, nil
+}
+
+func (HeapBuffers) Free([]byte) {}
+
+// BufferError is a fragment buffer the Buffers could not grow (the media
+// memory budget is full): the reader stops, the error wrapped as is.
+type BufferError struct{ Err error }
+
+func (e *BufferError) Error() string { return "mkv: fragment buffer: " + e.Err.Error() }
+func (e *BufferError) Unwrap() error { return e.Err }
+
+// maxFirstBuffer bounds the buffer taken at once for a cluster that
+// declares its size: a body that declares 50 MB and sends nothing holds
+// no more than this.
+const maxFirstBuffer = 8 << 20
 
 func (o *Options) ensureDefaults() {
 	if o.MaxFragmentBytes == 0 {
@@ -160,8 +202,11 @@ func (o *Options) ensureDefaults() {
 	if o.MaxMetaTags == 0 {
 		o.MaxMetaTags = 10
 	}
-	if o.NewBuffer == nil {
-		o.NewBuffer = func() []byte { return make([]byte, 0, 256<<10) }
+	if o.Buffers == nil {
+		o.Buffers = HeapBuffers{}
+	}
+	if o.BufferHint <= 0 {
+		o.BufferHint = 256 << 10
 	}
 }
 
@@ -205,6 +250,7 @@ type Reader struct {
 	pendingRaw [4]byte
 	pendingN   int
 	eof        bool
+	lastLen    int // the previous fragment's size, to size the next buffer
 }
 
 // NewReader reads a PutMedia body from r. r may return ErrIdle.
@@ -216,11 +262,43 @@ func NewReader(r io.Reader, opts Options) *Reader {
 // Fragment is the fragment in progress (after EventFragmentStart).
 func (r *Reader) Fragment() *Fragment { return r.frag }
 
-// TakeFragment hands the completed fragment to the caller.
+// TakeFragment hands the completed fragment to the caller, who owns its
+// buffer from then on.
 func (r *Reader) TakeFragment() *Fragment {
 	f := r.frag
 	r.frag, r.done = nil, false
+	if f != nil {
+		r.lastLen = len(f.Buf)
+	}
 	return f
+}
+
+// Close frees the buffer of a fragment the caller did not take (one in
+// progress when the body failed or ended). The reader is done.
+func (r *Reader) Close() {
+	r.dropFragment()
+	r.eof = true
+}
+
+// dropFragment abandons the fragment in progress and frees its buffer.
+func (r *Reader) dropFragment() {
+	if r.frag != nil {
+		r.opts.Buffers.Free(r.frag.Buf)
+		r.frag.Buf = nil
+		r.frag, r.done = nil, false
+	}
+}
+
+// grow makes room for n more bytes in the fragment's buffer b.
+func (r *Reader) grow(b []byte, n int) ([]byte, error) {
+	if cap(b)-len(b) >= n {
+		return b, nil
+	}
+	g, err := r.opts.Buffers.Grow(b, n)
+	if err != nil {
+		return b, &BufferError{Err: err}
+	}
+	return g, nil
 }
 
 // Next parses until the next event. It returns io.EOF at a clean end of
@@ -276,6 +354,10 @@ func (r *Reader) Next() (Event, error) {
 }
 
 func (r *Reader) readErr(err error) error {
+	var be *BufferError
+	if errors.As(err, &be) {
+		return be
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return errf(ErrIDInvalidMKV, "body ended inside an element")
 	}
@@ -295,19 +377,19 @@ func (r *Reader) closeFragment() (Event, error) {
 	f := r.frag
 	r.inCluster = false
 	if f.Frames == 0 {
-		r.frag = nil
+		r.dropFragment()
 		return 0, errf(ErrIDFramesMissing, "fragment %d has no frames", f.Timecode)
 	}
 	if r.opts.RequireEveryTrack {
 		for i, tr := range f.Header.Tracks {
 			if f.perTrack[i] == 0 {
-				r.frag = nil
+				r.dropFragment()
 				return 0, errf(ErrIDFramesMissing, "fragment %d has no frames of track %d", f.Timecode, tr.Number)
 			}
 		}
 	}
 	if f.MetaTags > r.opts.MaxMetaTags {
-		r.frag = nil
+		r.dropFragment()
 		return 0, errf(ErrIDMetadataLimit, "%d metadata tags, at most %d", f.MetaTags, r.opts.MaxMetaTags)
 	}
 	r.done = true
@@ -322,7 +404,7 @@ func (r *Reader) topLevel(id uint32, raw []byte) (Event, error) {
 			r.unread(id, raw)
 			return r.closeFragment()
 		}
-		b, err := r.readWhole(nil, raw, maxHeaderElem)
+		b, err := r.readWhole(nil, raw, maxHeaderElem, false)
 		if err != nil {
 			return 0, err
 		}
@@ -349,7 +431,7 @@ func (r *Reader) topLevel(id uint32, raw []byte) (Event, error) {
 			r.unread(id, raw)
 			return r.closeFragment()
 		}
-		b, err := r.readWhole(nil, raw, maxHeaderElem)
+		b, err := r.readWhole(nil, raw, maxHeaderElem, false)
 		if err != nil {
 			return 0, err
 		}
@@ -382,7 +464,21 @@ func (r *Reader) topLevel(id uint32, raw []byte) (Event, error) {
 		if size != unknownSize && size > int64(r.opts.MaxFragmentBytes) {
 			return 0, errf(ErrIDMaxFragmentSize, "cluster declares %d bytes, more than a fragment may hold (%d)", size, r.opts.MaxFragmentBytes)
 		}
-		buf := r.opts.NewBuffer()[:0]
+		// A declared size sizes the buffer (up to maxFirstBuffer); an
+		// unknown one starts at the previous fragment's size.
+		hint := len(raw) + len(sizeRaw)
+		switch {
+		case size != unknownSize:
+			hint += int(min(size, maxFirstBuffer))
+		case r.lastLen > 0:
+			hint += r.lastLen + r.lastLen/8
+		default:
+			hint += r.opts.BufferHint
+		}
+		buf, err := r.opts.Buffers.Grow(nil, hint)
+		if err != nil {
+			return 0, &BufferError{Err: err}
+		}
 		buf = append(buf, raw...)
 		buf = append(buf, sizeRaw...)
 		r.frag = &Fragment{Header: r.hdr, Buf: buf}
@@ -401,7 +497,7 @@ func (r *Reader) topLevel(id uint32, raw []byte) (Event, error) {
 		if limit <= 0 {
 			return 0, errf(ErrIDMaxFragmentSize, "fragment exceeds %d bytes", r.opts.MaxFragmentBytes)
 		}
-		b, err := r.readWhole(r.frag.Buf, raw, limit)
+		b, err := r.readWhole(r.frag.Buf, raw, limit, true)
 		if err != nil {
 			var me *Error
 			if errors.As(err, &me) && me.ID == ErrIDInvalidMKV && limit < maxHeaderElem {
@@ -537,6 +633,9 @@ func (r *Reader) clusterChild(id uint32, raw []byte) (ev Event, handled bool, er
 	}
 	if int64(len(f.Buf))+int64(len(raw)+len(sizeRaw))+size > int64(r.opts.MaxFragmentBytes) {
 		return 0, true, errf(ErrIDMaxFragmentSize, "fragment exceeds %d bytes", r.opts.MaxFragmentBytes)
+	}
+	if f.Buf, err = r.grow(f.Buf, len(raw)+len(sizeRaw)+int(size)); err != nil {
+		return 0, true, err
 	}
 	f.Buf = append(f.Buf, raw...)
 	f.Buf = append(f.Buf, sizeRaw...)
@@ -723,13 +822,19 @@ func (r *Reader) readSize() ([]byte, int64, error) {
 
 // readWhole appends a complete known-size element (ID raw, size, payload)
 // to dst, refusing one larger than limit.
-func (r *Reader) readWhole(dst, raw []byte, limit int) ([]byte, error) {
+func (r *Reader) readWhole(dst, raw []byte, limit int, intoFragment bool) ([]byte, error) {
 	sizeRaw, size, err := r.readSize()
 	if err != nil {
 		return nil, err
 	}
 	if size == unknownSize || size > int64(limit) {
 		return nil, errf(ErrIDInvalidMKV, "element %X of %d bytes (unknown or over %d)", readUint(raw), size, limit)
+	}
+	if intoFragment {
+		if dst, err = r.grow(dst, len(raw)+len(sizeRaw)+int(size)); err != nil {
+			return nil, err
+		}
+		r.frag.Buf = dst // grown (and moved): the old buffer is gone
 	}
 	dst = append(dst, raw...)
 	dst = append(dst, sizeRaw...)

@@ -155,8 +155,33 @@ func BuildHeader(tracks []TrackSpec) (*Header, error) {
 // statistics a Fragment carries, so a camera's fragments are exactly what
 // a PutMedia upload of the same media would produce.
 type FragmentBuilder struct {
-	f      *Fragment
-	baseMs int64
+	// Buffers holds the fragments' bytes (nil: the Go heap). A fragment's
+	// buffer is the caller's once Finish returns it; Discard frees one in
+	// progress.
+	Buffers Buffers
+	f       *Fragment
+	baseMs  int64
+}
+
+func (b *FragmentBuilder) buffers() Buffers {
+	if b.Buffers == nil {
+		return HeapBuffers{}
+	}
+	return b.Buffers
+}
+
+// grow makes room for n more bytes in the fragment's buffer.
+func (b *FragmentBuilder) grow(n int) error {
+	f := b.f
+	if cap(f.Buf)-len(f.Buf) >= n {
+		return nil
+	}
+	g, err := b.buffers().Grow(f.Buf, n)
+	if err != nil {
+		return &BufferError{Err: err}
+	}
+	f.Buf = g
+	return nil
 }
 
 // ErrBlockOutOfRange: a block is more than 32.767 s from its cluster's
@@ -165,14 +190,29 @@ type FragmentBuilder struct {
 var ErrBlockOutOfRange = errors.New("mkv: block timecode out of the cluster's range")
 
 // Start begins a fragment whose cluster timecode is timecodeMs (1 ms
-// timecode scale) in buf (which the fragment then owns).
-func (b *FragmentBuilder) Start(h *Header, timecodeMs int64, buf []byte) {
+// timecode scale) in a buffer with room for about hint bytes (it grows
+// as blocks are added). It fails only when Buffers has no room
+// (*BufferError).
+func (b *FragmentBuilder) Start(h *Header, timecodeMs int64, hint int) error {
+	buf, err := b.buffers().Grow(nil, max(hint, 64))
+	if err != nil {
+		return &BufferError{Err: err}
+	}
 	buf = buf[:0]
 	buf = appendID(buf, IDCluster)
 	buf = append(buf, 0xFF) // unknown size, as the KVS producer writes
 	buf = appendUintElem(buf, IDTimecode, uint64(timecodeMs))
 	b.f = &Fragment{Header: h, Timecode: uint64(timecodeMs), Buf: buf}
 	b.baseMs = timecodeMs
+	return nil
+}
+
+// Discard drops the fragment in progress, if any, and frees its buffer.
+func (b *FragmentBuilder) Discard() {
+	if b.f != nil {
+		b.buffers().Free(b.f.Buf)
+		b.f = nil
+	}
 }
 
 // Started reports whether a fragment is being built.
@@ -207,6 +247,10 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 	for _, p := range parts {
 		size += len(p)
 	}
+	// ID (1), size (8), then the block.
+	if err := b.grow(9 + size); err != nil {
+		return err
+	}
 	track := f.Header.Tracks[ti].Number
 	f.Buf = appendID(f.Buf, IDSimpleBlock)
 	// The block size as an 8-byte EBML vint: the length marker 0x01 fills
@@ -237,12 +281,20 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 	return nil
 }
 
-// Finish closes the fragment with the end-of-fragment tag and returns it.
-func (b *FragmentBuilder) Finish() *Fragment {
+// Finish closes the fragment with the end-of-fragment tag and returns it
+// (the caller owns its buffer). It fails only when Buffers has no room
+// for the tag; the fragment is then discarded.
+func (b *FragmentBuilder) Finish() (*Fragment, error) {
+	if err := b.grow(len(endOfFragmentTag)); err != nil {
+		b.Discard()
+		return nil, err
+	}
 	f := b.f
 	b.f = nil
 	f.ClusterLen = len(f.Buf)
 	f.Buf = AppendEndOfFragment(f.Buf)
 	f.EndOfFragment = true
-	return f
+	return f, nil
 }
+
+var endOfFragmentTag = AppendEndOfFragment(nil)
