@@ -542,7 +542,8 @@ func (m *MediaMemory) reserveBytes(delta int64, c MediaClass, from *span) error 
 	}
 	if m.shed != nil {
 		for _, hard := range [2]bool{false, true} {
-			if m.shed(delta, hard) > 0 && m.tryReserve(delta, c) {
+			short := m.usedNow() + delta - m.limit(c)
+			if short > 0 && m.shed(short, hard) > 0 && m.tryReserve(delta, c) {
 				return nil
 			}
 		}
