@@ -23,9 +23,10 @@
 //	arn.go        stream ARNs
 //	edge.go       edge configurations and status; Changes
 //	ingest.go     IngestSession: numbering, duplicate check, Persist
-//	fragment.go   Fragment and Header (shared, reference-counted) and the
-//	              media buffer pools
-//	ring.go       the per-stream hot ring
+//	fragment.go   Fragment and Header (shared, reference-counted)
+//	media.go      MediaMemory: the media buffers and their one budget;
+//	              media_linux.go (mmap) / media_other.go (Go slices)
+//	ring.go       the per-stream hot ring, sized in seconds, and shedding
 //	read.go       reads: Fragment, Cursor, ListFragments, Recent, the
 //	              header cache
 //	retention.go  retention by time
@@ -49,9 +50,45 @@
 //
 // A fragment's media buffer is written once by the reader and then shared,
 // read-only and reference-counted (Fragment.Retain/Release), by the hot
-// ring, the persister and every reader; the last Release returns it to a
-// pool. Readers (Cursor) walk the archive, then the ring, then wait for live
-// fragments, by fragment number, so the seams have no gap or duplicate.
+// ring, the persister and every reader; the last Release frees it. Readers
+// (Cursor) walk the archive, then the ring, then wait for live fragments,
+// by fragment number, so the seams have no gap or duplicate.
+//
+// # Media memory
+//
+// Every media byte the engine holds is in a buffer of one MediaMemory
+// (media.go) and counted against one box-wide budget (Options.Media,
+// media.memory_budget_mib): fragments being assembled (a PutMedia reader's
+// mkv.Buffers, a camera's fragment builder, a replica's frame reader),
+// fragments in the hot rings, fragments queued for Persist, and fragments
+// read back from the archive for readers. On Linux the buffers are mmap'ed
+// outside the Go heap, so the garbage collector neither scans nor doubles
+// them: RSS is the live media plus a small constant, and GOMEMLIMIT bounds
+// only the metadata heap.
+//
+// Who frees: the assembler owns a buffer until it hands it to Receive or
+// ImportFragment (which own it from then on, whatever the outcome; Receive
+// seals it: complete, read-only, a large one cut to size); a buffer
+// dropped before that is freed by its assembler (mkv.Reader.Close,
+// mkv.FragmentBuilder.Discard, MediaMemory.Free). A Fragment frees its
+// buffer with the last Release. Archive reads take buffers of their exact
+// size (lsm.Buffers), freed the same way.
+//
+// When the budget is hit: the rings shed settled fragments, the biggest
+// ring first, beyond their newest fragment, then the newest too (ring.go);
+// a fragment still being persisted is never dropped. Still no room: the
+// oldest fragment still arriving waits a little (Options.Media.GrowWait),
+// so one upload always completes; every other request is refused with
+// ErrMemoryFull — PutMedia answers ERROR 5000 (retriable: the producer
+// re-sends the fragment), a camera drops the fragment and records from its
+// next key frame, a reader's call fails. Uploads and replicas are refused
+// first, then cameras, reads last (each class's share of the budget,
+// media.go). Refusals are counted (MediaStats), logged at most every 10 s,
+// and /readyz reports them.
+//
+// The hot ring keeps each stream's newest Options.RingDuration of video
+// (its bytes follow the stream's bitrate), within an optional byte cap
+// (Options.RingBytesPerStream); readers further behind read the archive.
 //
 // # Durability order (what a crash at each step leaves)
 //
@@ -106,6 +143,8 @@
 //	Engine.mu (RW)          the registry maps byName, byID, tombs
 //	Engine.headers.mu       the session-header cache
 //	ring.mu                 one stream's hot ring: frags, bytes, notify, closed
+//	MediaMemory.mu          the media buffers: spans, free lists, counts
+//	                        (a ring's Release frees under ring.mu)
 //	lsm DB.mu               the next stream id
 //	lsm syncGroup.flushMu   one sync-window flush at a time
 //	lsm syncGroup.mu        the pending window: batch, dirty segments, waiters
@@ -126,9 +165,14 @@
 //	flushMu    → syncGroup.mu, streamSegments.mu
 //	segmentStore.mu → streamSegments.mu (Close)
 //
-// Engine.mu, headers.mu, ring.mu and DB.mu are leaves: nothing is taken while
-// one is held (ring.each's callbacks take no lock), so no engine leaf is
-// held across a call into lsm. lsm never calls back into the engine.
+// Engine.mu, headers.mu, MediaMemory.mu and DB.mu are leaves: nothing is
+// taken while one is held; ring.mu is one but for MediaMemory.mu (a
+// Release that frees; ring.each's callbacks take no lock), so no engine
+// leaf is held across a call into lsm. A media allocation that sheds
+// (MediaMemory's shed callback, Engine.shedRings) holds no lock and takes
+// Engine.mu, then each ring.mu in turn; it may run under importMu or
+// persistMu (an archive read comparing a re-send, resend.go), which are
+// above both. lsm never calls back into the engine.
 // writeMu and cap.mu are never held together, nor writeMu and importMu.
 //
 // Waits that act as locks: with a sync window, PutFragment waits for the

@@ -808,6 +808,21 @@ func (m *MediaMemory) RefusingSince(window time.Duration) (bool, time.Time) {
 	return time.Since(t) < window, t
 }
 
+// MemoryAlarmWindow is how long after a refusal Alarm still reports it.
+const MemoryAlarmWindow = 30 * time.Second
+
+// Alarm says why new media is being refused for lack of memory ("" when
+// nothing was refused within MemoryAlarmWindow), for /readyz.
+func (m *MediaMemory) Alarm() string {
+	refusing, at := m.RefusingSince(MemoryAlarmWindow)
+	if !refusing {
+		return ""
+	}
+	st := m.Stats()
+	return fmt.Sprintf("media memory budget full: new media refused %s ago (%d of %d MiB in use, %d MiB of fragments still arriving); producers re-send, cameras drop fragments",
+		time.Since(at).Round(time.Second), st.Used()>>20, st.BudgetBytes>>20, st.AssemblingBytes>>20)
+}
+
 // release unmaps every cached buffer (Engine.Close) and reports the bytes
 // still held by buffers nobody freed.
 func (m *MediaMemory) release() int64 {

@@ -1,6 +1,7 @@
 // Package hwprofiles owns kvsedge's per-board budgets and the detection of
 // the board it runs on. A Profile sets the Pebble block cache and memtable
-// sizes, each stream's hot-ring budget, the number of cameras the box
+// sizes, the seconds of video each stream's hot ring keeps, the media
+// memory budget (outside the Go heap), the number of cameras the box
 // records, how the store syncs (per fragment on SSDs; a group window on SD
 // cards, to spare their flash) and the Go memory limit. Detect picks one
 // from the device-tree model and the memory size. It imports nothing from

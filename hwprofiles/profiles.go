@@ -33,8 +33,14 @@ type Profile struct {
 	// Pebble's block cache and memtable.
 	CacheMiB    int `json:"cache_mib"`
 	MemtableMiB int `json:"memtable_mib"`
-	// RingMiBPerStream is each stream's hot-ring budget.
-	RingMiBPerStream int `json:"ring_mib_per_stream"`
+	// RingSeconds is how much of each stream's newest video its hot ring
+	// keeps in memory for live readers (its bytes follow the bitrate).
+	RingSeconds int `json:"ring_seconds"`
+	// MediaMemoryMiB is the media memory budget: every media byte held
+	// (fragments arriving, in the rings, waiting to be stored, read back)
+	// counts against it. It is outside the Go heap (mmap), so it comes on
+	// top of MemoryLimitMiB.
+	MediaMemoryMiB int `json:"media_memory_mib"`
 	// MaxCameras is how many cameras the box records at once.
 	MaxCameras int `json:"max_cameras"`
 	// Storage and SyncWindow: with SyncWindow > 0 the store groups the
@@ -42,7 +48,9 @@ type Profile struct {
 	// wait up to that long); 0 syncs each fragment at once.
 	Storage    Storage       `json:"storage"`
 	SyncWindow time.Duration `json:"sync_window"`
-	// MemoryLimitMiB is the Go runtime's soft memory limit (GOMEMLIMIT).
+	// MemoryLimitMiB is the Go runtime's soft memory limit (GOMEMLIMIT):
+	// the heap of metadata, connections and the store; media is outside
+	// it (MediaMemoryMiB).
 	MemoryLimitMiB int `json:"memory_limit_mib"`
 }
 
@@ -50,39 +58,43 @@ type Profile struct {
 var All = []Profile{
 	{
 		Name: "pi-zero-2w", Description: "Raspberry Pi Zero 2 W class: 512 MB, 4× Cortex-A53, microSD",
-		DerivedFrom: "512 MiB RAM of which ~420 MiB is free after the OS: a 256 MiB Go limit leaves room for the page cache that serves archive reads; " +
-			"a 2 Mbit/s camera's 2 s fragment is ~0.5 MiB, so a 4 MiB ring holds ~8 fragments (16 s of live buffer); " +
+		DerivedFrom: "512 MiB RAM of which ~420 MiB is free after the OS; the process is held to 256 MiB (issue 14) so the page cache that serves archive reads keeps the rest: " +
+			"a 160 MiB Go limit (index, connections, Pebble's 8 MiB cache and 2×4 MiB memtables) and a 96 MiB media budget outside it. " +
+			"The media budget holds each camera's 4 s ring (two 2 s fragments: a 2 Mbit/s camera's ~1 MiB) plus its fragment arriving and its persist queue, " +
+			"and one 48 MB PutMedia fragment at a time (uploads may fill 72 MiB of it; more are refused with a retriable ERROR and re-sent). " +
 			"2 cameras: measured recorder cost is ~2–4 MiB and 7–20 ms CPU per camera-second (issue 4 note) on a far faster core; microSD: grouped syncs",
-		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingMiBPerStream: 4, MaxCameras: 2,
-		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 256,
+		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 2,
+		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 160,
 	},
 	{
 		Name: "pi4-2g", Description: "Raspberry Pi 4 or 5 with 2–4 GB, microSD or USB SSD",
-		DerivedFrom: "2 GiB RAM: a 1 GiB Go limit; 16 MiB ring per stream (~30 s of a 2 Mbit/s camera) × 8 cameras = 128 MiB; " +
+		DerivedFrom: "2 GiB RAM: the process is held to 1 GiB, a 768 MiB Go limit and a 256 MiB media budget; a 6 s ring per stream (three 2 s fragments: " +
+			"an HLS live playlist) is ~1.5 MiB of a 2 Mbit/s camera, × 8 cameras with their fragments arriving and queued ~32 MiB, the rest for uploads and reads; " +
 			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs",
-		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingMiBPerStream: 16, MaxCameras: 8,
-		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 1024,
+		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 8,
+		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 768,
 	},
 	{
 		Name: "pi5-8g", Description: "Raspberry Pi 5, 8 GB, NVMe (M.2 HAT) or microSD",
-		DerivedFrom: "8 GiB RAM: a 4 GiB Go limit; 32 MiB ring per stream (~2 min of a 2 Mbit/s camera) × 16 cameras = 512 MiB; " +
-			"16 cameras at 2 Mbit/s is 32 Mbit/s of ingest, within one Cortex-A76 core at the measured recorder cost; most boot from microSD: " +
+		DerivedFrom: "8 GiB RAM: the process is held to 4 GiB, a 3 GiB Go limit and a 1 GiB media budget; a 10 s ring per stream (~2.5 MiB of a 2 Mbit/s camera) × 16 cameras = 40 MiB, " +
+			"the rest for concurrent uploads and reads; 16 cameras at 2 Mbit/s is 32 Mbit/s of ingest, within one Cortex-A76 core at the measured recorder cost; most boot from microSD: " +
 			"syncs grouped in 100 ms windows (set storage.sync_window: 0s on NVMe); a 4 GB Pi 4 or 5 gets pi4-2g",
-		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingMiBPerStream: 32, MaxCameras: 16,
-		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 4096,
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16,
+		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 3072,
 	},
 	{
 		Name: "jetson-orin-nano", Description: "NVIDIA Jetson Orin Nano class: 8 GB shared with the GPU, NVMe",
-		DerivedFrom: "8 GiB shared between CPU and GPU (inference gets half): a 3 GiB Go limit; otherwise as pi5-8g; NVMe: sync per fragment",
-		MemoryMiB:   8192, CacheMiB: 128, MemtableMiB: 32, RingMiBPerStream: 32, MaxCameras: 16,
-		Storage: StorageSSD, MemoryLimitMiB: 3072,
+		DerivedFrom: "8 GiB shared between CPU and GPU (inference gets half): the process is held to 3 GiB, a 2 GiB Go limit and a 1 GiB media budget; " +
+			"otherwise as pi5-8g; NVMe: sync per fragment",
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 32, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16,
+		Storage: StorageSSD, MemoryLimitMiB: 2048,
 	},
 	{
 		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
-		DerivedFrom: "≥ 8 GiB RAM: a 6 GiB Go limit; 32 MiB ring × 32 cameras = 1 GiB; 32 cameras at 2 Mbit/s is 64 Mbit/s, " +
-			"measured at ~7 ms CPU per camera-second on this class of core (issue 4 note); SSD: sync per fragment",
-		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingMiBPerStream: 32, MaxCameras: 32,
-		Storage: StorageSSD, MemoryLimitMiB: 6144,
+		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring × 32 cameras at 2 Mbit/s = 80 MiB, " +
+			"the rest for uploads and reads; 32 cameras at 2 Mbit/s is 64 Mbit/s, measured at ~7 ms CPU per camera-second on this class of core (issue 4 note); SSD: sync per fragment",
+		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 32,
+		Storage: StorageSSD, MemoryLimitMiB: 4608,
 	},
 }
 

@@ -34,10 +34,22 @@ func TestProfilesAreConsistent(t *testing.T) {
 			t.Errorf("%s: duplicate name or missing description", p.Name)
 		}
 		seen[p.Name] = true
-		// The memory budgets must fit in the Go limit, and the limit in the board.
-		budget := p.CacheMiB + p.MemtableMiB*2 + p.RingMiBPerStream*p.MaxCameras
-		if budget > p.MemoryLimitMiB || p.MemoryLimitMiB > p.MemoryMiB*3/4 {
-			t.Errorf("%s: budgets %d MiB, limit %d MiB, board %d MiB", p.Name, budget, p.MemoryLimitMiB, p.MemoryMiB)
+		// The store's budgets fit in the Go limit; the Go limit and the
+		// media budget (outside the Go heap) together in the board.
+		if store := p.CacheMiB + p.MemtableMiB*2; store > p.MemoryLimitMiB/4 || p.MemoryLimitMiB+p.MediaMemoryMiB > p.MemoryMiB*3/4 {
+			t.Errorf("%s: store %d MiB, Go limit %d MiB + media %d MiB, board %d MiB", p.Name, store, p.MemoryLimitMiB, p.MediaMemoryMiB, p.MemoryMiB)
+		}
+		// Every camera's ring, its fragment arriving and a couple queued
+		// for the disk (4 fragments of 2 s more than the ring) at 2 Mbit/s
+		// take at most a third of the cameras' share of the media budget
+		// (7/8 of it), and one 48 MB upload fragment fits in the uploads'
+		// share (3/4): the rest is for uploads and reads.
+		perCamera := float64(p.RingSeconds+8) * 2e6 / 8
+		if cams := float64(p.MaxCameras) * perCamera; cams > float64(p.MediaMemoryMiB<<20)*7/8/3 || 48e6 > float64(p.MediaMemoryMiB<<20)*3/4 {
+			t.Errorf("%s: %d cameras need %.0f MiB of a %d MiB media budget", p.Name, p.MaxCameras, cams/(1<<20), p.MediaMemoryMiB)
+		}
+		if p.RingSeconds < 4 {
+			t.Errorf("%s: a %d s ring holds less than two 2 s fragments", p.Name, p.RingSeconds)
 		}
 		if (p.Storage == StorageSD) != (p.SyncWindow > 0) {
 			t.Errorf("%s: storage %s with sync window %v", p.Name, p.Storage, p.SyncWindow)

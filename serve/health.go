@@ -15,8 +15,9 @@ import (
 //
 // /healthz answers 200 while the process serves requests (liveness).
 // /readyz answers 200 when the box can take media: the store is open, the
-// capacity controller accepts new media, and (in a cluster) the node has
-// reached it; else 503. Both bodies are JSON with each check.
+// capacity controller accepts new media, the media memory budget has not
+// refused any lately, and (in a cluster) the node has reached it; else
+// 503. Both bodies are JSON with each check.
 
 // ReadinessCheck is one named readiness condition: "" when fine, else why
 // not.
@@ -42,6 +43,11 @@ func (s *Server) opsRoute(ctx *fasthttp.RequestCtx, path string) bool {
 			ready = false
 		} else {
 			checks["storage"] = "ok"
+		}
+		if why := s.eng.Media().Alarm(); why != "" {
+			checks["memory"], ready = why, false
+		} else {
+			checks["memory"] = "ok"
 		}
 		for name, c := range s.opts.Readiness {
 			if why := c(); why != "" {

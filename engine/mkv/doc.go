@@ -25,6 +25,8 @@
 // the END_OF_FRAGMENT tag or on an idle timer, and decodes into values, where
 // kvsedge keeps the producer's cluster bytes verbatim (measured in
 // shared/library-notes.md). It copies each byte of the body once, from the
-// network buffer into the fragment's buffer, allocates nothing per frame and
-// bounds every buffered element so a hostile body cannot grow memory.
+// network buffer into the fragment's buffer (from Options.Buffers: the
+// engine's media memory, which may refuse, *BufferError), allocates nothing
+// per frame and bounds every buffered element so a hostile body cannot grow
+// memory.
 package mkv

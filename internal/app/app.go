@@ -133,8 +133,12 @@ func (a *App) open(o Options) error {
 	}
 	if cfg.ProfileApplied != "" {
 		log.Info("hardware profile", "profile", cfg.ProfileApplied, "why", cfg.ProfileWhy, "cache_mib", cfg.Storage.CacheMiB,
-			"memtable_mib", cfg.Storage.MemtableMiB, "ring_mib_per_stream", cfg.Media.RingMiBPerStream, "max_cameras", cfg.Media.MaxCameras,
-			"sync_window", cfg.Storage.SyncWindow.String(), "memory_limit_mib", cfg.MemoryLimitMiB)
+			"memtable_mib", cfg.Storage.MemtableMiB, "ring_seconds", cfg.Media.RingSeconds, "media_memory_mib", cfg.MediaBudgetBytes()>>20,
+			"max_cameras", cfg.Media.MaxCameras, "sync_window", cfg.Storage.SyncWindow.String(), "memory_limit_mib", cfg.MemoryLimitMiB)
+	}
+	if cfg.Media.RingMiBPerStream > 0 {
+		log.Warn("media.ring_mib_per_stream is deprecated: the hot ring is sized in seconds (media.ring_seconds) within the media memory budget "+
+			"(media.memory_budget_mib); it still caps each stream's ring", "ring_mib_per_stream", cfg.Media.RingMiBPerStream, "ring_seconds", cfg.Media.RingSeconds)
 	}
 	if cfg.MemoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		prev := debug.SetMemoryLimit(int64(cfg.MemoryLimitMiB) << 20)
@@ -163,7 +167,9 @@ func (a *App) open(o Options) error {
 		NodeID:             nodeID,
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
+		RingDuration:       time.Duration(cfg.Media.RingSeconds) * time.Second,
 		RingBytesPerStream: cfg.Media.RingMiBPerStream << 20,
+		Media:              engine.MediaOptions{BudgetBytes: cfg.MediaBudgetBytes()},
 		Capacity: engine.CapacityOptions{
 			DiskStat:     func() (uint64, uint64, error) { return diskSpace(dataDir) },
 			MinFreeBytes: uint64(cfg.Storage.MinFreeMiB) << 20,

@@ -28,6 +28,12 @@ var (
 	mReplicaFrags      = prometheus.NewDesc("kvsedge_replica_fragments_total", "Fragments stored here as copies from peers.", nil, nil)
 	mReplicaBytes      = prometheus.NewDesc("kvsedge_replica_bytes_total", "Media bytes stored here as copies from peers.", nil, nil)
 	mRingBytes         = prometheus.NewDesc("kvsedge_ring_bytes", "Media held by the hot rings of all streams.", nil, nil)
+	mMediaBudget       = prometheus.NewDesc("kvsedge_media_memory_budget_bytes", "The media memory budget (media.memory_budget_mib): every media byte held counts against it.", nil, nil)
+	mMediaUsed         = prometheus.NewDesc("kvsedge_media_memory_used_bytes", "Media memory held, by holder: upload (PutMedia, replicas), camera, read (archive reads).", []string{"holder"}, nil)
+	mMediaAssembling   = prometheus.NewDesc("kvsedge_media_memory_assembling_bytes", "Media memory of fragments still arriving (part of the used bytes).", nil, nil)
+	mMediaCached       = prometheus.NewDesc("kvsedge_media_memory_cached_bytes", "Free media buffers kept for reuse (within the budget).", nil, nil)
+	mMediaRefusals     = prometheus.NewDesc("kvsedge_media_memory_refusals_total", "Requests for media memory refused because the budget was full, by holder (PutMedia answered ERROR 5000, cameras dropped a fragment).", []string{"holder"}, nil)
+	mMediaShed         = prometheus.NewDesc("kvsedge_media_memory_shed_bytes_total", "Ring media evicted early to make room in the budget.", nil, nil)
 	mCameraState       = prometheus.NewDesc("kvsedge_camera_state", "1 for each camera's current state.", []string{"stream", "state"}, nil)
 	mCameraFPS         = prometheus.NewDesc("kvsedge_camera_fps", "Frames per second received from the camera.", []string{"stream"}, nil)
 	mCameraBitrate     = prometheus.NewDesc("kvsedge_camera_bitrate_bits_per_second", "Bit rate received from the camera.", []string{"stream"}, nil)
@@ -57,7 +63,7 @@ var (
 
 func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
-		mReplicaBytes, mRingBytes, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
+		mReplicaBytes, mRingBytes, mMediaBudget, mMediaUsed, mMediaAssembling, mMediaCached, mMediaRefusals, mMediaShed, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
 		mPebbleCache, mPebbleMemtable, mUnreadable, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
 		ch <- d
@@ -88,6 +94,15 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	total = cum + st.PersistLatency.Counts[len(engine.LatencyBucketsMs)]
 	ch <- prometheus.MustNewConstHistogram(mPersistLatency, total, st.PersistLatency.SumMs/1000, buckets)
 	gauge(mRingBytes, float64(c.eng.RingBytes()))
+	ms := c.eng.Media().Stats()
+	gauge(mMediaBudget, float64(ms.BudgetBytes))
+	for _, h := range engine.MediaClasses {
+		gauge(mMediaUsed, float64(ms.UsedBytes[h]), h.String())
+		counter(mMediaRefusals, float64(ms.Refusals[h]), h.String())
+	}
+	gauge(mMediaAssembling, float64(ms.AssemblingBytes))
+	gauge(mMediaCached, float64(ms.CachedBytes))
+	counter(mMediaShed, float64(ms.ShedBytes))
 
 	for _, cs := range c.cams.States() {
 		gauge(mCameraState, 1, cs.Stream, cs.State)

@@ -160,14 +160,14 @@ func runProfiles(args []string, stdout, stderr io.Writer) error {
 	board := hwprofiles.ReadBoard()
 	auto, why := hwprofiles.Detect(board)
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROFILE\tRAM\tCACHE\tMEMTABLE\tRING/STREAM\tCAMERAS\tSTORAGE\tSYNC WINDOW\tGO LIMIT\t")
+	fmt.Fprintln(tw, "PROFILE\tRAM\tCACHE\tMEMTABLE\tRING\tMEDIA\tCAMERAS\tSTORAGE\tSYNC WINDOW\tGO LIMIT\t")
 	for _, p := range hwprofiles.All {
 		mark := ""
 		if p.Name == auto.Name {
 			mark = "  ← auto here"
 		}
-		fmt.Fprintf(tw, "%s\t%d MiB\t%d MiB\t%d MiB\t%d MiB\t%d\t%s\t%v\t%d MiB\t%s\n", p.Name, p.MemoryMiB, p.CacheMiB, p.MemtableMiB,
-			p.RingMiBPerStream, p.MaxCameras, p.Storage, p.SyncWindow, p.MemoryLimitMiB, mark)
+		fmt.Fprintf(tw, "%s\t%d MiB\t%d MiB\t%d MiB\t%d s\t%d MiB\t%d\t%s\t%v\t%d MiB\t%s\n", p.Name, p.MemoryMiB, p.CacheMiB, p.MemtableMiB,
+			p.RingSeconds, p.MediaMemoryMiB, p.MaxCameras, p.Storage, p.SyncWindow, p.MemoryLimitMiB, mark)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

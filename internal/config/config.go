@@ -70,12 +70,14 @@ type Config struct {
 	Cluster ClusterConfig     `koanf:"cluster" yaml:"cluster"`
 	// Profile names the hardware profile whose budgets are the defaults of
 	// storage.cache_mib, storage.memtable_mib, storage.sync_window,
-	// media.ring_mib_per_stream, media.max_cameras and memory_limit_mib
+	// media.ring_seconds, media.memory_budget_mib, media.max_cameras and
+	// memory_limit_mib
 	// (`kvsedge profiles` lists them): auto (detected from the board), a
 	// profile's name, or none (the built-in defaults).
 	Profile string `koanf:"profile" yaml:"profile"`
 	// MemoryLimitMiB is the Go runtime's soft memory limit (0: none; the
-	// GOMEMLIMIT environment variable wins).
+	// GOMEMLIMIT environment variable wins). Media is outside the Go heap:
+	// media.memory_budget_mib bounds it.
 	MemoryLimitMiB int `koanf:"memory_limit_mib" yaml:"memory_limit_mib"`
 	// ProfileApplied and ProfileWhy say which hardware profile was applied
 	// and why (set by Load; "" for none).
@@ -146,9 +148,21 @@ type CameraFileConfig struct {
 
 // MediaConfig tunes the media data path.
 type MediaConfig struct {
-	// RingMiBPerStream is each stream's hot-ring budget (recent fragments
-	// kept in memory for live readers).
-	RingMiBPerStream int `koanf:"ring_mib_per_stream" yaml:"ring_mib_per_stream"`
+	// MemoryBudgetMiB bounds every media byte the box holds: fragments
+	// arriving (PutMedia, cameras, replicas), in the hot rings, waiting to
+	// be stored, and read back for readers. Over it, the rings give back
+	// fragments early, then new media is refused (PutMedia: a retriable
+	// ERROR ack). 0: derived, half of memory_limit_mib when that is set,
+	// else 256 MiB. It is outside the Go heap, on top of memory_limit_mib.
+	MemoryBudgetMiB int `koanf:"memory_budget_mib" yaml:"memory_budget_mib"`
+	// RingSeconds is how much of each stream's newest video its hot ring
+	// keeps in memory for live readers (its bytes follow the stream's
+	// bitrate); readers further behind read the archive.
+	RingSeconds int `koanf:"ring_seconds" yaml:"ring_seconds"`
+	// RingMiBPerStream is deprecated (the ring is sized in seconds within
+	// the memory budget); when set it still caps each stream's ring in
+	// MiB. 0: no cap.
+	RingMiBPerStream int `koanf:"ring_mib_per_stream" yaml:"ring_mib_per_stream,omitempty"`
 	// GetMediaIdleTimeout ends a GetMedia session that waited this long
 	// at the live edge without a new fragment (below the aws CLI's 60 s
 	// read timeout; clients resume with the continuation token).
@@ -160,6 +174,19 @@ type MediaConfig struct {
 	MaxCameras int `koanf:"max_cameras" yaml:"max_cameras"`
 	// RetentionInterval is how often expired fragments are deleted.
 	RetentionInterval time.Duration `koanf:"retention_interval" yaml:"retention_interval"`
+}
+
+// MediaBudgetBytes is the media memory budget: media.memory_budget_mib,
+// or when that is 0 half of memory_limit_mib (at least 64 MiB), or
+// 256 MiB without either.
+func (c *Config) MediaBudgetBytes() int64 {
+	switch {
+	case c.Media.MemoryBudgetMiB > 0:
+		return int64(c.Media.MemoryBudgetMiB) << 20
+	case c.MemoryLimitMiB > 0:
+		return int64(max(c.MemoryLimitMiB/2, 64)) << 20
+	}
+	return 256 << 20
 }
 
 // Credential is one access key pair.
@@ -252,7 +279,7 @@ func Default() Config {
 		Demo:    true,
 		Profile: "auto",
 		Media: MediaConfig{
-			RingMiBPerStream:    32,
+			RingSeconds:         6,
 			GetMediaIdleTimeout: 50 * time.Second,
 			PutMediaIdleClose:   30 * time.Second,
 			RetentionInterval:   time.Minute,
@@ -400,7 +427,8 @@ func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofi
 		"storage.cache_mib":         p.CacheMiB,
 		"storage.memtable_mib":      p.MemtableMiB,
 		"storage.sync_window":       p.SyncWindow.String(),
-		"media.ring_mib_per_stream": p.RingMiBPerStream,
+		"media.ring_seconds":        p.RingSeconds,
+		"media.memory_budget_mib":   p.MediaMemoryMiB,
 		"media.max_cameras":         p.MaxCameras,
 		"memory_limit_mib":          p.MemoryLimitMiB,
 	} {
@@ -493,8 +521,14 @@ func (c *Config) Validate() error {
 	if c.Storage.MemtableMiB < 1 || c.Storage.MemtableMiB > 4096 {
 		errs = append(errs, bad("storage.memtable_mib", "%d is outside 1…4096", c.Storage.MemtableMiB))
 	}
-	if c.Media.RingMiBPerStream < 1 || c.Media.RingMiBPerStream > 4096 {
-		errs = append(errs, bad("media.ring_mib_per_stream", "%d is outside 1…4096", c.Media.RingMiBPerStream))
+	if c.Media.RingMiBPerStream < 0 || c.Media.RingMiBPerStream > 4096 {
+		errs = append(errs, bad("media.ring_mib_per_stream", "%d is outside 0…4096 (deprecated: media.ring_seconds)", c.Media.RingMiBPerStream))
+	}
+	if c.Media.RingSeconds < 1 || c.Media.RingSeconds > 3600 {
+		errs = append(errs, bad("media.ring_seconds", "%d is outside 1…3600", c.Media.RingSeconds))
+	}
+	if c.Media.MemoryBudgetMiB != 0 && (c.Media.MemoryBudgetMiB < 16 || c.Media.MemoryBudgetMiB > 1<<20) {
+		errs = append(errs, bad("media.memory_budget_mib", "%d is outside 16…1048576 (0: derived from memory_limit_mib)", c.Media.MemoryBudgetMiB))
 	}
 	if c.Media.GetMediaIdleTimeout < 100*time.Millisecond || c.Media.GetMediaIdleTimeout > time.Hour {
 		errs = append(errs, bad("media.get_media_idle_timeout", "%v is outside 100ms…1h", c.Media.GetMediaIdleTimeout))

@@ -147,8 +147,8 @@ func TestConfigProfileLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ProfileApplied != "pi-zero-2w" || c.Storage.CacheMiB != 8 || c.Media.RingMiBPerStream != 4 || c.Storage.SyncWindow != 250*time.Millisecond ||
-		c.MemoryLimitMiB != 256 {
+	if c.ProfileApplied != "pi-zero-2w" || c.Storage.CacheMiB != 8 || c.Media.RingSeconds != 4 || c.Media.MemoryBudgetMiB != 96 ||
+		c.MediaBudgetBytes() != 96<<20 || c.Storage.SyncWindow != 250*time.Millisecond || c.MemoryLimitMiB != 160 {
 		t.Fatalf("profile values not applied: %+v", c)
 	}
 	if c.Storage.MemtableMiB != 6 || c.Media.MaxCameras != 3 {
