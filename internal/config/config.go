@@ -424,13 +424,13 @@ func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofi
 		why = "configured"
 	}
 	for key, v := range map[string]any{
-		"storage.cache_mib":         p.CacheMiB,
-		"storage.memtable_mib":      p.MemtableMiB,
-		"storage.sync_window":       p.SyncWindow.String(),
-		"media.ring_seconds":        p.RingSeconds,
-		"media.memory_budget_mib":   p.MediaMemoryMiB,
-		"media.max_cameras":         p.MaxCameras,
-		"memory_limit_mib":          p.MemoryLimitMiB,
+		"storage.cache_mib":       p.CacheMiB,
+		"storage.memtable_mib":    p.MemtableMiB,
+		"storage.sync_window":     p.SyncWindow.String(),
+		"media.ring_seconds":      p.RingSeconds,
+		"media.memory_budget_mib": p.MediaMemoryMiB,
+		"media.max_cameras":       p.MaxCameras,
+		"memory_limit_mib":        p.MemoryLimitMiB,
 	} {
 		if !explicit[key] {
 			if err := k.Set(key, v); err != nil {
