@@ -65,6 +65,9 @@ type stream struct {
 	// denied: the stream is at its byte limit under DENY_NEW_MEDIA.
 	bytes  atomic.Int64
 	denied atomic.Bool
+	// sizeHint is the size of the stream's last fragment, or what a
+	// refused one had reached (IngestSession.FragmentSizeHint).
+	sizeHint atomic.Int64
 	// tagged: a producer of this stream ended a fragment with the
 	// AWS_KINESISVIDEO_END_OF_FRAGMENT tag, so a fragment without it at an
 	// idle close is unfinished (remembered across uploads).

@@ -136,8 +136,35 @@ func (sess *IngestSession) Tagged() bool { return sess.s.tagged.Load() }
 
 // Buffers is what this session's fragments are assembled in: the
 // engine's media memory, as class c (MediaUpload for PutMedia, MediaCamera
-// for cameras).
-func (sess *IngestSession) Buffers(c MediaClass) mkv.Buffers { return sess.e.mem.Buffers(c) }
+// for cameras). A fragment refused for lack of room raises the stream's
+// FragmentSizeHint to what it had reached.
+func (sess *IngestSession) Buffers(c MediaClass) mkv.Buffers {
+	return &streamBuffers{mediaBuffers: mediaBuffers{m: sess.e.mem, c: c}, s: sess.s}
+}
+
+// FragmentSizeHint is the size to expect of the stream's next fragment:
+// its last one's, or what a refused one had reached (0: unknown). A
+// reader takes its first buffer that large, so a fragment too big for the
+// room left waits for it (or is refused) before its producer sends it.
+func (sess *IngestSession) FragmentSizeHint() int {
+	n := sess.s.sizeHint.Load()
+	return int(n + n/8)
+}
+
+type streamBuffers struct {
+	mediaBuffers
+	s *stream
+}
+
+func (b *streamBuffers) Grow(buf []byte, n int) ([]byte, error) {
+	g, err := b.mediaBuffers.Grow(buf, n)
+	if err != nil {
+		if want := int64(len(buf) + n); want > b.s.sizeHint.Load() {
+			b.s.sizeHint.Store(want)
+		}
+	}
+	return g, err
+}
 
 // Persists reports whether fragments are stored (retention > 0): KVS sends
 // PERSISTED acks only then.
@@ -268,6 +295,7 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 	// the buffer is shared read-only.
 	media, owned := mem.seal(f.Buf)
 	f.Buf = nil
+	sess.s.sizeHint.Store(int64(len(media)))
 	frag := &Fragment{Meta: meta, Header: hdr, Media: media, persisted: make(chan struct{}),
 		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli(), replaces: rs.replaces}
 	if owned {
@@ -290,6 +318,7 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 		f.persistErr = err
 		close(f.persisted)
 		f.Release()
+		sess.e.mem.Kick() // settled: the ring may give it up for room
 	}()
 	if !sess.Persists() {
 		return nil
@@ -335,6 +364,7 @@ func (sess *IngestSession) Abandon(f *Fragment, err error) {
 	f.persistErr = err
 	close(f.persisted)
 	f.Release()
+	sess.e.mem.Kick()
 }
 
 // header returns the engine header for a reader header, computing its id

@@ -46,8 +46,10 @@ import (
 // the biggest ring first (Engine.shedRings), then settled fragments down
 // to none. If that is not enough, the oldest fragment still arriving may
 // wait up to growWait for room (so one upload always progresses while the
-// others are refused, instead of all of them growing and all failing);
-// every other request is refused with ErrMemoryFull, counted and logged.
+// others are refused, instead of all of them growing and all failing),
+// and a new upload fragment may wait as long for room, queued behind the
+// oldest; every other request is refused with ErrMemoryFull, counted and
+// logged.
 // A fragment being persisted is never dropped: its buffer is held by the
 // persister until the store has it.
 //
@@ -96,9 +98,11 @@ type MediaMemory struct {
 		cached          int64
 		lastTrim        int64
 		// wake is closed (and replaced) when memory is freed while
-		// someone waits for room.
-		wake    chan struct{}
-		waiters int
+		// someone waits for room; starving counts the oldest assembly
+		// waiting to grow (new upload fragments queue behind it).
+		wake     chan struct{}
+		waiters  int
+		starving int
 	}
 	refusals    [mediaClassCount]atomic.Uint64
 	shedBytes   atomic.Uint64
@@ -391,7 +395,7 @@ func (m *MediaMemory) remap(s *span, target, want int, c MediaClass) error {
 	if !m.tryReserve(delta, c) {
 		size = roundUp(want, pageSize)
 		delta = int64(size - s.size)
-		if err := m.reserveBytes(delta, c, s); err != nil {
+		if err := m.reserveBytes(delta, c, s, false); err != nil {
 			return err
 		}
 	}
@@ -423,7 +427,7 @@ func (m *MediaMemory) acquire(n int, c MediaClass, st spanState, from *span, try
 		if !m.tryReserve(int64(size), c) {
 			return nil, nil
 		}
-	} else if err := m.reserveBytes(int64(size), c, from); err != nil {
+	} else if err := m.reserveBytes(int64(size), c, from, st == spanAssembling && from == nil && c == MediaUpload); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -535,29 +539,53 @@ func (m *MediaMemory) trimLocked() {
 
 // reserveBytes counts delta bytes against c's limit: at once when there
 // is room; else after the rings shed; else, for the oldest assembly
-// (from), after waiting up to growWait for room; else ErrMemoryFull.
-func (m *MediaMemory) reserveBytes(delta int64, c MediaClass, from *span) error {
-	if m.tryReserve(delta, c) {
+// (from) and for a new upload fragment (queue), after waiting up to
+// growWait for room; else ErrMemoryFull. A queued request also waits
+// while an older assembly is waiting for room: new uploads line up behind
+// it instead of taking the room it waits for.
+func (m *MediaMemory) reserveBytes(delta int64, c MediaClass, from *span, queue bool) error {
+	if m.take(delta, c, queue) {
 		return nil
 	}
 	if m.shed != nil {
 		for _, hard := range [2]bool{false, true} {
 			short := m.usedNow() + delta - m.limit(c)
-			if short > 0 && m.shed(short, hard) > 0 && m.tryReserve(delta, c) {
+			if short > 0 && m.shed(short, hard) > 0 && m.take(delta, c, queue) {
 				return nil
 			}
 		}
 	}
-	if from != nil && c != MediaRead && m.awaitRoom(delta, c, from) {
+	if ((from != nil && c != MediaRead) || queue) && m.awaitRoom(delta, c, from) {
 		return nil
 	}
 	m.refused(delta, c)
 	return fmt.Errorf("%w (%s: %d bytes more; %d of %d bytes in use)", ErrMemoryFull, c, delta, m.usedNow(), m.budget)
 }
 
-// awaitRoom waits up to growWait for delta bytes of room while from is
-// the oldest assembly, and reserves them; false when from is not the
-// oldest or the wait ran out.
+// take reserves delta bytes if c's limit has room (and, for a queued
+// request, no older assembly waits for room).
+func (m *MediaMemory) take(delta int64, c MediaClass, queued bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.takeLocked(delta, c, queued)
+}
+
+func (m *MediaMemory) takeLocked(delta int64, c MediaClass, queued bool) bool {
+	if (queued && m.mu.starving > 0) || m.mu.usedTotal+delta > m.limit(c) {
+		return false
+	}
+	m.mu.usedTotal += delta
+	m.mu.used[c] += delta
+	return true
+}
+
+func (m *MediaMemory) tryReserve(delta int64, c MediaClass) bool { return m.take(delta, c, false) }
+
+// awaitRoom waits up to growWait for delta bytes of room and reserves
+// them: for from, the oldest assembly growing (false at once when from is
+// not the oldest), or with from nil for a new upload fragment, queued
+// behind any older assembly waiting. Between waits it sheds what became
+// sheddable (fragments stored since: Kick).
 func (m *MediaMemory) awaitRoom(delta int64, c MediaClass, from *span) bool {
 	var timer *time.Timer
 	defer func() {
@@ -565,51 +593,69 @@ func (m *MediaMemory) awaitRoom(delta int64, c MediaClass, from *span) bool {
 			timer.Stop()
 		}
 	}()
+	m.mu.Lock()
 	for {
-		m.mu.Lock()
-		if m.mu.usedTotal+delta <= m.limit(c) {
-			m.mu.usedTotal += delta
-			m.mu.used[c] += delta
+		if m.takeLocked(delta, c, from == nil) {
 			m.mu.Unlock()
 			return true
 		}
-		if m.mu.assembling.head != from {
+		if from != nil && m.mu.assembling.head != from {
 			m.mu.Unlock()
 			return false
 		}
+		// Registered before shedding and waiting, so no wake-up is lost;
+		// unregistered and retried under one lock, so a starving assembly
+		// takes the room before the new fragments queued behind it.
 		if m.mu.wake == nil {
 			m.mu.wake = make(chan struct{})
 		}
 		wake := m.mu.wake
 		m.mu.waiters++
+		if from != nil {
+			m.mu.starving++
+		}
+		short := m.mu.usedTotal + delta - m.limit(c)
 		m.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(m.growWait)
+		released := int64(0)
+		if m.shed != nil && short > 0 {
+			released = m.shed(short, true)
 		}
 		timedOut := false
-		select {
-		case <-wake:
-		case <-timer.C:
-			timedOut = true
+		if released == 0 {
+			if timer == nil {
+				timer = time.NewTimer(m.growWait)
+			}
+			select {
+			case <-wake:
+			case <-timer.C:
+				timedOut = true
+			}
 		}
 		m.mu.Lock()
 		m.mu.waiters--
-		m.mu.Unlock()
+		if from != nil {
+			m.mu.starving--
+		}
 		if timedOut {
+			m.mu.Unlock()
 			return false
 		}
 	}
 }
 
-func (m *MediaMemory) tryReserve(delta int64, c MediaClass) bool {
+// Kick wakes whoever waits for room: something became sheddable (a
+// fragment's Persist finished).
+func (m *MediaMemory) Kick() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.mu.usedTotal+delta > m.limit(c) {
-		return false
+	m.wakeLocked()
+	m.mu.Unlock()
+}
+
+func (m *MediaMemory) wakeLocked() {
+	if m.mu.waiters > 0 && m.mu.wake != nil {
+		close(m.mu.wake)
+		m.mu.wake = nil
 	}
-	m.mu.usedTotal += delta
-	m.mu.used[c] += delta
-	return true
 }
 
 func (m *MediaMemory) usedNow() int64 {
@@ -626,10 +672,7 @@ func (m *MediaMemory) unreserveLocked(delta int64, c MediaClass, assembling bool
 	if assembling {
 		m.mu.assemblingBytes -= delta
 	}
-	if m.mu.waiters > 0 && m.mu.wake != nil {
-		close(m.mu.wake)
-		m.mu.wake = nil
-	}
+	m.wakeLocked()
 }
 
 func (m *MediaMemory) refused(delta int64, c MediaClass) {

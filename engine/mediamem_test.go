@@ -495,3 +495,60 @@ func BenchmarkMediaBufferSteadyState(b *testing.B) {
 		m.Free(r)
 	}
 }
+
+func TestMediaNewUploadsQueueBehindTheStarvingOldest(t *testing.T) {
+	m := testMemory(t, 16<<20, false) // uploads: 12 MiB
+	old, _ := m.Grow(nil, 1<<20, MediaUpload)
+	old = old[:1<<20]
+	young, _ := m.Grow(nil, 10<<20, MediaUpload)
+	young = young[:10<<20]
+	grown := make(chan error, 1)
+	go func() {
+		b, err := m.Grow(old, 6<<20, MediaUpload) // waits: 11 of 12 MiB used
+		if err == nil {
+			old = b
+		}
+		grown <- err
+	}()
+	for m.saturatedForTest() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// A new upload fragment would fit (1 MiB), but queues behind the
+	// starving oldest instead of taking its room.
+	started := make(chan error, 1)
+	var fresh []byte
+	go func() {
+		b, err := m.Grow(nil, 512<<10, MediaUpload)
+		fresh = b
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		t.Fatalf("a new upload fragment took room while an older one starved: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// A camera does not queue: its own share has room.
+	cam, err := m.Alloc(512<<10, MediaCamera)
+	if err != nil {
+		t.Fatalf("camera: %v", err)
+	}
+	m.Free(cam)
+	m.Free(young)
+	if err := <-grown; err != nil {
+		t.Fatalf("the oldest: %v", err)
+	}
+	if err := <-started; err != nil {
+		t.Fatalf("the queued new fragment: %v", err)
+	}
+	m.Free(old)
+	m.Free(fresh)
+	if st := m.Stats(); st.Used() != 0 || st.Refusals[MediaUpload] != 0 {
+		t.Fatalf("after all: %+v", st)
+	}
+}
+
+func (m *MediaMemory) saturatedForTest() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.starving
+}
