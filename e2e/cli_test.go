@@ -26,6 +26,9 @@ func streamEnv(dir string) []string {
 		// A test machine's disk may be nearly full: keep the capacity
 		// controller from deleting test data (the disk-full test sets its own).
 		"KVSEDGE_STORAGE__MIN_FREE_MIB=8",
+		// Freed media buffers become inaccessible and complete ones
+		// read-only (engine/media.go): a use after free crashes the box.
+		"KVSEDGE_MEDIA_DEBUG=1",
 	}
 }
 

@@ -51,7 +51,9 @@ func TestMemoryBudgetHoldsEightBigUploads(t *testing.T) {
 	budget := int64(prof.MediaMemoryMiB) << 20
 
 	dir := t.TempDir()
-	env := append(streamEnv(dir), "KVSEDGE_PROFILE=pi-zero-2w", "KVSEDGE_MEDIA__GET_MEDIA_IDLE_TIMEOUT=300ms")
+	// Production buffers (reused, not guarded): the memory measured is
+	// what a box holds.
+	env := append(streamEnv(dir), "KVSEDGE_PROFILE=pi-zero-2w", "KVSEDGE_MEDIA__GET_MEDIA_IDLE_TIMEOUT=300ms", "KVSEDGE_MEDIA_DEBUG=0")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	ep := p.endpoint
 	c := newSDK(t, ep)
