@@ -70,6 +70,9 @@ type Options struct {
 	// storage.
 	Metrics   prometheus.Gatherer
 	Readiness map[string]ReadinessCheck
+	// Alarms are /readyz's warnings: shown under "alarms" when not "",
+	// without making the box unready (it still takes media).
+	Alarms map[string]ReadinessCheck
 	// Cluster, when set, is this node's peer cluster: /listClusterMembers
 	// lists it and GetDataEndpoint(PUT_MEDIA) answers a stream's home node.
 	Cluster ClusterView

@@ -41,6 +41,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,15 +152,16 @@ func (a *App) open(o Options) error {
 		nodeID = cluster.NodeID(nodeName)
 	}
 	dataDir := cfg.DataDir
-	a.eng, err = engine.Open(engine.Options{
-		Store: engine.StoreOptions{
-			Dir:           dataDir,
-			CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
-			MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
-			SyncWindow:    cfg.Storage.SyncWindow,
-			SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
-			ReserveBytes:  reserveBytes(cfg.Storage.ReserveMiB),
-		},
+	store := engine.StoreOptions{
+		Dir:           dataDir,
+		CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
+		MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
+		SyncWindow:    cfg.Storage.SyncWindow,
+		SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
+		ReserveBytes:  reserveBytes(cfg.Storage.ReserveMiB),
+	}
+	eopts := engine.Options{
+		Store:              store,
 		NodeID:             nodeID,
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
@@ -170,7 +172,21 @@ func (a *App) open(o Options) error {
 			Strategy:     map[string]string{"delete_oldest": engine.StrategyDeleteOldest, "refuse_new": engine.StrategyDenyNew}[cfg.Storage.OnFull],
 		},
 		Logger: log,
-	})
+	}
+	a.eng, err = engine.Open(eopts)
+	if errors.Is(err, engine.ErrStoreDamaged) && !cfg.Storage.NoAutoRepair {
+		// A box that cannot open its index would fail at every start
+		// (a crash loop under systemd): rebuild it from the segments,
+		// as kvsedge repair does, keeping the old one aside.
+		log.Error("the index is damaged and cannot be opened: rebuilding it from the media segments (the old index is kept aside)", "err", err)
+		rep, rerr := engine.RepairStore(store, log)
+		if rerr != nil {
+			return fmt.Errorf("repairing the damaged index: %w (after: %w)", rerr, err)
+		}
+		log.Error("the index was rebuilt", "streams", rep.Streams, "fragments", rep.Fragments, "from_old_index", rep.FromOldIndex,
+			"from_segments", rep.FromSegments, "old_index", rep.OldIndex, "set_aside", len(rep.Aside), "notes", strings.Join(rep.Notes, "; "))
+		a.eng, err = engine.Open(eopts)
+	}
 	if err != nil {
 		return err
 	}
@@ -289,6 +305,7 @@ func (a *App) open(o Options) error {
 
 	// The configuration file's watcher (its problems show in /readyz).
 	opts.Readiness = map[string]serve.ReadinessCheck{}
+	opts.Alarms = map[string]serve.ReadinessCheck{"store": a.eng.StoreAlarm}
 	if o.ConfigFile != "" && o.Reload != nil {
 		w, stop, err := watchCameraFile(o.ConfigFile, o.Reload, a.cams, edge, log)
 		if err != nil {

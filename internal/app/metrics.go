@@ -46,6 +46,9 @@ var (
 	mPebbleCache       = prometheus.NewDesc("kvsedge_pebble_block_cache_total", "Pebble block cache lookups by result.", []string{"result"}, nil)
 	mPebbleMemtable    = prometheus.NewDesc("kvsedge_pebble_memtable_bytes", "Pebble memtables' size.", nil, nil)
 	mUnreadable        = prometheus.NewDesc("kvsedge_store_unreadable_fragments_total", "Stored fragments readers found damaged and skipped (kvsedge check reports them).", nil, nil)
+	mCorruptions       = prometheus.NewDesc("kvsedge_store_corruptions_total", "On-disk corruption the index met since start (reads of the damaged part fail; kvsedge check, kvsedge repair).", nil, nil)
+	mUnknownMedia      = prometheus.NewDesc("kvsedge_store_unknown_media_dirs", "Streams' media directories the index does not know (the index was lost: kvsedge repair).", nil, nil)
+	mIndexFatal        = prometheus.NewDesc("kvsedge_store_index_failed_read_only", "1 while the index is open read-only after repeated fatal errors.", nil, nil)
 	mConnsOpen         = prometheus.NewDesc("kvsedge_http_connections_open", "API connections open now.", nil, nil)
 	mConnsAccepted     = prometheus.NewDesc("kvsedge_http_connections_accepted_total", "API connections accepted.", nil, nil)
 	mAcceptErrors      = prometheus.NewDesc("kvsedge_http_accept_errors_total", "Failed accepts (file limit reached, …), each retried after a pause.", nil, nil)
@@ -59,7 +62,7 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mUnreadable, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
 		ch <- d
 	}
 }
@@ -77,6 +80,10 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mPersistedFrags, float64(st.FragmentsPersisted))
 	counter(mPersistedBytes, float64(st.BytesPersisted))
 	counter(mUnreadable, float64(st.UnreadableFragments))
+	sh := c.eng.StoreHealth()
+	counter(mCorruptions, float64(sh.Corruptions))
+	gauge(mUnknownMedia, float64(sh.UnknownMediaDirs))
+	gauge(mIndexFatal, b2f(sh.FatalReadOnly != ""))
 	counter(mReplicaFrags, float64(st.FragmentsImported))
 	counter(mReplicaBytes, float64(st.BytesImported))
 	buckets := map[float64]uint64{}
@@ -157,4 +164,11 @@ func newMetricsRegistry(c *boxCollector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -43,6 +43,7 @@ func commands() []command {
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},
 		{"capacity", "print the box's disk and capacity state: free space, minimum, forecast, alarm", runCapacity},
 		{"check", "verify the stopped box's store: every fragment's index entries and media, and the index's checksums", runCheck},
+		{"repair", "rebuild the stopped box's index from its media segments; the old index and unindexable bytes are kept aside", runRepair},
 		{"profiles", "list the hardware profiles, and the one --profile auto picks on this box", runProfiles},
 		{"version", "print the version", runVersion},
 	}

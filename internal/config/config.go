@@ -227,6 +227,11 @@ type StorageConfig struct {
 	// disk is found full (filled by something else), so the store always
 	// has room to record what it must; 0 keeps none.
 	ReserveMiB int `koanf:"reserve_mib" yaml:"reserve_mib"`
+	// NoAutoRepair: a store whose index is too damaged to open is left
+	// as it is and the server does not start (the default rebuilds the
+	// index from the segment files at start, as kvsedge repair does,
+	// keeping the old index and any unindexable bytes aside).
+	NoAutoRepair bool `koanf:"no_auto_repair" yaml:"no_auto_repair"`
 	// MinFreeMiB is the free disk space the box keeps; OnFull is what it
 	// does when a limit is reached: delete_oldest (oldest media, except
 	// streams on hold, goes) or refuse_new (PutMedia gets ERROR acks,
