@@ -166,6 +166,9 @@ func Repair(opts Options) (RepairReport, error) {
 	// Swap it in.
 	stamp := time.Now().UTC().Format("20060102T150405Z")
 	damaged := fs.PathJoin(opts.Dir, "index.damaged-"+stamp)
+	for i := 2; exists(fs, damaged); i++ {
+		damaged = fs.PathJoin(opts.Dir, fmt.Sprintf("index.damaged-%s-%d", stamp, i))
+	}
 	index := fs.PathJoin(opts.Dir, indexDirName)
 	if exists(fs, index) {
 		if err := fs.Rename(index, damaged); err != nil {
