@@ -393,7 +393,7 @@ wait:
 			break wait
 		case <-reopen:
 			if a.eng.StoreCanReopen() {
-				a.log.Info("the disk has room again: reopening the store to write")
+				a.log.Info("the store can be written again: reopening it read-write")
 				a.shutdownServer()
 				<-errc
 				return ErrReopen
