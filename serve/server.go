@@ -65,6 +65,9 @@ type Options struct {
 	// Cameras, when set, reports the camera states that /listCameras
 	// returns.
 	Cameras func() []status.Camera
+	// Uploads, when set, reports the uploads to an upstream KVS that
+	// /describeUploads returns.
+	Uploads func() []status.Upload
 	// Metrics, when set, is served at GET /metrics (Prometheus text
 	// format, unauthenticated); Readiness are /readyz's checks besides
 	// storage.

@@ -50,6 +50,7 @@ import (
 	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/internal/config"
 	"github.com/kvsedge/kvsedge/internal/tlsca"
+	"github.com/kvsedge/kvsedge/internal/uplink"
 	"github.com/kvsedge/kvsedge/serve"
 )
 
@@ -80,7 +81,8 @@ type App struct {
 	peers    *cluster.Cluster // nil without cluster.bind
 	endpoint string
 	tls      bool
-	watch    *configWatch // nil without a configuration file
+	watch    *configWatch     // nil without a configuration file
+	uploader *uplink.Uploader // nil without an upstream
 
 	// steps undo Open, in Open's order; Close runs them backwards.
 	steps []step
@@ -303,6 +305,19 @@ func (a *App) open(o Options) error {
 	}
 	edge := ingest.NewEdgeAgent(a.eng, a.cams, cfg.Secrets, log)
 
+	// The uploader to the upstream KVS (started with the background loops).
+	files := &uploadSet{}
+	files.set(cfg)
+	if cfg.Upstream.Enabled() {
+		a.uploader, err = newUploader(a.eng, cfg, uploadStreams(a.eng, files), a)
+		if err != nil {
+			return err
+		}
+		opts.Uploads = a.uploader.Status
+		log.Info("uploading to the upstream Kinesis Video Streams", "endpoint", cfg.Upstream.Endpoint, "region", cfg.Upstream.Region,
+			"rate_mbps", cfg.Upstream.RateMbps)
+	}
+
 	// The configuration file's watcher (its problems show in /readyz).
 	opts.Readiness = map[string]serve.ReadinessCheck{}
 	opts.Alarms = map[string]serve.ReadinessCheck{"store": a.eng.StoreAlarm}
@@ -311,6 +326,7 @@ func (a *App) open(o Options) error {
 		if err != nil {
 			return fmt.Errorf("watching %s: %w", o.ConfigFile, err)
 		}
+		w.onApply = files.set
 		a.did("configuration watcher", func() error { stop(); return nil })
 		opts.Readiness["config"] = w.Problem
 		a.watch = w
@@ -318,6 +334,9 @@ func (a *App) open(o Options) error {
 
 	// 6. HTTP server.
 	collector := &boxCollector{eng: a.eng, cams: a.cams, peers: a.peers}
+	if a.uploader != nil {
+		collector.uploads = a.uploader.Status
+	}
 	opts.Metrics = newMetricsRegistry(collector)
 	if a.peers != nil {
 		peers := a.peers
@@ -340,6 +359,9 @@ func (a *App) open(o Options) error {
 	a.bg = cancel
 	a.did("background loops", func() error { cancel(); a.workers.Wait(); return nil })
 	a.goBackground(func() { edge.Run(bgCtx) })
+	if a.uploader != nil {
+		a.goBackground(func() { a.uploader.Run(bgCtx) })
+	}
 	if a.peers != nil {
 		a.goBackground(func() { followPlacement(bgCtx, a.peers, a.cams, log) })
 	}

@@ -59,6 +59,8 @@ type configWatch struct {
 	applied []byte // the file's bytes last applied (or loaded at start)
 	problem atomic.Pointer[string]
 	stopped bool
+	// onApply is called with each configuration applied after a reload.
+	onApply func(*config.Config)
 }
 
 // reloadDelay is how long the file must stay unchanged before it is read.
@@ -128,6 +130,9 @@ func (w *configWatch) reload() {
 		return
 	}
 	w.edge.SetSecrets(cfg.Secrets)
+	if w.onApply != nil {
+		w.onApply(cfg)
+	}
 	w.applied = b
 	w.setProblem("")
 	w.log.Info("configuration file reloaded; changed cameras restarted, others untouched", "file", w.path, "cameras", len(cc))

@@ -38,6 +38,7 @@ func commands() []command {
 		{"put-media", "upload an MKV file (or stdin) to a stream with PutMedia", runPutMedia},
 		{"get-media", "read a stream with GetMedia into a file or stdout (--follow: live)", runGetMedia},
 		{"cameras", "print the state of every camera the box records", runCameras},
+		{"uploads", "print the state of each stream's upload to the upstream KVS", runUploads},
 		{"members", "print the members of the box's cluster", runMembers},
 		{"replication", "print each stream's home, replicas, replication lag and missing fragments on the box", runReplication},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},

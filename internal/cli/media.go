@@ -509,6 +509,11 @@ func runReplication(args []string, stdout, stderr io.Writer) error {
 	return printAPI("replication", "/describeReplication", args, stdout, stderr)
 }
 
+// runUploads prints the box's uploads to its upstream KVS, per stream.
+func runUploads(args []string, stdout, stderr io.Writer) error {
+	return printAPI("uploads", "/describeUploads", args, stdout, stderr)
+}
+
 // runMembers prints the members of the box's cluster.
 func runMembers(args []string, stdout, stderr io.Writer) error {
 	return printAPI("members", "/listClusterMembers", args, stdout, stderr)

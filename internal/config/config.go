@@ -56,6 +56,10 @@ type Config struct {
 	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
 	HTTP            HTTPConfig    `koanf:"http" yaml:"http"`
 	Media           MediaConfig   `koanf:"media" yaml:"media"`
+	// Upstream is the Kinesis Video Streams endpoint the box uploads its
+	// recordings to (cameras with an upload block, streams with an edge
+	// UploaderConfig); unset: nothing is uploaded.
+	Upstream UpstreamConfig `koanf:"upstream" yaml:"upstream"`
 	// Demo records the built-in demo clip into a "demo" stream, so a new
 	// box has something to watch. Default: on when no configuration file
 	// is given, off when one is (unless it says demo: true).
@@ -142,7 +146,45 @@ type CameraFileConfig struct {
 	RetentionHours   int               `koanf:"retention_hours" yaml:"retention_hours"`
 	Tags             map[string]string `koanf:"tags" yaml:"tags,omitempty"`
 	FragmentDuration time.Duration     `koanf:"fragment_duration" yaml:"fragment_duration,omitempty"`
+	// Upload, when present, uploads the camera's stream to the upstream
+	// (the upstream section).
+	Upload *CameraUploadConfig `koanf:"upload" yaml:"upload,omitempty"`
 }
+
+// CameraUploadConfig is a camera's upload block: present means upload,
+// continuously.
+type CameraUploadConfig struct {
+	Enabled *bool `koanf:"enabled" yaml:"enabled,omitempty"`
+}
+
+// UploadEnabled reports whether the camera's stream is uploaded.
+func (c CameraFileConfig) UploadEnabled() bool {
+	return c.Upload != nil && (c.Upload.Enabled == nil || *c.Upload.Enabled)
+}
+
+// UpstreamConfig names the upstream KVS (internal/uplink).
+type UpstreamConfig struct {
+	// Region selects the real service (https://kinesisvideo.<region>.amazonaws.com);
+	// Endpoint overrides it (another kvsedge, a test server).
+	Region   string `koanf:"region" yaml:"region,omitempty"`
+	Endpoint string `koanf:"endpoint" yaml:"endpoint,omitempty"`
+	// AccessKeyID, SecretAccessKey and SessionToken are static
+	// credentials; without them the AWS SDK's default chain is used (the
+	// AWS_* environment variables, the shared credentials and config
+	// files, AWS_PROFILE), as the AWS CLI does. Redacted in `kvsedge config`.
+	AccessKeyID     string `koanf:"access_key_id" yaml:"access_key_id,omitempty"`
+	SecretAccessKey string `koanf:"secret_access_key" yaml:"secret_access_key,omitempty"`
+	SessionToken    string `koanf:"session_token" yaml:"session_token,omitempty"`
+	// CAFile is a PEM bundle trusted besides the system's (an upstream
+	// kvsedge with its local CA).
+	CAFile string `koanf:"ca_file" yaml:"ca_file,omitempty"`
+	// RateMbps caps the upload rate of all streams together, in Mbit/s
+	// (0: no cap), so the site's uplink is never saturated.
+	RateMbps float64 `koanf:"rate_mbps" yaml:"rate_mbps,omitempty"`
+}
+
+// Enabled reports whether an upstream is configured.
+func (u UpstreamConfig) Enabled() bool { return u.Region != "" || u.Endpoint != "" }
 
 // MediaConfig tunes the media data path.
 type MediaConfig struct {
@@ -519,6 +561,17 @@ func (c *Config) Validate() error {
 	if c.HTTP.HeaderTimeout < 100*time.Millisecond || c.HTTP.HeaderTimeout > time.Hour {
 		errs = append(errs, bad("http.header_timeout", "%v is outside 100ms…1h", c.HTTP.HeaderTimeout))
 	}
+	if u := c.Upstream; u.Endpoint != "" {
+		if pu, err := url.Parse(u.Endpoint); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			errs = append(errs, bad("upstream.endpoint", "%q is not an http(s) URL", u.Endpoint))
+		}
+	}
+	if c.Upstream.RateMbps < 0 {
+		errs = append(errs, bad("upstream.rate_mbps", "%v is negative", c.Upstream.RateMbps))
+	}
+	if (c.Upstream.AccessKeyID == "") != (c.Upstream.SecretAccessKey == "") {
+		errs = append(errs, bad("upstream.access_key_id", "give both access_key_id and secret_access_key, or neither (the AWS default chain)"))
+	}
 	if c.Storage.ReserveMiB < 0 || c.Storage.ReserveMiB > 4096 {
 		errs = append(errs, bad("storage.reserve_mib", "%d is outside 0…4096", c.Storage.ReserveMiB))
 	}
@@ -566,6 +619,9 @@ func (c *Config) Validate() error {
 	streams := map[string]bool{}
 	for i, cam := range c.Cameras {
 		key := fmt.Sprintf("cameras[%d]", i)
+		if cam.UploadEnabled() && !c.Upstream.Enabled() {
+			errs = append(errs, bad(key+".upload", "needs the upstream section (upstream.region or upstream.endpoint)"))
+		}
 		if !streamNamePattern.MatchString(cam.Stream) || len(cam.Stream) > 256 {
 			errs = append(errs, bad(key+".stream", "%q is not a stream name ([a-zA-Z0-9_.-], 1–256)", cam.Stream))
 		}
@@ -621,6 +677,12 @@ func (c *Config) Redacted() Config {
 	}
 	if r.Cluster.Key != "" {
 		r.Cluster.Key = mask
+	}
+	if r.Upstream.SecretAccessKey != "" {
+		r.Upstream.SecretAccessKey = mask
+	}
+	if r.Upstream.SessionToken != "" {
+		r.Upstream.SessionToken = mask
 	}
 	if len(c.Secrets) > 0 {
 		r.Secrets = make(map[string]string, len(c.Secrets))

@@ -64,3 +64,28 @@ type StreamReplication struct {
 	LagP99Ms int64 `json:"lag_p99_ms"`
 	Samples  int   `json:"lag_samples"`
 }
+
+// Upload is one stream's upload to the upstream KVS (package
+// internal/uplink).
+type Upload struct {
+	Stream string `json:"stream"`
+	// State is "uploading", "idle" (caught up), "waiting" (backing off
+	// after an error) or "starting".
+	State string `json:"state"`
+	// UploadedThrough is the newest fragment the upstream PERSISTED.
+	UploadedThrough string    `json:"uploaded_through,omitempty"`
+	UploadedAt      time.Time `json:"uploaded_at,omitzero"`
+	Fragments       int64     `json:"fragments"`
+	Bytes           int64     `json:"bytes"`
+	Sessions        int64     `json:"sessions"`
+	Retries         int64     `json:"retries"`
+	LastError       string    `json:"last_error,omitempty"`
+	LastErrorAt     time.Time `json:"last_error_at,omitzero"`
+	// UserError: the last error is the configuration's (credentials
+	// refused, …: KVS's USER_ERROR) rather than an outage.
+	UserError bool `json:"user_error,omitempty"`
+	// OldestPendingMs is the server time of the oldest stored fragment
+	// not yet uploaded (0: none); LagSeconds its age.
+	OldestPendingMs int64   `json:"oldest_pending_ms,omitempty"`
+	LagSeconds      float64 `json:"lag_seconds"`
+}

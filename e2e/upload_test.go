@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
+	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
+	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/kvsedge/kvsedge/internal/faultproxy"
+	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
+)
+
+// TestUploadToUpstreamThroughFaults: one box records an RTSP camera and
+// uploads it to a second kvsedge (the upstream) through a fault proxy.
+// During the upload the proxy freezes the path for 30 s and cuts its
+// connections (mid-fragment), the uploading box is SIGKILLed and started
+// again, and the upstream box is restarted. At the end the upstream holds
+// exactly the local fragments: the same producer timestamps, the same
+// frames in each (compared frame by frame through
+// GetMediaForFragmentList), none twice, none missing.
+func TestUploadToUpstreamThroughFaults(t *testing.T) {
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, err := ingest.NewDemoSource(clip, 15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, _, sps, pps := demo.Clip()
+	rl := rtsptest.StartRelay(t, "")
+	camCtx, stopCamera := context.WithCancel(context.Background())
+	defer stopCamera()
+	go rtsptest.Publish(camCtx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+
+	// The upstream listens on a fixed port (it is restarted) behind the
+	// proxy, and hands out the proxy as its data endpoint, so PutMedia
+	// goes through the proxy too.
+	upAddr := freeAddr(t)
+	proxy, err := faultproxy.Listen(upAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	upEnv := append(streamEnv(t.TempDir()), "KVSEDGE_DATA_ENDPOINT=http://"+proxy.Addr())
+	up := startKvsedge(t, upEnv, "--listen", upAddr)
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kvsedge.yaml")
+	cfg := fmt.Sprintf("cameras:\n  - stream: cam\n    url: %s\n    retention_hours: 2\n    upload: {enabled: true}\n"+
+		"upstream:\n  endpoint: http://%s\n  region: us-west-2\n  access_key_id: %s\n  secret_access_key: %s\n",
+		rl.URL("cam"), proxy.Addr(), e2eAKID, e2eSecret)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := streamEnv(filepath.Join(dir, "data"))
+	local := startKvsedge(t, env, "--listen", "127.0.0.1:0", "--config", cfgPath)
+
+	// upCount counts the upstream's fragments (0 while it has no stream or
+	// does not answer: it is restarted).
+	upSDK := newSDK(t, "http://"+upAddr)
+	upCount := func() int {
+		n := 0
+		pages := kinesisvideoarchivedmedia.NewListFragmentsPaginator(upSDK.Archived,
+			&kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam"), FragmentSelector: allTime})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(sdkCtx(t))
+			if err != nil {
+				return 0
+			}
+			n += len(page.Fragments)
+		}
+		return n
+	}
+	waitFor := func(what string, within time.Duration, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v\nlocal log:\n%s", what, within, tail(local.logs.String(), 40))
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	upHas := func(n int) func() bool {
+		return func() bool { return upCount() >= n }
+	}
+	waitFor("the first fragments upstream", 40*time.Second, upHas(2))
+
+	proxy.Freeze()
+	time.Sleep(30 * time.Second)
+	proxy.Thaw()
+	n := upCount()
+	waitFor("uploading after a 30 s freeze", 60*time.Second, upHas(n+2))
+	cut := 0
+	for range 3 {
+		time.Sleep(700 * time.Millisecond)
+		cut += proxy.Cut()
+	}
+	if cut == 0 {
+		t.Fatal("no upload connection went through the proxy to be cut")
+	}
+	n = upCount()
+	waitFor("uploading after cut connections", 60*time.Second, upHas(n+2))
+
+	local.kill()
+	local = startKvsedge(t, env, "--listen", "127.0.0.1:0", "--config", cfgPath)
+	n = upCount()
+	waitFor("uploading after the uploading box was killed", 60*time.Second, upHas(n+2))
+
+	up.stop(t)
+	time.Sleep(2 * time.Second)
+	up = startKvsedge(t, upEnv, "--listen", upAddr)
+	n = upCount()
+	waitFor("uploading after the upstream restarted", 60*time.Second, upHas(n+2))
+
+	// The camera stops: the upstream catches up with everything stored.
+	stopCamera()
+	time.Sleep(3 * time.Second)
+	localList := newSDK(t, local.endpoint).listFragments(t, "cam")
+	waitFor("the upstream holding every local fragment", 90*time.Second, func() bool { return upCount() >= len(localList) })
+	time.Sleep(2 * time.Second)
+	localList = newSDK(t, local.endpoint).listFragments(t, "cam")
+	upList := newSDK(t, "http://"+upAddr).listFragments(t, "cam")
+
+	times := func(list []amtypes.Fragment) []int64 {
+		var out []int64
+		for _, f := range list {
+			out = append(out, aws.ToTime(f.ProducerTimestamp).UnixMilli())
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	lt, ut := times(localList), times(upList)
+	if fmt.Sprint(lt) != fmt.Sprint(ut) {
+		t.Fatalf("producer timestamps differ: local %d fragments %v\nupstream %d fragments %v", len(lt), lt, len(ut), ut)
+	}
+	localFrames, p1, _ := eoReadListed(t, local.endpoint, "cam")
+	upFrames, p2, _ := eoReadListed(t, "http://"+upAddr, "cam")
+	if len(p1)+len(p2) > 0 {
+		t.Fatalf("reading back: local %v, upstream %v", p1, p2)
+	}
+	keys := func(g []eoGot) []string {
+		out := make([]string, len(g))
+		for i, f := range g {
+			out[i] = f.Key.String()
+		}
+		sort.Strings(out)
+		return out
+	}
+	lk, uk := keys(localFrames), keys(upFrames)
+	if len(lk) == 0 || strings.Join(lk, "\n") != strings.Join(uk, "\n") {
+		t.Fatalf("frames differ: local %d, upstream %d", len(lk), len(uk))
+	}
+	t.Logf("%d fragments and %d frames uploaded through a 30 s freeze, 3 cuts, a killed uploader and a restarted upstream", len(ut), len(uk))
+	out, _, code := kvsedgeCmd(t, env, "uploads", "--endpoint", local.endpoint)
+	if code != 0 || !strings.Contains(out, `"stream": "cam"`) || !strings.Contains(out, "uploaded_through") {
+		t.Fatalf("kvsedge uploads: exit %d\n%s", code, out)
+	}
+	t.Logf("kvsedge uploads:\n%s", out)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,57 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kvsedge/kvsedge/internal/fragment"
+)
+
+// UploadProgress is the newest fragment of the stream that an upstream KVS
+// acknowledged PERSISTED (zero: none), stored durably by SetUploadProgress
+// (lsm/FORMAT.md, meta "upload/<sid>"). The uploader (internal/uplink)
+// resumes after it.
+func (e *Engine) UploadProgress(ref StreamRef) (fragment.Number, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return fragment.Number{}, err
+	}
+	n, err := e.db.UploadProgress(s.id)
+	if err != nil {
+		return n, fmt.Errorf("engine: %w", err)
+	}
+	return n, nil
+}
+
+// SetUploadProgress records, synced, that the upstream PERSISTED the
+// stream's fragments up to n.
+func (e *Engine) SetUploadProgress(ref StreamRef, n fragment.Number) error {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return err
+	}
+	if err := e.db.PutUploadProgress(s.id, n); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	return nil
+}
+
+// WaitStored waits until the fragment's Persist finished, and reports
+// whether it is in the archive: nil when stored (fragments read from the
+// archive are), an error when storing failed or ctx ended first. An
+// uploader sends only stored fragments, so what it sends upstream is what
+// this box keeps.
+func (f *Fragment) WaitStored(ctx context.Context) error {
+	if f.persisted == nil {
+		return nil
+	}
+	select {
+	case <-f.persisted:
+		if f.persistErr != nil {
+			return fmt.Errorf("engine: fragment %s was not stored: %w", f.Meta.Number, f.persistErr)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
