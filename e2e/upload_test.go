@@ -176,3 +176,52 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestUploadSchedule: with a schedule (every 10 s, windows of 4 s) the
+// upstream receives fragments only inside the windows: each upstream
+// fragment's server timestamp (when its first byte reached the upstream)
+// lies in one, and the windows catch up with what was recorded between
+// them.
+func TestUploadSchedule(t *testing.T) {
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, err := ingest.NewDemoSource(clip, 15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, _, sps, pps := demo.Clip()
+	rl := rtsptest.StartRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rtsptest.Publish(ctx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+	up := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kvsedge.yaml")
+	cfg := fmt.Sprintf("cameras:\n  - stream: cam\n    url: %s\n    retention_hours: 2\n"+
+		"    upload: {schedule: \"*/10 * * * * ?\", duration_seconds: 4}\n"+
+		"upstream:\n  endpoint: %s\n  region: us-west-2\n  access_key_id: %s\n  secret_access_key: %s\n",
+		rl.URL("cam"), up.endpoint, e2eAKID, e2eSecret)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	local := startKvsedge(t, streamEnv(filepath.Join(dir, "data")), "--listen", "127.0.0.1:0", "--config", cfgPath)
+	time.Sleep(32 * time.Second)
+	upSDK := newSDK(t, up.endpoint)
+	list := upSDK.listFragments(t, "cam")
+	windows := map[int64]bool{}
+	for _, f := range list {
+		st := aws.ToTime(f.ServerTimestamp)
+		into := st.Sub(st.Truncate(10 * time.Second))
+		if into > 4*time.Second+500*time.Millisecond {
+			t.Errorf("fragment %s reached the upstream %v into a 10 s period, outside its 4 s window", aws.ToString(f.FragmentNumber), into)
+		}
+		windows[st.Truncate(10*time.Second).Unix()] = true
+	}
+	if len(list) < 3 || len(windows) < 2 {
+		t.Fatalf("%d fragments upstream in %d windows; local log:\n%s", len(list), len(windows), tail(local.logs.String(), 30))
+	}
+	t.Logf("%d fragments uploaded in %d windows", len(list), len(windows))
+}

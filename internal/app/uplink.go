@@ -21,47 +21,50 @@ import (
 
 // uploadSet is the streams the configuration file's cameras upload (their
 // upload block), replaced whole when the file is reloaded.
-type uploadSet struct{ names atomic.Pointer[[]string] }
+type uploadSet struct{ targets atomic.Pointer[[]uplink.Target] }
 
 func (u *uploadSet) set(cfg *config.Config) {
-	var names []string
+	var ts []uplink.Target
 	for _, c := range cfg.Cameras {
 		if c.UploadEnabled() {
-			names = append(names, c.Stream)
+			ts = append(ts, uplink.Target{Stream: c.Stream, Schedule: c.Upload.Schedule, DurationSeconds: c.Upload.DurationSeconds})
 		}
 	}
-	u.names.Store(&names)
+	u.targets.Store(&ts)
 }
 
 // uploadStreams is what the uploader uploads: the file's cameras with an
 // upload block, and every stream with an edge UploaderConfig.
-func uploadStreams(eng *engine.Engine, file *uploadSet) func() []string {
-	return func() []string {
-		seen := map[string]bool{}
-		if p := file.names.Load(); p != nil {
-			for _, n := range *p {
-				seen[n] = true
+// An edge configuration's UploaderConfig wins over the file for the same
+// stream (it is the newer, API-made setting).
+func uploadStreams(eng *engine.Engine, file *uploadSet) func() []uplink.Target {
+	return func() []uplink.Target {
+		seen := map[string]uplink.Target{}
+		if p := file.targets.Load(); p != nil {
+			for _, t := range *p {
+				seen[t.Stream] = t
 			}
 		}
 		for _, s := range eng.Streams() {
 			if s.Edge != nil && s.Edge.Config.UploaderConfig != nil {
-				seen[s.Name] = true
+				sc := s.Edge.Config.UploaderConfig.ScheduleConfig
+				seen[s.Name] = uplink.Target{Stream: s.Name, Schedule: sc.ScheduleExpression, DurationSeconds: sc.DurationInSeconds}
 			}
 		}
-		out := make([]string, 0, len(seen))
-		for n := range seen {
+		out := make([]uplink.Target, 0, len(seen))
+		for n, t := range seen {
 			if _, err := eng.Stream(engine.StreamRef{Name: n}); err == nil {
-				out = append(out, n)
+				out = append(out, t)
 			}
 		}
-		sort.Strings(out)
+		sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
 		return out
 	}
 }
 
 // newUploader builds the uploader of cfg.Upstream: static credentials when
 // given, else the AWS SDK's default chain (AWS_* variables, shared files).
-func newUploader(eng *engine.Engine, cfg *config.Config, streams func() []string, a *App) (*uplink.Uploader, error) {
+func newUploader(eng *engine.Engine, cfg *config.Config, streams func() []uplink.Target, a *App) (*uplink.Uploader, error) {
 	up := cfg.Upstream
 	var creds aws.CredentialsProvider
 	region := up.Region

@@ -151,10 +151,13 @@ type CameraFileConfig struct {
 	Upload *CameraUploadConfig `koanf:"upload" yaml:"upload,omitempty"`
 }
 
-// CameraUploadConfig is a camera's upload block: present means upload,
-// continuously.
+// CameraUploadConfig is a camera's upload block: present means upload;
+// continuously, or with Schedule (a Quartz cron expression, as KVS's
+// UploaderConfig) only in windows of DurationSeconds from each firing.
 type CameraUploadConfig struct {
-	Enabled *bool `koanf:"enabled" yaml:"enabled,omitempty"`
+	Enabled         *bool  `koanf:"enabled" yaml:"enabled,omitempty"`
+	Schedule        string `koanf:"schedule" yaml:"schedule,omitempty"`
+	DurationSeconds int    `koanf:"duration_seconds" yaml:"duration_seconds,omitempty"`
 }
 
 // UploadEnabled reports whether the camera's stream is uploaded.
@@ -621,6 +624,9 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("cameras[%d]", i)
 		if cam.UploadEnabled() && !c.Upstream.Enabled() {
 			errs = append(errs, bad(key+".upload", "needs the upstream section (upstream.region or upstream.endpoint)"))
+		}
+		if u := cam.Upload; u != nil && u.Schedule != "" && u.DurationSeconds <= 0 {
+			errs = append(errs, bad(key+".upload.duration_seconds", "a schedule needs a positive window length"))
 		}
 		if !streamNamePattern.MatchString(cam.Stream) || len(cam.Stream) > 256 {
 			errs = append(errs, bad(key+".stream", "%q is not a stream name ([a-zA-Z0-9_.-], 1–256)", cam.Stream))

@@ -70,13 +70,22 @@ type Config struct {
 	// RateBitsPerSecond caps the upload rate of all streams together
 	// (0: no cap).
 	RateBitsPerSecond int64
-	// Streams returns the names of the local streams to upload; it is
-	// called at every scan.
-	Streams func() []string
+	// Streams returns the local streams to upload, with their schedules;
+	// it is called at every scan.
+	Streams func() []Target
 	// Scan is how often Streams is called (default 5 s); RetryMin and
 	// RetryMax bound a worker's backoff after a failed session (1 s, 60 s).
 	Scan, RetryMin, RetryMax time.Duration
 	Logger                   *slog.Logger
+}
+
+// Target is one stream to upload and when: with a schedule (KVS's
+// UploaderConfig.ScheduleConfig: a Quartz expression and a window in
+// seconds) only inside its windows; without one, continuously.
+type Target struct {
+	Stream          string
+	Schedule        string
+	DurationSeconds int
 }
 
 // Status is one stream's upload state.
@@ -124,7 +133,7 @@ func New(eng *engine.Engine, cfg Config) (*Uploader, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Streams == nil {
-		cfg.Streams = func() []string { return nil }
+		cfg.Streams = func() []Target { return nil }
 	}
 	u := &Uploader{eng: eng, cfg: cfg, workers: map[string]*worker{}}
 	if cfg.RateBitsPerSecond > 0 {
@@ -147,35 +156,47 @@ func (u *Uploader) Run(ctx context.Context) {
 	t := time.NewTicker(u.cfg.Scan)
 	defer t.Stop()
 	for {
-		want := map[string]bool{}
-		for _, s := range u.cfg.Streams() {
-			want[s] = true
+		want := map[string]Target{}
+		for _, tg := range u.cfg.Streams() {
+			want[tg.Stream] = tg
 		}
-		for s := range want {
-			if cancels[s] != nil {
+		for name, cancel := range cancels {
+			tg, ok := want[name]
+			if ok && u.workerFor(name).target == tg {
+				continue
+			}
+			// Gone, or its schedule changed: stop it (a changed one
+			// starts again below).
+			cancel()
+			delete(cancels, name)
+			u.mu.Lock()
+			delete(u.workers, name)
+			u.mu.Unlock()
+		}
+		for name, tg := range want {
+			if cancels[name] != nil {
 				continue
 			}
 			wctx, cancel := context.WithCancel(ctx)
-			cancels[s] = cancel
-			w := &worker{u: u, stream: s}
-			w.status.Stream, w.status.State = s, "starting"
+			cancels[name] = cancel
+			w := &worker{u: u, stream: name, target: tg}
+			w.status.Stream, w.status.State = name, "starting"
+			if tg.Schedule != "" {
+				sch, err := ParseSchedule(tg.Schedule, tg.DurationSeconds)
+				if err != nil {
+					w.status.State, w.status.LastError, w.status.UserError, w.status.LastErrorAt = "waiting", err.Error(), true, time.Now()
+					u.cfg.Logger.Error("upload schedule refused: nothing is uploaded for this stream", "stream", name, "err", err)
+				}
+				w.schedule = sch
+			}
 			u.mu.Lock()
-			u.workers[s] = w
+			u.workers[name] = w
 			u.mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				w.run(wctx)
 			}()
-		}
-		for s, cancel := range cancels {
-			if !want[s] {
-				cancel()
-				delete(cancels, s)
-				u.mu.Lock()
-				delete(u.workers, s)
-				u.mu.Unlock()
-			}
 		}
 		select {
 		case <-ctx.Done():
@@ -187,6 +208,12 @@ func (u *Uploader) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+func (u *Uploader) workerFor(name string) *worker {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.workers[name]
 }
 
 // Status reports every worker's state, by stream name.
@@ -209,6 +236,10 @@ func (u *Uploader) Status() []Status {
 type worker struct {
 	u      *Uploader
 	stream string
+	target Target
+	// schedule is nil for a continuous upload (or a refused expression,
+	// when the target has one: then nothing is uploaded).
+	schedule *Schedule
 
 	mu     sync.Mutex
 	status Status
@@ -252,12 +283,38 @@ func startAfter(n fragment.Number) engine.Start {
 
 func (w *worker) run(ctx context.Context) {
 	log := w.u.cfg.Logger.With("stream", w.stream, "component", "uplink")
+	if w.target.Schedule != "" && w.schedule == nil {
+		<-ctx.Done() // a refused schedule: Status says why
+		return
+	}
 	backoff := w.u.cfg.RetryMin
 	for ctx.Err() == nil {
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if w.schedule != nil {
+			open, ends, next := w.schedule.Window(time.Now())
+			if !open {
+				w.update(func(s *Status) { s.State = "scheduled" })
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Until(next)):
+				}
+				continue
+			}
+			sctx, cancel = context.WithDeadline(ctx, ends)
+		}
 		w.update(func(s *Status) { s.State = "uploading"; s.Sessions++ })
-		progressed, err := w.session(ctx, log)
+		progressed, err := w.session(sctx, log)
+		windowOver := sctx.Err() != nil && ctx.Err() == nil
+		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if windowOver {
+			// The window closed: what was not PERSISTED goes in the next.
+			log.Info("upload window closed", "schedule", w.schedule.String())
+			backoff = w.u.cfg.RetryMin
+			continue
 		}
 		if progressed {
 			backoff = w.u.cfg.RetryMin
