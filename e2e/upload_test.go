@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	kvtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
 	"github.com/kvsedge/kvsedge/ingest"
@@ -224,4 +226,66 @@ func TestUploadSchedule(t *testing.T) {
 		t.Fatalf("%d fragments upstream in %d windows; local log:\n%s", len(list), len(windows), tail(local.logs.String(), 30))
 	}
 	t.Logf("%d fragments uploaded in %d windows", len(list), len(windows))
+}
+
+// TestEdgeUploaderStatus: a stream given an edge configuration with an
+// UploaderConfig is uploaded on its schedule, and DescribeEdgeConfiguration
+// reports LastUploaderStatus SUCCESS; a box whose upstream refuses its key
+// reports USER_ERROR with the reason.
+func TestEdgeUploaderStatus(t *testing.T) {
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, err := ingest.NewDemoSource(clip, 15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, _, sps, pps := demo.Clip()
+	rl := rtsptest.StartRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rtsptest.Publish(ctx, t, rl.URL("gate"), aus, sps, pps, 15, 0)
+	up := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
+
+	for _, c := range []struct {
+		secret, want string
+	}{{e2eSecret, "SUCCESS"}, {"not-the-upstream-secret", "USER_ERROR"}} {
+		dir := t.TempDir()
+		cfgPath := filepath.Join(dir, "kvsedge.yaml")
+		cfg := fmt.Sprintf("secrets:\n  gate-cam: %s\nupstream:\n  endpoint: %s\n  region: us-west-2\n  access_key_id: %s\n  secret_access_key: %s\n",
+			rl.URL("gate"), up.endpoint, e2eAKID, c.secret)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := startKvsedge(t, streamEnv(filepath.Join(dir, "data")), "--listen", "127.0.0.1:0", "--config", cfgPath)
+		kv := newSDK(t, p.endpoint).KV
+		if _, err := kv.CreateStream(sdkCtx(t), &kinesisvideo.CreateStreamInput{StreamName: aws.String("gate"), DataRetentionInHours: aws.Int32(24)}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := kv.StartEdgeConfigurationUpdate(sdkCtx(t), &kinesisvideo.StartEdgeConfigurationUpdateInput{StreamName: aws.String("gate"),
+			EdgeConfig: &kvtypes.EdgeConfig{
+				HubDeviceArn: aws.String("arn:aws:iot:us-west-2:111122223333:thing/site-hub"),
+				RecorderConfig: &kvtypes.RecorderConfig{MediaSourceConfig: &kvtypes.MediaSourceConfig{
+					MediaUriSecretArn: aws.String("arn:aws:secretsmanager:us-west-2:111122223333:secret:gate-cam-AbCdEf"),
+					MediaUriType:      kvtypes.MediaUriTypeRtspUri,
+				}},
+				UploaderConfig: &kvtypes.UploaderConfig{ScheduleConfig: &kvtypes.ScheduleConfig{
+					ScheduleExpression: aws.String("0 * * * * ?"), DurationInSeconds: aws.Int32(3600)}},
+				DeletionConfig: &kvtypes.DeletionConfig{EdgeRetentionInHours: aws.Int32(24)},
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc := waitEdgeWhere(t, kv, "gate", "LastUploaderStatus "+c.want, 40*time.Second, func(d *kinesisvideo.DescribeEdgeConfigurationOutput) bool {
+			return d.EdgeAgentStatus != nil && d.EdgeAgentStatus.LastUploaderStatus != nil &&
+				string(d.EdgeAgentStatus.LastUploaderStatus.UploaderStatus) == c.want
+		})
+		us := desc.EdgeAgentStatus.LastUploaderStatus
+		if us.LastUpdatedTime == nil || aws.ToString(us.JobStatusDetails) == "" {
+			t.Fatalf("%s: %+v", c.want, us)
+		}
+		t.Logf("%s: %s", c.want, aws.ToString(us.JobStatusDetails))
+		p.stop(t)
+	}
 }
