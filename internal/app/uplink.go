@@ -21,7 +21,9 @@ import (
 
 // uploadSet is the streams the configuration file's cameras upload (their
 // upload block), replaced whole when the file is reloaded.
-type uploadSet struct{ targets atomic.Pointer[[]uplink.Target] }
+type uploadSet struct {
+	targets atomic.Pointer[[]uplink.Target]
+}
 
 func (u *uploadSet) set(cfg *config.Config) {
 	var ts []uplink.Target
