@@ -134,14 +134,6 @@ func TestUploadToUpstreamThroughFaults(t *testing.T) {
 	localList = newSDK(t, local.endpoint).listFragments(t, "cam")
 	upList := newSDK(t, "http://"+upAddr).listFragments(t, "cam")
 
-	times := func(list []amtypes.Fragment) []int64 {
-		var out []int64
-		for _, f := range list {
-			out = append(out, aws.ToTime(f.ProducerTimestamp).UnixMilli())
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-		return out
-	}
 	lt, ut := times(localList), times(upList)
 	if fmt.Sprint(lt) != fmt.Sprint(ut) {
 		t.Fatalf("producer timestamps differ: local %d fragments %v\nupstream %d fragments %v", len(lt), lt, len(ut), ut)
@@ -288,4 +280,79 @@ func TestEdgeUploaderStatus(t *testing.T) {
 		t.Logf("%s: %s", c.want, aws.ToString(us.JobStatusDetails))
 		p.stop(t)
 	}
+}
+
+// TestDeleteAfterUpload: with delete_after_upload the local store keeps
+// only what the upstream has not yet PERSISTED (every deleted fragment is
+// upstream, with no hole), and a hold keeps local media.
+func TestDeleteAfterUpload(t *testing.T) {
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, err := ingest.NewDemoSource(clip, 15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, _, sps, pps := demo.Clip()
+	rl := rtsptest.StartRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rtsptest.Publish(ctx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+	up := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kvsedge.yaml")
+	cfg := fmt.Sprintf("cameras:\n  - stream: cam\n    url: %s\n    retention_hours: 2\n    upload: {delete_after_upload: true}\n"+
+		"upstream:\n  endpoint: %s\n  region: us-west-2\n  access_key_id: %s\n  secret_access_key: %s\n",
+		rl.URL("cam"), up.endpoint, e2eAKID, e2eSecret)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	local := startKvsedge(t, streamEnv(filepath.Join(dir, "data")), "--listen", "127.0.0.1:0", "--config", cfgPath)
+	upSDK, localSDK := newSDK(t, up.endpoint), newSDK(t, local.endpoint)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		if _, err := upSDK.KV.DescribeStream(sdkCtx(t), &kinesisvideo.DescribeStreamInput{StreamName: aws.String("cam")}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the uploader did not create the upstream stream: %v", err)
+		}
+	}
+	upSDK.waitFragments(t, "cam", 6, 40*time.Second)
+	localList := localSDK.listFragments(t, "cam")
+	upList := upSDK.listFragments(t, "cam")
+	if len(localList) > 3 {
+		t.Fatalf("%d fragments kept locally while %d are upstream", len(localList), len(upList))
+	}
+	oldestLocal := int64(1 << 62)
+	for _, f := range localList {
+		oldestLocal = min(oldestLocal, aws.ToTime(f.ProducerTimestamp).UnixMilli())
+	}
+	ts := times(upList)
+	for i := 1; i < len(ts) && ts[i] < oldestLocal; i++ {
+		if ts[i]-ts[i-1] > 5000 {
+			t.Fatalf("a deleted fragment is missing upstream: a %d ms hole before %d", ts[i]-ts[i-1], ts[i])
+		}
+	}
+	if len(ts) == 0 || ts[0] > oldestLocal {
+		t.Fatalf("the upstream lacks what was deleted locally: %v, oldest local %d", ts, oldestLocal)
+	}
+	// A hold keeps local media.
+	if _, err := localSDK.KV.TagStream(sdkCtx(t), &kinesisvideo.TagStreamInput{StreamName: aws.String("cam"),
+		Tags: map[string]string{"kvsedge:hold": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	n := len(upSDK.listFragments(t, "cam"))
+	upSDK.waitFragments(t, "cam", n+4, 40*time.Second)
+	if held := len(localSDK.listFragments(t, "cam")); held < 4 {
+		t.Fatalf("a hold kept %d fragments while 4 more were uploaded", held)
+	}
+}
+
+func times(list []amtypes.Fragment) []int64 {
+	var out []int64
+	for _, f := range list {
+		out = append(out, aws.ToTime(f.ProducerTimestamp).UnixMilli())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }

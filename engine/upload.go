@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/lsm"
 )
 
 // UploadProgress is the newest fragment of the stream that an upstream KVS
@@ -54,4 +56,37 @@ func (f *Fragment) WaitStored(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// DeleteUploaded deletes the stream's stored fragments that arrived before
+// fragment n (whose upstream PERSISTED the uploader recorded: KVS's
+// DeletionConfig.DeleteAfterUpload). Server times do not decrease in number
+// order, so these are fragments numbered before n; fragment n itself stays
+// until the next call. A hold (the kvsedge:hold tag) wins: held media is
+// kept. It never reaches a fragment the upstream did not persist, so only
+// retention and capacity can delete media that was never uploaded.
+func (e *Engine) DeleteUploaded(ref StreamRef, n fragment.Number) (int, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return 0, err
+	}
+	m, err := e.db.FragmentMeta(s.id, n)
+	if errors.Is(err, lsm.ErrNotFound) {
+		return 0, nil // already gone (retention)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("engine: %w", err)
+	}
+	cutoff, allowed := deletionCutoff(s.info.Load(), m.ServerMs)
+	if !allowed {
+		return 0, nil
+	}
+	s.persistMu.RLock()
+	deleted, b, err := e.db.DeleteBefore(s.id, cutoff)
+	s.persistMu.RUnlock()
+	s.bytes.Add(-b)
+	if err != nil {
+		return deleted, fmt.Errorf("engine: %w", err)
+	}
+	return deleted, nil
 }

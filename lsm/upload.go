@@ -47,3 +47,18 @@ func (d *DB) PutUploadProgress(id StreamID, n fragment.Number) error {
 	}
 	return nil
 }
+
+// FragmentMeta returns a stored fragment's meta, without reading its media.
+func (d *DB) FragmentMeta(id StreamID, n fragment.Number) (fragment.Meta, error) {
+	key := fragmentKey(nil, id, n)
+	v, closer, err := d.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return fragment.Meta{}, ErrNotFound
+	}
+	if err != nil {
+		return fragment.Meta{}, fmt.Errorf("lsm: reading fragment: %w", err)
+	}
+	defer closer.Close()
+	m, _, err := decodeFragment(key, v)
+	return m, err
+}

@@ -29,7 +29,8 @@ func (u *uploadSet) set(cfg *config.Config) {
 	var ts []uplink.Target
 	for _, c := range cfg.Cameras {
 		if c.UploadEnabled() {
-			ts = append(ts, uplink.Target{Stream: c.Stream, Schedule: c.Upload.Schedule, DurationSeconds: c.Upload.DurationSeconds})
+			ts = append(ts, uplink.Target{Stream: c.Stream, Schedule: c.Upload.Schedule, DurationSeconds: c.Upload.DurationSeconds,
+				DeleteAfterUpload: c.Upload.DeleteAfterUpload})
 		}
 	}
 	u.targets.Store(&ts)
@@ -50,7 +51,9 @@ func uploadStreams(eng *engine.Engine, file *uploadSet) func() []uplink.Target {
 		for _, s := range eng.Streams() {
 			if s.Edge != nil && s.Edge.Config.UploaderConfig != nil {
 				sc := s.Edge.Config.UploaderConfig.ScheduleConfig
-				seen[s.Name] = uplink.Target{Stream: s.Name, Schedule: sc.ScheduleExpression, DurationSeconds: sc.DurationInSeconds}
+				dc := s.Edge.Config.DeletionConfig
+				seen[s.Name] = uplink.Target{Stream: s.Name, Schedule: sc.ScheduleExpression, DurationSeconds: sc.DurationInSeconds,
+					DeleteAfterUpload: dc != nil && dc.DeleteAfterUpload != nil && *dc.DeleteAfterUpload}
 			}
 		}
 		out := make([]uplink.Target, 0, len(seen))

@@ -158,6 +158,9 @@ type CameraUploadConfig struct {
 	Enabled         *bool  `koanf:"enabled" yaml:"enabled,omitempty"`
 	Schedule        string `koanf:"schedule" yaml:"schedule,omitempty"`
 	DurationSeconds int    `koanf:"duration_seconds" yaml:"duration_seconds,omitempty"`
+	// DeleteAfterUpload deletes local media once the upstream PERSISTED it
+	// (holds still win; media never uploaded is not deleted this way).
+	DeleteAfterUpload bool `koanf:"delete_after_upload" yaml:"delete_after_upload,omitempty"`
 }
 
 // UploadEnabled reports whether the camera's stream is uploaded.

@@ -86,6 +86,9 @@ type Target struct {
 	Stream          string
 	Schedule        string
 	DurationSeconds int
+	// DeleteAfterUpload deletes local media once the upstream PERSISTED it
+	// (KVS's DeletionConfig.DeleteAfterUpload; holds still win).
+	DeleteAfterUpload bool
 }
 
 // Status is one stream's upload state.
@@ -414,6 +417,13 @@ func (w *worker) session(ctx context.Context, log *slog.Logger) (progressed bool
 			return
 		}
 		progressed = true
+		if w.target.DeleteAfterUpload {
+			if n, err := w.u.eng.DeleteUploaded(ref, done.number); err != nil {
+				log.Warn("deleting uploaded media", "err", err)
+			} else if n > 0 {
+				log.Debug("deleted uploaded media", "fragments", n)
+			}
+		}
 		w.update(func(s *Status) {
 			s.UploadedThrough, s.UploadedAt, s.Fragments = done.number.String(), time.Now(), s.Fragments+int64(i)
 		})
