@@ -27,6 +27,9 @@ type uploadSet struct {
 
 func (u *uploadSet) set(cfg *config.Config) {
 	var ts []uplink.Target
+	for _, name := range cfg.Upstream.Streams {
+		ts = append(ts, uplink.Target{Stream: name})
+	}
 	for _, c := range cfg.Cameras {
 		if c.UploadEnabled() {
 			ts = append(ts, uplink.Target{Stream: c.Stream, Schedule: c.Upload.Schedule, DurationSeconds: c.Upload.DurationSeconds,

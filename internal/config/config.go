@@ -128,7 +128,7 @@ func (c ClusterConfig) DecodedKey() []byte {
 }
 
 // listKeys are the list-valued keys, comma-separated in the environment.
-var listKeys = map[string]bool{"cluster.seeds": true}
+var listKeys = map[string]bool{"cluster.seeds": true, "upstream.streams": true}
 
 // CameraFileConfig is one camera in the configuration file.
 type CameraFileConfig struct {
@@ -187,6 +187,9 @@ type UpstreamConfig struct {
 	// RateMbps caps the upload rate of all streams together, in Mbit/s
 	// (0: no cap), so the site's uplink is never saturated.
 	RateMbps float64 `koanf:"rate_mbps" yaml:"rate_mbps,omitempty"`
+	// Streams are uploaded continuously besides the cameras with an
+	// upload block (streams that PutMedia producers fill, for example).
+	Streams []string `koanf:"streams" yaml:"streams,omitempty"`
 }
 
 // Enabled reports whether an upstream is configured.
