@@ -356,3 +356,66 @@ func times(list []amtypes.Fragment) []int64 {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
+
+// TestRecorderSchedule: an edge configuration whose RecorderConfig has a
+// schedule records only inside its windows: one whose window is closed
+// (January 1st, midnight, 60 s) records nothing and says when it opens;
+// changed to one that is always open (every minute, 60 s) it records.
+// (KVS requires windows of at least 60 s; the window arithmetic itself is
+// tested in internal/schedule, and uploads in 4 s windows in
+// TestUploadSchedule.)
+func TestRecorderSchedule(t *testing.T) {
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, err := ingest.NewDemoSource(clip, 15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, _, sps, pps := demo.Clip()
+	rl := rtsptest.StartRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rtsptest.Publish(ctx, t, rl.URL("gate"), aus, sps, pps, 15, 0)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kvsedge.yaml")
+	if err := os.WriteFile(cfgPath, []byte("secrets:\n  gate-cam: "+rl.URL("gate")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startKvsedge(t, streamEnv(filepath.Join(dir, "data")), "--listen", "127.0.0.1:0", "--config", cfgPath)
+	sdk := newSDK(t, p.endpoint)
+	if _, err := sdk.KV.CreateStream(sdkCtx(t), &kinesisvideo.CreateStreamInput{StreamName: aws.String("gate"), DataRetentionInHours: aws.Int32(24)}); err != nil {
+		t.Fatal(err)
+	}
+	start := func(expr string) {
+		t.Helper()
+		_, err := sdk.KV.StartEdgeConfigurationUpdate(sdkCtx(t), &kinesisvideo.StartEdgeConfigurationUpdateInput{StreamName: aws.String("gate"),
+			EdgeConfig: &kvtypes.EdgeConfig{
+				HubDeviceArn: aws.String("arn:aws:iot:us-west-2:111122223333:thing/site-hub"),
+				RecorderConfig: &kvtypes.RecorderConfig{
+					MediaSourceConfig: &kvtypes.MediaSourceConfig{
+						MediaUriSecretArn: aws.String("arn:aws:secretsmanager:us-west-2:111122223333:secret:gate-cam-AbCdEf"),
+						MediaUriType:      kvtypes.MediaUriTypeRtspUri,
+					},
+					ScheduleConfig: &kvtypes.ScheduleConfig{ScheduleExpression: aws.String(expr), DurationInSeconds: aws.Int32(60)},
+				},
+				DeletionConfig: &kvtypes.DeletionConfig{EdgeRetentionInHours: aws.Int32(24)},
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start("0 0 0 1 1 ?")
+	desc := waitEdgeWhere(t, sdk.KV, "gate", "the recorder says it is outside its schedule", 20*time.Second, func(d *kinesisvideo.DescribeEdgeConfigurationOutput) bool {
+		return d.EdgeAgentStatus != nil && d.EdgeAgentStatus.LastRecorderStatus != nil &&
+			strings.Contains(aws.ToString(d.EdgeAgentStatus.LastRecorderStatus.JobStatusDetails), "outside the recording schedule")
+	})
+	t.Logf("closed window: %s", aws.ToString(desc.EdgeAgentStatus.LastRecorderStatus.JobStatusDetails))
+	time.Sleep(6 * time.Second)
+	if n := len(sdk.listFragments(t, "gate")); n != 0 {
+		t.Fatalf("%d fragments recorded outside the schedule", n)
+	}
+	start("0 * * * * ?")
+	sdk.waitFragments(t, "gate", 2, 30*time.Second)
+}

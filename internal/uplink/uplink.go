@@ -52,6 +52,7 @@ import (
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/schedule"
 	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/kvsedge/kvsedge/producer"
 	"golang.org/x/time/rate"
@@ -185,7 +186,7 @@ func (u *Uploader) Run(ctx context.Context) {
 			w := &worker{u: u, stream: name, target: tg}
 			w.status.Stream, w.status.State = name, "starting"
 			if tg.Schedule != "" {
-				sch, err := ParseSchedule(tg.Schedule, tg.DurationSeconds)
+				sch, err := schedule.Parse(tg.Schedule, tg.DurationSeconds)
 				if err != nil {
 					w.status.State, w.status.LastError, w.status.UserError, w.status.LastErrorAt = "waiting", err.Error(), true, time.Now()
 					u.cfg.Logger.Error("upload schedule refused: nothing is uploaded for this stream", "stream", name, "err", err)
@@ -242,7 +243,7 @@ type worker struct {
 	target Target
 	// schedule is nil for a continuous upload (or a refused expression,
 	// when the target has one: then nothing is uploaded).
-	schedule *Schedule
+	schedule *schedule.Schedule
 
 	mu     sync.Mutex
 	status Status

@@ -1,4 +1,9 @@
-package uplink
+// Package schedule reads KVS's ScheduleConfig (a Quartz cron expression and
+// a window length) and says whether a moment is inside a window: the
+// uploader's UploaderConfig schedule (internal/uplink) and the recorder's
+// RecorderConfig schedule (ingest's edge agent). It is a leaf: it imports
+// only robfig/cron and the standard library.
+package schedule
 
 import (
 	"fmt"
@@ -23,8 +28,8 @@ type Schedule struct {
 
 var quartz = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
 
-// ParseSchedule parses a Quartz expression and a window length in seconds.
-func ParseSchedule(expr string, durationSeconds int) (*Schedule, error) {
+// Parse parses a Quartz expression and a window length in seconds.
+func Parse(expr string, durationSeconds int) (*Schedule, error) {
 	if durationSeconds <= 0 {
 		return nil, fmt.Errorf("schedule %q: DurationInSeconds must be positive", expr)
 	}

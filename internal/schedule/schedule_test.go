@@ -1,4 +1,4 @@
-package uplink
+package schedule
 
 import (
 	"testing"
@@ -7,7 +7,7 @@ import (
 
 func TestScheduleWindows(t *testing.T) {
 	// Every minute, for 20 s (the test schedule).
-	s, err := ParseSchedule("0 * * * * ?", 20)
+	s, err := Parse("0 * * * * ?", 20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +34,11 @@ func TestScheduleWindows(t *testing.T) {
 		}
 	}
 	// Quartz numbers Sunday 1: "MON-FRI" and "2-6" are the same days.
-	a, err := ParseSchedule("0 0 9 ? * 2-6", 3600)
+	a, err := Parse("0 0 9 ? * 2-6", 3600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ParseSchedule("0 0 9 ? * MON-FRI *", 3600)
+	b, err := Parse("0 0 9 ? * MON-FRI *", 3600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +52,11 @@ func TestScheduleWindows(t *testing.T) {
 		t.Errorf("2-6 and MON-FRI differ: %v %v", na, nb)
 	}
 	for _, bad := range []string{"0 0 9 L * ?", "* * *", "0 0 9 ? * 8", "0 0 9 ? * 1 2027"} {
-		if _, err := ParseSchedule(bad, 10); err == nil {
+		if _, err := Parse(bad, 10); err == nil {
 			t.Errorf("%q was accepted", bad)
 		}
 	}
-	if _, err := ParseSchedule("0 * * * * ?", 0); err == nil {
+	if _, err := Parse("0 * * * * ?", 0); err == nil {
 		t.Error("a zero window was accepted")
 	}
 }
