@@ -50,7 +50,12 @@ type Options struct {
 	// that a node restarted during a partition still counts them (and
 	// does not think itself a majority of one).
 	SnapshotPath string
-	Logger       *slog.Logger
+	// Witness makes this node a tie-breaker (kvsedge witness): it counts
+	// for quorum but is never a stream's home or replica and serves no
+	// API (a two-box site with a witness has one side with a majority
+	// when the boxes are cut apart).
+	Witness bool
+	Logger  *slog.Logger
 }
 
 // Cluster is this node's view of the cluster.
@@ -85,6 +90,9 @@ const (
 	tagProfile = "profile"
 	tagFree    = "free"
 	tagNodeID  = "nid"
+	// tagRole is "witness" for a tie-breaker; absent for a box.
+	tagRole     = "role"
+	roleWitness = "witness"
 )
 
 // Start creates the node, starts gossip and joins the seeds (retrying in
@@ -181,6 +189,9 @@ func (o *Options) Validate() error {
 
 func (o *Options) tags() map[string]string {
 	t := map[string]string{tagAPI: o.APIURL, tagProfile: o.Profile, tagNodeID: strconv.Itoa(int(o.NodeID))}
+	if o.Witness {
+		t[tagRole] = roleWitness
+	}
 	if o.FreeBytes != nil {
 		t[tagFree] = strconv.FormatUint(o.FreeBytes(), 10)
 	}
@@ -291,7 +302,7 @@ func (c *Cluster) Members() []status.Member {
 			NodeID: uint16(nid),
 			Name:   m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
 			Status: m.Status.String(), APIURL: m.Tags[tagAPI], Profile: m.Tags[tagProfile], FreeBytes: free,
-			Self: m.Name == self,
+			Self: m.Name == self, Witness: m.Tags[tagRole] == roleWitness,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -352,7 +363,7 @@ func hasQuorum(ms []status.Member) bool {
 func (c *Cluster) Placement(stream string, n int) []status.Member {
 	var alive []status.Member
 	for _, m := range c.Members() {
-		if m.Status == "alive" {
+		if m.Status == "alive" && !m.Witness {
 			alive = append(alive, m)
 		}
 	}

@@ -39,6 +39,7 @@ func commands() []command {
 		{"get-media", "read a stream with GetMedia into a file or stdout (--follow: live)", runGetMedia},
 		{"cameras", "print the state of every camera the box records", runCameras},
 		{"uploads", "print the state of each stream's upload to the upstream KVS", runUploads},
+		{"witness", "run a cluster witness: it joins the gossip and breaks ties (two-box sites), holding no media", runWitness},
 		{"members", "print the members of the box's cluster", runMembers},
 		{"replication", "print each stream's home, replicas, replication lag and missing fragments on the box", runReplication},
 		{"export", "fetch a time range of a stream into files with parallel GetMediaForFragmentList", runExport},

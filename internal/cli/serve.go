@@ -67,3 +67,16 @@ func runCredentials(args []string, stdout, stderr io.Writer) error {
 		creds[0].SecretAccessKey+"\nexport AWS_DEFAULT_REGION="+cfg.Region+"\n")
 	return err
 }
+
+// runWitness runs a cluster witness (no store, no cameras, no API) until
+// SIGINT or SIGTERM.
+func runWitness(args []string, _, stderr io.Writer) error {
+	cfg, _, err := parseConfig("witness", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return app.RunWitness(ctx, cfg, log)
+}

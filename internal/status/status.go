@@ -35,6 +35,9 @@ type Member struct {
 	FreeBytes uint64 `json:"free_bytes,omitempty"`
 	Self      bool   `json:"self,omitempty"`
 	NodeID    uint16 `json:"node_id"`
+	// Witness: a tie-breaker (`kvsedge witness`) that counts for quorum
+	// and holds no stream.
+	Witness bool `json:"witness,omitempty"`
 }
 
 // StreamReplication is one stream's replication state on this node
