@@ -204,7 +204,9 @@ func (l *syncLog) String() string {
 // TestWitnessBreaksTies: two boxes cut apart each see half and keep a
 // majority; with a witness, only the side that sees it does.
 func TestWitnessBreaksTies(t *testing.T) {
-	box := func(name, st string, self bool) status.Member { return status.Member{Name: name, Status: st, Self: self} }
+	box := func(name, st string, self bool) status.Member {
+		return status.Member{Name: name, Status: st, Self: self}
+	}
 	witness := func(st string) status.Member { return status.Member{Name: "w", Status: st, Witness: true} }
 	for _, c := range []struct {
 		what    string
