@@ -61,6 +61,9 @@ type stream struct {
 	// denied: the stream is at its byte limit under DENY_NEW_MEDIA.
 	bytes  atomic.Int64
 	denied atomic.Bool
+	// lostBeforeUpload counts fragments retention or the capacity
+	// controller deleted before the upstream persisted them (upload.go).
+	lostBeforeUpload atomic.Uint64
 	// tagged: a producer of this stream ended a fragment with the
 	// AWS_KINESISVIDEO_END_OF_FRAGMENT tag, so a fragment without it at an
 	// idle close is unfinished (remembered across uploads).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
@@ -61,8 +62,8 @@ func (f *Fragment) WaitStored(ctx context.Context) error {
 // DeleteUploaded deletes the stream's stored fragments that arrived before
 // fragment n (whose upstream PERSISTED the uploader recorded: KVS's
 // DeletionConfig.DeleteAfterUpload). Server times do not decrease in number
-// order, so these are fragments numbered before n; fragment n itself stays
-// until the next call. A hold (the kvsedge:hold tag) wins: held media is
+// order, so these are fragments numbered before n (those that share n's
+// server millisecond, and n itself, stay until a later call). A hold (the kvsedge:hold tag) wins: held media is
 // kept. It never reaches a fragment the upstream did not persist, so only
 // retention and capacity can delete media that was never uploaded.
 func (e *Engine) DeleteUploaded(ref StreamRef, n fragment.Number) (int, error) {
@@ -89,4 +90,41 @@ func (e *Engine) DeleteUploaded(ref StreamRef, n fragment.Number) (int, error) {
 		return deleted, fmt.Errorf("engine: %w", err)
 	}
 	return deleted, nil
+}
+
+// countNotUploaded counts, before retention or the capacity controller
+// deletes the stream's fragments older than cutoffMs, those the upstream
+// has not persisted (numbered after the stream's upload progress), into
+// lostBeforeUpload. Streams that never uploaded anything are not counted
+// (nothing says they are meant to).
+func (e *Engine) countNotUploaded(s *stream, cutoffMs int64) {
+	p, err := e.db.UploadProgress(s.id)
+	if err != nil || p.IsZero() {
+		return
+	}
+	var n uint64
+	_ = e.db.ScanTime(s.id, fragment.ByServerTime, math.MinInt64, cutoffMs-1, nil, func(m fragment.Meta) bool {
+		if m.Number.Compare(p) > 0 {
+			n++
+		}
+		return true
+	})
+	if n > 0 {
+		s.lostBeforeUpload.Add(n)
+		e.opts.Logger.Warn("media deleted before it was uploaded (retention or capacity)", "stream", s.info.Load().Name, "fragments", n)
+	}
+}
+
+// LostBeforeUpload reports, per stream name, the fragments deleted by
+// retention or capacity before the upstream persisted them, since start.
+func (e *Engine) LostBeforeUpload() map[string]uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := map[string]uint64{}
+	for _, s := range e.mu.byID {
+		if n := s.lostBeforeUpload.Load(); n > 0 {
+			out[s.info.Load().Name] = n
+		}
+	}
+	return out
 }

@@ -55,6 +55,7 @@ var (
 	mUploadLag         = prometheus.NewDesc("kvsedge_upload_lag_seconds", "Age of the oldest stored fragment not yet PERSISTED upstream (0: caught up).", []string{"stream"}, nil)
 	mUploadFragments   = prometheus.NewDesc("kvsedge_upload_fragments_total", "Fragments the upstream KVS acknowledged PERSISTED since start.", []string{"stream"}, nil)
 	mUploadBytes       = prometheus.NewDesc("kvsedge_upload_bytes_total", "Bytes sent to the upstream KVS since start (re-sends included).", []string{"stream"}, nil)
+	mUploadLost        = prometheus.NewDesc("kvsedge_upload_lost_fragments_total", "Fragments retention or the capacity controller deleted before the upstream persisted them, since start.", []string{"stream"}, nil)
 	mUploadRetries     = prometheus.NewDesc("kvsedge_upload_retries_total", "Upload sessions that failed and were started again.", []string{"stream"}, nil)
 	mConnsOpen         = prometheus.NewDesc("kvsedge_http_connections_open", "API connections open now.", nil, nil)
 	mConnsAccepted     = prometheus.NewDesc("kvsedge_http_connections_accepted_total", "API connections accepted.", nil, nil)
@@ -69,7 +70,7 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
 		ch <- d
 	}
 }
@@ -91,6 +92,9 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mCorruptions, float64(sh.Corruptions))
 	gauge(mUnknownMedia, float64(sh.UnknownMediaDirs))
 	gauge(mIndexFatal, b2f(sh.FatalReadOnly != ""))
+	for name, n := range c.eng.LostBeforeUpload() {
+		counter(mUploadLost, float64(n), name)
+	}
 	if c.uploads != nil {
 		for _, u := range c.uploads() {
 			gauge(mUploadLag, u.LagSeconds, u.Stream)
