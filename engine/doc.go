@@ -34,7 +34,8 @@
 //	upload.go     upload progress to an upstream KVS (internal/uplink),
 //	              Fragment.WaitStored, DeleteUploaded, media lost before
 //	              upload
-//	check.go      CheckStore, RepairStore (the box stopped), StoreHealth
+//	check.go      CheckStore, RepairStore (the box stopped); StoreHealth
+//	              and StoreAlarm (engine.go) report damage at run time
 //	metrics.go    counters (Stats); stats.go: the store's figures
 //	clock.go      Clock; errors.go: the errors callers branch on
 //
