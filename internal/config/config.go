@@ -243,6 +243,11 @@ type StorageConfig struct {
 	CapacityInterval time.Duration `koanf:"capacity_interval" yaml:"capacity_interval"`
 }
 
+// DefaultFile is the configuration file every command reads when neither
+// --config nor KVSEDGE_CONFIG names one and it exists (the Debian package
+// installs it), so `kvsedge credentials` finds the box the service runs.
+const DefaultFile = "/etc/kvsedge/kvsedge.yaml"
+
 // Default is the built-in configuration.
 func Default() Config {
 	return Config{
