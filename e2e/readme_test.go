@@ -309,7 +309,9 @@ func checkREADMESection(t *testing.T, section, dir, out, ffprobe string, env []s
 		if i < 0 {
 			t.Fatalf("members printed nothing:\n%s", out)
 		}
-		var m struct{ Members []struct{ Name, Status string } }
+		var m struct {
+			Members []struct{ Name, Status string }
+		}
 		if err := json.NewDecoder(strings.NewReader(out[strings.LastIndex(out[:i], "{"):])).Decode(&m); err != nil {
 			t.Fatalf("members output: %v\n%s", err, out)
 		}
