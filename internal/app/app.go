@@ -24,9 +24,11 @@
 // closes. The shutdown order is the list of steps, not an accident of
 // deferred calls.
 //
-// Files: app.go (App), cameras.go (the configuration file's cameras and
-// its watcher), metrics.go (the Prometheus collector), disk.go (free
-// space).
+// Files: app.go (App; the start-up lines that say where the console is,
+// how to sign in and the aws CLI's endpoint), cameras.go (the
+// configuration file's cameras, with media.default_retention_hours, and its
+// watcher), datadir.go (the data directory's lock), metrics.go (the
+// Prometheus collector), disk.go (free space).
 package app
 
 import (

@@ -1,7 +1,20 @@
 // Package cli is kvsedge's command line: `serve` (the appliance, package
 // app) and the client commands that talk to a box over its API
-// (put-media, get-media, export, cameras, …) or read its configuration
-// (config, credentials, cert, profiles).
+// (put-media, get-media, hls-url, export, cameras, …) or read its
+// configuration (config, credentials, cert, profiles).
+//
+// Every command finds the box as serve does (loadConfig): --config, else
+// $KVSEDGE_CONFIG, else config.DefaultFile when it exists, with --data-dir
+// and KVSEDGE_… variables over the file. Only serve creates the data
+// directory and the key pair; the others read them. Each command's --help
+// shows its summary, its own flags (serve and config: every configuration
+// flag; the others: boxFlags and their own) and one example (examples).
+//
+// Files: commands.go (the command table, help, flag parsing, config,
+// version, profiles), serve.go (serve, credentials), cert.go, media.go (the
+// API client, put-media, get-media, export in KVS fragments, cameras and
+// the other listings), export.go (export as MP4 and joined Matroska,
+// hls-url), check.go.
 package cli
 
 import (
