@@ -182,7 +182,8 @@ func TestExportMP4AndJoinedMatroska(t *testing.T) {
 // TestHLSURLPlaysEverywhere: the session `kvsedge hls-url` hands out has
 // one initialization segment and no discontinuities (DiscontinuityMode
 // NEVER: VLC stops after the first segment of the API's default, ALWAYS),
-// ffprobe reads it, and the API's default stays KVS's ALWAYS.
+// ffprobe reads it live with -read_intervals, a real VLC plays every frame
+// of a recorded range, and the API's default stays KVS's ALWAYS.
 func TestHLSURLPlaysEverywhere(t *testing.T) {
 	ffprobe := fixture.Tool(t, "ffprobe")
 	dir := t.TempDir()
@@ -205,6 +206,25 @@ func TestHLSURLPlaysEverywhere(t *testing.T) {
 	if err != nil || !strings.Contains(string(probe), "h264") {
 		t.Fatalf("ffprobe -read_intervals %%+3 of the live session: %v %q", err, probe)
 	}
+	// VLC plays a recorded range of such a session whole: every frame
+	// ffprobe reads from it (VLC remuxes what it plays into a file).
+	from := time.Now().Add(-12 * time.Second).UTC().Format(time.RFC3339)
+	to := time.Now().Add(-2 * time.Second).UTC().Format(time.RFC3339)
+	out, errOut, code = kvsedgeCmd(t, env, "hls-url", "--endpoint", p.endpoint, "--stream", "demo", "--mode", "ON_DEMAND", "--from", from, "--to", to)
+	if code != 0 {
+		t.Fatalf("hls-url --mode ON_DEMAND: exit %d %s", code, errOut)
+	}
+	onDemand := strings.TrimSpace(out)
+	want := packetsIn(t, onDemand)
+	if got := vlcFrames(t, onDemand); want < 60 || got < want-15 {
+		t.Fatalf("VLC played %d frames of hls-url's session, ffprobe reads %d", got, want)
+	} else {
+		t.Logf("VLC played %d frames of hls-url's session, ffprobe reads %d", got, want)
+	}
+	out, _, _ = kvsedgeCmd(t, env, "hls-url", "--endpoint", p.endpoint, "--stream", "demo", "--mode", "ON_DEMAND", "--from", from, "--to", to,
+		"--discontinuity-mode", "ALWAYS")
+	t.Logf("VLC played %d of %d frames of the same range with DiscontinuityMode ALWAYS (the API's default)", vlcFrames(t, strings.TrimSpace(out)), want)
+
 	// The API's default is KVS's: a discontinuity before every fragment.
 	def, err := newSDK(t, p.endpoint).Archived.GetHLSStreamingSessionURL(sdkCtx(t), &kinesisvideoarchivedmedia.GetHLSStreamingSessionURLInput{
 		StreamName: aws.String("demo"), PlaybackMode: amtypes.HLSPlaybackModeLive})
@@ -214,6 +234,55 @@ func TestHLSURLPlaysEverywhere(t *testing.T) {
 	if m := mediaPlaylist(t, aws.ToString(def.HLSStreamingSessionURL)); strings.Count(m, "#EXT-X-DISCONTINUITY") < 2 {
 		t.Fatalf("the API's default session has no discontinuities:\n%s", m)
 	}
+}
+
+// packetsIn is ffprobe's count of the video packets of a finite HLS session.
+func packetsIn(t *testing.T, url string) int {
+	t.Helper()
+	return fixture.PacketCounts(t, url)["video"]
+}
+
+// vlcFrames plays url in a headless VLC (cvlc), remuxing what it plays into
+// an MPEG-TS file, and returns the video frames in that file. VLC refuses
+// to run as root: as root it runs as nobody.
+func vlcFrames(t *testing.T, url string) int {
+	t.Helper()
+	cvlc := fixture.Tool(t, "cvlc")
+	// Not under t.TempDir(), whose parent is private to root.
+	dir, err := os.MkdirTemp("", "kvsedge-vlc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ts := filepath.Join(dir, "played.ts")
+	args := []string{cvlc, "-I", "dummy", "--vout", "dummy", "--aout", "dummy", "--play-and-exit", url, "--sout", "#std{access=file,mux=ts,dst=" + ts + "}"}
+	if os.Geteuid() == 0 {
+		args = append([]string{fixture.Tool(t, "setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	done := make(chan error, 1)
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("VLC did not finish playing %s:\n%s", url, log.String())
+	}
+	if st, err := os.Stat(ts); err != nil || st.Size() == 0 {
+		t.Logf("VLC wrote nothing (%v):\n%.3000s", err, log.String())
+		return 0
+	}
+	return fixture.PacketCounts(t, ts)["video"]
 }
 
 // mediaPlaylist fetches an HLS master playlist and returns its media
