@@ -304,7 +304,6 @@ func checkREADMESection(t *testing.T, section, dir, out, ffprobe string, env []s
 			time.Sleep(500 * time.Millisecond)
 		}
 	case "A cluster of boxes":
-		var members []struct{ Name, Status string }
 		i := strings.Index(out, `"Members"`)
 		if i < 0 {
 			t.Fatalf("members printed nothing:\n%s", out)
@@ -315,9 +314,8 @@ func checkREADMESection(t *testing.T, section, dir, out, ffprobe string, env []s
 		if err := json.NewDecoder(strings.NewReader(out[strings.LastIndex(out[:i], "{"):])).Decode(&m); err != nil {
 			t.Fatalf("members output: %v\n%s", err, out)
 		}
-		members = m.Members
 		names := []string{}
-		for _, x := range members {
+		for _, x := range m.Members {
 			if x.Status == "alive" {
 				names = append(names, x.Name)
 			}

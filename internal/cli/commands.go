@@ -205,14 +205,20 @@ func boxFlags(fs *pflag.FlagSet) {
 // the file is $KVSEDGE_CONFIG (set but empty: none), else
 // config.DefaultFile when it exists (the Debian package's).
 func loadConfig(fs *pflag.FlagSet) (*config.Config, error) {
+	found := false
 	if f := fs.Lookup("config"); f != nil && !f.Changed {
 		if v, ok := os.LookupEnv("KVSEDGE_CONFIG"); ok {
 			_ = fs.Set("config", v)
 		} else if _, err := os.Stat(config.DefaultFile); err == nil {
 			_ = fs.Set("config", config.DefaultFile)
+			found = true
 		}
 	}
-	return config.Load(fs, os.Environ())
+	cfg, err := config.Load(fs, os.Environ())
+	if err != nil && found {
+		err = fmt.Errorf("%w (%s is read when no --config is given; KVSEDGE_CONFIG= reads no file)", err, config.DefaultFile)
+	}
+	return cfg, err
 }
 
 // parseConfig parses the flags of a command that reads the box's
