@@ -26,8 +26,10 @@ help:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o kvsedge .
 
+# KVSEDGE_CONFIG= : the embedded defaults, even where the Debian package
+# installed /etc/kvsedge/kvsedge.yaml.
 run: build
-	./kvsedge serve
+	KVSEDGE_CONFIG= ./kvsedge serve
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }

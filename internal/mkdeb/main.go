@@ -35,10 +35,11 @@ func main() {
 }
 
 // debVersion turns a `git describe` version (v1.2.3-4-gabc, or a bare
-// commit) into a Debian version: digits first, no leading v.
+// commit when there is no tag) into a Debian version: a dotted number
+// first (0.0.0~<commit> without a tag, sorting before any release).
 func debVersion(v string) string {
 	v = strings.TrimPrefix(v, "v")
-	if v == "" || v[0] < '0' || v[0] > '9' {
+	if !regexp.MustCompile(`^[0-9]+\.[0-9]`).MatchString(v) {
 		v = "0.0.0~" + v
 	}
 	return regexp.MustCompile(`[^A-Za-z0-9.+~-]`).ReplaceAllString(v, "~")
