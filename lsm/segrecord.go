@@ -162,8 +162,7 @@ func scanSegment(b []byte) segmentScan {
 		}
 		next := bytes.Index(b[off+1:], []byte(recordMagic))
 		if next < 0 {
-			off = len(b)
-			break
+			break // the rest is damaged: badStart..len(b)
 		}
 		off += 1 + next
 	}

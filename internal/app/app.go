@@ -24,9 +24,11 @@
 // closes. The shutdown order is the list of steps, not an accident of
 // deferred calls.
 //
-// Files: app.go (App), cameras.go (the configuration file's cameras and
-// its watcher), metrics.go (the Prometheus collector), disk.go (free
-// space).
+// Files: app.go (App; the start-up lines that say where the console is,
+// how to sign in and the aws CLI's endpoint), cameras.go (the
+// configuration file's cameras, with media.default_retention_hours, and its
+// watcher), datadir.go (the data directory's lock), metrics.go (the
+// Prometheus collector), disk.go (free space).
 package app
 
 import (
@@ -249,6 +251,8 @@ func (a *App) open(o Options) error {
 		}
 	}
 
+	a.logWhereToGo(o.ConfigFile)
+
 	// 4. Cluster.
 	if cfg.Cluster.Bind != "" {
 		peerTLS, err := peerTLSConfig(cfg.Cluster.CAFile)
@@ -369,6 +373,32 @@ func (a *App) open(o Options) error {
 	a.goBackground(func() { a.eng.RunCapacity(bgCtx, cfg.Storage.CapacityInterval) })
 
 	return nil
+}
+
+// logWhereToGo logs, among the first lines, where a person goes next: the
+// console's URL and how to sign in, and the aws CLI's endpoint.
+func (a *App) logWhereToGo(configFile string) {
+	creds := "kvsedge credentials"
+	switch {
+	case configFile == config.DefaultFile:
+		creds = "sudo kvsedge credentials" // the data directory is the service user's
+	case configFile != "":
+		abs, _ := filepath.Abs(configFile)
+		creds += " --config " + abs
+		if d := config.Default().DataDir; a.cfg.DataDir != d {
+			dir, _ := filepath.Abs(a.cfg.DataDir)
+			creds += " --data-dir " + dir
+		}
+	case a.cfg.DataDir != config.Default().DataDir:
+		dir, _ := filepath.Abs(a.cfg.DataDir)
+		creds += " --data-dir " + dir
+	}
+	signIn := "sign in with the key pair `" + creds + "` prints"
+	if a.cfg.Auth.Disabled {
+		signIn = "authentication is off: any key pair signs in"
+	}
+	a.log.Info("console: open "+a.endpoint+"/ in a browser; "+signIn, "console", a.endpoint+"/")
+	a.log.Info(`aws CLI: eval "$(`+creds+`)"; aws --endpoint-url `+a.endpoint+" kinesisvideo list-streams", "endpoint", a.endpoint)
 }
 
 func (a *App) goBackground(f func()) {

@@ -27,13 +27,24 @@ func fileCameras(cfg *config.Config) ([]ingest.CameraConfig, error) {
 		out = append(out, ingest.CameraConfig{
 			Stream:           c.Stream,
 			Source:           src,
-			Key:              fmt.Sprintf("%+v", c),
-			RetentionHours:   c.RetentionHours,
+			Key:              cameraKey(c),
+			RetentionHours:   cfg.CameraRetentionHours(c),
 			Tags:             c.Tags,
 			FragmentDuration: c.FragmentDuration,
 		})
 	}
 	return out, nil
+}
+
+// cameraKey is the camera's whole configuration as text (RetentionHours
+// by value: a pointer would make every reload look like a change).
+func cameraKey(c config.CameraFileConfig) string {
+	r := "default"
+	if c.RetentionHours != nil {
+		r = fmt.Sprint(*c.RetentionHours)
+	}
+	c.RetentionHours = nil
+	return fmt.Sprintf("%+v retention:%s", c, r)
 }
 
 // configWatch applies the configuration file's cameras and secrets when

@@ -14,8 +14,8 @@ import (
 )
 
 // runServe runs the appliance until SIGINT or SIGTERM.
-func runServe(args []string, _, stderr io.Writer) error {
-	cfg, fs, err := parseConfig("serve", args, stderr, nil)
+func runServe(args []string, stdout, stderr io.Writer) error {
+	cfg, fs, err := parseServerConfig("serve", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -49,8 +49,10 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, ho))
 }
 
-// runCredentials prints the first key pair (generating it if needed) as
-// shell exports: eval "$(kvsedge credentials)".
+// runCredentials prints the box's first key pair as shell exports:
+// eval "$(kvsedge credentials)". It never creates one: only serve does, in
+// the data directory it serves (found from --config, --data-dir or the
+// environment, as serve finds it).
 func runCredentials(args []string, stdout, stderr io.Writer) error {
 	cfg, _, err := parseConfig("credentials", args, stderr, nil)
 	if err != nil {
@@ -59,7 +61,7 @@ func runCredentials(args []string, stdout, stderr io.Writer) error {
 	if cfg.Auth.Disabled {
 		return errors.New("authentication is disabled: any key pair is accepted")
 	}
-	creds, _, err := config.EffectiveCredentials(cfg)
+	creds, err := config.ExistingCredentials(cfg)
 	if err != nil {
 		return err
 	}

@@ -141,9 +141,12 @@ type CameraFileConfig struct {
 	Width  int    `koanf:"width" yaml:"width,omitempty"`
 	Height int    `koanf:"height" yaml:"height,omitempty"`
 	// Transport is auto (UDP, falling back to TCP), tcp or udp.
-	Transport        string            `koanf:"transport" yaml:"transport,omitempty"`
-	InsecureTLS      bool              `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
-	RetentionHours   int               `koanf:"retention_hours" yaml:"retention_hours"`
+	Transport   string `koanf:"transport" yaml:"transport,omitempty"`
+	InsecureTLS bool   `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
+	// RetentionHours is the stream's retention when the camera creates it;
+	// unset (nil): media.default_retention_hours; 0: live only, nothing
+	// kept.
+	RetentionHours   *int              `koanf:"retention_hours" yaml:"retention_hours,omitempty"`
 	Tags             map[string]string `koanf:"tags" yaml:"tags,omitempty"`
 	FragmentDuration time.Duration     `koanf:"fragment_duration" yaml:"fragment_duration,omitempty"`
 	// Upload, when present, uploads the camera's stream to the upstream
@@ -211,6 +214,9 @@ type MediaConfig struct {
 	MaxCameras int `koanf:"max_cameras" yaml:"max_cameras"`
 	// RetentionInterval is how often expired fragments are deleted.
 	RetentionInterval time.Duration `koanf:"retention_interval" yaml:"retention_interval"`
+	// DefaultRetentionHours is the retention of a stream a configured
+	// camera creates when the camera does not say retention_hours.
+	DefaultRetentionHours int `koanf:"default_retention_hours" yaml:"default_retention_hours"`
 }
 
 // Credential is one access key pair.
@@ -293,6 +299,11 @@ type StorageConfig struct {
 	CapacityInterval time.Duration `koanf:"capacity_interval" yaml:"capacity_interval"`
 }
 
+// DefaultFile is the configuration file every command reads when neither
+// --config nor KVSEDGE_CONFIG names one and it exists (the Debian package
+// installs it), so `kvsedge credentials` finds the box the service runs.
+const DefaultFile = "/etc/kvsedge/kvsedge.yaml"
+
 // Default is the built-in configuration.
 func Default() Config {
 	return Config{
@@ -312,6 +323,8 @@ func Default() Config {
 			GetMediaIdleTimeout: 50 * time.Second,
 			PutMediaIdleClose:   30 * time.Second,
 			RetentionInterval:   time.Minute,
+			// A day: what a camera records is there the next morning.
+			DefaultRetentionHours: 24,
 		},
 	}
 }
@@ -602,6 +615,9 @@ func (c *Config) Validate() error {
 	if c.MemoryLimitMiB < 0 {
 		errs = append(errs, bad("memory_limit_mib", "%d is negative", c.MemoryLimitMiB))
 	}
+	if c.Media.DefaultRetentionHours < 0 || c.Media.DefaultRetentionHours > 87600 {
+		errs = append(errs, bad("media.default_retention_hours", "%d is outside 0…87600", c.Media.DefaultRetentionHours))
+	}
 	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
 		errs = append(errs, bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval))
 	}
@@ -644,8 +660,8 @@ func (c *Config) Validate() error {
 		if _, err := CameraSource(cam); err != nil {
 			errs = append(errs, bad(key+".url", "%v", err))
 		}
-		if cam.RetentionHours < 0 || cam.RetentionHours > 87600 {
-			errs = append(errs, bad(key+".retention_hours", "%d is outside 0…87600", cam.RetentionHours))
+		if cam.RetentionHours != nil && (*cam.RetentionHours < 0 || *cam.RetentionHours > 87600) {
+			errs = append(errs, bad(key+".retention_hours", "%d is outside 0…87600", *cam.RetentionHours))
 		}
 		if cam.FragmentDuration != 0 && (cam.FragmentDuration < time.Second || cam.FragmentDuration > 10*time.Second) {
 			errs = append(errs, bad(key+".fragment_duration", "%v is outside 1s…10s", cam.FragmentDuration))
@@ -669,6 +685,15 @@ func (c *Config) AllCredentials() []Credential {
 		out = append(out, Credential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey})
 	}
 	return out
+}
+
+// CameraRetentionHours is the retention of the stream cam creates: its
+// retention_hours, else media.default_retention_hours.
+func (c *Config) CameraRetentionHours(cam CameraFileConfig) int {
+	if cam.RetentionHours != nil {
+		return *cam.RetentionHours
+	}
+	return c.Media.DefaultRetentionHours
 }
 
 // Redacted returns a copy safe to print: secrets replaced.

@@ -33,6 +33,33 @@ func EffectiveCredentials(cfg *Config) (creds []Credential, generated bool, err 
 	return []Credential{c}, true, nil
 }
 
+// ErrNoCredentials: the data directory holds no generated key pair (the
+// box has not been served from it).
+var ErrNoCredentials = errors.New("no key pair")
+
+// ExistingCredentials is EffectiveCredentials for the client commands: it
+// never creates a key pair (only serve does). With none configured and none
+// generated in the data directory, the error (ErrNoCredentials) says where
+// it looked and how to point at the box's data directory.
+func ExistingCredentials(cfg *Config) ([]Credential, error) {
+	if creds := cfg.AllCredentials(); len(creds) > 0 || cfg.Auth.Disabled {
+		return creds, nil
+	}
+	path := filepath.Join(cfg.DataDir, GeneratedCredentialsFile)
+	c, err := readCredentialsFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		abs, _ := filepath.Abs(cfg.DataDir)
+		return nil, fmt.Errorf("%w in %s: it is created by `kvsedge serve` on its first start. Is %s the box's data directory? "+
+			"Give this command the --config or --data-dir the box runs with (or set KVSEDGE_CONFIG or KVSEDGE_DATA_DIR)", ErrNoCredentials, path, abs)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("%w (the box's data directory is private to the user the box runs as: try sudo)", err)
+	case err != nil:
+		return nil, err
+	}
+	return []Credential{c}, nil
+}
+
 func readCredentialsFile(path string) (Credential, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

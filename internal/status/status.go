@@ -23,7 +23,16 @@ type Camera struct {
 	Reconnects    int       `json:"reconnects"`
 	LastFragment  string    `json:"last_fragment,omitempty"`
 	DroppedFrames int       `json:"dropped_frames"`
+	// RetentionHours is the stream's DataRetentionInHours (-1: the stream
+	// could not be read); Retention says it in words: "24 h", or
+	// LiveOnly when the stream keeps nothing (retention 0: live readers
+	// only, HLS and GetClip have nothing to play).
+	RetentionHours int    `json:"retention_hours"`
+	Retention      string `json:"retention,omitempty"`
 }
+
+// LiveOnly is Camera.Retention of a camera whose stream keeps no media.
+const LiveOnly = "live only, nothing kept"
 
 // Member is what one cluster node knows of another (package cluster).
 type Member struct {
