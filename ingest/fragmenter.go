@@ -50,6 +50,10 @@ type Fragmenter struct {
 	parts        [][]byte
 	DroppedUnits int // access units dropped while waiting for a key frame
 	lastLen      int // size of the previous fragment, to size the next buffer
+	// loMs and hiMs are the earliest and latest block times in the
+	// fragment (KVS refuses a fragment spanning 20 s or more); openMs is
+	// the time of the block BeginVideo opened.
+	loMs, hiMs, openMs int64
 }
 
 // NewFragmenter cuts fragments of about target (default 2 s).
@@ -162,7 +166,17 @@ func (fr *Fragmenter) write(ti int, ms int64, key, cutter bool) error {
 		fr.DroppedUnits++
 		return nil
 	}
+	fr.spans(ms)
 	return err
+}
+
+// spans widens the times the fragment's blocks cover to ms.
+func (fr *Fragmenter) spans(ms int64) {
+	if fr.b.Frames() <= 1 {
+		fr.loMs, fr.hiMs = ms, ms
+		return
+	}
+	fr.loMs, fr.hiMs = min(fr.loMs, ms), max(fr.hiMs, ms)
 }
 
 // blockOverhead is a SimpleBlock's ID, 8-byte size and block header;
@@ -180,6 +194,20 @@ const (
 // track). The returned ms is the block's time: a fragment's first block
 // is moved after the previous fragment's start if it is not.
 func (fr *Fragmenter) prepare(ms int64, key, cutter bool, size int) (int64, bool, error) {
+	if fr.b.Started() && fr.b.Frames() > 0 &&
+		time.Duration(max(fr.hiMs, ms)-min(fr.loMs, ms))*time.Millisecond >= maxFragmentDuration {
+		// The fragment's blocks would span more than KVS allows (an audio
+		// frame stamped far before the video, or video far after audio
+		// stamped early): drop such audio; video closes the fragment.
+		if !cutter {
+			fr.DroppedUnits++
+			return ms, false, nil
+		}
+		if err := fr.Flush(); err != nil {
+			return ms, false, err
+		}
+		fr.waitKey = true
+	}
 	if fr.b.Started() {
 		elapsed := time.Duration(ms-fr.startMs) * time.Millisecond
 		switch {
@@ -263,6 +291,7 @@ func (fr *Fragmenter) BeginVideo(ms int64, key bool, sizeHint int) (bool, error)
 		fr.DroppedUnits++ // out of the cluster's range; never for increasing times
 		return false, nil
 	}
+	fr.openMs = ms
 	return true, nil
 }
 
@@ -304,6 +333,7 @@ func (fr *Fragmenter) EndVideo(lostKey bool) {
 		fr.b.ClearBlockKey()
 	}
 	fr.b.EndBlock()
+	fr.spans(fr.openMs)
 }
 
 // CancelVideo drops the open video block. If it was to be its fragment's

@@ -2,6 +2,9 @@ package ingest
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
@@ -240,5 +243,44 @@ func TestDepacketizerKeyFrameLost(t *testing.T) {
 	}
 	if got.frags[1].Timecode-got.frags[0].Timecode < 2900 {
 		t.Fatalf("the second fragment starts %d ms after the first: not at the next key frame", got.frags[1].Timecode-got.frags[0].Timecode)
+	}
+}
+
+// TestDepacketizerMutatedInputs runs FuzzRTPDepacketize's checks (no
+// panic, fragments the PutMedia reader accepts as cut) on seeded random
+// mutations of its seeds and of demo-clip sessions: flipped bytes,
+// bytes cut out, records repeated, so FU/AP state, limits and Annex-B
+// paths meet damaged input in every test run, not only under -fuzz.
+func TestDepacketizerMutatedInputs(t *testing.T) {
+	d := loadDemo(t)
+	seeds := rtpFuzzSeeds(t, d)
+	seeds = append(seeds, demoRTP(t, d, 1|0x10, 40, 300, true, nil, nil))
+	rng := rand.New(rand.NewPCG(14, 14))
+	runs := 2000
+	if testing.Short() {
+		runs = 300
+	}
+	if v, err := strconv.Atoi(os.Getenv("KVSEDGE_MUTATIONS")); err == nil {
+		runs = v
+	}
+	for i := 0; i < runs; i++ {
+		in := append([]byte(nil), seeds[i%len(seeds)]...)
+		for k := 0; k < 1+rng.IntN(8); k++ {
+			at := 1 + rng.IntN(len(in)-1)
+			switch rng.IntN(3) {
+			case 0: // flip a byte
+				in[at] ^= byte(1 + rng.IntN(255))
+			case 1: // cut a span out
+				end := min(len(in), at+1+rng.IntN(200))
+				in = append(in[:at], in[end:]...)
+			default: // repeat a span
+				end := min(len(in), at+1+rng.IntN(400))
+				in = append(in[:end], append(append([]byte(nil), in[at:end]...), in[end:]...)...)
+			}
+			if len(in) < 2 {
+				break
+			}
+		}
+		runRTPFuzz(t, d, in)
 	}
 }
