@@ -154,9 +154,22 @@ func BuildHeader(tracks []TrackSpec) (*Header, error) {
 // SimpleBlocks and its end-of-fragment tag — into a buffer, keeping the
 // statistics a Fragment carries, so a camera's fragments are exactly what
 // a PutMedia upload of the same media would produce.
+//
+// A block is written whole (AddBlock) or streamed: BeginBlock writes its
+// header with the size left open, the caller appends the payload to Buf
+// and hands the grown slice back with SetBuf, and EndBlock fills in the
+// size (CancelBlock removes the block instead). A camera's depacketiser
+// writes NAL units straight from RTP payloads this way, so an access unit
+// is never assembled anywhere else first.
 type FragmentBuilder struct {
 	f      *Fragment
 	baseMs int64
+	// The open block of BeginBlock: where its 8-byte size field starts
+	// (-1: none), its track index, relative timecode and key flag.
+	blockAt  int
+	blockTI  int
+	blockRel int16
+	blockKey bool
 }
 
 // ErrBlockOutOfRange: a block is more than 32.767 s from its cluster's
@@ -173,6 +186,7 @@ func (b *FragmentBuilder) Start(h *Header, timecodeMs int64, buf []byte) {
 	buf = appendUintElem(buf, IDTimecode, uint64(timecodeMs))
 	b.f = &Fragment{Header: h, Timecode: uint64(timecodeMs), Buf: buf}
 	b.baseMs = timecodeMs
+	b.blockAt = -1
 }
 
 // Started reports whether a fragment is being built.
@@ -221,7 +235,13 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 	for _, p := range parts {
 		f.Buf = append(f.Buf, p...)
 	}
-	off := int16(rel)
+	b.count(ti, int16(rel), key)
+	return nil
+}
+
+// count adds a finished block to the fragment's statistics.
+func (b *FragmentBuilder) count(ti int, off int16, key bool) {
+	f := b.f
 	if f.Frames == 0 {
 		f.MinOffset, f.MaxOffset = off, off
 	}
@@ -234,11 +254,72 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 		f.perTrack[ti]++
 	}
 	f.ClusterLen = len(f.Buf)
+}
+
+// BeginBlock writes the header of a SimpleBlock for track ti at ptsMs
+// whose payload the caller then appends to Buf (handing the result back
+// with SetBuf) before EndBlock or CancelBlock. No other block may be added
+// while it is open.
+func (b *FragmentBuilder) BeginBlock(ti int, ptsMs int64, key bool) error {
+	f := b.f
+	rel := ptsMs - b.baseMs
+	if rel < math.MinInt16 || rel > math.MaxInt16 {
+		return ErrBlockOutOfRange
+	}
+	track := f.Header.Tracks[ti].Number
+	flags := byte(0)
+	if key {
+		flags = 0x80
+	}
+	f.Buf = appendID(f.Buf, IDSimpleBlock)
+	b.blockAt = len(f.Buf)
+	// The size (patched by EndBlock) as an 8-byte vint, as AddBlock writes it.
+	f.Buf = append(f.Buf, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x80|byte(track), byte(uint16(rel)>>8), byte(uint16(rel)), flags)
+	b.blockTI, b.blockRel, b.blockKey = ti, int16(rel), key
 	return nil
+}
+
+// BlockOpen reports whether a block of BeginBlock is open.
+func (b *FragmentBuilder) BlockOpen() bool { return b.f != nil && b.blockAt >= 0 }
+
+// Buf is the fragment so far, an open block's payload included.
+func (b *FragmentBuilder) Buf() []byte { return b.f.Buf }
+
+// SetBuf replaces the fragment's bytes with buf, which must begin with
+// Buf() (the caller appended to it, or copied it into a larger buffer).
+func (b *FragmentBuilder) SetBuf(buf []byte) { b.f.Buf = buf }
+
+// EndBlock closes the open block: its size is everything appended since
+// BeginBlock.
+func (b *FragmentBuilder) EndBlock() {
+	f := b.f
+	size := len(f.Buf) - b.blockAt - 8
+	for i := 7; i >= 1; i-- {
+		f.Buf[b.blockAt+i] = byte(size)
+		size >>= 8
+	}
+	b.blockAt = -1
+	b.count(b.blockTI, b.blockRel, b.blockKey)
+}
+
+// ClearBlockKey marks the open block as not a key frame (its key frame
+// NAL units were lost).
+func (b *FragmentBuilder) ClearBlockKey() {
+	b.f.Buf[b.blockAt+8+3] &^= 0x80
+	b.blockKey = false
+}
+
+// CancelBlock removes the open block and everything appended to it.
+func (b *FragmentBuilder) CancelBlock() {
+	b.f.Buf = b.f.Buf[:b.blockAt-1] // the one-byte SimpleBlock ID before it
+	b.blockAt = -1
 }
 
 // Finish closes the fragment with the end-of-fragment tag and returns it.
 func (b *FragmentBuilder) Finish() *Fragment {
+	if b.BlockOpen() {
+		b.CancelBlock() // never ended: not part of the fragment
+	}
 	f := b.f
 	b.f = nil
 	f.ClusterLen = len(f.Buf)
