@@ -121,7 +121,7 @@ func TestUploadToUpstreamThroughFaults(t *testing.T) {
 
 	up.stop(t)
 	time.Sleep(2 * time.Second)
-	up = startKvsedge(t, upEnv, "--listen", upAddr)
+	_ = startKvsedge(t, upEnv, "--listen", upAddr) // stopped by the test's cleanup
 	n = upCount()
 	waitFor("uploading after the upstream restarted", 60*time.Second, upHas(n+2))
 
