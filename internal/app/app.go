@@ -264,7 +264,8 @@ func (a *App) open(o Options) error {
 			NodeName: nodeName, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise, Seeds: cfg.Cluster.Seeds, Key: key,
 			APIURL: opts.DataEndpoint, FreeBytes: func() uint64 { return freeBytes(dataDir) }, Logger: log,
 			FastFailureDetection: cfg.Cluster.FastFailureDetection, NodeID: nodeID,
-			SnapshotPath: filepath.Join(dataDir, "serf.snapshot"),
+			SnapshotPath:          filepath.Join(dataDir, "serf.snapshot"),
+			CredentialFingerprint: credFingerprint(key, creds, cfg.Auth.Disabled),
 		})
 		if err != nil {
 			return err
@@ -345,6 +346,9 @@ func (a *App) open(o Options) error {
 	if a.peers != nil {
 		peers := a.peers
 		opts.Readiness["cluster"] = func() string {
+			if why := peers.KeptOut(); why != "" {
+				return why
+			}
 			if !peers.HasQuorum() {
 				return "this box has not joined the cluster, or sees fewer than half of its members"
 			}
@@ -552,4 +556,13 @@ func reserveBytes(mib int) int64 {
 		return -1
 	}
 	return int64(mib) << 20
+}
+
+// credFingerprint is the fingerprint of the box's key set that the cluster
+// compares ("auth-disabled" when any key is accepted).
+func credFingerprint(key []byte, creds []config.Credential, authDisabled bool) string {
+	if authDisabled {
+		return "auth-disabled"
+	}
+	return config.CredentialFingerprint(key, creds)
 }

@@ -73,3 +73,36 @@ cameras:
 		t.Errorf("upload without an upstream: %v", err)
 	}
 }
+
+func TestClusterCredentials(t *testing.T) {
+	k1, k2 := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	a, b := ClusterCredential(k1), ClusterCredential(k1)
+	if a != b || a == ClusterCredential(k2) || !accessKeyPattern.MatchString(a.AccessKeyID) || len(a.SecretAccessKey) != 40 {
+		t.Fatalf("cluster credentials: %+v %+v", a, ClusterCredential(k2))
+	}
+	// A box that ran alone keeps its old pair aside and takes the
+	// cluster's.
+	dir := t.TempDir()
+	cfg := Default()
+	cfg.DataDir = dir
+	alone, generated, err := EffectiveCredentials(&cfg)
+	if err != nil || !generated || len(alone) != 1 {
+		t.Fatal(err)
+	}
+	cfg.Cluster.Bind = "127.0.0.1:7946"
+	cfg.Cluster.Key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // base64 of k1
+	got, _, err := EffectiveCredentials(&cfg)
+	if err != nil || len(got) != 1 || got[0] != a {
+		t.Fatalf("clustered: %+v %v", got, err)
+	}
+	if old, err := readCredentialsFile(filepath.Join(dir, GeneratedCredentialsFile+".standalone")); err != nil || old != alone[0] {
+		t.Fatalf("the standalone pair was not kept aside: %+v %v", old, err)
+	}
+	if again, _ := ExistingCredentials(&cfg); len(again) != 1 || again[0] != a {
+		t.Fatalf("kvsedge credentials on a clustered box: %+v", again)
+	}
+	if CredentialFingerprint(k1, []Credential{a, alone[0]}) != CredentialFingerprint(k1, []Credential{alone[0], a}) ||
+		CredentialFingerprint(k1, []Credential{a}) == CredentialFingerprint(k1, []Credential{alone[0]}) {
+		t.Fatal("fingerprints: order must not matter, sets must")
+	}
+}

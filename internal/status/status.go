@@ -47,6 +47,13 @@ type Member struct {
 	// Witness: a tie-breaker (`kvsedge witness`) that counts for quorum
 	// and holds no stream.
 	Witness bool `json:"witness,omitempty"`
+	// Credentials fingerprints the box's API key set (config.
+	// CredentialFingerprint); StartedMs is when its process started.
+	Credentials string `json:"credentials,omitempty"`
+	StartedMs   int64  `json:"started_ms,omitempty"`
+	// KeptOut: its key set differs from the cluster's (that of the
+	// longest-running box): it is nobody's home or replica.
+	KeptOut bool `json:"kept_out,omitempty"`
 }
 
 // StreamReplication is one stream's replication state on this node
