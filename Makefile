@@ -20,14 +20,16 @@ help:
 	@echo "make bench   benchmarks"
 	@echo "make crash   SIGKILL the box 50 times during 4-stream ingest; every PERSISTED fragment must survive (CRASH_CYCLES=n)"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 60s)"
-	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6 + SHA256SUMS"
+	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6, .deb packages (amd64, arm64, armhf) + SHA256SUMS"
 	@echo "make release-test  run the linux/arm64 binary under qemu-aarch64-static and call its API"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o kvsedge .
 
+# KVSEDGE_CONFIG= : the embedded defaults, even where the Debian package
+# installed /etc/kvsedge/kvsedge.yaml.
 run: build
-	./kvsedge serve
+	KVSEDGE_CONFIG= ./kvsedge serve
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
@@ -55,18 +57,21 @@ bench:
 clean:
 	rm -rf kvsedge dist
 
-# Release builds: one static binary per board family (see packaging/INSTALL.md).
+# Release builds: one static binary per board family and a Debian package
+# for each Debian architecture (packaging/nfpm.yaml; see packaging/INSTALL.md).
 release:
 	@mkdir -p dist
-	rm -f dist/kvsedge-linux-* dist/SHA256SUMS
+	rm -f dist/kvsedge-linux-* dist/kvsedge_*.deb dist/SHA256SUMS
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-amd64 .
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-arm64 .
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-armv7 .
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/kvsedge-linux-armv6 .
-	@cd dist && { command -v sha256sum >/dev/null 2>&1 && sha256sum kvsedge-linux-* || shasum -a 256 kvsedge-linux-*; } > SHA256SUMS
+	$(GO) run ./internal/mkdeb -version '$(VERSION)' -out dist \
+		amd64=dist/kvsedge-linux-amd64 arm64=dist/kvsedge-linux-arm64 armhf=dist/kvsedge-linux-armv7
+	@cd dist && { command -v sha256sum >/dev/null 2>&1 && sha256sum kvsedge-linux-* kvsedge_*.deb || shasum -a 256 kvsedge-linux-* kvsedge_*.deb; } > SHA256SUMS
 	@echo
-	@printf '%-22s %12s %9s\n' binary bytes MiB
-	@for f in dist/kvsedge-linux-*; do wc -c < "$$f" | awk -v n="$${f#dist/}" '{ printf "%-22s %12d %9.2f\n", n, $$1, $$1/1048576 }'; done
+	@printf '%-32s %12s %9s\n' file bytes MiB
+	@for f in dist/kvsedge-linux-* dist/kvsedge_*.deb; do wc -c < "$$f" | awk -v n="$${f#dist/}" '{ printf "%-32s %12d %9.2f\n", n, $$1, $$1/1048576 }'; done
 	@echo "checksums in dist/SHA256SUMS"
 
 # The linux/arm64 binary served under qemu user emulation (qemu-user-static).

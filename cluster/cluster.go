@@ -50,17 +50,32 @@ type Options struct {
 	// that a node restarted during a partition still counts them (and
 	// does not think itself a majority of one).
 	SnapshotPath string
-	Logger       *slog.Logger
+	// Witness makes this node a tie-breaker (kvsedge witness): it counts
+	// for quorum but is never a stream's home or replica and serves no
+	// API (a two-box site with a witness has one side with a majority
+	// when the boxes are cut apart).
+	Witness bool
+	// startedMs is set by Start (tagStarted).
+	startedMs int64
+	// CredentialFingerprint identifies this box's API key set
+	// (config.CredentialFingerprint). Boxes whose set differs from the
+	// longest-running box's are kept out: never a home or replica, and a
+	// kept-out box records nothing and says why (one cluster, one set of
+	// keys).
+	CredentialFingerprint string
+	Logger                *slog.Logger
 }
 
 // Cluster is this node's view of the cluster.
 type Cluster struct {
-	opts    Options
-	serf    *serf.Serf
-	events  chan serf.Event
-	done    chan struct{}
-	wg      sync.WaitGroup
-	started time.Time
+	opts Options
+	// keptOutLogged is when KeptOut was last logged (unix ns).
+	keptOutLogged atomic.Int64
+	serf          *serf.Serf
+	events        chan serf.Event
+	done          chan struct{}
+	wg            sync.WaitGroup
+	started       time.Time
 	// joined: this node reached a seed (or has none to reach); until then
 	// it has no quorum.
 	joined atomic.Bool
@@ -85,11 +100,19 @@ const (
 	tagProfile = "profile"
 	tagFree    = "free"
 	tagNodeID  = "nid"
+	// tagRole is "witness" for a tie-breaker; absent for a box.
+	tagRole     = "role"
+	roleWitness = "witness"
+	// tagCred is the API key set's fingerprint; tagStarted the process
+	// start (epoch ms), which orders boxes when their key sets differ.
+	tagCred    = "cred"
+	tagStarted = "t0"
 )
 
 // Start creates the node, starts gossip and joins the seeds (retrying in
 // the background until one answers).
 func Start(opts Options) (*Cluster, error) {
+	opts.startedMs = time.Now().UnixMilli()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -181,6 +204,13 @@ func (o *Options) Validate() error {
 
 func (o *Options) tags() map[string]string {
 	t := map[string]string{tagAPI: o.APIURL, tagProfile: o.Profile, tagNodeID: strconv.Itoa(int(o.NodeID))}
+	if o.Witness {
+		t[tagRole] = roleWitness
+	}
+	if o.CredentialFingerprint != "" {
+		t[tagCred] = o.CredentialFingerprint
+	}
+	t[tagStarted] = strconv.FormatInt(o.startedMs, 10)
 	if o.FreeBytes != nil {
 		t[tagFree] = strconv.FormatUint(o.FreeBytes(), 10)
 	}
@@ -291,10 +321,12 @@ func (c *Cluster) Members() []status.Member {
 			NodeID: uint16(nid),
 			Name:   m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
 			Status: m.Status.String(), APIURL: m.Tags[tagAPI], Profile: m.Tags[tagProfile], FreeBytes: free,
-			Self: m.Name == self,
+			Self: m.Name == self, Witness: m.Tags[tagRole] == roleWitness,
+			Credentials: m.Tags[tagCred], StartedMs: parseInt(m.Tags[tagStarted]),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	markKeptOut(out)
 	return out
 }
 
@@ -352,7 +384,7 @@ func hasQuorum(ms []status.Member) bool {
 func (c *Cluster) Placement(stream string, n int) []status.Member {
 	var alive []status.Member
 	for _, m := range c.Members() {
-		if m.Status == "alive" {
+		if m.Status == "alive" && !m.Witness && !m.KeptOut {
 			alive = append(alive, m)
 		}
 	}
@@ -414,4 +446,52 @@ func (c *Cluster) Close() error {
 		err = serr
 	}
 	return err
+}
+
+func parseInt(s string) int64 {
+	v, _ := strconv.ParseInt(s, 10, 64)
+	return v
+}
+
+// markKeptOut marks the boxes whose API key set differs from the cluster's:
+// the set of the longest-running alive box (ties by name), which every node
+// computes alike from the gossip.
+func markKeptOut(ms []status.Member) {
+	var ref *status.Member
+	for i := range ms {
+		m := &ms[i]
+		if m.Witness || m.Status != "alive" || m.Credentials == "" {
+			continue
+		}
+		if ref == nil || m.StartedMs < ref.StartedMs || (m.StartedMs == ref.StartedMs && m.Name < ref.Name) {
+			ref = m
+		}
+	}
+	if ref == nil {
+		return
+	}
+	for i := range ms {
+		m := &ms[i]
+		m.KeptOut = !m.Witness && m.Credentials != "" && m.Credentials != ref.Credentials
+	}
+}
+
+// KeptOut says why this box is kept out of the cluster ("" when it is not):
+// its API key set differs from the cluster's.
+func (c *Cluster) KeptOut() string {
+	ms := c.Members()
+	var self *status.Member
+	var others []string
+	for i := range ms {
+		if ms[i].Self {
+			self = &ms[i]
+		} else if !ms[i].Witness && !ms[i].KeptOut && ms[i].Status == "alive" {
+			others = append(others, ms[i].Name)
+		}
+	}
+	if self == nil || !self.KeptOut {
+		return ""
+	}
+	return fmt.Sprintf("this box's API keys differ from the cluster's (those of %s): it records nothing and holds no stream. "+
+		"Give every box the same credentials (or none: boxes with one cluster.key generate the same pair)", strings.Join(others, ", "))
 }

@@ -200,3 +200,26 @@ func (l *syncLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestWitnessBreaksTies: two boxes cut apart each see half and keep a
+// majority; with a witness, only the side that sees it does.
+func TestWitnessBreaksTies(t *testing.T) {
+	box := func(name, st string, self bool) status.Member {
+		return status.Member{Name: name, Status: st, Self: self}
+	}
+	witness := func(st string) status.Member { return status.Member{Name: "w", Status: st, Witness: true} }
+	for _, c := range []struct {
+		what    string
+		members []status.Member
+		want    bool
+	}{
+		{"two boxes cut apart, no witness", []status.Member{box("a", "alive", true), box("b", "failed", false)}, true},
+		{"cut off from the other box and the witness", []status.Member{box("a", "alive", true), box("b", "failed", false), witness("failed")}, false},
+		{"cut off from the other box, with the witness", []status.Member{box("a", "alive", true), box("b", "failed", false), witness("alive")}, true},
+		{"the witness down, both boxes up", []status.Member{box("a", "alive", true), box("b", "alive", false), witness("failed")}, true},
+	} {
+		if got := hasQuorum(c.members); got != c.want {
+			t.Errorf("%s: quorum %v, want %v", c.what, got, c.want)
+		}
+	}
+}

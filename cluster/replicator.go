@@ -211,7 +211,7 @@ func (r *Replicator) run() {
 func (r *Replicator) peers() []status.Member {
 	var out []status.Member
 	for _, m := range r.c.Members() {
-		if !m.Self && m.Status == "alive" && m.APIURL != "" {
+		if !m.Self && m.Status == "alive" && m.APIURL != "" && !m.Witness && !m.KeptOut {
 			out = append(out, m)
 		}
 	}

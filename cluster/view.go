@@ -68,6 +68,10 @@ func (c *Cluster) Owns(stream string) (bool, string) {
 	if c.repl != nil && time.Since(c.started) < c.repl.opts.Settle {
 		return false, "waiting for the cluster to settle after start"
 	}
+	if why := c.KeptOut(); why != "" {
+		c.logKeptOut(why)
+		return false, why
+	}
 	if !q {
 		if !c.joined.Load() {
 			return false, "this node has not reached any of its seeds yet"
@@ -136,4 +140,13 @@ func (c *Cluster) Forward(ctx context.Context, base, path string, body []byte) (
 	req.Header.Set("Content-Type", "application/json")
 	signPeer(req, r.opts.Key, c.Name(), time.Now(), body)
 	return r.client.Do(req)
+}
+
+// logKeptOut logs why the box is kept out, at most once a minute.
+func (c *Cluster) logKeptOut(why string) {
+	now := time.Now().UnixNano()
+	if last := c.keptOutLogged.Load(); now-last < int64(time.Minute) || !c.keptOutLogged.CompareAndSwap(last, now) {
+		return
+	}
+	c.opts.Logger.Error("kept out of the cluster", "why", why)
 }

@@ -28,7 +28,7 @@ type cameraStates struct {
 
 func cameras(t *testing.T, env []string, endpoint string) cameraStates {
 	t.Helper()
-	out, errOut, code := kvsedgeCmd(t, env, "cameras", "--endpoint", endpoint)
+	out, errOut, code := kvsedgeCmd(t, env, "cameras", "--json", "--endpoint", endpoint)
 	var cs cameraStates
 	if code != 0 || json.Unmarshal([]byte(out), &cs) != nil {
 		t.Fatalf("kvsedge cameras: exit %d\n%s\n%s", code, out, errOut)

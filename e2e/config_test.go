@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,9 +29,35 @@ func TestConfigCommandRedacts(t *testing.T) {
 	}
 }
 
+// TestGeneratedCredentials: the first serve generates a key pair in the
+// data directory (0600) and its first log lines say where the console is,
+// how to sign in and the aws CLI's endpoint; `kvsedge credentials` prints
+// the pair (before serve it creates none and says why); a second serve on
+// the directory is told which process holds it.
 func TestGeneratedCredentials(t *testing.T) {
 	dir := t.TempDir()
 	env := []string{"KVSEDGE_DATA_DIR=" + dir}
+	if out, errOut, code := kvsedgeCmd(t, env, "credentials"); code != 1 || out != "" || !strings.Contains(errOut, "created by `kvsedge serve` on its first start") {
+		t.Fatalf("credentials before the first serve: exit %d, %q, %q", code, out, errOut)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("credentials before the first serve created %v", ents)
+	}
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	lines := strings.SplitN(p.logs.String(), "\n", 7)
+	first := strings.Join(lines[:min(len(lines), 6)], "\n")
+	for _, w := range []string{
+		"console: open " + p.endpoint + "/ in a browser; sign in with the key pair `kvsedge credentials --data-dir " + dir + "` prints",
+		"aws --endpoint-url " + p.endpoint + " kinesisvideo list-streams",
+	} {
+		if !strings.Contains(first, w) {
+			t.Errorf("the first log lines do not say %q:\n%s", w, first)
+		}
+	}
+	_, errOut, code := kvsedgeCmd(t, env, "serve", "--listen", "127.0.0.1:0")
+	if want := fmt.Sprintf("data directory %s is in use by process %d", dir, p.cmd.Process.Pid); code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("a second serve on the data directory: exit %d, %q; want %q", code, errOut, want)
+	}
 	out, _, code := kvsedgeCmd(t, env, "credentials")
 	if code != 0 || !strings.Contains(out, "export AWS_ACCESS_KEY_ID=AKKVSEDGE") {
 		t.Fatalf("credentials: %d %q", code, out)
@@ -44,7 +71,6 @@ func TestGeneratedCredentials(t *testing.T) {
 		t.Fatalf("credentials changed between runs:\n%s\n%s", out, out2)
 	}
 	// The server started without configured keys accepts the generated pair.
-	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	var akid, secret string
 	for _, line := range strings.Split(out, "\n") {
 		if v, ok := strings.CutPrefix(line, "export AWS_ACCESS_KEY_ID="); ok {

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/chromedp/chromedp"
 	"github.com/kvsedge/kvsedge/internal/fixture"
 )
@@ -89,6 +92,16 @@ func TestConsoleInChromium(t *testing.T) {
 	waitJS("the on-demand session starts", `document.getElementById('player-state').textContent.startsWith('on demand')`, 10*time.Second)
 	waitJS("the on-demand video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error && !document.getElementById('player-state').textContent.includes('error'); })()`, 30*time.Second)
 
+	// The console hands out sessions that play everywhere (VLC too): the
+	// URL it shows has one initialization segment and no discontinuity.
+	sessionURL := evalString(`document.getElementById('session-url').href`)
+	if !strings.HasPrefix(sessionURL, p.endpoint+"/") {
+		t.Fatalf("the console shows no session URL (%q)", sessionURL)
+	}
+	if m := mediaPlaylist(t, sessionURL); strings.Count(m, "#EXT-X-MAP") != 1 || strings.Contains(m, "#EXT-X-DISCONTINUITY") {
+		t.Fatalf("the console's session is not playable in VLC (one map, no discontinuity):\n%s", m)
+	}
+
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(80))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -108,4 +121,17 @@ func TestConsoleInChromium(t *testing.T) {
 	if len(shot) < 10_000 || !strings.HasPrefix(string(shot[:3]), "\xff\xd8\xff") {
 		t.Fatalf("screenshot of %d bytes is not a JPEG", len(shot))
 	}
+
+	// A camera whose stream keeps nothing is shown so in the list.
+	d := describeStream(t, c, "demo")
+	if _, err := c.KV.UpdateDataRetention(sdkCtx(t), &kinesisvideo.UpdateDataRetentionInput{StreamName: aws.String("demo"),
+		CurrentVersion: aws.String(d.Version), Operation: types.UpdateDataRetentionOperationDecreaseDataRetention,
+		DataRetentionChangeInHours: aws.Int32(d.RetentionHours)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eval(`(refresh(), true)`); err != nil {
+		t.Fatalf("refresh the list: %v", err)
+	}
+	waitJS("the demo camera shows live only", `(() => { const td = document.querySelector('tr[data-stream="demo"]').children[3];
+		return td.textContent.includes('live only, nothing kept') && td.className === 'bad'; })()`, 15*time.Second)
 }

@@ -65,7 +65,7 @@ func TestDemoCamera(t *testing.T) {
 	}
 
 	// The camera's state, through the box's own API.
-	stdout, stderr, code := kvsedgeCmd(t, env, "cameras", "--endpoint", p.endpoint)
+	stdout, stderr, code := kvsedgeCmd(t, env, "cameras", "--json", "--endpoint", p.endpoint)
 	var cams struct {
 		Cameras []struct {
 			Stream, State string

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: skipped in -short mode (these tests build and run the binary)")
 		os.Exit(0)
 	}
+	// The binaries these tests run read only the configuration they are
+	// given: not a machine's /etc/kvsedge/kvsedge.yaml (set but empty: none).
+	os.Setenv("KVSEDGE_CONFIG", "")
 	dir, err := os.MkdirTemp("", "kvsedge-e2e")
 	if err != nil {
 		panic(err)

@@ -50,6 +50,9 @@ func (b *clusterBox) api() string {
 // peers endpoint[i].
 type clusterNet struct {
 	gossip, advertise, listen, endpoint []string
+	// witnesses are gossip addresses of witnesses (kvsedge witness): seeds
+	// of every box, and members it must see.
+	witnesses []string
 }
 
 type replState struct {
@@ -170,6 +173,7 @@ func startCameraCluster(t *testing.T, ctx context.Context, n int, nw clusterNet)
 				}
 			}
 		}
+		seeds = append(seeds, nw.witnesses...)
 		env := append(streamEnv(filepath.Join(dir, name)),
 			"KVSEDGE_CLUSTER__BIND="+nw.gossip[i], "KVSEDGE_CLUSTER__NODE_NAME="+name, "KVSEDGE_CLUSTER__KEY="+key,
 			"KVSEDGE_CLUSTER__SEEDS="+strings.Join(seeds, ","), "KVSEDGE_CLUSTER__FAST_FAILURE_DETECTION=true")
@@ -187,7 +191,7 @@ func startCameraCluster(t *testing.T, ctx context.Context, n int, nw clusterNet)
 	for joined := false; !joined; time.Sleep(250 * time.Millisecond) {
 		joined = true
 		for _, b := range boxes {
-			if aliveMembers(t, b.api()) != n {
+			if aliveMembers(t, b.api()) != n+len(nw.witnesses) {
 				joined = false
 			}
 		}

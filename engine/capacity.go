@@ -421,6 +421,7 @@ func (e *Engine) deleteStep(s *stream) (int, int64, bool) {
 	if !allowed || cutoff <= first.ServerMs {
 		return 0, 0, false
 	}
+	e.countNotUploaded(s, cutoff)
 	s.persistMu.RLock()
 	n, b, err := e.db.DeleteBefore(s.id, cutoff)
 	s.persistMu.RUnlock()

@@ -63,3 +63,41 @@ func CheckStore(opts StoreOptions, log *slog.Logger) (CheckReport, error) {
 	}
 	return out, nil
 }
+
+// ErrStoreDamaged: Open failed because the index is damaged (RepairStore
+// rebuilds it).
+var ErrStoreDamaged = lsm.ErrDamaged
+
+// RepairReport is what RepairStore did (lsm.RepairReport, with stream
+// names).
+type RepairReport struct {
+	lsm.RepairReport
+	// StreamNames are the names of the streams indexed now.
+	StreamNames []string
+}
+
+// RepairStore rebuilds the index of the store in opts.Dir from what the old
+// index still reads and from the segment files' records, moving the old
+// index aside and copying bytes it cannot index to lost+found; it never
+// deletes media (lsm.Repair). The caller makes sure no server has the
+// store open.
+func RepairStore(opts StoreOptions, log *slog.Logger) (RepairReport, error) {
+	r, err := lsm.Repair(opts.lsmOptions(log))
+	if err != nil {
+		return RepairReport{RepairReport: r}, err
+	}
+	out := RepairReport{RepairReport: r}
+	lo := opts.lsmOptions(log)
+	lo.ReadOnly = true
+	if db, err := lsm.Open(lo); err == nil {
+		if recs, err := db.Streams(); err == nil {
+			for _, rec := range recs {
+				if info, err := decodeRecord(rec.ID, rec.Value); err == nil {
+					out.StreamNames = append(out.StreamNames, info.Name)
+				}
+			}
+		}
+		_ = db.Close()
+	}
+	return out, nil
+}

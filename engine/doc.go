@@ -32,6 +32,11 @@
 //	retention.go  retention by time
 //	capacity.go   the capacity controller
 //	replica.go    imports from peers: stream records, tombstones, fragments
+//	upload.go     upload progress to an upstream KVS (internal/uplink),
+//	              Fragment.WaitStored, DeleteUploaded, media lost before
+//	              upload
+//	check.go      CheckStore, RepairStore (the box stopped); StoreHealth
+//	              and StoreAlarm (engine.go) report damage at run time
 //	metrics.go    counters (Stats); stats.go: the store's figures
 //	clock.go      Clock; errors.go: the errors callers branch on
 //

@@ -68,6 +68,9 @@ type stream struct {
 	// sizeHint is the size of the stream's last fragment, or what a
 	// refused one had reached (IngestSession.FragmentSizeHint).
 	sizeHint atomic.Int64
+	// lostBeforeUpload counts fragments retention or the capacity
+	// controller deleted before the upstream persisted them (upload.go).
+	lostBeforeUpload atomic.Uint64
 	// tagged: a producer of this stream ended a fragment with the
 	// AWS_KINESISVIDEO_END_OF_FRAGMENT tag, so a fragment without it at an
 	// idle close is unfinished (remembered across uploads).
@@ -177,6 +180,45 @@ func (e *Engine) StoreReadOnly() bool { return e.db.ReadOnly() }
 // StoreCanReopen reports, for a read-only store, that the disk has room
 // again: the owner closes the engine and opens it again to write.
 func (e *Engine) StoreCanReopen() bool { return e.db.ReadOnlyCanWrite() }
+
+// StoreHealth is the store's damage report (lsm/health.go): corruption met
+// at run time, media the index does not know, an index open read-only after
+// repeated fatal errors, and fragments readers skipped as unreadable.
+type StoreHealth struct {
+	Corruptions         uint64
+	LastCorruption      string
+	UnknownMediaDirs    int
+	FatalReadOnly       string
+	UnreadableFragments uint64
+}
+
+// StoreHealth reports damage found since Open.
+func (e *Engine) StoreHealth() StoreHealth {
+	h := e.db.Health()
+	return StoreHealth{Corruptions: h.Corruptions, LastCorruption: h.LastCorruption, UnknownMediaDirs: len(h.UnknownMedia),
+		FatalReadOnly: h.FatalReadOnly, UnreadableFragments: e.metrics.unreadable.Load()}
+}
+
+// StoreAlarm says in plain words what is wrong with the store ("" when
+// nothing is): what /readyz shows.
+func (e *Engine) StoreAlarm() string {
+	h := e.StoreHealth()
+	var parts []string
+	if h.FatalReadOnly != "" {
+		parts = append(parts, "the index failed fatally more than once in 10 minutes and is open read-only (writes refused; "+
+			"it is retried read-write 10 minutes after the last failure): "+h.FatalReadOnly)
+	}
+	if h.UnknownMediaDirs > 0 {
+		parts = append(parts, fmt.Sprintf("%d streams' media directories are not in the index (was the index lost?): stop the box and run kvsedge repair", h.UnknownMediaDirs))
+	}
+	if h.Corruptions > 0 {
+		parts = append(parts, fmt.Sprintf("the index is damaged (%d times met; last: %s): stop the box, run kvsedge check, then kvsedge repair", h.Corruptions, h.LastCorruption))
+	}
+	if h.UnreadableFragments > 0 {
+		parts = append(parts, fmt.Sprintf("%d stored fragments were unreadable and skipped: stop the box and run kvsedge check", h.UnreadableFragments))
+	}
+	return strings.Join(parts, "; ")
+}
 
 // Region and AccountID are those the engine puts in ARNs.
 func (e *Engine) Region() string    { return e.opts.Region }

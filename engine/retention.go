@@ -48,6 +48,7 @@ func (e *Engine) SweepRetention() {
 		if !allowed {
 			continue // the whole stream is on hold
 		}
+		e.countNotUploaded(s, cutoff)
 		s.persistMu.RLock()
 		n, b, err := e.db.DeleteBefore(s.id, cutoff)
 		s.persistMu.RUnlock()

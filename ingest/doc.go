@@ -6,14 +6,24 @@
 //
 // Files by job:
 //
-//	rtsp.go        RTSP/RTSPS pull with gortsplib: depacketising, codecs
+//	rtsp.go        RTSP/RTSPS pull with gortsplib: tracks, codecs, audio
+//	rtpvideo.go    RTP H.264/H.265 depacketised straight into the fragment
+//	               being built: NAL units from the RTP payloads behind
+//	               their lengths, fragmentation units appended in place,
+//	               nothing allocated per frame (BenchmarkCameraPath)
 //	usb.go         USB cameras through V4L2 (MJPEG or H.264), no cgo
 //	demo.go        the built-in demo camera (DemoSource)
 //	democlip.go    the demo camera's embedded footage (DemoClip,
 //	               democlip.h264)
 //	codecprivate.go  Matroska CodecPrivate from the codecs' parameter sets
 //	timeline.go    producer timestamps: RTCP NTP or arrival, re-anchored
-//	fragmenter.go  frames → Matroska fragments, cut at key frames
+//	fragmenter.go  frames → Matroska fragments, cut at key frames; whole
+//	               blocks, or video blocks streamed in (BeginVideo); the
+//	               fragment's buffer comes from the engine's media memory
+//	               (output.go's Buffers, as a camera) and grows only
+//	               through it; a growth the budget refuses drops the
+//	               fragment in progress (RefusedFragments) and recording
+//	               goes on at the next key frame
 //	output.go      fragments → an engine ingest session, persisted in order
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
@@ -23,6 +33,10 @@
 //	               engine (StartEdgeConfigurationUpdate) to the Manager and
 //	               reports sync and recorder status back, as KVS's edge
 //	               agent does
+//
+// Benchmarks (bench_test.go): BenchmarkCameraPath (one camera's packets to
+// fragments, against the gortsplib-decoder path it replaced) and
+// BenchmarkRecorder (N cameras against a bare gortsplib receiver).
 //
 // Elsewhere: the Go PutMedia client is package producer (top level), and
 // the RTSP relay and publishers the tests use are internal/rtsptest.

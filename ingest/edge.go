@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/schedule"
 	"github.com/kvsedge/kvsedge/internal/status"
 )
 
@@ -27,6 +28,9 @@ type EdgeAgent struct {
 
 	mu      sync.Mutex
 	secrets map[string]string
+	// wake is when the next recording window of a scheduled recorder
+	// opens or closes (zero: none); Run reconciles then.
+	wake time.Time
 }
 
 // NewEdgeAgent applies eng's edge configurations to cams (group GroupAPI),
@@ -75,12 +79,24 @@ func (b *EdgeAgent) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		b.reconcile()
+		var wake <-chan time.Time
+		var wt *time.Timer
+		b.mu.Lock()
+		if !b.wake.IsZero() {
+			wt = time.NewTimer(time.Until(b.wake) + 50*time.Millisecond)
+			wake = wt.C
+		}
+		b.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.eng.Changes():
 		case <-b.kick:
 		case <-t.C:
+		case <-wake:
+		}
+		if wt != nil {
+			wt.Stop()
 		}
 	}
 }
@@ -88,8 +104,31 @@ func (b *EdgeAgent) Run(ctx context.Context) {
 func (b *EdgeAgent) reconcile() {
 	streams := b.eng.EdgeStreams()
 	failed := map[string]string{}
+	offSchedule := map[string]string{}
 	var cams []CameraConfig
+	var wake time.Time
+	now := time.Now()
 	for _, info := range streams {
+		// RecorderConfig.ScheduleConfig: record only inside its windows.
+		if sc := info.Edge.Config.RecorderConfig.ScheduleConfig; sc != nil {
+			sch, err := schedule.Parse(sc.ScheduleExpression, sc.DurationInSeconds)
+			if err != nil {
+				failed[info.Name] = err.Error()
+				continue
+			}
+			open, ends, next := sch.Window(now)
+			edge := next
+			if open {
+				edge = ends
+			}
+			if wake.IsZero() || edge.Before(wake) {
+				wake = edge
+			}
+			if !open {
+				offSchedule[info.Name] = "outside the recording schedule; the next window opens at " + next.UTC().Format(time.RFC3339)
+				continue
+			}
+		}
 		ms := info.Edge.Config.RecorderConfig.MediaSourceConfig
 		if ms.MediaUriType != "RTSP_URI" {
 			failed[info.Name] = "kvsedge records RTSP_URI media sources only"
@@ -110,6 +149,9 @@ func (b *EdgeAgent) reconcile() {
 			Key: fmt.Sprintf("api|%s|%+v", url, info.Edge.Config),
 		})
 	}
+	b.mu.Lock()
+	b.wake = wake
+	b.mu.Unlock()
 	if err := b.cams.Apply(GroupAPI, cams); err != nil {
 		b.log.Warn("applying edge configurations", "err", err)
 	}
@@ -125,6 +167,8 @@ func (b *EdgeAgent) reconcile() {
 		var err error
 		if msg, bad := failed[info.Name]; bad {
 			err = b.eng.SetEdgeStatus(ref, engine.EdgeSyncFailed, msg, "USER_ERROR", msg)
+		} else if msg, off := offSchedule[info.Name]; off {
+			err = b.eng.SetEdgeStatus(ref, engine.EdgeInSync, "", "SUCCESS", msg)
 		} else {
 			rec, details := "", ""
 			if st, ok := states[info.Name]; ok {

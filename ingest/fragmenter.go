@@ -52,6 +52,10 @@ type Fragmenter struct {
 	// RefusedFragments counts fragments dropped for lack of media memory.
 	RefusedFragments int
 	lastLen          int // size of the previous fragment, to size the next buffer
+	// loMs and hiMs are the earliest and latest block times in the
+	// fragment (KVS refuses a fragment spanning 20 s or more); openMs is
+	// the time of the block BeginVideo opened.
+	loMs, hiMs, openMs int64
 }
 
 // NewFragmenter cuts fragments of about target (default 2 s). An Output
@@ -171,46 +175,11 @@ func (fr *Fragmenter) write(ti int, ms int64, key, cutter bool) error {
 	for _, p := range fr.parts {
 		size += len(p)
 	}
-	if fr.b.Started() {
-		elapsed := time.Duration(ms-fr.startMs) * time.Millisecond
-		switch {
-		// Millisecond rounding must not cost a whole GOP: a key frame
-		// within 5% of the target cuts.
-		case cutter && key && elapsed >= fr.target-fr.target/20:
-			if err := fr.Flush(); err != nil {
-				return err
-			}
-		case elapsed >= maxFragmentDuration || fr.b.Len()+size > maxFragmentBytes:
-			// No key frame in time: close what we have and wait for one.
-			if err := fr.Flush(); err != nil {
-				return err
-			}
-			fr.waitKey = true
-		}
+	ms, ok, err := fr.prepare(ms, key, cutter, size)
+	if err != nil || !ok {
+		return err
 	}
-	if !fr.b.Started() {
-		if !cutter || !key {
-			fr.DroppedUnits++
-			return nil
-		}
-		if ms <= fr.lastStartMs {
-			ms = fr.lastStartMs + 1 // fragment timecodes strictly increase
-		}
-		if err := fr.out.StartFragment(); err != nil {
-			return err
-		}
-		// Size the buffer for a fragment like the previous one (plus a
-		// margin); it grows if this one is bigger.
-		if err := fr.b.Start(fr.hdr, ms, fr.lastLen+fr.lastLen/8+4096); err != nil {
-			if errors.Is(err, engine.ErrMemoryFull) {
-				fr.refused()
-				return nil
-			}
-			return err
-		}
-		fr.startMs, fr.lastStartMs, fr.waitKey = ms, ms, false
-	}
-	err := fr.b.AddBlock(ti, ms, key, fr.parts...)
+	err = fr.b.AddBlock(ti, ms, key, fr.parts...)
 	switch {
 	case errors.Is(err, mkv.ErrBlockOutOfRange):
 		// An audio frame stamped far from the video: drop it.
@@ -219,13 +188,218 @@ func (fr *Fragmenter) write(ti int, ms int64, key, cutter bool) error {
 	case errors.Is(err, engine.ErrMemoryFull):
 		fr.refused()
 		return nil
+	case err != nil:
+		return err
 	}
-	return err
+	fr.spans(ms)
+	return nil
+}
+
+// spans widens the times the fragment's blocks cover to ms.
+func (fr *Fragmenter) spans(ms int64) {
+	if fr.b.Frames() <= 1 {
+		fr.loMs, fr.hiMs = ms, ms
+		return
+	}
+	fr.loMs, fr.hiMs = min(fr.loMs, ms), max(fr.hiMs, ms)
+}
+
+// blockOverhead is a SimpleBlock's ID, 8-byte size and block header.
+const blockOverhead = 1 + 8 + 4
+
+// prepare decides where a block of size bytes at ms goes: it closes the
+// fragment in progress when this block starts the next one (a key frame
+// of the cutting track after Target, or a fragment at KVS's limits) and
+// starts a fragment when none is open. ok is false when the block is
+// dropped (no fragment starts with it: not a key frame of the cutting
+// track). The returned ms is the block's time: a fragment's first block
+// is moved after the previous fragment's start if it is not.
+func (fr *Fragmenter) prepare(ms int64, key, cutter bool, size int) (int64, bool, error) {
+	if fr.b.Started() && fr.b.Frames() > 0 &&
+		time.Duration(max(fr.hiMs, ms)-min(fr.loMs, ms))*time.Millisecond >= maxFragmentDuration {
+		// The fragment's blocks would span more than KVS allows (an audio
+		// frame stamped far before the video, or video far after audio
+		// stamped early): drop such audio; video closes the fragment.
+		if !cutter {
+			fr.DroppedUnits++
+			return ms, false, nil
+		}
+		if err := fr.Flush(); err != nil {
+			return ms, false, err
+		}
+		fr.waitKey = true
+	}
+	if fr.b.Started() {
+		elapsed := time.Duration(ms-fr.startMs) * time.Millisecond
+		switch {
+		// Millisecond rounding must not cost a whole GOP: a key frame
+		// within 5% of the target cuts.
+		case cutter && key && elapsed >= fr.target-fr.target/20:
+			if err := fr.Flush(); err != nil {
+				return ms, false, err
+			}
+		case elapsed >= maxFragmentDuration || fr.b.Len()+size > maxFragmentBytes:
+			// No key frame in time: close what we have and wait for one.
+			if err := fr.Flush(); err != nil {
+				return ms, false, err
+			}
+			fr.waitKey = true
+		}
+	}
+	if fr.b.Started() && fr.b.Frames() == 0 {
+		// The fragment's key frame was cancelled (CancelVideo): it still
+		// waits for one, and starts again at it.
+		if !cutter || !key {
+			fr.DroppedUnits++
+			return ms, false, nil
+		}
+		ms = max(ms, fr.lastStartMs)
+		fr.b.Restart(ms)
+		fr.startMs, fr.lastStartMs, fr.waitKey = ms, ms, false
+		return ms, true, nil
+	}
+	if fr.b.Started() {
+		return ms, true, nil
+	}
+	if !cutter || !key {
+		fr.DroppedUnits++
+		return ms, false, nil
+	}
+	if ms <= fr.lastStartMs {
+		ms = fr.lastStartMs + 1 // fragment timecodes strictly increase
+	}
+	if err := fr.out.StartFragment(); err != nil {
+		return ms, false, err
+	}
+	// Size the buffer (the builder's Buffers: the engine's media memory)
+	// for a fragment like the previous one (plus a margin); it grows
+	// through the same Buffers if this one is bigger.
+	if err := fr.b.Start(fr.hdr, ms, fr.lastLen+fr.lastLen/8+4096); err != nil {
+		if errors.Is(err, engine.ErrMemoryFull) {
+			fr.refused()
+			return ms, false, nil
+		}
+		return ms, false, err
+	}
+	fr.startMs, fr.lastStartMs, fr.waitKey = ms, ms, false
+	return ms, true, nil
+}
+
+// BeginVideo opens a video block at ms whose payload the caller streams
+// in with AppendVideo (parts of NAL units straight from the network), then
+// closes with EndVideo or drops with CancelVideo; nothing else may be
+// written meanwhile. sizeHint is the expected size of the access unit,
+// for KVS's fragment size limit; room for it is made at once, so the
+// unit's packets are appended without growing the buffer. ok is false
+// when the access unit is dropped (waiting for a key frame, or the media
+// memory had no room: the fragment in progress is then dropped too,
+// refused).
+func (fr *Fragmenter) BeginVideo(ms int64, key bool, sizeHint int) (bool, error) {
+	if fr.hdr == nil || fr.videoTI < 0 {
+		return false, ErrNoTracks
+	}
+	ms, ok, err := fr.prepare(ms, key, true, sizeHint)
+	if err != nil || !ok {
+		return false, err
+	}
+	err = fr.b.Reserve(blockOverhead + sizeHint)
+	if err == nil {
+		err = fr.b.BeginBlock(fr.videoTI, ms, key)
+	}
+	switch {
+	case errors.Is(err, engine.ErrMemoryFull):
+		fr.refused()
+		return false, nil
+	case err != nil:
+		fr.DroppedUnits++ // out of the cluster's range; never for increasing times
+		return false, nil
+	}
+	fr.openMs = ms
+	return true, nil
+}
+
+// VideoLen is the size of the fragment so far, the open block included:
+// an offset AppendVideo's bytes can be found at, or TruncateVideo cut
+// back to.
+func (fr *Fragmenter) VideoLen() int { return fr.b.Len() }
+
+// AppendVideo appends p to the open video block, growing the fragment's
+// buffer through the media memory. ok is false when there was no room:
+// the fragment in progress was dropped with the block (refused), and the
+// caller drops the rest of the access unit (EndVideo and CancelVideo then
+// do nothing).
+func (fr *Fragmenter) AppendVideo(p []byte) (ok bool) {
+	if !fr.b.BlockOpen() {
+		return false
+	}
+	if err := fr.b.Append(p); err != nil {
+		fr.refused()
+		return false
+	}
+	return true
+}
+
+// AppendVideoLen appends a 4-byte big-endian NAL unit length to the open
+// video block, as AppendVideo.
+func (fr *Fragmenter) AppendVideoLen(n uint32) (ok bool) {
+	if !fr.b.BlockOpen() {
+		return false
+	}
+	if err := fr.b.AppendUint32(n); err != nil {
+		fr.refused()
+		return false
+	}
+	return true
+}
+
+// VideoBytes is the fragment's buffer from offset at (from VideoLen) on,
+// for patching what was appended; valid until the next append.
+func (fr *Fragmenter) VideoBytes(at int) []byte { return fr.b.Buf()[at:] }
+
+// TruncateVideo drops what was appended to the open block after offset
+// at (a NAL unit that could not be completed).
+func (fr *Fragmenter) TruncateVideo(at int) { fr.b.Truncate(at) }
+
+// EndVideo closes the open video block. lostKey reports a block opened as
+// a key frame whose key frame NAL units did not arrive: it is cancelled if
+// it was to start its fragment, else written as a delta frame.
+func (fr *Fragmenter) EndVideo(lostKey bool) {
+	if !fr.b.BlockOpen() {
+		return // refused meanwhile (AppendVideo)
+	}
+	if lostKey {
+		if fr.b.Frames() == 0 {
+			fr.CancelVideo()
+			return
+		}
+		fr.b.ClearBlockKey()
+	}
+	fr.b.EndBlock()
+	fr.spans(fr.openMs)
+}
+
+// CancelVideo drops the open video block. If it was to be its fragment's
+// first, the fragment stays open and waits for the next key frame.
+func (fr *Fragmenter) CancelVideo() {
+	if !fr.b.BlockOpen() {
+		return // refused meanwhile (AppendVideo)
+	}
+	fr.b.CancelBlock()
+	fr.DroppedUnits++
 }
 
 // Flush closes the fragment in progress, if any, and hands it on.
 func (fr *Fragmenter) Flush() error {
 	if !fr.b.Started() {
+		return nil
+	}
+	if fr.b.BlockOpen() {
+		fr.CancelVideo() // an access unit cut short (the connection ended)
+	}
+	if fr.b.Frames() == 0 {
+		// Its only key frame was cancelled: nothing to hand on (its number
+		// stays unused, as for an upload that ends inside a fragment).
+		fr.b.Discard()
 		return nil
 	}
 	frames := fr.b.Frames()

@@ -13,6 +13,8 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/rtptime"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/pion/rtp"
@@ -92,6 +94,14 @@ func (o *fuzzOutput) Fragment(f *mkv.Fragment) error {
 }
 
 func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
+	out, fr := replayRTP(t, d, data, false)
+	checkPutMediaBody(t, out, fr)
+}
+
+// replayRTP plays a fuzz input into a Fragmenter through the session's
+// video depacketiser, or (reference) through gortsplib's decoders and
+// referenceVideo, the path the depacketiser replaced.
+func replayRTP(t *testing.T, d *DemoSource, data []byte, reference bool) (*fuzzOutput, *Fragmenter) {
 	cfg := data[0]
 	data = data[1:]
 	vcodec, acodec := cfg&3, (cfg>>2)&3
@@ -111,8 +121,10 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 	// setup, as rtspSession.setup does it once gortsplib has set up the
 	// medias.
 	var (
-		vf    format.Format
-		vdec  videoDecoder
+		vf   format.Format
+		vdec interface {
+			Decode(*rtp.Packet) ([][]byte, error)
+		}
 		vrate int
 		af    format.Format
 		adec  func(*rtp.Packet) ([][]byte, error)
@@ -150,6 +162,9 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 		}
 		vrate = vf.ClockRate()
 		r.tracks = append(r.tracks, spec)
+		if !reference {
+			r.vd = &videoDepacketizer{s: r, h265: r.h265}
+		}
 	}
 	if acodec != 0 {
 		r.audioTI = len(r.tracks)
@@ -214,15 +229,10 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 	// decoder gortsplib's PacketPTS2 uses.
 	audio := func(pkt *rtp.Packet, offset int64, frame []byte, ntp time.Time, haveNTP bool) {
 		pts, ok := td.Decode(af, pkt)
-		if !ok || len(frame) == 0 {
+		if !ok || len(frame) == 0 || r.err != nil {
 			return
 		}
-		if r.err != nil || (r.videoTI >= 0 && !r.haveParams) {
-			return
-		}
-		ms := r.tl.ms(ptsDuration(pts+offset, arate), ntp, haveNTP, false)
-		r.st.frame(false, len(frame))
-		if err := r.fr.WriteAudio(r.audioTI, ms, frame); err != nil {
+		if err := r.audioAt(ptsDuration(pts+offset, arate), ntp, haveNTP, frame); err != nil {
 			r.err = err
 		}
 	}
@@ -250,13 +260,18 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 		}
 		switch {
 		case vf != nil && pkt.PayloadType == vf.PayloadType():
-			// rtspSession.onVideo's callback
 			pts, ok := td.Decode(vf, &pkt)
+			if !reference { // rtspSession.onVideo's callback
+				if err := r.vd.packet(&pkt, ptsDuration(pts, vrate), ok, ntp, haveNTP); err != nil {
+					r.err = err
+				}
+				continue
+			}
 			au, err := vdec.Decode(&pkt)
 			if err != nil || !ok || len(au) == 0 {
 				continue
 			}
-			if err := r.video(ptsDuration(pts, vrate), ntp, haveNTP, au); err != nil {
+			if err := referenceVideo(r, ptsDuration(pts, vrate), ntp, haveNTP, au); err != nil {
 				r.err = err
 			}
 		case af != nil && pkt.PayloadType == af.PayloadType():
@@ -275,7 +290,15 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 	if err := fr.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if out.starts != len(out.frags) {
+	return out, fr
+}
+
+// checkPutMediaBody checks that the fragments, as one PutMedia body, parse
+// into the same fragments.
+func checkPutMediaBody(t *testing.T, out *fuzzOutput, fr *Fragmenter) {
+	// A fragment whose only key frame was dropped half-written is started
+	// but never handed on.
+	if out.starts < len(out.frags) || out.starts > len(out.frags)+fr.DroppedUnits {
 		t.Fatalf("%d fragments started, %d finished", out.starts, len(out.frags))
 	}
 
@@ -455,4 +478,65 @@ func rtpFuzzSeeds(tb testing.TB, d *DemoSource) [][]byte {
 		// H.264 + G.711 A-law, the RTP timestamp wrapping around.
 		session(3|2<<2, 20, 0xFFFFFFFF-60000, h264SDP, false, g711Audio(8), false),
 	}
+}
+
+// referenceVideo is how rtspSession handled a whole access unit from
+// gortsplib's decoder before videoDepacketizer: the reference its output is
+// compared with.
+func referenceVideo(r *rtspSession, pts time.Duration, ntp time.Time, haveNTP bool, au [][]byte) error {
+	key := false
+	changed := false
+	for _, n := range au {
+		if len(n) == 0 {
+			continue
+		}
+		if r.h265 {
+			switch h265.NALUType((n[0] >> 1) & 0x3F) {
+			case h265.NALUType_VPS_NUT:
+				changed = changed || !bytes.Equal(n, r.vps)
+				r.vps = append(r.vps[:0:0], n...)
+			case h265.NALUType_SPS_NUT:
+				changed = changed || !bytes.Equal(n, r.sps)
+				r.sps = append(r.sps[:0:0], n...)
+			case h265.NALUType_PPS_NUT:
+				changed = changed || !bytes.Equal(n, r.pps)
+				r.pps = append(r.pps[:0:0], n...)
+			}
+		} else {
+			switch h264.NALUType(n[0] & 0x1F) {
+			case h264.NALUTypeSPS:
+				changed = changed || !bytes.Equal(n, r.sps)
+				r.sps = append(r.sps[:0:0], n...)
+			case h264.NALUTypePPS:
+				changed = changed || !bytes.Equal(n, r.pps)
+				r.pps = append(r.pps[:0:0], n...)
+			}
+		}
+	}
+	if r.h265 {
+		key = h265.IsRandomAccess(au)
+	} else {
+		key = h264.IsRandomAccess(au)
+	}
+	if changed || !r.haveParams {
+		if err := r.applyParams(); err != nil {
+			if errors.Is(err, errNoParams) {
+				r.fr.DroppedUnits++
+				return nil // wait for in-band parameter sets
+			}
+			// A parameter set that does not parse: keep the previous ones
+			// if there are any, else wait.
+			if !r.haveParams {
+				r.fr.DroppedUnits++
+				return nil
+			}
+		}
+	}
+	ms := r.tl.ms(pts, ntp, haveNTP, true)
+	n := 0
+	for _, u := range au {
+		n += len(u)
+	}
+	r.st.frame(true, n)
+	return r.fr.WriteVideo(ms, au, key)
 }

@@ -202,7 +202,12 @@ func (m *Manager) startLocked(c CameraConfig) {
 		log:   m.log.With("camera", c.Stream, "source", c.Source.Describe()),
 		state: status.Camera{Stream: c.Stream, Source: c.Source.Describe(), State: StateConnecting, Since: time.Now()}}
 	m.cams[c.Stream] = cam
-	cam.log.Info("camera started")
+	if h := m.retentionHours(c.Stream); h == 0 {
+		cam.log.Warn("camera started, but its stream keeps nothing: "+status.LiveOnly+
+			" (its retention is 0 hours; give the camera retention_hours, or raise the stream's with update-data-retention)", "retention_hours", 0)
+	} else {
+		cam.log.Info("camera started", "retention_hours", h)
+	}
 	go cam.run(ctx)
 }
 
@@ -221,7 +226,8 @@ func (m *Manager) Ignored(group string) []string {
 	return append([]string(nil), m.ignored[group]...)
 }
 
-// States returns every camera's state, by stream name.
+// States returns every camera's state, by stream name, with its stream's
+// retention (status.LiveOnly for a stream that keeps nothing).
 func (m *Manager) States() []status.Camera {
 	m.mu.Lock()
 	out := make([]status.Camera, 0, len(m.cams)+len(m.standby))
@@ -233,7 +239,27 @@ func (m *Manager) States() []status.Camera {
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
+	for i := range out {
+		h := m.retentionHours(out[i].Stream)
+		out[i].RetentionHours = h
+		switch {
+		case h == 0:
+			out[i].Retention = status.LiveOnly
+		case h > 0:
+			out[i].Retention = fmt.Sprintf("%d h", h)
+		}
+	}
 	return out
+}
+
+// retentionHours is the stream's DataRetentionInHours, -1 when it cannot
+// be read (not created yet, or deleted).
+func (m *Manager) retentionHours(stream string) int {
+	info, err := m.eng.Stream(engine.StreamRef{Name: stream})
+	if err != nil {
+		return -1
+	}
+	return info.DataRetentionInHours
 }
 
 // Close stops every camera.

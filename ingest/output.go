@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
@@ -20,17 +21,28 @@ type engineOutput struct {
 	log      *slog.Logger
 	num      fragment.Number
 	serverMs int64
-	queue    chan *engine.Fragment
+	queue    chan received
 	done     chan struct{}
 	once     sync.Once
 	onStored func(fragment.Meta)
 }
 
+// received is a fragment waiting for the disk, with when it was complete.
+type received struct {
+	f  *engine.Fragment
+	at time.Time
+}
+
 // persistQueue bounds fragments waiting for the disk per camera.
 const persistQueue = 8
 
+// persistObserver, when set (by benchmarks, before cameras start), is
+// told each camera fragment's time from complete to durable: what a
+// PERSISTED ack would wait.
+var persistObserver func(time.Duration)
+
 func newEngineOutput(sess *engine.IngestSession, log *slog.Logger, onStored func(fragment.Meta)) *engineOutput {
-	o := &engineOutput{sess: sess, log: log, queue: make(chan *engine.Fragment, persistQueue), done: make(chan struct{}), onStored: onStored}
+	o := &engineOutput{sess: sess, log: log, queue: make(chan received, persistQueue), done: make(chan struct{}), onStored: onStored}
 	go o.persist()
 	return o
 }
@@ -46,6 +58,7 @@ func (o *engineOutput) StartFragment() error {
 }
 
 func (o *engineOutput) Fragment(f *mkv.Fragment) error {
+	at := time.Now()
 	rec, err := o.sess.Receive(o.num, o.serverMs, int64(f.Timecode), f)
 	if err != nil {
 		return err
@@ -54,19 +67,22 @@ func (o *engineOutput) Fragment(f *mkv.Fragment) error {
 		rec.Release() // a camera's fragments are new; nothing waits on this
 		return nil
 	}
-	o.queue <- rec.Fragment
+	o.queue <- received{f: rec.Fragment, at: at}
 	return nil
 }
 
 func (o *engineOutput) persist() {
 	defer close(o.done)
-	for f := range o.queue {
-		meta := f.Meta
-		if err := o.sess.Persist(f); err != nil {
+	for r := range o.queue {
+		meta := r.f.Meta
+		if err := o.sess.Persist(r.f); err != nil {
 			if !errors.Is(err, engine.ErrStreamDeleted) {
 				o.log.Warn("persisting a camera fragment failed", "number", meta.Number.String(), "err", err)
 			}
 			continue
+		}
+		if persistObserver != nil {
+			persistObserver(time.Since(r.at))
 		}
 		if o.onStored != nil {
 			o.onStored(meta)

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -83,6 +82,7 @@ type rtspSession struct {
 	client *gortsplib.Client
 
 	tracks  []mkv.TrackSpec
+	vd      *videoDepacketizer // the video track's, nil without video
 	videoTI int
 	audioTI int
 	h265    bool
@@ -268,36 +268,28 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 	return nil
 }
 
-// videoDecoder is the part of rtph264/rtph265 decoders used here.
-type videoDecoder interface {
-	Decode(*rtp.Packet) ([][]byte, error)
-}
-
 func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f format.Format, rate int) error {
-	var dec videoDecoder
-	var err error
+	// The formats gortsplib's own decoders refuse.
 	switch f := f.(type) {
 	case *format.H264:
-		dec, err = f.CreateDecoder()
+		if f.PacketizationMode >= 2 {
+			return errors.New("rtsp: video decoder: H.264 packetization mode 2 is not supported")
+		}
 	case *format.H265:
-		dec, err = f.CreateDecoder()
+		if f.MaxDONDiff != 0 {
+			return errors.New("rtsp: video decoder: H.265 with decoding order numbers (sprop-max-don-diff) is not supported")
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("rtsp: video decoder: %w", err)
-	}
+	r.vd = &videoDepacketizer{s: r, h265: r.h265}
 	c.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
 		pts, ok := c.PacketPTS2(m, pkt)
-		au, err := dec.Decode(pkt)
-		if err != nil || !ok || len(au) == 0 {
-			return // fragments of an access unit, or a damaged one
-		}
 		ntp, haveNTP := c.PacketNTP(m, pkt)
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.err != nil {
 			return
 		}
-		if err := r.video(ptsDuration(pts, rate), ntp, haveNTP, au); err != nil {
+		if err := r.vd.packet(pkt, ptsDuration(pts, rate), ok, ntp, haveNTP); err != nil {
 			r.fail(err)
 		}
 	})
@@ -349,65 +341,6 @@ func (r *rtspSession) applyParams() error {
 	return r.fr.SetTracks(r.tracks)
 }
 
-// video handles one access unit. REQUIRES: r.mu.
-func (r *rtspSession) video(pts time.Duration, ntp time.Time, haveNTP bool, au [][]byte) error {
-	key := false
-	changed := false
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		if r.h265 {
-			switch h265.NALUType((n[0] >> 1) & 0x3F) {
-			case h265.NALUType_VPS_NUT:
-				changed = changed || !bytes.Equal(n, r.vps)
-				r.vps = append(r.vps[:0:0], n...)
-			case h265.NALUType_SPS_NUT:
-				changed = changed || !bytes.Equal(n, r.sps)
-				r.sps = append(r.sps[:0:0], n...)
-			case h265.NALUType_PPS_NUT:
-				changed = changed || !bytes.Equal(n, r.pps)
-				r.pps = append(r.pps[:0:0], n...)
-			}
-		} else {
-			switch h264.NALUType(n[0] & 0x1F) {
-			case h264.NALUTypeSPS:
-				changed = changed || !bytes.Equal(n, r.sps)
-				r.sps = append(r.sps[:0:0], n...)
-			case h264.NALUTypePPS:
-				changed = changed || !bytes.Equal(n, r.pps)
-				r.pps = append(r.pps[:0:0], n...)
-			}
-		}
-	}
-	if r.h265 {
-		key = h265.IsRandomAccess(au)
-	} else {
-		key = h264.IsRandomAccess(au)
-	}
-	if changed || !r.haveParams {
-		if err := r.applyParams(); err != nil {
-			if errors.Is(err, errNoParams) {
-				r.fr.DroppedUnits++
-				return nil // wait for in-band parameter sets
-			}
-			// A parameter set that does not parse: keep the previous ones
-			// if there are any, else wait.
-			if !r.haveParams {
-				r.fr.DroppedUnits++
-				return nil
-			}
-		}
-	}
-	ms := r.tl.ms(pts, ntp, haveNTP, true)
-	n := 0
-	for _, u := range au {
-		n += len(u)
-	}
-	r.st.frame(true, n)
-	return r.fr.WriteVideo(ms, au, key)
-}
-
 // audio handles one audio frame, offset samples after the packet's time.
 func (r *rtspSession) audio(c *gortsplib.Client, m *description.Media, pkt *rtp.Packet, rate int, offset int64, frame []byte) {
 	pts, ok := c.PacketPTS2(m, pkt)
@@ -417,12 +350,23 @@ func (r *rtspSession) audio(c *gortsplib.Client, m *description.Media, pkt *rtp.
 	ntp, haveNTP := c.PacketNTP(m, pkt)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.err != nil || (r.videoTI >= 0 && !r.haveParams) {
+	if r.err != nil {
 		return
 	}
-	ms := r.tl.ms(ptsDuration(pts+offset, rate), ntp, haveNTP, false)
-	r.st.frame(false, len(frame))
-	if err := r.fr.WriteAudio(r.audioTI, ms, frame); err != nil {
+	if err := r.audioAt(ptsDuration(pts+offset, rate), ntp, haveNTP, frame); err != nil {
 		r.fail(err)
 	}
+}
+
+// audioAt writes one audio frame at pts. REQUIRES: r.mu.
+func (r *rtspSession) audioAt(pts time.Duration, ntp time.Time, haveNTP bool, frame []byte) error {
+	if r.videoTI >= 0 && !r.haveParams {
+		return nil
+	}
+	ms := r.tl.ms(pts, ntp, haveNTP, false)
+	r.st.frame(false, len(frame))
+	if r.vd != nil {
+		return r.vd.audio(r.audioTI, ms, frame) // after an open video block
+	}
+	return r.fr.WriteAudio(r.audioTI, ms, frame)
 }

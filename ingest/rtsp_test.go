@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/internal/rtsptest"
 	"github.com/kvsedge/kvsedge/internal/status"
@@ -91,6 +92,14 @@ func (r *recorder) fragmentsTB(t testing.TB, stream string) []fragment.Meta {
 // chunk, tags left out) for ffprobe.
 func (r *recorder) dump(t *testing.T, stream string) string {
 	t.Helper()
+	return r.dumpHeaders(t, stream, true)
+}
+
+// dumpHeaders is dump, with a header before every fragment (as GetMedia)
+// or only where it changes (one Matroska segment per header, as mkvinfo
+// wants a file).
+func (r *recorder) dumpHeaders(t *testing.T, stream string, every bool) string {
+	t.Helper()
 	cur, err := r.eng.OpenCursor(engine.StreamRef{Name: stream}, engine.Start{Kind: engine.StartEarliest})
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +110,7 @@ func (r *recorder) dump(t *testing.T, stream string) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	var last *engine.Header
 	for {
 		fr, err := cur.Next(context.Background(), 200*time.Millisecond)
 		if errors.Is(err, engine.ErrIdle) {
@@ -109,7 +119,10 @@ func (r *recorder) dump(t *testing.T, stream string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Write(fr.Header.Raw)
+		if every || last == nil || fr.Header.ID != last.ID {
+			f.Write(fr.Header.Raw)
+		}
+		last = fr.Header
 		f.Write(fr.Media)
 		fr.Release()
 	}
@@ -197,6 +210,14 @@ func TestRecordFromGortsplibServer(t *testing.T) {
 		if pts[i] <= pts[i-1] {
 			t.Fatalf("timestamps not monotonic at frame %d: %v after %v", i, pts[i], pts[i-1])
 		}
+	}
+	// mkvinfo, another Matroska reader, finds every block too.
+	out, err := exec.Command(fixture.Tool(t, "mkvinfo"), "-s", rec.dumpHeaders(t, "cam", false)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mkvinfo: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), " frame, track 1, "); n != frames {
+		t.Fatalf("mkvinfo lists %d blocks, %d recorded", n, frames)
 	}
 }
 

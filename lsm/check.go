@@ -7,8 +7,12 @@ import (
 	"sort"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
+
+// span is a byte range [off, end) of a segment.
+type span struct{ off, end uint64 }
 
 // Problem is one thing Check found wrong.
 type Problem struct {
@@ -46,7 +50,6 @@ func (d *DB) Check() (CheckReport, error) {
 		return r, nil
 	}
 	r.Streams = len(recs)
-	type span struct{ off, end uint64 }
 	for _, rec := range recs {
 		id := rec.ID
 		used := map[uint64][]span{}
@@ -139,6 +142,11 @@ func (d *DB) Check() (CheckReport, error) {
 			r.SegmentFiles++
 			size := st.Size()
 			r.SegmentBytes += size
+			if unref, framed := d.framedUnreferenced(ss.dir, seq, used[seq]); framed {
+				r.UnreferencedBytes += unref
+				delete(used, seq)
+				continue
+			}
 			spans := used[seq]
 			sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
 			var covered, reach uint64
@@ -176,4 +184,53 @@ func indexName(prefix byte) string {
 		return "server-time"
 	}
 	return "producer-time"
+}
+
+// framedUnreferenced counts the bytes of a segment with records
+// (segrecord.go) that are in no record the index uses: the segment's start
+// and header records count as used, a fragment record when a fragment
+// record points at its media. framed is false for a segment without
+// records (the caller counts spans instead).
+func (d *DB) framedUnreferenced(dir string, seq uint64, spans []span) (unref int64, framed bool) {
+	b, err := readWhole(d.opts.FS, d.opts.FS.PathJoin(dir, segmentName(seq)))
+	if err != nil {
+		return 0, false
+	}
+	sc := scanSegment(b)
+	if !sc.framed {
+		return 0, false
+	}
+	starts := make(map[uint64]bool, len(spans))
+	for _, s := range spans {
+		starts[s.off] = true
+	}
+	used := int64(0)
+	for _, rec := range sc.records {
+		switch rec.kind {
+		case kindSegmentStart, kindHeader:
+			used += int64(recordHdrLen + len(rec.payload))
+		case kindFragment:
+			if _, _, off, err := decodeFragmentRecord(rec.payload); err == nil && starts[uint64(rec.offset)+recordHdrLen+uint64(off)] {
+				used += int64(recordHdrLen + len(rec.payload))
+			}
+		}
+	}
+	return int64(len(b)) - used, true
+}
+
+func readWhole(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil && len(b) > 0 {
+		return nil, err
+	}
+	return b, nil
 }

@@ -5,9 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // SchemaVersion is the version of the key schema and value envelopes this code
@@ -19,6 +23,22 @@ const SchemaVersion uint32 = 1
 
 // ErrNotFound is returned when a key does not exist.
 var ErrNotFound = errors.New("lsm: not found")
+
+// ErrDamaged wraps an Open error caused by damage to the index (a checksum
+// mismatch, an undecodable entry): kvsedge repair rebuilds it.
+var ErrDamaged = errors.New("lsm: the index is damaged")
+
+// damaged marks err as ErrDamaged when it is corruption.
+func damaged(err error) error {
+	var ce *CorruptionError
+	if pebble.IsCorruptionError(err) || errors.As(err, &ce) || errors.Is(err, errNoSchema) {
+		return fmt.Errorf("%w: %w", ErrDamaged, err)
+	}
+	return err
+}
+
+// errNoSchema: the index holds keys but no schema version.
+var errNoSchema = errors.New("lsm: the index has data but no schema version")
 
 // ErrNewerSchema is returned by Open for a store written by a newer kvsedge.
 var ErrNewerSchema = errors.New("lsm: store was written by a newer kvsedge")
@@ -33,6 +53,13 @@ type DB struct {
 	// space refuses writes on a (nearly) full disk before Pebble sees
 	// them (space.go).
 	space *spaceGuard
+	// unknownMedia lists media directories the index has no stream for
+	// (set at Open: the index was lost or replaced; kvsedge repair).
+	unknownMedia []string
+	// corruption records damage Pebble found at run time, fatal the
+	// fatal errors that made Open choose read-only (health.go).
+	corruption *corruptionLog
+	fatal      fatalState
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -57,18 +84,38 @@ func Open(opts Options) (*DB, error) {
 		// The newest format this Pebble writes. Fragment media is not in
 		// Pebble (segments.go), so value separation is not used.
 		FormatMajorVersion: pebble.FormatValueSeparation,
-		Logger:             pebbleLogger{opts.Logger},
 	}
+	var fatalPath string
+	if opts.FS == vfs.Default {
+		fatalPath = filepath.Join(opts.Dir, fatalFile)
+	}
+	po.Logger = pebbleLogger{l: opts.Logger, fatalPath: fatalPath}
+	corruption := &corruptionLog{}
+	po.EventListener = eventListener(opts.Logger, corruption)
 	if err := opts.FS.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lsm: creating data directory: %w", err)
+	}
+	if !opts.ReadOnly {
+		// The data directory's own entry (best effort: its parent may not
+		// be ours to open).
+		_ = syncDir(opts.FS, opts.FS.PathDir(opts.Dir))
 	}
 	if opts.ReadOnly {
 		opts.ReserveBytes = 0 // the reserve file is left as it is
 	}
 	space := newSpaceGuard(opts.FS, opts.Dir, opts.ReserveBytes)
+	var fatal fatalState
+	if fatalPath != "" {
+		fatal = readFatal(fatalPath, time.Now())
+	}
 	if opts.ReadOnly {
 		po.ReadOnly = true
 		space.readOnly = true
+	} else if fatal.readOnly {
+		po.ReadOnly = true
+		space.readOnly, space.refuse = true, ErrIndexFailed
+		opts.Logger.Error("the index failed fatally more than once in 10 minutes: it is opened read-only (reads are served, writes refused); "+
+			"run kvsedge check with the box stopped", "last_error", fatal.last, "at", fatal.lastAt, "retry_read_write_after", fatal.lastAt.Add(fatalWindow))
 	} else if space.startFull() {
 		// No room even for Pebble to flush its log at open (it would retry
 		// for ever): open read-only, serve reads, refuse every write; the
@@ -78,22 +125,31 @@ func Open(opts Options) (*DB, error) {
 		opts.Logger.Error("the disk is full: the store is opened read-only (reads are served, writes refused until space returns)",
 			"dir", opts.Dir)
 	}
-	pdb, err := pebble.Open(opts.Dir, po)
+	indexDir, err := prepareIndexDir(opts.FS, opts.Dir, po.ReadOnly)
 	if err != nil {
-		return nil, fmt.Errorf("lsm: opening pebble in %s: %w", opts.Dir, err)
+		return nil, err
+	}
+	pdb, err := pebble.Open(indexDir, po)
+	if err != nil {
+		return nil, damaged(fmt.Errorf("lsm: opening the index in %s: %w", indexDir, err))
 	}
 	segs, err := newSegmentStore(opts.FS, opts.Dir, opts.SegmentBytes)
 	if err != nil {
 		_ = pdb.Close()
 		return nil, err
 	}
-	d := &DB{opts: opts, db: pdb, segs: segs, space: space}
+	d := &DB{opts: opts, db: pdb, segs: segs, space: space, corruption: corruption}
+	if fatal.readOnly {
+		d.fatal = fatal
+	}
+	segs.header = d.Header
+	segs.streamRecord = d.streamRecord
 	if opts.SyncWindow > 0 {
 		d.group = newSyncGroup(pdb, opts.SyncWindow)
 	}
 	if err := d.checkSchema(); err != nil {
 		_ = pdb.Close()
-		return nil, err
+		return nil, damaged(err)
 	}
 	if space.readOnly {
 		next, err := d.getUint32(metaKey(metaNextStreamID))
@@ -145,7 +201,7 @@ func (d *DB) checkSchema() error {
 		if !d.isEmpty() {
 			// A store with data but no version is damaged, not new: never
 			// treat it as empty.
-			return fmt.Errorf("lsm: store in %s has data but no schema version", d.opts.Dir)
+			return fmt.Errorf("%w (%s)", errNoSchema, d.opts.Dir)
 		}
 		return d.putUint32(metaKey(metaSchemaVersion), SchemaVersion)
 	case err != nil:
@@ -221,13 +277,23 @@ func (d *DB) removeOrphanMedia() error {
 		return fmt.Errorf("lsm: listing %s: %w", d.segs.dir, err)
 	}
 	for _, n := range names {
-		if len(n) != 8 || live[n] {
+		sid, perr := strconv.ParseUint(n, 16, 32)
+		if len(n) != 8 || perr != nil {
+			continue
+		}
+		// A new stream never takes the id of media already on disk (an
+		// index lost and started afresh must not mix streams).
+		if StreamID(sid) >= d.mu.nextStreamID {
+			d.mu.nextStreamID = StreamID(sid) + 1
+		}
+		if live[n] {
 			continue
 		}
 		marker := metaKey(deletedPrefix + n)
 		if _, closer, err := d.db.Get(marker); err != nil {
-			d.opts.Logger.Error("media of a stream the index does not know: kept (has the index been lost or replaced?)",
+			d.opts.Logger.Error("media of a stream the index does not know: kept; run kvsedge repair to index it again",
 				"dir", d.opts.FS.PathJoin(d.segs.dir, n), "streams_in_index", len(recs))
+			d.unknownMedia = append(d.unknownMedia, n)
 			continue
 		} else {
 			closer.Close()
@@ -274,4 +340,15 @@ func (d *DB) SessionKey() ([]byte, error) {
 		return nil, fmt.Errorf("lsm: writing the session key: %w", err)
 	}
 	return k, nil
+}
+
+// streamRecord returns the stream's stored record (nil if none), which each
+// new segment repeats (segrecord.go).
+func (d *DB) streamRecord(id StreamID) []byte {
+	v, closer, err := d.db.Get(streamKey(id))
+	if err != nil {
+		return nil
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...)
 }

@@ -1,6 +1,8 @@
 // Package lsm owns kvsedge's on-disk store: one Pebble database in the data
-// directory (the index: its key schema, the schema version, durable batch
-// commits) and the per-stream media segment files it points into.
+// directory's index/ (the index: its key schema, the schema version,
+// durable batch commits), the per-stream media segment files it points
+// into, whose records describe every fragment again so the index can be
+// rebuilt from them (Repair), and the checks of both (Check, Health).
 //
 // It owns the key layouts and the disk encodings: the 79-byte fragment meta
 // record, the fragment table and its segment references, the two time
@@ -29,12 +31,21 @@
 //	              (DeleteBefore)
 //	segments.go   media segment files: append, roll, preallocate, read,
 //	              unlink
+//	segrecord.go  the records every segment byte is in (segment start,
+//	              session header, fragment), their CRCs and the scan
+//	layout.go     the data directory: index/, finishing an interrupted
+//	              repair swap, moving an old layout's index into index/
+//	check.go      Check: the index against the segments
+//	repair.go     Repair: a new index from the old one's readable part and
+//	              the segment records; nothing deleted, damage set aside
+//	health.go     damage met at run time (Health), Pebble's logger and
+//	              event listener, the crash-loop breaker for Fatalf
+//	space.go      the disk-full guard and the reserve file
 //	groupsync.go  the sync window (Options.SyncWindow) for SD cards
 //	replica.go    what replication reads and writes: the numbers listing
 //	              (FragmentNumbers), tombstones
 //	usage.go      stored bytes, disk bytes, FirstFragment, write figures
 //	              (Stats)
-//	logger.go     Pebble's log lines into slog
 //
 // # Durability
 //

@@ -113,7 +113,7 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 		return err
 	}
 	grouped := d.group != nil
-	ref, ss, err := d.segs.appendMedia(id, w.Media, !grouped)
+	ref, ss, err := d.segs.appendFragment(id, w, !grouped)
 	if err != nil {
 		return err
 	}

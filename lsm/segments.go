@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 // Media segments: fragment media lives outside Pebble, appended to
@@ -49,6 +50,10 @@ type segmentStore struct {
 	size int64
 	// written counts media bytes appended since Open.
 	written atomic.Int64
+	// header and streamRecord look up what a segment's records repeat
+	// (the session header, the stream record); set by the DB.
+	header       func(StreamID, uint64) ([]byte, error)
+	streamRecord func(StreamID) []byte
 	// copyWrites: vfs.File.Write may modify the slice it is given, and
 	// Pebble's in-memory filesystem does so in race and invariants builds,
 	// while the media being written is shared with live readers. The
@@ -74,6 +79,10 @@ type streamSegments struct {
 	// appends are lost); every commit that appended to one gets the error.
 	dirty  bool
 	failed map[uint64]error
+	// headers are the session headers the active segment holds a record
+	// of; scratch is reused for each fragment's record prefix.
+	headers map[uint64]struct{}
+	scratch []byte
 }
 
 func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, error) {
@@ -125,40 +134,63 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// appendMedia appends media to the stream's active segment, and syncs it
-// (fdatasync) when sync is set; otherwise the segment is left dirty and
-// returned, for the group syncer (groupsync.go) to sync before the index is
-// committed. It rolls to a new segment (whose directory entry is synced
-// too) when the active one is full. After a process start, writing begins
-// in a new segment, never after a torn tail.
-func (s *segmentStore) appendMedia(id StreamID, media []byte, sync bool) (segmentRef, *streamSegments, error) {
+// appendFragment appends a fragment's record (segrecord.go: preceded by
+// its session header's record when the segment does not hold it yet) to
+// the stream's active segment, and syncs it (fdatasync) when sync is set;
+// otherwise the segment is left dirty and returned, for the group syncer
+// (groupsync.go) to sync before the index is committed. It rolls to a new
+// segment (whose directory entry is synced too, and whose first record
+// names the stream) when the active one is full. After a process start,
+// writing begins in a new segment, never after a torn tail. The returned
+// reference points at the media inside the record.
+func (s *segmentStore) appendFragment(id StreamID, w *FragmentWrite, sync bool) (segmentRef, *streamSegments, error) {
 	ss := s.stream(id)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	ref, err := s.appendLocked(id, ss, media, sync)
+	ref, err := s.appendLocked(id, ss, w, sync)
 	return ref, ss, err
 }
 
-func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, media []byte, sync bool) (segmentRef, error) {
+func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite, sync bool) (segmentRef, error) {
 	if ss.dead {
 		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
 	}
-	if ss.active == nil || ss.activeSize+int64(len(media)) > s.size {
-		if err := s.roll(ss); err != nil {
+	media := w.Media
+	framing := recordHdrLen + metaLen + 2 + fragment.NumberLen*len(w.Replaces)
+	if ss.active == nil || ss.activeSize+int64(framing+len(media)) > s.size {
+		if err := s.roll(id, ss); err != nil {
 			return segmentRef{}, err
 		}
 	}
-	ref := segmentRef{Seq: ss.activeSeq, Offset: uint64(ss.activeSize)}
+	pre := ss.scratch[:0]
+	if _, ok := ss.headers[w.Meta.HeaderID]; !ok {
+		h := w.Header
+		if h == nil && s.header != nil {
+			h, _ = s.header(id, w.Meta.HeaderID) // absent: repair reports the fragment's header missing
+		}
+		if h != nil {
+			pre = append(pre, headerRecord(w.Meta.HeaderID, h)...)
+			ss.headers[w.Meta.HeaderID] = struct{}{}
+		}
+	}
+	pre = fragmentRecordPrefix(pre, &w.Meta, w.Replaces, media)
+	ss.scratch = pre[:0]
+	ref := segmentRef{Seq: ss.activeSeq, Offset: uint64(ss.activeSize) + uint64(len(pre))}
 	if s.copyWrites {
 		media = append([]byte(nil), media...)
+		pre = append([]byte(nil), pre...)
+	}
+	if _, err := ss.active.Write(pre); err != nil {
+		ss.closeActive()
+		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
 	}
 	if _, err := ss.active.Write(media); err != nil {
 		// The segment's end is now unknown: continue in a new one.
 		ss.closeActive()
 		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
 	}
-	ss.activeSize += int64(len(media))
-	s.written.Add(int64(len(media)))
+	ss.activeSize += int64(len(pre) + len(media))
+	s.written.Add(int64(len(pre) + len(media)))
 	if !sync {
 		ss.dirty = true
 		return ref, nil
@@ -211,7 +243,7 @@ func (ss *streamSegments) closeActive() {
 	}
 }
 
-func (s *segmentStore) roll(ss *streamSegments) error {
+func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 	ss.closeActive()
 	if ss.nextSeq == 0 {
 		if err := s.fs.MkdirAll(ss.dir, 0o700); err != nil {
@@ -238,7 +270,18 @@ func (s *segmentStore) roll(ss *streamSegments) error {
 		return err
 	}
 	_ = f.Preallocate(0, s.size)
-	ss.active, ss.activeSeq, ss.activeSize = f, ss.nextSeq, 0
+	var rec []byte
+	if s.streamRecord != nil {
+		rec = s.streamRecord(id)
+	}
+	start := segmentStartRecord(id, ss.nextSeq, rec)
+	if _, err := f.Write(start); err != nil {
+		_ = f.Close()
+		ss.nextSeq++ // never append after what may be a torn start
+		return fmt.Errorf("lsm: writing a segment: %w", err)
+	}
+	ss.active, ss.activeSeq, ss.activeSize = f, ss.nextSeq, int64(len(start))
+	ss.headers = map[uint64]struct{}{}
 	ss.nextSeq++
 	return nil
 }

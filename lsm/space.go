@@ -66,6 +66,9 @@ type spaceGuard struct {
 	// readOnly: the store was opened read-only on a full disk; every
 	// write, deletions included, is refused.
 	readOnly bool
+	// refuse is what a read-only store answers a write with: ErrNoSpace
+	// (opened on a full disk) unless set (ErrIndexFailed, health.go).
+	refuse error
 
 	mu        sync.Mutex
 	held      bool
@@ -111,6 +114,9 @@ func (g *spaceGuard) availLocked() (uint64, error) {
 // reserve as the free space says.
 func (g *spaceGuard) check(media bool) error {
 	if g.readOnly {
+		if g.refuse != nil {
+			return g.refuse
+		}
 		return ErrNoSpace
 	}
 	g.mu.Lock()
@@ -196,6 +202,9 @@ func (d *DB) ReadOnly() bool { return d.space.readOnly }
 // that there is room again to reopen it read-write.
 func (d *DB) ReadOnlyCanWrite() bool {
 	if !d.space.readOnly {
+		return false
+	}
+	if d.fatal.readOnly && time.Since(d.fatal.lastAt) < fatalWindow {
 		return false
 	}
 	du, err := d.space.fs.GetDiskUsage(d.space.dir)

@@ -71,6 +71,9 @@ func (d *DB) DeleteStream(id StreamID) error {
 	if err := b.Set(metaKey(fmt.Sprintf("%s%08x", deletedPrefix, uint32(id))), nil, nil); err != nil {
 		return fmt.Errorf("lsm: staging delete of stream %d: %w", id, err)
 	}
+	if err := b.Delete(uploadKey(id), nil); err != nil {
+		return fmt.Errorf("lsm: staging delete of stream %d: %w", id, err)
+	}
 	for _, p := range streamTables {
 		start, end := streamSpan(p, id)
 		if err := b.DeleteRange(start, end, nil); err != nil {

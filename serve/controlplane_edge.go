@@ -125,15 +125,41 @@ func (s *Server) describeEdgeConfiguration(body []byte) (any, *apiError) {
 		LastUpdatedTime   float64 `json:",omitempty"`
 		RecorderStatus    string  `json:",omitempty"`
 	}
+	type uploader struct {
+		JobStatusDetails  string  `json:",omitempty"`
+		LastCollectedTime float64 `json:",omitempty"`
+		LastUpdatedTime   float64 `json:",omitempty"`
+		UploaderStatus    string  `json:",omitempty"`
+	}
 	out := struct {
 		edgeOut
 		EdgeAgentStatus struct {
 			LastRecorderStatus *recorder `json:",omitempty"`
+			LastUploaderStatus *uploader `json:",omitempty"`
 		}
 	}{edgeOut: toEdgeOut(info)}
 	if e.RecorderStatus != "" {
 		out.EdgeAgentStatus.LastRecorderStatus = &recorder{JobStatusDetails: e.RecorderDetails, RecorderStatus: e.RecorderStatus,
 			LastCollectedTime: timeSeconds(e.RecorderCollected), LastUpdatedTime: timeSeconds(e.RecorderUpdated)}
+	}
+	if s.opts.Uploads != nil {
+		for _, u := range s.opts.Uploads() {
+			if u.Stream != info.Name || (u.UploadedAt.IsZero() && u.LastErrorAt.IsZero()) {
+				continue
+			}
+			// The latest of the last upload and the last error decides.
+			up := &uploader{UploaderStatus: "SUCCESS", JobStatusDetails: "uploaded through fragment " + u.UploadedThrough}
+			if !u.UploadedAt.IsZero() {
+				up.LastCollectedTime, up.LastUpdatedTime = timeSeconds(u.UploadedAt), timeSeconds(u.UploadedAt)
+			}
+			if u.LastErrorAt.After(u.UploadedAt) {
+				up.UploaderStatus, up.JobStatusDetails, up.LastUpdatedTime = "SYSTEM_ERROR", u.LastError, timeSeconds(u.LastErrorAt)
+				if u.UserError {
+					up.UploaderStatus = "USER_ERROR"
+				}
+			}
+			out.EdgeAgentStatus.LastUploaderStatus = up
+		}
 	}
 	return out, nil
 }

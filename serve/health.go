@@ -17,7 +17,9 @@ import (
 // /readyz answers 200 when the box can take media: the store is open, the
 // capacity controller accepts new media, the media memory budget has not
 // refused any lately, and (in a cluster) the node has reached it; else
-// 503. Both bodies are JSON with each check.
+// 503. Both bodies are JSON with each check; /readyz adds "alarms"
+// (Options.Alarms: a damaged store, …) when any is raised, which do not
+// make the box unready.
 
 // ReadinessCheck is one named readiness condition: "" when fine, else why
 // not.
@@ -60,7 +62,17 @@ func (s *Server) opsRoute(ctx *fasthttp.RequestCtx, path string) bool {
 		if !ready {
 			status = http.StatusServiceUnavailable
 		}
-		writeJSON(ctx, status, map[string]any{"ready": ready, "checks": checks})
+		body := map[string]any{"ready": ready, "checks": checks}
+		alarms := map[string]string{}
+		for name, c := range s.opts.Alarms {
+			if why := c(); why != "" {
+				alarms[name] = why
+			}
+		}
+		if len(alarms) > 0 {
+			body["alarms"] = alarms
+		}
+		writeJSON(ctx, status, body)
 	default:
 		return false
 	}

@@ -51,6 +51,7 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		"/listClusterMembers":  (*Server).listClusterMembers,
 		"/describeReplication": (*Server).describeReplication,
 		"/describeCapacity":    (*Server).describeCapacity,
+		"/describeUploads":     (*Server).describeUploads,
 	}
 }
 
@@ -560,6 +561,17 @@ func (s *Server) listCameras(body []byte) (any, *apiError) {
 		cams = append(cams, s.opts.Cameras()...)
 	}
 	return struct{ Cameras []status.Camera }{cams}, nil
+}
+
+func (s *Server) describeUploads(body []byte) (any, *apiError) {
+	if _, aerr := decode[struct{}](body); aerr != nil {
+		return nil, aerr
+	}
+	ups := []status.Upload{}
+	if s.opts.Uploads != nil {
+		ups = append(ups, s.opts.Uploads()...)
+	}
+	return struct{ Uploads []status.Upload }{ups}, nil
 }
 
 func (s *Server) describeCapacity(body []byte) (any, *apiError) {

@@ -65,11 +65,17 @@ type Options struct {
 	// Cameras, when set, reports the camera states that /listCameras
 	// returns.
 	Cameras func() []status.Camera
+	// Uploads, when set, reports the uploads to an upstream KVS that
+	// /describeUploads returns.
+	Uploads func() []status.Upload
 	// Metrics, when set, is served at GET /metrics (Prometheus text
 	// format, unauthenticated); Readiness are /readyz's checks besides
 	// storage.
 	Metrics   prometheus.Gatherer
 	Readiness map[string]ReadinessCheck
+	// Alarms are /readyz's warnings: shown under "alarms" when not "",
+	// without making the box unready (it still takes media).
+	Alarms map[string]ReadinessCheck
 	// Cluster, when set, is this node's peer cluster: /listClusterMembers
 	// lists it and GetDataEndpoint(PUT_MEDIA) answers a stream's home node.
 	Cluster ClusterView

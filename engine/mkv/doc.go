@@ -18,7 +18,9 @@
 //	parse.go   ParseHeader: a stored session header back into a Header
 //	chunk.go   GetMedia chunks and error chunks, the end-of-fragment tag
 //	writer.go  BuildHeader and FragmentBuilder: the fragments cameras
-//	           record, exactly as a PutMedia upload would carry them
+//	           record, exactly as a PutMedia upload would carry them;
+//	           blocks added whole or streamed in (BeginBlock, Append,
+//	           EndBlock), the buffer grown only through Options.Buffers
 //
 // Reader is a small streaming scanner rather than ebml-go: ebml-go delivers
 // an unknown-size Cluster only when the next element begins, cannot stop at

@@ -154,13 +154,33 @@ func BuildHeader(tracks []TrackSpec) (*Header, error) {
 // SimpleBlocks and its end-of-fragment tag — into a buffer, keeping the
 // statistics a Fragment carries, so a camera's fragments are exactly what
 // a PutMedia upload of the same media would produce.
+//
+// A block is written whole (AddBlock) or streamed: BeginBlock writes its
+// header with the size left open, the caller appends the payload (Append,
+// AppendUint32; Truncate cuts back what it appended, Buf patches it in
+// place), and EndBlock fills in the size (CancelBlock removes the block
+// instead). A camera's depacketiser writes NAL units straight from RTP
+// payloads this way, so an access unit is never assembled anywhere else
+// first.
+//
+// Buffer ownership: the fragment's buffer comes from Buffers and only
+// ever grows through it (Start, AddBlock, BeginBlock, Reserve, Append,
+// Finish), so every byte of it is counted against the media budget and it
+// is never replaced behind the builder's back. It is the caller's once
+// Finish returns it; Discard frees one in progress. A failed growth
+// (*BufferError: the budget has no room) leaves the fragment as it was,
+// still the builder's: the caller goes on or Discards it.
 type FragmentBuilder struct {
-	// Buffers holds the fragments' bytes (nil: the Go heap). A fragment's
-	// buffer is the caller's once Finish returns it; Discard frees one in
-	// progress.
+	// Buffers holds the fragments' bytes (nil: the Go heap).
 	Buffers Buffers
 	f       *Fragment
 	baseMs  int64
+	// The open block of BeginBlock: where its 8-byte size field starts
+	// (-1: none), its track index, relative timecode and key flag.
+	blockAt  int
+	blockTI  int
+	blockRel int16
+	blockKey bool
 }
 
 func (b *FragmentBuilder) buffers() Buffers {
@@ -189,22 +209,45 @@ func (b *FragmentBuilder) grow(n int) error {
 // fragment first.
 var ErrBlockOutOfRange = errors.New("mkv: block timecode out of the cluster's range")
 
+// minFragmentBuffer is the least a fragment's buffer starts with: room
+// for the cluster's header (Restart rewrites it in place).
+const minFragmentBuffer = 64
+
 // Start begins a fragment whose cluster timecode is timecodeMs (1 ms
 // timecode scale) in a buffer with room for about hint bytes (it grows
 // as blocks are added). It fails only when Buffers has no room
 // (*BufferError).
 func (b *FragmentBuilder) Start(h *Header, timecodeMs int64, hint int) error {
-	buf, err := b.buffers().Grow(nil, max(hint, 64))
+	buf, err := b.buffers().Grow(nil, max(hint, minFragmentBuffer))
 	if err != nil {
 		return &BufferError{Err: err}
 	}
-	buf = buf[:0]
-	buf = appendID(buf, IDCluster)
-	buf = append(buf, 0xFF) // unknown size, as the KVS producer writes
-	buf = appendUintElem(buf, IDTimecode, uint64(timecodeMs))
-	b.f = &Fragment{Header: h, Timecode: uint64(timecodeMs), Buf: buf}
+	b.f = &Fragment{Header: h, Buf: appendClusterStart(buf[:0], timecodeMs), Timecode: uint64(timecodeMs)}
 	b.baseMs = timecodeMs
+	b.blockAt = -1
 	return nil
+}
+
+// appendClusterStart writes a cluster's ID, unknown size (as the KVS
+// producer writes) and timecode: at most 15 bytes.
+func appendClusterStart(buf []byte, timecodeMs int64) []byte {
+	buf = appendID(buf, IDCluster)
+	buf = append(buf, 0xFF)
+	return appendUintElem(buf, IDTimecode, uint64(timecodeMs))
+}
+
+// Restart begins the fragment in progress again at timecodeMs, in the
+// same buffer, with none of its blocks: for a fragment whose first block
+// was cancelled, which then starts at the next one.
+func (b *FragmentBuilder) Restart(timecodeMs int64) {
+	f := b.f
+	if b.BlockOpen() {
+		b.CancelBlock()
+	}
+	// Start gave the buffer at least minFragmentBuffer bytes: the header
+	// fits without growing.
+	*f = Fragment{Header: f.Header, Buf: appendClusterStart(f.Buf[:0], timecodeMs), Timecode: uint64(timecodeMs)}
+	b.baseMs = timecodeMs
 }
 
 // Discard drops the fragment in progress, if any, and frees its buffer.
@@ -213,6 +256,7 @@ func (b *FragmentBuilder) Discard() {
 		b.buffers().Free(b.f.Buf)
 		b.f = nil
 	}
+	b.blockAt = -1
 }
 
 // Started reports whether a fragment is being built.
@@ -265,7 +309,13 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 	for _, p := range parts {
 		f.Buf = append(f.Buf, p...)
 	}
-	off := int16(rel)
+	b.count(ti, int16(rel), key)
+	return nil
+}
+
+// count adds a finished block to the fragment's statistics.
+func (b *FragmentBuilder) count(ti int, off int16, key bool) {
+	f := b.f
 	if f.Frames == 0 {
 		f.MinOffset, f.MaxOffset = off, off
 	}
@@ -278,13 +328,116 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 		f.perTrack[ti]++
 	}
 	f.ClusterLen = len(f.Buf)
+}
+
+// blockHeaderLen is what BeginBlock writes: the SimpleBlock ID, its
+// 8-byte size, the track number, relative timecode and flags.
+const blockHeaderLen = 1 + 8 + 4
+
+// BeginBlock writes the header of a SimpleBlock for track ti at ptsMs
+// whose payload the caller then appends (Append, AppendUint32) before
+// EndBlock or CancelBlock. No other block may be added while it is open.
+// It fails with ErrBlockOutOfRange, or *BufferError when Buffers has no
+// room (nothing is written either way).
+func (b *FragmentBuilder) BeginBlock(ti int, ptsMs int64, key bool) error {
+	f := b.f
+	rel := ptsMs - b.baseMs
+	if rel < math.MinInt16 || rel > math.MaxInt16 {
+		return ErrBlockOutOfRange
+	}
+	if err := b.grow(blockHeaderLen); err != nil {
+		return err
+	}
+	track := f.Header.Tracks[ti].Number
+	flags := byte(0)
+	if key {
+		flags = 0x80
+	}
+	f.Buf = appendID(f.Buf, IDSimpleBlock)
+	b.blockAt = len(f.Buf)
+	// The size (patched by EndBlock) as an 8-byte vint, as AddBlock writes it.
+	f.Buf = append(f.Buf, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x80|byte(track), byte(uint16(rel)>>8), byte(uint16(rel)), flags)
+	b.blockTI, b.blockRel, b.blockKey = ti, int16(rel), key
 	return nil
 }
 
+// BlockOpen reports whether a block of BeginBlock is open.
+func (b *FragmentBuilder) BlockOpen() bool { return b.f != nil && b.blockAt >= 0 }
+
+// Reserve makes room for n more bytes in the fragment's buffer (through
+// Buffers), so that many appended next do not grow it. It fails only when
+// Buffers has no room (*BufferError; the fragment is unchanged).
+func (b *FragmentBuilder) Reserve(n int) error { return b.grow(n) }
+
+// Append appends p to the open block's payload, growing the buffer
+// through Buffers. It fails only when Buffers has no room (*BufferError;
+// nothing is appended).
+func (b *FragmentBuilder) Append(p []byte) error {
+	if err := b.grow(len(p)); err != nil {
+		return err
+	}
+	b.f.Buf = append(b.f.Buf, p...)
+	return nil
+}
+
+// AppendUint32 appends v big-endian (a NAL unit's length) to the open
+// block's payload, as Append.
+func (b *FragmentBuilder) AppendUint32(v uint32) error {
+	if err := b.grow(4); err != nil {
+		return err
+	}
+	b.f.Buf = append(b.f.Buf, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	return nil
+}
+
+// Truncate cuts the fragment back to its first n bytes (what was appended
+// after n goes; the buffer stays the same). n must lie within the open
+// block's payload; otherwise, or with no block open, it does nothing.
+func (b *FragmentBuilder) Truncate(n int) {
+	if b.BlockOpen() && n >= b.blockAt+8+4 && n <= len(b.f.Buf) {
+		b.f.Buf = b.f.Buf[:n]
+	}
+}
+
+// Buf is the fragment so far, an open block's payload included: for
+// reading or patching in place what was appended (never for appending:
+// use Append). Valid until the next append.
+func (b *FragmentBuilder) Buf() []byte { return b.f.Buf }
+
+// EndBlock closes the open block: its size is everything appended since
+// BeginBlock.
+func (b *FragmentBuilder) EndBlock() {
+	f := b.f
+	size := len(f.Buf) - b.blockAt - 8
+	for i := 7; i >= 1; i-- {
+		f.Buf[b.blockAt+i] = byte(size)
+		size >>= 8
+	}
+	b.blockAt = -1
+	b.count(b.blockTI, b.blockRel, b.blockKey)
+}
+
+// ClearBlockKey marks the open block as not a key frame (its key frame
+// NAL units were lost).
+func (b *FragmentBuilder) ClearBlockKey() {
+	b.f.Buf[b.blockAt+8+3] &^= 0x80
+	b.blockKey = false
+}
+
+// CancelBlock removes the open block and everything appended to it.
+func (b *FragmentBuilder) CancelBlock() {
+	b.f.Buf = b.f.Buf[:b.blockAt-1] // the one-byte SimpleBlock ID before it
+	b.blockAt = -1
+}
+
 // Finish closes the fragment with the end-of-fragment tag and returns it
-// (the caller owns its buffer). It fails only when Buffers has no room
-// for the tag; the fragment is then discarded.
+// (the caller owns its buffer); a block still open is not part of it. It
+// fails only when Buffers has no room for the tag; the fragment is then
+// discarded.
 func (b *FragmentBuilder) Finish() (*Fragment, error) {
+	if b.BlockOpen() {
+		b.CancelBlock() // never ended: not part of the fragment
+	}
 	if err := b.grow(len(endOfFragmentTag)); err != nil {
 		b.Discard()
 		return nil, err

@@ -24,9 +24,11 @@
 // closes. The shutdown order is the list of steps, not an accident of
 // deferred calls.
 //
-// Files: app.go (App), cameras.go (the configuration file's cameras and
-// its watcher), metrics.go (the Prometheus collector), disk.go (free
-// space).
+// Files: app.go (App; the start-up lines that say where the console is,
+// how to sign in and the aws CLI's endpoint), cameras.go (the
+// configuration file's cameras, with media.default_retention_hours, and its
+// watcher), datadir.go (the data directory's lock), metrics.go (the
+// Prometheus collector), disk.go (free space).
 package app
 
 import (
@@ -41,6 +43,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +52,7 @@ import (
 	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/internal/config"
 	"github.com/kvsedge/kvsedge/internal/tlsca"
+	"github.com/kvsedge/kvsedge/internal/uplink"
 	"github.com/kvsedge/kvsedge/serve"
 )
 
@@ -79,7 +83,8 @@ type App struct {
 	peers    *cluster.Cluster // nil without cluster.bind
 	endpoint string
 	tls      bool
-	watch    *configWatch // nil without a configuration file
+	watch    *configWatch     // nil without a configuration file
+	uploader *uplink.Uploader // nil without an upstream
 
 	// steps undo Open, in Open's order; Close runs them backwards.
 	steps []step
@@ -155,15 +160,16 @@ func (a *App) open(o Options) error {
 		nodeID = cluster.NodeID(nodeName)
 	}
 	dataDir := cfg.DataDir
-	a.eng, err = engine.Open(engine.Options{
-		Store: engine.StoreOptions{
-			Dir:           dataDir,
-			CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
-			MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
-			SyncWindow:    cfg.Storage.SyncWindow,
-			SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
-			ReserveBytes:  reserveBytes(cfg.Storage.ReserveMiB),
-		},
+	store := engine.StoreOptions{
+		Dir:           dataDir,
+		CacheBytes:    int64(cfg.Storage.CacheMiB) << 20,
+		MemTableBytes: uint64(cfg.Storage.MemtableMiB) << 20,
+		SyncWindow:    cfg.Storage.SyncWindow,
+		SegmentBytes:  int64(cfg.Storage.SegmentMiB) << 20,
+		ReserveBytes:  reserveBytes(cfg.Storage.ReserveMiB),
+	}
+	eopts := engine.Options{
+		Store:              store,
 		NodeID:             nodeID,
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
@@ -176,7 +182,21 @@ func (a *App) open(o Options) error {
 			Strategy:     map[string]string{"delete_oldest": engine.StrategyDeleteOldest, "refuse_new": engine.StrategyDenyNew}[cfg.Storage.OnFull],
 		},
 		Logger: log,
-	})
+	}
+	a.eng, err = engine.Open(eopts)
+	if errors.Is(err, engine.ErrStoreDamaged) && !cfg.Storage.NoAutoRepair {
+		// A box that cannot open its index would fail at every start
+		// (a crash loop under systemd): rebuild it from the segments,
+		// as kvsedge repair does, keeping the old one aside.
+		log.Error("the index is damaged and cannot be opened: rebuilding it from the media segments (the old index is kept aside)", "err", err)
+		rep, rerr := engine.RepairStore(store, log)
+		if rerr != nil {
+			return fmt.Errorf("repairing the damaged index: %w (after: %w)", rerr, err)
+		}
+		log.Error("the index was rebuilt", "streams", rep.Streams, "fragments", rep.Fragments, "from_old_index", rep.FromOldIndex,
+			"from_segments", rep.FromSegments, "old_index", rep.OldIndex, "set_aside", len(rep.Aside), "notes", strings.Join(rep.Notes, "; "))
+		a.eng, err = engine.Open(eopts)
+	}
 	if err != nil {
 		return err
 	}
@@ -237,6 +257,8 @@ func (a *App) open(o Options) error {
 		}
 	}
 
+	a.logWhereToGo(o.ConfigFile)
+
 	// 4. Cluster.
 	if cfg.Cluster.Bind != "" {
 		peerTLS, err := peerTLSConfig(cfg.Cluster.CAFile)
@@ -248,7 +270,8 @@ func (a *App) open(o Options) error {
 			NodeName: nodeName, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise, Seeds: cfg.Cluster.Seeds, Key: key,
 			APIURL: opts.DataEndpoint, FreeBytes: func() uint64 { return freeBytes(dataDir) }, Logger: log,
 			FastFailureDetection: cfg.Cluster.FastFailureDetection, NodeID: nodeID,
-			SnapshotPath: filepath.Join(dataDir, "serf.snapshot"),
+			SnapshotPath:          filepath.Join(dataDir, "serf.snapshot"),
+			CredentialFingerprint: credFingerprint(key, creds, cfg.Auth.Disabled),
 		})
 		if err != nil {
 			return err
@@ -293,13 +316,28 @@ func (a *App) open(o Options) error {
 	}
 	edge := ingest.NewEdgeAgent(a.eng, a.cams, cfg.Secrets, log)
 
+	// The uploader to the upstream KVS (started with the background loops).
+	files := &uploadSet{}
+	files.set(cfg)
+	if cfg.Upstream.Enabled() {
+		a.uploader, err = newUploader(a.eng, cfg, uploadStreams(a.eng, files), a)
+		if err != nil {
+			return err
+		}
+		opts.Uploads = a.uploader.Status
+		log.Info("uploading to the upstream Kinesis Video Streams", "endpoint", cfg.Upstream.Endpoint, "region", cfg.Upstream.Region,
+			"rate_mbps", cfg.Upstream.RateMbps)
+	}
+
 	// The configuration file's watcher (its problems show in /readyz).
 	opts.Readiness = map[string]serve.ReadinessCheck{}
+	opts.Alarms = map[string]serve.ReadinessCheck{"store": a.eng.StoreAlarm}
 	if o.ConfigFile != "" && o.Reload != nil {
 		w, stop, err := watchCameraFile(o.ConfigFile, o.Reload, a.cams, edge, log)
 		if err != nil {
 			return fmt.Errorf("watching %s: %w", o.ConfigFile, err)
 		}
+		w.onApply = files.set
 		a.did("configuration watcher", func() error { stop(); return nil })
 		opts.Readiness["config"] = w.Problem
 		a.watch = w
@@ -307,10 +345,16 @@ func (a *App) open(o Options) error {
 
 	// 6. HTTP server.
 	collector := &boxCollector{eng: a.eng, cams: a.cams, peers: a.peers}
+	if a.uploader != nil {
+		collector.uploads = a.uploader.Status
+	}
 	opts.Metrics = newMetricsRegistry(collector)
 	if a.peers != nil {
 		peers := a.peers
 		opts.Readiness["cluster"] = func() string {
+			if why := peers.KeptOut(); why != "" {
+				return why
+			}
 			if !peers.HasQuorum() {
 				return "this box has not joined the cluster, or sees fewer than half of its members"
 			}
@@ -329,6 +373,9 @@ func (a *App) open(o Options) error {
 	a.bg = cancel
 	a.did("background loops", func() error { cancel(); a.workers.Wait(); return nil })
 	a.goBackground(func() { edge.Run(bgCtx) })
+	if a.uploader != nil {
+		a.goBackground(func() { a.uploader.Run(bgCtx) })
+	}
 	if a.peers != nil {
 		a.goBackground(func() { followPlacement(bgCtx, a.peers, a.cams, log) })
 	}
@@ -336,6 +383,32 @@ func (a *App) open(o Options) error {
 	a.goBackground(func() { a.eng.RunCapacity(bgCtx, cfg.Storage.CapacityInterval) })
 
 	return nil
+}
+
+// logWhereToGo logs, among the first lines, where a person goes next: the
+// console's URL and how to sign in, and the aws CLI's endpoint.
+func (a *App) logWhereToGo(configFile string) {
+	creds := "kvsedge credentials"
+	switch {
+	case configFile == config.DefaultFile:
+		creds = "sudo kvsedge credentials" // the data directory is the service user's
+	case configFile != "":
+		abs, _ := filepath.Abs(configFile)
+		creds += " --config " + abs
+		if d := config.Default().DataDir; a.cfg.DataDir != d {
+			dir, _ := filepath.Abs(a.cfg.DataDir)
+			creds += " --data-dir " + dir
+		}
+	case a.cfg.DataDir != config.Default().DataDir:
+		dir, _ := filepath.Abs(a.cfg.DataDir)
+		creds += " --data-dir " + dir
+	}
+	signIn := "sign in with the key pair `" + creds + "` prints"
+	if a.cfg.Auth.Disabled {
+		signIn = "authentication is off: any key pair signs in"
+	}
+	a.log.Info("console: open "+a.endpoint+"/ in a browser; "+signIn, "console", a.endpoint+"/")
+	a.log.Info(`aws CLI: eval "$(`+creds+`)"; aws --endpoint-url `+a.endpoint+" kinesisvideo list-streams", "endpoint", a.endpoint)
 }
 
 func (a *App) goBackground(f func()) {
@@ -382,7 +455,7 @@ wait:
 			break wait
 		case <-reopen:
 			if a.eng.StoreCanReopen() {
-				a.log.Info("the disk has room again: reopening the store to write")
+				a.log.Info("the store can be written again: reopening it read-write")
 				a.shutdownServer()
 				<-errc
 				return ErrReopen
@@ -489,4 +562,13 @@ func reserveBytes(mib int) int64 {
 		return -1
 	}
 	return int64(mib) << 20
+}
+
+// credFingerprint is the fingerprint of the box's key set that the cluster
+// compares ("auth-disabled" when any key is accepted).
+func credFingerprint(key []byte, creds []config.Credential, authDisabled bool) string {
+	if authDisabled {
+		return "auth-disabled"
+	}
+	return config.CredentialFingerprint(key, creds)
 }

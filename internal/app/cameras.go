@@ -27,13 +27,24 @@ func fileCameras(cfg *config.Config) ([]ingest.CameraConfig, error) {
 		out = append(out, ingest.CameraConfig{
 			Stream:           c.Stream,
 			Source:           src,
-			Key:              fmt.Sprintf("%+v", c),
-			RetentionHours:   c.RetentionHours,
+			Key:              cameraKey(c),
+			RetentionHours:   cfg.CameraRetentionHours(c),
 			Tags:             c.Tags,
 			FragmentDuration: c.FragmentDuration,
 		})
 	}
 	return out, nil
+}
+
+// cameraKey is the camera's whole configuration as text (RetentionHours
+// by value: a pointer would make every reload look like a change).
+func cameraKey(c config.CameraFileConfig) string {
+	r := "default"
+	if c.RetentionHours != nil {
+		r = fmt.Sprint(*c.RetentionHours)
+	}
+	c.RetentionHours = nil
+	return fmt.Sprintf("%+v retention:%s", c, r)
 }
 
 // configWatch applies the configuration file's cameras and secrets when
@@ -59,6 +70,8 @@ type configWatch struct {
 	applied []byte // the file's bytes last applied (or loaded at start)
 	problem atomic.Pointer[string]
 	stopped bool
+	// onApply is called with each configuration applied after a reload.
+	onApply func(*config.Config)
 }
 
 // reloadDelay is how long the file must stay unchanged before it is read.
@@ -128,6 +141,9 @@ func (w *configWatch) reload() {
 		return
 	}
 	w.edge.SetSecrets(cfg.Secrets)
+	if w.onApply != nil {
+		w.onApply(cfg)
+	}
 	w.applied = b
 	w.setProblem("")
 	w.log.Info("configuration file reloaded; changed cameras restarted, others untouched", "file", w.path, "cameras", len(cc))

@@ -4,6 +4,7 @@ import (
 	"github.com/kvsedge/kvsedge/cluster"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/kvsedge/kvsedge/serve"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,8 @@ type boxCollector struct {
 	cams  *ingest.Manager
 	peers *cluster.Cluster // nil without a cluster
 	conns func() serve.ConnStats
+	// uploads reports the uploader's streams (nil without an upstream).
+	uploads func() []status.Upload
 }
 
 var (
@@ -52,6 +55,14 @@ var (
 	mPebbleCache       = prometheus.NewDesc("kvsedge_pebble_block_cache_total", "Pebble block cache lookups by result.", []string{"result"}, nil)
 	mPebbleMemtable    = prometheus.NewDesc("kvsedge_pebble_memtable_bytes", "Pebble memtables' size.", nil, nil)
 	mUnreadable        = prometheus.NewDesc("kvsedge_store_unreadable_fragments_total", "Stored fragments readers found damaged and skipped (kvsedge check reports them).", nil, nil)
+	mCorruptions       = prometheus.NewDesc("kvsedge_store_corruptions_total", "On-disk corruption the index met since start (reads of the damaged part fail; kvsedge check, kvsedge repair).", nil, nil)
+	mUnknownMedia      = prometheus.NewDesc("kvsedge_store_unknown_media_dirs", "Streams' media directories the index does not know (the index was lost: kvsedge repair).", nil, nil)
+	mIndexFatal        = prometheus.NewDesc("kvsedge_store_index_failed_read_only", "1 while the index is open read-only after repeated fatal errors.", nil, nil)
+	mUploadLag         = prometheus.NewDesc("kvsedge_upload_lag_seconds", "Age of the oldest stored fragment not yet PERSISTED upstream (0: caught up).", []string{"stream"}, nil)
+	mUploadFragments   = prometheus.NewDesc("kvsedge_upload_fragments_total", "Fragments the upstream KVS acknowledged PERSISTED since start.", []string{"stream"}, nil)
+	mUploadBytes       = prometheus.NewDesc("kvsedge_upload_bytes_total", "Bytes sent to the upstream KVS since start (re-sends included).", []string{"stream"}, nil)
+	mUploadLost        = prometheus.NewDesc("kvsedge_upload_lost_fragments_total", "Fragments retention or the capacity controller deleted before the upstream persisted them, since start.", []string{"stream"}, nil)
+	mUploadRetries     = prometheus.NewDesc("kvsedge_upload_retries_total", "Upload sessions that failed and were started again.", []string{"stream"}, nil)
 	mConnsOpen         = prometheus.NewDesc("kvsedge_http_connections_open", "API connections open now.", nil, nil)
 	mConnsAccepted     = prometheus.NewDesc("kvsedge_http_connections_accepted_total", "API connections accepted.", nil, nil)
 	mAcceptErrors      = prometheus.NewDesc("kvsedge_http_accept_errors_total", "Failed accepts (file limit reached, …), each retried after a pause.", nil, nil)
@@ -65,7 +76,7 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mMediaBudget, mMediaUsed, mMediaAssembling, mMediaCached, mMediaRefusals, mMediaShed, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mUnreadable, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
 		ch <- d
 	}
 }
@@ -83,6 +94,21 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mPersistedFrags, float64(st.FragmentsPersisted))
 	counter(mPersistedBytes, float64(st.BytesPersisted))
 	counter(mUnreadable, float64(st.UnreadableFragments))
+	sh := c.eng.StoreHealth()
+	counter(mCorruptions, float64(sh.Corruptions))
+	gauge(mUnknownMedia, float64(sh.UnknownMediaDirs))
+	gauge(mIndexFatal, b2f(sh.FatalReadOnly != ""))
+	for name, n := range c.eng.LostBeforeUpload() {
+		counter(mUploadLost, float64(n), name)
+	}
+	if c.uploads != nil {
+		for _, u := range c.uploads() {
+			gauge(mUploadLag, u.LagSeconds, u.Stream)
+			counter(mUploadFragments, float64(u.Fragments), u.Stream)
+			counter(mUploadBytes, float64(u.Bytes), u.Stream)
+			counter(mUploadRetries, float64(u.Retries), u.Stream)
+		}
+	}
 	counter(mReplicaFrags, float64(st.FragmentsImported))
 	counter(mReplicaBytes, float64(st.BytesImported))
 	buckets := map[float64]uint64{}
@@ -172,4 +198,11 @@ func newMetricsRegistry(c *boxCollector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/app"
@@ -53,4 +54,47 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "    %s: %s\n", where, p.What)
 	}
 	return errProblemsFound
+}
+
+// runRepair rebuilds the box's index while the box is stopped (lsm.Repair
+// through engine.RepairStore): what the old index still reads plus every
+// intact record of the media segments. Nothing is deleted: the old index
+// goes to index.damaged-<time>/, bytes that cannot be indexed to
+// lost+found/.
+func runRepair(args []string, stdout, stderr io.Writer) error {
+	cfg, _, err := parseConfig("repair", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	release, err := app.ClaimDataDir(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("%w (stop the box first: repair rewrites the index alone)", err)
+	}
+	defer release()
+	r, err := engine.RepairStore(engine.StoreOptions{Dir: cfg.DataDir, CacheBytes: 8 << 20, MemTableBytes: 4 << 20}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return fmt.Errorf("repairing %s: %w", cfg.DataDir, err)
+	}
+	fmt.Fprintf(stdout, "data directory %s: the index was rebuilt\n", cfg.DataDir)
+	if r.OldIndexError != "" {
+		fmt.Fprintf(stdout, "  the old index could not be opened (%s)\n", r.OldIndexError)
+	}
+	if r.OldIndex != "" {
+		fmt.Fprintf(stdout, "  the old index was moved to %s (kept; delete it when satisfied)\n", r.OldIndex)
+	}
+	fmt.Fprintf(stdout, "  %d streams (%s), %d fragments indexed: %d kept from the old index, %d found in %d segment files\n",
+		r.Streams, strings.Join(r.StreamNames, ", "), r.Fragments, r.FromOldIndex, r.FromSegments, r.SegmentFiles)
+	if r.Replaced > 0 {
+		fmt.Fprintf(stdout, "  %d partial copies left out: a whole re-send of each replaced it\n", r.Replaced)
+	}
+	if r.Unframed > 0 {
+		fmt.Fprintf(stdout, "  %d segment files were written by an older kvsedge without records: only the old index knows their fragments\n", r.Unframed)
+	}
+	for _, a := range r.Aside {
+		fmt.Fprintf(stdout, "  set aside: %s (%d bytes): %s\n", a.Path, a.Bytes, a.Why)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(stdout, "  note: %s\n", n)
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/config"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/kvsedge/kvsedge/producer"
 	"github.com/spf13/pflag"
 )
@@ -47,12 +49,17 @@ type clientFlags struct {
 
 func (c *clientFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&c.stream, "stream", "", "stream name (required)")
-	fs.StringVar(&c.endpoint, "endpoint", "", "data endpoint URL (default: this box, from --listen)")
+	c.addEndpoint(fs)
+}
+
+func (c *clientFlags) addEndpoint(fs *pflag.FlagSet) {
+	fs.StringVar(&c.endpoint, "endpoint", "", "the box's URL (default: from its configuration's data_endpoint or listen and TLS)")
 	fs.StringVar(&c.caBundle, "ca-bundle", "", "PEM CA file to trust for an https endpoint")
 }
 
 // newMediaClient builds a client from the configuration: credentials from
-// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, else this box's own.
+// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, else the box's own
+// (never created here: config.ExistingCredentials).
 func newMediaClient(cfg *config.Config, cf *clientFlags) (*mediaClient, error) {
 	if cf.stream == "" {
 		return nil, errors.New("--stream is required")
@@ -79,7 +86,7 @@ func newMediaClient(cfg *config.Config, cf *clientFlags) (*mediaClient, error) {
 	if id, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY"); id != "" && secret != "" {
 		prov = credentials.NewStaticCredentialsProvider(id, secret, os.Getenv("AWS_SESSION_TOKEN"))
 	} else {
-		creds, _, err := config.EffectiveCredentials(cfg)
+		creds, err := config.ExistingCredentials(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -129,8 +136,7 @@ func (c *mediaClient) post(ctx context.Context, path string, in any) (*http.Resp
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("%s: %s %s", path[1:], resp.Header.Get("x-amzn-ErrorType"), strings.TrimSpace(string(b)))
+		return nil, newAPIErr(path, resp)
 	}
 	return resp, nil
 }
@@ -219,7 +225,7 @@ func runGetMedia(args []string, stdout, stderr io.Writer) error {
 		output string
 		follow bool
 	)
-	cfg, _, err := parseConfigArgs("get-media", args, stderr, func(fs *pflag.FlagSet) {
+	cfg, _, err := parseConfig("get-media", args, stderr, func(fs *pflag.FlagSet) {
 		cf.add(fs)
 		fs.StringVar(&start, "start", "EARLIEST", "NOW, EARLIEST, FRAGMENT_NUMBER=<n>, CONTINUATION_TOKEN=<t>, SERVER_TIMESTAMP=<RFC3339> or PRODUCER_TIMESTAMP=<RFC3339>")
 		fs.StringVarP(&output, "output", "o", "-", "output file (- for stdout)")
@@ -331,29 +337,46 @@ func (t *tokenTracker) Write(p []byte) (int, error) {
 
 func (t *tokenTracker) last() string { return t.token }
 
-// runExport fetches a time range of a stream into files: ListFragments
-// over the range, then GetMediaForFragmentList in parallel batches.
+// runExport fetches a time range of a stream into files, in one of three
+// formats:
+//
+//   - mkv: ListFragments over the range, then GetMediaForFragmentList in
+//     parallel batches, each batch one file of KVS fragments (one Matroska
+//     segment each, as GetMedia sends them);
+//   - mkv-joined: the same fragments joined into one playable Matroska file
+//     (one header, then every cluster), a new file only where the track
+//     header changes (export.go);
+//   - mp4: the box's GetClip (the same remuxer as the API) for the range,
+//     one MP4 per range (GetClip ranges are at most 24 h: a longer one is
+//     cut at each day).
 func runExport(args []string, stdout, stderr io.Writer) error {
 	var (
 		cf              clientFlags
 		from, to, byStr string
-		dir             string
+		dir, format     string
 		workers, batch  int
 	)
-	cfg, _, err := parseConfigArgs("export", args, stderr, func(fs *pflag.FlagSet) {
+	cfg, _, err := parseConfig("export", args, stderr, func(fs *pflag.FlagSet) {
 		cf.add(fs)
 		fs.StringVar(&from, "from", "", "range start, RFC3339 (required)")
 		fs.StringVar(&to, "to", "", "range end, RFC3339 (default: now)")
 		fs.StringVar(&byStr, "by", "SERVER_TIMESTAMP", "SERVER_TIMESTAMP or PRODUCER_TIMESTAMP")
 		fs.StringVar(&dir, "dir", ".", "output directory")
-		fs.IntVar(&workers, "workers", 4, "parallel GetMediaForFragmentList requests")
-		fs.IntVar(&batch, "batch", 100, "fragments per output file (1…1000)")
+		fs.StringVar(&format, "format", "mkv", "mkv (KVS fragments, --batch per file), mkv-joined (one playable Matroska file) or mp4 (one MP4 per range, as GetClip)")
+		fs.IntVar(&workers, "workers", 4, "parallel GetMediaForFragmentList requests (format mkv)")
+		fs.IntVar(&batch, "batch", 100, "fragments per output file (1…1000; format mkv) or per request (mkv-joined)")
 	})
 	if err != nil {
 		return err
 	}
 	if workers < 1 || batch < 1 || batch > 1000 {
 		return errors.New("--workers must be ≥ 1 and --batch within 1…1000")
+	}
+	if format != "mkv" && format != "mkv-joined" && format != "mp4" {
+		return fmt.Errorf("--format %q is not mkv, mkv-joined or mp4", format)
+	}
+	if byStr != "SERVER_TIMESTAMP" && byStr != "PRODUCER_TIMESTAMP" {
+		return fmt.Errorf("--by %q is not SERVER_TIMESTAMP or PRODUCER_TIMESTAMP", byStr)
 	}
 	start, err := time.Parse(time.RFC3339Nano, from)
 	if err != nil {
@@ -365,15 +388,20 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--to: %w", err)
 		}
 	}
+	if !end.After(start) {
+		return errors.New("--to must be after --from")
+	}
 	cl, err := newMediaClient(cfg, &cf)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	type frag struct {
-		FragmentNumber      string
-		FragmentSizeInBytes int64
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if format == "mp4" {
+		return exportMP4(ctx, cl, cf.stream, byStr, start, end, dir, stdout)
 	}
 	var frags []frag
 	req := map[string]any{"StreamName": cf.stream, "FragmentSelector": map[string]any{
@@ -404,8 +432,8 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	// (fixed-width numbers compare as strings).
 	sortFragments := func(a, b frag) int { return strings.Compare(a.FragmentNumber, b.FragmentNumber) }
 	slices.SortFunc(frags, sortFragments)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	if format == "mkv-joined" {
+		return exportJoined(ctx, cl, cf.stream, frags, batch, dir, stdout)
 	}
 	var total int64
 	for _, f := range frags {
@@ -494,9 +522,66 @@ func progressBar(n, total int64) string {
 	return "[" + strings.Repeat("#", fill) + strings.Repeat(".", width-fill) + "]"
 }
 
-// runCameras prints the state of every camera the box records.
+// frag is one fragment of a ListFragments answer.
+type frag struct {
+	FragmentNumber      string
+	FragmentSizeInBytes int64
+}
+
+// runCameras prints the state of every camera the box records: a table,
+// or the API's JSON with --json.
 func runCameras(args []string, stdout, stderr io.Writer) error {
-	return printAPI("cameras", "/listCameras", args, stdout, stderr)
+	var cf clientFlags
+	var asJSON bool
+	cfg, _, err := parseConfig("cameras", args, stderr, func(fs *pflag.FlagSet) {
+		cf.addEndpoint(fs)
+		fs.BoolVar(&asJSON, "json", false, "print the listCameras answer as JSON")
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(cfg, &cf, "/listCameras", stdout)
+	}
+	cf.stream = "-" // not used
+	cl, err := newMediaClient(cfg, &cf)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.post(context.Background(), "/listCameras", map[string]any{})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out struct{ Cameras []status.Camera }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return err
+	}
+	return printCameras(stdout, out.Cameras, time.Now())
+}
+
+// printCameras writes one line per camera; a stream that keeps nothing
+// says status.LiveOnly in its RETENTION column.
+func printCameras(w io.Writer, cams []status.Camera, now time.Time) error {
+	if len(cams) == 0 {
+		_, err := fmt.Fprintln(w, "no cameras (add them under cameras: in the configuration file, or with the edge configuration API)")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tSTATE\tRETENTION\tFPS\tKBIT/S\tFRAGMENTS\tLAST FRAME\tSOURCE\tLAST ERROR")
+	for _, c := range cams {
+		last := "-"
+		if !c.LastFrame.IsZero() {
+			last = now.Sub(c.LastFrame).Round(100*time.Millisecond).String() + " ago"
+		}
+		ret := c.Retention
+		if ret == "" {
+			ret = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.0f\t%d\t%s\t%s\t%s\n", c.Stream, c.State, ret, c.FPS, c.BitrateBps/1000, c.Fragments,
+			last, c.Source, c.LastError)
+	}
+	return tw.Flush()
 }
 
 // runCapacity prints the capacity controller's last report.
@@ -509,6 +594,11 @@ func runReplication(args []string, stdout, stderr io.Writer) error {
 	return printAPI("replication", "/describeReplication", args, stdout, stderr)
 }
 
+// runUploads prints the box's uploads to its upstream KVS, per stream.
+func runUploads(args []string, stdout, stderr io.Writer) error {
+	return printAPI("uploads", "/describeUploads", args, stdout, stderr)
+}
+
 // runMembers prints the members of the box's cluster.
 func runMembers(args []string, stdout, stderr io.Writer) error {
 	return printAPI("members", "/listClusterMembers", args, stdout, stderr)
@@ -518,15 +608,17 @@ func runMembers(args []string, stdout, stderr io.Writer) error {
 // the answer.
 func printAPI(name, path string, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	cfg, _, err := parseConfig(name, args, stderr, func(fs *pflag.FlagSet) {
-		fs.StringVar(&cf.endpoint, "endpoint", "", "endpoint URL (default: this box, from --listen)")
-		fs.StringVar(&cf.caBundle, "ca-bundle", "", "PEM CA file to trust for an https endpoint")
-	})
+	cfg, _, err := parseConfig(name, args, stderr, cf.addEndpoint)
 	if err != nil {
 		return err
 	}
+	return printJSON(cfg, &cf, path, stdout)
+}
+
+// printJSON posts {} to path and prints the answer, indented.
+func printJSON(cfg *config.Config, cf *clientFlags, path string, stdout io.Writer) error {
 	cf.stream = "-" // not used
-	cl, err := newMediaClient(cfg, &cf)
+	cl, err := newMediaClient(cfg, cf)
 	if err != nil {
 		return err
 	}

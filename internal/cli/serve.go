@@ -14,8 +14,8 @@ import (
 )
 
 // runServe runs the appliance until SIGINT or SIGTERM.
-func runServe(args []string, _, stderr io.Writer) error {
-	cfg, fs, err := parseConfig("serve", args, stderr, nil)
+func runServe(args []string, stdout, stderr io.Writer) error {
+	cfg, fs, err := parseServerConfig("serve", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -49,8 +49,10 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, ho))
 }
 
-// runCredentials prints the first key pair (generating it if needed) as
-// shell exports: eval "$(kvsedge credentials)".
+// runCredentials prints the box's first key pair as shell exports:
+// eval "$(kvsedge credentials)". It never creates one: only serve does, in
+// the data directory it serves (found from --config, --data-dir or the
+// environment, as serve finds it).
 func runCredentials(args []string, stdout, stderr io.Writer) error {
 	cfg, _, err := parseConfig("credentials", args, stderr, nil)
 	if err != nil {
@@ -59,11 +61,24 @@ func runCredentials(args []string, stdout, stderr io.Writer) error {
 	if cfg.Auth.Disabled {
 		return errors.New("authentication is disabled: any key pair is accepted")
 	}
-	creds, _, err := config.EffectiveCredentials(cfg)
+	creds, err := config.ExistingCredentials(cfg)
 	if err != nil {
 		return err
 	}
 	_, err = io.WriteString(stdout, "export AWS_ACCESS_KEY_ID="+creds[0].AccessKeyID+"\nexport AWS_SECRET_ACCESS_KEY="+
 		creds[0].SecretAccessKey+"\nexport AWS_DEFAULT_REGION="+cfg.Region+"\n")
 	return err
+}
+
+// runWitness runs a cluster witness (no store, no cameras, no API) until
+// SIGINT or SIGTERM.
+func runWitness(args []string, _, stderr io.Writer) error {
+	cfg, _, err := parseConfig("witness", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return app.RunWitness(ctx, cfg, log)
 }

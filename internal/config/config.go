@@ -56,6 +56,10 @@ type Config struct {
 	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
 	HTTP            HTTPConfig    `koanf:"http" yaml:"http"`
 	Media           MediaConfig   `koanf:"media" yaml:"media"`
+	// Upstream is the Kinesis Video Streams endpoint the box uploads its
+	// recordings to (cameras with an upload block, streams with an edge
+	// UploaderConfig); unset: nothing is uploaded.
+	Upstream UpstreamConfig `koanf:"upstream" yaml:"upstream"`
 	// Demo records the built-in demo clip into a "demo" stream, so a new
 	// box has something to watch. Default: on when no configuration file
 	// is given, off when one is (unless it says demo: true).
@@ -126,7 +130,7 @@ func (c ClusterConfig) DecodedKey() []byte {
 }
 
 // listKeys are the list-valued keys, comma-separated in the environment.
-var listKeys = map[string]bool{"cluster.seeds": true}
+var listKeys = map[string]bool{"cluster.seeds": true, "upstream.streams": true}
 
 // CameraFileConfig is one camera in the configuration file.
 type CameraFileConfig struct {
@@ -139,12 +143,62 @@ type CameraFileConfig struct {
 	Width  int    `koanf:"width" yaml:"width,omitempty"`
 	Height int    `koanf:"height" yaml:"height,omitempty"`
 	// Transport is auto (UDP, falling back to TCP), tcp or udp.
-	Transport        string            `koanf:"transport" yaml:"transport,omitempty"`
-	InsecureTLS      bool              `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
-	RetentionHours   int               `koanf:"retention_hours" yaml:"retention_hours"`
+	Transport   string `koanf:"transport" yaml:"transport,omitempty"`
+	InsecureTLS bool   `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
+	// RetentionHours is the stream's retention when the camera creates it;
+	// unset (nil): media.default_retention_hours; 0: live only, nothing
+	// kept.
+	RetentionHours   *int              `koanf:"retention_hours" yaml:"retention_hours,omitempty"`
 	Tags             map[string]string `koanf:"tags" yaml:"tags,omitempty"`
 	FragmentDuration time.Duration     `koanf:"fragment_duration" yaml:"fragment_duration,omitempty"`
+	// Upload, when present, uploads the camera's stream to the upstream
+	// (the upstream section).
+	Upload *CameraUploadConfig `koanf:"upload" yaml:"upload,omitempty"`
 }
+
+// CameraUploadConfig is a camera's upload block: present means upload;
+// continuously, or with Schedule (a Quartz cron expression, as KVS's
+// UploaderConfig) only in windows of DurationSeconds from each firing.
+type CameraUploadConfig struct {
+	Enabled         *bool  `koanf:"enabled" yaml:"enabled,omitempty"`
+	Schedule        string `koanf:"schedule" yaml:"schedule,omitempty"`
+	DurationSeconds int    `koanf:"duration_seconds" yaml:"duration_seconds,omitempty"`
+	// DeleteAfterUpload deletes local media once the upstream PERSISTED it
+	// (holds still win; media never uploaded is not deleted this way).
+	DeleteAfterUpload bool `koanf:"delete_after_upload" yaml:"delete_after_upload,omitempty"`
+}
+
+// UploadEnabled reports whether the camera's stream is uploaded.
+func (c CameraFileConfig) UploadEnabled() bool {
+	return c.Upload != nil && (c.Upload.Enabled == nil || *c.Upload.Enabled)
+}
+
+// UpstreamConfig names the upstream KVS (internal/uplink).
+type UpstreamConfig struct {
+	// Region selects the real service (https://kinesisvideo.<region>.amazonaws.com);
+	// Endpoint overrides it (another kvsedge, a test server).
+	Region   string `koanf:"region" yaml:"region,omitempty"`
+	Endpoint string `koanf:"endpoint" yaml:"endpoint,omitempty"`
+	// AccessKeyID, SecretAccessKey and SessionToken are static
+	// credentials; without them the AWS SDK's default chain is used (the
+	// AWS_* environment variables, the shared credentials and config
+	// files, AWS_PROFILE), as the AWS CLI does. Redacted in `kvsedge config`.
+	AccessKeyID     string `koanf:"access_key_id" yaml:"access_key_id,omitempty"`
+	SecretAccessKey string `koanf:"secret_access_key" yaml:"secret_access_key,omitempty"`
+	SessionToken    string `koanf:"session_token" yaml:"session_token,omitempty"`
+	// CAFile is a PEM bundle trusted besides the system's (an upstream
+	// kvsedge with its local CA).
+	CAFile string `koanf:"ca_file" yaml:"ca_file,omitempty"`
+	// RateMbps caps the upload rate of all streams together, in Mbit/s
+	// (0: no cap), so the site's uplink is never saturated.
+	RateMbps float64 `koanf:"rate_mbps" yaml:"rate_mbps,omitempty"`
+	// Streams are uploaded continuously besides the cameras with an
+	// upload block (streams that PutMedia producers fill, for example).
+	Streams []string `koanf:"streams" yaml:"streams,omitempty"`
+}
+
+// Enabled reports whether an upstream is configured.
+func (u UpstreamConfig) Enabled() bool { return u.Region != "" || u.Endpoint != "" }
 
 // MediaConfig tunes the media data path.
 type MediaConfig struct {
@@ -174,6 +228,9 @@ type MediaConfig struct {
 	MaxCameras int `koanf:"max_cameras" yaml:"max_cameras"`
 	// RetentionInterval is how often expired fragments are deleted.
 	RetentionInterval time.Duration `koanf:"retention_interval" yaml:"retention_interval"`
+	// DefaultRetentionHours is the retention of a stream a configured
+	// camera creates when the camera does not say retention_hours.
+	DefaultRetentionHours int `koanf:"default_retention_hours" yaml:"default_retention_hours"`
 }
 
 // MediaBudgetBytes is the media memory budget: media.memory_budget_mib,
@@ -254,6 +311,11 @@ type StorageConfig struct {
 	// disk is found full (filled by something else), so the store always
 	// has room to record what it must; 0 keeps none.
 	ReserveMiB int `koanf:"reserve_mib" yaml:"reserve_mib"`
+	// NoAutoRepair: a store whose index is too damaged to open is left
+	// as it is and the server does not start (the default rebuilds the
+	// index from the segment files at start, as kvsedge repair does,
+	// keeping the old index and any unindexable bytes aside).
+	NoAutoRepair bool `koanf:"no_auto_repair" yaml:"no_auto_repair"`
 	// MinFreeMiB is the free disk space the box keeps; OnFull is what it
 	// does when a limit is reached: delete_oldest (oldest media, except
 	// streams on hold, goes) or refuse_new (PutMedia gets ERROR acks,
@@ -263,6 +325,11 @@ type StorageConfig struct {
 	// CapacityInterval is how often the capacity controller runs.
 	CapacityInterval time.Duration `koanf:"capacity_interval" yaml:"capacity_interval"`
 }
+
+// DefaultFile is the configuration file every command reads when neither
+// --config nor KVSEDGE_CONFIG names one and it exists (the Debian package
+// installs it), so `kvsedge credentials` finds the box the service runs.
+const DefaultFile = "/etc/kvsedge/kvsedge.yaml"
 
 // Default is the built-in configuration.
 func Default() Config {
@@ -283,6 +350,8 @@ func Default() Config {
 			GetMediaIdleTimeout: 50 * time.Second,
 			PutMediaIdleClose:   30 * time.Second,
 			RetentionInterval:   time.Minute,
+			// A day: what a camera records is there the next morning.
+			DefaultRetentionHours: 24,
 		},
 	}
 }
@@ -548,6 +617,17 @@ func (c *Config) Validate() error {
 	if c.HTTP.HeaderTimeout < 100*time.Millisecond || c.HTTP.HeaderTimeout > time.Hour {
 		errs = append(errs, bad("http.header_timeout", "%v is outside 100ms…1h", c.HTTP.HeaderTimeout))
 	}
+	if u := c.Upstream; u.Endpoint != "" {
+		if pu, err := url.Parse(u.Endpoint); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			errs = append(errs, bad("upstream.endpoint", "%q is not an http(s) URL", u.Endpoint))
+		}
+	}
+	if c.Upstream.RateMbps < 0 {
+		errs = append(errs, bad("upstream.rate_mbps", "%v is negative", c.Upstream.RateMbps))
+	}
+	if (c.Upstream.AccessKeyID == "") != (c.Upstream.SecretAccessKey == "") {
+		errs = append(errs, bad("upstream.access_key_id", "give both access_key_id and secret_access_key, or neither (the AWS default chain)"))
+	}
 	if c.Storage.ReserveMiB < 0 || c.Storage.ReserveMiB > 4096 {
 		errs = append(errs, bad("storage.reserve_mib", "%d is outside 0…4096", c.Storage.ReserveMiB))
 	}
@@ -568,6 +648,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryLimitMiB < 0 {
 		errs = append(errs, bad("memory_limit_mib", "%d is negative", c.MemoryLimitMiB))
+	}
+	if c.Media.DefaultRetentionHours < 0 || c.Media.DefaultRetentionHours > 87600 {
+		errs = append(errs, bad("media.default_retention_hours", "%d is outside 0…87600", c.Media.DefaultRetentionHours))
 	}
 	if c.Media.RetentionInterval < time.Second || c.Media.RetentionInterval > 24*time.Hour {
 		errs = append(errs, bad("media.retention_interval", "%v is outside 1s…24h", c.Media.RetentionInterval))
@@ -595,6 +678,12 @@ func (c *Config) Validate() error {
 	streams := map[string]bool{}
 	for i, cam := range c.Cameras {
 		key := fmt.Sprintf("cameras[%d]", i)
+		if cam.UploadEnabled() && !c.Upstream.Enabled() {
+			errs = append(errs, bad(key+".upload", "needs the upstream section (upstream.region or upstream.endpoint)"))
+		}
+		if u := cam.Upload; u != nil && u.Schedule != "" && u.DurationSeconds <= 0 {
+			errs = append(errs, bad(key+".upload.duration_seconds", "a schedule needs a positive window length"))
+		}
 		if !streamNamePattern.MatchString(cam.Stream) || len(cam.Stream) > 256 {
 			errs = append(errs, bad(key+".stream", "%q is not a stream name ([a-zA-Z0-9_.-], 1–256)", cam.Stream))
 		}
@@ -605,8 +694,8 @@ func (c *Config) Validate() error {
 		if _, err := CameraSource(cam); err != nil {
 			errs = append(errs, bad(key+".url", "%v", err))
 		}
-		if cam.RetentionHours < 0 || cam.RetentionHours > 87600 {
-			errs = append(errs, bad(key+".retention_hours", "%d is outside 0…87600", cam.RetentionHours))
+		if cam.RetentionHours != nil && (*cam.RetentionHours < 0 || *cam.RetentionHours > 87600) {
+			errs = append(errs, bad(key+".retention_hours", "%d is outside 0…87600", *cam.RetentionHours))
 		}
 		if cam.FragmentDuration != 0 && (cam.FragmentDuration < time.Second || cam.FragmentDuration > 10*time.Second) {
 			errs = append(errs, bad(key+".fragment_duration", "%v is outside 1s…10s", cam.FragmentDuration))
@@ -632,6 +721,15 @@ func (c *Config) AllCredentials() []Credential {
 	return out
 }
 
+// CameraRetentionHours is the retention of the stream cam creates: its
+// retention_hours, else media.default_retention_hours.
+func (c *Config) CameraRetentionHours(cam CameraFileConfig) int {
+	if cam.RetentionHours != nil {
+		return *cam.RetentionHours
+	}
+	return c.Media.DefaultRetentionHours
+}
+
 // Redacted returns a copy safe to print: secrets replaced.
 func (c *Config) Redacted() Config {
 	r := *c
@@ -650,6 +748,12 @@ func (c *Config) Redacted() Config {
 	}
 	if r.Cluster.Key != "" {
 		r.Cluster.Key = mask
+	}
+	if r.Upstream.SecretAccessKey != "" {
+		r.Upstream.SecretAccessKey = mask
+	}
+	if r.Upstream.SessionToken != "" {
+		r.Upstream.SessionToken = mask
 	}
 	if len(c.Secrets) > 0 {
 		r.Secrets = make(map[string]string, len(c.Secrets))

@@ -23,7 +23,16 @@ type Camera struct {
 	Reconnects    int       `json:"reconnects"`
 	LastFragment  string    `json:"last_fragment,omitempty"`
 	DroppedFrames int       `json:"dropped_frames"`
+	// RetentionHours is the stream's DataRetentionInHours (-1: the stream
+	// could not be read); Retention says it in words: "24 h", or
+	// LiveOnly when the stream keeps nothing (retention 0: live readers
+	// only, HLS and GetClip have nothing to play).
+	RetentionHours int    `json:"retention_hours"`
+	Retention      string `json:"retention,omitempty"`
 }
+
+// LiveOnly is Camera.Retention of a camera whose stream keeps no media.
+const LiveOnly = "live only, nothing kept"
 
 // Member is what one cluster node knows of another (package cluster).
 type Member struct {
@@ -35,6 +44,16 @@ type Member struct {
 	FreeBytes uint64 `json:"free_bytes,omitempty"`
 	Self      bool   `json:"self,omitempty"`
 	NodeID    uint16 `json:"node_id"`
+	// Witness: a tie-breaker (`kvsedge witness`) that counts for quorum
+	// and holds no stream.
+	Witness bool `json:"witness,omitempty"`
+	// Credentials fingerprints the box's API key set (config.
+	// CredentialFingerprint); StartedMs is when its process started.
+	Credentials string `json:"credentials,omitempty"`
+	StartedMs   int64  `json:"started_ms,omitempty"`
+	// KeptOut: its key set differs from the cluster's (that of the
+	// longest-running box): it is nobody's home or replica.
+	KeptOut bool `json:"kept_out,omitempty"`
 }
 
 // StreamReplication is one stream's replication state on this node
@@ -63,4 +82,29 @@ type StreamReplication struct {
 	LagP50Ms int64 `json:"lag_p50_ms"`
 	LagP99Ms int64 `json:"lag_p99_ms"`
 	Samples  int   `json:"lag_samples"`
+}
+
+// Upload is one stream's upload to the upstream KVS (package
+// internal/uplink).
+type Upload struct {
+	Stream string `json:"stream"`
+	// State is "uploading", "idle" (caught up), "waiting" (backing off
+	// after an error) or "starting".
+	State string `json:"state"`
+	// UploadedThrough is the newest fragment the upstream PERSISTED.
+	UploadedThrough string    `json:"uploaded_through,omitempty"`
+	UploadedAt      time.Time `json:"uploaded_at,omitzero"`
+	Fragments       int64     `json:"fragments"`
+	Bytes           int64     `json:"bytes"`
+	Sessions        int64     `json:"sessions"`
+	Retries         int64     `json:"retries"`
+	LastError       string    `json:"last_error,omitempty"`
+	LastErrorAt     time.Time `json:"last_error_at,omitzero"`
+	// UserError: the last error is the configuration's (credentials
+	// refused, …: KVS's USER_ERROR) rather than an outage.
+	UserError bool `json:"user_error,omitempty"`
+	// OldestPendingMs is the server time of the oldest stored fragment
+	// not yet uploaded (0: none); LagSeconds its age.
+	OldestPendingMs int64   `json:"oldest_pending_ms,omitempty"`
+	LagSeconds      float64 `json:"lag_seconds"`
 }

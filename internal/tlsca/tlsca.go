@@ -202,6 +202,31 @@ func WriteServer(dir string, chainPEM, keyPEM []byte) (certPath, keyPath string,
 	return certPath, keyPath, nil
 }
 
+// ServerNames returns the DNS names and IP addresses of the server
+// certificate in dir (none when there is no certificate yet).
+func ServerNames(dir string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ServerFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tlsca: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("tlsca: %s holds no PEM certificate", filepath.Join(dir, ServerFile))
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tlsca: %s: %w", filepath.Join(dir, ServerFile), err)
+	}
+	names := append([]string(nil), cert.DNSNames...)
+	for _, ip := range cert.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names, nil
+}
+
 // DefaultNames is what the box is reachable as: localhost, its host name
 // (and host.local for mDNS), loopback addresses and every interface
 // address.

@@ -48,11 +48,14 @@ async function refresh() {
       tr.dataset.stream = s.StreamName;
       if (current && current.StreamName === s.StreamName) tr.className = 'sel';
       const cam = byStream[s.StreamName];
-      const camText = cam ? `${cam.state}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error ? ' · ' + cam.last_error : ''}` : '';
+      // A camera whose stream keeps nothing (retention 0) is said so: live
+      // only, nothing kept, so nothing to play back.
+      const liveOnly = cam && cam.retention === 'live only, nothing kept';
+      const camText = cam ? `${cam.state}${liveOnly ? ' · live only, nothing kept' : ''}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error ? ' · ' + cam.last_error : ''}` : '';
       for (const v of [s.StreamName, s.Status, s.DataRetentionInHours, camText]) {
         const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
       }
-      if (cam) tr.children[3].className = cam.state === 'RECORDING' ? 'ok' : 'bad';
+      if (cam) tr.children[3].className = cam.state === 'RECORDING' && !liveOnly ? 'ok' : 'bad';
       const td = document.createElement('td');
       const open = document.createElement('button'); open.textContent = 'Open'; open.className = 'open';
       open.onclick = () => openStream(s);
@@ -115,7 +118,14 @@ async function loadTags() {
   } catch (err) { $('viewer-error').textContent = err.message; }
 }
 
+// The sessions the console hands out use DiscontinuityMode NEVER (one
+// initialization segment until the track header changes): VLC stops after
+// the first segment of KVS's default, ALWAYS. The URL is shown for other
+// players (VLC, ffplay, mpv).
+const PLAYABLE_EVERYWHERE = 'NEVER';
+
 function play(url, label) {
+  $('session-url').href = url; $('session-url').hidden = false;
   if (hls) hls.destroy();
   const video = $('video');
   hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
@@ -127,7 +137,7 @@ function play(url, label) {
 
 async function playLive() {
   try {
-    const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE' });
+    const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE });
     play(r.HLSStreamingSessionURL, 'live');
   } catch (err) { $('viewer-error').textContent = 'live: ' + err.message; }
 }
@@ -137,7 +147,7 @@ async function playFrom(ms) {
   range = [ms, end];
   try {
     const r = await api('/getHLSStreamingSessionURL', {
-      StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND',
+      StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND', DiscontinuityMode: PLAYABLE_EVERYWHERE,
       HLSFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: ms / 1000, EndTimestamp: end / 1000 } },
     });
     play(r.HLSStreamingSessionURL, 'on demand from ' + new Date(ms).toLocaleString());
