@@ -79,11 +79,24 @@ type fuzzOutput struct {
 	hdr    *mkv.Header
 	starts int
 	frags  []*mkv.Fragment
+	// bufs, when set, is where the fragmenter assembles fragments.
+	bufs *budgetBuffers
 }
 
 func (o *fuzzOutput) StartFragment() error { o.starts++; return nil }
 
+// Buffers is the fragmenter's buffers: bufs, or the Go heap.
+func (o *fuzzOutput) Buffers() mkv.Buffers {
+	if o.bufs == nil {
+		return nil
+	}
+	return o.bufs
+}
+
 func (o *fuzzOutput) Fragment(f *mkv.Fragment) error {
+	if o.bufs != nil {
+		o.bufs.take(f.Buf)
+	}
 	if f.Header != o.hdr {
 		o.body.Write(f.Header.Raw)
 		o.hdr = f.Header
@@ -102,6 +115,11 @@ func runRTPFuzz(t *testing.T, d *DemoSource, data []byte) {
 // video depacketiser, or (reference) through gortsplib's decoders and
 // referenceVideo, the path the depacketiser replaced.
 func replayRTP(t *testing.T, d *DemoSource, data []byte, reference bool) (*fuzzOutput, *Fragmenter) {
+	return replayRTPTo(t, d, data, reference, &fuzzOutput{})
+}
+
+// replayRTPTo is replayRTP into out.
+func replayRTPTo(t *testing.T, d *DemoSource, data []byte, reference bool, out *fuzzOutput) (*fuzzOutput, *Fragmenter) {
 	cfg := data[0]
 	data = data[1:]
 	vcodec, acodec := cfg&3, (cfg>>2)&3
@@ -112,7 +130,6 @@ func replayRTP(t *testing.T, d *DemoSource, data []byte, reference bool) (*fuzzO
 
 	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	clock := start
-	out := &fuzzOutput{}
 	fr := NewFragmenter(out, 2*time.Second)
 	r := &rtspSession{fr: fr, tl: &timeline{now: func() time.Time { return clock }}, st: &feedStats{}, videoTI: -1, audioTI: -1}
 	td := &rtptime.GlobalDecoder2{}

@@ -224,15 +224,18 @@ func TestDepacketizerKeyFrameLost(t *testing.T) {
 	// inside its first IDR slice, j 12 inside its second (400-byte
 	// packets; SPS and PPS in one STAP-A, the SEI in two).
 	data := demoRTP(t, d, 1, 70, 400, false, func(i, j, n int) bool { return i != 30 || (j != 5 && j != 12) }, nil)
-	got, fr := replayRTP(t, d, data, false)
+	// In budgeted buffers: the fragment that waits starts again in its
+	// own buffer, and none is leaked.
+	got, fr := replayRTPTo(t, d, data, false, &fuzzOutput{bufs: newBudgetBuffers(t, nil)})
 	checkPutMediaBody(t, got, fr)
 	if len(got.frags) < 2 {
 		t.Fatalf("%d fragments", len(got.frags))
 	}
+	if n := len(got.bufs.live); n != 0 {
+		t.Fatalf("%d buffers never freed or handed on", n)
+	}
 	for i, f := range got.frags {
-		b := f.Buf
-		at := 5 + 2 + int(b[6]&0x7F) // the first SimpleBlock after Cluster and Timecode
-		if b[at] != mkv.IDSimpleBlock || b[at+12]&0x80 == 0 || f.KeyFrames == 0 {
+		if !startsWithKeyFrame(f) {
 			t.Fatalf("fragment %d (at %d) does not start with a key frame", i, f.Timecode)
 		}
 	}
