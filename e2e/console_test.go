@@ -22,7 +22,11 @@ import (
 func TestConsoleInChromium(t *testing.T) {
 	chromium := fixture.Tool(t, "chromium")
 	dir := t.TempDir()
-	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
+	// The demo stream is uploaded to an upstream that is not there: the
+	// console shows the upload waiting, with its error.
+	env := append(streamEnv(dir), "KVSEDGE_DEMO=true", "KVSEDGE_UPSTREAM__ENDPOINT=http://"+freeAddr(t),
+		"KVSEDGE_UPSTREAM__REGION=us-west-2", "KVSEDGE_UPSTREAM__ACCESS_KEY_ID=AKIDNOWHERE", "KVSEDGE_UPSTREAM__SECRET_ACCESS_KEY=nowhere",
+		"KVSEDGE_UPSTREAM__STREAMS=demo")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	// Let the demo camera record a few fragments first.
 	c := newSDK(t, p.endpoint)
@@ -132,6 +136,8 @@ func TestConsoleInChromium(t *testing.T) {
 	if _, err := eval(`(refresh(), true)`); err != nil {
 		t.Fatalf("refresh the list: %v", err)
 	}
+	waitJS("the demo stream's upload shows waiting, with its error", `(() => { refresh(); const td = document.querySelector('tr[data-stream="demo"]').children[4];
+		return td.dataset.upload === 'waiting' && td.textContent.includes('waiting') && td.className === 'bad'; })()`, 30*time.Second)
 	waitJS("the demo camera shows live only", `(() => { const td = document.querySelector('tr[data-stream="demo"]').children[3];
 		return td.textContent.includes('live only, nothing kept') && td.className === 'bad'; })()`, 15*time.Second)
 }

@@ -38,9 +38,12 @@ $('login-form').addEventListener('submit', async (e) => {
 
 async function refresh() {
   try {
-    const [list, cams] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] }))]);
+    const [list, cams, ups] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] })),
+      api('/describeUploads', {}).catch(() => ({ Uploads: [] }))]);
     const byStream = {};
     for (const c of cams.Cameras || []) byStream[c.stream] = c;
+    const uploads = {};
+    for (const u of ups.Uploads || []) uploads[u.stream] = u;
     const rows = $('stream-rows');
     rows.textContent = '';
     for (const s of list.StreamInfoList || []) {
@@ -52,10 +55,15 @@ async function refresh() {
       // only, nothing kept, so nothing to play back.
       const liveOnly = cam && cam.retention === 'live only, nothing kept';
       const camText = cam ? `${cam.state}${liveOnly ? ' · live only, nothing kept' : ''}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error ? ' · ' + cam.last_error : ''}` : '';
-      for (const v of [s.StreamName, s.Status, s.DataRetentionInHours, camText]) {
+      // Upload to the upstream KVS: state, how far behind, the last error.
+      const up = uploads[s.StreamName];
+      const upText = up ? `${up.state}${up.lag_seconds > 0 ? ' · ' + Math.round(up.lag_seconds) + ' s behind' : ''}${up.state === 'waiting' && up.last_error ? ' · ' + up.last_error : ''}` : '';
+      for (const v of [s.StreamName, s.Status, s.DataRetentionInHours, camText, upText]) {
         const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
       }
       if (cam) tr.children[3].className = cam.state === 'RECORDING' && !liveOnly ? 'ok' : 'bad';
+      if (up) tr.children[4].className = up.state === 'waiting' ? 'bad' : 'ok';
+      tr.children[4].dataset.upload = up ? up.state : '';
       const td = document.createElement('td');
       const open = document.createElement('button'); open.textContent = 'Open'; open.className = 'open';
       open.onclick = () => openStream(s);
