@@ -277,6 +277,15 @@ func fullFlood(t *testing.T, profile string, maxConns int, serverLimit uint64, p
 				floodHeaderTimeout, floodSlack)
 		}
 	}
+	not408 := 0
+	for _, r := range slow {
+		if r.Ms >= 1000 && r.Answer != "503" && r.Answer != "408" {
+			not408++
+		}
+	}
+	if not408 > 0 {
+		t.Errorf("%d slow connections closed by the header timeout were not answered 408: %v", not408, sum.slow.answers)
+	}
 	if len(sum.slow.served) < floodSlow*9/10 {
 		t.Errorf("only %d of %d slow connections were served: the test did not measure the header timeout", len(sum.slow.served), floodSlow)
 	}

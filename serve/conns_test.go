@@ -2,6 +2,7 @@ package serve
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -53,6 +54,37 @@ func TestAcceptLoopOutlastsAFullFileTable(t *testing.T) {
 	l.Close()
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// TestHeaderTimeoutAnswers: a connection that sends nothing is closed
+// without an answer at the header timeout; one whose request head is cut
+// off by it is answered 408 (fasthttp's default said 400) and closed.
+func TestHeaderTimeoutAnswers(t *testing.T) {
+	ts := startServerWith(t, "", func(o *Options) { o.HeaderTimeout = 300 * time.Millisecond })
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	for _, tc := range []struct {
+		name, send, want string
+	}{
+		{"idle", "", ""},
+		{"slow head", "POST /listStreams HTTP/1.1\r\nHost: x\r\nX-Slow: aaa", "HTTP/1.1 408 Request Timeout\r\n"},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(tc.send)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: the box did not close the connection: %v", tc.name, err)
+		}
+		if !strings.HasPrefix(string(got), tc.want) || (tc.want == "" && len(got) > 0) {
+			t.Fatalf("%s: answered %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 

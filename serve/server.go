@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -284,9 +285,26 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 		// not ~23 KiB (BenchmarkIdleConnections). fasthttp then restarts
 		// the read deadline at the first byte (see HeaderTimeout).
 		ReduceMemoryUsage: true,
+		ErrorHandler:      transportError,
 		Logger:            fasthttpLogger{opts.Logger},
 	}
 	return s, nil
+}
+
+// transportError answers a request fasthttp could not read, as its default
+// does, except that a head cut off by the header timeout is answered 408,
+// not 400: fasthttp's default does not see the timeout through its own
+// error wrapping.
+func transportError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		ctx.Error("Too big request header", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		ctx.Error("Request timeout", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("Error when parsing request", fasthttp.StatusBadRequest)
+	}
 }
 
 // Serve accepts connections on ln until Shutdown. With Options.TLS set, ln
