@@ -316,9 +316,10 @@ func fullFlood(t *testing.T, profile string, maxConns int, serverLimit uint64, p
 		len(sum.slow.served), len(sum.idle.served), sum.slow.refused, sum.idle.refused, sum.slow.answers, sum.idle.answers)
 	t.Logf("time to close a served slow connection: p50 %v, p99 %v, max %v; served idle: p50 %v, max %v (header timeout %v)",
 		pct(sum.slow.served, 50), pct(sum.slow.served, 99), sum.slow.maxServed, pct(sum.idle.served, 50), sum.idle.maxServed, floodHeaderTimeout)
-	t.Logf("box memory: VmRSS before %s, peak sampled %s, VmHWM %s, %v after %s; Go heap in use before %s, peak %s, after %s; goroutine stacks before %s, peak %s, after %s",
+	t.Logf("box memory: VmRSS before %s, peak sampled %s, VmHWM %s, %v after %s; Go heap in use before %s, peak %s, after %s (of which hot rings before %s, after %s); goroutine stacks before %s, peak %s, after %s",
 		mib(before.rssKB), mib(peak.rssKB), mib(after.hwmKB), afterWait, mib(after.rssKB),
 		mibf(before.heapInuse), mibf(peak.heapInuse), mibf(textMetric(metrics, "go_memstats_heap_inuse_bytes")),
+		mibf(before.ringBytes), mibf(textMetric(metrics, "kvsedge_ring_bytes")),
 		mibf(before.stackInuse), mibf(peak.stackInuse), mibf(textMetric(metrics, "go_memstats_stack_inuse_bytes")))
 	t.Logf("upload: %d of 11 PERSISTED, body sent in %v, last ack %v after start; camera: %d fragments during the flood, longest hole %v; accepted %v, accept errors %v; /readyz %d",
 		len(res.events("PERSISTED")), res.DataEnd.Sub(res.UploadStart).Round(time.Millisecond), lastAck(res), len(camStarts), hole,
@@ -656,6 +657,7 @@ type boxSample struct {
 	goroutines   float64
 	heapInuse    float64
 	stackInuse   float64
+	ringBytes    float64 // kvsedge_ring_bytes: media the hot rings hold (part of the heap)
 }
 
 // boxWatch samples the box every 250 ms (memory and descriptors from
@@ -692,6 +694,7 @@ func watchBox(pid int, api string) *boxWatch {
 			}
 			w.mu.Lock()
 			s.open, s.goroutines, s.heapInuse, s.stackInuse = w.last.open, w.last.goroutines, w.last.heapInuse, w.last.stackInuse
+			s.ringBytes = w.last.ringBytes
 			w.mu.Unlock()
 			if i%4 == 0 {
 				if resp, err := hc.Get(api + "/metrics"); err == nil {
@@ -702,6 +705,7 @@ func watchBox(pid int, api string) *boxWatch {
 						s.goroutines = textMetric(m, "go_goroutines")
 						s.heapInuse = textMetric(m, "go_memstats_heap_inuse_bytes")
 						s.stackInuse = textMetric(m, "go_memstats_stack_inuse_bytes")
+						s.ringBytes = textMetric(m, "kvsedge_ring_bytes")
 						w.mu.Lock()
 						w.scrapes++
 						w.mu.Unlock()
