@@ -8,7 +8,7 @@ PKGS      := ./...
 LIBS      := ./engine/... ./lsm/... ./serve/... ./ingest/... ./cluster/... ./producer/... ./hwprofiles/... ./internal/...
 
 .PHONY: help build run check test test-short vet race fmt bench clean
-.PHONY: release release-test crash fuzz
+.PHONY: release release-test crash fuzz flood
 
 help:
 	@echo "make build   static binary ./kvsedge (CGO_ENABLED=0)"
@@ -19,6 +19,7 @@ help:
 	@echo "make race    the library packages' tests under the race detector (-short)"
 	@echo "make bench   benchmarks"
 	@echo "make crash   SIGKILL the box 50 times during 4-stream ingest; every PERSISTED fragment must survive (CRASH_CYCLES=n)"
+	@echo "make flood   the full-size connection flood: 20,000 idle + 2,000 slow connections during an upload and a camera (issue 13)"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 60s)"
 	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6, .deb packages (amd64, arm64, armhf) + SHA256SUMS"
 	@echo "make release-test  run the linux/arm64 binary under qemu-aarch64-static and call its API"
@@ -83,6 +84,10 @@ CRASH_CYCLES ?= 50
 crash:
 	KVSEDGE_CRASH_CYCLES=$(CRASH_CYCLES) $(GO) test -count=1 -timeout 60m -run 'TestCrashSuite' -v ./e2e
 	$(GO) test -count=1 -run 'TestCrash' -v ./lsm
+
+# The full-size connection flood (the scaled-down one runs in make test).
+flood:
+	KVSEDGE_FLOOD_FULL=1 $(GO) test -count=1 -timeout 20m -run 'TestConnectionFloodFullSize' -v ./e2e
 
 # Fuzzing: each target for FUZZTIME.
 FUZZTIME ?= 60s

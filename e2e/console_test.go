@@ -22,7 +22,11 @@ import (
 func TestConsoleInChromium(t *testing.T) {
 	chromium := fixture.Tool(t, "chromium")
 	dir := t.TempDir()
-	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
+	// The demo stream is uploaded to an upstream that is not there: the
+	// console shows the upload waiting, with its error.
+	env := append(streamEnv(dir), "KVSEDGE_DEMO=true", "KVSEDGE_UPSTREAM__ENDPOINT=http://"+freeAddr(t),
+		"KVSEDGE_UPSTREAM__REGION=us-west-2", "KVSEDGE_UPSTREAM__ACCESS_KEY_ID=AKIDNOWHERE", "KVSEDGE_UPSTREAM__SECRET_ACCESS_KEY=nowhere",
+		"KVSEDGE_UPSTREAM__STREAMS=demo")
 	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
 	// Let the demo camera record a few fragments first.
 	c := newSDK(t, p.endpoint)
@@ -102,6 +106,21 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("the console's session is not playable in VLC (one map, no discontinuity):\n%s", m)
 	}
 
+	// Opening a stream with no data shows nothing of the stream shown
+	// before: no video, no session URL, no thumbnails, no range to export.
+	run("open the empty stream", chromedp.Click(chromedp.CSS(`tr[data-stream="made-in-console"] button.open`)))
+	waitJS("the empty stream says there is nothing to play", `(() => {
+		const v = document.getElementById('video'), st = document.getElementById('player-state').textContent;
+		return document.getElementById('viewer-title').textContent === 'made-in-console' && st.includes('nothing to play live') &&
+			hls === null && v.paused && document.getElementById('session-url').hidden && document.getElementById('thumbs').children.length === 0 &&
+			(document.getElementById('timeline').dataset.fragments || '0') === '0'; })()`, 15*time.Second)
+	// The key stays in this tab only, and Sign out forgets it.
+	if ok, err := eval(`localStorage.getItem('kvsedge-creds') === null && sessionStorage.getItem('kvsedge-creds') !== null`); err != nil || !ok {
+		t.Fatalf("the key is not kept in the tab's session storage only (%v)", err)
+	}
+	run("open demo again", chromedp.Click(chromedp.CSS(`tr[data-stream="demo"] button.open`)))
+	waitJS("the live video plays again", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error; })()`, 40*time.Second)
+
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(80))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -132,6 +151,11 @@ func TestConsoleInChromium(t *testing.T) {
 	if _, err := eval(`(refresh(), true)`); err != nil {
 		t.Fatalf("refresh the list: %v", err)
 	}
+	waitJS("the demo stream's upload shows waiting, with its error", `(() => { refresh(); const td = document.querySelector('tr[data-stream="demo"]').children[4];
+		return td.dataset.upload === 'waiting' && td.textContent.includes('waiting') && td.className === 'bad'; })()`, 30*time.Second)
 	waitJS("the demo camera shows live only", `(() => { const td = document.querySelector('tr[data-stream="demo"]').children[3];
 		return td.textContent.includes('live only, nothing kept') && td.className === 'bad'; })()`, 15*time.Second)
+	run("sign out", chromedp.Click(chromedp.CSS("#signout")))
+	waitJS("signed out: the sign-in form, no key kept", `!document.getElementById('login').hidden && document.getElementById('app').hidden &&
+		sessionStorage.getItem('kvsedge-creds') === null && localStorage.getItem('kvsedge-creds') === null`, 10*time.Second)
 }

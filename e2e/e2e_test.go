@@ -23,6 +23,10 @@ import (
 var kvsedgeBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(floodHelperEnv) != "" {
+		// A flood helper process of TestConnectionFloodFullSize.
+		os.Exit(floodHelperMain())
+	}
 	flag.Parse()
 	if testing.Short() {
 		// Every test here runs the binary: none is short.

@@ -18,11 +18,14 @@ import (
 
 // TestConnectionFloodDoesNotEndTheBox: a box whose file limit is 512 gets,
 // from one address, 50 connections that send their request head one byte
-// a second and then 400 idle ones (more than its per-address cap of 100), while a real
-// producer uploads from another address. The box stays up, closes the
-// connections over the cap at once and the slow ones within its header
-// timeout, and stores every fragment of the upload. (A scaled-down form of
-// the 20,000-connection flood: the same limits are hit, in seconds.)
+// a second, 10 that first wait 1.5 s, and then 400 idle ones (more than
+// its per-address cap of 100), while a real producer uploads from another
+// address. The box stays up, closes the connections over the cap at once,
+// the slow ones within its header timeout and the late ones within twice
+// it (the timeout restarts at a request's first byte), and stores every
+// fragment of the upload. (A scaled-down form of the 20,000-connection
+// flood, TestConnectionFloodFullSize: the same limits are hit, in
+// seconds.)
 func TestConnectionFloodDoesNotEndTheBox(t *testing.T) {
 	dir := t.TempDir()
 	env := append(streamEnv(dir), "KVSEDGE_HTTP__HEADER_TIMEOUT=2s", "KVSEDGE_HTTP__MAX_CONNS_PER_IP=100")
@@ -38,18 +41,26 @@ func TestConnectionFloodDoesNotEndTheBox(t *testing.T) {
 	flooder := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 2 * time.Second}
 	target := strings.TrimPrefix(api, "http://")
 
+	const nSlow, nLate, lateWait = 50, 10, 1500 * time.Millisecond
 	var slow sync.WaitGroup
-	closedAfter := make(chan time.Duration, 50)
-	for i := 0; i < 50; i++ {
+	closedAfter := make(chan time.Duration, nSlow)
+	lateClosedAfter := make(chan time.Duration, nLate)
+	for i := 0; i < nSlow+nLate; i++ {
 		conn, err := flooder.Dial("tcp", target)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
 		slow.Add(1)
+		closedAfter := closedAfter
+		wait := time.Duration(0)
+		if i >= nSlow {
+			closedAfter, wait = lateClosedAfter, lateWait
+		}
 		go func() {
 			defer slow.Done()
 			defer conn.Close()
 			start := time.Now()
+			time.Sleep(wait)
 			head := "POST /listStreams HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 60)
 			for j := 0; j < len(head); j++ {
 				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -91,15 +102,25 @@ func TestConnectionFloodDoesNotEndTheBox(t *testing.T) {
 	}
 	slow.Wait()
 	close(closedAfter)
-	var worst time.Duration
+	close(lateClosedAfter)
+	var worst, worstLate time.Duration
 	for d := range closedAfter {
 		if d < 0 {
 			t.Fatal("a slow connection was never closed")
 		}
 		worst = max(worst, d)
 	}
+	for d := range lateClosedAfter {
+		if d < 0 {
+			t.Fatal("a late slow connection was never closed")
+		}
+		worstLate = max(worstLate, d)
+	}
 	if worst > 2*time.Second+1500*time.Millisecond {
 		t.Fatalf("a slow connection was closed after %v (header timeout 2 s)", worst)
+	}
+	if worstLate > lateWait+2*time.Second+1500*time.Millisecond {
+		t.Fatalf("a slow connection that began after %v was closed after %v (header timeout 2 s from its first byte)", lateWait, worstLate)
 	}
 	select {
 	case <-p.exited:
@@ -128,8 +149,8 @@ func TestConnectionFloodDoesNotEndTheBox(t *testing.T) {
 	if accepted < 450 {
 		t.Fatalf("%v connections accepted: the flood did not reach the box", accepted)
 	}
-	t.Logf("flood: %d idle and 50 slow connections; slowest closed after %v; upload of 11 fragments took %v; accepted %v, open now %v",
-		len(held), worst.Round(time.Millisecond), res.UploadEnd.Sub(res.UploadStart).Round(time.Millisecond), accepted,
+	t.Logf("flood: %d idle, %d slow and %d late slow connections; slowest closed after %v, late after %v; upload of 11 fragments took %v; accepted %v, open now %v",
+		len(held), nSlow, nLate, worst.Round(time.Millisecond), worstLate.Round(time.Millisecond), res.UploadEnd.Sub(res.UploadStart).Round(time.Millisecond), accepted,
 		textMetric(string(body), "kvsedge_http_connections_open"))
 }
 

@@ -88,7 +88,7 @@ func TestUploadToUpstreamThroughFaults(t *testing.T) {
 		deadline := time.Now().Add(within)
 		for !cond() {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %v\nlocal log:\n%s", what, within, tail(local.logs.String(), 40))
+				t.Fatalf("%s: not within %v\nlocal log:\n%s", what, within, tailLines(local.logs.String(), 40))
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
@@ -163,7 +163,7 @@ func TestUploadToUpstreamThroughFaults(t *testing.T) {
 	t.Logf("kvsedge uploads:\n%s", out)
 }
 
-func tail(s string, n int) string {
+func tailLines(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -215,7 +215,7 @@ func TestUploadSchedule(t *testing.T) {
 		windows[st.Truncate(10*time.Second).Unix()] = true
 	}
 	if len(list) < 3 || len(windows) < 2 {
-		t.Fatalf("%d fragments upstream in %d windows; local log:\n%s", len(list), len(windows), tail(local.logs.String(), 30))
+		t.Fatalf("%d fragments upstream in %d windows; local log:\n%s", len(list), len(windows), tailLines(local.logs.String(), 30))
 	}
 	t.Logf("%d fragments uploaded in %d windows", len(list), len(windows))
 }

@@ -118,10 +118,6 @@ func TestWitnessBreaksTheTie(t *testing.T) {
 	}
 }
 
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
 func witnessLog(mu *sync.Mutex, b *strings.Builder) string {
 	mu.Lock()
 	defer mu.Unlock()

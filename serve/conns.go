@@ -15,8 +15,11 @@ import (
 // acceptLoop keeps accepting whatever the error, backing off while it lasts;
 // fasthttp enforces the other limits (Options.MaxConns as its Concurrency,
 // MaxConnsPerIP, HeaderTimeout as its ReadTimeout for the request head and
-// small bodies; the media routes clear the deadline and bound themselves by
-// progress, not age).
+// small bodies, from the connection's accept until its first byte and
+// again from that byte; the media routes clear the deadline and bound
+// themselves by progress, not age). With ReduceMemoryUsage a connection
+// waiting for its first byte holds no buffers: a flood of idle
+// connections costs each its goroutine and descriptor.
 
 // ConnStats are the server's connection counters.
 type ConnStats struct {

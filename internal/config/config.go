@@ -290,8 +290,9 @@ type HTTPConfig struct {
 	// MaxConnsPerIP caps one client address's (more are closed at once).
 	MaxConns      int `koanf:"max_conns" yaml:"max_conns"`
 	MaxConnsPerIP int `koanf:"max_conns_per_ip" yaml:"max_conns_per_ip"`
-	// HeaderTimeout closes a connection whose request head (and JSON body)
-	// did not arrive within it; uploads and media reads are bounded by
+	// HeaderTimeout closes a new connection that sends nothing within it,
+	// and one whose request head (and JSON body) did not arrive within it
+	// of its first byte; uploads and media reads are bounded by
 	// their progress instead (media.put_media_idle_close,
 	// media.get_media_idle_timeout).
 	HeaderTimeout time.Duration `koanf:"header_timeout" yaml:"header_timeout"`

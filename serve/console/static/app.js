@@ -4,9 +4,23 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 let client = null, current = null, hls = null, range = null;
+// view counts stopPlayer calls: an answer that arrives for an earlier view
+// (a slow GetImages, ListFragments or session request) is dropped.
+let view = 0;
 
+// The key is kept for this tab only (sessionStorage, gone when the tab
+// closes; Sign out forgets it at once), never in localStorage, where it
+// would stay in clear on the disk of every browser that ever signed in.
+localStorage.removeItem('kvsedge-creds'); // left by an older console
 function creds() {
-  try { return JSON.parse(localStorage.getItem('kvsedge-creds')); } catch (e) { return null; }
+  try { return JSON.parse(sessionStorage.getItem('kvsedge-creds')); } catch (e) { return null; }
+}
+
+function signOut() {
+  sessionStorage.removeItem('kvsedge-creds');
+  closeViewer(); client = null;
+  $('who').textContent = ''; $('signout').hidden = true;
+  $('secret').value = ''; $('app').hidden = true; $('login').hidden = false;
 }
 
 async function api(path, body) {
@@ -22,7 +36,7 @@ async function api(path, body) {
 
 function signIn(c) {
   client = new aws4fetch.AwsClient({ accessKeyId: c.akid, secretAccessKey: c.secret, region: c.region || 'us-east-1', service: 'kinesisvideo' });
-  $('who').textContent = c.akid;
+  $('who').textContent = c.akid; $('signout').hidden = false;
   $('login').hidden = true; $('app').hidden = false;
   refresh();
 }
@@ -32,15 +46,18 @@ $('login-form').addEventListener('submit', async (e) => {
   const c = { akid: $('akid').value.trim(), secret: $('secret').value.trim(), region: $('region').value.trim() };
   client = new aws4fetch.AwsClient({ accessKeyId: c.akid, secretAccessKey: c.secret, region: c.region, service: 'kinesisvideo' });
   try { await api('/listStreams', { MaxResults: 1 }); } catch (err) { $('login-error').textContent = err.message; return; }
-  localStorage.setItem('kvsedge-creds', JSON.stringify(c));
+  sessionStorage.setItem('kvsedge-creds', JSON.stringify(c));
   signIn(c);
 });
 
 async function refresh() {
   try {
-    const [list, cams] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] }))]);
+    const [list, cams, ups] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] })),
+      api('/describeUploads', {}).catch(() => ({ Uploads: [] }))]);
     const byStream = {};
     for (const c of cams.Cameras || []) byStream[c.stream] = c;
+    const uploads = {};
+    for (const u of ups.Uploads || []) uploads[u.stream] = u;
     const rows = $('stream-rows');
     rows.textContent = '';
     for (const s of list.StreamInfoList || []) {
@@ -52,10 +69,15 @@ async function refresh() {
       // only, nothing kept, so nothing to play back.
       const liveOnly = cam && cam.retention === 'live only, nothing kept';
       const camText = cam ? `${cam.state}${liveOnly ? ' · live only, nothing kept' : ''}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error ? ' · ' + cam.last_error : ''}` : '';
-      for (const v of [s.StreamName, s.Status, s.DataRetentionInHours, camText]) {
+      // Upload to the upstream KVS: state, how far behind, the last error.
+      const up = uploads[s.StreamName];
+      const upText = up ? `${up.state}${up.lag_seconds > 0 ? ' · ' + Math.round(up.lag_seconds) + ' s behind' : ''}${up.state === 'waiting' && up.last_error ? ' · ' + up.last_error : ''}` : '';
+      for (const v of [s.StreamName, s.Status, s.DataRetentionInHours, camText, upText]) {
         const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
       }
       if (cam) tr.children[3].className = cam.state === 'RECORDING' && !liveOnly ? 'ok' : 'bad';
+      if (up) tr.children[4].className = up.state === 'waiting' ? 'bad' : 'ok';
+      tr.children[4].dataset.upload = up ? up.state : '';
       const td = document.createElement('td');
       const open = document.createElement('button'); open.textContent = 'Open'; open.className = 'open';
       open.onclick = () => openStream(s);
@@ -103,9 +125,27 @@ $('create-form').addEventListener('submit', async (e) => {
   } catch (err) { $('streams-error').textContent = err.message; }
 });
 
-function closeViewer() { if (hls) { hls.destroy(); hls = null; } current = null; $('viewer').hidden = true; }
+// stopPlayer stops the player and forgets everything of the stream shown:
+// its video, session URL, thumbnails, time range (for clip export) and
+// timeline, so nothing of one stream is ever shown under another's name.
+function stopPlayer() {
+  view++;
+  if (hls) { hls.destroy(); hls = null; }
+  const video = $('video');
+  video.pause(); video.removeAttribute('src'); video.load();
+  $('session-url').hidden = true; $('session-url').removeAttribute('href');
+  $('thumbs').textContent = ''; $('player-state').textContent = '';
+  range = null;
+  const canvas = $('timeline');
+  canvas.getContext('2d').clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.fragments;
+  $('timeline-labels').textContent = '';
+}
+
+function closeViewer() { stopPlayer(); current = null; $('viewer').hidden = true; }
 
 async function openStream(s) {
+  stopPlayer();
   current = s; $('viewer').hidden = false; $('viewer-title').textContent = s.StreamName;
   $('retention').value = s.DataRetentionInHours; $('viewer-error').textContent = '';
   refresh(); loadTags(); drawTimeline(); playLive();
@@ -136,20 +176,28 @@ function play(url, label) {
 }
 
 async function playLive() {
+  const v = view;
   try {
     const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE });
+    if (v !== view) return; // another stream was opened meanwhile
     play(r.HLSStreamingSessionURL, 'live');
-  } catch (err) { $('viewer-error').textContent = 'live: ' + err.message; }
+  } catch (err) {
+    if (v !== view) return;
+    stopPlayer();
+    $('player-state').textContent = 'nothing to play live: ' + err.message;
+  }
 }
 
 async function playFrom(ms) {
   const end = Math.min(ms + 3600e3, Date.now());
   range = [ms, end];
+  const v = view;
   try {
     const r = await api('/getHLSStreamingSessionURL', {
       StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND', DiscontinuityMode: PLAYABLE_EVERYWHERE,
       HLSFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: ms / 1000, EndTimestamp: end / 1000 } },
     });
+    if (v !== view) return;
     play(r.HLSStreamingSessionURL, 'on demand from ' + new Date(ms).toLocaleString());
     thumbnails(ms, Math.min(ms + 60e3, end));
   } catch (err) { $('viewer-error').textContent = 'on demand: ' + err.message; }
@@ -161,6 +209,7 @@ async function drawTimeline() {
   const canvas = $('timeline'), g = canvas.getContext('2d');
   const to = Date.now(), from = to - 24 * 3600e3;
   g.clearRect(0, 0, canvas.width, canvas.height);
+  const v = view;
   let frags = [], token = null;
   try {
     do {
@@ -169,7 +218,8 @@ async function drawTimeline() {
       const r = await api('/listFragments', req);
       frags = frags.concat(r.Fragments || []); token = r.NextToken;
     } while (token && frags.length < 100000);
-  } catch (err) { $('viewer-error').textContent = 'timeline: ' + err.message; return; }
+  } catch (err) { if (v === view) $('viewer-error').textContent = 'timeline: ' + err.message; return; }
+  if (v !== view) return;
   g.fillStyle = '#2e9d4f';
   const x = (t) => (t - from) / (to - from) * canvas.width;
   for (const f of frags) {
@@ -191,10 +241,12 @@ async function drawTimeline() {
 
 async function thumbnails(from, to) {
   $('thumbs').textContent = '';
+  const v = view;
   try {
     const r = await api('/getImages', { StreamName: current.StreamName, ImageSelectorType: 'SERVER_TIMESTAMP',
       StartTimestamp: from / 1000, EndTimestamp: to / 1000, SamplingInterval: Math.max(200, Math.floor((to - from) / 6)),
       Format: 'JPEG', WidthPixels: 320, HeightPixels: 180, MaxResults: 6 });
+    if (v !== view) return;
     for (const img of r.Images || []) {
       if (!img.ImageContent) continue;
       const el = document.createElement('img');
@@ -206,6 +258,7 @@ async function thumbnails(from, to) {
 }
 
 $('live-btn').onclick = () => playLive();
+$('signout').onclick = () => signOut();
 $('jump-btn').onclick = () => { const v = $('jump').value; if (v) playFrom(new Date(v).getTime()); };
 $('retention-btn').onclick = async () => {
   try {
