@@ -73,6 +73,16 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#login-form button")))
 	waitJS("the stream list shows demo", `!!document.querySelector('tr[data-stream="demo"]')`, 15*time.Second)
 
+	// The camera wall: the demo camera's tile plays live, with its LIVE
+	// badge and the camera's wall-clock time (within a minute of now).
+	waitJS("the demo tile plays live with its badge and clock", `(() => {
+		const el = document.querySelector('.tile[data-stream="demo"]'); if (!el) return false;
+		const t = tiles.get('demo'), v = el.querySelector('video'), d = t.hls && t.hls.playingDate;
+		return v.currentTime > 1 && !el.querySelector('.live').hidden && el.querySelector('.clock').textContent !== '' &&
+			d && Math.abs(Date.now() - d.getTime()) < 60000 && el.querySelector('.health').textContent.startsWith('RECORDING'); })()`, 40*time.Second)
+	run("a one-tile wall", chromedp.Click(chromedp.CSS(`#wall-sizes button[data-grid="1"]`)))
+	waitJS("the wall has one column", `document.getElementById('wall-tiles').className === 'grid g1'`, 5*time.Second)
+
 	run("create a stream",
 		chromedp.SendKeys(chromedp.CSS("#new-name"), "made-in-console"),
 		chromedp.Click(chromedp.CSS("#create-form button")))

@@ -18,6 +18,8 @@ function creds() {
 
 function signOut() {
   sessionStorage.removeItem('kvsedge-creds');
+  for (const t of tiles.values()) { if (t.hls) t.hls.destroy(); t.el.remove(); }
+  tiles.clear();
   closeViewer(); client = null;
   $('who').textContent = ''; $('signout').hidden = true;
   $('secret').value = ''; $('app').hidden = true; $('login').hidden = false;
@@ -90,6 +92,7 @@ async function refresh() {
       td.append(open, ' ', del); tr.appendChild(td); rows.appendChild(tr);
     }
     $('streams-error').textContent = '';
+    refreshWall(list.StreamInfoList || [], cams.Cameras || []);
   } catch (err) { $('streams-error').textContent = err.message; }
   refreshCluster();
 }
@@ -141,6 +144,78 @@ function stopPlayer() {
   delete canvas.dataset.fragments;
   $('timeline-labels').textContent = '';
 }
+
+// The camera wall: a grid of live tiles (1, 4, 9 or 16), one per stream
+// with a camera, each with its own LIVE session: the name, a LIVE badge
+// while it plays near the live edge, the camera's wall-clock time (the
+// playlist's program date-time, from the producer timestamps) and its
+// health. A click opens the stream below.
+let wallSize = parseInt(sessionStorage.getItem('kvsedge-wall') || '4', 10);
+const tiles = new Map(); // stream name → { el, hls, video }
+
+function refreshWall(streams, cams) {
+  const byName = new Map(streams.map((s) => [s.StreamName, s]));
+  const want = cams.filter((c) => byName.has(c.stream)).slice(0, wallSize);
+  $('wall-empty').hidden = want.length > 0;
+  $('wall-tiles').className = 'grid g' + wallSize;
+  for (const b of document.querySelectorAll('#wall-sizes button')) b.classList.toggle('on', parseInt(b.dataset.grid, 10) === wallSize);
+  const names = new Set(want.map((c) => c.stream));
+  for (const [name, t] of tiles) {
+    if (!names.has(name)) { if (t.hls) t.hls.destroy(); t.el.remove(); tiles.delete(name); }
+  }
+  for (const cam of want) {
+    let t = tiles.get(cam.stream);
+    if (!t) t = addTile(byName.get(cam.stream));
+    const bits = [cam.state];
+    if (cam.bitrate_bps) bits.push((cam.bitrate_bps / 1e6).toFixed(1) + ' Mbit/s');
+    if (cam.fps) bits.push(cam.fps.toFixed(0) + ' fps');
+    if (cam.last_error && cam.state !== 'RECORDING') bits.push(cam.last_error);
+    t.health.textContent = bits.join(' · ');
+    t.health.className = 'health ' + (cam.state === 'RECORDING' ? '' : 'bad');
+  }
+}
+
+function addTile(s) {
+  const el = document.createElement('div'); el.className = 'tile'; el.dataset.stream = s.StreamName;
+  const video = document.createElement('video'); video.muted = true; video.playsInline = true; video.autoplay = true;
+  const bar = document.createElement('div'); bar.className = 'bar';
+  const name = document.createElement('span'); name.textContent = s.StreamName;
+  const right = document.createElement('span');
+  const clock = document.createElement('span'); clock.className = 'clock';
+  const live = document.createElement('span'); live.className = 'live'; live.textContent = 'LIVE'; live.hidden = true;
+  right.append(clock, ' ', live); bar.append(name, right);
+  const health = document.createElement('div'); health.className = 'health';
+  el.append(video, bar, health);
+  el.onclick = () => openStream(s);
+  $('wall-tiles').appendChild(el);
+  const t = { el, video, clock, live, health, hls: null };
+  tiles.set(s.StreamName, t);
+  api('/getHLSStreamingSessionURL', { StreamName: s.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
+    DisplayFragmentTimestamp: 'ALWAYS', HLSFragmentSelector: { FragmentSelectorType: 'PRODUCER_TIMESTAMP' } })
+    .then((r) => {
+      if (tiles.get(s.StreamName) !== t) return;
+      t.hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+      t.hls.loadSource(r.HLSStreamingSessionURL); t.hls.attachMedia(video);
+      t.hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
+    })
+    .catch((err) => { health.textContent = 'no live video: ' + err.message; });
+  return t;
+}
+
+// Tile clocks and LIVE badges, twice a second.
+setInterval(() => {
+  for (const t of tiles.values()) {
+    const d = t.hls && t.hls.playingDate;
+    t.clock.textContent = d ? d.toLocaleTimeString() : '';
+    t.live.hidden = !(d && !t.video.paused && Date.now() - d.getTime() < 30e3);
+  }
+}, 500);
+
+function setWallSize(n) {
+  wallSize = n; sessionStorage.setItem('kvsedge-wall', String(n));
+  if (client) refresh();
+}
+for (const b of document.querySelectorAll('#wall-sizes button')) b.onclick = () => setWallSize(parseInt(b.dataset.grid, 10));
 
 function closeViewer() { stopPlayer(); current = null; $('viewer').hidden = true; }
 
