@@ -106,6 +106,22 @@ func TestConsoleInChromium(t *testing.T) {
 	waitJS("the on-demand session starts", `document.getElementById('player-state').textContent.startsWith('on demand')`, 10*time.Second)
 	waitJS("the on-demand video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error && !document.getElementById('player-state').textContent.includes('error'); })()`, 30*time.Second)
 
+	// The timeline: the playhead follows the on-demand session (about 12 s
+	// ago), the buttons zoom from 24 h down to 1 minute at most, and the
+	// fragments of the narrower window are fetched again.
+	waitJS("the playhead is where the video plays", `tlPlayhead !== null && Math.abs(tlPlayhead - (Date.now() - 12000)) < 60000`, 15*time.Second)
+	run("zoom in three times", chromedp.Click(chromedp.CSS("#tl-in")), chromedp.Click(chromedp.CSS("#tl-in")), chromedp.Click(chromedp.CSS("#tl-in")))
+	waitJS("the window is 3 h", `(() => { const c = document.getElementById('timeline'); return Math.abs((c.dataset.to - c.dataset.from) - 3 * 3600e3) < 1000 &&
+		document.getElementById('tl-width').textContent === '3.0 h'; })()`, 5*time.Second)
+	fetches := evalString(`document.getElementById('timeline').dataset.fetches`)
+	if _, err := eval(`(() => { for (let i = 0; i < 20; i++) document.getElementById('tl-in').click(); return true; })()`); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("zoomed in to 1 minute around the playhead, its fragments fetched again", `(() => { const c = document.getElementById('timeline');
+		return c.dataset.to - c.dataset.from === 60000 && document.getElementById('tl-width').textContent === '1 min' &&
+			c.dataset.fetches !== '`+fetches+`' && tlPlayhead >= +c.dataset.from && tlPlayhead <= +c.dataset.to &&
+			parseInt(c.dataset.fragments || '0') >= 1 && parseInt(c.dataset.fragments) <= 40; })()`, 10*time.Second)
+
 	// The console hands out sessions that play everywhere (VLC too): the
 	// URL it shows has one initialization segment and no discontinuity.
 	sessionURL := evalString(`document.getElementById('session-url').href`)
