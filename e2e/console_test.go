@@ -73,6 +73,16 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#login-form button")))
 	waitJS("the stream list shows demo", `!!document.querySelector('tr[data-stream="demo"]')`, 15*time.Second)
 
+	// The camera wall: the demo camera's tile plays live, with its LIVE
+	// badge and the camera's wall-clock time (within a minute of now).
+	waitJS("the demo tile plays live with its badge and clock", `(() => {
+		const el = document.querySelector('.tile[data-stream="demo"]'); if (!el) return false;
+		const t = tiles.get('demo'), v = el.querySelector('video'), d = t.hls && t.hls.playingDate;
+		return v.currentTime > 1 && !el.querySelector('.live').hidden && el.querySelector('.clock').textContent !== '' &&
+			d && Math.abs(Date.now() - d.getTime()) < 60000 && el.querySelector('.health').textContent.startsWith('RECORDING'); })()`, 40*time.Second)
+	run("a one-tile wall", chromedp.Click(chromedp.CSS(`#wall-sizes button[data-grid="1"]`)))
+	waitJS("the wall has one column", `document.getElementById('wall-tiles').className === 'grid g1'`, 5*time.Second)
+
 	run("create a stream",
 		chromedp.SendKeys(chromedp.CSS("#new-name"), "made-in-console"),
 		chromedp.Click(chromedp.CSS("#create-form button")))
@@ -95,6 +105,22 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	waitJS("the on-demand session starts", `document.getElementById('player-state').textContent.startsWith('on demand')`, 10*time.Second)
 	waitJS("the on-demand video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error && !document.getElementById('player-state').textContent.includes('error'); })()`, 30*time.Second)
+
+	// The timeline: the playhead follows the on-demand session (about 12 s
+	// ago), the buttons zoom from 24 h down to 1 minute at most, and the
+	// fragments of the narrower window are fetched again.
+	waitJS("the playhead is where the video plays", `tlPlayhead !== null && Math.abs(tlPlayhead - (Date.now() - 12000)) < 60000`, 15*time.Second)
+	run("zoom in three times", chromedp.Click(chromedp.CSS("#tl-in")), chromedp.Click(chromedp.CSS("#tl-in")), chromedp.Click(chromedp.CSS("#tl-in")))
+	waitJS("the window is 3 h", `(() => { const c = document.getElementById('timeline'); return Math.abs((c.dataset.to - c.dataset.from) - 3 * 3600e3) < 1000 &&
+		document.getElementById('tl-width').textContent === '3.0 h'; })()`, 5*time.Second)
+	fetches := evalString(`document.getElementById('timeline').dataset.fetches`)
+	if _, err := eval(`(() => { for (let i = 0; i < 20; i++) document.getElementById('tl-in').click(); return true; })()`); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("zoomed in to 1 minute around the playhead, its fragments fetched again", `(() => { const c = document.getElementById('timeline');
+		return c.dataset.to - c.dataset.from === 60000 && document.getElementById('tl-width').textContent === '1 min' &&
+			c.dataset.fetches !== '`+fetches+`' && tlPlayhead >= +c.dataset.from && tlPlayhead <= +c.dataset.to &&
+			parseInt(c.dataset.fragments || '0') >= 1 && parseInt(c.dataset.fragments) <= 40; })()`, 10*time.Second)
 
 	// The console hands out sessions that play everywhere (VLC too): the
 	// URL it shows has one initialization segment and no discontinuity.

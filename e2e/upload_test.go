@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,7 +25,7 @@ import (
 
 // TestUploadToUpstreamThroughFaults: one box records an RTSP camera and
 // uploads it to a second kvsedge (the upstream) through a fault proxy.
-// During the upload the proxy freezes the path for 30 s and cuts its
+// During the upload the proxy freezes the path for 60 s and cuts its
 // connections (mid-fragment), the uploading box is SIGKILLed and started
 // again, and the upstream box is restarted. At the end the upstream holds
 // exactly the local fragments: the same producer timestamps, the same
@@ -99,10 +101,10 @@ func TestUploadToUpstreamThroughFaults(t *testing.T) {
 	waitFor("the first fragments upstream", 40*time.Second, upHas(2))
 
 	proxy.Freeze()
-	time.Sleep(30 * time.Second)
+	time.Sleep(60 * time.Second)
 	proxy.Thaw()
 	n := upCount()
-	waitFor("uploading after a 30 s freeze", 60*time.Second, upHas(n+2))
+	waitFor("uploading after a 60 s freeze", 60*time.Second, upHas(n+2))
 	cut := 0
 	for range 3 {
 		time.Sleep(700 * time.Millisecond)
@@ -155,7 +157,38 @@ func TestUploadToUpstreamThroughFaults(t *testing.T) {
 	if len(lk) == 0 || strings.Join(lk, "\n") != strings.Join(uk, "\n") {
 		t.Fatalf("frames differ: local %d, upstream %d", len(lk), len(uk))
 	}
-	t.Logf("%d fragments and %d frames uploaded through a 30 s freeze, 3 cuts, a killed uploader and a restarted upstream", len(ut), len(uk))
+	t.Logf("%d fragments and %d frames uploaded through a 60 s freeze, 3 cuts, a killed uploader and a restarted upstream", len(ut), len(uk))
+	// What the upstream serves decodes: GetClip of the whole uploaded
+	// range, read by ffprobe, holds every uploaded video frame.
+	first, last := upList[0], upList[0]
+	for _, f := range upList {
+		if aws.ToTime(f.ServerTimestamp).Before(aws.ToTime(first.ServerTimestamp)) {
+			first = f
+		}
+		if aws.ToTime(f.ServerTimestamp).After(aws.ToTime(last.ServerTimestamp)) {
+			last = f
+		}
+	}
+	clipReq := signedJSONRequest(context.Background(), t, "http://"+upAddr, "/getClip", map[string]any{"StreamName": "cam",
+		"ClipFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": map[string]any{
+			"StartTimestamp": float64(aws.ToTime(first.ServerTimestamp).UnixMilli()) / 1000,
+			"EndTimestamp":   float64(aws.ToTime(last.ServerTimestamp).UnixMilli()+last.FragmentLengthInMilliseconds) / 1000}}})
+	clipResp, cerr := http.DefaultClient.Do(clipReq)
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	mp4, _ := io.ReadAll(clipResp.Body)
+	clipResp.Body.Close()
+	if clipResp.StatusCode != 200 {
+		t.Fatalf("GetClip upstream: %d %s", clipResp.StatusCode, mp4)
+	}
+	clipPath := filepath.Join(t.TempDir(), "upstream.mp4")
+	if err := os.WriteFile(clipPath, mp4, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if counts := fixture.PacketCounts(t, clipPath); counts["video"] != len(uk) {
+		t.Fatalf("ffprobe of the upstream's clip: %v video packets, %d frames uploaded", counts, len(uk))
+	}
 	out, _, code := kvsedgeCmd(t, env, "uploads", "--endpoint", local.endpoint)
 	if code != 0 || !strings.Contains(out, `"stream": "cam"`) || !strings.Contains(out, "uploaded_through") {
 		t.Fatalf("kvsedge uploads: exit %d\n%s", code, out)

@@ -18,6 +18,8 @@ function creds() {
 
 function signOut() {
   sessionStorage.removeItem('kvsedge-creds');
+  for (const t of tiles.values()) { if (t.hls) t.hls.destroy(); t.el.remove(); }
+  tiles.clear();
   closeViewer(); client = null;
   $('who').textContent = ''; $('signout').hidden = true;
   $('secret').value = ''; $('app').hidden = true; $('login').hidden = false;
@@ -90,6 +92,7 @@ async function refresh() {
       td.append(open, ' ', del); tr.appendChild(td); rows.appendChild(tr);
     }
     $('streams-error').textContent = '';
+    refreshWall(list.StreamInfoList || [], cams.Cameras || []);
   } catch (err) { $('streams-error').textContent = err.message; }
   refreshCluster();
 }
@@ -139,8 +142,81 @@ function stopPlayer() {
   const canvas = $('timeline');
   canvas.getContext('2d').clearRect(0, 0, canvas.width, canvas.height);
   delete canvas.dataset.fragments;
+  tl.frags = []; tlPlayhead = null;
   $('timeline-labels').textContent = '';
 }
+
+// The camera wall: a grid of live tiles (1, 4, 9 or 16), one per stream
+// with a camera, each with its own LIVE session: the name, a LIVE badge
+// while it plays near the live edge, the camera's wall-clock time (the
+// playlist's program date-time, from the producer timestamps) and its
+// health. A click opens the stream below.
+let wallSize = parseInt(sessionStorage.getItem('kvsedge-wall') || '4', 10);
+const tiles = new Map(); // stream name → { el, hls, video }
+
+function refreshWall(streams, cams) {
+  const byName = new Map(streams.map((s) => [s.StreamName, s]));
+  const want = cams.filter((c) => byName.has(c.stream)).slice(0, wallSize);
+  $('wall-empty').hidden = want.length > 0;
+  $('wall-tiles').className = 'grid g' + wallSize;
+  for (const b of document.querySelectorAll('#wall-sizes button')) b.classList.toggle('on', parseInt(b.dataset.grid, 10) === wallSize);
+  const names = new Set(want.map((c) => c.stream));
+  for (const [name, t] of tiles) {
+    if (!names.has(name)) { if (t.hls) t.hls.destroy(); t.el.remove(); tiles.delete(name); }
+  }
+  for (const cam of want) {
+    let t = tiles.get(cam.stream);
+    if (!t) t = addTile(byName.get(cam.stream));
+    const bits = [cam.state];
+    if (cam.bitrate_bps) bits.push((cam.bitrate_bps / 1e6).toFixed(1) + ' Mbit/s');
+    if (cam.fps) bits.push(cam.fps.toFixed(0) + ' fps');
+    if (cam.last_error && cam.state !== 'RECORDING') bits.push(cam.last_error);
+    t.health.textContent = bits.join(' · ');
+    t.health.className = 'health ' + (cam.state === 'RECORDING' ? '' : 'bad');
+  }
+}
+
+function addTile(s) {
+  const el = document.createElement('div'); el.className = 'tile'; el.dataset.stream = s.StreamName;
+  const video = document.createElement('video'); video.muted = true; video.playsInline = true; video.autoplay = true;
+  const bar = document.createElement('div'); bar.className = 'bar';
+  const name = document.createElement('span'); name.textContent = s.StreamName;
+  const right = document.createElement('span');
+  const clock = document.createElement('span'); clock.className = 'clock';
+  const live = document.createElement('span'); live.className = 'live'; live.textContent = 'LIVE'; live.hidden = true;
+  right.append(clock, ' ', live); bar.append(name, right);
+  const health = document.createElement('div'); health.className = 'health';
+  el.append(video, bar, health);
+  el.onclick = () => openStream(s);
+  $('wall-tiles').appendChild(el);
+  const t = { el, video, clock, live, health, hls: null };
+  tiles.set(s.StreamName, t);
+  api('/getHLSStreamingSessionURL', { StreamName: s.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
+    DisplayFragmentTimestamp: 'ALWAYS', HLSFragmentSelector: { FragmentSelectorType: 'PRODUCER_TIMESTAMP' } })
+    .then((r) => {
+      if (tiles.get(s.StreamName) !== t) return;
+      t.hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+      t.hls.loadSource(r.HLSStreamingSessionURL); t.hls.attachMedia(video);
+      t.hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
+    })
+    .catch((err) => { health.textContent = 'no live video: ' + err.message; });
+  return t;
+}
+
+// Tile clocks and LIVE badges, twice a second.
+setInterval(() => {
+  for (const t of tiles.values()) {
+    const d = t.hls && t.hls.playingDate;
+    t.clock.textContent = d ? d.toLocaleTimeString() : '';
+    t.live.hidden = !(d && !t.video.paused && Date.now() - d.getTime() < 30e3);
+  }
+}, 500);
+
+function setWallSize(n) {
+  wallSize = n; sessionStorage.setItem('kvsedge-wall', String(n));
+  if (client) refresh();
+}
+for (const b of document.querySelectorAll('#wall-sizes button')) b.onclick = () => setWallSize(parseInt(b.dataset.grid, 10));
 
 function closeViewer() { stopPlayer(); current = null; $('viewer').hidden = true; }
 
@@ -148,6 +224,7 @@ async function openStream(s) {
   stopPlayer();
   current = s; $('viewer').hidden = false; $('viewer-title').textContent = s.StreamName;
   $('retention').value = s.DataRetentionInHours; $('viewer-error').textContent = '';
+  tlReset(); tlPlayhead = null;
   refresh(); loadTags(); drawTimeline(); playLive();
 }
 
@@ -178,7 +255,8 @@ function play(url, label) {
 async function playLive() {
   const v = view;
   try {
-    const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE });
+    const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
+      DisplayFragmentTimestamp: 'ALWAYS' });
     if (v !== view) return; // another stream was opened meanwhile
     play(r.HLSStreamingSessionURL, 'live');
   } catch (err) {
@@ -194,7 +272,7 @@ async function playFrom(ms) {
   const v = view;
   try {
     const r = await api('/getHLSStreamingSessionURL', {
-      StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND', DiscontinuityMode: PLAYABLE_EVERYWHERE,
+      StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND', DiscontinuityMode: PLAYABLE_EVERYWHERE, DisplayFragmentTimestamp: 'ALWAYS',
       HLSFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: ms / 1000, EndTimestamp: end / 1000 } },
     });
     if (v !== view) return;
@@ -205,11 +283,20 @@ async function playFrom(ms) {
 
 // The timeline: the last 24 h, recorded fragments in green, gaps grey
 // (from ListFragments, all pages).
+// The timeline: a window of the stream's recordings (recorded in green,
+// gaps grey) from 1 minute to 7 days wide, zoomed with the wheel or the
+// buttons around the pointer, panned by dragging, jumped by the date
+// picker; "now" (blue) and the playhead (red) are marked. A click plays
+// from there. The window is fetched with ListFragments (all pages) each
+// time it changes; the drawing follows the playhead twice a second.
+const TL_MIN = 60e3, TL_MAX = 7 * 24 * 3600e3;
+let tl = { from: 0, to: 0, frags: [] }, tlPlayhead = null, tlFetch = 0, tlDragging = false;
+
+function tlReset() { const now = Date.now(); tl = { from: now - 24 * 3600e3, to: now, frags: [] }; }
+
 async function drawTimeline() {
-  const canvas = $('timeline'), g = canvas.getContext('2d');
-  const to = Date.now(), from = to - 24 * 3600e3;
-  g.clearRect(0, 0, canvas.width, canvas.height);
-  const v = view;
+  if (!tl.to) tlReset();
+  const v = view, fetchNo = ++tlFetch, { from, to } = tl;
   let frags = [], token = null;
   try {
     do {
@@ -219,25 +306,96 @@ async function drawTimeline() {
       frags = frags.concat(r.Fragments || []); token = r.NextToken;
     } while (token && frags.length < 100000);
   } catch (err) { if (v === view) $('viewer-error').textContent = 'timeline: ' + err.message; return; }
-  if (v !== view) return;
-  g.fillStyle = '#2e9d4f';
+  if (v !== view || fetchNo !== tlFetch) return;
+  tl.frags = frags;
+  $('timeline').dataset.fragments = frags.length;
+  $('timeline').dataset.fetches = String(parseInt($('timeline').dataset.fetches || '0', 10) + 1);
+  paintTimeline();
+}
+
+function paintTimeline() {
+  const canvas = $('timeline'), g = canvas.getContext('2d'), { from, to } = tl;
   const x = (t) => (t - from) / (to - from) * canvas.width;
-  for (const f of frags) {
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.fillStyle = '#2e9d4f';
+  for (const f of tl.frags) {
     const s = f.ServerTimestamp * 1000;
     g.fillRect(x(s), 0, Math.max(1, x(s + f.FragmentLengthInMilliseconds) - x(s)), canvas.height);
   }
-  canvas.dataset.fragments = frags.length;
-  canvas.onclick = (e) => {
-    const r = canvas.getBoundingClientRect();
-    playFrom(from + (e.clientX - r.left) / r.width * (to - from));
-  };
-  $('timeline-labels').innerHTML = '';
+  const mark = (t, color) => { if (t >= from && t <= to) { g.fillStyle = color; g.fillRect(x(t) - 1, 0, 2, canvas.height); } };
+  mark(Date.now(), '#1565c0');
+  if (tlPlayhead) mark(tlPlayhead, '#d32f2f');
+  canvas.dataset.from = from; canvas.dataset.to = to;
+  const labels = $('timeline-labels'); labels.textContent = '';
+  const span = to - from, withDate = span > 20 * 3600e3 || new Date(from).toDateString() !== new Date(to).toDateString();
   for (let i = 0; i <= 4; i++) {
-    const span = document.createElement('span');
-    span.textContent = new Date(from + i * (to - from) / 4).toLocaleTimeString();
-    $('timeline-labels').appendChild(span);
+    const t = new Date(from + i * span / 4), el = document.createElement('span');
+    el.textContent = withDate ? t.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' })
+      : t.toLocaleTimeString();
+    labels.appendChild(el);
   }
+  $('tl-width').textContent = span >= 86400e3 ? (span / 86400e3).toFixed(1) + ' d' : span >= 3600e3 ? (span / 3600e3).toFixed(1) + ' h'
+    : Math.round(span / 60e3) + ' min';
 }
+
+// tlZoom scales the window by k around time at (k < 1 zooms in), within
+// 1 minute … 7 days and never past now.
+function tlZoom(k, at) {
+  const span = Math.min(TL_MAX, Math.max(TL_MIN, (tl.to - tl.from) * k));
+  if (at === undefined) {
+    // The buttons zoom around the playhead, else "now", when shown.
+    const shown = (t) => t !== null && t >= tl.from && t <= tl.to;
+    at = shown(tlPlayhead) ? tlPlayhead : shown(Date.now()) ? Date.now() : (tl.from + tl.to) / 2;
+  }
+  const f = (at - tl.from) / (tl.to - tl.from);
+  tlSet(at - f * span, at + (1 - f) * span);
+}
+
+function tlSet(from, to) {
+  const now = Date.now();
+  if (to > now) { from -= to - now; to = now; }
+  tl.from = from; tl.to = to;
+  paintTimeline();
+  clearTimeout(tlSet.t); tlSet.t = setTimeout(drawTimeline, 150);
+}
+
+(function timelineControls() {
+  const canvas = $('timeline');
+  const timeAt = (e) => { const r = canvas.getBoundingClientRect(); return tl.from + (e.clientX - r.left) / r.width * (tl.to - tl.from); };
+  canvas.addEventListener('wheel', (e) => { e.preventDefault(); tlZoom(e.deltaY > 0 ? 1.25 : 0.8, timeAt(e)); }, { passive: false });
+  let drag = null;
+  canvas.addEventListener('mousedown', (e) => { drag = { x: e.clientX, from: tl.from, to: tl.to, moved: false }; tlDragging = true; });
+  window.addEventListener('mousemove', (e) => {
+    if (!drag) return;
+    const r = canvas.getBoundingClientRect(), dt = (e.clientX - drag.x) / r.width * (drag.to - drag.from);
+    if (Math.abs(e.clientX - drag.x) > 3) drag.moved = true;
+    if (drag.moved) tlSet(drag.from - dt, drag.to - dt);
+  });
+  window.addEventListener('mouseup', (e) => {
+    if (drag && !drag.moved && e.target === canvas) playFrom(timeAt(e));
+    drag = null; tlDragging = false;
+  });
+  canvas.addEventListener('mousemove', (e) => { canvas.title = new Date(timeAt(e)).toLocaleString() + ' — click to play from here'; });
+  $('tl-in').onclick = () => tlZoom(0.5);
+  $('tl-out').onclick = () => tlZoom(2);
+  $('tl-now').onclick = () => { const span = tl.to - tl.from; tlSet(Date.now() - span, Date.now()); };
+})();
+
+// The playhead: the date the player shows (program date-time of the
+// session), or for sessions without it the start of the range + position.
+setInterval(() => {
+  if (!current || $('viewer').hidden) return;
+  const d = hls && hls.playingDate;
+  tlPlayhead = d ? d.getTime() : (range ? range[0] + $('video').currentTime * 1000 : null);
+  if (!tl.to) return;
+  // Playing past the window's end: the window follows (a page on).
+  const span = tl.to - tl.from;
+  if (tlPlayhead !== null && tlPlayhead > tl.to && tlPlayhead - tl.to < span && !tlDragging) {
+    tlSet(tlPlayhead - 0.2 * span, tlPlayhead + 0.8 * span);
+    return;
+  }
+  paintTimeline();
+}, 500);
 
 async function thumbnails(from, to) {
   $('thumbs').textContent = '';
