@@ -42,6 +42,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
+	"github.com/kvsedge/kvsedge/hwprofiles"
 	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
@@ -77,12 +78,13 @@ const (
 // TestConnectionFloodFullSize is the full-size flood of issue 13. It runs
 // twice:
 //
-//   - pi-zero-2w: the box as shipped on its smallest profile (256 MiB Go
-//     memory limit; http.max_conns 4096, max_conns_per_ip 512,
-//     header_timeout 10 s). Spread over 253 addresses (~87 each) the flood
-//     stays under the per-address cap, so the total cap is the limit hit:
-//     the 2,000 slow connections (dialed first) and ~2,100 idle ones are
-//     held until the header timeout, the rest answered 503 at once.
+//   - pi-zero-2w: the box as shipped on its smallest profile (160 MiB Go
+//     memory limit; the profile's http.max_conns 1024, max_conns_per_ip
+//     512, header_timeout 10 s). Spread over 253 addresses (~87 each) the
+//     flood stays under the per-address cap, so the total cap is the
+//     limit hit: the first 1,024 of the 2,000 slow connections (dialed
+//     first) are held until the header timeout, the rest answered 503 at
+//     once.
 //   - file-limit: the profile for this machine and http.max_conns above
 //     the flood; the box lowers its cap to 3/4 of its file limit (20,000 →
 //     15,000), keeping descriptors for the store and the camera: it holds
@@ -147,7 +149,11 @@ func fullFlood(t *testing.T, profile string, maxConns int, serverLimit uint64, p
 		t.Fatal(err)
 	}
 	env := append(streamEnv(filepath.Join(dir, "data")), "KVSEDGE_PROFILE="+profile)
-	wantCap := 4096
+	prof, ok := hwprofiles.ByName(profile)
+	if !ok {
+		t.Fatalf("no profile %s", profile)
+	}
+	wantCap := prof.MaxConns
 	if maxConns > 0 {
 		env = append(env, fmt.Sprintf("KVSEDGE_HTTP__MAX_CONNS=%d", maxConns))
 		wantCap = maxConns
@@ -286,8 +292,11 @@ func fullFlood(t *testing.T, profile string, maxConns int, serverLimit uint64, p
 	if not408 > 0 {
 		t.Errorf("%d slow connections closed by the header timeout were not answered 408: %v", not408, sum.slow.answers)
 	}
-	if len(sum.slow.served) < floodSlow*9/10 {
-		t.Errorf("only %d of %d slow connections were served: the test did not measure the header timeout", len(sum.slow.served), floodSlow)
+	// The slow connections are dialed first: the box serves as many as its
+	// cap allows (all 2,000 above it; a few slots go to the upload, the
+	// camera's API client and the scraper) and answers the rest 503.
+	if want := min(floodSlow, wantCap-8) * 9 / 10; len(sum.slow.served) < want {
+		t.Errorf("only %d of %d slow connections were served (cap %d): the test did not measure the header timeout", len(sum.slow.served), floodSlow, wantCap)
 	}
 	if dialErrs > 0 {
 		t.Errorf("%d of %d dials failed (first: %s)", dialErrs, floodSlow+floodIdle, firstDialErr(reports))

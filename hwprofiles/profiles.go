@@ -43,6 +43,12 @@ type Profile struct {
 	MediaMemoryMiB int `json:"media_memory_mib"`
 	// MaxCameras is how many cameras the box records at once.
 	MaxCameras int `json:"max_cameras"`
+	// MaxConns caps the API connections served at once (http.max_conns;
+	// the box also keeps it under 3/4 of its file limit). A held
+	// connection costs ~1 KiB of heap plus its goroutine's stack: the full
+	// flood (issue 13) measured ~100 MiB RSS at 4,096 connections and
+	// 161 MiB at 15,000 on top of an idle 26 MiB.
+	MaxConns int `json:"max_conns"`
 	// Storage and SyncWindow: with SyncWindow > 0 the store groups the
 	// syncs of fragments that finish within the window (PERSISTED acks
 	// wait up to that long); 0 syncs each fragment at once.
@@ -62,8 +68,9 @@ var All = []Profile{
 			"a 160 MiB Go limit (index, connections, Pebble's 8 MiB cache and 2×4 MiB memtables) and a 96 MiB media budget outside it. " +
 			"The media budget holds each camera's 4 s ring (two 2 s fragments: a 2 Mbit/s camera's ~1 MiB) plus its fragment arriving and its persist queue, " +
 			"and one 48 MB PutMedia fragment at a time (uploads may fill 72 MiB of it; more are refused with a retriable ERROR and re-sent). " +
-			"2 cameras: measured recorder cost is ~2–4 MiB and 7–20 ms CPU per camera-second (issue 4 note) on a far faster core; microSD: grouped syncs",
-		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 2,
+			"2 cameras: measured recorder cost is ~2–4 MiB and 7–20 ms CPU per camera-second (issue 4 note) on a far faster core; microSD: grouped syncs; " +
+			"1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, so 1,024 cost ~25 MiB of the Go limit",
+		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 2, MaxConns: 1024,
 		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 160,
 	},
 	{
@@ -71,7 +78,7 @@ var All = []Profile{
 		DerivedFrom: "2 GiB RAM: the process is held to 1 GiB, a 768 MiB Go limit and a 256 MiB media budget; a 6 s ring per stream (three 2 s fragments: " +
 			"an HLS live playlist) is ~1.5 MiB of a 2 Mbit/s camera, × 8 cameras with their fragments arriving and queued ~32 MiB, the rest for uploads and reads; " +
 			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs",
-		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 8,
+		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 8, MaxConns: 4096,
 		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 768,
 	},
 	{
@@ -79,21 +86,21 @@ var All = []Profile{
 		DerivedFrom: "8 GiB RAM: the process is held to 4 GiB, a 3 GiB Go limit and a 1 GiB media budget; a 10 s ring per stream (~2.5 MiB of a 2 Mbit/s camera) × 16 cameras = 40 MiB, " +
 			"the rest for concurrent uploads and reads; 16 cameras at 2 Mbit/s is 32 Mbit/s of ingest, within one Cortex-A76 core at the measured recorder cost; most boot from microSD: " +
 			"syncs grouped in 100 ms windows (set storage.sync_window: 0s on NVMe); a 4 GB Pi 4 or 5 gets pi4-2g",
-		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16,
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16, MaxConns: 8192,
 		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 3072,
 	},
 	{
 		Name: "jetson-orin-nano", Description: "NVIDIA Jetson Orin Nano class: 8 GB shared with the GPU, NVMe",
 		DerivedFrom: "8 GiB shared between CPU and GPU (inference gets half): the process is held to 3 GiB, a 2 GiB Go limit and a 1 GiB media budget; " +
 			"otherwise as pi5-8g; NVMe: sync per fragment",
-		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 32, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16,
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 32, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16, MaxConns: 8192,
 		Storage: StorageSSD, MemoryLimitMiB: 2048,
 	},
 	{
 		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
 		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring × 32 cameras at 2 Mbit/s = 80 MiB, " +
 			"the rest for uploads and reads; 32 cameras at 2 Mbit/s is 64 Mbit/s, measured at ~7 ms CPU per camera-second on this class of core (issue 4 note); SSD: sync per fragment",
-		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 32,
+		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 32, MaxConns: 16384,
 		Storage: StorageSSD, MemoryLimitMiB: 4608,
 	},
 }

@@ -501,6 +501,7 @@ func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofi
 		"media.memory_budget_mib": p.MediaMemoryMiB,
 		"media.max_cameras":       p.MaxCameras,
 		"memory_limit_mib":        p.MemoryLimitMiB,
+		"http.max_conns":          p.MaxConns,
 	} {
 		if !explicit[key] {
 			if err := k.Set(key, v); err != nil {
