@@ -128,3 +128,29 @@ func (e *Engine) LostBeforeUpload() map[string]uint64 {
 	}
 	return out
 }
+
+// OldestStoredAfter returns the meta of the stream's first stored fragment
+// numbered after n (ok false when none), reading index keys only, never
+// media: the uploader's lag (the age of the oldest fragment not yet
+// uploaded) is asked for on every status read.
+func (e *Engine) OldestStoredAfter(ref StreamRef, n fragment.Number) (m fragment.Meta, ok bool, err error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return m, false, err
+	}
+	var first fragment.Number
+	if err := e.db.FragmentNumbers(s.id, n, func(x fragment.Number) bool { first = x; return false }); err != nil {
+		return m, false, fmt.Errorf("engine: %w", err)
+	}
+	if first.IsZero() {
+		return m, false, nil
+	}
+	m, err = e.db.FragmentMeta(s.id, first)
+	if errors.Is(err, lsm.ErrNotFound) {
+		return m, false, nil // deleted meanwhile
+	}
+	if err != nil {
+		return m, false, fmt.Errorf("engine: %w", err)
+	}
+	return m, true, nil
+}

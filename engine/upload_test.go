@@ -41,6 +41,12 @@ func TestUploadProgressAndDeletion(t *testing.T) {
 	if p, _ := e.UploadProgress(ref); p != mid {
 		t.Fatalf("progress %v, want %v", p, mid)
 	}
+	if m, ok, err := e.OldestStoredAfter(ref, mid); err != nil || !ok || m.Number != all[len(all)/2+1] || m.ServerMs == 0 {
+		t.Fatalf("oldest after the progress: %v %v %+v", ok, err, m)
+	}
+	if _, ok, err := e.OldestStoredAfter(ref, all[len(all)-1]); err != nil || ok {
+		t.Fatalf("oldest after the newest: %v %v", ok, err)
+	}
 	// A hold wins.
 	if err := e.TagStream(ref, map[string]string{TagHold: "true"}); err != nil {
 		t.Fatal(err)

@@ -259,17 +259,13 @@ func (w *worker) snapshot(eng *engine.Engine) Status {
 	w.mu.Lock()
 	st := w.status
 	w.mu.Unlock()
-	// Lag: the age of the oldest stored fragment not yet uploaded.
+	// Lag: the age of the oldest stored fragment not yet uploaded (index
+	// keys only: this runs on every status read).
 	ref := engine.StreamRef{Name: w.stream}
 	if n, err := eng.UploadProgress(ref); err == nil {
-		if cur, err := eng.OpenCursor(ref, startAfter(n)); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-			if f, err := cur.Next(ctx, time.Millisecond); err == nil {
-				st.OldestPendingMs = f.Meta.ServerMs
-				st.LagSeconds = time.Since(time.UnixMilli(f.Meta.ServerMs)).Seconds()
-				f.Release()
-			}
-			cancel()
+		if m, ok, err := eng.OldestStoredAfter(ref, n); err == nil && ok {
+			st.OldestPendingMs = m.ServerMs
+			st.LagSeconds = time.Since(time.UnixMilli(m.ServerMs)).Seconds()
 		}
 	}
 	if st.State == "uploading" && st.OldestPendingMs == 0 {
