@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,21 +33,7 @@ func TestDamagedStoreRepair(t *testing.T) {
 	// 1. A flipped byte in the third fragment's media.
 	third := capt.Frags[2]
 	want := capt.Raw[third.Cluster.Blocks[0].ElemOff:third.Cluster.Blocks[len(third.Cluster.Blocks)-1].End]
-	segs, _ := filepath.Glob(filepath.Join(dir, "media", "*", "*.seg"))
-	flipped := false
-	for _, s := range segs {
-		b, _ := os.ReadFile(s)
-		if i := bytes.Index(b, want); i >= 0 {
-			b[i+len(want)/2] ^= 0xFF
-			if err := os.WriteFile(s, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			flipped = true
-		}
-	}
-	if !flipped {
-		t.Fatal("the fragment's blocks were not found in a segment")
-	}
+	flipInSegments(t, dir, want)
 	out, _, code := kvsedgeCmd(t, env, "check")
 	if code != 1 || !strings.Contains(out, "media is unreadable") {
 		t.Fatalf("check after a flipped media byte: exit %d\n%s", code, out)

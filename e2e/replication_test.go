@@ -423,23 +423,7 @@ func getFragmentList(t *testing.T, endpoint, stream string, numbers []string) []
 // those recorded before or during the cut is lost, none is duplicated.
 func TestClusterNetworkCut(t *testing.T) {
 	const n = 3
-	nw := clusterNet{}
-	var gossipProxies, apiProxies []*netcut.Proxy
-	for range n {
-		g, l := freeAddr(t), freeAddr(t)
-		gp, err := netcut.Listen("127.0.0.1:0", g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ap, err := netcut.ListenTCP("127.0.0.1:0", l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { gp.Close(); ap.Close() })
-		gossipProxies, apiProxies = append(gossipProxies, gp), append(apiProxies, ap)
-		nw.gossip, nw.advertise = append(nw.gossip, g), append(nw.advertise, gp.Addr())
-		nw.listen, nw.endpoint = append(nw.listen, l), append(nw.endpoint, "http://"+ap.Addr())
-	}
+	nw, gossipProxies, apiProxies := proxiedNet(t, n)
 	ctx, stopCamera := context.WithCancel(context.Background())
 	defer stopCamera()
 	boxes := startCameraCluster(t, ctx, n, nw)
@@ -558,4 +542,26 @@ func publishCameras(ctx context.Context, tb testing.TB, clip string, fps int, pa
 		go rtsptest.Publish(ctx, tb, rl.URL(p), aus, sps, pps, fps, 0)
 	}
 	return rl
+}
+
+// proxiedNet gives n boxes gossip and API addresses behind netcut proxies,
+// so that a test can cut one box off (Cut on both of its proxies).
+func proxiedNet(t *testing.T, n int) (nw clusterNet, gossipProxies, apiProxies []*netcut.Proxy) {
+	t.Helper()
+	for range n {
+		g, l := freeAddr(t), freeAddr(t)
+		gp, err := netcut.Listen("127.0.0.1:0", g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ap, err := netcut.ListenTCP("127.0.0.1:0", l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { gp.Close(); ap.Close() })
+		gossipProxies, apiProxies = append(gossipProxies, gp), append(apiProxies, ap)
+		nw.gossip, nw.advertise = append(nw.gossip, g), append(nw.advertise, gp.Addr())
+		nw.listen, nw.endpoint = append(nw.listen, l), append(nw.endpoint, "http://"+ap.Addr())
+	}
+	return nw, gossipProxies, apiProxies
 }

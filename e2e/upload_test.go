@@ -17,10 +17,8 @@ import (
 	kvtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
-	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/internal/faultproxy"
 	"github.com/kvsedge/kvsedge/internal/fixture"
-	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 // TestUploadToUpstreamThroughFaults: one box records an RTSP camera and
@@ -32,19 +30,9 @@ import (
 // frames in each (compared frame by frame through
 // GetMediaForFragmentList), none twice, none missing.
 func TestUploadToUpstreamThroughFaults(t *testing.T) {
-	clip, err := os.ReadFile(fixture.DemoClipPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, err := ingest.NewDemoSource(clip, 15)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, _, sps, pps := demo.Clip()
-	rl := rtsptest.StartRelay(t, "")
 	camCtx, stopCamera := context.WithCancel(context.Background())
 	defer stopCamera()
-	go rtsptest.Publish(camCtx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+	rl := publishCameras(camCtx, t, fixture.DemoClipPath(), 15, "cam")
 
 	// The upstream listens on a fixed port (it is restarted) behind the
 	// proxy, and hands out the proxy as its data endpoint, so PutMedia
@@ -210,19 +198,9 @@ func tailLines(s string, n int) string {
 // lies in one, and the windows catch up with what was recorded between
 // them.
 func TestUploadSchedule(t *testing.T) {
-	clip, err := os.ReadFile(fixture.DemoClipPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, err := ingest.NewDemoSource(clip, 15)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, _, sps, pps := demo.Clip()
-	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go rtsptest.Publish(ctx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+	rl := publishCameras(ctx, t, fixture.DemoClipPath(), 15, "cam")
 	up := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 
 	dir := t.TempDir()
@@ -258,19 +236,9 @@ func TestUploadSchedule(t *testing.T) {
 // reports LastUploaderStatus SUCCESS; a box whose upstream refuses its key
 // reports USER_ERROR with the reason.
 func TestEdgeUploaderStatus(t *testing.T) {
-	clip, err := os.ReadFile(fixture.DemoClipPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, err := ingest.NewDemoSource(clip, 15)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, _, sps, pps := demo.Clip()
-	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go rtsptest.Publish(ctx, t, rl.URL("gate"), aus, sps, pps, 15, 0)
+	rl := publishCameras(ctx, t, fixture.DemoClipPath(), 15, "gate")
 	up := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 
 	for _, c := range []struct {
@@ -319,19 +287,9 @@ func TestEdgeUploaderStatus(t *testing.T) {
 // only what the upstream has not yet PERSISTED (every deleted fragment is
 // upstream, with no hole), and a hold keeps local media.
 func TestDeleteAfterUpload(t *testing.T) {
-	clip, err := os.ReadFile(fixture.DemoClipPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, err := ingest.NewDemoSource(clip, 15)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, _, sps, pps := demo.Clip()
-	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go rtsptest.Publish(ctx, t, rl.URL("cam"), aus, sps, pps, 15, 0)
+	rl := publishCameras(ctx, t, fixture.DemoClipPath(), 15, "cam")
 	up := startKvsedge(t, streamEnv(t.TempDir()), "--listen", "127.0.0.1:0")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kvsedge.yaml")
@@ -398,19 +356,9 @@ func times(list []amtypes.Fragment) []int64 {
 // tested in internal/schedule, and uploads in 4 s windows in
 // TestUploadSchedule.)
 func TestRecorderSchedule(t *testing.T) {
-	clip, err := os.ReadFile(fixture.DemoClipPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, err := ingest.NewDemoSource(clip, 15)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, _, sps, pps := demo.Clip()
-	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go rtsptest.Publish(ctx, t, rl.URL("gate"), aus, sps, pps, 15, 0)
+	rl := publishCameras(ctx, t, fixture.DemoClipPath(), 15, "gate")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kvsedge.yaml")
 	if err := os.WriteFile(cfgPath, []byte("secrets:\n  gate-cam: "+rl.URL("gate")+"\n"), 0o600); err != nil {

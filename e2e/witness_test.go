@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/kvsedge/kvsedge/internal/netcut"
 )
 
 // TestWitnessBreaksTheTie: two boxes and a witness (kvsedge witness). The
@@ -22,23 +20,7 @@ import (
 // lists converge with no fragment twice.
 func TestWitnessBreaksTheTie(t *testing.T) {
 	const n = 2
-	nw := clusterNet{}
-	var gossipProxies, apiProxies []*netcut.Proxy
-	for range n {
-		g, l := freeAddr(t), freeAddr(t)
-		gp, err := netcut.Listen("127.0.0.1:0", g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ap, err := netcut.ListenTCP("127.0.0.1:0", l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { gp.Close(); ap.Close() })
-		gossipProxies, apiProxies = append(gossipProxies, gp), append(apiProxies, ap)
-		nw.gossip, nw.advertise = append(nw.gossip, g), append(nw.advertise, gp.Addr())
-		nw.listen, nw.endpoint = append(nw.listen, l), append(nw.endpoint, "http://"+ap.Addr())
-	}
+	nw, gossipProxies, apiProxies := proxiedNet(t, n)
 	// The witness: the same key, the boxes as seeds, no store.
 	wAddr := freeAddr(t)
 	nw.witnesses = []string{wAddr}
