@@ -121,20 +121,31 @@ type camera struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// hist is the Manager's record of state changes (history.go).
+	hist *stateHistory
+
 	mu    sync.Mutex
 	state status.Camera
 	stats *feedStats
 }
 
 func (c *camera) setState(state string, err error) {
+	now := time.Now()
+	errText := ""
+	if err != nil {
+		errText = err.Error()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state.State != state {
-		c.state.Since = time.Now()
+		c.state.Since = now
 	}
 	c.state.State = state
 	if err != nil {
-		c.state.LastError = err.Error()
+		c.state.LastError = errText
+	}
+	if c.hist != nil {
+		c.hist.record(c.cfg.Stream, state, now, errText)
 	}
 }
 

@@ -27,6 +27,8 @@
 //	output.go      fragments → an engine ingest session, persisted in order
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
+//	history.go     the cameras' state changes, bounded and in memory
+//	               (Manager.StateChanges: the console's outage markers)
 //	manager.go     the configured cameras: groups (file, demo, API), the
 //	               cluster gate, the box's camera limit
 //	edge.go        EdgeAgent: applies the edge configurations stored in the

@@ -32,15 +32,17 @@ type Manager struct {
 	standby map[string]status.Camera
 	// maxCameras bounds the cameras recorded at once (0: no bound).
 	maxCameras int
-	ctx        context.Context
-	stop       context.CancelFunc
+	// hist: the cameras' state changes (history.go).
+	hist *stateHistory
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // NewManager returns a Manager with no cameras.
 func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Manager{eng: eng, log: log, cams: make(map[string]*camera), groups: make(map[string][]CameraConfig), ignored: make(map[string][]string),
-		standby: make(map[string]status.Camera), ctx: ctx, stop: stop}
+		standby: make(map[string]status.Camera), hist: newStateHistory(), ctx: ctx, stop: stop}
 }
 
 // SetGate makes the manager record a configured camera only while gate
@@ -121,6 +123,17 @@ func (m *Manager) reconcileLocked() error {
 	}
 	before := m.standby
 	m.standby = make(map[string]status.Camera)
+	configured := make(map[string]bool, len(want))
+	for name := range want {
+		configured[name] = true
+	}
+	m.hist.keep(configured)
+	defer func() { // after the cameras that go to standby have stopped
+		now := time.Now()
+		for name, st := range m.standby {
+			m.hist.record(name, st.State, now, st.LastError)
+		}
+	}()
 	if m.gate != nil {
 		for name, c := range want {
 			if ok, why := m.gate(name); !ok {
@@ -198,10 +211,11 @@ func (m *Manager) startLocked(c CameraConfig) {
 		c.StallTimeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	cam := &camera{cfg: c, eng: m.eng, cancel: cancel, done: make(chan struct{}),
+	cam := &camera{cfg: c, eng: m.eng, hist: m.hist, cancel: cancel, done: make(chan struct{}),
 		log:   m.log.With("camera", c.Stream, "source", c.Source.Describe()),
 		state: status.Camera{Stream: c.Stream, Source: c.Source.Describe(), State: StateConnecting, Since: time.Now()}}
 	m.cams[c.Stream] = cam
+	m.hist.record(c.Stream, StateConnecting, cam.state.Since, "")
 	if h := m.retentionHours(c.Stream); h == 0 {
 		cam.log.Warn("camera started, but its stream keeps nothing: "+status.LiveOnly+
 			" (its retention is 0 hours; give the camera retention_hours, or raise the stream's with update-data-retention)", "retention_hours", 0)
@@ -250,6 +264,14 @@ func (m *Manager) States() []status.Camera {
 		}
 	}
 	return out
+}
+
+// StateChanges returns the state changes of stream's camera since the box
+// started (the newest maxChanges; reconnect attempts within an outage are
+// not changes), oldest first; none for a stream without a configured
+// camera.
+func (m *Manager) StateChanges(stream string) []status.CameraChange {
+	return m.hist.changes(stream)
 }
 
 // retentionHours is the stream's DataRetentionInHours, -1 when it cannot

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -82,6 +83,66 @@ func TestManagerGateAndCameraLimit(t *testing.T) {
 	}
 	if st = states(); st["c"].State != StateStandby || st["a"].State != StateRecording || st["b"].State != StateRecording {
 		t.Fatalf("after lowering the limit to 2: %+v", st)
+	}
+	// c's history: held back, recording, stopped when the limit dropped,
+	// held back again (the console's outage markers).
+	var seq []string
+	for i, ch := range r.cams.StateChanges("c") {
+		seq = append(seq, ch.State)
+		if i > 0 && ch.At.Before(r.cams.StateChanges("c")[i-1].At) {
+			t.Fatalf("c's changes are not in time order: %+v", r.cams.StateChanges("c"))
+		}
+	}
+	want := []string{StateStandby, StateConnecting, StateRecording, StateStopped, StateStandby}
+	if fmt.Sprint(seq) != fmt.Sprint(want) {
+		t.Fatalf("c's state changes %v, want %v", seq, want)
+	}
+	// A camera no longer configured is forgotten.
+	if err := r.cams.Apply(GroupFile, cfgs[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if ch := r.cams.StateChanges("c"); len(ch) != 0 {
+		t.Fatalf("the removed camera's changes are kept: %+v", ch)
+	}
+	if ch := r.cams.StateChanges("a"); len(ch) < 2 || ch[len(ch)-1].State != StateRecording {
+		t.Fatalf("a's changes: %+v", ch)
+	}
+}
+
+// TestStateHistory: reconnect attempts within an outage add no entries, a
+// new error or state does, and a camera keeps at most maxChanges.
+func TestStateHistory(t *testing.T) {
+	h := newStateHistory()
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	h.record("cam", StateConnecting, at(0), "")
+	h.record("cam", StateRecording, at(1), "")
+	h.record("cam", StateRecording, at(2), "") // the stall detector's every second
+	h.record("cam", StateRetrying, at(10), "dial tcp: connection refused")
+	for s := 11; s < 100; s += 2 { // attempts that fail the same way
+		h.record("cam", StateConnecting, at(s), "")
+		h.record("cam", StateRetrying, at(s+1), "dial tcp: connection refused")
+	}
+	h.record("cam", StateConnecting, at(100), "")
+	h.record("cam", StateRetrying, at(101), "401 Unauthorized")
+	h.record("cam", StateConnecting, at(102), "")
+	h.record("cam", StateRecording, at(103), "")
+	got := h.changes("cam")
+	want := []status.CameraChange{{State: StateConnecting, At: at(0)}, {State: StateRecording, At: at(1)},
+		{State: StateRetrying, At: at(10), Error: "dial tcp: connection refused"},
+		{State: StateRetrying, At: at(101), Error: "401 Unauthorized"}, {State: StateRecording, At: at(103)}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("changes:\n got %v\nwant %v", got, want)
+	}
+	for i := range 2 * maxChanges {
+		h.record("flappy", []string{StateRecording, StatePaused}[i%2], at(i), "full")
+	}
+	if got := h.changes("flappy"); len(got) != maxChanges || !got[len(got)-1].At.Equal(at(2*maxChanges-1)) || !got[0].At.Equal(at(maxChanges)) {
+		t.Fatalf("a flapping camera keeps %d changes, %v … %v", len(got), got[0].At, got[len(got)-1].At)
+	}
+	h.keep(map[string]bool{"flappy": true})
+	if len(h.changes("cam")) != 0 || len(h.changes("flappy")) != maxChanges {
+		t.Fatal("keep forgot the wrong camera")
 	}
 }
 

@@ -18,8 +18,9 @@
 //	putmedia.go      PutMedia: full-duplex upload with a live ack stream
 //	media.go         GetMedia, GetMediaForFragmentList (chunk streams written
 //	                 to the hijacked connection), ListFragments, and
-//	                 kvsedge's own reads (listCameras, listClusterMembers,
-//	                 describeReplication, describeCapacity, describeUploads)
+//	                 kvsedge's own reads (listCameras, listCameraChanges,
+//	                 listClusterMembers, describeReplication,
+//	                 describeCapacity, describeUploads)
 //	clip.go          GetClip: a streamed fragmented MP4 of a time range
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,
 //	                 manifests, fMP4 and MPEG-TS segments remuxed on request

@@ -48,6 +48,7 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		// kvsedge's own: the state of each camera the box records, and
 		// the members of its cluster.
 		"/listCameras":         (*Server).listCameras,
+		"/listCameraChanges":   (*Server).listCameraChanges,
 		"/listClusterMembers":  (*Server).listClusterMembers,
 		"/describeReplication": (*Server).describeReplication,
 		"/describeCapacity":    (*Server).describeCapacity,
@@ -561,6 +562,24 @@ func (s *Server) listCameras(body []byte) (any, *apiError) {
 		cams = append(cams, s.opts.Cameras()...)
 	}
 	return struct{ Cameras []status.Camera }{cams}, nil
+}
+
+// listCameraChanges: the state changes of one stream's camera since the
+// box started (Options.CameraChanges), oldest first; none for a stream
+// that no camera of this box records.
+func (s *Server) listCameraChanges(body []byte) (any, *apiError) {
+	info, aerr := s.streamFromBody(body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	changes := []status.CameraChange{}
+	if s.opts.CameraChanges != nil {
+		changes = append(changes, s.opts.CameraChanges(info.Name)...)
+	}
+	return struct {
+		StreamName string
+		Changes    []status.CameraChange
+	}{info.Name, changes}, nil
 }
 
 func (s *Server) describeUploads(body []byte) (any, *apiError) {

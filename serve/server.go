@@ -69,6 +69,9 @@ type Options struct {
 	// Cameras, when set, reports the camera states that /listCameras
 	// returns.
 	Cameras func() []status.Camera
+	// CameraChanges, when set, reports the state changes of a stream's
+	// camera that /listCameraChanges returns.
+	CameraChanges func(stream string) []status.CameraChange
 	// Uploads, when set, reports the uploads to an upstream KVS that
 	// /describeUploads returns.
 	Uploads func() []status.Upload

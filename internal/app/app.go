@@ -294,6 +294,7 @@ func (a *App) open(o Options) error {
 		a.cams.SetGate(a.peers.Owns)
 	}
 	opts.Cameras = a.cams.States
+	opts.CameraChanges = a.cams.StateChanges
 	if cfg.Demo {
 		src, err := ingest.NewDemoSource(ingest.DemoClip, ingest.DemoFPS)
 		if err != nil {

@@ -1,6 +1,6 @@
 // Package status holds the report types that one package produces and
-// others show: a camera's state (ingest), a cluster member and a stream's
-// replication state (cluster). serve puts them on the wire as JSON and the
+// others show: a camera's state and its changes (ingest), a cluster
+// member and a stream's replication state (cluster). serve puts them on the wire as JSON and the
 // app exports them as metrics, without serve importing ingest or cluster.
 // It is a leaf: it imports only the standard library.
 package status
@@ -29,6 +29,15 @@ type Camera struct {
 	// only, HLS and GetClip have nothing to play).
 	RetentionHours int    `json:"retention_hours"`
 	Retention      string `json:"retention,omitempty"`
+}
+
+// CameraChange is one change of a camera's state (package ingest keeps
+// the newest of each configured camera in memory, from the box's start;
+// the console draws outages from them).
+type CameraChange struct {
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error,omitempty"`
 }
 
 // LiveOnly is Camera.Retention of a camera whose stream keeps no media.
