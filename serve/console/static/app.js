@@ -32,7 +32,10 @@ async function api(path, body) {
   if (path === '/getClip' && resp.ok) return resp;
   const text = await resp.text();
   const data = text ? JSON.parse(text) : {};
-  if (!resp.ok) throw new Error((resp.headers.get('x-amzn-ErrorType') || resp.status) + ': ' + (data.message || text));
+  if (!resp.ok) {
+    const type = resp.headers.get('x-amzn-ErrorType') || String(resp.status);
+    throw Object.assign(new Error(type + ': ' + (data.message || text)), { type });
+  }
   return data;
 }
 
@@ -128,23 +131,38 @@ $('create-form').addEventListener('submit', async (e) => {
   } catch (err) { $('streams-error').textContent = err.message; }
 });
 
-// stopPlayer stops the player and forgets everything of the stream shown:
-// its video, session URL, thumbnails, time range (for clip export) and
-// timeline, so nothing of one stream is ever shown under another's name.
-function stopPlayer() {
+// stopPlayback stops the player and forgets its session before another
+// starts (stream, mode or range switched): the video (blank, not its last
+// picture), the session URL, the thumbnails, the range played, the
+// message; answers still on their way for it are dropped (view).
+function stopPlayback() {
   view++;
   if (hls) { hls.destroy(); hls = null; }
   const video = $('video');
   video.pause(); video.removeAttribute('src'); video.load();
   $('session-url').hidden = true; $('session-url').removeAttribute('href');
   $('thumbs').textContent = ''; $('player-state').textContent = '';
+  playerMessage('');
   range = null;
-  const canvas = $('timeline');
-  canvas.getContext('2d').clearRect(0, 0, canvas.width, canvas.height);
-  delete canvas.dataset.fragments;
-  tl.frags = []; tlPlayhead = null;
-  $('timeline-labels').textContent = '';
 }
+
+// stopPlayer also forgets the stream's timeline, selection and hover
+// thumbnails (timeline.js), so nothing of one stream is ever shown under
+// another's name.
+function stopPlayer() {
+  stopPlayback();
+  tlClear();
+}
+
+// playerMessage shows text over the video area in place of any picture
+// ('' hides it): "no recording here", or an error (isError).
+function playerMessage(text, isError) {
+  const m = $('video-msg');
+  m.textContent = text; m.hidden = !text; m.className = isError ? 'err' : '';
+}
+
+// noRecording: the session asked for has no fragment (ResourceNotFound).
+const noRecording = (err) => err && err.type === 'ResourceNotFoundException';
 
 // The camera wall: a grid of live tiles (1, 4, 9 or 16), one per stream
 // with a camera, each with its own LIVE session: the name, a LIVE badge
@@ -224,7 +242,7 @@ async function openStream(s) {
   stopPlayer();
   current = s; $('viewer').hidden = false; $('viewer-title').textContent = s.StreamName;
   $('retention').value = s.DataRetentionInHours; $('viewer-error').textContent = '';
-  tlReset(); tlPlayhead = null;
+  tlReset();
   refresh(); loadTags(); drawTimeline(); playLive();
 }
 
@@ -246,13 +264,18 @@ function play(url, label) {
   if (hls) hls.destroy();
   const video = $('video');
   hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
-  hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) $('player-state').textContent = 'player error: ' + d.details; });
+  hls.on(Hls.Events.ERROR, (e, d) => {
+    if (!d.fatal) return;
+    $('player-state').textContent = 'player error: ' + d.details;
+    playerMessage('player error: ' + d.details + (d.response && d.response.code ? ' (HTTP ' + d.response.code + ')' : ''), true);
+  });
   hls.loadSource(url); hls.attachMedia(video);
   hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
   $('player-state').textContent = label;
 }
 
 async function playLive() {
+  stopPlayback();
   const v = view;
   try {
     const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
@@ -261,141 +284,51 @@ async function playLive() {
     play(r.HLSStreamingSessionURL, 'live');
   } catch (err) {
     if (v !== view) return;
-    stopPlayer();
-    $('player-state').textContent = 'nothing to play live: ' + err.message;
+    stopPlayback();
+    $('player-state').textContent = (noRecording(err) ? 'no recording here — ' : '') + 'nothing to play live: ' + err.message;
+    playerMessage(noRecording(err) ? 'no recording here' : 'nothing to play live: ' + err.message, !noRecording(err));
   }
 }
 
-async function playFrom(ms) {
+// playFrom plays on demand from ms (an hour at most, up to now); playRange
+// plays [from, to] (a selection on the timeline). The player shown before
+// goes first; a range without recording says so.
+function playFrom(ms) {
   const end = Math.min(ms + 3600e3, Date.now());
-  range = [ms, end];
+  const next = tlNextRecording(ms, end);
+  let label = 'on demand from ' + new Date(ms).toLocaleString();
+  if (next !== null && next > ms) label = 'no recording at ' + new Date(ms).toLocaleTimeString() + '; on demand from the next recording, ' + new Date(next).toLocaleString();
+  return playOnDemand(ms, end, label, true);
+}
+
+function playRange(from, to) {
+  return playOnDemand(from, to, 'on demand ' + new Date(from).toLocaleString() + ' – ' + new Date(to).toLocaleTimeString(), false);
+}
+
+async function playOnDemand(from, end, label, thumbs) {
+  stopPlayback();
+  range = [from, end];
   const v = view;
+  $('player-state').textContent = 'opening ' + label;
   try {
     const r = await api('/getHLSStreamingSessionURL', {
       StreamName: current.StreamName, PlaybackMode: 'ON_DEMAND', DiscontinuityMode: PLAYABLE_EVERYWHERE, DisplayFragmentTimestamp: 'ALWAYS',
-      HLSFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: ms / 1000, EndTimestamp: end / 1000 } },
+      HLSFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: from / 1000, EndTimestamp: end / 1000 } },
     });
     if (v !== view) return;
-    play(r.HLSStreamingSessionURL, 'on demand from ' + new Date(ms).toLocaleString());
-    thumbnails(ms, Math.min(ms + 60e3, end));
-  } catch (err) { $('viewer-error').textContent = 'on demand: ' + err.message; }
-}
-
-// The timeline: the last 24 h, recorded fragments in green, gaps grey
-// (from ListFragments, all pages).
-// The timeline: a window of the stream's recordings (recorded in green,
-// gaps grey) from 1 minute to 7 days wide, zoomed with the wheel or the
-// buttons around the pointer, panned by dragging, jumped by the date
-// picker; "now" (blue) and the playhead (red) are marked. A click plays
-// from there. The window is fetched with ListFragments (all pages) each
-// time it changes; the drawing follows the playhead twice a second.
-const TL_MIN = 60e3, TL_MAX = 7 * 24 * 3600e3;
-let tl = { from: 0, to: 0, frags: [] }, tlPlayhead = null, tlFetch = 0, tlDragging = false;
-
-function tlReset() { const now = Date.now(); tl = { from: now - 24 * 3600e3, to: now, frags: [] }; }
-
-async function drawTimeline() {
-  if (!tl.to) tlReset();
-  const v = view, fetchNo = ++tlFetch, { from, to } = tl;
-  let frags = [], token = null;
-  try {
-    do {
-      const req = token ? { StreamName: current.StreamName, NextToken: token } : { StreamName: current.StreamName,
-        FragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: from / 1000, EndTimestamp: to / 1000 } } };
-      const r = await api('/listFragments', req);
-      frags = frags.concat(r.Fragments || []); token = r.NextToken;
-    } while (token && frags.length < 100000);
-  } catch (err) { if (v === view) $('viewer-error').textContent = 'timeline: ' + err.message; return; }
-  if (v !== view || fetchNo !== tlFetch) return;
-  tl.frags = frags;
-  $('timeline').dataset.fragments = frags.length;
-  $('timeline').dataset.fetches = String(parseInt($('timeline').dataset.fetches || '0', 10) + 1);
-  paintTimeline();
-}
-
-function paintTimeline() {
-  const canvas = $('timeline'), g = canvas.getContext('2d'), { from, to } = tl;
-  const x = (t) => (t - from) / (to - from) * canvas.width;
-  g.clearRect(0, 0, canvas.width, canvas.height);
-  g.fillStyle = '#2e9d4f';
-  for (const f of tl.frags) {
-    const s = f.ServerTimestamp * 1000;
-    g.fillRect(x(s), 0, Math.max(1, x(s + f.FragmentLengthInMilliseconds) - x(s)), canvas.height);
+    play(r.HLSStreamingSessionURL, label);
+    if (thumbs) thumbnails(from, Math.min(from + 60e3, end));
+  } catch (err) {
+    if (v !== view) return;
+    if (noRecording(err)) {
+      $('player-state').textContent = 'no recording here: ' + new Date(from).toLocaleString() + ' – ' + new Date(end).toLocaleString();
+      playerMessage('no recording here');
+    } else {
+      $('player-state').textContent = 'on demand: ' + err.message;
+      playerMessage('on demand: ' + err.message, true);
+    }
   }
-  const mark = (t, color) => { if (t >= from && t <= to) { g.fillStyle = color; g.fillRect(x(t) - 1, 0, 2, canvas.height); } };
-  mark(Date.now(), '#1565c0');
-  if (tlPlayhead) mark(tlPlayhead, '#d32f2f');
-  canvas.dataset.from = from; canvas.dataset.to = to;
-  const labels = $('timeline-labels'); labels.textContent = '';
-  const span = to - from, withDate = span > 20 * 3600e3 || new Date(from).toDateString() !== new Date(to).toDateString();
-  for (let i = 0; i <= 4; i++) {
-    const t = new Date(from + i * span / 4), el = document.createElement('span');
-    el.textContent = withDate ? t.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' })
-      : t.toLocaleTimeString();
-    labels.appendChild(el);
-  }
-  $('tl-width').textContent = span >= 86400e3 ? (span / 86400e3).toFixed(1) + ' d' : span >= 3600e3 ? (span / 3600e3).toFixed(1) + ' h'
-    : Math.round(span / 60e3) + ' min';
 }
-
-// tlZoom scales the window by k around time at (k < 1 zooms in), within
-// 1 minute … 7 days and never past now.
-function tlZoom(k, at) {
-  const span = Math.min(TL_MAX, Math.max(TL_MIN, (tl.to - tl.from) * k));
-  if (at === undefined) {
-    // The buttons zoom around the playhead, else "now", when shown.
-    const shown = (t) => t !== null && t >= tl.from && t <= tl.to;
-    at = shown(tlPlayhead) ? tlPlayhead : shown(Date.now()) ? Date.now() : (tl.from + tl.to) / 2;
-  }
-  const f = (at - tl.from) / (tl.to - tl.from);
-  tlSet(at - f * span, at + (1 - f) * span);
-}
-
-function tlSet(from, to) {
-  const now = Date.now();
-  if (to > now) { from -= to - now; to = now; }
-  tl.from = from; tl.to = to;
-  paintTimeline();
-  clearTimeout(tlSet.t); tlSet.t = setTimeout(drawTimeline, 150);
-}
-
-(function timelineControls() {
-  const canvas = $('timeline');
-  const timeAt = (e) => { const r = canvas.getBoundingClientRect(); return tl.from + (e.clientX - r.left) / r.width * (tl.to - tl.from); };
-  canvas.addEventListener('wheel', (e) => { e.preventDefault(); tlZoom(e.deltaY > 0 ? 1.25 : 0.8, timeAt(e)); }, { passive: false });
-  let drag = null;
-  canvas.addEventListener('mousedown', (e) => { drag = { x: e.clientX, from: tl.from, to: tl.to, moved: false }; tlDragging = true; });
-  window.addEventListener('mousemove', (e) => {
-    if (!drag) return;
-    const r = canvas.getBoundingClientRect(), dt = (e.clientX - drag.x) / r.width * (drag.to - drag.from);
-    if (Math.abs(e.clientX - drag.x) > 3) drag.moved = true;
-    if (drag.moved) tlSet(drag.from - dt, drag.to - dt);
-  });
-  window.addEventListener('mouseup', (e) => {
-    if (drag && !drag.moved && e.target === canvas) playFrom(timeAt(e));
-    drag = null; tlDragging = false;
-  });
-  canvas.addEventListener('mousemove', (e) => { canvas.title = new Date(timeAt(e)).toLocaleString() + ' — click to play from here'; });
-  $('tl-in').onclick = () => tlZoom(0.5);
-  $('tl-out').onclick = () => tlZoom(2);
-  $('tl-now').onclick = () => { const span = tl.to - tl.from; tlSet(Date.now() - span, Date.now()); };
-})();
-
-// The playhead: the date the player shows (program date-time of the
-// session), or for sessions without it the start of the range + position.
-setInterval(() => {
-  if (!current || $('viewer').hidden) return;
-  const d = hls && hls.playingDate;
-  tlPlayhead = d ? d.getTime() : (range ? range[0] + $('video').currentTime * 1000 : null);
-  if (!tl.to) return;
-  // Playing past the window's end: the window follows (a page on).
-  const span = tl.to - tl.from;
-  if (tlPlayhead !== null && tlPlayhead > tl.to && tlPlayhead - tl.to < span && !tlDragging) {
-    tlSet(tlPlayhead - 0.2 * span, tlPlayhead + 0.8 * span);
-    return;
-  }
-  paintTimeline();
-}, 500);
 
 async function thumbnails(from, to) {
   $('thumbs').textContent = '';
@@ -412,7 +345,11 @@ async function thumbnails(from, to) {
       el.onclick = () => playFrom(img.TimeStamp * 1000);
       $('thumbs').appendChild(el);
     }
-  } catch (err) { /* thumbnails are a convenience (GetImages needs ffmpeg on the box) */ }
+  } catch (err) {
+    // Thumbnails are a convenience (GetImages needs ffmpeg on the box), but
+    // why there are none is said.
+    if (v === view) $('thumbs').textContent = 'no thumbnails: ' + err.message;
+  }
 }
 
 $('live-btn').onclick = () => playLive();
@@ -432,16 +369,6 @@ $('tag-btn').onclick = async () => {
   try { await api('/tagStream', { StreamName: current.StreamName, Tags: { [$('tag-key').value]: $('tag-value').value } }); loadTags(); }
   catch (err) { $('viewer-error').textContent = err.message; }
 };
-$('clip-btn').onclick = async () => {
-  const r = range || [Date.now() - 60e3, Date.now()];
-  try {
-    const resp = await api('/getClip', { StreamName: current.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
-      TimestampRange: { StartTimestamp: r[0] / 1000, EndTimestamp: r[1] / 1000 } } });
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(await resp.blob()); a.download = current.StreamName + '.mp4'; a.click();
-  } catch (err) { $('viewer-error').textContent = 'clip: ' + err.message; }
-};
-
 const c = creds();
 if (c) signIn(c); else $('login').hidden = false;
 setInterval(() => { if (client) refresh(); }, 5000);
