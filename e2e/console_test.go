@@ -1,9 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	_ "image/png"
+	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,26 +19,104 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 // TestConsoleInChromium drives the built-in console in a real headless
-// Chromium: sign in, list streams, create one, play the live demo stream
-// and an on-demand range (the video's time advances, no player error),
-// and save a screenshot (in $KVSEDGE_ARTIFACTS, else the test's temp dir).
+// Chromium against a box recording the demo camera (uploaded to an
+// upstream that is not there) and two RTSP cameras, door and yard, yard
+// stopping for a while (an outage and a gap). It checks: sign in; the
+// camera wall; live and on-demand playback (the video's time advances, no
+// player error); the timeline's zoom, hover thumbnail (GetImages), click
+// to play, drag to select and export (the MP4 ffprobe reads lasts the
+// selection, within a fragment), gap, outage, hold and upload markers;
+// switching from a playing stream to an empty one leaves no picture of
+// the old one (screenshots compared) and says "no recording here"; the
+// phone layout; the key kept in the tab only. Screenshots of the wall,
+// the single view, the zoomed timeline and the phone layout are saved in
+// $KVSEDGE_ARTIFACTS, else the test's temp dir.
 func TestConsoleInChromium(t *testing.T) {
 	chromium := fixture.Tool(t, "chromium")
+	ffprobeBin := fixture.Tool(t, "ffprobe")
+	fixture.Tool(t, "ffmpeg") // GetImages decodes H.264 with it
 	dir := t.TempDir()
+	artifacts := os.Getenv("KVSEDGE_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = t.TempDir()
+	}
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two RTSP cameras at 10 fps; yard's publisher is stopped and started
+	// again below.
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := ingest.NewDemoSource(clip, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, _, sps, pps := src.Clip()
+	rl := rtsptest.StartRelay(t, "")
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	defer stopPub()
+	publish := func(ctx context.Context, path string) {
+		go rtsptest.Publish(ctx, t, rl.URL(path), aus, sps, pps, 10, 0)
+	}
+	publish(pubCtx, "door")
+	yardCtx, stopYard := context.WithCancel(pubCtx)
+	publish(yardCtx, "yard")
+	cfgPath := filepath.Join(dir, "kvsedge.yaml")
+	camCfg := "demo: true\ncameras:\n"
+	for _, name := range []string{"door", "yard"} {
+		camCfg += fmt.Sprintf("  - stream: %s\n    url: %s\n    transport: tcp\n    retention_hours: 2\n    fragment_duration: 1s\n", name, rl.URL(name))
+	}
+	if err := os.WriteFile(cfgPath, []byte(camCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The demo stream is uploaded to an upstream that is not there: the
 	// console shows the upload waiting, with its error.
-	env := append(streamEnv(dir), "KVSEDGE_DEMO=true", "KVSEDGE_UPSTREAM__ENDPOINT=http://"+freeAddr(t),
+	env := append(streamEnv(filepath.Join(dir, "data")), "KVSEDGE_DEMO=true", "KVSEDGE_UPSTREAM__ENDPOINT=http://"+freeAddr(t),
 		"KVSEDGE_UPSTREAM__REGION=us-west-2", "KVSEDGE_UPSTREAM__ACCESS_KEY_ID=AKIDNOWHERE", "KVSEDGE_UPSTREAM__SECRET_ACCESS_KEY=nowhere",
 		"KVSEDGE_UPSTREAM__STREAMS=demo")
-	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
-	// Let the demo camera record a few fragments first.
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0", "--config", cfgPath)
 	c := newSDK(t, p.endpoint)
 	c.waitFragments(t, "demo", 4, 20*time.Second)
+	c.waitFragments(t, "door", 3, 20*time.Second)
+	yardBefore := len(c.waitFragments(t, "yard", 3, 20*time.Second))
+
+	// Yard goes down for a while and comes back: its camera records the
+	// outage, its stream a gap.
+	stopYard()
+	waitCameraState := func(what string, ok func(state string) bool, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			var cs cameraStates
+			callJSON(t, p.endpoint, "/listCameras", map[string]any{}, &cs)
+			for _, cam := range cs.Cameras {
+				if cam.Stream == "yard" && ok(cam.State) {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v: %+v", what, within, cs)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	waitCameraState("yard's camera goes down", func(s string) bool { return s != "RECORDING" }, 30*time.Second)
+	time.Sleep(3 * time.Second)
+	publish(pubCtx, "yard")
+	waitCameraState("yard's camera records again", func(s string) bool { return s == "RECORDING" }, 40*time.Second)
+	c.waitFragments(t, "yard", yardBefore+3, 20*time.Second)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"), chromedp.WindowSize(1280, 1000))
@@ -38,7 +124,7 @@ func TestConsoleInChromium(t *testing.T) {
 	defer cancelA()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancelT := context.WithTimeout(ctx, 240*time.Second)
 	defer cancelT()
 
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -49,6 +135,16 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	eval := func(expr string) (bool, error) { return chromedp.Run(ctx, chromedp.Evaluate[bool](expr)) }
 	evalString := func(expr string) string { v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](expr)); return v }
+	evalJSON := func(expr string, out any) {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string]("JSON.stringify("+expr+")"))
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		if err := json.Unmarshal([]byte(s), out); err != nil {
+			t.Fatalf("%s = %s: %v", expr, s, err)
+		}
+	}
 	// waitJS polls a JavaScript condition.
 	waitJS := func(what, cond string, within time.Duration) {
 		t.Helper()
@@ -65,6 +161,47 @@ func TestConsoleInChromium(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
+	// shot saves a screenshot of the element sel (PNG), or of the whole
+	// page (sel "", JPEG), as an artifact, and returns it.
+	shot := func(name, sel string) []byte {
+		t.Helper()
+		var b []byte
+		var err error
+		if sel == "" {
+			b, err = chromedp.Run(ctx, chromedp.FullScreenshot(80))
+		} else {
+			b, err = chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+		}
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		path := filepath.Join(artifacts, name)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot %s: %s (%d bytes)", name, path, len(b))
+		return b
+	}
+	// timelinePoint is the viewport point of time ms on the timeline
+	// (scrolled into view), at fraction yf of its height.
+	timelinePoint := func(ms, yf float64) (float64, float64) {
+		t.Helper()
+		var r struct{ Left, Top, Width, Height, From, To float64 }
+		evalJSON(`(() => { const c = document.getElementById('timeline'); c.scrollIntoView({ block: 'center' });
+			const r = c.getBoundingClientRect(); return { left: r.left, top: r.top, width: r.width, height: r.height, from: tl.from, to: tl.to }; })()`, &r)
+		return r.Left + (ms-r.From)/(r.To-r.From)*r.Width, r.Top + yf*r.Height
+	}
+	// recordedSpan is a span of length ms inside one recorded range of the
+	// window, ending at least 3 s before now ([0, 0] when there is none).
+	recordedSpan := func(ms int) [2]float64 {
+		t.Helper()
+		var span [2]float64
+		evalJSON(`(() => { const lo = tl.from + 2000, hi = Math.min(tl.to, Date.now() - 3000);
+			for (const r of tl.ranges) { const a = Math.max(r[0] + 1000, lo), b = Math.min(r[1], hi); if (b - a >= `+strconv.Itoa(ms)+`) return [a, a + `+strconv.Itoa(ms)+`]; }
+			return [0, 0]; })()`, &span)
+		return span
+	}
+
 	run("open the console", chromedp.Navigate(p.endpoint+"/"), chromedp.WaitVisible(chromedp.CSS("#login-form")))
 	run("sign in",
 		chromedp.SendKeys(chromedp.CSS("#akid"), e2eAKID),
@@ -74,12 +211,16 @@ func TestConsoleInChromium(t *testing.T) {
 	waitJS("the stream list shows demo", `!!document.querySelector('tr[data-stream="demo"]')`, 15*time.Second)
 
 	// The camera wall: the demo camera's tile plays live, with its LIVE
-	// badge and the camera's wall-clock time (within a minute of now).
+	// badge and the camera's wall-clock time (within a minute of now); the
+	// RTSP cameras' tiles play too.
 	waitJS("the demo tile plays live with its badge and clock", `(() => {
 		const el = document.querySelector('.tile[data-stream="demo"]'); if (!el) return false;
 		const t = tiles.get('demo'), v = el.querySelector('video'), d = t.hls && t.hls.playingDate;
 		return v.currentTime > 1 && !el.querySelector('.live').hidden && el.querySelector('.clock').textContent !== '' &&
 			d && Math.abs(Date.now() - d.getTime()) < 60000 && el.querySelector('.health').textContent.startsWith('RECORDING'); })()`, 40*time.Second)
+	waitJS("the door and yard tiles play", `['door', 'yard'].every((n) => { const el = document.querySelector('.tile[data-stream="' + n + '"]');
+		return el && el.querySelector('video').currentTime > 1; })`, 40*time.Second)
+	shot("wall.png", "#wall")
 	run("a one-tile wall", chromedp.Click(chromedp.CSS(`#wall-sizes button[data-grid="1"]`)))
 	waitJS("the wall has one column", `document.getElementById('wall-tiles').className === 'grid g1'`, 5*time.Second)
 
@@ -95,8 +236,12 @@ func TestConsoleInChromium(t *testing.T) {
 	run("open demo", chromedp.Click(chromedp.CSS(`tr[data-stream="demo"] button.open`)))
 	waitJS("the live video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 2 && !v.error && !document.getElementById('player-state').textContent.includes('error'); })()`, 40*time.Second)
 	waitJS("the timeline shows recorded fragments", `parseInt(document.getElementById('timeline').dataset.fragments || '0') >= 3`, 15*time.Second)
+	// The demo stream's upload waits (its upstream is not there): what is
+	// recorded shows as not uploaded yet.
+	waitJS("the upload lane knows the upload waits", `document.getElementById('timeline').dataset.upload === 'waiting'`, 15*time.Second)
+	shot("single.png", "#viewer")
 
-	// On demand: jump to 10 s ago.
+	// On demand: jump to 12 s ago.
 	if _, err := eval(`(() => {
 		const d = new Date(Date.now() - 12000), p = (n) => String(n).padStart(2, '0');
 		document.getElementById('jump').value = d.getFullYear() + '-' + p(d.getMonth()+1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds());
@@ -132,40 +277,174 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("the console's session is not playable in VLC (one map, no discontinuity):\n%s", m)
 	}
 
-	// Opening a stream with no data shows nothing of the stream shown
-	// before: no video, no session URL, no thumbnails, no range to export.
+	// Hover: a thumbnail of the recording under the pointer (GetImages),
+	// an image that loads.
+	span := recordedSpan(2000)
+	if span[0] == 0 {
+		t.Fatalf("no recorded span in the 1-minute window: %s", evalString(`JSON.stringify(tl.ranges)`))
+	}
+	x, y := timelinePoint(span[0]+1000, 0.25)
+	run("hover over a recording", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
+	waitJS("the hover box shows a thumbnail that loads", `(() => { const b = document.getElementById('tl-hover'), img = b.querySelector('img');
+		return !b.hidden && b.textContent.includes('recorded') && img.src.startsWith('data:image/jpeg') && img.complete && img.naturalWidth === 320; })()`, 20*time.Second)
+
+	// A click plays from there.
+	span = recordedSpan(6000)
+	x, y = timelinePoint(span[0], 0.25)
+	run("click the timeline", chromedp.MouseClickXY(x, y))
+	waitJS("the click plays on demand from there", `(() => { const v = document.getElementById('video');
+		return document.getElementById('player-state').textContent.startsWith('on demand from') && v.currentTime > 0.5 && !v.error &&
+			tlPlayhead !== null && Math.abs(tlPlayhead - `+ftoa(span[0])+` - v.currentTime * 1000) < 5000; })()`, 30*time.Second)
+
+	// A drag selects a range, plays it, and exports it as an MP4.
+	downloads := t.TempDir()
+	run("allow downloads", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads})
+		return err
+	}))
+	span = recordedSpan(8000)
+	if span[0] == 0 {
+		t.Fatalf("no 8 s recorded span in the 1-minute window: %s", evalString(`JSON.stringify(tl.ranges)`))
+	}
+	x0, y0 := timelinePoint(span[0], 0.25)
+	x1, _ := timelinePoint(span[1], 0.25)
+	held := func(p *input.DispatchMouseEventParams) { p.Button, p.Buttons = input.MouseButtonLeft, 1 }
+	run("drag over the timeline",
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x0, y0),
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMousePressed, x0, y0, chromedp.ButtonLeft, chromedp.ClickCount(1)),
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, (x0+x1)/2, y0, held),
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x1, y0, held),
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, x1, y0, chromedp.ButtonLeft, chromedp.ClickCount(1)))
+	var sel [2]float64
+	evalJSON(`tlSel`, &sel)
+	if math.Abs(sel[0]-span[0]) > 1500 || math.Abs(sel[1]-span[1]) > 1500 {
+		t.Fatalf("dragged over %v, selected %v", span, sel)
+	}
+	waitJS("the selection plays", `(() => { const v = document.getElementById('video');
+		return document.getElementById('player-state').textContent.startsWith('on demand ') && v.currentTime > 0.5 && !v.error; })()`, 30*time.Second)
+	var fragMs float64
+	evalJSON(`Math.max(...tl.frags.map((f) => f.FragmentLengthInMilliseconds))`, &fragMs)
+	run("export the selection", chromedp.Click(chromedp.CSS("#clip-btn")))
+	var mp4 string
+	for deadline := time.Now().Add(30 * time.Second); mp4 == ""; {
+		files, _ := filepath.Glob(filepath.Join(downloads, "demo_*.mp4"))
+		if len(files) == 1 {
+			mp4 = files[0]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no MP4 downloaded (errors: %q)", evalString(`document.getElementById('viewer-error').textContent`))
+		} else {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "format=duration,format_name", "-of", "json", mp4).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", mp4, err)
+	}
+	var probe struct {
+		Format struct {
+			Duration   string `json:"duration"`
+			FormatName string `json:"format_name"`
+		} `json:"format"`
+	}
+	if err := json.Unmarshal(out, &probe); err != nil {
+		t.Fatal(err)
+	}
+	dur, _ := strconv.ParseFloat(probe.Format.Duration, 64)
+	want := (sel[1] - sel[0]) / 1000
+	t.Logf("exported %s: %s, %.2f s for a selection of %.2f s (fragments of %.0f ms)", filepath.Base(mp4), probe.Format.FormatName, dur, want, fragMs)
+	if !strings.Contains(probe.Format.FormatName, "mp4") || math.Abs(dur-want) > fragMs/1000+0.3 {
+		t.Fatalf("the exported clip: %s, %.2f s; want an MP4 of %.2f s ± a fragment (%.0f ms)", probe.Format.FormatName, dur, want, fragMs)
+	}
+
+	// A hold (the kvsedge:hold tag) is marked.
+	if _, err := c.KV.TagStream(sdkCtx(t), &kinesisvideo.TagStreamInput{StreamName: aws.String("demo"), Tags: map[string]string{"kvsedge:hold": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	run("fetch the timeline again", chromedp.Click(chromedp.CSS("#tl-out")))
+	waitJS("the hold is marked", `document.getElementById('timeline').dataset.hold === 'all'`, 10*time.Second)
+
+	// The date picker shows a whole day: yesterday, midnight to midnight.
+	if _, err := eval(`(() => { const y = new Date(); y.setDate(y.getDate() - 1); const p = (n) => String(n).padStart(2, '0');
+		const i = document.getElementById('tl-day'); i.value = y.getFullYear() + '-' + p(y.getMonth() + 1) + '-' + p(y.getDate());
+		i.dispatchEvent(new Event('change')); return true; })()`); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the window is yesterday", `(() => { const c = document.getElementById('timeline'), y = new Date(); y.setDate(y.getDate() - 1);
+		const from = new Date(y.getFullYear(), y.getMonth(), y.getDate()).getTime(), to = new Date(y.getFullYear(), y.getMonth(), y.getDate() + 1).getTime();
+		return +c.dataset.from === from && +c.dataset.to === to && !tl.follow; })()`, 5*time.Second)
+
+	// Yard's timeline: its outage and its gap are marked, and hovering over
+	// the gap says there is no recording and why.
+	run("open yard", chromedp.Click(chromedp.CSS(`tr[data-stream="yard"] button.open`)))
+	waitJS("yard's timeline has its gap and outage", `(() => { const c = document.getElementById('timeline');
+		return document.getElementById('viewer-title').textContent === 'yard' && parseInt(c.dataset.gaps || '0') >= 1 && parseInt(c.dataset.outages || '0') >= 1; })()`, 20*time.Second)
+	var gap [2]float64
+	evalJSON(`(() => { for (let i = 0; i + 1 < tl.ranges.length; i++) { if (tl.ranges[i + 1][0] - tl.ranges[i][1] > 2000) return [tl.ranges[i][1], tl.ranges[i + 1][0]]; } return [0, 0]; })()`, &gap)
+	if gap[0] == 0 {
+		t.Fatalf("yard's recordings have no gap: %s", evalString(`JSON.stringify(tl.ranges)`))
+	}
+	if _, err := eval(`(tlSet(` + ftoa(gap[0]-20000) + `, ` + ftoa(gap[1]+20000) + `), true)`); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the window around the gap is fetched", `Math.abs(tl.to - tl.from - `+ftoa(gap[1]-gap[0]+40000)+`) < 1000 && parseInt(document.getElementById('timeline').dataset.gaps || '0') >= 1`, 10*time.Second)
+	// Where the gap and the camera's outage overlap (a stalled feed is
+	// noticed after the stall timeout, so the outage may start later).
+	var down [2]float64
+	evalJSON(`(() => { for (const o of tl.info.outages) { const a = Math.max(o[0], `+ftoa(gap[0])+`), b = Math.min(o[1], `+ftoa(gap[1])+`);
+		if (b - a > 500) return [a, b]; } return [0, 0]; })()`, &down)
+	if down[0] == 0 {
+		t.Fatalf("yard's outage is not within its gap %v: %s", gap, evalString(`JSON.stringify(tl.info.changes)`))
+	}
+	x, y = timelinePoint((down[0]+down[1])/2, 0.25)
+	run("hover over the gap", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
+	waitJS("the hover box says no recording, camera down", `(() => { const b = document.getElementById('tl-hover');
+		return !b.hidden && b.textContent.includes('no recording here') && /camera (RETRYING|CONNECTING)/.test(b.textContent) && !b.querySelector('img').hasAttribute('src'); })()`, 10*time.Second)
+	shot("timeline-zoomed.png", "#viewer")
+
+	// Switching from a playing stream to an empty one: no picture of the
+	// old stream, "no recording here" instead.
+	run("open demo", chromedp.Click(chromedp.CSS(`tr[data-stream="demo"] button.open`)))
+	waitJS("the live video plays", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error; })()`, 40*time.Second)
+	run("scroll to the player", chromedp.ScrollIntoView(chromedp.CSS("#player")))
+	playing := shot("player-playing.png", "#player")
 	run("open the empty stream", chromedp.Click(chromedp.CSS(`tr[data-stream="made-in-console"] button.open`)))
-	waitJS("the empty stream says there is nothing to play", `(() => {
-		const v = document.getElementById('video'), st = document.getElementById('player-state').textContent;
-		return document.getElementById('viewer-title').textContent === 'made-in-console' && st.includes('nothing to play live') &&
-			hls === null && v.paused && document.getElementById('session-url').hidden && document.getElementById('thumbs').children.length === 0 &&
+	waitJS("the empty stream says there is no recording, and shows nothing of demo", `(() => {
+		const v = document.getElementById('video'), st = document.getElementById('player-state').textContent, m = document.getElementById('video-msg');
+		return document.getElementById('viewer-title').textContent === 'made-in-console' && st.includes('no recording here') && st.includes('nothing to play live') &&
+			!m.hidden && m.textContent === 'no recording here' &&
+			hls === null && v.paused && v.readyState === 0 && v.videoWidth === 0 && document.getElementById('session-url').hidden &&
+			document.getElementById('thumbs').children.length === 0 && tlSel === null && document.getElementById('clip-btn').disabled &&
 			(document.getElementById('timeline').dataset.fragments || '0') === '0'; })()`, 15*time.Second)
+	run("scroll to the player", chromedp.ScrollIntoView(chromedp.CSS("#player")))
+	empty := shot("player-empty.png", "#player")
+	if share := dominantShare(t, playing); share > 0.8 {
+		t.Fatalf("the playing demo's picture is %.0f%% one colour: the comparison below could not tell", share*100)
+	}
+	if share := dominantShare(t, empty); share < 0.9 {
+		t.Fatalf("after switching to the empty stream the video area is %.0f%% one colour: a picture shows (see %s)", share*100, artifacts)
+	}
+
 	// The key stays in this tab only, and Sign out forgets it.
 	if ok, err := eval(`localStorage.getItem('kvsedge-creds') === null && sessionStorage.getItem('kvsedge-creds') !== null`); err != nil || !ok {
 		t.Fatalf("the key is not kept in the tab's session storage only (%v)", err)
 	}
 	run("open demo again", chromedp.Click(chromedp.CSS(`tr[data-stream="demo"] button.open`)))
-	waitJS("the live video plays again", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error; })()`, 40*time.Second)
+	waitJS("the live video plays again", `(() => { const v = document.getElementById('video'); return v.currentTime > 1 && !v.error && document.getElementById('video-msg').hidden; })()`, 40*time.Second)
+	if b := shot("console.jpg", ""); len(b) < 10_000 || !strings.HasPrefix(string(b[:3]), "\xff\xd8\xff") {
+		t.Fatalf("screenshot of %d bytes is not a JPEG", len(b))
+	}
 
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(80))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	out := os.Getenv("KVSEDGE_ARTIFACTS")
-	if out == "" {
-		out = t.TempDir()
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(out, "console.jpg")
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("console screenshot: %s (%d bytes)", path, len(shot))
-	if len(shot) < 10_000 || !strings.HasPrefix(string(shot[:3]), "\xff\xd8\xff") {
-		t.Fatalf("screenshot of %d bytes is not a JPEG", len(shot))
-	}
+	// On a phone: one column, the wall two tiles wide, nothing wider than
+	// the screen.
+	run("a phone's screen", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
+		chromedp.Click(chromedp.CSS(`#wall-sizes button[data-grid="4"]`)))
+	waitJS("the phone layout", `(() => { const cols = getComputedStyle(document.getElementById('wall-tiles')).gridTemplateColumns.split(' ').length;
+		const top = (id) => document.getElementById(id).getBoundingClientRect().top;
+		return window.innerWidth === 390 && cols === 2 && document.documentElement.scrollWidth <= window.innerWidth &&
+			top('tl-in') === top('tl-out') && top('tl-back') === top('tl-now'); })()`, 10*time.Second)
+	shot("phone.jpg", "")
+	run("back to the desktop", chromedp.EmulateReset())
 
 	// A camera whose stream keeps nothing is shown so in the list.
 	d := describeStream(t, c, "demo")
@@ -184,4 +463,29 @@ func TestConsoleInChromium(t *testing.T) {
 	run("sign out", chromedp.Click(chromedp.CSS("#signout")))
 	waitJS("signed out: the sign-in form, no key kept", `!document.getElementById('login').hidden && document.getElementById('app').hidden &&
 		sessionStorage.getItem('kvsedge-creds') === null && localStorage.getItem('kvsedge-creds') === null`, 10*time.Second)
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) }
+
+// dominantShare is the share of an image's pixels in its most common
+// colour (each channel to 16 levels): near 1 for a blank area, well below
+// for a camera picture.
+func dominantShare(t *testing.T, png []byte) float64 {
+	t.Helper()
+	img, _, err := image.Decode(bytes.NewReader(png))
+	if err != nil {
+		t.Fatalf("decode a screenshot: %v", err)
+	}
+	counts := map[[3]uint32]int{}
+	b := img.Bounds()
+	most := 0
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			k := [3]uint32{r >> 12, g >> 12, bl >> 12}
+			counts[k]++
+			most = max(most, counts[k])
+		}
+	}
+	return float64(most) / float64(b.Dx()*b.Dy())
 }

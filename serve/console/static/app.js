@@ -73,7 +73,8 @@ async function refresh() {
       // A camera whose stream keeps nothing (retention 0) is said so: live
       // only, nothing kept, so nothing to play back.
       const liveOnly = cam && cam.retention === 'live only, nothing kept';
-      const camText = cam ? `${cam.state}${liveOnly ? ' · live only, nothing kept' : ''}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error ? ' · ' + cam.last_error : ''}` : '';
+      // The last error is the camera's news only while it does not record.
+      const camText = cam ? `${cam.state}${liveOnly ? ' · live only, nothing kept' : ''}${cam.fps ? ' · ' + cam.fps.toFixed(1) + ' fps' : ''}${cam.last_error && cam.state !== 'RECORDING' ? ' · ' + cam.last_error : ''}` : '';
       // Upload to the upstream KVS: state, how far behind, the last error.
       const up = uploads[s.StreamName];
       const upText = up ? `${up.state}${up.lag_seconds > 0 ? ' · ' + Math.round(up.lag_seconds) + ' s behind' : ''}${up.state === 'waiting' && up.last_error ? ' · ' + up.last_error : ''}` : '';
@@ -275,7 +276,7 @@ function play(url, label) {
 }
 
 async function playLive() {
-  stopPlayback();
+  stopPlayback(); tlSelect(null);
   const v = view;
   try {
     const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
@@ -291,9 +292,11 @@ async function playLive() {
 }
 
 // playFrom plays on demand from ms (an hour at most, up to now); playRange
-// plays [from, to] (a selection on the timeline). The player shown before
-// goes first; a range without recording says so.
+// plays [from, to] (a selection on the timeline, which stays; live and
+// playFrom drop it). The player shown before goes first; a range without
+// recording says so.
 function playFrom(ms) {
+  tlSelect(null);
   const end = Math.min(ms + 3600e3, Date.now());
   const next = tlNextRecording(ms, end);
   let label = 'on demand from ' + new Date(ms).toLocaleString();

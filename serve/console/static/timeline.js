@@ -145,7 +145,8 @@ function paintTimeline() {
   const bar = (a, b, lane, color) => {
     if (b < from || a > to) return;
     const x0 = Math.max(0, x(a)), x1 = Math.min(canvas.width, x(b));
-    g.fillStyle = color; g.fillRect(x0, LANE[lane][0], Math.max(1, x1 - x0), LANE[lane][1]);
+    // At least 2 px: a minute of recording in a week's window still shows.
+    g.fillStyle = color; g.fillRect(x0, LANE[lane][0], Math.max(2, x1 - x0), LANE[lane][1]);
   };
   g.clearRect(0, 0, canvas.width, canvas.height);
   g.fillStyle = '#e4e4e4'; g.fillRect(0, LANE.rec[0], canvas.width, LANE.rec[1]);
@@ -189,8 +190,9 @@ function paintTimeline() {
   }
   $('tl-width').textContent = span >= 86400e3 ? (span / 86400e3).toFixed(1) + ' d' : span >= 3600e3 ? (span / 3600e3).toFixed(1) + ' h'
     : Math.round(span / 60e3) + ' min';
-  const mid = new Date((from + to) / 2), p = (n) => String(n).padStart(2, '0');
-  if (document.activeElement !== $('tl-day')) $('tl-day').value = mid.getFullYear() + '-' + p(mid.getMonth() + 1) + '-' + p(mid.getDate());
+  // The day picker shows the day the window ends in.
+  const day = new Date(to - 1), p = (n) => String(n).padStart(2, '0');
+  if (document.activeElement !== $('tl-day')) $('tl-day').value = day.getFullYear() + '-' + p(day.getMonth() + 1) + '-' + p(day.getDate());
 }
 
 // tlZoom scales the window by k around time at (k < 1 zooms in), within
@@ -223,6 +225,9 @@ function tlDay(value) {
   if (to - from < TL_MIN) { tlSet(to - TL_MIN, to); return; }
   tlSet(from, to);
 }
+
+// tlSelect sets the selection (null: none) and shows it.
+function tlSelect(sel) { tlSel = sel; tlShowSelection(); if (tl.to) paintTimeline(); }
 
 // tlShowSelection updates the selection's label and buttons.
 function tlShowSelection() {
@@ -349,7 +354,7 @@ async function tlExport() {
     if (!down) return;
     const d = down; down = null; tlDragging = false;
     if (e.type === 'pointercancel') return;
-    if (!d.moved) { tlSel = null; tlShowSelection(); playFrom(d.t); return; }
+    if (!d.moved) { playFrom(d.t); return; }
     if (tlSel[1] - tlSel[0] < 1000) tlSel[1] = Math.min(tlSel[0] + 1000, Date.now());
     tlShowSelection(); paintTimeline();
     playRange(tlSel[0], tlSel[1]);
@@ -377,7 +382,7 @@ async function tlExport() {
   $('tl-now').onclick = () => { const span = tl.to - tl.from; tlSet(Date.now() - span, Date.now()); };
   $('tl-day').addEventListener('change', (e) => tlDay(e.target.value));
   $('clip-btn').onclick = () => tlExport();
-  $('sel-clear').onclick = () => { tlSel = null; tlShowSelection(); paintTimeline(); };
+  $('sel-clear').onclick = () => tlSelect(null);
 })();
 
 // The playhead: the date the player shows (program date-time of the
