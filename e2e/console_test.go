@@ -156,7 +156,9 @@ func TestConsoleInChromium(t *testing.T) {
 			if time.Now().After(deadline) {
 				state := evalString(`document.getElementById('player-state').textContent`)
 				errs := evalString(`[...document.querySelectorAll('.error')].map(e => e.textContent).join(' | ')`)
-				t.Fatalf("%s: not within %v (player: %q, errors: %q)", what, within, state, errs)
+				wall := evalString(`[...tiles].map(([n, t]) => n + ': t=' + t.video.currentTime.toFixed(1) + ' behind=' +
+					(t.hls && t.hls.playingDate ? ((Date.now() - t.hls.playingDate) / 1000).toFixed(1) : '-') + ' live=' + !t.live.hidden + ' ' + t.health.textContent).join(' | ')`)
+				t.Fatalf("%s: not within %v (player: %q, errors: %q, wall: %q)", what, within, state, errs, wall)
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
