@@ -285,10 +285,37 @@ func TestConsoleInChromium(t *testing.T) {
 	if span[0] == 0 {
 		t.Fatalf("no recorded span in the 1-minute window: %s", evalString(`JSON.stringify(tl.ranges)`))
 	}
+	// GetImages requests are counted, with how many run at once.
+	if _, err := eval(`(() => { window.imgCalls = 0; window.imgBusy = 0; window.imgMaxBusy = 0; const f = client.fetch.bind(client);
+		client.fetch = async (url, init) => { if (!String(url).endsWith('/getImages')) return f(url, init);
+			imgCalls++; imgBusy++; imgMaxBusy = Math.max(imgMaxBusy, imgBusy); try { return await f(url, init); } finally { imgBusy--; } };
+		return true; })()`); err != nil {
+		t.Fatal(err)
+	}
 	x, y := timelinePoint(span[0]+1000, 0.25)
 	run("hover over a recording", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
-	waitJS("the hover box shows a thumbnail that loads", `(() => { const b = document.getElementById('tl-hover'), img = b.querySelector('img');
-		return !b.hidden && b.textContent.includes('recorded') && img.src.startsWith('data:image/jpeg') && img.complete && img.naturalWidth === 320; })()`, 20*time.Second)
+	thumbLoaded := `(() => { const b = document.getElementById('tl-hover'), img = b.querySelector('img');
+		return !b.hidden && b.textContent.includes('recorded') && img.src.startsWith('data:image/jpeg') && img.complete && img.naturalWidth === 320; })()`
+	waitJS("the hover box shows a thumbnail that loads", thumbLoaded, 20*time.Second)
+	// The demo stream's upload waits: the recording is not uploaded yet.
+	waitJS("the hover box says what is not uploaded", `document.getElementById('tl-hover').textContent.includes('not uploaded yet (waiting')`, 5*time.Second)
+	// A sweep over the timeline asks for one thumbnail at a time, and
+	// coming back to a point asks for nothing again (cached).
+	var sweep []chromedp.Action[chromedp.Void]
+	for i := range 30 {
+		sx, sy := timelinePoint(span[0]-20000+float64(i)*1000, 0.25)
+		sweep = append(sweep, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, sx, sy))
+	}
+	run("sweep over the timeline", sweep...)
+	waitJS("the sweep's thumbnails are fetched", `!tlThumbBusy && tlThumbWant === null && imgBusy === 0`, 30*time.Second)
+	calls := evalString(`String(imgCalls)`)
+	x, y = timelinePoint(span[0]+1000, 0.25) // the window may have moved on with now
+	run("back to the first point", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
+	waitJS("its thumbnail shows again", thumbLoaded, 5*time.Second)
+	if after := evalString(`String(imgCalls) + ' ' + imgMaxBusy`); after != calls+" 1" {
+		t.Fatalf("GetImages calls (and most at once) after the sweep: %s, after coming back: %s; want no new call and one at a time", calls, after)
+	}
+	t.Logf("hover: %s GetImages requests for a sweep over 30 points", calls)
 
 	// A click plays from there.
 	span = recordedSpan(6000)
