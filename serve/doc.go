@@ -22,6 +22,8 @@
 //	                 listClusterMembers, describeReplication,
 //	                 describeCapacity, describeUploads)
 //	clip.go          GetClip: a streamed fragmented MP4 of a time range
+//	ranges.go        listRecordedRanges: a stream's recordings over a time
+//	                 range as merged spans (the console's timeline)
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,
 //	                 manifests, fMP4 and MPEG-TS segments remuxed on request
 //	images.go        GetImages (ffmpeg decodes; MJPEG needs nothing)

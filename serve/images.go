@@ -224,6 +224,19 @@ func (s *Server) imageAt(ref engine.StreamRef, m *fragment.Meta, offsetMs int64,
 		}
 		return append([]byte(nil), best...), nil
 	}
+	// A time after the fragment's last frame (its duration runs on to the
+	// next fragment's start) is that last frame: ffmpeg would find no frame
+	// past it and answer nothing.
+	last := int64(-1)
+	_ = mkv.ForEachBlock(hdr, f.Media[:f.Meta.ClusterLen], func(b mkv.Block) error {
+		if b.Track == video.Number {
+			last = max(last, b.TimeMs-b.ClusterMs)
+		}
+		return nil
+	})
+	if last >= 0 && offsetMs > last {
+		offsetMs = last
+	}
 	bin, err := exec.LookPath("ffmpeg")
 	if err != nil {
 		return nil, errNoDecoder

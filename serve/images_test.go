@@ -70,6 +70,19 @@ func TestGetImages(t *testing.T) {
 			t.Fatalf("image %d: %s %v", i, f, size)
 		}
 	}
+	// The last moment of each fragment (after its last frame, before the
+	// next fragment starts) is its last frame, not an error.
+	st, _, lb := ts.raw(t, "/listFragments", []byte(`{"StreamName":"cam","FragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":0,"EndTimestamp":4e9}}}`), time.Now(), testSecret)
+	var frags struct{ Fragments []fragmentJSON }
+	if err := json.Unmarshal(lb, &frags); st != 200 || err != nil || len(frags.Fragments) != 6 {
+		t.Fatalf("ListFragments: %d %s", st, lb)
+	}
+	for _, f := range frags.Fragments {
+		end := f.ProducerTimestamp + float64(f.FragmentLengthInMilliseconds-1)/1000
+		if _, _, out := images(`,"Format":"JPEG","SamplingInterval":1000`, end, end); len(out.Images) != 1 || out.Images[0].ImageContent == "" {
+			t.Fatalf("the image 1 ms before the end of fragment %s (%d ms): %+v", f.FragmentNumber, f.FragmentLengthInMilliseconds, out.Images)
+		}
+	}
 	// PNG at another size; a time without media.
 	_, _, out = images(`,"Format":"PNG","WidthPixels":320,"HeightPixels":240,"SamplingInterval":20000`, s0+4, s0+24)
 	if len(out.Images) != 2 || out.Images[1].Error != "NO_MEDIA" {

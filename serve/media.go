@@ -49,6 +49,7 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		// the members of its cluster.
 		"/listCameras":         (*Server).listCameras,
 		"/listCameraChanges":   (*Server).listCameraChanges,
+		"/listRecordedRanges":  (*Server).listRecordedRanges,
 		"/listClusterMembers":  (*Server).listClusterMembers,
 		"/describeReplication": (*Server).describeReplication,
 		"/describeCapacity":    (*Server).describeCapacity,

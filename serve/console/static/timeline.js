@@ -5,8 +5,9 @@
 // with the wheel or the buttons, moved by dragging the time axis, the
 // ◀ ▶ buttons or shift+wheel, jumped to a day by the date picker. Four
 // lanes on one canvas, top to bottom:
-//   recorded   fragments (ListFragments, all pages) merged into ranges,
-//              green; a break between two recordings is a gap (pink)
+//   recorded   the recorded ranges (/listRecordedRanges: fragments merged
+//              on the box, less than a pixel apart joined), green; a break
+//              between two recordings is a gap (pink)
 //   camera     outages: the camera's state changes (/listCameraChanges,
 //              kept by the box since it started) where it was not
 //              recording, red; STANDBY (recorded by another box) grey
@@ -23,9 +24,10 @@
 'use strict';
 
 const TL_MIN = 60e3, TL_MAX = 7 * 24 * 3600e3;
-// tl.ranges: recorded [start, end] (ms), sorted and merged; tl.info: the
-// camera changes, hold and upload of the stream shown (null: not known).
-let tl = { from: 0, to: 0, frags: [], ranges: [], info: null }, tlPlayhead = null, tlFetch = 0, tlDragging = false;
+// tl.ranges: recorded [start, end] (ms), sorted; tl.maxFragMs: the longest
+// fragment among them; tl.info: the camera changes, hold and upload of the
+// stream shown (null: not known); tl.follow: the window moves with now.
+let tl = { from: 0, to: 0, ranges: [], maxFragMs: 0, info: null }, tlPlayhead = null, tlFetch = 0, tlDragging = false;
 // tlSel: the selected range [from, to] (ms), or null.
 let tlSel = null;
 // Hover thumbnails by sample time (ms): data URL, or '' for none.
@@ -34,17 +36,18 @@ let tlThumbBusy = false, tlThumbWant = null;
 // tlGen counts tlClear calls: an answer for a stream shown before is dropped.
 let tlGen = 0;
 
-// Two fragments less than this apart are one recording (no gap).
+// Two fragments less than this apart are one recording (no gap); in a
+// wide window, less than a pixel apart.
 const TL_JOIN_MS = 1000;
 // Lanes: [top, height] in canvas pixels.
 const LANE = { rec: [0, 36], cam: [38, 10], hold: [50, 10], up: [62, 10] };
 
-function tlReset() { const now = Date.now(); tl = { from: now - 24 * 3600e3, to: now, frags: [], ranges: [], info: null, follow: true }; }
+function tlReset() { const now = Date.now(); tl = { from: now - 24 * 3600e3, to: now, ranges: [], maxFragMs: 0, info: null, follow: true }; }
 
 // tlClear forgets everything of the stream shown (app.js's stopPlayer).
 function tlClear() {
   tlFetch++; tlGen++; tlPlayhead = null; tlSel = null;
-  tl.frags = []; tl.ranges = []; tl.info = null;
+  tl.ranges = []; tl.info = null;
   tlThumbs.clear(); tlThumbWant = null;
   const canvas = $('timeline');
   canvas.getContext('2d').clearRect(0, 0, canvas.width, canvas.height);
@@ -53,18 +56,6 @@ function tlClear() {
   $('timeline-labels').textContent = '';
   $('tl-hover').hidden = true;
   tlShowSelection();
-}
-
-// tlMerge turns fragments into sorted, merged recorded ranges.
-function tlMerge(frags) {
-  const spans = frags.map((f) => [f.ServerTimestamp * 1000, f.ServerTimestamp * 1000 + f.FragmentLengthInMilliseconds]).sort((a, b) => a[0] - b[0]);
-  const out = [];
-  for (const [s, e] of spans) {
-    const last = out[out.length - 1];
-    if (last && s <= last[1] + TL_JOIN_MS) last[1] = Math.max(last[1], e);
-    else out.push([s, e]);
-  }
-  return out;
 }
 
 // tlRangeAt is the recorded range holding t, or null.
@@ -108,19 +99,15 @@ function tlOutages(changes) {
 async function drawTimeline() {
   if (!tl.to) tlReset();
   const s = current, fetchNo = ++tlFetch, { from, to } = tl;
-  let frags = [], token = null, info = null;
+  const join = Math.max(TL_JOIN_MS, Math.round((to - from) / $('timeline').width));
+  let rec = null, info = null;
   const side = Promise.all([
     api('/listCameraChanges', { StreamName: s.StreamName }).then((r) => r.Changes || []).catch(() => []),
     api('/listTagsForStream', { StreamName: s.StreamName }).then((r) => tlHold(r.Tags)).catch(() => null),
     api('/describeUploads', {}).then((r) => (r.Uploads || []).find((u) => u.stream === s.StreamName) || null).catch(() => null),
   ]);
   try {
-    do {
-      const req = token ? { StreamName: s.StreamName, NextToken: token } : { StreamName: s.StreamName,
-        FragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP', TimestampRange: { StartTimestamp: from / 1000, EndTimestamp: to / 1000 } } };
-      const r = await api('/listFragments', req);
-      frags = frags.concat(r.Fragments || []); token = r.NextToken;
-    } while (token && frags.length < 100000);
+    rec = await api('/listRecordedRanges', { StreamName: s.StreamName, StartTimestamp: from / 1000, EndTimestamp: to / 1000, JoinMs: join });
     const [changes, hold, upload] = await side;
     info = { outages: tlOutages(changes), changes, hold, upload };
   } catch (err) {
@@ -129,9 +116,9 @@ async function drawTimeline() {
   }
   if (current !== s || fetchNo !== tlFetch) return; // another stream or window since
   if ($('viewer-error').textContent.startsWith('timeline: ')) $('viewer-error').textContent = '';
-  tl.frags = frags; tl.ranges = tlMerge(frags); tl.info = info;
+  tl.ranges = (rec.Ranges || []).map((r) => [r.Start * 1000, r.End * 1000]); tl.maxFragMs = rec.MaxFragmentMs; tl.info = info;
   const canvas = $('timeline');
-  canvas.dataset.fragments = frags.length;
+  canvas.dataset.fragments = rec.Fragments;
   canvas.dataset.fetches = String(parseInt(canvas.dataset.fetches || '0', 10) + 1);
   canvas.dataset.outages = info.outages.filter((o) => o[1] > from && o[0] < to).length;
   canvas.dataset.hold = info.hold ? (info.hold.all ? 'all' : 'range') : '';
@@ -200,9 +187,11 @@ function paintTimeline() {
 function tlZoom(k, at) {
   const span = Math.min(TL_MAX, Math.max(TL_MIN, (tl.to - tl.from) * k));
   if (at === undefined) {
-    // The buttons zoom around the playhead, else "now", when shown.
+    // The buttons zoom around the playhead, else "now", when shown (a
+    // window that moves with now shows it, though now is a little past
+    // its end between two moves).
     const shown = (t) => t !== null && t >= tl.from && t <= tl.to;
-    at = shown(tlPlayhead) ? tlPlayhead : shown(Date.now()) ? Date.now() : (tl.from + tl.to) / 2;
+    at = shown(tlPlayhead) ? tlPlayhead : tl.follow || shown(Date.now()) ? Date.now() : (tl.from + tl.to) / 2;
   }
   const f = (at - tl.from) / (tl.to - tl.from);
   tlSet(at - f * span, at + (1 - f) * span);
@@ -290,6 +279,7 @@ async function tlThumbNext() {
       EndTimestamp: at / 1000, SamplingInterval: 1000, Format: 'JPEG', WidthPixels: 320, HeightPixels: 180, MaxResults: 1 });
     const im = (r.Images || [])[0];
     if (im && im.ImageContent) src = 'data:image/jpeg;base64,' + im.ImageContent;
+    else if (gen === tlGen && $('tl-hover').dataset.at === String(at)) $('tl-hover').querySelector('span').textContent += '\nno thumbnail: ' + (im ? im.Error : 'none');
   } catch (err) {
     if (gen === tlGen) $('tl-hover').querySelector('span').textContent += '\nno thumbnail: ' + err.message;
   } finally {
@@ -404,7 +394,7 @@ setInterval(() => {
 
 // A window that moves with now is fetched again every 10 s (new
 // recordings, outages, upload progress), every minute when wider than 6 h
-// (its ListFragments pages cost more than a pixel of it shows).
+// (the box scans its index for the window's fragments each time).
 let tlTicks = 0;
 setInterval(() => {
   tlTicks++;
