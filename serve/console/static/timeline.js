@@ -202,6 +202,9 @@ function tlSet(from, to) {
   if (to > now) { from -= to - now; to = now; }
   tl.from = from; tl.to = to;
   tl.follow = to >= now - 1000; // a window up to now moves with it
+  // The window follows the playhead only when the playhead walks off its
+  // end, never back to it when the user moved the window elsewhere.
+  tl.headIn = tlPlayhead !== null && tlPlayhead >= from && tlPlayhead <= to;
   paintTimeline();
   clearTimeout(tlSet.t); tlSet.t = setTimeout(drawTimeline, 150);
 }
@@ -384,11 +387,18 @@ setInterval(() => {
   if (!tl.to) return;
   const span = tl.to - tl.from;
   if (tl.follow && !tlDragging) { const d = Date.now() - tl.to; tl.from += d; tl.to += d; }
+  // A new session's playhead outside the window: the window goes to it,
+  // once.
+  if (tlPlayhead !== null && tl.headView !== view) {
+    tl.headView = view;
+    if ((tlPlayhead < tl.from || tlPlayhead > tl.to) && !tlDragging) { tlSet(tlPlayhead - 0.2 * span, tlPlayhead + 0.8 * span); return; }
+  }
   // Playing past the window's end: the window follows (a page on).
-  if (tlPlayhead !== null && tlPlayhead > tl.to && tlPlayhead - tl.to < span && !tlDragging) {
+  if (tl.headIn && tlPlayhead !== null && tlPlayhead > tl.to && !tlDragging) {
     tlSet(tlPlayhead - 0.2 * span, tlPlayhead + 0.8 * span);
     return;
   }
+  tl.headIn = tlPlayhead !== null && tlPlayhead >= tl.from && tlPlayhead <= tl.to;
   paintTimeline();
 }, 500);
 
