@@ -30,13 +30,16 @@ import (
 // port, same server; TestPutMediaAcksArriveDuringUpload and the e2e
 // replay tests check the duplex behaviour and the chunking.
 //
-// Three goroutines cooperate with the ack writer:
+// Four goroutines cooperate with the ack writer:
 //
 //	body pump  → reads the request body into a few reused 64 KiB buffers
 //	             (idleBody), so the parser can tell silence from data
 //	parser     → mkv.Reader over idleBody; numbers fragments, hands them
 //	             to the engine's ring (BUFFERING, RECEIVED acks)
-//	persister  → syncs each fragment to the store, then PERSISTED
+//	persister  → syncs each fragment to the store
+//	ack gate   → PERSISTED once the engine's AckGate lets it go (at once
+//	             without replicated durability; else once a replica
+//	             holds the fragment durably too, or the gate fell back)
 //
 // Copies of media: body bytes go network → pump buffer → the fragment's
 // buffer in the engine's media memory (one copy each), then to its
@@ -274,8 +277,9 @@ func (u *upload) run(body io.Reader) {
 		<-src.pumped
 	}()
 	persistQ := make(chan persistItem, 16)
+	ackQ := make(chan gatedAck, 16)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { // parser
 		defer wg.Done()
 		defer close(persistQ)
@@ -291,7 +295,12 @@ func (u *upload) run(body io.Reader) {
 	}()
 	go func() { // persister
 		defer wg.Done()
-		u.persist(persistQ, acks)
+		defer close(ackQ)
+		u.persist(persistQ, ackQ)
+	}()
+	go func() { // ack gate
+		defer wg.Done()
+		u.gateAcks(ackQ, acks)
 	}()
 	finished := make(chan struct{})
 	go func() {
@@ -511,8 +520,35 @@ func engineIngestErrorID(err error) int {
 	return errIDInternal
 }
 
-// persist makes received fragments durable in order and acknowledges them.
-func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
+// gatedAck is an ack of the persister's, to be sent once ready is closed
+// (nil: at once).
+type gatedAck struct {
+	a     ack
+	ready <-chan struct{}
+}
+
+// gateAcks passes the persister's acks on in order, each PERSISTED once
+// the engine's AckGate lets it go (replicated durability: a replica holds
+// the fragment durably too; the gate bounds the wait and falls back to
+// local acks). On server shutdown the ones still held back are dropped:
+// the producer re-sends them, and the copy stored here is recognised.
+func (u *upload) gateAcks(in <-chan gatedAck, acks chan<- ack) {
+	life := u.s.life.Done()
+	for g := range in {
+		if g.ready != nil {
+			select {
+			case <-g.ready:
+			case <-life:
+				continue
+			}
+		}
+		acks <- g.a
+	}
+}
+
+// persist makes received fragments durable in order and hands their acks
+// to gateAcks.
+func (u *upload) persist(q <-chan persistItem, acks chan<- gatedAck) {
 	failed := false
 	for it := range q {
 		if failed {
@@ -538,10 +574,11 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 			if errors.Is(err, engine.ErrStreamDeleted) {
 				id = errIDStreamNotActive
 			}
-			acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+			acks <- gatedAck{a: ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}}
 			_ = u.conn.SetReadDeadline(time.Now()) // end the upload
 		case u.sess.Persists() && !it.silent:
-			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+			acks <- gatedAck{a: ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number},
+				ready: u.sess.AckReady(it.rec.Meta.Number)}
 		}
 	}
 }
