@@ -207,6 +207,9 @@ func (d *durability) Durable(info *engine.StreamInfo, n fragment.Number) {
 		}
 		st.acks[ackLocal]++
 		return
+	case d.r.ctx.Err() != nil:
+		st.acks[ackFallback]++ // replication stopped (shutdown)
+		return
 	case noRepl != "":
 		d.fallBackLocked(st, noRepl)
 		st.acks[ackFallback]++
@@ -253,13 +256,13 @@ func (d *durability) confirm(node, arn string, nums []fragment.Number) {
 		}
 		i := slices.IndexFunc(st.pending, func(p *pendingAck) bool { return p.n == n })
 		if i < 0 {
-			if n.Compare(st.newest) > 0 {
-				// Reported before Persist ended here: kept for Durable.
-				if len(st.early) == maxEarly {
-					st.early = slices.Delete(st.early, 0, 1)
-				}
-				st.early = append(st.early, n)
+			// Reported before Persist ended here (the tail sends from
+			// the ring), or after the wait ended: kept for Durable, the
+			// newest maxEarly only.
+			if len(st.early) == maxEarly {
+				st.early = slices.Delete(st.early, 0, 1)
 			}
+			st.early = append(st.early, n)
 			continue
 		}
 		p := st.pending[i]
