@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -173,7 +174,11 @@ func dataDirOf(t *testing.T, b *clusterBox) string {
 // the process SIGKILLed. Every fragment acknowledged PERSISTED on the
 // replicated stream is listed and readable on the survivors (zero lost);
 // for the local stream the test reports how many acknowledged fragments
-// the survivors lack (acks sent before the replica had them).
+// the survivors lack (acks sent before the replica had them). Then the
+// third box dies too: the lone survivor acknowledges uploads on its own
+// durability, without an ERROR, and says so (/readyz, /metrics,
+// describeReplication, the log); when the third box returns, acks wait
+// for it again.
 func TestClusterDiskDeath(t *testing.T) {
 	ctx, stopCamera := context.WithCancel(context.Background())
 	defer stopCamera()
@@ -182,7 +187,8 @@ func TestClusterDiskDeath(t *testing.T) {
 	names := []string{home.name, replica.name, other.name}
 	durable := homedOn(t, "durable", names, home.name, replica.name)
 	local := homedOn(t, "local", names, home.name, replica.name)
-	for stream, mode := range map[string]string{durable: cluster.DurabilityReplicated, local: cluster.DurabilityLocal} {
+	modes := map[string]string{durable: cluster.DurabilityReplicated, local: cluster.DurabilityLocal}
+	for stream, mode := range modes {
 		if code, raw := callJSON(t, home.api(), "/createStream", map[string]any{"StreamName": stream, "DataRetentionInHours": 2,
 			"Tags": map[string]string{cluster.TagDurability: mode}}, nil); code != 200 {
 			t.Fatalf("createStream %s: %d %s", stream, code, raw)
@@ -218,6 +224,13 @@ func TestClusterDiskDeath(t *testing.T) {
 	if st, _ := cameraState(t, home.api(), "cam"); st != "RECORDING" {
 		t.Fatalf("cam is %s on its home before the kill", st)
 	}
+	metrics := getText(t, home.api()+"/metrics")
+	if v := textMetric(metrics, `kvsedge_durability_acks_total{durability="replicated",stream="`+durable+`"}`); v < 1 {
+		t.Fatalf("replicated acks metric of %s: %v\n%s", durable, v, grepLines(metrics, "kvsedge_durability"))
+	}
+	if v := textMetric(metrics, `kvsedge_durability_local_only{stream="`+durable+`"}`); v != 0 {
+		t.Fatalf("local-only metric of %s: %v", durable, v)
+	}
 
 	// The disk dies: the data directory goes, then the process.
 	if err := os.RemoveAll(dataDirOf(t, home)); err != nil {
@@ -245,8 +258,8 @@ func TestClusterDiskDeath(t *testing.T) {
 		lp.mu.Lock()
 		errs := fmt.Sprint(lp.errs)
 		lp.mu.Unlock()
-		t.Logf("%s (%s): %d fragments acknowledged PERSISTED, %d of them not on the survivors; ERROR acks %s",
-			s, replOn(t, replica.api(), s).Stream, len(acked), len(lost), errs)
+		t.Logf("%s (%s durability): %d fragments acknowledged PERSISTED, %d of them not on the survivors; ERROR acks %s",
+			s, modes[s], len(acked), len(lost), errs)
 		if s == durable {
 			if len(lost) > 0 {
 				t.Fatalf("%d fragments acknowledged PERSISTED with replicated durability are lost: %v", len(lost), lost)
@@ -276,4 +289,49 @@ func TestClusterDiskDeath(t *testing.T) {
 		return false
 	})
 	t.Logf("cam records on a survivor %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
+
+	// The third box dies too: the replica, alone, has no replica of its
+	// own. Uploads to it are acknowledged on its durability alone, at once
+	// and without an ERROR, and it says so: /readyz alarm, /metrics,
+	// kvsedge replication (describeReplication).
+	other.p.kill()
+	within(t, "the replica sees itself alone", 15*time.Second, func() bool { return aliveMembers(t, replica.api()) == 1 })
+	p2ctx, stop2 := context.WithCancel(context.Background())
+	defer stop2()
+	lp := startLiveProducer(p2ctx, t, replica.api(), durable, 250*time.Millisecond, 16<<10)
+	within(t, "local acks on the lone box", 15*time.Second, func() bool { return len(lp.acked()) >= 4 })
+	sr = replOn(t, replica.api(), durable)
+	if sr.LocalAcksSince == "" || !strings.Contains(sr.LocalAcksWhy, "no replica") || sr.AcksFallback == 0 {
+		t.Fatalf("the lone box's durability state of %s: %+v", durable, sr)
+	}
+	var ready struct{ Alarms map[string]string }
+	code, raw := getJSON(t, replica.api()+"/readyz")
+	if err := json.Unmarshal([]byte(raw), &ready); err != nil || !strings.Contains(ready.Alarms["durability"], durable) {
+		t.Fatalf("/readyz (%d) has no durability alarm for %s: %s", code, durable, raw)
+	}
+	metrics = getText(t, replica.api()+"/metrics")
+	if v := textMetric(metrics, `kvsedge_durability_local_only{stream="`+durable+`"}`); v != 1 {
+		t.Fatalf("local-only metric of %s on the lone box: %v\n%s", durable, v, grepLines(metrics, "kvsedge_durability"))
+	}
+	if !strings.Contains(replica.p.logs.String(), "PERSISTED acks fall back to local durability") {
+		t.Fatal("the fallback is not in the log")
+	}
+
+	// The third box returns: it copies the stream, confirms the newest
+	// fragment, and acks wait for a replica again.
+	other.start(t)
+	within(t, "replicated acks again", 40*time.Second, func() bool { return replOn(t, replica.api(), durable).LocalAcksSince == "" })
+	before := replOn(t, replica.api(), durable).AcksReplicated
+	within(t, "acks confirmed by the returned box", 15*time.Second, func() bool { return replOn(t, replica.api(), durable).AcksReplicated >= before+3 })
+	var ready2 struct{ Alarms map[string]string }
+	if _, raw := getJSON(t, replica.api()+"/readyz"); json.Unmarshal([]byte(raw), &ready2) != nil || ready2.Alarms["durability"] != "" {
+		t.Fatalf("/readyz still has a durability alarm: %s", raw)
+	}
+	stop2()
+	<-lp.done
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if len(lp.errs) > 0 {
+		t.Fatalf("ERROR acks during the fallback and the recovery: %v", lp.errs)
+	}
 }
