@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -100,6 +101,7 @@ type streamDur struct {
 	// replica reported, and by whom.
 	newest, confirmed fragment.Number
 	confirmedBy       string
+	lastDurable       time.Time
 	acks              [3]uint64
 	// waits: ms from durable here to a replica's report (newest samples).
 	waits    []int64
@@ -196,7 +198,7 @@ func (d *durability) Durable(info *engine.StreamInfo, n fragment.Number) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.stream(info.ARN, info.Name)
-	st.mode = mode
+	st.mode, st.lastDurable = mode, time.Now()
 	if n.Compare(st.newest) > 0 {
 		st.newest = n
 	}
@@ -276,6 +278,22 @@ func (d *durability) confirm(node, arn string, nums []fragment.Number) {
 	}
 }
 
+// caughtUp takes a comparison's finding that peer holds every fragment of
+// the stream (by name) that this node holds: a stream that fell back and
+// has been idle since (no fragment to report, which would bring it back)
+// waits for replicas again. An active stream comes back by reports only,
+// so that a replica slower than the bound does not make it flap.
+func (d *durability) caughtUp(name, peer string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, st := range d.streams {
+		if st.name == name && st.fallback && st.mode == DurabilityReplicated && time.Since(st.lastDurable) > 2*d.timeout &&
+			!strings.HasPrefix(st.why, "this box is not") {
+			d.leaveFallbackLocked(st, "the comparison with replica "+peer+" found it holds every fragment")
+		}
+	}
+}
+
 func (st *streamDur) sample(ms int64) {
 	if len(st.waits) < lagSamples {
 		st.waits = append(st.waits, ms)
@@ -313,6 +331,7 @@ func (d *durability) leaveFallbackLocked(st *streamDur, why string) {
 func (d *durability) run(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	lastPrune := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -327,6 +346,10 @@ func (d *durability) run(ctx context.Context) {
 			d.mu.Unlock()
 			return
 		case <-t.C:
+		}
+		if time.Since(lastPrune) > time.Minute {
+			lastPrune = time.Now()
+			d.prune()
 		}
 		d.mu.Lock()
 		var check []string
@@ -356,6 +379,27 @@ func (d *durability) run(ctx context.Context) {
 				}
 				d.mu.Unlock()
 			}
+		}
+	}
+}
+
+// prune forgets streams that are gone (deleted) and have nothing pending.
+func (d *durability) prune() {
+	d.mu.Lock()
+	var arns []string
+	for arn, st := range d.streams {
+		if len(st.pending) == 0 {
+			arns = append(arns, arn)
+		}
+	}
+	d.mu.Unlock()
+	for _, arn := range arns {
+		if _, err := d.r.eng.Stream(engine.StreamRef{ARN: arn}); errors.Is(err, engine.ErrStreamNotFound) {
+			d.mu.Lock()
+			if st := d.streams[arn]; st != nil && len(st.pending) == 0 {
+				delete(d.streams, arn)
+			}
+			d.mu.Unlock()
 		}
 	}
 }

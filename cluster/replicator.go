@@ -511,6 +511,9 @@ func (r *Replicator) antiEntropy(full bool) {
 			r.mu.Lock()
 			r.state(stream).synced[p.Name] = upTo
 			r.mu.Unlock()
+			if len(absent) == 0 {
+				r.dur.caughtUp(stream, p.Name) // p holds all this node does
+			}
 		}
 		r.mu.Lock()
 		st := r.state(stream)
