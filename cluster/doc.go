@@ -29,9 +29,9 @@
 //     synced); with no replica alive, or none confirming within
 //     cluster.ack_timeout, the stream falls back to local acks, says so
 //     (kvsedge replication, /readyz alarm "durability", /metrics, the log)
-//     and returns to replicated acks once a replica confirms its newest
-//     fragment. The order of syncs and what a crash at each step leaves
-//     are in durability.go.
+//     and returns to replicated acks once a replica caught up. The order
+//     of syncs, what a crash at each step leaves and when a replica counts
+//     as caught up are in durability.go.
 //   - The node-to-node path (peer.go, FORMAT.md): HTTP routes under
 //     /kvsedge-peer/v1/ on each node's API listener, signed with a key
 //     derived from the gossip key; also the forward route that serve uses

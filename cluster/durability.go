@@ -50,8 +50,12 @@ import (
 //
 // Fallback: a stream whose replica does not confirm within AckTimeout
 // (default 3 s), or that has no replica alive, acknowledges on local
-// durability alone until a replica confirms the newest fragment the home
-// made durable (it caught up); then acks wait for replicas again. Camera
+// durability alone until a replica caught up: it reports the newest
+// fragment the home made durable, or reports fragments within half the
+// bound of their being durable here (a replica lagging more than one
+// fragment's duration never holds the newest while the stream records), or
+// — the stream idle — a comparison finds it holds every fragment. Then
+// acks wait for replicas again. Camera
 // fragments (no acks) go through the same accounting without anyone
 // waiting.
 
@@ -102,10 +106,19 @@ type streamDur struct {
 	newest, confirmed fragment.Number
 	confirmedBy       string
 	lastDurable       time.Time
-	acks              [3]uint64
+	// recent: the newest fragments made durable here, and when (for the
+	// lag of a replica's report while the stream falls back).
+	recent     [maxEarly]recentDur
+	recentNext int
+	acks       [3]uint64
 	// waits: ms from durable here to a replica's report (newest samples).
 	waits    []int64
 	waitNext int
+}
+
+type recentDur struct {
+	n  fragment.Number
+	at time.Time
 }
 
 type pendingAck struct {
@@ -198,10 +211,13 @@ func (d *durability) Durable(info *engine.StreamInfo, n fragment.Number) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.stream(info.ARN, info.Name)
-	st.mode, st.lastDurable = mode, time.Now()
+	now := time.Now()
+	st.mode, st.lastDurable = mode, now
 	if n.Compare(st.newest) > 0 {
 		st.newest = n
 	}
+	st.recent[st.recentNext] = recentDur{n, now}
+	st.recentNext = (st.recentNext + 1) % maxEarly
 	switch {
 	case mode == DurabilityLocal:
 		if st.fallback {
@@ -252,9 +268,21 @@ func (d *durability) confirm(node, arn string, nums []fragment.Number) {
 	defer d.mu.Unlock()
 	st := d.stream(arn, "")
 	now := time.Now()
+	caughtUp := false
 	for _, n := range nums {
 		if n.Compare(st.confirmed) > 0 {
 			st.confirmed, st.confirmedBy = n, node
+		}
+		if st.fallback {
+			// Caught up: the replica holds the newest fragment, or
+			// reports fragments well within the bound of their being
+			// durable here (a replica whose lag exceeds a fragment's
+			// duration never holds the newest while the stream records).
+			for _, r := range st.recent {
+				if r.n == n && now.Sub(r.at) < d.timeout/2 {
+					caughtUp = true
+				}
+			}
 		}
 		i := slices.IndexFunc(st.pending, func(p *pendingAck) bool { return p.n == n })
 		if i < 0 {
@@ -273,7 +301,7 @@ func (d *durability) confirm(node, arn string, nums []fragment.Number) {
 		st.acks[ackReplicated]++
 		st.sample(now.Sub(p.at).Milliseconds())
 	}
-	if st.fallback && !st.newest.IsZero() && st.confirmed.Compare(st.newest) >= 0 {
+	if st.fallback && (caughtUp || !st.newest.IsZero() && st.confirmed.Compare(st.newest) >= 0) {
 		d.leaveFallbackLocked(st, "replica "+node+" caught up")
 	}
 }
