@@ -36,10 +36,10 @@ import (
 //	             (idleBody), so the parser can tell silence from data
 //	parser     → mkv.Reader over idleBody; numbers fragments, hands them
 //	             to the engine's ring (BUFFERING, RECEIVED acks)
-//	persister  → syncs each fragment to the store
-//	ack gate   → PERSISTED once the engine's AckGate lets it go (at once
-//	             without replicated durability; else once a replica
-//	             holds the fragment durably too, or the gate fell back)
+//	persister  → syncs each fragment to the store, then PERSISTED
+//	ack gate   → holds each PERSISTED until the engine's AckGate lets it
+//	             go (at once without replicated durability; else once a
+//	             replica holds the fragment durably too, or it fell back)
 //
 // Copies of media: body bytes go network → pump buffer → the fragment's
 // buffer in the engine's media memory (one copy each), then to its
@@ -277,7 +277,7 @@ func (u *upload) run(body io.Reader) {
 		<-src.pumped
 	}()
 	persistQ := make(chan persistItem, 16)
-	ackQ := make(chan gatedAck, 16)
+	ackQ := make(chan ack, 16)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { // parser
@@ -520,35 +520,28 @@ func engineIngestErrorID(err error) int {
 	return errIDInternal
 }
 
-// gatedAck is an ack of the persister's, to be sent once ready is closed
-// (nil: at once).
-type gatedAck struct {
-	a     ack
-	ready <-chan struct{}
-}
-
 // gateAcks passes the persister's acks on in order, each PERSISTED once
-// the engine's AckGate lets it go (replicated durability: a replica holds
-// the fragment durably too; the gate bounds the wait and falls back to
-// local acks). On server shutdown the ones still held back are dropped:
-// the producer re-sends them, and the copy stored here is recognised.
-func (u *upload) gateAcks(in <-chan gatedAck, acks chan<- ack) {
+// the engine's AckGate lets its fragment go (replicated durability: a
+// replica holds the fragment durably too; the gate bounds the wait and
+// falls back to local acks, never fails one). On server shutdown the ones
+// still held back are dropped: the producer re-sends them, and the copy
+// stored here is recognised.
+func (u *upload) gateAcks(in <-chan ack, acks chan<- ack) {
 	life := u.s.life.Done()
-	for g := range in {
-		if g.ready != nil {
+	for a := range in {
+		if a.event == "PERSISTED" {
 			select {
-			case <-g.ready:
+			case <-u.sess.AckReady(a.number):
 			case <-life:
 				continue
 			}
 		}
-		acks <- g.a
+		acks <- a
 	}
 }
 
-// persist makes received fragments durable in order and hands their acks
-// to gateAcks.
-func (u *upload) persist(q <-chan persistItem, acks chan<- gatedAck) {
+// persist makes received fragments durable in order and acknowledges them.
+func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 	failed := false
 	for it := range q {
 		if failed {
@@ -574,11 +567,10 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- gatedAck) {
 			if errors.Is(err, engine.ErrStreamDeleted) {
 				id = errIDStreamNotActive
 			}
-			acks <- gatedAck{a: ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}}
+			acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
 			_ = u.conn.SetReadDeadline(time.Now()) // end the upload
 		case u.sess.Persists() && !it.silent:
-			acks <- gatedAck{a: ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number},
-				ready: u.sess.AckReady(it.rec.Meta.Number)}
+			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
 		}
 	}
 }
