@@ -520,26 +520,6 @@ func engineIngestErrorID(err error) int {
 	return errIDInternal
 }
 
-// gateAcks passes the persister's acks on in order, each PERSISTED once
-// the engine's AckGate lets its fragment go (replicated durability: a
-// replica holds the fragment durably too; the gate bounds the wait and
-// falls back to local acks, never fails one). On server shutdown the ones
-// still held back are dropped: the producer re-sends them, and the copy
-// stored here is recognised.
-func (u *upload) gateAcks(in <-chan ack, acks chan<- ack) {
-	life := u.s.life.Done()
-	for a := range in {
-		if a.event == "PERSISTED" {
-			select {
-			case <-u.sess.AckReady(a.number):
-			case <-life:
-				continue
-			}
-		}
-		acks <- a
-	}
-}
-
 // persist makes received fragments durable in order and acknowledges them.
 func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 	failed := false
@@ -572,6 +552,26 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 		case u.sess.Persists() && !it.silent:
 			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
 		}
+	}
+}
+
+// gateAcks passes the persister's acks on in order, each PERSISTED once
+// the engine's AckGate lets its fragment go (replicated durability: a
+// replica holds the fragment durably too; the gate bounds the wait and
+// falls back to local acks, never fails one). On server shutdown the ones
+// still held back are dropped: the producer re-sends them, and the copy
+// stored here is recognised.
+func (u *upload) gateAcks(in <-chan ack, acks chan<- ack) {
+	life := u.s.life.Done()
+	for a := range in {
+		if a.event == "PERSISTED" {
+			select {
+			case <-u.sess.AckReady(a.number):
+			case <-life:
+				continue
+			}
+		}
+		acks <- a
 	}
 }
 
