@@ -47,9 +47,18 @@ func (e *Engine) ackGate() AckGate {
 // closedReady is the Ready channel of a fragment nothing holds back.
 var closedReady = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
+// durable tells the gate that f, ingested by this session, is durable
+// here (Persist, after its syncs): its PERSISTED may wait on AckReady.
+func (sess *IngestSession) durable(f *Fragment) {
+	if g := sess.e.ackGate(); g != nil {
+		g.Durable(sess.s.info.Load(), f.Meta.Number)
+	}
+}
+
 // AckReady returns a channel closed once fragment n, which this session
 // persisted (or which a duplicate it received repeats), may be
-// acknowledged PERSISTED (AckGate). Wait on it after Persist (or
+// acknowledged PERSISTED (AckGate): when Persist returned nil the fragment
+// is durable here, and PERSISTED waits on this too. Wait on it after Persist (or
 // Received.AwaitDurable) returned nil; cameras, which send no acks, need
 // not.
 func (sess *IngestSession) AckReady(n fragment.Number) <-chan struct{} {

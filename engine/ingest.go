@@ -311,8 +311,8 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 // Persist stores a received fragment durably (one synced batch: media,
 // both time-index entries and, the first time, its header) and releases
 // the caller's reference. For a stream without retention it only
-// releases. When it returns nil the fragment is durable here; it may be
-// acknowledged PERSISTED once AckReady's channel is closed (ackgate.go).
+// releases. When it returns nil the fragment may be acknowledged
+// PERSISTED.
 func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	defer func() {
 		f.persistErr = err
@@ -348,9 +348,7 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	}
 	sess.e.metrics.fragmentsPersisted.Add(1)
 	sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
-	if g := sess.e.ackGate(); g != nil {
-		g.Durable(sess.s.info.Load(), f.Meta.Number) // AckReady waits on it
-	}
+	sess.durable(f)
 	if f.ReceivedMs != 0 {
 		// Wall clock (ReceivedMs travels to peers too): a clock step
 		// backwards counts as no latency.
