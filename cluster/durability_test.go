@@ -174,3 +174,24 @@ func TestReplicatedDurability(t *testing.T) {
 		}
 	}
 }
+
+// TestDurabilityModeOf: the stream's tag wins over the configured default;
+// an unknown tag value is ignored.
+func TestDurabilityModeOf(t *testing.T) {
+	for _, tc := range []struct{ def, tag, want string }{
+		{DurabilityLocal, "", DurabilityLocal},
+		{DurabilityReplicated, "", DurabilityReplicated},
+		{DurabilityLocal, DurabilityReplicated, DurabilityReplicated},
+		{DurabilityReplicated, DurabilityLocal, DurabilityLocal},
+		{DurabilityLocal, "twice", DurabilityLocal},
+	} {
+		d := &durability{def: tc.def}
+		info := &engine.StreamInfo{Name: "s", Tags: map[string]string{}}
+		if tc.tag != "" {
+			info.Tags[TagDurability] = tc.tag
+		}
+		if got := d.modeOf(info); got != tc.want {
+			t.Errorf("default %q, tag %q: %q, want %q", tc.def, tc.tag, got, tc.want)
+		}
+	}
+}
