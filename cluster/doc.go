@@ -21,6 +21,17 @@
 //     them (anti-entropy) to fetch what it lacks, after restarts and
 //     partitions too. Imported fragments keep their numbers and
 //     timestamps (engine.ImportFragment).
+//   - Replicated durability (durability.go): the engine's AckGate. With
+//     the stream's kvsedge:durability tag (or cluster.durability) at
+//     replicated — the default when the cluster has two boxes or more —
+//     the home sends PERSISTED only once a replica reported the fragment
+//     durable (a "durable" peer request right after its ImportFragment
+//     synced); with no replica alive, or none confirming within
+//     cluster.ack_timeout, the stream falls back to local acks, says so
+//     (kvsedge replication, /readyz alarm "durability", /metrics, the log)
+//     and returns to replicated acks once a replica caught up. The order
+//     of syncs, what a crash at each step leaves and when a replica counts
+//     as caught up are in durability.go.
 //   - The node-to-node path (peer.go, FORMAT.md): HTTP routes under
 //     /kvsedge-peer/v1/ on each node's API listener, signed with a key
 //     derived from the gossip key; also the forward route that serve uses
@@ -40,10 +51,15 @@
 //     until failure detection settles, or for the whole of an even split
 //     (two boxes cut apart: both record; nothing is lost).
 //
-// Replication is asynchronous: PERSISTED means durable on the node that
+// Replication itself is pulled and asynchronous; with replicated
+// durability PERSISTED waits for it, so a box whose disk dies loses no
+// acknowledged fragment (TestClusterDiskDeath). With local durability, or
+// while a stream has fallen back, PERSISTED means durable on the node that
 // ingested the fragment; its replicas have it within the replication lag
-// (kvsedge replication; BenchmarkClusterReplication). A box whose disk
-// dies loses what it had not yet replicated, at most that lag.
+// (kvsedge replication; BenchmarkClusterReplication), and a box whose disk
+// dies loses what it had not yet replicated, at most that lag. Camera
+// fragments are never waited for (nothing acknowledges them) but are
+// counted the same way.
 //
 // Data flows one way: cluster calls the engine; the engine knows nothing of
 // serf or of peers.

@@ -141,6 +141,8 @@ type PeerServer struct {
 	log *slog.Logger
 	// keepalive is how often an idle tail sends a keepalive frame.
 	keepalive time.Duration
+	// durable takes replicas' durable reports (durability.go; nil: ignored).
+	durable func(node, arn string, nums []fragment.Number)
 }
 
 // NewPeerServer serves eng to peers that sign with key (PeerKey).
@@ -168,6 +170,10 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 	}
 	op := strings.TrimPrefix(string(ctx.Path()), PeerPrefix)
 	args := ctx.QueryArgs()
+	if op == "durable" && ctx.IsPost() {
+		p.serveDurable(ctx, node, body)
+		return
+	}
 	if op == "registry" {
 		js, err := json.Marshal(Registry{Streams: p.eng.Streams(), Tombstones: p.eng.Tombstones()})
 		if err != nil {

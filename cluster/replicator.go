@@ -48,6 +48,13 @@ type ReplicationOptions struct {
 	// enough for the node that recorded them meanwhile to see it alive and
 	// stop, so that no camera is recorded twice.
 	Settle time.Duration
+	// Durability is the default of streams without the kvsedge:durability
+	// tag: DurabilityReplicated, DurabilityLocal, or "" (replicated when
+	// the cluster has two boxes or more). AckTimeout bounds how long a
+	// PERSISTED ack waits for a replica before the stream falls back to
+	// local acks (default 3 s). durability.go.
+	Durability string
+	AckTimeout time.Duration
 	// newerRetry is how long a peer that speaks a newer node-to-node
 	// protocol is skipped before it is tried again (default
 	// newerPeerRetry; tests shorten it).
@@ -84,6 +91,10 @@ type Replicator struct {
 	// that each is logged once, not at every retry.
 	newer       map[string]time.Time
 	newerLogged map[string]string
+	// dur is the AckGate (durability.go); reporters send durable reports
+	// to the peers whose fragments this node imports, by peer name.
+	dur       *durability
+	reporters map[string]*reporter
 }
 
 type tailKey struct{ stream, peer string }
@@ -139,13 +150,16 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	tr.MaxIdleConnsPerHost = 16
 	r := &Replicator{c: c, eng: o.Engine, opts: o, client: &http.Client{Transport: tr},
 		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true,
-		newer: map[string]time.Time{}, newerLogged: map[string]string{}}
+		newer: map[string]time.Time{}, newerLogged: map[string]string{}, reporters: map[string]*reporter{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.dur = newDurability(r)
 	c.repl = r
 	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
-	r.wg.Add(2)
+	c.peer.durable = r.dur.confirm
+	r.wg.Add(3)
 	go r.run()
 	go r.antiEntropyLoop()
+	go func() { defer r.wg.Done(); r.dur.run(r.ctx) }()
 	return r
 }
 
@@ -396,6 +410,9 @@ func (r *Replicator) tailOnce(ctx context.Context, stream string, peer status.Me
 		if err != nil {
 			return n, err
 		}
+		// Durable here (new or held before): tell its home, whose
+		// PERSISTED may wait for it (durability.go).
+		r.reportDurable(peer, ref.ARN, m.Number)
 		n++
 		if stored {
 			// From complete on the sender to durable here (the two
@@ -494,6 +511,9 @@ func (r *Replicator) antiEntropy(full bool) {
 			r.mu.Lock()
 			r.state(stream).synced[p.Name] = upTo
 			r.mu.Unlock()
+			if len(absent) == 0 {
+				r.dur.caughtUp(stream, p.Name) // p holds all this node does
+			}
 		}
 		r.mu.Lock()
 		st := r.state(stream)
@@ -619,6 +639,9 @@ func (r *Replicator) fetch(stream string, peer status.Member, nums []fragment.Nu
 		if err != nil {
 			return err
 		}
+		if m.Number.Node() == peer.NodeID {
+			r.reportDurable(peer, ref.ARN, m.Number) // lets a home that fell back catch up
+		}
 		if stored {
 			r.mu.Lock()
 			st := r.state(stream)
@@ -714,6 +737,7 @@ func (r *Replicator) Status() []status.StreamReplication {
 	for _, info := range r.eng.Streams() {
 		holds, pl := r.holds(info)
 		sr := status.StreamReplication{Stream: info.Name, Holds: holds, Factor: r.factor(info), Replicas: []string{}}
+		r.dur.status(info.ARN, &sr)
 		for i, m := range pl {
 			if i == 0 {
 				sr.Home = m.Name

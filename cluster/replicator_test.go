@@ -43,6 +43,7 @@ type replNodeOptions struct {
 	// wrap, when set, wraps the node's handler of the node-to-node path.
 	wrap       func(fasthttp.RequestHandler) fasthttp.RequestHandler
 	newerRetry time.Duration
+	ackTimeout time.Duration
 }
 
 func startReplNodeWith(t *testing.T, name string, nodeID uint16, seeds []string, key []byte, o replNodeOptions) *replNode {
@@ -75,7 +76,8 @@ func startReplNodeWith(t *testing.T, name string, nodeID uint16, seeds []string,
 	}
 	n.c = c
 	c.StartReplication(ReplicationOptions{Engine: eng, Key: PeerKey(key), AntiEntropy: 500 * time.Millisecond, Registry: 200 * time.Millisecond, Settle: time.Millisecond,
-		newerRetry: o.newerRetry})
+		newerRetry: o.newerRetry, AckTimeout: o.ackTimeout})
+	eng.SetAckGate(c.AckGate())
 	t.Cleanup(func() {
 		stop()
 		_ = c.Close()

@@ -32,6 +32,8 @@
 //	retention.go  retention by time
 //	capacity.go   the capacity controller
 //	replica.go    imports from peers: stream records, tombstones, fragments
+//	ackgate.go    AckGate: what PERSISTED waits on after Persist (the
+//	              cluster's replicated durability), IngestSession.AckReady
 //	upload.go     upload progress to an upstream KVS (internal/uplink),
 //	              Fragment.WaitStored, DeleteUploaded, media lost before
 //	              upload
@@ -113,7 +115,12 @@
 //     is committed if a segment sync failed. Crash before the batch is
 //     durable: the index has nothing of the fragment (unreferenced segment
 //     bytes are harmless); the batch is all or nothing.
-//  4. PERSISTED is sent after Persist returned. Crash after the sync but
+//  4. PERSISTED is sent after Persist returned and AckReady's channel
+//     closed: at once without an AckGate; with the cluster's replicated
+//     durability, once a replica holds the fragment durably too (or the
+//     gate fell back to local acks; it never fails a fragment). Persist
+//     tells the gate (AckGate.Durable) under persistMu shared; the gate
+//     calls nothing of the engine there. Crash after the sync but
 //     before the ack: the fragment is stored; the re-sent copy is
 //     recognised (same producer timestamp and content digest) and
 //     acknowledged with the stored number instead of being stored twice.

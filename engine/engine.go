@@ -36,6 +36,8 @@ type Engine struct {
 	cap          capacityState
 	capacityKick chan struct{}
 	full         atomic.Bool
+	// gate is what PERSISTED acks wait on (ackgate.go; nil: none).
+	gate atomic.Pointer[AckGate]
 
 	// writeMu serialises every mutation, across its synced write, so checks
 	// and the write they guard are atomic (one winner per name).

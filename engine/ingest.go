@@ -348,6 +348,7 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	}
 	sess.e.metrics.fragmentsPersisted.Add(1)
 	sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
+	sess.durable(f)
 	if f.ReceivedMs != 0 {
 		// Wall clock (ReceivedMs travels to peers too): a clock step
 		// backwards counts as no latency.

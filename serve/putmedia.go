@@ -30,13 +30,16 @@ import (
 // port, same server; TestPutMediaAcksArriveDuringUpload and the e2e
 // replay tests check the duplex behaviour and the chunking.
 //
-// Three goroutines cooperate with the ack writer:
+// Four goroutines cooperate with the ack writer:
 //
 //	body pump  → reads the request body into a few reused 64 KiB buffers
 //	             (idleBody), so the parser can tell silence from data
 //	parser     → mkv.Reader over idleBody; numbers fragments, hands them
 //	             to the engine's ring (BUFFERING, RECEIVED acks)
 //	persister  → syncs each fragment to the store, then PERSISTED
+//	ack gate   → holds each PERSISTED until the engine's AckGate lets it
+//	             go (at once without replicated durability; else once a
+//	             replica holds the fragment durably too, or it fell back)
 //
 // Copies of media: body bytes go network → pump buffer → the fragment's
 // buffer in the engine's media memory (one copy each), then to its
@@ -274,8 +277,9 @@ func (u *upload) run(body io.Reader) {
 		<-src.pumped
 	}()
 	persistQ := make(chan persistItem, 16)
+	ackQ := make(chan ack, 16)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { // parser
 		defer wg.Done()
 		defer close(persistQ)
@@ -291,7 +295,12 @@ func (u *upload) run(body io.Reader) {
 	}()
 	go func() { // persister
 		defer wg.Done()
-		u.persist(persistQ, acks)
+		defer close(ackQ)
+		u.persist(persistQ, ackQ)
+	}()
+	go func() { // ack gate
+		defer wg.Done()
+		u.gateAcks(ackQ, acks)
 	}()
 	finished := make(chan struct{})
 	go func() {
@@ -543,6 +552,26 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 		case u.sess.Persists() && !it.silent:
 			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
 		}
+	}
+}
+
+// gateAcks passes the persister's acks on in order, each PERSISTED once
+// the engine's AckGate lets its fragment go (replicated durability: a
+// replica holds the fragment durably too; the gate bounds the wait and
+// falls back to local acks, never fails one). On server shutdown the ones
+// still held back are dropped: the producer re-sends them, and the copy
+// stored here is recognised.
+func (u *upload) gateAcks(in <-chan ack, acks chan<- ack) {
+	life := u.s.life.Done()
+	for a := range in {
+		if a.event == "PERSISTED" {
+			select {
+			case <-u.sess.AckReady(a.number):
+			case <-life:
+				continue
+			}
+		}
+		acks <- a
 	}
 }
 

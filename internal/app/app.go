@@ -277,7 +277,12 @@ func (a *App) open(o Options) error {
 			return err
 		}
 		a.did("cluster", a.peers.Close)
-		a.peers.StartReplication(cluster.ReplicationOptions{Engine: a.eng, Key: cluster.PeerKey(key), TLS: peerTLS, Factor: cfg.Cluster.ReplicationFactor})
+		a.peers.StartReplication(cluster.ReplicationOptions{Engine: a.eng, Key: cluster.PeerKey(key), TLS: peerTLS, Factor: cfg.Cluster.ReplicationFactor,
+			Durability: cfg.Cluster.Durability, AckTimeout: cfg.Cluster.AckTimeout})
+		// PERSISTED waits for a replica (replicated durability); the
+		// gate is removed before the cluster closes.
+		a.eng.SetAckGate(a.peers.AckGate())
+		a.did("ack gate", func() error { a.eng.SetAckGate(nil); return nil })
 		opts.Cluster = a.peers
 		log.Info("cluster member", "node", nodeName, "node_id", nodeID, "gossip", cfg.Cluster.Bind, "seeds", len(cfg.Cluster.Seeds))
 	}
@@ -361,6 +366,7 @@ func (a *App) open(o Options) error {
 			}
 			return ""
 		}
+		opts.Alarms["durability"] = peers.DurabilityAlarm
 	}
 	a.srv, err = serve.New(a.eng, opts)
 	if err != nil {

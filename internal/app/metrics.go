@@ -69,6 +69,9 @@ var (
 	mMembers           = prometheus.NewDesc("kvsedge_cluster_members", "Cluster members by serf status.", []string{"status"}, nil)
 	mReplLag           = prometheus.NewDesc("kvsedge_replication_lag_seconds", "Replication lag of the stream's copy here, over recent fragments.", []string{"stream", "quantile"}, nil)
 	mReplMissing       = prometheus.NewDesc("kvsedge_replication_missing_fragments", "Fragments other holders have and this box lacks (last comparison).", []string{"stream"}, nil)
+	mDurableAcks       = prometheus.NewDesc("kvsedge_durability_acks_total", "Fragments this box ingested and made durable, by what their PERSISTED meant: replicated (a replica confirmed it), local (the stream asks for local durability), fallback (replicated asked, acknowledged on this box's durability alone); camera fragments counted alike.", []string{"stream", "durability"}, nil)
+	mDurableLocal      = prometheus.NewDesc("kvsedge_durability_local_only", "1 while a stream that asks for replicated durability acknowledges on local durability alone (no replica alive or confirming).", []string{"stream"}, nil)
+	mDurableConfirm    = prometheus.NewDesc("kvsedge_durability_confirm_seconds", "From a fragment durable here to a replica's report that it is durable there, over recent fragments.", []string{"stream", "quantile"}, nil)
 	mReplUnder         = prometheus.NewDesc("kvsedge_replication_under_replicated_fragments", "Fragments this box holds that another holder lacked (last comparison).", []string{"stream"}, nil)
 )
 
@@ -76,7 +79,8 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mMediaBudget, mMediaUsed, mMediaAssembling, mMediaCached, mMediaRefusals, mMediaShed, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder} {
+		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder,
+		mDurableAcks, mDurableLocal, mDurableConfirm} {
 		ch <- d
 	}
 }
@@ -188,6 +192,16 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(mReplMissing, float64(r.MissingHere), r.Stream)
 			gauge(mReplUnder, float64(r.UnderReplicated), r.Stream)
+			if r.Durability != "" {
+				counter(mDurableAcks, float64(r.AcksReplicated), r.Stream, "replicated")
+				counter(mDurableAcks, float64(r.AcksLocal), r.Stream, "local")
+				counter(mDurableAcks, float64(r.AcksFallback), r.Stream, "fallback")
+				gauge(mDurableLocal, b2f(r.LocalAcksSince != ""), r.Stream)
+				if r.ConfirmP99Ms > 0 || r.AcksReplicated > 0 {
+					gauge(mDurableConfirm, float64(r.ConfirmP50Ms)/1000, r.Stream, "0.5")
+					gauge(mDurableConfirm, float64(r.ConfirmP99Ms)/1000, r.Stream, "0.99")
+				}
+			}
 		}
 	}
 }

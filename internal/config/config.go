@@ -114,6 +114,14 @@ type ClusterConfig struct {
 	// replicas) unless the stream's kvsedge:replication-factor tag says
 	// otherwise. Default 2.
 	ReplicationFactor int `koanf:"replication_factor" yaml:"replication_factor,omitempty"`
+	// Durability is when PERSISTED is sent for streams without the
+	// kvsedge:durability tag: "replicated" (once the fragment is durable
+	// on this box and on a replica), "local" (once durable on this box),
+	// or empty: replicated when the cluster has two boxes or more.
+	Durability string `koanf:"durability" yaml:"durability,omitempty"`
+	// AckTimeout bounds how long a replicated PERSISTED waits for a
+	// replica before the stream falls back to local acks (default 3s).
+	AckTimeout time.Duration `koanf:"ack_timeout" yaml:"ack_timeout,omitempty"`
 	// CAFile is the PEM certificate authority that peers' HTTPS
 	// certificates chain to (the site's `kvsedge cert` CA); default: the
 	// system's roots.
@@ -673,6 +681,12 @@ func (c *Config) Validate() error {
 		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
 			errs = append(errs, bad("cluster.key", "must be base64 of 16, 24 or 32 bytes"))
 		}
+	}
+	if d := c.Cluster.Durability; d != "" && d != "replicated" && d != "local" {
+		errs = append(errs, bad("cluster.durability", "%q is neither replicated nor local", d))
+	}
+	if c.Cluster.AckTimeout < 0 || c.Cluster.AckTimeout > time.Minute {
+		errs = append(errs, bad("cluster.ack_timeout", "%v is outside 0…1m", c.Cluster.AckTimeout))
 	}
 	if c.Cluster.NodeID < 0 || c.Cluster.NodeID > 65535 {
 		errs = append(errs, bad("cluster.node_id", "%d is outside 0…65535", c.Cluster.NodeID))

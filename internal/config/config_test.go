@@ -101,6 +101,8 @@ func TestConfigInvalidNamesTheKey(t *testing.T) {
 		{nil, []string{"--tls-cert", "/x.pem"}, "tls.cert_file"},
 		{[]string{"KVSEDGE_CLUSTER__BIND=127.0.0.1:7946"}, nil, "cluster.key"},
 		{[]string{"KVSEDGE_CLUSTER__REPLICATION_FACTOR=40"}, nil, "cluster.replication_factor"},
+		{[]string{"KVSEDGE_CLUSTER__DURABILITY=twice"}, nil, "cluster.durability"},
+		{[]string{"KVSEDGE_CLUSTER__ACK_TIMEOUT=2h"}, nil, "cluster.ack_timeout"},
 		{nil, []string{"--profile", "pi-one"}, "profile"},
 		{[]string{"KVSEDGE_STORAGE__SYNC_WINDOW=1m"}, nil, "storage.sync_window"},
 	}

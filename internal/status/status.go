@@ -91,6 +91,29 @@ type StreamReplication struct {
 	LagP50Ms int64 `json:"lag_p50_ms"`
 	LagP99Ms int64 `json:"lag_p99_ms"`
 	Samples  int   `json:"lag_samples"`
+
+	// What PERSISTED means for the fragments this node ingested (its
+	// home's view; empty on a box that ingested none since start).
+	// Durability is the mode the stream asks for: "replicated" (PERSISTED
+	// once a replica holds the fragment durably too) or "local".
+	Durability string `json:"durability,omitempty"`
+	// LocalAcksSince/LocalAcksWhy: set while a replicated stream falls
+	// back to local acks (no replica alive, or none confirmed in time).
+	LocalAcksSince string `json:"local_acks_since,omitempty"`
+	LocalAcksWhy   string `json:"local_acks_why,omitempty"`
+	// Fragments made durable here since start, by what their PERSISTED
+	// meant: confirmed by a replica, local by choice, local by fallback
+	// (cameras, which send no acks, are counted alike).
+	AcksReplicated uint64 `json:"acks_replicated"`
+	AcksLocal      uint64 `json:"acks_local"`
+	AcksFallback   uint64 `json:"acks_fallback"`
+	// ConfirmedThrough is the newest fragment a replica reported durable
+	// (ConfirmedBy); ConfirmP50Ms/P99Ms: from durable here to the
+	// replica's report, over recent fragments.
+	ConfirmedThrough string `json:"confirmed_through,omitempty"`
+	ConfirmedBy      string `json:"confirmed_by,omitempty"`
+	ConfirmP50Ms     int64  `json:"confirm_p50_ms,omitempty"`
+	ConfirmP99Ms     int64  `json:"confirm_p99_ms,omitempty"`
 }
 
 // Upload is one stream's upload to the upstream KVS (package
