@@ -86,9 +86,14 @@ type Cluster struct {
 	seen   map[string]string
 	repl   *Replicator
 	peer   *PeerServer
-	// quorumSince is when this node last gained quorum (zero without).
-	quorumMu    sync.Mutex
-	quorumSince time.Time
+	// handBackSince: when this node, recording a stream it does not hold,
+	// first saw the stream's home back (view.go, Owns).
+	quorumMu      sync.Mutex
+	handBackSince map[string]time.Time
+	// heard's last answer (view.go).
+	heardMu  sync.Mutex
+	heardAt  time.Time
+	heardWhy string
 
 	subMu sync.Mutex
 	subs  []chan struct{}
@@ -164,7 +169,8 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now(), seen: map[string]string{}}
+	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now(), seen: map[string]string{},
+		handBackSince: map[string]time.Time{}}
 	c.joined.Store(len(opts.Seeds) == 0)
 	c.wg.Add(2)
 	go c.drainEvents()

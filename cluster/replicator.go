@@ -43,10 +43,11 @@ type ReplicationOptions struct {
 	AntiEntropy, FullCompare time.Duration
 	// Registry is how often peers' stream records are copied (default 2 s).
 	Registry time.Duration
-	// Settle is how long a node waits after starting before it records
-	// cameras (default 10 s; 3 s with fast failure detection): long
-	// enough for the node that recorded them meanwhile to see it alive and
-	// stop, so that no camera is recorded twice.
+	// Settle is how long a node that recorded a camera for its home, and
+	// does not hold the stream (so it cannot see the home's first
+	// fragment), goes on recording after the home is back (default 10 s;
+	// 3 s with fast failure detection): make before break without the
+	// hand-over signal (view.go, Owns).
 	Settle time.Duration
 	// newerRetry is how long a peer that speaks a newer node-to-node
 	// protocol is skipped before it is tried again (default
@@ -103,8 +104,11 @@ type streamRepl struct {
 	// comparison (under-replicated, or on their way).
 	under int
 	// synced: peers the last comparison with succeeded, and the number
-	// up to which it went.
-	synced   map[string]fragment.Number
+	// up to which it went; synced2 the one before. Incremental comparisons
+	// start from synced2: a peer may store fragments numbered below its
+	// newest one for a moment after it copied them (a camera handing its
+	// stream back stores the fragments it held, ingest/output.go).
+	synced, synced2 map[string]fragment.Number
 	lastSync time.Time
 }
 
@@ -143,6 +147,7 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	c.repl = r
 	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
+	c.peer.reach = c.reachBack
 	r.wg.Add(2)
 	go r.run()
 	go r.antiEntropyLoop()
@@ -196,6 +201,7 @@ func (r *Replicator) run() {
 			r.fullDue = true
 			for _, st := range r.streams {
 				clear(st.synced)
+				clear(st.synced2)
 			}
 			// A peer that restarted may speak this node's version again.
 			clear(r.newer)
@@ -294,7 +300,7 @@ func (r *Replicator) reconcileTails() {
 func (r *Replicator) state(stream string) *streamRepl {
 	st := r.streams[stream]
 	if st == nil {
-		st = &streamRepl{synced: map[string]fragment.Number{}}
+		st = &streamRepl{synced: map[string]fragment.Number{}, synced2: map[string]fragment.Number{}}
 		r.streams[stream] = st
 	}
 	return st
@@ -466,7 +472,8 @@ func (r *Replicator) antiEntropy(full bool) {
 		under := map[fragment.Number]struct{}{}
 		for _, p := range others {
 			r.mu.Lock()
-			from, synced := r.state(stream).synced[p.Name]
+			_, synced := r.state(stream).synced[p.Name]
+			from := r.state(stream).synced2[p.Name]
 			skipped := r.skippedLocked(p.Name)
 			r.mu.Unlock()
 			if skipped {
@@ -492,7 +499,12 @@ func (r *Replicator) antiEntropy(full bool) {
 				continue
 			}
 			r.mu.Lock()
-			r.state(stream).synced[p.Name] = upTo
+			st := r.state(stream)
+			st.synced2[p.Name] = st.synced[p.Name]
+			if full || !synced {
+				st.synced2[p.Name] = fragment.Number{}
+			}
+			st.synced[p.Name] = upTo
 			r.mu.Unlock()
 		}
 		r.mu.Lock()

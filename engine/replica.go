@@ -264,6 +264,10 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	st.mu.Lock()
 	if meta.Number.Compare(fragment.MakeNumber(st.term, e.opts.NodeID, st.seq)) >= 0 {
 		st.stale = true // the next number this node hands out needs a new term
+		if st.active != nil && meta.Number.Node() != e.opts.NodeID && meta.ProducerMs > 0 &&
+			(st.peerAheadMs == 0 || meta.ProducerMs < st.peerAheadMs) {
+			st.peerAheadMs = meta.ProducerMs // IngestSession.PeerAhead
+		}
 	}
 	st.lastServerMs = max(st.lastServerMs, meta.ServerMs)
 	st.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -25,7 +26,35 @@ type engineOutput struct {
 	done     chan struct{}
 	once     sync.Once
 	onStored func(fragment.Meta)
+
+	// Hand-back (manager.go): while handBack is true the camera is
+	// recording a stream whose home took it back, and complete fragments
+	// are held (numbered, not yet received) until the home's first
+	// fragment is copied here (IngestSession.PeerAhead): those that start
+	// at or after it are dropped, the earlier ones stored, and handedOver
+	// is called; nothing is stored after. Held fragments leave in order
+	// when there are more than maxHeld or the oldest is older than maxHold
+	// (the home is slow to deliver: they are stored, a few may then be
+	// recorded twice), and when the camera stops.
+	handBack   *atomic.Bool
+	held       []heldFragment
+	over       bool
+	handedOver func(fromMs int64)
 }
+
+// heldFragment is a complete fragment held back during a hand-back.
+type heldFragment struct {
+	num      fragment.Number
+	serverMs int64
+	f        *mkv.Fragment
+	at       time.Time
+}
+
+// Bounds of the hand-back hold: a few fragments, seconds (media memory).
+const (
+	maxHeld = 8
+	maxHold = 10 * time.Second
+)
 
 // received is a fragment waiting for the disk, with when it was complete.
 type received struct {
@@ -58,8 +87,77 @@ func (o *engineOutput) StartFragment() error {
 }
 
 func (o *engineOutput) Fragment(f *mkv.Fragment) error {
-	at := time.Now()
-	rec, err := o.sess.Receive(o.num, o.serverMs, int64(f.Timecode), f)
+	h := heldFragment{num: o.num, serverMs: o.serverMs, f: f, at: time.Now()}
+	if o.over {
+		o.Buffers().Free(f.Buf) // handed over: the home records from here
+		return nil
+	}
+	if o.handBack == nil || !o.handBack.Load() {
+		if err := o.release(len(o.held)); err != nil {
+			o.Buffers().Free(f.Buf)
+			return err
+		}
+		return o.receive(h)
+	}
+	o.held = append(o.held, h)
+	if from, ok := o.sess.PeerAhead(); ok {
+		return o.handOver(from)
+	}
+	n := max(0, len(o.held)-maxHeld)
+	for n < len(o.held) && time.Since(o.held[n].at) > maxHold {
+		n++
+	}
+	return o.release(n)
+}
+
+// handOver ends a hand-back: the home holds the stream from fromMs (the
+// producer start of its first fragment, in the camera's own time). Held
+// fragments that start at or after it (within half a fragment: the two
+// boxes' clocks for the same key frame differ by a few ms, and in
+// hand-back fragments are one key frame interval long) are dropped; the
+// earlier ones are stored.
+func (o *engineOutput) handOver(fromMs int64) error {
+	tol := int64(1000)
+	for _, h := range o.held {
+		tol = min(tol, max(20, int64(h.f.Duration()/time.Millisecond)/2))
+	}
+	keep, dropped := 0, 0
+	for _, h := range o.held {
+		if int64(h.f.Timecode) >= fromMs-tol {
+			o.Buffers().Free(h.f.Buf)
+			dropped++
+			continue
+		}
+		o.held[keep] = h
+		keep++
+	}
+	o.held = o.held[:keep]
+	o.over = true
+	err := o.release(keep)
+	o.log.Info("camera handed back to the stream's home", "home_from_ms", fromMs, "kept", keep, "dropped", dropped)
+	if o.handedOver != nil {
+		o.handedOver(fromMs)
+	}
+	return err
+}
+
+// release stores the n oldest held fragments.
+func (o *engineOutput) release(n int) error {
+	var err error
+	for i := 0; i < n; i++ {
+		if err == nil {
+			err = o.receive(o.held[i])
+		} else {
+			o.Buffers().Free(o.held[i].f.Buf)
+		}
+	}
+	o.held = append(o.held[:0], o.held[n:]...)
+	return err
+}
+
+func (o *engineOutput) receive(h heldFragment) error {
+	f, at := h.f, h.at
+	rec, err := o.sess.Receive(h.num, h.serverMs, int64(f.Timecode), f)
 	if err != nil {
 		return err
 	}
@@ -90,8 +188,11 @@ func (o *engineOutput) persist() {
 	}
 }
 
-// close waits for queued fragments to be stored.
+// close stores held fragments and waits for queued ones to be stored.
 func (o *engineOutput) close() {
+	if err := o.release(len(o.held)); err != nil {
+		o.log.Warn("storing the fragments held for a hand-back", "err", err)
+	}
 	o.once.Do(func() { close(o.queue) })
 	<-o.done
 }
