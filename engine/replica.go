@@ -21,6 +21,9 @@ import (
 //     beyond the current term arrives from a peer (a takeover, or a
 //     producer that switched nodes), so numbers stay increasing per stream
 //     when ingest moves between nodes.
+//   - A session learns when a peer's fragment numbered beyond this node's
+//     was imported, with its producer start (IngestSession.PeerAhead):
+//     the camera that covered for a returning home stops there.
 //   - Imported fragments newer than the ring's newest go to the ring too,
 //     so live readers on a replica follow the stream; older ones (gap
 //     fills) go to the archive only.

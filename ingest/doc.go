@@ -24,7 +24,10 @@
 //	               through it; a growth the budget refuses drops the
 //	               fragment in progress (RefusedFragments) and recording
 //	               goes on at the next key frame
-//	output.go      fragments → an engine ingest session, persisted in order
+//	output.go      fragments → an engine ingest session, persisted in order;
+//	               during a hand-back (the stream's home took the camera
+//	               back) fragments are held until the home's first one is
+//	               copied here, then those it covers are dropped
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
 //	manager.go     the configured cameras: groups (file, demo, API), the
