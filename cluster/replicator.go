@@ -109,7 +109,7 @@ type streamRepl struct {
 	// newest one for a moment after it copied them (a camera handing its
 	// stream back stores the fragments it held, ingest/output.go).
 	synced, synced2 map[string]fragment.Number
-	lastSync time.Time
+	lastSync        time.Time
 }
 
 const lagSamples = 512
