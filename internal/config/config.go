@@ -108,7 +108,8 @@ type ClusterConfig struct {
 	NodeID int `koanf:"node_id" yaml:"node_id,omitempty"`
 	// FastFailureDetection detects a dead box in about a second instead of
 	// serf's LAN default of about six (more gossip traffic; for a few
-	// boxes on one LAN).
+	// boxes on one LAN). Every built-in hardware profile turns it on (a
+	// site's LAN); profile none leaves it off.
 	FastFailureDetection bool `koanf:"fast_failure_detection" yaml:"fast_failure_detection,omitempty"`
 	// ReplicationFactor is how many boxes hold each stream (its home and
 	// replicas) unless the stream's kvsedge:replication-factor tag says
@@ -494,14 +495,15 @@ func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofi
 		why = "configured"
 	}
 	for key, v := range map[string]any{
-		"storage.cache_mib":       p.CacheMiB,
-		"storage.memtable_mib":    p.MemtableMiB,
-		"storage.sync_window":     p.SyncWindow.String(),
-		"media.ring_seconds":      p.RingSeconds,
-		"media.memory_budget_mib": p.MediaMemoryMiB,
-		"media.max_cameras":       p.MaxCameras,
-		"memory_limit_mib":        p.MemoryLimitMiB,
-		"http.max_conns":          p.MaxConns,
+		"storage.cache_mib":              p.CacheMiB,
+		"storage.memtable_mib":           p.MemtableMiB,
+		"storage.sync_window":            p.SyncWindow.String(),
+		"media.ring_seconds":             p.RingSeconds,
+		"media.memory_budget_mib":        p.MediaMemoryMiB,
+		"media.max_cameras":              p.MaxCameras,
+		"memory_limit_mib":               p.MemoryLimitMiB,
+		"http.max_conns":                 p.MaxConns,
+		"cluster.fast_failure_detection": p.FastFailureDetection,
 	} {
 		if !explicit[key] {
 			if err := k.Set(key, v); err != nil {
