@@ -3,11 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // TestClusterHandBack: three boxes share a camera (1 s fragments, one key
@@ -151,6 +155,50 @@ func TestClusterHandBack(t *testing.T) {
 	t.Logf("%d fragments, %d frames read; %d listed twice", n, len(got), len(twice))
 	if len(twice) > 0 {
 		t.Fatalf("frames listed twice: %s", strings.Join(twice[:min(len(twice), 10)], "; "))
+	}
+
+	// HLS (fMP4) across the ten term changes: ffprobe plays the whole
+	// stream; its video timestamps only move forward, never by more than
+	// the real gaps, and every frame is played.
+	maxGap := 0.0
+	for _, g := range append(takeovers, handbacks...) {
+		maxGap = max(maxGap, g)
+	}
+	last := list[len(list)-1]
+	var hls struct{ HLSStreamingSessionURL string }
+	if st, raw := callJSON(t, home.p.endpoint, "/getHLSStreamingSessionURL", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"DiscontinuityMode": "NEVER", "MaxMediaPlaylistFragmentResults": 5000,
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": map[string]any{
+			"StartTimestamp": list[0].ProducerTimestamp - 1, "EndTimestamp": last.ProducerTimestamp + 5}}}, &hls); st != 200 {
+		t.Fatalf("GetHLSStreamingSessionURL: %d %s", st, raw)
+	}
+	out, err := exec.Command(fixture.Tool(t, "ffprobe"), "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time",
+		"-of", "csv=p=0", hls.HLSStreamingSessionURL).Output()
+	if err != nil {
+		t.Fatalf("ffprobe of the HLS session: %v", err)
+	}
+	var pts []float64
+	for _, l := range strings.Fields(string(out)) {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(l, ","), 64)
+		if err != nil {
+			t.Fatalf("ffprobe packet %q: %v", l, err)
+		}
+		pts = append(pts, v)
+	}
+	worst := 0.0
+	for i := 1; i < len(pts); i++ {
+		d := pts[i] - pts[i-1]
+		if d <= 0 {
+			t.Fatalf("HLS: packet %d's time %.3f s does not follow %.3f s", i, pts[i], pts[i-1])
+		}
+		worst = max(worst, d)
+	}
+	t.Logf("HLS: %d video packets (%d frames read); largest step %.3f s, largest gap in ListFragments %.2f s", len(pts), len(got), worst, maxGap)
+	if len(pts) != len(got) {
+		t.Fatalf("HLS played %d frames, the fragments hold %d", len(pts), len(got))
+	}
+	if worst > maxGap+0.2 {
+		t.Fatalf("HLS: a timestamp jump of %.3f s, more than the largest real gap (%.2f s) and a frame", worst, maxGap)
 	}
 }
 
