@@ -28,8 +28,11 @@ type Manager struct {
 	ignored map[string][]string
 	// gate decides whether this node records a stream's camera now;
 	// standby holds the configured cameras it holds back, with why.
-	gate    Gate
-	standby map[string]status.Camera
+	gate Gate
+	// onCameras is told the configured cameras' streams before each
+	// reconcile (the cluster places cameras by them).
+	onCameras func(streams []string)
+	standby   map[string]status.Camera
 	// maxCameras bounds the cameras recorded at once (0: no bound).
 	maxCameras int
 	ctx        context.Context
@@ -60,6 +63,15 @@ type Gate func(stream string, recording bool) (record, handBack bool, why string
 func (m *Manager) SetGate(gate Gate) {
 	m.mu.Lock()
 	m.gate = gate
+	m.mu.Unlock()
+}
+
+// OnCameras makes the manager tell fn the streams of every configured
+// camera (recorded here or not) before it applies the gate: the cluster's
+// camera placement needs them. fn must not call the manager.
+func (m *Manager) OnCameras(fn func(streams []string)) {
+	m.mu.Lock()
+	m.onCameras = fn
 	m.mu.Unlock()
 }
 
@@ -128,6 +140,14 @@ func (m *Manager) reconcileLocked() error {
 			}
 			want[c.Stream] = c
 		}
+	}
+	if m.onCameras != nil {
+		streams := make([]string, 0, len(want))
+		for name := range want {
+			streams = append(streams, name)
+		}
+		sort.Strings(streams)
+		m.onCameras(streams)
 	}
 	before := m.standby
 	m.standby = make(map[string]status.Camera)

@@ -272,6 +272,7 @@ func (a *App) open(o Options) error {
 			FastFailureDetection: cfg.Cluster.FastFailureDetection, NodeID: nodeID,
 			SnapshotPath:          filepath.Join(dataDir, "serf.snapshot"),
 			CredentialFingerprint: credFingerprint(key, creds, cfg.Auth.Disabled),
+			MaxCameras:            cfg.Media.MaxCameras,
 		})
 		if err != nil {
 			return err
@@ -292,6 +293,8 @@ func (a *App) open(o Options) error {
 		// Each camera is recorded by its stream's home node only; the
 		// others hold it in STANDBY and take over when the home dies.
 		a.cams.SetGate(a.peers.Owns)
+		// Cameras are placed on boxes with room (media.max_cameras).
+		a.cams.OnCameras(a.peers.SetCameraStreams)
 	}
 	opts.Cameras = a.cams.States
 	if cfg.Demo {
