@@ -42,14 +42,20 @@
 //     that covered goes on (cutting at every key frame, holding its
 //     fragments back) until the home's first fragment is copied to it
 //     (it holds the stream, so it tails the home); it then drops its own
-//     fragments from that fragment's producer time on (the camera's own
-//     time) and stops (ingest/output.go), so readers see every frame
-//     once, with numbers increasing in producer time. Incremental
+//     fragments from that fragment's first key frame on (found by its
+//     bytes, else by producer time) and stops (ingest/output.go), so
+//     readers see every frame once, with numbers increasing in producer
+//     time. Incremental
 //     anti-entropy starts one comparison back, so the fragments it stored
 //     after copying the home's are found. Two nodes record one camera at
 //     once only until failure detection settles, during a hand-back, or
 //     for the whole of an even split (two boxes cut apart without a
 //     witness: both record; nothing is lost).
+//
+//   - Copies outside the placement (cleanup.go): a box that stood in as a
+//     replica for a failed holder deletes its copy once the holder is
+//     back (cluster.drop_copies_after, default 1 min) and every holder
+//     lists every fragment it has.
 //
 // Replication is asynchronous: PERSISTED means durable on the node that
 // ingested the fragment; its replicas have it within the replication lag

@@ -49,6 +49,9 @@ type ReplicationOptions struct {
 	// 3 s with fast failure detection): make before break without the
 	// hand-over signal (view.go, Owns).
 	Settle time.Duration
+	// DropAfter is how long a node stays outside a stream's placement
+	// before it deletes its copy (default 1 min; cleanup.go).
+	DropAfter time.Duration
 	// newerRetry is how long a peer that speaks a newer node-to-node
 	// protocol is skipped before it is tried again (default
 	// newerPeerRetry; tests shorten it).
@@ -85,6 +88,11 @@ type Replicator struct {
 	// that each is logged once, not at every retry.
 	newer       map[string]time.Time
 	newerLogged map[string]string
+	// outside: since when this node has been outside each stream's
+	// placement; dropped: the newest number of a copy it deleted
+	// (cleanup.go).
+	outside map[string]time.Time
+	dropped map[string]fragment.Number
 }
 
 type tailKey struct{ stream, peer string }
@@ -134,6 +142,9 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 			o.Settle = 3 * time.Second
 		}
 	}
+	if o.DropAfter <= 0 {
+		o.DropAfter = time.Minute
+	}
 	if o.newerRetry <= 0 {
 		o.newerRetry = newerPeerRetry
 	}
@@ -143,7 +154,8 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	tr.MaxIdleConnsPerHost = 16
 	r := &Replicator{c: c, eng: o.Engine, opts: o, client: &http.Client{Transport: tr},
 		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true,
-		newer: map[string]time.Time{}, newerLogged: map[string]string{}}
+		newer: map[string]time.Time{}, newerLogged: map[string]string{},
+		outside: map[string]time.Time{}, dropped: map[string]fragment.Number{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	c.repl = r
 	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
@@ -456,6 +468,7 @@ func (r *Replicator) antiEntropyLoop() {
 			continue
 		}
 		r.antiEntropy(full)
+		r.dropCopies()
 		lastRound = time.Now()
 		if full {
 			lastFull = lastRound

@@ -30,7 +30,8 @@ func TestClusterHandBack(t *testing.T) {
 	const rounds = 5
 	ctx, stopCamera := context.WithCancel(context.Background())
 	defer stopCamera()
-	boxes := startCameraCluster(t, ctx, 3, clusterNet{gossip: []string{freeAddr(t), freeAddr(t), freeAddr(t)}})
+	boxes := startCameraCluster(t, ctx, 3, clusterNet{gossip: []string{freeAddr(t), freeAddr(t), freeAddr(t)},
+		env: []string{"KVSEDGE_CLUSTER__DROP_COPIES_AFTER=5s"}})
 	home, replica, other := roles(t, boxes, boxes[0])
 	within(t, "the home records cam", 30*time.Second, func() bool {
 		st, n := cameraState(t, home.p.endpoint, "cam")
@@ -98,6 +99,21 @@ func TestClusterHandBack(t *testing.T) {
 		st := replication(t, home.p.endpoint)
 		return slices.Equal(a, b) && len(st.Streams) == 1 && st.Streams[0].Holds && st.Streams[0].MissingHere == 0
 	})
+
+	// The third box copied the stream while the home was down (it was a
+	// replica then); outside the placement again, it deletes its copy
+	// once the holders have every fragment, and still serves reads.
+	within(t, "the third box deletes its copy", 60*time.Second, func() bool {
+		return strings.Contains(other.p.logs.String(), "deleted this node's copy of a stream it no longer holds")
+	})
+	for _, l := range strings.Split(other.p.logs.String(), "\n") {
+		if strings.Contains(l, "deleted this node's copy") {
+			t.Logf("%s: %s", other.name, l)
+		}
+	}
+	if a, b := fragmentSet(t, home.p.endpoint, "cam"), fragmentSet(t, other.p.endpoint, "cam"); !slices.Equal(a, b) {
+		t.Fatalf("after deleting its copy %s lists %d fragments, the home %d", other.name, len(b), len(a))
+	}
 
 	// ListFragments in producer-time order: numbers increase, and each
 	// change of recorder is a takeover (home → other: the failure) or a

@@ -53,6 +53,8 @@ type clusterNet struct {
 	// witnesses are gossip addresses of witnesses (kvsedge witness): seeds
 	// of every box, and members it must see.
 	witnesses []string
+	// env is added to every box's environment.
+	env []string
 }
 
 type replState struct {
@@ -177,6 +179,7 @@ func startCameraCluster(t *testing.T, ctx context.Context, n int, nw clusterNet)
 		env := append(streamEnv(filepath.Join(dir, name)),
 			"KVSEDGE_CLUSTER__BIND="+nw.gossip[i], "KVSEDGE_CLUSTER__NODE_NAME="+name, "KVSEDGE_CLUSTER__KEY="+key,
 			"KVSEDGE_CLUSTER__SEEDS="+strings.Join(seeds, ","), "KVSEDGE_CLUSTER__FAST_FAILURE_DETECTION=true")
+		env = append(env, nw.env...)
 		boxes[i] = &clusterBox{name: name, env: env, args: []string{"--listen", "127.0.0.1:0", "--config", cfgPath}}
 		if nw.advertise != nil {
 			boxes[i].env = append(env, "KVSEDGE_CLUSTER__ADVERTISE="+nw.advertise[i])

@@ -276,7 +276,7 @@ func TestReplicaPeerAhead(t *testing.T) {
 	if ok, err := replicate(t, a, b, "cam", old[0]); err != nil || !ok {
 		t.Fatalf("import %s: %v %v", old[0], ok, err)
 	}
-	if ms, ok := sess.PeerAhead(); ok {
+	if _, ms, ok := sess.PeerAhead(); ok {
 		t.Fatalf("a fragment of an older term counts as the peer being ahead (%d)", ms)
 	}
 	// The home, back, records in a new term.
@@ -297,15 +297,15 @@ func TestReplicaPeerAhead(t *testing.T) {
 	}
 	want := first.Meta.ProducerMs
 	first.Release()
-	if ms, ok := sess.PeerAhead(); !ok || ms != want {
-		t.Fatalf("PeerAhead = %d %v, want %d (the first newer fragment's producer start)", ms, ok, want)
+	if n, ms, ok := sess.PeerAhead(); !ok || ms != want || n != newer[0] {
+		t.Fatalf("PeerAhead = %s %d %v, want %s %d (the first newer fragment)", n, ms, ok, newer[0], want)
 	}
 	sess2, err := b.BeginIngest(StreamRef{Name: "cam"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sess2.Close()
-	if _, ok := sess2.PeerAhead(); ok {
+	if _, _, ok := sess2.PeerAhead(); ok {
 		t.Fatal("a new session inherits the previous one's PeerAhead")
 	}
 }

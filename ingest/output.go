@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"sync"
@@ -40,6 +41,9 @@ type engineOutput struct {
 	held       []heldFragment
 	over       bool
 	handedOver func(fromMs int64)
+	// homeFirst reads the first key frame of the home's first fragment
+	// (its payload's hash), to find the same frame among the held ones.
+	homeFirst func(n fragment.Number) ([32]byte, bool)
 }
 
 // heldFragment is a complete fragment held back during a hand-back.
@@ -100,8 +104,8 @@ func (o *engineOutput) Fragment(f *mkv.Fragment) error {
 		return o.receive(h)
 	}
 	o.held = append(o.held, h)
-	if from, ok := o.sess.PeerAhead(); ok {
-		return o.handOver(from)
+	if n, from, ok := o.sess.PeerAhead(); ok {
+		return o.handOver(n, from)
 	}
 	n := max(0, len(o.held)-maxHeld)
 	for n < len(o.held) && time.Since(o.held[n].at) > maxHold {
@@ -110,36 +114,70 @@ func (o *engineOutput) Fragment(f *mkv.Fragment) error {
 	return o.release(n)
 }
 
-// handOver ends a hand-back: the home holds the stream from fromMs (the
-// producer start of its first fragment, in the camera's own time). Held
-// fragments that start at or after it (within half a fragment: the two
-// boxes' clocks for the same key frame differ by a few ms, and in
-// hand-back fragments are one key frame interval long) are dropped; the
-// earlier ones are stored.
-func (o *engineOutput) handOver(fromMs int64) error {
-	tol := int64(1000)
-	for _, h := range o.held {
-		tol = min(tol, max(20, int64(h.f.Duration()/time.Millisecond)/2))
-	}
-	keep, dropped := 0, 0
-	for _, h := range o.held {
-		if int64(h.f.Timecode) >= fromMs-tol {
-			o.Buffers().Free(h.f.Buf)
-			dropped++
-			continue
+// handOver ends a hand-back: the home holds the stream from its fragment
+// n, which starts at fromMs (producer time, the home's). The held fragment
+// that starts with the same key frame (the same bytes) and those after it
+// are dropped, the earlier ones stored. Two boxes' producer times for one
+// frame differ when either anchored its timeline on arrival (a relay that
+// sends a cached GOP on connect makes that up to a GOP), so the frame is
+// found by its bytes; failing that (the home's first frame is not held
+// here), by time: fragments starting at or after fromMs, within half a
+// fragment, are dropped.
+func (o *engineOutput) handOver(n fragment.Number, fromMs int64) error {
+	cut, how := -1, "content"
+	if o.homeFirst != nil {
+		if sum, ok := o.homeFirst(n); ok {
+			for i, h := range o.held {
+				if k, ok := firstKeySum(h.f); ok && k == sum {
+					cut = i
+					break
+				}
+			}
 		}
-		o.held[keep] = h
-		keep++
 	}
-	o.held = o.held[:keep]
+	if cut < 0 {
+		how = "time"
+		tol := int64(1000)
+		for _, h := range o.held {
+			tol = min(tol, max(20, int64(h.f.Duration()/time.Millisecond)/2))
+		}
+		cut = len(o.held)
+		for i, h := range o.held {
+			if int64(h.f.Timecode) >= fromMs-tol {
+				cut = i
+				break
+			}
+		}
+	}
+	for _, h := range o.held[cut:] {
+		o.Buffers().Free(h.f.Buf)
+	}
+	dropped := len(o.held) - cut
+	o.held = o.held[:cut]
 	o.over = true
-	err := o.release(keep)
-	o.log.Info("camera handed back to the stream's home", "home_from_ms", fromMs, "kept", keep, "dropped", dropped)
+	err := o.release(cut)
+	o.log.Info("camera handed back to the stream's home", "home_from_ms", fromMs, "kept", cut, "dropped", dropped, "matched_by", how)
 	if o.handedOver != nil {
 		o.handedOver(fromMs)
 	}
 	return err
 }
+
+// firstKeySum is the hash of the payload of f's first key frame.
+func firstKeySum(f *mkv.Fragment) ([32]byte, bool) {
+	var sum [32]byte
+	found := false
+	_ = mkv.ForEachBlock(f.Header, f.Buf[:f.ClusterLen], func(b mkv.Block) error {
+		if b.Key {
+			sum, found = sha256.Sum256(b.Payload), true
+			return errStopBlocks
+		}
+		return nil
+	})
+	return sum, found
+}
+
+var errStopBlocks = errors.New("stop")
 
 // release stores the n oldest held fragments.
 func (o *engineOutput) release(n int) error {

@@ -278,7 +278,8 @@ func (a *App) open(o Options) error {
 			return err
 		}
 		a.did("cluster", a.peers.Close)
-		a.peers.StartReplication(cluster.ReplicationOptions{Engine: a.eng, Key: cluster.PeerKey(key), TLS: peerTLS, Factor: cfg.Cluster.ReplicationFactor})
+		a.peers.StartReplication(cluster.ReplicationOptions{Engine: a.eng, Key: cluster.PeerKey(key), TLS: peerTLS, Factor: cfg.Cluster.ReplicationFactor,
+			DropAfter: cfg.Cluster.DropCopiesAfter})
 		opts.Cluster = a.peers
 		log.Info("cluster member", "node", nodeName, "node_id", nodeID, "gossip", cfg.Cluster.Bind, "seeds", len(cfg.Cluster.Seeds))
 	}

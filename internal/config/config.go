@@ -115,6 +115,10 @@ type ClusterConfig struct {
 	// replicas) unless the stream's kvsedge:replication-factor tag says
 	// otherwise. Default 2.
 	ReplicationFactor int `koanf:"replication_factor" yaml:"replication_factor,omitempty"`
+	// DropCopiesAfter is how long a box stays outside a stream's placement
+	// (it stood in for a failed holder that is back) before it deletes
+	// its copy, once the holders have every fragment. Default 1m.
+	DropCopiesAfter time.Duration `koanf:"drop_copies_after" yaml:"drop_copies_after,omitempty"`
 	// CAFile is the PEM certificate authority that peers' HTTPS
 	// certificates chain to (the site's `kvsedge cert` CA); default: the
 	// system's roots.
@@ -666,6 +670,9 @@ func (c *Config) Validate() error {
 		if c.Cluster.Key == "" {
 			errs = append(errs, bad("cluster.key", "is required with cluster.bind: it encrypts gossip and authenticates replication between boxes (make one with: head -c 32 /dev/urandom | base64)"))
 		}
+	}
+	if c.Cluster.DropCopiesAfter < 0 {
+		errs = append(errs, bad("cluster.drop_copies_after", "%s is negative", c.Cluster.DropCopiesAfter))
 	}
 	if c.Cluster.ReplicationFactor < 0 || c.Cluster.ReplicationFactor > 16 {
 		errs = append(errs, bad("cluster.replication_factor", "%d is outside 1…16", c.Cluster.ReplicationFactor))
