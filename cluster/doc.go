@@ -9,13 +9,11 @@
 //     remembers them; quorum (joined, and at least half of the members that
 //     did not leave alive). Media never travels over serf
 //     (shared/library-notes.md: events over about 1 KB are not gossiped).
-//
 //   - Placement: rendezvous hashing over the alive members gives every
 //     stream a home (which records its camera and is its PUT_MEDIA
 //     endpoint) and replicas, the same on every node, without a
 //     coordinator. The replication factor is the stream's
 //     kvsedge:replication-factor tag, else the configured default (2).
-//
 //   - Replication (replicator.go): every node pulls; nothing is pushed.
 //     Each node copies every peer's stream records and tombstones; for each
 //     stream it holds, it tails every other holder for the fragments that
@@ -23,19 +21,16 @@
 //     them (anti-entropy) to fetch what it lacks, after restarts and
 //     partitions too. Imported fragments keep their numbers and
 //     timestamps (engine.ImportFragment).
-//
 //   - The node-to-node path (peer.go, FORMAT.md): HTTP routes under
 //     /kvsedge-peer/v1/ on each node's API listener, signed with a key
 //     derived from the gossip key; also the forward route that serve uses
 //     to answer reads of streams this node does not hold.
-//
 //   - The fragment frames replication moves media in (frame.go,
 //     FORMAT.md "Fragment stream"): cluster's own encoding, versioned and
 //     independent of the store's on-disk layout (cluster does not import
 //     lsm), so boxes of two releases keep replicating during a rolling
 //     upgrade. A frame of a newer version is refused and its peer skipped
 //     (ErrFrameVersion), never misread.
-//
 //   - Camera ownership (view.go, Owns: the camera gate): a stream's
 //     camera is recorded by its home, with quorum, so that a dead home's
 //     cameras move to the next node within seconds and a node cut off
@@ -56,7 +51,6 @@
 //     once only until failure detection settles, during a hand-back, or
 //     for the whole of an even split (two boxes cut apart without a
 //     witness: both record; nothing is lost).
-//
 //   - Copies outside the placement (cleanup.go): a box that stood in as a
 //     replica for a failed holder deletes its copy once the holder is
 //     back (cluster.drop_copies_after, default 1 min) and every holder
