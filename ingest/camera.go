@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
-	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/internal/status"
 )
@@ -246,18 +245,7 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out.homeFirst = func(n fragment.Number) ([32]byte, bool) {
-		f, err := c.eng.Fragment(engine.StreamRef{Name: c.cfg.Stream}, n)
-		if err != nil {
-			return [32]byte{}, false
-		}
-		defer f.Release()
-		h, err := f.Header.Tracks()
-		if err != nil {
-			return [32]byte{}, false
-		}
-		return firstKeySum(&mkv.Fragment{Header: h, Buf: f.Media, ClusterLen: int(f.Meta.ClusterLen)})
-	}
+	out.homeFirst = homeFirstKey(c.eng, c.cfg.Stream)
 	out.handedOver = func(int64) {
 		c.handedOver.Store(true)
 		cancel(errHandedOver)

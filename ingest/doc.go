@@ -27,7 +27,8 @@
 //	output.go      fragments → an engine ingest session, persisted in order;
 //	               during a hand-back (the stream's home took the camera
 //	               back) fragments are held until the home's first one is
-//	               copied here, then those it covers are dropped
+//	               copied here, then those from its first key frame on
+//	               (found by its bytes) are dropped (handback_test.go)
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
 //	manager.go     the configured cameras: groups (file, demo, API), the

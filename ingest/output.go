@@ -163,6 +163,23 @@ func (o *engineOutput) handOver(n fragment.Number, fromMs int64) error {
 	return err
 }
 
+// homeFirstKey reads the hash of the first key frame of a stored fragment
+// of stream (the home's first, copied here): engineOutput.homeFirst.
+func homeFirstKey(eng *engine.Engine, stream string) func(n fragment.Number) ([32]byte, bool) {
+	return func(n fragment.Number) ([32]byte, bool) {
+		f, err := eng.Fragment(engine.StreamRef{Name: stream}, n)
+		if err != nil {
+			return [32]byte{}, false
+		}
+		defer f.Release()
+		h, err := f.Header.Tracks()
+		if err != nil {
+			return [32]byte{}, false
+		}
+		return firstKeySum(&mkv.Fragment{Header: h, Buf: f.Media, ClusterLen: int(f.Meta.ClusterLen)})
+	}
+}
+
 // firstKeySum is the hash of the payload of f's first key frame.
 func firstKeySum(f *mkv.Fragment) ([32]byte, bool) {
 	var sum [32]byte
