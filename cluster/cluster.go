@@ -7,6 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,7 +64,11 @@ type Options struct {
 	// kept-out box records nothing and says why (one cluster, one set of
 	// keys).
 	CredentialFingerprint string
-	Logger                *slog.Logger
+	// MaxCameras is how many cameras this box records at once
+	// (media.max_cameras; 0: no limit), gossiped so that camera placement
+	// passes over full boxes (Placement).
+	MaxCameras int
+	Logger     *slog.Logger
 }
 
 // Cluster is this node's view of the cluster.
@@ -86,12 +91,21 @@ type Cluster struct {
 	seen   map[string]string
 	repl   *Replicator
 	peer   *PeerServer
-	// quorumSince is when this node last gained quorum (zero without).
-	quorumMu    sync.Mutex
-	quorumSince time.Time
+	// handBackSince: when this node, recording a stream it does not hold,
+	// first saw the stream's home back (view.go, Owns).
+	quorumMu      sync.Mutex
+	handBackSince map[string]time.Time
+	// heard's last answer (view.go).
+	heardMu  sync.Mutex
+	heardAt  time.Time
+	heardWhy string
 
 	subMu sync.Mutex
 	subs  []chan struct{}
+
+	// cameras are the streams with a camera configured (the same on every
+	// box: SetCameraStreams), sorted; nil: none known.
+	cameras atomic.Pointer[[]string]
 }
 
 // Tag names gossiped with each member.
@@ -107,6 +121,8 @@ const (
 	// start (epoch ms), which orders boxes when their key sets differ.
 	tagCred    = "cred"
 	tagStarted = "t0"
+	// tagCameras is media.max_cameras (absent: no limit).
+	tagCameras = "cams"
 )
 
 // Start creates the node, starts gossip and joins the seeds (retrying in
@@ -164,7 +180,8 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now(), seen: map[string]string{}}
+	c := &Cluster{opts: opts, serf: s, events: events, done: make(chan struct{}), started: time.Now(), seen: map[string]string{},
+		handBackSince: map[string]time.Time{}}
 	c.joined.Store(len(opts.Seeds) == 0)
 	c.wg.Add(2)
 	go c.drainEvents()
@@ -211,6 +228,9 @@ func (o *Options) tags() map[string]string {
 		t[tagCred] = o.CredentialFingerprint
 	}
 	t[tagStarted] = strconv.FormatInt(o.startedMs, 10)
+	if o.MaxCameras > 0 {
+		t[tagCameras] = strconv.Itoa(o.MaxCameras)
+	}
 	if o.FreeBytes != nil {
 		t[tagFree] = strconv.FormatUint(o.FreeBytes(), 10)
 	}
@@ -323,6 +343,7 @@ func (c *Cluster) Members() []status.Member {
 			Status: m.Status.String(), APIURL: m.Tags[tagAPI], Profile: m.Tags[tagProfile], FreeBytes: free,
 			Self: m.Name == self, Witness: m.Tags[tagRole] == roleWitness,
 			Credentials: m.Tags[tagCred], StartedMs: parseInt(m.Tags[tagStarted]),
+			MaxCameras: int(parseInt(m.Tags[tagCameras])),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -380,7 +401,9 @@ func hasQuorum(ms []status.Member) bool {
 // members in all (fewer if fewer are alive), by rendezvous hashing over
 // the alive members: each node ranks members by a hash of (stream,
 // member), so every node agrees, and losing a member moves only the
-// streams it held.
+// streams it held. A stream with a camera is homed on the first box of
+// its ranking with room for one more camera (CameraHomes), so a box never
+// homes more cameras than its media.max_cameras while another has room.
 func (c *Cluster) Placement(stream string, n int) []status.Member {
 	var alive []status.Member
 	for _, m := range c.Members() {
@@ -388,7 +411,56 @@ func (c *Cluster) Placement(stream string, n int) []status.Member {
 			alive = append(alive, m)
 		}
 	}
-	return Rank(stream, alive, n)
+	ranked := Rank(stream, alive, len(alive))
+	if cams := c.cameras.Load(); cams != nil {
+		if home, ok := CameraHomes(*cams, alive)[stream]; ok {
+			for i, m := range ranked {
+				if m.Name == home {
+					copy(ranked[1:i+1], ranked[:i])
+					ranked[0] = m
+					break
+				}
+			}
+		}
+	}
+	return ranked[:min(n, len(ranked))]
+}
+
+// SetCameraStreams tells the cluster which streams have a camera
+// configured (every box has the same cameras), for camera placement.
+func (c *Cluster) SetCameraStreams(streams []string) {
+	s := slices.Clone(streams)
+	slices.Sort(s)
+	if old := c.cameras.Load(); old != nil && slices.Equal(*old, s) {
+		return
+	}
+	c.cameras.Store(&s)
+}
+
+// CameraHomes assigns each camera stream (sorted by name) to the first
+// member of its rendezvous ranking that has room (media.max_cameras, as
+// gossiped; 0: no limit) after the streams before it; when no member has
+// room, to the first of its ranking (which then holds it in STANDBY).
+// Every node computes the same from the same members and cameras.
+func CameraHomes(streams []string, members []status.Member) map[string]string {
+	out := make(map[string]string, len(streams))
+	load := make(map[string]int, len(members))
+	for _, s := range streams {
+		ranked := Rank(s, members, len(members))
+		if len(ranked) == 0 {
+			break
+		}
+		home := ranked[0]
+		for _, m := range ranked {
+			if m.MaxCameras == 0 || load[m.Name] < m.MaxCameras {
+				home = m
+				break
+			}
+		}
+		load[home.Name]++
+		out[s] = home.Name
+	}
+	return out
 }
 
 // Rank orders members for a stream by rendezvous score and keeps n.

@@ -223,3 +223,52 @@ func TestWitnessBreaksTies(t *testing.T) {
 		}
 	}
 }
+
+// TestCameraHomesHonourMaxCameras: a box homes no more cameras than its
+// media.max_cameras while another has room; without limits camera homes
+// are the rendezvous homes; over the site's capacity the extra cameras go
+// to their first-ranked box (which holds them in STANDBY).
+func TestCameraHomesHonourMaxCameras(t *testing.T) {
+	members := []status.Member{{Name: "n1", MaxCameras: 2}, {Name: "n2", MaxCameras: 2}, {Name: "n3", MaxCameras: 2}}
+	var streams []string
+	for i := range 6 {
+		streams = append(streams, fmt.Sprintf("cam-%d", i))
+	}
+	// Without limits: the rendezvous home; with them, count per box.
+	free := []status.Member{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}}
+	unlimited := CameraHomes(streams, free)
+	crowded := map[string]int{}
+	for _, s := range streams {
+		if want := Rank(s, free, 1)[0].Name; unlimited[s] != want {
+			t.Fatalf("%s: home %s without limits, rendezvous says %s", s, unlimited[s], want)
+		}
+		crowded[unlimited[s]]++
+	}
+	if max(crowded["n1"], crowded["n2"], crowded["n3"]) <= 2 {
+		t.Skipf("the rendezvous homes of these names are already balanced (%v): the test needs a crowded box", crowded)
+	}
+	homes := CameraHomes(streams, members)
+	per := map[string]int{}
+	for _, s := range streams {
+		per[homes[s]]++
+	}
+	if per["n1"] != 2 || per["n2"] != 2 || per["n3"] != 2 {
+		t.Fatalf("6 cameras on 3 boxes of 2: %v (rendezvous alone: %v)", per, crowded)
+	}
+	// Capacity for 3 only: 3 placed by room, the other 3 on their first
+	// box.
+	small := []status.Member{{Name: "n1", MaxCameras: 1}, {Name: "n2", MaxCameras: 1}, {Name: "n3", MaxCameras: 1}}
+	homes = CameraHomes(streams, small)
+	seen := map[string]int{}
+	for _, s := range streams[:3] {
+		seen[homes[s]]++
+	}
+	if len(seen) != 3 {
+		t.Fatalf("the first 3 cameras on boxes of 1: %v", homes)
+	}
+	for _, s := range streams[3:] {
+		if homes[s] != Rank(s, small, 1)[0].Name {
+			t.Fatalf("%s over capacity goes to %s, not its first-ranked box", s, homes[s])
+		}
+	}
+}

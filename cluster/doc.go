@@ -42,14 +42,30 @@
 //     lsm), so boxes of two releases keep replicating during a rolling
 //     upgrade. A frame of a newer version is refused and its peer skipped
 //     (ErrFrameVersion), never misread.
-//   - Camera ownership (view.go): Owns says whether this node records a
-//     stream's camera now — its home, with quorum held for the settle
-//     time — so that a dead home's cameras move to the next node within
-//     seconds and a node cut off from a majority stops. A returning home
-//     waits the settle time, so the camera has a gap of about that long
-//     rather than two recorders. Two nodes record one camera at once only
-//     until failure detection settles, or for the whole of an even split
-//     (two boxes cut apart: both record; nothing is lost).
+//   - Camera ownership (view.go, Owns: the camera gate): a stream's
+//     camera is recorded by its home, with quorum, so that a dead home's
+//     cameras move to the next node within seconds and a node cut off
+//     from a majority stops. A home starts recording only when at least
+//     half of the other boxes reach its API back (peer routes reach and
+//     ping), so a box that can send but not receive (a one-way cut, whose
+//     gossip flaps) never takes its cameras back while cut off. Hand-back
+//     is make before break: a returning home records at once, and the box
+//     that covered goes on (cutting at every key frame, holding its
+//     fragments back) until the home's first fragment is copied to it
+//     (it holds the stream, so it tails the home); it then drops its own
+//     fragments from that fragment's first key frame on (found by its
+//     bytes, else by producer time) and stops (ingest/output.go), so
+//     readers see every frame once, with numbers increasing in producer
+//     time. Incremental
+//     anti-entropy starts one comparison back, so the fragments it stored
+//     after copying the home's are found. Two nodes record one camera at
+//     once only until failure detection settles, during a hand-back, or
+//     for the whole of an even split (two boxes cut apart without a
+//     witness: both record; nothing is lost).
+//   - Copies outside the placement (cleanup.go): a box that stood in as a
+//     replica for a failed holder deletes its copy once the holder is
+//     back (cluster.drop_copies_after, default 1 min) and every holder
+//     lists every fragment it has.
 //
 // Replication itself is pulled and asynchronous; with replicated
 // durability PERSISTED waits for it, so a box whose disk dies loses no

@@ -143,6 +143,8 @@ type PeerServer struct {
 	keepalive time.Duration
 	// durable takes replicas' durable reports (durability.go; nil: ignored).
 	durable func(node, arn string, nums []fragment.Number)
+	// reach answers the reach route (Cluster.reachBack).
+	reach func(ctx context.Context, node string) error
 }
 
 // NewPeerServer serves eng to peers that sign with key (PeerKey).
@@ -182,6 +184,22 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 		}
 		ctx.SetContentType("application/json")
 		ctx.SetBody(js)
+		return
+	}
+	switch op {
+	case "ping":
+		ctx.SetBodyString("ok")
+		return
+	case "reach":
+		if p.reach == nil {
+			ctx.Error("this node does not reach peers", http.StatusServiceUnavailable)
+			return
+		}
+		if err := p.reach(life, string(args.Peek("node"))); err != nil {
+			ctx.Error("cannot reach "+string(args.Peek("node"))+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		ctx.SetBodyString("ok")
 		return
 	}
 	ref := engine.StreamRef{Name: string(args.Peek("stream"))}

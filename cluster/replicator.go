@@ -43,10 +43,11 @@ type ReplicationOptions struct {
 	AntiEntropy, FullCompare time.Duration
 	// Registry is how often peers' stream records are copied (default 2 s).
 	Registry time.Duration
-	// Settle is how long a node waits after starting before it records
-	// cameras (default 10 s; 3 s with fast failure detection): long
-	// enough for the node that recorded them meanwhile to see it alive and
-	// stop, so that no camera is recorded twice.
+	// Settle is how long a node that recorded a camera for its home, and
+	// does not hold the stream (so it cannot see the home's first
+	// fragment), goes on recording after the home is back (default 10 s;
+	// 3 s with fast failure detection): make before break without the
+	// hand-over signal (view.go, Owns).
 	Settle time.Duration
 	// Durability is the default of streams without the kvsedge:durability
 	// tag: DurabilityReplicated, DurabilityLocal, or "" (replicated when
@@ -55,6 +56,9 @@ type ReplicationOptions struct {
 	// local acks (default 3 s). durability.go.
 	Durability string
 	AckTimeout time.Duration
+	// DropAfter is how long a node stays outside a stream's placement
+	// before it deletes its copy (default 1 min; cleanup.go).
+	DropAfter time.Duration
 	// newerRetry is how long a peer that speaks a newer node-to-node
 	// protocol is skipped before it is tried again (default
 	// newerPeerRetry; tests shorten it).
@@ -95,6 +99,11 @@ type Replicator struct {
 	// to the peers whose fragments this node imports, by peer name.
 	dur       *durability
 	reporters map[string]*reporter
+	// outside: since when this node has been outside each stream's
+	// placement; dropped: the newest number of a copy it deleted
+	// (cleanup.go).
+	outside map[string]time.Time
+	dropped map[string]fragment.Number
 }
 
 type tailKey struct{ stream, peer string }
@@ -114,9 +123,12 @@ type streamRepl struct {
 	// comparison (under-replicated, or on their way).
 	under int
 	// synced: peers the last comparison with succeeded, and the number
-	// up to which it went.
-	synced   map[string]fragment.Number
-	lastSync time.Time
+	// up to which it went; synced2 the one before. Incremental comparisons
+	// start from synced2: a peer may store fragments numbered below its
+	// newest one for a moment after it copied them (a camera handing its
+	// stream back stores the fragments it held, ingest/output.go).
+	synced, synced2 map[string]fragment.Number
+	lastSync        time.Time
 }
 
 const lagSamples = 512
@@ -141,6 +153,9 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 			o.Settle = 3 * time.Second
 		}
 	}
+	if o.DropAfter <= 0 {
+		o.DropAfter = time.Minute
+	}
 	if o.newerRetry <= 0 {
 		o.newerRetry = newerPeerRetry
 	}
@@ -150,12 +165,14 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	tr.MaxIdleConnsPerHost = 16
 	r := &Replicator{c: c, eng: o.Engine, opts: o, client: &http.Client{Transport: tr},
 		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true,
-		newer: map[string]time.Time{}, newerLogged: map[string]string{}, reporters: map[string]*reporter{}}
+		newer: map[string]time.Time{}, newerLogged: map[string]string{}, reporters: map[string]*reporter{},
+		outside: map[string]time.Time{}, dropped: map[string]fragment.Number{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.dur = newDurability(r)
 	c.repl = r
 	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
 	c.peer.durable = r.dur.confirm
+	c.peer.reach = c.reachBack
 	r.wg.Add(3)
 	go r.run()
 	go r.antiEntropyLoop()
@@ -210,6 +227,7 @@ func (r *Replicator) run() {
 			r.fullDue = true
 			for _, st := range r.streams {
 				clear(st.synced)
+				clear(st.synced2)
 			}
 			// A peer that restarted may speak this node's version again.
 			clear(r.newer)
@@ -308,7 +326,7 @@ func (r *Replicator) reconcileTails() {
 func (r *Replicator) state(stream string) *streamRepl {
 	st := r.streams[stream]
 	if st == nil {
-		st = &streamRepl{synced: map[string]fragment.Number{}}
+		st = &streamRepl{synced: map[string]fragment.Number{}, synced2: map[string]fragment.Number{}}
 		r.streams[stream] = st
 	}
 	return st
@@ -467,6 +485,7 @@ func (r *Replicator) antiEntropyLoop() {
 			continue
 		}
 		r.antiEntropy(full)
+		r.dropCopies()
 		lastRound = time.Now()
 		if full {
 			lastFull = lastRound
@@ -483,7 +502,8 @@ func (r *Replicator) antiEntropy(full bool) {
 		under := map[fragment.Number]struct{}{}
 		for _, p := range others {
 			r.mu.Lock()
-			from, synced := r.state(stream).synced[p.Name]
+			_, synced := r.state(stream).synced[p.Name]
+			from := r.state(stream).synced2[p.Name]
 			skipped := r.skippedLocked(p.Name)
 			r.mu.Unlock()
 			if skipped {
@@ -509,7 +529,12 @@ func (r *Replicator) antiEntropy(full bool) {
 				continue
 			}
 			r.mu.Lock()
-			r.state(stream).synced[p.Name] = upTo
+			st := r.state(stream)
+			st.synced2[p.Name] = st.synced[p.Name]
+			if full || !synced {
+				st.synced2[p.Name] = fragment.Number{}
+			}
+			st.synced[p.Name] = upTo
 			r.mu.Unlock()
 			if len(absent) == 0 {
 				r.dur.caughtUp(stream, p.Name) // p holds all this node does

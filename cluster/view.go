@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -50,38 +55,33 @@ func (c *Cluster) Locate(stream string) string {
 	return ""
 }
 
-// Owns reports whether this node should record the stream's camera now:
-// it is the stream's home, has quorum, and has been up long enough for
-// the node that recorded it before to have stopped. why says otherwise.
-func (c *Cluster) Owns(stream string) (bool, string) {
-	ms := c.Members()
-	c.quorumMu.Lock()
-	q := c.joined.Load() && hasQuorum(ms)
-	switch {
-	case !q:
-		c.quorumSince = time.Time{}
-	case c.quorumSince.IsZero():
-		c.quorumSince = time.Now()
-	}
-	since := c.quorumSince
-	c.quorumMu.Unlock()
-	if c.repl != nil && time.Since(c.started) < c.repl.opts.Settle {
-		return false, "waiting for the cluster to settle after start"
-	}
+// Owns is the camera gate (ingest.Gate): whether this node records the
+// stream's camera now. recording says whether it does.
+//
+//   - Without quorum, or kept out, it does not (a box cut off from the
+//     majority stops at once).
+//   - The stream's home records. One that is not recording yet starts only
+//     once the other boxes hear it (heard): each is asked to reach this
+//     box's API back, so a box that can send but not receive (a one-way
+//     cut, whose gossip flaps) does not take its cameras back while its
+//     peers cannot see what it records.
+//   - Make before break: a box that records a camera whose home is back
+//     (it covered for it) goes on recording, handBack true, until the
+//     home's first fragment is copied here (it holds the stream, so it
+//     tails the home; ingest/output.go drops its own fragments from that
+//     fragment's producer time on, then stops). A box that does not hold
+//     the stream cannot see that fragment: it goes on for the settle time
+//     after the home's return, then stops.
+func (c *Cluster) Owns(stream string, recording bool) (record, handBack bool, why string) {
 	if why := c.KeptOut(); why != "" {
 		c.logKeptOut(why)
-		return false, why
+		return false, false, why
 	}
-	if !q {
+	if !c.HasQuorum() {
 		if !c.joined.Load() {
-			return false, "this node has not reached any of its seeds yet"
+			return false, false, "this node has not reached any of its seeds yet"
 		}
-		return false, "this node does not see half of the cluster"
-	}
-	// Back from a partition, wait as after a start: the node that
-	// recorded meanwhile must first see this one alive and stop.
-	if c.repl != nil && time.Since(since) < c.repl.opts.Settle {
-		return false, "waiting for the cluster to settle after regaining a majority"
+		return false, false, "this node does not see half of the cluster"
 	}
 	factor := 1
 	if c.repl != nil {
@@ -90,14 +90,115 @@ func (c *Cluster) Owns(stream string) (bool, string) {
 		}
 	}
 	pl := c.Placement(stream, factor)
-	if len(pl) == 0 || !pl[0].Self {
-		home := ""
-		if len(pl) > 0 {
-			home = pl[0].Name
-		}
-		return false, "recorded by its home node " + home
+	home := ""
+	if len(pl) > 0 {
+		home = pl[0].Name
 	}
-	return true, ""
+	c.quorumMu.Lock()
+	since, covering := c.handBackSince[stream]
+	if len(pl) > 0 && pl[0].Self || !recording {
+		delete(c.handBackSince, stream)
+	} else if !covering {
+		since = time.Now()
+		c.handBackSince[stream] = since
+	}
+	c.quorumMu.Unlock()
+	if len(pl) == 0 || !pl[0].Self {
+		if !recording {
+			return false, false, "recorded by its home node " + home
+		}
+		if slices.ContainsFunc(pl, func(m status.Member) bool { return m.Self }) {
+			return true, true, "handing the camera back to its home node " + home + ": recording until its first fragment arrives here"
+		}
+		if c.repl != nil && time.Since(since) < c.repl.opts.Settle {
+			return true, false, "handing the camera back to its home node " + home + " (this node does not hold the stream: stopping after the settle time)"
+		}
+		return false, false, "recorded by its home node " + home
+	}
+	if !recording {
+		if ok, why := c.heard(); !ok {
+			return false, false, why
+		}
+	}
+	return true, false, ""
+}
+
+// heardFor is how long heard's answer is reused.
+const heardFor = time.Second
+
+// reachTimeout bounds one reach-back (peer route reach).
+const reachTimeout = 1500 * time.Millisecond
+
+// heard reports whether at least half of the other alive boxes reach this
+// box's API (peer route reach: each calls this box's ping route): a box
+// that only sends — a one-way cut — is not heard, however its gossip
+// flaps. Answers are reused for heardFor.
+func (c *Cluster) heard() (bool, string) {
+	r := c.repl
+	if r == nil {
+		return true, ""
+	}
+	c.heardMu.Lock()
+	defer c.heardMu.Unlock()
+	if time.Since(c.heardAt) < heardFor {
+		return c.heardWhy == "", c.heardWhy
+	}
+	peers := r.peers()
+	var wg sync.WaitGroup
+	errs := make([]error, len(peers))
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(r.ctx, 2*reachTimeout)
+			defer cancel()
+			resp, err := r.do(ctx, p, http.MethodGet, "reach", url.Values{"node": {c.Name()}}, nil)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	yes := 0
+	var failed []string
+	for i, err := range errs {
+		if err == nil {
+			yes++
+		} else {
+			failed = append(failed, peers[i].Name)
+			c.opts.Logger.Debug("a peer does not reach this box", "peer", peers[i].Name, "err", err)
+		}
+	}
+	c.heardWhy = ""
+	if yes*2 < len(peers) {
+		c.heardWhy = "the other boxes do not reach this one (" + strings.Join(failed, ", ") + "): waiting before recording"
+	}
+	c.heardAt = time.Now()
+	return c.heardWhy == "", c.heardWhy
+}
+
+// reachBack checks that this node reaches node's API (its ping route),
+// for node's heard.
+func (c *Cluster) reachBack(ctx context.Context, node string) error {
+	r := c.repl
+	for _, m := range c.Members() {
+		if m.Name != node {
+			continue
+		}
+		if m.Status != "alive" || m.APIURL == "" {
+			return fmt.Errorf("%s is %s here", node, m.Status)
+		}
+		ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+		defer cancel()
+		resp, err := r.do(ctx, m, http.MethodGet, "ping", nil, nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	return fmt.Errorf("%s is not a member here", node)
 }
 
 // Replication is the replication state of every stream here.

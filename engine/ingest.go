@@ -35,6 +35,11 @@ type ingestState struct {
 	// stale: a fragment numbered at or beyond (term, node, seq) came from a
 	// peer, so the next number needs a new term (replica.go).
 	stale bool
+	// peerAheadMs: the earliest producer start of such a fragment from
+	// another node since the active session began (0: none), the point at
+	// which a peer took the stream over (PeerAhead); peerAhead its number.
+	peerAheadMs int64
+	peerAhead   fragment.Number
 }
 
 // IngestSession is one producer connection (a PutMedia upload or a
@@ -74,7 +79,20 @@ func (e *Engine) BeginIngest(ref StreamRef) (*IngestSession, error) {
 		st.active.end()
 	}
 	st.active = sess
+	st.peerAheadMs, st.peerAhead = 0, fragment.Number{}
 	return sess, nil
+}
+
+// PeerAhead reports whether, since this session began, a fragment another
+// node numbered beyond this node's numbers was copied here (a peer records
+// the stream in a newer term: the home took its camera back), and the
+// earliest such fragment: its number and producer start (epoch ms), the
+// camera's time from which the peer holds the stream (ingest's hand-back).
+func (sess *IngestSession) PeerAhead() (fragment.Number, int64, bool) {
+	st := &sess.s.ingest
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.peerAhead, st.peerAheadMs, st.peerAheadMs != 0
 }
 
 // newTermLocked picks term = max(now ms, stored term + 1) and syncs it.

@@ -21,6 +21,9 @@ import (
 //     beyond the current term arrives from a peer (a takeover, or a
 //     producer that switched nodes), so numbers stay increasing per stream
 //     when ingest moves between nodes.
+//   - A session learns when a peer's fragment numbered beyond this node's
+//     was imported, with its producer start (IngestSession.PeerAhead):
+//     the camera that covered for a returning home stops there.
 //   - Imported fragments newer than the ring's newest go to the ring too,
 //     so live readers on a replica follow the stream; older ones (gap
 //     fills) go to the archive only.
@@ -264,6 +267,10 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	st.mu.Lock()
 	if meta.Number.Compare(fragment.MakeNumber(st.term, e.opts.NodeID, st.seq)) >= 0 {
 		st.stale = true // the next number this node hands out needs a new term
+		if st.active != nil && meta.Number.Node() != e.opts.NodeID && meta.ProducerMs > 0 &&
+			(st.peerAheadMs == 0 || meta.ProducerMs < st.peerAheadMs) {
+			st.peerAheadMs, st.peerAhead = meta.ProducerMs, meta.Number // IngestSession.PeerAhead
+		}
 	}
 	st.lastServerMs = max(st.lastServerMs, meta.ServerMs)
 	st.mu.Unlock()
@@ -283,3 +290,33 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 // ContentDigest is the Meta.Digest of a fragment whose cluster is cluster
 // and holds frames frames, as ImportFragment checks it.
 func ContentDigest(cluster []byte, frames int) [16]byte { return digest(cluster, frames) }
+
+// DropCopy deletes the stream's stored fragments up to upTo (by server
+// time, which follows number order): a node's copy of a stream it no
+// longer holds, once its holders have every fragment (cluster). Media on
+// hold (the kvsedge:hold tag) is kept. It returns how many went.
+func (e *Engine) DropCopy(ref StreamRef, upTo fragment.Number) (int, error) {
+	s, info, err := e.lookup(ref)
+	if err != nil {
+		return 0, err
+	}
+	m, err := e.db.FragmentMeta(s.id, upTo)
+	if errors.Is(err, lsm.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("engine: %w", err)
+	}
+	cutoff, allowed := deletionCutoff(info, m.ServerMs+1)
+	if !allowed {
+		return 0, nil
+	}
+	s.persistMu.RLock()
+	n, b, err := e.db.DeleteBefore(s.id, cutoff)
+	s.persistMu.RUnlock()
+	s.bytes.Add(-b)
+	if err != nil {
+		return n, fmt.Errorf("engine: %w", err)
+	}
+	return n, nil
+}

@@ -249,3 +249,63 @@ func TestReplicaConcurrentImportsStoreOnce(t *testing.T) {
 		t.Fatalf("a 20 MiB fragment got a buffer of %d bytes", cap(buf))
 	}
 }
+
+// TestReplicaPeerAhead: a session learns when a peer's fragment numbered
+// beyond this node's arrives (the home took the stream back), with its
+// producer start; older ones (a term before this session's) do not count,
+// and a new session starts afresh.
+func TestReplicaPeerAhead(t *testing.T) {
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
+	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
+	info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	frags := captureFragments(t)
+	old := ingest(t, a, "cam", frags[:1], 1000)
+	clock.add(time.Minute)
+	sess, err := b.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if ok, err := replicate(t, a, b, "cam", old[0]); err != nil || !ok {
+		t.Fatalf("import %s: %v %v", old[0], ok, err)
+	}
+	if _, ms, ok := sess.PeerAhead(); ok {
+		t.Fatalf("a fragment of an older term counts as the peer being ahead (%d)", ms)
+	}
+	// The home, back, records in a new term.
+	clock.add(time.Minute)
+	_, h := openMediaNode(t, vfs.NewMem(), clock, 5)
+	if _, err := h.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	newer := ingest(t, h, "cam", frags[1:3], 5000)
+	for _, n := range newer {
+		if ok, err := replicate(t, h, b, "cam", n); err != nil || !ok {
+			t.Fatalf("import %s: %v %v", n, ok, err)
+		}
+	}
+	first, err := h.Fragment(StreamRef{Name: "cam"}, newer[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := first.Meta.ProducerMs
+	first.Release()
+	if n, ms, ok := sess.PeerAhead(); !ok || ms != want || n != newer[0] {
+		t.Fatalf("PeerAhead = %s %d %v, want %s %d (the first newer fragment)", n, ms, ok, newer[0], want)
+	}
+	sess2, err := b.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess2.Close()
+	if _, _, ok := sess2.PeerAhead(); ok {
+		t.Fatal("a new session inherits the previous one's PeerAhead")
+	}
+}

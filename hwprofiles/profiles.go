@@ -58,6 +58,14 @@ type Profile struct {
 	// the heap of metadata, connections and the store; media is outside
 	// it (MediaMemoryMiB).
 	MemoryLimitMiB int `json:"memory_limit_mib"`
+	// FastFailureDetection (cluster.fast_failure_detection) detects a
+	// dead peer in about a second instead of serf's LAN default of about
+	// six. Every built-in profile is a box of a site's LAN (a few boxes,
+	// sub-millisecond round trips), where six seconds of detection would
+	// be six seconds of lost video per failure: the cameras of a SIGKILLed
+	// home record again on the next box within 2–3 s (TestClusterHandBack,
+	// polled every 250 ms).
+	FastFailureDetection bool `json:"fast_failure_detection"`
 }
 
 // All are the built-in profiles, smallest first.
@@ -71,7 +79,7 @@ var All = []Profile{
 			"2 cameras: measured recorder cost is ~2–4 MiB and 7–20 ms CPU per camera-second (issue 4 note) on a far faster core; microSD: grouped syncs; " +
 			"1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, so 1,024 cost ~25 MiB of the Go limit",
 		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 2, MaxConns: 1024,
-		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 160,
+		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 160, FastFailureDetection: true,
 	},
 	{
 		Name: "pi4-2g", Description: "Raspberry Pi 4 or 5 with 2–4 GB, microSD or USB SSD",
@@ -79,7 +87,7 @@ var All = []Profile{
 			"an HLS live playlist) is ~1.5 MiB of a 2 Mbit/s camera, × 8 cameras with their fragments arriving and queued ~32 MiB, the rest for uploads and reads; " +
 			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs",
 		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 8, MaxConns: 4096,
-		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 768,
+		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 768, FastFailureDetection: true,
 	},
 	{
 		Name: "pi5-8g", Description: "Raspberry Pi 5, 8 GB, NVMe (M.2 HAT) or microSD",
@@ -87,21 +95,21 @@ var All = []Profile{
 			"the rest for concurrent uploads and reads; 16 cameras at 2 Mbit/s is 32 Mbit/s of ingest, within one Cortex-A76 core at the measured recorder cost; most boot from microSD: " +
 			"syncs grouped in 100 ms windows (set storage.sync_window: 0s on NVMe); a 4 GB Pi 4 or 5 gets pi4-2g",
 		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16, MaxConns: 8192,
-		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 3072,
+		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 3072, FastFailureDetection: true,
 	},
 	{
 		Name: "jetson-orin-nano", Description: "NVIDIA Jetson Orin Nano class: 8 GB shared with the GPU, NVMe",
 		DerivedFrom: "8 GiB shared between CPU and GPU (inference gets half): the process is held to 3 GiB, a 2 GiB Go limit and a 1 GiB media budget; " +
 			"otherwise as pi5-8g; NVMe: sync per fragment",
 		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 32, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16, MaxConns: 8192,
-		Storage: StorageSSD, MemoryLimitMiB: 2048,
+		Storage: StorageSSD, MemoryLimitMiB: 2048, FastFailureDetection: true,
 	},
 	{
 		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
 		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring × 32 cameras at 2 Mbit/s = 80 MiB, " +
 			"the rest for uploads and reads; 32 cameras at 2 Mbit/s is 64 Mbit/s, measured at ~7 ms CPU per camera-second on this class of core (issue 4 note); SSD: sync per fragment",
 		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 32, MaxConns: 16384,
-		Storage: StorageSSD, MemoryLimitMiB: 4608,
+		Storage: StorageSSD, MemoryLimitMiB: 4608, FastFailureDetection: true,
 	},
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -127,7 +128,15 @@ type camera struct {
 	mu    sync.Mutex
 	state status.Camera
 	stats *feedStats
+
+	// handBack: the stream's home took the camera back and this box goes
+	// on recording until the home's first fragment arrives (manager.go);
+	// handedOver: it did, and this camera stopped storing.
+	handBack, handedOver atomic.Bool
 }
+
+// errHandedOver ends a connection whose stream the home records now.
+var errHandedOver = errors.New("handed back to the stream's home, which records it now")
 
 func (c *camera) setState(state string, err error) {
 	now := time.Now()
@@ -187,6 +196,19 @@ func (c *camera) run(ctx context.Context) {
 		c.mu.Lock()
 		c.state.Reconnects++
 		c.mu.Unlock()
+		if errors.Is(err, errHandedOver) {
+			// The manager stops the camera at its next look (a second);
+			// if the home died meanwhile and it does not, record again.
+			c.setState(StateStandby, err)
+			c.log.Info("camera handed back to the stream's home")
+			select {
+			case <-ctx.Done():
+				c.setState(StateStopped, nil)
+				return
+			case <-time.After(3 * time.Second):
+			}
+			continue
+		}
 		if errors.Is(err, engine.ErrStorageFull) {
 			c.setState(StatePaused, err)
 			c.log.Error("camera paused: the box refuses new media", "err", err)
@@ -225,6 +247,8 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 		c.mu.Unlock()
 	})
 	fr := NewFragmenter(out, c.cfg.FragmentDuration)
+	fr.keyCut, out.handBack = &c.handBack, &c.handBack
+	c.handedOver.Store(false)
 	stats := &feedStats{log: c.log}
 	c.mu.Lock()
 	c.stats = stats
@@ -232,6 +256,11 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	out.homeFirst = homeFirstKey(c.eng, c.cfg.Stream)
+	out.handedOver = func(int64) {
+		c.handedOver.Store(true)
+		cancel(errHandedOver)
+	}
 	go func() { // the engine ended the session (stream deleted, taken over)
 		select {
 		case <-sess.Done():

@@ -24,7 +24,11 @@
 //	               through it; a growth the budget refuses drops the
 //	               fragment in progress (RefusedFragments) and recording
 //	               goes on at the next key frame
-//	output.go      fragments → an engine ingest session, persisted in order
+//	output.go      fragments → an engine ingest session, persisted in order;
+//	               during a hand-back (the stream's home took the camera
+//	               back) fragments are held until the home's first one is
+//	               copied here, then those from its first key frame on
+//	               (found by its bytes) are dropped (handback_test.go)
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
 //	history.go     the cameras' state changes, bounded and in memory

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -56,6 +57,10 @@ type Fragmenter struct {
 	// fragment (KVS refuses a fragment spanning 20 s or more); openMs is
 	// the time of the block BeginVideo opened.
 	loMs, hiMs, openMs int64
+	// keyCut, when set and true, cuts at every key frame of the cutting
+	// track (a camera handing its stream back: its fragments then end where
+	// the home's begin, manager.go).
+	keyCut *atomic.Bool
 }
 
 // NewFragmenter cuts fragments of about target (default 2 s). An Output
@@ -234,7 +239,7 @@ func (fr *Fragmenter) prepare(ms int64, key, cutter bool, size int) (int64, bool
 		switch {
 		// Millisecond rounding must not cost a whole GOP: a key frame
 		// within 5% of the target cuts.
-		case cutter && key && elapsed >= fr.target-fr.target/20:
+		case cutter && key && (elapsed >= fr.target-fr.target/20 || elapsed > 0 && fr.keyCut != nil && fr.keyCut.Load()):
 			if err := fr.Flush(); err != nil {
 				return ms, false, err
 			}

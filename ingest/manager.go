@@ -28,8 +28,11 @@ type Manager struct {
 	ignored map[string][]string
 	// gate decides whether this node records a stream's camera now;
 	// standby holds the configured cameras it holds back, with why.
-	gate    func(stream string) (bool, string)
-	standby map[string]status.Camera
+	gate Gate
+	// onCameras is told the configured cameras' streams before each
+	// reconcile (the cluster places cameras by them).
+	onCameras func(streams []string)
+	standby   map[string]status.Camera
 	// maxCameras bounds the cameras recorded at once (0: no bound).
 	maxCameras int
 	// hist: the cameras' state changes (history.go).
@@ -45,13 +48,32 @@ func NewManager(eng *engine.Engine, log *slog.Logger) *Manager {
 		standby: make(map[string]status.Camera), hist: newStateHistory(), ctx: ctx, stop: stop}
 }
 
+// Gate decides whether this node records a stream's camera now. recording
+// says whether it does (and has not handed the stream over). record false:
+// the camera waits in STANDBY, why says why. handBack (with record): the
+// stream's home took the camera back while this node records it (make
+// before break): this node goes on recording, cutting at every key frame
+// and holding its fragments back, until the home's first fragment is
+// copied here; then it drops what the home recorded too and stops
+// (output.go).
+type Gate func(stream string, recording bool) (record, handBack bool, why string)
+
 // SetGate makes the manager record a configured camera only while gate
 // says so (in a cluster: on the stream's home node, with quorum); the
 // others wait in STANDBY. Call Reevaluate when the gate's answers may have
 // changed (membership changes).
-func (m *Manager) SetGate(gate func(stream string) (bool, string)) {
+func (m *Manager) SetGate(gate Gate) {
 	m.mu.Lock()
 	m.gate = gate
+	m.mu.Unlock()
+}
+
+// OnCameras makes the manager tell fn the streams of every configured
+// camera (recorded here or not) before it applies the gate: the cluster's
+// camera placement needs them. fn must not call the manager.
+func (m *Manager) OnCameras(fn func(streams []string)) {
+	m.mu.Lock()
+	m.onCameras = fn
 	m.mu.Unlock()
 }
 
@@ -121,6 +143,14 @@ func (m *Manager) reconcileLocked() error {
 			want[c.Stream] = c
 		}
 	}
+	if m.onCameras != nil {
+		streams := make([]string, 0, len(want))
+		for name := range want {
+			streams = append(streams, name)
+		}
+		sort.Strings(streams)
+		m.onCameras(streams)
+	}
 	before := m.standby
 	m.standby = make(map[string]status.Camera)
 	configured := make(map[string]bool, len(want))
@@ -136,7 +166,15 @@ func (m *Manager) reconcileLocked() error {
 	}()
 	if m.gate != nil {
 		for name, c := range want {
-			if ok, why := m.gate(name); !ok {
+			cam := m.cams[name]
+			ok, handBack, why := m.gate(name, cam != nil && !cam.handedOver.Load())
+			if cam != nil {
+				if handBack && ok && !cam.handBack.Load() {
+					cam.log.Info("the stream's home took the camera back: recording until its first fragment arrives", "why", why)
+				}
+				cam.handBack.Store(ok && handBack)
+			}
+			if !ok {
 				st := status.Camera{Stream: name, Source: c.Source.Describe(), State: StateStandby, LastError: why, Since: time.Now()}
 				if old, was := before[name]; was && old.LastError == why {
 					st.Since = old.Since

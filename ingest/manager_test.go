@@ -28,11 +28,11 @@ func TestManagerGateAndCameraLimit(t *testing.T) {
 		cfgs = append(cfgs, CameraConfig{Stream: name, Source: src, Key: name, RetentionHours: 1})
 	}
 	open := map[string]bool{"a": true, "b": true, "c": false}
-	r.cams.SetGate(func(stream string) (bool, string) {
+	r.cams.SetGate(func(stream string, _ bool) (bool, bool, string) {
 		if open[stream] {
-			return true, ""
+			return true, false, ""
 		}
-		return false, "recorded by its home node n2"
+		return false, false, "recorded by its home node n2"
 	})
 	if err := r.cams.SetMaxCameras(1); err != nil {
 		t.Fatal(err)

@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -25,7 +27,38 @@ type engineOutput struct {
 	done     chan struct{}
 	once     sync.Once
 	onStored func(fragment.Meta)
+
+	// Hand-back (manager.go): while handBack is true the camera is
+	// recording a stream whose home took it back, and complete fragments
+	// are held (numbered, not yet received) until the home's first
+	// fragment is copied here (IngestSession.PeerAhead): those that start
+	// at or after it are dropped, the earlier ones stored, and handedOver
+	// is called; nothing is stored after. Held fragments leave in order
+	// when there are more than maxHeld or the oldest is older than maxHold
+	// (the home is slow to deliver: they are stored, a few may then be
+	// recorded twice), and when the camera stops.
+	handBack   *atomic.Bool
+	held       []heldFragment
+	over       bool
+	handedOver func(fromMs int64)
+	// homeFirst reads the first key frame of the home's first fragment
+	// (its payload's hash), to find the same frame among the held ones.
+	homeFirst func(n fragment.Number) ([32]byte, bool)
 }
+
+// heldFragment is a complete fragment held back during a hand-back.
+type heldFragment struct {
+	num      fragment.Number
+	serverMs int64
+	f        *mkv.Fragment
+	at       time.Time
+}
+
+// Bounds of the hand-back hold: a few fragments, seconds (media memory).
+const (
+	maxHeld = 8
+	maxHold = 10 * time.Second
+)
 
 // received is a fragment waiting for the disk, with when it was complete.
 type received struct {
@@ -58,8 +91,128 @@ func (o *engineOutput) StartFragment() error {
 }
 
 func (o *engineOutput) Fragment(f *mkv.Fragment) error {
-	at := time.Now()
-	rec, err := o.sess.Receive(o.num, o.serverMs, int64(f.Timecode), f)
+	h := heldFragment{num: o.num, serverMs: o.serverMs, f: f, at: time.Now()}
+	if o.over {
+		o.Buffers().Free(f.Buf) // handed over: the home records from here
+		return nil
+	}
+	if o.handBack == nil || !o.handBack.Load() {
+		if err := o.release(len(o.held)); err != nil {
+			o.Buffers().Free(f.Buf)
+			return err
+		}
+		return o.receive(h)
+	}
+	o.held = append(o.held, h)
+	if n, from, ok := o.sess.PeerAhead(); ok {
+		return o.handOver(n, from)
+	}
+	n := max(0, len(o.held)-maxHeld)
+	for n < len(o.held) && time.Since(o.held[n].at) > maxHold {
+		n++
+	}
+	return o.release(n)
+}
+
+// handOver ends a hand-back: the home holds the stream from its fragment
+// n, which starts at fromMs (producer time, the home's). The held fragment
+// that starts with the same key frame (the same bytes) and those after it
+// are dropped, the earlier ones stored. Two boxes' producer times for one
+// frame differ when either anchored its timeline on arrival (a relay that
+// sends a cached GOP on connect makes that up to a GOP), so the frame is
+// found by its bytes; failing that (the home's first frame is not held
+// here), by time: fragments starting at or after fromMs, within half a
+// fragment, are dropped.
+func (o *engineOutput) handOver(n fragment.Number, fromMs int64) error {
+	cut, how := -1, "content"
+	if o.homeFirst != nil {
+		if sum, ok := o.homeFirst(n); ok {
+			for i, h := range o.held {
+				if k, ok := firstKeySum(h.f); ok && k == sum {
+					cut = i
+					break
+				}
+			}
+		}
+	}
+	if cut < 0 {
+		how = "time"
+		tol := int64(1000)
+		for _, h := range o.held {
+			tol = min(tol, max(20, int64(h.f.Duration()/time.Millisecond)/2))
+		}
+		cut = len(o.held)
+		for i, h := range o.held {
+			if int64(h.f.Timecode) >= fromMs-tol {
+				cut = i
+				break
+			}
+		}
+	}
+	for _, h := range o.held[cut:] {
+		o.Buffers().Free(h.f.Buf)
+	}
+	dropped := len(o.held) - cut
+	o.held = o.held[:cut]
+	o.over = true
+	err := o.release(cut)
+	o.log.Info("camera handed back to the stream's home", "home_from_ms", fromMs, "kept", cut, "dropped", dropped, "matched_by", how)
+	if o.handedOver != nil {
+		o.handedOver(fromMs)
+	}
+	return err
+}
+
+// homeFirstKey reads the hash of the first key frame of a stored fragment
+// of stream (the home's first, copied here): engineOutput.homeFirst.
+func homeFirstKey(eng *engine.Engine, stream string) func(n fragment.Number) ([32]byte, bool) {
+	return func(n fragment.Number) ([32]byte, bool) {
+		f, err := eng.Fragment(engine.StreamRef{Name: stream}, n)
+		if err != nil {
+			return [32]byte{}, false
+		}
+		defer f.Release()
+		h, err := f.Header.Tracks()
+		if err != nil {
+			return [32]byte{}, false
+		}
+		return firstKeySum(&mkv.Fragment{Header: h, Buf: f.Media, ClusterLen: int(f.Meta.ClusterLen)})
+	}
+}
+
+// firstKeySum is the hash of the payload of f's first key frame.
+func firstKeySum(f *mkv.Fragment) ([32]byte, bool) {
+	var sum [32]byte
+	found := false
+	_ = mkv.ForEachBlock(f.Header, f.Buf[:f.ClusterLen], func(b mkv.Block) error {
+		if b.Key {
+			sum, found = sha256.Sum256(b.Payload), true
+			return errStopBlocks
+		}
+		return nil
+	})
+	return sum, found
+}
+
+var errStopBlocks = errors.New("stop")
+
+// release stores the n oldest held fragments.
+func (o *engineOutput) release(n int) error {
+	var err error
+	for i := 0; i < n; i++ {
+		if err == nil {
+			err = o.receive(o.held[i])
+		} else {
+			o.Buffers().Free(o.held[i].f.Buf)
+		}
+	}
+	o.held = append(o.held[:0], o.held[n:]...)
+	return err
+}
+
+func (o *engineOutput) receive(h heldFragment) error {
+	f, at := h.f, h.at
+	rec, err := o.sess.Receive(h.num, h.serverMs, int64(f.Timecode), f)
 	if err != nil {
 		return err
 	}
@@ -90,8 +243,11 @@ func (o *engineOutput) persist() {
 	}
 }
 
-// close waits for queued fragments to be stored.
+// close stores held fragments and waits for queued ones to be stored.
 func (o *engineOutput) close() {
+	if err := o.release(len(o.held)); err != nil {
+		o.log.Warn("storing the fragments held for a hand-back", "err", err)
+	}
 	o.once.Do(func() { close(o.queue) })
 	<-o.done
 }

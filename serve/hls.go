@@ -300,6 +300,15 @@ func playlistWindow(sess *hlsSession, all []fragment.Meta) ([]fragment.Meta, uin
 	return all, 0
 }
 
+// mfhdSequence is a fragment's fMP4 sequence number (mfhd): 1 + its
+// producer start in ms after the session's base. It increases from
+// fragment to fragment across ingest terms too (a fragment number's seq
+// restarts at 0 in each term: when ingest moves between boxes), and needs
+// no state (segment requests are independent).
+func mfhdSequence(baseMs int64, m fragment.Meta) uint32 {
+	return uint32(min(max(m.ProducerMs-baseMs, 0)+1, math.MaxUint32))
+}
+
 // hlsRoutes are the session resources (GET, token-authorised).
 func hlsRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
 	return map[string]func(*Server, *fasthttp.RequestCtx){
@@ -522,7 +531,7 @@ func (s *Server) hlsFragment(ctx *fasthttp.RequestCtx) {
 	}
 	var b bytes.Buffer
 	b.Grow(len(f.Media) + 4096)
-	if err := m.WriteFragment(&b, hdr, f.Media[:f.Meta.ClusterLen], f.Meta.Number.Seq(), f.Meta.ProducerMs); err != nil {
+	if err := m.WriteFragment(&b, hdr, f.Media[:f.Meta.ClusterLen], mfhdSequence(sess.BaseMs, f.Meta), f.Meta.ProducerMs); err != nil {
 		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The fragment does not remux: %v", err))
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 func TestHLSSessions(t *testing.T) {
@@ -146,4 +148,27 @@ func TestHLSSessions(t *testing.T) {
 func needFFprobe(t *testing.T) {
 	t.Helper()
 	ffprobeJSON(t, "/dev/null") // fails in CI, skips elsewhere
+}
+
+// TestMFHDSequenceAcrossTerms: fMP4 sequence numbers keep increasing when
+// ingest moves to another box (a new term restarts the number's seq at 0).
+func TestMFHDSequenceAcrossTerms(t *testing.T) {
+	base := int64(1_700_000_000_000)
+	metas := []fragment.Meta{
+		{Number: fragment.MakeNumber(1_700_000_000_000, 1, 7), ProducerMs: base + 7000},
+		{Number: fragment.MakeNumber(1_700_000_000_000, 1, 8), ProducerMs: base + 8000},
+		{Number: fragment.MakeNumber(1_700_000_009_500, 2, 0), ProducerMs: base + 9500},
+		{Number: fragment.MakeNumber(1_700_000_012_000, 1, 0), ProducerMs: base + 12000},
+	}
+	prev := uint32(0)
+	for _, m := range metas {
+		seq := mfhdSequence(base, m)
+		if seq <= prev {
+			t.Fatalf("fragment %s: mfhd sequence %d after %d", m.Number, seq, prev)
+		}
+		prev = seq
+	}
+	if got := mfhdSequence(base, fragment.Meta{ProducerMs: base - 5}); got != 1 {
+		t.Fatalf("a fragment before the session's base: sequence %d, want 1", got)
+	}
 }

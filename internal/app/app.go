@@ -272,13 +272,14 @@ func (a *App) open(o Options) error {
 			FastFailureDetection: cfg.Cluster.FastFailureDetection, NodeID: nodeID,
 			SnapshotPath:          filepath.Join(dataDir, "serf.snapshot"),
 			CredentialFingerprint: credFingerprint(key, creds, cfg.Auth.Disabled),
+			MaxCameras:            cfg.Media.MaxCameras,
 		})
 		if err != nil {
 			return err
 		}
 		a.did("cluster", a.peers.Close)
 		a.peers.StartReplication(cluster.ReplicationOptions{Engine: a.eng, Key: cluster.PeerKey(key), TLS: peerTLS, Factor: cfg.Cluster.ReplicationFactor,
-			Durability: cfg.Cluster.Durability, AckTimeout: cfg.Cluster.AckTimeout})
+			Durability: cfg.Cluster.Durability, AckTimeout: cfg.Cluster.AckTimeout, DropAfter: cfg.Cluster.DropCopiesAfter})
 		// PERSISTED waits for a replica (replicated durability); the
 		// gate is removed before the cluster closes.
 		a.eng.SetAckGate(a.peers.AckGate())
@@ -297,6 +298,8 @@ func (a *App) open(o Options) error {
 		// Each camera is recorded by its stream's home node only; the
 		// others hold it in STANDBY and take over when the home dies.
 		a.cams.SetGate(a.peers.Owns)
+		// Cameras are placed on boxes with room (media.max_cameras).
+		a.cams.OnCameras(a.peers.SetCameraStreams)
 	}
 	opts.Cameras = a.cams.States
 	opts.CameraChanges = a.cams.StateChanges

@@ -108,7 +108,8 @@ type ClusterConfig struct {
 	NodeID int `koanf:"node_id" yaml:"node_id,omitempty"`
 	// FastFailureDetection detects a dead box in about a second instead of
 	// serf's LAN default of about six (more gossip traffic; for a few
-	// boxes on one LAN).
+	// boxes on one LAN). Every built-in hardware profile turns it on (a
+	// site's LAN); profile none leaves it off.
 	FastFailureDetection bool `koanf:"fast_failure_detection" yaml:"fast_failure_detection,omitempty"`
 	// ReplicationFactor is how many boxes hold each stream (its home and
 	// replicas) unless the stream's kvsedge:replication-factor tag says
@@ -122,6 +123,10 @@ type ClusterConfig struct {
 	// AckTimeout bounds how long a replicated PERSISTED waits for a
 	// replica before the stream falls back to local acks (default 3s).
 	AckTimeout time.Duration `koanf:"ack_timeout" yaml:"ack_timeout,omitempty"`
+	// DropCopiesAfter is how long a box stays outside a stream's placement
+	// (it stood in for a failed holder that is back) before it deletes
+	// its copy, once the holders have every fragment. Default 1m.
+	DropCopiesAfter time.Duration `koanf:"drop_copies_after" yaml:"drop_copies_after,omitempty"`
 	// CAFile is the PEM certificate authority that peers' HTTPS
 	// certificates chain to (the site's `kvsedge cert` CA); default: the
 	// system's roots.
@@ -502,14 +507,15 @@ func applyProfile(k *koanf.Koanf, explicit map[string]bool, board func() hwprofi
 		why = "configured"
 	}
 	for key, v := range map[string]any{
-		"storage.cache_mib":       p.CacheMiB,
-		"storage.memtable_mib":    p.MemtableMiB,
-		"storage.sync_window":     p.SyncWindow.String(),
-		"media.ring_seconds":      p.RingSeconds,
-		"media.memory_budget_mib": p.MediaMemoryMiB,
-		"media.max_cameras":       p.MaxCameras,
-		"memory_limit_mib":        p.MemoryLimitMiB,
-		"http.max_conns":          p.MaxConns,
+		"storage.cache_mib":              p.CacheMiB,
+		"storage.memtable_mib":           p.MemtableMiB,
+		"storage.sync_window":            p.SyncWindow.String(),
+		"media.ring_seconds":             p.RingSeconds,
+		"media.memory_budget_mib":        p.MediaMemoryMiB,
+		"media.max_cameras":              p.MaxCameras,
+		"memory_limit_mib":               p.MemoryLimitMiB,
+		"http.max_conns":                 p.MaxConns,
+		"cluster.fast_failure_detection": p.FastFailureDetection,
 	} {
 		if !explicit[key] {
 			if err := k.Set(key, v); err != nil {
@@ -672,6 +678,9 @@ func (c *Config) Validate() error {
 		if c.Cluster.Key == "" {
 			errs = append(errs, bad("cluster.key", "is required with cluster.bind: it encrypts gossip and authenticates replication between boxes (make one with: head -c 32 /dev/urandom | base64)"))
 		}
+	}
+	if c.Cluster.DropCopiesAfter < 0 {
+		errs = append(errs, bad("cluster.drop_copies_after", "%s is negative", c.Cluster.DropCopiesAfter))
 	}
 	if c.Cluster.ReplicationFactor < 0 || c.Cluster.ReplicationFactor > 16 {
 		errs = append(errs, bad("cluster.replication_factor", "%d is outside 1…16", c.Cluster.ReplicationFactor))

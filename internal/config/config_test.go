@@ -150,13 +150,19 @@ func TestConfigProfileLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.ProfileApplied != "pi-zero-2w" || c.Storage.CacheMiB != 8 || c.Media.RingSeconds != 4 || c.Media.MemoryBudgetMiB != 96 ||
-		c.MediaBudgetBytes() != 96<<20 || c.Storage.SyncWindow != 250*time.Millisecond || c.MemoryLimitMiB != 160 || c.HTTP.MaxConns != 1024 {
+		c.MediaBudgetBytes() != 96<<20 || c.Storage.SyncWindow != 250*time.Millisecond || c.MemoryLimitMiB != 160 || c.HTTP.MaxConns != 1024 ||
+		!c.Cluster.FastFailureDetection {
 		t.Fatalf("profile values not applied: %+v", c)
 	}
 	if c, err := loadFor(t, []string{"KVSEDGE_HTTP__MAX_CONNS=700"}, "--profile", "pi-zero-2w"); err != nil {
 		t.Fatal(err)
 	} else if c.HTTP.MaxConns != 700 {
 		t.Fatalf("an explicit http.max_conns must win over the profile: %+v", c.HTTP)
+	}
+	if c, err := loadFor(t, []string{"KVSEDGE_CLUSTER__FAST_FAILURE_DETECTION=false"}, "--profile", "pi-zero-2w"); err != nil {
+		t.Fatal(err)
+	} else if c.Cluster.FastFailureDetection {
+		t.Fatal("an explicit cluster.fast_failure_detection: false must win over the profile")
 	}
 	if c.Storage.MemtableMiB != 6 || c.Media.MaxCameras != 3 {
 		t.Fatalf("the file and the environment must win over the profile: memtable %d, cameras %d", c.Storage.MemtableMiB, c.Media.MaxCameras)
@@ -165,7 +171,7 @@ func TestConfigProfileLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := Default(); c.ProfileApplied != "" || c.Storage != d.Storage || c.Media.MaxCameras != 0 || c.MemoryLimitMiB != 0 {
+	if d := Default(); c.ProfileApplied != "" || c.Storage != d.Storage || c.Media.MaxCameras != 0 || c.MemoryLimitMiB != 0 || c.Cluster.FastFailureDetection {
 		t.Fatalf("profile none: %+v", c)
 	}
 	c, err = loadFor(t, nil)

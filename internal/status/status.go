@@ -63,6 +63,10 @@ type Member struct {
 	// KeptOut: its key set differs from the cluster's (that of the
 	// longest-running box): it is nobody's home or replica.
 	KeptOut bool `json:"kept_out,omitempty"`
+	// MaxCameras is how many cameras the box records at once
+	// (media.max_cameras; 0: no limit): camera placement skips a box
+	// that is full.
+	MaxCameras int `json:"max_cameras,omitempty"`
 }
 
 // StreamReplication is one stream's replication state on this node

@@ -1,0 +1,149 @@
+package ingest
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+)
+
+// TestHandBackDropsWhatTheHomeRecorded: a box handing a camera back cuts
+// at every key frame and holds its fragments; when the home's first
+// fragment is copied to it, it stores the fragments before the home's
+// first key frame, drops the rest and reports the hand-over. The home's
+// clock for the same frames is 700 ms ahead (it anchored its timeline on
+// arrival): the frame is found by its bytes, not by time.
+func TestHandBackDropsWhatTheHomeRecorded(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	open := func(node uint16) *engine.Engine {
+		eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: t.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20},
+			Logger: log, NodeID: node, Media: engine.MediaOptions{Debug: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { eng.Close() })
+		return eng
+	}
+	home, cover := open(1), open(2)
+	info, err := cover.CreateStream(engine.CreateStreamInput{Name: "cam", DataRetentionInHours: 1, MediaType: "video/h264"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := home.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	ref := engine.StreamRef{Name: "cam"}
+	d := loadDemo(t)
+	cp, err := h264CodecPrivate(d.sps, d.pps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracks := []mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: cp, Width: d.width, Height: d.height}}
+	base := int64(1_800_000_000_000)
+	feed := func(fr *Fragmenter, from, to int, offset int64) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if err := fr.WriteVideo(base+offset+int64(i)*1000/15, d.aus[i%len(d.aus)], d.keys[i%len(d.aus)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The covering box, handing back: frames 0–59 (key frames at 0, 15,
+	// 30, 45), one fragment per key frame, held.
+	sess, err := cover.BeginIngest(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	handBack := &atomic.Bool{}
+	handBack.Store(true)
+	out := newEngineOutput(sess, log, nil)
+	out.handBack, out.homeFirst = handBack, homeFirstKey(cover, "cam")
+	var handedFrom int64
+	out.handedOver = func(ms int64) { handedFrom = ms }
+	fr := NewFragmenter(out, 2*time.Second)
+	fr.keyCut = handBack
+	if err := fr.SetTracks(tracks); err != nil {
+		t.Fatal(err)
+	}
+	feed(fr, 0, 60, 0)
+	if len(out.held) != 3 {
+		t.Fatalf("%d fragments held, want 3 (0, 15, 30; 45 in progress)", len(out.held))
+	}
+	if n := ownFragments(t, cover, 2); len(n) != 0 {
+		t.Fatalf("fragments stored while handing back: %v", n)
+	}
+
+	// The home records from frame 30 on, 700 ms ahead.
+	time.Sleep(5 * time.Millisecond) // its term is later
+	hs, err := home.BeginIngest(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hout := newEngineOutput(hs, log, nil)
+	hfr := NewFragmenter(hout, time.Second)
+	if err := hfr.SetTracks(tracks); err != nil {
+		t.Fatal(err)
+	}
+	feed(hfr, 30, 60, 700)
+	if err := hfr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hout.close()
+	hs.Close()
+	first := ownFragments(t, home, 1)[0]
+	f, err := home.Fragment(ref, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	homeFromMs := f.Meta.ProducerMs
+	if stored, err := cover.ImportFragment(ref, f.Meta, f.Header.Raw, append(engine.NewMediaBufferFor(len(f.Media)), f.Media...)); err != nil || !stored {
+		t.Fatalf("copying the home's first fragment: %v %v", stored, err)
+	}
+	f.Release()
+
+	// The next key frame ends fragment 45: the hand-over.
+	feed(fr, 60, 75, 0)
+	if err := fr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	out.close()
+	if handedFrom != homeFromMs {
+		t.Fatalf("handed over from %d, want the home's first fragment's %d", handedFrom, homeFromMs)
+	}
+	var starts []int64
+	for _, n := range ownFragments(t, cover, 2) {
+		g, err := cover.Fragment(ref, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		starts = append(starts, (g.Meta.ProducerMs-base)*15/1000)
+		if n.Compare(first) >= 0 {
+			t.Fatalf("kept fragment %s is not numbered before the home's %s", n, first)
+		}
+		g.Release()
+	}
+	if len(starts) != 2 || starts[0] != 0 || starts[1] != 15 {
+		t.Fatalf("the covering box stored fragments starting at frames %v, want 0 and 15 (the home has 30 on)", starts)
+	}
+}
+
+// ownFragments lists the numbers of the fragments node numbered.
+func ownFragments(t *testing.T, eng *engine.Engine, node uint16) []fragment.Number {
+	t.Helper()
+	var out []fragment.Number
+	if err := eng.FragmentNumbers(engine.StreamRef{Name: "cam"}, fragment.Number{}, func(n fragment.Number) bool {
+		if n.Node() == node {
+			out = append(out, n)
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
