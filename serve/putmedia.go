@@ -389,7 +389,7 @@ func (u *upload) run(body io.Reader) {
 
 // parse runs the Matroska reader and the engine's receive side.
 func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistItem) {
-	rd := mkv.NewReader(src, mkv.Options{Buffers: u.sess.Buffers(engine.MediaUpload), BufferHint: u.sess.FragmentSizeHint(),
+	rd := mkv.NewReader(src, mkv.Options{Buffers: u.sess.Buffers(engine.MediaUpload), BufferHint: u.sess.FragmentSizeHint(), OnBlock: u.sess.LiveFrame,
 		RequireEveryTrack: true})
 	defer rd.Close() // frees a fragment left unfinished
 	var (
