@@ -60,7 +60,8 @@ type LiveFrame struct {
 	Header *Header
 	// Track is the block's track number in Header.
 	Track uint64
-	// TimeMs is the frame's presentation time (the producer's clock, ms).
+	// TimeMs is the frame's presentation time: the producer's time in
+	// epoch ms, as a fragment's ProducerMs.
 	TimeMs int64
 	// Video: the frame is of the header's first video track's type.
 	Video bool
@@ -163,6 +164,31 @@ func (s *LiveSub) Done() <-chan struct{} { return s.gone }
 // Dropped counts the frames this subscriber lost to a full queue or a
 // skip to the next key frame.
 func (s *LiveSub) Dropped() uint64 { return s.dropped.Load() }
+
+// Rewind drops what is queued and starts the subscriber again at the
+// newest key frame the tap kept (else at the next one): for a viewer
+// that lost a key frame (a WebRTC picture loss indication).
+func (s *LiveSub) Rewind() {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.closed {
+		return
+	}
+	for {
+		select {
+		case f := <-s.ch:
+			f.Release()
+			continue
+		default:
+		}
+		break
+	}
+	s.waitKey = !t.gopOK || len(t.gop) == 0
+	for _, f := range t.gop {
+		t.sendLocked(s, f)
+	}
+}
 
 // Close ends the subscription and releases the frames still queued.
 func (s *LiveSub) Close() {
@@ -385,6 +411,20 @@ func (sess *IngestSession) LiveFrame(h *mkv.Header, b mkv.Block) {
 		return
 	}
 	sess.s.live.publish(sess.header(h), b.Track, b.TimeMs, b.Key, b.Payload)
+}
+
+// LiveHook is LiveFrame for blocks whose times are offsetMs before the
+// producer's (a PutMedia upload with RELATIVE timecodes: its start
+// timestamp), so live frames carry producer times as fragments do.
+func (sess *IngestSession) LiveHook(offsetMs int64) func(*mkv.Header, mkv.Block) {
+	if offsetMs == 0 {
+		return sess.LiveFrame
+	}
+	return func(h *mkv.Header, b mkv.Block) {
+		b.TimeMs += offsetMs
+		b.ClusterMs += offsetMs
+		sess.LiveFrame(h, b)
+	}
 }
 
 // LiveSubscribe subscribes to a stream's live frames, with a queue of

@@ -102,6 +102,8 @@ type Options struct {
 	// CLI finishes instead of failing; clients resume with the
 	// continuation token.
 	GetMediaIdleTimeout time.Duration
+	// WebRTC configures the WHEP live view (whep.go).
+	WebRTC WebRTCOptions
 }
 
 func (o *Options) ensureDefaults() {
@@ -204,6 +206,8 @@ type Server struct {
 	metrics  fasthttp.RequestHandler
 	// ln is the listener Serve accepts on (ConnStats).
 	ln atomic.Pointer[acceptLoop]
+	// whep is the WebRTC live view (whep.go).
+	whep *whepState
 }
 
 // sessionCount counts running media sessions; wait returns when none is
@@ -263,6 +267,8 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 	for path, h := range archivedMediaRoutes() {
 		s.routes[path] = h
 	}
+	s.routes["/getWHEPSessionURL"] = (*Server).getWHEPSessionURL
+	s.whep = newWHEP(opts.WebRTC, opts.Logger)
 	s.life, s.stopLife = context.WithCancel(context.Background())
 	if opts.Metrics != nil {
 		s.metrics = metricsHandler(opts.Metrics)
@@ -326,6 +332,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopLife()
+	s.whep.close()
 	err := s.srv.ShutdownWithContext(ctx)
 	select {
 	case <-s.sessions.idle():
@@ -359,6 +366,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if m, ok := s.media[path]; ok {
 		m(s, ctx)
+		return
+	}
+	if strings.HasPrefix(path, whepPrefix) {
+		s.serveWHEP(ctx, path)
 		return
 	}
 	h, ok := s.routes[path]

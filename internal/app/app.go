@@ -230,6 +230,8 @@ func (a *App) open(o Options) error {
 		HeaderTimeout:       cfg.HTTP.HeaderTimeout,
 		MaxConns:            maxConns,
 		MaxConnsPerIP:       min(cfg.HTTP.MaxConnsPerIP, maxConns),
+		WebRTC: serve.WebRTCOptions{Disabled: !cfg.WebRTC.Enabled, UDPPort: cfg.WebRTC.UDPPort, PublicIPs: cfg.WebRTC.PublicIPs,
+			NoLoopback: !cfg.WebRTC.Loopback, MaxViewers: cfg.WebRTC.MaxViewers, ConnectTimeout: cfg.WebRTC.ConnectTimeout},
 	}
 	scheme := "http"
 	if cfg.TLS.CertFile != "" {

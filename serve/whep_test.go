@@ -1,0 +1,302 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+)
+
+// whepClient is a pion receive-only WHEP player.
+type whepClient struct {
+	pc *webrtc.PeerConnection
+	mu sync.Mutex
+	// nals are the NAL unit types received in order (after depacketizing),
+	// sps the first SPS, firstAt when the first video RTP packet came.
+	nals    []byte
+	sps     []byte
+	tsMs    []int64 // RTP timestamps / 90 of each access unit
+	packets int
+	audio   int
+	got     chan struct{} // closed at the 60th NAL unit
+	once    sync.Once
+}
+
+func newWHEPClient(t *testing.T) *whepClient {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil { // NACKs, as browsers send
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &whepClient{pc: pc, got: make(chan struct{})}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
+				}
+				c.mu.Lock()
+				c.audio++
+				c.mu.Unlock()
+			}
+		}
+		// Access units rebuilt in sequence order (NACKed packets come
+		// back late).
+		sb := samplebuilder.New(512, &codecs.H264Packet{}, 90000)
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			sb.Push(p)
+			c.mu.Lock()
+			c.packets++
+			for smp := sb.Pop(); smp != nil; smp = sb.Pop() {
+				c.tsMs = append(c.tsMs, int64(smp.PacketTimestamp/90))
+				for _, nal := range bytes.Split(smp.Data, []byte{0, 0, 0, 1}) {
+					if len(nal) == 0 {
+						continue
+					}
+					c.nals = append(c.nals, nal[0]&0x1f)
+					if nal[0]&0x1f == 7 && c.sps == nil {
+						c.sps = bytes.Clone(nal)
+					}
+				}
+			}
+			if len(c.nals) >= 60 {
+				c.once.Do(func() { close(c.got) })
+			}
+			c.mu.Unlock()
+		}
+	})
+	return c
+}
+
+// offer makes the client's offer, every candidate gathered.
+func (c *whepClient) offer(t *testing.T) string {
+	t.Helper()
+	o, err := c.pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := webrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(o); err != nil {
+		t.Fatal(err)
+	}
+	<-g
+	return c.pc.LocalDescription().SDP
+}
+
+// postOffer POSTs sdp to url, SigV4-signed when sign is set.
+func postOffer(t *testing.T, url, sdp string, sign bool) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(sdp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if sign {
+		sum := sha256.Sum256([]byte(sdp))
+		if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: testSecret},
+			req, hex.EncodeToString(sum[:]), "kinesisvideo", testRegion, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, h, b := do(t, req)
+	return st, h, string(b)
+}
+
+// TestWHEPLiveView plays a PutMedia producer's stream (H.264 + AAC) over
+// WebRTC with a pion client: offer → 201 with the answer and the session
+// URL; the camera's own SPS and PPS arrive with every key frame, then
+// the frames, with RTP timestamps that are the producer's times; audio
+// (AAC) is not carried. DELETE ends the session. Unsigned offers are
+// refused; a SessionToken from getWHEPSessionURL authorises one stream.
+func TestWHEPLiveView(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media): make test runs it")
+	}
+	ts := startServer(t, "")
+	createMediaStream(t, ts, "cam", 24)
+	createMediaStream(t, ts, "other", 24)
+	c := loadCapture(t, fixture.RelativeH264AAC)
+	wantSPS := captureSPS(t, c.data)
+	start := time.Now()
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		putUpload(t, ts, "cam", "RELATIVE", strconv.FormatFloat(float64(start.UnixMilli())/1000, 'f', 3, 64), c, 1)
+	}()
+	defer func() { <-uploaded }()
+	time.Sleep(1500 * time.Millisecond) // the producer is live
+
+	url := ts.URL + whepStreamsPrefix + "cam"
+	client := newWHEPClient(t)
+	offer := client.offer(t)
+	if st, _, body := postOffer(t, url, offer, false); st != http.StatusForbidden {
+		t.Fatalf("unsigned offer: %d %s", st, body)
+	}
+	st, h, answer := postOffer(t, url, offer, true)
+	if st != http.StatusCreated || !strings.HasPrefix(h.Get("Content-Type"), "application/sdp") {
+		t.Fatalf("offer: %d %s %s", st, h.Get("Content-Type"), answer)
+	}
+	loc := h.Get("Location")
+	if !regexp.MustCompile(`^/whep/v1/sessions/[0-9a-f]{32}$`).MatchString(loc) {
+		t.Fatalf("Location %q", loc)
+	}
+	if !strings.Contains(answer, "H264/90000") || !strings.Contains(answer, "a=ice-lite") {
+		t.Fatalf("answer without H.264 or ICE-lite:\n%s", answer)
+	}
+	if err := client.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-client.got:
+	case <-time.After(10 * time.Second):
+		client.mu.Lock()
+		t.Fatalf("60 NAL units not received in 10 s: %d packets, NAL types %v", client.packets, client.nals)
+	}
+	client.mu.Lock()
+	nals, sps, tsMs, audio := append([]byte(nil), client.nals...), client.sps, append([]int64(nil), client.tsMs...), client.audio
+	client.mu.Unlock()
+	// The viewer starts at a key frame: SPS, PPS, then (after SEI) an
+	// IDR slice first.
+	firstSlice := bytes.IndexFunc(nals, func(r rune) bool { return r == 1 || r == 5 })
+	if len(nals) < 3 || nals[0] != 7 || nals[1] != 8 || firstSlice < 0 || nals[firstSlice] != 5 {
+		t.Fatalf("first NAL units %v, want SPS (7), PPS (8), then an IDR slice (5) first", nals[:min(len(nals), 10)])
+	}
+	if !bytes.Equal(sps, wantSPS) {
+		t.Fatalf("SPS % x, the stream's CodecPrivate has % x", sps, wantSPS)
+	}
+	slices := 0
+	for _, n := range nals {
+		if n == 1 || n == 5 {
+			slices++
+		}
+	}
+	if slices < 30 {
+		t.Fatalf("%d slices among %v", slices, nals)
+	}
+	// RTP timestamps are producer times (ms × 90, modulo 2³²; the
+	// catch-up at the start compressed towards the newest): within the
+	// upload's span.
+	rtpMs := func(t time.Time) int64 { return int64(uint32(t.UnixMilli()*90) / 90) }
+	lo, hi := rtpMs(start.Add(-time.Second)), rtpMs(time.Now().Add(time.Second))
+	for i, ms := range tsMs {
+		if lo < hi && (ms < lo || ms > hi) {
+			t.Fatalf("RTP timestamp %d ms (access unit %d of %v) is outside the upload's producer times %d…%d", ms, i, tsMs[:min(len(tsMs), 5)], lo, hi)
+		}
+	}
+	if audio != 0 {
+		t.Fatalf("%d audio packets: AAC cannot travel over WebRTC", audio)
+	}
+	if ts.srv.WebRTCSessions() != 1 {
+		t.Fatalf("%d sessions", ts.srv.WebRTCSessions())
+	}
+
+	// DELETE ends it; a second DELETE finds nothing.
+	del := func() int {
+		req, _ := http.NewRequest(http.MethodDelete, ts.URL+loc, nil)
+		st, _, _ := do(t, req)
+		return st
+	}
+	if st := del(); st != http.StatusOK {
+		t.Fatalf("DELETE: %d", st)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ts.srv.WebRTCSessions() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions 5 s after DELETE", ts.srv.WebRTCSessions())
+		}
+	}
+	if st := del(); st != http.StatusNotFound {
+		t.Fatalf("second DELETE: %d", st)
+	}
+
+	// A token from getWHEPSessionURL authorises its stream only.
+	tokenURL := func(stream string) string {
+		st, _, b := ts.raw(t, "/getWHEPSessionURL", []byte(`{"StreamName":"`+stream+`"}`), time.Now(), testSecret)
+		var out struct{ WHEPSessionURL string }
+		if st != http.StatusOK || json.Unmarshal(b, &out) != nil || !strings.HasPrefix(out.WHEPSessionURL, ts.URL+whepStreamsPrefix+stream+"?SessionToken=") {
+			t.Fatalf("getWHEPSessionURL: %d %s", st, b)
+		}
+		return out.WHEPSessionURL
+	}
+	other := tokenURL("other")
+	forCam := strings.Replace(other, "/streams/other?", "/streams/cam?", 1)
+	c2 := newWHEPClient(t)
+	offer2 := c2.offer(t)
+	if st, _, body := postOffer(t, forCam, offer2, false); st != http.StatusForbidden {
+		t.Fatalf("another stream's token: %d %s", st, body)
+	}
+	st, _, answer2 := postOffer(t, tokenURL("cam"), offer2, false)
+	if st != http.StatusCreated {
+		t.Fatalf("offer with a token: %d %s", st, answer2)
+	}
+	if err := c2.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer2}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c2.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token's session received no video")
+	}
+}
+
+// captureSPS is the SPS in a capture's H.264 CodecPrivate.
+func captureSPS(t *testing.T, body []byte) []byte {
+	t.Helper()
+	rd := mkv.NewReader(bytes.NewReader(body), mkv.Options{})
+	defer rd.Close()
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev != mkv.EventFragmentStart {
+			continue
+		}
+		for _, tr := range rd.Fragment().Header.Tracks {
+			if tr.CodecID == mkv.CodecH264 {
+				cfg, err := parseAVCC(tr.CodecPrivate)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return cfg.sps[0]
+			}
+		}
+		t.Fatal("no H.264 track")
+	}
+}
