@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
 )
@@ -229,6 +230,7 @@ type liveTap struct {
 	// subscribers is len(subs), read without the lock.
 	subscribers atomic.Int32
 	frames      atomic.Uint64
+	lastNs      atomic.Int64  // ArrivedNs of the newest frame
 	bytes       atomic.Uint64 // copied into chunks: once per frame
 	skipped     atomic.Uint64
 }
@@ -263,6 +265,7 @@ func (t *liveTap) publish(h *Header, track uint64, timeMs int64, key bool, paylo
 		return
 	}
 	t.frames.Add(1)
+	t.lastNs.Store(now)
 	if key {
 		t.resetGOPLocked()
 		t.gopOK = true
@@ -441,6 +444,8 @@ func (e *Engine) LiveSubscribe(ref StreamRef, depth int) (*LiveSub, error) {
 
 // LiveStats are a stream's live-tap figures.
 type LiveStats struct {
+	Stream      string
+	LastFrameNs int64 // when the newest frame arrived (engine clock, Unix ns; 0: none yet)
 	Subscribers int
 	Frames      uint64 // published
 	Bytes       uint64 // copied into the tap's chunks (once per frame, whatever the subscribers)
@@ -453,6 +458,23 @@ func (e *Engine) LiveStats(ref StreamRef) (LiveStats, error) {
 	if err != nil {
 		return LiveStats{}, err
 	}
+	return s.liveStats(), nil
+}
+
+func (s *stream) liveStats() LiveStats {
 	t := s.live
-	return LiveStats{Subscribers: int(t.subscribers.Load()), Frames: t.frames.Load(), Bytes: t.bytes.Load(), Skipped: t.skipped.Load()}, nil
+	return LiveStats{Stream: s.info.Load().Name, LastFrameNs: t.lastNs.Load(), Subscribers: int(t.subscribers.Load()),
+		Frames: t.frames.Load(), Bytes: t.bytes.Load(), Skipped: t.skipped.Load()}
+}
+
+// LiveStreams reports the streams whose newest live frame arrived after
+// since (from cameras, PutMedia producers alike), in no order.
+func (e *Engine) LiveStreams(since time.Time) []LiveStats {
+	var out []LiveStats
+	for _, s := range e.allStreams() {
+		if s.live.lastNs.Load() > since.UnixNano() && !s.deleted.Load() {
+			out = append(out, s.liveStats())
+		}
+	}
+	return out
 }

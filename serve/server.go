@@ -268,6 +268,7 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 		s.routes[path] = h
 	}
 	s.routes["/getWHEPSessionURL"] = (*Server).getWHEPSessionURL
+	s.routes["/listLiveStreams"] = (*Server).listLiveStreams
 	s.whep = newWHEP(opts.WebRTC, opts.Logger)
 	s.life, s.stopLife = context.WithCancel(context.Background())
 	if opts.Metrics != nil {

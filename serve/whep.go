@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -253,6 +254,24 @@ func (s *Server) getWHEPSessionURL(body []byte) (any, *apiError) {
 		return nil, engineError(err)
 	}
 	return struct{ WHEPSessionURL string }{s.opts.DataEndpoint + whepStreamsPrefix + url.PathEscape(info.Name) + "?SessionToken=" + tok}, nil
+}
+
+// listLiveStreams (kvsedge's own operation, POST /listLiveStreams): the
+// streams receiving media now (a frame in the last 10 s: cameras and
+// PutMedia producers alike), for the console's wall, with their WebRTC
+// viewers.
+func (s *Server) listLiveStreams([]byte) (any, *apiError) {
+	type live struct {
+		StreamName  string
+		LastFrameMs int64
+		Viewers     int
+	}
+	out := struct{ Streams []live }{Streams: []live{}}
+	for _, st := range s.eng.LiveStreams(time.Now().Add(-10 * time.Second)) {
+		out.Streams = append(out.Streams, live{StreamName: st.Stream, LastFrameMs: st.LastFrameNs / 1e6, Viewers: st.Subscribers})
+	}
+	slices.SortFunc(out.Streams, func(a, b live) int { return strings.Compare(a.StreamName, b.StreamName) })
+	return out, nil
 }
 
 // serveWHEP handles every request under whepPrefix.
