@@ -18,8 +18,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/kvsedge/kvsedge/engine/mkv"
-	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
 // livePutMedia is a PutMedia producer that streams each frame as it is

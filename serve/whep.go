@@ -430,7 +430,8 @@ func (s *Server) startWHEP(info *engine.StreamInfo, offer string) (*whepSession,
 		w.mu.Lock()
 		delete(w.sessions, sess.id)
 		w.mu.Unlock()
-		s.opts.Logger.Info("WebRTC viewer left", "stream", sess.stream, "session", sess.id, "frames", sess.sent, "dropped", sub.Dropped(), "rewinds", sess.rewinds, "why", sess.why)
+		s.opts.Logger.Info("WebRTC viewer left", append([]any{"stream", sess.stream, "session", sess.id, "frames", sess.sent,
+			"dropped", sub.Dropped(), "rewinds", sess.rewinds, "why", sess.why}, sess.lag.attrs()...)...)
 	}()
 	return sess, answer, nil
 }

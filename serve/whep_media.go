@@ -194,6 +194,36 @@ type whepSession struct {
 	// counts the restarts at the newest key frame it caused.
 	pli     atomic.Bool
 	rewinds int
+	lag     lagStats
+}
+
+// lagStats sums, for the live video frames a viewer was sent, how long
+// after its producer time each reached the box (for a camera: the
+// camera's clock against the box's) and how long the box took to send it.
+type lagStats struct {
+	n                    int64
+	arriveSum, arriveMax int64 // ms
+	sendSumUs, sendMaxUs int64
+}
+
+func (l *lagStats) add(f *engine.LiveFrame) {
+	now := time.Now().UnixNano()
+	a := f.ArrivedNs/1e6 - f.TimeMs
+	s := (now - f.ArrivedNs) / 1e3
+	l.n++
+	l.arriveSum += a
+	l.arriveMax = max(l.arriveMax, a)
+	l.sendSumUs += s
+	l.sendMaxUs = max(l.sendMaxUs, s)
+}
+
+// attrs are the figures for the session's last log line.
+func (l *lagStats) attrs() []any {
+	if l.n == 0 {
+		return nil
+	}
+	return []any{"arrival_after_producer_ms_mean", l.arriveSum / l.n, "arrival_after_producer_ms_max", l.arriveMax,
+		"sent_after_arrival_us_mean", l.sendSumUs / l.n, "sent_after_arrival_us_max", l.sendMaxUs}
 }
 
 func (w *whepSession) onState(st webrtc.PeerConnectionState) {
@@ -348,6 +378,9 @@ func (w *whepSession) sendAt(f *engine.LiveFrame, atMs int64, catchUp bool) erro
 	switch {
 	case f.Track == w.plan.videoTrack:
 		w.sent++
+		if !catchUp {
+			w.lag.add(f)
+		}
 		return w.sendVideo(f, atMs)
 	case f.Track == w.plan.audioTrack && w.audio != nil && !catchUp:
 		w.pkt.Header = rtp.Header{Version: 2, Marker: false, SequenceNumber: w.aseq, Timestamp: uint32(atMs * int64(w.plan.audioRate) / 1000)}

@@ -11,7 +11,8 @@
 // opts: api (the console's signed API call), hlsBody (the
 // GetHLSStreamingSessionURL request), onTransport(name), onHLS(url),
 // onError(message) (a player error), onFail(message) (neither WebRTC nor
-// HLS could start; onError when not given).
+// HLS could start; onError when not given), only ('webrtc' or 'hls': no
+// fallback, for measurements).
 'use strict';
 const kvsLive = (() => {
   const WEBRTC_WAIT = 5000; // ms from the offer to the first decoded frame
@@ -109,6 +110,7 @@ const kvsLive = (() => {
 
     async function run() {
       setTransport('connecting');
+      if (opts.only === 'hls') { h.webrtcError = 'HLS only'; return startHLS().catch((err) => { if (!h.destroyed && opts.onError) opts.onError(err.message); }); }
       try {
         if (await tryWebRTC()) return;
         if (h.destroyed) return;
@@ -116,6 +118,7 @@ const kvsLive = (() => {
         h.webrtcError = err.message;
         stopWebRTC();
         if (h.destroyed) return;
+        if (opts.only === 'webrtc') { setTransport('none'); if (opts.onError) opts.onError(err.message); return; }
       }
       try { await startHLS(); } catch (err) {
         if (h.destroyed) return;
