@@ -234,6 +234,18 @@ func TestConsoleLiveWebRTC(t *testing.T) {
 			/error|no live video/.test(el.querySelector('.health').textContent)).map(el => el.dataset.stream).join(',')`); errs != "" {
 			t.Fatalf("%s: player errors on %s; tiles: %s", name, errs, state())
 		}
+		if transport == "webrtc" {
+			// /metrics counts the viewers and each stream's live frames.
+			m := getText(t, p.endpoint+"/metrics")
+			if v := textMetric(m, "kvsedge_webrtc_sessions"); v < 5 {
+				t.Fatalf("kvsedge_webrtc_sessions %v with five WebRTC tiles:\n%s", v, grepLines(m, "kvsedge_webrtc"))
+			}
+			for _, s := range streams {
+				if v := textMetric(m, `kvsedge_live_frames_total{stream="`+s+`"}`); v < 30 {
+					t.Fatalf("kvsedge_live_frames_total of %s: %v:\n%s", s, v, grepLines(m, "kvsedge_live"))
+				}
+			}
+		}
 		t.Logf("%s: %s", name, state())
 		shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(80))
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -270,6 +271,13 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 	s.routes["/getWHEPSessionURL"] = (*Server).getWHEPSessionURL
 	s.routes["/listLiveStreams"] = (*Server).listLiveStreams
 	s.whep = newWHEP(opts.WebRTC, opts.Logger)
+	if why := s.whep.problem; why != "" {
+		s.opts.Alarms = maps.Clone(s.opts.Alarms)
+		if s.opts.Alarms == nil {
+			s.opts.Alarms = map[string]ReadinessCheck{}
+		}
+		s.opts.Alarms["webrtc"] = func() string { return why }
+	}
 	s.life, s.stopLife = context.WithCancel(context.Background())
 	if opts.Metrics != nil {
 		s.metrics = metricsHandler(opts.Metrics)

@@ -9,11 +9,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -98,9 +100,32 @@ type whepState struct {
 	se   webrtc.SettingEngine
 	mux  ice.UDPMux // nil: ephemeral ports
 
+	// problem says why WebRTC is off although configured on ("" if not).
+	problem string
+
 	mu       sync.Mutex
 	sessions map[string]*whepSession
 	closed   bool
+
+	// Counters since start (WebRTCStats).
+	started, connected, refused atomic.Uint64
+}
+
+// WebRTCStats are the WHEP live view's figures.
+type WebRTCStats struct {
+	Viewers   int    // sessions open now (connecting or connected)
+	Started   uint64 // offers answered
+	Connected uint64 // sessions whose connection came up
+	Refused   uint64 // offers refused (no live media, codec, limit, bad offer)
+}
+
+// WebRTCStats reports the WHEP live view.
+func (s *Server) WebRTCStats() WebRTCStats {
+	w := s.whep
+	w.mu.Lock()
+	n := len(w.sessions)
+	w.mu.Unlock()
+	return WebRTCStats{Viewers: n, Started: w.started.Load(), Connected: w.connected.Load(), Refused: w.refused.Load()}
 }
 
 // newWHEP builds the WHEP side; a UDP port that cannot be opened disables
@@ -135,6 +160,7 @@ func newWHEP(o WebRTCOptions, log interface{ Warn(string, ...any) }) *whepState 
 		if err != nil {
 			log.Warn("WebRTC live view disabled: its UDP port cannot be opened", "port", o.UDPPort, "err", err)
 			w.opts.Disabled = true
+			w.problem = fmt.Sprintf("WebRTC live view is off: UDP port %d (webrtc.udp_port) cannot be opened: %v; viewers use HLS", o.UDPPort, err)
 			return w
 		}
 		se.SetICEUDPMux(mux)
@@ -161,7 +187,7 @@ func (w *whepState) close() {
 	}
 }
 
-// Sessions is the number of WebRTC viewers connected or connecting.
+// WebRTCSessions is the number of WebRTC viewers connected or connecting.
 func (s *Server) WebRTCSessions() int {
 	s.whep.mu.Lock()
 	defer s.whep.mu.Unlock()
@@ -353,10 +379,12 @@ func (s *Server) whepOffer(ctx *fasthttp.RequestCtx, name string) {
 	}
 	sess, answer, aerr := s.startWHEP(info, string(body))
 	if aerr != nil {
+		s.whep.refused.Add(1)
 		s.opts.Logger.Info("WHEP offer refused", "stream", name, "status", aerr.Status, "msg", aerr.Message)
 		writeError(ctx, aerr)
 		return
 	}
+	s.whep.started.Add(1)
 	s.opts.Logger.Info("WebRTC viewer joined", "stream", name, "session", sess.id, "remote", ctx.RemoteAddr().String(), "video", sess.videoCodec, "audio", sess.audioCodec)
 	ctx.Response.Header.Set("Location", whepSessionPrefix+sess.id)
 	ctx.Response.Header.Set("ETag", `"`+sess.id+`"`)
@@ -465,7 +493,7 @@ func (w *whepState) negotiate(s *Server, plan *whepPlan, offer string) (*whepSes
 	var id [16]byte
 	_, _ = rand.Read(id[:])
 	sess := &whepSession{id: hex.EncodeToString(id[:]), pc: pc, plan: plan, done: make(chan struct{}), log: s.opts.Logger,
-		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{})}
+		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), onConnected: func() { w.connected.Add(1) }}
 	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "kvsedge")
 	if err != nil {
 		return fail(err)

@@ -172,12 +172,13 @@ type whepSession struct {
 	log                    *slog.Logger
 	connectTimeout         time.Duration
 
-	connected chan struct{} // closed once ICE and DTLS are up
-	connOnce  sync.Once
-	done      chan struct{} // closed by stop
-	stopOnce  sync.Once
-	why       string // why the session ended (set before done closes)
-	sent      uint64 // video frames sent
+	connected   chan struct{} // closed once ICE and DTLS are up
+	connOnce    sync.Once
+	onConnected func()
+	done        chan struct{} // closed by stop
+	stopOnce    sync.Once
+	why         string // why the session ended (set before done closes)
+	sent        uint64 // video frames sent
 
 	// The sender's state (run's goroutine only).
 	hdr      *engine.Header
@@ -229,7 +230,12 @@ func (l *lagStats) attrs() []any {
 func (w *whepSession) onState(st webrtc.PeerConnectionState) {
 	switch st {
 	case webrtc.PeerConnectionStateConnected:
-		w.connOnce.Do(func() { close(w.connected) })
+		w.connOnce.Do(func() {
+			close(w.connected)
+			if w.onConnected != nil {
+				w.onConnected()
+			}
+		})
 	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 		w.stopWhy("connection " + st.String())
 	case webrtc.PeerConnectionStateDisconnected:
