@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -298,5 +299,67 @@ func captureSPS(t *testing.T, body []byte) []byte {
 			}
 		}
 		t.Fatal("no H.264 track")
+	}
+}
+
+// TestWHEPOneUDPPort: with WebRTCOptions.UDPPort every session's media
+// goes through that one port (pion's UDP mux): the answer's candidates
+// all name it, and two viewers at once receive video through it.
+func TestWHEPOneUDPPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media): make test runs it")
+	}
+	probe, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
+	ts := startServerWith(t, "", func(o *Options) { o.WebRTC.UDPPort = port })
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, fixture.RelativeH264AAC)
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		putUpload(t, ts, "cam", "RELATIVE", strconv.FormatFloat(float64(time.Now().UnixMilli())/1000, 'f', 3, 64), c, 1)
+	}()
+	defer func() { <-uploaded }()
+	time.Sleep(1500 * time.Millisecond)
+	cand := regexp.MustCompile(`a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host`)
+	var clients []*whepClient
+	for range 2 {
+		cl := newWHEPClient(t)
+		st, _, answer := postOffer(t, ts.URL+whepStreamsPrefix+"cam", cl.offer(t), true)
+		if st != http.StatusCreated {
+			t.Fatalf("offer: %d %s", st, answer)
+		}
+		ms := cand.FindAllStringSubmatch(answer, -1)
+		if len(ms) == 0 {
+			t.Fatalf("no host candidate in the answer:\n%s", answer)
+		}
+		loopback := false
+		for _, m := range ms {
+			if m[2] != strconv.Itoa(port) {
+				t.Fatalf("candidate %s:%s is not on the configured port %d", m[1], m[2], port)
+			}
+			loopback = loopback || m[1] == "127.0.0.1"
+		}
+		if !loopback {
+			t.Fatalf("no loopback candidate:\n%s", answer)
+		}
+		if err := cl.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, cl)
+	}
+	for i, cl := range clients {
+		select {
+		case <-cl.got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("viewer %d received no video through port %d", i, port)
+		}
+	}
+	if st := ts.srv.WebRTCStats(); st.Viewers != 2 || st.Connected != 2 || st.Started != 2 {
+		t.Fatalf("stats %+v", st)
 	}
 }
