@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -54,6 +55,13 @@ import (
 // pion's UDP mux when WebRTCOptions.UDPPort is set, else an ephemeral
 // port per session; WebRTCOptions.PublicIPs replaces the host addresses
 // advertised (a box behind 1:1 NAT).
+//
+// In a cluster, an offer for a stream whose frames do not reach this box
+// (none in the last 5 s) is forwarded, authorised here and signed as this
+// node, to the stream's home (else the node serving its reads): that
+// node answers, its candidates in the answer, so the media flows from the
+// node that receives the stream; the answer's Location is made absolute,
+// on that node (forward.go carries the offer).
 
 const (
 	whepPrefix        = "/whep/v1/"
@@ -373,8 +381,11 @@ func (s *Server) whepOffer(ctx *fasthttp.RequestCtx, name string) {
 		writeError(ctx, aerr)
 		return
 	}
-	if ct := string(ctx.Request.Header.ContentType()); ct != "" && !strings.HasPrefix(ct, "application/sdp") {
+	if ct := string(ctx.Request.Header.ContentType()); ct != "" && !strings.HasPrefix(ct, "application/sdp") && !isFromPeer(ctx) {
 		writeError(ctx, newAPIError(http.StatusUnsupportedMediaType, errInvalidArgument, "A WHEP offer is application/sdp, not %s.", ct))
+		return
+	}
+	if target := s.liveElsewhere(info.Name); target != "" && !isFromPeer(ctx) && s.forwardWHEP(ctx, target, info.Name, body) {
 		return
 	}
 	sess, answer, aerr := s.startWHEP(info, string(body))
@@ -391,6 +402,63 @@ func (s *Server) whepOffer(ctx *fasthttp.RequestCtx, name string) {
 	ctx.SetContentType("application/sdp")
 	ctx.SetStatusCode(http.StatusCreated)
 	ctx.SetBodyString(answer)
+}
+
+// liveElsewhere returns the API URL of the cluster node to forward a
+// WHEP offer for stream to: none when this box is not in a cluster, the
+// offer was forwarded already, or frames of the stream reach this box
+// now; else the stream's home (where producers are sent), or the node
+// that serves its reads.
+func (s *Server) liveElsewhere(stream string) string {
+	if s.opts.Cluster == nil {
+		return ""
+	}
+	if st, err := s.eng.LiveStats(engine.StreamRef{Name: stream}); err == nil && time.Since(time.Unix(0, st.LastFrameNs)) < 5*time.Second {
+		return ""
+	}
+	for _, t := range []string{s.opts.Cluster.Home(stream), s.opts.Cluster.Locate(stream)} {
+		if t != "" && t != s.opts.DataEndpoint {
+			return t
+		}
+	}
+	return ""
+}
+
+// forwardWHEP sends a WHEP offer (authorised here) to the node that
+// receives the stream, signed as this node, and relays its answer: the
+// viewer's media then flows from that node (its candidates are in the
+// answer), and the session URL (Location) is made absolute, on that
+// node. It reports false, having answered nothing, when the node could
+// not be asked (the offer is then served here).
+func (s *Server) forwardWHEP(ctx *fasthttp.RequestCtx, target, stream string, offer []byte) bool {
+	fctx, cancel := context.WithTimeout(s.life, 15*time.Second)
+	defer cancel()
+	resp, err := s.opts.Cluster.Forward(fctx, target, whepStreamsPrefix+url.PathEscape(stream), offer)
+	if err != nil {
+		s.opts.Logger.Warn("forwarding a WHEP offer to the stream's node failed; answering here", "stream", stream, "node", target, "err", err)
+		return false
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		s.opts.Logger.Warn("forwarding a WHEP offer: the answer was cut off; answering here", "stream", stream, "node", target, "err", err)
+		return false
+	}
+	s.opts.Logger.Info("WHEP offer forwarded to the stream's node", "stream", stream, "node", target, "status", resp.StatusCode)
+	for _, k := range []string{"Content-Type", "ETag", "x-amzn-ErrorType"} {
+		if v := resp.Header.Get(k); v != "" {
+			ctx.Response.Header.Set(k, v)
+		}
+	}
+	if loc := resp.Header.Get("Location"); loc != "" {
+		if strings.HasPrefix(loc, "/") {
+			loc = target + loc
+		}
+		ctx.Response.Header.Set("Location", loc)
+	}
+	ctx.SetStatusCode(resp.StatusCode)
+	ctx.SetBody(b)
+	return true
 }
 
 // firstFrameWait bounds how long an offer waits for the stream's first

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +20,12 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
+	"github.com/kvsedge/kvsedge/internal/status"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+	"github.com/valyala/fasthttp"
 )
 
 // whepClient is a pion receive-only WHEP player.
@@ -361,5 +364,81 @@ func TestWHEPOneUDPPort(t *testing.T) {
 	}
 	if st := ts.srv.WebRTCStats(); st.Viewers != 2 || st.Connected != 2 || st.Started != 2 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// peerView is a ClusterView of two test servers: streams live on home
+// (set once both servers run); Forward posts to the other server's
+// forward route (no peer signature: VerifyPeer accepts every request).
+type peerView struct{ home atomic.Pointer[string] }
+
+func (v *peerView) node() string {
+	if p := v.home.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+func (v *peerView) Home(string) string                      { return v.node() }
+func (v *peerView) Members() []status.Member                { return nil }
+func (v *peerView) Replication() []status.StreamReplication { return nil }
+func (v *peerView) Locate(string) string                    { return v.node() }
+func (v *peerView) VerifyPeer(string, string, string, []byte) error {
+	return nil
+}
+func (v *peerView) ServePeer(ctx *fasthttp.RequestCtx, _ context.Context) {
+	ctx.SetStatusCode(http.StatusNotFound)
+}
+func (v *peerView) Forward(ctx context.Context, base, path string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+forwardPrefix+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return http.DefaultClient.Do(req)
+}
+
+// TestWHEPForwardedToTheStreamsNode: an offer to a box the stream's
+// frames do not reach is forwarded to the stream's node (the cluster's
+// home), whose answer comes back with an absolute session URL on that
+// node; the viewer receives the video from there, and DELETE there ends
+// the session.
+func TestWHEPForwardedToTheStreamsNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media): make test runs it")
+	}
+	view := &peerView{}
+	home := startServerWith(t, "", func(o *Options) { o.Cluster = view }) // its own node: serves the offer
+	other := startServerWith(t, "", func(o *Options) { o.Cluster = view })
+	view.home.Store(&home.URL)
+	createMediaStream(t, home, "cam", 24)
+	createMediaStream(t, other, "cam", 24) // the stream record, as replicas have it
+	c := loadCapture(t, fixture.RelativeH264AAC)
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		putUpload(t, home, "cam", "RELATIVE", strconv.FormatFloat(float64(time.Now().UnixMilli())/1000, 'f', 3, 64), c, 1)
+	}()
+	defer func() { <-uploaded }()
+	time.Sleep(1500 * time.Millisecond)
+
+	cl := newWHEPClient(t)
+	st, h, answer := postOffer(t, other.URL+whepStreamsPrefix+"cam", cl.offer(t), true)
+	if st != http.StatusCreated || !strings.HasPrefix(h.Get("Location"), home.URL+whepSessionPrefix) {
+		t.Fatalf("offer to the other box: %d, Location %q: %s", st, h.Get("Location"), answer)
+	}
+	if err := cl.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no video through the forwarded session")
+	}
+	if home.srv.WebRTCSessions() != 1 || other.srv.WebRTCSessions() != 0 {
+		t.Fatalf("sessions: home %d, other %d", home.srv.WebRTCSessions(), other.srv.WebRTCSessions())
+	}
+	req, _ := http.NewRequest(http.MethodDelete, h.Get("Location"), nil)
+	if st, _, _ := do(t, req); st != http.StatusOK {
+		t.Fatalf("DELETE on the stream's node: %d", st)
 	}
 }
