@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
 	"github.com/kvsedge/kvsedge/internal/status"
@@ -41,6 +44,8 @@ type whepClient struct {
 	audio   int
 	got     chan struct{} // closed at the 60th NAL unit
 	once    sync.Once
+	// onAudio, when set before the offer, sees each audio packet.
+	onAudio func(tr *webrtc.TrackRemote, rtpTime uint32)
 }
 
 func newWHEPClient(t *testing.T) *whepClient {
@@ -69,12 +74,16 @@ func newWHEPClient(t *testing.T) *whepClient {
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if tr.Kind() != webrtc.RTPCodecTypeVideo {
 			for {
-				if _, _, err := tr.ReadRTP(); err != nil {
+				p, _, err := tr.ReadRTP()
+				if err != nil {
 					return
 				}
 				c.mu.Lock()
 				c.audio++
 				c.mu.Unlock()
+				if c.onAudio != nil {
+					c.onAudio(tr, p.Timestamp)
+				}
 			}
 		}
 		// Access units rebuilt in sequence order (NACKed packets come
@@ -440,5 +449,114 @@ func TestWHEPForwardedToTheStreamsNode(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodDelete, h.Get("Location"), nil)
 	if st, _, _ := do(t, req); st != http.StatusOK {
 		t.Fatalf("DELETE on the stream's node: %d", st)
+	}
+}
+
+// TestWHEPCarriesG711Audio: a stream of H.264 and G.711 µ-law (as an RTSP
+// camera's A_MS/ACM track) is sent with its audio, as PCMU, its RTP times
+// the frames' producer times at 8 kHz. Frames go straight into the live
+// tap (a FragmentBuilder's blocks, the camera path), no fragment completes.
+func TestWHEPCarriesG711Audio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media): make test runs it")
+	}
+	ts := startServer(t, "")
+	createMediaStream(t, ts, "cam", 24)
+	clip, err := os.ReadFile(fixture.DemoClipPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nalus h264.AnnexB
+	if err := nalus.Unmarshal(clip); err != nil {
+		t.Fatal(err)
+	}
+	var sps, pps []byte
+	var aus [][]byte // AVCC access units: one picture's NAL units each
+	var keys []bool
+	for _, n := range nalus {
+		switch typ := h264.NALUType(n[0] & 0x1f); typ {
+		case h264.NALUTypeSPS:
+			sps = n
+		case h264.NALUTypePPS:
+			pps = n
+		case h264.NALUTypeIDR, h264.NALUTypeNonIDR:
+			aus = append(aus, append([]byte{byte(len(n) >> 24), byte(len(n) >> 16), byte(len(n) >> 8), byte(len(n))}, n...))
+			keys = append(keys, typ == h264.NALUTypeIDR)
+		}
+	}
+	avcc := append([]byte{1, sps[1], sps[2], sps[3], 0xff, 0xe1, 0, byte(len(sps))}, sps...)
+	avcc = append(append(avcc, 1, 0, byte(len(pps))), pps...)
+	// WAVEFORMATEX: µ-law (7), mono, 8 kHz, 8 kB/s, align 1, 8 bits, no extra.
+	wave := []byte{7, 0, 1, 0, 0x40, 0x1f, 0, 0, 0x40, 0x1f, 0, 0, 1, 0, 8, 0, 0, 0}
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{
+		{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: avcc},
+		{Number: 2, Type: mkv.TrackAudio, CodecID: mkv.CodecPCMA, CodecPrivate: wave, SampleRate: 8000, Channels: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	fed := make(chan struct{})
+	go func() { // 25 fps video, 40 ms audio frames, a fragment per key frame
+		defer close(fed)
+		var fb mkv.FragmentBuilder
+		fb.OnBlock = sess.LiveFrame
+		audio := bytes.Repeat([]byte{0xff}, 320)
+		for i := 0; ctx.Err() == nil; i++ {
+			ms := time.Now().UnixMilli()
+			if keys[i%len(aus)] {
+				fb.Discard()
+				if err := fb.Start(h, ms, 1<<20); err != nil {
+					return
+				}
+			}
+			if fb.Started() {
+				_ = fb.AddBlock(0, ms, keys[i%len(aus)], aus[i%len(aus)])
+				_ = fb.AddBlock(1, ms, true, audio)
+			}
+			time.Sleep(40 * time.Millisecond)
+		}
+		fb.Discard()
+	}()
+	defer func() { cancel(); <-fed }()
+	time.Sleep(500 * time.Millisecond)
+
+	cl := newWHEPClient(t)
+	var mime string
+	var audioTS []uint32
+	var mu sync.Mutex
+	cl.onAudio = func(tr *webrtc.TrackRemote, ts uint32) {
+		mu.Lock()
+		mime = tr.Codec().MimeType
+		audioTS = append(audioTS, ts)
+		mu.Unlock()
+	}
+	st, _, answer := postOffer(t, ts.URL+whepStreamsPrefix+"cam", cl.offer(t), true)
+	if st != http.StatusCreated || !strings.Contains(answer, "PCMU/8000") {
+		t.Fatalf("offer: %d (PCMU in the answer: %v)\n%s", st, strings.Contains(answer, "PCMU/8000"), answer)
+	}
+	if err := cl.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no video")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if mime != webrtc.MimeTypePCMU || len(audioTS) < 10 {
+		t.Fatalf("audio: %q, %d packets", mime, len(audioTS))
+	}
+	now := uint32(time.Now().UnixMilli() * 8)
+	for _, a := range audioTS[len(audioTS)-5:] {
+		if d := int32(now - a); d < 0 || d > 8*3000 {
+			t.Fatalf("audio RTP time %d is %d samples from now's producer time %d (want within 3 s before)", a, d, now)
+		}
 	}
 }
