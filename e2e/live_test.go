@@ -263,6 +263,22 @@ func TestConsoleLiveWebRTC(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s screenshot: %s (%d bytes)", name, path, len(shot))
+
+		// The single view of a tile plays live over the same transport,
+		// and says so.
+		label := map[string]string{"webrtc": "live (WebRTC)", "hls": "live (HLS)"}[transport]
+		if err := chromedp.Do(bctx, chromedp.Click(chromedp.CSS(`.tile[data-stream="phone"]`))); err != nil {
+			t.Fatal(err)
+		}
+		waitJS("the single view plays "+label, `(() => { const v = document.getElementById('video');
+			return document.getElementById('viewer-title').textContent === 'phone' && v.dataset.transport === '`+transport+`' &&
+				document.getElementById('player-state').textContent === '`+label+`' && v.getVideoPlaybackQuality().totalVideoFrames > 10 && !v.error; })()`, 40*time.Second)
+		n1, _ := chromedp.Run(bctx, chromedp.Evaluate[float64](`document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames`))
+		time.Sleep(2 * time.Second)
+		n2, _ := chromedp.Run(bctx, chromedp.Evaluate[float64](`document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames`))
+		if n2 <= n1+5 {
+			t.Fatalf("%s: the single view decoded %v frames then %v 2 s later", name, n1, n2)
+		}
 	}
 	wall("wall-webrtc", false, "webrtc")
 	wall("wall-webrtc-blocked", true, "hls")
