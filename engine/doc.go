@@ -27,6 +27,8 @@
 //	media.go      MediaMemory: the media buffers and their one budget;
 //	              media_linux.go (mmap) / media_other.go (Go slices)
 //	ring.go       the per-stream hot ring, sized in seconds, and shedding
+//	live.go       the live tap: frames to live subscribers (WebRTC) as
+//	              they arrive, before their fragment completes
 //	read.go       reads: Fragment, Cursor, ListFragments, Recent, the
 //	              header cache
 //	retention.go  retention by time
@@ -52,6 +54,7 @@
 // # Media data path
 //
 //	producer bytes ─▶ mkv.Reader ─▶ IngestSession.StartFragment  (number, server time)
+//	             (each block) ─▶ IngestSession.LiveFrame      (live tap: WebRTC viewers see it now)
 //	                             ─▶ IngestSession.Receive        (dedup, ring: live readers see it)
 //	                             ─▶ IngestSession.Persist        (segment sync, then one synced batch ⇒ PERSISTED)
 //
@@ -155,6 +158,8 @@
 //	Engine.mu (RW)          the registry maps byName, byID, tombs
 //	Engine.headers.mu       the session-header cache
 //	ring.mu                 one stream's hot ring: frags, bytes, notify, closed
+//	liveTap.mu              one stream's live tap: subscribers, kept GOP,
+//	                        the chunk being filled (never held with ring.mu)
 //	MediaMemory.mu          the media buffers: spans, free lists, counts
 //	                        (a ring's Release frees under ring.mu)
 //	lsm DB.mu               the next stream id
@@ -177,6 +182,9 @@
 //	flushMu    → syncGroup.mu, streamSegments.mu
 //	segmentStore.mu → streamSegments.mu (Close)
 //
+// liveTap.mu is a leaf but for MediaMemory.mu (a chunk taken or freed);
+// IngestSession.LiveFrame takes headers.mu (the session's header, first
+// use) before it, never under it.
 // Engine.mu, headers.mu, MediaMemory.mu and DB.mu are leaves: nothing is
 // taken while one is held; ring.mu is one but for MediaMemory.mu (a
 // Release that frees; ring.each's callbacks take no lock), so no engine

@@ -58,6 +58,7 @@ type stream struct {
 	id      lsm.StreamID
 	info    atomic.Pointer[StreamInfo]
 	ring    *ring
+	live    *liveTap // frames to live subscribers as they arrive (live.go)
 	ingest  ingestState
 	deleted atomic.Bool
 	// persistMu: Persist holds it shared across its check of deleted and
@@ -85,7 +86,7 @@ type stream struct {
 }
 
 func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
-	s := &stream{id: id, ring: newRing(e.opts.RingDuration, e.opts.RingBytesPerStream)}
+	s := &stream{id: id, ring: newRing(e.opts.RingDuration, e.opts.RingBytesPerStream), live: newLiveTap(e.mem, e.opts.Clock)}
 	s.info.Store(info)
 	return s
 }
@@ -116,6 +117,7 @@ func Open(opts Options) (*Engine, error) {
 func (e *Engine) Close() error {
 	for _, s := range e.allStreams() {
 		s.ring.close()
+		s.live.close()
 	}
 	if held := e.mem.release(); held > 0 {
 		e.opts.Logger.Warn("media buffers still held when the engine closed", "bytes", held)
@@ -573,6 +575,7 @@ func (e *Engine) deleteLocked(s *stream, info *StreamInfo, atMs int64) error {
 	delete(e.mu.byID, s.id)
 	e.mu.Unlock()
 	s.ring.close()
+	s.live.close()
 	e.opts.Logger.Info("stream deleted", "stream", info.Name, "sid", s.id)
 	return nil
 }

@@ -57,6 +57,7 @@ func checkMediaFreed(t *testing.T, e *Engine) {
 	t.Cleanup(func() {
 		for _, s := range e.allStreams() {
 			s.ring.close()
+			s.live.close()
 		}
 		if st := e.mem.Stats(); st.Used() != 0 {
 			t.Errorf("media buffers leaked: %d bytes still held (%v by class)", st.Used(), st.UsedBytes)

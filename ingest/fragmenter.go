@@ -65,7 +65,8 @@ type Fragmenter struct {
 
 // NewFragmenter cuts fragments of about target (default 2 s). An Output
 // with a Buffers method (the engine's) provides the fragments' buffers;
-// others get Go-heap ones.
+// others get Go-heap ones. An Output with a LiveFrame method (the
+// engine's live tap) is handed every block as it is written.
 func NewFragmenter(out Output, target time.Duration) *Fragmenter {
 	if target <= 0 {
 		target = 2 * time.Second
@@ -76,6 +77,11 @@ func NewFragmenter(out Output, target time.Duration) *Fragmenter {
 	fr := &Fragmenter{out: out, target: target, videoTI: -1, waitKey: true, lastStartMs: -1 << 62}
 	if bo, ok := out.(interface{ Buffers() mkv.Buffers }); ok {
 		fr.b.Buffers = bo.Buffers()
+	}
+	// An Output with a live tap (the engine's) gets every frame as it is
+	// written, before its fragment is complete.
+	if lo, ok := out.(interface{ LiveFrame(*mkv.Header, mkv.Block) }); ok {
+		fr.b.OnBlock = lo.LiveFrame
 	}
 	return fr
 }

@@ -84,6 +84,10 @@ func newEngineOutput(sess *engine.IngestSession, log *slog.Logger, onStored func
 // media memory, as a camera (engine.MediaCamera).
 func (o *engineOutput) Buffers() mkv.Buffers { return o.sess.Buffers(engine.MediaCamera) }
 
+// LiveFrame hands each frame to the stream's live subscribers as it is
+// written (engine.IngestSession.LiveFrame), before its fragment completes.
+func (o *engineOutput) LiveFrame(h *mkv.Header, b mkv.Block) { o.sess.LiveFrame(h, b) }
+
 func (o *engineOutput) StartFragment() error {
 	var err error
 	o.num, o.serverMs, err = o.sess.StartFragment()

@@ -27,6 +27,10 @@
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,
 //	                 manifests, fMP4 and MPEG-TS segments remuxed on request
 //	images.go        GetImages (ffmpeg decodes; MJPEG needs nothing)
+//	whep.go          the WebRTC live view (WHEP, RFC 9725): routes, tokens
+//	                 (getWHEPSessionURL), ICE settings, sessions
+//	whep_media.go    a WHEP viewer: the engine's live tap → H.264/Opus/G.711
+//	                 RTP (pion), catch-up at the live edge, PLI rewinds
 //	forward.go       reads of streams this box does not hold, forwarded to
 //	                 a cluster peer; the node-to-node routes' entry
 //	health.go        GET /metrics, /healthz, /readyz (unauthenticated)
@@ -41,5 +45,5 @@
 // case-sensitive path with a JSON body; responses are JSON; timestamps are
 // JSON numbers of epoch seconds; every response carries x-amzn-RequestId;
 // errors carry their shape name in x-amzn-ErrorType and in the body. The
-// media wire formats (acks, chunks, tokens) are in FORMAT.md.
+// media wire formats (acks, chunks, tokens, WHEP) are in FORMAT.md.
 package serve

@@ -59,7 +59,7 @@ func (s *Server) servePeerPath(ctx *fasthttp.RequestCtx, path string) {
 		return
 	}
 	op := strings.TrimPrefix(path, forwardPrefix)
-	if !forwardable[op] {
+	if !forwardable[op] && !strings.HasPrefix(op, whepStreamsPrefix) { // WHEP offers: whep.go
 		writeError(ctx, newAPIError(http.StatusNotFound, errUnknownOperation, "%s is not forwarded between nodes.", op))
 		return
 	}

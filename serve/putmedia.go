@@ -398,7 +398,11 @@ func (u *upload) run(body io.Reader) {
 
 // parse runs the Matroska reader and the engine's receive side.
 func (u *upload) parse(src *idleBody, acks chan<- ack, persistQ chan<- persistItem) {
-	rd := mkv.NewReader(src, mkv.Options{Buffers: u.sess.Buffers(engine.MediaUpload), BufferHint: u.sess.FragmentSizeHint(),
+	var liveOffset int64 // live frames carry producer times, as fragments do
+	if !u.hdrs.absolute {
+		liveOffset = u.hdrs.startMs
+	}
+	rd := mkv.NewReader(src, mkv.Options{Buffers: u.sess.Buffers(engine.MediaUpload), BufferHint: u.sess.FragmentSizeHint(), OnBlock: u.sess.LiveHook(liveOffset),
 		RequireEveryTrack: true})
 	defer rd.Close() // frees a fragment left unfinished
 	var (

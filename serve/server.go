@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -105,6 +106,8 @@ type Options struct {
 	// CLI finishes instead of failing; clients resume with the
 	// continuation token.
 	GetMediaIdleTimeout time.Duration
+	// WebRTC configures the WHEP live view (whep.go).
+	WebRTC WebRTCOptions
 }
 
 func (o *Options) ensureDefaults() {
@@ -207,6 +210,8 @@ type Server struct {
 	metrics  fasthttp.RequestHandler
 	// ln is the listener Serve accepts on (ConnStats).
 	ln atomic.Pointer[acceptLoop]
+	// whep is the WebRTC live view (whep.go).
+	whep *whepState
 }
 
 // sessionCount counts running media sessions; wait returns when none is
@@ -265,6 +270,16 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 	s := &Server{opts: opts, eng: eng, routes: controlPlaneRoutes(), media: mediaRoutes()}
 	for path, h := range archivedMediaRoutes() {
 		s.routes[path] = h
+	}
+	s.routes["/getWHEPSessionURL"] = (*Server).getWHEPSessionURL
+	s.routes["/listLiveStreams"] = (*Server).listLiveStreams
+	s.whep = newWHEP(opts.WebRTC, opts.Logger)
+	if why := s.whep.problem; why != "" {
+		s.opts.Alarms = maps.Clone(s.opts.Alarms)
+		if s.opts.Alarms == nil {
+			s.opts.Alarms = map[string]ReadinessCheck{}
+		}
+		s.opts.Alarms["webrtc"] = func() string { return why }
 	}
 	s.life, s.stopLife = context.WithCancel(context.Background())
 	if opts.Metrics != nil {
@@ -329,6 +344,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopLife()
+	s.whep.close()
 	err := s.srv.ShutdownWithContext(ctx)
 	select {
 	case <-s.sessions.idle():
@@ -362,6 +378,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if m, ok := s.media[path]; ok {
 		m(s, ctx)
+		return
+	}
+	if strings.HasPrefix(path, whepPrefix) {
+		s.serveWHEP(ctx, path)
 		return
 	}
 	h, ok := s.routes[path]

@@ -149,6 +149,11 @@ type Options struct {
 	// BufferHint is the first buffer size for a cluster of unknown size
 	// (later ones start at the previous fragment's size). Default 256 KiB.
 	BufferHint int
+	// OnBlock, when set, is called for every block the reader accepts,
+	// as soon as it is complete (before its fragment is): the engine's
+	// live tap. b.Payload is a view of the fragment's buffer, valid only
+	// during the call.
+	OnBlock func(h *Header, b Block)
 }
 
 // Buffers hands out the memory fragments are assembled in (the engine's
@@ -743,6 +748,11 @@ func (r *Reader) blockHeader(b []byte, key bool) error {
 	// before the cluster's timecode (negative offsets) cannot hide length.
 	if time.Duration(int64(f.MaxOffset)-int64(min(f.MinOffset, 0)))*time.Duration(f.Header.TimecodeScale) > r.opts.MaxFragmentDuration {
 		return errf(ErrIDMaxFragmentDuration, "fragment blocks span more than %v", r.opts.MaxFragmentDuration)
+	}
+	if r.opts.OnBlock != nil {
+		scale := int64(f.Header.TimecodeScale)
+		tc := int64(f.Timecode)
+		r.opts.OnBlock(f.Header, Block{Track: track, TimeMs: (tc + int64(off)) * scale / 1e6, ClusterMs: tc * scale / 1e6, Key: key, Payload: b[n+3:]})
 	}
 	return nil
 }

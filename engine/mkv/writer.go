@@ -173,6 +173,10 @@ func BuildHeader(tracks []TrackSpec) (*Header, error) {
 type FragmentBuilder struct {
 	// Buffers holds the fragments' bytes (nil: the Go heap).
 	Buffers Buffers
+	// OnBlock, when set, is called for every block as it is complete
+	// (AddBlock, EndBlock), before its fragment is: the engine's live
+	// tap. b.Payload is a view of the buffer, valid only during the call.
+	OnBlock func(h *Header, b Block)
 	f       *Fragment
 	baseMs  int64
 	// The open block of BeginBlock: where its 8-byte size field starts
@@ -310,6 +314,9 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 		f.Buf = append(f.Buf, p...)
 	}
 	b.count(ti, int16(rel), key)
+	if b.OnBlock != nil {
+		b.OnBlock(f.Header, Block{Track: track, TimeMs: ptsMs, ClusterMs: b.baseMs, Key: key, Payload: f.Buf[len(f.Buf)-(size-4):]})
+	}
 	return nil
 }
 
@@ -413,8 +420,12 @@ func (b *FragmentBuilder) EndBlock() {
 		f.Buf[b.blockAt+i] = byte(size)
 		size >>= 8
 	}
+	payload := f.Buf[b.blockAt+8+4:]
 	b.blockAt = -1
 	b.count(b.blockTI, b.blockRel, b.blockKey)
+	if b.OnBlock != nil {
+		b.OnBlock(f.Header, Block{Track: f.Header.Tracks[b.blockTI].Number, TimeMs: b.baseMs + int64(b.blockRel), ClusterMs: b.baseMs, Key: b.blockKey, Payload: payload})
+	}
 }
 
 // ClearBlockKey marks the open block as not a key frame (its key frame

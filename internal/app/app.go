@@ -28,7 +28,8 @@
 // how to sign in and the aws CLI's endpoint), cameras.go (the
 // configuration file's cameras, with media.default_retention_hours, and its
 // watcher), datadir.go (the data directory's lock), metrics.go (the
-// Prometheus collector), disk.go (free space).
+// Prometheus collector), metrics_live.go (the live tap's and WebRTC's
+// metrics), disk.go (free space).
 package app
 
 import (
@@ -230,6 +231,8 @@ func (a *App) open(o Options) error {
 		HeaderTimeout:       cfg.HTTP.HeaderTimeout,
 		MaxConns:            maxConns,
 		MaxConnsPerIP:       min(cfg.HTTP.MaxConnsPerIP, maxConns),
+		WebRTC: serve.WebRTCOptions{Disabled: !cfg.WebRTC.Enabled, UDPPort: cfg.WebRTC.UDPPort, PublicIPs: cfg.WebRTC.PublicIPs,
+			NoLoopback: !cfg.WebRTC.Loopback, MaxViewers: cfg.WebRTC.MaxViewers, ConnectTimeout: cfg.WebRTC.ConnectTimeout},
 	}
 	scheme := "http"
 	if cfg.TLS.CertFile != "" {
@@ -357,7 +360,9 @@ func (a *App) open(o Options) error {
 	if a.uploader != nil {
 		collector.uploads = a.uploader.Status
 	}
-	opts.Metrics = newMetricsRegistry(collector)
+	reg := newMetricsRegistry(collector)
+	reg.MustRegister(&liveCollector{eng: a.eng, srv: func() *serve.Server { return a.srv }})
+	opts.Metrics = reg
 	if a.peers != nil {
 		peers := a.peers
 		opts.Readiness["cluster"] = func() string {

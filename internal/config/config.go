@@ -56,6 +56,8 @@ type Config struct {
 	Storage         StorageConfig `koanf:"storage" yaml:"storage"`
 	HTTP            HTTPConfig    `koanf:"http" yaml:"http"`
 	Media           MediaConfig   `koanf:"media" yaml:"media"`
+	// WebRTC is the low-latency live view (WHEP).
+	WebRTC WebRTCConfig `koanf:"webrtc" yaml:"webrtc"`
 	// Upstream is the Kinesis Video Streams endpoint the box uploads its
 	// recordings to (cameras with an upload block, streams with an edge
 	// UploaderConfig); unset: nothing is uploaded.
@@ -311,6 +313,25 @@ type HTTPConfig struct {
 	HeaderTimeout time.Duration `koanf:"header_timeout" yaml:"header_timeout"`
 }
 
+// WebRTCConfig is the WHEP live view (serve/whep.go): frames go to
+// browsers as they arrive, H.264 passed through; viewers fall back to HLS
+// when it cannot connect.
+type WebRTCConfig struct {
+	Enabled bool `koanf:"enabled" yaml:"enabled"`
+	// UDPPort carries every viewer's media on one UDP port (for a
+	// firewall rule); 0: an ephemeral port per viewer.
+	UDPPort int `koanf:"udp_port" yaml:"udp_port"`
+	// PublicIPs are advertised instead of the box's own addresses (a box
+	// behind 1:1 NAT).
+	PublicIPs []string `koanf:"public_ips" yaml:"public_ips"`
+	// Loopback offers 127.0.0.1 too (a browser on the box itself).
+	Loopback bool `koanf:"loopback" yaml:"loopback"`
+	// MaxViewers caps WebRTC viewers at once; more are sent to HLS.
+	MaxViewers int `koanf:"max_viewers" yaml:"max_viewers"`
+	// ConnectTimeout ends a viewer whose connection is not up within it.
+	ConnectTimeout time.Duration `koanf:"connect_timeout" yaml:"connect_timeout"`
+}
+
 // StorageConfig sizes the Pebble store.
 type StorageConfig struct {
 	CacheMiB    int `koanf:"cache_mib" yaml:"cache_mib"`
@@ -357,6 +378,7 @@ func Default() Config {
 		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, ReserveMiB: 16, MinFreeMiB: 256, OnFull: "delete_oldest",
 			CapacityInterval: 10 * time.Second},
 		HTTP:    HTTPConfig{MaxConns: 4096, MaxConnsPerIP: 512, HeaderTimeout: 10 * time.Second},
+		WebRTC:  WebRTCConfig{Enabled: true, Loopback: true, MaxViewers: 64, ConnectTimeout: 15 * time.Second},
 		Demo:    true,
 		Profile: "auto",
 		Media: MediaConfig{
@@ -629,6 +651,20 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxConnsPerIP < 1 || c.HTTP.MaxConnsPerIP > c.HTTP.MaxConns {
 		errs = append(errs, bad("http.max_conns_per_ip", "%d is outside 1…http.max_conns (%d)", c.HTTP.MaxConnsPerIP, c.HTTP.MaxConns))
+	}
+	if c.WebRTC.UDPPort < 0 || c.WebRTC.UDPPort > 65535 {
+		errs = append(errs, bad("webrtc.udp_port", "%d is outside 0…65535", c.WebRTC.UDPPort))
+	}
+	for i, ip := range c.WebRTC.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			errs = append(errs, bad(fmt.Sprintf("webrtc.public_ips[%d]", i), "%q is not an IP address", ip))
+		}
+	}
+	if c.WebRTC.MaxViewers < 1 || c.WebRTC.MaxViewers > 100000 {
+		errs = append(errs, bad("webrtc.max_viewers", "%d is outside 1…100000", c.WebRTC.MaxViewers))
+	}
+	if c.WebRTC.ConnectTimeout < time.Second || c.WebRTC.ConnectTimeout > 5*time.Minute {
+		errs = append(errs, bad("webrtc.connect_timeout", "%v is outside 1s…5m", c.WebRTC.ConnectTimeout))
 	}
 	if c.HTTP.HeaderTimeout < 100*time.Millisecond || c.HTTP.HeaderTimeout > time.Hour {
 		errs = append(errs, bad("http.header_timeout", "%v is outside 100ms…1h", c.HTTP.HeaderTimeout))

@@ -222,9 +222,22 @@ func Publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps,
 	return PublishEvery(ctx, t, url, aus, sps, pps, time.Second/time.Duration(fps), stallAfter)
 }
 
+// PublishLive is Publish with each frame stamped when it is sent (its RTP
+// time is the wall-clock time since the first frame), as a camera stamps
+// capture times: a tick the ticker drops under load leaves a gap in the
+// times instead of making them fall behind the clock, so a frame's
+// producer time stays its send time (latency measurements).
+func PublishLive(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps, pps []byte, fps int) int {
+	return publish(ctx, t, url, aus, sps, pps, time.Second/time.Duration(fps), 0, true)
+}
+
 // PublishEvery is Publish at one access unit per period (a timelapse or
 // motion-only camera sends one frame every few seconds).
 func PublishEvery(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps, pps []byte, period time.Duration, stallAfter int) int {
+	return publish(ctx, t, url, aus, sps, pps, period, stallAfter, false)
+}
+
+func publish(ctx context.Context, t testing.TB, url string, aus [][][]byte, sps, pps []byte, period time.Duration, stallAfter int, wallClock bool) int {
 	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps, PPS: pps}
 	desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}}
 	tcp := gortsplib.TransportTCP
@@ -242,6 +255,7 @@ func PublishEvery(ctx context.Context, t testing.TB, url string, aus [][][]byte,
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	sent := 0
+	start := time.Now()
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -256,8 +270,12 @@ func PublishEvery(ctx context.Context, t testing.TB, url string, aus [][][]byte,
 			t.Error(err)
 			return sent
 		}
+		ts := uint32(int64(i) * 90000 * int64(period) / int64(time.Second))
+		if wallClock {
+			ts = uint32(time.Since(start) * 90000 / time.Second)
+		}
 		for _, p := range pkts {
-			p.Timestamp = uint32(int64(i) * 90000 * int64(period) / int64(time.Second))
+			p.Timestamp = ts
 			if err := c.WritePacketRTP(desc.Medias[0], p); err != nil {
 				return sent
 			}

@@ -1,6 +1,6 @@
 // kvsedge console: the KVS API signed in the browser with the user's key
-// (aws4fetch), playback with hls.js. No server-side session: the same API
-// and authentication as the aws CLI.
+// (aws4fetch), playback with hls.js, live over WebRTC (live.js). No
+// server-side session: the same API and authentication as the aws CLI.
 'use strict';
 const $ = (id) => document.getElementById(id);
 let client = null, current = null, hls = null, range = null;
@@ -57,8 +57,8 @@ $('login-form').addEventListener('submit', async (e) => {
 
 async function refresh() {
   try {
-    const [list, cams, ups] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] })),
-      api('/describeUploads', {}).catch(() => ({ Uploads: [] }))]);
+    const [list, cams, ups, live] = await Promise.all([api('/listStreams', {}), api('/listCameras', {}).catch(() => ({ Cameras: [] })),
+      api('/describeUploads', {}).catch(() => ({ Uploads: [] })), api('/listLiveStreams', {}).catch(() => ({ Streams: [] }))]);
     const byStream = {};
     for (const c of cams.Cameras || []) byStream[c.stream] = c;
     const uploads = {};
@@ -96,7 +96,7 @@ async function refresh() {
       td.append(open, ' ', del); tr.appendChild(td); rows.appendChild(tr);
     }
     $('streams-error').textContent = '';
-    refreshWall(list.StreamInfoList || [], cams.Cameras || []);
+    refreshWall(list.StreamInfoList || [], cams.Cameras || [], live.Streams || []);
   } catch (err) { $('streams-error').textContent = err.message; }
   refreshCluster();
 }
@@ -171,11 +171,14 @@ const noRecording = (err) => err && err.type === 'ResourceNotFoundException';
 // playlist's program date-time, from the producer timestamps) and its
 // health. A click opens the stream below.
 let wallSize = parseInt(sessionStorage.getItem('kvsedge-wall') || '4', 10);
-const tiles = new Map(); // stream name → { el, hls, video }
+const tiles = new Map(); // stream name → { el, hls (its live player, live.js: WebRTC else HLS), video }
 
-function refreshWall(streams, cams) {
+function refreshWall(streams, cams, live) {
   const byName = new Map(streams.map((s) => [s.StreamName, s]));
-  const want = cams.filter((c) => byName.has(c.stream)).slice(0, wallSize);
+  // Cameras, then streams a producer feeds now (PutMedia).
+  const camNames = new Set(cams.map((c) => c.stream));
+  const fed = (live || []).filter((l) => !camNames.has(l.StreamName)).map((l) => ({ stream: l.StreamName, state: 'RECEIVING (PutMedia)' }));
+  const want = cams.concat(fed).filter((c) => byName.has(c.stream)).slice(0, wallSize);
   $('wall-empty').hidden = want.length > 0;
   $('wall-tiles').className = 'grid g' + wallSize;
   for (const b of document.querySelectorAll('#wall-sizes button')) b.classList.toggle('on', parseInt(b.dataset.grid, 10) === wallSize);
@@ -191,7 +194,7 @@ function refreshWall(streams, cams) {
     if (cam.fps) bits.push(cam.fps.toFixed(0) + ' fps');
     if (cam.last_error && cam.state !== 'RECORDING') bits.push(cam.last_error);
     t.health.textContent = bits.join(' · ');
-    t.health.className = 'health ' + (cam.state === 'RECORDING' ? '' : 'bad');
+    t.health.className = 'health ' + (cam.state === 'RECORDING' || cam.state.startsWith('RECEIVING') ? '' : 'bad');
   }
 }
 
@@ -210,15 +213,11 @@ function addTile(s) {
   $('wall-tiles').appendChild(el);
   const t = { el, video, clock, live, health, hls: null };
   tiles.set(s.StreamName, t);
-  api('/getHLSStreamingSessionURL', { StreamName: s.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
-    DisplayFragmentTimestamp: 'ALWAYS', HLSFragmentSelector: { FragmentSelectorType: 'PRODUCER_TIMESTAMP' } })
-    .then((r) => {
-      if (tiles.get(s.StreamName) !== t) return;
-      t.hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
-      t.hls.loadSource(r.HLSStreamingSessionURL); t.hls.attachMedia(video);
-      t.hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
-    })
-    .catch((err) => { health.textContent = 'no live video: ' + err.message; });
+  t.hls = kvsLive.start(video, s.StreamName, { api,
+    hlsBody: { StreamName: s.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
+      DisplayFragmentTimestamp: 'ALWAYS', HLSFragmentSelector: { FragmentSelectorType: 'PRODUCER_TIMESTAMP' } },
+    onTransport: (tr) => { live.textContent = tr === 'webrtc' ? 'LIVE · WebRTC' : tr === 'hls' ? 'LIVE · HLS' : 'LIVE'; },
+    onError: (msg) => { health.textContent = 'no live video: ' + msg; } });
   return t;
 }
 
@@ -275,20 +274,22 @@ function play(url, label) {
   $('player-state').textContent = label;
 }
 
-async function playLive() {
+// Live: WebRTC first, HLS when it cannot play (live.js); the state line
+// says which.
+function playLive() {
   stopPlayback(); tlSelect(null);
   const v = view;
-  try {
-    const r = await api('/getHLSStreamingSessionURL', { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE,
-      DisplayFragmentTimestamp: 'ALWAYS' });
-    if (v !== view) return; // another stream was opened meanwhile
-    play(r.HLSStreamingSessionURL, 'live');
-  } catch (err) {
-    if (v !== view) return;
-    stopPlayback();
-    $('player-state').textContent = (noRecording(err) ? 'no recording here — ' : '') + 'nothing to play live: ' + err.message;
-    playerMessage(noRecording(err) ? 'no recording here' : 'nothing to play live: ' + err.message, !noRecording(err));
-  }
+  hls = kvsLive.start($('video'), current.StreamName, { api,
+    hlsBody: { StreamName: current.StreamName, PlaybackMode: 'LIVE', DiscontinuityMode: PLAYABLE_EVERYWHERE, DisplayFragmentTimestamp: 'ALWAYS' },
+    onTransport: (tr) => { if (v === view) $('player-state').textContent = tr === 'connecting' ? 'live: connecting…' : 'live (' + (tr === 'webrtc' ? 'WebRTC' : 'HLS') + ')'; },
+    onHLS: (url) => { if (v === view) { $('session-url').href = url; $('session-url').hidden = false; } },
+    onError: (msg) => { if (v === view) $('player-state').textContent = msg; },
+    onFail: (msg, err) => {
+      if (v !== view) return;
+      stopPlayback();
+      $('player-state').textContent = (noRecording(err) ? 'no recording here — ' : '') + 'nothing to play live: ' + msg;
+      playerMessage(noRecording(err) ? 'no recording here' : 'nothing to play live: ' + msg, !noRecording(err));
+    } });
 }
 
 // playFrom plays on demand from ms (an hour at most, up to now); playRange
