@@ -60,11 +60,11 @@ func (c *Cluster) Locate(stream string) string {
 //
 //   - Without quorum, or kept out, it does not (a box cut off from the
 //     majority stops at once).
-//   - The stream's home records. One that is not recording yet starts only
-//     once the other boxes hear it (heard): each is asked to reach this
-//     box's API back, so a box that can send but not receive (a one-way
-//     cut, whose gossip flaps) does not take its cameras back while its
-//     peers cannot see what it records.
+//   - The stream's home records while the other boxes hear it (heard):
+//     each is asked to reach this box's API back, so a box that can send
+//     but not receive (a one-way cut, whose gossip flaps) neither keeps
+//     nor takes back its cameras while its peers cannot see what it
+//     records.
 //   - Make before break: a box that records a camera whose home is back
 //     (it covered for it) goes on recording, handBack true, until the
 //     home's first fragment is copied here (it holds the stream, so it
@@ -115,10 +115,13 @@ func (c *Cluster) Owns(stream string, recording bool) (record, handBack bool, wh
 		}
 		return false, false, "recorded by its home node " + home
 	}
-	if !recording {
-		if ok, why := c.heard(); !ok {
-			return false, false, why
-		}
+	// Recording or not, the home records only while the other boxes hear
+	// it. Quorum alone is not enough for one already recording: cut off
+	// one way, its gossip flaps (push-pull it starts still gets answers),
+	// and with three boxes it may see one peer or the other alive at every
+	// look, so it would record beside the majority for the whole cut.
+	if ok, why := c.heard(); !ok {
+		return false, false, why
 	}
 	return true, false, ""
 }
@@ -172,7 +175,7 @@ func (c *Cluster) heard() (bool, string) {
 	}
 	c.heardWhy = ""
 	if yes*2 < len(peers) {
-		c.heardWhy = "the other boxes do not reach this one (" + strings.Join(failed, ", ") + "): waiting before recording"
+		c.heardWhy = "the other boxes do not reach this one (" + strings.Join(failed, ", ") + "): not recording until they do"
 	}
 	c.heardAt = time.Now()
 	return c.heardWhy == "", c.heardWhy
