@@ -134,23 +134,16 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// appendFragment appends a fragment's record (segrecord.go: preceded by
-// its session header's record when the segment does not hold it yet) to
-// the stream's active segment, and syncs it (fdatasync) when sync is set;
-// otherwise the segment is left dirty and returned, for the group syncer
-// (groupsync.go) to sync before the index is committed. It rolls to a new
-// segment (whose directory entry is synced too, and whose first record
-// names the stream) when the active one is full. After a process start,
-// writing begins in a new segment, never after a torn tail. The returned
-// reference points at the media inside the record.
-func (s *segmentStore) appendFragment(id StreamID, w *FragmentWrite, sync bool) (segmentRef, *streamSegments, error) {
-	ss := s.stream(id)
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ref, err := s.appendLocked(id, ss, w, sync)
-	return ref, ss, err
-}
-
+// appendLocked appends a fragment's record (segrecord.go: preceded by its
+// session header's record when the segment does not hold it yet) to the
+// stream's active segment, and syncs it (fdatasync) when sync is set;
+// otherwise the segment is left dirty, for PutFragments or the group
+// syncer (groupsync.go) to sync before the index is committed. It rolls to
+// a new segment (whose directory entry is synced too, and whose first
+// record names the stream) when the active one is full. After a process
+// start, writing begins in a new segment, never after a torn tail. The
+// returned reference points at the media inside the record. The caller
+// holds ss.mu.
 func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite, sync bool) (segmentRef, error) {
 	if ss.dead {
 		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
@@ -218,6 +211,14 @@ func (ss *streamSegments) syncDirty(seq uint64) error {
 		return err
 	}
 	return nil
+}
+
+// checkSynced reports the error of a failed sync of segment seq (nil if
+// none failed).
+func (ss *streamSegments) checkSynced(seq uint64) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.failed[seq]
 }
 
 func (ss *streamSegments) markFailed(seq uint64, err error) {
