@@ -60,6 +60,9 @@ type segmentStore struct {
 	// operating system's files never modify it, so only other filesystems
 	// (tests) get a copy.
 	copyWrites bool
+	// direct: segments are written with O_DIRECT (segdirect.go); the
+	// operating system's files only, until a file system refuses it.
+	direct atomic.Bool
 
 	mu      sync.Mutex
 	streams map[StreamID]*streamSegments
@@ -70,6 +73,7 @@ type streamSegments struct {
 	mu         sync.Mutex
 	dir        string
 	active     vfs.File
+	dio        *directFile // active's O_DIRECT handle, or nil
 	activeSeq  uint64
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
@@ -95,7 +99,9 @@ func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, erro
 	if err := syncDir(fs, dataDir); err != nil {
 		return nil, err
 	}
-	return &segmentStore{fs: fs, dir: dir, size: size, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}, nil
+	s := &segmentStore{fs: fs, dir: dir, size: size, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}
+	s.direct.Store(fs == vfs.Default)
+	return s, nil
 }
 
 func (s *segmentStore) stream(id StreamID) *streamSegments {
@@ -173,14 +179,22 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 		media = append([]byte(nil), media...)
 		pre = append([]byte(nil), pre...)
 	}
-	if _, err := ss.active.Write(pre); err != nil {
-		ss.closeActive()
-		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
-	}
-	if _, err := ss.active.Write(media); err != nil {
-		// The segment's end is now unknown: continue in a new one.
-		ss.closeActive()
-		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+	if ss.dio != nil {
+		if err := ss.dio.append(ss.activeSize, pre, media); err != nil {
+			// The segment's end is now unknown: continue in a new one.
+			ss.closeActive()
+			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+		}
+	} else {
+		if _, err := ss.active.Write(pre); err != nil {
+			ss.closeActive()
+			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+		}
+		if _, err := ss.active.Write(media); err != nil {
+			// The segment's end is now unknown: continue in a new one.
+			ss.closeActive()
+			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+		}
 	}
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
@@ -239,6 +253,10 @@ func (ss *streamSegments) closeActive() {
 			}
 			ss.dirty = false
 		}
+		if ss.dio != nil {
+			ss.dio.close()
+			ss.dio = nil
+		}
 		_ = ss.active.Close()
 		ss.active = nil
 	}
@@ -262,7 +280,8 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 			return err
 		}
 	}
-	f, err := s.fs.Create(s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq)), vfs.WriteCategoryUnspecified)
+	path := s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq))
+	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("lsm: creating a segment: %w", err)
 	}
@@ -276,12 +295,34 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 		rec = s.streamRecord(id)
 	}
 	start := segmentStartRecord(id, ss.nextSeq, rec)
-	if _, err := f.Write(start); err != nil {
-		_ = f.Close()
-		ss.nextSeq++ // never append after what may be a torn start
-		return fmt.Errorf("lsm: writing a segment: %w", err)
+	var dio *directFile
+	if s.direct.Load() {
+		if dio, err = openDirect(path); err != nil {
+			dio = nil
+			if directUnsupported(err) {
+				s.direct.Store(false)
+			}
+		} else if err = dio.append(0, start); err != nil {
+			dio.close()
+			dio = nil
+			if !directUnsupported(err) {
+				_ = f.Close()
+				ss.nextSeq++ // never append after what may be a torn start
+				return fmt.Errorf("lsm: writing a segment: %w", err)
+			}
+			// The file system takes no direct writes: the page cache then
+			// (nothing was written).
+			s.direct.Store(false)
+		}
 	}
-	ss.active, ss.activeSeq, ss.activeSize = f, ss.nextSeq, int64(len(start))
+	if dio == nil {
+		if _, err := f.Write(start); err != nil {
+			_ = f.Close()
+			ss.nextSeq++ // never append after what may be a torn start
+			return fmt.Errorf("lsm: writing a segment: %w", err)
+		}
+	}
+	ss.active, ss.dio, ss.activeSeq, ss.activeSize = f, dio, ss.nextSeq, int64(len(start))
 	ss.headers = map[uint64]struct{}{}
 	ss.nextSeq++
 	return nil

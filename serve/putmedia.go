@@ -36,7 +36,8 @@ import (
 //	             (idleBody), so the parser can tell silence from data
 //	parser     → mkv.Reader over idleBody; numbers fragments, hands them
 //	             to the engine's ring (BUFFERING, RECEIVED acks)
-//	persister  → syncs each fragment to the store, then PERSISTED
+//	persister  → syncs the fragments queued so far to the store together
+//	             (one pair of syncs), then PERSISTED for each
 //
 // Copies of media: body bytes go network → pump buffer → the fragment's
 // buffer in the engine's media memory (one copy each), then to its
