@@ -148,24 +148,27 @@ func (r bigChunks) WriteTo(w io.Writer) (int64, error) {
 	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r.f}, make([]byte, 1<<20))
 }
 
-// procCPUSeconds is a process's user + system CPU time (/proc/<pid>/stat).
-func procCPUSeconds(pid int) float64 {
+// procStat returns a process's user + system CPU time and its minor page
+// faults so far (/proc/<pid>/stat).
+func procStat(pid int) (cpuSeconds, minFaults float64) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	// Fields after the command name (which may hold spaces) start at ')'.
+	// Fields after the command name (which may hold spaces) start at ')':
+	// state is field 3, minflt 10, utime 14, stime 15.
 	i := bytes.LastIndexByte(raw, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := bytes.Fields(raw[i+2:])
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
+	flt, _ := strconv.ParseFloat(string(f[7]), 64)
 	ut, _ := strconv.ParseFloat(string(f[11]), 64)
 	st, _ := strconv.ParseFloat(string(f[12]), 64)
-	return (ut + st) / 100 // USER_HZ
+	return (ut + st) / 100, flt // USER_HZ
 }
 
 // BenchmarkPutMediaVsDD: one PutMedia upload of a ~200 MB Matroska body
@@ -174,10 +177,11 @@ func procCPUSeconds(pid int) float64 {
 // (putMediaHelperMain), against `dd oflag=direct conv=fsync` of the same
 // file into the same file system in the same op. Each op uploads into a
 // fresh box. Metrics: putmedia-MB/s (body bytes ÷ time from the request to
-// the last PERSISTED ack), dd-MB/s, ratio (goal ≥ 0.6), server-cpu-s/GB
-// and client-cpu-s/GB. PUTMEDIA_COPIES sets the number of copies (default
+// the last PERSISTED ack), dd-MB/s, ratio (goal ≥ 0.6), server-cpu-s/GB,
+// client-cpu-s/GB and server-faults/MB (the server's minor page faults). PUTMEDIA_COPIES sets the number of copies (default
 // 20); KVSEDGE_PUTMEDIA_PERF=file records the server with `perf record -g`
-// into file during the upload.
+// into file during the upload (KVSEDGE_PUTMEDIA_PERF_EVENT: of that event,
+// e.g. page-faults).
 func BenchmarkPutMediaVsDD(b *testing.B) {
 	copies := 20
 	if v := os.Getenv("PUTMEDIA_COPIES"); v != "" {
@@ -190,7 +194,7 @@ func BenchmarkPutMediaVsDD(b *testing.B) {
 		b.Fatal(err)
 	}
 	mb := float64(len(body)) / 1e6
-	var putS, ddS, srvCPU, cliCPU float64
+	var putS, ddS, srvCPU, cliCPU, faults float64
 	i := 0
 	for b.Loop() {
 		i++
@@ -213,13 +217,17 @@ func BenchmarkPutMediaVsDD(b *testing.B) {
 		pid := p.cmd.Process.Pid
 		var perf *exec.Cmd
 		if f := os.Getenv("KVSEDGE_PUTMEDIA_PERF"); f != "" {
-			perf = exec.Command("perf", "record", "-g", "-o", f, "-p", strconv.Itoa(pid))
+			args := []string{"record", "-g", "-o", f, "-p", strconv.Itoa(pid)}
+			if ev := os.Getenv("KVSEDGE_PUTMEDIA_PERF_EVENT"); ev != "" {
+				args = append(args, "-e", ev)
+			}
+			perf = exec.Command("perf", args...)
 			if err := perf.Start(); err != nil {
 				b.Fatal(err)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		c0 := procCPUSeconds(pid)
+		c0, f0 := procStat(pid)
 		cl := exec.Command(os.Args[0])
 		cl.Env = append(os.Environ(), putMediaHelperEnv+"=1", "PUTMEDIA_FILE="+src, "PUTMEDIA_STREAM=big", "PUTMEDIA_ENDPOINT="+p.endpoint)
 		var stderr bytes.Buffer
@@ -228,7 +236,9 @@ func BenchmarkPutMediaVsDD(b *testing.B) {
 		if err != nil {
 			b.Fatalf("client: %v: %s", err, stderr.Bytes())
 		}
-		srvCPU += procCPUSeconds(pid) - c0
+		c1, f1 := procStat(pid)
+		srvCPU += c1 - c0
+		faults += f1 - f0
 		if perf != nil {
 			_ = perf.Process.Signal(os.Interrupt)
 			_ = perf.Wait()
@@ -252,4 +262,5 @@ func BenchmarkPutMediaVsDD(b *testing.B) {
 	b.ReportMetric(ddS/putS, "ratio")
 	b.ReportMetric(srvCPU/gb, "server-cpu-s/GB")
 	b.ReportMetric(cliCPU/gb, "client-cpu-s/GB")
+	b.ReportMetric(faults/(mb*float64(i)), "server-faults/MB")
 }
