@@ -8,11 +8,65 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
+
+// randomFragments returns a maker of fragment writes numbered i with
+// 300 KB of random media (appended to medias); fragment 0 carries the
+// header.
+func randomFragments(medias *[][]byte) func(i int) FragmentWrite {
+	rng := rand.New(rand.NewPCG(1, 2))
+	return func(i int) FragmentWrite {
+		media := make([]byte, 300_000+rng.IntN(5000))
+		for j := range media {
+			media[j] = byte(rng.Uint32())
+		}
+		*medias = append(*medias, media)
+		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 * i), ServerMs: int64(1000 * i),
+			DurationMs: 1000, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
+		binary.BigEndian.PutUint64(w.Meta.Digest[:], xxhash.Sum64(media))
+		if i == 0 {
+			w.Header = []byte("header")
+		}
+		return w
+	}
+}
+
+// TestPutFragmentsSyncWindow: with a sync window, one PutFragments of
+// five fragments whose segment rolls in the middle is one group sync, and
+// every fragment reads back.
+func TestPutFragmentsSyncWindow(t *testing.T) {
+	opts := memOpts(vfs.NewMem())
+	opts.SegmentBytes, opts.SyncWindow = 1<<20, 20*time.Millisecond
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id := createTestStream(t, d)
+	var medias [][]byte
+	write := randomFragments(&medias)
+	var batch []FragmentWrite
+	for i := range 5 {
+		batch = append(batch, write(i))
+	}
+	if err := d.PutFragments(id, batch); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.GroupSyncs(); n != 1 {
+		t.Fatalf("%d group syncs for one PutFragments, want 1", n)
+	}
+	for i, want := range medias {
+		_, got, err := d.Fragment(id, fragment.MakeNumber(1, 1, uint32(i)), nil)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("fragment %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+}
 
 // TestPutFragmentsDirect stores fragments on the real file system (where
 // Linux segments are written with O_DIRECT, segdirect.go): five in one
@@ -29,22 +83,8 @@ func TestPutFragmentsDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := createTestStream(t, d)
-	rng := rand.New(rand.NewPCG(1, 2))
 	var medias [][]byte
-	write := func(i int) FragmentWrite {
-		media := make([]byte, 300_000+rng.IntN(5000))
-		for j := range media {
-			media[j] = byte(rng.Uint32())
-		}
-		medias = append(medias, media)
-		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 * i), ServerMs: int64(1000 * i),
-			DurationMs: 1000, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
-		binary.BigEndian.PutUint64(w.Meta.Digest[:], xxhash.Sum64(media))
-		if i == 0 {
-			w.Header = []byte("header")
-		}
-		return w
-	}
+	write := randomFragments(&medias)
 	var batch []FragmentWrite
 	for i := range 5 {
 		batch = append(batch, write(i))
