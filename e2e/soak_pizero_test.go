@@ -171,7 +171,7 @@ func TestSoakPiZero(t *testing.T) {
 	for _, name := range names {
 		frags := listFragmentsRetryingClosed(t, c, name)
 		slices.SortFunc(frags, func(a, b amtypes.Fragment) int { return a.ProducerTimestamp.Compare(*b.ProducerTimestamp) })
-		var prevEnd time.Time
+		var prevEnd, holeAt time.Time
 		var hole time.Duration
 		inWindow := 0
 		var covered time.Duration
@@ -184,14 +184,23 @@ func TestSoakPiZero(t *testing.T) {
 			}
 			inWindow++
 			covered += e.Sub(s)
-			if !prevEnd.IsZero() {
-				hole = max(hole, s.Sub(prevEnd))
+			if !prevEnd.IsZero() && s.Sub(prevEnd) > hole {
+				hole, holeAt = s.Sub(prevEnd), prevEnd
 			}
 			prevEnd = e
 		}
 		t.Logf("%s: %d fragments in the window, %.1f s of video over %.1f s, longest hole %v", name, inWindow, covered.Seconds(), to.Sub(start).Seconds(), hole)
 		if hole > maxHole || covered < to.Sub(start)*95/100 {
-			t.Errorf("%s: longest hole %v (limit %v), %.1f s of video in a %.1f s window", name, hole, maxHole, covered.Seconds(), to.Sub(start).Seconds())
+			t.Errorf("%s: longest hole %v at %s (limit %v), %.1f s of video in a %.1f s window", name, hole, holeAt.UTC().Format(time.RFC3339Nano),
+				maxHole, covered.Seconds(), to.Sub(start).Seconds())
+		}
+	}
+	if t.Failed() {
+		// What the box said about it.
+		for _, l := range strings.Split(p.logs.String(), "\n") {
+			if strings.Contains(l, "WARN") || strings.Contains(l, "ERROR") || strings.Contains(l, "camera") {
+				t.Log(l)
+			}
 		}
 	}
 }
