@@ -64,7 +64,7 @@ type Profile struct {
 // from (issue 14).
 const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, x86 VM of 2 cores under a load of ~11): " +
 	"RSS 1.0–1.5 MiB beyond its ring (1.5 at 8 cameras, 1.0 at 16), the ring ~0.24 MiB per second of video, 6.5–7.8 ms of CPU per camera-second; " +
-	"the soak (make soak-pizero: 8 cameras under pi-zero-2w) holds 53–59 MiB of RSS in all. " +
+	"the soak (make soak-pizero: 8 cameras under pi-zero-2w for 10 minutes, GOMAXPROCS=4) held 54–56 MiB of RSS on average, 62 MiB at most, in all. " +
 	"A camera's media budget share: its ring, the fragment arriving and ~2 queued for the disk. " +
 	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."
 
@@ -77,7 +77,7 @@ var All = []Profile{
 			"8 cameras at 2 Mbit/s: each costs ~1.5 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~20 MiB of RSS and ~24 MB of the media budget " +
 			"(ring + arriving + queued), leaving room for one 48 MB PutMedia fragment (uploads may fill 72 MiB; more are refused with a retriable ERROR and re-sent); " +
 			"CPU ~35–40 ms per camera-second on an A53, 8 cameras ~0.3 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
-			"The memory was checked by make soak-pizero (8 cameras, 10 minutes, RSS < 256 MiB, no fragment late or lost), not yet on the board. " +
+			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes: RSS ≤ 62 MiB of 256, every fragment durable within 1 s), not yet on the board. " +
 			"microSD: grouped syncs. 1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, " +
 			"so 1,024 cost ~25 MiB of the Go limit. " + perCameraNote,
 		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 8, MaxConns: 1024,
