@@ -3,7 +3,6 @@ package lsm
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"unsafe"
 )
 
@@ -34,15 +33,31 @@ const directAlign = 4096
 
 // stageBytes is the size of a stage buffer; an append larger than it is
 // written in several pieces.
-const stageBytes = 1 << 20
+const stageBytes = 512 << 10
 
-// stagePool holds block-aligned stage buffers (one per append in flight).
-var stagePool = sync.Pool{New: func() any {
+// stages keeps up to cap(stages) block-aligned stage buffers for good:
+// buffers the garbage collector took back (as from a sync.Pool) would come
+// back as fresh pages that fault on every use. More appends at once than
+// it holds allocate one each, left to the collector.
+var stages = make(chan []byte, 8)
+
+func getStage() []byte {
+	select {
+	case b := <-stages:
+		return b
+	default:
+	}
 	b := make([]byte, stageBytes+directAlign)
 	off := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))&(directAlign-1))) & (directAlign - 1)
-	s := b[off : off+stageBytes]
-	return &s
-}}
+	return b[off : off+stageBytes]
+}
+
+func putStage(b []byte) {
+	select {
+	case stages <- b:
+	default:
+	}
+}
 
 // directFile is a segment's O_DIRECT handle.
 type directFile struct {
@@ -59,9 +74,8 @@ func (d *directFile) append(off int64, parts ...[]byte) error {
 	if int(off%directAlign) != len(d.tail) {
 		return fmt.Errorf("lsm: direct write at %d with a tail of %d bytes", off, len(d.tail))
 	}
-	bufp := stagePool.Get().(*[]byte)
-	defer stagePool.Put(bufp)
-	stage := *bufp
+	stage := getStage()
+	defer putStage(stage)
 	pos := off - int64(len(d.tail))
 	n := copy(stage, d.tail)
 	for _, p := range parts {
