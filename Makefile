@@ -8,7 +8,7 @@ PKGS      := ./...
 LIBS      := ./engine/... ./lsm/... ./serve/... ./ingest/... ./cluster/... ./producer/... ./hwprofiles/... ./internal/...
 
 .PHONY: help build run check test test-short vet race fmt bench clean
-.PHONY: release release-test crash fuzz flood
+.PHONY: release release-test crash fuzz flood soak-pizero
 
 help:
 	@echo "make build   static binary ./kvsedge (CGO_ENABLED=0)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench   benchmarks"
 	@echo "make crash   SIGKILL the box 50 times during 4-stream ingest; every PERSISTED fragment must survive (CRASH_CYCLES=n)"
 	@echo "make flood   the full-size connection flood: 20,000 idle + 2,000 slow connections during an upload and a camera (issue 13)"
+	@echo "make soak-pizero  8 cameras at 2 Mbit/s for 10 minutes under the pi-zero-2w profile: RSS < 256 MiB, no fragment late or lost (issue 14; SOAK_MINUTES=n)"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 60s)"
 	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6, .deb packages (amd64, arm64, armhf) + SHA256SUMS"
 	@echo "make release-test  run the linux/arm64 binary under qemu-aarch64-static and call its API"
@@ -88,6 +89,11 @@ crash:
 # The full-size connection flood (the scaled-down one runs in make test).
 flood:
 	KVSEDGE_FLOOD_FULL=1 $(GO) test -count=1 -timeout 20m -run 'TestConnectionFloodFullSize' -v ./e2e
+
+# The pi-zero-2w soak (issue 14): 8 cameras at 2 Mbit/s for SOAK_MINUTES.
+SOAK_MINUTES ?= 10
+soak-pizero:
+	KVSEDGE_SOAK_PIZERO=1 KVSEDGE_SOAK_MINUTES=$(SOAK_MINUTES) $(GO) test -count=1 -timeout $$(( $(SOAK_MINUTES) + 10 ))m -run 'TestSoakPiZero' -v ./e2e
 
 # Fuzzing: each target for FUZZTIME.
 FUZZTIME ?= 60s

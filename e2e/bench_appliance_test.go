@@ -64,7 +64,7 @@ func BenchmarkApplianceProfiles(b *testing.B) {
 	for _, prof := range []struct {
 		name string
 		cams int
-	}{{"pi-zero-2w", 2}, {"pi4-2g", 4}, {"x86-mini", 4}} {
+	}{{"pi-zero-2w", 4}, {"pi4-2g", 4}, {"x86-mini", 4}} {
 		dir := b.TempDir()
 		var cfg strings.Builder
 		cfg.WriteString("cameras:\n")

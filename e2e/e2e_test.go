@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 		// A flood helper process of TestConnectionFloodFullSize.
 		os.Exit(floodHelperMain())
 	}
+	if os.Getenv(putMediaHelperEnv) != "" {
+		// The PutMedia client of BenchmarkPutMediaVsDD.
+		os.Exit(putMediaHelperMain())
+	}
 	flag.Parse()
 	if testing.Short() {
 		// Every test here runs the binary: none is short.

@@ -128,6 +128,8 @@
 //     recognised (same producer timestamp and content digest) and
 //     acknowledged with the stored number instead of being stored twice.
 //
+// PersistAll stores consecutive fragments of a session with one segment
+// sync and one synced batch (an upload that queued them during a sync).
 // Concurrent streams' Persist calls share WAL fsyncs (Pebble group commit);
 // a sync window also shares the segment syncs, at the cost of up to one
 // window before PERSISTED. lsm/FORMAT.md has the store's side.

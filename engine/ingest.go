@@ -331,14 +331,26 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 // the caller's reference. For a stream without retention it only
 // releases. When it returns nil the fragment may be acknowledged
 // PERSISTED.
-func (sess *IngestSession) Persist(f *Fragment) (err error) {
+func (sess *IngestSession) Persist(f *Fragment) error {
+	return sess.PersistAll([]*Fragment{f})
+}
+
+// PersistAll is Persist of consecutive received fragments of the session,
+// in order, with one pair of syncs for all (lsm.DB.PutFragments: their
+// media synced once, then one synced batch of their index entries). It
+// releases the caller's reference of each. The outcome is the same for
+// every one: when it returns nil all may be acknowledged PERSISTED;
+// otherwise none is stored.
+func (sess *IngestSession) PersistAll(fs []*Fragment) (err error) {
 	defer func() {
-		f.persistErr = err
-		close(f.persisted)
-		f.Release()
-		sess.e.mem.Kick() // settled: the ring may give it up for room
+		for _, f := range fs {
+			f.persistErr = err
+			close(f.persisted)
+			f.Release()
+		}
+		sess.e.mem.Kick() // settled: the ring may give them up for room
 	}()
-	if !sess.Persists() {
+	if !sess.Persists() || len(fs) == 0 {
 		return nil
 	}
 	sess.s.persistMu.RLock()
@@ -346,31 +358,42 @@ func (sess *IngestSession) Persist(f *Fragment) (err error) {
 	if sess.s.deleted.Load() {
 		return ErrStreamDeleted
 	}
-	w := lsm.FragmentWrite{Meta: f.Meta, Media: f.Media, Replaces: f.replaces}
-	if !f.Header.stored.Load() {
-		w.Header = f.Header.Raw
+	ws := make([]lsm.FragmentWrite, len(fs))
+	for i, f := range fs {
+		ws[i] = lsm.FragmentWrite{Meta: f.Meta, Media: f.Media, Replaces: f.replaces}
+		if !f.Header.stored.Load() {
+			// Each one carries it (the same bytes under the same key): a
+			// segment rolled within the batch gets its own header record.
+			ws[i].Header = f.Header.Raw
+		}
 	}
-	if err := sess.e.db.PutFragment(sess.s.id, &w); err != nil {
+	if err := sess.e.db.PutFragments(sess.s.id, ws); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			sess.e.KickCapacity()
 		}
-		return fmt.Errorf("engine: persisting fragment %s: %w", f.Meta.Number, err)
+		if len(fs) == 1 {
+			return fmt.Errorf("engine: persisting fragment %s: %w", fs[0].Meta.Number, err)
+		}
+		return fmt.Errorf("engine: persisting fragments %s to %s: %w", fs[0].Meta.Number, fs[len(fs)-1].Meta.Number, err)
 	}
-	f.Header.stored.Store(true)
-	sess.s.bytes.Add(int64(len(f.Media)))
-	for _, old := range f.replaces {
-		sess.s.bytes.Add(-int64(old.MediaLen))
-		sess.s.ring.remove(old.Number)
-		sess.e.opts.Logger.Info("a re-sent fragment replaced its partial copy", "stream", sess.s.info.Load().Name,
-			"partial", old.Number.String(), "frames", old.Frames, "whole", f.Meta.Number.String(), "whole_frames", f.Meta.Frames)
-	}
-	sess.e.metrics.fragmentsPersisted.Add(1)
-	sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
-	sess.durable(f)
-	if f.ReceivedMs != 0 {
-		// Wall clock (ReceivedMs travels to peers too): a clock step
-		// backwards counts as no latency.
-		sess.e.metrics.persistLatency.observe(float64(max(0, sess.e.opts.Clock.Now().UnixMilli()-f.ReceivedMs)))
+	now := sess.e.opts.Clock.Now().UnixMilli()
+	for _, f := range fs {
+		f.Header.stored.Store(true)
+		sess.s.bytes.Add(int64(len(f.Media)))
+		for _, old := range f.replaces {
+			sess.s.bytes.Add(-int64(old.MediaLen))
+			sess.s.ring.remove(old.Number)
+			sess.e.opts.Logger.Info("a re-sent fragment replaced its partial copy", "stream", sess.s.info.Load().Name,
+				"partial", old.Number.String(), "frames", old.Frames, "whole", f.Meta.Number.String(), "whole_frames", f.Meta.Frames)
+		}
+		sess.e.metrics.fragmentsPersisted.Add(1)
+		sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
+		sess.durable(f)
+		if f.ReceivedMs != 0 {
+			// Wall clock (ReceivedMs travels to peers too): a clock step
+			// backwards counts as no latency.
+			sess.e.metrics.persistLatency.observe(float64(max(0, now-f.ReceivedMs)))
+		}
 	}
 	return nil
 }

@@ -68,47 +68,61 @@ type Profile struct {
 	FastFailureDetection bool `json:"fast_failure_detection"`
 }
 
+// perCameraNote is the measurement every profile's camera figures come
+// from (issue 14).
+const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, x86 VM of 2 cores under a load of ~11): " +
+	"RSS 1.0–1.5 MiB beyond its ring (1.5 at 8 cameras, 1.0 at 16), the ring ~0.24 MiB per second of video, 6.5–7.8 ms of CPU per camera-second; " +
+	"the soak (make soak-pizero: 8 cameras under pi-zero-2w for 10 minutes, GOMAXPROCS=4) held 54–56 MiB of RSS on average, 62 MiB at most, in all. " +
+	"A camera's media budget share: its ring, the fragment arriving and ~2 queued for the disk. " +
+	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."
+
 // All are the built-in profiles, smallest first.
 var All = []Profile{
 	{
 		Name: "pi-zero-2w", Description: "Raspberry Pi Zero 2 W class: 512 MB, 4× Cortex-A53, microSD",
-		DerivedFrom: "512 MiB RAM of which ~420 MiB is free after the OS; the process is held to 256 MiB (issue 14) so the page cache that serves archive reads keeps the rest: " +
+		DerivedFrom: "512 MiB RAM of which ~420 MiB is free after the OS; the process is held to 256 MiB (issue 14) so the page cache keeps the rest: " +
 			"a 160 MiB Go limit (index, connections, Pebble's 8 MiB cache and 2×4 MiB memtables) and a 96 MiB media budget outside it. " +
-			"The media budget holds each camera's 4 s ring (two 2 s fragments: a 2 Mbit/s camera's ~1 MiB) plus its fragment arriving and its persist queue, " +
-			"and one 48 MB PutMedia fragment at a time (uploads may fill 72 MiB of it; more are refused with a retriable ERROR and re-sent). " +
-			"2 cameras: measured recorder cost is ~2–4 MiB and 7–20 ms CPU per camera-second (issue 4 note) on a far faster core; microSD: grouped syncs; " +
-			"1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, so 1,024 cost ~25 MiB of the Go limit",
-		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 2, MaxConns: 1024,
+			"8 cameras at 2 Mbit/s: each costs ~1.5 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~20 MiB of RSS and ~24 MB of the media budget " +
+			"(ring + arriving + queued), leaving room for one 48 MB PutMedia fragment (uploads may fill 72 MiB; more are refused with a retriable ERROR and re-sent); " +
+			"CPU ~35–40 ms per camera-second on an A53, 8 cameras ~0.3 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
+			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes: RSS ≤ 62 MiB of 256, every fragment durable within 1 s), not yet on the board. " +
+			"microSD: grouped syncs. 1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, " +
+			"so 1,024 cost ~25 MiB of the Go limit. " + perCameraNote,
+		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 8, MaxConns: 1024,
 		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 160, FastFailureDetection: true,
 	},
 	{
 		Name: "pi4-2g", Description: "Raspberry Pi 4 or 5 with 2–4 GB, microSD or USB SSD",
 		DerivedFrom: "2 GiB RAM: the process is held to 1 GiB, a 768 MiB Go limit and a 256 MiB media budget; a 6 s ring per stream (three 2 s fragments: " +
-			"an HLS live playlist) is ~1.5 MiB of a 2 Mbit/s camera, × 8 cameras with their fragments arriving and queued ~32 MiB, the rest for uploads and reads; " +
-			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs",
-		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 8, MaxConns: 4096,
+			"an HLS live playlist, ~1.5 MiB of a 2 Mbit/s camera). 16 cameras: ~1.5 MiB each beyond the ring, ~48 MiB of RSS, and ~56 MB of the media budget " +
+			"(ring + arriving + queued), the rest for uploads and reads; CPU ~20–25 ms per camera-second on an A72, 16 cameras ~0.4 of its 4 cores; " +
+			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs. " + perCameraNote,
+		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 16, MaxConns: 4096,
 		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 768, FastFailureDetection: true,
 	},
 	{
 		Name: "pi5-8g", Description: "Raspberry Pi 5, 8 GB, NVMe (M.2 HAT) or microSD",
-		DerivedFrom: "8 GiB RAM: the process is held to 4 GiB, a 3 GiB Go limit and a 1 GiB media budget; a 10 s ring per stream (~2.5 MiB of a 2 Mbit/s camera) × 16 cameras = 40 MiB, " +
-			"the rest for concurrent uploads and reads; 16 cameras at 2 Mbit/s is 32 Mbit/s of ingest, within one Cortex-A76 core at the measured recorder cost; most boot from microSD: " +
-			"syncs grouped in 100 ms windows (set storage.sync_window: 0s on NVMe); a 4 GB Pi 4 or 5 gets pi4-2g",
-		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16, MaxConns: 8192,
+		DerivedFrom: "8 GiB RAM: the process is held to 4 GiB, a 3 GiB Go limit and a 1 GiB media budget; a 10 s ring per stream (~2.4 MiB of a 2 Mbit/s camera). " +
+			"32 cameras: ~1 MiB each beyond the ring (the figure at 16 and more), ~110 MiB of RSS and ~145 MB of the media budget, the rest for concurrent uploads and reads; " +
+			"CPU ~10–12 ms per camera-second on an A76, 32 cameras ~0.4 of its 4 cores; 64 Mbit/s of ingest; most boot from microSD: " +
+			"syncs grouped in 100 ms windows (set storage.sync_window: 0s on NVMe); a 4 GB Pi 4 or 5 gets pi4-2g. " + perCameraNote,
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 32, MaxConns: 8192,
 		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 3072, FastFailureDetection: true,
 	},
 	{
 		Name: "jetson-orin-nano", Description: "NVIDIA Jetson Orin Nano class: 8 GB shared with the GPU, NVMe",
 		DerivedFrom: "8 GiB shared between CPU and GPU (inference gets half): the process is held to 3 GiB, a 2 GiB Go limit and a 1 GiB media budget; " +
-			"otherwise as pi5-8g; NVMe: sync per fragment",
-		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 32, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 16, MaxConns: 8192,
+			"cameras and ring as pi5-8g (6 Cortex-A78AE cores, at least as fast); NVMe: sync per fragment. " + perCameraNote,
+		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 32, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 32, MaxConns: 8192,
 		Storage: StorageSSD, MemoryLimitMiB: 2048, FastFailureDetection: true,
 	},
 	{
 		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
-		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring × 32 cameras at 2 Mbit/s = 80 MiB, " +
-			"the rest for uploads and reads; 32 cameras at 2 Mbit/s is 64 Mbit/s, measured at ~7 ms CPU per camera-second on this class of core (issue 4 note); SSD: sync per fragment",
-		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 32, MaxConns: 16384,
+		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring per stream. " +
+			"64 cameras: ~1 MiB each beyond the ring (0.9–1.0 measured at 64), ~220 MiB of RSS and ~290 MB of the media budget, the rest for uploads and reads; " +
+			"CPU measured at 5.75 ms per camera-second at 64 cameras on 2 x86 cores (issue 14), ~0.4 s of CPU per second of 64 cameras; 128 Mbit/s of ingest; " +
+			"SSD: sync per fragment. " + perCameraNote,
+		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 64, MaxConns: 16384,
 		Storage: StorageSSD, MemoryLimitMiB: 4608, FastFailureDetection: true,
 	},
 }

@@ -215,7 +215,7 @@ func (d *DB) framedUnreferenced(dir string, seq uint64, spans []span) (unref int
 			}
 		}
 	}
-	return int64(len(b)) - used, true
+	return int64(len(b)) - used - sc.padding, true
 }
 
 func readWhole(fs vfs.FS, path string) ([]byte, error) {

@@ -25,12 +25,14 @@
 //	              for), Close, the session key, CorruptionError
 //	keys.go       table prefixes, key builders and parsers, StreamID
 //	streams.go    stream records, stream id allocation, DeleteStream
-//	fragments.go  the fragment meta encoding, ingest terms, PutFragment,
+//	fragments.go  the fragment meta encoding, ingest terms, PutFragment(s),
 //	              session headers, the fragment reads, the time indexes
 //	              (ScanTime, ScanTimeBackward, LastAtOrBefore), retention deletes
 //	              (DeleteBefore)
 //	segments.go   media segment files: append, roll, preallocate, read,
 //	              unlink
+//	segdirect.go  O_DIRECT appends through block-aligned stage buffers
+//	              (segdirect_linux.go; elsewhere ordinary writes)
 //	segrecord.go  the records every segment byte is in (segment start,
 //	              session header, fragment), their CRCs and the scan
 //	layout.go     the data directory: index/, finishing an interrupted
@@ -54,7 +56,8 @@
 // exceptions that only tidy up: the removal of a deletion marker after
 // DeleteStream, and segment unlinks (FORMAT.md says what a crash leaves).
 // Fragment media is fdatasync'ed in its segment before the batch that
-// indexes it is committed. Pebble shares one WAL fsync among batches
+// indexes it is committed; PutFragments stores consecutive fragments of a
+// stream with one media sync and one commit. Pebble shares one WAL fsync among batches
 // committed concurrently (group commit), so many writers do not each pay
 // one; with Options.SyncWindow the fragments finishing within a window also
 // share their segment syncs and one index commit (groupsync.go), at the

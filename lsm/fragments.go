@@ -109,16 +109,78 @@ type FragmentWrite struct {
 // the fragment is durable and may be acknowledged PERSISTED. Concurrent
 // calls of different streams share WAL syncs (Pebble's group commit).
 func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
+	return d.PutFragments(id, []FragmentWrite{*w})
+}
+
+// PutFragments stores consecutive fragments of one stream with one pair of
+// syncs: every media is appended to the stream's segments, the segment is
+// fdatasync'ed once (a segment closed at a roll on the way was synced as it
+// closed), then one batch with all their index entries is committed with a
+// WAL sync. The order of syncs is PutFragment's (FORMAT.md): no index entry
+// is committed before the media it points at is durable, and the batch is
+// all or nothing. When it returns nil every fragment is durable; an error
+// means none is indexed.
+func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
 	if err := d.space.check(true); err != nil {
 		return err
 	}
 	grouped := d.group != nil
-	ref, ss, err := d.segs.appendFragment(id, w, !grouped)
-	if err != nil {
-		return err
+	size := 256
+	for i := range ws {
+		size += len(ws[i].Header) + 4*metaLen + 128
 	}
-	b := d.db.NewBatchWithSize(len(w.Header) + 4*metaLen + 256)
+	b := d.db.NewBatchWithSize(size)
 	defer b.Close()
+	ss := d.segs.stream(id)
+	// Alone, a fragment is synced as it is appended; more than one are
+	// appended unsynced and synced together below.
+	syncEach := !grouped && len(ws) == 1
+	var seqs [4]uint64
+	used := seqs[:0]
+	for i := range ws {
+		ss.mu.Lock()
+		ref, err := d.segs.appendLocked(id, ss, &ws[i], syncEach)
+		ss.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if len(used) == 0 || used[len(used)-1] != ref.Seq {
+			used = append(used, ref.Seq)
+		}
+		if err := stageFragment(b, id, &ws[i], ref); err != nil {
+			return err
+		}
+	}
+	if grouped {
+		// Segments closed by a roll before the last one were synced as
+		// they closed; the window syncs the last.
+		for _, seq := range used[:len(used)-1] {
+			if err := ss.checkSynced(seq); err != nil {
+				return err
+			}
+		}
+		return d.group.commit(ss, used[len(used)-1], b)
+	}
+	if !syncEach {
+		for _, seq := range used {
+			if err := ss.syncDirty(seq); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("lsm: committing fragment: %w", err)
+	}
+	return nil
+}
+
+// stageFragment adds one fragment's index entries (its record pointing at
+// ref, both time-index entries, its header if given, the deletion of what
+// it replaces) to b.
+func stageFragment(b *pebble.Batch, id StreamID, w *FragmentWrite, ref segmentRef) error {
 	var kb [64]byte
 	meta := appendMeta(make([]byte, 0, metaLen+refLen), &w.Meta)
 	if w.Header != nil {
@@ -144,12 +206,6 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 				return fmt.Errorf("lsm: staging replacement: %w", err)
 			}
 		}
-	}
-	if grouped {
-		return d.group.commit(ss, ref.Seq, b)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("lsm: committing fragment: %w", err)
 	}
 	return nil
 }

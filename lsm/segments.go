@@ -60,6 +60,9 @@ type segmentStore struct {
 	// operating system's files never modify it, so only other filesystems
 	// (tests) get a copy.
 	copyWrites bool
+	// direct: segments are written with O_DIRECT (segdirect.go); the
+	// operating system's files only, until a file system refuses it.
+	direct atomic.Bool
 
 	mu      sync.Mutex
 	streams map[StreamID]*streamSegments
@@ -70,6 +73,7 @@ type streamSegments struct {
 	mu         sync.Mutex
 	dir        string
 	active     vfs.File
+	dio        *directFile // active's O_DIRECT handle, or nil
 	activeSeq  uint64
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
@@ -95,7 +99,9 @@ func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, erro
 	if err := syncDir(fs, dataDir); err != nil {
 		return nil, err
 	}
-	return &segmentStore{fs: fs, dir: dir, size: size, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}, nil
+	s := &segmentStore{fs: fs, dir: dir, size: size, streams: make(map[StreamID]*streamSegments), copyWrites: fs != vfs.Default}
+	s.direct.Store(fs == vfs.Default)
+	return s, nil
 }
 
 func (s *segmentStore) stream(id StreamID) *streamSegments {
@@ -134,23 +140,16 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// appendFragment appends a fragment's record (segrecord.go: preceded by
-// its session header's record when the segment does not hold it yet) to
-// the stream's active segment, and syncs it (fdatasync) when sync is set;
-// otherwise the segment is left dirty and returned, for the group syncer
-// (groupsync.go) to sync before the index is committed. It rolls to a new
-// segment (whose directory entry is synced too, and whose first record
-// names the stream) when the active one is full. After a process start,
-// writing begins in a new segment, never after a torn tail. The returned
-// reference points at the media inside the record.
-func (s *segmentStore) appendFragment(id StreamID, w *FragmentWrite, sync bool) (segmentRef, *streamSegments, error) {
-	ss := s.stream(id)
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ref, err := s.appendLocked(id, ss, w, sync)
-	return ref, ss, err
-}
-
+// appendLocked appends a fragment's record (segrecord.go: preceded by its
+// session header's record when the segment does not hold it yet) to the
+// stream's active segment, and syncs it (fdatasync) when sync is set;
+// otherwise the segment is left dirty, for PutFragments or the group
+// syncer (groupsync.go) to sync before the index is committed. It rolls to
+// a new segment (whose directory entry is synced too, and whose first
+// record names the stream) when the active one is full. After a process
+// start, writing begins in a new segment, never after a torn tail. The
+// returned reference points at the media inside the record. The caller
+// holds ss.mu.
 func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite, sync bool) (segmentRef, error) {
 	if ss.dead {
 		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
@@ -180,14 +179,22 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 		media = append([]byte(nil), media...)
 		pre = append([]byte(nil), pre...)
 	}
-	if _, err := ss.active.Write(pre); err != nil {
-		ss.closeActive()
-		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
-	}
-	if _, err := ss.active.Write(media); err != nil {
-		// The segment's end is now unknown: continue in a new one.
-		ss.closeActive()
-		return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+	if ss.dio != nil {
+		if err := ss.dio.append(ss.activeSize, pre, media); err != nil {
+			// The segment's end is now unknown: continue in a new one.
+			ss.closeActive()
+			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+		}
+	} else {
+		if _, err := ss.active.Write(pre); err != nil {
+			ss.closeActive()
+			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+		}
+		if _, err := ss.active.Write(media); err != nil {
+			// The segment's end is now unknown: continue in a new one.
+			ss.closeActive()
+			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+		}
 	}
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
@@ -220,6 +227,14 @@ func (ss *streamSegments) syncDirty(seq uint64) error {
 	return nil
 }
 
+// checkSynced reports the error of a failed sync of segment seq (nil if
+// none failed).
+func (ss *streamSegments) checkSynced(seq uint64) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.failed[seq]
+}
+
 func (ss *streamSegments) markFailed(seq uint64, err error) {
 	if ss.failed == nil {
 		ss.failed = map[uint64]error{}
@@ -237,6 +252,10 @@ func (ss *streamSegments) closeActive() {
 				ss.markFailed(ss.activeSeq, err)
 			}
 			ss.dirty = false
+		}
+		if ss.dio != nil {
+			ss.dio.close()
+			ss.dio = nil
 		}
 		_ = ss.active.Close()
 		ss.active = nil
@@ -261,7 +280,8 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 			return err
 		}
 	}
-	f, err := s.fs.Create(s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq)), vfs.WriteCategoryUnspecified)
+	path := s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq))
+	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("lsm: creating a segment: %w", err)
 	}
@@ -275,12 +295,34 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 		rec = s.streamRecord(id)
 	}
 	start := segmentStartRecord(id, ss.nextSeq, rec)
-	if _, err := f.Write(start); err != nil {
-		_ = f.Close()
-		ss.nextSeq++ // never append after what may be a torn start
-		return fmt.Errorf("lsm: writing a segment: %w", err)
+	var dio *directFile
+	if s.direct.Load() {
+		if dio, err = openDirect(path); err != nil {
+			dio = nil
+			if directUnsupported(err) {
+				s.direct.Store(false)
+			}
+		} else if err = dio.append(0, start); err != nil {
+			dio.close()
+			dio = nil
+			if !directUnsupported(err) {
+				_ = f.Close()
+				ss.nextSeq++ // never append after what may be a torn start
+				return fmt.Errorf("lsm: writing a segment: %w", err)
+			}
+			// The file system takes no direct writes: the page cache then
+			// (nothing was written).
+			s.direct.Store(false)
+		}
 	}
-	ss.active, ss.activeSeq, ss.activeSize = f, ss.nextSeq, int64(len(start))
+	if dio == nil {
+		if _, err := f.Write(start); err != nil {
+			_ = f.Close()
+			ss.nextSeq++ // never append after what may be a torn start
+			return fmt.Errorf("lsm: writing a segment: %w", err)
+		}
+	}
+	ss.active, ss.dio, ss.activeSeq, ss.activeSize = f, dio, ss.nextSeq, int64(len(start))
 	ss.headers = map[uint64]struct{}{}
 	ss.nextSeq++
 	return nil

@@ -135,6 +135,9 @@ type segmentScan struct {
 	// framed: the segment starts with a record (written by a kvsedge
 	// that frames its segments); unframed segments cannot be scanned.
 	framed bool
+	// padding counts the zero bytes (fewer than directAlign) after the
+	// last record that a direct write left (segdirect.go).
+	padding int64
 }
 
 // scanSegment walks a segment's records. After damage it searches for the
@@ -167,9 +170,24 @@ func scanSegment(b []byte) segmentScan {
 		off += 1 + next
 	}
 	if badStart >= 0 {
-		sc.bad = append(sc.bad, [2]int64{int64(badStart), int64(len(b))})
+		if tail := b[badStart:]; badStart > 0 && len(tail) < directAlign && allZero(tail) {
+			// A direct write's padding after the last record
+			// (segdirect.go): no data, no damage.
+			sc.padding = int64(len(tail))
+		} else {
+			sc.bad = append(sc.bad, [2]int64{int64(badStart), int64(len(b))})
+		}
 	}
 	return sc
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeFragmentRecord splits a fragment record's payload.

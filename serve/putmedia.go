@@ -36,7 +36,8 @@ import (
 //	             (idleBody), so the parser can tell silence from data
 //	parser     → mkv.Reader over idleBody; numbers fragments, hands them
 //	             to the engine's ring (BUFFERING, RECEIVED acks)
-//	persister  → syncs each fragment to the store, then PERSISTED
+//	persister  → syncs the fragments queued so far to the store together
+//	             (one pair of syncs), then PERSISTED for each
 //	ack gate   → holds each PERSISTED until the engine's AckGate lets it
 //	             go (at once without replicated durability; else once a
 //	             replica holds the fragment durably too, or it fell back)
@@ -524,37 +525,88 @@ func engineIngestErrorID(err error) int {
 	return errIDInternal
 }
 
+// persistBatch bounds how many queued fragments one PersistAll stores
+// with one pair of syncs.
+const persistBatch = 16
+
 // persist makes received fragments durable in order and acknowledges them.
+// The fragments queued while a sync runs are stored together by the next
+// PersistAll (one media sync and one index commit for all), so an upload
+// faster than the disk's sync rate pays fewer syncs; one at a time, each
+// is stored alone as soon as it arrives. Every PERSISTED still follows its
+// fragment's syncs.
 func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 	failed := false
+	batch := make([]persistItem, 0, persistBatch)
+	frags := make([]*engine.Fragment, 0, persistBatch)
 	for it := range q {
-		if failed {
-			// Not stored: say so to whoever waits on them (a re-sent copy
-			// in a later upload), and let them go.
-			if it.rec.Fragment != nil {
-				u.sess.Abandon(it.rec.Fragment, errUploadFailed)
+		batch = append(batch[:0], it)
+	more:
+		for len(batch) < persistBatch && !it.rec.Duplicate {
+			select {
+			case next, ok := <-q:
+				if !ok {
+					break more
+				}
+				batch = append(batch, next)
+				if next.rec.Duplicate {
+					break more
+				}
+			default:
+				break more
 			}
-			it.rec.Release()
-			continue
 		}
-		var err error
-		if it.rec.Duplicate {
-			err = it.rec.AwaitDurable()
-		} else {
-			err = u.sess.Persist(it.rec.Fragment)
-		}
-		switch {
-		case err != nil:
-			failed = true
-			u.log.Warn("persisting a fragment failed", "number", it.rec.Meta.Number.String(), "err", err)
-			id := errIDArchival
-			if errors.Is(err, engine.ErrStreamDeleted) {
-				id = errIDStreamNotActive
+		for len(batch) > 0 {
+			if failed {
+				// Not stored: say so to whoever waits on them (a re-sent copy
+				// in a later upload), and let them go.
+				for _, it := range batch {
+					if it.rec.Fragment != nil {
+						u.sess.Abandon(it.rec.Fragment, errUploadFailed)
+					}
+					it.rec.Release()
+				}
+				break
 			}
-			acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
-			_ = u.conn.SetReadDeadline(time.Now()) // end the upload
-		case u.sess.Persists() && !it.silent:
-			acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+			// The run of new fragments first, then a duplicate alone.
+			n := 0
+			for n < len(batch) && !batch[n].rec.Duplicate {
+				n++
+			}
+			var err error
+			if n == 0 {
+				n = 1
+				err = batch[0].rec.AwaitDurable()
+			} else {
+				frags = frags[:0]
+				for _, it := range batch[:n] {
+					frags = append(frags, it.rec.Fragment)
+				}
+				err = u.sess.PersistAll(frags)
+			}
+			if err != nil {
+				failed = true
+				it := batch[0]
+				u.log.Warn("persisting a fragment failed", "number", it.rec.Meta.Number.String(), "fragments", n, "err", err)
+				id := errIDArchival
+				if errors.Is(err, engine.ErrStreamDeleted) {
+					id = errIDStreamNotActive
+				}
+				acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+				_ = u.conn.SetReadDeadline(time.Now()) // end the upload
+				// The rest of a failed run is not stored either: PersistAll
+				// released them; whoever waits learns the error.
+				batch = batch[n:]
+				continue
+			}
+			if u.sess.Persists() {
+				for _, it := range batch[:n] {
+					if !it.silent {
+						acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+					}
+				}
+			}
+			batch = batch[n:]
 		}
 	}
 }
