@@ -45,10 +45,11 @@
 //   - Camera ownership (view.go, Owns: the camera gate): a stream's
 //     camera is recorded by its home, with quorum, so that a dead home's
 //     cameras move to the next node within seconds and a node cut off
-//     from a majority stops. A home starts recording only when at least
-//     half of the other boxes reach its API back (peer routes reach and
-//     ping), so a box that can send but not receive (a one-way cut, whose
-//     gossip flaps) never takes its cameras back while cut off. Hand-back
+//     from a majority stops. A home records only while at least half of
+//     the other boxes reach its API back (peer routes reach and ping,
+//     asked at most once a second), so a box that can send but not
+//     receive (a one-way cut, whose gossip flaps and may keep a quorum in
+//     view) stops, and never takes its cameras back while cut off. Hand-back
 //     is make before break: a returning home records at once, and the box
 //     that covered goes on (cutting at every key frame, holding its
 //     fragments back) until the home's first fragment is copied to it
@@ -56,9 +57,8 @@
 //     fragments from that fragment's first key frame on (found by its
 //     bytes, else by producer time) and stops (ingest/output.go), so
 //     readers see every frame once, with numbers increasing in producer
-//     time. Incremental
-//     anti-entropy starts one comparison back, so the fragments it stored
-//     after copying the home's are found. Two nodes record one camera at
+//     time. Incremental anti-entropy starts one comparison back, so the
+//     fragments it stored after copying the home's are found. Two nodes record one camera at
 //     once only until failure detection settles, during a hand-back, or
 //     for the whole of an even split (two boxes cut apart without a
 //     witness: both record; nothing is lost).
