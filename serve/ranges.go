@@ -11,8 +11,8 @@ import (
 // bytes instead of ListFragments pages of 300,000 fragments.
 //
 // Request: {"StreamName"|"StreamARN", "StartTimestamp", "EndTimestamp"
-// (epoch seconds, at most maxRangesWindow apart), "JoinMs" (optional,
-// default 1000: fragments less than this apart are one range; the console
+// (epoch seconds, at most maxRangesWindow apart), "JoinMs" (optional, at
+// most a day, default 1000: fragments less than this apart are one range; the console
 // sends a pixel's worth)}. Response: {"Ranges": [{"Start", "End" (epoch
 // seconds; a range ends where its last fragment ends), "Fragments"}],
 // "Fragments" (all), "MaxFragmentMs"}. The fragments counted are those
@@ -24,6 +24,9 @@ const (
 	maxRangesWindow = 31 * 24 * 3600 * 1000 // ms
 	maxRanges       = 20000
 	defaultJoinMs   = 1000
+	// maxJoinMs bounds JoinMs to a day (a pixel of a 7-day timeline is
+	// ~10 minutes), and keeps it within a 32-bit int on armv6/armv7.
+	maxJoinMs = 24 * 3600 * 1000
 )
 
 type listRangesIn struct {
@@ -46,7 +49,7 @@ func (s *Server) listRecordedRanges(body []byte) (any, *apiError) {
 	v := &validator{}
 	v.required("StartTimestamp", in.StartTimestamp != nil)
 	v.required("EndTimestamp", in.EndTimestamp != nil)
-	v.intRange("JoinMs", in.JoinMs, 0, maxRangesWindow)
+	v.intRange("JoinMs", in.JoinMs, 0, maxJoinMs)
 	var startMs, endMs int64
 	if in.StartTimestamp != nil && in.EndTimestamp != nil {
 		startMs, endMs = in.StartTimestamp.ms(), in.EndTimestamp.ms()

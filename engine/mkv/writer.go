@@ -303,7 +303,8 @@ func (b *FragmentBuilder) AddBlock(ti int, ptsMs int64, key bool, parts ...[]byt
 	f.Buf = appendID(f.Buf, IDSimpleBlock)
 	// The block size as an 8-byte EBML vint: the length marker 0x01 fills
 	// the first byte, the value the other seven.
-	f.Buf = append(f.Buf, 0x01, byte(size>>48), byte(size>>40), byte(size>>32), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
+	n := uint64(size)
+	f.Buf = append(f.Buf, 0x01, byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	f.Buf = append(f.Buf, 0x80|byte(track), byte(uint16(rel)>>8), byte(uint16(rel)))
 	flags := byte(0)
 	if key {
