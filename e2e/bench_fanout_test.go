@@ -19,6 +19,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/pion/webrtc/v4"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // BenchmarkFanOutPersistLatency measures whether WebRTC viewers cost the
@@ -39,8 +40,9 @@ import (
 // buckets engine.LatencyBucketsMs, so the figures are as coarse as the
 // buckets: the bucket counts are logged), the ratio of each with
 // viewers to the mean of the two windows without, the box's CPU (user + system seconds per second of
-// /proc/<pid>/stat) and the viewers' received frame rate (lowest and
-// mean). The 1-minute load average at the start and end of each window
+// /proc/<pid>/stat), its Go allocation rate and collections per second
+// (/metrics: go_memstats_alloc_bytes_total, go_gc_duration_seconds) and
+// the viewers' received frame rate (lowest and mean). The 1-minute load average at the start and end of each window
 // is reported too: the machine is shared. No assertion on the figures.
 // $KVSEDGE_FANOUT_SECONDS sets the window (default 20 s), and
 // $KVSEDGE_FANOUT_VIEWERS the viewers (default 20).
@@ -111,6 +113,8 @@ func BenchmarkFanOutPersistLatency(b *testing.B) {
 			b.ReportMetric(w.r.p99, w.name+"-persist-p99-ms")
 			b.ReportMetric(w.r.cpu, w.name+"-box-cpu-s/s")
 			b.ReportMetric(w.r.testCPU, w.name+"-test-cpu-s/s")
+			b.ReportMetric(w.r.allocMBps, w.name+"-box-alloc-MB/s")
+			b.ReportMetric(w.r.gcPerSec, w.name+"-box-gc/s")
 			b.ReportMetric(w.r.load0, w.name+"-load1-start")
 			b.ReportMetric(w.r.load1, w.name+"-load1-end")
 			b.Logf("%s: %d fragments persisted in %d s, latency buckets %s", w.name, w.r.n, secs, w.r.buckets)
@@ -141,6 +145,20 @@ type windowResult struct {
 	// testCPU is this process's CPU seconds per second: the camera, its
 	// relay and the viewers (SRTP, RTP reading).
 	testCPU float64
+	// allocMBps and gcPerSec: the box's Go heap allocation rate (MB/s)
+	// and garbage collections per second.
+	allocMBps, gcPerSec float64
+}
+
+// gcCycles is the box's garbage collections so far (the Go collector's
+// go_gc_duration_seconds summary count).
+func gcCycles(b *testing.B, fams map[string]*dto.MetricFamily) uint64 {
+	b.Helper()
+	f, ok := fams["go_gc_duration_seconds"]
+	if !ok || len(f.GetMetric()) == 0 || f.GetMetric()[0].GetSummary() == nil {
+		b.Fatal("no go_gc_duration_seconds in /metrics")
+	}
+	return f.GetMetric()[0].GetSummary().GetSampleCount()
 }
 
 // measureWindow samples the box for secs seconds: persist latency from
@@ -148,13 +166,22 @@ type windowResult struct {
 func measureWindow(b *testing.B, endpoint string, pid, secs int, vs []*fanViewer) windowResult {
 	b.Helper()
 	r := windowResult{load0: loadAvg1()}
-	m0, c0, s0, t0 := persistLatencyCounts(b, scrape(b, endpoint)), procCPUTicks(b, pid), procCPUTicks(b, os.Getpid()), time.Now()
+	fams0 := scrape(b, endpoint)
+	m0, c0, s0, t0 := persistLatencyCounts(b, fams0), procCPUTicks(b, pid), procCPUTicks(b, os.Getpid()), time.Now()
 	f0 := make([]uint64, len(vs))
 	for i, v := range vs {
 		f0[i] = v.frames.Load()
 	}
 	time.Sleep(time.Duration(secs) * time.Second)
-	m1, c1, s1, el := persistLatencyCounts(b, scrape(b, endpoint)), procCPUTicks(b, pid), procCPUTicks(b, os.Getpid()), time.Since(t0).Seconds()
+	fams1 := scrape(b, endpoint)
+	m1, c1, s1, el := persistLatencyCounts(b, fams1), procCPUTicks(b, pid), procCPUTicks(b, os.Getpid()), time.Since(t0).Seconds()
+	a0, ok0 := metricValue(fams0, "go_memstats_alloc_bytes_total", nil)
+	a1, ok1 := metricValue(fams1, "go_memstats_alloc_bytes_total", nil)
+	if !ok0 || !ok1 {
+		b.Fatal("no go_memstats_alloc_bytes_total in /metrics")
+	}
+	r.allocMBps = (a1 - a0) / el / 1e6
+	r.gcPerSec = float64(gcCycles(b, fams1)-gcCycles(b, fams0)) / el
 	r.load1 = loadAvg1()
 	r.cpu = float64(c1-c0) / clkTck / el
 	r.testCPU = float64(s1-s0) / clkTck / el
