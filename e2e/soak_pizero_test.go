@@ -207,7 +207,7 @@ func TestSoakPiZero(t *testing.T) {
 
 // persistLatencyCounts reads kvsedge_persist_latency_seconds' cumulative
 // bucket counts (engine.LatencyBucketsMs, then the total).
-func persistLatencyCounts(t *testing.T, fams map[string]*dto.MetricFamily) []uint64 {
+func persistLatencyCounts(t testing.TB, fams map[string]*dto.MetricFamily) []uint64 {
 	t.Helper()
 	f, ok := fams["kvsedge_persist_latency_seconds"]
 	if !ok || len(f.GetMetric()) == 0 {
