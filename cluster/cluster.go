@@ -96,9 +96,9 @@ type Cluster struct {
 	quorumMu      sync.Mutex
 	handBackSince map[string]time.Time
 	// heard's last answer (view.go).
-	heardMu  sync.Mutex
-	heardAt  time.Time
-	heardWhy string
+	heardMu   sync.Mutex
+	heardAt   time.Time
+	heardLast heardAnswer
 
 	subMu sync.Mutex
 	subs  []chan struct{}

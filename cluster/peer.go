@@ -196,7 +196,7 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 			return
 		}
 		if err := p.reach(life, string(args.Peek("node"))); err != nil {
-			ctx.Error("cannot reach "+string(args.Peek("node"))+": "+err.Error(), http.StatusServiceUnavailable)
+			ctx.Error(reachRefused+string(args.Peek("node"))+": "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		ctx.SetBodyString("ok")

@@ -715,9 +715,21 @@ func (r *Replicator) do(ctx context.Context, peer status.Member, method, op stri
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
-		return nil, fmt.Errorf("peer %s: %s %s: %d %s", peer.Name, method, op, resp.StatusCode, bytes.TrimSpace(msg))
+		return nil, &peerStatusError{peer: peer.Name, method: method, op: op, code: resp.StatusCode, msg: string(bytes.TrimSpace(msg))}
 	}
 	return resp, nil
+}
+
+// peerStatusError is a peer's answer other than 200: the peer is up and
+// said no (view.go's heard tells it from no answer at all).
+type peerStatusError struct {
+	peer, method, op string
+	code             int
+	msg              string
+}
+
+func (e *peerStatusError) Error() string {
+	return fmt.Sprintf("peer %s: %s %s: %d %s", e.peer, e.method, e.op, e.code, e.msg)
 }
 
 func (r *Replicator) getJSON(peer status.Member, op string, q url.Values, v any) error {

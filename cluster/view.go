@@ -120,7 +120,7 @@ func (c *Cluster) Owns(stream string, recording bool) (record, handBack bool, wh
 	// one way, its gossip flaps (push-pull it starts still gets answers),
 	// and with three boxes it may see one peer or the other alive at every
 	// look, so it would record beside the majority for the whole cut.
-	if ok, why := c.heard(); !ok {
+	if ok, why := c.heard(recording); !ok {
 		return false, false, why
 	}
 	return true, false, ""
@@ -129,23 +129,58 @@ func (c *Cluster) Owns(stream string, recording bool) (record, handBack bool, wh
 // heardFor is how long heard's answer is reused.
 const heardFor = time.Second
 
+// reachRefused begins the reach route's answer when the peer cannot
+// reach the asker (peer.go).
+const reachRefused = "cannot reach "
+
 // reachTimeout bounds one reach-back (peer route reach).
 const reachTimeout = 1500 * time.Millisecond
 
-// heard reports whether at least half of the other alive boxes reach this
-// box's API (peer route reach: each calls this box's ping route): a box
-// that only sends — a one-way cut — is not heard, however its gossip
-// flaps. Answers are reused for heardFor.
-func (c *Cluster) heard() (bool, string) {
+// heardAnswer is what the other alive boxes said when asked to reach this
+// box back: yes (they did), no (they answered that they cannot: 503) and
+// silent (no answer: the peer is down or unreachable from here).
+type heardAnswer struct {
+	yes        int
+	no, silent []string
+}
+
+// heard reports whether the other alive boxes hear this one (peer route
+// reach: each calls this box's ping route): a box that only sends — a
+// one-way cut — is not heard, however its gossip flaps.
+//
+// Before it records (recording false), at least half of them must reach
+// it back; a silent peer counts against. Once it records, it stops only
+// when at least half of those that answered say they cannot reach it: a
+// silent peer is most likely dead and not yet declared so (a two-box
+// site whose peer lost power must not stop recording too), and a cut-off
+// box still gets answers, since its own requests go out. Answers are
+// reused for heardFor.
+func (c *Cluster) heard(recording bool) (bool, string) {
 	r := c.repl
 	if r == nil {
 		return true, ""
 	}
 	c.heardMu.Lock()
 	defer c.heardMu.Unlock()
-	if time.Since(c.heardAt) < heardFor {
-		return c.heardWhy == "", c.heardWhy
+	if time.Since(c.heardAt) >= heardFor {
+		c.heardLast = c.askReach(r)
+		c.heardAt = time.Now()
 	}
+	a := c.heardLast
+	if recording {
+		if answered := a.yes + len(a.no); answered > 0 && a.yes*2 < answered {
+			return false, "the other boxes do not reach this one (" + strings.Join(a.no, ", ") + "): not recording until they do"
+		}
+		return true, ""
+	}
+	if total := a.yes + len(a.no) + len(a.silent); a.yes*2 < total {
+		return false, "the other boxes do not reach this one (" + strings.Join(append(slices.Clone(a.no), a.silent...), ", ") + "): not recording until they do"
+	}
+	return true, ""
+}
+
+// askReach asks every other alive box to reach this one back.
+func (c *Cluster) askReach(r *Replicator) heardAnswer {
 	peers := r.peers()
 	var wg sync.WaitGroup
 	errs := make([]error, len(peers))
@@ -163,22 +198,23 @@ func (c *Cluster) heard() (bool, string) {
 		}()
 	}
 	wg.Wait()
-	yes := 0
-	var failed []string
+	var a heardAnswer
 	for i, err := range errs {
-		if err == nil {
-			yes++
-		} else {
-			failed = append(failed, peers[i].Name)
+		var se *peerStatusError
+		switch {
+		case err == nil:
+			a.yes++
+		case errors.As(err, &se) && se.code == http.StatusServiceUnavailable && strings.HasPrefix(se.msg, reachRefused):
+			// The peer route's own answer, not any 503 (a peer whose
+			// connection cap is full answers 503 too).
+			a.no = append(a.no, peers[i].Name)
 			c.opts.Logger.Debug("a peer does not reach this box", "peer", peers[i].Name, "err", err)
+		default:
+			a.silent = append(a.silent, peers[i].Name)
+			c.opts.Logger.Debug("a peer did not answer whether it reaches this box", "peer", peers[i].Name, "err", err)
 		}
 	}
-	c.heardWhy = ""
-	if yes*2 < len(peers) {
-		c.heardWhy = "the other boxes do not reach this one (" + strings.Join(failed, ", ") + "): not recording until they do"
-	}
-	c.heardAt = time.Now()
-	return c.heardWhy == "", c.heardWhy
+	return a
 }
 
 // reachBack checks that this node reaches node's API (its ping route),
