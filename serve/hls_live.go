@@ -37,10 +37,11 @@ import (
 // On a box restart (or an evicted record) the numbering is lost: the
 // session's next playlist re-anchors its first segment at its producer
 // time in ms after the session's base (0 for a session's first playlist).
-// Numbers given before grew by one per segment from such an anchor, and
-// segments last at least 1 ms, so the new numbers are not below the old:
-// a client sees the sequence jump ahead (the same segment under a larger
-// number), never go back.
+// Numbers given before grew by one per segment from such an anchor while
+// producer time grew by the segments' durations (hundreds of ms each; a
+// hand-over's overlap takes back at most about one), so the new numbers
+// are above the old: a client sees the sequence jump ahead (the same
+// segment under a larger number), never go back.
 type liveSeqs struct {
 	mu        sync.Mutex
 	sessions  map[string]*liveSeqState
