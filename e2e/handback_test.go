@@ -22,7 +22,10 @@ import (
 // and read through the home, has every frame once (frames identified by
 // producer time and content), fragment numbers increase with producer
 // time, and each hand-back's gap in ListFragments is reported (goal: at
-// most one fragment duration) and bounded.
+// most one fragment duration) and bounded. A LIVE HLS client of the box
+// that covers polls its media playlist from the first takeover on: the
+// media sequence never goes back and each segment keeps its number across
+// the term changes.
 func TestClusterHandBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e")
@@ -37,6 +40,10 @@ func TestClusterHandBack(t *testing.T) {
 		st, n := cameraState(t, home.p.endpoint, "cam")
 		return st == "RECORDING" && n >= 3
 	})
+	// A LIVE HLS client of the box that covers (it stays up; the session
+	// is made there while the home is down, as reads go to the home while
+	// it is up) sees the ingest move to it and back each round.
+	var live *liveHLSWatch
 	recorders := func() []string {
 		var out []string
 		for _, b := range boxes {
@@ -59,6 +66,9 @@ func TestClusterHandBack(t *testing.T) {
 			return st == "RECORDING" && n > before
 		})
 		failovers = append(failovers, time.Since(killed))
+		if round == 0 {
+			live = watchLiveHLS(t, replica.p.endpoint, "cam")
+		}
 		if st, _ := cameraState(t, other.p.endpoint, "cam"); st == "RECORDING" {
 			t.Fatalf("round %d: %s records cam too", round, other.name)
 		}
@@ -92,6 +102,9 @@ func TestClusterHandBack(t *testing.T) {
 			t.Fatalf("round %d: two boxes recorded cam at once for %v", round, both)
 		}
 		time.Sleep(2 * time.Second)
+	}
+	if terms := live.finish(t); terms < 2*rounds {
+		t.Fatalf("the LIVE HLS client saw %d ingest terms listed, want at least %d (a takeover and a hand-back per round)", terms, 2*rounds)
 	}
 	stopCamera()
 	within(t, "the holders converge", 60*time.Second, func() bool {

@@ -26,6 +26,9 @@
 //	                 range as merged spans (the console's timeline)
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,
 //	                 manifests, fMP4 and MPEG-TS segments remuxed on request
+//	hls_live.go      LIVE HLS media sequence numbers: a small per-session
+//	                 record of each ingest term's offset, so numbers hold
+//	                 across reloads and term changes
 //	images.go        GetImages (ffmpeg decodes; MJPEG needs nothing)
 //	whep.go          the WebRTC live view (WHEP, RFC 9725): routes, tokens
 //	                 (getWHEPSessionURL), ICE settings, sessions

@@ -284,18 +284,11 @@ func (s *Server) playlistFragments(sess *hlsSession, now time.Time) ([]fragment.
 }
 
 // playlistWindow is the part of the session's fragments a media playlist
-// lists, and the media sequence number of its first.
+// lists, and the media sequence number of its first. LIVE windows are
+// all; their HLS numbers come from liveSeqs (hls_live.go).
 func playlistWindow(sess *hlsSession, all []fragment.Meta) ([]fragment.Meta, uint64) {
-	switch sess.Mode {
-	case "LIVE_REPLAY":
-		if len(all) > sess.Max {
-			return all[len(all)-sess.Max:], uint64(len(all) - sess.Max)
-		}
-	case "LIVE":
-		if len(all) > 0 {
-			// Fragments of one ingest term are numbered consecutively.
-			return all, uint64(all[0].Number.Seq())
-		}
+	if sess.Mode == "LIVE_REPLAY" && len(all) > sess.Max {
+		return all[len(all)-sess.Max:], uint64(len(all) - sess.Max)
 	}
 	return all, 0
 }
@@ -392,8 +385,13 @@ func (s *Server) hlsMedia(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
+	rawTok := string(ctx.QueryArgs().Peek("SessionToken"))
 	frags, seq := playlistWindow(sess, all)
-	tok := url.QueryEscape(string(ctx.QueryArgs().Peek("SessionToken")))
+	if sess.Mode == "LIVE" {
+		_, sig, _ := strings.Cut(rawTok, ".") // the session's id
+		frags, seq = s.live.window(sig, sess.Expires, sess.BaseMs, all, time.Now())
+	}
+	tok := url.QueryEscape(rawTok)
 	target := 1
 	for _, m := range frags {
 		target = max(target, int(math.Ceil(float64(m.DurationMs)/1000)))

@@ -212,6 +212,8 @@ type Server struct {
 	ln atomic.Pointer[acceptLoop]
 	// whep is the WebRTC live view (whep.go).
 	whep *whepState
+	// live numbers the segments of LIVE HLS playlists (hls_live.go).
+	live liveSeqs
 }
 
 // sessionCount counts running media sessions; wait returns when none is
