@@ -47,8 +47,15 @@ import (
 const liveChunkSize = 256 << 10
 
 // maxLiveGOP bounds the frames kept for new subscribers (about 10 s of
-// 30 fps video with audio).
-const maxLiveGOP = 600
+// 30 fps video with audio), maxLiveGOPBytes their bytes (about 16 s of a
+// 2 Mbit/s camera): past either the GOP is dropped and a new subscriber
+// waits for the next key frame. Without the byte bound a producer's big
+// fragments (a 48 MB PutMedia GOP) would be held twice in the media
+// budget, once by the tap: uploads refused with ERROR 5000 on a small box.
+const (
+	maxLiveGOP      = 600
+	maxLiveGOPBytes = 4 << 20
+)
 
 // LiveFrame is one frame of a stream's live tap: a Matroska block's
 // payload as the producer sent it (for H.264/H.265 video, AVCC/HVCC
@@ -225,6 +232,7 @@ type liveTap struct {
 	subs   []*LiveSub
 	gop    []*LiveFrame // retained; from the newest video key frame on
 	gopOK  bool         // gop holds every frame since that key frame
+	gopLen int          // bytes of gop's frames
 	cur    *liveChunk   // the chunk being filled (the tap's reference)
 	closed bool
 	// subscribers is len(subs), read without the lock.
@@ -268,7 +276,10 @@ func (t *liveTap) publish(h *Header, track uint64, timeMs int64, key bool, paylo
 	t.lastNs.Store(now)
 	if key {
 		t.resetGOPLocked()
-		t.gopOK = true
+		t.gopOK = len(payload) <= maxLiveGOPBytes
+	}
+	if !t.gopOK && len(t.subs) == 0 {
+		return // nobody to send it to and no GOP kept: no copy
 	}
 	c := t.chunkLocked(len(payload))
 	if c == nil {
@@ -292,8 +303,9 @@ func (t *liveTap) publish(h *Header, track uint64, timeMs int64, key bool, paylo
 	f.chunk = c
 	f.refs.Store(1) // publish's own, dropped below
 	if t.gopOK {
-		if len(t.gop) < maxLiveGOP {
+		if len(t.gop) < maxLiveGOP && t.gopLen+len(payload) <= maxLiveGOPBytes {
 			t.gop = append(t.gop, f.Retain())
+			t.gopLen += len(payload)
 		} else {
 			t.resetGOPLocked()
 		}
@@ -360,6 +372,7 @@ func (t *liveTap) resetGOPLocked() {
 	}
 	t.gop = t.gop[:0]
 	t.gopOK = false
+	t.gopLen = 0
 }
 
 // subscribe adds a subscriber with a queue of depth frames, primed with

@@ -333,3 +333,40 @@ func BenchmarkLiveTap20Subscribers(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+// A GOP bigger than maxLiveGOPBytes (a producer's 48 MB fragments) is not
+// kept: with nobody subscribed its frames are not copied at all (the tap
+// would otherwise hold the upload a second time in the media budget), a
+// new subscriber waits for the next key frame, and one subscribed gets
+// every frame.
+func TestLiveTapKeepsNoHugeGOP(t *testing.T) {
+	e, sess := liveEngine(t)
+	h, _ := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: []byte{1, 0x64, 0, 0x1f, 0xff, 0xe0}}})
+	big := make([]byte, 1<<20)
+	pub := func(ms int64, key bool) {
+		sess.LiveFrame(h, mkv.Block{Track: 1, TimeMs: ms, Key: key, Payload: big})
+	}
+	for i := range 8 { // 8 MiB in one GOP
+		pub(int64(i), i == 0)
+	}
+	st, _ := e.LiveStats(StreamRef{Name: "cam"})
+	if st.Frames != 8 || st.Bytes >= 8<<20 || st.Bytes < maxLiveGOPBytes-(1<<20) {
+		t.Fatalf("no subscriber, an 8 MiB GOP: %d frames, %d bytes copied (want the first %d MiB at most)", st.Frames, st.Bytes, maxLiveGOPBytes>>20)
+	}
+	late, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 100)
+	defer late.Close()
+	noFrame(t, late) // no GOP kept: it waits for the next key frame
+	pub(8, false)
+	noFrame(t, late)
+	pub(9, true)
+	for ms := int64(9); ms < 15; ms++ {
+		if ms > 9 {
+			pub(ms, false)
+		}
+		f := nextFrame(t, late)
+		if f.TimeMs != ms || len(f.Data) != len(big) {
+			t.Fatalf("subscriber got frame at %d (%d bytes), want %d", f.TimeMs, len(f.Data), ms)
+		}
+		f.Release()
+	}
+}
