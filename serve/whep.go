@@ -113,6 +113,10 @@ type whepState struct {
 
 	mu       sync.Mutex
 	sessions map[string]*whepSession
+	// starting counts offers being answered: with sessions, what
+	// MaxViewers bounds (a slot is taken before the first-frame wait and
+	// negotiation, so parallel offers cannot pass the cap).
+	starting int
 	closed   bool
 
 	// Counters since start (WebRTCStats).
@@ -470,8 +474,11 @@ const firstFrameWait = 4 * time.Second
 func (s *Server) startWHEP(info *engine.StreamInfo, offer string) (*whepSession, string, *apiError) {
 	w := s.whep
 	w.mu.Lock()
-	full := len(w.sessions) >= w.opts.MaxViewers
+	full := len(w.sessions)+w.starting >= w.opts.MaxViewers
 	closed := w.closed
+	if !full && !closed {
+		w.starting++
+	}
 	w.mu.Unlock()
 	if closed {
 		return nil, "", newAPIError(http.StatusServiceUnavailable, errClientLimitExceeded, "The box is shutting down.")
@@ -479,6 +486,14 @@ func (s *Server) startWHEP(info *engine.StreamInfo, offer string) (*whepSession,
 	if full {
 		return nil, "", newAPIError(http.StatusServiceUnavailable, errClientLimitExceeded, "%d WebRTC viewers are connected, the most this box serves (webrtc.max_viewers); use HLS.", w.opts.MaxViewers)
 	}
+	registered := false // the slot moved to sessions
+	defer func() {
+		if !registered {
+			w.mu.Lock()
+			w.starting--
+			w.mu.Unlock()
+		}
+	}()
 	sub, err := s.eng.LiveSubscribe(engine.StreamRef{ARN: info.ARN}, liveQueue)
 	if err != nil {
 		return nil, "", engineError(err)
@@ -517,6 +532,8 @@ func (s *Server) startWHEP(info *engine.StreamInfo, offer string) (*whepSession,
 	sess.stream = info.Name
 	w.mu.Lock()
 	w.sessions[sess.id] = sess
+	w.starting--
+	registered = true
 	w.mu.Unlock()
 	s.sessions.Add(1)
 	go func() {
