@@ -27,6 +27,10 @@ import (
 //
 // It runs after each anti-entropy round.
 
+// dropRetry is how long dropCopies waits after finding a copy not yet
+// covered by the holders before it looks again.
+const dropRetry = 10 * time.Minute
+
 // dropCopies deletes the copies of streams this node no longer holds.
 func (r *Replicator) dropCopies() {
 	for _, info := range r.eng.Streams() {
@@ -36,6 +40,7 @@ func (r *Replicator) dropCopies() {
 		r.mu.Lock()
 		if inside || len(pl) < r.factor(info) {
 			delete(r.outside, name)
+			delete(r.dropNext, name)
 			if inside {
 				delete(r.dropped, name) // it copies the stream again
 			}
@@ -47,8 +52,9 @@ func (r *Replicator) dropCopies() {
 			r.outside[name] = time.Now()
 		}
 		dropped := r.dropped[name]
+		next := r.dropNext[name]
 		r.mu.Unlock()
-		if !known || time.Since(since) < r.opts.DropAfter || info.DataRetentionInHours == 0 {
+		if !known || time.Since(since) < r.opts.DropAfter || info.DataRetentionInHours == 0 || time.Now().Before(next) {
 			continue
 		}
 		ref := engine.StreamRef{ARN: info.ARN}
@@ -68,6 +74,13 @@ func (r *Replicator) dropCopies() {
 			}
 		}
 		if !covered {
+			// Each look lists the whole copy here and at every holder:
+			// not every anti-entropy round while a holder still lacks
+			// something (it may never fetch it: holders compare with
+			// holders only).
+			r.mu.Lock()
+			r.dropNext[name] = time.Now().Add(dropRetry)
+			r.mu.Unlock()
 			continue
 		}
 		last := local[len(local)-1]

@@ -104,6 +104,8 @@ type Replicator struct {
 	// (cleanup.go).
 	outside map[string]time.Time
 	dropped map[string]fragment.Number
+	// dropNext: when a copy found not yet covered is looked at again.
+	dropNext map[string]time.Time
 }
 
 type tailKey struct{ stream, peer string }
@@ -166,7 +168,7 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	r := &Replicator{c: c, eng: o.Engine, opts: o, client: &http.Client{Transport: tr},
 		tails: map[tailKey]context.CancelFunc{}, streams: map[string]*streamRepl{}, fullDue: true,
 		newer: map[string]time.Time{}, newerLogged: map[string]string{}, reporters: map[string]*reporter{},
-		outside: map[string]time.Time{}, dropped: map[string]fragment.Number{}}
+		outside: map[string]time.Time{}, dropped: map[string]fragment.Number{}, dropNext: map[string]time.Time{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.dur = newDurability(r)
 	c.repl = r
