@@ -233,10 +233,11 @@ func slowLink(t *testing.T, target string, delay time.Duration) string {
 	return ln.Addr().String()
 }
 
-// TestClusterDiskDeath: three boxes; the camera's home also takes two
-// PutMedia uploads, one stream with replicated durability and one with
-// local. While all three record, the home's data directory is removed and
-// the process SIGKILLed. Every fragment acknowledged PERSISTED on the
+// TestClusterDiskDeath: three boxes, eight cameras spread over them; the
+// home of camera "cam" also takes two PutMedia uploads, one stream with
+// replicated durability and one with local. While all record, the home's
+// data directory is removed and the process SIGKILLed; every camera then
+// records on a survivor. Every fragment acknowledged PERSISTED on the
 // replicated stream is listed and readable on the survivors (zero lost);
 // for the local stream the test reports how many acknowledged fragments
 // the survivors lack (acks sent before the replica had them). Then the
@@ -251,7 +252,9 @@ func TestClusterDiskDeath(t *testing.T) {
 	// box sends 300 ms late (and drops it if the box dies first): a
 	// replica has a fragment well after its home, so a local ack goes
 	// out before the replica holds the fragment.
-	var nw clusterNet
+	// Eight cameras in all, homed across the three boxes.
+	nw := clusterNet{cameras: []string{"cam2", "cam3", "cam4", "cam5", "cam6", "cam7", "cam8"}}
+	cams := append([]string{"cam"}, nw.cameras...)
 	for range 3 {
 		g, l := freeAddr(t), freeAddr(t)
 		nw.gossip, nw.advertise, nw.listen = append(nw.gossip, g), append(nw.advertise, g), append(nw.listen, l)
@@ -275,6 +278,18 @@ func TestClusterDiskDeath(t *testing.T) {
 	within(t, "the home records cam", 30*time.Second, func() bool {
 		st, n := cameraState(t, home.api(), "cam")
 		return st == "RECORDING" && n >= 1
+	})
+	within(t, "every camera records on some box", 30*time.Second, func() bool {
+	next:
+		for _, c := range cams {
+			for _, b := range boxes {
+				if st, _ := cameraState(t, b.api(), c); st == "RECORDING" {
+					continue next
+				}
+			}
+			return false
+		}
+		return true
 	})
 
 	pctx, stopProducers := context.WithCancel(context.Background())
@@ -363,15 +378,19 @@ func TestClusterDiskDeath(t *testing.T) {
 			})
 		}
 	}
-	within(t, "cam records on a survivor", 20*time.Second, func() bool {
-		for _, b := range []*clusterBox{replica, other} {
-			if st, _ := cameraState(t, b.api(), "cam"); st == "RECORDING" {
-				return true
+	within(t, "every camera records on a survivor", 30*time.Second, func() bool {
+	next:
+		for _, c := range cams {
+			for _, b := range []*clusterBox{replica, other} {
+				if st, _ := cameraState(t, b.api(), c); st == "RECORDING" {
+					continue next
+				}
 			}
+			return false
 		}
-		return false
+		return true
 	})
-	t.Logf("cam records on a survivor %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
+	t.Logf("all %d cameras record on the survivors %v after the kill", len(cams), time.Since(killedAt).Round(100*time.Millisecond))
 
 	// The third box dies too: the replica, alone, has no replica of its
 	// own. Uploads to it are acknowledged on its durability alone, at once

@@ -55,6 +55,9 @@ type clusterNet struct {
 	witnesses []string
 	// env is added to every box's environment.
 	env []string
+	// cameras are more cameras beside "cam" (stream names), each with its
+	// own simulated camera on the relay.
+	cameras []string
 }
 
 type replState struct {
@@ -154,11 +157,16 @@ func nodeOf(t *testing.T, number string) uint16 {
 // gossip[i] is what box i binds; advertise[i] (if set) what it tells peers.
 func startCameraCluster(t *testing.T, ctx context.Context, n int, nw clusterNet) []*clusterBox {
 	t.Helper()
-	rl := publishCameras(ctx, t, fixture.DemoClipPath(), 15, "cam")
+	names := append([]string{"cam"}, nw.cameras...)
+	rl := publishCameras(ctx, t, fixture.DemoClipPath(), 15, names...)
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kvsedge.yaml")
-	if err := os.WriteFile(cfgPath, []byte("cameras:\n  - stream: cam\n    url: "+rl.URL("cam")+"\n    transport: tcp\n    retention_hours: 2\n    fragment_duration: 1s\n"), 0o600); err != nil {
+	cfg := "cameras:\n"
+	for _, name := range names {
+		cfg += "  - stream: " + name + "\n    url: " + rl.URL(name) + "\n    transport: tcp\n    retention_hours: 2\n    fragment_duration: 1s\n"
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -221,23 +229,28 @@ func startCameraCluster(t *testing.T, ctx context.Context, n int, nw clusterNet)
 // roles finds cam's home and replicas as the boxes report them.
 func roles(t *testing.T, boxes []*clusterBox, asker *clusterBox) (home, replica, other *clusterBox) {
 	t.Helper()
-	var st replState
+	var home0, replica0 string
 	within(t, "cam is placed", 20*time.Second, func() bool {
-		st = replication(t, asker.api())
-		return len(st.Streams) == 1 && len(st.Streams[0].Replicas) == 1
+		for _, s := range replication(t, asker.api()).Streams {
+			if s.Stream == "cam" && len(s.Replicas) == 1 {
+				home0, replica0 = s.Home, s.Replicas[0]
+				return true
+			}
+		}
+		return false
 	})
 	for _, b := range boxes {
 		switch b.name {
-		case st.Streams[0].Home:
+		case home0:
 			home = b
-		case st.Streams[0].Replicas[0]:
+		case replica0:
 			replica = b
 		default:
 			other = b
 		}
 	}
 	if home == nil || replica == nil {
-		t.Fatalf("placement %+v names unknown boxes", st.Streams[0])
+		t.Fatalf("cam's placement (home %s, replica %s) names unknown boxes", home0, replica0)
 	}
 	return home, replica, other
 }
