@@ -79,7 +79,7 @@ func (r *Replicator) dropCopies() {
 			// something (it may never fetch it: holders compare with
 			// holders only).
 			r.mu.Lock()
-			r.dropNext[name] = time.Now().Add(dropRetry)
+			r.dropNext[name] = time.Now().Add(r.opts.dropRetry)
 			r.mu.Unlock()
 			continue
 		}

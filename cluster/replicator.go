@@ -63,6 +63,9 @@ type ReplicationOptions struct {
 	// protocol is skipped before it is tried again (default
 	// newerPeerRetry; tests shorten it).
 	newerRetry time.Duration
+	// dropRetry is how long a copy found not yet covered waits for its
+	// next look (default dropRetry; tests shorten it; cleanup.go).
+	dropRetry time.Duration
 }
 
 // newerPeerRetry is how long a peer whose frames this node cannot read
@@ -157,6 +160,9 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	}
 	if o.DropAfter <= 0 {
 		o.DropAfter = time.Minute
+	}
+	if o.dropRetry <= 0 {
+		o.dropRetry = dropRetry
 	}
 	if o.newerRetry <= 0 {
 		o.newerRetry = newerPeerRetry

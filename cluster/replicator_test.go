@@ -44,6 +44,7 @@ type replNodeOptions struct {
 	wrap       func(fasthttp.RequestHandler) fasthttp.RequestHandler
 	newerRetry time.Duration
 	ackTimeout time.Duration
+	dropAfter  time.Duration
 }
 
 func startReplNodeWith(t *testing.T, name string, nodeID uint16, seeds []string, key []byte, o replNodeOptions) *replNode {
@@ -76,7 +77,7 @@ func startReplNodeWith(t *testing.T, name string, nodeID uint16, seeds []string,
 	}
 	n.c = c
 	c.StartReplication(ReplicationOptions{Engine: eng, Key: PeerKey(key), AntiEntropy: 500 * time.Millisecond, Registry: 200 * time.Millisecond, Settle: time.Millisecond,
-		newerRetry: o.newerRetry, AckTimeout: o.ackTimeout})
+		newerRetry: o.newerRetry, AckTimeout: o.ackTimeout, DropAfter: o.dropAfter, dropRetry: time.Second})
 	eng.SetAckGate(c.AckGate())
 	t.Cleanup(func() {
 		stop()
