@@ -232,8 +232,11 @@ func TestListStreamsPagination(t *testing.T) {
 		}
 	}
 	all, err := c.ListStreams(ctx, &kinesisvideo.ListStreamsInput{})
-	if err != nil || len(all.StreamInfoList) != 25 || all.NextToken != nil {
-		t.Fatalf("list all: %v, %d, %v", err, len(all.StreamInfoList), all.NextToken)
+	if err != nil {
+		t.Fatalf("list all: %v", err)
+	}
+	if len(all.StreamInfoList) != 25 || all.NextToken != nil {
+		t.Fatalf("list all: %d streams, next token %v", len(all.StreamInfoList), all.NextToken)
 	}
 	_, err = c.ListStreams(ctx, &kinesisvideo.ListStreamsInput{NextToken: aws.String("Zm9vYmFy")})
 	wantAPIError(t, err, "InvalidArgumentException")

@@ -98,6 +98,10 @@ func (ts *testServer) client(secret string) *kinesisvideo.Client {
 		BaseEndpoint:     aws.String(ts.URL),
 		Credentials:      credentials.NewStaticCredentialsProvider(testAKID, secret, ""),
 		RetryMaxAttempts: 1,
+		// A new connection per call: with retries off, a pooled
+		// connection the server closed while idle would fail a call now
+		// and then (aws/aws-sdk-go-v2#2737).
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	})
 }
 
