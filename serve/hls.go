@@ -62,38 +62,54 @@ func (s *Server) signSession(sess *hlsSession) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	js, _ := json.Marshal(sess)
-	mac := hmac.New(sha256.New, key)
-	mac.Write(js)
-	return base64.RawURLEncoding.EncodeToString(js) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
+	return signToken(key, sess), nil
 }
 
 var errBadSession = errors.New("the session token is not valid")
 
 func (s *Server) openSession(tok string) (*hlsSession, error) {
-	payload, sig, ok := strings.Cut(tok, ".")
-	if !ok {
-		return nil, errBadSession
-	}
-	js, err1 := base64.RawURLEncoding.DecodeString(payload)
-	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
-	if err1 != nil || err2 != nil {
-		return nil, errBadSession
-	}
 	key, err := s.sessionKey()
 	if err != nil {
 		return nil, err
 	}
+	var sess hlsSession
+	if err := openToken(tok, key, &sess); err != nil {
+		return nil, err
+	}
+	return &sess, nil
+}
+
+// signToken encodes v as a session token: base64url(JSON) "."
+// base64url(HMAC-SHA256(key, JSON)) (FORMAT.md; HLS and WHEP sessions,
+// each with its own key).
+func signToken(key []byte, v any) string {
+	js, _ := json.Marshal(v)
+	mac := hmac.New(sha256.New, key)
+	mac.Write(js)
+	return base64.RawURLEncoding.EncodeToString(js) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// openToken checks a signToken token's signature with key and decodes it
+// into v; errBadSession for anything else.
+func openToken(tok string, key []byte, v any) error {
+	payload, sig, ok := strings.Cut(tok, ".")
+	if !ok {
+		return errBadSession
+	}
+	js, err1 := base64.RawURLEncoding.DecodeString(payload)
+	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
+	if err1 != nil || err2 != nil {
+		return errBadSession
+	}
 	h := hmac.New(sha256.New, key)
 	h.Write(js)
 	if !hmac.Equal(mac, h.Sum(nil)) {
-		return nil, errBadSession
+		return errBadSession
 	}
-	var sess hlsSession
-	if err := json.Unmarshal(js, &sess); err != nil {
-		return nil, errBadSession
+	if json.Unmarshal(js, v) != nil {
+		return errBadSession
 	}
-	return &sess, nil
+	return nil
 }
 
 type hlsSessionIn struct {

@@ -5,9 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -228,34 +226,17 @@ func (s *Server) signWHEP(t whepToken) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	js, _ := json.Marshal(t)
-	mac := hmac.New(sha256.New, key)
-	mac.Write(js)
-	return base64.RawURLEncoding.EncodeToString(js) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
+	return signToken(key, t), nil
 }
 
 func (s *Server) openWHEP(tok string) (*whepToken, error) {
-	payload, sig, ok := strings.Cut(tok, ".")
-	if !ok {
-		return nil, errBadSession
-	}
-	js, err1 := base64.RawURLEncoding.DecodeString(payload)
-	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
-	if err1 != nil || err2 != nil {
-		return nil, errBadSession
-	}
 	key, err := s.whepKey()
 	if err != nil {
 		return nil, err
 	}
-	h := hmac.New(sha256.New, key)
-	h.Write(js)
-	if !hmac.Equal(mac, h.Sum(nil)) {
-		return nil, errBadSession
-	}
 	var t whepToken
-	if json.Unmarshal(js, &t) != nil {
-		return nil, errBadSession
+	if err := openToken(tok, key, &t); err != nil {
+		return nil, err
 	}
 	return &t, nil
 }
