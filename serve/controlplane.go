@@ -469,18 +469,26 @@ func (s *Server) untagStream(body []byte) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	return s.untag(in.TagKeyList, func(v *validator) (*engine.StreamInfo, *apiError) {
+		return s.resolveTagRef(in.streamRefIn, v)
+	})
+}
+
+// untag validates a TagKeyList (UntagStream and UntagResource share its
+// rules), resolves the stream and removes the keys.
+func (s *Server) untag(keys []string, resolve func(*validator) (*engine.StreamInfo, *apiError)) (any, *apiError) {
 	var v validator
-	if v.required("TagKeyList", in.TagKeyList != nil) {
-		v.count("TagKeyList", len(in.TagKeyList), 1, 50)
-		for _, k := range in.TagKeyList {
+	if v.required("TagKeyList", keys != nil) {
+		v.count("TagKeyList", len(keys), 1, 50)
+		for _, k := range keys {
 			v.strValue("TagKeyList.member", k, 1, 128, reTagKey)
 		}
 	}
-	info, aerr := s.resolveTagRef(in.streamRefIn, &v)
+	info, aerr := resolve(&v)
 	if aerr != nil {
 		return nil, aerr
 	}
-	if err := s.eng.UntagStream(engine.StreamRef{ARN: info.ARN}, in.TagKeyList); err != nil {
+	if err := s.eng.UntagStream(engine.StreamRef{ARN: info.ARN}, keys); err != nil {
 		return nil, engineError(err)
 	}
 	return emptyOut{}, nil
@@ -594,21 +602,9 @@ func (s *Server) untagResource(body []byte) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	var v validator
-	if v.required("TagKeyList", in.TagKeyList != nil) {
-		v.count("TagKeyList", len(in.TagKeyList), 1, 50)
-		for _, k := range in.TagKeyList {
-			v.strValue("TagKeyList.member", k, 1, 128, reTagKey)
-		}
-	}
-	info, aerr := s.resolveResource(in.ResourceARN, &v)
-	if aerr != nil {
-		return nil, aerr
-	}
-	if err := s.eng.UntagStream(engine.StreamRef{ARN: info.ARN}, in.TagKeyList); err != nil {
-		return nil, engineError(err)
-	}
-	return emptyOut{}, nil
+	return s.untag(in.TagKeyList, func(v *validator) (*engine.StreamInfo, *apiError) {
+		return s.resolveResource(in.ResourceARN, v)
+	})
 }
 
 type listTagsForResourceIn struct {
