@@ -260,24 +260,10 @@ func framesTwice(got []eoGot) []string {
 // GetMediaForFragmentList.
 func readListed(t *testing.T, endpoint, stream string, list []fragment) ([]eoGot, []string, int) {
 	t.Helper()
-	var got []eoGot
-	var problems []string
-	for start := 0; start < len(list); start += 500 {
-		var nums []string
-		for _, f := range list[start:min(start+500, len(list))] {
-			nums = append(nums, f.FragmentNumber)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		ms := getMediaStream(ctx, t, endpoint, "/getMediaForFragmentList", map[string]any{"StreamName": stream, "Fragments": nums}, nil, nil)
-		cancel()
-		if ms.Status != 200 {
-			t.Fatalf("GetMediaForFragmentList %s: status %d %s (%v)", stream, ms.Status, ms.Body, ms.EndErr)
-		}
-		g, p := eoChunkFrames(ms.Chunks)
-		got, problems = append(got, g...), append(problems, p...)
-		if ms.EndErr != nil || ms.ParsErr != nil {
-			problems = append(problems, fmt.Sprintf("GetMediaForFragmentList body ended with %v, parse error %v", ms.EndErr, ms.ParsErr))
-		}
+	nums := make([]string, len(list))
+	for i, f := range list {
+		nums[i] = f.FragmentNumber
 	}
+	got, problems := eoReadNumbers(t, endpoint, stream, nums, false)
 	return got, problems, len(list)
 }
