@@ -205,6 +205,9 @@ function tlSet(from, to) {
   // The window follows the playhead only when the playhead walks off its
   // end, never back to it when the user moved the window elsewhere.
   tl.headIn = tlPlayhead !== null && tlPlayhead >= from && tlPlayhead <= to;
+  // The window is placed for this session (view): a playhead that shows
+  // up later (a live player still connecting) does not take it away.
+  tl.headView = view;
   paintTimeline();
   clearTimeout(tlSet.t); tlSet.t = setTimeout(drawTimeline, 150);
 }
@@ -388,7 +391,7 @@ setInterval(() => {
   const span = tl.to - tl.from;
   if (tl.follow && !tlDragging) { const d = Date.now() - tl.to; tl.from += d; tl.to += d; }
   // A new session's playhead outside the window: the window goes to it,
-  // once.
+  // once, unless the window was placed since the session started.
   if (tlPlayhead !== null && tl.headView !== view) {
     tl.headView = view;
     if ((tlPlayhead < tl.from || tlPlayhead > tl.to) && !tlDragging) { tlSet(tlPlayhead - 0.2 * span, tlPlayhead + 0.8 * span); return; }
