@@ -33,7 +33,8 @@ import (
 // stopping for a while (an outage and a gap). It checks: sign in; the
 // camera wall; live and on-demand playback (the video's time advances, no
 // player error); the timeline's zoom, hover thumbnail (GetImages), click
-// to play, drag to select and export (the MP4 ffprobe reads lasts the
+// to play, drag to select and export (a download of a getClipURL link,
+// not a GetClip the page buffers; the MP4 ffprobe reads lasts the
 // selection, within a fragment), gap, outage, hold and upload markers;
 // switching from a playing stream to an empty one leaves no picture of
 // the old one (screenshots compared) and says "no recording here"; the
@@ -355,6 +356,14 @@ func TestConsoleInChromium(t *testing.T) {
 		return document.getElementById('player-state').textContent.startsWith('on demand ') && v.currentTime > 0.5 && !v.error; })()`, 30*time.Second)
 	var fragMs float64
 	evalJSON(`tl.maxFragMs`, &fragMs)
+	// The export is a download the browser makes itself (a getClipURL
+	// link, streamed to disk), not a GetClip the page holds in memory.
+	if _, err := eval(`(() => { window.clipCalls = {}; const f = client.fetch.bind(client);
+		client.fetch = async (url, init) => { const p = new URL(String(url)).pathname;
+			if (p === '/getClip' || p === '/getClipURL') clipCalls[p] = (clipCalls[p] || 0) + 1; return f(url, init); };
+		return true; })()`); err != nil {
+		t.Fatal(err)
+	}
 	run("export the selection", chromedp.Click(chromedp.CSS("#clip-btn")))
 	var mp4 string
 	for deadline := time.Now().Add(30 * time.Second); mp4 == ""; {
@@ -366,6 +375,11 @@ func TestConsoleInChromium(t *testing.T) {
 		} else {
 			time.Sleep(250 * time.Millisecond)
 		}
+	}
+	var clipCalls map[string]int
+	evalJSON(`clipCalls`, &clipCalls)
+	if clipCalls["/getClipURL"] != 1 || clipCalls["/getClip"] != 0 {
+		t.Fatalf("the export's API calls from the page: %v; want one getClipURL and no GetClip", clipCalls)
 	}
 	out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "format=duration,format_name", "-of", "json", mp4).Output()
 	if err != nil {

@@ -57,6 +57,19 @@ type hlsSession struct {
 
 func (s *Server) sessionKey() ([]byte, error) { return s.eng.SessionKey() }
 
+// tokenKey derives the key of one kind of token (label) from the session
+// key: HMAC-SHA256(session key, label), so the kinds are never
+// interchangeable.
+func (s *Server) tokenKey(label string) ([]byte, error) {
+	k, err := s.sessionKey()
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(label))
+	return m.Sum(nil), nil
+}
+
 func (s *Server) signSession(sess *hlsSession) (string, error) {
 	key, err := s.sessionKey()
 	if err != nil {

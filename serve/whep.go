@@ -2,9 +2,7 @@ package serve
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -211,15 +209,7 @@ type whepToken struct {
 }
 
 // whepKey derives the WHEP token key from the store's session key.
-func (s *Server) whepKey() ([]byte, error) {
-	k, err := s.sessionKey()
-	if err != nil {
-		return nil, err
-	}
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte("kvsedge whep session token v1"))
-	return m.Sum(nil), nil
-}
+func (s *Server) whepKey() ([]byte, error) { return s.tokenKey("kvsedge whep session token v1") }
 
 func (s *Server) signWHEP(t whepToken) (string, error) {
 	key, err := s.whepKey()

@@ -20,7 +20,8 @@
 // time, what each lane says there and a thumbnail (GetImages, one request
 // at a time, cached per stream); a click plays from there; a drag selects
 // a range, plays it, and "Export this range" downloads it as an MP4
-// (GetClip). Opening another stream clears all of it (tlClear).
+// (getClipURL: a download the browser streams to disk). Opening another
+// stream clears all of it (tlClear).
 'use strict';
 
 const TL_MIN = 60e3, TL_MAX = 7 * 24 * 3600e3;
@@ -299,20 +300,21 @@ async function tlThumbNext() {
   setTimeout(tlThumbNext, 100); // at most ~10 requests a second while sweeping
 }
 
-// tlExport downloads the selection as an MP4 (GetClip).
+// tlExport downloads the selection as an MP4: getClipURL (signed) gives a
+// short-lived URL of GetClip's MP4 that the browser itself downloads
+// (Content-Disposition: attachment), streamed by the box to the disk,
+// never held in the page's memory. A range with no recording is said so.
 async function tlExport() {
   if (!tlSel || !current) return;
   const s = current, [a, b] = tlSel;
   $('clip-btn').disabled = true; $('sel-label').textContent += ' — exporting…';
   try {
-    const resp = await api('/getClip', { StreamName: s.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
+    const r = await api('/getClipURL', { StreamName: s.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
       TimestampRange: { StartTimestamp: a / 1000, EndTimestamp: b / 1000 } } });
-    const blob = await resp.blob();
     const stamp = (t) => new Date(t).toISOString().replace(/[:.]/g, '-');
     const el = document.createElement('a');
-    el.href = URL.createObjectURL(blob); el.download = s.StreamName + '_' + stamp(a) + '_' + stamp(b) + '.mp4';
+    el.href = r.ClipURL; el.download = s.StreamName + '_' + stamp(a) + '_' + stamp(b) + '.mp4';
     document.body.appendChild(el); el.click(); el.remove();
-    setTimeout(() => URL.revokeObjectURL(el.href), 60e3);
     if (current === s) $('viewer-error').textContent = '';
   } catch (err) {
     if (current === s) $('viewer-error').textContent = 'export: ' + (noRecording(err) ? 'no recording here: ' : '') + err.message;
