@@ -33,8 +33,9 @@ import (
 // The POST is authorised by a SigV4 signature over its body (as every API
 // call), or by a SessionToken from getWHEPSessionURL (a kvsedge
 // operation, SigV4-signed): an HMAC of {stream ARN, expiry} under a key
-// derived from the store's session key, so WHEP tokens and HLS tokens are
-// never interchangeable. The session resource's id is 128 random bits:
+// derived from the session key (the store's; in a cluster, the cluster's,
+// so a token opens on every box), so WHEP tokens and HLS tokens are never
+// interchangeable. The session resource's id is 128 random bits:
 // knowing it is what allows DELETE (RFC 9725 §4.2 lets the resource URL
 // be the capability).
 //

@@ -288,6 +288,7 @@ func (a *App) open(o Options) error {
 		a.eng.SetAckGate(a.peers.AckGate())
 		a.did("ack gate", func() error { a.eng.SetAckGate(nil); return nil })
 		opts.Cluster = a.peers
+		opts.SessionKey = cluster.SessionKey(key) // session tokens open on every box
 		log.Info("cluster member", "node", nodeName, "node_id", nodeID, "gossip", cfg.Cluster.Bind, "seeds", len(cfg.Cluster.Seeds))
 	}
 
