@@ -421,8 +421,18 @@ func TestConsoleInChromium(t *testing.T) {
 	// Yard's timeline: its outage and its gap are marked, and hovering over
 	// the gap says there is no recording and why.
 	run("open yard", chromedp.Click(chromedp.CSS(`tr[data-stream="yard"] button.open`)))
-	// Gaps narrower than a pixel are not drawn (24 h: 72 s); 24 h / 2⁸ is
-	// under 6 minutes, with yard's whole life in it.
+	// In the day's window (a pixel is ~72 s) yard's gap of seconds is
+	// still drawn: a marker of at least a pixel in the recordings' lane.
+	waitJS("yard's gap is marked in a 24 h window", `(() => { const c = document.getElementById('timeline');
+		if (document.getElementById('viewer-title').textContent !== 'yard' || tl.to - tl.from < 23 * 3600e3 || parseInt(c.dataset.gaps || '0') < 1) return false;
+		for (let i = 0; i + 1 < tl.ranges.length; i++) {
+			if (tl.ranges[i + 1][0] - tl.ranges[i][1] < 2000) continue;
+			const px = Math.min(c.width - 1, Math.floor((tl.ranges[i][1] - tl.from) / (tl.to - tl.from) * c.width));
+			const d = c.getContext('2d').getImageData(px, 18, 1, 1).data;
+			return d[0] > 200 && d[1] < 100 && d[2] < 100;
+		}
+		return false; })()`, 20*time.Second)
+	// 24 h / 2⁸ is under 6 minutes, with yard's whole life in it.
 	if _, err := eval(`(() => { for (let i = 0; i < 8; i++) document.getElementById('tl-in').click(); return true; })()`); err != nil {
 		t.Fatal(err)
 	}
@@ -551,4 +561,64 @@ func dominantShare(t *testing.T, png []byte) float64 {
 		}
 	}
 	return float64(most) / float64(b.Dx()*b.Dy())
+}
+
+// TestConsoleCameraHistorySurvivesRestart: the demo camera's state changes
+// (listCameraChanges, the console's outage lane) are there again after
+// the box restarts: the changes from before, the camera STOPPED while the
+// box was down, then connecting and recording again.
+func TestConsoleCameraHistorySurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
+	type changes struct {
+		Changes []struct {
+			State string
+			At    time.Time
+			Error string
+		}
+	}
+	states := func(endpoint string) (changes, string) {
+		t.Helper()
+		var ch changes
+		if st, raw := callJSON(t, endpoint, "/listCameraChanges", map[string]any{"StreamName": "demo"}, &ch); st != 200 {
+			t.Fatalf("listCameraChanges: %d %s", st, raw)
+		}
+		var s []string
+		for _, c := range ch.Changes {
+			s = append(s, c.State)
+		}
+		return ch, strings.Join(s, ",")
+	}
+	waitRecording := func(endpoint string) changes {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			ch, s := states(endpoint)
+			if strings.HasSuffix(s, "RECORDING") {
+				return ch
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the demo camera does not record: %s", s)
+			}
+		}
+	}
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	before := waitRecording(p.endpoint)
+	p.stop(t)
+	stopped := time.Now()
+
+	p = startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	after := waitRecording(p.endpoint)
+	_, s := states(p.endpoint)
+	n := len(before.Changes)
+	if len(after.Changes) != n+3 || !strings.HasSuffix(s, "STOPPED,CONNECTING,RECORDING") {
+		t.Fatalf("changes after the restart: %s; before it there were %d, want them then STOPPED, CONNECTING, RECORDING", s, n)
+	}
+	for i, c := range before.Changes {
+		if a := after.Changes[i]; a.State != c.State || !a.At.Equal(c.At) || a.Error != c.Error {
+			t.Fatalf("change %d before the restart %+v, after it %+v", i, c, a)
+		}
+	}
+	if down, up := after.Changes[n].At, after.Changes[n+1].At; down.After(stopped) || down.Before(before.Changes[n-1].At) || !up.After(stopped) {
+		t.Fatalf("STOPPED at %v, CONNECTING again at %v; the box stopped at %v", down, up, stopped)
+	}
 }

@@ -294,6 +294,7 @@ func (a *App) open(o Options) error {
 
 	// 5. Cameras.
 	a.cams = ingest.NewManager(a.eng, log)
+	a.cams.KeepHistory(filepath.Join(dataDir, "camera-history.json")) // the console's outages survive a restart
 	a.did("cameras", func() error { a.cams.Close(); return nil })
 	if err := a.cams.SetMaxCameras(cfg.Media.MaxCameras); err != nil {
 		return err

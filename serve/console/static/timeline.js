@@ -37,8 +37,10 @@ let tlThumbBusy = false, tlThumbWant = null;
 // tlGen counts tlClear calls: an answer for a stream shown before is dropped.
 let tlGen = 0;
 
-// Two fragments less than this apart are one recording (no gap); in a
-// wide window, less than a pixel apart.
+// Two fragments less than this apart are one recording (no gap), in any
+// window: a gap narrower than a pixel is still drawn, as a 1 px marker. A
+// window with more gaps than the box lists (maxRanges) is asked again
+// with a pixel's worth.
 const TL_JOIN_MS = 1000;
 // Lanes: [top, height] in canvas pixels.
 const LANE = { rec: [0, 36], cam: [38, 10], hold: [50, 10], up: [62, 10] };
@@ -100,7 +102,7 @@ function tlOutages(changes) {
 async function drawTimeline() {
   if (!tl.to) tlReset();
   const s = current, fetchNo = ++tlFetch, { from, to } = tl;
-  const join = Math.max(TL_JOIN_MS, Math.round((to - from) / $('timeline').width));
+  const pixel = Math.max(TL_JOIN_MS, Math.round((to - from) / $('timeline').width));
   let rec = null, info = null;
   const side = Promise.all([
     api('/listCameraChanges', { StreamName: s.StreamName }).then((r) => r.Changes || []).catch(() => []),
@@ -108,7 +110,11 @@ async function drawTimeline() {
     api('/describeUploads', {}).then((r) => (r.Uploads || []).find((u) => u.stream === s.StreamName) || null).catch(() => null),
   ]);
   try {
-    rec = await api('/listRecordedRanges', { StreamName: s.StreamName, StartTimestamp: from / 1000, EndTimestamp: to / 1000, JoinMs: join });
+    const ranges = (join) => api('/listRecordedRanges', { StreamName: s.StreamName, StartTimestamp: from / 1000, EndTimestamp: to / 1000, JoinMs: join });
+    rec = await ranges(TL_JOIN_MS).catch((err) => {
+      if (err.type === 'InvalidArgumentException' && pixel > TL_JOIN_MS) return ranges(pixel); // too many gaps to list
+      throw err;
+    });
     const [changes, hold, upload] = await side;
     info = { outages: tlOutages(changes), changes, hold, upload };
   } catch (err) {
@@ -139,10 +145,16 @@ function paintTimeline() {
   g.clearRect(0, 0, canvas.width, canvas.height);
   g.fillStyle = '#e4e4e4'; g.fillRect(0, LANE.rec[0], canvas.width, LANE.rec[1]);
   let gaps = 0;
+  for (const r of tl.ranges) bar(r[0], r[1], 'rec', '#2e9d4f');
+  // Gaps over the recordings: at least 1 px (darker when narrower than
+  // 2 px), so a gap of seconds shows in a day's window.
   tl.ranges.forEach((r, i) => {
-    bar(r[0], r[1], 'rec', '#2e9d4f');
     const next = tl.ranges[i + 1];
-    if (next) { bar(r[1], next[0], 'rec', '#f6c5c0'); if (next[0] > from && r[1] < to) gaps++; }
+    if (!next || next[0] < from || r[1] > to) return;
+    gaps++;
+    const x0 = Math.max(0, x(r[1])), x1 = Math.min(canvas.width, x(next[0]));
+    g.fillStyle = x1 - x0 < 2 ? '#e53935' : '#f6c5c0';
+    g.fillRect(Math.min(x0, canvas.width - 1), LANE.rec[0], Math.max(1, x1 - x0), LANE.rec[1]);
   });
   canvas.dataset.gaps = gaps;
   const info = tl.info;
