@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"image"
 	_ "image/png"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -620,5 +622,50 @@ func TestConsoleCameraHistorySurvivesRestart(t *testing.T) {
 	}
 	if down, up := after.Changes[n].At, after.Changes[n+1].At; down.After(stopped) || down.Before(before.Changes[n-1].At) || !up.After(stopped) {
 		t.Fatalf("STOPPED at %v, CONNECTING again at %v; the box stopped at %v", down, up, stopped)
+	}
+}
+
+// TestConsoleSessionsOpenOnEveryClusterBox: in a two-box cluster, the HLS
+// session and clip download URLs the stream's home hands out open on the
+// replica as well (session tokens are signed under a key derived from the
+// cluster key): ffprobe plays the HLS session from the replica, and the
+// replica answers the clip URL with the MP4 as an attachment.
+func TestConsoleSessionsOpenOnEveryClusterBox(t *testing.T) {
+	ffprobeBin := fixture.Tool(t, "ffprobe")
+	ctx, stopCamera := context.WithCancel(context.Background())
+	defer stopCamera()
+	boxes := startCameraCluster(t, ctx, 2, clusterNet{gossip: []string{freeAddr(t), freeAddr(t)}})
+	home, replica, _ := roles(t, boxes, boxes[0])
+	within(t, "the replica copies cam", 40*time.Second, func() bool {
+		st := replication(t, replica.p.endpoint)
+		return len(st.Streams) == 1 && st.Streams[0].Holds && st.Streams[0].Imported >= 3
+	})
+	// A range the replica holds: fragments it copied, up to a few seconds ago.
+	rng := map[string]any{"StartTimestamp": time.Now().Add(-5 * time.Minute).Unix(), "EndTimestamp": time.Now().Add(-3 * time.Second).Unix()}
+	var hls struct{ HLSStreamingSessionURL string }
+	if st, raw := callJSON(t, home.p.endpoint, "/getHLSStreamingSessionURL", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &hls); st != 200 ||
+		!strings.HasPrefix(hls.HLSStreamingSessionURL, home.p.endpoint+"/") {
+		t.Fatalf("GetHLSStreamingSessionURL on the home: %d %s", st, raw)
+	}
+	onReplica := replica.p.endpoint + strings.TrimPrefix(hls.HLSStreamingSessionURL, home.p.endpoint)
+	if out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", onReplica).CombinedOutput(); err != nil || !strings.Contains(string(out), "h264") {
+		t.Fatalf("ffprobe of the home's HLS session on the replica: %v %q", err, out)
+	}
+	var clip struct{ ClipURL string }
+	if st, raw := callJSON(t, home.p.endpoint, "/getClipURL", map[string]any{"StreamName": "cam",
+		"ClipFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &clip); st != 200 ||
+		!strings.HasPrefix(clip.ClipURL, home.p.endpoint+"/") {
+		t.Fatalf("getClipURL on the home: %d %s", st, raw)
+	}
+	resp, err := http.Get(replica.p.endpoint + strings.TrimPrefix(clip.ClipURL, home.p.endpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/mp4" ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), `attachment; filename="cam_`) || len(body) < 8 || string(body[4:8]) != "ftyp" {
+		t.Fatalf("the home's clip URL on the replica: %d %v, %d bytes (%v)", resp.StatusCode, resp.Header, len(body), err)
 	}
 }
