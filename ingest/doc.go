@@ -33,8 +33,8 @@
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
 //	history.go     the cameras' state changes, bounded, kept across
 //	               restarts in a small file of the data directory
-//	               (Manager.KeepHistory; Manager.StateChanges: the
-//	               console's outage markers)
+//	               (Manager.KeepHistory, format in FORMAT.md;
+//	               Manager.StateChanges: the console's outage markers)
 //	manager.go     the configured cameras: groups (file, demo, API), the
 //	               cluster gate, the box's camera limit
 //	edge.go        EdgeAgent: applies the edge configurations stored in the

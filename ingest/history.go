@@ -31,7 +31,7 @@ const maxChanges = 256
 // old one (never a half-written file), and once more at close. A change
 // made in the last moment before a crash may be lost; a restart itself
 // shows as the cameras' STOPPED state until they connect again. The
-// file's format:
+// file's format is in FORMAT.md:
 //
 //	{"version": 1, "cameras": {"<stream>": [{"state": "RECORDING",
 //	  "at": "<RFC 3339, ns>", "error": "…"}, …], …}}
