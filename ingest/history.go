@@ -84,6 +84,12 @@ func newStateHistory() *stateHistory {
 // there until close.
 func (h *stateHistory) persist(path string, log *slog.Logger) {
 	loaded := map[string][]status.CameraChange{}
+	// A write cut off by a crash leaves its temporary file.
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), filepath.Base(path)+".*.tmp")); len(left) > 0 {
+		for _, f := range left {
+			_ = os.Remove(f)
+		}
+	}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

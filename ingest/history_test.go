@@ -32,8 +32,15 @@ func TestStateHistoryPersists(t *testing.T) {
 		}
 	}
 
+	// A write a crash cut off left its temporary file: removed.
+	if err := os.WriteFile(path+".123.tmp", []byte(`{"vers`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	h := newStateHistory()
 	h.persist(path, log)
+	if _, err := os.Stat(path + ".123.tmp"); !os.IsNotExist(err) {
+		t.Fatalf("a temporary file left by a crash: %v", err)
+	}
 	h.record("door", StateConnecting, t0, "")
 	h.record("door", StateRecording, t0.Add(time.Second), "")
 	h.record("door", StateRetrying, t0.Add(time.Minute), "dial tcp: connection refused")
