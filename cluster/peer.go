@@ -44,6 +44,20 @@ func PeerKey(gossipKey []byte) []byte {
 	return h.Sum(nil)
 }
 
+// SessionKey derives the key that signs playback and WHEP session tokens
+// (serve.Options.SessionKey) from the gossip key: the same on every box of
+// the cluster, so a token one box hands out opens on all; never the
+// gossip or peer key's bytes. Nil without a key.
+func SessionKey(gossipKey []byte) []byte {
+	if len(gossipKey) == 0 {
+		return nil
+	}
+	h := sha256.New()
+	h.Write([]byte("kvsedge session tokens v1\x00"))
+	h.Write(gossipKey)
+	return h.Sum(nil)
+}
+
 // peerMAC signs a request: who, when, the request line and the body.
 func peerMAC(key []byte, node, ts, method, pathQuery string, body []byte) string {
 	sum := sha256.Sum256(body)

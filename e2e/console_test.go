@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"image"
 	_ "image/png"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,7 +35,8 @@ import (
 // stopping for a while (an outage and a gap). It checks: sign in; the
 // camera wall; live and on-demand playback (the video's time advances, no
 // player error); the timeline's zoom, hover thumbnail (GetImages), click
-// to play, drag to select and export (the MP4 ffprobe reads lasts the
+// to play, drag to select and export (a download of a getClipURL link,
+// not a GetClip the page buffers; the MP4 ffprobe reads lasts the
 // selection, within a fragment), gap, outage, hold and upload markers;
 // switching from a playing stream to an empty one leaves no picture of
 // the old one (screenshots compared) and says "no recording here"; the
@@ -355,6 +358,14 @@ func TestConsoleInChromium(t *testing.T) {
 		return document.getElementById('player-state').textContent.startsWith('on demand ') && v.currentTime > 0.5 && !v.error; })()`, 30*time.Second)
 	var fragMs float64
 	evalJSON(`tl.maxFragMs`, &fragMs)
+	// The export is a download the browser makes itself (a getClipURL
+	// link, streamed to disk), not a GetClip the page holds in memory.
+	if _, err := eval(`(() => { window.clipCalls = {}; const f = client.fetch.bind(client);
+		client.fetch = async (url, init) => { const p = new URL(String(url)).pathname;
+			if (p === '/getClip' || p === '/getClipURL') clipCalls[p] = (clipCalls[p] || 0) + 1; return f(url, init); };
+		return true; })()`); err != nil {
+		t.Fatal(err)
+	}
 	run("export the selection", chromedp.Click(chromedp.CSS("#clip-btn")))
 	var mp4 string
 	for deadline := time.Now().Add(30 * time.Second); mp4 == ""; {
@@ -366,6 +377,11 @@ func TestConsoleInChromium(t *testing.T) {
 		} else {
 			time.Sleep(250 * time.Millisecond)
 		}
+	}
+	var clipCalls map[string]int
+	evalJSON(`clipCalls`, &clipCalls)
+	if clipCalls["/getClipURL"] != 1 || clipCalls["/getClip"] != 0 {
+		t.Fatalf("the export's API calls from the page: %v; want one getClipURL and no GetClip", clipCalls)
 	}
 	out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "format=duration,format_name", "-of", "json", mp4).Output()
 	if err != nil {
@@ -407,8 +423,18 @@ func TestConsoleInChromium(t *testing.T) {
 	// Yard's timeline: its outage and its gap are marked, and hovering over
 	// the gap says there is no recording and why.
 	run("open yard", chromedp.Click(chromedp.CSS(`tr[data-stream="yard"] button.open`)))
-	// Gaps narrower than a pixel are not drawn (24 h: 72 s); 24 h / 2⁸ is
-	// under 6 minutes, with yard's whole life in it.
+	// In the day's window (a pixel is ~72 s) yard's gap of seconds is
+	// still drawn: a marker of at least a pixel in the recordings' lane.
+	waitJS("yard's gap is marked in a 24 h window", `(() => { const c = document.getElementById('timeline');
+		if (document.getElementById('viewer-title').textContent !== 'yard' || tl.to - tl.from < 23 * 3600e3 || parseInt(c.dataset.gaps || '0') < 1) return false;
+		for (let i = 0; i + 1 < tl.ranges.length; i++) {
+			if (tl.ranges[i + 1][0] - tl.ranges[i][1] < 2000) continue;
+			const px = Math.min(c.width - 1, Math.floor((tl.ranges[i][1] - tl.from) / (tl.to - tl.from) * c.width));
+			const d = c.getContext('2d').getImageData(px, 18, 1, 1).data;
+			return d[0] > 200 && d[1] < 100 && d[2] < 100;
+		}
+		return false; })()`, 20*time.Second)
+	// 24 h / 2⁸ is under 6 minutes, with yard's whole life in it.
 	if _, err := eval(`(() => { for (let i = 0; i < 8; i++) document.getElementById('tl-in').click(); return true; })()`); err != nil {
 		t.Fatal(err)
 	}
@@ -419,12 +445,15 @@ func TestConsoleInChromium(t *testing.T) {
 	if gap[0] == 0 {
 		t.Fatalf("yard's recordings have no gap: %s", evalString(`JSON.stringify(tl.ranges)`))
 	}
+	// Yard plays live (its playhead known: WebRTC, or HLS a few seconds
+	// behind), so the window below can end before the playhead.
+	waitJS("yard plays live", `document.getElementById('player-state').textContent.startsWith('live (') && tlPlayhead !== null`, 40*time.Second)
 	fetches = evalString(`document.getElementById('timeline').dataset.fetches`)
 	// The window ends before the live playhead (WebRTC plays within
 	// ~0.1 s of now): a playhead inside it would walk off its end, and the
 	// window would follow it a page on.
 	var winEnd float64
-	evalJSON(`Math.floor(Math.min(`+ftoa(gap[1]+20000)+`, (tlPlayhead !== null ? Math.min(tlPlayhead, Date.now()) : Date.now()) - 3000))`, &winEnd)
+	evalJSON(`Math.floor(Math.min(`+ftoa(gap[1]+20000)+`, Math.min(tlPlayhead, Date.now()) - 3000))`, &winEnd)
 	if winEnd <= gap[1] {
 		t.Fatalf("yard's gap ended at %v, too close to the live playhead", gap[1])
 	}
@@ -534,4 +563,109 @@ func dominantShare(t *testing.T, png []byte) float64 {
 		}
 	}
 	return float64(most) / float64(b.Dx()*b.Dy())
+}
+
+// TestConsoleCameraHistorySurvivesRestart: the demo camera's state changes
+// (listCameraChanges, the console's outage lane) are there again after
+// the box restarts: the changes from before, the camera STOPPED while the
+// box was down, then connecting and recording again.
+func TestConsoleCameraHistorySurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	env := append(streamEnv(dir), "KVSEDGE_DEMO=true")
+	type changes struct {
+		Changes []struct {
+			State string
+			At    time.Time
+			Error string
+		}
+	}
+	states := func(endpoint string) (changes, string) {
+		t.Helper()
+		var ch changes
+		if st, raw := callJSON(t, endpoint, "/listCameraChanges", map[string]any{"StreamName": "demo"}, &ch); st != 200 {
+			t.Fatalf("listCameraChanges: %d %s", st, raw)
+		}
+		var s []string
+		for _, c := range ch.Changes {
+			s = append(s, c.State)
+		}
+		return ch, strings.Join(s, ",")
+	}
+	waitRecording := func(endpoint string) changes {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			ch, s := states(endpoint)
+			if strings.HasSuffix(s, "RECORDING") {
+				return ch
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the demo camera does not record: %s", s)
+			}
+		}
+	}
+	p := startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	before := waitRecording(p.endpoint)
+	p.stop(t)
+	stopped := time.Now()
+
+	p = startKvsedge(t, env, "--listen", "127.0.0.1:0")
+	after := waitRecording(p.endpoint)
+	_, s := states(p.endpoint)
+	n := len(before.Changes)
+	if len(after.Changes) != n+3 || !strings.HasSuffix(s, "STOPPED,CONNECTING,RECORDING") {
+		t.Fatalf("changes after the restart: %s; before it there were %d, want them then STOPPED, CONNECTING, RECORDING", s, n)
+	}
+	for i, c := range before.Changes {
+		if a := after.Changes[i]; a.State != c.State || !a.At.Equal(c.At) || a.Error != c.Error {
+			t.Fatalf("change %d before the restart %+v, after it %+v", i, c, a)
+		}
+	}
+	if down, up := after.Changes[n].At, after.Changes[n+1].At; down.After(stopped) || down.Before(before.Changes[n-1].At) || !up.After(stopped) {
+		t.Fatalf("STOPPED at %v, CONNECTING again at %v; the box stopped at %v", down, up, stopped)
+	}
+}
+
+// TestConsoleSessionsOpenOnEveryClusterBox: in a two-box cluster, the HLS
+// session and clip download URLs the stream's home hands out open on the
+// replica as well (session tokens are signed under a key derived from the
+// cluster key): ffprobe plays the HLS session from the replica, and the
+// replica answers the clip URL with the MP4 as an attachment.
+func TestConsoleSessionsOpenOnEveryClusterBox(t *testing.T) {
+	ffprobeBin := fixture.Tool(t, "ffprobe")
+	ctx, stopCamera := context.WithCancel(context.Background())
+	defer stopCamera()
+	boxes := startCameraCluster(t, ctx, 2, clusterNet{gossip: []string{freeAddr(t), freeAddr(t)}})
+	home, replica, _ := roles(t, boxes, boxes[0])
+	within(t, "the replica copies cam", 40*time.Second, func() bool {
+		st := replication(t, replica.p.endpoint)
+		return len(st.Streams) == 1 && st.Streams[0].Holds && st.Streams[0].Imported >= 3
+	})
+	// A range the replica holds: fragments it copied, up to a few seconds ago.
+	rng := map[string]any{"StartTimestamp": time.Now().Add(-5 * time.Minute).Unix(), "EndTimestamp": time.Now().Add(-3 * time.Second).Unix()}
+	var hls struct{ HLSStreamingSessionURL string }
+	if st, raw := callJSON(t, home.p.endpoint, "/getHLSStreamingSessionURL", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &hls); st != 200 ||
+		!strings.HasPrefix(hls.HLSStreamingSessionURL, home.p.endpoint+"/") {
+		t.Fatalf("GetHLSStreamingSessionURL on the home: %d %s", st, raw)
+	}
+	onReplica := replica.p.endpoint + strings.TrimPrefix(hls.HLSStreamingSessionURL, home.p.endpoint)
+	if out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", onReplica).CombinedOutput(); err != nil || !strings.Contains(string(out), "h264") {
+		t.Fatalf("ffprobe of the home's HLS session on the replica: %v %q", err, out)
+	}
+	var clip struct{ ClipURL string }
+	if st, raw := callJSON(t, home.p.endpoint, "/getClipURL", map[string]any{"StreamName": "cam",
+		"ClipFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &clip); st != 200 ||
+		!strings.HasPrefix(clip.ClipURL, home.p.endpoint+"/") {
+		t.Fatalf("getClipURL on the home: %d %s", st, raw)
+	}
+	resp, err := http.Get(replica.p.endpoint + strings.TrimPrefix(clip.ClipURL, home.p.endpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/mp4" ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), `attachment; filename="cam_`) || len(body) < 8 || string(body[4:8]) != "ftyp" {
+		t.Fatalf("the home's clip URL on the replica: %d %v, %d bytes (%v)", resp.StatusCode, resp.Header, len(body), err)
+	}
 }

@@ -121,11 +121,13 @@ func livePutMedia(ctx context.Context, t testing.TB, endpoint, stream string, fp
 }
 
 // blockICE is a page script that removes the candidates from every
-// remote description a peer connection is given.
+// remote description a peer connection is given while window.iceBlocked
+// is true (from the start; the test sets it false to restore the path).
 const blockICE = `(() => {
+	window.iceBlocked = true;
 	const set = RTCPeerConnection.prototype.setRemoteDescription;
 	RTCPeerConnection.prototype.setRemoteDescription = function (d) {
-		if (d && d.sdp) d = { type: d.type, sdp: d.sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate')).join('\r\n') };
+		if (window.iceBlocked && d && d.sdp) d = { type: d.type, sdp: d.sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate')).join('\r\n') };
 		return set.call(this, d);
 	};
 })()`
@@ -134,8 +136,10 @@ const blockICE = `(() => {
 // producer; the console's wall shows five tiles playing over WebRTC
 // (frames decoded keep increasing, no player error). With ICE refused in
 // the browser (blockICE), every tile falls back to HLS by itself and
-// still plays. Screenshots of both
-// walls are saved (in $KVSEDGE_ARTIFACTS, else the test's temp dir).
+// still plays; once the path is restored, every tile and the single view
+// go back to WebRTC by themselves (live.js retries behind HLS), still
+// without a player error. Screenshots of both walls are saved (in
+// $KVSEDGE_ARTIFACTS, else the test's temp dir).
 func TestConsoleLiveWebRTC(t *testing.T) {
 	chromium := fixture.Tool(t, "chromium")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -170,13 +174,13 @@ func TestConsoleLiveWebRTC(t *testing.T) {
 		defer cancelA()
 		bctx, cancelB := chromedp.NewContext(actx)
 		defer cancelB()
-		bctx, cancelT := context.WithTimeout(bctx, 120*time.Second)
+		bctx, cancelT := context.WithTimeout(bctx, 240*time.Second)
 		defer cancelT()
 		eval := func(expr string) (bool, error) { return chromedp.Run(bctx, chromedp.Evaluate[bool](expr)) }
 		evalString := func(expr string) string { v, _ := chromedp.Run(bctx, chromedp.Evaluate[string](expr)); return v }
 		state := func() string {
 			return evalString(`[...document.querySelectorAll('.tile')].map(el => { const v = el.querySelector('video');
-				const q = v.getVideoPlaybackQuality(); return el.dataset.stream + ':' + (v.dataset.transport || '-') + ':' + q.totalVideoFrames +
+				const q = v.getVideoPlaybackQuality(); return el.dataset.stream + ':' + (v.dataset.transport || '-') + ' (tries ' + (v.dataset.webrtcTries || '-') + '):' + q.totalVideoFrames +
 				':' + el.querySelector('.live').textContent + ':' + el.querySelector('.health').textContent; }).join(' | ')`)
 		}
 		waitJS := func(what, cond string, within time.Duration) {
@@ -279,6 +283,38 @@ func TestConsoleLiveWebRTC(t *testing.T) {
 		if n2 <= n1+5 {
 			t.Fatalf("%s: the single view decoded %v frames then %v 2 s later", name, n1, n2)
 		}
+		if !blockWebRTC {
+			return
+		}
+		// The path comes back: the players retry WebRTC behind HLS and
+		// take it once it decodes (the first retry 10 s after the
+		// fallback, then every 20, 40, 60 s).
+		if _, err := eval(`(window.iceBlocked = false, true)`); err != nil {
+			t.Fatal(err)
+		}
+		waitJS("every tile and the single view back on WebRTC", `(() => { const want = `+list+`; return want.every((s) => {
+			const el = document.querySelector('.tile[data-stream="' + s + '"]'); if (!el) return false;
+			const v = el.querySelector('video');
+			return v.dataset.transport === 'webrtc' && el.querySelector('.live').textContent.includes('WebRTC') && !v.error; }) &&
+			document.getElementById('video').dataset.transport === 'webrtc' && document.getElementById('player-state').textContent === 'live (WebRTC)'; })()`, 120*time.Second)
+		webrtcFrames := `(() => Object.fromEntries(` + list + `.map((s) => [s, document.querySelector('.tile[data-stream="' + s + '"] video').getVideoPlaybackQuality().totalVideoFrames]).concat([['single', document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames]])))()`
+		before, err = chromedp.Run(bctx, chromedp.Evaluate[map[string]float64](webrtcFrames))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		after, _ = chromedp.Run(bctx, chromedp.Evaluate[map[string]float64](webrtcFrames))
+		for _, s := range append(streams, "single") {
+			if after[s] <= before[s]+10 {
+				t.Fatalf("%s, path restored: %s decoded %v frames then %v 3 s later over WebRTC; tiles: %s", name, s, before[s], after[s], state())
+			}
+		}
+		if errs := evalString(`[...document.querySelectorAll('.tile')].filter(el => el.querySelector('video').error ||
+			/error|no live video/.test(el.querySelector('.health').textContent)).map(el => el.dataset.stream).join(',')`); errs != "" {
+			t.Fatalf("%s, path restored: player errors on %s; tiles: %s", name, errs, state())
+		}
+		t.Logf("%s, path restored: %s (WebRTC attempts: %s)", name, state(),
+			evalString(`[...document.querySelectorAll('video')].map(v => v.dataset.webrtcTries || '-').join(',')`))
 	}
 	wall("wall-webrtc", false, "webrtc")
 	wall("wall-webrtc-blocked", true, "hls")

@@ -31,8 +31,10 @@
 //	               (found by its bytes) are dropped (handback_test.go)
 //	camera.go      one camera's supervisor: reconnects, stalls, state
 //	               (RECORDING, RETRYING, STANDBY, PAUSED, …)
-//	history.go     the cameras' state changes, bounded and in memory
-//	               (Manager.StateChanges: the console's outage markers)
+//	history.go     the cameras' state changes, bounded, kept across
+//	               restarts in a small file of the data directory
+//	               (Manager.KeepHistory, format in FORMAT.md;
+//	               Manager.StateChanges: the console's outage markers)
 //	manager.go     the configured cameras: groups (file, demo, API), the
 //	               cluster gate, the box's camera limit
 //	edge.go        EdgeAgent: applies the edge configurations stored in the

@@ -1,6 +1,13 @@
 package ingest
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -12,19 +19,204 @@ import (
 // days for a camera that fails now and then.
 const maxChanges = 256
 
-// stateHistory keeps, in memory, the newest state changes of each camera
-// configured on the box (from its start; it is not persisted): where the
-// console marks outages. Invariants: a camera's entries are in time order
-// and at most maxChanges; cameras no longer configured are forgotten
-// (Manager.reconcileLocked calls keep), so the whole is bounded by the
-// configured cameras.
+// stateHistory keeps the newest state changes of each camera configured
+// on the box: where the console marks outages. Invariants: a camera's
+// entries are in time order and at most maxChanges; cameras no longer
+// configured are forgotten (Manager.reconcileLocked calls keep), so the
+// whole is bounded by the configured cameras.
+//
+// With a file (persist), the history survives a restart: it is loaded
+// from the file, and every change is written back to it by one goroutine,
+// at most once per historyWriteEvery, as a whole new file renamed over the
+// old one (never a half-written file), and once more at close. A change
+// made in the last moment before a crash may be lost; a restart itself
+// shows as the cameras' STOPPED state until they connect again. The
+// file's format is in FORMAT.md:
+//
+//	{"version": 1, "cameras": {"<stream>": [{"state": "RECORDING",
+//	  "at": "<RFC 3339, ns>", "error": "…"}, …], …}}
+//
+// A file that cannot be read or parsed is logged and ignored (the history
+// starts empty): never a reason not to start. A write that fails is
+// logged once per failure streak and tried again at the next change.
 type stateHistory struct {
 	mu       sync.Mutex
 	byStream map[string][]status.CameraChange
+
+	// seen: the cameras recorded since this history was made; loadedAt:
+	// when it was loaded from the file (keep spares a loaded camera not
+	// seen yet for historyGrace: the groups of cameras are configured one
+	// after another at start).
+	seen     map[string]bool
+	loadedAt time.Time
+
+	// persistence (persist); path "" keeps the history in memory only
+	path    string
+	log     *slog.Logger
+	dirty   bool
+	kick    chan struct{} // a change to write (buffered 1)
+	quit    chan struct{}
+	done    chan struct{}
+	failing bool // the last write failed (logged)
+}
+
+// historyFileVersion is the version of the history file's format.
+const historyFileVersion = 1
+
+// historyWriteEvery spaces the history file's writes.
+const historyWriteEvery = time.Second
+
+// historyGrace is how long a camera loaded from the file is kept while no
+// group configures it (then a keep forgets it).
+const historyGrace = 10 * time.Minute
+
+type historyFile struct {
+	Version int                              `json:"version"`
+	Cameras map[string][]status.CameraChange `json:"cameras"`
 }
 
 func newStateHistory() *stateHistory {
-	return &stateHistory{byStream: make(map[string][]status.CameraChange)}
+	return &stateHistory{byStream: make(map[string][]status.CameraChange), seen: make(map[string]bool)}
+}
+
+// persist loads the history kept in path (the changes already recorded
+// here, if any, come after the loaded ones) and keeps every later change
+// there until close.
+func (h *stateHistory) persist(path string, log *slog.Logger) {
+	loaded := map[string][]status.CameraChange{}
+	// A write cut off by a crash leaves its temporary file.
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), filepath.Base(path)+".*.tmp")); len(left) > 0 {
+		for _, f := range left {
+			_ = os.Remove(f)
+		}
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		log.Warn("camera history not read: starting without it", "file", path, "err", err)
+	default:
+		var f historyFile
+		if err := json.Unmarshal(b, &f); err != nil || f.Version != historyFileVersion {
+			log.Warn("camera history file not understood: starting without it", "file", path, "version", f.Version, "err", err)
+		} else {
+			loaded = f.Cameras
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.path != "" {
+		return
+	}
+	for stream, list := range loaded {
+		list = append(list, h.byStream[stream]...)
+		if len(list) > maxChanges {
+			list = list[len(list)-maxChanges:]
+		}
+		h.byStream[stream] = list
+	}
+	h.path, h.log, h.loadedAt = path, log, time.Now()
+	h.kick, h.quit, h.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go h.writer(h.kick, h.quit, h.done)
+}
+
+// changed marks the history to be written (h.mu held).
+func (h *stateHistory) changed() {
+	if h.path == "" {
+		return
+	}
+	h.dirty = true
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writer writes the history file after changes, at most once per
+// historyWriteEvery, until close.
+func (h *stateHistory) writer(kick, quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-quit:
+			h.write()
+			return
+		case <-kick:
+		}
+		h.write()
+		select {
+		case <-quit:
+			h.write()
+			return
+		case <-time.After(historyWriteEvery):
+		}
+	}
+}
+
+// write writes the history file if it changed since the last write.
+func (h *stateHistory) write() {
+	h.mu.Lock()
+	if !h.dirty {
+		h.mu.Unlock()
+		return
+	}
+	h.dirty = false
+	b, err := json.Marshal(historyFile{Version: historyFileVersion, Cameras: h.byStream})
+	h.mu.Unlock()
+	if err == nil {
+		err = writeFileAtomic(h.path, b)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.dirty = true // tried again at the next change, or at close
+		if !h.failing {
+			h.log.Warn("camera history not written (tried again at the next change)", "file", h.path, "err", err)
+		}
+		h.failing = true
+		return
+	}
+	if h.failing {
+		h.log.Info("camera history written again", "file", h.path)
+	}
+	h.failing = false
+}
+
+// writeFileAtomic replaces path with b: a new file, synced, renamed over
+// the old one.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// close writes what is left to the file and stops the writer.
+func (h *stateHistory) close() {
+	h.mu.Lock()
+	quit, done := h.quit, h.done
+	h.quit = nil
+	h.mu.Unlock()
+	if quit == nil {
+		return
+	}
+	close(quit)
+	<-done
 }
 
 // outage reports whether state is one of a camera that is not recording
@@ -52,6 +244,8 @@ func (h *stateHistory) record(stream, state string, at time.Time, errText string
 		list = append(list[:0], list[1:]...)
 	}
 	h.byStream[stream] = append(list, status.CameraChange{State: state, At: at, Error: errText})
+	h.seen[stream] = true
+	h.changed()
 }
 
 // changes returns a copy of stream's changes, oldest first.
@@ -61,13 +255,16 @@ func (h *stateHistory) changes(stream string) []status.CameraChange {
 	return append([]status.CameraChange{}, h.byStream[stream]...)
 }
 
-// keep forgets the cameras not in streams.
+// keep forgets the cameras not in streams (but a camera loaded from the
+// file and not recorded since only after historyGrace).
 func (h *stateHistory) keep(streams map[string]bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for name := range h.byStream {
-		if !streams[name] {
+		if !streams[name] && (h.seen[name] || time.Since(h.loadedAt) > historyGrace) {
+			delete(h.seen, name)
 			delete(h.byStream, name)
+			h.changed()
 		}
 	}
 }

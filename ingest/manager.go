@@ -304,10 +304,10 @@ func (m *Manager) States() []status.Camera {
 	return out
 }
 
-// StateChanges returns the state changes of stream's camera since the box
-// started (the newest maxChanges; reconnect attempts within an outage are
-// not changes), oldest first; none for a stream without a configured
-// camera.
+// StateChanges returns the state changes of stream's camera (since the
+// box started, or across restarts with KeepHistory; the newest
+// maxChanges; reconnect attempts within an outage are not changes),
+// oldest first; none for a stream without a configured camera.
 func (m *Manager) StateChanges(stream string) []status.CameraChange {
 	return m.hist.changes(stream)
 }
@@ -330,4 +330,10 @@ func (m *Manager) Close() {
 	for name, cam := range m.cams {
 		m.stopLocked(name, cam)
 	}
+	m.hist.close() // after the cameras' STOPPED
 }
+
+// KeepHistory keeps the cameras' state changes (StateChanges) in the file
+// path, so that they survive a restart (history.go); call it before
+// configuring cameras. Close writes the last changes.
+func (m *Manager) KeepHistory(path string) { m.hist.persist(path, m.log) }

@@ -3,8 +3,10 @@ package serve
 import (
 	"bufio"
 	"errors"
+	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
@@ -31,6 +33,39 @@ type getClipIn struct {
 	ClipFragmentSelector *fragmentSelectorIn
 }
 
+// clipRange is a validated ClipFragmentSelector.
+type clipRange struct {
+	idx            fragment.TimeIndex
+	startMs, endMs int64
+}
+
+// clipSelector validates GetClip's ClipFragmentSelector into v.
+func clipSelector(v *validator, sel *fragmentSelectorIn) clipRange {
+	r := clipRange{idx: fragment.ByServerTime}
+	if !v.required("ClipFragmentSelector", sel != nil) {
+		return r
+	}
+	v.enum("ClipFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType, "PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP")
+	v.required("ClipFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType != nil)
+	if sel.FragmentSelectorType != nil && *sel.FragmentSelectorType == "PRODUCER_TIMESTAMP" {
+		r.idx = fragment.ByProducerTime
+	}
+	if v.required("ClipFragmentSelector.TimestampRange", sel.TimestampRange != nil) {
+		tr := sel.TimestampRange
+		if v.required("ClipFragmentSelector.TimestampRange.StartTimestamp", tr.StartTimestamp != nil) &&
+			v.required("ClipFragmentSelector.TimestampRange.EndTimestamp", tr.EndTimestamp != nil) {
+			r.startMs, r.endMs = tr.StartTimestamp.ms(), tr.EndTimestamp.ms()
+			switch {
+			case r.endMs <= r.startMs:
+				v.add("The EndTimestamp must be after the StartTimestamp.")
+			case time.Duration(r.endMs-r.startMs)*time.Millisecond > maxClipRange:
+				v.add("The timestamp range must not exceed 24 hours.")
+			}
+		}
+	}
+	return r
+}
+
 func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 	body, ok := s.mediaRequest(ctx)
 	if !ok {
@@ -42,63 +77,56 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	v := &validator{}
-	var idx fragment.TimeIndex
-	var startMs, endMs int64
-	if v.required("ClipFragmentSelector", in.ClipFragmentSelector != nil) {
-		sel := in.ClipFragmentSelector
-		v.enum("ClipFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType, "PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP")
-		v.required("ClipFragmentSelector.FragmentSelectorType", sel.FragmentSelectorType != nil)
-		idx = fragment.ByServerTime
-		if sel.FragmentSelectorType != nil && *sel.FragmentSelectorType == "PRODUCER_TIMESTAMP" {
-			idx = fragment.ByProducerTime
-		}
-		if v.required("ClipFragmentSelector.TimestampRange", sel.TimestampRange != nil) {
-			r := sel.TimestampRange
-			if v.required("ClipFragmentSelector.TimestampRange.StartTimestamp", r.StartTimestamp != nil) &&
-				v.required("ClipFragmentSelector.TimestampRange.EndTimestamp", r.EndTimestamp != nil) {
-				startMs, endMs = r.StartTimestamp.ms(), r.EndTimestamp.ms()
-				switch {
-				case endMs <= startMs:
-					v.add("The EndTimestamp must be after the StartTimestamp.")
-				case time.Duration(endMs-startMs)*time.Millisecond > maxClipRange:
-					v.add("The timestamp range must not exceed 24 hours.")
-				}
-			}
-		}
-	}
+	r := clipSelector(v, in.ClipFragmentSelector)
 	info, aerr := s.resolve(in.streamRefIn, v)
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}
+	s.writeClip(ctx, info, r, "")
+}
+
+// clipFragments lists the fragments of a clip: those starting in the
+// range, in time order; for equal producer timestamps the oldest ingested
+// (lowest number) is kept. No fragment is ResourceNotFound, a stream that
+// keeps nothing NoDataRetention.
+func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange, limit int) ([]fragment.Meta, *apiError) {
 	if info.DataRetentionInHours == 0 {
-		writeError(ctx, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name))
-		return
+		return nil, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
 	}
 	ref := engine.StreamRef{ARN: info.ARN}
-	// The fragments starting in the range, in time order; for equal
-	// producer timestamps the oldest ingested (lowest number) is kept.
 	var metas []fragment.Meta
 	var cursor *fragment.TimeCursor
 	for {
-		page, next, err := s.eng.ListFragments(ref, idx, startMs, endMs, cursor, 1000)
+		page, next, err := s.eng.ListFragments(ref, r.idx, r.startMs, r.endMs, cursor, min(limit-len(metas), 1000))
 		if err != nil {
-			writeError(ctx, engineError(err))
-			return
+			return nil, engineError(err)
 		}
 		metas = append(metas, page...)
-		if next == nil {
+		if next == nil || len(metas) >= limit {
 			break
 		}
 		cursor = next
 	}
-	if idx == fragment.ByProducerTime {
+	if r.idx == fragment.ByProducerTime {
 		metas = slices.CompactFunc(metas, func(a, b fragment.Meta) bool { return a.ProducerMs == b.ProducerMs })
 	}
 	if len(metas) == 0 {
-		writeError(ctx, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name))
+		return nil, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name)
+	}
+	return metas, nil
+}
+
+// writeClip answers with the clip of range r of the stream: an error, or
+// 200 and the fragmented MP4, streamed as it is remuxed (attachment, when
+// not "", names the file: Content-Disposition: attachment).
+func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r clipRange, attachment string) {
+	metas, aerr := s.clipFragments(info, r, math.MaxInt)
+	if aerr != nil {
+		writeError(ctx, aerr)
 		return
 	}
+	ref := engine.StreamRef{ARN: info.ARN}
 	hdr, ok := s.firstTracks(ctx, info.ARN, metas[0].Number)
 	if !ok {
 		return
@@ -110,6 +138,9 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 	log := s.opts.Logger.With("op", "GetClip", "stream", info.Name)
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType("video/mp4")
+	if attachment != "" {
+		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+attachment+`"`)
+	}
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		out, err := remux.NewFMP4(w, hdr)
 		if err != nil {
@@ -138,6 +169,114 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	})
+}
+
+// Clip downloads (kvsedge's own): a browser cannot sign a GET it
+// navigates to, so getClipURL (POST, SigV4-signed like every call, body
+// as GetClip's plus Expires) returns
+//
+//	<DataEndpoint>/clip/v1/getClip.mp4?SessionToken=…
+//
+// a plain GET authorised by the token alone, answered as GetClip is
+// (the MP4 streamed as it is remuxed) with Content-Disposition:
+// attachment, so the browser saves it as a download instead of holding
+// it in memory. The token (signToken, FORMAT.md) is an HMAC of {stream
+// ARN, selector, range, expiry} under a key derived from the session key
+// for clips only: HLS, WHEP and clip tokens are never interchangeable.
+// It is short-lived (Expires 30…3600 s, default 60): checked when the
+// download starts, which then runs to its end.
+
+const (
+	clipDownloadPath = "/clip/v1/getClip.mp4"
+	clipTokenLabel   = "kvsedge clip download token v1" // tokenKey
+)
+
+// clipToken is the content of a clip download token.
+type clipToken struct {
+	ARN      string `json:"a"`
+	ByServer bool   `json:"s"`
+	StartMs  int64  `json:"f"`
+	EndMs    int64  `json:"t"`
+	Expires  int64  `json:"x"` // unix seconds
+}
+
+type getClipURLIn struct {
+	getClipIn
+	Expires *int
+}
+
+// getClipURL (POST /getClipURL): {StreamName | StreamARN,
+// ClipFragmentSelector, Expires} → {ClipURL}. A range with no fragment is
+// ResourceNotFound here, not at the download.
+func (s *Server) getClipURL(body []byte) (any, *apiError) {
+	in, aerr := decode[getClipURLIn](body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	v := &validator{}
+	r := clipSelector(v, in.ClipFragmentSelector)
+	v.intRange("Expires", in.Expires, 30, 3600)
+	info, aerr := s.resolve(in.streamRefIn, v)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if _, aerr := s.clipFragments(info, r, 1); aerr != nil {
+		return nil, aerr
+	}
+	exp := 60
+	if in.Expires != nil {
+		exp = *in.Expires
+	}
+	key, err := s.tokenKey(clipTokenLabel)
+	if err != nil {
+		return nil, engineError(err)
+	}
+	tok := signToken(key, clipToken{ARN: info.ARN, ByServer: r.idx == fragment.ByServerTime, StartMs: r.startMs, EndMs: r.endMs,
+		Expires: time.Now().Add(time.Duration(exp) * time.Second).Unix()})
+	return struct{ ClipURL string }{s.opts.DataEndpoint + clipDownloadPath + "?SessionToken=" + tok}, nil
+}
+
+// clipDownload serves GET clipDownloadPath.
+func (s *Server) clipDownload(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsGet() {
+		writeError(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "%s accepts only GET.", ctx.Path()))
+		return
+	}
+	key, err := s.tokenKey(clipTokenLabel)
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	var t clipToken
+	if err := openToken(string(ctx.QueryArgs().Peek("SessionToken")), key, &t); err != nil {
+		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "%v", err))
+		return
+	}
+	if time.Now().Unix() > t.Expires {
+		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The clip URL has expired: ask getClipURL for another."))
+		return
+	}
+	info, err := s.eng.Stream(engine.StreamRef{ARN: t.ARN})
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	r := clipRange{idx: fragment.ByProducerTime, startMs: t.StartMs, endMs: t.EndMs}
+	if t.ByServer {
+		r.idx = fragment.ByServerTime
+	}
+	ctx.Response.Header.Set("Access-Control-Allow-Origin", "*")
+	s.writeClip(ctx, info, r, clipFileName(info.Name, t.StartMs, t.EndMs))
+}
+
+// clipFileName names a downloaded clip: stream_<from>_<to>.mp4, times in
+// UTC with '-' for ':' and '.' (a stream name is [a-zA-Z0-9_.-]+, so the
+// name needs no quoting).
+func clipFileName(stream string, fromMs, toMs int64) string {
+	stamp := func(ms int64) string {
+		return strings.Replace(time.UnixMilli(ms).UTC().Format("2006-01-02T15-04-05.000Z"), ".", "-", 1)
+	}
+	return stream + "_" + stamp(fromMs) + "_" + stamp(toMs) + ".mp4"
 }
 
 // checkPlayable maps the track header to KVS's playback errors.

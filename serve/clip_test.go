@@ -1,11 +1,16 @@
 package serve
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +168,109 @@ func TestGetClip(t *testing.T) {
 		if st != 400 || hdr.Get("x-amzn-ErrorType") != "UnsupportedStreamMediaTypeException" {
 			t.Errorf("%s of an MJPEG stream: %d %s", path, st, hdr.Get("x-amzn-ErrorType"))
 		}
+	}
+}
+
+// TestClipURL: getClipURL (signed) gives a short-lived URL whose plain GET
+// streams the same MP4 as GetClip, as an attachment; a forged, expired,
+// missing or other kind of token (HLS's) gets NotAuthorized and no media;
+// a range with nothing in it is ResourceNotFound at getClipURL.
+func TestClipURL(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	c := loadCapture(t, "real-producer-h264-aac-relative")
+	if n := len(putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", c, 0).events("PERSISTED")); n != 6 {
+		t.Fatalf("%d PERSISTED", n)
+	}
+	const sel = `"ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580004.5}}`
+	st, _, b := ts.raw(t, "/getClipURL", []byte(`{"StreamName":"cam",`+sel+`}`), time.Now(), testSecret)
+	var out struct{ ClipURL string }
+	if st != 200 || json.Unmarshal(b, &out) != nil || !strings.HasPrefix(out.ClipURL, ts.URL+clipDownloadPath+"?SessionToken=") {
+		t.Fatalf("getClipURL: %d %s", st, b)
+	}
+	get := func(u string) (int, http.Header, []byte) {
+		t.Helper()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header, body
+	}
+	// The download is GetClip's MP4, byte for byte, named as an attachment.
+	st, hdr, dl := get(out.ClipURL)
+	if st != 200 || hdr.Get("Content-Type") != "video/mp4" ||
+		hdr.Get("Content-Disposition") != `attachment; filename="cam_2026-11-25T04-13-20-000Z_2026-11-25T04-13-24-500Z.mp4"` {
+		t.Fatalf("GET the clip URL: %d %v %q", st, hdr, dl[:min(200, len(dl))])
+	}
+	st, _, want := ts.raw(t, "/getClip", []byte(`{"StreamName":"cam",`+sel+`}`), time.Now(), testSecret)
+	if st != 200 || len(want) < 1000 || string(want[4:8]) != "ftyp" || !bytes.Equal(dl, want) {
+		t.Fatalf("the download (%d bytes) is not GetClip's MP4 (%d, %d bytes)", len(dl), st, len(want))
+	}
+	tok := strings.TrimPrefix(out.ClipURL, ts.URL+clipDownloadPath+"?SessionToken=")
+	refused := func(what, u, why string) {
+		t.Helper()
+		st, hdr, body := get(u)
+		if st != 403 || hdr.Get("x-amzn-ErrorType") != errNotAuthorized || hdr.Get("Content-Disposition") != "" ||
+			bytes.Contains(body, []byte("ftyp")) || !strings.Contains(string(body), why) {
+			t.Fatalf("%s: %d %v %q; want 403 %s (%s) and no media", what, st, hdr, body[:min(200, len(body))], errNotAuthorized, why)
+		}
+	}
+	// Forged: the range widened, the signature kept.
+	payload, sig, _ := strings.Cut(tok, ".")
+	js, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := strings.Replace(string(js), `"t":1795580004500`, `"t":1795580020000`, 1)
+	if forged == string(js) {
+		t.Fatalf("token content %s", js)
+	}
+	refused("a forged token", ts.URL+clipDownloadPath+"?SessionToken="+base64.RawURLEncoding.EncodeToString([]byte(forged))+"."+sig, "not valid")
+	refused("no token", ts.URL+clipDownloadPath, "not valid")
+	// Expired: signed with the right key, an expiry in the past.
+	key, err := ts.srv.tokenKey(clipTokenLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ct clipToken
+	if err := json.Unmarshal(js, &ct); err != nil {
+		t.Fatal(err)
+	}
+	if ct.Expires < time.Now().Add(50*time.Second).Unix() || ct.Expires > time.Now().Add(61*time.Second).Unix() {
+		t.Fatalf("the clip URL expires at %d, want in 60 s", ct.Expires)
+	}
+	ct.Expires = time.Now().Add(-time.Second).Unix()
+	refused("an expired token", ts.URL+clipDownloadPath+"?SessionToken="+signToken(key, ct), "expired")
+	// An HLS session's token is no clip token (and the other way round).
+	st, _, b = ts.raw(t, "/getHLSStreamingSessionURL", []byte(`{"StreamName":"cam","PlaybackMode":"ON_DEMAND","HLSFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580004.5}}}`), time.Now(), testSecret)
+	var hls struct{ HLSStreamingSessionURL string }
+	if st != 200 || json.Unmarshal(b, &hls) != nil {
+		t.Fatalf("getHLSStreamingSessionURL: %d %s", st, b)
+	}
+	_, hlsTok, _ := strings.Cut(hls.HLSStreamingSessionURL, "SessionToken=")
+	refused("an HLS token", ts.URL+clipDownloadPath+"?SessionToken="+hlsTok, "not valid")
+	if st, _, _ := get(ts.URL + "/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=" + tok); st != 403 {
+		t.Fatalf("a clip token opened an HLS session: %d", st)
+	}
+	// Only GET.
+	if resp, err := http.Post(out.ClipURL, "application/json", nil); err != nil || resp.StatusCode != 405 {
+		t.Fatalf("POST to the clip URL: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// getClipURL: a range with nothing, a bad expiry, no signature.
+	if st, hdr, b := ts.raw(t, "/getClipURL", []byte(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795590000,"EndTimestamp":1795590010}}}`), time.Now(), testSecret); st != 404 || hdr.Get("x-amzn-ErrorType") != errResourceNotFound {
+		t.Fatalf("getClipURL of an empty range: %d %s", st, b)
+	}
+	if st, hdr, b := ts.raw(t, "/getClipURL", []byte(`{"StreamName":"cam","Expires":5,`+sel+`}`), time.Now(), testSecret); st != 400 || hdr.Get("x-amzn-ErrorType") != errInvalidArgument {
+		t.Fatalf("getClipURL with Expires 5: %d %s", st, b)
+	}
+	if st, _, b := ts.raw(t, "/getClipURL", []byte(`{"StreamName":"cam",`+sel+`}`), time.Now(), "wrong-secret"); st != 403 {
+		t.Fatalf("getClipURL signed with a wrong key: %d %s", st, b)
 	}
 }

@@ -21,7 +21,8 @@
 //	                 kvsedge's own reads (listCameras, listCameraChanges,
 //	                 listClusterMembers, describeReplication,
 //	                 describeCapacity, describeUploads)
-//	clip.go          GetClip: a streamed fragmented MP4 of a time range
+//	clip.go          GetClip: a streamed fragmented MP4 of a time range;
+//	                 getClipURL and its signed GET download (attachment)
 //	ranges.go        listRecordedRanges: a stream's recordings over a time
 //	                 range as merged spans (the console's timeline)
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,

@@ -29,7 +29,7 @@ const (
 var forwardable = map[string]bool{
 	"/getMedia": true, "/getMediaForFragmentList": true, "/getClip": true,
 	"/listFragments": true, "/getHLSStreamingSessionURL": true, "/getDASHStreamingSessionURL": true,
-	"/getImages": true, "/listRecordedRanges": true,
+	"/getImages": true, "/listRecordedRanges": true, "/getClipURL": true,
 }
 
 // fromPeer marks a request that a peer forwarded (user value).

@@ -27,8 +27,9 @@ import (
 // <DataEndpoint>/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=…; the
 // session's resources are plain GETs authorised by the token alone, an
 // HMAC-signed description of the session (stream, mode, range, options,
-// expiry) under the store's session key, so sessions need no server state
-// and survive a restart.
+// expiry) under the store's session key (in a cluster, the cluster's:
+// Options.SessionKey), so sessions need no server state, survive a
+// restart and, in a cluster, open on any box.
 //
 // Playlists use relative URLs. The media playlist carries every track
 // muxed in one rendition (KVS lists one playlist per track; hls.js,
@@ -55,7 +56,27 @@ type hlsSession struct {
 	CreatedMs int64 `json:"c"`
 }
 
-func (s *Server) sessionKey() ([]byte, error) { return s.eng.SessionKey() }
+// sessionKey is the key session tokens are signed under: the cluster's
+// (Options.SessionKey), else the store's.
+func (s *Server) sessionKey() ([]byte, error) {
+	if len(s.opts.SessionKey) > 0 {
+		return s.opts.SessionKey, nil
+	}
+	return s.eng.SessionKey()
+}
+
+// tokenKey derives the key of one kind of token (label) from the session
+// key: HMAC-SHA256(session key, label), so the kinds are never
+// interchangeable.
+func (s *Server) tokenKey(label string) ([]byte, error) {
+	k, err := s.sessionKey()
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(label))
+	return m.Sum(nil), nil
+}
 
 func (s *Server) signSession(sess *hlsSession) (string, error) {
 	key, err := s.sessionKey()

@@ -28,6 +28,7 @@ func mediaRoutes() map[string]func(*Server, *fasthttp.RequestCtx) {
 		"/getMedia":                (*Server).getMedia,
 		"/getMediaForFragmentList": (*Server).getMediaForFragmentList,
 		"/getClip":                 (*Server).getClip,
+		clipDownloadPath:           (*Server).clipDownload,
 	}
 	for path, h := range hlsRoutes() {
 		routes[path] = h
@@ -50,6 +51,7 @@ func archivedMediaRoutes() map[string]jsonHandler {
 		"/listCameras":         (*Server).listCameras,
 		"/listCameraChanges":   (*Server).listCameraChanges,
 		"/listRecordedRanges":  (*Server).listRecordedRanges,
+		"/getClipURL":          (*Server).getClipURL,
 		"/listClusterMembers":  (*Server).listClusterMembers,
 		"/describeReplication": (*Server).describeReplication,
 		"/describeCapacity":    (*Server).describeCapacity,

@@ -87,6 +87,11 @@ type Options struct {
 	// Cluster, when set, is this node's peer cluster: /listClusterMembers
 	// lists it and GetDataEndpoint(PUT_MEDIA) answers a stream's home node.
 	Cluster ClusterView
+	// SessionKey, when set, signs the session tokens (HLS, DASH, WHEP,
+	// clip downloads) in place of the store's own session key: in a
+	// cluster, one derived from the cluster key (cluster.SessionKey), so a
+	// token one box hands out opens on every box.
+	SessionKey []byte
 
 	// PutMediaIdleAck is how often IDLE acks go out on an upload with no
 	// data. Default 2 s.

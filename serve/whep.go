@@ -2,9 +2,7 @@ package serve
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -35,8 +33,9 @@ import (
 // The POST is authorised by a SigV4 signature over its body (as every API
 // call), or by a SessionToken from getWHEPSessionURL (a kvsedge
 // operation, SigV4-signed): an HMAC of {stream ARN, expiry} under a key
-// derived from the store's session key, so WHEP tokens and HLS tokens are
-// never interchangeable. The session resource's id is 128 random bits:
+// derived from the session key (the store's; in a cluster, the cluster's,
+// so a token opens on every box), so WHEP tokens and HLS tokens are never
+// interchangeable. The session resource's id is 128 random bits:
 // knowing it is what allows DELETE (RFC 9725 §4.2 lets the resource URL
 // be the capability).
 //
@@ -211,15 +210,7 @@ type whepToken struct {
 }
 
 // whepKey derives the WHEP token key from the store's session key.
-func (s *Server) whepKey() ([]byte, error) {
-	k, err := s.sessionKey()
-	if err != nil {
-		return nil, err
-	}
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte("kvsedge whep session token v1"))
-	return m.Sum(nil), nil
-}
+func (s *Server) whepKey() ([]byte, error) { return s.tokenKey("kvsedge whep session token v1") }
 
 func (s *Server) signWHEP(t whepToken) (string, error) {
 	key, err := s.whepKey()

@@ -288,11 +288,13 @@ func (a *App) open(o Options) error {
 		a.eng.SetAckGate(a.peers.AckGate())
 		a.did("ack gate", func() error { a.eng.SetAckGate(nil); return nil })
 		opts.Cluster = a.peers
+		opts.SessionKey = cluster.SessionKey(key) // session tokens open on every box
 		log.Info("cluster member", "node", nodeName, "node_id", nodeID, "gossip", cfg.Cluster.Bind, "seeds", len(cfg.Cluster.Seeds))
 	}
 
 	// 5. Cameras.
 	a.cams = ingest.NewManager(a.eng, log)
+	a.cams.KeepHistory(filepath.Join(dataDir, "camera-history.json")) // the console's outages survive a restart
 	a.did("cameras", func() error { a.cams.Close(); return nil })
 	if err := a.cams.SetMaxCameras(cfg.Media.MaxCameras); err != nil {
 		return err

@@ -29,7 +29,6 @@ async function api(path, body) {
   const resp = await client.fetch(location.origin + path, {
     method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body || {}),
   });
-  if (path === '/getClip' && resp.ok) return resp;
   const text = await resp.text();
   const data = text ? JSON.parse(text) : {};
   if (!resp.ok) {

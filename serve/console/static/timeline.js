@@ -20,7 +20,8 @@
 // time, what each lane says there and a thumbnail (GetImages, one request
 // at a time, cached per stream); a click plays from there; a drag selects
 // a range, plays it, and "Export this range" downloads it as an MP4
-// (GetClip). Opening another stream clears all of it (tlClear).
+// (getClipURL: a download the browser streams to disk). Opening another
+// stream clears all of it (tlClear).
 'use strict';
 
 const TL_MIN = 60e3, TL_MAX = 7 * 24 * 3600e3;
@@ -36,8 +37,10 @@ let tlThumbBusy = false, tlThumbWant = null;
 // tlGen counts tlClear calls: an answer for a stream shown before is dropped.
 let tlGen = 0;
 
-// Two fragments less than this apart are one recording (no gap); in a
-// wide window, less than a pixel apart.
+// Two fragments less than this apart are one recording (no gap), in any
+// window: a gap narrower than a pixel is still drawn, as a 1 px marker. A
+// window with more gaps than the box lists (maxRanges) is asked again
+// with a pixel's worth.
 const TL_JOIN_MS = 1000;
 // Lanes: [top, height] in canvas pixels.
 const LANE = { rec: [0, 36], cam: [38, 10], hold: [50, 10], up: [62, 10] };
@@ -99,7 +102,7 @@ function tlOutages(changes) {
 async function drawTimeline() {
   if (!tl.to) tlReset();
   const s = current, fetchNo = ++tlFetch, { from, to } = tl;
-  const join = Math.max(TL_JOIN_MS, Math.round((to - from) / $('timeline').width));
+  const pixel = Math.max(TL_JOIN_MS, Math.round((to - from) / $('timeline').width));
   let rec = null, info = null;
   const side = Promise.all([
     api('/listCameraChanges', { StreamName: s.StreamName }).then((r) => r.Changes || []).catch(() => []),
@@ -107,7 +110,11 @@ async function drawTimeline() {
     api('/describeUploads', {}).then((r) => (r.Uploads || []).find((u) => u.stream === s.StreamName) || null).catch(() => null),
   ]);
   try {
-    rec = await api('/listRecordedRanges', { StreamName: s.StreamName, StartTimestamp: from / 1000, EndTimestamp: to / 1000, JoinMs: join });
+    const ranges = (join) => api('/listRecordedRanges', { StreamName: s.StreamName, StartTimestamp: from / 1000, EndTimestamp: to / 1000, JoinMs: join });
+    rec = await ranges(TL_JOIN_MS).catch((err) => {
+      if (err.type === 'InvalidArgumentException' && pixel > TL_JOIN_MS) return ranges(pixel); // too many gaps to list
+      throw err;
+    });
     const [changes, hold, upload] = await side;
     info = { outages: tlOutages(changes), changes, hold, upload };
   } catch (err) {
@@ -138,10 +145,16 @@ function paintTimeline() {
   g.clearRect(0, 0, canvas.width, canvas.height);
   g.fillStyle = '#e4e4e4'; g.fillRect(0, LANE.rec[0], canvas.width, LANE.rec[1]);
   let gaps = 0;
+  for (const r of tl.ranges) bar(r[0], r[1], 'rec', '#2e9d4f');
+  // Gaps over the recordings: at least 1 px (darker when narrower than
+  // 2 px), so a gap of seconds shows in a day's window.
   tl.ranges.forEach((r, i) => {
-    bar(r[0], r[1], 'rec', '#2e9d4f');
     const next = tl.ranges[i + 1];
-    if (next) { bar(r[1], next[0], 'rec', '#f6c5c0'); if (next[0] > from && r[1] < to) gaps++; }
+    if (!next || next[0] < from || r[1] > to) return;
+    gaps++;
+    const x0 = Math.max(0, x(r[1])), x1 = Math.min(canvas.width, x(next[0]));
+    g.fillStyle = x1 - x0 < 2 ? '#e53935' : '#f6c5c0';
+    g.fillRect(Math.min(x0, canvas.width - 1), LANE.rec[0], Math.max(1, x1 - x0), LANE.rec[1]);
   });
   canvas.dataset.gaps = gaps;
   const info = tl.info;
@@ -205,6 +218,9 @@ function tlSet(from, to) {
   // The window follows the playhead only when the playhead walks off its
   // end, never back to it when the user moved the window elsewhere.
   tl.headIn = tlPlayhead !== null && tlPlayhead >= from && tlPlayhead <= to;
+  // The window is placed for this session (view): a playhead that shows
+  // up later (a live player still connecting) does not take it away.
+  tl.headView = view;
   paintTimeline();
   clearTimeout(tlSet.t); tlSet.t = setTimeout(drawTimeline, 150);
 }
@@ -296,20 +312,21 @@ async function tlThumbNext() {
   setTimeout(tlThumbNext, 100); // at most ~10 requests a second while sweeping
 }
 
-// tlExport downloads the selection as an MP4 (GetClip).
+// tlExport downloads the selection as an MP4: getClipURL (signed) gives a
+// short-lived URL of GetClip's MP4 that the browser itself downloads
+// (Content-Disposition: attachment), streamed by the box to the disk,
+// never held in the page's memory. A range with no recording is said so.
 async function tlExport() {
   if (!tlSel || !current) return;
   const s = current, [a, b] = tlSel;
   $('clip-btn').disabled = true; $('sel-label').textContent += ' — exporting…';
   try {
-    const resp = await api('/getClip', { StreamName: s.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
+    const r = await api('/getClipURL', { StreamName: s.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
       TimestampRange: { StartTimestamp: a / 1000, EndTimestamp: b / 1000 } } });
-    const blob = await resp.blob();
     const stamp = (t) => new Date(t).toISOString().replace(/[:.]/g, '-');
     const el = document.createElement('a');
-    el.href = URL.createObjectURL(blob); el.download = s.StreamName + '_' + stamp(a) + '_' + stamp(b) + '.mp4';
+    el.href = r.ClipURL; el.download = s.StreamName + '_' + stamp(a) + '_' + stamp(b) + '.mp4';
     document.body.appendChild(el); el.click(); el.remove();
-    setTimeout(() => URL.revokeObjectURL(el.href), 60e3);
     if (current === s) $('viewer-error').textContent = '';
   } catch (err) {
     if (current === s) $('viewer-error').textContent = 'export: ' + (noRecording(err) ? 'no recording here: ' : '') + err.message;
@@ -388,7 +405,7 @@ setInterval(() => {
   const span = tl.to - tl.from;
   if (tl.follow && !tlDragging) { const d = Date.now() - tl.to; tl.from += d; tl.to += d; }
   // A new session's playhead outside the window: the window goes to it,
-  // once.
+  // once, unless the window was placed since the session started.
   if (tlPlayhead !== null && tl.headView !== view) {
     tl.headView = view;
     if ((tlPlayhead < tl.from || tlPlayhead > tl.to) && !tlDragging) { tlSet(tlPlayhead - 0.2 * span, tlPlayhead + 0.8 * span); return; }
