@@ -25,7 +25,8 @@ import (
 // 80 KiB, 96 KiB, 112 KiB, 128 KiB, …), so a fragment wastes at most a
 // quarter of its buffer; a freed one is cached for reuse (steady-state
 // ingest maps nothing and allocates nothing on the Go heap), up to
-// cacheBytes, and cached buffers idle for idleRelease are unmapped.
+// cacheMax (a full cache unmaps its least recently freed buffers first),
+// and cached buffers idle for idleRelease are unmapped.
 // Larger buffers are mappings of their own, grown in place or moved by
 // mremap (no copy), cut to their content when the fragment is complete
 // (Seal), and unmapped the moment they are freed: memory goes back to the
@@ -505,6 +506,27 @@ func (m *MediaMemory) releaseCachedLocked() {
 	}
 }
 
+// releaseStalestCachedLocked unmaps the cached span freed longest ago
+// (each class's list is oldest first).
+func (m *MediaMemory) releaseStalestCachedLocked() {
+	ci := -1
+	for i, l := range m.mu.free {
+		if len(l) > 0 && (ci < 0 || l[0].idle < m.mu.free[ci][0].idle) {
+			ci = i
+		}
+	}
+	if ci < 0 {
+		return
+	}
+	l := m.mu.free[ci]
+	s := l[0]
+	copy(l, l[1:])
+	l[len(l)-1] = nil
+	m.mu.free[ci] = l[:len(l)-1]
+	m.mu.cached -= int64(s.size)
+	m.unmapLocked(s)
+}
+
 func (m *MediaMemory) unmapLocked(s *span) {
 	if err := unmapMem(s.base, s.size); err != nil {
 		m.log.Error("unmapping a media buffer failed", "bytes", s.size, "err", err)
@@ -775,9 +797,17 @@ func (m *MediaMemory) Free(buf []byte) {
 			m.mu.quarantineBytes -= int64(q.size)
 			m.unmapLocked(q)
 		}
-	case s.class < 0 || m.mu.cached+int64(s.size) > m.cacheMax:
-		m.unmapLocked(s) // large, or the cache is full: back to the system
+	case s.class < 0 || int64(s.size) > m.cacheMax:
+		m.unmapLocked(s) // large: back to the system
 	default:
+		// A full cache gives up its least recently freed buffers: the
+		// sizes in use now are the ones freed last (a stream's first
+		// fragment, growing through the small classes, leaves buffers no
+		// one asks for again; kept instead of these, every fragment and
+		// live chunk after it would be mapped anew, page faults and all).
+		for m.mu.cached+int64(s.size) > m.cacheMax && m.mu.cached > 0 {
+			m.releaseStalestCachedLocked()
+		}
 		s.state, s.idle = spanCached, time.Now().UnixNano()
 		m.mu.free[s.class] = append(m.mu.free[s.class], s)
 		m.mu.cached += int64(s.size)

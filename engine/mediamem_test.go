@@ -64,6 +64,43 @@ func TestMediaAllocFreeReuse(t *testing.T) {
 	m.Free(make([]byte, 5)) // not ours: ignored
 }
 
+// TestMediaCacheKeepsTheRecentlyFreed checks that a full cache gives up
+// its stalest buffers, not the one just freed: a stream's first fragment
+// grows through the small classes and leaves their buffers cached, and
+// the fragments after it must still find theirs there (mapped anew, each
+// would cost a page fault per page).
+func TestMediaCacheKeepsTheRecentlyFreed(t *testing.T) {
+	m := testMemory(t, 64<<20, false) // cacheMax: 4 MiB
+	var small [][]byte
+	for range m.cacheMax / (64 << 10) {
+		b, err := m.Alloc(60<<10, MediaCamera)
+		if err != nil {
+			t.Fatal(err)
+		}
+		small = append(small, b)
+	}
+	for _, b := range small {
+		m.Free(b)
+	}
+	if st := m.Stats(); st.CachedBytes != m.cacheMax {
+		t.Fatalf("cached %d, want the cache full (%d)", st.CachedBytes, m.cacheMax)
+	}
+	for i := 0; i < 3; i++ {
+		f, err := m.Alloc(600<<10, MediaCamera)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := m.Stats()
+		if i > 0 && st.CachedBytes != m.cacheMax-640<<10 {
+			t.Fatalf("fragment %d: cached %d after Alloc: the 640 KiB buffer freed before was not reused", i, st.CachedBytes)
+		}
+		m.Free(f)
+		if st := m.Stats(); st.CachedBytes > m.cacheMax || st.CachedBytes < m.cacheMax-64<<10 {
+			t.Fatalf("fragment %d: cached %d after Free, want within one small buffer of %d", i, st.CachedBytes, m.cacheMax)
+		}
+	}
+}
+
 func TestMediaSizeClassesWasteAtMostAQuarter(t *testing.T) {
 	for n := 1; n <= maxClassSize; n = n*9/8 + 1 {
 		size, class := sizeFor(n)
