@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
@@ -157,6 +158,7 @@ type phase struct {
 	rss, heap int64         // beyond the phase's idle start
 	mallocs   uint64
 	faults    int64 // minor page faults (first touches of new memory)
+	reads     int64 // read system calls (/proc/self/io syscr)
 }
 
 // measure calls start, waits warmup, calls begin (if set) and returns the
@@ -173,12 +175,12 @@ func measure(pid int, warmup, window time.Duration, start, begin func()) phase {
 	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	c0, p0, f0 := cpuTime(), procCPU(pid), minorFaults()
+	c0, p0, f0, r0 := cpuTime(), procCPU(pid), minorFaults(), procIO("syscr")
 	time.Sleep(window)
-	c1, p1, f1 := cpuTime(), procCPU(pid), minorFaults()
+	c1, p1, f1, r1 := cpuTime(), procCPU(pid), minorFaults(), procIO("syscr")
 	runtime.ReadMemStats(&ms1)
 	runtime.GC()
-	return phase{cpu: c1 - c0, pubCPU: p1 - p0, rss: rssBytes() - rss0, heap: heapInUse() - heap0, mallocs: ms1.Mallocs - ms0.Mallocs, faults: f1 - f0}
+	return phase{cpu: c1 - c0, pubCPU: p1 - p0, rss: rssBytes() - rss0, heap: heapInUse() - heap0, mallocs: ms1.Mallocs - ms0.Mallocs, faults: f1 - f0, reads: r1 - r0}
 }
 
 // minorFaults is this process's minor page faults so far.
@@ -216,6 +218,27 @@ func benchRecorder(b *testing.B) (rec *recorder, close func()) {
 	close = func() { once.Do(func() { r.cams.Close(); eng.Close() }) }
 	b.Cleanup(close)
 	return r, close
+}
+
+// startProfile starts a CPU profile into a new file at path.
+func startProfile(b *testing.B, path string) *os.File {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+// stopProfile ends the CPU profile into *f, if any.
+func stopProfile(f **os.File) {
+	if *f != nil {
+		pprof.StopCPUProfile()
+		(*f).Close()
+		*f = nil
+	}
 }
 
 // benchTransport is the RTSP transport of both sides
@@ -290,14 +313,17 @@ func fsyncLatency(b *testing.B, dir string, size, runs int) time.Duration {
 	return lat[len(lat)/2]
 }
 
-// writeBytes is what this process has sent to storage (/proc/self/io).
-func writeBytes() int64 {
+// writeBytes is what this process has sent to storage.
+func writeBytes() int64 { return procIO("write_bytes") }
+
+// procIO is one of this process's I/O counters (/proc/self/io).
+func procIO(name string) int64 {
 	b, err := os.ReadFile("/proc/self/io")
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+		if v, ok := strings.CutPrefix(l, name+": "); ok {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			return n
 		}
@@ -333,6 +359,9 @@ func writeBytes() int64 {
 //	                         frame (first touches of new memory: a media
 //	                         buffer mapped anew instead of reused);
 //	                         bare-faults/frame the floor's
+//	reads/frame              the recorder's read system calls per video
+//	                         frame (the RTSP connections' reads, mostly);
+//	                         bare-reads/frame the floor's
 //	persist-p50-ms, -p99-ms  a camera fragment complete → durable (what a
 //	                         PERSISTED ack waits)
 //	fsync-ms                 one 500 KB write + fsync on the same disk
@@ -345,12 +374,16 @@ func writeBytes() int64 {
 // transport of both sides (tcp, the default, or udp). The machine's other
 // load shows in the figures: compare runs made under the same conditions
 // only. With -cpuprofile, `go tool pprof -tagfocus side=recorder` (or
-// side=bare) keeps one side's samples (labelled).
+// side=bare) keeps one side's samples (labelled); KVSEDGE_BENCH_PROFILE=p
+// (without -cpuprofile) profiles the first round's windows alone, the
+// steady state, into p.<N> (recorder) and p.bare.<N>: `go tool pprof
+// -diff_base p.bare.<N> p.<N>` is what recording adds.
 func BenchmarkRecorder(b *testing.B) {
 	clip, fps := benchClip(b)
 	window := benchWindow()
 	transport := benchTransport()
 	rounds := benchRounds()
+	prof := os.Getenv("KVSEDGE_BENCH_PROFILE")
 	for _, n := range benchCameraCounts() {
 		b.Run(fmt.Sprintf("cameras=%d", n), func(b *testing.B) {
 			addr, child := startPublishers(b, clip, fps, n)
@@ -383,13 +416,19 @@ func BenchmarkRecorder(b *testing.B) {
 			for round := 0; round < rounds; round++ {
 				// The floor.
 				var clients []*gortsplib.Client
+				var profFile *os.File
 				bp := measure(pid, time.Second, window, func() {
 					labelled("bare", func() {
 						for i := 0; i < n; i++ {
 							clients = append(clients, bareReceiver(b, url(i), transport))
 						}
 					})
-				}, nil)
+				}, func() {
+					if prof != "" && round == 0 {
+						profFile = startProfile(b, fmt.Sprintf("%s.bare.%d", prof, n))
+					}
+				})
+				stopProfile(&profFile)
 				for _, c := range clients {
 					c.Close()
 				}
@@ -417,7 +456,11 @@ func BenchmarkRecorder(b *testing.B) {
 					measuring = true
 					mu.Unlock()
 					st0, w0 = r.eng.Stats(), writeBytes()
+					if prof != "" && round == 0 {
+						profFile = startProfile(b, fmt.Sprintf("%s.%d", prof, n))
+					}
 				})
+				stopProfile(&profFile)
 				mu.Lock()
 				measuring = false
 				mu.Unlock()
@@ -447,10 +490,12 @@ func BenchmarkRecorder(b *testing.B) {
 				bare.cpu += bp.cpu
 				bare.mallocs += bp.mallocs
 				bare.faults += bp.faults
+				bare.reads += bp.reads
 				rec.cpu += rp.cpu
 				rec.pubCPU += rp.pubCPU
 				rec.mallocs += rp.mallocs
 				rec.faults += rp.faults
+				rec.reads += rp.reads
 			}
 			b.StopTimer()
 			fsync = (fsync + fsyncLatency(b, dir, 500<<10, 11)) / 2
@@ -470,6 +515,8 @@ func BenchmarkRecorder(b *testing.B) {
 			b.ReportMetric(float64(bare.mallocs)/frames, "bare-allocs/frame")
 			b.ReportMetric(float64(rec.faults)/frames, "faults/frame")
 			b.ReportMetric(float64(bare.faults)/frames, "bare-faults/frame")
+			b.ReportMetric(float64(rec.reads)/frames, "reads/frame")
+			b.ReportMetric(float64(bare.reads)/frames, "bare-reads/frame")
 			mu.Lock()
 			if len(lat) > 0 {
 				slices.Sort(lat)
@@ -510,6 +557,9 @@ func procCPU(pid int) time.Duration {
 type recycleOutput struct {
 	mem              *engine.MediaMemory
 	fragments, bytes int
+	// moved counts the bytes a buffer's growth copied (a fragment that
+	// outgrew its buffer moves to a bigger one).
+	moved int
 }
 
 // benchMediaMemory is the media memory of an engine over a scratch
@@ -525,7 +575,23 @@ func benchMediaMemory(b *testing.B) *engine.MediaMemory {
 	return eng.Media()
 }
 
-func (o *recycleOutput) Buffers() mkv.Buffers { return o.mem.Buffers(engine.MediaCamera) }
+func (o *recycleOutput) Buffers() mkv.Buffers {
+	return &movingBuffers{Buffers: o.mem.Buffers(engine.MediaCamera), moved: &o.moved}
+}
+
+// movingBuffers counts the bytes a growth copies to a new buffer.
+type movingBuffers struct {
+	mkv.Buffers
+	moved *int
+}
+
+func (m *movingBuffers) Grow(b []byte, n int) ([]byte, error) {
+	g, err := m.Buffers.Grow(b, n)
+	if err == nil && len(b) > 0 && unsafe.SliceData(g) != unsafe.SliceData(b) {
+		*m.moved += len(b)
+	}
+	return g, err
+}
 
 func (o *recycleOutput) StartFragment() error { return nil }
 
@@ -544,7 +610,8 @@ func (o *recycleOutput) Fragment(f *mkv.Fragment) error {
 // gortsplib-decoder the one it replaced (gortsplib's rtph264 decoder, the
 // whole access unit, then Fragmenter.WriteVideo). allocs/frame counts
 // every allocation, the per-fragment ones (the fragment's metadata)
-// included.
+// included; moved-B/frame the bytes copied when a fragment outgrew its
+// buffer (goal 0: each fragment's buffer is sized for it at its start).
 func BenchmarkCameraPath(b *testing.B) {
 	clipPath, fps := benchClip(b)
 	clip, err := os.ReadFile(clipPath)
@@ -620,6 +687,7 @@ func BenchmarkCameraPath(b *testing.B) {
 			}
 			var ms0, ms1 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
+			moved0 := out.moved
 			b.SetBytes(int64(wire / len(frames)))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -629,6 +697,7 @@ func BenchmarkCameraPath(b *testing.B) {
 			runtime.ReadMemStats(&ms1)
 			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(b.N), "allocs/frame")
 			b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(b.N), "alloc-B/frame")
+			b.ReportMetric(float64(out.moved-moved0)/float64(b.N), "moved-B/frame")
 			if out.fragments == 0 {
 				b.Fatal("no fragment came out")
 			}
