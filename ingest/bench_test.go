@@ -32,8 +32,9 @@ import (
 
 // The camera benchmark's publishers (an RTSP relay and N simulated
 // cameras) run in a child process — this test binary started with
-// KVSEDGE_BENCH_PUBLISH=<clip>:<fps>:<n> — so the recorder's CPU and
-// memory are this process's alone.
+// KVSEDGE_BENCH_PUBLISH=<clip>:<fps>:<n>[:udp] (udp: the relay offers
+// RTP over UDP too) — so the recorder's CPU and memory are this
+// process's alone.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("KVSEDGE_BENCH_PUBLISH"); spec != "" {
 		runPublishers(spec)
@@ -60,6 +61,10 @@ func runPublishers(spec string) {
 	}
 	t := &testing.T{}
 	rl := rtsptest.StartRelay(t, "")
+	if len(parts) > 3 && parts[3] == "udp" {
+		rl.Close()
+		rl = rtsptest.StartRelayUDP(t)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	for i := 0; i < n; i++ {
 		go rtsptest.Publish(ctx, t, rl.URL(fmt.Sprint("cam", i)), d.aus, d.sps, d.pps, fps, 0)
@@ -131,13 +136,13 @@ func benchWarmup() time.Duration {
 
 // startPublishers starts the child process serving n cameras and returns
 // the relay's address and the child.
-func startPublishers(b *testing.B, clip string, fps, n int) (string, *exec.Cmd) {
+func startPublishers(b *testing.B, clip string, fps, n int, transport string) (string, *exec.Cmd) {
 	self, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	child := exec.Command(self)
-	child.Env = append(os.Environ(), fmt.Sprintf("KVSEDGE_BENCH_PUBLISH=%s:%d:%d", clip, fps, n))
+	child.Env = append(os.Environ(), fmt.Sprintf("KVSEDGE_BENCH_PUBLISH=%s:%d:%d:%s", clip, fps, n, transport))
 	stdin, _ := child.StdinPipe()
 	stdout, _ := child.StdoutPipe()
 	if err := child.Start(); err != nil {
@@ -352,6 +357,10 @@ func procIO(name string) int64 {
 //	bare-MiB/camera          the bare receiver's RSS per camera beyond
 //	                         idle, first round
 //	heap-MiB/camera          the recorder's Go heap in use per camera
+//	media-MiB/camera         its media memory in use per camera (rings,
+//	                         fragments being built, live chunks), and
+//	                         media-cache-MiB the free buffers it keeps
+//	                         for reuse (box-wide), first round
 //	allocs/frame             the recorder's allocations per video frame
 //	                         (the whole process); bare-allocs/frame the
 //	                         floor's: gortsplib's own per-packet ones
@@ -386,7 +395,7 @@ func BenchmarkRecorder(b *testing.B) {
 	prof := os.Getenv("KVSEDGE_BENCH_PROFILE")
 	for _, n := range benchCameraCounts() {
 		b.Run(fmt.Sprintf("cameras=%d", n), func(b *testing.B) {
-			addr, child := startPublishers(b, clip, fps, n)
+			addr, child := startPublishers(b, clip, fps, n, transport)
 			pid := child.Process.Pid
 			time.Sleep(time.Second)
 			url := func(i int) string { return fmt.Sprintf("rtsp://%s/cam%d", addr, i) }
@@ -478,6 +487,9 @@ func BenchmarkRecorder(b *testing.B) {
 				}
 				if round == 0 {
 					ringBytes = int64(r.eng.RingBytes())
+					mst := r.eng.Media().Stats()
+					b.ReportMetric(float64(mst.CachedBytes)/(1<<20), "media-cache-MiB")
+					b.ReportMetric(float64(mst.Used())/float64(n)/(1<<20), "media-MiB/camera")
 					bare.rss, rec.rss, rec.heap = bp.rss, rp.rss, rp.heap
 				}
 				closeRec()
