@@ -26,12 +26,14 @@ import (
 // quarter of its buffer; a freed one is cached for reuse (steady-state
 // ingest maps nothing and allocates nothing on the Go heap), up to
 // cacheMax (a full cache unmaps its least recently freed buffers first),
-// and cached buffers idle for idleRelease are unmapped.
-// Larger buffers are mappings of their own, grown in place or moved by
-// mremap (no copy), cut to their content when the fragment is complete
-// (Seal), and unmapped the moment they are freed: memory goes back to the
-// system after a spike. Elsewhere (media_other.go) buffers are Go slices
-// with the same accounting.
+// and cached buffers idle for idleRelease are unmapped. Every buffer is
+// a mapping of its own, so one that must grow (a fragment bigger than
+// its buffer) is grown in place or moved by mremap, to its new size class
+// or beyond: its bytes are never copied. Larger buffers are cut to their
+// content when the fragment is complete (Seal), and unmapped the moment
+// they are freed: memory goes back to the system after a spike.
+// Elsewhere (media_other.go) buffers are Go slices with the same
+// accounting, and growing one copies it.
 //
 // Budget. Used bytes are buffer capacities (what is mapped); cached
 // buffers are also within the budget (they are unmapped first when a new
@@ -370,7 +372,7 @@ func (m *MediaMemory) Grow(buf []byte, n int, c MediaClass) ([]byte, error) {
 	// Amortised: a quarter more than asked for (the size classes are
 	// quarter steps too) when the budget has it, else what is needed.
 	target := max(want, old.size+old.size/4)
-	if old.class < 0 && canRemap {
+	if canRemap {
 		if err := m.remap(old, target, want, c); err != nil {
 			return buf, err
 		}
@@ -388,13 +390,15 @@ func (m *MediaMemory) Grow(buf []byte, n int, c MediaClass) ([]byte, error) {
 	return nb, nil
 }
 
-// remap grows a large span in place or by moving it (mremap: no copy):
-// to target bytes when the budget has them at once, else to want.
+// remap grows a span in place or by moving it (mremap: no copy): to
+// target bytes when the budget has them at once, else to want, each
+// rounded up to its size class (a span of a class is one to the cache
+// when freed) or, past the classes, to pages.
 func (m *MediaMemory) remap(s *span, target, want int, c MediaClass) error {
-	size := roundUp(target, pageSize)
+	size, class := sizeFor(target)
 	delta := int64(size - s.size)
 	if !m.tryReserve(delta, c) {
-		size = roundUp(want, pageSize)
+		size, class = sizeFor(want)
 		delta = int64(size - s.size)
 		if err := m.reserveBytes(delta, c, s, false); err != nil {
 			return err
@@ -412,7 +416,7 @@ func (m *MediaMemory) remap(s *span, target, want int, c MediaClass) error {
 		delete(m.mu.spans, s.base)
 		m.mu.spans[p] = s
 	}
-	s.base, s.size = p, size
+	s.base, s.size, s.class = p, size, class
 	m.mu.assemblingBytes += delta
 	return nil
 }
@@ -656,7 +660,11 @@ func (m *MediaMemory) awaitRoom(delta int64, c MediaClass, from *span) bool {
 		m.mu.Lock()
 		m.mu.waiters--
 		if from != nil {
+			// The queued requests wait while it starves: they look again
+			// once it has taken its room or given up (they need this lock
+			// first, so it takes the room before them).
 			m.mu.starving--
+			m.wakeLocked()
 		}
 		if timedOut {
 			m.mu.Unlock()
