@@ -25,12 +25,15 @@ import (
 // 80 KiB, 96 KiB, 112 KiB, 128 KiB, …), so a fragment wastes at most a
 // quarter of its buffer; a freed one is cached for reuse (steady-state
 // ingest maps nothing and allocates nothing on the Go heap), up to
-// cacheBytes, and cached buffers idle for idleRelease are unmapped.
-// Larger buffers are mappings of their own, grown in place or moved by
-// mremap (no copy), cut to their content when the fragment is complete
-// (Seal), and unmapped the moment they are freed: memory goes back to the
-// system after a spike. Elsewhere (media_other.go) buffers are Go slices
-// with the same accounting.
+// cacheMax (a full cache unmaps its least recently freed buffers first),
+// and cached buffers idle for idleRelease are unmapped. Every buffer is
+// a mapping of its own, so one that must grow (a fragment bigger than
+// its buffer) is grown in place or moved by mremap, to its new size class
+// or beyond: its bytes are never copied. Larger buffers are cut to their
+// content when the fragment is complete (Seal), and unmapped the moment
+// they are freed: memory goes back to the system after a spike.
+// Elsewhere (media_other.go) buffers are Go slices with the same
+// accounting, and growing one copies it.
 //
 // Budget. Used bytes are buffer capacities (what is mapped); cached
 // buffers are also within the budget (they are unmapped first when a new
@@ -369,7 +372,7 @@ func (m *MediaMemory) Grow(buf []byte, n int, c MediaClass) ([]byte, error) {
 	// Amortised: a quarter more than asked for (the size classes are
 	// quarter steps too) when the budget has it, else what is needed.
 	target := max(want, old.size+old.size/4)
-	if old.class < 0 && canRemap {
+	if canRemap {
 		if err := m.remap(old, target, want, c); err != nil {
 			return buf, err
 		}
@@ -387,13 +390,15 @@ func (m *MediaMemory) Grow(buf []byte, n int, c MediaClass) ([]byte, error) {
 	return nb, nil
 }
 
-// remap grows a large span in place or by moving it (mremap: no copy):
-// to target bytes when the budget has them at once, else to want.
+// remap grows a span in place or by moving it (mremap: no copy): to
+// target bytes when the budget has them at once, else to want, each
+// rounded up to its size class (a span of a class is one to the cache
+// when freed) or, past the classes, to pages.
 func (m *MediaMemory) remap(s *span, target, want int, c MediaClass) error {
-	size := roundUp(target, pageSize)
+	size, class := sizeFor(target)
 	delta := int64(size - s.size)
 	if !m.tryReserve(delta, c) {
-		size = roundUp(want, pageSize)
+		size, class = sizeFor(want)
 		delta = int64(size - s.size)
 		if err := m.reserveBytes(delta, c, s, false); err != nil {
 			return err
@@ -411,7 +416,7 @@ func (m *MediaMemory) remap(s *span, target, want int, c MediaClass) error {
 		delete(m.mu.spans, s.base)
 		m.mu.spans[p] = s
 	}
-	s.base, s.size = p, size
+	s.base, s.size, s.class = p, size, class
 	m.mu.assemblingBytes += delta
 	return nil
 }
@@ -503,6 +508,27 @@ func (m *MediaMemory) releaseCachedLocked() {
 			return
 		}
 	}
+}
+
+// releaseStalestCachedLocked unmaps the cached span freed longest ago
+// (each class's list is oldest first).
+func (m *MediaMemory) releaseStalestCachedLocked() {
+	ci := -1
+	for i, l := range m.mu.free {
+		if len(l) > 0 && (ci < 0 || l[0].idle < m.mu.free[ci][0].idle) {
+			ci = i
+		}
+	}
+	if ci < 0 {
+		return
+	}
+	l := m.mu.free[ci]
+	s := l[0]
+	copy(l, l[1:])
+	l[len(l)-1] = nil
+	m.mu.free[ci] = l[:len(l)-1]
+	m.mu.cached -= int64(s.size)
+	m.unmapLocked(s)
 }
 
 func (m *MediaMemory) unmapLocked(s *span) {
@@ -634,7 +660,11 @@ func (m *MediaMemory) awaitRoom(delta int64, c MediaClass, from *span) bool {
 		m.mu.Lock()
 		m.mu.waiters--
 		if from != nil {
+			// The queued requests wait while it starves: they look again
+			// once it has taken its room or given up (they need this lock
+			// first, so it takes the room before them).
 			m.mu.starving--
+			m.wakeLocked()
 		}
 		if timedOut {
 			m.mu.Unlock()
@@ -775,9 +805,17 @@ func (m *MediaMemory) Free(buf []byte) {
 			m.mu.quarantineBytes -= int64(q.size)
 			m.unmapLocked(q)
 		}
-	case s.class < 0 || m.mu.cached+int64(s.size) > m.cacheMax:
-		m.unmapLocked(s) // large, or the cache is full: back to the system
+	case s.class < 0 || int64(s.size) > m.cacheMax:
+		m.unmapLocked(s) // large: back to the system
 	default:
+		// A full cache gives up its least recently freed buffers: the
+		// sizes in use now are the ones freed last (a stream's first
+		// fragment, growing through the small classes, leaves buffers no
+		// one asks for again; kept instead of these, every fragment and
+		// live chunk after it would be mapped anew, page faults and all).
+		for m.mu.cached+int64(s.size) > m.cacheMax && m.mu.cached > 0 {
+			m.releaseStalestCachedLocked()
+		}
 		s.state, s.idle = spanCached, time.Now().UnixNano()
 		m.mu.free[s.class] = append(m.mu.free[s.class], s)
 		m.mu.cached += int64(s.size)

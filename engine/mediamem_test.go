@@ -64,6 +64,83 @@ func TestMediaAllocFreeReuse(t *testing.T) {
 	m.Free(make([]byte, 5)) // not ours: ignored
 }
 
+// TestMediaCacheKeepsTheRecentlyFreed checks that a full cache gives up
+// its stalest buffers, not the one just freed: a stream's first fragment
+// grows through the small classes and leaves their buffers cached, and
+// the fragments after it must still find theirs there (mapped anew, each
+// would cost a page fault per page).
+func TestMediaCacheKeepsTheRecentlyFreed(t *testing.T) {
+	m := testMemory(t, 64<<20, false) // cacheMax: 4 MiB
+	var small [][]byte
+	for range m.cacheMax / (64 << 10) {
+		b, err := m.Alloc(60<<10, MediaCamera)
+		if err != nil {
+			t.Fatal(err)
+		}
+		small = append(small, b)
+	}
+	for _, b := range small {
+		m.Free(b)
+	}
+	if st := m.Stats(); st.CachedBytes != m.cacheMax {
+		t.Fatalf("cached %d, want the cache full (%d)", st.CachedBytes, m.cacheMax)
+	}
+	for i := 0; i < 3; i++ {
+		f, err := m.Alloc(600<<10, MediaCamera)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := m.Stats()
+		if i > 0 && st.CachedBytes != m.cacheMax-640<<10 {
+			t.Fatalf("fragment %d: cached %d after Alloc: the 640 KiB buffer freed before was not reused", i, st.CachedBytes)
+		}
+		m.Free(f)
+		if st := m.Stats(); st.CachedBytes > m.cacheMax || st.CachedBytes < m.cacheMax-64<<10 {
+			t.Fatalf("fragment %d: cached %d after Free, want within one small buffer of %d", i, st.CachedBytes, m.cacheMax)
+		}
+	}
+}
+
+// TestMediaGrowRemapsClassBuffers checks that a buffer of a size class
+// grows by mremap to a bigger class, its bytes not copied: no second
+// buffer is taken (none is left in the cache), the content stays, and the
+// grown buffer goes to its new class's cache when freed.
+func TestMediaGrowRemapsClassBuffers(t *testing.T) {
+	if !canRemap {
+		t.Skip("no mremap here: growing copies")
+	}
+	m := testMemory(t, 64<<20, false)
+	buf, err := m.Grow(nil, 300<<10, MediaCamera)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300<<10; i++ {
+		buf = append(buf, byte(i*7))
+	}
+	want := bytes.Clone(buf)
+	if buf, err = m.Grow(buf, 100<<10, MediaCamera); err != nil {
+		t.Fatal(err)
+	}
+	if cap(buf) != 448<<10 || !bytes.Equal(buf, want) {
+		t.Fatalf("grown: cap %d (want the 448 KiB class), content kept %v", cap(buf), bytes.Equal(buf, want))
+	}
+	if st := m.Stats(); st.CachedBytes != 0 || st.Used() != 448<<10 || st.AssemblingBytes != 448<<10 {
+		t.Fatalf("after growing: %+v (a copy would have left the 320 KiB buffer cached)", st)
+	}
+	m.Free(buf)
+	if st := m.Stats(); st.CachedBytes != 448<<10 || st.Used() != 0 {
+		t.Fatalf("after Free: %+v", st)
+	}
+	again, err := m.Alloc(440<<10, MediaCamera)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Stats(); st.CachedBytes != 0 || cap(again) != 448<<10 {
+		t.Fatalf("the grown buffer was not reused for its class: %+v, cap %d", st, cap(again))
+	}
+	m.Free(again)
+}
+
 func TestMediaSizeClassesWasteAtMostAQuarter(t *testing.T) {
 	for n := 1; n <= maxClassSize; n = n*9/8 + 1 {
 		size, class := sizeFor(n)

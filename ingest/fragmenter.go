@@ -283,9 +283,13 @@ func (fr *Fragmenter) prepare(ms int64, key, cutter bool, size int) (int64, bool
 		return ms, false, err
 	}
 	// Size the buffer (the builder's Buffers: the engine's media memory)
-	// for a fragment like the previous one (plus a margin); it grows
-	// through the same Buffers if this one is bigger.
-	if err := fr.b.Start(fr.hdr, ms, fr.lastLen+fr.lastLen/8+4096); err != nil {
+	// for a fragment like the previous one plus a margin of an eighth, or
+	// of its biggest block if that is more (size: BeginVideo's hint, the
+	// largest access unit so far), which BeginVideo reserves before every
+	// unit: with less, the reserve for the fragment's last units grows the
+	// buffer, a copy of the whole fragment. It grows through the same
+	// Buffers if this one is bigger still.
+	if err := fr.b.Start(fr.hdr, ms, fr.lastLen+max(fr.lastLen/8, size+blockOverhead)+4096); err != nil {
 		if errors.Is(err, engine.ErrMemoryFull) {
 			fr.refused()
 			return ms, false, nil

@@ -191,3 +191,79 @@ func TestTimelineIsMonotonicAndFollowsNTP(t *testing.T) {
 		t.Fatalf("absurd NTP used: %d", f)
 	}
 }
+
+// movesOutput collects nothing: it counts the bytes a growing fragment
+// buffer copied to a bigger one (Go-heap buffers of exactly the size
+// asked for).
+type movesOutput struct {
+	moved, fragments int
+}
+
+func (o *movesOutput) StartFragment() error { return nil }
+func (o *movesOutput) Fragment(*mkv.Fragment) error {
+	o.fragments++
+	return nil
+}
+func (o *movesOutput) Buffers() mkv.Buffers { return (*movesBuffers)(o) }
+
+type movesBuffers movesOutput
+
+func (m *movesBuffers) Grow(b []byte, n int) ([]byte, error) {
+	if cap(b)-len(b) >= n {
+		return b, nil
+	}
+	if len(b) > 0 {
+		m.moved += len(b)
+	}
+	return append(make([]byte, 0, len(b)+n), b...), nil
+}
+func (m *movesBuffers) Free([]byte) {}
+
+// TestFragmentBufferSizedForItsLastUnits checks that once a stream's
+// fragment size is known, a fragment's buffer is never outgrown (each
+// growth copies the fragment so far): BeginVideo reserves room for the
+// stream's biggest access unit (a key frame) before every unit, so the
+// buffer must hold a fragment like the last plus that much. A camera
+// with a still scene sends key frames many times its other frames.
+func TestFragmentBufferSizedForItsLastUnits(t *testing.T) {
+	d := loadDemo(t)
+	cp, err := h264CodecPrivate(d.sps, d.pps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &movesOutput{}
+	fr := NewFragmenter(out, 2*time.Second)
+	if err := fr.SetTracks([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: cp, Width: d.width, Height: d.height}}); err != nil {
+		t.Fatal(err)
+	}
+	key, delta := make([]byte, 120<<10), make([]byte, 5<<10)
+	maxAU := 0
+	movedAfterFirst := 0
+	for i := 0; i < 25*20; i++ { // 20 s at 25 fps, a key frame every 2 s
+		if i == 50 {
+			movedAfterFirst = out.moved
+		}
+		unit := delta
+		if i%50 == 0 {
+			unit = key
+		}
+		ok, err := fr.BeginVideo(int64(i)*40, i%50 == 0, maxAU)
+		if err != nil || !ok {
+			t.Fatalf("frame %d: BeginVideo %v %v", i, ok, err)
+		}
+		if !fr.AppendVideoLen(uint32(len(unit))) || !fr.AppendVideo(unit) {
+			t.Fatalf("frame %d: append refused", i)
+		}
+		fr.EndVideo(false)
+		maxAU = max(maxAU, 4+len(unit)+blockOverhead)
+	}
+	if err := fr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if out.fragments != 10 {
+		t.Fatalf("%d fragments, want 10", out.fragments)
+	}
+	if moved := out.moved - movedAfterFirst; moved != 0 {
+		t.Fatalf("fragments after the first copied %d bytes growing their buffers, want none", moved)
+	}
+}

@@ -7,9 +7,11 @@ package rtsptest
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -79,7 +81,47 @@ func StartRelayTLS(t testing.TB) *Relay {
 	return startRelay(t, "", &tls.Config{Certificates: []tls.Certificate{cert}})
 }
 
+// StartRelayUDP starts a relay that also offers RTP and RTCP over UDP
+// (two free ports of 127.0.0.1), for readers that ask for that transport.
+func StartRelayUDP(t testing.TB) *Relay {
+	t.Helper()
+	rtpPort, err := freeUDPPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRelayOn(t, "", nil, func(s *gortsplib.Server) {
+		s.UDPRTPAddress = net.JoinHostPort("127.0.0.1", strconv.Itoa(rtpPort))
+		s.UDPRTCPAddress = net.JoinHostPort("127.0.0.1", strconv.Itoa(rtpPort+1))
+	})
+}
+
+// freeUDPPair finds an even UDP port whose successor is free too (RTP and
+// RTCP).
+func freeUDPPair() (int, error) {
+	for i := 0; i < 100; i++ {
+		a, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		p := a.LocalAddr().(*net.UDPAddr).Port
+		if p%2 == 0 {
+			if b, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1))); err == nil {
+				b.Close()
+				a.Close()
+				return p, nil
+			}
+		}
+		a.Close()
+	}
+	return 0, errors.New("rtsptest: no free UDP port pair")
+}
+
 func startRelay(t testing.TB, addr string, tc *tls.Config) *Relay {
+	return startRelayOn(t, addr, tc, nil)
+}
+
+// startRelayOn starts a relay; with is applied to its server (nil: none).
+func startRelayOn(t testing.TB, addr string, tc *tls.Config, with func(*gortsplib.Server)) *Relay {
 	if addr == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -90,14 +132,21 @@ func startRelay(t testing.TB, addr string, tc *tls.Config) *Relay {
 	}
 	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{},
 		recording: map[string]*gortsplib.ServerSession{}, tls: tc != nil}
-	r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr, TLSConfig: tc}
+	newServer := func() *gortsplib.Server {
+		s := &gortsplib.Server{Handler: r, RTSPAddress: addr, TLSConfig: tc}
+		if with != nil {
+			with(s)
+		}
+		return s
+	}
+	r.srv = newServer()
 	var err error
 	for i := 0; i < 50; i++ { // the port may linger after a restart
 		if err = r.srv.Start(); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
-		r.srv = &gortsplib.Server{Handler: r, RTSPAddress: addr, TLSConfig: tc}
+		r.srv = newServer()
 	}
 	if err != nil {
 		t.Fatal(err)
