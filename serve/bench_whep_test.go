@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
@@ -391,4 +392,96 @@ func TestWHEPViewersSendOneAtATime(t *testing.T) {
 	if len(gate) != 0 {
 		t.Fatalf("%d send tokens still held", len(gate))
 	}
+}
+
+// BenchmarkWHEPSendLoopback is one viewer's whole send path for a live
+// frame, over a real peer connection on loopback: the box's session
+// (negotiate: its media engine and interceptors) sends benchWHEPFrames
+// (sendAt, pacing off) through SRTP and UDP to a pion client that reads
+// and discards the packets. One frame per op; the client's receiving
+// runs in this process too, so ns/op and allocs/op are both sides' (a
+// CPU profile tells them apart: sendVideo's subtree is the box's).
+func BenchmarkWHEPSendLoopback(b *testing.B) {
+	log := slog.New(slog.DiscardHandler)
+	ws := newWHEP(WebRTCOptions{}, log)
+	defer ws.close()
+	srv := &Server{}
+	srv.opts.Logger = log
+	cfg, err := parseAVCC(whepTestAVCC())
+	if err != nil {
+		b.Fatal(err)
+	}
+	plan := &whepPlan{videoTrack: 1, profile: "64001f"}
+
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		b.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		b.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		b.Fatal(err)
+	}
+	var got atomic.Int64
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := tr.Read(buf); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		b.Fatal(err)
+	}
+	<-g
+	sess, answer, err := ws.negotiate(srv, plan, pc.LocalDescription().SDP)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.pc.Close()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-sess.connected:
+	case <-time.After(10 * time.Second):
+		b.Fatal("not connected")
+	}
+	time.Sleep(200 * time.Millisecond) // the client's SRTP
+	sess.avc, sess.pace = cfg, 0
+	frames := benchWHEPFrames()
+	for i := range 50 {
+		if err := sess.sendAt(frames[i%len(frames)], int64(i)*40, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := sess.sendAt(frames[i%len(frames)], int64(i)*40, false); err != nil {
+			b.Fatal(err)
+		}
+		if i%25 == 24 {
+			time.Sleep(time.Millisecond) // the client's socket buffer
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(sess.burst)/float64(b.N+50), "packets/frame")
+	b.ReportMetric(float64(got.Load())/float64(sess.burst), "received/sent")
 }
