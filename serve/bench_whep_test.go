@@ -3,7 +3,6 @@ package serve
 import (
 	"bytes"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -336,61 +335,6 @@ func TestWHEPViewersShareFramePayloads(t *testing.T) {
 		if tap.ws[v].scratch == nil || len(tap.ws[v].scratch) != size {
 			t.Fatalf("viewer %d cut %d bytes into its own buffer, want %d", v, len(tap.ws[v].scratch), size)
 		}
-	}
-}
-
-// overlapRecorder notes how many viewers were inside WriteRTP at once.
-type overlapRecorder struct {
-	in, most *atomic.Int32
-}
-
-func (r overlapRecorder) WriteRTP(*rtp.Packet) error {
-	n := r.in.Add(1)
-	for m := r.most.Load(); n > m && !r.most.CompareAndSwap(m, n); m = r.most.Load() {
-	}
-	time.Sleep(20 * time.Microsecond) // a socket write's time, for others to overlap it
-	r.in.Add(-1)
-	return nil
-}
-
-// With the box's send gate of one token, viewers sending at once (their
-// own goroutines, a key frame each: one burst of packets) take turns:
-// never two inside WriteRTP together.
-func TestWHEPViewersSendOneAtATime(t *testing.T) {
-	const viewers = 4
-	var in, most atomic.Int32
-	tap := newWHEPTap(t, viewers, func(int) rtpTrack { return overlapRecorder{&in, &most} })
-	gate := make(chan struct{}, 1)
-	for _, w := range tap.ws {
-		w.gate, w.pace = gate, burstPackets
-	}
-	frames := benchWHEPFrames()[:4]
-	for _, f := range frames {
-		tap.publish(f)
-	}
-	var wg sync.WaitGroup
-	for v := range viewers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range frames {
-				f := <-tap.subs[v].C()
-				if err := tap.ws[v].sendAt(f, int64(i*40), false); err != nil {
-					t.Error(err)
-				}
-				f.Release()
-			}
-		}()
-	}
-	wg.Wait()
-	if tap.ws[0].burst <= burstPackets {
-		t.Fatalf("%d packets a viewer: not past a pacing pause", tap.ws[0].burst)
-	}
-	if m := most.Load(); m != 1 {
-		t.Fatalf("%d viewers were sending at once, want 1", m)
-	}
-	if len(gate) != 0 {
-		t.Fatalf("%d send tokens still held", len(gate))
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -110,20 +109,6 @@ type whepState struct {
 	// problem says why WebRTC is off although configured on ("" if not).
 	problem string
 
-	// gate holds a token while a viewer sends a video frame's packets (a
-	// burst of up to burstPackets): at most GOMAXPROCS−1 viewers send at
-	// once, box-wide, leaving a processor to ingest and persist. A key
-	// frame reaches every viewer at the moment the camera's fragment
-	// completes (fragments end at key frames), and each of its ~50
-	// packets costs a viewer ~20 µs of the box's CPU (SRTP, interceptors,
-	// a socket write): 20 viewers sending at once kept a 2-core box's
-	// processors busy for milliseconds while the fragment waited to be
-	// persisted. e2e BenchmarkFanOutPersistLatency, 20 viewers against
-	// none in the same run: persist p50 ×3.5 and ×5.0, mean ×3.7 and ×2.9
-	// in two runs without the gate; p50 ×2.6, mean ×1.15 and ×1.2 in two
-	// with it (a shared machine, load 3–20: indicative).
-	gate chan struct{}
-
 	mu       sync.Mutex
 	sessions map[string]*whepSession
 	// starting counts offers being answered: with sessions, what
@@ -157,7 +142,7 @@ func (s *Server) WebRTCStats() WebRTCStats {
 // it (logged), never the server.
 func newWHEP(o WebRTCOptions, log interface{ Warn(string, ...any) }) *whepState {
 	o.ensureDefaults()
-	w := &whepState{opts: o, sessions: make(map[string]*whepSession), gate: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
+	w := &whepState{opts: o, sessions: make(map[string]*whepSession)}
 	if o.Disabled {
 		return w
 	}
@@ -574,7 +559,7 @@ func (w *whepState) negotiate(s *Server, plan *whepPlan, offer string) (*whepSes
 	var id [16]byte
 	_, _ = rand.Read(id[:])
 	sess := &whepSession{id: hex.EncodeToString(id[:]), pc: pc, plan: plan, done: make(chan struct{}), log: s.opts.Logger,
-		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), pace: burstPackets, gate: w.gate, onConnected: func() { w.connected.Add(1) }}
+		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), pace: burstPackets, onConnected: func() { w.connected.Add(1) }}
 	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "kvsedge")
 	if err != nil {
 		return fail(err)

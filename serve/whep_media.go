@@ -200,9 +200,6 @@ type whepSession struct {
 	// burst counts the video packets sent; every pace-th is followed by
 	// a 1 ms pause (burstPackets; 0: none, a benchmark's).
 	burst, pace int
-	// gate bounds the viewers sending video at once (whepState.gate; nil:
-	// no bound).
-	gate chan struct{}
 	// floorMs is the newest video time sent.
 	floorMs int64
 	// pli: the viewer asked for a key frame (RTCP PLI or FIR); rewinds
@@ -430,7 +427,6 @@ func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64) error {
 		w.cutBytes += uint64(len(buf))
 	}
 	ts := uint32(atMs * 90)
-	w.gateIn()
 	for i, off := 0, 0; i < n; i++ {
 		var p []byte
 		p, off = nextRTPPayload(buf, off)
@@ -440,34 +436,16 @@ func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64) error {
 		err := w.video.WriteRTP(&w.pkt)
 		w.pkt.Payload = nil // the frame's bytes: not held past the frame
 		if err != nil {
-			w.gateOut()
 			return err
 		}
 		w.rtpBytes.Add(uint64(len(p)))
 		// Pace bursts (a key frame, the catch-up): a socket buffer
 		// overrun on the viewer's side loses a key frame for good.
 		if w.burst++; w.pace > 0 && w.burst%w.pace == 0 {
-			w.gateOut()
 			time.Sleep(time.Millisecond)
-			w.gateIn()
 		}
 	}
-	w.gateOut()
 	return nil
-}
-
-// gateIn waits for a turn to send video (whepState.gate); gateOut gives
-// it back.
-func (w *whepSession) gateIn() {
-	if w.gate != nil {
-		w.gate <- struct{}{}
-	}
-}
-
-func (w *whepSession) gateOut() {
-	if w.gate != nil {
-		<-w.gate
-	}
 }
 
 // burstPackets is how many RTP packets go out back to back before a
