@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,32 +29,43 @@ import (
 // RTSP camera (rtsptest, the 2 Mbit/s 25 fps clip, 1 s fragments) and,
 // in one run, the persist latency (kvsedge_persist_latency_seconds: a
 // fragment complete → durable, when its PERSISTED ack may go) is taken
-// over a window with no viewer, then over an equal window with 20 pion
-// WHEP viewers of that camera connected (each reads and discards its
-// RTP, counting frames by marker bit; the benchmark fails if one
-// receives none in the window), then once more with the viewers gone
-// (0viewers-after: what the machine's load did meanwhile, viewers
-// aside).
+// over rounds of three windows of equal length, alternating:
 //
-// Reported per window: p50 and p99 of the persist latency in ms, read
-// from the histogram's bucket counts over the window with linear
-// interpolation inside the bucket (as Prometheus' histogram_quantile;
-// buckets engine.LatencyBucketsMs, so the figures are as coarse as the
-// buckets: the bucket counts are logged), the ratio of each with
-// viewers to the mean of the two windows without, the box's CPU (user + system seconds per second of
-// /proc/<pid>/stat), its Go allocation rate and collections per second
-// (/metrics: go_memstats_alloc_bytes_total, go_gc_duration_seconds) and
-// the viewers' received frame rate (lowest and mean). The 1-minute load average at the start and end of each window
-// is reported too: the machine is shared. No assertion on the figures.
-// $KVSEDGE_FANOUT_SECONDS sets the window (default 20 s), and
-// $KVSEDGE_FANOUT_VIEWERS the viewers (default 20).
+//	0viewers       no viewer
+//	<N>viewers     N pion WHEP viewers of the camera connected (each
+//	               reads and discards its RTP, counting frames by marker
+//	               bit; the benchmark fails if one receives none)
+//	0viewers+burn  no viewer, but this process burns the CPU the viewers'
+//	               clients took in that round's <N>viewers window (its
+//	               CPU then less its CPU without viewers), in busy/sleep
+//	               cycles: the viewers' clients share the machine's cores
+//	               with the box, so a rise here as in <N>viewers is
+//	               contention from the clients, not the box's sending.
+//
+// Reported per state, over every round's window: the persist latency's
+// mean (exact: the histogram's sum over its count), p50 and p99 (from
+// the summed bucket counts, interpolated inside the bucket as
+// Prometheus' histogram_quantile: as coarse as engine.LatencyBucketsMs,
+// so the bucket counts are logged); the ratio of each state's mean and
+// p50 to 0viewers'; the box's CPU (user + system seconds per second of
+// /proc/<pid>/stat), this process's CPU (the camera, its relay, the
+// viewers or the burner), the box's Go allocation rate and collections
+// per second (/metrics), the 1-minute load average at the start and
+// end of the windows (the machine is shared), and the viewers' received
+// frame rate (lowest and mean). Each round's figures are logged. No
+// assertion on the figures. $KVSEDGE_FANOUT_SECONDS sets the window
+// (default 20 s), $KVSEDGE_FANOUT_VIEWERS the viewers (default 20),
+// $KVSEDGE_FANOUT_ROUNDS the rounds (default 3).
 func BenchmarkFanOutPersistLatency(b *testing.B) {
-	secs, viewers := 20, 20
+	secs, viewers, rounds := 20, 20, 3
 	if v, err := strconv.Atoi(os.Getenv("KVSEDGE_FANOUT_SECONDS")); err == nil && v > 0 {
 		secs = v
 	}
 	if v, err := strconv.Atoi(os.Getenv("KVSEDGE_FANOUT_VIEWERS")); err == nil && v > 0 {
 		viewers = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("KVSEDGE_FANOUT_ROUNDS")); err == nil && v > 0 {
+		rounds = v
 	}
 	clip, fps := clusterBenchClip(b)
 	for range b.N {
@@ -71,61 +84,79 @@ func BenchmarkFanOutPersistLatency(b *testing.B) {
 		newSDK(b, p.endpoint).waitFragments(b, "fan", 3, 30*time.Second)
 		pid := p.cmd.Process.Pid
 
+		tag := fmt.Sprintf("%dviewers", viewers)
+		states := []string{"0viewers", tag, "0viewers+burn"}
+		acc := map[string]*windowSum{}
+		for _, st := range states {
+			acc[st] = &windowSum{}
+		}
+		fpsMin, fpsMean := 0.0, 0.0
 		b.ResetTimer()
-		none := measureWindow(b, p.endpoint, pid, secs, nil)
+		for r := range rounds {
+			none := measureWindow(b, p.endpoint, pid, secs, nil)
 
-		vs := make([]*fanViewer, viewers)
-		for i := range vs {
-			vs[i] = startFanViewer(b, p.endpoint, "fan")
-		}
-		waitB(b, "every viewer receives frames", 30*time.Second, func() bool {
-			for _, v := range vs {
-				if v.frames.Load() < 10 {
-					return false
-				}
+			vs := make([]*fanViewer, viewers)
+			for i := range vs {
+				vs[i] = startFanViewer(b, p.endpoint, "fan")
 			}
-			return true
-		})
-		var live struct{ Streams []struct{ Viewers int } }
-		callJSON(b, p.endpoint, "/listLiveStreams", map[string]any{}, &live)
-		if len(live.Streams) != 1 || live.Streams[0].Viewers != viewers {
-			b.Fatalf("listLiveStreams: %+v, want one stream with %d viewers", live.Streams, viewers)
-		}
-		time.Sleep(2 * time.Second) // past the viewers' catch-up bursts
-		with := measureWindow(b, p.endpoint, pid, secs, vs)
-		fpsMin, fpsMean := with.fpsMin, with.fpsMean
-		for _, v := range vs {
-			v.close()
-		}
-		waitB(b, "the viewers leave", 30*time.Second, func() bool {
+			waitB(b, "every viewer receives frames", 30*time.Second, func() bool {
+				for _, v := range vs {
+					if v.frames.Load() < 10 {
+						return false
+					}
+				}
+				return true
+			})
+			var live struct{ Streams []struct{ Viewers int } }
 			callJSON(b, p.endpoint, "/listLiveStreams", map[string]any{}, &live)
-			return len(live.Streams) == 1 && live.Streams[0].Viewers == 0
-		})
-		after := measureWindow(b, p.endpoint, pid, secs, nil)
+			if len(live.Streams) != 1 || live.Streams[0].Viewers != viewers {
+				b.Fatalf("listLiveStreams: %+v, want one stream with %d viewers", live.Streams, viewers)
+			}
+			time.Sleep(2 * time.Second) // past the viewers' catch-up bursts
+			with := measureWindow(b, p.endpoint, pid, secs, vs)
+			if r == 0 || with.fpsMin < fpsMin {
+				fpsMin = with.fpsMin
+			}
+			fpsMean += with.fpsMean / float64(rounds)
+			for _, v := range vs {
+				v.close()
+			}
+			waitB(b, "the viewers leave", 30*time.Second, func() bool {
+				callJSON(b, p.endpoint, "/listLiveStreams", map[string]any{}, &live)
+				return len(live.Streams) == 1 && live.Streams[0].Viewers == 0
+			})
+
+			burn := max(0, with.testCPU-none.testCPU)
+			stop := burnCPU(burn)
+			ctl := measureWindow(b, p.endpoint, pid, secs, nil)
+			stop()
+
+			for i, w := range []windowResult{none, with, ctl} {
+				acc[states[i]].add(w)
+				b.Logf("round %d %s: persist mean %.1f ms p50 %.1f p99 %.1f (%d fragments: %s); box CPU %.3f s/s, test CPU %.3f s/s; load %.2f→%.2f",
+					r, states[i], w.meanMs, w.p50, w.p99, w.n, w.buckets, w.cpu, w.testCPU, w.load0, w.load1)
+			}
+			b.Logf("round %d: burned %.3f cores in 0viewers+burn", r, burn)
+		}
 		b.StopTimer()
 
-		tag := fmt.Sprintf("%dviewers", viewers)
-		for _, w := range []struct {
-			name string
-			r    windowResult
-		}{{"0viewers", none}, {tag, with}, {"0viewers-after", after}} {
-			b.ReportMetric(w.r.p50, w.name+"-persist-p50-ms")
-			b.ReportMetric(w.r.p99, w.name+"-persist-p99-ms")
-			b.ReportMetric(w.r.cpu, w.name+"-box-cpu-s/s")
-			b.ReportMetric(w.r.testCPU, w.name+"-test-cpu-s/s")
-			b.ReportMetric(w.r.allocMBps, w.name+"-box-alloc-MB/s")
-			b.ReportMetric(w.r.gcPerSec, w.name+"-box-gc/s")
-			b.ReportMetric(w.r.load0, w.name+"-load1-start")
-			b.ReportMetric(w.r.load1, w.name+"-load1-end")
-			b.Logf("%s: %d fragments persisted in %d s, latency buckets %s", w.name, w.r.n, secs, w.r.buckets)
-		}
-		// The ratios: with viewers over the mean of the two windows
-		// without.
-		if base := (none.p50 + after.p50) / 2; base > 0 {
-			b.ReportMetric(with.p50/base, "p50-ratio")
-		}
-		if base := (none.p99 + after.p99) / 2; base > 0 {
-			b.ReportMetric(with.p99/base, "p99-ratio")
+		base := acc["0viewers"].result()
+		for _, st := range states {
+			w := acc[st].result()
+			b.ReportMetric(w.meanMs, st+"-persist-mean-ms")
+			b.ReportMetric(w.p50, st+"-persist-p50-ms")
+			b.ReportMetric(w.p99, st+"-persist-p99-ms")
+			b.ReportMetric(w.cpu, st+"-box-cpu-s/s")
+			b.ReportMetric(w.testCPU, st+"-test-cpu-s/s")
+			b.ReportMetric(w.allocMBps, st+"-box-alloc-MB/s")
+			b.ReportMetric(w.gcPerSec, st+"-box-gc/s")
+			b.ReportMetric(w.load0, st+"-load1-start")
+			b.ReportMetric(w.load1, st+"-load1-end")
+			if st != "0viewers" && base.meanMs > 0 && base.p50 > 0 {
+				b.ReportMetric(w.meanMs/base.meanMs, st+"-mean-ratio")
+				b.ReportMetric(w.p50/base.p50, st+"-p50-ratio")
+			}
+			b.Logf("%s over %d rounds: %d fragments persisted, latency buckets %s", st, rounds, w.n, w.buckets)
 		}
 		b.ReportMetric(fpsMin, "viewer-fps-min")
 		b.ReportMetric(fpsMean, "viewer-fps-mean")
@@ -134,20 +165,111 @@ func BenchmarkFanOutPersistLatency(b *testing.B) {
 	}
 }
 
-// windowResult is one measured window's figures.
+// burnCPU keeps about cores of the machine's CPU busy until stop is
+// called: ceil(cores) goroutines, each busy for its share of every 4 ms
+// and asleep for the rest.
+func burnCPU(cores float64) (stop func()) {
+	if cores <= 0 {
+		return func() {}
+	}
+	n := int(math.Ceil(cores))
+	const period = 4 * time.Millisecond
+	busy := time.Duration(float64(period) * cores / float64(n))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for t0 := time.Now(); time.Since(t0) < busy; {
+				}
+				time.Sleep(period - busy)
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// windowResult is one measured window's figures (or several summed:
+// windowSum).
 type windowResult struct {
-	n               uint64  // fragments persisted
+	n               uint64   // fragments persisted
+	d               []uint64 // cumulative persist-latency bucket counts, then the total
+	sumMs           float64  // persist latencies summed
+	meanMs          float64
 	p50, p99        float64 // persist latency, ms
 	buckets         string
 	cpu             float64 // box CPU seconds per second
 	load0, load1    float64
 	fpsMin, fpsMean float64 // viewers' frames per second (with viewers)
 	// testCPU is this process's CPU seconds per second: the camera, its
-	// relay and the viewers (SRTP, RTP reading).
+	// relay and the viewers (SRTP, RTP reading) or the burner.
 	testCPU float64
 	// allocMBps and gcPerSec: the box's Go heap allocation rate (MB/s)
 	// and garbage collections per second.
 	allocMBps, gcPerSec float64
+}
+
+// windowSum sums the windows of one state.
+type windowSum struct {
+	ws []windowResult
+}
+
+func (s *windowSum) add(w windowResult) { s.ws = append(s.ws, w) }
+
+// result is the state's figures: latency from the summed buckets, rates
+// and loads averaged over its windows (of equal length).
+func (s *windowSum) result() windowResult {
+	var r windowResult
+	k := float64(len(s.ws))
+	for i, w := range s.ws {
+		if i == 0 {
+			r.d = make([]uint64, len(w.d))
+			r.load0 = w.load0
+		}
+		for j := range w.d {
+			r.d[j] += w.d[j]
+		}
+		r.sumMs += w.sumMs
+		r.cpu += w.cpu / k
+		r.testCPU += w.testCPU / k
+		r.allocMBps += w.allocMBps / k
+		r.gcPerSec += w.gcPerSec / k
+		r.load1 = w.load1
+	}
+	r.fillLatency()
+	return r
+}
+
+// fillLatency sets n, mean, p50, p99 and buckets from d and sumMs.
+func (r *windowResult) fillLatency() {
+	r.n = r.d[len(r.d)-1]
+	if r.n == 0 {
+		return
+	}
+	r.meanMs = r.sumMs / float64(r.n)
+	r.p50, r.p99 = histQuantile(r.d, 0.5), histQuantile(r.d, 0.99)
+	var sb strings.Builder
+	prev := uint64(0)
+	for i, le := range engine.LatencyBucketsMs {
+		if r.d[i] > prev {
+			fmt.Fprintf(&sb, " ≤%gms:%d", le, r.d[i]-prev)
+		}
+		prev = r.d[i]
+	}
+	if r.n > prev {
+		fmt.Fprintf(&sb, " >%gms:%d", engine.LatencyBucketsMs[len(engine.LatencyBucketsMs)-1], r.n-prev)
+	}
+	r.buckets = strings.TrimSpace(sb.String())
 }
 
 // gcCycles is the box's garbage collections so far (the Go collector's
@@ -196,28 +318,26 @@ func measureWindow(b *testing.B, endpoint string, pid, secs int, vs []*fanViewer
 		}
 		r.fpsMean += fps / float64(len(vs))
 	}
-	d := make([]uint64, len(m1))
+	r.d = make([]uint64, len(m1))
 	for i := range m1 {
-		d[i] = m1[i] - m0[i]
+		r.d[i] = m1[i] - m0[i]
 	}
-	r.n = d[len(d)-1]
+	r.sumMs = (persistLatencySum(b, fams1) - persistLatencySum(b, fams0)) * 1000
+	r.fillLatency()
 	if r.n == 0 {
 		b.Fatalf("no fragment persisted in %d s", secs)
 	}
-	r.p50, r.p99 = histQuantile(d, 0.5), histQuantile(d, 0.99)
-	var sb strings.Builder
-	prev := uint64(0)
-	for i, le := range engine.LatencyBucketsMs {
-		if d[i] > prev {
-			fmt.Fprintf(&sb, " ≤%gms:%d", le, d[i]-prev)
-		}
-		prev = d[i]
-	}
-	if r.n > prev {
-		fmt.Fprintf(&sb, " >%gms:%d", engine.LatencyBucketsMs[len(engine.LatencyBucketsMs)-1], r.n-prev)
-	}
-	r.buckets = strings.TrimSpace(sb.String())
 	return r
+}
+
+// persistLatencySum is the persist latencies summed so far, in seconds.
+func persistLatencySum(b *testing.B, fams map[string]*dto.MetricFamily) float64 {
+	b.Helper()
+	f, ok := fams["kvsedge_persist_latency_seconds"]
+	if !ok || len(f.GetMetric()) == 0 {
+		b.Fatal("no kvsedge_persist_latency_seconds in /metrics")
+	}
+	return f.GetMetric()[0].GetHistogram().GetSampleSum()
 }
 
 // histQuantile is the q-quantile of cumulative bucket counts c (the

@@ -28,7 +28,8 @@
 //	              media_linux.go (mmap) / media_other.go (Go slices)
 //	ring.go       the per-stream hot ring, sized in seconds, and shedding
 //	live.go       the live tap: frames to live subscribers (WebRTC) as
-//	              they arrive, before their fragment completes
+//	              they arrive, before their fragment completes; a frame's
+//	              one shared attachment (WHEP's RTP payloads)
 //	read.go       reads: Fragment, Cursor, ListFragments, Recent, the
 //	              header cache
 //	retention.go  retention by time

@@ -27,6 +27,11 @@ import (
 // first refused); a chunk the budget has no room for is not waited for:
 // the frame is skipped and every subscriber waits for the next key frame.
 //
+// A consumer may attach to a frame one derived form shared like the frame
+// (LiveFrame.Attachment: serve's WHEP cuts a frame into RTP payloads once
+// per stream, not once per viewer), its bytes packed into the tap's
+// chunks too (AttachBuf) and released with the frame's last reference.
+//
 // A subscriber has a bounded queue (LiveSubscribe's depth). A frame its
 // queue has no room for is dropped for it alone, and it then skips
 // frames until the next key frame of the video track (a decoder needs
@@ -40,7 +45,8 @@ import (
 //
 // Locks: liveTap.mu sits beside ring.mu in the engine's order: a leaf
 // but for MediaMemory.mu (a chunk allocated or freed under it). Release
-// of a LiveFrame takes no engine lock but MediaMemory.mu.
+// of a LiveFrame takes no engine lock but MediaMemory.mu. A frame's
+// attMu is above liveTap.mu (AttachBuf takes it under attMu).
 
 // liveChunkSize is the media-memory buffer frames are packed into; a
 // larger frame gets a chunk of its own size.
@@ -83,6 +89,71 @@ type LiveFrame struct {
 
 	refs  atomic.Int32
 	chunk *liveChunk
+	tap   *liveTap // the tap that published it (AttachBuf's chunks)
+
+	// The consumer's attachment (Attachment): set once under attMu,
+	// released with the frame's last reference, its bytes (AttachBuf) in
+	// attChunk.
+	attMu    sync.Mutex
+	att      LiveAttachment
+	attChunk *liveChunk
+}
+
+// LiveAttachment is a form of a live frame derived once and shared by
+// every subscriber like the frame itself (serve's WHEP: the frame's RTP
+// payloads, cut once per stream instead of once per viewer). The frame
+// holds it until its last reference is released, then calls Release
+// (without engine locks but possibly under the tap's: Release must take
+// no engine lock). One kind of attachment per frame: the first
+// LiveAttacher to ask builds it for all.
+type LiveAttachment interface{ Release() }
+
+// LiveAttacher builds a frame's attachment: Attach may take its bytes
+// from the tap's media memory with f.AttachBuf, and returns nil when it
+// cannot build one (the next Attachment call tries again).
+type LiveAttacher interface {
+	Attach(f *LiveFrame) LiveAttachment
+}
+
+// Attachment returns the frame's attachment, built by a on the first
+// call; concurrent callers wait for it and get the same one.
+func (f *LiveFrame) Attachment(a LiveAttacher) LiveAttachment {
+	f.attMu.Lock()
+	defer f.attMu.Unlock()
+	if f.att == nil {
+		f.att = a.Attach(f)
+	}
+	return f.att
+}
+
+// AttachBuf returns n bytes (len n) that live as long as the frame, for
+// its attachment: packed into the tap's chunks like frames, counted
+// against the media budget as they are; nil when the budget has no room
+// (nothing is waited for or shed) or the stream is gone. Only within
+// LiveAttacher.Attach, at most once per frame. A frame not from a tap (a
+// test's) gets Go memory.
+func (f *LiveFrame) AttachBuf(n int) []byte {
+	if f.attChunk != nil {
+		return nil
+	}
+	t := f.tap
+	if t == nil {
+		return make([]byte, n)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	c := t.chunkLocked(n)
+	if c == nil {
+		return nil
+	}
+	at := len(c.buf)
+	c.buf = c.buf[:at+n]
+	c.refs.Add(1)
+	f.attChunk = c
+	return c.buf[at : at+n : at+n]
 }
 
 // liveChunk is a media buffer frames are packed into.
@@ -118,9 +189,16 @@ func (f *LiveFrame) Retain() *LiveFrame {
 func (f *LiveFrame) Release() {
 	switch n := f.refs.Add(-1); {
 	case n == 0:
-		c := f.chunk
+		// The last reference: nobody else may call Attachment now.
+		c, a, ac := f.chunk, f.att, f.attChunk
+		if a != nil {
+			a.Release()
+		}
 		*f = LiveFrame{}
 		liveFramePool.Put(f)
+		if ac != nil {
+			ac.release()
+		}
 		if c != nil {
 			c.release()
 		}
@@ -300,7 +378,7 @@ func (t *liveTap) publish(h *Header, track uint64, timeMs int64, key bool, paylo
 	f := liveFramePool.Get().(*LiveFrame)
 	f.Header, f.Track, f.TimeMs, f.Video, f.Key, f.ArrivedNs = h, track, timeMs, video, key, now
 	f.Data = c.buf[at:len(c.buf):len(c.buf)]
-	f.chunk = c
+	f.chunk, f.tap = c, t
 	f.refs.Store(1) // publish's own, dropped below
 	if t.gopOK {
 		if len(t.gop) < maxLiveGOP && t.gopLen+len(payload) <= maxLiveGOPBytes {

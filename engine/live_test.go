@@ -101,6 +101,72 @@ func TestLiveFramesArriveBeforeTheirFragment(t *testing.T) {
 	fb.Discard()
 }
 
+// testAttacher counts the attachments it builds and that are released.
+type testAttacher struct{ built, released int }
+
+type testAttachment struct {
+	a   *testAttacher
+	buf []byte
+}
+
+func (a *testAttacher) Attach(f *LiveFrame) LiveAttachment {
+	a.built++
+	buf := f.AttachBuf(1000)
+	if buf == nil {
+		return nil
+	}
+	copy(buf, f.Data)
+	return &testAttachment{a: a, buf: buf}
+}
+
+func (t *testAttachment) Release() { t.a.released++ }
+
+// A frame's attachment is built once for every subscriber, its bytes in
+// the tap's media memory (freed: checkMediaFreed), and released with the
+// frame's last reference: here the kept GOP's, when the next key frame
+// replaces it. Once the stream is gone there are no bytes to attach.
+func TestLiveAttachmentBuiltOnceReleasedWithTheFrame(t *testing.T) {
+	e, sess := liveEngine(t)
+	a, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 16)
+	defer a.Close()
+	b, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 16)
+	defer b.Close()
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: []byte{1, 0x64, 0, 0x1f, 0xff, 0xe0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte{0, 0, 0, 3, 0x65, 1, 2}
+	sess.LiveFrame(h, mkv.Block{Track: 1, TimeMs: 1000, Key: true, Payload: key})
+	var at testAttacher
+	fa, fb := nextFrame(t, a), nextFrame(t, b)
+	x, y := fa.Attachment(&at), fb.Attachment(&at)
+	if fa != fb || x != y || at.built != 1 {
+		t.Fatalf("two subscribers: frames %p/%p, attachments %p/%p, built %d times (want one of each)", fa, fb, x, y, at.built)
+	}
+	if got := x.(*testAttachment).buf; !bytes.Equal(got[:len(key)], key) || fa.AttachBuf(10) != nil {
+		t.Fatalf("attachment bytes % x; a second AttachBuf must get none", got[:len(key)])
+	}
+	fa.Release()
+	fb.Release()
+	if at.released != 0 {
+		t.Fatal("the attachment was released while the tap keeps the frame (its GOP)")
+	}
+	sess.LiveFrame(h, mkv.Block{Track: 1, TimeMs: 1040, Key: true, Payload: key})
+	if at.released != 1 {
+		t.Fatalf("the GOP's key frame was replaced: its attachment released %d times, want 1", at.released)
+	}
+	f := nextFrame(t, a)
+	defer f.Release()
+	nextFrame(t, b).Release()
+	info, _ := e.Stream(StreamRef{Name: "cam"})
+	if err := e.DeleteStream(info.ARN, ""); err != nil {
+		t.Fatal(err)
+	}
+	if f.Attachment(&at) != nil || at.built != 2 {
+		t.Fatalf("after the stream's deletion an attachment was built (%d attempts)", at.built)
+	}
+}
+
 // Every block of a real producer upload is published as the Matroska
 // reader accepts it, with the payload the stored fragment holds, audio
 // marked as such and key frames only on video.

@@ -35,6 +35,8 @@
 //	                 (getWHEPSessionURL), ICE settings, sessions
 //	whep_media.go    a WHEP viewer: the engine's live tap → H.264/Opus/G.711
 //	                 RTP (pion), catch-up at the live edge, PLI rewinds
+//	whep_rtp.go      H.264 RTP payloads (RFC 6184) cut once per frame for
+//	                 every viewer of a stream (the live frame's attachment)
 //	forward.go       reads of streams this box does not hold, forwarded to
 //	                 a cluster peer; the node-to-node routes' entry
 //	health.go        GET /metrics, /healthz, /readyz (unauthenticated)

@@ -41,10 +41,10 @@ import (
 //
 // Media: the stream's live tap (engine.LiveSubscribe), frames sent as
 // they arrive, starting at the newest key frame. H.264 is passed through:
-// the stored AVCC NAL units go to RTP with pion's H.264 payloader, SPS
-// and PPS from CodecPrivate before every key frame; Opus and G.711 audio
-// likewise (AAC cannot travel over WebRTC: such streams send video
-// only). Other video codecs are refused (415), so the console falls back
+// the stored AVCC NAL units are cut into RTP payloads once per frame for
+// every viewer of the stream (whep_rtp.go), SPS and PPS from CodecPrivate
+// before every key frame; Opus and G.711 audio likewise (AAC cannot
+// travel over WebRTC: such streams send video only). Other video codecs are refused (415), so the console falls back
 // to HLS. RTP timestamps are the frames' producer times (ms × clock
 // rate / 1000, modulo 2³²), so a receiver can map a frame back to its
 // producer time. ICE is lite (the box only answers checks), with host
@@ -550,7 +550,7 @@ func (w *whepState) negotiate(s *Server, plan *whepPlan, offer string) (*whepSes
 	var id [16]byte
 	_, _ = rand.Read(id[:])
 	sess := &whepSession{id: hex.EncodeToString(id[:]), pc: pc, plan: plan, done: make(chan struct{}), log: s.opts.Logger,
-		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), onConnected: func() { w.connected.Add(1) }}
+		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), pace: burstPackets, onConnected: func() { w.connected.Add(1) }}
 	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "kvsedge")
 	if err != nil {
 		return fail(err)

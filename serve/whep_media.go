@@ -13,7 +13,6 @@ import (
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/pion/rtp"
-	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -116,6 +115,7 @@ type avcConfig struct {
 	profile, compat, level byte
 	nalLen                 int
 	sps, pps               [][]byte
+	ps                     [][]byte // sps then pps: sent before key frames
 }
 
 func parseAVCC(b []byte) (*avcConfig, error) {
@@ -159,15 +159,20 @@ func parseAVCC(b []byte) (*avcConfig, error) {
 	if len(c.sps) == 0 || len(c.pps) == 0 {
 		return nil, fmt.Errorf("no SPS or PPS")
 	}
+	c.ps = append(append(c.ps, c.sps...), c.pps...)
 	return c, nil
 }
+
+// rtpTrack is where a session's RTP goes: a *webrtc.TrackLocalStaticRTP
+// (a test's recorder).
+type rtpTrack interface{ WriteRTP(*rtp.Packet) error }
 
 // whepSession is one WebRTC viewer.
 type whepSession struct {
 	id, stream             string
 	pc                     *webrtc.PeerConnection
 	plan                   *whepPlan
-	video, audio           *webrtc.TrackLocalStaticRTP
+	video, audio           rtpTrack
 	videoCodec, audioCodec string
 	log                    *slog.Logger
 	connectTimeout         time.Duration
@@ -181,14 +186,20 @@ type whepSession struct {
 	sent        uint64 // video frames sent
 
 	// The sender's state (run's goroutine only).
-	hdr      *engine.Header
-	avc      *avcConfig
-	pay      codecs.H264Payloader
+	hdr *engine.Header
+	avc *avcConfig
+	// scratch: the frame's payloads when the media budget had no room
+	// for shared ones; cutBytes counts the payload bytes this viewer
+	// cut (shared or its own).
+	scratch  []byte
+	cutBytes uint64
 	vseq     uint16
 	aseq     uint16
 	pkt      rtp.Packet
 	rtpBytes atomic.Uint64
-	burst    int
+	// burst counts the video packets sent; every pace-th is followed by
+	// a 1 ms pause (burstPackets; 0: none, a benchmark's).
+	burst, pace int
 	// floorMs is the newest video time sent.
 	floorMs int64
 	// pli: the viewer asked for a key frame (RTCP PLI or FIR); rewinds
@@ -397,50 +408,40 @@ func (w *whepSession) sendAt(f *engine.LiveFrame, atMs int64, catchUp bool) erro
 	return nil
 }
 
-// sendVideo packetizes an AVCC access unit: SPS and PPS first on a key
-// frame (the payloader joins them with the next NAL unit in a STAP-A),
-// the marker bit on the access unit's last packet. Each viewer packetizes
-// for itself (its own sequence numbers and, after a catch-up, its own
-// timestamps): pion's payloader copies the frame into new packet
-// payloads, about one allocation per packet and the frame's size in
-// bytes per frame per viewer (BenchmarkWHEPSendPerViewer); the tap's
-// frame itself is shared.
+// sendVideo sends an AVCC access unit: its RTP payloads are cut once
+// for every viewer of the stream (the frame's attachment, whep_rtp.go);
+// this viewer only stamps its own headers (its sequence numbers and,
+// after a catch-up, its own timestamps; the marker bit on the last
+// packet) and hands pion the shared payloads. When the media budget has
+// no room for the shared payloads the viewer cuts the frame into its own
+// buffer, reused frame after frame.
 func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64) error {
+	var buf []byte
+	var n int
+	if a, ok := f.Attachment(w).(*h264RTP); ok && a != nil {
+		buf, n = a.buf, a.n
+	} else {
+		ps := w.framePS(f)
+		w.scratch, n = cutH264(w.scratch[:0], f.Data, w.avc.nalLen, ps, rtpMTU)
+		buf = w.scratch
+		w.cutBytes += uint64(len(buf))
+	}
 	ts := uint32(atMs * 90)
-	var out [][]byte
-	if f.Key {
-		for _, ps := range w.avc.sps {
-			out = append(out, w.pay.Payload(rtpMTU, ps)...)
-		}
-		for _, ps := range w.avc.pps {
-			out = append(out, w.pay.Payload(rtpMTU, ps)...)
-		}
-	}
-	d := f.Data
-	n := w.avc.nalLen
-	for len(d) >= n {
-		var l int
-		for _, c := range d[:n] {
-			l = l<<8 | int(c)
-		}
-		d = d[n:]
-		if l <= 0 || l > len(d) {
-			break // a malformed length: send what came before it
-		}
-		out = append(out, w.pay.Payload(rtpMTU, d[:l])...)
-		d = d[l:]
-	}
-	for i, p := range out {
-		w.pkt.Header = rtp.Header{Version: 2, Marker: i == len(out)-1, SequenceNumber: w.vseq, Timestamp: ts}
+	for i, off := 0, 0; i < n; i++ {
+		var p []byte
+		p, off = nextRTPPayload(buf, off)
+		w.pkt.Header = rtp.Header{Version: 2, Marker: i == n-1, SequenceNumber: w.vseq, Timestamp: ts}
 		w.vseq++
 		w.pkt.Payload = p
-		if err := w.video.WriteRTP(&w.pkt); err != nil {
+		err := w.video.WriteRTP(&w.pkt)
+		w.pkt.Payload = nil // the frame's bytes: not held past the frame
+		if err != nil {
 			return err
 		}
 		w.rtpBytes.Add(uint64(len(p)))
 		// Pace bursts (a key frame, the catch-up): a socket buffer
 		// overrun on the viewer's side loses a key frame for good.
-		if w.burst++; w.burst%burstPackets == 0 {
+		if w.burst++; w.pace > 0 && w.burst%w.pace == 0 {
 			time.Sleep(time.Millisecond)
 		}
 	}
