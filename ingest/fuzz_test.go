@@ -132,8 +132,7 @@ func replayRTPTo(t *testing.T, d *DemoSource, data []byte, reference bool, out *
 	clock := start
 	fr := NewFragmenter(out, 2*time.Second)
 	r := &rtspSession{fr: fr, tl: &timeline{now: func() time.Time { return clock }}, st: &feedStats{}, videoTI: -1, audioTI: -1}
-	td := &rtptime.GlobalDecoder2{}
-	td.Initialize()
+	td := &replayTimeDecoder{now: func() time.Time { return clock }, tracks: map[rtptime.GlobalDecoder2Track]*replayTrackTime{}}
 
 	// setup, as rtspSession.setup does it once gortsplib has set up the
 	// medias.
@@ -242,8 +241,8 @@ func replayRTPTo(t *testing.T, d *DemoSource, data []byte, reference bool, out *
 		t.Fatal(err)
 	}
 
-	// audio is rtspSession.audio without the client: pts from the
-	// decoder gortsplib's PacketPTS2 uses.
+	// audio is rtspSession.audio without the client: pts as gortsplib's
+	// PacketPTS2 decodes them (replayTimeDecoder).
 	audio := func(pkt *rtp.Packet, offset int64, frame []byte, ntp time.Time, haveNTP bool) {
 		pts, ok := td.Decode(af, pkt)
 		if !ok || len(frame) == 0 || r.err != nil {
@@ -556,4 +555,55 @@ func referenceVideo(r *rtspSession, pts time.Duration, ntp time.Time, haveNTP bo
 	}
 	r.st.frame(true, n)
 	return r.fr.WriteVideo(ms, au, key)
+}
+
+// replayTimeDecoder decodes RTP timestamps as gortsplib's
+// rtptime.GlobalDecoder2 (what PacketPTS2 uses) does, but on the replay's
+// simulated clock: GlobalDecoder2 starts a track after the first at the
+// leading track's PTS plus the wall-clock time since that track's last
+// packet, so a replay's second-track times depended on how fast the
+// replay ran (the reference and our depacketizer differed by a tick under
+// load or the race detector).
+type replayTimeDecoder struct {
+	now      func() time.Time
+	leading  rtptime.GlobalDecoder2Track
+	startAt  time.Time
+	startPTS int64
+	leadRate int64
+	tracks   map[rtptime.GlobalDecoder2Track]*replayTrackTime
+}
+
+type replayTrackTime struct {
+	pts  int64
+	prev uint32
+}
+
+// scale converts v from clock rate from to clock rate to (GlobalDecoder2's
+// multiplyAndDivide2: integer part first, no overflow).
+func scale(v, to, from int64) int64 { return v/from*to + v%from*to/from }
+
+func (d *replayTimeDecoder) Decode(track rtptime.GlobalDecoder2Track, pkt *rtp.Packet) (int64, bool) {
+	rate := int64(track.ClockRate())
+	if rate == 0 {
+		return 0, false
+	}
+	tt, ok := d.tracks[track]
+	if !ok {
+		if !track.PTSEqualsDTS(pkt) {
+			return 0, false
+		}
+		now := d.now()
+		if d.leading == nil {
+			d.leading, d.startAt, d.startPTS, d.leadRate = track, now, 0, rate
+		}
+		start := scale(d.startPTS, rate, d.leadRate) + scale(int64(now.Sub(d.startAt)), rate, int64(time.Second))
+		d.tracks[track] = &replayTrackTime{pts: start, prev: pkt.Timestamp}
+		return start, true
+	}
+	tt.pts += int64(int32(pkt.Timestamp - tt.prev))
+	tt.prev = pkt.Timestamp
+	if track == d.leading && track.PTSEqualsDTS(pkt) {
+		d.startAt, d.startPTS = d.now(), tt.pts
+	}
+	return tt.pts, true
 }

@@ -1,6 +1,0 @@
-//go:build !race
-
-package ingest
-
-// raceBuild: the tests run under the race detector.
-const raceBuild = false
