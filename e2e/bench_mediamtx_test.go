@@ -33,7 +33,10 @@ type recorderRun struct {
 	// received is the media bytes the recorder counts as received so far
 	// (its own count: kvsedge_ingest_bytes_total, MediaMTX's inboundBytes).
 	received func() int64
-	stop     func()
+	// ring is the media its hot rings hold (kvsedge_ring_bytes; nil for
+	// MediaMTX, which keeps none).
+	ring func() int64
+	stop func()
 }
 
 // sideFigures is what one recorder cost in one window.
@@ -43,6 +46,7 @@ type sideFigures struct {
 	idleMiB        float64
 	writeAmp       float64 // bytes sent to storage (/proc/<pid>/io write_bytes) per media byte offered
 	recvShare      float64 // the recorder's received bytes over the media bytes offered
+	ringMiBPerCam  float64 // its hot rings at the window's end, per camera
 	load1          float64 // the 1-minute load average at the window's end
 }
 
@@ -66,9 +70,22 @@ type sideFigures struct {
 //	<side>-idle-MiB          that idle RSS
 //	<side>-write-amp         bytes the process sent to storage per H.264
 //	                         byte the cameras offered
+//	<side>-received          the media bytes it counted as received
+//	                         (kvsedge_ingest_bytes_total: whole Matroska
+//	                         fragments; MediaMTX's inboundBytes: RTP
+//	                         packets) per H.264 byte offered: under 1 when
+//	                         the publishers (in this process) or the
+//	                         recorder fell behind, and then the CPU per
+//	                         camera-second is that of fewer frames
+//	<side>-cpu-ms/received-camera-s  the same per camera-second received
+//	<kv>-ring-MiB/camera     kvsedge's hot rings at the window's end (part
+//	                         of its RSS; MediaMTX keeps no ring)
 //	<kv>/mediamtx-cpu, <kv>/mediamtx-rss   the ratios of kvsedge's figures
 //	                         to MediaMTX's, each round's ratio, median
-//	                         (issue 14's goal: ≤ 0.5 CPU, ≤ 1.5 RSS)
+//	                         (issue 14's goal: ≤ 0.5 CPU, ≤ 1.5 RSS);
+//	                         -cpu-received: of the per-received figures;
+//	                         <kv>-beyond-ring/mediamtx-rss: kvsedge's RSS
+//	                         beyond its rings over MediaMTX's RSS
 //	load1                    the 1-minute load average (median of the
 //	                         windows' ends)
 //
@@ -113,8 +130,8 @@ func BenchmarkVsMediaMTX(b *testing.B) {
 				}
 				for _, s := range order {
 					f := measureRecorder(b, s, urls, offered, warmup, window)
-					b.Logf("round %d %s: %.2f cpu-ms/camera-s, %.2f MiB/camera (idle %.1f MiB), write-amp %.3f, received %.2f of offered, load %.2f",
-						r+1, s.name, f.cpuMsPerCamSec, f.mibPerCam, f.idleMiB, f.writeAmp, f.recvShare, f.load1)
+					b.Logf("round %d %s: %.2f cpu-ms/camera-s, %.2f MiB/camera (ring %.2f, idle %.1f MiB), write-amp %.3f, received %.2f of offered, load %.2f",
+						r+1, s.name, f.cpuMsPerCamSec, f.mibPerCam, f.ringMiBPerCam, f.idleMiB, f.writeAmp, f.recvShare, f.load1)
 					if f.recvShare < 0.5 {
 						b.Errorf("round %d %s: received %.2f of the offered media in the window: not recording every camera", r+1, s.name, f.recvShare)
 					}
@@ -128,19 +145,29 @@ func BenchmarkVsMediaMTX(b *testing.B) {
 				b.ReportMetric(medianOf(fs, func(f sideFigures) float64 { return f.mibPerCam }), s.name+"-MiB/camera")
 				b.ReportMetric(medianOf(fs, func(f sideFigures) float64 { return f.idleMiB }), s.name+"-idle-MiB")
 				b.ReportMetric(medianOf(fs, func(f sideFigures) float64 { return f.writeAmp }), s.name+"-write-amp")
+				b.ReportMetric(medianOf(fs, func(f sideFigures) float64 { return f.recvShare }), s.name+"-received")
+				b.ReportMetric(medianOf(fs, func(f sideFigures) float64 { return f.cpuMsPerCamSec / f.recvShare }), s.name+"-cpu-ms/received-camera-s")
+				if s.name != "mediamtx" {
+					b.ReportMetric(medianOf(fs, func(f sideFigures) float64 { return f.ringMiBPerCam }), s.name+"-ring-MiB/camera")
+				}
 				for _, f := range fs {
 					loads = append(loads, f.load1)
 				}
 			}
 			ref := figs["mediamtx"]
 			for _, s := range sides[:2] {
-				var cpu, rss []float64
+				var cpu, cpuRecv, rss, rssBeyondRing []float64
 				for i, f := range figs[s.name] {
-					cpu = append(cpu, f.cpuMsPerCamSec/ref[i].cpuMsPerCamSec)
-					rss = append(rss, f.mibPerCam/ref[i].mibPerCam)
+					m := ref[i]
+					cpu = append(cpu, f.cpuMsPerCamSec/m.cpuMsPerCamSec)
+					cpuRecv = append(cpuRecv, (f.cpuMsPerCamSec/f.recvShare)/(m.cpuMsPerCamSec/m.recvShare))
+					rss = append(rss, f.mibPerCam/m.mibPerCam)
+					rssBeyondRing = append(rssBeyondRing, (f.mibPerCam-f.ringMiBPerCam)/m.mibPerCam)
 				}
 				b.ReportMetric(median(cpu), s.name+"/mediamtx-cpu")
+				b.ReportMetric(median(cpuRecv), s.name+"/mediamtx-cpu-received")
 				b.ReportMetric(median(rss), s.name+"/mediamtx-rss")
+				b.ReportMetric(median(rssBeyondRing), s.name+"-beyond-ring/mediamtx-rss")
 			}
 			b.ReportMetric(median(loads), "load1")
 		})
@@ -167,9 +194,14 @@ func measureRecorder(b *testing.B, s mediamtxRecorder, urls []string, offered fl
 	cpu1, _ := procStat(run.pid)
 	w1, r1, el := procWriteBytes(run.pid), run.received(), time.Since(t0)
 	rssKB := procStatusKB(run.pid, "VmRSS")
+	var ring int64
+	if run.ring != nil {
+		ring = run.ring()
+	}
 	n := float64(len(urls))
 	media := offered * el.Seconds()
 	return sideFigures{
+		ringMiBPerCam:  float64(ring) / (1 << 20) / n,
 		cpuMsPerCamSec: (cpu1 - cpu0) * 1000 / (n * el.Seconds()),
 		mibPerCam:      float64(rssKB-idleKB) / 1024 / n,
 		idleMiB:        float64(idleKB) / 1024,
@@ -224,6 +256,10 @@ func kvsedgeRecorder(profile string) mediamtxRecorder {
 			},
 			received: func() int64 {
 				v, _ := metricValue(scrape(b, p.endpoint), "kvsedge_ingest_bytes_total", nil)
+				return int64(v)
+			},
+			ring: func() int64 {
+				v, _ := metricValue(scrape(b, p.endpoint), "kvsedge_ring_bytes", nil)
 				return int64(v)
 			},
 			stop: func() {
