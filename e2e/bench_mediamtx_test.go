@@ -93,6 +93,12 @@ type sideFigures struct {
 // window is under half of what the cameras offered: its figures would be
 // those of a recorder that does not record. Run with -benchtime 1x
 // (make bench-mediamtx).
+//
+// MediaMTX is built outside this module from its public source (never a
+// dependency here): its go:generate steps download hls.js and write
+// internal/core/VERSION, so an offline build writes VERSION by hand and
+// a placeholder internal/servers/hls/hls.min.js (its HLS player, unused
+// here), then `go build -o mediamtx .`.
 func BenchmarkVsMediaMTX(b *testing.B) {
 	mtx := os.Getenv("KVSEDGE_MEDIAMTX")
 	if mtx == "" {
