@@ -301,6 +301,7 @@ rtmp: no
 hls: no
 webrtc: no
 srt: no
+moq: no
 pathDefaults:
   record: yes
   recordFormat: fmp4
@@ -325,6 +326,7 @@ func mediamtxBinary(bin string) mediamtxRecorder {
 			b.Fatal(err)
 		}
 		cmd := exec.Command(bin, cfgPath)
+		cmd.Dir = dir // where it would write files of its own (TLS keys it generates)
 		logs := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = syncWriter{logs}, syncWriter{logs}
 		if err := cmd.Start(); err != nil {
