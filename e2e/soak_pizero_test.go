@@ -35,8 +35,10 @@ const soakEnv = "KVSEDGE_SOAK_PIZERO"
 // arrival) however late this loaded process sends: frame-counted times
 // (rtsptest.Publish) fell ~1 s behind in 5 minutes at a load of 5–9, the
 // box re-anchored to the sender reports (ingest/timeline.go), and a jump
-// that fell on a key frame showed as a hole of the jump's size between
-// two fragments (a 1.24 s one on cam4 in one run). It asserts:
+// that falls on a key frame cuts a fragment there (Fragmenter.prepare),
+// a hole of the jump's size between two fragments: the likely cause of a
+// 1.24 s hole on cam4 in one run (jumps inside a fragment only lengthen
+// it). It asserts:
 //
 //   - the resident memory, sampled every 5 s, and its peak (VmHWM) stay
 //     under 256 MiB, the profile's process budget;
