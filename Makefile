@@ -8,7 +8,7 @@ PKGS      := ./...
 LIBS      := ./engine/... ./lsm/... ./serve/... ./ingest/... ./cluster/... ./producer/... ./hwprofiles/... ./internal/...
 
 .PHONY: help build run check test test-short vet race fmt bench clean
-.PHONY: release release-test crash fuzz flood soak-pizero
+.PHONY: release release-test crash fuzz flood soak-pizero bench-mediamtx
 
 help:
 	@echo "make build   static binary ./kvsedge (CGO_ENABLED=0)"
@@ -21,6 +21,7 @@ help:
 	@echo "make crash   SIGKILL the box 50 times during 4-stream ingest; every PERSISTED fragment must survive (CRASH_CYCLES=n)"
 	@echo "make flood   the full-size connection flood: 20,000 idle + 2,000 slow connections during an upload and a camera (issue 13)"
 	@echo "make soak-pizero  8 cameras at 2 Mbit/s for 10 minutes under the pi-zero-2w profile: RSS < 256 MiB, no fragment late or lost (issue 14; SOAK_MINUTES=n)"
+	@echo "make bench-mediamtx  kvsedge (profiles none, x86-mini; every fragment fsynced) vs MediaMTX recording the same 1, 16, 64 cameras: CPU, RSS, write ratios (issue 14; MEDIAMTX=/path/to/mediamtx, BENCH_CAMERAS, BENCH_ROUNDS)"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 60s)"
 	@echo "make release static binaries in dist/ for linux amd64, arm64, armv7, armv6, .deb packages (amd64, arm64, armhf) + SHA256SUMS"
 	@echo "make release-test  run the linux/arm64 binary under qemu-aarch64-static and call its API"
@@ -94,6 +95,18 @@ flood:
 SOAK_MINUTES ?= 10
 soak-pizero:
 	KVSEDGE_SOAK_PIZERO=1 KVSEDGE_SOAK_MINUTES=$(SOAK_MINUTES) $(GO) test -count=1 -timeout $$(( $(SOAK_MINUTES) + 10 ))m -run 'TestSoakPiZero' -v ./e2e
+
+# Side by side with MediaMTX (issue 14): the built binary and a MediaMTX
+# binary built from its public source (MEDIAMTX; not a dependency of this
+# module) record the same simulated cameras, alternating, BENCH_ROUNDS
+# rounds of a 15 s warm-up and a 30 s window each (BenchmarkVsMediaMTX).
+MEDIAMTX      ?=
+BENCH_CAMERAS ?= 1,16,64
+BENCH_ROUNDS  ?= 2
+bench-mediamtx:
+	@test -n "$(MEDIAMTX)" || { echo 'set MEDIAMTX=/path/to/mediamtx (built from github.com/bluenviron/mediamtx)'; exit 1; }
+	KVSEDGE_MEDIAMTX=$(MEDIAMTX) KVSEDGE_BENCH_CAMERAS=$(BENCH_CAMERAS) KVSEDGE_BENCH_ROUNDS=$(BENCH_ROUNDS) \
+		$(GO) test -count=1 -timeout 90m -run '^$$' -bench 'BenchmarkVsMediaMTX' -benchtime 1x -v ./e2e
 
 # Fuzzing: each target for FUZZTIME.
 FUZZTIME ?= 60s
