@@ -60,6 +60,9 @@ type DB struct {
 	// fatal errors that made Open choose read-only (health.go).
 	corruption *corruptionLog
 	fatal      fatalState
+	// pending counts PutFragmentsAsync halves running in the background;
+	// Close waits for them.
+	pending sync.WaitGroup
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -182,6 +185,7 @@ func Open(opts Options) (*DB, error) {
 
 // Close flushes nothing extra (every write was synced) and closes Pebble.
 func (d *DB) Close() error {
+	d.pending.Wait()
 	if d.group != nil {
 		d.group.close()
 	}

@@ -113,65 +113,147 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 }
 
 // PutFragments stores consecutive fragments of one stream with one pair of
-// syncs: every media is appended to the stream's segments, the segment is
-// fdatasync'ed once (a segment closed at a roll on the way was synced as it
-// closed), then one batch with all their index entries is committed with a
-// WAL sync. The order of syncs is PutFragment's (FORMAT.md): no index entry
-// is committed before the media it points at is durable, and the batch is
-// all or nothing. When it returns nil every fragment is durable; an error
-// means none is indexed.
+// syncs: every media is appended to the stream's segments, the segments
+// written are fdatasync'ed once each (a segment closed at a roll on the
+// way was synced as it closed), then one batch with all their index
+// entries is committed with a WAL sync. The order of syncs is
+// PutFragment's (FORMAT.md): no index entry is committed before the media
+// it points at is durable, and the batch is all or nothing. When it
+// returns nil every fragment is durable; an error means none is indexed.
 func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
-	if len(ws) == 0 {
-		return nil
-	}
-	if err := d.space.check(true); err != nil {
+	p, err := d.appendFragments(id, ws)
+	if err != nil || p == nil {
 		return err
 	}
-	grouped := d.group != nil
+	return p.finish(nil)
+}
+
+// PendingPut is a PutFragmentsAsync whose syncs and commit run in the
+// background.
+type PendingPut struct {
+	d     *DB
+	id    StreamID
+	b     *pebble.Batch
+	ss    *streamSegments
+	gen   uint64
+	used  []uint64
+	done  chan struct{}
+	err   error
+	group bool
+}
+
+// PutFragmentsAsync is PutFragments in two halves, so that an upload can
+// write its next fragments while the previous ones sync: it appends every
+// media now, in the caller, and returns; the segment sync and the synced
+// commit run in the background, and Wait returns their outcome, which is
+// PutFragments': nil when every fragment is durable, otherwise none is
+// indexed. prev, if not nil, is the previous PendingPut of the same
+// stream (whose media was appended before this one's): this one's index
+// is committed only after prev's is durable, and not at all when prev
+// failed (it then returns prev's error), so the index holds the stream's
+// fragments in the order they were put, never a later one without an
+// earlier one of the same upload. This one's segment sync may run while
+// prev's commit does; the order of syncs for each fragment is unchanged
+// (its media durable, then its index entries, then Wait returns nil:
+// FORMAT.md).
+func (d *DB) PutFragmentsAsync(id StreamID, ws []FragmentWrite, prev *PendingPut) (*PendingPut, error) {
+	p, err := d.appendFragments(id, ws)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		p = &PendingPut{done: make(chan struct{})}
+		if prev != nil {
+			p.err = prev.Wait()
+		}
+		close(p.done)
+		return p, nil
+	}
+	p.done = make(chan struct{})
+	d.pending.Add(1)
+	go func() {
+		defer d.pending.Done()
+		p.err = p.finish(prev)
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Wait waits for the put's syncs and commit and returns their outcome.
+func (p *PendingPut) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// appendFragments is PutFragments' first half: the media appended
+// without a sync, the index batch staged. nil, nil: nothing to store.
+func (d *DB) appendFragments(id StreamID, ws []FragmentWrite) (*PendingPut, error) {
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	if err := d.space.check(true); err != nil {
+		return nil, err
+	}
 	size := 256
 	for i := range ws {
 		size += len(ws[i].Header) + 4*metaLen + 128
 	}
 	b := d.db.NewBatchWithSize(size)
-	defer b.Close()
 	ss := d.segs.stream(id)
-	// Alone, a fragment is synced as it is appended; more than one are
-	// appended unsynced and synced together below.
-	syncEach := !grouped && len(ws) == 1
+	p := &PendingPut{d: d, id: id, b: b, ss: ss, group: d.group != nil}
 	var seqs [4]uint64
-	used := seqs[:0]
+	p.used = seqs[:0]
 	for i := range ws {
 		ss.mu.Lock()
-		ref, err := d.segs.appendLocked(id, ss, &ws[i], syncEach)
+		ref, gen, err := d.segs.appendLocked(id, ss, &ws[i])
 		ss.mu.Unlock()
 		if err != nil {
-			return err
+			_ = b.Close()
+			return nil, err
 		}
-		if len(used) == 0 || used[len(used)-1] != ref.Seq {
-			used = append(used, ref.Seq)
+		p.gen = gen
+		if len(p.used) == 0 || p.used[len(p.used)-1] != ref.Seq {
+			p.used = append(p.used, ref.Seq)
 		}
 		if err := stageFragment(b, id, &ws[i], ref); err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// finish is PutFragments' second half: the segments written synced, then
+// (after prev's commit, if prev is given) the index batch committed
+// synced.
+func (p *PendingPut) finish(prev *PendingPut) error {
+	defer p.b.Close()
+	if p.group {
+		// Segments closed by a roll before the last one were synced as
+		// they closed; the window syncs the last.
+		for _, seq := range p.used[:len(p.used)-1] {
+			if err := p.ss.checkSynced(seq); err != nil {
+				return err
+			}
+		}
+		if prev != nil {
+			if err := prev.Wait(); err != nil {
+				return err
+			}
+		}
+		return p.d.group.commit(p.ss, p.used[len(p.used)-1], p.gen, p.b)
+	}
+	for _, seq := range p.used {
+		if err := p.ss.syncDirty(seq, p.gen); err != nil {
 			return err
 		}
 	}
-	if grouped {
-		// Segments closed by a roll before the last one were synced as
-		// they closed; the window syncs the last.
-		for _, seq := range used[:len(used)-1] {
-			if err := ss.checkSynced(seq); err != nil {
-				return err
-			}
-		}
-		return d.group.commit(ss, used[len(used)-1], b)
-	}
-	if !syncEach {
-		for _, seq := range used {
-			if err := ss.syncDirty(seq); err != nil {
-				return err
-			}
+	if prev != nil {
+		if err := prev.Wait(); err != nil {
+			return err
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := p.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: committing fragment: %w", err)
 	}
 	return nil

@@ -78,11 +78,21 @@ type streamSegments struct {
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
 	dead       bool   // the stream was deleted: nothing is written again
-	// dirty: media was appended to active without a sync (group
-	// syncing). failed: segments whose sync failed (their unsynced
-	// appends are lost); every commit that appended to one gets the error.
-	dirty  bool
-	failed map[uint64]error
+	// written counts appends (of any segment of the stream); synced is
+	// the count every append up to which is durable: an append numbered
+	// g is durable once synced >= g (or its segment failed). Appends are
+	// never synced as they are written: PutFragments and the sync window
+	// sync what they appended (syncDirty) before committing the index.
+	// failed: segments whose sync failed (their unsynced appends are
+	// lost); every commit that appended to one gets the error.
+	written, synced uint64
+	failed          map[uint64]error
+	// syncing counts SyncData calls running without mu (direct segments
+	// only, syncDirty); a handle closed meanwhile waits in closing for
+	// the last of them to return, so no sync ever meets a closed (or
+	// reused) descriptor.
+	syncing int
+	closing []vfs.File
 	// headers are the session headers the active segment holds a record
 	// of; scratch is reused for each fragment's record prefix.
 	headers map[uint64]struct{}
@@ -142,23 +152,24 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 
 // appendLocked appends a fragment's record (segrecord.go: preceded by its
 // session header's record when the segment does not hold it yet) to the
-// stream's active segment, and syncs it (fdatasync) when sync is set;
-// otherwise the segment is left dirty, for PutFragments or the group
-// syncer (groupsync.go) to sync before the index is committed. It rolls to
+// stream's active segment without a sync, and returns its append count
+// (streamSegments.written) for PutFragments or the group syncer
+// (groupsync.go) to sync up to (syncDirty) before the index is
+// committed. It rolls to
 // a new segment (whose directory entry is synced too, and whose first
 // record names the stream) when the active one is full. After a process
 // start, writing begins in a new segment, never after a torn tail. The
 // returned reference points at the media inside the record. The caller
 // holds ss.mu.
-func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite, sync bool) (segmentRef, error) {
+func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite) (segmentRef, uint64, error) {
 	if ss.dead {
-		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
+		return segmentRef{}, 0, fmt.Errorf("lsm: stream %d was deleted", id)
 	}
 	media := w.Media
 	framing := recordHdrLen + metaLen + 2 + fragment.NumberLen*len(w.Replaces)
 	if ss.active == nil || ss.activeSize+int64(framing+len(media)) > s.size {
 		if err := s.roll(id, ss); err != nil {
-			return segmentRef{}, err
+			return segmentRef{}, 0, err
 		}
 	}
 	pre := ss.scratch[:0]
@@ -183,48 +194,67 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 		if err := ss.dio.append(ss.activeSize, pre, media); err != nil {
 			// The segment's end is now unknown: continue in a new one.
 			ss.closeActive()
-			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+			return segmentRef{}, 0, fmt.Errorf("lsm: writing media: %w", err)
 		}
 	} else {
 		if _, err := ss.active.Write(pre); err != nil {
 			ss.closeActive()
-			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+			return segmentRef{}, 0, fmt.Errorf("lsm: writing media: %w", err)
 		}
 		if _, err := ss.active.Write(media); err != nil {
 			// The segment's end is now unknown: continue in a new one.
 			ss.closeActive()
-			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+			return segmentRef{}, 0, fmt.Errorf("lsm: writing media: %w", err)
 		}
 	}
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
-	if !sync {
-		ss.dirty = true
-		return ref, nil
-	}
-	if err := ss.active.SyncData(); err != nil {
-		ss.closeActive()
-		return segmentRef{}, fmt.Errorf("lsm: syncing media: %w", err)
-	}
-	return ref, nil
+	ss.written++
+	return ref, ss.written, nil
 }
 
-// syncDirty makes what was appended without a sync durable, and reports
-// an error if segment seq (where the caller's media went) failed a sync.
-func (ss *streamSegments) syncDirty(seq uint64) error {
+// syncDirty makes the stream's appends up to gen (appendLocked's count)
+// durable, unless segment seq (where the caller's media went) failed a
+// sync, whose error it returns. One sync covers every append made before
+// it began, so concurrent callers mostly find their appends synced
+// already. A direct segment (O_DIRECT: a write error is returned by the
+// write itself, not left for the sync to find) is synced without holding
+// mu, so the stream's next appends proceed meanwhile (a PutMedia upload
+// writes its next fragments while the previous ones sync:
+// PutFragmentsAsync); a page-cache segment is synced under mu, so that no
+// two syncs of one file run at once (the kernel reports a write-back
+// error to one sync only).
+func (ss *streamSegments) syncDirty(seq, gen uint64) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.dirty && ss.active != nil {
-		ss.dirty = false
-		if err := ss.active.SyncData(); err != nil {
-			ss.markFailed(ss.activeSeq, err)
-			ss.closeActive()
+	for ss.synced < gen && ss.failed[seq] == nil && ss.active != nil && ss.activeSeq == seq {
+		f, target := ss.active, ss.written
+		var err error
+		if ss.dio != nil {
+			ss.syncing++
+			ss.mu.Unlock()
+			err = f.SyncData()
+			ss.mu.Lock()
+			ss.syncing--
+			if ss.syncing == 0 {
+				for _, c := range ss.closing {
+					_ = c.Close()
+				}
+				ss.closing = ss.closing[:0]
+			}
+		} else {
+			err = f.SyncData()
 		}
+		if err != nil {
+			ss.markFailed(seq, err)
+			if ss.active == f {
+				ss.closeActive()
+			}
+			break
+		}
+		ss.synced = max(ss.synced, target)
 	}
-	if err := ss.failed[seq]; err != nil {
-		return err
-	}
-	return nil
+	return ss.failed[seq]
 }
 
 // checkSynced reports the error of a failed sync of segment seq (nil if
@@ -244,20 +274,25 @@ func (ss *streamSegments) markFailed(seq uint64, err error) {
 
 func (ss *streamSegments) closeActive() {
 	if ss.active != nil {
-		if ss.dirty {
-			// Appended without a sync (group syncing): make it durable
-			// before the handle goes; a failure fails every commit that
-			// appended to this segment.
+		if ss.synced < ss.written && ss.failed[ss.activeSeq] == nil {
+			// Appended without a sync: make it durable before the handle
+			// goes; a failure fails every commit that appended to this
+			// segment.
 			if err := ss.active.SyncData(); err != nil {
 				ss.markFailed(ss.activeSeq, err)
 			}
-			ss.dirty = false
 		}
+		// Every append so far is durable now, or its segment failed.
+		ss.synced = ss.written
 		if ss.dio != nil {
 			ss.dio.close()
 			ss.dio = nil
 		}
-		_ = ss.active.Close()
+		if ss.syncing > 0 {
+			ss.closing = append(ss.closing, ss.active)
+		} else {
+			_ = ss.active.Close()
+		}
 		ss.active = nil
 	}
 }
