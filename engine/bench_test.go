@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -33,7 +34,7 @@ var benchCapture = fixture.Path(fixture.AbsoluteH264 + ".mkv")
 // benchTemplates parses the real producer's absolute capture once into
 // fragments whose copies the benchmarks feed to Receive. The templates
 // themselves are never handed to the engine.
-func benchTemplates(b *testing.B) []mkv.Fragment {
+func benchTemplates(b testing.TB) []mkv.Fragment {
 	b.Helper()
 	data, err := os.ReadFile(benchCapture)
 	if err != nil {
@@ -288,6 +289,135 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 	videoS := float64(frags) * videoMs / 1000 // stream-seconds of video
 	b.ReportMetric(ms(cpu)/videoS, "cpu-ms/stream-s")
 	b.ReportMetric(float64(frags)*fragBytes/1e6/wall.Seconds(), "MB/s")
+}
+
+// BenchmarkPersistUpload measures one upload's persist path alone (no
+// HTTP, no Matroska parsing): fragments of the real capture, received
+// beforehand, stored in runs of 8 as serve's PutMedia does, two ways in
+// the same op, alternating which goes first:
+//
+//	sync:      PersistAll of each run, one after the other (each run's
+//	           media written, synced, its index committed, then the next);
+//	pipelined: PersistAsync of each run chained to the one before, which
+//	           is waited for after the next one was started (a run's media
+//	           written while the run before syncs and commits).
+//
+// and, in the same op, `dd bs=1M oflag=direct conv=fsync` of the same
+// number of bytes into the same file system. Metrics: sync-MB/s,
+// pipelined-MB/s, dd-MB/s (medians over the ops), pipelined/sync and
+// pipelined/dd (medians of each op's ratio). One op stores `frags`
+// fragments each way.
+func BenchmarkPersistUpload(b *testing.B) {
+	const (
+		frags = 48
+		run   = 8
+	)
+	tmpls := benchTemplates(b)
+	dir := b.TempDir()
+	db, e := openBenchEngine(b, filepath.Join(dir, "db"), Options{})
+	defer db.Close()
+	sessions := map[string]*IngestSession{}
+	for _, mode := range []string{"sync", "pipelined"} {
+		if _, err := e.CreateStream(CreateStreamInput{Name: mode, DataRetentionInHours: 24}); err != nil {
+			b.Fatal(err)
+		}
+		s, err := e.BeginIngest(StreamRef{Name: mode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		sessions[mode] = s
+	}
+	var total int
+	for i := range frags {
+		total += len(tmpls[i%len(tmpls)].Buf)
+	}
+	src := filepath.Join(dir, "dd.in")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{0x5A}, total), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	producer := map[string]int64{"sync": 1_795_579_974_135, "pipelined": 1_795_579_974_135}
+	receive := func(mode string) []*Fragment {
+		sess := sessions[mode]
+		out := make([]*Fragment, 0, frags)
+		for i := range frags {
+			num, serverMs, err := sess.StartFragment()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec, err := sess.Receive(num, serverMs, producer[mode], copyFragment(&tmpls[i%len(tmpls)], 0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			producer[mode] += 2000
+			out = append(out, rec.Fragment)
+		}
+		return out
+	}
+	store := map[string]func([]*Fragment) error{
+		"sync": func(fs []*Fragment) error {
+			for i := 0; i < len(fs); i += run {
+				if err := sessions["sync"].PersistAll(fs[i:min(i+run, len(fs))]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		"pipelined": func(fs []*Fragment) error {
+			var prev *PendingPersist
+			for i := 0; i < len(fs); i += run {
+				p := sessions["pipelined"].PersistAsync(fs[i:min(i+run, len(fs))], prev)
+				if prev != nil {
+					if err := prev.Wait(); err != nil {
+						return err
+					}
+				}
+				prev = p
+			}
+			return prev.Wait()
+		},
+	}
+	mbps := map[string][]float64{}
+	var vsSync, vsDD []float64
+	mb := float64(total) / 1e6
+	n := 0
+	for b.Loop() {
+		order := []string{"sync", "pipelined"}
+		if n%2 == 1 {
+			order = []string{"pipelined", "sync"}
+		}
+		n++
+		got := map[string]float64{}
+		for _, mode := range order {
+			fs := receive(mode)
+			t0 := time.Now()
+			if err := store[mode](fs); err != nil {
+				b.Fatal(err)
+			}
+			got[mode] = mb / time.Since(t0).Seconds()
+		}
+		out := filepath.Join(dir, "dd.out")
+		t0 := time.Now()
+		if raw, err := exec.Command("dd", "if="+src, "of="+out, "bs=1M", "oflag=direct", "conv=fsync").CombinedOutput(); err != nil {
+			b.Fatalf("dd: %v: %s", err, raw)
+		}
+		got["dd"] = mb / time.Since(t0).Seconds()
+		os.Remove(out)
+		for k, v := range got {
+			mbps[k] = append(mbps[k], v)
+		}
+		vsSync = append(vsSync, got["pipelined"]/got["sync"])
+		vsDD = append(vsDD, got["pipelined"]/got["dd"])
+	}
+	median := func(v []float64) float64 {
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	b.ReportMetric(median(mbps["sync"]), "sync-MB/s")
+	b.ReportMetric(median(mbps["pipelined"]), "pipelined-MB/s")
+	b.ReportMetric(median(mbps["dd"]), "dd-MB/s")
+	b.ReportMetric(median(vsSync), "pipelined/sync")
+	b.ReportMetric(median(vsDD), "pipelined/dd")
 }
 
 // BenchmarkRingFanout100Readers: one stream, 100 cursors at the live edge
