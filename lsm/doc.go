@@ -26,6 +26,7 @@
 //	keys.go       table prefixes, key builders and parsers, StreamID
 //	streams.go    stream records, stream id allocation, DeleteStream
 //	fragments.go  the fragment meta encoding, ingest terms, PutFragment(s),
+//	              PutFragmentsAsync,
 //	              session headers, the fragment reads, the time indexes
 //	              (ScanTime, ScanTimeBackward, LastAtOrBefore), retention deletes
 //	              (DeleteBefore)
@@ -57,7 +58,10 @@
 // DeleteStream, and segment unlinks (FORMAT.md says what a crash leaves).
 // Fragment media is fdatasync'ed in its segment before the batch that
 // indexes it is committed; PutFragments stores consecutive fragments of a
-// stream with one media sync and one commit. Pebble shares one WAL fsync among batches
+// stream with one media sync and one commit, and PutFragmentsAsync does so
+// in the background, chained to the previous put of the stream (committed
+// after it, not at all if it failed), so that an upload appends its next
+// fragments while the previous ones sync. Pebble shares one WAL fsync among batches
 // committed concurrently (group commit), so many writers do not each pay
 // one; with Options.SyncWindow the fragments finishing within a window also
 // share their segment syncs and one index commit (groupsync.go), at the
@@ -70,7 +74,8 @@
 // them, so no two stored streams ever share an id, even across crashes (an
 // id allocated but never written may be handed out again after a restart:
 // nothing was stored under it). Appends to one stream's segments are
-// serialised by that stream's mutex. lsm's locks (DB.mu, the sync window's
+// serialised by that stream's mutex, which a direct segment's fdatasync
+// does not hold (segments.go, syncDirty). lsm's locks (DB.mu, the sync window's
 // flushMu and mu, the segment store's mu and each stream's segment mu) are
 // taken after every engine lock and never call back into the engine; the
 // whole lock order, lsm's included, is written once in the engine package
