@@ -121,8 +121,8 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 // it points at is durable, and the batch is all or nothing. When it
 // returns nil every fragment is durable; an error means none is indexed.
 func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
-	p, err := d.appendFragments(id, ws)
-	if err != nil || p == nil {
+	var p PendingPut // on the stack: no allocation per call
+	if ok, err := d.appendFragments(&p, id, ws); !ok {
 		return err
 	}
 	return p.finish(nil)
@@ -131,12 +131,16 @@ func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
 // PendingPut is a PutFragmentsAsync whose syncs and commit run in the
 // background.
 type PendingPut struct {
-	d     *DB
-	id    StreamID
-	b     *pebble.Batch
-	ss    *streamSegments
-	gen   uint64
-	used  []uint64
+	d   *DB
+	b   *pebble.Batch
+	ss  *streamSegments
+	gen uint64 // the last append's count (streamSegments.written)
+	// The segments written, in order: the first len(seqs) in seqs (no
+	// allocation: a PutFragments' PendingPut stays on the stack), the
+	// rest in more.
+	seqs  [4]uint64
+	nseq  int
+	more  []uint64
 	done  chan struct{}
 	err   error
 	group bool
@@ -157,19 +161,16 @@ type PendingPut struct {
 // (its media durable, then its index entries, then Wait returns nil:
 // FORMAT.md).
 func (d *DB) PutFragmentsAsync(id StreamID, ws []FragmentWrite, prev *PendingPut) (*PendingPut, error) {
-	p, err := d.appendFragments(id, ws)
-	if err != nil {
+	p := &PendingPut{done: make(chan struct{})}
+	if ok, err := d.appendFragments(p, id, ws); err != nil {
 		return nil, err
-	}
-	if p == nil {
-		p = &PendingPut{done: make(chan struct{})}
+	} else if !ok {
 		if prev != nil {
 			p.err = prev.Wait()
 		}
 		close(p.done)
 		return p, nil
 	}
-	p.done = make(chan struct{})
 	d.pending.Add(1)
 	go func() {
 		defer d.pending.Done()
@@ -185,14 +186,15 @@ func (p *PendingPut) Wait() error {
 	return p.err
 }
 
-// appendFragments is PutFragments' first half: the media appended
-// without a sync, the index batch staged. nil, nil: nothing to store.
-func (d *DB) appendFragments(id StreamID, ws []FragmentWrite) (*PendingPut, error) {
+// appendFragments is PutFragments' first half, into p: the media
+// appended without a sync, the index batch staged. false: nothing to
+// store (and nil), or the error.
+func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bool, error) {
 	if len(ws) == 0 {
-		return nil, nil
+		return false, nil
 	}
 	if err := d.space.check(true); err != nil {
-		return nil, err
+		return false, err
 	}
 	size := 256
 	for i := range ws {
@@ -200,27 +202,44 @@ func (d *DB) appendFragments(id StreamID, ws []FragmentWrite) (*PendingPut, erro
 	}
 	b := d.db.NewBatchWithSize(size)
 	ss := d.segs.stream(id)
-	p := &PendingPut{d: d, id: id, b: b, ss: ss, group: d.group != nil}
-	var seqs [4]uint64
-	p.used = seqs[:0]
+	p.d, p.b, p.ss, p.group = d, b, ss, d.group != nil
 	for i := range ws {
 		ss.mu.Lock()
 		ref, gen, err := d.segs.appendLocked(id, ss, &ws[i])
 		ss.mu.Unlock()
 		if err != nil {
 			_ = b.Close()
-			return nil, err
+			return false, err
 		}
 		p.gen = gen
-		if len(p.used) == 0 || p.used[len(p.used)-1] != ref.Seq {
-			p.used = append(p.used, ref.Seq)
-		}
+		p.addSeq(ref.Seq)
 		if err := stageFragment(b, id, &ws[i], ref); err != nil {
 			_ = b.Close()
-			return nil, err
+			return false, err
 		}
 	}
-	return p, nil
+	return true, nil
+}
+
+// addSeq notes that segment q was written (after the ones noted).
+func (p *PendingPut) addSeq(q uint64) {
+	switch {
+	case p.nseq > 0 && p.seq(p.nseq-1) == q:
+	case p.nseq < len(p.seqs):
+		p.seqs[p.nseq] = q
+		p.nseq++
+	default:
+		p.more = append(p.more, q)
+		p.nseq++
+	}
+}
+
+// seq returns the i-th segment written.
+func (p *PendingPut) seq(i int) uint64 {
+	if i < len(p.seqs) {
+		return p.seqs[i]
+	}
+	return p.more[i-len(p.seqs)]
 }
 
 // finish is PutFragments' second half: the segments written synced, then
@@ -228,11 +247,12 @@ func (d *DB) appendFragments(id StreamID, ws []FragmentWrite) (*PendingPut, erro
 // synced.
 func (p *PendingPut) finish(prev *PendingPut) error {
 	defer p.b.Close()
+	last := p.seq(p.nseq - 1)
 	if p.group {
 		// Segments closed by a roll before the last one were synced as
 		// they closed; the window syncs the last.
-		for _, seq := range p.used[:len(p.used)-1] {
-			if err := p.ss.checkSynced(seq); err != nil {
+		for i := range p.nseq - 1 {
+			if err := p.ss.checkSynced(p.seq(i)); err != nil {
 				return err
 			}
 		}
@@ -241,10 +261,10 @@ func (p *PendingPut) finish(prev *PendingPut) error {
 				return err
 			}
 		}
-		return p.d.group.commit(p.ss, p.used[len(p.used)-1], p.gen, p.b)
+		return p.d.group.commit(p.ss, last, p.gen, p.b)
 	}
-	for _, seq := range p.used {
-		if err := p.ss.syncDirty(seq, p.gen); err != nil {
+	for i := range p.nseq {
+		if err := p.ss.syncDirty(p.seq(i), p.gen); err != nil {
 			return err
 		}
 	}
