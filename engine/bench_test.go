@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
@@ -150,6 +151,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // file on the same file system) probed every 50 ms during the same run;
 // p99/fsync (Persist's p99 over that median; goal ≤ 3); frag-fsync-ms (the
 // median of a plain 500 KB write + fsync, measured just before);
+// floor-p50-ms and floor-p99-ms, the latencies of the same persists done
+// with bare system calls in the same op (rawPersist: what the disk alone
+// costs for them at that moment; the two alternate which goes first), and
+// p99/floor-p99 (what kvsedge adds to the tail);
 // cpu-ms/stream-s (process CPU time per second of video per stream) and
 // MB/s. One op is one run of `rounds` fragments per stream.
 func BenchmarkPersistLatency64Streams(b *testing.B) {
@@ -197,11 +202,16 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 		wall    time.Duration
 		frags   int
 		produce = make([]int64, streams) // next producer ms per stream
+		floor   []time.Duration
+		ops     int
 	)
 	for i := range produce {
 		produce[i] = 1_795_579_974_135
 	}
 	for b.Loop() {
+		if ops%2 == 1 {
+			floor = append(floor, rawPersist(b, dir, streams, rounds, period, fragBytes)...)
+		}
 		c0, t0 := cpuTime(), time.Now()
 		stopProbe, probed := make(chan struct{}), make(chan []time.Duration)
 		go func() { // one small synced write every 50 ms while the streams persist
@@ -269,6 +279,10 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 		cpu += cpuTime() - c0
 		wall += time.Since(t0)
 		frags += streams * rounds
+		if ops%2 == 0 {
+			floor = append(floor, rawPersist(b, dir, streams, rounds, period, fragBytes)...)
+		}
+		ops++
 	}
 	slices.Sort(lat)
 	if testing.Verbose() {
@@ -286,9 +300,92 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 	b.ReportMetric(ms(percentile(probes, 0.99)), "fsync-p99-ms")
 	b.ReportMetric(ms(fragFsync), "frag-fsync-ms")
 	b.ReportMetric(float64(p99)/float64(fsync), "p99/fsync")
+	slices.Sort(floor)
+	b.ReportMetric(ms(percentile(floor, 0.50)), "floor-p50-ms")
+	b.ReportMetric(ms(percentile(floor, 0.99)), "floor-p99-ms")
+	b.ReportMetric(float64(p99)/float64(percentile(floor, 0.99)), "p99/floor-p99")
 	videoS := float64(frags) * videoMs / 1000 // stream-seconds of video
 	b.ReportMetric(ms(cpu)/videoS, "cpu-ms/stream-s")
 	b.ReportMetric(float64(frags)*fragBytes/1e6/wall.Seconds(), "MB/s")
+}
+
+// rawPersist does what a Persist costs the disk, with bare system calls
+// and paced as benchPersist64's streams: each stream writes fragBytes
+// (rounded up to whole 4 KiB blocks) with O_DIRECT at the end of its own
+// file (preallocated like a segment) and fdatasyncs it, then appends 256
+// bytes to one shared file and fdatasyncs that (the WAL's part). It
+// returns each persist's latency: the floor under Persist's.
+func rawPersist(b *testing.B, dir string, streams, rounds int, period time.Duration, fragBytes int) []time.Duration {
+	b.Helper()
+	const align = 4096
+	n := (fragBytes + align - 1) &^ (align - 1)
+	raw := make([]byte, n+align)
+	off := (align - int(uintptr(unsafe.Pointer(&raw[0]))&(align-1))) & (align - 1)
+	buf := raw[off : off+n] // read only: shared by the streams
+	fdir, err := os.MkdirTemp(dir, "raw")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(fdir)
+	wal, err := os.OpenFile(filepath.Join(fdir, "wal"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer wal.Close()
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		errc = make(chan error, streams)
+		wg   sync.WaitGroup
+	)
+	t0 := time.Now()
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fd, err := syscall.Open(filepath.Join(fdir, fmt.Sprint(i)), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_DIRECT, 0o600)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer syscall.Close(fd)
+			_ = syscall.Fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, 0, 64<<20)
+			rec := make([]byte, 256)
+			local := make([]time.Duration, 0, rounds)
+			for r := range rounds {
+				if period > 0 {
+					time.Sleep(time.Until(t0.Add(time.Duration(i)*period/time.Duration(streams) + time.Duration(r)*period)))
+				}
+				p0 := time.Now()
+				if _, err := syscall.Pwrite(fd, buf, int64(r*n)); err != nil {
+					errc <- err
+					return
+				}
+				if err := syscall.Fdatasync(fd); err != nil {
+					errc <- err
+					return
+				}
+				if _, err := wal.Write(rec); err != nil {
+					errc <- err
+					return
+				}
+				if err := syscall.Fdatasync(int(wal.Fd())); err != nil {
+					errc <- err
+					return
+				}
+				local = append(local, time.Since(p0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	return lat
 }
 
 // BenchmarkPersistUpload measures one upload's persist path alone (no
