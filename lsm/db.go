@@ -147,6 +147,8 @@ func Open(opts Options) (*DB, error) {
 	}
 	segs.header = d.Header
 	segs.streamRecord = d.streamRecord
+	segs.prepare = !opts.InlineRolls
+	segs.roomFor = space.roomFor
 	if opts.SyncWindow > 0 {
 		d.group = newSyncGroup(pdb, opts.SyncWindow)
 	}

@@ -64,9 +64,53 @@ type segmentStore struct {
 	// operating system's files only, until a file system refuses it.
 	direct atomic.Bool
 
+	// prepare: each actively written stream's next segment is made in
+	// the background (prepareSegment) once its active one is
+	// prepareAtNum/prepareAtDen full, so a roll on the write path is a
+	// swap; false (Options.InlineRolls) rolls inline, as measurements
+	// compare. roomFor (the space guard's) says whether the disk has room
+	// for one more preallocated segment; nil: always. bg counts
+	// preparations in flight (close waits for them).
+	prepare bool
+	roomFor func(int64) bool
+	bg      sync.WaitGroup
+	// rolls counts rolls since Open: prepared ones (a swap) and inline
+	// ones (the first segment of a stream in a process, a failed or
+	// disabled preparation).
+	rollsPrepared, rollsInline atomic.Int64
+
 	mu      sync.Mutex
 	streams map[StreamID]*streamSegments
 }
+
+// A stream's next segment is prepared once its active segment is this
+// share of Options.SegmentBytes full, or when another append the size of
+// the last would not fit (fragments large beside the segment): early enough that the preparation
+// (a file, its directory sync, a preallocation, a synced start record:
+// milliseconds to tens of them on a loaded disk) is over before the
+// segment fills, late enough that streams written now and then never get
+// one.
+const prepareAtNum, prepareAtDen = 3, 4
+
+// preparedSegment is a stream's next segment, made in the background
+// (prepareSegment): created, preallocated, its start record written and
+// synced, its directory entry synced. done is closed when the preparation
+// ended; the fields are set before, and read only after it. err: the
+// preparation failed (the file, if any was made, was removed) and the
+// next roll happens inline.
+type preparedSegment struct {
+	done chan struct{}
+	seq  uint64
+	f    vfs.File
+	dio  *directFile
+	size int64 // the start record's length: where appends begin
+	err  error
+}
+
+// errNoRoomToPrepare: the disk has no room for another preallocated
+// segment beside the guard's margins; the roll will happen inline (if the
+// space guard lets the write through at all).
+var errNoRoomToPrepare = errors.New("lsm: no room to prepare a segment")
 
 // streamSegments is one stream's segment files. mu serialises appends.
 type streamSegments struct {
@@ -78,6 +122,9 @@ type streamSegments struct {
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
 	dead       bool   // the stream was deleted: nothing is written again
+	// next is the segment after the active one, prepared in the
+	// background (its seq is below nextSeq), or nil.
+	next *preparedSegment
 	// written counts appends (of any segment of the stream); synced is
 	// the count every append up to which is durable: an append numbered
 	// g is durable once synced >= g (or its segment failed). Appends are
@@ -210,7 +257,54 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
 	ss.written++
+	if n := int64(len(pre) + len(media)); s.prepare && ss.next == nil &&
+		(ss.activeSize >= s.size/prepareAtDen*prepareAtNum || ss.activeSize+n > s.size) {
+		s.prepareNext(id, ss)
+	}
 	return ref, ss.written, nil
+}
+
+// prepareNext starts the preparation of the stream's next segment in the
+// background. The seq is taken now, so an inline roll never collides with
+// it (a failed preparation leaves a gap in the seqs: harmless, only their
+// order counts). The caller holds ss.mu; the preparation takes no lsm lock.
+func (s *segmentStore) prepareNext(id StreamID, ss *streamSegments) {
+	p := &preparedSegment{done: make(chan struct{}), seq: ss.nextSeq}
+	ss.nextSeq++
+	ss.next = p
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer close(p.done)
+		if s.roomFor != nil && !s.roomFor(s.size) {
+			p.err = errNoRoomToPrepare
+			return
+		}
+		p.f, p.dio, p.size, p.err = s.create(id, ss.dir, p.seq, true)
+	}()
+}
+
+// dropNext discards the stream's prepared segment (waiting for a
+// preparation in flight): its handles are closed and, with unlink, its
+// file (which holds nothing but its start record) is removed. The caller
+// holds ss.mu.
+func (s *segmentStore) dropNext(ss *streamSegments, unlink bool) {
+	p := ss.next
+	if p == nil {
+		return
+	}
+	<-p.done
+	ss.next = nil
+	if p.err != nil {
+		return
+	}
+	if p.dio != nil {
+		p.dio.close()
+	}
+	_ = p.f.Close()
+	if unlink {
+		_ = s.fs.Remove(s.fs.PathJoin(ss.dir, segmentName(p.seq)))
+	}
 }
 
 // syncDirty makes the stream's appends up to gen (appendLocked's count)
@@ -297,6 +391,10 @@ func (ss *streamSegments) closeActive() {
 	}
 }
 
+// roll closes the active segment and makes the next one active: the
+// prepared one when there is one (waiting for its preparation if it is
+// still running: it began earlier than an inline roll would), else a new
+// one made here. The caller holds ss.mu.
 func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 	ss.closeActive()
 	if ss.nextSeq == 0 {
@@ -309,27 +407,67 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 		}
 		ss.nextSeq = 1
 		if len(seqs) > 0 {
-			ss.nextSeq = seqs[len(seqs)-1] + 1
+			last := seqs[len(seqs)-1]
+			ss.nextSeq = last + 1
+			s.removeUnused(id, ss.dir, last)
 		}
 		if err := syncDir(s.fs, s.dir); err != nil { // the stream's directory entry
 			return err
 		}
 	}
-	path := s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq))
+	if p := ss.next; p != nil {
+		<-p.done
+		ss.next = nil
+		if p.err == nil {
+			ss.active, ss.dio, ss.activeSeq, ss.activeSize = p.f, p.dio, p.seq, p.size
+			ss.headers = map[uint64]struct{}{}
+			s.rollsPrepared.Add(1)
+			return nil
+		}
+		// The preparation failed (a full disk, an I/O error): roll
+		// inline, which may fail the same way and then fails this write.
+	}
+	seq := ss.nextSeq
+	ss.nextSeq++ // never reused, even if creating it fails (never append after a torn start)
+	f, dio, size, err := s.create(id, ss.dir, seq, false)
+	if err != nil {
+		return err
+	}
+	ss.active, ss.dio, ss.activeSeq, ss.activeSize = f, dio, seq, size
+	ss.headers = map[uint64]struct{}{}
+	s.rollsInline.Add(1)
+	return nil
+}
+
+// create makes segment seq of the stream in dir: the file, its directory
+// entry synced, its preallocation (best effort), its start record
+// (segrecord.go) written, and with synced (a prepared segment) the record
+// fdatasync'ed too; an inline roll leaves that to the first fragment's
+// sync, which covers it. It returns the file, its direct handle (nil:
+// page-cache writes) and the start record's length. On failure the file
+// is closed, and a prepared one is removed (it holds no media).
+func (s *segmentStore) create(id StreamID, dir string, seq uint64, synced bool) (vfs.File, *directFile, int64, error) {
+	path := s.fs.PathJoin(dir, segmentName(seq))
 	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
-		return fmt.Errorf("lsm: creating a segment: %w", err)
+		return nil, nil, 0, fmt.Errorf("lsm: creating a segment: %w", err)
 	}
-	if err := syncDir(s.fs, ss.dir); err != nil {
+	fail := func(err error) (vfs.File, *directFile, int64, error) {
 		_ = f.Close()
-		return err
+		if synced {
+			_ = s.fs.Remove(path)
+		}
+		return nil, nil, 0, err
+	}
+	if err := syncDir(s.fs, dir); err != nil {
+		return fail(err)
 	}
 	_ = f.Preallocate(0, s.size)
 	var rec []byte
 	if s.streamRecord != nil {
 		rec = s.streamRecord(id)
 	}
-	start := segmentStartRecord(id, ss.nextSeq, rec)
+	start := segmentStartRecord(id, seq, rec)
 	var dio *directFile
 	if s.direct.Load() {
 		if dio, err = openDirect(path); err != nil {
@@ -341,9 +479,7 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 			dio.close()
 			dio = nil
 			if !directUnsupported(err) {
-				_ = f.Close()
-				ss.nextSeq++ // never append after what may be a torn start
-				return fmt.Errorf("lsm: writing a segment: %w", err)
+				return fail(fmt.Errorf("lsm: writing a segment: %w", err))
 			}
 			// The file system takes no direct writes: the page cache then
 			// (nothing was written).
@@ -352,15 +488,57 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 	}
 	if dio == nil {
 		if _, err := f.Write(start); err != nil {
-			_ = f.Close()
-			ss.nextSeq++ // never append after what may be a torn start
-			return fmt.Errorf("lsm: writing a segment: %w", err)
+			return fail(fmt.Errorf("lsm: writing a segment: %w", err))
 		}
 	}
-	ss.active, ss.dio, ss.activeSeq, ss.activeSize = f, dio, ss.nextSeq, int64(len(start))
-	ss.headers = map[uint64]struct{}{}
-	ss.nextSeq++
-	return nil
+	if synced {
+		if err := f.SyncData(); err != nil {
+			if dio != nil {
+				dio.close()
+			}
+			return fail(fmt.Errorf("lsm: syncing a segment: %w", err))
+		}
+	}
+	return f, dio, int64(len(start)), nil
+}
+
+// removeUnused unlinks segment seq, the newest of a stream at the first
+// roll in a process, when it holds nothing but an intact start record of
+// this stream and seq (and a direct write's zero padding): a segment
+// prepared and never used (a crash, or a close that could not remove it),
+// or one a crash left right after an inline roll. It holds no media, so
+// nothing the index accounts for, or could, goes with it; anything else
+// is kept. Not synced, like every unlink: if it comes back after a crash,
+// the next start removes it again.
+func (s *segmentStore) removeUnused(id StreamID, dir string, seq uint64) {
+	path := s.fs.PathJoin(dir, segmentName(seq))
+	st, err := s.fs.Stat(path)
+	if err != nil || st.Size() > maxStartOnlyBytes {
+		return
+	}
+	b, err := readWhole(s.fs, path)
+	if err != nil || !startOnly(b, id, seq) {
+		return
+	}
+	_ = s.fs.Remove(path)
+}
+
+// maxStartOnlyBytes bounds the size of a segment holding only its start
+// record (the stream record is a small JSON object; a direct write pads
+// to a block).
+const maxStartOnlyBytes = 1 << 20
+
+// startOnly reports whether segment b holds exactly one intact record,
+// the start record of stream id's segment seq, and nothing else but a
+// direct write's padding.
+func startOnly(b []byte, id StreamID, seq uint64) bool {
+	sc := scanSegment(b)
+	if !sc.framed || len(sc.records) != 1 || len(sc.bad) != 0 {
+		return false
+	}
+	r := sc.records[0]
+	return r.kind == kindSegmentStart && len(r.payload) >= 12 &&
+		StreamID(binary.BigEndian.Uint32(r.payload)) == id && binary.BigEndian.Uint64(r.payload[4:]) == seq
 }
 
 func syncDir(fs vfs.FS, dir string) error {
@@ -409,6 +587,11 @@ func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
 		if q >= seq || (ss.active != nil && q == ss.activeSeq) {
 			continue
 		}
+		if ss.next != nil && q == ss.next.seq {
+			// The prepared segment (only when every fragment of the
+			// stream went): dropped, the next roll makes a new one.
+			s.dropNext(ss, false)
+		}
 		if err := s.fs.Remove(s.fs.PathJoin(ss.dir, segmentName(q))); err != nil {
 			return n, fmt.Errorf("lsm: removing a segment: %w", err)
 		}
@@ -423,21 +606,27 @@ func (s *segmentStore) removeStream(id StreamID) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.closeActive()
-	ss.dead = true // kept in the map: stream ids are never reused
+	s.dropNext(ss, false) // its file goes with the directory
+	ss.dead = true        // kept in the map: stream ids are never reused
 	if err := s.fs.RemoveAll(ss.dir); err != nil {
 		return fmt.Errorf("lsm: removing the media of stream %d: %w", id, err)
 	}
 	return nil
 }
 
+// close closes every stream's segments. An unused prepared segment is
+// removed (it holds only its start record); should the removal not reach
+// the disk, the next first roll of the stream removes it (removeUnused).
 func (s *segmentStore) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ss := range s.streams {
 		ss.mu.Lock()
 		ss.closeActive()
+		s.dropNext(ss, true)
 		ss.mu.Unlock()
 	}
+	s.bg.Wait()
 }
 
 // refLen is the encoded length of a segmentRef.

@@ -74,3 +74,11 @@ func (d *DB) Stats() StoreStats {
 		MemtableBytes:   m.MemTable.Size,
 	}
 }
+
+// SegmentRolls counts the segment rolls since Open: prepared ones (the
+// next segment was ready: a swap on the write path) and inline ones (the
+// segment was made on the write path: a stream's first in a process, a
+// failed preparation, Options.InlineRolls).
+func (d *DB) SegmentRolls() (prepared, inline int64) {
+	return d.segs.rollsPrepared.Load(), d.segs.rollsInline.Load()
+}
