@@ -76,9 +76,14 @@ func copyFragment(t *mkv.Fragment, n int) *mkv.Fragment {
 }
 
 func openBenchEngine(b *testing.B, dir string, opts Options) (*lsm.DB, *Engine) {
+	return openBenchEngineWith(b, lsm.Options{Dir: dir}, opts)
+}
+
+func openBenchEngineWith(b *testing.B, lo lsm.Options, opts Options) (*lsm.DB, *Engine) {
 	b.Helper()
 	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: dir, Logger: log})
+	lo.Logger = log
+	db, err := lsm.Open(lo)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -162,6 +167,192 @@ func BenchmarkPersistLatency64Streams(b *testing.B) {
 	b.Run("paced-4x", func(b *testing.B) { benchPersist64(b, 500*time.Millisecond, 10) })
 	b.Run("paced-1x", func(b *testing.B) { benchPersist64(b, 2*time.Second, 5) })
 	b.Run("unpaced", func(b *testing.B) { benchPersist64(b, 0, 4) })
+	b.Run("rolls-4x-seg4m", benchPersistRolls)
+}
+
+// benchPersistRolls measures what a segment roll costs a Persist: the
+// paced-4x load (64 streams, a ≈ 500 KB fragment every 500 ms each) on
+// two stores side by side with 4 MiB segments, so that about one persist
+// in eight rolls (with the default 64 MiB, one in ~130): "prep", whose
+// next segments are prepared in the background (the default), and
+// "inline" (lsm.Options.InlineRolls), whose rolls make the segment on the
+// PERSISTED path. Each op runs both, alternating which goes first. A
+// persist rolled when the stream's active segment changed across it
+// (lsm.DB.ActiveSegment; every stream rolled once before the timing, so
+// a stream's first segment is not counted).
+//
+// Metrics per store: {prep,inline}-p50-ms, -p99-ms, -max-ms of every
+// persist; {prep,inline}-roll-p50-ms and -roll-max-ms of the persists that
+// rolled; {prep,inline}-p99/fsync (p99 over the median of the fsync probe
+// of the same op: a 4 KiB append + fdatasync every 50 ms); fsync-ms;
+// roll-share (the rolling persists' share); prep-prepared-share (of the
+// "prep" store's timed rolls, the share that were swaps:
+// lsm.DB.SegmentRolls).
+func benchPersistRolls(b *testing.B) {
+	const (
+		streams   = 64
+		fragBytes = 500_000
+		videoMs   = 2000
+		rounds    = 10
+		period    = 500 * time.Millisecond
+		segBytes  = 4 << 20
+	)
+	tmpls := benchTemplates(b)
+	dir := b.TempDir()
+	type store struct {
+		name     string
+		db       *lsm.DB
+		sessions []*IngestSession
+		produce  []int64
+		lat      []time.Duration
+		rollLat  []time.Duration
+	}
+	var stores []*store
+	for _, inline := range []bool{false, true} {
+		st := &store{name: "prep"}
+		if inline {
+			st.name = "inline"
+		}
+		db, e := openBenchEngineWith(b, lsm.Options{Dir: filepath.Join(dir, st.name), SegmentBytes: segBytes, InlineRolls: inline}, Options{})
+		defer db.Close()
+		st.db = db
+		for i := range streams {
+			name := fmt.Sprintf("cam-%02d", i)
+			if _, err := e.CreateStream(CreateStreamInput{Name: name, DataRetentionInHours: 24}); err != nil {
+				b.Fatal(err)
+			}
+			s, err := e.BeginIngest(StreamRef{Name: name})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			st.sessions = append(st.sessions, s)
+			st.produce = append(st.produce, 1_795_579_974_135)
+		}
+		stores = append(stores, st)
+	}
+	probe, err := os.Create(filepath.Join(dir, "fsync-probe-small"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer probe.Close()
+	small := bytes.Repeat([]byte{0x5A}, 4096)
+	var probes []time.Duration
+	// run persists n fragments per stream of st, paced unless warm-up;
+	// with timed, it records their latencies.
+	run := func(st *store, n int, timed bool) {
+		t0 := time.Now()
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		errc := make(chan error, streams)
+		for i, sess := range st.sessions {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var local, rolls []time.Duration
+				for r := range n {
+					if timed {
+						time.Sleep(time.Until(t0.Add(time.Duration(i)*period/streams + time.Duration(r)*period)))
+					}
+					num, serverMs, err := sess.StartFragment()
+					if err != nil {
+						errc <- err
+						return
+					}
+					rec, err := sess.Receive(num, serverMs, st.produce[i], copyFragment(&tmpls[(i+r)%len(tmpls)], fragBytes))
+					st.produce[i] += videoMs
+					if err != nil {
+						errc <- err
+						return
+					}
+					seg := st.db.ActiveSegment(sess.s.id)
+					p0 := time.Now()
+					if err := sess.Persist(rec.Fragment); err != nil {
+						errc <- err
+						return
+					}
+					d := time.Since(p0)
+					local = append(local, d)
+					if seg != st.db.ActiveSegment(sess.s.id) {
+						rolls = append(rolls, d)
+					}
+				}
+				if timed {
+					mu.Lock()
+					st.lat = append(st.lat, local...)
+					st.rollLat = append(st.rollLat, rolls...)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		if err := <-errc; err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, st := range stores {
+		run(st, 1, false) // each stream's first segment, made inline in both
+	}
+	prepared0, inline0 := stores[0].db.SegmentRolls()
+	ops := 0
+	for b.Loop() {
+		stopProbe, probed := make(chan struct{}), make(chan []time.Duration)
+		go func() {
+			var d []time.Duration
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopProbe:
+					probed <- d
+					return
+				case <-tick.C:
+				}
+				p0 := time.Now()
+				if _, err := probe.Write(small); err != nil {
+					continue
+				}
+				if err := syscall.Fdatasync(int(probe.Fd())); err == nil {
+					d = append(d, time.Since(p0))
+				}
+			}
+		}()
+		for k := range stores {
+			run(stores[(k+ops)%len(stores)], rounds, true)
+		}
+		close(stopProbe)
+		probes = append(probes, <-probed...)
+		ops++
+	}
+	slices.Sort(probes)
+	if len(probes) == 0 {
+		b.Fatal("no fsync probe completed")
+	}
+	fsync := percentile(probes, 0.50)
+	b.ReportMetric(ms(fsync), "fsync-ms")
+	for _, st := range stores {
+		slices.Sort(st.lat)
+		slices.Sort(st.rollLat)
+		p99 := percentile(st.lat, 0.99)
+		b.ReportMetric(ms(percentile(st.lat, 0.50)), st.name+"-p50-ms")
+		b.ReportMetric(ms(p99), st.name+"-p99-ms")
+		b.ReportMetric(ms(st.lat[len(st.lat)-1]), st.name+"-max-ms")
+		b.ReportMetric(float64(p99)/float64(fsync), st.name+"-p99/fsync")
+		if len(st.rollLat) > 0 {
+			b.ReportMetric(ms(percentile(st.rollLat, 0.50)), st.name+"-roll-p50-ms")
+			b.ReportMetric(ms(percentile(st.rollLat, 0.90)), st.name+"-roll-p90-ms")
+			b.ReportMetric(ms(st.rollLat[len(st.rollLat)-1]), st.name+"-roll-max-ms")
+		}
+		if st.name == "prep" {
+			b.ReportMetric(float64(len(st.rollLat))/float64(len(st.lat)), "roll-share")
+			prepared, inline := st.db.SegmentRolls()
+			prepared, inline = prepared-prepared0, inline-inline0
+			b.ReportMetric(float64(prepared)/float64(max(prepared+inline, 1)), "prep-prepared-share")
+		}
+	}
 }
 
 func benchPersist64(b *testing.B, period time.Duration, rounds int) {

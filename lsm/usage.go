@@ -82,3 +82,15 @@ func (d *DB) Stats() StoreStats {
 func (d *DB) SegmentRolls() (prepared, inline int64) {
 	return d.segs.rollsPrepared.Load(), d.segs.rollsInline.Load()
 }
+
+// ActiveSegment returns the seq of the stream's active segment (0: none
+// yet in this process), so measurements can tell which writes rolled.
+func (d *DB) ActiveSegment(id StreamID) uint64 {
+	ss := d.segs.stream(id)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.active == nil {
+		return 0
+	}
+	return ss.activeSeq
+}
