@@ -511,16 +511,21 @@ func (s *segmentStore) create(id StreamID, dir string, seq uint64, synced bool) 
 // is kept. Not synced, like every unlink: if it comes back after a crash,
 // the next start removes it again.
 func (s *segmentStore) removeUnused(id StreamID, dir string, seq uint64) {
+	if s.holdsOnlyStart(id, dir, seq) {
+		_ = s.fs.Remove(s.fs.PathJoin(dir, segmentName(seq)))
+	}
+}
+
+// holdsOnlyStart reports whether segment seq of stream id in dir holds
+// nothing but its intact start record (startOnly).
+func (s *segmentStore) holdsOnlyStart(id StreamID, dir string, seq uint64) bool {
 	path := s.fs.PathJoin(dir, segmentName(seq))
 	st, err := s.fs.Stat(path)
 	if err != nil || st.Size() > maxStartOnlyBytes {
-		return
+		return false
 	}
 	b, err := readWhole(s.fs, path)
-	if err != nil || !startOnly(b, id, seq) {
-		return
-	}
-	_ = s.fs.Remove(path)
+	return err == nil && startOnly(b, id, seq)
 }
 
 // maxStartOnlyBytes bounds the size of a segment holding only its start

@@ -158,6 +158,29 @@ func TestPreparedSegmentRolls(t *testing.T) {
 		}
 	}
 
+	// A torn tail on the newest segment written to (the one before the
+	// prepared one) is named as such, not as damage.
+	tail := crashed.PathJoin(dir, segmentName(seq-1))
+	st, err := crashed.Stat(tail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := crashed.OpenReadWrite(tail, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xAB}, 100), st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	rep, err := Repair(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Aside) != 1 || rep.Aside[0].Bytes != 100 || !strings.Contains(rep.Aside[0].Why, "as the box stopped") || rep.Fragments != i {
+		t.Fatalf("repair with a torn tail before the prepared segment: %+v", rep)
+	}
+
 	d, err = Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +197,10 @@ func TestPreparedSegmentRolls(t *testing.T) {
 		t.Fatalf("after the restart's first write: segments %v; want the unused %d removed and writing in %d", after, seq, seq+1)
 	}
 	readsBack(t, d, id, i)
-	checkClean(t, d, i)
+	r, err = d.Check()
+	if err != nil || len(r.Problems) > 0 || r.Fragments != i || r.UnreferencedBytes != 100 {
+		t.Fatalf("check after the restart: %+v %v (want only the torn tail's 100 bytes unreferenced)", r, err)
+	}
 }
 
 // failFS fails the creation of segment files with ENOSPC while fail is
