@@ -30,8 +30,10 @@
 //	              session headers, the fragment reads, the time indexes
 //	              (ScanTime, ScanTimeBackward, LastAtOrBefore), retention deletes
 //	              (DeleteBefore)
-//	segments.go   media segment files: append, roll, preallocate, read,
-//	              unlink
+//	segments.go   media segment files: append, roll (a swap to the next
+//	              segment prepared in the background once the active one
+//	              is 3/4 full, else inline), preallocate, read, unlink; an
+//	              unused prepared segment removed at the next start
 //	segdirect.go  O_DIRECT appends through block-aligned stage buffers
 //	              (segdirect_linux.go; elsewhere ordinary writes)
 //	segrecord.go  the records every segment byte is in (segment start,
@@ -48,7 +50,7 @@
 //	replica.go    what replication reads and writes: the numbers listing
 //	              (FragmentNumbers), tombstones
 //	usage.go      stored bytes, disk bytes, FirstFragment, write figures
-//	              (Stats)
+//	              (Stats), segment rolls (SegmentRolls, ActiveSegment)
 //
 // # Durability
 //
@@ -75,7 +77,10 @@
 // id allocated but never written may be handed out again after a restart:
 // nothing was stored under it). Appends to one stream's segments are
 // serialised by that stream's mutex, which a direct segment's fdatasync
-// does not hold (segments.go, syncDirty). lsm's locks (DB.mu, the sync window's
+// does not hold (segments.go, syncDirty), and neither does the preparation
+// of its next segment (a goroutine that takes no lsm lock but the space
+// guard's; a roll, retention, DeleteStream and Close wait for it under the
+// stream's mutex). lsm's locks (DB.mu, the sync window's
 // flushMu and mu, the segment store's mu and each stream's segment mu) are
 // taken after every engine lock and never call back into the engine; the
 // whole lock order, lsm's included, is written once in the engine package

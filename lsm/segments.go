@@ -203,8 +203,10 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 // (streamSegments.written) for PutFragments or the group syncer
 // (groupsync.go) to sync up to (syncDirty) before the index is
 // committed. It rolls to
-// a new segment (whose directory entry is synced too, and whose first
-// record names the stream) when the active one is full. After a process
+// the next segment (whose directory entry is synced too, and whose first
+// record names the stream: prepared in the background, else made here)
+// when the active one is full, and starts the preparation of the next one
+// when the active one is nearly full (prepareNext). After a process
 // start, writing begins in a new segment, never after a torn tail. The
 // returned reference points at the media inside the record. The caller
 // holds ss.mu.
