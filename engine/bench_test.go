@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fixture"
@@ -33,7 +35,7 @@ var benchCapture = fixture.Path(fixture.AbsoluteH264 + ".mkv")
 // benchTemplates parses the real producer's absolute capture once into
 // fragments whose copies the benchmarks feed to Receive. The templates
 // themselves are never handed to the engine.
-func benchTemplates(b *testing.B) []mkv.Fragment {
+func benchTemplates(b testing.TB) []mkv.Fragment {
 	b.Helper()
 	data, err := os.ReadFile(benchCapture)
 	if err != nil {
@@ -74,9 +76,14 @@ func copyFragment(t *mkv.Fragment, n int) *mkv.Fragment {
 }
 
 func openBenchEngine(b *testing.B, dir string, opts Options) (*lsm.DB, *Engine) {
+	return openBenchEngineWith(b, lsm.Options{Dir: dir}, opts)
+}
+
+func openBenchEngineWith(b *testing.B, lo lsm.Options, opts Options) (*lsm.DB, *Engine) {
 	b.Helper()
 	log := slog.New(slog.DiscardHandler)
-	db, err := lsm.Open(lsm.Options{Dir: dir, Logger: log})
+	lo.Logger = log
+	db, err := lsm.Open(lo)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,14 +154,205 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // Metrics: p50-ms and p99-ms of Persist; fsync-ms and fsync-p99-ms, the
 // median and p99 of one fdatasync of a small write (4 KiB appended to a
 // file on the same file system) probed every 50 ms during the same run;
-// p99/fsync (Persist's p99 over that median; goal ≤ 3); frag-fsync-ms (the
+// p99/fsync (Persist's p99 over that median; goal ≤ 3) and p99/fsync-p99
+// (over the probe's own p99, which ran at the same moments); frag-fsync-ms (the
 // median of a plain 500 KB write + fsync, measured just before);
+// floor-p50-ms and floor-p99-ms, the latencies of the same persists done
+// with bare system calls in the same op (rawPersist: what the disk alone
+// costs for them at that moment; the two alternate which goes first), and
+// p99/floor-p99 (what kvsedge adds to the tail);
 // cpu-ms/stream-s (process CPU time per second of video per stream) and
 // MB/s. One op is one run of `rounds` fragments per stream.
 func BenchmarkPersistLatency64Streams(b *testing.B) {
 	b.Run("paced-4x", func(b *testing.B) { benchPersist64(b, 500*time.Millisecond, 10) })
 	b.Run("paced-1x", func(b *testing.B) { benchPersist64(b, 2*time.Second, 5) })
 	b.Run("unpaced", func(b *testing.B) { benchPersist64(b, 0, 4) })
+	b.Run("rolls-4x-seg4m", benchPersistRolls)
+}
+
+// benchPersistRolls measures what a segment roll costs a Persist: the
+// paced-4x load (64 streams, a ≈ 500 KB fragment every 500 ms each) on
+// two stores side by side with 4 MiB segments, so that about one persist
+// in eight rolls (with the default 64 MiB, one in ~130): "prep", whose
+// next segments are prepared in the background (the default), and
+// "inline" (lsm.Options.InlineRolls), whose rolls make the segment on the
+// PERSISTED path. Each op runs both, alternating which goes first. A
+// persist rolled when the stream's active segment changed across it
+// (lsm.DB.ActiveSegment; every stream rolled once before the timing, so
+// a stream's first segment is not counted).
+//
+// Metrics per store: {prep,inline}-p50-ms, -p99-ms, -max-ms of every
+// persist; {prep,inline}-roll-p50-ms and -roll-max-ms of the persists that
+// rolled; {prep,inline}-p99/fsync (p99 over the median of the fsync probe
+// of the same op: a 4 KiB append + fdatasync every 50 ms); fsync-ms;
+// roll-share (the rolling persists' share); prep-prepared-share (of the
+// "prep" store's timed rolls, the share that were swaps:
+// lsm.DB.SegmentRolls).
+func benchPersistRolls(b *testing.B) {
+	const (
+		streams   = 64
+		fragBytes = 500_000
+		videoMs   = 2000
+		rounds    = 10
+		period    = 500 * time.Millisecond
+		segBytes  = 4 << 20
+	)
+	tmpls := benchTemplates(b)
+	dir := b.TempDir()
+	type store struct {
+		name     string
+		db       *lsm.DB
+		sessions []*IngestSession
+		produce  []int64
+		lat      []time.Duration
+		rollLat  []time.Duration
+	}
+	var stores []*store
+	for _, inline := range []bool{false, true} {
+		st := &store{name: "prep"}
+		if inline {
+			st.name = "inline"
+		}
+		db, e := openBenchEngineWith(b, lsm.Options{Dir: filepath.Join(dir, st.name), SegmentBytes: segBytes, InlineRolls: inline}, Options{})
+		defer db.Close()
+		st.db = db
+		for i := range streams {
+			name := fmt.Sprintf("cam-%02d", i)
+			if _, err := e.CreateStream(CreateStreamInput{Name: name, DataRetentionInHours: 24}); err != nil {
+				b.Fatal(err)
+			}
+			s, err := e.BeginIngest(StreamRef{Name: name})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			st.sessions = append(st.sessions, s)
+			st.produce = append(st.produce, 1_795_579_974_135)
+		}
+		stores = append(stores, st)
+	}
+	probe, err := os.Create(filepath.Join(dir, "fsync-probe-small"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer probe.Close()
+	small := bytes.Repeat([]byte{0x5A}, 4096)
+	var probes []time.Duration
+	// run persists n fragments per stream of st, paced unless warm-up;
+	// with timed, it records their latencies.
+	run := func(st *store, n int, timed bool) {
+		t0 := time.Now()
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		errc := make(chan error, streams)
+		for i, sess := range st.sessions {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var local, rolls []time.Duration
+				for r := range n {
+					if timed {
+						time.Sleep(time.Until(t0.Add(time.Duration(i)*period/streams + time.Duration(r)*period)))
+					}
+					num, serverMs, err := sess.StartFragment()
+					if err != nil {
+						errc <- err
+						return
+					}
+					rec, err := sess.Receive(num, serverMs, st.produce[i], copyFragment(&tmpls[(i+r)%len(tmpls)], fragBytes))
+					st.produce[i] += videoMs
+					if err != nil {
+						errc <- err
+						return
+					}
+					seg := st.db.ActiveSegment(sess.s.id)
+					p0 := time.Now()
+					if err := sess.Persist(rec.Fragment); err != nil {
+						errc <- err
+						return
+					}
+					d := time.Since(p0)
+					local = append(local, d)
+					if seg != st.db.ActiveSegment(sess.s.id) {
+						rolls = append(rolls, d)
+					}
+				}
+				if timed {
+					mu.Lock()
+					st.lat = append(st.lat, local...)
+					st.rollLat = append(st.rollLat, rolls...)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		if err := <-errc; err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, st := range stores {
+		run(st, 1, false) // each stream's first segment, made inline in both
+	}
+	prepared0, inline0 := stores[0].db.SegmentRolls()
+	ops := 0
+	for b.Loop() {
+		stopProbe, probed := make(chan struct{}), make(chan []time.Duration)
+		go func() {
+			var d []time.Duration
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopProbe:
+					probed <- d
+					return
+				case <-tick.C:
+				}
+				p0 := time.Now()
+				if _, err := probe.Write(small); err != nil {
+					continue
+				}
+				if err := syscall.Fdatasync(int(probe.Fd())); err == nil {
+					d = append(d, time.Since(p0))
+				}
+			}
+		}()
+		for k := range stores {
+			run(stores[(k+ops)%len(stores)], rounds, true)
+		}
+		close(stopProbe)
+		probes = append(probes, <-probed...)
+		ops++
+	}
+	slices.Sort(probes)
+	if len(probes) == 0 {
+		b.Fatal("no fsync probe completed")
+	}
+	fsync := percentile(probes, 0.50)
+	b.ReportMetric(ms(fsync), "fsync-ms")
+	for _, st := range stores {
+		slices.Sort(st.lat)
+		slices.Sort(st.rollLat)
+		p99 := percentile(st.lat, 0.99)
+		b.ReportMetric(ms(percentile(st.lat, 0.50)), st.name+"-p50-ms")
+		b.ReportMetric(ms(p99), st.name+"-p99-ms")
+		b.ReportMetric(ms(st.lat[len(st.lat)-1]), st.name+"-max-ms")
+		b.ReportMetric(float64(p99)/float64(fsync), st.name+"-p99/fsync")
+		if len(st.rollLat) > 0 {
+			b.ReportMetric(ms(percentile(st.rollLat, 0.50)), st.name+"-roll-p50-ms")
+			b.ReportMetric(ms(percentile(st.rollLat, 0.90)), st.name+"-roll-p90-ms")
+			b.ReportMetric(ms(st.rollLat[len(st.rollLat)-1]), st.name+"-roll-max-ms")
+		}
+		if st.name == "prep" {
+			b.ReportMetric(float64(len(st.rollLat))/float64(len(st.lat)), "roll-share")
+			prepared, inline := st.db.SegmentRolls()
+			prepared, inline = prepared-prepared0, inline-inline0
+			b.ReportMetric(float64(prepared)/float64(max(prepared+inline, 1)), "prep-prepared-share")
+		}
+	}
 }
 
 func benchPersist64(b *testing.B, period time.Duration, rounds int) {
@@ -196,11 +394,16 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 		wall    time.Duration
 		frags   int
 		produce = make([]int64, streams) // next producer ms per stream
+		floor   []time.Duration
+		ops     int
 	)
 	for i := range produce {
 		produce[i] = 1_795_579_974_135
 	}
 	for b.Loop() {
+		if ops%2 == 1 {
+			floor = append(floor, rawPersist(b, dir, streams, rounds, period, fragBytes)...)
+		}
 		c0, t0 := cpuTime(), time.Now()
 		stopProbe, probed := make(chan struct{}), make(chan []time.Duration)
 		go func() { // one small synced write every 50 ms while the streams persist
@@ -268,6 +471,10 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 		cpu += cpuTime() - c0
 		wall += time.Since(t0)
 		frags += streams * rounds
+		if ops%2 == 0 {
+			floor = append(floor, rawPersist(b, dir, streams, rounds, period, fragBytes)...)
+		}
+		ops++
 	}
 	slices.Sort(lat)
 	if testing.Verbose() {
@@ -285,9 +492,222 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 	b.ReportMetric(ms(percentile(probes, 0.99)), "fsync-p99-ms")
 	b.ReportMetric(ms(fragFsync), "frag-fsync-ms")
 	b.ReportMetric(float64(p99)/float64(fsync), "p99/fsync")
+	b.ReportMetric(float64(p99)/float64(percentile(probes, 0.99)), "p99/fsync-p99")
+	slices.Sort(floor)
+	b.ReportMetric(ms(percentile(floor, 0.50)), "floor-p50-ms")
+	b.ReportMetric(ms(percentile(floor, 0.99)), "floor-p99-ms")
+	b.ReportMetric(float64(p99)/float64(percentile(floor, 0.99)), "p99/floor-p99")
 	videoS := float64(frags) * videoMs / 1000 // stream-seconds of video
 	b.ReportMetric(ms(cpu)/videoS, "cpu-ms/stream-s")
 	b.ReportMetric(float64(frags)*fragBytes/1e6/wall.Seconds(), "MB/s")
+}
+
+// rawPersist does what a Persist costs the disk, with bare system calls
+// and paced as benchPersist64's streams: each stream writes fragBytes
+// (rounded up to whole 4 KiB blocks) with O_DIRECT at the end of its own
+// file (preallocated like a segment) and fdatasyncs it, then appends 256
+// bytes to one shared file and fdatasyncs that (the WAL's part). It
+// returns each persist's latency: the floor under Persist's.
+func rawPersist(b *testing.B, dir string, streams, rounds int, period time.Duration, fragBytes int) []time.Duration {
+	b.Helper()
+	const align = 4096
+	n := (fragBytes + align - 1) &^ (align - 1)
+	raw := make([]byte, n+align)
+	off := (align - int(uintptr(unsafe.Pointer(&raw[0]))&(align-1))) & (align - 1)
+	buf := raw[off : off+n] // read only: shared by the streams
+	fdir, err := os.MkdirTemp(dir, "raw")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(fdir)
+	wal, err := os.OpenFile(filepath.Join(fdir, "wal"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer wal.Close()
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		errc = make(chan error, streams)
+		wg   sync.WaitGroup
+	)
+	t0 := time.Now()
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fd, err := syscall.Open(filepath.Join(fdir, fmt.Sprint(i)), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_DIRECT, 0o600)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer syscall.Close(fd)
+			_ = syscall.Fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, 0, 64<<20)
+			rec := make([]byte, 256)
+			local := make([]time.Duration, 0, rounds)
+			for r := range rounds {
+				if period > 0 {
+					time.Sleep(time.Until(t0.Add(time.Duration(i)*period/time.Duration(streams) + time.Duration(r)*period)))
+				}
+				p0 := time.Now()
+				if _, err := syscall.Pwrite(fd, buf, int64(r*n)); err != nil {
+					errc <- err
+					return
+				}
+				if err := syscall.Fdatasync(fd); err != nil {
+					errc <- err
+					return
+				}
+				if _, err := wal.Write(rec); err != nil {
+					errc <- err
+					return
+				}
+				if err := syscall.Fdatasync(int(wal.Fd())); err != nil {
+					errc <- err
+					return
+				}
+				local = append(local, time.Since(p0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	return lat
+}
+
+// BenchmarkPersistUpload measures one upload's persist path alone (no
+// HTTP, no Matroska parsing): fragments of the real capture, received
+// beforehand, stored in runs of 8 as serve's PutMedia does, two ways in
+// the same op, alternating which goes first:
+//
+//	sync:      PersistAll of each run, one after the other (each run's
+//	           media written, synced, its index committed, then the next);
+//	pipelined: PersistAsync of each run chained to the one before, which
+//	           is waited for after the next one was started (a run's media
+//	           written while the run before syncs and commits).
+//
+// and, in the same op, `dd bs=1M oflag=direct conv=fsync` of the same
+// number of bytes into the same file system. Metrics: sync-MB/s,
+// pipelined-MB/s, dd-MB/s (medians over the ops), pipelined/sync and
+// pipelined/dd (medians of each op's ratio). One op stores `frags`
+// fragments each way.
+func BenchmarkPersistUpload(b *testing.B) {
+	const (
+		frags = 48
+		run   = 8
+	)
+	tmpls := benchTemplates(b)
+	dir := b.TempDir()
+	db, e := openBenchEngine(b, filepath.Join(dir, "db"), Options{})
+	defer db.Close()
+	sessions := map[string]*IngestSession{}
+	for _, mode := range []string{"sync", "pipelined"} {
+		if _, err := e.CreateStream(CreateStreamInput{Name: mode, DataRetentionInHours: 24}); err != nil {
+			b.Fatal(err)
+		}
+		s, err := e.BeginIngest(StreamRef{Name: mode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		sessions[mode] = s
+	}
+	var total int
+	for i := range frags {
+		total += len(tmpls[i%len(tmpls)].Buf)
+	}
+	src := filepath.Join(dir, "dd.in")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{0x5A}, total), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	producer := map[string]int64{"sync": 1_795_579_974_135, "pipelined": 1_795_579_974_135}
+	receive := func(mode string) []*Fragment {
+		sess := sessions[mode]
+		out := make([]*Fragment, 0, frags)
+		for i := range frags {
+			num, serverMs, err := sess.StartFragment()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec, err := sess.Receive(num, serverMs, producer[mode], copyFragment(&tmpls[i%len(tmpls)], 0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			producer[mode] += 2000
+			out = append(out, rec.Fragment)
+		}
+		return out
+	}
+	store := map[string]func([]*Fragment) error{
+		"sync": func(fs []*Fragment) error {
+			for i := 0; i < len(fs); i += run {
+				if err := sessions["sync"].PersistAll(fs[i:min(i+run, len(fs))]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		"pipelined": func(fs []*Fragment) error {
+			var prev *PendingPersist
+			for i := 0; i < len(fs); i += run {
+				p := sessions["pipelined"].PersistAsync(fs[i:min(i+run, len(fs))], prev)
+				if prev != nil {
+					if err := prev.Wait(); err != nil {
+						return err
+					}
+				}
+				prev = p
+			}
+			return prev.Wait()
+		},
+	}
+	mbps := map[string][]float64{}
+	var vsSync, vsDD []float64
+	mb := float64(total) / 1e6
+	n := 0
+	for b.Loop() {
+		order := []string{"sync", "pipelined"}
+		if n%2 == 1 {
+			order = []string{"pipelined", "sync"}
+		}
+		n++
+		got := map[string]float64{}
+		for _, mode := range order {
+			fs := receive(mode)
+			t0 := time.Now()
+			if err := store[mode](fs); err != nil {
+				b.Fatal(err)
+			}
+			got[mode] = mb / time.Since(t0).Seconds()
+		}
+		out := filepath.Join(dir, "dd.out")
+		t0 := time.Now()
+		if raw, err := exec.Command("dd", "if="+src, "of="+out, "bs=1M", "oflag=direct", "conv=fsync").CombinedOutput(); err != nil {
+			b.Fatalf("dd: %v: %s", err, raw)
+		}
+		got["dd"] = mb / time.Since(t0).Seconds()
+		os.Remove(out)
+		for k, v := range got {
+			mbps[k] = append(mbps[k], v)
+		}
+		vsSync = append(vsSync, got["pipelined"]/got["sync"])
+		vsDD = append(vsDD, got["pipelined"]/got["dd"])
+	}
+	median := func(v []float64) float64 {
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	b.ReportMetric(median(mbps["sync"]), "sync-MB/s")
+	b.ReportMetric(median(mbps["pipelined"]), "pipelined-MB/s")
+	b.ReportMetric(median(mbps["dd"]), "dd-MB/s")
+	b.ReportMetric(median(vsSync), "pipelined/sync")
+	b.ReportMetric(median(vsDD), "pipelined/dd")
 }
 
 // BenchmarkRingFanout100Readers: one stream, 100 cursors at the live edge

@@ -131,6 +131,13 @@
 //
 // PersistAll stores consecutive fragments of a session with one segment
 // sync and one synced batch (an upload that queued them during a sync).
+// PersistAsync is PersistAll in two halves for PutMedia: the media is
+// written in the caller, the syncs, the commit and the accounting run in
+// the background (holding persistMu shared until the fragments are stored
+// or not), chained to the previous run, whose index is committed first
+// (and the run is not stored if that one failed); so a run's media is
+// written while the run before it syncs, and each run's PERSISTED still
+// follows its own syncs and the runs before it.
 // Concurrent streams' Persist calls share WAL fsyncs (Pebble group commit);
 // a sync window also shares the segment syncs, at the cost of up to one
 // window before PERSISTED. lsm/FORMAT.md has the store's side.
@@ -170,7 +177,8 @@
 //	lsm syncGroup.mu        the pending window: batch, dirty segments, waiters
 //	lsm segmentStore.mu     the map of the streams' segment sets
 //	lsm streamSegments.mu   one stream's segment files (append, roll, sync,
-//	                        unlink); held across fdatasync
+//	                        unlink); held across fdatasync of a page-cache
+//	                        segment, not of a direct one (lsm syncDirty)
 //
 // The nestings the code has (holder → taken):
 //
@@ -201,7 +209,11 @@
 // Waits that act as locks: with a sync window, PutFragment waits for the
 // window's flush while its caller holds persistMu shared, so DeleteStream
 // and the first capacity count (exclusive) can wait up to one window; the
-// flush takes only lsm locks, so it always completes. sync.Once
+// flush takes only lsm locks, so it always completes. A PersistAsync's
+// background half holds persistMu shared and waits for the previous run's
+// lsm half (lsm locks only) and outcome, never for its caller, so a
+// DeleteStream waiting for persistMu does not wait for the upload's next
+// call. sync.Once
 // (IngestSession.end under ingest.mu, Header.Tracks) runs leaf code only.
 // Lock-free state: a stream's snapshot (stream.info, replaced whole), deleted,
 // bytes, denied, Engine.full, Header.stored and Fragment references are

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -342,14 +343,7 @@ func (sess *IngestSession) Persist(f *Fragment) error {
 // every one: when it returns nil all may be acknowledged PERSISTED;
 // otherwise none is stored.
 func (sess *IngestSession) PersistAll(fs []*Fragment) (err error) {
-	defer func() {
-		for _, f := range fs {
-			f.persistErr = err
-			close(f.persisted)
-			f.Release()
-		}
-		sess.e.mem.Kick() // settled: the ring may give them up for room
-	}()
+	defer func() { sess.settle(fs, err) }()
 	if !sess.Persists() || len(fs) == 0 {
 		return nil
 	}
@@ -358,6 +352,92 @@ func (sess *IngestSession) PersistAll(fs []*Fragment) (err error) {
 	if sess.s.deleted.Load() {
 		return ErrStreamDeleted
 	}
+	if err := sess.e.db.PutFragments(sess.s.id, sess.writes(fs)); err != nil {
+		return sess.persistFailed(fs, err)
+	}
+	sess.stored(fs)
+	return nil
+}
+
+// PendingPersist is a PersistAsync in flight.
+type PendingPersist struct {
+	put  *lsm.PendingPut // nil: nothing reached the store
+	done chan struct{}
+	err  error
+}
+
+// Wait waits until the fragments are stored (nil: all may be acknowledged
+// PERSISTED) or not (none is stored) and returns the outcome.
+func (p *PendingPersist) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Done is closed when Wait no longer waits.
+func (p *PendingPersist) Done() <-chan struct{} { return p.done }
+
+// PersistAsync is PersistAll in two halves, so that an upload writes its
+// next fragments while the previous ones sync (lsm.DB.PutFragmentsAsync):
+// the media is written before it returns; the syncs, the commit and what
+// PersistAll does after them run in the background, and Wait returns the
+// outcome, PersistAll's. prev, if not nil, is the session's previous
+// PersistAsync: these fragments are committed only after prev's, and not
+// at all when prev failed (they get its error). The slice fs is not kept.
+func (sess *IngestSession) PersistAsync(fs []*Fragment, prev *PendingPersist) *PendingPersist {
+	fs = slices.Clone(fs)
+	p := &PendingPersist{done: make(chan struct{})}
+	fail := func(err error) *PendingPersist {
+		p.err = err
+		sess.settle(fs, err)
+		close(p.done)
+		return p
+	}
+	var after *lsm.PendingPut
+	if prev != nil {
+		if after = prev.put; after == nil {
+			// Nothing of prev reached the store: its outcome is known.
+			if err := prev.Wait(); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if !sess.Persists() || len(fs) == 0 {
+		return fail(nil)
+	}
+	sess.s.persistMu.RLock()
+	if sess.s.deleted.Load() {
+		sess.s.persistMu.RUnlock()
+		return fail(ErrStreamDeleted)
+	}
+	put, err := sess.e.db.PutFragmentsAsync(sess.s.id, sess.writes(fs), after)
+	if err != nil {
+		sess.s.persistMu.RUnlock()
+		return fail(sess.persistFailed(fs, err))
+	}
+	p.put = put
+	go func() {
+		// persistMu stays shared until the fragments are stored or not
+		// (never held for the caller: a deletion waiting for it must not
+		// wait for the caller's next call).
+		err := put.Wait()
+		if prev != nil {
+			<-prev.done // accounted for, and told to the gate, in order
+		}
+		if err != nil {
+			err = sess.persistFailed(fs, err)
+		} else {
+			sess.stored(fs)
+		}
+		sess.s.persistMu.RUnlock()
+		p.err = err
+		sess.settle(fs, err)
+		close(p.done)
+	}()
+	return p
+}
+
+// writes returns the store writes of fs.
+func (sess *IngestSession) writes(fs []*Fragment) []lsm.FragmentWrite {
 	ws := make([]lsm.FragmentWrite, len(fs))
 	for i, f := range fs {
 		ws[i] = lsm.FragmentWrite{Meta: f.Meta, Media: f.Media, Replaces: f.replaces}
@@ -367,15 +447,24 @@ func (sess *IngestSession) PersistAll(fs []*Fragment) (err error) {
 			ws[i].Header = f.Header.Raw
 		}
 	}
-	if err := sess.e.db.PutFragments(sess.s.id, ws); err != nil {
-		if errors.Is(err, syscall.ENOSPC) {
-			sess.e.KickCapacity()
-		}
-		if len(fs) == 1 {
-			return fmt.Errorf("engine: persisting fragment %s: %w", fs[0].Meta.Number, err)
-		}
-		return fmt.Errorf("engine: persisting fragments %s to %s: %w", fs[0].Meta.Number, fs[len(fs)-1].Meta.Number, err)
+	return ws
+}
+
+// persistFailed wraps the store's error for fs (and kicks the capacity
+// controller on a full disk).
+func (sess *IngestSession) persistFailed(fs []*Fragment, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		sess.e.KickCapacity()
 	}
+	if len(fs) == 1 {
+		return fmt.Errorf("engine: persisting fragment %s: %w", fs[0].Meta.Number, err)
+	}
+	return fmt.Errorf("engine: persisting fragments %s to %s: %w", fs[0].Meta.Number, fs[len(fs)-1].Meta.Number, err)
+}
+
+// stored accounts for fs once the store holds them (under persistMu,
+// shared).
+func (sess *IngestSession) stored(fs []*Fragment) {
 	now := sess.e.opts.Clock.Now().UnixMilli()
 	for _, f := range fs {
 		f.Header.stored.Store(true)
@@ -395,7 +484,17 @@ func (sess *IngestSession) PersistAll(fs []*Fragment) (err error) {
 			sess.e.metrics.persistLatency.observe(float64(max(0, now-f.ReceivedMs)))
 		}
 	}
-	return nil
+}
+
+// settle tells whoever waits for fs (a re-sent copy) the outcome and
+// releases the caller's reference of each.
+func (sess *IngestSession) settle(fs []*Fragment, err error) {
+	for _, f := range fs {
+		f.persistErr = err
+		close(f.persisted)
+		f.Release()
+	}
+	sess.e.mem.Kick() // settled: the ring may give them up for room
 }
 
 // Abandon gives up on storing a received fragment: whoever waits for it

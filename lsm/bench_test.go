@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -295,4 +296,92 @@ func BenchmarkWriteAmplification(b *testing.B) {
 	b.ReportMetric(rewrite/n, "blob-rewrite")
 	b.ReportMetric(diskRatio/n, "disk-ratio")
 	b.ReportMetric(mbps/n, "MB/s")
+}
+
+// BenchmarkSegmentRoll isolates what a segment roll adds to one
+// PutFragment: two stores on the same disk, one stream each, 1 MiB
+// segments and 128 KiB fragments (a roll every eighth put), one with its
+// next segments prepared in the background (the default) and one rolling
+// inline (Options.InlineRolls). One op is one put on each, alternating
+// which goes first, 10 ms apart (a camera's fragments are seconds apart;
+// the preparation runs in between). A put rolled when the stream's active
+// segment changed across it (ActiveSegment).
+//
+// Metrics per store: {prep,inline}-put-p50-ms and -put-p90-ms (puts
+// that did not roll),
+// -roll-p50-ms, -roll-p90-ms, -roll-max-ms (puts that rolled), and
+// -roll-extra-ms (roll-p50 minus put-p50: what the roll costs the write
+// path); prep-prepared-share (of the prepared store's rolls after the
+// first, the share that were swaps).
+func BenchmarkSegmentRoll(b *testing.B) {
+	const fragBytes = 128 << 10
+	dir := b.TempDir()
+	type store struct {
+		name       string
+		d          *DB
+		id         StreamID
+		put, rolls []time.Duration
+	}
+	var stores []*store
+	for _, inline := range []bool{false, true} {
+		st := &store{name: "prep"}
+		if inline {
+			st.name = "inline"
+		}
+		d, err := Open(Options{Dir: filepath.Join(dir, st.name), Logger: slog.New(slog.DiscardHandler), SegmentBytes: 1 << 20, InlineRolls: inline})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Close()
+		st.d = d
+		if st.id, err = d.AllocStreamID(); err != nil {
+			b.Fatal(err)
+		}
+		if err := d.PutStream(st.id, []byte(`{"name":"cam"}`)); err != nil {
+			b.Fatal(err)
+		}
+		stores = append(stores, st)
+	}
+	media := benchMedia(fragBytes)
+	i := 0
+	for b.Loop() {
+		for k := range stores {
+			st := stores[(k+i)%len(stores)]
+			seg := st.d.ActiveSegment(st.id)
+			t0 := time.Now()
+			if err := st.d.PutFragment(st.id, benchFragment(i, media)); err != nil {
+				b.Fatal(err)
+			}
+			d := time.Since(t0)
+			switch {
+			case seg == 0: // the stream's first segment: inline in both
+			case seg != st.d.ActiveSegment(st.id):
+				st.rolls = append(st.rolls, d)
+			default:
+				st.put = append(st.put, d)
+			}
+		}
+		i++
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, st := range stores {
+		if len(st.rolls) == 0 || len(st.put) == 0 {
+			b.Logf("%s: %d puts, %d rolls: run more ops (-benchtime)", st.name, len(st.put), len(st.rolls))
+			continue
+		}
+		slices.Sort(st.put)
+		slices.Sort(st.rolls)
+		at := func(s []time.Duration, p float64) time.Duration { return s[min(int(p*float64(len(s))), len(s)-1)] }
+		msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		b.ReportMetric(msOf(at(st.put, 0.5)), st.name+"-put-p50-ms")
+		b.ReportMetric(msOf(at(st.put, 0.9)), st.name+"-put-p90-ms")
+		b.ReportMetric(msOf(at(st.rolls, 0.5)), st.name+"-roll-p50-ms")
+		b.ReportMetric(msOf(at(st.rolls, 0.9)), st.name+"-roll-p90-ms")
+		b.ReportMetric(msOf(st.rolls[len(st.rolls)-1]), st.name+"-roll-max-ms")
+		b.ReportMetric(msOf(at(st.rolls, 0.5)-at(st.put, 0.5)), st.name+"-roll-extra-ms")
+		if st.name == "prep" {
+			prepared, inline := st.d.SegmentRolls()
+			b.ReportMetric(float64(prepared)/float64(max(prepared+inline-1, 1)), "prep-prepared-share")
+		}
+	}
 }

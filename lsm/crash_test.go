@@ -38,7 +38,22 @@ func TestCrashKeepsEverySyncedFragmentWithSyncWindow(t *testing.T) {
 	}
 }
 
+// TestCrashKeepsEverySyncedFragmentPipelined: the same with the writes of
+// a PutMedia upload (PutFragmentsAsync, each put chained to the one before
+// and acknowledged when its Wait returns, while the next one is already
+// being written), with and without a sync window.
+func TestCrashKeepsEverySyncedFragmentPipelined(t *testing.T) {
+	for seed := int64(1); seed <= 8; seed++ {
+		crashOnceWith(t, seed, 0, true)
+		crashOnceWith(t, seed, 3*time.Millisecond, true)
+	}
+}
+
 func crashOnce(t *testing.T, seed int64, window time.Duration) {
+	crashOnceWith(t, seed, window, false)
+}
+
+func crashOnceWith(t *testing.T, seed int64, window time.Duration, pipelined bool) {
 	live := vfs.NewCrashableMem()
 	fs := live
 	open := func() *DB {
@@ -58,7 +73,7 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		copy(b, []byte{0x1F, 0x43, 0xB6, 0x75})
 		return b
 	}
-	put := func(db *DB, i int) (fragment.Meta, error) {
+	write := func(i int) FragmentWrite {
 		m := media(i)
 		meta := fragment.Meta{Number: fragment.MakeNumber(1000+uint64(seed), 1, uint32(i)), ProducerMs: int64(i) * 2000, ServerMs: int64(i) * 2000,
 			DurationMs: 2000, HeaderID: 7, ClusterLen: uint32(len(m)), MediaLen: uint32(len(m)), Frames: 50}
@@ -67,7 +82,36 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		if i == 0 {
 			hdr = []byte("header")
 		}
-		return meta, db.PutFragment(1, &FragmentWrite{Meta: meta, Header: hdr, Media: m})
+		return FragmentWrite{Meta: meta, Header: hdr, Media: m}
+	}
+	put := func(db *DB, i int) ([]fragment.Meta, error) {
+		w := write(i)
+		return []fragment.Meta{w.Meta}, db.PutFragment(1, &w)
+	}
+	// In the pipelined mode the writer keeps one put in flight after the
+	// first fragment (which carries the header, and is acknowledged alone
+	// so the crash comes after it): it starts fragment i (chained to the
+	// one in flight), then waits for that one and acknowledges it.
+	var inflight *PendingPut
+	var inflightMeta fragment.Meta
+	if pipelined {
+		put = func(db *DB, i int) ([]fragment.Meta, error) {
+			w := write(i)
+			p, err := db.PutFragmentsAsync(1, []FragmentWrite{w}, inflight)
+			if err != nil {
+				return nil, err
+			}
+			prev, prevMeta := inflight, inflightMeta
+			inflight, inflightMeta = p, w.Meta
+			switch {
+			case i == 0:
+				inflight = nil
+				return []fragment.Meta{w.Meta}, p.Wait()
+			case prev == nil:
+				return nil, nil
+			}
+			return []fragment.Meta{prevMeta}, prev.Wait()
+		}
 	}
 	var (
 		mu     sync.Mutex
@@ -85,13 +129,13 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 				return
 			default:
 			}
-			m, err := put(db, i)
+			ms, err := put(db, i)
 			if err != nil {
 				putErr = err
 				return
 			}
 			mu.Lock()
-			stored = append(stored, m)
+			stored = append(stored, ms...)
 			mu.Unlock()
 			if i == 0 {
 				close(firstAcked)
@@ -138,11 +182,11 @@ func crashOnce(t *testing.T, seed int64, window time.Duration) {
 		t.Fatalf("header after the crash: %q %v", h, err)
 	}
 	// Writing goes on in a new segment.
-	m, err := put(db, 1000)
-	if err != nil {
+	w := write(1000)
+	if err := db.PutFragment(1, &w); err != nil {
 		t.Fatalf("writing after the restart: %v", err)
 	}
-	if _, b, err := db.Fragment(1, m.Number, nil); err != nil || !bytes.Equal(b, media(1000)) {
+	if _, b, err := db.Fragment(1, w.Meta.Number, nil); err != nil || !bytes.Equal(b, media(1000)) {
 		t.Fatalf("fragment written after the restart: %v", err)
 	}
 }
@@ -342,5 +386,63 @@ func TestSyncWindowSegmentSyncFailure(t *testing.T) {
 	}
 	if _, b, err := db.Fragment(1, good.Number, nil); err != nil || len(b) != 3000 {
 		t.Fatalf("the fragment after the failure: %v", err)
+	}
+}
+
+// TestPutFragmentsAsyncAfterFailure: when a put's segment sync fails, the
+// put chained to it is not indexed either (its Wait returns the first
+// one's error), though its own media may have synced; a later put that is
+// not chained to them is stored, in a new segment.
+func TestPutFragmentsAsyncAfterFailure(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, segmentSuffix) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	db, err := Open(Options{Dir: "/data", FS: fs, Logger: slog.New(slog.DiscardHandler), CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.PutStream(1, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(i int) FragmentWrite {
+		m := bytes.Repeat([]byte{byte(i)}, 3000)
+		meta := fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ServerMs: int64(i), ClusterLen: 3000, MediaLen: 3000}
+		binary.BigEndian.PutUint64(meta.Digest[:], xxhash.Sum64(m))
+		return FragmentWrite{Meta: meta, Media: m}
+	}
+	failing.Store(true)
+	first, err := db.PutFragmentsAsync(1, []FragmentWrite{write(0)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first put's sync fails: the segment is closed, so the chained
+	// put below begins a new segment, whose sync succeeds.
+	if err := first.Wait(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a put whose segment sync failed: %v", err)
+	}
+	failing.Store(false)
+	second, err := db.PutFragmentsAsync(1, []FragmentWrite{write(1)}, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a put chained to a failed one: %v", err)
+	}
+	third, err := db.PutFragmentsAsync(1, []FragmentWrite{write(2)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := third.Wait(); err != nil {
+		t.Fatalf("a put after the failure: %v", err)
+	}
+	for i, want := range []bool{false, false, true} {
+		if ok, err := db.HasFragment(1, fragment.MakeNumber(1, 1, uint32(i))); err != nil || ok != want {
+			t.Fatalf("fragment %d indexed: %v (%v), want %v", i, ok, err, want)
+		}
 	}
 }

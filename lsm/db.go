@@ -60,6 +60,9 @@ type DB struct {
 	// fatal errors that made Open choose read-only (health.go).
 	corruption *corruptionLog
 	fatal      fatalState
+	// pending counts PutFragmentsAsync halves running in the background;
+	// Close waits for them.
+	pending sync.WaitGroup
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -144,6 +147,8 @@ func Open(opts Options) (*DB, error) {
 	}
 	segs.header = d.Header
 	segs.streamRecord = d.streamRecord
+	segs.prepare = !opts.InlineRolls
+	segs.roomFor = space.roomFor
 	if opts.SyncWindow > 0 {
 		d.group = newSyncGroup(pdb, opts.SyncWindow)
 	}
@@ -182,6 +187,7 @@ func Open(opts Options) (*DB, error) {
 
 // Close flushes nothing extra (every write was synced) and closes Pebble.
 func (d *DB) Close() error {
+	d.pending.Wait()
 	if d.group != nil {
 		d.group.close()
 	}

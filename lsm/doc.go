@@ -26,11 +26,14 @@
 //	keys.go       table prefixes, key builders and parsers, StreamID
 //	streams.go    stream records, stream id allocation, DeleteStream
 //	fragments.go  the fragment meta encoding, ingest terms, PutFragment(s),
+//	              PutFragmentsAsync,
 //	              session headers, the fragment reads, the time indexes
 //	              (ScanTime, ScanTimeBackward, LastAtOrBefore), retention deletes
 //	              (DeleteBefore)
-//	segments.go   media segment files: append, roll, preallocate, read,
-//	              unlink
+//	segments.go   media segment files: append, roll (a swap to the next
+//	              segment prepared in the background once the active one
+//	              is 3/4 full, else inline), preallocate, read, unlink; an
+//	              unused prepared segment removed at the next start
 //	segdirect.go  O_DIRECT appends through block-aligned stage buffers
 //	              (segdirect_linux.go; elsewhere ordinary writes)
 //	segrecord.go  the records every segment byte is in (segment start,
@@ -47,7 +50,7 @@
 //	replica.go    what replication reads and writes: the numbers listing
 //	              (FragmentNumbers), tombstones
 //	usage.go      stored bytes, disk bytes, FirstFragment, write figures
-//	              (Stats)
+//	              (Stats), segment rolls (SegmentRolls, ActiveSegment)
 //
 // # Durability
 //
@@ -57,7 +60,10 @@
 // DeleteStream, and segment unlinks (FORMAT.md says what a crash leaves).
 // Fragment media is fdatasync'ed in its segment before the batch that
 // indexes it is committed; PutFragments stores consecutive fragments of a
-// stream with one media sync and one commit. Pebble shares one WAL fsync among batches
+// stream with one media sync and one commit, and PutFragmentsAsync does so
+// in the background, chained to the previous put of the stream (committed
+// after it, not at all if it failed), so that an upload appends its next
+// fragments while the previous ones sync. Pebble shares one WAL fsync among batches
 // committed concurrently (group commit), so many writers do not each pay
 // one; with Options.SyncWindow the fragments finishing within a window also
 // share their segment syncs and one index commit (groupsync.go), at the
@@ -70,7 +76,11 @@
 // them, so no two stored streams ever share an id, even across crashes (an
 // id allocated but never written may be handed out again after a restart:
 // nothing was stored under it). Appends to one stream's segments are
-// serialised by that stream's mutex. lsm's locks (DB.mu, the sync window's
+// serialised by that stream's mutex, which a direct segment's fdatasync
+// does not hold (segments.go, syncDirty), and neither does the preparation
+// of its next segment (a goroutine that takes no lsm lock but the space
+// guard's; a roll, retention, DeleteStream and Close wait for it under the
+// stream's mutex). lsm's locks (DB.mu, the sync window's
 // flushMu and mu, the segment store's mu and each stream's segment mu) are
 // taken after every engine lock and never call back into the engine; the
 // whole lock order, lsm's included, is written once in the engine package

@@ -113,65 +113,167 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 }
 
 // PutFragments stores consecutive fragments of one stream with one pair of
-// syncs: every media is appended to the stream's segments, the segment is
-// fdatasync'ed once (a segment closed at a roll on the way was synced as it
-// closed), then one batch with all their index entries is committed with a
-// WAL sync. The order of syncs is PutFragment's (FORMAT.md): no index entry
-// is committed before the media it points at is durable, and the batch is
-// all or nothing. When it returns nil every fragment is durable; an error
-// means none is indexed.
+// syncs: every media is appended to the stream's segments, the segments
+// written are fdatasync'ed once each (a segment closed at a roll on the
+// way was synced as it closed), then one batch with all their index
+// entries is committed with a WAL sync. The order of syncs is
+// PutFragment's (FORMAT.md): no index entry is committed before the media
+// it points at is durable, and the batch is all or nothing. When it
+// returns nil every fragment is durable; an error means none is indexed.
 func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
-	if len(ws) == 0 {
-		return nil
-	}
-	if err := d.space.check(true); err != nil {
+	var p PendingPut // on the stack: no allocation per call
+	if ok, err := d.appendFragments(&p, id, ws); !ok {
 		return err
 	}
-	grouped := d.group != nil
+	return p.finish(nil)
+}
+
+// PendingPut is a PutFragmentsAsync whose syncs and commit run in the
+// background.
+type PendingPut struct {
+	d   *DB
+	b   *pebble.Batch
+	ss  *streamSegments
+	gen uint64 // the last append's count (streamSegments.written)
+	// The segments written, in order: the first len(seqs) in seqs (no
+	// allocation: a PutFragments' PendingPut stays on the stack), the
+	// rest in more.
+	seqs  [4]uint64
+	nseq  int
+	more  []uint64
+	done  chan struct{}
+	err   error
+	group bool
+}
+
+// PutFragmentsAsync is PutFragments in two halves, so that an upload can
+// write its next fragments while the previous ones sync: it appends every
+// media now, in the caller, and returns; the segment sync and the synced
+// commit run in the background, and Wait returns their outcome, which is
+// PutFragments': nil when every fragment is durable, otherwise none is
+// indexed. prev, if not nil, is the previous PendingPut of the same
+// stream (whose media was appended before this one's): this one's index
+// is committed only after prev's is durable, and not at all when prev
+// failed (it then returns prev's error), so the index holds the stream's
+// fragments in the order they were put, never a later one without an
+// earlier one of the same upload. This one's segment sync may run while
+// prev's commit does; the order of syncs for each fragment is unchanged
+// (its media durable, then its index entries, then Wait returns nil:
+// FORMAT.md).
+func (d *DB) PutFragmentsAsync(id StreamID, ws []FragmentWrite, prev *PendingPut) (*PendingPut, error) {
+	p := &PendingPut{done: make(chan struct{})}
+	if ok, err := d.appendFragments(p, id, ws); err != nil {
+		return nil, err
+	} else if !ok {
+		if prev != nil {
+			p.err = prev.Wait()
+		}
+		close(p.done)
+		return p, nil
+	}
+	d.pending.Add(1)
+	go func() {
+		defer d.pending.Done()
+		p.err = p.finish(prev)
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Wait waits for the put's syncs and commit and returns their outcome.
+func (p *PendingPut) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// appendFragments is PutFragments' first half, into p: the media
+// appended without a sync, the index batch staged. false: nothing to
+// store (and nil), or the error.
+func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bool, error) {
+	if len(ws) == 0 {
+		return false, nil
+	}
+	if err := d.space.check(true); err != nil {
+		return false, err
+	}
 	size := 256
 	for i := range ws {
 		size += len(ws[i].Header) + 4*metaLen + 128
 	}
 	b := d.db.NewBatchWithSize(size)
-	defer b.Close()
 	ss := d.segs.stream(id)
-	// Alone, a fragment is synced as it is appended; more than one are
-	// appended unsynced and synced together below.
-	syncEach := !grouped && len(ws) == 1
-	var seqs [4]uint64
-	used := seqs[:0]
+	p.d, p.b, p.ss, p.group = d, b, ss, d.group != nil
 	for i := range ws {
 		ss.mu.Lock()
-		ref, err := d.segs.appendLocked(id, ss, &ws[i], syncEach)
+		ref, gen, err := d.segs.appendLocked(id, ss, &ws[i])
 		ss.mu.Unlock()
 		if err != nil {
-			return err
+			_ = b.Close()
+			return false, err
 		}
-		if len(used) == 0 || used[len(used)-1] != ref.Seq {
-			used = append(used, ref.Seq)
-		}
+		p.gen = gen
+		p.addSeq(ref.Seq)
 		if err := stageFragment(b, id, &ws[i], ref); err != nil {
-			return err
+			_ = b.Close()
+			return false, err
 		}
 	}
-	if grouped {
+	return true, nil
+}
+
+// addSeq notes that segment q was written (after the ones noted).
+func (p *PendingPut) addSeq(q uint64) {
+	switch {
+	case p.nseq > 0 && p.seq(p.nseq-1) == q:
+	case p.nseq < len(p.seqs):
+		p.seqs[p.nseq] = q
+		p.nseq++
+	default:
+		p.more = append(p.more, q)
+		p.nseq++
+	}
+}
+
+// seq returns the i-th segment written.
+func (p *PendingPut) seq(i int) uint64 {
+	if i < len(p.seqs) {
+		return p.seqs[i]
+	}
+	return p.more[i-len(p.seqs)]
+}
+
+// finish is PutFragments' second half: the segments written synced, then
+// (after prev's commit, if prev is given) the index batch committed
+// synced.
+func (p *PendingPut) finish(prev *PendingPut) error {
+	defer p.b.Close()
+	last := p.seq(p.nseq - 1)
+	if p.group {
 		// Segments closed by a roll before the last one were synced as
 		// they closed; the window syncs the last.
-		for _, seq := range used[:len(used)-1] {
-			if err := ss.checkSynced(seq); err != nil {
+		for i := range p.nseq - 1 {
+			if err := p.ss.checkSynced(p.seq(i)); err != nil {
 				return err
 			}
 		}
-		return d.group.commit(ss, used[len(used)-1], b)
-	}
-	if !syncEach {
-		for _, seq := range used {
-			if err := ss.syncDirty(seq); err != nil {
+		if prev != nil {
+			if err := prev.Wait(); err != nil {
 				return err
 			}
 		}
+		return p.d.group.commit(p.ss, last, p.gen, p.b)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	for i := range p.nseq {
+		if err := p.ss.syncDirty(p.seq(i), p.gen); err != nil {
+			return err
+		}
+	}
+	if prev != nil {
+		if err := prev.Wait(); err != nil {
+			return err
+		}
+	}
+	if err := p.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: committing fragment: %w", err)
 	}
 	return nil

@@ -24,7 +24,6 @@ type syncGroup struct {
 
 	mu      sync.Mutex
 	batch   *pebble.Batch
-	dirty   map[*streamSegments]struct{}
 	waiters []waiter
 	armed   bool
 	closed  bool
@@ -35,7 +34,7 @@ type syncGroup struct {
 }
 
 func newSyncGroup(db *pebble.DB, window time.Duration) *syncGroup {
-	return &syncGroup{db: db, window: window, dirty: map[*streamSegments]struct{}{}}
+	return &syncGroup{db: db, window: window}
 }
 
 // commit adds b (after its media was appended to ss without a sync) to the
@@ -45,10 +44,11 @@ func newSyncGroup(db *pebble.DB, window time.Duration) *syncGroup {
 type waiter struct {
 	ss   *streamSegments
 	seq  uint64
+	gen  uint64 // the fragment's append count (streamSegments.written)
 	done chan error
 }
 
-func (g *syncGroup) commit(ss *streamSegments, seq uint64, b *pebble.Batch) error {
+func (g *syncGroup) commit(ss *streamSegments, seq, gen uint64, b *pebble.Batch) error {
 	done := make(chan error, 1)
 	g.mu.Lock()
 	if g.closed {
@@ -62,8 +62,7 @@ func (g *syncGroup) commit(ss *streamSegments, seq uint64, b *pebble.Batch) erro
 		g.mu.Unlock()
 		return fmt.Errorf("lsm: staging fragment: %w", err)
 	}
-	g.dirty[ss] = struct{}{}
-	g.waiters = append(g.waiters, waiter{ss: ss, seq: seq, done: done})
+	g.waiters = append(g.waiters, waiter{ss: ss, seq: seq, gen: gen, done: done})
 	if !g.armed {
 		g.armed = true
 		time.AfterFunc(g.window, g.flush)
@@ -82,20 +81,18 @@ func (g *syncGroup) flush() {
 		g.mu.Unlock()
 		return
 	}
-	batch, dirty, waiters := g.batch, g.dirty, g.waiters
-	g.batch, g.dirty, g.waiters, g.armed = nil, map[*streamSegments]struct{}{}, nil, false
+	batch, waiters := g.batch, g.waiters
+	g.batch, g.waiters, g.armed = nil, nil, false
 	g.syncs++
 	g.mu.Unlock()
-	// Sync every segment written in the window; a fragment whose segment
-	// failed gets that error, and then the batch is not committed (its
-	// index entries would point at lost media).
-	for ss := range dirty {
-		_ = ss.syncDirty(0)
-	}
+	// Sync every segment written in the window (a stream's first waiter
+	// syncs all its appends so far; the rest find theirs synced); a
+	// fragment whose segment failed gets that error, and then the batch
+	// is not committed (its index entries would point at lost media).
 	var err error
 	failed := make([]error, len(waiters))
 	for i, w := range waiters {
-		if e := w.ss.syncDirty(w.seq); e != nil {
+		if e := w.ss.syncDirty(w.seq, w.gen); e != nil {
 			failed[i] = e
 			if err == nil {
 				err = e

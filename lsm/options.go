@@ -28,6 +28,12 @@ type Options struct {
 	// SegmentBytes is the size at which a media segment file is closed
 	// and the next begun (each is preallocated to it). Default 64 MiB.
 	SegmentBytes int64
+	// InlineRolls turns off the background preparation of each actively
+	// written stream's next segment (segments.go, prepareNext): every
+	// roll then creates its segment on the write path. For measurements
+	// (BenchmarkPersistLatency64Streams compares both); the default
+	// prepares.
+	InlineRolls bool
 	// ReserveBytes is the reserve file kept in Dir and deleted when the
 	// disk is found full, so Pebble always has room for its log (space.go).
 	// Default 16 MiB on the operating system's filesystem, none on others;

@@ -148,8 +148,15 @@ func Repair(opts Options) (RepairReport, error) {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("media/%s cannot be listed: %v", d, err))
 			continue
 		}
+		// The newest segment written to: a segment after it holding only
+		// its start record (prepared, never used) does not make its torn
+		// tail "damage".
+		last := len(seqs) - 1
+		for last > 0 && segs.holdsOnlyStart(id, fs.PathJoin(mediaDir, d), seqs[last]) {
+			last--
+		}
 		for i, seq := range seqs {
-			if err := scanInto(fs, opts.Dir, mediaDir, d, id, seq, i == len(seqs)-1, get(id), &rep); err != nil {
+			if err := scanInto(fs, opts.Dir, mediaDir, d, id, seq, i == last, get(id), &rep); err != nil {
 				rep.Notes = append(rep.Notes, err.Error())
 			}
 		}

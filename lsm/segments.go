@@ -64,9 +64,53 @@ type segmentStore struct {
 	// operating system's files only, until a file system refuses it.
 	direct atomic.Bool
 
+	// prepare: each actively written stream's next segment is made in
+	// the background (prepareSegment) once its active one is
+	// prepareAtNum/prepareAtDen full, so a roll on the write path is a
+	// swap; false (Options.InlineRolls) rolls inline, as measurements
+	// compare. roomFor (the space guard's) says whether the disk has room
+	// for one more preallocated segment; nil: always. bg counts
+	// preparations in flight (close waits for them).
+	prepare bool
+	roomFor func(int64) bool
+	bg      sync.WaitGroup
+	// rolls counts rolls since Open: prepared ones (a swap) and inline
+	// ones (the first segment of a stream in a process, a failed or
+	// disabled preparation).
+	rollsPrepared, rollsInline atomic.Int64
+
 	mu      sync.Mutex
 	streams map[StreamID]*streamSegments
 }
+
+// A stream's next segment is prepared once its active segment is this
+// share of Options.SegmentBytes full, or when another append the size of
+// the last would not fit (fragments large beside the segment): early enough that the preparation
+// (a file, its directory sync, a preallocation, a synced start record:
+// milliseconds to tens of them on a loaded disk) is over before the
+// segment fills, late enough that streams written now and then never get
+// one.
+const prepareAtNum, prepareAtDen = 3, 4
+
+// preparedSegment is a stream's next segment, made in the background
+// (prepareSegment): created, preallocated, its start record written and
+// synced, its directory entry synced. done is closed when the preparation
+// ended; the fields are set before, and read only after it. err: the
+// preparation failed (the file, if any was made, was removed) and the
+// next roll happens inline.
+type preparedSegment struct {
+	done chan struct{}
+	seq  uint64
+	f    vfs.File
+	dio  *directFile
+	size int64 // the start record's length: where appends begin
+	err  error
+}
+
+// errNoRoomToPrepare: the disk has no room for another preallocated
+// segment beside the guard's margins; the roll will happen inline (if the
+// space guard lets the write through at all).
+var errNoRoomToPrepare = errors.New("lsm: no room to prepare a segment")
 
 // streamSegments is one stream's segment files. mu serialises appends.
 type streamSegments struct {
@@ -78,11 +122,24 @@ type streamSegments struct {
 	activeSize int64
 	nextSeq    uint64 // 0: not yet scanned
 	dead       bool   // the stream was deleted: nothing is written again
-	// dirty: media was appended to active without a sync (group
-	// syncing). failed: segments whose sync failed (their unsynced
-	// appends are lost); every commit that appended to one gets the error.
-	dirty  bool
-	failed map[uint64]error
+	// next is the segment after the active one, prepared in the
+	// background (its seq is below nextSeq), or nil.
+	next *preparedSegment
+	// written counts appends (of any segment of the stream); synced is
+	// the count every append up to which is durable: an append numbered
+	// g is durable once synced >= g (or its segment failed). Appends are
+	// never synced as they are written: PutFragments and the sync window
+	// sync what they appended (syncDirty) before committing the index.
+	// failed: segments whose sync failed (their unsynced appends are
+	// lost); every commit that appended to one gets the error.
+	written, synced uint64
+	failed          map[uint64]error
+	// syncing counts SyncData calls running without mu (direct segments
+	// only, syncDirty); a handle closed meanwhile waits in closing for
+	// the last of them to return, so no sync ever meets a closed (or
+	// reused) descriptor.
+	syncing int
+	closing []vfs.File
 	// headers are the session headers the active segment holds a record
 	// of; scratch is reused for each fragment's record prefix.
 	headers map[uint64]struct{}
@@ -142,23 +199,26 @@ func (s *segmentStore) list(dir string) ([]uint64, error) {
 
 // appendLocked appends a fragment's record (segrecord.go: preceded by its
 // session header's record when the segment does not hold it yet) to the
-// stream's active segment, and syncs it (fdatasync) when sync is set;
-// otherwise the segment is left dirty, for PutFragments or the group
-// syncer (groupsync.go) to sync before the index is committed. It rolls to
-// a new segment (whose directory entry is synced too, and whose first
-// record names the stream) when the active one is full. After a process
+// stream's active segment without a sync, and returns its append count
+// (streamSegments.written) for PutFragments or the group syncer
+// (groupsync.go) to sync up to (syncDirty) before the index is
+// committed. It rolls to
+// the next segment (whose directory entry is synced too, and whose first
+// record names the stream: prepared in the background, else made here)
+// when the active one is full, and starts the preparation of the next one
+// when the active one is nearly full (prepareNext). After a process
 // start, writing begins in a new segment, never after a torn tail. The
 // returned reference points at the media inside the record. The caller
 // holds ss.mu.
-func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite, sync bool) (segmentRef, error) {
+func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *FragmentWrite) (segmentRef, uint64, error) {
 	if ss.dead {
-		return segmentRef{}, fmt.Errorf("lsm: stream %d was deleted", id)
+		return segmentRef{}, 0, fmt.Errorf("lsm: stream %d was deleted", id)
 	}
 	media := w.Media
 	framing := recordHdrLen + metaLen + 2 + fragment.NumberLen*len(w.Replaces)
 	if ss.active == nil || ss.activeSize+int64(framing+len(media)) > s.size {
 		if err := s.roll(id, ss); err != nil {
-			return segmentRef{}, err
+			return segmentRef{}, 0, err
 		}
 	}
 	pre := ss.scratch[:0]
@@ -183,48 +243,114 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 		if err := ss.dio.append(ss.activeSize, pre, media); err != nil {
 			// The segment's end is now unknown: continue in a new one.
 			ss.closeActive()
-			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+			return segmentRef{}, 0, fmt.Errorf("lsm: writing media: %w", err)
 		}
 	} else {
 		if _, err := ss.active.Write(pre); err != nil {
 			ss.closeActive()
-			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+			return segmentRef{}, 0, fmt.Errorf("lsm: writing media: %w", err)
 		}
 		if _, err := ss.active.Write(media); err != nil {
 			// The segment's end is now unknown: continue in a new one.
 			ss.closeActive()
-			return segmentRef{}, fmt.Errorf("lsm: writing media: %w", err)
+			return segmentRef{}, 0, fmt.Errorf("lsm: writing media: %w", err)
 		}
 	}
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
-	if !sync {
-		ss.dirty = true
-		return ref, nil
+	ss.written++
+	if n := int64(len(pre) + len(media)); s.prepare && ss.next == nil &&
+		(ss.activeSize >= s.size/prepareAtDen*prepareAtNum || ss.activeSize+n > s.size) {
+		s.prepareNext(id, ss)
 	}
-	if err := ss.active.SyncData(); err != nil {
-		ss.closeActive()
-		return segmentRef{}, fmt.Errorf("lsm: syncing media: %w", err)
-	}
-	return ref, nil
+	return ref, ss.written, nil
 }
 
-// syncDirty makes what was appended without a sync durable, and reports
-// an error if segment seq (where the caller's media went) failed a sync.
-func (ss *streamSegments) syncDirty(seq uint64) error {
+// prepareNext starts the preparation of the stream's next segment in the
+// background. The seq is taken now, so an inline roll never collides with
+// it (a failed preparation leaves a gap in the seqs: harmless, only their
+// order counts). The caller holds ss.mu; the preparation takes no lsm lock.
+func (s *segmentStore) prepareNext(id StreamID, ss *streamSegments) {
+	p := &preparedSegment{done: make(chan struct{}), seq: ss.nextSeq}
+	ss.nextSeq++
+	ss.next = p
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer close(p.done)
+		if s.roomFor != nil && !s.roomFor(s.size) {
+			p.err = errNoRoomToPrepare
+			return
+		}
+		p.f, p.dio, p.size, p.err = s.create(id, ss.dir, p.seq, true)
+	}()
+}
+
+// dropNext discards the stream's prepared segment (waiting for a
+// preparation in flight): its handles are closed and, with unlink, its
+// file (which holds nothing but its start record) is removed. The caller
+// holds ss.mu.
+func (s *segmentStore) dropNext(ss *streamSegments, unlink bool) {
+	p := ss.next
+	if p == nil {
+		return
+	}
+	<-p.done
+	ss.next = nil
+	if p.err != nil {
+		return
+	}
+	if p.dio != nil {
+		p.dio.close()
+	}
+	_ = p.f.Close()
+	if unlink {
+		_ = s.fs.Remove(s.fs.PathJoin(ss.dir, segmentName(p.seq)))
+	}
+}
+
+// syncDirty makes the stream's appends up to gen (appendLocked's count)
+// durable, unless segment seq (where the caller's media went) failed a
+// sync, whose error it returns. One sync covers every append made before
+// it began, so concurrent callers mostly find their appends synced
+// already. A direct segment (O_DIRECT: a write error is returned by the
+// write itself, not left for the sync to find) is synced without holding
+// mu, so the stream's next appends proceed meanwhile (a PutMedia upload
+// writes its next fragments while the previous ones sync:
+// PutFragmentsAsync); a page-cache segment is synced under mu, so that no
+// two syncs of one file run at once (the kernel reports a write-back
+// error to one sync only).
+func (ss *streamSegments) syncDirty(seq, gen uint64) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.dirty && ss.active != nil {
-		ss.dirty = false
-		if err := ss.active.SyncData(); err != nil {
-			ss.markFailed(ss.activeSeq, err)
-			ss.closeActive()
+	for ss.synced < gen && ss.failed[seq] == nil && ss.active != nil && ss.activeSeq == seq {
+		f, target := ss.active, ss.written
+		var err error
+		if ss.dio != nil {
+			ss.syncing++
+			ss.mu.Unlock()
+			err = f.SyncData()
+			ss.mu.Lock()
+			ss.syncing--
+			if ss.syncing == 0 {
+				for _, c := range ss.closing {
+					_ = c.Close()
+				}
+				ss.closing = ss.closing[:0]
+			}
+		} else {
+			err = f.SyncData()
 		}
+		if err != nil {
+			ss.markFailed(seq, err)
+			if ss.active == f {
+				ss.closeActive()
+			}
+			break
+		}
+		ss.synced = max(ss.synced, target)
 	}
-	if err := ss.failed[seq]; err != nil {
-		return err
-	}
-	return nil
+	return ss.failed[seq]
 }
 
 // checkSynced reports the error of a failed sync of segment seq (nil if
@@ -244,24 +370,33 @@ func (ss *streamSegments) markFailed(seq uint64, err error) {
 
 func (ss *streamSegments) closeActive() {
 	if ss.active != nil {
-		if ss.dirty {
-			// Appended without a sync (group syncing): make it durable
-			// before the handle goes; a failure fails every commit that
-			// appended to this segment.
+		if ss.synced < ss.written && ss.failed[ss.activeSeq] == nil {
+			// Appended without a sync: make it durable before the handle
+			// goes; a failure fails every commit that appended to this
+			// segment.
 			if err := ss.active.SyncData(); err != nil {
 				ss.markFailed(ss.activeSeq, err)
 			}
-			ss.dirty = false
 		}
+		// Every append so far is durable now, or its segment failed.
+		ss.synced = ss.written
 		if ss.dio != nil {
 			ss.dio.close()
 			ss.dio = nil
 		}
-		_ = ss.active.Close()
+		if ss.syncing > 0 {
+			ss.closing = append(ss.closing, ss.active)
+		} else {
+			_ = ss.active.Close()
+		}
 		ss.active = nil
 	}
 }
 
+// roll closes the active segment and makes the next one active: the
+// prepared one when there is one (waiting for its preparation if it is
+// still running: it began earlier than an inline roll would), else a new
+// one made here. The caller holds ss.mu.
 func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 	ss.closeActive()
 	if ss.nextSeq == 0 {
@@ -274,27 +409,67 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 		}
 		ss.nextSeq = 1
 		if len(seqs) > 0 {
-			ss.nextSeq = seqs[len(seqs)-1] + 1
+			last := seqs[len(seqs)-1]
+			ss.nextSeq = last + 1
+			s.removeUnused(id, ss.dir, last)
 		}
 		if err := syncDir(s.fs, s.dir); err != nil { // the stream's directory entry
 			return err
 		}
 	}
-	path := s.fs.PathJoin(ss.dir, segmentName(ss.nextSeq))
+	if p := ss.next; p != nil {
+		<-p.done
+		ss.next = nil
+		if p.err == nil {
+			ss.active, ss.dio, ss.activeSeq, ss.activeSize = p.f, p.dio, p.seq, p.size
+			ss.headers = map[uint64]struct{}{}
+			s.rollsPrepared.Add(1)
+			return nil
+		}
+		// The preparation failed (a full disk, an I/O error): roll
+		// inline, which may fail the same way and then fails this write.
+	}
+	seq := ss.nextSeq
+	ss.nextSeq++ // never reused, even if creating it fails (never append after a torn start)
+	f, dio, size, err := s.create(id, ss.dir, seq, false)
+	if err != nil {
+		return err
+	}
+	ss.active, ss.dio, ss.activeSeq, ss.activeSize = f, dio, seq, size
+	ss.headers = map[uint64]struct{}{}
+	s.rollsInline.Add(1)
+	return nil
+}
+
+// create makes segment seq of the stream in dir: the file, its directory
+// entry synced, its preallocation (best effort), its start record
+// (segrecord.go) written, and with synced (a prepared segment) the record
+// fdatasync'ed too; an inline roll leaves that to the first fragment's
+// sync, which covers it. It returns the file, its direct handle (nil:
+// page-cache writes) and the start record's length. On failure the file
+// is closed, and a prepared one is removed (it holds no media).
+func (s *segmentStore) create(id StreamID, dir string, seq uint64, synced bool) (vfs.File, *directFile, int64, error) {
+	path := s.fs.PathJoin(dir, segmentName(seq))
 	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
-		return fmt.Errorf("lsm: creating a segment: %w", err)
+		return nil, nil, 0, fmt.Errorf("lsm: creating a segment: %w", err)
 	}
-	if err := syncDir(s.fs, ss.dir); err != nil {
+	fail := func(err error) (vfs.File, *directFile, int64, error) {
 		_ = f.Close()
-		return err
+		if synced {
+			_ = s.fs.Remove(path)
+		}
+		return nil, nil, 0, err
+	}
+	if err := syncDir(s.fs, dir); err != nil {
+		return fail(err)
 	}
 	_ = f.Preallocate(0, s.size)
 	var rec []byte
 	if s.streamRecord != nil {
 		rec = s.streamRecord(id)
 	}
-	start := segmentStartRecord(id, ss.nextSeq, rec)
+	start := segmentStartRecord(id, seq, rec)
 	var dio *directFile
 	if s.direct.Load() {
 		if dio, err = openDirect(path); err != nil {
@@ -306,9 +481,7 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 			dio.close()
 			dio = nil
 			if !directUnsupported(err) {
-				_ = f.Close()
-				ss.nextSeq++ // never append after what may be a torn start
-				return fmt.Errorf("lsm: writing a segment: %w", err)
+				return fail(fmt.Errorf("lsm: writing a segment: %w", err))
 			}
 			// The file system takes no direct writes: the page cache then
 			// (nothing was written).
@@ -317,15 +490,62 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 	}
 	if dio == nil {
 		if _, err := f.Write(start); err != nil {
-			_ = f.Close()
-			ss.nextSeq++ // never append after what may be a torn start
-			return fmt.Errorf("lsm: writing a segment: %w", err)
+			return fail(fmt.Errorf("lsm: writing a segment: %w", err))
 		}
 	}
-	ss.active, ss.dio, ss.activeSeq, ss.activeSize = f, dio, ss.nextSeq, int64(len(start))
-	ss.headers = map[uint64]struct{}{}
-	ss.nextSeq++
-	return nil
+	if synced {
+		if err := f.SyncData(); err != nil {
+			if dio != nil {
+				dio.close()
+			}
+			return fail(fmt.Errorf("lsm: syncing a segment: %w", err))
+		}
+	}
+	return f, dio, int64(len(start)), nil
+}
+
+// removeUnused unlinks segment seq, the newest of a stream at the first
+// roll in a process, when it holds nothing but an intact start record of
+// this stream and seq (and a direct write's zero padding): a segment
+// prepared and never used (a crash, or a close that could not remove it),
+// or one a crash left right after an inline roll. It holds no media, so
+// nothing the index accounts for, or could, goes with it; anything else
+// is kept. Not synced, like every unlink: if it comes back after a crash,
+// the next start removes it again.
+func (s *segmentStore) removeUnused(id StreamID, dir string, seq uint64) {
+	if s.holdsOnlyStart(id, dir, seq) {
+		_ = s.fs.Remove(s.fs.PathJoin(dir, segmentName(seq)))
+	}
+}
+
+// holdsOnlyStart reports whether segment seq of stream id in dir holds
+// nothing but its intact start record (startOnly).
+func (s *segmentStore) holdsOnlyStart(id StreamID, dir string, seq uint64) bool {
+	path := s.fs.PathJoin(dir, segmentName(seq))
+	st, err := s.fs.Stat(path)
+	if err != nil || st.Size() > maxStartOnlyBytes {
+		return false
+	}
+	b, err := readWhole(s.fs, path)
+	return err == nil && startOnly(b, id, seq)
+}
+
+// maxStartOnlyBytes bounds the size of a segment holding only its start
+// record (the stream record is a small JSON object; a direct write pads
+// to a block).
+const maxStartOnlyBytes = 1 << 20
+
+// startOnly reports whether segment b holds exactly one intact record,
+// the start record of stream id's segment seq, and nothing else but a
+// direct write's padding.
+func startOnly(b []byte, id StreamID, seq uint64) bool {
+	sc := scanSegment(b)
+	if !sc.framed || len(sc.records) != 1 || len(sc.bad) != 0 {
+		return false
+	}
+	r := sc.records[0]
+	return r.kind == kindSegmentStart && len(r.payload) >= 12 &&
+		StreamID(binary.BigEndian.Uint32(r.payload)) == id && binary.BigEndian.Uint64(r.payload[4:]) == seq
 }
 
 func syncDir(fs vfs.FS, dir string) error {
@@ -374,6 +594,11 @@ func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
 		if q >= seq || (ss.active != nil && q == ss.activeSeq) {
 			continue
 		}
+		if ss.next != nil && q == ss.next.seq {
+			// The prepared segment (only when every fragment of the
+			// stream went): dropped, the next roll makes a new one.
+			s.dropNext(ss, false)
+		}
 		if err := s.fs.Remove(s.fs.PathJoin(ss.dir, segmentName(q))); err != nil {
 			return n, fmt.Errorf("lsm: removing a segment: %w", err)
 		}
@@ -388,21 +613,27 @@ func (s *segmentStore) removeStream(id StreamID) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.closeActive()
-	ss.dead = true // kept in the map: stream ids are never reused
+	s.dropNext(ss, false) // its file goes with the directory
+	ss.dead = true        // kept in the map: stream ids are never reused
 	if err := s.fs.RemoveAll(ss.dir); err != nil {
 		return fmt.Errorf("lsm: removing the media of stream %d: %w", id, err)
 	}
 	return nil
 }
 
+// close closes every stream's segments. An unused prepared segment is
+// removed (it holds only its start record); should the removal not reach
+// the disk, the next first roll of the stream removes it (removeUnused).
 func (s *segmentStore) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ss := range s.streams {
 		ss.mu.Lock()
 		ss.closeActive()
+		s.dropNext(ss, true)
 		ss.mu.Unlock()
 	}
+	s.bg.Wait()
 }
 
 // refLen is the encoded length of a segmentRef.

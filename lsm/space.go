@@ -109,6 +109,22 @@ func (g *spaceGuard) availLocked() (uint64, error) {
 	return du.AvailBytes, nil
 }
 
+// roomFor reports whether n more bytes (a prepared segment's
+// preallocation, segments.go) leave the free space above the point where
+// the reserve would be released, with restoreSlack to spare: a segment is
+// prepared in the background only then, so a preparation never pushes the
+// disk into refusing media by itself (the roll then happens inline, as
+// the guard allows). No figure (an in-memory filesystem): room.
+func (g *spaceGuard) roomFor(n int64) bool {
+	if g.readOnly {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	avail, err := g.availLocked()
+	return err != nil || avail >= lowWater+restoreSlack+uint64(max(n, 0))
+}
+
 // check reports whether a write may go ahead (media: fragment media and
 // its index; otherwise a metadata write), releasing or restoring the
 // reserve as the free space says.

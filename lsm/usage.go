@@ -74,3 +74,23 @@ func (d *DB) Stats() StoreStats {
 		MemtableBytes:   m.MemTable.Size,
 	}
 }
+
+// SegmentRolls counts the segment rolls since Open: prepared ones (the
+// next segment was ready: a swap on the write path) and inline ones (the
+// segment was made on the write path: a stream's first in a process, a
+// failed preparation, Options.InlineRolls).
+func (d *DB) SegmentRolls() (prepared, inline int64) {
+	return d.segs.rollsPrepared.Load(), d.segs.rollsInline.Load()
+}
+
+// ActiveSegment returns the seq of the stream's active segment (0: none
+// yet in this process), so measurements can tell which writes rolled.
+func (d *DB) ActiveSegment(id StreamID) uint64 {
+	ss := d.segs.stream(id)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.active == nil {
+		return 0
+	}
+	return ss.activeSeq
+}

@@ -531,15 +531,68 @@ const persistBatch = 16
 
 // persist makes received fragments durable in order and acknowledges them.
 // The fragments queued while a sync runs are stored together by the next
-// PersistAll (one media sync and one index commit for all), so an upload
-// faster than the disk's sync rate pays fewer syncs; one at a time, each
-// is stored alone as soon as it arrives. Every PERSISTED still follows its
-// fragment's syncs.
+// run (one media sync and one index commit for all), so an upload faster
+// than the disk's sync rate pays fewer syncs; one at a time, each is
+// stored alone as soon as it arrives. A run's media is written while the
+// run before it syncs (engine.PersistAsync, chained to it: committed only
+// after it, not at all if it failed); a run is acknowledged as soon as it
+// is stored, and after every run before it. Every PERSISTED still follows
+// its fragment's syncs.
 func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 	failed := false
 	batch := make([]persistItem, 0, persistBatch)
 	frags := make([]*engine.Fragment, 0, persistBatch)
-	for it := range q {
+	var (
+		inflight      *engine.PendingPersist // the run being stored
+		inflightItems = make([]persistItem, 0, persistBatch)
+	)
+	fail := func(it persistItem, n int, err error) {
+		failed = true
+		u.log.Warn("persisting a fragment failed", "number", it.rec.Meta.Number.String(), "fragments", n, "err", err)
+		id := errIDArchival
+		if errors.Is(err, engine.ErrStreamDeleted) {
+			id = errIDStreamNotActive
+		}
+		acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+		_ = u.conn.SetReadDeadline(time.Now()) // end the upload
+	}
+	// settle waits for the run in flight and acknowledges it.
+	settle := func() {
+		if inflight == nil {
+			return
+		}
+		err := inflight.Wait()
+		inflight = nil
+		items := inflightItems
+		inflightItems = inflightItems[:0]
+		switch {
+		case err != nil && !failed:
+			fail(items[0], len(items), err)
+		case err == nil && u.sess.Persists():
+			for _, it := range items {
+				if !it.silent {
+					acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
+				}
+			}
+		}
+	}
+	defer settle()
+	for {
+		var it persistItem
+		ok := true
+		if inflight != nil {
+			select {
+			case it, ok = <-q:
+			case <-inflight.Done():
+				settle()
+				continue
+			}
+		} else {
+			it, ok = <-q
+		}
+		if !ok {
+			return
+		}
 		batch = append(batch[:0], it)
 	more:
 		for len(batch) < persistBatch && !it.rec.Duplicate {
@@ -573,39 +626,29 @@ func (u *upload) persist(q <-chan persistItem, acks chan<- ack) {
 			for n < len(batch) && !batch[n].rec.Duplicate {
 				n++
 			}
-			var err error
 			if n == 0 {
-				n = 1
-				err = batch[0].rec.AwaitDurable()
-			} else {
-				frags = frags[:0]
-				for _, it := range batch[:n] {
-					frags = append(frags, it.rec.Fragment)
+				// A duplicate: acknowledged after the runs before it.
+				settle()
+				if failed {
+					continue
 				}
-				err = u.sess.PersistAll(frags)
-			}
-			if err != nil {
-				failed = true
-				it := batch[0]
-				u.log.Warn("persisting a fragment failed", "number", it.rec.Meta.Number.String(), "fragments", n, "err", err)
-				id := errIDArchival
-				if errors.Is(err, engine.ErrStreamDeleted) {
-					id = errIDStreamNotActive
+				if err := batch[0].rec.AwaitDurable(); err != nil {
+					// The rest of the batch is not stored either.
+					fail(batch[0], 1, err)
+				} else if u.sess.Persists() && !batch[0].silent {
+					acks <- ack{event: "PERSISTED", timecode: batch[0].timecode, hasTC: true, number: batch[0].rec.Meta.Number}
 				}
-				acks <- ack{event: "ERROR", errorID: id, timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
-				_ = u.conn.SetReadDeadline(time.Now()) // end the upload
-				// The rest of a failed run is not stored either: PersistAll
-				// released them; whoever waits learns the error.
-				batch = batch[n:]
+				batch = batch[1:]
 				continue
 			}
-			if u.sess.Persists() {
-				for _, it := range batch[:n] {
-					if !it.silent {
-						acks <- ack{event: "PERSISTED", timecode: it.timecode, hasTC: true, number: it.rec.Meta.Number}
-					}
-				}
+			frags = frags[:0]
+			for _, it := range batch[:n] {
+				frags = append(frags, it.rec.Fragment)
 			}
+			p := u.sess.PersistAsync(frags, inflight)
+			settle() // the run before: its acks go first
+			inflight = p
+			inflightItems = append(inflightItems, batch[:n]...)
 			batch = batch[n:]
 		}
 	}
