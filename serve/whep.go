@@ -87,14 +87,7 @@ type WebRTCOptions struct {
 	// ConnectTimeout ends a session whose ICE/DTLS has not connected
 	// within it. Default 15 s.
 	ConnectTimeout time.Duration
-	// PaceMbit is the rate a viewer's video bursts (key frames) go out
-	// at, in Mbit/s (pacer); 0: DefaultPaceMbit, negative: unpaced.
-	PaceMbit int
 }
-
-// DefaultPaceMbit is WebRTCOptions.PaceMbit's default: ten times a
-// 2 Mbit/s camera, a 100 KB key frame in ~40 ms.
-const DefaultPaceMbit = 20
 
 func (o *WebRTCOptions) ensureDefaults() {
 	if o.MaxViewers == 0 {
@@ -102,9 +95,6 @@ func (o *WebRTCOptions) ensureDefaults() {
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 15 * time.Second
-	}
-	if o.PaceMbit == 0 {
-		o.PaceMbit = DefaultPaceMbit
 	}
 }
 
@@ -560,7 +550,7 @@ func (w *whepState) negotiate(s *Server, plan *whepPlan, offer string) (*whepSes
 	var id [16]byte
 	_, _ = rand.Read(id[:])
 	sess := &whepSession{id: hex.EncodeToString(id[:]), pc: pc, plan: plan, done: make(chan struct{}), log: s.opts.Logger,
-		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), pace: pacer{bytesPerSec: float64(w.opts.PaceMbit) * 1e6 / 8}, onConnected: func() { w.connected.Add(1) }}
+		connectTimeout: w.opts.ConnectTimeout, connected: make(chan struct{}), pace: burstPackets, onConnected: func() { w.connected.Add(1) }}
 	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "kvsedge")
 	if err != nil {
 		return fail(err)

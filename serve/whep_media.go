@@ -197,10 +197,9 @@ type whepSession struct {
 	aseq     uint16
 	pkt      rtp.Packet
 	rtpBytes atomic.Uint64
-	// pace spreads this viewer's video bursts (a key frame, the
-	// catch-up) over time; packets counts its video packets.
-	pace    pacer
-	packets uint64
+	// burst counts the video packets sent; every pace-th is followed by
+	// a 1 ms pause (burstPackets; 0: none, a benchmark's).
+	burst, pace int
 	// floorMs is the newest video time sent.
 	floorMs int64
 	// pli: the viewer asked for a key frame (RTCP PLI or FIR); rewinds
@@ -399,7 +398,7 @@ func (w *whepSession) sendAt(f *engine.LiveFrame, atMs int64, catchUp bool) erro
 		if !catchUp {
 			w.lag.add(f)
 		}
-		return w.sendVideo(f, atMs, catchUp)
+		return w.sendVideo(f, atMs)
 	case f.Track == w.plan.audioTrack && w.audio != nil && !catchUp:
 		w.pkt.Header = rtp.Header{Version: 2, Marker: false, SequenceNumber: w.aseq, Timestamp: uint32(atMs * int64(w.plan.audioRate) / 1000)}
 		w.aseq++
@@ -416,7 +415,7 @@ func (w *whepSession) sendAt(f *engine.LiveFrame, atMs int64, catchUp bool) erro
 // packet) and hands pion the shared payloads. When the media budget has
 // no room for the shared payloads the viewer cuts the frame into its own
 // buffer, reused frame after frame.
-func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64, catchUp bool) error {
+func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64) error {
 	var buf []byte
 	var n int
 	if a, ok := f.Attachment(w).(*h264RTP); ok && a != nil {
@@ -440,54 +439,16 @@ func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64, catchUp bool) e
 			return err
 		}
 		w.rtpBytes.Add(uint64(len(p)))
-		w.packets++
-		w.pace.sent(len(p), catchUp)
+		// Pace bursts (a key frame, the catch-up): a socket buffer
+		// overrun on the viewer's side loses a key frame for good.
+		if w.burst++; w.pace > 0 && w.burst%w.pace == 0 {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	return nil
 }
 
-// pacer is a viewer's token bucket for its video bytes. Unpaced, every
-// viewer sends a key frame in one burst the moment it arrives, which is
-// also when the camera's fragment completes and is persisted: 20
-// viewers' bursts (~1,700 packets for a 100 KB key frame, ~25 µs of
-// sendto and SRTP each) kept both processors of a small box busy for
-// tens of milliseconds and the persist waited behind them
-// (BenchmarkFanOutPersistLatency). A burst beyond the bucket goes out at
-// the pacing rate instead (a 100 KB key frame over ~40 ms at the
-// default 20 Mbit/s), so viewers share the processors with the persist;
-// a socket buffer overrun on the viewer's side, which loses a key frame
-// for good, is avoided too. The catch-up at connect goes at four times
-// the rate (it is a one-off and the viewer waits for it). Frames between
-// key frames are far below the bucket and are never delayed.
-type pacer struct {
-	bytesPerSec float64 // 0: unpaced
-	tokens      float64 // bytes that may go now (negative: a debt)
-	last        time.Time
-}
-
-// pacerBurst is the bucket's depth: what goes out back to back (20
-// packets of rtpMTU).
-const pacerBurst = 20 * rtpMTU
-
-// sent takes n bytes from the bucket and sleeps off a debt of a
-// millisecond or more.
-func (p *pacer) sent(n int, catchUp bool) {
-	if p.bytesPerSec <= 0 {
-		return
-	}
-	rate := p.bytesPerSec
-	if catchUp {
-		rate *= 4
-	}
-	now := time.Now()
-	if p.last.IsZero() {
-		p.tokens = pacerBurst
-	} else {
-		p.tokens = min(pacerBurst, p.tokens+now.Sub(p.last).Seconds()*rate)
-	}
-	p.last = now
-	p.tokens -= float64(n)
-	if debt := time.Duration(-p.tokens / rate * float64(time.Second)); debt >= time.Millisecond {
-		time.Sleep(debt)
-	}
-}
+// burstPackets is how many RTP packets go out back to back before a
+// 1 ms pause (~38 KB: ~300 Mbit/s at most, far above any camera, yet a
+// 200 KB key frame no longer arrives in one burst).
+const burstPackets = 32

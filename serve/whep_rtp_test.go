@@ -3,7 +3,6 @@ package serve
 import (
 	"bytes"
 	"testing"
-	"time"
 	"unsafe"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
@@ -161,45 +160,5 @@ func TestLibraryH264PayloadersAllocate(t *testing.T) {
 	}
 	if ours != 0 {
 		t.Fatalf("cutH264 into a sized buffer allocates %.0f per access unit", ours)
-	}
-}
-
-// TestPacerSpreadsBursts: a key frame beyond the bucket goes out no
-// faster than the pacing rate (sleeps are at least as long as asked, so
-// the lower bound cannot flake), the catch-up at four times the rate, and
-// a frame well within the bucket after a pause owes nothing.
-func TestPacerSpreadsBursts(t *testing.T) {
-	const rate = 1e6 // bytes per second (8 Mbit/s)
-	for _, c := range []struct {
-		name    string
-		catchUp bool
-		rate    float64
-	}{{"live", false, rate}, {"catch-up", true, 4 * rate}} {
-		t.Run(c.name, func(t *testing.T) {
-			p := pacer{bytesPerSec: rate}
-			start := time.Now()
-			const packets = 84 // a ~100 KB key frame
-			for range packets {
-				p.sent(rtpMTU, c.catchUp)
-			}
-			// The bucket's depth goes at once; the rest at the rate, less
-			// a final debt under 1 ms that is not slept off.
-			least := time.Duration((float64(packets*rtpMTU-pacerBurst)/c.rate - 0.001) * float64(time.Second))
-			if took := time.Since(start); took < least {
-				t.Fatalf("%d bytes took %v, want at least %v at %v B/s", packets*rtpMTU, took, least, c.rate)
-			}
-		})
-	}
-	p := pacer{bytesPerSec: rate}
-	p.sent(pacerBurst, false)
-	p.last = p.last.Add(-time.Second) // a second later: the bucket is full again
-	p.sent(5000, false)
-	if p.tokens < 0 {
-		t.Fatalf("a 5 KB frame a second after a burst owes %.0f bytes", -p.tokens)
-	}
-	var off pacer
-	off.sent(1<<20, false)
-	if off.tokens != 0 || !off.last.IsZero() {
-		t.Fatal("an unpaced viewer kept a bucket")
 	}
 }

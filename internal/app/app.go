@@ -232,7 +232,7 @@ func (a *App) open(o Options) error {
 		MaxConns:            maxConns,
 		MaxConnsPerIP:       min(cfg.HTTP.MaxConnsPerIP, maxConns),
 		WebRTC: serve.WebRTCOptions{Disabled: !cfg.WebRTC.Enabled, UDPPort: cfg.WebRTC.UDPPort, PublicIPs: cfg.WebRTC.PublicIPs,
-			NoLoopback: !cfg.WebRTC.Loopback, MaxViewers: cfg.WebRTC.MaxViewers, ConnectTimeout: cfg.WebRTC.ConnectTimeout, PaceMbit: paceMbit(cfg.WebRTC.PaceMbit)},
+			NoLoopback: !cfg.WebRTC.Loopback, MaxViewers: cfg.WebRTC.MaxViewers, ConnectTimeout: cfg.WebRTC.ConnectTimeout},
 	}
 	scheme := "http"
 	if cfg.TLS.CertFile != "" {
@@ -588,13 +588,4 @@ func credFingerprint(key []byte, creds []config.Credential, authDisabled bool) s
 		return "auth-disabled"
 	}
 	return config.CredentialFingerprint(key, creds)
-}
-
-// paceMbit is webrtc.pace_mbit as serve takes it: 0 (unpaced) is
-// negative there, its 0 being the default.
-func paceMbit(mbit int) int {
-	if mbit == 0 {
-		return -1
-	}
-	return mbit
 }

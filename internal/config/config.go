@@ -330,10 +330,6 @@ type WebRTCConfig struct {
 	MaxViewers int `koanf:"max_viewers" yaml:"max_viewers"`
 	// ConnectTimeout ends a viewer whose connection is not up within it.
 	ConnectTimeout time.Duration `koanf:"connect_timeout" yaml:"connect_timeout"`
-	// PaceMbit is the rate each viewer's key frames go out at (spread
-	// over time so many viewers' bursts do not starve recording); 0:
-	// unpaced.
-	PaceMbit int `koanf:"pace_mbit" yaml:"pace_mbit"`
 }
 
 // StorageConfig sizes the Pebble store.
@@ -382,7 +378,7 @@ func Default() Config {
 		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, ReserveMiB: 16, MinFreeMiB: 256, OnFull: "delete_oldest",
 			CapacityInterval: 10 * time.Second},
 		HTTP:    HTTPConfig{MaxConns: 4096, MaxConnsPerIP: 512, HeaderTimeout: 10 * time.Second},
-		WebRTC:  WebRTCConfig{Enabled: true, Loopback: true, MaxViewers: 64, ConnectTimeout: 15 * time.Second, PaceMbit: 20},
+		WebRTC:  WebRTCConfig{Enabled: true, Loopback: true, MaxViewers: 64, ConnectTimeout: 15 * time.Second},
 		Demo:    true,
 		Profile: "auto",
 		Media: MediaConfig{
@@ -669,9 +665,6 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTC.ConnectTimeout < time.Second || c.WebRTC.ConnectTimeout > 5*time.Minute {
 		errs = append(errs, bad("webrtc.connect_timeout", "%v is outside 1s…5m", c.WebRTC.ConnectTimeout))
-	}
-	if c.WebRTC.PaceMbit < 0 || c.WebRTC.PaceMbit > 10000 {
-		errs = append(errs, bad("webrtc.pace_mbit", "%d is outside 0…10000", c.WebRTC.PaceMbit))
 	}
 	if c.HTTP.HeaderTimeout < 100*time.Millisecond || c.HTTP.HeaderTimeout > time.Hour {
 		errs = append(errs, bad("http.header_timeout", "%v is outside 100ms…1h", c.HTTP.HeaderTimeout))
