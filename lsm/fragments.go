@@ -206,14 +206,18 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 	for i := range ws {
 		ss.mu.Lock()
 		ref, gen, err := d.segs.appendLocked(id, ss, &ws[i])
-		ss.mu.Unlock()
-		if err != nil {
-			_ = b.Close()
-			return false, err
+		if err == nil {
+			p.gen = gen
+			if p.addSeq(ref.Seq) {
+				ss.pin(ref.Seq) // until finish: retention keeps it
+			}
 		}
-		p.gen = gen
-		p.addSeq(ref.Seq)
-		if err := stageFragment(b, id, &ws[i], ref); err != nil {
+		ss.mu.Unlock()
+		if err == nil {
+			err = stageFragment(b, id, &ws[i], ref)
+		}
+		if err != nil {
+			p.unpin()
 			_ = b.Close()
 			return false, err
 		}
@@ -221,10 +225,12 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 	return true, nil
 }
 
-// addSeq notes that segment q was written (after the ones noted).
-func (p *PendingPut) addSeq(q uint64) {
+// addSeq notes that segment q was written (after the ones noted) and
+// reports whether it is new to p.
+func (p *PendingPut) addSeq(q uint64) bool {
 	switch {
 	case p.nseq > 0 && p.seq(p.nseq-1) == q:
+		return false
 	case p.nseq < len(p.seqs):
 		p.seqs[p.nseq] = q
 		p.nseq++
@@ -232,6 +238,17 @@ func (p *PendingPut) addSeq(q uint64) {
 		p.more = append(p.more, q)
 		p.nseq++
 	}
+	return true
+}
+
+// unpin lets retention unlink the segments p wrote (once its commit is
+// durable, or it failed).
+func (p *PendingPut) unpin() {
+	p.ss.mu.Lock()
+	for i := range p.nseq {
+		p.ss.unpin(p.seq(i))
+	}
+	p.ss.mu.Unlock()
 }
 
 // seq returns the i-th segment written.
@@ -247,6 +264,7 @@ func (p *PendingPut) seq(i int) uint64 {
 // synced.
 func (p *PendingPut) finish(prev *PendingPut) error {
 	defer p.b.Close()
+	defer p.unpin() // after the commit (or its failure)
 	last := p.seq(p.nseq - 1)
 	if p.group {
 		// Segments closed by a roll before the last one were synced as

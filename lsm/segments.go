@@ -134,6 +134,10 @@ type streamSegments struct {
 	// lost); every commit that appended to one gets the error.
 	written, synced uint64
 	failed          map[uint64]error
+	// pins counts, per segment, the puts that appended to it and are not
+	// yet committed (or failed): retention never unlinks a pinned segment,
+	// even when no indexed fragment is left in it (removeBefore).
+	pins map[uint64]int
 	// syncing counts SyncData calls running without mu (direct segments
 	// only, syncDirty); a handle closed meanwhile waits in closing for
 	// the last of them to return, so no sync ever meets a closed (or
@@ -361,6 +365,21 @@ func (ss *streamSegments) checkSynced(seq uint64) error {
 	return ss.failed[seq]
 }
 
+// pin notes one more put with uncommitted media in segment seq; unpin
+// one fewer. The caller holds mu.
+func (ss *streamSegments) pin(seq uint64) {
+	if ss.pins == nil {
+		ss.pins = map[uint64]int{}
+	}
+	ss.pins[seq]++
+}
+
+func (ss *streamSegments) unpin(seq uint64) {
+	if ss.pins[seq]--; ss.pins[seq] <= 0 {
+		delete(ss.pins, seq)
+	}
+}
+
 func (ss *streamSegments) markFailed(seq uint64, err error) {
 	if ss.failed == nil {
 		ss.failed = map[uint64]error{}
@@ -580,7 +599,8 @@ func (s *segmentStore) read(id StreamID, ref segmentRef, n int, dst []byte) ([]b
 }
 
 // removeBefore unlinks the stream's segments numbered below seq (never the
-// active one) and returns how many went.
+// active one, nor one a put in flight appended to: pins) and returns how
+// many went.
 func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
 	ss := s.stream(id)
 	ss.mu.Lock()
@@ -591,8 +611,8 @@ func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
 	}
 	n := 0
 	for _, q := range seqs {
-		if q >= seq || (ss.active != nil && q == ss.activeSeq) {
-			continue
+		if q >= seq || (ss.active != nil && q == ss.activeSeq) || ss.pins[q] > 0 {
+			continue // a pinned one holds media a put is about to index
 		}
 		if ss.next != nil && q == ss.next.seq {
 			// The prepared segment (only when every fragment of the

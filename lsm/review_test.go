@@ -1,0 +1,63 @@
+package lsm
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// TestRetentionKeepsSegmentOfPendingPut: a pipelined put whose media went
+// to a segment that a later put rolled away from is not yet indexed while
+// it syncs and waits for the put before it; retention that deletes every
+// indexed fragment of the stream (keep: none remains) must not unlink
+// that segment, or the put's commit indexes media that is gone (and the
+// upload acknowledges it PERSISTED).
+func TestRetentionKeepsSegmentOfPendingPut(t *testing.T) {
+	d, err := Open(prepOptions(vfs.NewMem()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id := createTestStream(t, d)
+	// Fragments 0-3 (server times 0-6000 ms) indexed in segment 1, which
+	// holds five.
+	for i := range 4 {
+		w := prepFragment(i)
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := d.ActiveSegment(id)
+	// The run before (a put still committing), held back.
+	before := &PendingPut{done: make(chan struct{})}
+	runN, err := d.PutFragmentsAsync(id, []FragmentWrite{prepFragment(4)}, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next run rolls to a new segment.
+	runN1, err := d.PutFragmentsAsync(id, []FragmentWrite{prepFragment(5)}, runN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ActiveSegment(id) == first {
+		t.Fatal("the second run did not roll")
+	}
+	// Retention: every indexed fragment (0-3) is older than the cutoff.
+	if n, _, err := d.DeleteBefore(id, 7000); err != nil || n != 4 {
+		t.Fatalf("retention: %d fragments, %v", n, err)
+	}
+	close(before.done)
+	if err := runN.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := runN1.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{4, 5} {
+		w := prepFragment(i)
+		if _, b, err := d.Fragment(id, w.Meta.Number, nil); err != nil || !bytes.Equal(b, w.Media) {
+			t.Fatalf("fragment %d, stored and indexed, does not read back: %v", i, err)
+		}
+	}
+}
