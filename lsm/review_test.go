@@ -60,4 +60,18 @@ func TestRetentionKeepsSegmentOfPendingPut(t *testing.T) {
 			t.Fatalf("fragment %d, stored and indexed, does not read back: %v", i, err)
 		}
 	}
+	// Committed, the puts no longer hold the segment: once its fragments
+	// go, it goes.
+	if n, _, err := d.DeleteBefore(id, 11000); err != nil || n != 2 {
+		t.Fatalf("retention: %d fragments, %v", n, err)
+	}
+	seqs, err := d.segs.list(d.segs.stream(id).dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range seqs {
+		if q == first {
+			t.Fatalf("segment %d kept after its fragments went (segments %v)", first, seqs)
+		}
+	}
 }
