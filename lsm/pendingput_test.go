@@ -2,6 +2,7 @@ package lsm
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -73,5 +74,71 @@ func TestRetentionKeepsSegmentOfPendingPut(t *testing.T) {
 		if q == first {
 			t.Fatalf("segment %d kept after its fragments went (segments %v)", first, seqs)
 		}
+	}
+}
+
+// TestRepairTornPreparedSegment: a crash while the next segment was being
+// prepared leaves after the active segment (whose last append was not
+// synced: a torn tail) a segment with a torn start record. Repair labels
+// the active segment's torn tail as the newest segment's (written as the
+// box stopped), not as damage, indexes every fragment, and Check finds no
+// problem.
+func TestRepairTornPreparedSegment(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := prepOptions(fs)
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := createTestStream(t, d)
+	for i := range 3 {
+		w := prepFragment(i)
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := d.ActiveSegment(id)
+	dir := d.segs.stream(id).dir
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fs.OpenReadWrite(fs.PathJoin(dir, segmentName(a)), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte(recordMagic+"torn record"), st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := fs.Create(fs.PathJoin(dir, segmentName(a+1)), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Write(segmentStartRecord(id, a+1, []byte("s"))[:7]); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Repair(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Fragments != 3 || len(rep.Aside) != 1 || !strings.Contains(rep.Aside[0].Why, "newest segment") {
+		t.Fatalf("repair: %d fragments, aside %+v", rep.Fragments, rep.Aside)
+	}
+	d, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if r, err := d.Check(); err != nil || len(r.Problems) > 0 || r.Fragments != 3 {
+		t.Fatalf("check: %+v %v", r, err)
 	}
 }

@@ -149,10 +149,11 @@ func Repair(opts Options) (RepairReport, error) {
 			continue
 		}
 		// The newest segment written to: a segment after it holding only
-		// its start record (prepared, never used) does not make its torn
-		// tail "damage".
+		// its start record (prepared, never used), or no intact record at
+		// all (a preparation a crash cut short, while the segment before
+		// still took appends), does not make its torn tail "damage".
 		last := len(seqs) - 1
-		for last > 0 && segs.holdsOnlyStart(id, fs.PathJoin(mediaDir, d), seqs[last]) {
+		for last > 0 && (segs.holdsOnlyStart(id, fs.PathJoin(mediaDir, d), seqs[last]) || holdsNoRecord(fs, fs.PathJoin(mediaDir, d), seqs[last])) {
 			last--
 		}
 		for i, seq := range seqs {
@@ -295,6 +296,19 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 			rep.Notes = append(rep.Notes, fmt.Sprintf("stream #%d: %d fragment records of the old index were damaged or their media did not read back (segment records are used where they exist)", id, bad))
 		}
 	}
+}
+
+// holdsNoRecord reports whether segment seq in dir is small (a start
+// record's size at most) and holds no intact record: empty, zeros, or a
+// torn start record.
+func holdsNoRecord(fs vfs.FS, dir string, seq uint64) bool {
+	path := fs.PathJoin(dir, segmentName(seq))
+	st, err := fs.Stat(path)
+	if err != nil || st.Size() > maxStartOnlyBytes {
+		return false
+	}
+	b, err := readWhole(fs, path)
+	return err == nil && len(scanSegment(b).records) == 0
 }
 
 // scanInto scans one segment's records into rs.
