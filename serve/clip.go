@@ -58,7 +58,7 @@ func clipSelector(v *validator, sel *fragmentSelectorIn) clipRange {
 			switch {
 			case r.endMs <= r.startMs:
 				v.add("The EndTimestamp must be after the StartTimestamp.")
-			case time.Duration(r.endMs-r.startMs)*time.Millisecond > maxClipRange:
+			case r.endMs-r.startMs > maxClipRange.Milliseconds(): // in ms: ±1e15 each, no overflow
 				v.add("The timestamp range must not exceed 24 hours.")
 			}
 		}

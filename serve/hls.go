@@ -208,7 +208,7 @@ func (s *Server) newSession(in *hlsSessionIn, showNumber bool) (string, *apiErro
 		if sess.EndMs != 0 && sess.EndMs < sess.StartMs {
 			v.add("The EndTimestamp must not be before the StartTimestamp.")
 		}
-		if sess.EndMs != 0 && time.Duration(sess.EndMs-sess.StartMs)*time.Millisecond > 24*time.Hour {
+		if sess.EndMs != 0 && sess.EndMs-sess.StartMs > (24*time.Hour).Milliseconds() { // in ms: no overflow
 			v.add("The timestamp range must not exceed 24 hours.")
 		}
 		sess.Max = 1000

@@ -87,7 +87,7 @@ func (s *Server) getImages(body []byte) (any, *apiError) {
 		switch {
 		case endMs < startMs:
 			v.add("The EndTimestamp must not be before the StartTimestamp.")
-		case time.Duration(endMs-startMs)*time.Millisecond > maxImagesRange:
+		case endMs-startMs > maxImagesRange.Milliseconds(): // in ms: ±1e15 each, no overflow
 			v.add("The timestamp range must not exceed 300 seconds.")
 		}
 	}
