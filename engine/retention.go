@@ -30,8 +30,16 @@ func (e *Engine) RunRetention(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// SweepRetention runs one retention pass over every stream.
+// preparedIdle is how long a stream appends nothing before its prepared
+// next segment (a preallocated file) is dropped by the retention sweep.
+const preparedIdle = 5 * time.Minute
+
+// SweepRetention runs one retention pass over every stream, and drops the
+// prepared segments of streams idle for preparedIdle.
 func (e *Engine) SweepRetention() {
+	if n := e.db.DropIdlePreparedSegments(preparedIdle); n > 0 {
+		e.opts.Logger.Info("dropped the prepared segments of idle streams", "streams", n)
+	}
 	e.mu.RLock()
 	streams := make([]*stream, 0, len(e.mu.byID))
 	for _, s := range e.mu.byID {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -134,6 +135,9 @@ type streamSegments struct {
 	// lost); every commit that appended to one gets the error.
 	written, synced uint64
 	failed          map[uint64]error
+	// lastAppend is when the stream last appended (unix ns): a prepared
+	// segment of a stream idle for long is dropped (dropIdlePrepared).
+	lastAppend int64
 	// pins counts, per segment, the puts that appended to it and are not
 	// yet committed (or failed): retention never unlinks a pinned segment,
 	// even when no indexed fragment is left in it (removeBefore).
@@ -263,6 +267,7 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
 	ss.written++
+	ss.lastAppend = time.Now().UnixNano()
 	if n := int64(len(pre) + len(media)); s.prepare && ss.next == nil &&
 		(ss.activeSize >= s.size/prepareAtDen*prepareAtNum || ss.activeSize+n > s.size) {
 		s.prepareNext(id, ss)
@@ -625,6 +630,37 @@ func (s *segmentStore) removeBefore(id StreamID, seq uint64) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// dropIdlePrepared removes the prepared segments of the streams that
+// appended nothing for idle, and returns how many went: a camera gone
+// offline keeps no preallocated segment (64 MiB by default) the capacity
+// controller would otherwise make room for by deleting video. A
+// preparation still in flight is left for the next call. Should a removal
+// not reach the disk, the stream's next first roll removes the file
+// (removeUnused); its seq is not reused.
+func (s *segmentStore) dropIdlePrepared(idle time.Duration) int {
+	cutoff := time.Now().Add(-idle).UnixNano()
+	s.mu.Lock()
+	streams := make([]*streamSegments, 0, len(s.streams))
+	for _, ss := range s.streams {
+		streams = append(streams, ss)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, ss := range streams {
+		ss.mu.Lock()
+		if p := ss.next; p != nil && ss.lastAppend < cutoff {
+			select {
+			case <-p.done:
+				s.dropNext(ss, true)
+				n++
+			default:
+			}
+		}
+		ss.mu.Unlock()
+	}
+	return n
 }
 
 // removeStream deletes all of a stream's media.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -332,4 +333,45 @@ func TestPreparedSegmentDropped(t *testing.T) {
 	if _, err := d.opts.FS.Stat(ss.dir); err == nil {
 		t.Fatal("DeleteStream left the media directory")
 	}
+}
+
+// TestIdlePreparedSegmentDropped: a stream that stops being written keeps
+// its prepared segment only until DropIdlePreparedSegments finds it idle;
+// the file goes, a stream written within the idle time keeps its own, and
+// the idle one writes on afterwards (preparing anew) with every fragment
+// intact.
+func TestIdlePreparedSegmentDropped(t *testing.T) {
+	d, err := Open(prepOptions(vfs.NewCrashableMem()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id := createTestStream(t, d)
+	i := 0
+	seq, err := waitPrepared(t, d, id, &i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := d.segs.stream(id).dir
+	if n := d.DropIdlePreparedSegments(time.Hour); n != 0 {
+		t.Fatalf("a stream written just now lost its prepared segment (%d dropped)", n)
+	}
+	if n := d.DropIdlePreparedSegments(0); n != 1 {
+		t.Fatalf("%d prepared segments dropped, want 1", n)
+	}
+	if seqs, _ := d.segs.list(dir); seqs[len(seqs)-1] == seq {
+		t.Fatalf("segments %v: the dropped prepared segment %d is still there", seqs, seq)
+	}
+	prepared0, inline0 := d.SegmentRolls()
+	for range 8 {
+		w := prepFragment(i)
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+	if prepared, inline := d.SegmentRolls(); prepared+inline <= prepared0+inline0 {
+		t.Fatalf("8 more fragments of 200 KB in 1 MiB segments rolled no segment (%d+%d rolls before, %d+%d after)", prepared0, inline0, prepared, inline)
+	}
+	checkClean(t, d, i)
 }

@@ -2,6 +2,7 @@ package lsm
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -81,6 +82,14 @@ func (d *DB) Stats() StoreStats {
 // failed preparation, Options.InlineRolls).
 func (d *DB) SegmentRolls() (prepared, inline int64) {
 	return d.segs.rollsPrepared.Load(), d.segs.rollsInline.Load()
+}
+
+// DropIdlePreparedSegments removes the prepared next segment of every
+// stream that appended nothing for idle (a camera gone offline keeps no
+// preallocated segment) and returns how many went; the stream's next roll,
+// if it is written again, is inline or prepared anew.
+func (d *DB) DropIdlePreparedSegments(idle time.Duration) int {
+	return d.segs.dropIdlePrepared(idle)
 }
 
 // ActiveSegment returns the seq of the stream's active segment (0: none
