@@ -429,3 +429,40 @@ func BenchmarkWHEPSendLoopback(b *testing.B) {
 	b.ReportMetric(float64(sess.burst)/float64(b.N+50), "packets/frame")
 	b.ReportMetric(float64(got.Load())/float64(sess.burst), "received/sent")
 }
+
+// A viewer whose frame gets no shared payloads (the media budget has no
+// room: here the stream is gone) cuts no frame bigger than
+// maxViewerScratch into its own buffer: the frame is skipped, the viewer
+// asks for the newest key frame, and its buffer stays within the bound.
+func TestWHEPViewerScratchBounded(t *testing.T) {
+	rec := &rtpRecorder{}
+	tap := newWHEPTap(t, 1, func(int) rtpTrack { return rec })
+	frames := benchWHEPFrames()
+	send := func(w *whepSession, f *engine.LiveFrame, atMs int64) error { return w.sendAt(f, atMs, false) }
+	tap.publish(frames[0])
+	tap.deliver(t, 0, 0, send)
+	n := 400_000
+	big := &engine.LiveFrame{Track: 1, Video: true, TimeMs: 40, Data: append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n), 0x41}, make([]byte, n-1)...)}
+	tap.publish(big)
+	tap.publish(frames[2])
+	info, err := tap.eng.Stream(engine.StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tap.eng.DeleteStream(info.ARN, ""); err != nil {
+		t.Fatal(err)
+	}
+	w := tap.ws[0]
+	sent := len(rec.hdrs)
+	tap.deliver(t, 0, 40, send)
+	if len(rec.hdrs) != sent || w.skipped != 1 || !w.pli.Load() {
+		t.Fatalf("a 400 KB frame without shared payloads: %d packets sent, %d skipped, key frame asked %v; want 0, 1, true", len(rec.hdrs)-sent, w.skipped, w.pli.Load())
+	}
+	if cap(w.scratch) > maxViewerScratch {
+		t.Fatalf("the viewer's own buffer holds %d bytes, bound %d", cap(w.scratch), maxViewerScratch)
+	}
+	tap.deliver(t, 0, 80, send)
+	if len(rec.hdrs) == sent || w.skipped != 1 {
+		t.Fatalf("the next small frame: %d packets, %d skipped; want it sent from the viewer's own buffer", len(rec.hdrs)-sent, w.skipped)
+	}
+}

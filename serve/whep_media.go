@@ -193,6 +193,8 @@ type whepSession struct {
 	// cut (shared or its own).
 	scratch  []byte
 	cutBytes uint64
+	// skipped counts the frames too big for scratch (sendVideo).
+	skipped  uint64
 	vseq     uint16
 	aseq     uint16
 	pkt      rtp.Packet
@@ -408,13 +410,21 @@ func (w *whepSession) sendAt(f *engine.LiveFrame, atMs int64, catchUp bool) erro
 	return nil
 }
 
+// maxViewerScratch bounds a viewer's own payload buffer (sendVideo): the
+// payloads of a frame of ~250 KB, above a 2 Mbit/s camera's key frames,
+// outside the media budget at most once per viewer.
+const maxViewerScratch = 256 << 10
+
 // sendVideo sends an AVCC access unit: its RTP payloads are cut once
 // for every viewer of the stream (the frame's attachment, whep_rtp.go);
 // this viewer only stamps its own headers (its sequence numbers and,
 // after a catch-up, its own timestamps; the marker bit on the last
 // packet) and hands pion the shared payloads. When the media budget has
 // no room for the shared payloads the viewer cuts the frame into its own
-// buffer, reused frame after frame.
+// buffer, reused frame after frame, if the frame's payloads fit in
+// maxViewerScratch: a bigger frame is skipped and the viewer starts again
+// at the newest key frame (as after a PLI), so a full budget never has
+// every viewer hold a copy of a big frame outside it.
 func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64) error {
 	var buf []byte
 	var n int
@@ -422,6 +432,11 @@ func (w *whepSession) sendVideo(f *engine.LiveFrame, atMs int64) error {
 		buf, n = a.buf, a.n
 	} else {
 		ps := w.framePS(f)
+		if h264RTPSize(f.Data, w.avc.nalLen, ps, rtpMTU) > maxViewerScratch {
+			w.skipped++
+			w.pli.Store(true)
+			return nil
+		}
 		w.scratch, n = cutH264(w.scratch[:0], f.Data, w.avc.nalLen, ps, rtpMTU)
 		buf = w.scratch
 		w.cutBytes += uint64(len(buf))
