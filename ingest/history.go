@@ -58,6 +58,7 @@ type stateHistory struct {
 	quit    chan struct{}
 	done    chan struct{}
 	failing bool // the last write failed (logged)
+	running bool // the last write marked the file running
 }
 
 // historyFileVersion is the version of the history file's format.
@@ -70,9 +71,21 @@ const historyWriteEvery = time.Second
 // group configures it (then a keep forgets it).
 const historyGrace = 10 * time.Minute
 
+// historyHeartbeat spaces the touches of the history file's modification
+// time while the box runs: after a crash or a power cut, the file's time
+// says (within this) when the box was last alive.
+const historyHeartbeat = 30 * time.Second
+
+// errUncleanStop is the error of the STOPPED change a load adds to a
+// camera the box was running when it stopped without a shutdown.
+const errUncleanStop = "the box stopped without a shutdown (power loss or crash); it was last alive then"
+
 type historyFile struct {
 	Version int                              `json:"version"`
 	Cameras map[string][]status.CameraChange `json:"cameras"`
+	// Running: written while the box runs; the write at shutdown clears
+	// it. Found set at a load, the box stopped unannounced.
+	Running bool `json:"running,omitempty"`
 }
 
 func newStateHistory() *stateHistory {
@@ -101,6 +114,9 @@ func (h *stateHistory) persist(path string, log *slog.Logger) {
 			log.Warn("camera history file not understood: starting without it", "file", path, "version", f.Version, "err", err)
 		} else {
 			loaded = f.Cameras
+			if f.Running {
+				stopUnannounced(loaded, path, log)
+			}
 		}
 	}
 	h.mu.Lock()
@@ -120,6 +136,29 @@ func (h *stateHistory) persist(path string, log *slog.Logger) {
 	go h.writer(h.kick, h.quit, h.done)
 }
 
+// stopUnannounced ends, in a history loaded from a box that stopped
+// without a shutdown (no STOPPED written for its cameras), every camera
+// not stopped with a STOPPED change at the file's modification time: the
+// box's last sign of life (historyHeartbeat), so the outage shows from
+// then, not from the restart.
+func stopUnannounced(cams map[string][]status.CameraChange, path string, log *slog.Logger) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	at, n := st.ModTime().UTC(), 0
+	for stream, list := range cams {
+		if len(list) == 0 || list[len(list)-1].State == StateStopped || !list[len(list)-1].At.Before(at) {
+			continue
+		}
+		cams[stream] = append(list, status.CameraChange{State: StateStopped, At: at, Error: errUncleanStop})
+		n++
+	}
+	if n > 0 {
+		log.Warn("the box stopped without a shutdown: its cameras are shown stopped from its last sign of life", "at", at, "cameras", n)
+	}
+}
+
 // changed marks the history to be written (h.mu held).
 func (h *stateHistory) changed() {
 	if h.path == "" {
@@ -136,32 +175,56 @@ func (h *stateHistory) changed() {
 // historyWriteEvery, until close.
 func (h *stateHistory) writer(kick, quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	beat := time.NewTicker(historyHeartbeat)
+	defer beat.Stop()
 	for {
 		select {
 		case <-quit:
-			h.write()
+			h.writeFinal()
 			return
+		case <-beat.C:
+			h.heartbeat()
+			continue
 		case <-kick:
 		}
-		h.write()
+		h.write(true)
 		select {
 		case <-quit:
-			h.write()
+			h.writeFinal()
 			return
 		case <-time.After(historyWriteEvery):
 		}
 	}
 }
 
-// write writes the history file if it changed since the last write.
-func (h *stateHistory) write() {
+// heartbeat sets the file's modification time to now (the box's last
+// sign of life after a crash: stopUnannounced); a file not written yet
+// is left so.
+func (h *stateHistory) heartbeat() {
+	now := time.Now()
+	_ = os.Chtimes(h.path, now, now)
+}
+
+// writeFinal writes the history at shutdown, marked not running, if a
+// write since the start marked it running.
+func (h *stateHistory) writeFinal() {
+	h.mu.Lock()
+	h.dirty = h.dirty || h.running
+	h.mu.Unlock()
+	h.write(false)
+}
+
+// write writes the history file if it changed since the last write,
+// marked running or not (the write at shutdown).
+func (h *stateHistory) write(running bool) {
 	h.mu.Lock()
 	if !h.dirty {
 		h.mu.Unlock()
 		return
 	}
 	h.dirty = false
-	b, err := json.Marshal(historyFile{Version: historyFileVersion, Cameras: h.byStream})
+	h.running = running
+	b, err := json.Marshal(historyFile{Version: historyFileVersion, Cameras: h.byStream, Running: running})
 	h.mu.Unlock()
 	if err == nil {
 		err = writeFileAtomic(h.path, b)

@@ -103,3 +103,66 @@ func TestStateHistoryPersists(t *testing.T) {
 		t.Fatalf("temporary files left: %v", left)
 	}
 }
+
+// TestStateHistoryAfterCrash: a box that stopped without a shutdown (its
+// file still marked running) shows each camera it was running as STOPPED
+// from the file's modification time (its last sign of life: the
+// heartbeat) on; a camera already stopped gets nothing more; and the
+// heartbeat moves the file's time forward.
+func TestStateHistoryAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "camera-history.json")
+	log := slog.New(slog.DiscardHandler)
+	t0 := time.Date(2026, 12, 5, 14, 0, 0, 0, time.UTC)
+	h := newStateHistory()
+	h.persist(path, log)
+	h.record("door", StateConnecting, t0, "")
+	h.record("door", StateRecording, t0.Add(time.Second), "")
+	h.record("yard", StateConnecting, t0, "")
+	h.record("yard", StateStopped, t0.Add(time.Minute), "")
+	h.mu.Lock()
+	h.dirty = true
+	h.mu.Unlock()
+	h.write(true)
+	// The file as a power cut leaves it: written while running.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := filepath.Join(dir, "crashed.json")
+	if err := os.WriteFile(crashed, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	alive := t0.Add(time.Hour)
+	if err := os.Chtimes(crashed, alive, alive); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat()
+	if st, err := os.Stat(path); err != nil || !st.ModTime().After(old.Add(30*time.Minute)) {
+		t.Fatalf("the heartbeat left the file's time at %v (%v)", st.ModTime(), err)
+	}
+	h.close()
+
+	h = newStateHistory()
+	h.persist(crashed, log)
+	defer h.close()
+	door := h.changes("door")
+	if len(door) != 3 || door[2].State != StateStopped || !door[2].At.Equal(alive) || door[2].Error != errUncleanStop {
+		t.Fatalf("door after a crash: %+v, want its RECORDING ended by STOPPED at %v", door, alive)
+	}
+	if yard := h.changes("yard"); len(yard) != 2 || yard[1].State != StateStopped || !yard[1].At.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("yard, stopped before the crash: %+v", yard)
+	}
+
+	// After a shutdown (close), nothing is added.
+	h2 := newStateHistory()
+	h2.persist(path, log)
+	defer h2.close()
+	if door := h2.changes("door"); len(door) != 2 || door[1].State != StateRecording {
+		t.Fatalf("door after a shutdown: %+v, want its changes as recorded", door)
+	}
+}
