@@ -299,32 +299,11 @@ func benchPersistRolls(b *testing.B) {
 	prepared0, inline0 := stores[0].db.SegmentRolls()
 	ops := 0
 	for b.Loop() {
-		stopProbe, probed := make(chan struct{}), make(chan []time.Duration)
-		go func() {
-			var d []time.Duration
-			tick := time.NewTicker(50 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stopProbe:
-					probed <- d
-					return
-				case <-tick.C:
-				}
-				p0 := time.Now()
-				if _, err := probe.Write(small); err != nil {
-					continue
-				}
-				if err := syscall.Fdatasync(int(probe.Fd())); err == nil {
-					d = append(d, time.Since(p0))
-				}
-			}
-		}()
+		stopProbe := startFsyncProbe(probe, small)
 		for k := range stores {
 			run(stores[(k+ops)%len(stores)], rounds, true)
 		}
-		close(stopProbe)
-		probes = append(probes, <-probed...)
+		probes = append(probes, stopProbe()...)
 		ops++
 	}
 	slices.Sort(probes)
@@ -405,27 +384,7 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 			floor = append(floor, rawPersist(b, dir, streams, rounds, period, fragBytes)...)
 		}
 		c0, t0 := cpuTime(), time.Now()
-		stopProbe, probed := make(chan struct{}), make(chan []time.Duration)
-		go func() { // one small synced write every 50 ms while the streams persist
-			var d []time.Duration
-			tick := time.NewTicker(50 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stopProbe:
-					probed <- d
-					return
-				case <-tick.C:
-				}
-				p0 := time.Now()
-				if _, err := probe.Write(small); err != nil {
-					continue
-				}
-				if err := syscall.Fdatasync(int(probe.Fd())); err == nil {
-					d = append(d, time.Since(p0))
-				}
-			}
-		}()
+		stopProbe := startFsyncProbe(probe, small) // one small synced write every 50 ms while the streams persist
 		var wg sync.WaitGroup
 		errc := make(chan error, streams)
 		for i, sess := range sessions {
@@ -462,8 +421,7 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 			}()
 		}
 		wg.Wait()
-		close(stopProbe)
-		probes = append(probes, <-probed...)
+		probes = append(probes, stopProbe()...)
 		close(errc)
 		if err := <-errc; err != nil {
 			b.Fatal(err)
@@ -939,4 +897,35 @@ func BenchmarkListFragments1hOf86400(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed())/float64(b.N)/1e6, "ms/list")
 	b.ReportMetric(setup.Seconds(), "setup-s")
+}
+
+// startFsyncProbe writes small to probe and fdatasyncs it every 50 ms
+// until the returned stop is called, which returns each write's time
+// (the baseline "one fsync" the persist latencies are compared with).
+func startFsyncProbe(probe *os.File, small []byte) (stop func() []time.Duration) {
+	quit, probed := make(chan struct{}), make(chan []time.Duration)
+	go func() {
+		var d []time.Duration
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				probed <- d
+				return
+			case <-tick.C:
+			}
+			p0 := time.Now()
+			if _, err := probe.Write(small); err != nil {
+				continue
+			}
+			if err := syscall.Fdatasync(int(probe.Fd())); err == nil {
+				d = append(d, time.Since(p0))
+			}
+		}
+	}()
+	return func() []time.Duration {
+		close(quit)
+		return <-probed
+	}
 }

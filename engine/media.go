@@ -498,13 +498,8 @@ func (m *MediaMemory) makeRoomLocked() {
 // class that has any.
 func (m *MediaMemory) releaseCachedLocked() {
 	for ci := len(m.mu.free) - 1; ci >= 0; ci-- {
-		if l := m.mu.free[ci]; len(l) > 0 {
-			s := l[0]
-			copy(l, l[1:])
-			l[len(l)-1] = nil
-			m.mu.free[ci] = l[:len(l)-1]
-			m.mu.cached -= int64(s.size)
-			m.unmapLocked(s)
+		if len(m.mu.free[ci]) > 0 {
+			m.unmapOldestLocked(ci)
 			return
 		}
 	}
@@ -519,9 +514,14 @@ func (m *MediaMemory) releaseStalestCachedLocked() {
 			ci = i
 		}
 	}
-	if ci < 0 {
-		return
+	if ci >= 0 {
+		m.unmapOldestLocked(ci)
 	}
+}
+
+// unmapOldestLocked unmaps the cached span of class ci freed longest ago
+// (the class has one).
+func (m *MediaMemory) unmapOldestLocked(ci int) {
 	l := m.mu.free[ci]
 	s := l[0]
 	copy(l, l[1:])
