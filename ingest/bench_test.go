@@ -192,7 +192,7 @@ func measure(pid int, warmup, window time.Duration, start, begin func()) phase {
 func minorFaults() int64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Minflt
+	return int64(ru.Minflt) // int32 on 32-bit Linux
 }
 
 func heapInUse() int64 {
