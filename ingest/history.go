@@ -97,6 +97,7 @@ func newStateHistory() *stateHistory {
 // there until close.
 func (h *stateHistory) persist(path string, log *slog.Logger) {
 	loaded := map[string][]status.CameraChange{}
+	stopped := 0 // STOPPED changes added for an unannounced stop
 	// A write cut off by a crash leaves its temporary file.
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), filepath.Base(path)+".*.tmp")); len(left) > 0 {
 		for _, f := range left {
@@ -115,7 +116,7 @@ func (h *stateHistory) persist(path string, log *slog.Logger) {
 		} else {
 			loaded = f.Cameras
 			if f.Running {
-				stopUnannounced(loaded, path, log)
+				stopped = stopUnannounced(loaded, path, log)
 			}
 		}
 	}
@@ -134,6 +135,11 @@ func (h *stateHistory) persist(path string, log *slog.Logger) {
 	h.path, h.log, h.loadedAt = path, log, time.Now()
 	h.kick, h.quit, h.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go h.writer(h.kick, h.quit, h.done)
+	if stopped > 0 {
+		// Written at once: until then the file still says running, and
+		// the heartbeat would move the stop it dates later.
+		h.changed()
+	}
 }
 
 // stopUnannounced ends, in a history loaded from a box that stopped
@@ -141,10 +147,10 @@ func (h *stateHistory) persist(path string, log *slog.Logger) {
 // not stopped with a STOPPED change at the file's modification time: the
 // box's last sign of life (historyHeartbeat), so the outage shows from
 // then, not from the restart.
-func stopUnannounced(cams map[string][]status.CameraChange, path string, log *slog.Logger) {
+func stopUnannounced(cams map[string][]status.CameraChange, path string, log *slog.Logger) int {
 	st, err := os.Stat(path)
 	if err != nil {
-		return
+		return 0
 	}
 	at, n := st.ModTime().UTC(), 0
 	for stream, list := range cams {
@@ -157,6 +163,7 @@ func stopUnannounced(cams map[string][]status.CameraChange, path string, log *sl
 	if n > 0 {
 		log.Warn("the box stopped without a shutdown: its cameras are shown stopped from its last sign of life", "at", at, "cameras", n)
 	}
+	return n
 }
 
 // changed marks the history to be written (h.mu held).

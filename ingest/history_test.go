@@ -158,6 +158,21 @@ func TestStateHistoryAfterCrash(t *testing.T) {
 		t.Fatalf("yard, stopped before the crash: %+v", yard)
 	}
 
+	// The added stops are written at once (the file no longer says
+	// running): a load after the next run's heartbeats moved the file's
+	// time keeps them where they were and adds nothing.
+	h.close()
+	later := alive.Add(time.Hour)
+	if err := os.Chtimes(crashed, later, later); err != nil {
+		t.Fatal(err)
+	}
+	h = newStateHistory()
+	h.persist(crashed, log)
+	defer h.close()
+	if again := h.changes("door"); len(again) != 3 || !again[2].At.Equal(alive) {
+		t.Fatalf("door after the recovered history was loaded again: %+v, want the one STOPPED at %v", again, alive)
+	}
+
 	// After a shutdown (close), nothing is added.
 	h2 := newStateHistory()
 	h2.persist(path, log)

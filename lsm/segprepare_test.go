@@ -295,17 +295,7 @@ func TestPrepareFailureRollsInline(t *testing.T) {
 // stream drops its prepared segment too (the active one stays, writing
 // goes on), and DeleteStream removes it with the rest.
 func TestPreparedSegmentDropped(t *testing.T) {
-	d, err := Open(prepOptions(vfs.NewMem()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	id := createTestStream(t, d)
-	i := 0
-	seq, err := waitPrepared(t, d, id, &i)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, id, seq, i := openPrepared(t)
 	ss := d.segs.stream(id)
 	if n, _, err := d.DeleteBefore(id, 1<<50); err != nil || n != i {
 		t.Fatalf("retention: %d fragments, %v; want %d", n, err, i)
@@ -341,17 +331,7 @@ func TestPreparedSegmentDropped(t *testing.T) {
 // the idle one writes on afterwards (preparing anew) with every fragment
 // intact.
 func TestIdlePreparedSegmentDropped(t *testing.T) {
-	d, err := Open(prepOptions(vfs.NewCrashableMem()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	id := createTestStream(t, d)
-	i := 0
-	seq, err := waitPrepared(t, d, id, &i)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, id, seq, i := openPrepared(t)
 	dir := d.segs.stream(id).dir
 	if n := d.DropIdlePreparedSegments(time.Hour); n != 0 {
 		t.Fatalf("a stream written just now lost its prepared segment (%d dropped)", n)
@@ -374,4 +354,23 @@ func TestIdlePreparedSegmentDropped(t *testing.T) {
 		t.Fatalf("8 more fragments of 200 KB in 1 MiB segments rolled no segment (%d+%d rolls before, %d+%d after)", prepared0, inline0, prepared, inline)
 	}
 	checkClean(t, d, i)
+}
+
+// openPrepared opens a store (closed with the test) with one stream
+// written until its next segment is prepared, and returns the stream, the
+// prepared seq and the fragments written.
+func openPrepared(t *testing.T) (*DB, StreamID, uint64, int) {
+	t.Helper()
+	d, err := Open(prepOptions(vfs.NewMem()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	id := createTestStream(t, d)
+	i := 0
+	seq, err := waitPrepared(t, d, id, &i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, id, seq, i
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -188,19 +187,7 @@ func TestClipURL(t *testing.T) {
 	if st != 200 || json.Unmarshal(b, &out) != nil || !strings.HasPrefix(out.ClipURL, ts.URL+clipDownloadPath+"?SessionToken=") {
 		t.Fatalf("getClipURL: %d %s", st, b)
 	}
-	get := func(u string) (int, http.Header, []byte) {
-		t.Helper()
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, resp.Header, body
-	}
+	get := func(u string) (int, http.Header, []byte) { t.Helper(); return httpGet(t, u) }
 	// The download is GetClip's MP4, byte for byte, named as an attachment.
 	st, hdr, dl := get(out.ClipURL)
 	if st != 200 || hdr.Get("Content-Type") != "video/mp4" ||

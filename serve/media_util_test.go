@@ -223,3 +223,19 @@ func liveChunks(t testing.TB, body <-chan liveBody) []*mkvcheck.Chunk {
 		return nil
 	}
 }
+
+// httpGet GETs u with a plain client (no signature: session URLs) and
+// returns the status, the headers and the whole body.
+func httpGet(t testing.TB, u string) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, body
+}

@@ -57,19 +57,7 @@ func TestSessionTokensOpenOnEveryClusterBox(t *testing.T) {
 			f.Release()
 		}
 	}
-	get := func(u string) (int, http.Header, []byte) {
-		t.Helper()
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, resp.Header, body
-	}
+	get := func(u string) (int, http.Header, []byte) { t.Helper(); return httpGet(t, u) }
 	url := func(what, op, body, field string) string {
 		t.Helper()
 		st, _, out := a.raw(t, op, []byte(body), time.Now(), testSecret)
