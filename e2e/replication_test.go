@@ -584,9 +584,12 @@ func TestClusterNetworkCut(t *testing.T) {
 		}
 	}
 	// The hand-back after the heal recorded no frame twice. Before it, the
-	// two sides recorded at once for up to `both` while failure detection
-	// settled (the cut-off home does not yet know it is cut off): frames of
-	// that window may be listed twice, no more of them than it lasted.
+	// two sides recorded at once while failure detection settled (the
+	// cut-off home does not yet know it is cut off: its own look, reused
+	// for a second, asks its peers to reach it back): frames of that
+	// window may be listed twice, no more than the 6 s the window may
+	// last (checked above by polling, which can miss a stint: the frames
+	// are the truth).
 	list := listAllRaw(t, home.api(), "cam", 0, time.Now().Add(time.Hour).UnixMilli())
 	got, problems, _ := readListed(t, home.api(), "cam", list)
 	if len(problems) > 0 {
@@ -594,20 +597,20 @@ func TestClusterNetworkCut(t *testing.T) {
 	}
 	var beforeHeal, afterHeal []eoGot
 	for _, g := range got {
-		if g.Key.Ms < cut.Add(both+2*time.Second).UnixMilli() {
+		if g.Key.Ms < healed.UnixMilli() {
 			beforeHeal = append(beforeHeal, g)
 		} else {
 			afterHeal = append(afterHeal, g)
 		}
 	}
 	if twice := framesTwice(afterHeal); len(twice) > 0 {
-		t.Fatalf("%d frames listed twice after the cut's detection window: %s", len(twice), strings.Join(twice[:min(len(twice), 10)], "; "))
+		t.Fatalf("%d frames listed twice after the heal: %s", len(twice), strings.Join(twice[:min(len(twice), 10)], "; "))
 	}
-	// 15 frames a second (startCameraCluster's camera), plus one.
-	if twice, most := framesTwice(beforeHeal), int(both.Seconds()*15)+15; len(twice) > most {
-		t.Fatalf("%d frames of the cut's detection window (%v) listed twice, more than %d: %s", len(twice), both, most, strings.Join(twice[:min(len(twice), 10)], "; "))
+	// 15 frames a second (startCameraCluster's camera).
+	if twice, most := framesTwice(beforeHeal), 6*15; len(twice) > most {
+		t.Fatalf("%d frames of the cut listed twice (polled overlap %v), more than %d: %s", len(twice), both, most, strings.Join(twice[:min(len(twice), 10)], "; "))
 	} else {
-		t.Logf("frames listed twice from the cut's detection window (%v): %d", both.Round(100*time.Millisecond), len(twice))
+		t.Logf("frames of the cut listed twice (polled overlap %v): %d", both.Round(100*time.Millisecond), len(twice))
 	}
 }
 

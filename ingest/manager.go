@@ -20,9 +20,15 @@ type Manager struct {
 	eng *engine.Engine
 	log *slog.Logger
 
-	mu     sync.Mutex
-	cams   map[string]*camera // by stream name
-	groups map[string][]CameraConfig
+	// reconcileMu serialises reconciles (Apply, Reevaluate,
+	// SetMaxCameras, Close); mu guards the state below. A reconcile asks
+	// the gate without mu: in a cluster the gate may ask peers over the
+	// network for seconds (cluster.Owns), and States must not wait for
+	// that. Lock order: reconcileMu, then mu.
+	reconcileMu sync.Mutex
+	mu          sync.Mutex
+	cams        map[string]*camera // by stream name
+	groups      map[string][]CameraConfig
 	// ignored lists, per group, the streams whose camera lost to another
 	// group's.
 	ignored map[string][]string
@@ -81,17 +87,19 @@ func (m *Manager) OnCameras(fn func(streams []string)) {
 // profile's budget; 0: no bound). Cameras over it wait in STANDBY;
 // running ones keep running.
 func (m *Manager) SetMaxCameras(n int) error {
+	m.reconcileMu.Lock()
+	defer m.reconcileMu.Unlock()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.maxCameras = n
-	return m.reconcileLocked()
+	m.mu.Unlock()
+	return m.reconcile()
 }
 
 // Reevaluate applies the gate again: cameras start or stop here.
 func (m *Manager) Reevaluate() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.reconcileLocked()
+	m.reconcileMu.Lock()
+	defer m.reconcileMu.Unlock()
+	return m.reconcile()
 }
 
 // Camera groups, in precedence order: when two groups configure a camera
@@ -117,15 +125,61 @@ func (m *Manager) Apply(group string, cfgs []CameraConfig) error {
 		}
 		seen[c.Stream] = true
 	}
+	m.reconcileMu.Lock()
+	defer m.reconcileMu.Unlock()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.groups[group] = cfgs
-	return m.reconcileLocked()
+	m.mu.Unlock()
+	return m.reconcile()
 }
 
-// reconcileLocked makes the running cameras match the union of the
-// groups, as the gate allows. REQUIRES: m.mu.
-func (m *Manager) reconcileLocked() error {
+// gateAnswer is the gate's answer for one stream.
+type gateAnswer struct {
+	record, handBack bool
+	why              string
+}
+
+// reconcile makes the running cameras match the union of the groups, as
+// the gate allows. The gate is asked without m.mu (it may take seconds in
+// a cluster); only reconciles change m.cams, and they are serialised, so
+// the cameras it was asked about are still those running when its
+// answers are applied. REQUIRES: m.reconcileMu, not m.mu.
+func (m *Manager) reconcile() error {
+	m.mu.Lock()
+	gate := m.gate
+	asks := make(map[string]bool) // every configured stream → recording here
+	for _, g := range m.groups {
+		for _, c := range g {
+			cam := m.cams[c.Stream]
+			asks[c.Stream] = cam != nil && !cam.handedOver.Load()
+		}
+	}
+	if m.onCameras != nil { // before the gate: the cluster places cameras by them
+		streams := make([]string, 0, len(asks))
+		for name := range asks {
+			streams = append(streams, name)
+		}
+		sort.Strings(streams)
+		m.onCameras(streams)
+	}
+	m.mu.Unlock()
+	if gate == nil {
+		clear(asks)
+	}
+	answers := make(map[string]gateAnswer, len(asks))
+	for name, recording := range asks {
+		var a gateAnswer
+		a.record, a.handBack, a.why = gate(name, recording)
+		answers[name] = a
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reconcileLocked(gate, answers)
+}
+
+// reconcileLocked is reconcile's second half, with the gate's answers.
+// REQUIRES: m.reconcileMu, m.mu.
+func (m *Manager) reconcileLocked(gate Gate, answers map[string]gateAnswer) error {
 	names := make([]string, 0, len(m.groups))
 	for g := range m.groups {
 		names = append(names, g)
@@ -143,14 +197,6 @@ func (m *Manager) reconcileLocked() error {
 			want[c.Stream] = c
 		}
 	}
-	if m.onCameras != nil {
-		streams := make([]string, 0, len(want))
-		for name := range want {
-			streams = append(streams, name)
-		}
-		sort.Strings(streams)
-		m.onCameras(streams)
-	}
 	before := m.standby
 	m.standby = make(map[string]status.Camera)
 	configured := make(map[string]bool, len(want))
@@ -164,10 +210,11 @@ func (m *Manager) reconcileLocked() error {
 			m.hist.record(name, st.State, now, st.LastError)
 		}
 	}()
-	if m.gate != nil {
+	if gate != nil {
 		for name, c := range want {
 			cam := m.cams[name]
-			ok, handBack, why := m.gate(name, cam != nil && !cam.handedOver.Load())
+			a := answers[name] // every configured stream was asked
+			ok, handBack, why := a.record, a.handBack, a.why
 			if cam != nil {
 				if handBack && ok && !cam.handBack.Load() {
 					cam.log.Info("the stream's home took the camera back: recording until its first fragment arrives", "why", why)
@@ -325,6 +372,8 @@ func (m *Manager) retentionHours(stream string) int {
 // Close stops every camera.
 func (m *Manager) Close() {
 	m.stop()
+	m.reconcileMu.Lock()
+	defer m.reconcileMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for name, cam := range m.cams {
