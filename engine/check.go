@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/kvsedge/kvsedge/lsm"
 )
@@ -82,12 +83,13 @@ type RepairReport struct {
 // deletes media (lsm.Repair). The caller makes sure no server has the
 // store open.
 func RepairStore(opts StoreOptions, log *slog.Logger) (RepairReport, error) {
-	r, err := lsm.Repair(opts.lsmOptions(log))
+	lo := opts.lsmOptions(log)
+	lo.SameFrames = sameFrames
+	r, err := lsm.Repair(lo)
 	if err != nil {
 		return RepairReport{RepairReport: r}, err
 	}
 	out := RepairReport{RepairReport: r}
-	lo := opts.lsmOptions(log)
 	lo.ReadOnly = true
 	if db, err := lsm.Open(lo); err == nil {
 		if recs, err := db.Streams(); err == nil {
@@ -100,4 +102,23 @@ func RepairStore(opts StoreOptions, log *slog.Logger) (RepairReport, error) {
 		_ = db.Close()
 	}
 	return out, nil
+}
+
+// sameFrames is lsm.Options.SameFrames: the two copies hold the same
+// frames, or one's frames are a prefix of the other's (what findResend
+// takes for a re-send of a stored fragment).
+func sameFrames(a, b lsm.FrameCopy) bool {
+	if a.Frames == 0 || b.Frames == 0 {
+		return false // an empty fragment is a prefix of any: not a copy
+	}
+	ha, err := mkv.ParseHeader(a.Header)
+	if err != nil {
+		return false
+	}
+	hb, err := mkv.ParseHeader(b.Header)
+	if err != nil {
+		return false
+	}
+	rel, err := compareFrames(ha, a.Cluster, uint32(len(a.Cluster)), hb, b.Cluster, uint32(len(b.Cluster)))
+	return err == nil && rel != framesDiffer
 }

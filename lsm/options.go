@@ -44,6 +44,19 @@ type Options struct {
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger
+	// SameFrames, for Repair only: whether two fragments of one stream at
+	// the same producer time hold the same frames, or one a prefix of the
+	// other's (the engine's comparison of re-sent fragments; lsm does not
+	// parse Matroska). Each copy is its session header and its Cluster.
+	// nil: copies are recognised by equal digests only.
+	SameFrames func(a, b FrameCopy) bool
+}
+
+// FrameCopy is one fragment as Options.SameFrames compares it.
+type FrameCopy struct {
+	Header  []byte // the session header (EBML header, Segment, Info, Tracks)
+	Cluster []byte // the fragment's Cluster element
+	Frames  uint32
 }
 
 // EnsureDefaults fills unset fields with their defaults.

@@ -53,6 +53,9 @@ type RepairReport struct {
 	// Replaced counts partial copies left out because a whole re-send
 	// replaced them.
 	Replaced int
+	// Copies counts fragments left out as a second copy of another
+	// (leaveOutCopies); they stay in their segments.
+	Copies int
 	// SegmentFiles scanned, Unframed of them without records.
 	SegmentFiles, Unframed int
 	// Aside lists what went to lost+found.
@@ -81,6 +84,9 @@ type repairStream struct {
 	headers   map[uint64][]byte
 	frags     map[fragment.Number]repairFragment
 	replaced  map[fragment.Number]bool
+	// copies: the replaced ones that are a second copy (leaveOutCopies),
+	// not a partial copy a record named.
+	copies map[fragment.Number]bool
 }
 
 // Repair rebuilds the index of the store in opts.Dir from what the old
@@ -97,7 +103,8 @@ func Repair(opts Options) (RepairReport, error) {
 	get := func(id StreamID) *repairStream {
 		rs := streams[id]
 		if rs == nil {
-			rs = &repairStream{headers: map[uint64][]byte{}, frags: map[fragment.Number]repairFragment{}, replaced: map[fragment.Number]bool{}}
+			rs = &repairStream{headers: map[uint64][]byte{}, frags: map[fragment.Number]repairFragment{},
+				replaced: map[fragment.Number]bool{}, copies: map[fragment.Number]bool{}}
 			streams[id] = rs
 		}
 		return rs
@@ -163,7 +170,10 @@ func Repair(opts Options) (RepairReport, error) {
 		}
 	}
 
-	// 3. Write the new index.
+	// 3. Leave out second copies of one fragment, then write the new index.
+	for id, rs := range streams {
+		leaveOutCopies(fs, mediaDir, id, rs, opts.SameFrames, &rep)
+	}
 	rebuild := fs.PathJoin(opts.Dir, rebuildDirName)
 	if err := fs.RemoveAll(rebuild); err != nil {
 		return rep, fmt.Errorf("lsm: clearing %s: %w", rebuild, err)
@@ -294,6 +304,96 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 		}))
 		if bad > 0 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("stream #%d: %d fragment records of the old index were damaged or their media did not read back (segment records are used where they exist)", id, bad))
+		}
+	}
+}
+
+// leaveOutCopies marks as replaced the fragments of rs that are a second
+// copy of another one: a producer re-sends every fragment it did not see
+// PERSISTED, so a fragment whose media was synced but whose index batch
+// was not (a crash between the two, engine/doc.go "Durability order") is
+// in a segment record, never acknowledged, and stored again under a new
+// number when the producer re-sent it. The live index never had the first
+// copy; a rebuilt one must not either, or readers would see its frames
+// twice. Copies are fragments of the stream at the same producer time
+// with equal digests, or (with same) the same frames, or one's frames a
+// prefix of the other's. Of a set of copies one is kept: one the old
+// index had (the copy readers and the producer knew), else the one with
+// the most frames, else the newest number (the re-send, acknowledged).
+func leaveOutCopies(fs vfs.FS, mediaDir string, id StreamID, rs *repairStream, same func(a, b FrameCopy) bool, rep *RepairReport) {
+	byTime := map[int64][]fragment.Number{}
+	for n, fr := range rs.frags {
+		if !rs.replaced[n] {
+			byTime[fr.meta.ProducerMs] = append(byTime[fr.meta.ProducerMs], n)
+		}
+	}
+	dir := fs.PathJoin(mediaDir, fmt.Sprintf("%08x", uint32(id)))
+	load := func(fr repairFragment) (FrameCopy, bool) {
+		h, ok := rs.headers[fr.meta.HeaderID]
+		if !ok || fr.meta.ClusterLen > fr.meta.MediaLen {
+			return FrameCopy{}, false
+		}
+		f, err := fs.Open(fs.PathJoin(dir, segmentName(fr.ref.Seq)))
+		if err != nil {
+			return FrameCopy{}, false
+		}
+		defer f.Close()
+		c := make([]byte, fr.meta.ClusterLen)
+		if _, err := f.ReadAt(c, int64(fr.ref.Offset)); err != nil {
+			return FrameCopy{}, false
+		}
+		return FrameCopy{Header: h, Cluster: c, Frames: fr.meta.Frames}, true
+	}
+	better := func(a, b repairFragment) bool { // a is kept rather than b
+		if a.fromIndex != b.fromIndex {
+			return a.fromIndex
+		}
+		if a.meta.Frames != b.meta.Frames {
+			return a.meta.Frames > b.meta.Frames
+		}
+		return a.meta.Number.Compare(b.meta.Number) > 0
+	}
+	for _, nums := range byTime {
+		if len(nums) < 2 {
+			continue
+		}
+		sort.Slice(nums, func(i, j int) bool { return nums[i].Compare(nums[j]) < 0 })
+		copies := map[fragment.Number]FrameCopy{}
+		for i, a := range nums {
+			for _, b := range nums[i+1:] {
+				if rs.replaced[a] || rs.replaced[b] {
+					continue
+				}
+				fa, fb := rs.frags[a], rs.frags[b]
+				dup := fa.meta.Digest == fb.meta.Digest
+				if !dup && same != nil {
+					ca, okA := copies[a]
+					if !okA {
+						if ca, okA = load(fa); okA {
+							copies[a] = ca
+						}
+					}
+					cb, okB := copies[b]
+					if !okB {
+						if cb, okB = load(fb); okB {
+							copies[b] = cb
+						}
+					}
+					dup = okA && okB && same(ca, cb)
+				}
+				if !dup {
+					continue
+				}
+				kept, drop := a, b
+				if better(fb, fa) {
+					kept, drop = b, a
+				}
+				rs.replaced[drop] = true
+				rs.copies[drop] = true
+				rep.Copies++
+				rep.Notes = append(rep.Notes, fmt.Sprintf("stream #%d: fragment %s left out: a second copy of %s (a re-send of a fragment whose index write a crash interrupted)",
+					id, drop, kept))
+			}
 		}
 	}
 }
@@ -460,7 +560,9 @@ func writeRebuilt(opts Options, dir string, meta map[string][]byte, streams map[
 		for _, n := range nums {
 			fr := rs.frags[n]
 			if rs.replaced[n] {
-				rep.Replaced++
+				if !rs.copies[n] {
+					rep.Replaced++
+				}
 				continue
 			}
 			if _, ok := rs.headers[fr.meta.HeaderID]; !ok {

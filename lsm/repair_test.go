@@ -310,3 +310,77 @@ func TestRepeatedFatalErrorsOpenReadOnly(t *testing.T) {
 		t.Fatal("reopening read-write is allowed before the window has passed")
 	}
 }
+
+// TestRepairLeavesOutSecondCopiesOfAFragment: a crash between a fragment's
+// segment sync and its index batch leaves its record in a segment,
+// unacknowledged; the producer re-sends it and it is stored again under a
+// new number. Repair, from the old index or from the segments alone,
+// indexes it once: equal digests, or SameFrames (the engine's frame
+// comparison: here, equal bytes after the first 10, as a re-send with
+// another cluster timecode differs), make two fragments at one producer
+// time one. A different fragment at the same producer time stays.
+func TestRepairLeavesOutSecondCopiesOfAFragment(t *testing.T) {
+	for _, lostIndex := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lostIndex=%v", lostIndex), func(t *testing.T) {
+			f := newRepairFixture(t)
+			db, err := Open(f.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const id = StreamID(2)
+			put := func(seq uint32, producerMs int64, media []byte, indexed bool) fragment.Number {
+				m := fragment.Meta{Number: fragment.MakeNumber(100, 1, seq), ProducerMs: producerMs, ServerMs: producerMs + 1_000_000,
+					DurationMs: 2000, HeaderID: uint64(id) * 7, ClusterLen: uint32(len(media)), MediaLen: uint32(len(media)), Frames: 3}
+				binary.BigEndian.PutUint64(m.Digest[:], xxhash.Sum64(media))
+				if err := db.PutFragment(id, &FragmentWrite{Meta: m, Media: media}); err != nil {
+					t.Fatal(err)
+				}
+				if !indexed { // the crash: the segment record is synced, the index batch lost
+					for _, k := range [][]byte{fragmentKey(nil, id, m.Number), timeKey(nil, prefixProducerIdx, id, m.ProducerMs, m.Number),
+						timeKey(nil, prefixServerIdx, id, m.ServerMs, m.Number)} {
+						if err := db.db.Delete(k, nil); err != nil {
+							t.Fatal(err)
+						}
+					}
+				} else {
+					f.media[id][m.Number] = media
+				}
+				return m.Number
+			}
+			same := func(a, b FrameCopy) bool { return len(a.Cluster) > 10 && bytes.Equal(a.Cluster[10:], b.Cluster[10:]) }
+			body := bytes.Repeat([]byte("frames of fragment 5;"), 500)
+			put(5, 5_000_000, body, false) // lost, then re-sent whole: equal digests
+			resent := put(6, 5_000_000, body, true)
+			other := append([]byte("timecode 1"), body[:4000]...)
+			put(7, 6_000_000, other, false) // lost, re-sent with another timecode
+			resent2 := put(8, 6_000_000, append([]byte("timecode 2"), body[:4000]...), true)
+			distinct := put(9, 6_000_000, append([]byte("timecode 1"), body[:3000]...), false) // another fragment at that time
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if lostIndex {
+				if err := os.RemoveAll(filepath.Join(f.dir, indexDirName)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			opts := f.opts
+			opts.SameFrames = same
+			rep, err := Repair(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Copies != 2 || rep.Fragments != 46+3 {
+				t.Fatalf("report: %+v", rep)
+			}
+			// distinct was never indexed either; it is a fragment of its own,
+			// and comes back.
+			f.media[id][distinct] = append([]byte("timecode 1"), body[:3000]...)
+			f.verify(t, f.media)
+			for _, n := range []fragment.Number{resent, resent2} {
+				if _, ok := f.media[id][n]; !ok {
+					t.Fatalf("the acknowledged copy %s is not expected", n)
+				}
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/kvsedge/kvsedge/internal/app"
@@ -21,6 +22,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	if p := os.Getenv("KVSEDGE_EXEC_TRACE"); p != "" {
+		stopTrace, err := startExecTrace(p)
+		if err != nil {
+			return err
+		}
+		defer stopTrace()
+		log.Warn("writing a Go execution trace of the whole run (diagnostics; it grows by megabytes a second)", "file", p)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	path, _ := fs.GetString("config")
@@ -81,4 +90,22 @@ func runWitness(args []string, _, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return app.RunWitness(ctx, cfg, log)
+}
+
+// startExecTrace writes a Go execution trace (go tool trace) of the
+// process to path until stop: $KVSEDGE_EXEC_TRACE, for finding where a
+// box's latency goes (scheduling, syscalls, GC) without a debug endpoint.
+func startExecTrace(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		trace.Stop()
+		f.Close()
+	}, nil
 }
