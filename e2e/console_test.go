@@ -625,32 +625,43 @@ func TestConsoleCameraHistorySurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestConsoleSessionsOpenOnEveryClusterBox: in a two-box cluster, the HLS
-// session and clip download URLs the stream's home hands out open on the
-// replica as well (session tokens are signed under a key derived from the
-// cluster key): ffprobe plays the HLS session from the replica, and the
-// replica answers the clip URL with the MP4 as an attachment.
+// TestConsoleSessionsOpenOnEveryClusterBox: in a three-box cluster (each
+// stream on two of them), the HLS session and clip download URLs the
+// stream's home hands out open on every box, as on a site's one endpoint:
+// on the replica, which holds the stream (session tokens are signed under
+// a key derived from the cluster key), and on the third box, which holds
+// nothing of it and relays each GET to a holder (its forward route, the
+// query string signed as the body). ffprobe plays the HLS session from
+// both, and both answer the clip URL with the MP4 as an attachment, the
+// the third box the same bytes as the home.
 func TestConsoleSessionsOpenOnEveryClusterBox(t *testing.T) {
 	ffprobeBin := fixture.Tool(t, "ffprobe")
 	ctx, stopCamera := context.WithCancel(context.Background())
 	defer stopCamera()
-	boxes := startCameraCluster(t, ctx, 2, clusterNet{gossip: []string{freeAddr(t), freeAddr(t)}})
-	home, replica, _ := roles(t, boxes, boxes[0])
+	boxes := startCameraCluster(t, ctx, 3, clusterNet{gossip: []string{freeAddr(t), freeAddr(t), freeAddr(t)}})
+	home, replica, other := roles(t, boxes, boxes[0])
 	within(t, "the replica copies cam", 40*time.Second, func() bool {
 		st := replication(t, replica.p.endpoint)
 		return len(st.Streams) == 1 && st.Streams[0].Holds && st.Streams[0].Imported >= 3
 	})
-	// A range the replica holds: fragments it copied, up to a few seconds ago.
-	rng := map[string]any{"StartTimestamp": time.Now().Add(-5 * time.Minute).Unix(), "EndTimestamp": time.Now().Add(-3 * time.Second).Unix()}
-	var hls struct{ HLSStreamingSessionURL string }
-	if st, raw := callJSON(t, home.p.endpoint, "/getHLSStreamingSessionURL", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
-		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &hls); st != 200 ||
-		!strings.HasPrefix(hls.HLSStreamingSessionURL, home.p.endpoint+"/") {
-		t.Fatalf("GetHLSStreamingSessionURL on the home: %d %s", st, raw)
+	if st := replication(t, other.p.endpoint); len(st.Streams) == 1 && st.Streams[0].Holds {
+		t.Fatalf("%s holds cam: %+v", other.name, st.Streams)
 	}
-	onReplica := replica.p.endpoint + strings.TrimPrefix(hls.HLSStreamingSessionURL, home.p.endpoint)
-	if out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", onReplica).CombinedOutput(); err != nil || !strings.Contains(string(out), "h264") {
-		t.Fatalf("ffprobe of the home's HLS session on the replica: %v %q", err, out)
+	// A range the replica holds: fragments it copied, up to a few seconds
+	// ago (once the home has some that old).
+	var rng map[string]any
+	var hls struct{ HLSStreamingSessionURL string }
+	within(t, "the home has fragments older than 3 s", 30*time.Second, func() bool {
+		rng = map[string]any{"StartTimestamp": time.Now().Add(-5 * time.Minute).Unix(), "EndTimestamp": time.Now().Add(-3 * time.Second).Unix()}
+		st, raw := callJSON(t, home.p.endpoint, "/getHLSStreamingSessionURL", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+			"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng}}, &hls)
+		if st != 200 && st != 404 {
+			t.Fatalf("GetHLSStreamingSessionURL on the home: %d %s", st, raw)
+		}
+		return st == 200
+	})
+	if !strings.HasPrefix(hls.HLSStreamingSessionURL, home.p.endpoint+"/") {
+		t.Fatalf("GetHLSStreamingSessionURL on the home: %s", hls.HLSStreamingSessionURL)
 	}
 	var clip struct{ ClipURL string }
 	if st, raw := callJSON(t, home.p.endpoint, "/getClipURL", map[string]any{"StreamName": "cam",
@@ -658,14 +669,39 @@ func TestConsoleSessionsOpenOnEveryClusterBox(t *testing.T) {
 		!strings.HasPrefix(clip.ClipURL, home.p.endpoint+"/") {
 		t.Fatalf("getClipURL on the home: %d %s", st, raw)
 	}
-	resp, err := http.Get(replica.p.endpoint + strings.TrimPrefix(clip.ClipURL, home.p.endpoint))
+	getClip := func(url string) []byte {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/mp4" ||
+			!strings.HasPrefix(resp.Header.Get("Content-Disposition"), `attachment; filename="cam_`) || len(body) < 8 || string(body[4:8]) != "ftyp" {
+			t.Fatalf("the home's clip URL at %s: %d %v, %d bytes (%v)", url, resp.StatusCode, resp.Header, len(body), err)
+		}
+		return body
+	}
+	want := getClip(clip.ClipURL)
+	for _, b := range []*clusterBox{replica, other} {
+		onBox := b.p.endpoint + strings.TrimPrefix(hls.HLSStreamingSessionURL, home.p.endpoint)
+		if out, err := exec.Command(ffprobeBin, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", onBox).CombinedOutput(); err != nil || !strings.Contains(string(out), "h264") {
+			t.Fatalf("ffprobe of the home's HLS session on %s: %v %q", b.name, err, out)
+		}
+		// The third box relays the home's answer (Locate: the home first);
+		// the replica serves its copy, which may lag by a fragment.
+		if got := getClip(b.p.endpoint + strings.TrimPrefix(clip.ClipURL, home.p.endpoint)); b == other && !bytes.Equal(got, want) {
+			t.Fatalf("the clip from %s: %d bytes, from the home %d, not the same", b.name, len(got), len(want))
+		}
+	}
+	// A token the third box cannot open is refused there, not relayed.
+	resp, err := http.Get(other.p.endpoint + "/clip/v1/getClip.mp4?SessionToken=x.y")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/mp4" ||
-		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), `attachment; filename="cam_`) || len(body) < 8 || string(body[4:8]) != "ftyp" {
-		t.Fatalf("the home's clip URL on the replica: %d %v, %d bytes (%v)", resp.StatusCode, resp.Header, len(body), err)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a bad clip token on %s: %d", other.name, resp.StatusCode)
 	}
 }

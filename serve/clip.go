@@ -256,6 +256,9 @@ func (s *Server) clipDownload(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The clip URL has expired: ask getClipURL for another."))
 		return
 	}
+	if s.forwardSessionGET(ctx, t.ARN) {
+		return
+	}
 	info, err := s.eng.Stream(engine.StreamRef{ARN: t.ARN})
 	if err != nil {
 		writeError(ctx, engineError(err))

@@ -38,7 +38,8 @@
 //	whep_rtp.go      H.264 RTP payloads (RFC 6184) cut once per frame for
 //	                 every viewer of a stream (the live frame's attachment)
 //	forward.go       reads of streams this box does not hold, forwarded to
-//	                 a cluster peer; the node-to-node routes' entry
+//	                 a cluster peer (JSON reads, and session GETs: HLS,
+//	                 DASH, clip downloads); the node-to-node routes' entry
 //	health.go        GET /metrics, /healthz, /readyz (unauthenticated)
 //
 // Sub-packages: sigv4 (request signature verification, a leaf), remux

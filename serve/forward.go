@@ -59,13 +59,21 @@ func (s *Server) servePeerPath(ctx *fasthttp.RequestCtx, path string) {
 		return
 	}
 	op := strings.TrimPrefix(path, forwardPrefix)
-	if !forwardable[op] && !strings.HasPrefix(op, whepStreamsPrefix) { // WHEP offers: whep.go
+	_, sessionGET := s.media[op]
+	sessionGET = sessionGET && isSessionGET(op)
+	if !forwardable[op] && !sessionGET && !strings.HasPrefix(op, whepStreamsPrefix) { // WHEP offers: whep.go
 		writeError(ctx, newAPIError(http.StatusNotFound, errUnknownOperation, "%s is not forwarded between nodes.", op))
 		return
 	}
 	ctx.SetUserValue(fromPeer, true)
 	ctx.URI().SetPath(op)
-	ctx.Request.SetBody(body) // the operation reads it again
+	if sessionGET { // the client's GET: its query string came as the body
+		ctx.URI().SetQueryStringBytes(body)
+		ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+		ctx.Request.ResetBody()
+	} else {
+		ctx.Request.SetBody(body) // the operation reads it again
+	}
 	s.handle(ctx)
 }
 
@@ -90,6 +98,35 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, path string, body []byte) boo
 		}
 		name = p.Name
 	}
+	return s.forwardTo(ctx, name, path, body)
+}
+
+// forwardSessionGET relays a token-authorised GET (HLS, DASH, a clip
+// download: isSessionGET) of stream arn to the stream's holder when this
+// node does not hold it, and reports whether it did. Session tokens open
+// on every box of a cluster, so a URL handed out by one box plays from
+// any (a site's one endpoint); the holder checks the token again. The
+// forward route carries the query string as its body (servePeerPath), so
+// the peer signature covers it.
+func (s *Server) forwardSessionGET(ctx *fasthttp.RequestCtx, arn string) bool {
+	if s.opts.Cluster == nil || isFromPeer(ctx) {
+		return false
+	}
+	p, err := engine.ParseARN(arn)
+	if err != nil {
+		return false
+	}
+	return s.forwardTo(ctx, p.Name, string(ctx.Path()), ctx.QueryArgs().QueryString())
+}
+
+// isSessionGET reports whether path is a token-authorised GET route.
+func isSessionGET(path string) bool {
+	return path == clipDownloadPath || strings.HasPrefix(path, "/hls/v1/") || strings.HasPrefix(path, "/dash/v1/")
+}
+
+// forwardTo relays the request (path, body) to the holder of stream name
+// when this node does not hold it, and reports whether it did.
+func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []byte) bool {
 	target := s.opts.Cluster.Locate(name)
 	if name == "" || target == "" {
 		return false

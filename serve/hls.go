@@ -366,6 +366,9 @@ func (s *Server) hlsRequest(ctx *fasthttp.RequestCtx) (*hlsSession, bool) {
 		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The session token has expired."))
 		return nil, false
 	}
+	if s.forwardSessionGET(ctx, sess.ARN) {
+		return nil, false
+	}
 	ctx.Response.Header.Set("Access-Control-Allow-Origin", "*")
 	return sess, true
 }
