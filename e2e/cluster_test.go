@@ -18,12 +18,25 @@ import (
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Free for TCP and for UDP: a gossip address takes both (memberlist),
+	// and the kernel hands out TCP ports a UDP socket may hold (a netcut
+	// proxy's relay sockets, a WebRTC peer's): a box given such a port
+	// exits at once (seen in CI as "kvsedge exited before serving").
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err == nil {
+			u.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no loopback port free for both TCP and UDP")
+	return ""
 }
 
 // TestTwoBoxCluster: two kvsedge processes join through a seed with a

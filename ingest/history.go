@@ -3,7 +3,6 @@ package ingest
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvsedge/kvsedge/internal/atomicfile"
 	"github.com/kvsedge/kvsedge/internal/status"
 )
 
@@ -99,7 +99,7 @@ func (h *stateHistory) persist(path string, log *slog.Logger) {
 	loaded := map[string][]status.CameraChange{}
 	stopped := 0 // STOPPED changes added for an unannounced stop
 	// A write cut off by a crash leaves its temporary file.
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), filepath.Base(path)+".*.tmp")); len(left) > 0 {
+	if left, _ := filepath.Glob(atomicfile.TempPattern(path)); len(left) > 0 {
 		for _, f := range left {
 			_ = os.Remove(f)
 		}
@@ -234,7 +234,7 @@ func (h *stateHistory) write(running bool) {
 	b, err := json.Marshal(historyFile{Version: historyFileVersion, Cameras: h.byStream, Running: running})
 	h.mu.Unlock()
 	if err == nil {
-		err = writeFileAtomic(h.path, b)
+		err = atomicfile.Write(h.path, b, 0o600)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -250,30 +250,6 @@ func (h *stateHistory) write(running bool) {
 		h.log.Info("camera history written again", "file", h.path)
 	}
 	h.failing = false
-}
-
-// writeFileAtomic replaces path with b: a new file, synced, renamed over
-// the old one.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }
 
 // close writes what is left to the file and stops the writer.

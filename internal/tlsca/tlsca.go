@@ -35,6 +35,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kvsedge/kvsedge/internal/atomicfile"
 )
 
 // File names inside the TLS directory.
@@ -106,10 +108,10 @@ func EnsureCA(dir string) (ca *CA, created bool, err error) {
 	// The key is written first: a crash between the two leaves a key
 	// without a certificate, which the next run reports rather than
 	// silently pairing with a different certificate.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, false, err
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return nil, false, err
 	}
 	cert, _ := x509.ParseCertificate(der)
@@ -193,10 +195,10 @@ func (ca *CA) IssueServer(names []string, validity time.Duration) (chainPEM, key
 // a new certificate with an old key for longer than one failed reload.
 func WriteServer(dir string, chainPEM, keyPEM []byte) (certPath, keyPath string, err error) {
 	certPath, keyPath = filepath.Join(dir, ServerFile), filepath.Join(dir, ServerKeyFile)
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return "", "", err
 	}
-	if err := writeFileAtomic(certPath, chainPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, chainPEM, 0o644); err != nil {
 		return "", "", err
 	}
 	return certPath, keyPath, nil
@@ -335,39 +337,4 @@ func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 		return nil, fmt.Errorf("tlsca: encoding key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// writeFileAtomic writes data to a temporary file in path's directory,
-// syncs it and renames it over path, then syncs the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("tlsca: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("tlsca: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("tlsca: writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("tlsca: syncing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("tlsca: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("tlsca: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
