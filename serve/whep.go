@@ -335,11 +335,10 @@ func (s *Server) whepOffer(ctx *fasthttp.RequestCtx, name string) {
 		ctx.SetConnectionClose()
 		return
 	}
-	info, err := s.eng.Stream(engine.StreamRef{Name: name})
-	if err != nil {
-		writeError(ctx, engineError(err))
-		return
-	}
+	// Authorised first, the stream looked up after: a caller without a
+	// key or a token learns nothing of which streams exist (404 against
+	// 403).
+	tokenARN := ""
 	if tok := ctx.QueryArgs().Peek("SessionToken"); len(tok) > 0 {
 		t, err := s.openWHEP(string(tok))
 		switch {
@@ -349,12 +348,23 @@ func (s *Server) whepOffer(ctx *fasthttp.RequestCtx, name string) {
 		case time.Now().Unix() > t.Expires:
 			writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The session token has expired."))
 			return
-		case t.ARN != info.ARN:
+		}
+		if p, err := engine.ParseARN(t.ARN); err != nil || p.Name != name {
 			writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The session token is for another stream."))
 			return
 		}
+		tokenARN = t.ARN
 	} else if aerr := s.authenticate(ctx, body); aerr != nil {
 		writeError(ctx, aerr)
+		return
+	}
+	info, err := s.eng.Stream(engine.StreamRef{Name: name})
+	if err != nil {
+		writeError(ctx, engineError(err))
+		return
+	}
+	if tokenARN != "" && tokenARN != info.ARN { // a stream of that name deleted and made again
+		writeError(ctx, newAPIError(http.StatusForbidden, errNotAuthorized, "The session token is for another stream."))
 		return
 	}
 	if ct := string(ctx.Request.Header.ContentType()); ct != "" && !strings.HasPrefix(ct, "application/sdp") && !isFromPeer(ctx) {

@@ -157,7 +157,8 @@ func postOffer(t *testing.T, url, sdp string, sign bool) (int, http.Header, stri
 // URL; the camera's own SPS and PPS arrive with every key frame, then
 // the frames, with RTP timestamps that are the producer's times; audio
 // (AAC) is not carried. DELETE ends the session. Unsigned offers are
-// refused; a SessionToken from getWHEPSessionURL authorises one stream.
+// refused, for streams that exist and that do not alike; a SessionToken
+// from getWHEPSessionURL authorises one stream.
 func TestWHEPLiveView(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long (seconds of real media): make test runs it")
@@ -181,6 +182,11 @@ func TestWHEPLiveView(t *testing.T) {
 	offer := client.offer(t)
 	if st, _, body := postOffer(t, url, offer, false); st != http.StatusForbidden {
 		t.Fatalf("unsigned offer: %d %s", st, body)
+	}
+	// Without a key, a stream that does not exist answers as one that
+	// does: nothing tells which names exist.
+	if st, _, body := postOffer(t, ts.URL+whepStreamsPrefix+"nosuchstream", offer, false); st != http.StatusForbidden {
+		t.Fatalf("unsigned offer for a stream that does not exist: %d %s", st, body)
 	}
 	st, h, answer := postOffer(t, url, offer, true)
 	if st != http.StatusCreated || !strings.HasPrefix(h.Get("Content-Type"), "application/sdp") {
@@ -273,6 +279,9 @@ func TestWHEPLiveView(t *testing.T) {
 	offer2 := c2.offer(t)
 	if st, _, body := postOffer(t, forCam, offer2, false); st != http.StatusForbidden {
 		t.Fatalf("another stream's token: %d %s", st, body)
+	}
+	if st, _, body := postOffer(t, strings.Replace(other, "/streams/other?", "/streams/nosuchstream?", 1), offer2, false); st != http.StatusForbidden {
+		t.Fatalf("another stream's token, for a stream that does not exist: %d %s", st, body)
 	}
 	st, _, answer2 := postOffer(t, tokenURL("cam"), offer2, false)
 	if st != http.StatusCreated {
