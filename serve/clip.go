@@ -3,7 +3,6 @@ package serve
 import (
 	"bufio"
 	"errors"
-	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -86,42 +85,69 @@ func (s *Server) getClip(ctx *fasthttp.RequestCtx) {
 	s.writeClip(ctx, info, r, "")
 }
 
-// clipFragments lists the fragments of a clip: those starting in the
-// range, in time order; for equal producer timestamps the oldest ingested
-// (lowest number) is kept. No fragment is ResourceNotFound, a stream that
-// keeps nothing NoDataRetention.
-func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange, limit int) ([]fragment.Meta, *apiError) {
-	if info.DataRetentionInHours == 0 {
-		return nil, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
-	}
-	ref := engine.StreamRef{ARN: info.ARN}
-	var metas []fragment.Meta
-	var cursor *fragment.TimeCursor
-	for {
-		page, next, err := s.eng.ListFragments(ref, r.idx, r.startMs, r.endMs, cursor, min(limit-len(metas), 1000))
+// clipPages lists a clip's fragments a page at a time, so that a long
+// clip (24 h of 1 s fragments: 86,400 metas, ~9 MB) is never listed whole
+// while it streams. By producer time, fragments at the same producer time
+// as the one before (a re-send stored twice before they were recognised)
+// are left out, across pages too.
+type clipPages struct {
+	eng    *engine.Engine
+	ref    engine.StreamRef
+	r      clipRange
+	cursor *fragment.TimeCursor
+	done   bool
+	last   int64 // the last listed fragment's producer time
+	any    bool
+}
+
+// clipPageSize bounds the metas a clip holds at once (a variable for
+// TestGetClip, whose clip spans pages with 2).
+var clipPageSize = 500
+
+// next returns the next fragments (nil when there are no more).
+func (p *clipPages) next() ([]fragment.Meta, error) {
+	for !p.done {
+		page, next, err := p.eng.ListFragments(p.ref, p.r.idx, p.r.startMs, p.r.endMs, p.cursor, clipPageSize)
 		if err != nil {
-			return nil, engineError(err)
+			return nil, err
 		}
-		metas = append(metas, page...)
-		if next == nil || len(metas) >= limit {
-			break
+		p.cursor, p.done = next, next == nil
+		if p.r.idx == fragment.ByProducerTime {
+			page = slices.DeleteFunc(page, func(m fragment.Meta) bool {
+				dup := p.any && m.ProducerMs == p.last
+				p.last, p.any = m.ProducerMs, true
+				return dup
+			})
 		}
-		cursor = next
+		if len(page) > 0 {
+			return page, nil
+		}
 	}
-	if r.idx == fragment.ByProducerTime {
-		metas = slices.CompactFunc(metas, func(a, b fragment.Meta) bool { return a.ProducerMs == b.ProducerMs })
+	return nil, nil
+}
+
+// clipFragments opens range r of the stream for a clip: its pages and the
+// first of them, or the error to answer (no data kept, none in the range).
+func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange) (*clipPages, []fragment.Meta, *apiError) {
+	if info.DataRetentionInHours == 0 {
+		return nil, nil, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
 	}
-	if len(metas) == 0 {
-		return nil, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name)
+	p := &clipPages{eng: s.eng, ref: engine.StreamRef{ARN: info.ARN}, r: r}
+	first, err := p.next()
+	if err != nil {
+		return nil, nil, engineError(err)
 	}
-	return metas, nil
+	if len(first) == 0 {
+		return nil, nil, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name)
+	}
+	return p, first, nil
 }
 
 // writeClip answers with the clip of range r of the stream: an error, or
 // 200 and the fragmented MP4, streamed as it is remuxed (attachment, when
 // not "", names the file: Content-Disposition: attachment).
 func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r clipRange, attachment string) {
-	metas, aerr := s.clipFragments(info, r, math.MaxInt)
+	pages, metas, aerr := s.clipFragments(info, r)
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return
@@ -147,25 +173,31 @@ func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r 
 			log.Warn("GetClip init segment", "err", err)
 			return
 		}
-		for _, m := range metas {
-			f, err := s.eng.Fragment(ref, m.Number)
-			if err != nil {
-				log.Info("GetClip: a fragment went away (retention) while the clip was written", "number", m.Number.String(), "err", err)
-				continue
-			}
-			fh, err := f.Header.Tracks()
-			if err != nil {
+		for len(metas) > 0 {
+			for _, m := range metas {
+				f, err := s.eng.Fragment(ref, m.Number)
+				if err != nil {
+					log.Info("GetClip: a fragment went away (retention) while the clip was written", "number", m.Number.String(), "err", err)
+					continue
+				}
+				fh, err := f.Header.Tracks()
+				if err != nil {
+					f.Release()
+					return
+				}
+				err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs)
 				f.Release()
-				return
+				if errors.Is(err, remux.ErrHeaderChanged) {
+					log.Info("GetClip: the stream's tracks change within the range; the clip ends there", "at", m.Number.String())
+					return
+				}
+				if err != nil {
+					return // the client went away, or a damaged fragment
+				}
 			}
-			err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs)
-			f.Release()
-			if errors.Is(err, remux.ErrHeaderChanged) {
-				log.Info("GetClip: the stream's tracks change within the range; the clip ends there", "at", m.Number.String())
+			if metas, err = pages.next(); err != nil {
+				log.Warn("GetClip: listing the range's next fragments failed; the clip ends there", "err", err)
 				return
-			}
-			if err != nil {
-				return // the client went away, or a damaged fragment
 			}
 		}
 	})
@@ -220,7 +252,7 @@ func (s *Server) getClipURL(body []byte) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	if _, aerr := s.clipFragments(info, r, 1); aerr != nil {
+	if _, _, aerr := s.clipFragments(info, r); aerr != nil {
 		return nil, aerr
 	}
 	exp := 60

@@ -38,6 +38,9 @@ func TestGetClip(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long (seconds of real media or gossip): make test runs it")
 	}
+	// The clip's 6 fragments are listed 2 at a time while it streams.
+	defer func(n int) { clipPageSize = n }(clipPageSize)
+	clipPageSize = 2
 	ts := startServerWith(t, "", fastMedia)
 	createMediaStream(t, ts, "cam", 24)
 	c := loadCapture(t, "real-producer-h264-aac-relative")
