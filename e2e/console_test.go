@@ -35,9 +35,10 @@ import (
 // stopping for a while (an outage and a gap). It checks: sign in; the
 // camera wall; live and on-demand playback (the video's time advances, no
 // player error); the timeline's zoom, hover thumbnail (GetImages), click
-// to play, drag to select and export (a download of a getClipURL link,
-// not a GetClip the page buffers; the MP4 ffprobe reads lasts the
-// selection, within a fragment), gap, outage, hold and upload markers;
+// to play, drag to select and export (a download of a getClipURL URL in
+// a hidden frame, not a GetClip the page buffers; the MP4 ffprobe reads
+// lasts the selection, within a fragment; a URL refused on another origin
+// leaves the console in place), gap, outage, hold and upload markers;
 // switching from a playing stream to an empty one leaves no picture of
 // the old one (screenshots compared) and says "no recording here"; the
 // phone layout; the key kept in the tab only. Screenshots of the wall,
@@ -401,6 +402,29 @@ func TestConsoleInChromium(t *testing.T) {
 	t.Logf("exported %s: %s, %.2f s for a selection of %.2f s (fragments of %.0f ms)", filepath.Base(mp4), probe.Format.FormatName, dur, want, fragMs)
 	if !strings.Contains(probe.Format.FormatName, "mp4") || math.Abs(dur-want) > fragMs/1000+0.3 {
 		t.Fatalf("the exported clip: %s, %.2f s; want an MP4 of %.2f s ± a fragment (%.0f ms)", probe.Format.FormatName, dur, want, fragMs)
+	}
+
+	// A clip URL that fails (here: a token the box refuses) leaves the
+	// console where it was, and downloads nothing.
+	if _, err := eval(`(() => { window.realAPI = api; window.pageMark = 'still here';
+		api = async (path, body) => path === '/getClipURL' ? { ClipURL: location.origin.replace('127.0.0.1', 'localhost') + '/clip/v1/getClip.mp4?SessionToken=bad.token' } : realAPI(path, body);
+		return true; })()`); err != nil {
+		t.Fatal(err)
+	}
+	run("export with a refused URL", chromedp.Click(chromedp.CSS("#clip-btn")))
+	// The console opens the URL (in a frame), or the page has gone (the
+	// navigation this guards against); then the refusal has time to land.
+	waitJS("the refused URL opened", `(() => { const f = document.querySelector('iframe.clip-download:last-of-type');
+		return window.pageMark !== 'still here' || (!!f && f.src.includes('bad.token')); })()`, 10*time.Second)
+	time.Sleep(2 * time.Second)
+	if mark := evalString(`window.pageMark || ''`); mark != "still here" {
+		t.Fatalf("a refused clip URL replaced the console (page mark %q)", mark)
+	}
+	if files, _ := filepath.Glob(filepath.Join(downloads, "*")); len(files) != 1 {
+		t.Fatalf("downloads after a refused clip URL: %v; want the one MP4", files)
+	}
+	if _, err := eval(`(() => { api = realAPI; return true; })()`); err != nil {
+		t.Fatal(err)
 	}
 
 	// A hold (the kvsedge:hold tag) is marked.

@@ -323,10 +323,15 @@ async function tlExport() {
   try {
     const r = await api('/getClipURL', { StreamName: s.StreamName, ClipFragmentSelector: { FragmentSelectorType: 'SERVER_TIMESTAMP',
       TimestampRange: { StartTimestamp: a / 1000, EndTimestamp: b / 1000 } } });
-    const stamp = (t) => new Date(t).toISOString().replace(/[:.]/g, '-');
-    const el = document.createElement('a');
-    el.href = r.ClipURL; el.download = s.StreamName + '_' + stamp(a) + '_' + stamp(b) + '.mp4';
-    document.body.appendChild(el); el.click(); el.remove();
+    // In a hidden frame, not a link: the box names the file
+    // (Content-Disposition), and an answer that is not the MP4 (the URL
+    // expired, the box went away) lands in the frame instead of replacing
+    // the console, as a link to another origin (a cluster box, the data
+    // endpoint) would. The frame goes once the download has long begun.
+    const frame = document.createElement('iframe');
+    frame.hidden = true; frame.className = 'clip-download'; frame.src = r.ClipURL;
+    document.body.appendChild(frame);
+    setTimeout(() => frame.remove(), 10 * 60 * 1000);
     if (current === s) $('viewer-error').textContent = '';
   } catch (err) {
     if (current === s) $('viewer-error').textContent = 'export: ' + (noRecording(err) ? 'no recording here: ' : '') + err.message;
