@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 
 	"github.com/kvsedge/kvsedge/engine"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 	"github.com/valyala/fasthttp"
 )
 
@@ -103,7 +105,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, path string, body []byte) boo
 
 // forwardSessionGET relays a token-authorised GET (HLS, DASH, a clip
 // download: isSessionGET) of stream arn to the stream's holder when this
-// node does not hold it, and reports whether it did. Session tokens open
+// node has none of it, and reports whether it did. Session tokens open
 // on every box of a cluster, so a URL handed out by one box plays from
 // any (a site's one endpoint); the holder checks the token again. The
 // forward route carries the query string as its body (servePeerPath), so
@@ -114,6 +116,14 @@ func (s *Server) forwardSessionGET(ctx *fasthttp.RequestCtx, arn string) bool {
 	}
 	p, err := engine.ParseARN(arn)
 	if err != nil {
+		return false
+	}
+	// A box with any of the stream serves the session itself, as before
+	// (a LIVE session's media sequence numbers are kept by the box that
+	// serves it: relaying some playlists and not others would renumber
+	// them); only one that has none of it relays.
+	ref := engine.StreamRef{ARN: arn}
+	if held, _, err := s.eng.ListFragments(ref, fragment.ByServerTime, math.MinInt64, math.MaxInt64, nil, 1); err != nil || len(held) > 0 {
 		return false
 	}
 	return s.forwardTo(ctx, p.Name, string(ctx.Path()), ctx.QueryArgs().QueryString())
