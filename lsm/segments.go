@@ -73,7 +73,7 @@ type segmentStore struct {
 	// for one more preallocated segment; nil: always. bg counts
 	// preparations in flight (close waits for them).
 	prepare bool
-	roomFor func(int64) bool
+	roomFor func(int64) (release func(), ok bool)
 	bg      sync.WaitGroup
 	// rolls counts rolls since Open: prepared ones (a swap) and inline
 	// ones (the first segment of a stream in a process, a failed or
@@ -287,9 +287,13 @@ func (s *segmentStore) prepareNext(id StreamID, ss *streamSegments) {
 	go func() {
 		defer s.bg.Done()
 		defer close(p.done)
-		if s.roomFor != nil && !s.roomFor(s.size) {
-			p.err = errNoRoomToPrepare
-			return
+		if s.roomFor != nil {
+			release, ok := s.roomFor(s.size)
+			if !ok {
+				p.err = errNoRoomToPrepare
+				return
+			}
+			defer release() // the preallocation shows in the free space now
 		}
 		p.f, p.dio, p.size, p.err = s.create(id, ss.dir, p.seq, true)
 	}()

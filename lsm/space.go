@@ -77,6 +77,8 @@ type spaceGuard struct {
 	// failedAt: the last restore failed (a quota, a read-only remount):
 	// the next try waits restoreRetry, not the next write.
 	failedAt time.Time
+	// preparing: bytes roomFor granted to preallocations not yet made.
+	preparing int64
 }
 
 func newSpaceGuard(fs vfs.FS, dir string, reserve int64) *spaceGuard {
@@ -111,18 +113,33 @@ func (g *spaceGuard) availLocked() (uint64, error) {
 
 // roomFor reports whether n more bytes (a prepared segment's
 // preallocation, segments.go) leave the free space above the point where
-// the reserve would be released, with restoreSlack to spare: a segment is
-// prepared in the background only then, so a preparation never pushes the
-// disk into refusing media by itself (the roll then happens inline, as
-// the guard allows). No figure (an in-memory filesystem): room.
-func (g *spaceGuard) roomFor(n int64) bool {
+// the reserve would be released, with restoreSlack to spare, and if so
+// holds n of it until release is called (after the preallocation, when
+// the free space shows it): a segment is prepared in the background only
+// then, so a preparation never pushes the disk into refusing media by
+// itself (the roll then happens inline, as the guard allows), nor do
+// several at once (streams rolling together each saw the same free
+// space). No figure (an in-memory filesystem): room.
+func (g *spaceGuard) roomFor(n int64) (release func(), ok bool) {
 	if g.readOnly {
-		return false
+		return nil, false
 	}
+	n = max(n, 0)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	avail, err := g.availLocked()
-	return err != nil || avail >= lowWater+restoreSlack+uint64(max(n, 0))
+	if err == nil && avail < lowWater+restoreSlack+uint64(g.preparing+n) {
+		return nil, false
+	}
+	g.preparing += n
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.preparing -= n
+			g.mu.Unlock()
+		})
+	}, true
 }
 
 // check reports whether a write may go ahead (media: fragment media and

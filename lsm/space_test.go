@@ -94,3 +94,33 @@ func TestSpaceGuard(t *testing.T) {
 		t.Fatal("room again is not reported")
 	}
 }
+
+// TestRoomForHoldsWhatItGrants: two streams preparing segments at once
+// each see the same free space; roomFor holds what it granted until the
+// preallocation is made (release), so the second is refused when the disk
+// has room for one only, and granted once the first is released.
+func TestRoomForHoldsWhatItGrants(t *testing.T) {
+	avail := new(atomic.Int64)
+	const seg = 64 << 20
+	avail.Store(lowWater + restoreSlack + seg + seg/2)
+	g := newSpaceGuard(spaceFS{FS: vfs.NewMem(), avail: avail}, "/data", 0)
+	release, ok := g.roomFor(seg)
+	if !ok {
+		t.Fatal("no room for one segment")
+	}
+	if _, ok := g.roomFor(seg); ok {
+		t.Fatal("room for a second segment while the first is being preallocated")
+	}
+	avail.Add(-seg) // the first preallocation shows in the free space
+	release()
+	release() // a second call changes nothing
+	if _, ok := g.roomFor(seg); ok {
+		t.Fatal("room for a segment after the first took the space")
+	}
+	avail.Add(seg)
+	if r, ok := g.roomFor(seg); !ok {
+		t.Fatal("no room after the space came back")
+	} else {
+		r()
+	}
+}
