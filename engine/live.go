@@ -38,10 +38,13 @@ import (
 // one after a gap): a slow subscriber never blocks ingest or other
 // subscribers, and holds at most depth frames.
 //
-// The tap keeps the frames since the newest video key frame (the GOP,
-// at most maxLiveGOP frames), so a new subscriber starts at once with
-// the latest key frame; while the GOP is longer than that (or a frame
-// was skipped), a new subscriber waits for the next key frame.
+// While it has subscribers, and for Options.LiveKeepGOP after the last
+// one left, the tap keeps the frames since the newest video key frame
+// (the GOP, at most maxLiveGOP frames), so a new subscriber starts at
+// once with the latest key frame; while the GOP is longer than that (or a
+// frame was skipped), or the tap is cold (nobody watched for that long,
+// or ever: it then copies no frame at all), a new subscriber waits for
+// the next key frame.
 //
 // Locks: liveTap.mu sits beside ring.mu in the engine's order: a leaf
 // but for MediaMemory.mu (a chunk allocated or freed under it). Release
@@ -286,6 +289,9 @@ func (s *LiveSub) Close() {
 			if i := slices.Index(t.subs, s); i >= 0 {
 				t.subs = slices.Delete(t.subs, i, i+1)
 			}
+			if t.keepGOP > 0 {
+				t.warmUntil = max(t.warmUntil, t.clock.Now().UnixNano()+int64(t.keepGOP))
+			}
 			t.subscribers.Store(int32(len(t.subs)))
 			close(s.gone)
 		}
@@ -305,6 +311,11 @@ func (s *LiveSub) Close() {
 type liveTap struct {
 	mem   *MediaMemory
 	clock Clock
+	// keepGOP: Options.LiveKeepGOP (negative: always); warmUntil (Unix
+	// ns, under mu) is when the GOP stops being kept after the last
+	// subscriber left.
+	keepGOP   time.Duration
+	warmUntil int64
 
 	mu     sync.Mutex
 	subs   []*LiveSub
@@ -321,8 +332,13 @@ type liveTap struct {
 	skipped     atomic.Uint64
 }
 
-func newLiveTap(mem *MediaMemory, clock Clock) *liveTap {
-	return &liveTap{mem: mem, clock: clock}
+func newLiveTap(mem *MediaMemory, clock Clock, keepGOP time.Duration) *liveTap {
+	return &liveTap{mem: mem, clock: clock, keepGOP: keepGOP}
+}
+
+// warmLocked reports whether the tap keeps its GOP now. REQUIRES: t.mu.
+func (t *liveTap) warmLocked(nowNs int64) bool {
+	return t.keepGOP < 0 || len(t.subs) > 0 || nowNs < t.warmUntil
 }
 
 // publish copies one frame into the tap's chunk and hands it to every
@@ -354,9 +370,13 @@ func (t *liveTap) publish(h *Header, track uint64, timeMs int64, key bool, paylo
 	t.lastNs.Store(now)
 	if key {
 		t.resetGOPLocked()
-		t.gopOK = len(payload) <= maxLiveGOPBytes
+		t.gopOK = len(payload) <= maxLiveGOPBytes && t.warmLocked(now)
 	}
 	if !t.gopOK && len(t.subs) == 0 {
+		if t.cur != nil { // cold: the tap holds no media at all
+			t.cur.release()
+			t.cur = nil
+		}
 		return // nobody to send it to and no GOP kept: no copy
 	}
 	c := t.chunkLocked(len(payload))

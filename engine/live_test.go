@@ -412,6 +412,8 @@ func TestLiveTapKeepsNoHugeGOP(t *testing.T) {
 	pub := func(ms int64, key bool) {
 		sess.LiveFrame(h, mkv.Block{Track: 1, TimeMs: ms, Key: key, Payload: big})
 	}
+	warm, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 1) // the tap keeps GOPs after a viewer (TestLiveTapColdCopiesNothing)
+	warm.Close()
 	for i := range 8 { // 8 MiB in one GOP
 		pub(int64(i), i == 0)
 	}
@@ -434,5 +436,65 @@ func TestLiveTapKeepsNoHugeGOP(t *testing.T) {
 			t.Fatalf("subscriber got frame at %d (%d bytes), want %d", f.TimeMs, len(f.Data), ms)
 		}
 		f.Release()
+	}
+}
+
+// TestLiveTapColdCopiesNothing: a stream nobody has watched copies no
+// frame into the tap (a new subscriber starts at the next key frame);
+// after a subscriber, the tap keeps the newest GOP for LiveKeepGOP (a
+// next subscriber starts at once at the newest key frame), then goes cold
+// again and lets go of its media.
+func TestLiveTapColdCopiesNothing(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 12, 5, 18, 0, 0, 0, time.UTC)}
+	_, e := openMedia(t, vfs.NewMem(), clock, 0)
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	h, _ := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: []byte{1, 0x64, 0, 0x1f, 0xff, 0xe0}}})
+	ms := int64(0)
+	gop := func() { // a key frame and 4 others
+		for i := range 5 {
+			sess.LiveFrame(h, mkv.Block{Track: 1, TimeMs: ms, Key: i == 0, Payload: make([]byte, 1000)})
+			ms += 40
+		}
+	}
+	copied := func() uint64 {
+		st, _ := e.LiveStats(StreamRef{Name: "cam"})
+		return st.Bytes
+	}
+	gop()
+	gop()
+	if b := copied(); b != 0 {
+		t.Fatalf("nobody ever watched: %d bytes copied", b)
+	}
+	sub, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 100)
+	noFrame(t, sub) // cold: it waits for the next key frame
+	gop()
+	if f := nextFrame(t, sub); !f.Key || f.TimeMs != ms-200 {
+		t.Fatalf("the first frame of a cold start: key %v at %d, want the key frame at %d", f.Key, f.TimeMs, ms-200)
+	} else {
+		f.Release()
+	}
+	sub.Close()
+	clock.add(time.Minute)
+	gop()
+	before := copied()
+	next, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 100)
+	if f := nextFrame(t, next); !f.Key || f.TimeMs != ms-200 { // warm: at once, at the newest key frame
+		t.Fatalf("a start a minute after the last viewer: key %v at %d, want the kept key frame at %d", f.Key, f.TimeMs, ms-200)
+	} else {
+		f.Release()
+	}
+	next.Close()
+	clock.add(11 * time.Minute) // past the default LiveKeepGOP
+	gop()
+	gop()
+	if b := copied(); b != before {
+		t.Fatalf("cold again, yet %d more bytes copied", b-before)
 	}
 }

@@ -31,6 +31,15 @@ type Options struct {
 	// RingBytesPerStream optionally caps each stream's hot ring in bytes
 	// as well (0: no cap beyond the media budget).
 	RingBytesPerStream int
+	// LiveKeepGOP is how long after its last live subscriber left a
+	// stream's live tap goes on keeping a copy of its newest GOP (live.go),
+	// so that a next subscriber starts at once at the newest key frame;
+	// past it (and before any subscriber) the tap copies nothing and a new
+	// subscriber starts at the next key frame. The copy costs a stream its
+	// GOP's bytes in the media budget (about 0.5–1 MiB at 2 Mbit/s) and a
+	// memcpy of every frame: a box recording cameras nobody watches pays
+	// neither. It defaults to 10 min; negative: always kept.
+	LiveKeepGOP time.Duration
 	// Media configures the media memory: the budget every media byte is
 	// counted against (media.go).
 	Media MediaOptions
@@ -68,6 +77,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.RingDuration == 0 {
 		o.RingDuration = 6 * time.Second
+	}
+	if o.LiveKeepGOP == 0 {
+		o.LiveKeepGOP = 10 * time.Minute
 	}
 	if o.Clock == nil {
 		o.Clock = SystemClock

@@ -175,6 +175,7 @@ func (a *App) open(o Options) error {
 		Region:             cfg.Region,
 		AccountID:          cfg.AccountID,
 		RingDuration:       time.Duration(cfg.Media.RingSeconds) * time.Second,
+		LiveKeepGOP:        cfg.WebRTC.KeepGOP,
 		RingBytesPerStream: cfg.Media.RingMiBPerStream << 20,
 		Media:              engine.MediaOptions{BudgetBytes: cfg.MediaBudgetBytes()},
 		Capacity: engine.CapacityOptions{

@@ -330,6 +330,12 @@ type WebRTCConfig struct {
 	MaxViewers int `koanf:"max_viewers" yaml:"max_viewers"`
 	// ConnectTimeout ends a viewer whose connection is not up within it.
 	ConnectTimeout time.Duration `koanf:"connect_timeout" yaml:"connect_timeout"`
+	// KeepGOP is how long after a stream's last live viewer left the box
+	// keeps a copy of its newest GOP, so the next viewer's picture starts
+	// at once; later (and for a camera nobody has watched) a viewer waits
+	// for the camera's next key frame, and the box copies nothing (the
+	// copy costs each stream its GOP's bytes of media memory). -1s: always.
+	KeepGOP time.Duration `koanf:"keep_gop" yaml:"keep_gop"`
 }
 
 // StorageConfig sizes the Pebble store.
@@ -378,7 +384,7 @@ func Default() Config {
 		Storage: StorageConfig{CacheMiB: 32, MemtableMiB: 16, SegmentMiB: 64, ReserveMiB: 16, MinFreeMiB: 256, OnFull: "delete_oldest",
 			CapacityInterval: 10 * time.Second},
 		HTTP:    HTTPConfig{MaxConns: 4096, MaxConnsPerIP: 512, HeaderTimeout: 10 * time.Second},
-		WebRTC:  WebRTCConfig{Enabled: true, Loopback: true, MaxViewers: 64, ConnectTimeout: 15 * time.Second},
+		WebRTC:  WebRTCConfig{Enabled: true, Loopback: true, MaxViewers: 64, ConnectTimeout: 15 * time.Second, KeepGOP: 10 * time.Minute},
 		Demo:    true,
 		Profile: "auto",
 		Media: MediaConfig{
@@ -662,6 +668,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTC.MaxViewers < 1 || c.WebRTC.MaxViewers > 100000 {
 		errs = append(errs, bad("webrtc.max_viewers", "%d is outside 1…100000", c.WebRTC.MaxViewers))
+	}
+	if c.WebRTC.KeepGOP == 0 || c.WebRTC.KeepGOP > 24*time.Hour {
+		errs = append(errs, bad("webrtc.keep_gop", "%v is not a duration up to 24h (-1s: always)", c.WebRTC.KeepGOP))
 	}
 	if c.WebRTC.ConnectTimeout < time.Second || c.WebRTC.ConnectTimeout > 5*time.Minute {
 		errs = append(errs, bad("webrtc.connect_timeout", "%v is outside 1s…5m", c.WebRTC.ConnectTimeout))
