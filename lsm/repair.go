@@ -317,9 +317,13 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 // copy; a rebuilt one must not either, or readers would see its frames
 // twice. Copies are fragments of the stream at the same producer time
 // with equal digests, or (with same) the same frames, or one's frames a
-// prefix of the other's. Of a set of copies one is kept: one the old
-// index had (the copy readers and the producer knew), else the one with
-// the most frames, else the newest number (the re-send, acknowledged).
+// prefix of the other's. Two the old index both held are not copies (the
+// live engine keeps a peer's equal copy under its own number,
+// findPartialCopies; and a partial copy still in the ring beside its
+// whole re-send): the rebuilt index keeps what the live one had. Of a set
+// of copies one is kept: one the old index had (the copy readers and the
+// producer knew), else the one with the most frames, else the newest
+// number (the re-send, acknowledged).
 func leaveOutCopies(fs vfs.FS, mediaDir string, id StreamID, rs *repairStream, same func(a, b FrameCopy) bool, rep *RepairReport) {
 	byTime := map[int64][]fragment.Number{}
 	for n, fr := range rs.frags {
@@ -365,6 +369,9 @@ func leaveOutCopies(fs vfs.FS, mediaDir string, id StreamID, rs *repairStream, s
 					continue
 				}
 				fa, fb := rs.frags[a], rs.frags[b]
+				if fa.fromIndex && fb.fromIndex {
+					continue // the live index held both (a peer's copy keeps its number): not a crash's leftover
+				}
 				dup := fa.meta.Digest == fb.meta.Digest
 				if !dup && same != nil {
 					ca, okA := copies[a]

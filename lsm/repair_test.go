@@ -384,3 +384,38 @@ func TestRepairLeavesOutSecondCopiesOfAFragment(t *testing.T) {
 		})
 	}
 }
+
+// TestRepairKeepsCopiesTheOldIndexHeld: two fragments at one producer time
+// with the same frames that the live index held both of (a peer's copy
+// keeps its own number next to an equal local one: engine
+// findPartialCopies stores it) are not a crash's leftover; Repair keeps
+// both, as the live index had them.
+func TestRepairKeepsCopiesTheOldIndexHeld(t *testing.T) {
+	f := newRepairFixture(t)
+	db, err := Open(f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = StreamID(2)
+	body := bytes.Repeat([]byte("frames copied from a peer;"), 400)
+	for _, n := range []fragment.Number{fragment.MakeNumber(100, 1, 5), fragment.MakeNumber(200, 1, 0)} {
+		m := fragment.Meta{Number: n, ProducerMs: 5_000_000, ServerMs: 6_000_000,
+			DurationMs: 2000, HeaderID: uint64(id) * 7, ClusterLen: uint32(len(body)), MediaLen: uint32(len(body)), Frames: 3}
+		binary.BigEndian.PutUint64(m.Digest[:], xxhash.Sum64(body))
+		if err := db.PutFragment(id, &FragmentWrite{Meta: m, Media: body}); err != nil {
+			t.Fatal(err)
+		}
+		f.media[id][n] = body
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Repair(f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Copies != 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	f.verify(t, f.media)
+}

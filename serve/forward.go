@@ -159,7 +159,15 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 			ctx.Response.Header.Add(k, v)
 		}
 	}
-	if resp.ContentLength >= 0 && resp.ContentLength <= 16<<20 {
+	if resp.ContentLength > maxBufferedAnswer && resp.ContentLength <= math.MaxInt32 {
+		// Media of known length (an HLS or DASH fragment): relayed as it
+		// comes with its length, never held here whole (megabytes outside
+		// the media budget). fasthttp closes the stream once written, or
+		// when the client is gone.
+		ctx.Response.SetBodyStream(&relayBody{ReadCloser: resp.Body, cancel: cancel}, int(resp.ContentLength))
+		return true
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedAnswer {
 		defer cancel()
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
@@ -191,4 +199,20 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 		}
 	})
 	return true
+}
+
+// maxBufferedAnswer is the largest forwarded answer read whole before it
+// is relayed (a JSON answer); longer ones stream through.
+const maxBufferedAnswer = 64 << 10
+
+// relayBody is a forwarded answer's body; closing it ends the forward.
+type relayBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *relayBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }

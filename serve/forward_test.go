@@ -1,0 +1,81 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvsedge/kvsedge/internal/status"
+	"github.com/valyala/fasthttp"
+)
+
+// pipeView is a ClusterView whose every stream lives on another node, and
+// whose Forward answers with body (ContentLength size) as the holder
+// writes it.
+type pipeView struct {
+	body io.ReadCloser
+	size int64
+}
+
+func (v *pipeView) Home(string) string                              { return "http://holder.invalid" }
+func (v *pipeView) Members() []status.Member                        { return nil }
+func (v *pipeView) Replication() []status.StreamReplication         { return nil }
+func (v *pipeView) Locate(string) string                            { return "http://holder.invalid" }
+func (v *pipeView) VerifyPeer(string, string, string, []byte) error { return nil }
+func (v *pipeView) ServePeer(ctx *fasthttp.RequestCtx, _ context.Context) {
+	ctx.SetStatusCode(http.StatusNotFound)
+}
+func (v *pipeView) Forward(context.Context, string, string, []byte) (*http.Response, error) {
+	return &http.Response{StatusCode: http.StatusOK, ContentLength: v.size, Body: v.body,
+		Header: http.Header{"Content-Type": {"video/mp4"}}}, nil
+}
+
+// TestForwardedAnswerIsRelayedAsItComes: a forwarded answer of known
+// length (an HLS or DASH fragment, relayed by a box with none of the
+// stream) reaches the client as the holder sends it, with its length: the
+// relay does not hold the media (megabytes, outside the box's media
+// budget) in memory first. The holder here sends its first half and waits
+// until the client has it (but for a write buffer's worth).
+func TestForwardedAnswerIsRelayedAsItComes(t *testing.T) {
+	const size = 4 << 20
+	pr, pw := io.Pipe()
+	view := &pipeView{body: pr, size: size}
+	ts := startServerWith(t, "", func(o *Options) { o.Cluster = view; o.Auth = nil })
+	half := bytes.Repeat([]byte{7}, size/2)
+	clientHasHalf := make(chan struct{})
+	go func() {
+		if _, err := pw.Write(half); err != nil {
+			return
+		}
+		select {
+		case <-clientHasHalf:
+		case <-time.After(20 * time.Second):
+			pw.CloseWithError(io.ErrUnexpectedEOF)
+			return
+		}
+		_, _ = pw.Write(half)
+		pw.Close()
+	}()
+	resp, err := http.Post(ts.URL+"/listFragments", "application/json", strings.NewReader(`{"StreamName":"cam"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != strconv.Itoa(size) {
+		t.Fatalf("status %d, Content-Length %q", resp.StatusCode, resp.Header.Get("Content-Length"))
+	}
+	got := make([]byte, size/2-64<<10) // what the relay's write buffer may still hold aside
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatalf("the first half did not arrive before the holder sent the rest (the relay waited for all of it): %v", err)
+	}
+	close(clientHasHalf)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || len(got)+len(rest) != size {
+		t.Fatalf("the rest: %d bytes, %v", len(rest), err)
+	}
+}
