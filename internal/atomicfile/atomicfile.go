@@ -6,9 +6,11 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // TempPattern is the glob of the temporary files Write leaves behind only
@@ -24,7 +26,9 @@ func Write(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	tmp := f.Name()
-	err = f.Chmod(perm)
+	if perm != 0o600 { // CreateTemp made it 0600; a filesystem without modes (vfat) may refuse Chmod
+		err = f.Chmod(perm)
+	}
 	if err == nil {
 		_, err = f.Write(data)
 	}
@@ -49,7 +53,9 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+		// EINVAL, ENOTSUP: a filesystem that cannot sync a directory (some
+		// FUSE mounts); the rename is as durable as it makes it.
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
