@@ -66,8 +66,23 @@ func runPublishers(spec string) {
 		rl = rtsptest.StartRelayUDP(t)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	// Cameras are started a key-frame interval / n apart (the clip has a
+	// key frame a second), so their fragments end spread over the second
+	// as independent cameras' do; KVSEDGE_BENCH_LOCKSTEP=1 starts them
+	// together: every fragment of the box then ends within a few ms, a
+	// burst of n segment syncs at once (the figures before this option).
+	lockstep := os.Getenv("KVSEDGE_BENCH_LOCKSTEP") == "1"
 	for i := 0; i < n; i++ {
-		go rtsptest.Publish(ctx, t, rl.URL(fmt.Sprint("cam", i)), d.aus, d.sps, d.pps, fps, 0)
+		go func() {
+			if !lockstep {
+				select {
+				case <-time.After(time.Duration(i) * time.Second / time.Duration(n)):
+				case <-ctx.Done():
+					return
+				}
+			}
+			rtsptest.Publish(ctx, t, rl.URL(fmt.Sprint("cam", i)), d.aus, d.sps, d.pps, fps, 0)
+		}()
 	}
 	fmt.Println("RELAY", rl.Addr)
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
@@ -337,7 +352,9 @@ func procIO(name string) int64 {
 }
 
 // BenchmarkRecorder records N simulated 2 Mbit/s cameras (720p25 H.264
-// from ffmpeg, a key frame a second; the demo clip without ffmpeg) pulled
+// from ffmpeg, a key frame a second; the demo clip without ffmpeg; the
+// cameras started 1/N s apart, so their fragments do not all end at once
+// unless KVSEDGE_BENCH_LOCKSTEP=1) pulled
 // over TCP from a gortsplib relay in a child process, and, in the same run
 // and against the same streams, a bare receiver (gortsplib clients that
 // read and discard) as the floor. The two sides alternate,
