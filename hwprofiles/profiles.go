@@ -70,10 +70,10 @@ type Profile struct {
 
 // perCameraNote is the measurement every profile's camera figures come
 // from (issue 14).
-const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, x86 VM of 2 cores under a load of 3–8, 2026-12): " +
-	"RSS 1.3–1.9 MiB beyond its ring (1.7–1.9 at 16 cameras, 1.3–1.4 at 64), the ring ~0.24 MiB per second of video, 3.0–4.0 ms of CPU per camera-second " +
-	"(3.5–4.0 at 16, 3.0 at 64, 1.3–1.4× a bare gortsplib receiver of the same streams; 6.5–7.8 ms before the receive path lost its page faults and copies); " +
-	"the soak (make soak-pizero: 8 cameras under pi-zero-2w for 10 minutes, GOMAXPROCS=4) held 54–56 MiB of RSS on average, 62 MiB at most, in all. " +
+const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, x86 VM of 2 cores under a load of 0.5–1.5, 2026-12-05): " +
+	"RSS 0.8–0.9 MiB beyond its ring (0.90 at 16 cameras, 0.83 at 64; 1.45 at 16 with every camera's fragment ending at once), the ring ~0.24 MiB per second of video, " +
+	"4.1–5.2 ms of CPU per camera-second (1.27–1.46× a bare gortsplib receiver of the same streams; 6.5–7.8 ms before the receive path lost its page faults and copies); " +
+	"the soak (make soak-pizero: 8 cameras under pi-zero-2w for 10 minutes, GOMAXPROCS=4) held 62.8 MiB of RSS on average, 64.8 MiB at most, in all. " +
 	"A camera's media budget share: its ring, the fragment arriving and ~2 queued for the disk. " +
 	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."
 
@@ -83,10 +83,10 @@ var All = []Profile{
 		Name: "pi-zero-2w", Description: "Raspberry Pi Zero 2 W class: 512 MB, 4× Cortex-A53, microSD",
 		DerivedFrom: "512 MiB RAM of which ~420 MiB is free after the OS; the process is held to 256 MiB (issue 14) so the page cache keeps the rest: " +
 			"a 160 MiB Go limit (index, connections, Pebble's 8 MiB cache and 2×4 MiB memtables) and a 96 MiB media budget outside it. " +
-			"8 cameras at 2 Mbit/s: each costs ~1.5 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~20 MiB of RSS and ~24 MB of the media budget " +
+			"8 cameras at 2 Mbit/s: each costs ~1 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~16 MiB of RSS and ~24 MB of the media budget " +
 			"(ring + arriving + queued), leaving room for one 48 MB PutMedia fragment (uploads may fill 72 MiB; more are refused with a retriable ERROR and re-sent); " +
 			"CPU ~18–20 ms per camera-second on an A53, 8 cameras ~0.15 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
-			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes: RSS ≤ 62 MiB of 256, every fragment durable within 1 s), not yet on the board. " +
+			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes: RSS ≤ 65 MiB of 256, every fragment durable within 0.5 s), not yet on the board. " +
 			"microSD: grouped syncs. 1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, " +
 			"so 1,024 cost ~25 MiB of the Go limit. " + perCameraNote,
 		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 8, MaxConns: 1024,
@@ -95,7 +95,7 @@ var All = []Profile{
 	{
 		Name: "pi4-2g", Description: "Raspberry Pi 4 or 5 with 2–4 GB, microSD or USB SSD",
 		DerivedFrom: "2 GiB RAM: the process is held to 1 GiB, a 768 MiB Go limit and a 256 MiB media budget; a 6 s ring per stream (three 2 s fragments: " +
-			"an HLS live playlist, ~1.5 MiB of a 2 Mbit/s camera). 16 cameras: ~1.5 MiB each beyond the ring, ~48 MiB of RSS, and ~56 MB of the media budget " +
+			"an HLS live playlist, ~1.5 MiB of a 2 Mbit/s camera). 16 cameras: ~1 MiB each beyond the ring, ~40 MiB of RSS, and ~56 MB of the media budget " +
 			"(ring + arriving + queued), the rest for uploads and reads; CPU ~10–12 ms per camera-second on an A72, 16 cameras ~0.2 of its 4 cores; " +
 			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs. " + perCameraNote,
 		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 16, MaxConns: 4096,
