@@ -19,7 +19,13 @@ import (
 
 func liveEngine(t *testing.T) (*Engine, *IngestSession) {
 	t.Helper()
-	_, e := openMedia(t, vfs.NewMem(), SystemClock, 0)
+	return liveEngineAt(t, SystemClock)
+}
+
+// liveEngineAt is liveEngine on clock.
+func liveEngineAt(t *testing.T, clock Clock) (*Engine, *IngestSession) {
+	t.Helper()
+	_, e := openMedia(t, vfs.NewMem(), clock, 0)
 	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -446,15 +452,7 @@ func TestLiveTapKeepsNoHugeGOP(t *testing.T) {
 // again and lets go of its media.
 func TestLiveTapColdCopiesNothing(t *testing.T) {
 	clock := &movingClock{t: time.Date(2026, 12, 5, 18, 0, 0, 0, time.UTC)}
-	_, e := openMedia(t, vfs.NewMem(), clock, 0)
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
-	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	e, sess := liveEngineAt(t, clock)
 	h, _ := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: []byte{1, 0x64, 0, 0x1f, 0xff, 0xe0}}})
 	ms := int64(0)
 	gop := func() { // a key frame and 4 others
