@@ -145,6 +145,9 @@ type gateAnswer struct {
 // the cameras it was asked about are still those running when its
 // answers are applied. REQUIRES: m.reconcileMu, not m.mu.
 func (m *Manager) reconcile() error {
+	if m.ctx.Err() != nil {
+		return nil // closed: a late Reevaluate (a membership change) starts nothing
+	}
 	m.mu.Lock()
 	gate := m.gate
 	asks := make(map[string]bool) // every configured stream → recording here

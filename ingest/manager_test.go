@@ -107,6 +107,20 @@ func TestManagerGateAndCameraLimit(t *testing.T) {
 	if ch := r.cams.StateChanges("a"); len(ch) < 2 || ch[len(ch)-1].State != StateRecording {
 		t.Fatalf("a's changes: %+v", ch)
 	}
+	// Closed, the manager starts nothing, whatever a late caller asks (a
+	// cluster membership change after shutdown began).
+	r.cams.Close()
+	if err := r.cams.Apply(GroupFile, cfgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cams.Reevaluate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range r.cams.States() {
+		if s.State != StateStopped && s.State != StateStandby {
+			t.Fatalf("after Close: %+v", r.cams.States())
+		}
+	}
 }
 
 // TestStateHistory: reconnect attempts within an outage add no entries, a

@@ -105,9 +105,12 @@ type clipPages struct {
 var clipPageSize = 500
 
 // next returns the next fragments (nil when there are no more).
-func (p *clipPages) next() ([]fragment.Meta, error) {
+func (p *clipPages) next() ([]fragment.Meta, error) { return p.nextUpTo(clipPageSize) }
+
+// nextUpTo is next with at most n fragments listed at a time.
+func (p *clipPages) nextUpTo(n int) ([]fragment.Meta, error) {
 	for !p.done {
-		page, next, err := p.eng.ListFragments(p.ref, p.r.idx, p.r.startMs, p.r.endMs, p.cursor, clipPageSize)
+		page, next, err := p.eng.ListFragments(p.ref, p.r.idx, p.r.startMs, p.r.endMs, p.cursor, n)
 		if err != nil {
 			return nil, err
 		}
@@ -127,13 +130,14 @@ func (p *clipPages) next() ([]fragment.Meta, error) {
 }
 
 // clipFragments opens range r of the stream for a clip: its pages and the
-// first of them, or the error to answer (no data kept, none in the range).
-func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange) (*clipPages, []fragment.Meta, *apiError) {
+// first of them (at most firstPage fragments), or the error to answer (no
+// data kept, none in the range).
+func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange, firstPage int) (*clipPages, []fragment.Meta, *apiError) {
 	if info.DataRetentionInHours == 0 {
 		return nil, nil, newAPIError(http.StatusBadRequest, errNoDataRetention, "The stream %s keeps no data.", info.Name)
 	}
 	p := &clipPages{eng: s.eng, ref: engine.StreamRef{ARN: info.ARN}, r: r}
-	first, err := p.next()
+	first, err := p.nextUpTo(firstPage)
 	if err != nil {
 		return nil, nil, engineError(err)
 	}
@@ -147,7 +151,7 @@ func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange) (*clipPages
 // 200 and the fragmented MP4, streamed as it is remuxed (attachment, when
 // not "", names the file: Content-Disposition: attachment).
 func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r clipRange, attachment string) {
-	pages, metas, aerr := s.clipFragments(info, r)
+	pages, metas, aerr := s.clipFragments(info, r, clipPageSize)
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return
@@ -252,7 +256,7 @@ func (s *Server) getClipURL(body []byte) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	if _, _, aerr := s.clipFragments(info, r); aerr != nil {
+	if _, _, aerr := s.clipFragments(info, r, 1); aerr != nil { // the range holds something
 		return nil, aerr
 	}
 	exp := 60
