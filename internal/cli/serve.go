@@ -28,7 +28,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer stopTrace()
-		log.Warn("writing a Go execution trace of the whole run (diagnostics; it grows by megabytes a second)", "file", p)
+		log.Warn("writing a Go execution trace of the whole run (diagnostics; it grows with the box's activity, ~50 kB a second for one camera and 20 viewers)", "file", p)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
