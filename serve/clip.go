@@ -3,6 +3,8 @@ package serve
 import (
 	"bufio"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -171,40 +173,53 @@ func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r 
 	if attachment != "" {
 		ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+attachment+`"`)
 	}
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		out, err := remux.NewFMP4(w, hdr)
+	// An error part-way cuts the transfer (streamedBody): a clip short of
+	// its range never ends as a whole-looking 200.
+	ctx.Response.SetBodyStream(&streamedBody{write: func(w *bufio.Writer) error {
+		err := s.streamClip(w, ref, hdr, metas, pages, log)
 		if err != nil {
-			log.Warn("GetClip init segment", "err", err)
-			return
+			log.Warn("GetClip: the clip is cut short; its transfer ends without its last chunk", "err", err)
 		}
-		for len(metas) > 0 {
-			for _, m := range metas {
-				f, err := s.eng.Fragment(ref, m.Number)
-				if err != nil {
-					log.Info("GetClip: a fragment went away (retention) while the clip was written", "number", m.Number.String(), "err", err)
-					continue
-				}
-				fh, err := f.Header.Tracks()
-				if err != nil {
-					f.Release()
-					return
-				}
-				err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs)
+		return err
+	}}, -1)
+}
+
+// streamClip writes the clip: its init segment, then its fragments page by
+// page. A fragment gone by retention while the clip is written is left out
+// (the range's start moved); any other failure ends the clip with an
+// error: a damaged fragment, a listing that fails, the stream's tracks
+// changing within the range, or the client going away.
+func (s *Server) streamClip(w *bufio.Writer, ref engine.StreamRef, hdr *mkv.Header, metas []fragment.Meta, pages *clipPages, log *slog.Logger) error {
+	out, err := remux.NewFMP4(w, hdr)
+	if err != nil {
+		return fmt.Errorf("init segment: %w", err)
+	}
+	for len(metas) > 0 {
+		for _, m := range metas {
+			f, err := s.eng.Fragment(ref, m.Number)
+			if errors.Is(err, engine.ErrFragmentNotFound) {
+				log.Info("GetClip: a fragment went away (retention) while the clip was written", "number", m.Number.String())
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("fragment %s: %w", m.Number, err)
+			}
+			fh, err := f.Header.Tracks()
+			if err != nil {
 				f.Release()
-				if errors.Is(err, remux.ErrHeaderChanged) {
-					log.Info("GetClip: the stream's tracks change within the range; the clip ends there", "at", m.Number.String())
-					return
-				}
-				if err != nil {
-					return // the client went away, or a damaged fragment
-				}
+				return fmt.Errorf("fragment %s tracks: %w", m.Number, err)
 			}
-			if metas, err = pages.next(); err != nil {
-				log.Warn("GetClip: listing the range's next fragments failed; the clip ends there", "err", err)
-				return
+			err = out.Fragment(fh, f.Media[:f.Meta.ClusterLen], f.Meta.ProducerMs)
+			f.Release()
+			if err != nil {
+				return fmt.Errorf("fragment %s: %w", m.Number, err)
 			}
 		}
-	})
+		if metas, err = pages.next(); err != nil {
+			return fmt.Errorf("listing the range's next fragments: %w", err)
+		}
+	}
+	return nil
 }
 
 // Clip downloads (kvsedge's own): a browser cannot sign a GET it

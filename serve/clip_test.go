@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
 func ffprobeJSON(t *testing.T, path string, extra ...string) []byte {
@@ -262,5 +265,75 @@ func TestClipURL(t *testing.T) {
 	}
 	if st, _, b := ts.raw(t, "/getClipURL", []byte(`{"StreamName":"cam",`+sel+`}`), time.Now(), "wrong-secret"); st != 403 {
 		t.Fatalf("getClipURL signed with a wrong key: %d %s", st, b)
+	}
+}
+
+// TestGetClipCutShortEndsAsACutTransfer: a clip that cannot be written to
+// its end (here: a byte flipped in its fourth fragment's stored media)
+// must not look whole. The answer starts as 200 with the first fragments,
+// then its chunked transfer ends without its last chunk, so the client
+// reads an unexpected EOF (a browser's download fails) instead of a short
+// MP4 ending normally. Before, the damaged fragment was left out
+// silently and the clip ended as a normal 200.
+func TestGetClipCutShortEndsAsACutTransfer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	dir := t.TempDir()
+	ts := startServerWith(t, dir, fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
+	acks := res.events("PERSISTED")
+	if len(acks) != 6 {
+		t.Fatalf("%d PERSISTED", len(acks))
+	}
+	metas, _, err := ts.eng.ListFragments(engine.StreamRef{Name: "cam"}, fragment.ByProducerTime, 0, 1<<62, nil, 10)
+	if err != nil || len(metas) != 6 {
+		t.Fatalf("%d fragments listed (%v)", len(metas), err)
+	}
+	f, err := ts.eng.Fragment(engine.StreamRef{Name: "cam"}, metas[3].Number)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := append([]byte(nil), f.Media[:f.Meta.ClusterLen]...)
+	f.Release()
+	// Restarted, the box reads the fragments from its segments (not from
+	// the live ring), where the fourth is damaged.
+	ts.stop()
+	flipped := 0
+	err = filepath.WalkDir(filepath.Join(dir, "media"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if i := bytes.Index(b, cluster); i >= 0 {
+			b[i+len(cluster)/2] ^= 0xFF
+			flipped++
+			return os.WriteFile(path, b, 0o644)
+		}
+		return nil
+	})
+	if err != nil || flipped != 1 {
+		t.Fatalf("flipping a byte of the fourth fragment: %d segments changed (%v)", flipped, err)
+	}
+	ts = startServerWith(t, dir, fastMedia)
+
+	body := []byte(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580020}}}`)
+	resp, err := http.DefaultClient.Do(ts.signed(t, "/getClip", body, body, time.Now(), testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("GetClip over a damaged fragment: %d, %d bytes read, read error %v; want 200 and a cut transfer (unexpected EOF)", resp.StatusCode, len(got), err)
+	}
+	// What came before the cut is the clip's start: init segment and the
+	// first three fragments' moof+mdat.
+	if n := bytes.Count(got, []byte("moof")); n != 3 || !bytes.Contains(got[:64], []byte("ftyp")) {
+		t.Fatalf("before the cut: %d moof boxes (want 3), starts % x", n, got[:min(16, len(got))])
 	}
 }

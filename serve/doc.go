@@ -23,6 +23,8 @@
 //	                 describeCapacity, describeUploads)
 //	clip.go          GetClip: a streamed fragmented MP4 of a time range;
 //	                 getClipURL and its signed GET download (attachment)
+//	streamed.go      a chunked answer written as it is sent, cut (no last
+//	                 chunk) when it fails part-way
 //	ranges.go        listRecordedRanges: a stream's recordings over a time
 //	                 range as merged spans (the console's timeline)
 //	hls.go, dash.go  playback sessions: signed session tokens, playlists,

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -178,26 +180,32 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 		ctx.SetBody(b)
 		return true
 	}
-	// A streamed answer (GetMedia, GetClip): relay it as it comes.
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer cancel()
-		defer resp.Body.Close()
+	// A streamed answer (GetMedia, GetClip): relay it as it comes. The
+	// holder cutting its transfer (an error part-way) cuts this one too
+	// (streamedBody): Go's client reads that as io.ErrUnexpectedEOF.
+	ctx.Response.SetBodyStream(&streamedBody{write: func(w *bufio.Writer) error {
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
 				if _, werr := w.Write(buf[:n]); werr != nil {
-					return
+					return werr
 				}
 				if werr := w.Flush(); werr != nil {
-					return
+					return werr
 				}
 			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
 			if err != nil {
-				return
+				return fmt.Errorf("relaying the holder's answer: %w", err)
 			}
 		}
-	})
+	}, close: func() {
+		_ = resp.Body.Close()
+		cancel()
+	}}, -1)
 	return true
 }
 

@@ -3,6 +3,7 @@ package serve
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -77,5 +78,45 @@ func TestForwardedAnswerIsRelayedAsItComes(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || len(got)+len(rest) != size {
 		t.Fatalf("the rest: %d bytes, %v", len(rest), err)
+	}
+}
+
+// TestForwardedStreamCutByTheHolderIsCutHere: a streamed answer (no
+// length: GetMedia, GetClip) that the holder cuts part-way (its transfer
+// ends without the last chunk: Go's client reads io.ErrUnexpectedEOF)
+// reaches the client cut too, never as a short answer ending normally.
+// A holder that ends its answer normally is relayed whole.
+func TestForwardedStreamCutByTheHolderIsCutHere(t *testing.T) {
+	for _, cut := range []bool{true, false} {
+		pr, pw := io.Pipe()
+		view := &pipeView{body: pr, size: -1}
+		ts := startServerWith(t, "", func(o *Options) { o.Cluster = view; o.Auth = nil })
+		part := bytes.Repeat([]byte{7}, 300<<10)
+		go func() {
+			if _, err := pw.Write(part); err != nil {
+				return
+			}
+			if cut {
+				pw.CloseWithError(io.ErrUnexpectedEOF)
+			} else {
+				pw.Close()
+			}
+		}()
+		resp, err := http.Post(ts.URL+"/getClip", "application/json", strings.NewReader(`{"StreamName":"cam"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || len(got) != len(part) {
+			t.Fatalf("cut %v: status %d, %d bytes relayed of %d", cut, resp.StatusCode, len(got), len(part))
+		}
+		if cut && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("the holder cut its answer; the relay ended with %v, want a cut transfer (unexpected EOF)", err)
+		}
+		if !cut && err != nil {
+			t.Fatalf("the holder ended its answer normally; the relay: %v", err)
+		}
+		ts.stop()
 	}
 }
