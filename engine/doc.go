@@ -29,7 +29,8 @@
 //	ring.go       the per-stream hot ring, sized in seconds, and shedding
 //	live.go       the live tap: frames to live subscribers (WebRTC) as
 //	              they arrive, before their fragment completes; a frame's
-//	              one shared attachment (WHEP's RTP payloads)
+//	              one shared attachment (WHEP's RTP payloads); WaitStored,
+//	              so live sends keep out of the newest fragment's persist
 //	read.go       reads: Fragment, Cursor, ListFragments, Recent, the
 //	              header cache
 //	retention.go  retention by time
@@ -185,7 +186,8 @@
 //	writeMu    → mu, DB.mu (stream ids), ring.mu, and in DeleteStream
 //	             ingest.mu, released, then persistMu
 //	cap.mu     → mu, ring.mu, persistMu
-//	importMu   → ring.mu, headers.mu and the lsm segment read locks (a
+//	importMu   → ring.mu, liveTap.mu (Receive notes the fragment on its
+//	             way to disk), headers.mu and the lsm segment read locks (a
 //	             stored copy compared, resend.go), persistMu
 //	persistMu  → headers.mu, ingest.mu and ring.mu (ImportFragment); the lsm
 //	             segment and sync-window locks (PutFragment, DeleteBefore)

@@ -321,6 +321,7 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 		frag.mem = mem
 	}
 	frag.refs.Store(2) // the ring's and the caller's
+	sess.s.live.received(frag)
 	sess.s.ring.push(frag)
 	sess.e.metrics.fragmentsReceived.Add(1)
 	sess.e.metrics.bytesReceived.Add(uint64(len(media)))

@@ -496,3 +496,85 @@ func TestLiveTapColdCopiesNothing(t *testing.T) {
 		t.Fatalf("cold again, yet %d more bytes copied", b-before)
 	}
 }
+
+// TestLiveSubWaitStored: WaitStored returns at once while no fragment of
+// the stream is on its way to disk; after Receive it waits until that
+// fragment is stored (or for at most its max, reporting false), and a
+// failed or abandoned fragment ends the wait as well.
+func TestLiveSubWaitStored(t *testing.T) {
+	e, sess := liveEngine(t)
+	sub, err := e.LiveSubscribe(StreamRef{Name: "cam"}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx := context.Background()
+	if !sub.WaitStored(ctx, time.Hour) {
+		t.Fatal("nothing received yet: WaitStored waited")
+	}
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: []byte{1, 0x64, 0, 0x1f, 0xff, 0xe0}, Width: 64, Height: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive := func(ms int64) *Fragment {
+		t.Helper()
+		fb := mkv.FragmentBuilder{Buffers: sess.Buffers(MediaCamera)}
+		if err := fb.Start(h, ms, 64); err != nil {
+			t.Fatal(err)
+		}
+		if err := fb.AddBlock(0, ms, true, []byte{0, 0, 0, 3, 0x65, 1, 2}); err != nil {
+			t.Fatal(err)
+		}
+		mf, err := fb.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, serverMs, err := sess.StartFragment()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := sess.Receive(n, serverMs, ms, mf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.Fragment
+	}
+
+	f := receive(1_000_000)
+	if sub.WaitStored(ctx, 20*time.Millisecond) {
+		t.Fatal("a fragment received, not yet persisted: WaitStored did not wait")
+	}
+	waited := make(chan bool, 1)
+	go func() { waited <- sub.WaitStored(ctx, time.Minute) }()
+	select {
+	case <-waited:
+		t.Fatal("WaitStored returned before the fragment was persisted")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := sess.Persist(f); err != nil {
+		t.Fatal(err)
+	}
+	if !<-waited {
+		t.Fatal("WaitStored reported its max passed, though the fragment was stored")
+	}
+	if !sub.WaitStored(ctx, time.Hour) {
+		t.Fatal("the newest fragment is stored: WaitStored waited")
+	}
+
+	// An abandoned fragment (its upload gone) is settled too.
+	f = receive(1_002_000)
+	sess.Abandon(f, errors.New("gone"))
+	if !sub.WaitStored(ctx, time.Hour) {
+		t.Fatal("the newest fragment was abandoned: WaitStored waited")
+	}
+	// The subscription ending ends a wait.
+	f = receive(1_004_000)
+	defer sess.Abandon(f, errors.New("the test ends"))
+	go func() { waited <- sub.WaitStored(ctx, time.Minute) }()
+	sub.Close()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitStored went on waiting after its subscription closed")
+	}
+}

@@ -526,7 +526,7 @@ func (s *Server) startWHEP(info *engine.StreamInfo, offer string) (*whepSession,
 		delete(w.sessions, sess.id)
 		w.mu.Unlock()
 		s.opts.Logger.Info("WebRTC viewer left", append([]any{"stream", sess.stream, "session", sess.id, "frames", sess.sent,
-			"dropped", sub.Dropped(), "rewinds", sess.rewinds, "why", sess.why}, sess.lag.attrs()...)...)
+			"dropped", sub.Dropped(), "rewinds", sess.rewinds, "store_waits_cut", sess.storeWaitsCut, "why", sess.why}, sess.lag.attrs()...)...)
 	}()
 	return sess, answer, nil
 }

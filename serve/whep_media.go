@@ -208,7 +208,10 @@ type whepSession struct {
 	// counts the restarts at the newest key frame it caused.
 	pli     atomic.Bool
 	rewinds int
-	lag     lagStats
+	// storeWaitsCut counts the frames sent after storeWait passed with
+	// their stream's newest fragment still on its way to disk.
+	storeWaitsCut int
+	lag           lagStats
 }
 
 // lagStats sums, for the live video frames a viewer was sent, how long
@@ -325,6 +328,13 @@ func (w *whepSession) run(life context.Context, sub *engine.LiveSub, first *engi
 			w.stopWhy("ended")
 			return
 		}
+		// Frames wait until the fragment the newest key frame closed is
+		// stored (engine.LiveSub.WaitStored): its key frame's burst to
+		// every viewer would otherwise run during that fragment's
+		// persist and delay the camera's PERSISTED acks.
+		if !sub.WaitStored(ctx, storeWait) {
+			w.storeWaitsCut++
+		}
 		// A frame stamped before what was sent (the catch-up's compressed
 		// times) goes out 1 ms after it: RTP times never go backwards.
 		at := f.TimeMs
@@ -366,6 +376,12 @@ func (w *whepSession) catchUp(sub *engine.LiveSub, first *engine.LiveFrame) erro
 	}
 	return err
 }
+
+// storeWait bounds how long a live frame waits for its stream's newest
+// fragment to be stored (run): a few milliseconds on an SSD; on a slow
+// SD card the wait is cut here, so a viewer's delay grows by at most
+// this once per fragment.
+const storeWait = 30 * time.Millisecond
 
 // rtpMTU is the RTP payload size the payloader cuts NAL units to.
 const rtpMTU = 1200
