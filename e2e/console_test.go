@@ -535,13 +535,20 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 
 	// On a phone: one column, the wall two tiles wide, nothing wider than
-	// the screen.
+	// the screen: the streams list is one card per stream, its cells (a
+	// long upload error too) and its Open and Delete buttons within the
+	// screen, not in a table to scroll sideways; every tile plays.
 	run("a phone's screen", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
 		chromedp.Click(chromedp.CSS(`#wall-sizes button[data-grid="4"]`)))
 	waitJS("the phone layout", `(() => { const cols = getComputedStyle(document.getElementById('wall-tiles')).gridTemplateColumns.split(' ').length;
 		const top = (id) => document.getElementById(id).getBoundingClientRect().top;
 		return window.innerWidth === 390 && cols === 2 && document.documentElement.scrollWidth <= window.innerWidth &&
 			top('tl-in') === top('tl-out') && top('tl-back') === top('tl-now'); })()`, 10*time.Second)
+	waitJS("the streams list fits the phone's screen", `(() => { const cells = [...document.querySelectorAll('#stream-rows td, #stream-rows button')];
+		return cells.length > 0 && cells.every((e) => { const r = e.getBoundingClientRect(); return r.left >= 0 && r.right <= window.innerWidth; }) &&
+			document.querySelector('#stream-rows td[data-label="Upload"]') !== null; })()`, 10*time.Second)
+	waitJS("every tile plays on the phone", `(() => { const vs = [...document.querySelectorAll('#wall-tiles video')];
+		return vs.length > 0 && vs.every((v) => v.readyState >= 2 && !v.paused && !v.error); })()`, 30*time.Second)
 	shot("phone.jpg", "")
 	run("back to the desktop", chromedp.EmulateReset())
 

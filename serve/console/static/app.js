@@ -92,12 +92,22 @@ async function refresh() {
         try { await api('/deleteStream', { StreamARN: s.StreamARN }); if (current && current.StreamARN === s.StreamARN) closeViewer(); refresh(); }
         catch (err) { $('streams-error').textContent = err.message; }
       };
-      td.append(open, ' ', del); tr.appendChild(td); rows.appendChild(tr);
+      td.append(open, ' ', del); tr.appendChild(td); rows.appendChild(tr); labelCells(tr);
     }
     $('streams-error').textContent = '';
     refreshWall(list.StreamInfoList || [], cams.Cameras || [], live.Streams || []);
   } catch (err) { $('streams-error').textContent = err.message; }
   refreshCluster();
+}
+
+// labelCells names each cell of a table row by its column's heading
+// (data-label): on a phone the tables are shown as one card per row, each
+// cell on its own line under that name (app.css, table.cards).
+function labelCells(tr) {
+  const head = tr.closest('table').tHead.rows[0].cells;
+  for (let i = 0; i < tr.cells.length && i < head.length; i++) {
+    if (head[i].textContent) tr.cells[i].dataset.label = head[i].textContent;
+  }
 }
 
 // The cluster panel: members (serf) and this box's replication state; hidden
@@ -112,7 +122,7 @@ async function refreshCluster() {
       for (const cells of rows) {
         const tr = document.createElement('tr');
         for (const [v, cls] of cells) { const td = document.createElement('td'); td.textContent = v; if (cls) td.className = cls; tr.appendChild(td); }
-        body.appendChild(tr);
+        body.appendChild(tr); labelCells(tr);
       }
     };
     const gib = (b) => b ? (b / (1 << 30)).toFixed(1) + ' GiB' : '';
