@@ -223,7 +223,10 @@ type LiveSub struct {
 	closed  bool          // under t.mu
 	dropped atomic.Uint64
 	once    sync.Once
-	timer   *time.Timer // WaitStored's (the consumer's goroutine only)
+	// WaitStored's (the consumer's goroutine only): its timer, and the
+	// fragment whose wait its max cut (not waited for again).
+	timer *time.Timer
+	cut   <-chan struct{}
 }
 
 // Next returns the next frame (the caller Releases it), waiting for it;
@@ -246,8 +249,12 @@ func (s *LiveSub) Next(ctx context.Context) (*LiveFrame, error) {
 
 // WaitStored waits until the stream's newest received fragment is
 // settled (durable, or its persist failed), for at most max, and reports
-// whether it was (false: max passed first). It returns at once when no
-// fragment is on its way to disk, and when the subscription or ctx ends.
+// false when max passed first. It returns at once (true) when no
+// fragment is on its way to disk, when the subscription or ctx ends, and
+// for a fragment whose wait max already cut once: a consumer waits at
+// most max once per fragment, not once per frame (a disk slower than the
+// frames, or fragments queued behind a slow sync, would otherwise hold
+// every frame for max and the viewer would fall ever further behind).
 // Called by the subscription's consumer only (one goroutine).
 //
 // Why (BenchmarkFanOutPersistLatency, e2e): a fragment completes when
@@ -264,7 +271,7 @@ func (s *LiveSub) WaitStored(ctx context.Context, max time.Duration) bool {
 	t.mu.Lock()
 	ch := t.storing
 	t.mu.Unlock()
-	if ch == nil {
+	if ch == nil || ch == s.cut {
 		return true
 	}
 	select {
@@ -282,6 +289,7 @@ func (s *LiveSub) WaitStored(ctx context.Context, max time.Duration) bool {
 	case <-ch:
 		return true
 	case <-s.timer.C:
+		s.cut = ch
 		return false
 	case <-s.gone:
 		return true

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
@@ -373,6 +374,15 @@ func (d *DB) Fragment(id StreamID, n fragment.Number, bufs Buffers) (fragment.Me
 		return m, nil, err
 	}
 	media, err := d.readMediaInto(id, key, &m, ref, bufs)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Retention deleted it since its record was read (the batch is
+		// synced before its segments are unlinked): gone, not damaged.
+		if _, closer, gerr := d.db.Get(key); errors.Is(gerr, pebble.ErrNotFound) {
+			return fragment.Meta{}, nil, ErrNotFound
+		} else if gerr == nil {
+			closer.Close()
+		}
+	}
 	return m, media, err
 }
 

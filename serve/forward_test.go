@@ -120,3 +120,56 @@ func TestForwardedStreamCutByTheHolderIsCutHere(t *testing.T) {
 		ts.stop()
 	}
 }
+
+// ctxPipeView is a pipeView that keeps the context of its Forward.
+type ctxPipeView struct {
+	pipeView
+	ctx chan context.Context
+}
+
+func (v *ctxPipeView) Forward(ctx context.Context, base, path string, body []byte) (*http.Response, error) {
+	v.ctx <- ctx
+	return v.pipeView.Forward(ctx, base, path, body)
+}
+
+// TestForwardedStreamClientGoneEndsTheForward: a client that goes away
+// while a streamed answer is relayed ends the forward: the holder's
+// answer is closed (its writes fail) and the forward's context is
+// cancelled, so neither the relay nor its connection to the holder
+// lingers.
+func TestForwardedStreamClientGoneEndsTheForward(t *testing.T) {
+	pr, pw := io.Pipe()
+	view := &ctxPipeView{pipeView: pipeView{body: pr, size: -1}, ctx: make(chan context.Context, 1)}
+	ts := startServerWith(t, "", func(o *Options) { o.Cluster = view; o.Auth = nil })
+	holderDone := make(chan error, 1)
+	go func() {
+		part := bytes.Repeat([]byte{7}, 16<<10)
+		for {
+			if _, err := pw.Write(part); err != nil {
+				holderDone <- err
+				return
+			}
+		}
+	}()
+	resp, err := http.Post(ts.URL+"/getMedia", "application/json", strings.NewReader(`{"StreamName":"cam"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // the client goes away mid-stream
+	select {
+	case err := <-holderDone:
+		if !errors.Is(err, io.ErrClosedPipe) {
+			t.Fatalf("the holder's answer ended with %v, want it closed by the relay", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client went away, yet the relay still reads the holder's answer")
+	}
+	select {
+	case <-(<-view.ctx).Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay ended without cancelling the forward's context")
+	}
+}
