@@ -177,7 +177,10 @@ func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r 
 	// its range never ends as a whole-looking 200.
 	ctx.Response.SetBodyStream(&streamedBody{write: func(w *bufio.Writer) error {
 		err := s.streamClip(w, ref, hdr, metas, pages, log)
-		if err != nil {
+		switch {
+		case errors.Is(err, errClientGone):
+			log.Debug("GetClip: the client went away", "err", err)
+		case err != nil:
 			log.Warn("GetClip: the clip is cut short; its transfer ends without its last chunk", "err", err)
 		}
 		return err

@@ -184,8 +184,10 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 	// holder cutting its transfer (an error part-way) cuts this one too
 	// (streamedBody): Go's client reads that as io.ErrUnexpectedEOF.
 	ctx.Response.SetBodyStream(&streamedBody{write: func(w *bufio.Writer) error {
-		buf := make([]byte, 64<<10)
 		for {
+			// Read into the writer's own free space (emptied by the flush
+			// below): no buffer of the relay's own, no copy.
+			buf := w.AvailableBuffer()[:w.Available()]
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
 				if _, werr := w.Write(buf[:n]); werr != nil {

@@ -3,7 +3,9 @@ package serve
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
 )
 
 // streamedBody is a chunked answer written by its write function while
@@ -27,11 +29,24 @@ type streamedBody struct {
 
 // streamedChunk is the buffer between write and the wire: one chunk per
 // flush, so a chunk's header is amortised over up to this many bytes.
-const streamedChunk = 64 << 10
+// The buffers are pooled: only answers being written hold one (Go heap,
+// outside the media budget: 16 KiB per download at a time).
+const streamedChunk = 16 << 10
+
+var streamedBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, streamedChunk) }}
+
+// errClientGone wraps a failure to write to the client (it went away, or
+// its connection broke): the answer ends, but nothing on this side failed.
+var errClientGone = errors.New("serve: the client went away")
 
 func (b *streamedBody) WriteTo(w io.Writer) (int64, error) {
 	cw := &countingWriter{w: w}
-	bw := bufio.NewWriterSize(cw, streamedChunk)
+	bw := streamedBufs.Get().(*bufio.Writer)
+	bw.Reset(cw)
+	defer func() {
+		bw.Reset(nil)
+		streamedBufs.Put(bw)
+	}()
 	if err := b.write(bw); err != nil {
 		return cw.n, err
 	}
@@ -62,8 +77,12 @@ type countingWriter struct {
 	n int64
 }
 
+// Write writes to the client; its error wraps errClientGone.
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", errClientGone, err)
+	}
 	return n, err
 }
