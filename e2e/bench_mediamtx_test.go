@@ -36,6 +36,9 @@ type recorderRun struct {
 	// ring is the media its hot rings hold (kvsedge_ring_bytes; nil for
 	// MediaMTX, which keeps none).
 	ring func() int64
+	// memory, when set, says where the recorder's memory is (kvsedge:
+	// media memory used, assembling and cached; the Go heap).
+	memory func() string
 	stop func()
 }
 
@@ -204,6 +207,9 @@ func measureRecorder(b *testing.B, s mediamtxRecorder, urls []string, offered fl
 	if run.ring != nil {
 		ring = run.ring()
 	}
+	if run.memory != nil {
+		b.Logf("%s with %d cameras, RSS %.1f MiB: %s", s.name, len(urls), float64(rssKB)/1024, run.memory())
+	}
 	n := float64(len(urls))
 	media := offered * el.Seconds()
 	return sideFigures{
@@ -267,6 +273,17 @@ func kvsedgeRecorder(profile string) mediamtxRecorder {
 			ring: func() int64 {
 				v, _ := metricValue(scrape(b, p.endpoint), "kvsedge_ring_bytes", nil)
 				return int64(v)
+			},
+			memory: func() string {
+				fams := scrape(b, p.endpoint)
+				mib := func(name string, labels map[string]string) float64 {
+					v, _ := metricValue(fams, name, labels)
+					return v / (1 << 20)
+				}
+				return fmt.Sprintf("media used camera %.1f MiB (assembling %.1f), cached %.1f; Go heap in use %.1f MiB, heap idle not released %.1f, stacks %.1f",
+					mib("kvsedge_media_memory_used_bytes", map[string]string{"holder": "camera"}), mib("kvsedge_media_memory_assembling_bytes", nil),
+					mib("kvsedge_media_memory_cached_bytes", nil), mib("go_memstats_heap_inuse_bytes", nil),
+					mib("go_memstats_heap_idle_bytes", nil)-mib("go_memstats_heap_released_bytes", nil), mib("go_memstats_stack_inuse_bytes", nil))
 			},
 			stop: func() {
 				select {
