@@ -374,16 +374,22 @@ func (d *DB) Fragment(id StreamID, n fragment.Number, bufs Buffers) (fragment.Me
 		return m, nil, err
 	}
 	media, err := d.readMediaInto(id, key, &m, ref, bufs)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Retention deleted it since its record was read (the batch is
-		// synced before its segments are unlinked): gone, not damaged.
-		if _, closer, gerr := d.db.Get(key); errors.Is(gerr, pebble.ErrNotFound) {
-			return fragment.Meta{}, nil, ErrNotFound
-		} else if gerr == nil {
-			closer.Close()
-		}
+	if errors.Is(err, fs.ErrNotExist) && d.goneSince(key) {
+		return fragment.Meta{}, nil, ErrNotFound
 	}
 	return m, media, err
+}
+
+// goneSince reports whether the fragment record at key, read a moment
+// ago, is gone now: retention deleted it, and its segment unlinked, since
+// (the deleting batch is synced before its segments are unlinked), so a
+// missing segment file means gone, not damaged.
+func (d *DB) goneSince(key []byte) bool {
+	_, closer, err := d.db.Get(key)
+	if err == nil {
+		closer.Close()
+	}
+	return errors.Is(err, pebble.ErrNotFound)
 }
 
 // HasFragment reports whether the stream holds fragment n.
@@ -444,8 +450,24 @@ func (d *DB) readMediaInto(id StreamID, key []byte, m *fragment.Meta, ref segmen
 
 // NextFragment returns the first fragment numbered after `after` and
 // before `before` (zero: no bound), with its media read into a buffer
-// from bufs (as Fragment). ok is false when there is none.
+// from bufs (as Fragment). ok is false when there is none. One that
+// retention deletes while it is read is passed over, as if already gone.
 func (d *DB) NextFragment(id StreamID, after, before fragment.Number, bufs Buffers) (m fragment.Meta, media []byte, ok bool, err error) {
+	for {
+		m, media, ok, err = d.nextFragment(id, after, before, bufs)
+		if !errors.Is(err, errGoneWhileRead) {
+			return m, media, ok, err
+		}
+		// Retention took it while it was read: the next one is next.
+		after = m.Number
+	}
+}
+
+// errGoneWhileRead: nextFragment's fragment was deleted by retention
+// between reading its record and its media.
+var errGoneWhileRead = errors.New("lsm: fragment deleted while read")
+
+func (d *DB) nextFragment(id StreamID, after, before fragment.Number, bufs Buffers) (m fragment.Meta, media []byte, ok bool, err error) {
 	lower := fragmentKey(nil, id, after.Next())
 	var upper []byte
 	if before.IsZero() {
@@ -471,6 +493,9 @@ func (d *DB) NextFragment(id StreamID, after, before fragment.Number, bufs Buffe
 		return m, nil, false, err
 	}
 	media, err = d.readMediaInto(id, key, &m, ref, bufs)
+	if errors.Is(err, fs.ErrNotExist) && d.goneSince(key) {
+		return m, nil, false, errGoneWhileRead
+	}
 	return m, media, err == nil, err
 }
 

@@ -1,10 +1,12 @@
 package lsm
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
@@ -60,5 +62,50 @@ func TestFragmentGoneByRetentionWhileReadIsNotFound(t *testing.T) {
 	}
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("reading a fragment retention deleted meanwhile: %v, want ErrNotFound", err)
+	}
+}
+
+// TestNextFragmentPassesOverOneGoneByRetentionWhileRead: a reader going
+// through a stream (GetMedia from the earliest fragment) whose next
+// fragment retention deletes while it is read gets the first fragment
+// retention kept, not a read error.
+func TestNextFragmentPassesOverOneGoneByRetentionWhileRead(t *testing.T) {
+	fs := &openHookFS{FS: vfs.NewMem()}
+	opts := memOpts(fs)
+	opts.SegmentBytes = 1 << 20
+	opts.InlineRolls = true
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id := createTestStream(t, d)
+	media := make([]byte, 300<<10)
+	for i := 0; i < 8; i++ { // 2.4 MiB: three segments
+		// With its digest, so that what is read back is checked whole.
+		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
+			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
+		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deleted := 0
+	fs.hook = func() {
+		n, _, err := d.DeleteBefore(id, 1004)
+		if err != nil {
+			t.Errorf("retention: %v", err)
+		}
+		deleted = n
+	}
+	m, got, ok, err := d.NextFragment(id, fragment.Number{}, fragment.Number{}, nil)
+	if deleted != 4 {
+		t.Fatalf("retention deleted %d fragments while the read ran, want 4", deleted)
+	}
+	if err != nil || !ok {
+		t.Fatalf("the next fragment after retention took the first ones while it was read: ok %v, %v", ok, err)
+	}
+	if m.Number != fragment.MakeNumber(1, 1, 4) || len(got) != len(media) {
+		t.Fatalf("next fragment %s (%d bytes), want the first one retention kept, %s", m.Number, len(got), fragment.MakeNumber(1, 1, 4))
 	}
 }
