@@ -99,7 +99,7 @@ type clipPages struct {
 	cursor *fragment.TimeCursor
 	done   bool
 	last   int64 // the last listed fragment's producer time
-	any    bool
+	listed bool
 }
 
 // clipPageSize bounds the metas a clip holds at once (a variable for
@@ -119,8 +119,8 @@ func (p *clipPages) nextUpTo(n int) ([]fragment.Meta, error) {
 		p.cursor, p.done = next, next == nil
 		if p.r.idx == fragment.ByProducerTime {
 			page = slices.DeleteFunc(page, func(m fragment.Meta) bool {
-				dup := p.any && m.ProducerMs == p.last
-				p.last, p.any = m.ProducerMs, true
+				dup := p.listed && m.ProducerMs == p.last
+				p.last, p.listed = m.ProducerMs, true
 				return dup
 			})
 		}
