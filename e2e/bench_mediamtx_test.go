@@ -39,7 +39,7 @@ type recorderRun struct {
 	// memory, when set, says where the recorder's memory is (kvsedge:
 	// media memory used, assembling and cached; the Go heap).
 	memory func() string
-	stop func()
+	stop   func()
 }
 
 // sideFigures is what one recorder cost in one window.
