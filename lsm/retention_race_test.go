@@ -25,12 +25,13 @@ func (fs *openHookFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error
 	return fs.FS.Open(name, opts...)
 }
 
-// TestFragmentGoneByRetentionWhileReadIsNotFound: a fragment that
-// retention deletes while it is read (its record found, then its segment
-// unlinked before the read opens it) is not found, as it would be a
-// moment later, never a read error: readers skip a fragment gone by
-// retention (GetClip leaves it out) but end on a damaged one.
-func TestFragmentGoneByRetentionWhileReadIsNotFound(t *testing.T) {
+// retentionRace opens a store whose stream holds 8 fragments of 300 KiB
+// (three 1 MiB segments; fragment i at producer time 1000+i, with its
+// digest) and arms the next open of a segment to run retention first,
+// deleting fragments 0-3 (the first segment goes); *deleted is how many
+// it deleted.
+func retentionRace(t *testing.T) (d *DB, id StreamID, media []byte, deleted *int) {
+	t.Helper()
 	fs := &openHookFS{FS: vfs.NewMem()}
 	opts := memOpts(fs)
 	opts.SegmentBytes = 1 << 20
@@ -39,23 +40,38 @@ func TestFragmentGoneByRetentionWhileReadIsNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
-	id := createTestStream(t, d)
-	media := make([]byte, 300<<10)
-	for i := 0; i < 8; i++ { // 2.4 MiB: three segments
-		putTestFragment(t, d, id, i, int64(1000+i), media)
+	t.Cleanup(func() { d.Close() })
+	id = createTestStream(t, d)
+	media = make([]byte, 300<<10)
+	for i := 0; i < 8; i++ {
+		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
+			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
+		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
 	}
-	deleted := 0
+	deleted = new(int)
 	fs.hook = func() {
 		n, _, err := d.DeleteBefore(id, 1004)
 		if err != nil {
 			t.Errorf("retention: %v", err)
 		}
-		deleted = n
+		*deleted = n
 	}
-	_, _, err = d.Fragment(id, fragment.MakeNumber(1, 1, 0), nil)
-	if deleted != 4 {
-		t.Fatalf("retention deleted %d fragments while the read ran, want 4", deleted)
+	return d, id, media, deleted
+}
+
+// TestFragmentGoneByRetentionWhileReadIsNotFound: a fragment that
+// retention deletes while it is read (its record found, then its segment
+// unlinked before the read opens it) is not found, as it would be a
+// moment later, never a read error: readers skip a fragment gone by
+// retention (GetClip leaves it out) but end on a damaged one.
+func TestFragmentGoneByRetentionWhileReadIsNotFound(t *testing.T) {
+	d, id, _, deleted := retentionRace(t)
+	_, _, err := d.Fragment(id, fragment.MakeNumber(1, 1, 0), nil)
+	if *deleted != 4 {
+		t.Fatalf("retention deleted %d fragments while the read ran, want 4", *deleted)
 	}
 	if ok, herr := d.HasFragment(id, fragment.MakeNumber(1, 1, 0)); herr != nil || ok {
 		t.Fatalf("the fragment is still held after retention (%v, %v): the test did not race the read", ok, herr)
@@ -70,37 +86,10 @@ func TestFragmentGoneByRetentionWhileReadIsNotFound(t *testing.T) {
 // fragment retention deletes while it is read gets the first fragment
 // retention kept, not a read error.
 func TestNextFragmentPassesOverOneGoneByRetentionWhileRead(t *testing.T) {
-	fs := &openHookFS{FS: vfs.NewMem()}
-	opts := memOpts(fs)
-	opts.SegmentBytes = 1 << 20
-	opts.InlineRolls = true
-	d, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	id := createTestStream(t, d)
-	media := make([]byte, 300<<10)
-	for i := 0; i < 8; i++ { // 2.4 MiB: three segments
-		// With its digest, so that what is read back is checked whole.
-		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
-			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
-		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
-		if err := d.PutFragment(id, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deleted := 0
-	fs.hook = func() {
-		n, _, err := d.DeleteBefore(id, 1004)
-		if err != nil {
-			t.Errorf("retention: %v", err)
-		}
-		deleted = n
-	}
+	d, id, media, deleted := retentionRace(t)
 	m, got, ok, err := d.NextFragment(id, fragment.Number{}, fragment.Number{}, nil)
-	if deleted != 4 {
-		t.Fatalf("retention deleted %d fragments while the read ran, want 4", deleted)
+	if *deleted != 4 {
+		t.Fatalf("retention deleted %d fragments while the read ran, want 4", *deleted)
 	}
 	if err != nil || !ok {
 		t.Fatalf("the next fragment after retention took the first ones while it was read: ok %v, %v", ok, err)
