@@ -146,7 +146,72 @@ func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange, firstPage i
 	if len(first) == 0 {
 		return nil, nil, newAPIError(http.StatusNotFound, errResourceNotFound, "No fragments found in the requested range of stream %s.", info.Name)
 	}
+	if aerr := s.clipTracksHold(info, r, first[0]); aerr != nil {
+		return nil, nil, aerr
+	}
 	return p, first, nil
+}
+
+// clipTracksHold checks, before a clip starts, that the stream's tracks
+// stay the same over range r, whose first fragment is first: one MP4 has
+// one set of tracks, so a change within the range (a camera reconfigured
+// to another resolution or codec) is InvalidCodecPrivateData naming where
+// it is (the console shows it: export up to or from there), instead of a
+// 200 whose transfer is cut at the change. The range's metas are scanned
+// a page at a time (their header ids); one fragment is read for each
+// header id not seen before, for at most maxClipHeaders of them; past
+// that (a producer changing its codec private data all the time) a change
+// still cuts the transfer where it is (streamClip).
+func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first fragment.Meta) *apiError {
+	ref := engine.StreamRef{ARN: info.ARN}
+	var base *mkv.Header
+	seen := map[uint64]bool{first.HeaderID: true}
+	p := &clipPages{eng: s.eng, ref: ref, r: r}
+	for len(seen) <= maxClipHeaders {
+		page, err := p.next()
+		if err != nil {
+			return engineError(err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for _, m := range page {
+			if seen[m.HeaderID] {
+				continue
+			}
+			seen[m.HeaderID] = true
+			if base == nil {
+				if base = s.clipTracksOf(ref, first.Number); base == nil {
+					return nil // gone or unreadable: the clip itself says so
+				}
+			}
+			h := s.clipTracksOf(ref, m.Number)
+			if h != nil && !remux.SameTracks(base, h) {
+				return newAPIError(http.StatusBadRequest, errInvalidCodecPrivate,
+					"The tracks of stream %s change within the range, at %s (fragment %s): one MP4 cannot hold both; ask for the clip up to or from there.",
+					info.Name, time.UnixMilli(m.ProducerMs).UTC().Format("2006-01-02T15:04:05.000Z"), m.Number)
+			}
+		}
+	}
+	return nil
+}
+
+// maxClipHeaders bounds the distinct track headers clipTracksHold reads.
+const maxClipHeaders = 16
+
+// clipTracksOf is fragment n's tracks, or nil when it cannot be read (gone
+// by retention since it was listed, or damaged: the clip ends on that).
+func (s *Server) clipTracksOf(ref engine.StreamRef, n fragment.Number) *mkv.Header {
+	f, err := s.eng.Fragment(ref, n)
+	if err != nil {
+		return nil
+	}
+	defer f.Release()
+	h, err := f.Header.Tracks()
+	if err != nil {
+		return nil
+	}
+	return h
 }
 
 // writeClip answers with the clip of range r of the stream: an error, or

@@ -337,3 +337,61 @@ func TestGetClipCutShortEndsAsACutTransfer(t *testing.T) {
 		t.Fatalf("before the cut: %d moof boxes (want 3), starts % x", n, got[:min(16, len(got))])
 	}
 }
+
+// TestGetClipOverATrackChangeSaysWhere: one MP4 has one set of tracks, so
+// a clip whose range spans a change of the stream's tracks (a camera
+// reconfigured) is refused before it starts, InvalidCodecPrivateData
+// naming where the change is, at GetClip and at getClipURL (the console
+// shows it), instead of a 200 cut at the change; the range up to the
+// change still plays.
+func TestGetClipOverATrackChangeSaysWhere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
+	if n := len(res.events("PERSISTED")); n != 6 {
+		t.Fatalf("%d PERSISTED", n)
+	}
+	// 30 s later the camera sends another codec (its tracks change).
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecMJPG, Width: 320, Height: 240}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
+	if err := b.Start(h, 1795580030000, 64); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.AddBlock(0, 1795580030000, true, []byte{0xFF, 0xD8, 0xFF, 0xD9})
+	f, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, serverMs, _ := sess.StartFragment()
+	rec, err := sess.Receive(n, serverMs, 1795580030000, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Persist(rec.Fragment); err != nil {
+		t.Fatal(err)
+	}
+	sess.Close()
+
+	whole := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580040}}}`
+	for _, path := range []string{"/getClip", "/getClipURL"} {
+		st, hdr, body := ts.raw(t, path, []byte(whole), time.Now(), testSecret)
+		if st != 400 || hdr.Get("x-amzn-ErrorType") != "InvalidCodecPrivateDataException" || !strings.Contains(string(body), "2026-11-25T") || !strings.Contains(string(body), n.String()) {
+			t.Fatalf("%s over the change: %d %s %s; want 400 InvalidCodecPrivateDataException naming the change's time and fragment %s", path, st, hdr.Get("x-amzn-ErrorType"), body, n)
+		}
+	}
+	upTo := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580020}}}`
+	st, hdr, body := ts.raw(t, "/getClip", []byte(upTo), time.Now(), testSecret)
+	if st != 200 || hdr.Get("Content-Type") != "video/mp4" || bytes.Count(body, []byte("moof")) != 6 {
+		t.Fatalf("the range up to the change: %d %s, %d moof boxes (want 200, the 6 fragments)", st, hdr.Get("Content-Type"), bytes.Count(body, []byte("moof")))
+	}
+}

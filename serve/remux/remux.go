@@ -239,7 +239,7 @@ type sample struct {
 // producer times: the cluster starts at producerMs (relative timecodes
 // restart with every upload; producer times do not), minus BaseMs.
 func (m *Muxer) WriteFragment(w io.Writer, h *mkv.Header, cluster []byte, seq uint32, producerMs int64) error {
-	if string(h.Raw) != string(m.header.Raw) && !sameTracks(h, m.header) {
+	if string(h.Raw) != string(m.header.Raw) && !SameTracks(h, m.header) {
 		return ErrHeaderChanged
 	}
 	per := make(map[*track][]sample, len(m.tracks))
@@ -301,7 +301,10 @@ func (m *Muxer) WriteFragment(w io.Writer, h *mkv.Header, cluster []byte, seq ui
 	return err
 }
 
-func sameTracks(a, b *mkv.Header) bool {
+// SameTracks reports whether a and b carry the same tracks for playback
+// (numbers, codecs and codec private data): one fMP4 can hold fragments of
+// both; other changes (a track's name) do not matter.
+func SameTracks(a, b *mkv.Header) bool {
 	if len(a.Tracks) != len(b.Tracks) {
 		return false
 	}
