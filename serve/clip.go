@@ -167,7 +167,7 @@ func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first frag
 	var base *mkv.Header
 	seen := map[uint64]bool{first.HeaderID: true}
 	p := &clipPages{eng: s.eng, ref: ref, r: r}
-	for len(seen) <= maxClipHeaders {
+	for {
 		page, err := p.next()
 		if err != nil {
 			return engineError(err)
@@ -179,6 +179,9 @@ func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first frag
 			if seen[m.HeaderID] {
 				continue
 			}
+			if len(seen) == maxClipHeaders {
+				return nil // the bound holds within a page too
+			}
 			seen[m.HeaderID] = true
 			if base == nil {
 				if base = s.clipTracksOf(ref, first.Number); base == nil {
@@ -187,16 +190,22 @@ func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first frag
 			}
 			h := s.clipTracksOf(ref, m.Number)
 			if h != nil && !remux.SameTracks(base, h) {
+				// The change's time on the range's own clock: the one its
+				// caller can ask up to or from.
+				at := m.ProducerMs
+				if r.idx == fragment.ByServerTime {
+					at = m.ServerMs
+				}
 				return newAPIError(http.StatusBadRequest, errInvalidCodecPrivate,
 					"The tracks of stream %s change within the range, at %s (fragment %s): one MP4 cannot hold both; ask for the clip up to or from there.",
-					info.Name, time.UnixMilli(m.ProducerMs).UTC().Format("2006-01-02T15:04:05.000Z"), m.Number)
+					info.Name, time.UnixMilli(at).UTC().Format("2006-01-02T15:04:05.000Z"), m.Number)
 			}
 		}
 	}
-	return nil
 }
 
-// maxClipHeaders bounds the distinct track headers clipTracksHold reads.
+// maxClipHeaders bounds the distinct track headers clipTracksHold reads
+// (the first fragment's included).
 const maxClipHeaders = 16
 
 // clipTracksOf is fragment n's tracks, or nil when it cannot be read (gone

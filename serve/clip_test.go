@@ -395,3 +395,126 @@ func TestGetClipOverATrackChangeSaysWhere(t *testing.T) {
 		t.Fatalf("the range up to the change: %d %s, %d moof boxes (want 200, the 6 fragments)", st, hdr.Get("Content-Type"), bytes.Count(body, []byte("moof")))
 	}
 }
+
+// persistWith stores one fragment of stream name under header h at
+// producer time producerMs (one key frame, payload as its sample) through
+// an ingest session, as a producer's upload does; it returns its number
+// and server time.
+func persistWith(t *testing.T, ts *testServer, name string, h *mkv.Header, producerMs int64, payload []byte) (fragment.Number, int64) {
+	t.Helper()
+	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
+	if err := b.Start(h, producerMs, 64); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddBlock(0, producerMs, true, payload); err != nil {
+		t.Fatal(err)
+	}
+	f, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, serverMs, err := sess.StartFragment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := sess.Receive(n, serverMs, producerMs, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Persist(rec.Fragment); err != nil {
+		t.Fatal(err)
+	}
+	return n, serverMs
+}
+
+// TestGetClipByServerTimeOverATrackChangeSaysWhenInServerTime: a clip
+// asked by SERVER_TIMESTAMP over a change of the stream's tracks is
+// refused naming the change's server time, the time its caller can ask
+// "up to or from" (its producer time, from another clock, is not).
+func TestGetClipByServerTimeOverATrackChangeSaysWhenInServerTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
+	if n := len(res.events("PERSISTED")); n != 6 {
+		t.Fatalf("%d PERSISTED", n)
+	}
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecMJPG, Width: 320, Height: 240}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the change's server time differs from the upload's
+	n, serverMs := persistWith(t, ts, "cam", h, 1795580030000, []byte{0xFF, 0xD8, 0xFF, 0xD9})
+	now := time.Now().Unix()
+	whole := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":` +
+		strconv.FormatInt(now-300, 10) + `,"EndTimestamp":` + strconv.FormatInt(now+300, 10) + `}}}`
+	want := time.UnixMilli(serverMs).UTC().Format("2006-01-02T15:04:05.000Z")
+	for _, path := range []string{"/getClip", "/getClipURL"} {
+		st, hdr, body := ts.raw(t, path, []byte(whole), time.Now(), testSecret)
+		if st != 400 || hdr.Get("x-amzn-ErrorType") != "InvalidCodecPrivateDataException" || !strings.Contains(string(body), want) || !strings.Contains(string(body), n.String()) {
+			t.Fatalf("%s by server time over the change: %d %s %s; want 400 InvalidCodecPrivateDataException naming the change's server time %s and fragment %s", path, st, hdr.Get("x-amzn-ErrorType"), body, want, n)
+		}
+	}
+}
+
+// TestGetClipTrackCheckReadsAtMostMaxClipHeaders: the check of a clip's
+// tracks before it starts reads one fragment for each of at most
+// maxClipHeaders distinct headers, however many one page of the range
+// holds (a producer whose every upload has its own header: 500 reads
+// before the clip starts); past them a change of tracks cuts the
+// transfer where it is (FORMAT.md). At the bound, a change is refused.
+func TestGetClipTrackCheckReadsAtMostMaxClipHeaders(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	const base = 1795580000000
+	avcc := captureFragments(t, "real-producer-h264-absolute")[0].Header.Tracks[0].CodecPrivate
+	header := func(i int, number uint64) *mkv.Header {
+		h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: number, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: avcc, Name: "upload " + strconv.Itoa(i), Width: 64, Height: 64}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	// 4 KiB key frames: the clip is flushed (its 200 sent) before the cut.
+	idr := append([]byte{0, 0, 0x10, 0, 0x65}, make([]byte, 4<<10-1)...)
+	// maxClipHeaders-1 headers with the same tracks (names differ), then
+	// a change (another track number) at the maxClipHeaders-th header,
+	// then another same-tracks header and a change past the bound.
+	for i := 0; i < maxClipHeaders-1; i++ {
+		persistWith(t, ts, "cam", header(i, 1), base+int64(i)*1000, idr)
+	}
+	changeAt, _ := persistWith(t, ts, "cam", header(maxClipHeaders-1, 2), base+int64(maxClipHeaders-1)*1000, idr)
+	clip := func(endMs int64) (int, http.Header, []byte, error) {
+		body := []byte(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":` + strconv.FormatFloat(float64(endMs)/1000, 'f', 3, 64) + `}}}`)
+		resp, err := http.DefaultClient.Do(ts.signed(t, "/getClip", body, body, time.Now(), testSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, got, err
+	}
+	st, hdr, body, _ := clip(base + 60_000)
+	if st != 400 || hdr.Get("x-amzn-ErrorType") != "InvalidCodecPrivateDataException" || !strings.Contains(string(body), changeAt.String()) {
+		t.Fatalf("a change at the %d-th header: %d %s %s; want 400 naming fragment %s", maxClipHeaders, st, hdr.Get("x-amzn-ErrorType"), body, changeAt)
+	}
+	// One more same-tracks header before the change puts it past the
+	// bound: it is not read before the clip starts.
+	ts = startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	for i := 0; i < maxClipHeaders; i++ {
+		persistWith(t, ts, "cam", header(i, 1), base+int64(i)*1000, idr)
+	}
+	persistWith(t, ts, "cam", header(maxClipHeaders, 2), base+int64(maxClipHeaders)*1000, idr)
+	st, _, body, err := clip(base + 60_000)
+	if st != 200 || !errors.Is(err, io.ErrUnexpectedEOF) || bytes.Count(body, []byte("moof")) != maxClipHeaders {
+		t.Fatalf("a change past %d headers: %d, %d moof boxes, read error %v; want 200 cut at the change (%d moof boxes) after at most %d header reads", maxClipHeaders, st, bytes.Count(body, []byte("moof")), err, maxClipHeaders, maxClipHeaders)
+	}
+}
