@@ -271,6 +271,12 @@ func (s *Server) streamClip(w *bufio.Writer, ref engine.StreamRef, hdr *mkv.Head
 	if err != nil {
 		return fmt.Errorf("init segment: %w", err)
 	}
+	// The 200 and the init segment go out now: a clip cut before its
+	// buffer first fills would otherwise end with no answer at all (the
+	// connection closed before its status), not a cut transfer.
+	if err := w.Flush(); err != nil {
+		return err
+	}
 	for len(metas) > 0 {
 		for _, m := range metas {
 			f, err := s.eng.Fragment(ref, m.Number)

@@ -518,3 +518,37 @@ func TestGetClipTrackCheckReadsAtMostMaxClipHeaders(t *testing.T) {
 		t.Fatalf("a change past %d headers: %d, %d moof boxes, read error %v; want 200 cut at the change (%d moof boxes) after at most %d header reads", maxClipHeaders, st, bytes.Count(body, []byte("moof")), err, maxClipHeaders, maxClipHeaders)
 	}
 }
+
+// TestGetClipCutBeforeItsFirstFlushIsA200CutShort: a clip that fails
+// before its first 16 KiB are buffered (small fragments, then a change of
+// tracks past the headers checked before it starts) still answers 200 and
+// a cut transfer, as FORMAT.md says, not a connection closed before any
+// answer (Go's client: EOF from Do, which the AWS SDK retries as a
+// network error).
+func TestGetClipCutBeforeItsFirstFlushIsA200CutShort(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	const base = 1795580000000
+	avcc := captureFragments(t, "real-producer-h264-absolute")[0].Header.Tracks[0].CodecPrivate
+	for i := 0; i <= maxClipHeaders; i++ {
+		number := uint64(1)
+		if i == maxClipHeaders {
+			number = 2 // the change, past the headers checked
+		}
+		h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: number, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: avcc, Name: "upload " + strconv.Itoa(i), Width: 64, Height: 64}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		persistWith(t, ts, "cam", h, base+int64(i)*1000, []byte{0, 0, 0, 2, 0x65, 0x88})
+	}
+	body := []byte(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580060}}}`)
+	resp, err := http.DefaultClient.Do(ts.signed(t, "/getClip", body, body, time.Now(), testSecret))
+	if err != nil {
+		t.Fatalf("GetClip cut within its first 16 KiB: %v; want 200 and a cut transfer", err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !errors.Is(err, io.ErrUnexpectedEOF) || !bytes.Contains(got, []byte("ftyp")) {
+		t.Fatalf("GetClip cut within its first 16 KiB: %d, %d bytes, read error %v; want 200, the init segment, a cut transfer", resp.StatusCode, len(got), err)
+	}
+}
