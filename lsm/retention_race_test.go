@@ -3,6 +3,7 @@ package lsm
 import (
 	"encoding/binary"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -96,5 +97,56 @@ func TestNextFragmentPassesOverOneGoneByRetentionWhileRead(t *testing.T) {
 	}
 	if m.Number != fragment.MakeNumber(1, 1, 4) || len(got) != len(media) {
 		t.Fatalf("next fragment %s (%d bytes), want the first one retention kept, %s", m.Number, len(got), fragment.MakeNumber(1, 1, 4))
+	}
+}
+
+// removeOnOpenFS unlinks the first media segment opened just before it is
+// opened: a segment lost while its fragments' records stay.
+type removeOnOpenFS struct {
+	vfs.FS
+	armed bool
+}
+
+func (fs *removeOnOpenFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	if fs.armed && strings.HasSuffix(name, segmentSuffix) {
+		fs.armed = false
+		_ = fs.FS.Remove(name)
+	}
+	return fs.FS.Open(name, opts...)
+}
+
+// TestNextFragmentEndsOnASegmentLostWhileItsRecordStays: a missing
+// segment whose fragment's record is still there is damage, not
+// retention: NextFragment returns the read error (the reader ends on it)
+// rather than passing over the fragment, or looping on it.
+func TestNextFragmentEndsOnASegmentLostWhileItsRecordStays(t *testing.T) {
+	fs := &removeOnOpenFS{FS: vfs.NewMem()}
+	opts := memOpts(fs)
+	opts.SegmentBytes = 1 << 20
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id := createTestStream(t, d)
+	media := make([]byte, 300<<10)
+	for i := 0; i < 8; i++ {
+		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
+			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
+		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs.armed = true
+	m, _, ok, err := d.NextFragment(id, fragment.Number{}, fragment.Number{}, nil)
+	if fs.armed {
+		t.Fatal("no segment was opened: the test did not lose one")
+	}
+	if ok || !errors.Is(err, os.ErrNotExist) || m.Number != fragment.MakeNumber(1, 1, 0) {
+		t.Fatalf("NextFragment over a lost segment: %s, ok %v, %v; want fragment 0 and its read error (the segment does not exist)", m.Number, ok, err)
+	}
+	if has, herr := d.HasFragment(id, m.Number); herr != nil || !has {
+		t.Fatalf("fragment %s's record is gone (%v, %v): the test lost a segment, not a record", m.Number, has, herr)
 	}
 }
