@@ -10,6 +10,8 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/kvsedge/kvsedge/engine"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -183,22 +185,45 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 	// A streamed answer (GetMedia, GetClip): relay it as it comes. The
 	// holder cutting its transfer (an error part-way) cuts this one too
 	// (streamedBody): Go's client reads that as io.ErrUnexpectedEOF.
+	// A holder silent for longer than it ever is when well (a paused or
+	// hung peer) is let go: the relay's transfer is cut instead of holding
+	// the client and this goroutine until TCP gives up.
+	idle := relayIdle
+	if idle <= 0 {
+		idle = s.opts.GetMediaIdleTimeout + 30*time.Second
+	}
 	ctx.Response.SetBodyStream(&streamedBody{write: func(w *bufio.Writer) error {
+		var silent atomic.Bool
+		timer := time.AfterFunc(idle, func() {
+			silent.Store(true)
+			_ = resp.Body.Close() // unblocks the Read below
+			cancel()
+		})
+		defer timer.Stop()
 		for {
 			// Read into the writer's own free space (emptied by the flush
 			// below): no buffer of the relay's own, no copy.
 			buf := w.AvailableBuffer()[:w.Available()]
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
+				// Not counted as the holder's silence: a slow client
+				// (bounded by the server's write timeout).
+				if !timer.Stop() {
+					return fmt.Errorf("relaying the holder's answer: it sent nothing for %v", idle)
+				}
 				if _, werr := w.Write(buf[:n]); werr != nil {
 					return werr
 				}
 				if werr := w.Flush(); werr != nil {
 					return werr
 				}
+				timer.Reset(idle)
 			}
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) && !silent.Load() {
 				return nil
+			}
+			if silent.Load() {
+				return fmt.Errorf("relaying the holder's answer: it sent nothing for %v", idle)
 			}
 			if err != nil {
 				return fmt.Errorf("relaying the holder's answer: %w", err)
@@ -210,6 +235,11 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 	}}, -1)
 	return true
 }
+
+// relayIdle bounds a streamed relay's wait for the holder's next bytes
+// (0: the GetMedia idle timeout, after which a holder's GetMedia ends,
+// plus 30 s; a variable for tests).
+var relayIdle time.Duration
 
 // maxBufferedAnswer is the largest forwarded answer read whole before it
 // is relayed (a JSON answer); longer ones stream through.
