@@ -387,6 +387,17 @@ func (e *Engine) ListFragments(ref StreamRef, idx fragment.TimeIndex, startMs, e
 	return out, next, nil
 }
 
+// SessionHeader returns the stream's session header id (a fragment's
+// Meta.HeaderID) from the header cache or the archive, without reading
+// any fragment.
+func (e *Engine) SessionHeader(ref StreamRef, id uint64) (*Header, error) {
+	s, _, err := e.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	return e.storedHeader(s, id)
+}
+
 // HeaderLen is the length of a stored session header (0 if unknown), for
 // reporting chunk sizes.
 func (e *Engine) HeaderLen(ref StreamRef, id uint64) int {

@@ -158,8 +158,9 @@ func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange, firstPage i
 // to another resolution or codec) is InvalidCodecPrivateData naming where
 // it is (the console shows it: export up to or from there), instead of a
 // 200 whose transfer is cut at the change. The range's metas are scanned
-// a page at a time (their header ids); one fragment is read for each
-// header id not seen before, for at most maxClipHeaders of them; past
+// a page at a time (their header ids); the session header (not a
+// fragment) is read for each header id not seen before, for at most
+// maxClipHeaders of them; past
 // that (a producer changing its codec private data all the time) a change
 // still cuts the transfer where it is (streamClip).
 func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first fragment.Meta) *apiError {
@@ -184,11 +185,11 @@ func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first frag
 			}
 			seen[m.HeaderID] = true
 			if base == nil {
-				if base = s.clipTracksOf(ref, first.Number); base == nil {
-					return nil // gone or unreadable: the clip itself says so
+				if base = s.clipTracksOf(ref, first.HeaderID); base == nil {
+					return nil // unreadable: the clip itself says so
 				}
 			}
-			h := s.clipTracksOf(ref, m.Number)
+			h := s.clipTracksOf(ref, m.HeaderID)
 			if h != nil && !remux.SameTracks(base, h) {
 				// The change's time on the range's own clock: the one its
 				// caller can ask up to or from.
@@ -208,15 +209,15 @@ func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first frag
 // (the first fragment's included).
 const maxClipHeaders = 16
 
-// clipTracksOf is fragment n's tracks, or nil when it cannot be read (gone
-// by retention since it was listed, or damaged: the clip ends on that).
-func (s *Server) clipTracksOf(ref engine.StreamRef, n fragment.Number) *mkv.Header {
-	f, err := s.eng.Fragment(ref, n)
+// clipTracksOf is the tracks of the stream's session header id (the
+// header alone is read, no fragment), or nil when it cannot be read (the
+// clip then ends where it is needed).
+func (s *Server) clipTracksOf(ref engine.StreamRef, id uint64) *mkv.Header {
+	hdr, err := s.eng.SessionHeader(ref, id)
 	if err != nil {
 		return nil
 	}
-	defer f.Release()
-	h, err := f.Header.Tracks()
+	h, err := hdr.Tracks()
 	if err != nil {
 		return nil
 	}
