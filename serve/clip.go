@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -240,6 +241,13 @@ func (s *Server) writeClip(ctx *fasthttp.RequestCtx, info *engine.StreamInfo, r 
 	}
 	if aerr := checkPlayable(hdr); aerr != nil {
 		writeError(ctx, aerr)
+		return
+	}
+	// The init segment is built once here, thrown away, so a header that
+	// cannot start an MP4 (an SPS too short to parse) is an error answer,
+	// not a connection closed before any status.
+	if _, err := remux.NewFMP4(io.Discard, hdr); err != nil {
+		writeError(ctx, newAPIError(http.StatusBadRequest, errInvalidCodecPrivate, "The stream's tracks cannot start an MP4: %v", err))
 		return
 	}
 	log := s.opts.Logger.With("op", "GetClip", "stream", info.Name)

@@ -552,3 +552,50 @@ func TestGetClipCutBeforeItsFirstFlushIsA200CutShort(t *testing.T) {
 		t.Fatalf("GetClip cut within its first 16 KiB: %d, %d bytes, read error %v; want 200, the init segment, a cut transfer", resp.StatusCode, len(got), err)
 	}
 }
+
+// TestGetClipOfAnUnparsableSPSIsAnError: an H.264 stream whose codec
+// private data parses as avcC but whose SPS is too short to build an MP4
+// init segment from gets 400 InvalidCodecPrivateData, not a connection
+// closed before any status (review9b).
+func TestGetClipOfAnUnparsableSPSIsAnError(t *testing.T) {
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	// avcC: version 1, profile 0x64, compat 0, level 0x1f, 4-byte lengths,
+	// one SPS of 2 bytes (too short), one PPS of 1 byte.
+	avcc := []byte{1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 2, 0x67, 0x64, 1, 0, 1, 0x68}
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecH264, CodecPrivate: avcc, Width: 64, Height: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
+	if err := b.Start(h, 1795580000000, 64); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.AddBlock(0, 1795580000000, true, []byte{0, 0, 0, 2, 0x65, 0x88})
+	f, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, serverMs, _ := sess.StartFragment()
+	rec, err := sess.Receive(n, serverMs, 1795580000000, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Persist(rec.Fragment); err != nil {
+		t.Fatal(err)
+	}
+	sess.Close()
+	body := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795579999,"EndTimestamp":1795580001}}}`
+	resp, err := http.DefaultClient.Do(ts.signed(t, "/getClip", []byte(body), []byte(body), time.Now(), testSecret))
+	if err != nil {
+		t.Fatalf("GetClip of a stream whose SPS cannot start an MP4: %v (want an error answer)", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get("x-amzn-ErrorType") != "InvalidCodecPrivateDataException" {
+		t.Fatalf("GetClip of a stream whose SPS cannot start an MP4: %d %s", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
+	}
+}
