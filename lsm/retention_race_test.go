@@ -43,15 +43,7 @@ func retentionRace(t *testing.T) (d *DB, id StreamID, media []byte, deleted *int
 	}
 	t.Cleanup(func() { d.Close() })
 	id = createTestStream(t, d)
-	media = make([]byte, 300<<10)
-	for i := 0; i < 8; i++ {
-		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
-			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
-		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
-		if err := d.PutFragment(id, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	media = putDigestedFragments(t, d, id)
 	deleted = new(int)
 	fs.hook = func() {
 		n, _, err := d.DeleteBefore(id, 1004)
@@ -129,15 +121,7 @@ func TestNextFragmentEndsOnASegmentLostWhileItsRecordStays(t *testing.T) {
 	}
 	defer d.Close()
 	id := createTestStream(t, d)
-	media := make([]byte, 300<<10)
-	for i := 0; i < 8; i++ {
-		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
-			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
-		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
-		if err := d.PutFragment(id, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putDigestedFragments(t, d, id)
 	fs.armed = true
 	m, _, ok, err := d.NextFragment(id, fragment.Number{}, fragment.Number{}, nil)
 	if fs.armed {
@@ -149,4 +133,21 @@ func TestNextFragmentEndsOnASegmentLostWhileItsRecordStays(t *testing.T) {
 	if has, herr := d.HasFragment(id, m.Number); herr != nil || !has {
 		t.Fatalf("fragment %s's record is gone (%v, %v): the test lost a segment, not a record", m.Number, has, herr)
 	}
+}
+
+// putDigestedFragments stores 8 fragments of 300 KiB (three 1 MiB
+// segments), fragment i at producer and server time 1000+i, each with its
+// digest (so a read checks it whole), and returns their media.
+func putDigestedFragments(t *testing.T, d *DB, id StreamID) []byte {
+	t.Helper()
+	media := make([]byte, 300<<10)
+	for i := 0; i < 8; i++ {
+		w := FragmentWrite{Meta: fragment.Meta{Number: fragment.MakeNumber(1, 1, uint32(i)), ProducerMs: int64(1000 + i), ServerMs: int64(1000 + i),
+			DurationMs: 1, MediaLen: uint32(len(media)), ClusterLen: uint32(len(media))}, Media: media}
+		binary.BigEndian.PutUint64(w.Meta.Digest[:8], xxhash.Sum64(media))
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return media
 }

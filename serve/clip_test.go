@@ -137,28 +137,7 @@ func TestGetClip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "mjpeg"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
-	if err := b.Start(h, 1795580000000, 64); err != nil {
-		t.Fatal(err)
-	}
-	_ = b.AddBlock(0, 1795580000000, true, []byte{0xFF, 0xD8, 0xFF, 0xD9})
-	f, err := b.Finish()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, serverMs, _ := sess.StartFragment()
-	rec, err := sess.Receive(n, serverMs, 1795580000000, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Persist(rec.Fragment); err != nil {
-		t.Fatal(err)
-	}
-	sess.Close()
+	persistWith(t, ts, "mjpeg", h, 1795580000000, []byte{0xFF, 0xD8, 0xFF, 0xD9})
 	if _, got, _ := clip(`{"StreamName":"mjpeg","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795579999,"EndTimestamp":1795580001}}}`); got != "UnsupportedStreamMediaTypeException"+"application/json" {
 		t.Errorf("MJPEG stream: %s", got)
 	}
@@ -338,6 +317,28 @@ func TestGetClipCutShortEndsAsACutTransfer(t *testing.T) {
 	}
 }
 
+// streamWithTrackChange is a box whose stream "cam" holds the real
+// producer's 6 fragments (producer times from 1795580000 s) and then,
+// 30 s of producer time and at least 20 ms of server time later, one
+// fragment of another codec (its tracks change): that one's number and
+// server time.
+func streamWithTrackChange(t *testing.T) (*testServer, fragment.Number, int64) {
+	t.Helper()
+	ts := startServerWith(t, "", fastMedia)
+	createMediaStream(t, ts, "cam", 24)
+	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
+	if n := len(res.events("PERSISTED")); n != 6 {
+		t.Fatalf("%d PERSISTED", n)
+	}
+	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecMJPG, Width: 320, Height: 240}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the change's server time differs from the upload's
+	n, serverMs := persistWith(t, ts, "cam", h, 1795580030000, []byte{0xFF, 0xD8, 0xFF, 0xD9})
+	return ts, n, serverMs
+}
+
 // TestGetClipOverATrackChangeSaysWhere: one MP4 has one set of tracks, so
 // a clip whose range spans a change of the stream's tracks (a camera
 // reconfigured) is refused before it starts, InvalidCodecPrivateData
@@ -348,39 +349,7 @@ func TestGetClipOverATrackChangeSaysWhere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long (seconds of real media or gossip): make test runs it")
 	}
-	ts := startServerWith(t, "", fastMedia)
-	createMediaStream(t, ts, "cam", 24)
-	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
-	if n := len(res.events("PERSISTED")); n != 6 {
-		t.Fatalf("%d PERSISTED", n)
-	}
-	// 30 s later the camera sends another codec (its tracks change).
-	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecMJPG, Width: 320, Height: 240}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "cam"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
-	if err := b.Start(h, 1795580030000, 64); err != nil {
-		t.Fatal(err)
-	}
-	_ = b.AddBlock(0, 1795580030000, true, []byte{0xFF, 0xD8, 0xFF, 0xD9})
-	f, err := b.Finish()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, serverMs, _ := sess.StartFragment()
-	rec, err := sess.Receive(n, serverMs, 1795580030000, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Persist(rec.Fragment); err != nil {
-		t.Fatal(err)
-	}
-	sess.Close()
+	ts, n, _ := streamWithTrackChange(t)
 
 	whole := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795580000,"EndTimestamp":1795580040}}}`
 	for _, path := range []string{"/getClip", "/getClipURL"} {
@@ -440,18 +409,7 @@ func TestGetClipByServerTimeOverATrackChangeSaysWhenInServerTime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long (seconds of real media or gossip): make test runs it")
 	}
-	ts := startServerWith(t, "", fastMedia)
-	createMediaStream(t, ts, "cam", 24)
-	res := putUpload(t, ts, "cam", "RELATIVE", "1795580000.000", loadCapture(t, "real-producer-h264-aac-relative"), 0)
-	if n := len(res.events("PERSISTED")); n != 6 {
-		t.Fatalf("%d PERSISTED", n)
-	}
-	h, err := mkv.BuildHeader([]mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, CodecID: mkv.CodecMJPG, Width: 320, Height: 240}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond) // the change's server time differs from the upload's
-	n, serverMs := persistWith(t, ts, "cam", h, 1795580030000, []byte{0xFF, 0xD8, 0xFF, 0xD9})
+	ts, n, serverMs := streamWithTrackChange(t)
 	now := time.Now().Unix()
 	whole := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":` +
 		strconv.FormatInt(now-300, 10) + `,"EndTimestamp":` + strconv.FormatInt(now+300, 10) + `}}}`
@@ -567,28 +525,7 @@ func TestGetClipOfAnUnparsableSPSIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ts.eng.BeginIngest(engine.StreamRef{Name: "cam"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := mkv.FragmentBuilder{Buffers: sess.Buffers(engine.MediaCamera)}
-	if err := b.Start(h, 1795580000000, 64); err != nil {
-		t.Fatal(err)
-	}
-	_ = b.AddBlock(0, 1795580000000, true, []byte{0, 0, 0, 2, 0x65, 0x88})
-	f, err := b.Finish()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, serverMs, _ := sess.StartFragment()
-	rec, err := sess.Receive(n, serverMs, 1795580000000, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Persist(rec.Fragment); err != nil {
-		t.Fatal(err)
-	}
-	sess.Close()
+	persistWith(t, ts, "cam", h, 1795580000000, []byte{0, 0, 0, 2, 0x65, 0x88})
 	body := `{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":1795579999,"EndTimestamp":1795580001}}}`
 	resp, err := http.DefaultClient.Do(ts.signed(t, "/getClip", []byte(body), []byte(body), time.Now(), testSecret))
 	if err != nil {
