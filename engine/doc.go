@@ -186,8 +186,7 @@
 //	writeMu    → mu, DB.mu (stream ids), ring.mu, and in DeleteStream
 //	             ingest.mu, released, then persistMu
 //	cap.mu     → mu, ring.mu, persistMu
-//	importMu   → ring.mu, liveTap.mu (Receive notes the fragment on its
-//	             way to disk), headers.mu and the lsm segment read locks (a
+//	importMu   → ring.mu, headers.mu and the lsm segment read locks (a
 //	             stored copy compared, resend.go), persistMu
 //	persistMu  → headers.mu, ingest.mu and ring.mu (ImportFragment); the lsm
 //	             segment and sync-window locks (PutFragment, DeleteBefore)

@@ -267,13 +267,11 @@ func (s *LiveSub) Next(ctx context.Context) (*LiveFrame, error) {
 // stored before sending on keeps the two apart, for a few milliseconds of
 // live delay once per fragment.
 func (s *LiveSub) WaitStored(ctx context.Context, max time.Duration) bool {
-	t := s.t
-	t.mu.Lock()
-	ch := t.storing
-	t.mu.Unlock()
-	if ch == nil || ch == s.cut {
+	f := s.t.storing.Load()
+	if f == nil || f.persisted == s.cut {
 		return true
 	}
+	ch := f.persisted
 	select {
 	case <-ch:
 		return true
@@ -372,17 +370,20 @@ type liveTap struct {
 	keepGOP   time.Duration
 	warmUntil int64
 
-	mu sync.Mutex
-	// storing is the stream's newest received fragment's persisted
-	// channel (closed once it is durable or its persist failed; nil
-	// before the first): what LiveSub.WaitStored waits on.
-	storing <-chan struct{}
-	subs    []*LiveSub
-	gop     []*LiveFrame // retained; from the newest video key frame on
-	gopOK   bool         // gop holds every frame since that key frame
-	gopLen  int          // bytes of gop's frames
-	cur     *liveChunk   // the chunk being filled (the tap's reference)
-	closed  bool
+	// storing is the stream's newest received fragment (nil before the
+	// first): its persisted channel, closed once it is durable or its
+	// persist failed, is what LiveSub.WaitStored waits on. Atomic, not
+	// under mu: every viewer reads it before every frame it sends. Only
+	// the channel is read (the fragment's media may be released).
+	storing atomic.Pointer[Fragment]
+
+	mu     sync.Mutex
+	subs   []*LiveSub
+	gop    []*LiveFrame // retained; from the newest video key frame on
+	gopOK  bool         // gop holds every frame since that key frame
+	gopLen int          // bytes of gop's frames
+	cur    *liveChunk   // the chunk being filled (the tap's reference)
+	closed bool
 	// subscribers is len(subs), read without the lock.
 	subscribers atomic.Int32
 	frames      atomic.Uint64
@@ -650,8 +651,4 @@ func (e *Engine) LiveStreams(since time.Time) []LiveStats {
 }
 
 // received notes the stream's newest received fragment (WaitStored).
-func (t *liveTap) received(f *Fragment) {
-	t.mu.Lock()
-	t.storing = f.persisted
-	t.mu.Unlock()
-}
+func (t *liveTap) received(f *Fragment) { t.storing.Store(f) }

@@ -161,9 +161,9 @@ func (s *Server) clipFragments(info *engine.StreamInfo, r clipRange, firstPage i
 // 200 whose transfer is cut at the change. The range's metas are scanned
 // a page at a time (their header ids); the session header (not a
 // fragment) is read for each header id not seen before, for at most
-// maxClipHeaders of them; past
-// that (a producer changing its codec private data all the time) a change
-// still cuts the transfer where it is (streamClip).
+// maxClipHeaders of them; past that (a producer changing its codec
+// private data all the time) a change still cuts the transfer where it is
+// (streamClip).
 func (s *Server) clipTracksHold(info *engine.StreamInfo, r clipRange, first fragment.Meta) *apiError {
 	ref := engine.StreamRef{ARN: info.ARN}
 	var base *mkv.Header

@@ -205,12 +205,13 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 			// below): no buffer of the relay's own, no copy.
 			buf := w.AvailableBuffer()[:w.Available()]
 			n, err := resp.Body.Read(buf)
+			if silent.Load() { // the body was closed under the Read
+				return fmt.Errorf("relaying the holder's answer: it sent nothing for %v", idle)
+			}
 			if n > 0 {
-				// Not counted as the holder's silence: a slow client
-				// (bounded by the server's write timeout).
-				if !timer.Stop() {
-					return fmt.Errorf("relaying the holder's answer: it sent nothing for %v", idle)
-				}
+				// A slow client is not the holder's silence (the server's
+				// write timeout bounds it).
+				timer.Stop()
 				if _, werr := w.Write(buf[:n]); werr != nil {
 					return werr
 				}
@@ -219,11 +220,8 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, name, path string, body []b
 				}
 				timer.Reset(idle)
 			}
-			if errors.Is(err, io.EOF) && !silent.Load() {
+			if errors.Is(err, io.EOF) {
 				return nil
-			}
-			if silent.Load() {
-				return fmt.Errorf("relaying the holder's answer: it sent nothing for %v", idle)
 			}
 			if err != nil {
 				return fmt.Errorf("relaying the holder's answer: %w", err)
