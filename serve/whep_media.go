@@ -208,8 +208,8 @@ type whepSession struct {
 	// counts the restarts at the newest key frame it caused.
 	pli     atomic.Bool
 	rewinds int
-	// storeWaitsCut counts the frames sent after storeWait passed with
-	// their stream's newest fragment still on its way to disk.
+	// storeWaitsCut counts the fragments whose wait storeWait cut (their
+	// frames went out while the fragment was still on its way to disk).
 	storeWaitsCut int
 	lag           lagStats
 }
