@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kvsedge/kvsedge/ingest"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
 // mediamtxRecorder is one side of BenchmarkVsMediaMTX: a recorder process
@@ -60,7 +61,8 @@ type sideFigures struct {
 // skipped without it) recording fMP4 into a temporary directory without
 // fsync (MediaMTX has none). The cameras are simulated 2 Mbit/s 720p25
 // H.264 cameras (Clip2Mbit: a key frame a second; the demo clip without
-// ffmpeg) published to one gortsplib relay in this process; each recorder
+// ffmpeg; started a second / N apart unless KVSEDGE_BENCH_LOCKSTEP=1)
+// published to one gortsplib relay in this process; each recorder
 // pulls every camera from it over RTSP/TCP. The three run one after the
 // other, KVSEDGE_BENCH_ROUNDS times (default 2), the order reversed every
 // other round, each with a warm-up (KVSEDGE_BENCH_WARMUP seconds, default
@@ -125,7 +127,7 @@ func BenchmarkVsMediaMTX(b *testing.B) {
 			for i := range paths {
 				paths[i] = fmt.Sprint("cam", i)
 			}
-			rl := publishCameras(ctx, b, clip, fps, paths...)
+			rl := publishStaggeredCameras(ctx, b, clip, fps, paths...)
 			for i, p := range paths {
 				rl.WaitPublished(b, p, 20*time.Second)
 				urls[i] = rl.URL(p)
@@ -208,7 +210,8 @@ func measureRecorder(b *testing.B, s mediamtxRecorder, urls []string, offered fl
 		ring = run.ring()
 	}
 	if run.memory != nil {
-		b.Logf("%s with %d cameras, RSS %.1f MiB: %s", s.name, len(urls), float64(rssKB)/1024, run.memory())
+		b.Logf("%s with %d cameras, RSS %.1f MiB (anonymous %.1f, files %.1f): %s", s.name, len(urls), float64(rssKB)/1024,
+			float64(procStatusKB(run.pid, "RssAnon"))/1024, float64(procStatusKB(run.pid, "RssFile"))/1024, run.memory())
 	}
 	n := float64(len(urls))
 	media := offered * el.Seconds()
@@ -503,4 +506,37 @@ func median(vs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// publishStaggeredCameras is publishCameras with the cameras started a
+// key-frame interval (the clip's second) / n apart, so their fragments end
+// spread over the second as independent cameras' do (BenchmarkRecorder
+// does the same); KVSEDGE_BENCH_LOCKSTEP=1 starts them together, every
+// fragment of the box then ending within a few ms of the others (the
+// figures before this option).
+func publishStaggeredCameras(ctx context.Context, b *testing.B, clip string, fps int, paths ...string) *rtsptest.Relay {
+	if os.Getenv("KVSEDGE_BENCH_LOCKSTEP") == "1" {
+		return publishCameras(ctx, b, clip, fps, paths...)
+	}
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, err := ingest.NewDemoSource(data, float64(fps))
+	if err != nil {
+		b.Fatal(err)
+	}
+	aus, _, sps, pps := src.Clip()
+	rl := rtsptest.StartRelay(b, "")
+	for i, p := range paths {
+		go func() {
+			select {
+			case <-time.After(time.Duration(i) * time.Second / time.Duration(len(paths))):
+			case <-ctx.Done():
+				return
+			}
+			rtsptest.Publish(ctx, b, rl.URL(p), aus, sps, pps, fps, 0)
+		}()
+	}
+	return rl
 }

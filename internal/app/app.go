@@ -146,6 +146,10 @@ func (a *App) open(o Options) error {
 		log.Warn("media.ring_mib_per_stream is deprecated: the hot ring is sized in seconds (media.ring_seconds) within the media memory budget "+
 			"(media.memory_budget_mib); it still caps each stream's ring", "ring_mib_per_stream", cfg.Media.RingMiBPerStream, "ring_seconds", cfg.Media.RingSeconds)
 	}
+	if os.Getenv("GOGC") == "" {
+		prev := debug.SetGCPercent(cfg.GCPercent)
+		a.did("gc percent", func() error { debug.SetGCPercent(prev); return nil })
+	}
 	if cfg.MemoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		prev := debug.SetMemoryLimit(int64(cfg.MemoryLimitMiB) << 20)
 		a.did("memory limit", func() error { debug.SetMemoryLimit(prev); return nil })
