@@ -884,7 +884,16 @@ func (s *source) take(n int) []byte {
 	return b
 }
 
-// fill makes at least n (≤ len(buf)) bytes available.
+// fillAhead is how far past what it was asked for fill reads: enough for
+// the next few element headers (a block's ID, size and block header are
+// under 20 bytes), little of the payload after them.
+const fillAhead = 256
+
+// fill makes at least n (≤ len(buf)) bytes available. It reads no more
+// than n plus fillAhead, so a block's payload, which follows the header
+// fill was asked for, is mostly read by appendN straight into its
+// fragment's buffer: through this buffer it would be copied twice (a
+// PutMedia upload spent 12 % of its CPU on that second copy).
 func (s *source) fill(n int, atBoundary bool) error {
 	for s.buffered() < n {
 		if s.err != nil {
@@ -897,7 +906,7 @@ func (s *source) fill(n int, atBoundary bool) error {
 			s.wpos = copy(s.buf, s.buf[s.rpos:s.wpos])
 			s.rpos = 0
 		}
-		m, err := s.r.Read(s.buf[s.wpos:])
+		m, err := s.r.Read(s.buf[s.wpos:min(len(s.buf), s.rpos+n+fillAhead)])
 		s.wpos += m
 		switch {
 		case err == nil:

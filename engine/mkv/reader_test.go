@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"unsafe"
 
 	"github.com/kvsedge/kvsedge/internal/fixture"
 )
@@ -419,4 +420,67 @@ func knownSizeCluster(t *testing.T, extra int) []byte {
 	size := uint64(len(content) + extra)
 	out = append(out, 0x01, byte(size>>48), byte(size>>40), byte(size>>32), byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
 	return append(out, content...)
+}
+
+// bufferCountingReader serves data in reads of at most chunk bytes (as
+// PutMedia's body pump hands them on) and counts the bytes it delivered
+// into the Reader's own buffer (rd.src.buf) rather than straight into a
+// fragment.
+type bufferCountingReader struct {
+	data     []byte
+	chunk    int
+	rd       *Reader
+	buffered int
+}
+
+func (c *bufferCountingReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), c.chunk, len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	if buf := c.rd.src.buf; len(buf) > 0 {
+		at, lo := uintptr(unsafe.Pointer(&p[0])), uintptr(unsafe.Pointer(&buf[0]))
+		if at >= lo && at < lo+uintptr(len(buf)) {
+			c.buffered += n
+		}
+	}
+	return n, nil
+}
+
+// A block's payload is read straight into its fragment's buffer, not
+// first into the Reader's buffer and copied from there: every media byte
+// of an upload is copied once in the parse, not twice.
+func TestReaderReadsPayloadsStraightIntoFragments(t *testing.T) {
+	for _, name := range []string{"real-producer-h264-absolute", "real-producer-h264-aac-relative"} {
+		t.Run(name, func(t *testing.T) {
+			data, _ := loadCapture(t, name)
+			cr := &bufferCountingReader{data: data, chunk: 32 << 10}
+			rd := NewReader(cr, Options{})
+			cr.rd = rd
+			media := 0
+			for {
+				ev, err := rd.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev == EventFragmentEnd {
+					media += len(rd.TakeFragment().Buf)
+				}
+			}
+			if media < len(data)/2 {
+				t.Fatalf("parsed %d bytes of fragments from a %d-byte body", media, len(data))
+			}
+			// Through the buffer go the headers, the block headers and
+			// at most fillAhead bytes after each.
+			if cr.buffered > len(data)/10 {
+				t.Errorf("%d of the body's %d bytes were read into the Reader's buffer (then copied again), want ≤ 10%%", cr.buffered, len(data))
+			}
+			t.Logf("%d of %d body bytes through the Reader's buffer", cr.buffered, len(data))
+		})
+	}
 }
