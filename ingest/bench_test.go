@@ -333,6 +333,48 @@ func fsyncLatency(b *testing.B, dir string, size, runs int) time.Duration {
 	return lat[len(lat)/2]
 }
 
+// probeFsync writes 500 KB and fsyncs it into dir every 250 ms until the
+// returned stop is called, appending each write + fsync's latency to *lat
+// (under mu): the disk's own figure under the recorder's load, beside the
+// idle one (fsyncLatency) that p99/fsync divides by.
+func probeFsync(dir string, mu *sync.Mutex, lat *[]time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		buf := make([]byte, 500<<10)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		name := filepath.Join(dir, "probe")
+		defer os.Remove(name)
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			f, err := os.Create(name)
+			if err != nil {
+				return
+			}
+			t0 := time.Now()
+			_, err = f.Write(buf)
+			if err == nil {
+				err = f.Sync()
+			}
+			d := time.Since(t0)
+			f.Close()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			*lat = append(*lat, d)
+			mu.Unlock()
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
 // writeBytes is what this process has sent to storage.
 func writeBytes() int64 { return procIO("write_bytes") }
 
@@ -392,6 +434,9 @@ func procIO(name string) int64 {
 //	                         PERSISTED ack waits)
 //	fsync-ms                 one 500 KB write + fsync on the same disk
 //	p99/fsync                (goal ≤ 3 at 64 streams)
+//	loaded-fsync-p50-ms, -p99-ms  the same write + fsync every 250 ms
+//	                         during the recorder's windows: the disk's
+//	                         own latency under the recorder's load
 //	write-amp                bytes this process wrote to storage per media
 //	                         byte received
 //
@@ -432,6 +477,8 @@ func BenchmarkRecorder(b *testing.B) {
 				mu.Unlock()
 			}
 			defer func() { persistObserver = nil }()
+			var loaded []time.Duration // the disk probe's fsyncs during the windows
+			stopProbe := func() {}
 
 			var bare, rec phase // all rounds summed (memory: the first's)
 			var media uint64
@@ -481,6 +528,7 @@ func BenchmarkRecorder(b *testing.B) {
 					mu.Lock()
 					measuring = true
 					mu.Unlock()
+					stopProbe = probeFsync(dir, &mu, &loaded)
 					st0, w0 = r.eng.Stats(), writeBytes()
 					if prof != "" && round == 0 {
 						profFile = startProfile(b, fmt.Sprintf("%s.%d", prof, n))
@@ -490,6 +538,7 @@ func BenchmarkRecorder(b *testing.B) {
 				mu.Lock()
 				measuring = false
 				mu.Unlock()
+				stopProbe()
 				st1, w1 := r.eng.Stats(), writeBytes()
 				media += st1.BytesReceived - st0.BytesReceived
 				written += w1 - w0
@@ -556,6 +605,13 @@ func BenchmarkRecorder(b *testing.B) {
 			}
 			mu.Unlock()
 			b.ReportMetric(ms(fsync), "fsync-ms")
+			mu.Lock()
+			if len(loaded) > 0 {
+				slices.Sort(loaded)
+				b.ReportMetric(ms(loaded[len(loaded)/2]), "loaded-fsync-p50-ms")
+				b.ReportMetric(ms(loaded[min(len(loaded)-1, len(loaded)*99/100)]), "loaded-fsync-p99-ms")
+			}
+			mu.Unlock()
 			if media > 0 {
 				b.ReportMetric(float64(written)/float64(media), "write-amp")
 			}
