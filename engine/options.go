@@ -25,8 +25,10 @@ type Options struct {
 	NodeID uint16
 	// RingDuration is how much of each stream's newest video its hot ring
 	// keeps for live readers (ring.go): sized in time, its bytes follow
-	// the stream's bitrate. It defaults to 6 s (three 2 s fragments: an
-	// HLS live playlist's worth). Readers further behind read the archive.
+	// the stream's bitrate. It defaults to 4 s (two 2 s fragments: the
+	// newest, where live readers start, and the one before it). Readers
+	// further behind, and an HLS live playlist's older segments, read the
+	// archive.
 	RingDuration time.Duration
 	// RingBytesPerStream optionally caps each stream's hot ring in bytes
 	// as well (0: no cap beyond the media budget).
@@ -76,7 +78,7 @@ func (o *Options) EnsureDefaults() {
 		o.MaxStreams = 10000
 	}
 	if o.RingDuration == 0 {
-		o.RingDuration = 6 * time.Second
+		o.RingDuration = 4 * time.Second
 	}
 	if o.LiveKeepGOP == 0 {
 		o.LiveKeepGOP = 10 * time.Minute
