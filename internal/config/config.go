@@ -90,9 +90,11 @@ type Config struct {
 	// and short-lived garbage only (media is outside it): mostly
 	// gortsplib's one new buffer per RTP packet it reads, ~1.4 KB for
 	// every packet of every camera. At Go's 100 that garbage lets the heap
-	// double its live size between collections; 50 keeps it at 1.5×,
-	// about 0.2–0.3 MiB less RSS per camera for a collection twice as
-	// often on a live heap of ~10 MiB (issue 14: BenchmarkVsMediaMTX).
+	// double its live size between collections; 50 keeps it at 1.5×:
+	// 0.1–0.3 MiB less RSS per camera at 16 cameras (the heap's idle pages
+	// 4.0 → 1.4 MiB), for a collection twice as often of a live heap of
+	// ~8 MiB, its CPU within the runs' noise (issue 14:
+	// BenchmarkVsMediaMTX, BenchmarkRecorder).
 	GCPercent int `koanf:"gc_percent" yaml:"gc_percent"`
 	// ProfileApplied and ProfileWhy say which hardware profile was applied
 	// and why (set by Load; "" for none).
@@ -400,7 +402,7 @@ func Default() Config {
 		Media: MediaConfig{
 			// Two 2 s fragments: the one live readers start from and the
 			// one before it; HLS playlists and readers further behind read
-			// the archive (through the page cache).
+			// the archive.
 			RingSeconds:         4,
 			GetMediaIdleTimeout: 50 * time.Second,
 			PutMediaIdleClose:   30 * time.Second,

@@ -105,6 +105,7 @@ func TestConfigInvalidNamesTheKey(t *testing.T) {
 		{[]string{"KVSEDGE_CLUSTER__ACK_TIMEOUT=2h"}, nil, "cluster.ack_timeout"},
 		{nil, []string{"--profile", "pi-one"}, "profile"},
 		{[]string{"KVSEDGE_STORAGE__SYNC_WINDOW=1m"}, nil, "storage.sync_window"},
+		{[]string{"KVSEDGE_GC_PERCENT=0"}, nil, "gc_percent"},
 	}
 	for _, tc := range cases {
 		_, err := loadFor(t, tc.env, tc.args...)
