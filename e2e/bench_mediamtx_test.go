@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvsedge/kvsedge/ingest"
 	"github.com/kvsedge/kvsedge/internal/rtsptest"
 )
 
@@ -444,15 +443,7 @@ func (w syncWriter) Write(p []byte) (int, error) {
 // sends.
 func clipByteRate(b *testing.B, clip string, fps int) float64 {
 	b.Helper()
-	data, err := os.ReadFile(clip)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src, err := ingest.NewDemoSource(data, float64(fps))
-	if err != nil {
-		b.Fatal(err)
-	}
-	aus, _, _, _ := src.Clip()
+	aus, _, _ := loadClip(b, clip, fps)
 	size := 0
 	for _, au := range aus {
 		for _, nalu := range au {
@@ -515,28 +506,9 @@ func median(vs []float64) float64 {
 // fragment of the box then ending within a few ms of the others (the
 // figures before this option).
 func publishStaggeredCameras(ctx context.Context, b *testing.B, clip string, fps int, paths ...string) *rtsptest.Relay {
+	spread := time.Second
 	if os.Getenv("KVSEDGE_BENCH_LOCKSTEP") == "1" {
-		return publishCameras(ctx, b, clip, fps, paths...)
+		spread = 0
 	}
-	data, err := os.ReadFile(clip)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src, err := ingest.NewDemoSource(data, float64(fps))
-	if err != nil {
-		b.Fatal(err)
-	}
-	aus, _, sps, pps := src.Clip()
-	rl := rtsptest.StartRelay(b, "")
-	for i, p := range paths {
-		go func() {
-			select {
-			case <-time.After(time.Duration(i) * time.Second / time.Duration(len(paths))):
-			case <-ctx.Done():
-				return
-			}
-			rtsptest.Publish(ctx, b, rl.URL(p), aus, sps, pps, fps, 0)
-		}()
-	}
-	return rl
+	return publishCamerasSpread(ctx, b, clip, fps, spread, paths...)
 }

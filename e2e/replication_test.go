@@ -618,6 +618,34 @@ func TestClusterNetworkCut(t *testing.T) {
 // camera per path looping the H.264 clip at fps.
 func publishCameras(ctx context.Context, tb testing.TB, clip string, fps int, paths ...string) *rtsptest.Relay {
 	tb.Helper()
+	return publishCamerasSpread(ctx, tb, clip, fps, 0, paths...)
+}
+
+// publishCamerasSpread is publishCameras with camera i started i·spread/n
+// after the first (0: all at once).
+func publishCamerasSpread(ctx context.Context, tb testing.TB, clip string, fps int, spread time.Duration, paths ...string) *rtsptest.Relay {
+	tb.Helper()
+	aus, sps, pps := loadClip(tb, clip, fps)
+	rl := rtsptest.StartRelay(tb, "")
+	for i, p := range paths {
+		go func() {
+			if spread > 0 {
+				select {
+				case <-time.After(time.Duration(i) * spread / time.Duration(len(paths))):
+				case <-ctx.Done():
+					return
+				}
+			}
+			rtsptest.Publish(ctx, tb, rl.URL(p), aus, sps, pps, fps, 0)
+		}()
+	}
+	return rl
+}
+
+// loadClip reads an H.264 clip file into the access units a looping
+// camera sends and its parameter sets.
+func loadClip(tb testing.TB, clip string, fps int) (aus [][][]byte, sps, pps []byte) {
+	tb.Helper()
 	data, err := os.ReadFile(clip)
 	if err != nil {
 		tb.Fatal(err)
@@ -626,12 +654,8 @@ func publishCameras(ctx context.Context, tb testing.TB, clip string, fps int, pa
 	if err != nil {
 		tb.Fatal(err)
 	}
-	aus, _, sps, pps := src.Clip()
-	rl := rtsptest.StartRelay(tb, "")
-	for _, p := range paths {
-		go rtsptest.Publish(ctx, tb, rl.URL(p), aus, sps, pps, fps, 0)
-	}
-	return rl
+	aus, _, sps, pps = src.Clip()
+	return aus, sps, pps
 }
 
 // proxiedNet gives n boxes gossip and API addresses behind netcut proxies,

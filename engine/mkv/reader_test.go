@@ -45,7 +45,11 @@ type parsed struct {
 }
 
 func parseAll(t testing.TB, r io.Reader) (parsed, error) {
-	rd := NewReader(r, Options{})
+	return parseWith(NewReader(r, Options{}))
+}
+
+// parseWith reads every fragment from rd.
+func parseWith(rd *Reader) (parsed, error) {
 	var p parsed
 	for {
 		ev, err := rd.Next()
@@ -459,18 +463,13 @@ func TestReaderReadsPayloadsStraightIntoFragments(t *testing.T) {
 			cr := &bufferCountingReader{data: data, chunk: 32 << 10}
 			rd := NewReader(cr, Options{})
 			cr.rd = rd
+			p, err := parseWith(rd)
+			if err != nil {
+				t.Fatal(err)
+			}
 			media := 0
-			for {
-				ev, err := rd.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if ev == EventFragmentEnd {
-					media += len(rd.TakeFragment().Buf)
-				}
+			for _, f := range p.frags {
+				media += len(f.Buf)
 			}
 			if media < len(data)/2 {
 				t.Fatalf("parsed %d bytes of fragments from a %d-byte body", media, len(data))
