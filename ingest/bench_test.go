@@ -314,23 +314,34 @@ func fsyncLatency(b *testing.B, dir string, size, runs int) time.Duration {
 	buf := make([]byte, size)
 	lat := make([]time.Duration, 0, runs)
 	for i := 0; i < runs; i++ {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("fsync-%d", i)))
+		name := filepath.Join(dir, fmt.Sprintf("fsync-%d", i))
+		d, err := writeSynced(name, buf)
+		os.Remove(name)
 		if err != nil {
 			b.Fatal(err)
 		}
-		t0 := time.Now()
-		if _, err := f.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(t0))
-		f.Close()
-		os.Remove(f.Name())
+		lat = append(lat, d)
 	}
 	slices.Sort(lat)
 	return lat[len(lat)/2]
+}
+
+// writeSynced writes buf into a new file at path and fsyncs it, and says
+// how long the write and the fsync took.
+func writeSynced(path string, buf []byte) (time.Duration, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	t0 := time.Now()
+	if _, err := f.Write(buf); err != nil {
+		return 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
 }
 
 // probeFsync writes 500 KB and fsyncs it into dir every 250 ms until the
@@ -353,17 +364,7 @@ func probeFsync(dir string, mu *sync.Mutex, lat *[]time.Duration) (stop func()) 
 				return
 			case <-tick.C:
 			}
-			f, err := os.Create(name)
-			if err != nil {
-				return
-			}
-			t0 := time.Now()
-			_, err = f.Write(buf)
-			if err == nil {
-				err = f.Sync()
-			}
-			d := time.Since(t0)
-			f.Close()
+			d, err := writeSynced(name, buf)
 			if err != nil {
 				return
 			}
