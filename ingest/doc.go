@@ -9,6 +9,9 @@
 //	rtsp.go        RTSP/RTSPS pull with gortsplib: tracks, codecs, audio;
 //	               the connection read through a 64 KiB buffer under
 //	               gortsplib's 4 KiB one (fewer read system calls)
+//	readpace.go    paced reads under that buffer: every camera's TCP
+//	               socket read on one box-wide 40 ms clock, so one wake
+//	               serves them all instead of one per packet burst
 //	rtpvideo.go    RTP H.264/H.265 depacketised straight into the fragment
 //	               being built: NAL units from the RTP payloads behind
 //	               their lengths, fragmentation units appended in place,

@@ -161,13 +161,14 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 const rtspReadBuffer = 64 << 10
 
 // dialBuffered dials an RTSP connection whose reads go through a
-// rtspReadBuffer buffer (TLS, on rtsps://, is layered above it).
+// rtspReadBuffer buffer, filled by paced reads (readpace.go; TLS, on
+// rtsps://, is layered above both).
 func dialBuffered(ctx context.Context, network, address string) (net.Conn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, rtspReadBuffer)}, nil
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer), rtspReadBuffer)}, nil
 }
 
 // bufferedConn is a net.Conn whose reads are buffered; everything else
