@@ -19,18 +19,25 @@ import (
 // every 20 µs (perf, 16 staggered cameras: sysmon alone took 20 % of the
 // recorder's CPU).
 //
-// So an RTSP connection reads its socket at most once per tick of one
-// box-wide clock (readPacer): a read that comes less than a tick after the
-// previous one waits for the next tick and takes what the socket holds
-// without blocking, and every camera due then reads on the same wake (a
-// socket still empty waits for the next tick instead of waking the
-// process when its bytes come). Meanwhile the bytes wait in the socket's
-// kernel buffer (at 8 Mbit/s, 40 KB a tick), and rtspReadBuffer takes
-// them in one read; a read that fills the buffer is followed at once by
-// the next. A read a tick or more after the previous one (the first, or
-// after a silence) goes at once, so a quiet connection answers without
-// delay. The price is at most a tick of latency per read: well inside the
-// live view's budget.
+// So an RTSP connection, once media flows (pacedAfterBytes read: the RTSP
+// handshake goes unpaced), reads its socket on the ticks of one box-wide
+// clock (readPacer). A read first tries the socket without blocking if
+// the previous one got data (more may have come meanwhile: a receive
+// buffer smaller than ours is drained at the sender's pace, not one
+// buffer a tick); an empty socket then waits for the next tick and tries
+// again without blocking, and every camera due then reads on the same
+// wake (a socket still empty waits for the tick after, instead of waking
+// the process when its bytes come; after pacedEmptyTicks empty ticks, or
+// when the last data came a tick or more ago, the read blocks as an
+// unpaced one does, so a stalled or quiet camera does not poll). Between
+// ticks the bytes wait in the socket's kernel buffer (at 8 Mbit/s, 40 KB
+// a tick), and rtspReadBuffer takes them in one read.
+//
+// The price: up to a tick of latency per burst, well inside the live
+// view's budget; a read waiting for a tick notices its read deadline at
+// the tick (gortsplib's client sets none: its own timers close a silent
+// connection); RTCP receiver reports see the tick in their arrival
+// jitter.
 //
 // The tick is a frame interval at 25 fps, so most cameras have a frame
 // waiting at each one. Measured (BenchmarkVsMediaMTX, 16 staggered
@@ -42,7 +49,8 @@ import (
 // paced; its UDP listeners read on their own.
 //
 // The clock runs only while connections wait on it, and stops after
-// pacerIdleTicks ticks without any.
+// pacerIdleTicks ticks without any (so it outlives the last camera by up
+// to two seconds).
 
 // readTick is the box-wide clock of paced camera reads.
 const readTick = 40 * time.Millisecond
@@ -68,16 +76,19 @@ func newPacer(tick time.Duration) *pacer {
 }
 
 // wait blocks until the clock's next tick.
-func (p *pacer) wait() {
+func (p *pacer) wait() { <-p.next() }
+
+// next returns the channel the clock closes at its next tick (one for
+// every waiter), starting the clock if it stopped.
+func (p *pacer) next() <-chan struct{} {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if !p.mu.running {
 		p.mu.running = true
 		go p.run()
 	}
 	p.mu.waiting = true
-	next := p.mu.next
-	p.mu.Unlock()
-	<-next
+	return p.mu.next
 }
 
 // pacerIdleTicks is how many ticks without a waiter stop the clock.
@@ -106,12 +117,7 @@ func (p *pacer) run() {
 	}
 }
 
-// pacedConn is a connection whose reads follow a pacer. A read less than
-// a tick after the previous one (which did not fill its buffer: more may
-// be waiting) waits for the next tick and tries the socket without
-// blocking; a socket still empty waits for the tick after, and after
-// pacedEmptyTicks empty ticks the read blocks as usual (a stalled camera
-// does not poll). Any other read goes at once and blocks until data comes.
+// pacedConn is a connection whose reads follow a pacer (the rules above).
 // Everything else is the connection's own. Reads come from one goroutine
 // (the buffer above it).
 type pacedConn struct {
@@ -119,7 +125,11 @@ type pacedConn struct {
 	tick time.Duration
 	wait func()          // until the next tick
 	rc   syscall.RawConn // nil: not a socket; reads are not paced
-	last time.Time       // when the previous read returned; zero: go at once
+	read int64           // bytes read so far
+	last time.Time       // when a read last got data
+	// drain: the previous read got data; this one tries the socket at
+	// once before it waits for a tick.
+	drain bool
 	// tryRead's read, made once (a closure per read would allocate), and
 	// its buffer and outcome.
 	rawRead func(fd uintptr) bool
@@ -127,6 +137,10 @@ type pacedConn struct {
 	rn      int
 	rerr    error
 }
+
+// pacedAfterBytes is how much a connection reads unpaced (its RTSP
+// handshake and the first media).
+const pacedAfterBytes = 64 << 10
 
 // pacedEmptyTicks is how many ticks a paced read tries an empty socket
 // before it blocks.
@@ -144,28 +158,34 @@ func newPacedConn(c net.Conn, p *pacer) *pacedConn {
 }
 
 func (c *pacedConn) Read(b []byte) (int, error) {
-	if c.rc != nil && !c.last.IsZero() && time.Since(c.last) < c.tick {
-		for range pacedEmptyTicks {
-			c.wait()
-			n, err, empty := c.tryRead(b)
-			if !empty {
-				c.done(n, len(b))
-				return n, err
+	if c.rc != nil && c.read >= pacedAfterBytes {
+		if c.drain {
+			if n, err, empty := c.tryRead(b); !empty {
+				return c.got(n), err
+			}
+			c.drain = false
+		}
+		if time.Since(c.last) < c.tick {
+			for range pacedEmptyTicks {
+				c.wait()
+				if n, err, empty := c.tryRead(b); !empty {
+					return c.got(n), err
+				}
 			}
 		}
 	}
 	n, err := c.Conn.Read(b)
-	c.done(n, len(b))
-	return n, err
+	return c.got(n), err
 }
 
-// done notes a read of n bytes into a buffer of size bytes.
-func (c *pacedConn) done(n, size int) {
-	if n == size {
-		c.last = time.Time{} // the buffer filled up: read the rest at once
-		return
+// got notes a read of n bytes and returns n.
+func (c *pacedConn) got(n int) int {
+	c.drain = n > 0
+	if n > 0 {
+		c.read += int64(n)
+		c.last = time.Now()
 	}
-	c.last = time.Now()
+	return n
 }
 
 // tryRead reads what the socket holds without waiting; empty: it holds

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,18 +41,30 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 }
 
 // testTicks is a pacer clock the test drives: each wait reports itself on
-// waiting and returns at the test's tick.
+// waiting and returns at the test's tick. With forbid, a wait is an
+// error. A wait nobody answers fails the test instead of hanging it.
 type testTicks struct {
+	t       *testing.T
+	forbid  bool
 	waiting chan struct{}
 	tick    chan struct{}
 }
 
-func newTestTicks() *testTicks {
-	return &testTicks{waiting: make(chan struct{}), tick: make(chan struct{})}
+func newTestTicks(t *testing.T) *testTicks {
+	return &testTicks{t: t, waiting: make(chan struct{}), tick: make(chan struct{})}
 }
 
 func (tt *testTicks) wait() {
-	tt.waiting <- struct{}{}
+	if tt.forbid {
+		tt.t.Error("a read waited for a tick")
+		return
+	}
+	select {
+	case tt.waiting <- struct{}{}:
+	case <-time.After(10 * time.Second):
+		tt.t.Error("a read waited for a tick nobody gave")
+		return
+	}
 	<-tt.tick
 }
 
@@ -66,6 +77,21 @@ func (tt *testTicks) give(t *testing.T) {
 		t.Fatal("the read did not wait for a tick")
 	}
 	tt.tick <- struct{}{}
+}
+
+// giveUntil ticks for a waiting read until done is closed.
+func (tt *testTicks) giveUntil(t *testing.T, done <-chan struct{}) {
+	t.Helper()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tt.waiting:
+			tt.tick <- struct{}{}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the read neither waited for a tick nor returned")
+		}
+	}
 }
 
 // queued waits until the client's socket holds n bytes.
@@ -89,57 +115,65 @@ func queued(t *testing.T, c net.Conn, n int) {
 	}
 }
 
+// pacedForTest paces c by tt, as a connection whose media flows (past
+// pacedAfterBytes) and whose last data came just now.
 func pacedForTest(t *testing.T, c net.Conn, tt *testTicks) *pacedConn {
 	t.Helper()
 	pc := newPacedConn(c, readPacer)
 	if pc.rc == nil {
 		t.Fatal("a TCP connection is not paced")
 	}
-	pc.tick, pc.wait = time.Hour, tt.wait // every read after the first is "recent"
+	pc.tick, pc.wait = time.Hour, tt.wait
+	pc.read, pc.last = pacedAfterBytes, time.Now()
 	return pc
 }
 
-// TestPacedConnTakesABurstInOneRead: the first read goes at once; the next
-// waits for the tick and takes everything that arrived meanwhile in one
-// read, however many writes brought it.
+// readAsync runs one Read of pc in the background.
+func readAsync(pc *pacedConn, buf []byte) (done chan struct{}, n *int, err *error) {
+	done, n, err = make(chan struct{}), new(int), new(error)
+	go func() {
+		defer close(done)
+		*n, *err = pc.Read(buf)
+	}()
+	return done, n, err
+}
+
+// TestPacedConnTakesABurstInOneRead: a read that finds the socket empty
+// waits for the tick and then takes everything that arrived meanwhile in
+// one read, however many writes brought it.
 func TestPacedConnTakesABurstInOneRead(t *testing.T) {
 	client, server := tcpPair(t)
-	tt := newTestTicks()
+	tt := newTestTicks(t)
 	pc := pacedForTest(t, client, tt)
 	buf := make([]byte, 1024)
-
-	if _, err := server.Write([]byte("a")); err != nil {
-		t.Fatal(err)
+	done, n, err := readAsync(pc, buf)
+	select {
+	case <-tt.waiting: // empty: it waits
+	case <-done:
+		t.Fatalf("read %q, %v from an empty socket without a tick", buf[:*n], *err)
 	}
-	n, err := pc.Read(buf) // at once: no tick given
-	if err != nil || string(buf[:n]) != "a" {
-		t.Fatalf("first read: %q, %v", buf[:n], err)
-	}
-
 	for _, s := range []string{"bb", "ccc", "dddd"} {
 		if _, err := server.Write([]byte(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	queued(t, client, 9)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n, err = pc.Read(buf)
-	}()
-	tt.give(t)
+	tt.tick <- struct{}{}
 	<-done
-	if err != nil || string(buf[:n]) != "bbcccdddd" {
-		t.Fatalf("paced read: %q, %v; want the three writes in one read", buf[:n], err)
+	if *err != nil || string(buf[:*n]) != "bbcccdddd" {
+		t.Fatalf("paced read: %q, %v; want the three writes in one read", buf[:*n], *err)
 	}
 }
 
-// TestPacedConnFullBufferReadsOnAtOnce: a read that fills its buffer is
-// followed by the next without a tick (more is probably waiting).
-func TestPacedConnFullBufferReadsOnAtOnce(t *testing.T) {
+// TestPacedConnDrainsWithoutWaiting: after a read that got data, the next
+// tries the socket at once, so what is there (more than one buffer, or
+// what a small receive buffer let in since) comes without a tick.
+func TestPacedConnDrainsWithoutWaiting(t *testing.T) {
 	client, server := tcpPair(t)
-	tt := newTestTicks()
+	tt := newTestTicks(t)
 	pc := pacedForTest(t, client, tt)
+	pc.last = time.Time{} // long ago: the first read blocks at once
+	tt.forbid = true
 	if _, err := server.Write([]byte("0123456789")); err != nil {
 		t.Fatal(err)
 	}
@@ -147,120 +181,106 @@ func TestPacedConnFullBufferReadsOnAtOnce(t *testing.T) {
 	buf := make([]byte, 4)
 	var got []byte
 	for len(got) < 10 {
-		n, err := pc.Read(buf) // a tick would block on tt forever: none is given
+		n, err := pc.Read(buf)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, buf[:n]...)
-		if n < len(buf) {
-			break
-		}
 	}
 	if string(got) != "0123456789" {
 		t.Fatalf("read %q", got)
 	}
 }
 
-// TestPacedConnStalledSocketBlocks: an empty socket is tried at
-// pacedEmptyTicks ticks, then the read blocks as an unpaced one does, so
-// the connection's read deadline ends it (and a stalled camera does not
-// poll).
-func TestPacedConnStalledSocketBlocks(t *testing.T) {
+// TestPacedConnHandshakeUnpaced: until pacedAfterBytes are read (the RTSP
+// exchange before media flows), reads never wait for a tick.
+func TestPacedConnHandshakeUnpaced(t *testing.T) {
 	client, server := tcpPair(t)
-	tt := newTestTicks()
-	pc := pacedForTest(t, client, tt)
-	if _, err := server.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 16)
-	if _, err := pc.Read(buf); err != nil {
-		t.Fatal(err)
-	}
-	if err := pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, err = pc.Read(buf)
-	}()
-	for range pacedEmptyTicks {
-		tt.give(t)
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the read did not end at its deadline")
-	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("stalled read: %v, want the deadline's error", err)
-	}
-	select {
-	case <-tt.waiting:
-		t.Fatal("the read waited for more ticks than pacedEmptyTicks")
-	default:
+	tt := newTestTicks(t)
+	tt.forbid = true
+	pc := newPacedConn(client, readPacer)
+	pc.tick, pc.wait = time.Hour, tt.wait
+	buf := make([]byte, 64)
+	for _, msg := range []string{"RTSP/1.0 200 OK\r\n\r\n", "RTSP/1.0 401\r\n\r\n", "RTSP/1.0 200 OK\r\n\r\n"} {
+		done, n, err := readAsync(pc, buf)
+		if _, werr := server.Write([]byte(msg)); werr != nil {
+			t.Fatal(werr)
+		}
+		<-done
+		if *err != nil || string(buf[:*n]) != msg {
+			t.Fatalf("read %q, %v; want %q", buf[:*n], *err, msg)
+		}
 	}
 }
 
-// TestPacedConnEnds: the peer's close is io.EOF at the next tick; a read
-// of a connection closed here fails.
+// TestPacedConnStalledSocketBlocks: an empty socket is tried at
+// pacedEmptyTicks ticks, then the read blocks as an unpaced one does (a
+// stalled camera does not poll): here until the read deadline set then.
+func TestPacedConnStalledSocketBlocks(t *testing.T) {
+	client, _ := tcpPair(t)
+	tt := newTestTicks(t)
+	pc := pacedForTest(t, client, tt)
+	done, _, err := readAsync(pc, make([]byte, 16))
+	for range pacedEmptyTicks {
+		tt.give(t)
+	}
+	if err := pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-tt.waiting:
+		t.Fatal("the read waited for more ticks than pacedEmptyTicks")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read did not end at its deadline")
+	}
+	if !errors.Is(*err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stalled read: %v, want the deadline's error", *err)
+	}
+}
+
+// TestPacedConnEnds: the peer's close is io.EOF; a read of a connection
+// closed here fails.
 func TestPacedConnEnds(t *testing.T) {
 	client, server := tcpPair(t)
-	tt := newTestTicks()
+	tt := newTestTicks(t)
 	pc := pacedForTest(t, client, tt)
-	if _, err := server.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 16)
-	if _, err := pc.Read(buf); err != nil {
-		t.Fatal(err)
-	}
 	server.Close()
-	var (
-		n   int
-		err error
-	)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n, err = pc.Read(buf)
-	}()
-	tt.give(t)
-	<-done
-	if n != 0 || err != io.EOF {
-		t.Fatalf("after the peer closed: %d, %v; want io.EOF", n, err)
+	buf := make([]byte, 16)
+	done, n, err := readAsync(pc, buf)
+	tt.giveUntil(t, done)
+	if *n != 0 || *err != io.EOF {
+		t.Fatalf("after the peer closed: %d, %v; want io.EOF", *n, *err)
 	}
 
 	pc.Close()
 	pc.last = time.Now()
-	done = make(chan struct{})
-	go func() {
-		defer close(done)
-		_, err = pc.Read(buf)
-	}()
-	tt.give(t)
-	<-done
-	if !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("read of a closed connection: %v", err)
+	done, _, err = readAsync(pc, buf)
+	tt.giveUntil(t, done)
+	if !errors.Is(*err, net.ErrClosed) {
+		t.Fatalf("read of a closed connection: %v", *err)
 	}
 }
 
-// TestPacerTicksEveryWaiterAndStops: one tick releases every goroutine
-// waiting, and the clock stops once nobody waits.
+// TestPacerTicksEveryWaiterAndStops: every waiter of a tick waits on one
+// channel that the tick closes; the clock stops once nobody waits, and
+// starts again for the next waiter.
 func TestPacerTicksEveryWaiterAndStops(t *testing.T) {
 	p := newPacer(time.Millisecond)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 3 {
-				p.wait()
-			}
-		}()
+	first := p.next()
+	for range 7 {
+		if p.next() != first {
+			t.Fatal("waiters of one tick wait on different channels")
+		}
 	}
-	wg.Wait()
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no tick came")
+	}
+	if p.next() == first {
+		t.Fatal("the tick did not start a new channel")
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		p.mu.Lock()
@@ -283,6 +303,7 @@ func TestPacedConnReadAllocatesNothing(t *testing.T) {
 	client, server := tcpPair(t)
 	pc := newPacedConn(client, readPacer)
 	pc.tick, pc.wait = time.Hour, func() {}
+	pc.read = pacedAfterBytes
 	buf := make([]byte, 64)
 	msg := []byte("frame")
 	allocs := testing.AllocsPerRun(50, func() {
