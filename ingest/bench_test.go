@@ -280,7 +280,10 @@ func benchRounds() int {
 }
 
 // bareReceiver is the floor: a gortsplib client that reads a camera over
-// the transport the recorder uses and discards every packet.
+// the transport the recorder uses, through the recorder's connection layer
+// (dialBuffered: the read buffer and paced reads, readpace.go), and
+// discards every packet; so recorder/bare is what recording adds, not
+// how the socket is read.
 func bareReceiver(b *testing.B, url, transport string) *gortsplib.Client {
 	u, err := base.ParseURL(url)
 	if err != nil {
@@ -290,7 +293,7 @@ func bareReceiver(b *testing.B, url, transport string) *gortsplib.Client {
 	if transport == "udp" {
 		t = gortsplib.TransportUDP
 	}
-	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &t}
+	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &t, DialContext: dialBuffered}
 	if err := c.Start2(); err != nil {
 		b.Fatal(err)
 	}
