@@ -41,8 +41,9 @@ import (
 //
 // The tick is a frame interval at 25 fps, so most cameras have a frame
 // waiting at each one. Measured (BenchmarkVsMediaMTX, 16 staggered
-// cameras, 2 rounds, against the same binary reading unpaced, before the
-// drain read was added): 3.5–4.1 CPU ms per camera-second against
+// cameras, 2 rounds, against the same binary reading unpaced through a
+// throwaway switch that is not in the tree, before the drain read was
+// added): 3.5–4.1 CPU ms per camera-second against
 // 5.5–5.9; with a 20 ms tick, 4.5–4.8 against 5.1 (half the reads then
 // found the socket empty). With the drain: 3.8–4.4, MediaMTX 8.3–9.2 in
 // the same run.
@@ -54,8 +55,8 @@ import (
 // against 2.4–3.3 unpaced, p99 15–27 against 11–13 on a disk whose own
 // loaded fsync p99 ran 6–32 ms). Four phases, a quarter of the cameras
 // each, brought the latency back but cost a fifth of the CPU saved at 16
-// cameras (same run: 4.7–5.4 CPU ms per camera-second against 3.9–4.2
-// with one clock). Cameras get no acks, so the CPU wins: a completed
+// cameras (same run, the phases also a throwaway not in the tree: 4.7–5.4
+// CPU ms per camera-second against 3.9–4.2 with one clock). Cameras get no acks, so the CPU wins: a completed
 // fragment is durable a few milliseconds later, nothing more.
 //
 // Only TCP connections that gortsplib dials through dialBuffered are
