@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/kvsedge/kvsedge/engine/mkv"
@@ -32,10 +33,17 @@ type RTSPSource struct {
 	// InsecureTLS accepts any certificate on rtsps:// (cameras mostly
 	// present self-signed ones).
 	InsecureTLS bool
-	// ReadTimeout is gortsplib's: how long without packets before the
-	// connection fails. Default 10 s.
+	// ReadTimeout is how long without packets (with the RTP tap, without
+	// any byte) before the connection fails, and how long a request may
+	// wait for its answer. Default 10 s.
 	ReadTimeout time.Duration
 }
+
+const defaultRTSPReadTimeout = 10 * time.Second
+
+// tapClientTimeout is gortsplib's read timeout on a tapped connection:
+// never, in practice; rtspSession.watchTap enforces ReadTimeout.
+const tapClientTimeout = 24 * time.Hour
 
 // NewRTSPSource checks the URL; transport is "auto", "tcp" or "udp".
 func NewRTSPSource(rawURL, transport string) (*RTSPSource, error) {
@@ -82,6 +90,9 @@ type rtspSession struct {
 	st     *feedStats
 	err    error
 	client *gortsplib.Client
+	log    *slog.Logger
+	tap    *rtpTap     // nil: gortsplib reads the video (rtptap.go)
+	tv     tappedVideo // the tap's video state
 
 	tracks  []mkv.TrackSpec
 	vd      *videoDepacketizer // the video track's, nil without video
@@ -110,16 +121,33 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	if err != nil {
 		return fmt.Errorf("rtsp: %w", err)
 	}
+	readTimeout := s.ReadTimeout
+	if readTimeout <= 0 {
+		readTimeout = defaultRTSPReadTimeout
+	}
+	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1}
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
 		Host:        u.Host,
 		Transport:   s.transport,
-		ReadTimeout: s.ReadTimeout,
+		ReadTimeout: readTimeout,
 		// gortsplib reports through these instead of its default log.Printf.
 		OnTransportSwitch: func(err error) { log.Info("rtsp: switching transport", "reason", err) },
 		OnPacketsLost:     func(lost uint64) { log.Debug("rtsp: packets lost", "count", lost) },
 		OnDecodeError:     func(err error) { log.Debug("rtsp: decode error", "err", err) },
 		DialContext:       dialBuffered,
+	}
+	r.client = c
+	if u.Scheme == "rtsp" && s.transport != nil && *s.transport == gortsplib.TransportTCP {
+		// The video's RTP is read by the tap (rtptap.go), so gortsplib's
+		// timeout, which counts the frames it sees, would close a
+		// connection whose video flows; the tap's watchdog below counts
+		// every byte instead, and bounds the requests' answers too.
+		r.tap = newRTPTap(r.tapRTP, r.tapRTCP)
+		c.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+			return dialTapped(ctx, network, address, r.tap)
+		}
+		c.ReadTimeout = tapClientTimeout
 	}
 	if s.InsecureTLS {
 		c.TLSConfig = &tls.Config{InsecureSkipVerify: true}
@@ -130,15 +158,28 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	defer c.Close()
 	stop := context.AfterFunc(ctx, c.Close)
 	defer stop()
+	if r.tap != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go r.watchTap(readTimeout, done)
+	}
 	desc, _, err := c.Describe(u)
 	if err != nil {
+		if r.timedOut() {
+			return r.err
+		}
 		return fmt.Errorf("rtsp: DESCRIBE: %w", err)
 	}
-	r := &rtspSession{fr: fr, tl: tl, st: st, client: c, videoTI: -1, audioTI: -1}
 	if err := r.setup(c, desc); err != nil {
+		if r.timedOut() {
+			return r.err
+		}
 		return err
 	}
 	if _, err := c.Play(nil); err != nil {
+		if r.timedOut() {
+			return r.err
+		}
 		return fmt.Errorf("rtsp: PLAY: %w", err)
 	}
 	werr := c.Wait()
@@ -171,14 +212,36 @@ func dialBuffered(ctx context.Context, network, address string) (net.Conn, error
 	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer), rtspReadBuffer)}, nil
 }
 
-// bufferedConn is a net.Conn whose reads are buffered; everything else
-// (writes, deadlines, addresses, Close) is the connection's own.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
+// dialTapped is dialBuffered with tap taking the video's RTP frames out
+// of what gortsplib reads, from a buffer that holds the largest frame.
+func dialTapped(ctx context.Context, network, address string, tap *rtpTap) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	tap.touch()
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer), tapReadBuffer), tap: tap}, nil
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// bufferedConn is a net.Conn whose reads are buffered, and tapped if tap
+// is set (rtptap.go); everything else (writes, deadlines, addresses,
+// Close) is the connection's own.
+type bufferedConn struct {
+	net.Conn
+	r   *bufio.Reader
+	tap *rtpTap
+	// pass is how many bytes of the message at hand gortsplib has still
+	// to read; untapped: the tap gave up on this connection.
+	pass     int
+	untapped bool
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if c.tap == nil {
+		return c.r.Read(p)
+	}
+	return c.tappedRead(p)
+}
 
 // setup picks the video and audio medias, builds their tracks and sets up
 // the decoders.
@@ -204,9 +267,16 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 	if vm == nil && am == nil {
 		return errors.New("rtsp: the camera offers no H.264, H.265, AAC, G.711 or Opus track")
 	}
+	videoChannel := -1
 	if vm != nil {
-		if _, err := c.Setup(desc.BaseURL, vm, 0, 0); err != nil {
+		res, err := c.Setup(desc.BaseURL, vm, 0, 0)
+		if err != nil {
 			return fmt.Errorf("rtsp: SETUP video: %w", err)
+		}
+		var th headers.Transport
+		if r.tap != nil && th.Unmarshal(res.Header["Transport"]) == nil &&
+			th.Protocol == headers.TransportProtocolTCP && !th.Secure && th.InterleavedIDs != nil {
+			videoChannel = th.InterleavedIDs[0]
 		}
 		r.videoTI = len(r.tracks)
 		spec := mkv.TrackSpec{Number: uint64(len(r.tracks) + 1), Type: mkv.TrackVideo, Name: "video"}
@@ -295,6 +365,9 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 	if err := r.applyParams(); err != nil && !errors.Is(err, errNoParams) {
 		return err
 	}
+	if videoChannel >= 0 {
+		r.tap.channel.Store(int32(videoChannel)) // after r.tv and r.vd are set
+	}
 	return nil
 }
 
@@ -311,19 +384,95 @@ func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f forma
 		}
 	}
 	r.vd = &videoDepacketizer{s: r, h265: r.h265}
+	r.tv = tappedVideo{m: m, pt: f.PayloadType(), rate: rate}
+	// The packets the tap does not take (rtsps://, UDP, a connection it
+	// gave up on) come this way.
 	c.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
 		pts, ok := c.PacketPTS2(m, pkt)
 		ntp, haveNTP := c.PacketNTP(m, pkt)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if r.err != nil {
-			return
-		}
-		if err := r.vd.packet(pkt, ptsDuration(pts, rate), ok, ntp, haveNTP); err != nil {
-			r.fail(err)
-		}
+		r.video(pkt, ptsDuration(pts, rate), ok, ntp, haveNTP)
 	})
 	return nil
+}
+
+// video hands one video RTP packet to the depacketizer.
+func (r *rtspSession) video(pkt *rtp.Packet, pts time.Duration, ptsOK bool, ntp time.Time, haveNTP bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return
+	}
+	if err := r.vd.packet(pkt, pts, ptsOK, ntp, haveNTP); err != nil {
+		r.fail(err)
+	}
+}
+
+// tappedVideo is the video's state on the tap's side, touched by the
+// connection's reader goroutine only.
+type tappedVideo struct {
+	m     *description.Media
+	pt    uint8
+	rate  int
+	pkt   rtp.Packet // reused: its payload points into the read buffer
+	clock senderClock
+	seq   uint16 // the next sequence number expected
+	seqOK bool
+}
+
+// tapRTP takes one video RTP packet from the tap (rtptap.go): what
+// gortsplib's reader and the callback above did, allocating nothing.
+func (r *rtspSession) tapRTP(b []byte) {
+	v := &r.tv
+	if err := v.pkt.Unmarshal(b); err != nil {
+		r.log.Debug("rtsp: decode error", "err", err)
+		return
+	}
+	if v.pkt.PayloadType != v.pt {
+		r.log.Debug("rtsp: RTP packet of an unknown payload type", "type", v.pkt.PayloadType)
+		return
+	}
+	if v.seqOK && v.pkt.SequenceNumber != v.seq {
+		r.log.Debug("rtsp: packets lost", "count", v.pkt.SequenceNumber-v.seq)
+	}
+	v.seq, v.seqOK = v.pkt.SequenceNumber+1, true
+	pts, ok := r.client.PacketPTS2(v.m, &v.pkt)
+	ntp, haveNTP := v.clock.at(v.pkt.SSRC, v.pkt.Timestamp, v.rate)
+	r.video(&v.pkt, ptsDuration(pts, v.rate), ok, ntp, haveNTP)
+}
+
+// tapRTCP reads the camera's clock from the video's RTCP (the frame then
+// goes on to gortsplib).
+func (r *rtspSession) tapRTCP(b []byte) {
+	v := &r.tv
+	v.clock.senderReport(b, v.pkt.SSRC, v.seqOK)
+}
+
+// watchTap closes a tapped connection silent for timeout (gortsplib's
+// own timeout is off: it sees no video frames), until done.
+func (r *rtspSession) watchTap(timeout time.Duration, done <-chan struct{}) {
+	t := time.NewTicker(min(timeout/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if d := r.tap.idle(); d >= timeout {
+				r.mu.Lock()
+				r.fail(fmt.Errorf("rtsp: nothing received for %s", d.Round(100*time.Millisecond)))
+				r.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// timedOut reports whether the session failed (the watchdog closed it):
+// then r.err says why.
+func (r *rtspSession) timedOut() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err != nil
 }
 
 // ptsDuration converts a presentation time in clock-rate units without

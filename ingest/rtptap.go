@@ -1,0 +1,242 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// The RTP tap: a camera's video RTP packets taken off its RTSP/TCP
+// connection before gortsplib reads them.
+//
+// gortsplib's client reads every interleaved frame (RFC 2326 §10.12:
+// '$', channel, 16-bit big-endian length, then the RTP or RTCP packet)
+// into a new buffer, decodes it into a new rtp.Packet and hands it on in
+// a new slice: three allocations and one more copy of every media byte,
+// per packet (BenchmarkRecorder's bare receiver: ~30 allocations a
+// frame). Its reader has no option to reuse them, and its UDP path
+// allocates a buffer per packet too. So, wrapping it rather than forking
+// it, the connection it reads (bufferedConn, under its own 4 KiB buffer)
+// takes the video's RTP frames out of the byte stream itself: each is
+// parsed into one reused rtp.Packet whose payload points into the
+// connection's read buffer, and depacketised into the fragment from
+// there (rtpvideo.go), under gortsplib's reader goroutine (inside its
+// Read call), as its own callback would have been. Everything else goes
+// up to gortsplib unchanged and whole: RTSP responses and server
+// requests (keepalives, their bodies sized by Content-Length), RTCP,
+// other medias' frames. The video's RTCP frames go up too, after the
+// tap has read the camera's clock from their sender reports (gortsplib
+// matches a sender report to its stream by the SSRC of RTP packets it
+// has seen, and it sees none of the video's).
+//
+// What gortsplib no longer does for the video: its packet statistics
+// and RTCP receiver reports for it (over TCP, where nothing is lost and
+// jitter says nothing of the network, cameras keep the session alive by
+// the RTSP keepalives gortsplib still sends); its loss count (the tap
+// counts sequence gaps itself and logs them as gortsplib did); its
+// rejection of packets from a new SSRC (a camera whose encoder restarts
+// goes on recording instead of stalling); and its read timeout, which
+// counts the frames it sees: the tap keeps the time of the last byte
+// read, and RTSPSource.Run closes a connection silent for its
+// ReadTimeout. Presentation times still come from gortsplib
+// (Client.PacketPTS2, the same decoder the audio's go through), so the
+// tracks stay aligned.
+//
+// The tap serves rtsp:// over TCP (RTSPSource's transport "tcp"); on
+// rtsps:// the stream under gortsplib is TLS records, and with UDP the
+// packets never cross this connection. If it meets an RTSP message
+// whose head it cannot size within its buffer, it stops tapping that
+// connection and hands everything up, where gortsplib's own video
+// callback (still registered) takes the packets as before.
+type rtpTap struct {
+	// channel is the video's RTP interleaved channel (its RTCP one is
+	// channel+1), set once its SETUP is answered; -1 until then. Written
+	// by the client goroutine, read by the reader goroutine.
+	channel atomic.Int32
+	// lastRead is the time of the last byte read (unix ns): liveness.
+	lastRead atomic.Int64
+	// rtp and rtcp receive the video's packets; the slice is valid during
+	// the call only. They run on the connection's reader goroutine.
+	rtp  func(pkt []byte)
+	rtcp func(pkt []byte)
+}
+
+func newRTPTap(rtp, rtcp func([]byte)) *rtpTap {
+	t := &rtpTap{rtp: rtp, rtcp: rtcp}
+	t.channel.Store(-1)
+	t.touch()
+	return t
+}
+
+func (t *rtpTap) touch() { t.lastRead.Store(time.Now().UnixNano()) }
+
+// idle is how long since the last byte was read.
+func (t *rtpTap) idle() time.Duration {
+	return time.Duration(time.Now().UnixNano() - t.lastRead.Load())
+}
+
+// tapReadBuffer holds the largest interleaved frame whole (4 + 65535
+// bytes), so a tapped frame is always read in place.
+const tapReadBuffer = 4 + 0xffff
+
+// tappedRead is bufferedConn.Read with the tap: it consumes the video's
+// RTP frames and returns the bytes of what gortsplib must read, never
+// more than the rest of the message at hand, so every message it hands
+// up starts where gortsplib expects one.
+func (c *bufferedConn) tappedRead(p []byte) (int, error) {
+	for {
+		if c.pass > 0 || c.untapped {
+			q := p
+			if !c.untapped && len(q) > c.pass {
+				q = q[:c.pass]
+			}
+			n, err := c.r.Read(q)
+			if !c.untapped {
+				c.pass -= n
+			}
+			if n > 0 {
+				c.tap.touch()
+			}
+			return n, err
+		}
+		h, err := c.r.Peek(4)
+		if err != nil {
+			// A message cut by the end of the stream: gortsplib gets
+			// what there is, then the error.
+			if len(h) == 0 {
+				return 0, err
+			}
+			c.pass = len(h)
+			continue
+		}
+		if h[0] != '$' {
+			c.pass = c.messageSize(h)
+			continue
+		}
+		size := 4 + int(binary.BigEndian.Uint16(h[2:]))
+		video := c.tap.channel.Load()
+		ch := int32(h[1])
+		if video < 0 || (ch != video && ch != video+1) {
+			c.pass = size
+			continue
+		}
+		frame, err := c.r.Peek(size)
+		if err != nil {
+			c.pass = len(frame) // cut by the end of the stream, as above
+			continue
+		}
+		c.tap.touch()
+		if ch == video+1 {
+			c.tap.rtcp(frame[4:])
+			c.pass = size
+			continue
+		}
+		c.tap.rtp(frame[4:])
+		_, _ = c.r.Discard(size) // peeked: cannot fail
+	}
+}
+
+// messageSize sizes the message at the head of the buffer, which does
+// not start with '$': an RTSP response or request, head and body
+// (Content-Length), or a stray byte, which gortsplib skips one at a
+// time (as it does, bytes that start no message it knows). A head the
+// buffer cannot hold ends the tap on this connection (0: everything
+// goes up from here).
+func (c *bufferedConn) messageSize(h []byte) int {
+	if !rtspMessageStart(h) {
+		return 1
+	}
+	n, from := max(len(h), c.r.Buffered()), 0
+	for {
+		b, err := c.r.Peek(n)
+		if i := bytes.Index(b[from:], crlfcrlf); i >= 0 {
+			head := b[:from+i+4]
+			return len(head) + contentLength(head)
+		}
+		if err != nil {
+			if len(b) == 0 {
+				return 1
+			}
+			return len(b) // cut by the end of the stream or a read error
+		}
+		if n >= c.r.Size() {
+			c.untapped = true
+			return 0
+		}
+		from = max(0, len(b)-3)
+		n = min(max(c.r.Buffered(), n+1), c.r.Size())
+	}
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// rtspMessageStart: the first two bytes start a message gortsplib reads
+// (pkg/conn: "RT" a response; the requests' first letters).
+func rtspMessageStart(h []byte) bool {
+	switch string(h[:2]) {
+	case "RT", "AN", "DE", "GE", "OP", "PA", "PL", "RE", "SE", "TE":
+		return true
+	}
+	return false
+}
+
+// contentLength is the Content-Length of an RTSP message head (0 when
+// absent or not a length: gortsplib then fails on the message itself).
+func contentLength(head []byte) int {
+	const name = "content-length:"
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			n, err := strconv.Atoi(string(bytes.TrimSpace(line[len(name):])))
+			if err != nil || n < 0 {
+				return 0
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// senderClock is the camera's clock from its RTCP sender reports
+// (RFC 3550 §6.4.1): the NTP time of an RTP timestamp.
+type senderClock struct {
+	ok   bool
+	ssrc uint32
+	ntp  uint64 // NTP timestamp, 32.32 fixed point since 1900
+	rtp  uint32
+}
+
+// senderReport reads a sender report from a compound RTCP packet, if it
+// holds one: of ssrc if known, else the first.
+func (s *senderClock) senderReport(b []byte, ssrc uint32, known bool) {
+	for len(b) >= 4 {
+		size := 4 * (1 + int(binary.BigEndian.Uint16(b[2:])))
+		if b[0]>>6 != 2 || size > len(b) {
+			return
+		}
+		if b[1] == 200 && size >= 28 && (!known || binary.BigEndian.Uint32(b[4:]) == ssrc) {
+			s.ok, s.ssrc = true, binary.BigEndian.Uint32(b[4:])
+			s.ntp = binary.BigEndian.Uint64(b[8:])
+			s.rtp = binary.BigEndian.Uint32(b[16:])
+			return
+		}
+		b = b[size:]
+	}
+}
+
+// ntpEpochOffset is 1900-01-01 to 1970-01-01 in seconds.
+const ntpEpochOffset = 2208988800
+
+// at is the wall-clock time of RTP timestamp ts of ssrc (clock rate
+// rate), from the last sender report, as gortsplib's PacketNTP computes
+// it.
+func (s *senderClock) at(ssrc, ts uint32, rate int) (time.Time, bool) {
+	if !s.ok || s.ssrc != ssrc || rate <= 0 {
+		return time.Time{}, false
+	}
+	secs := int64(s.ntp>>32) - ntpEpochOffset
+	frac := int64((s.ntp & 0xffffffff) * 1e9 >> 32)
+	d := time.Duration(int32(ts-s.rtp)) * time.Second / time.Duration(rate)
+	return time.Unix(secs, frac).Add(d), true
+}
