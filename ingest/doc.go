@@ -12,6 +12,11 @@
 //	readpace.go    paced reads under that buffer: every camera's TCP
 //	               socket read on one box-wide 40 ms clock, so one wake
 //	               serves them all instead of one per packet burst
+//	rtptap.go      the RTP tap: over RTSP/TCP, the video's RTP frames
+//	               taken out of that buffer before gortsplib reads them
+//	               (no per-packet buffer, packet or slice), the rest
+//	               handed up whole; the camera's clock from RTCP sender
+//	               reports read per RFC 3550 (gortsplib v4 misreads it)
 //	rtpvideo.go    RTP H.264/H.265 depacketised straight into the fragment
 //	               being built: NAL units from the RTP payloads behind
 //	               their lengths, fragmentation units appended in place,

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/pion/rtcp"
 )
 
 // The RTP tap: a camera's video RTP packets taken off its RTSP/TCP
@@ -22,14 +24,12 @@ import (
 // takes the video's RTP frames out of the byte stream itself: each is
 // parsed into one reused rtp.Packet whose payload points into the
 // connection's read buffer, and depacketised into the fragment from
-// there (rtpvideo.go), under gortsplib's reader goroutine (inside its
-// Read call), as its own callback would have been. Everything else goes
-// up to gortsplib unchanged and whole: RTSP responses and server
-// requests (keepalives, their bodies sized by Content-Length), RTCP,
-// other medias' frames. The video's RTCP frames go up too, after the
-// tap has read the camera's clock from their sender reports (gortsplib
-// matches a sender report to its stream by the SSRC of RTP packets it
-// has seen, and it sees none of the video's).
+// there (rtpvideo.go), on gortsplib's reader goroutine (inside its Read
+// call), where its own callback would have run. Everything else goes up
+// to gortsplib unchanged and whole: RTSP responses and server requests
+// (keepalive answers; bodies sized by Content-Length), RTCP (the video's
+// sender reports reach the session through Client.OnPacketRTCP, as with
+// any transport), other medias' frames.
 //
 // What gortsplib no longer does for the video: its packet statistics
 // and RTCP receiver reports for it (over TCP, where nothing is lost and
@@ -41,8 +41,8 @@ import (
 // counts the frames it sees: the tap keeps the time of the last byte
 // read, and RTSPSource.Run closes a connection silent for its
 // ReadTimeout. Presentation times still come from gortsplib
-// (Client.PacketPTS2, the same decoder the audio's go through), so the
-// tracks stay aligned.
+// (Client.PacketPTS2, the decoder the audio's go through), so the tracks
+// stay aligned.
 //
 // The tap serves rtsp:// over TCP (RTSPSource's transport "tcp"); on
 // rtsps:// the stream under gortsplib is TLS records, and with UDP the
@@ -57,14 +57,13 @@ type rtpTap struct {
 	channel atomic.Int32
 	// lastRead is the time of the last byte read (unix ns): liveness.
 	lastRead atomic.Int64
-	// rtp and rtcp receive the video's packets; the slice is valid during
-	// the call only. They run on the connection's reader goroutine.
-	rtp  func(pkt []byte)
-	rtcp func(pkt []byte)
+	// rtp receives the video's RTP packets, valid during the call only,
+	// on the connection's reader goroutine.
+	rtp func(pkt []byte)
 }
 
-func newRTPTap(rtp, rtcp func([]byte)) *rtpTap {
-	t := &rtpTap{rtp: rtp, rtcp: rtcp}
+func newRTPTap(rtp func([]byte)) *rtpTap {
+	t := &rtpTap{rtp: rtp}
 	t.channel.Store(-1)
 	t.touch()
 	return t
@@ -118,7 +117,7 @@ func (c *bufferedConn) tappedRead(p []byte) (int, error) {
 		size := 4 + int(binary.BigEndian.Uint16(h[2:]))
 		video := c.tap.channel.Load()
 		ch := int32(h[1])
-		if video < 0 || (ch != video && ch != video+1) {
+		if ch != video {
 			c.pass = size
 			continue
 		}
@@ -128,11 +127,6 @@ func (c *bufferedConn) tappedRead(p []byte) (int, error) {
 			continue
 		}
 		c.tap.touch()
-		if ch == video+1 {
-			c.tap.rtcp(frame[4:])
-			c.pass = size
-			continue
-		}
 		c.tap.rtp(frame[4:])
 		_, _ = c.r.Discard(size) // peeked: cannot fail
 	}
@@ -198,39 +192,34 @@ func contentLength(head []byte) int {
 	return 0
 }
 
-// senderClock is the camera's clock from its RTCP sender reports
-// (RFC 3550 §6.4.1): the NTP time of an RTP timestamp.
+// senderClock is a stream's clock from its RTCP sender reports (RFC 3550
+// §6.4.1): the wall-clock time of an RTP timestamp.
+//
+// gortsplib v4's Client.PacketNTP reads the NTP timestamp's fraction as
+// nanoseconds where RFC 3550 §4 has it in units of 2⁻³² s (gortsplib
+// issue #869, fixed in v5 only; v4's last release has it), so for a
+// camera it is up to 3.3 s off, differently at each report, and the
+// timeline would step at most of them. Its server side encodes the same
+// way, so against a gortsplib v4 relay this reads times up to 0.77 s off,
+// constant between reports (slewed, never stepped). MediaMTX since v1.15
+// (gortsplib v5), ffmpeg, GStreamer, live555 and cameras encode per RFC.
 type senderClock struct {
 	ok   bool
 	ssrc uint32
-	ntp  uint64 // NTP timestamp, 32.32 fixed point since 1900
+	ntp  uint64 // NTP timestamp: seconds since 1900 . 32-bit fraction
 	rtp  uint32
 }
 
-// senderReport reads a sender report from a compound RTCP packet, if it
-// holds one: of ssrc if known, else the first.
-func (s *senderClock) senderReport(b []byte, ssrc uint32, known bool) {
-	for len(b) >= 4 {
-		size := 4 * (1 + int(binary.BigEndian.Uint16(b[2:])))
-		if b[0]>>6 != 2 || size > len(b) {
-			return
-		}
-		if b[1] == 200 && size >= 28 && (!known || binary.BigEndian.Uint32(b[4:]) == ssrc) {
-			s.ok, s.ssrc = true, binary.BigEndian.Uint32(b[4:])
-			s.ntp = binary.BigEndian.Uint64(b[8:])
-			s.rtp = binary.BigEndian.Uint32(b[16:])
-			return
-		}
-		b = b[size:]
-	}
+// report takes a sender report.
+func (s *senderClock) report(sr *rtcp.SenderReport) {
+	s.ok, s.ssrc, s.ntp, s.rtp = true, sr.SSRC, sr.NTPTime, sr.RTPTime
 }
 
 // ntpEpochOffset is 1900-01-01 to 1970-01-01 in seconds.
 const ntpEpochOffset = 2208988800
 
 // at is the wall-clock time of RTP timestamp ts of ssrc (clock rate
-// rate), from the last sender report, as gortsplib's PacketNTP computes
-// it.
+// rate), from the last sender report of that stream.
 func (s *senderClock) at(ssrc, ts uint32, rate int) (time.Time, bool) {
 	if !s.ok || s.ssrc != ssrc || rate <= 0 {
 		return time.Time{}, false

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -20,6 +21,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/kvsedge/kvsedge/engine/mkv"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 )
 
@@ -37,6 +39,9 @@ type RTSPSource struct {
 	// any byte) before the connection fails, and how long a request may
 	// wait for its answer. Default 10 s.
 	ReadTimeout time.Duration
+
+	// tapped counts the video RTP packets the tap took (rtptap.go).
+	tapped atomic.Uint64
 }
 
 const defaultRTSPReadTimeout = 10 * time.Second
@@ -93,6 +98,9 @@ type rtspSession struct {
 	log    *slog.Logger
 	tap    *rtpTap     // nil: gortsplib reads the video (rtptap.go)
 	tv     tappedVideo // the tap's video state
+	tapped *atomic.Uint64
+	// the camera's clocks, from the medias' RTCP sender reports
+	videoClock, audioClock senderClock
 
 	tracks  []mkv.TrackSpec
 	vd      *videoDepacketizer // the video track's, nil without video
@@ -125,7 +133,7 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	if readTimeout <= 0 {
 		readTimeout = defaultRTSPReadTimeout
 	}
-	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1}
+	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1, tapped: &s.tapped}
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
 		Host:        u.Host,
@@ -143,7 +151,7 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		// timeout, which counts the frames it sees, would close a
 		// connection whose video flows; the tap's watchdog below counts
 		// every byte instead, and bounds the requests' answers too.
-		r.tap = newRTPTap(r.tapRTP, r.tapRTCP)
+		r.tap = newRTPTap(r.tapRTP)
 		c.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
 			return dialTapped(ctx, network, address, r.tap)
 		}
@@ -357,6 +365,7 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 				}
 			})
 		}
+		r.onSenderReports(c, am, &r.audioClock)
 		r.tracks = append(r.tracks, spec)
 	}
 	if r.videoTI < 0 {
@@ -389,19 +398,31 @@ func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f forma
 	// gave up on) come this way.
 	c.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
 		pts, ok := c.PacketPTS2(m, pkt)
-		ntp, haveNTP := c.PacketNTP(m, pkt)
-		r.video(pkt, ptsDuration(pts, rate), ok, ntp, haveNTP)
+		r.video(pkt, ptsDuration(pts, rate), ok, rate)
 	})
+	r.onSenderReports(c, m, &r.videoClock)
 	return nil
 }
 
+// onSenderReports keeps clock from the sender reports of m's RTCP.
+func (r *rtspSession) onSenderReports(c *gortsplib.Client, m *description.Media, clock *senderClock) {
+	c.OnPacketRTCP(m, func(p rtcp.Packet) {
+		if sr, ok := p.(*rtcp.SenderReport); ok {
+			r.mu.Lock()
+			clock.report(sr)
+			r.mu.Unlock()
+		}
+	})
+}
+
 // video hands one video RTP packet to the depacketizer.
-func (r *rtspSession) video(pkt *rtp.Packet, pts time.Duration, ptsOK bool, ntp time.Time, haveNTP bool) {
+func (r *rtspSession) video(pkt *rtp.Packet, pts time.Duration, ptsOK bool, rate int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err != nil {
 		return
 	}
+	ntp, haveNTP := r.videoClock.at(pkt.SSRC, pkt.Timestamp, rate)
 	if err := r.vd.packet(pkt, pts, ptsOK, ntp, haveNTP); err != nil {
 		r.fail(err)
 	}
@@ -414,8 +435,7 @@ type tappedVideo struct {
 	pt    uint8
 	rate  int
 	pkt   rtp.Packet // reused: its payload points into the read buffer
-	clock senderClock
-	seq   uint16 // the next sequence number expected
+	seq   uint16     // the next sequence number expected
 	seqOK bool
 }
 
@@ -435,16 +455,9 @@ func (r *rtspSession) tapRTP(b []byte) {
 		r.log.Debug("rtsp: packets lost", "count", v.pkt.SequenceNumber-v.seq)
 	}
 	v.seq, v.seqOK = v.pkt.SequenceNumber+1, true
+	r.tapped.Add(1)
 	pts, ok := r.client.PacketPTS2(v.m, &v.pkt)
-	ntp, haveNTP := v.clock.at(v.pkt.SSRC, v.pkt.Timestamp, v.rate)
-	r.video(&v.pkt, ptsDuration(pts, v.rate), ok, ntp, haveNTP)
-}
-
-// tapRTCP reads the camera's clock from the video's RTCP (the frame then
-// goes on to gortsplib).
-func (r *rtspSession) tapRTCP(b []byte) {
-	v := &r.tv
-	v.clock.senderReport(b, v.pkt.SSRC, v.seqOK)
+	r.video(&v.pkt, ptsDuration(pts, v.rate), ok, v.rate)
 }
 
 // watchTap closes a tapped connection silent for timeout (gortsplib's
@@ -526,12 +539,12 @@ func (r *rtspSession) audio(c *gortsplib.Client, m *description.Media, pkt *rtp.
 	if !ok || len(frame) == 0 {
 		return
 	}
-	ntp, haveNTP := c.PacketNTP(m, pkt)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err != nil {
 		return
 	}
+	ntp, haveNTP := r.audioClock.at(pkt.SSRC, pkt.Timestamp, rate)
 	if err := r.audioAt(ptsDuration(pts+offset, rate), ntp, haveNTP, frame); err != nil {
 		r.fail(err)
 	}

@@ -179,7 +179,8 @@ func TestRecordFromGortsplibServer(t *testing.T) {
 	go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
 	rl.WaitPublished(t, "cam", 20*time.Second)
 	rec := newRecorder(t)
-	rec.record(t, "cam", rl.URL("cam"), nil)
+	var src *RTSPSource
+	rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) { src = c.Source.(*RTSPSource) })
 	deadline := time.Now().Add(20 * time.Second)
 	for len(rec.fragments(t, "cam")) < 3 {
 		if time.Now().After(deadline) {
@@ -190,6 +191,11 @@ func TestRecordFromGortsplibServer(t *testing.T) {
 	st := rec.state("cam")
 	if st.State != StateRecording || st.FPS < 10 {
 		t.Fatalf("camera state %+v", st)
+	}
+	// Over TCP the tap took the video's packets (rtptap.go), not
+	// gortsplib's reader.
+	if n := src.tapped.Load(); n < 30 {
+		t.Fatalf("the RTP tap took %d packets", n)
 	}
 	rec.cams.Close()
 	cancel()
