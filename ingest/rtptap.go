@@ -40,8 +40,10 @@ import (
 // goes on recording instead of stalling); and its read timeout, which
 // counts the frames it sees: the tap keeps the time of the last byte
 // read, and RTSPSource.Run closes a connection silent for its
-// ReadTimeout. Presentation times still come from gortsplib
-// (Client.PacketPTS2, the decoder the audio's go through), so the tracks
+// ReadTimeout. Presentation times come from gortsplib's decoder
+// (rtptime.GlobalDecoder2, the session's own: the one behind
+// Client.PacketPTS2 is dropped when the connection closes, while the tap
+// may still be reading), which the audio's go through too, so the tracks
 // stay aligned.
 //
 // The tap serves rtsp:// over TCP (RTSPSource's transport "tcp"); on

@@ -18,6 +18,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
+	"github.com/bluenviron/gortsplib/v4/pkg/rtptime"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/kvsedge/kvsedge/engine/mkv"
@@ -101,6 +102,11 @@ type rtspSession struct {
 	tapped *atomic.Uint64
 	// the camera's clocks, from the medias' RTCP sender reports
 	videoClock, audioClock senderClock
+	// times decodes the tracks' RTP timestamps into presentation times,
+	// aligned across tracks: gortsplib's decoder, but the session's own,
+	// since gortsplib's Client.PacketPTS2 uses one it drops (nil) when
+	// the connection closes, while the tap may still be reading.
+	times rtptime.GlobalDecoder2
 
 	tracks  []mkv.TrackSpec
 	vd      *videoDepacketizer // the video track's, nil without video
@@ -134,6 +140,7 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		readTimeout = defaultRTSPReadTimeout
 	}
 	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1, tapped: &s.tapped}
+	r.times.Initialize()
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
 		Host:        u.Host,
@@ -332,7 +339,7 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 					return
 				}
 				for i, au := range aus {
-					r.audio(c, am, pkt, rate, int64(i*1024), au)
+					r.audio(aacf, pkt, rate, int64(i*1024), au)
 				}
 			})
 		case g711f != nil:
@@ -347,7 +354,7 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 			c.OnPacketRTP(am, g711f, func(pkt *rtp.Packet) {
 				samples, err := dec.Decode(pkt)
 				if err == nil {
-					r.audio(c, am, pkt, rate, 0, samples)
+					r.audio(g711f, pkt, rate, 0, samples)
 				}
 			})
 		default:
@@ -361,7 +368,7 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 			c.OnPacketRTP(am, opusf, func(pkt *rtp.Packet) {
 				frame, err := dec.Decode(pkt)
 				if err == nil {
-					r.audio(c, am, pkt, rate, 0, frame)
+					r.audio(opusf, pkt, rate, 0, frame)
 				}
 			})
 		}
@@ -393,11 +400,11 @@ func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f forma
 		}
 	}
 	r.vd = &videoDepacketizer{s: r, h265: r.h265}
-	r.tv = tappedVideo{m: m, pt: f.PayloadType(), rate: rate}
+	r.tv = tappedVideo{f: f, pt: f.PayloadType(), rate: rate}
 	// The packets the tap does not take (rtsps://, UDP, a connection it
 	// gave up on) come this way.
 	c.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
-		pts, ok := c.PacketPTS2(m, pkt)
+		pts, ok := r.times.Decode(f, pkt)
 		r.video(pkt, ptsDuration(pts, rate), ok, rate)
 	})
 	r.onSenderReports(c, m, &r.videoClock)
@@ -431,7 +438,7 @@ func (r *rtspSession) video(pkt *rtp.Packet, pts time.Duration, ptsOK bool, rate
 // tappedVideo is the video's state on the tap's side, touched by the
 // connection's reader goroutine only.
 type tappedVideo struct {
-	m     *description.Media
+	f     format.Format
 	pt    uint8
 	rate  int
 	pkt   rtp.Packet // reused: its payload points into the read buffer
@@ -456,7 +463,7 @@ func (r *rtspSession) tapRTP(b []byte) {
 	}
 	v.seq, v.seqOK = v.pkt.SequenceNumber+1, true
 	r.tapped.Add(1)
-	pts, ok := r.client.PacketPTS2(v.m, &v.pkt)
+	pts, ok := r.times.Decode(v.f, &v.pkt)
 	r.video(&v.pkt, ptsDuration(pts, v.rate), ok, v.rate)
 }
 
@@ -533,9 +540,10 @@ func (r *rtspSession) applyParams() error {
 	return r.fr.SetTracks(r.tracks)
 }
 
-// audio handles one audio frame, offset samples after the packet's time.
-func (r *rtspSession) audio(c *gortsplib.Client, m *description.Media, pkt *rtp.Packet, rate int, offset int64, frame []byte) {
-	pts, ok := c.PacketPTS2(m, pkt)
+// audio handles one audio frame of track f, offset samples after the
+// packet's time.
+func (r *rtspSession) audio(f rtptime.GlobalDecoder2Track, pkt *rtp.Packet, rate int, offset int64, frame []byte) {
+	pts, ok := r.times.Decode(f, pkt)
 	if !ok || len(frame) == 0 {
 		return
 	}

@@ -168,7 +168,9 @@ type CameraFileConfig struct {
 	Device string `koanf:"device" yaml:"device,omitempty"`
 	Width  int    `koanf:"width" yaml:"width,omitempty"`
 	Height int    `koanf:"height" yaml:"height,omitempty"`
-	// Transport is auto (UDP, falling back to TCP), tcp or udp.
+	// Transport is auto (UDP, falling back to TCP), tcp or udp; over tcp
+	// the video's packets skip gortsplib's per-packet buffers
+	// (ingest/rtptap.go).
 	Transport   string `koanf:"transport" yaml:"transport,omitempty"`
 	InsecureTLS bool   `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
 	// RetentionHours is the stream's retention when the camera creates it;
