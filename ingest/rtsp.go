@@ -41,8 +41,9 @@ type RTSPSource struct {
 	// wait for its answer. Default 10 s.
 	ReadTimeout time.Duration
 
-	// tapped counts the video RTP packets the tap took (rtptap.go).
-	tapped atomic.Uint64
+	// tapped counts the video RTP packets the tap took (rtptap.go), and
+	// reports the RTCP sender reports taken (the camera's clock).
+	tapped, reports atomic.Uint64
 }
 
 const defaultRTSPReadTimeout = 10 * time.Second
@@ -90,16 +91,16 @@ func (s *RTSPSource) Describe() string { return s.redacted }
 // rtspSession is one connection's state, shared by gortsplib's packet
 // callbacks (one goroutine per media) under mu.
 type rtspSession struct {
-	mu     sync.Mutex
-	fr     *Fragmenter
-	tl     *timeline
-	st     *feedStats
-	err    error
-	client *gortsplib.Client
-	log    *slog.Logger
-	tap    *rtpTap     // nil: gortsplib reads the video (rtptap.go)
-	tv     tappedVideo // the tap's video state
-	tapped *atomic.Uint64
+	mu              sync.Mutex
+	fr              *Fragmenter
+	tl              *timeline
+	st              *feedStats
+	err             error
+	client          *gortsplib.Client
+	log             *slog.Logger
+	tap             *rtpTap     // nil: gortsplib reads the video (rtptap.go)
+	tv              tappedVideo // the tap's video state
+	tapped, reports *atomic.Uint64
 	// the camera's clocks, from the medias' RTCP sender reports
 	videoClock, audioClock senderClock
 	// times decodes the tracks' RTP timestamps into presentation times,
@@ -139,7 +140,7 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	if readTimeout <= 0 {
 		readTimeout = defaultRTSPReadTimeout
 	}
-	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1, tapped: &s.tapped}
+	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1, tapped: &s.tapped, reports: &s.reports}
 	r.times.Initialize()
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
@@ -418,6 +419,7 @@ func (r *rtspSession) onSenderReports(c *gortsplib.Client, m *description.Media,
 			r.mu.Lock()
 			clock.report(sr)
 			r.mu.Unlock()
+			r.reports.Add(1)
 		}
 	})
 }
