@@ -240,4 +240,3 @@ func TestCameraClockFromSenderReports(t *testing.T) {
 	}
 	t.Logf("%d fragments (%d frames) on the camera's clock, %d sender reports", len(frags), frames, src.reports.Load())
 }
-
