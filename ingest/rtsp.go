@@ -18,6 +18,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/gortsplib/v4/pkg/rtptime"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
@@ -30,9 +31,13 @@ import (
 // H.265 video and, when the camera offers it, one AAC, G.711 or Opus audio
 // track. Basic and digest authentication come from the URL's user info.
 type RTSPSource struct {
-	url       string
-	redacted  string
-	transport *gortsplib.Transport // nil: UDP, falling back to TCP
+	url      string
+	redacted string
+	// transport is the configured one; nil (auto): TCP, or, once the
+	// camera refused it (tcpRefused), gortsplib's choice (UDP, falling
+	// back to TCP).
+	transport  *gortsplib.Transport
+	tcpRefused atomic.Bool
 	// InsecureTLS accepts any certificate on rtsps:// (cameras mostly
 	// present self-signed ones).
 	InsecureTLS bool
@@ -127,11 +132,41 @@ func (r *rtspSession) fail(err error) {
 }
 
 // Run implements Source.
+//
+// With transport auto, it asks for RTP over TCP first, as Moonfire NVR
+// and Frigate do: nothing is lost on a busy network, the connection reads
+// on the box-wide pace (readpace.go), one read a tick instead of one per
+// UDP packet, and the RTP tap (rtptap.go) serves it. A camera that
+// refuses TCP (461 Unsupported Transport, or an answer with UDP) is asked
+// again at once, as gortsplib's auto does (UDP, falling back to TCP),
+// and from then on for this source.
 func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *feedStats) error {
 	log := st.log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if s.transport != nil || s.tcpRefused.Load() {
+		return s.run(ctx, fr, tl, st, log, s.transport)
+	}
+	tcp := gortsplib.TransportTCP
+	err := s.run(ctx, fr, tl, st, log, &tcp)
+	if !refusedTCP(err) {
+		return err
+	}
+	s.tcpRefused.Store(true)
+	log.Info("rtsp: the camera refuses RTP over TCP: asking for UDP", "reason", err)
+	return s.run(ctx, fr, tl, st, log, nil)
+}
+
+// refusedTCP: err is a camera's refusal of RTP over TCP at SETUP.
+func refusedTCP(err error) bool {
+	var code liberrors.ErrClientBadStatusCode
+	return errors.As(err, &code) && code.Code == base.StatusUnsupportedTransport ||
+		errors.As(err, new(liberrors.ErrClientServerRequestedUDP))
+}
+
+// run is one connection with transport (nil: gortsplib's auto).
+func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *feedStats, log *slog.Logger, transport *gortsplib.Transport) error {
 	u, err := base.ParseURL(s.url)
 	if err != nil {
 		return fmt.Errorf("rtsp: %w", err)
@@ -145,7 +180,7 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
 		Host:        u.Host,
-		Transport:   s.transport,
+		Transport:   transport,
 		ReadTimeout: readTimeout,
 		// gortsplib reports through these instead of its default log.Printf.
 		OnTransportSwitch: func(err error) { log.Info("rtsp: switching transport", "reason", err) },
@@ -154,7 +189,7 @@ func (s *RTSPSource) Run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		DialContext:       dialBuffered,
 	}
 	r.client = c
-	if u.Scheme == "rtsp" && s.transport != nil && *s.transport == gortsplib.TransportTCP {
+	if u.Scheme == "rtsp" && transport != nil && *transport == gortsplib.TransportTCP {
 		// The video's RTP is read by the tap (rtptap.go), so gortsplib's
 		// timeout, which counts the frames it sees, would close a
 		// connection whose video flows; the tap's watchdog below counts

@@ -525,3 +525,51 @@ func portBelowEphemeral(t *testing.T) string {
 	t.Fatal("no free port below the ephemeral range")
 	return ""
 }
+
+// TestAutoTransportPrefersTCP: with transport auto a camera is asked for
+// RTP over TCP first (read by the RTP tap); one that refuses TCP (461,
+// as UDP-only cameras answer) is recorded over UDP within the same
+// connection attempt, and asked for UDP from then on.
+func TestAutoTransportPrefersTCP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	t.Parallel()
+	tcpOnly := rtsptest.StartRelay(t, "")
+	udpOnly := rtsptest.StartRelayUDP(t)
+	udpOnly.RefuseTCP()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, rl := range []*rtsptest.Relay{tcpOnly, udpOnly} {
+		go publishDemo(ctx, t, rl.URL("cam"), 0)
+		rl.WaitPublished(t, "cam", 20*time.Second)
+	}
+	rec := newRecorder(t)
+	srcs := map[string]*RTSPSource{}
+	for name, rl := range map[string]*rtsptest.Relay{"tcp-only": tcpOnly, "udp-only": udpOnly} {
+		rec.record(t, name, rl.URL("cam"), func(c *CameraConfig) {
+			s, err := NewRTSPSource(rl.URL("cam"), "auto")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.ReadTimeout = 3 * time.Second
+			c.Source, srcs[name] = s, s
+		})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(rec.fragments(t, "tcp-only")) < 2 || len(rec.fragments(t, "udp-only")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %+v\n%+v", rec.state("tcp-only"), rec.state("udp-only"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for name, src := range srcs {
+		if st := rec.state(name); st.Reconnects > 0 || st.State != StateRecording {
+			t.Fatalf("%s: %+v", name, st)
+		}
+		tapped, refused := src.tapped.Load() > 0, src.tcpRefused.Load()
+		if want := name == "tcp-only"; tapped != want || refused == want {
+			t.Fatalf("%s: tapped %v, TCP refused %v", name, tapped, refused)
+		}
+	}
+}

@@ -168,9 +168,10 @@ type CameraFileConfig struct {
 	Device string `koanf:"device" yaml:"device,omitempty"`
 	Width  int    `koanf:"width" yaml:"width,omitempty"`
 	Height int    `koanf:"height" yaml:"height,omitempty"`
-	// Transport is auto (UDP, falling back to TCP), tcp or udp; over tcp
-	// the video's packets skip gortsplib's per-packet buffers
-	// (ingest/rtptap.go).
+	// Transport is auto (TCP; UDP if the camera refuses TCP), tcp or
+	// udp. Over TCP the video's packets skip gortsplib's per-packet
+	// buffers (ingest/rtptap.go) and the socket is read on the box-wide
+	// pace (ingest/readpace.go).
 	Transport   string `koanf:"transport" yaml:"transport,omitempty"`
 	InsecureTLS bool   `koanf:"insecure_tls" yaml:"insecure_tls,omitempty"`
 	// RetentionHours is the stream's retention when the camera creates it;

@@ -38,6 +38,16 @@ type Relay struct {
 	// user and pass, when set, are required of readers (basic or digest).
 	user, pass string
 	tls        bool
+	// refuseTCP answers a reader's SETUP over TCP with 461 Unsupported
+	// Transport, as cameras that serve UDP only do.
+	refuseTCP bool
+}
+
+// RefuseTCP makes the relay refuse readers that ask for RTP over TCP.
+func (r *Relay) RefuseTCP() {
+	r.mu.Lock()
+	r.refuseTCP = true
+	r.mu.Unlock()
 }
 
 // RequireAuth makes the relay demand credentials from clients that PLAY.
@@ -237,6 +247,9 @@ func (r *Relay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response,
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.refuseTCP && ctx.Transport == gortsplib.TransportTCP {
+		return &base.Response{StatusCode: base.StatusUnsupportedTransport}, nil, nil
+	}
 	if s := r.streams[ctx.Path]; s != nil {
 		return &base.Response{StatusCode: base.StatusOK}, s, nil
 	}
