@@ -86,7 +86,7 @@ type stream struct {
 }
 
 func (e *Engine) newStream(id lsm.StreamID, info *StreamInfo) *stream {
-	s := &stream{id: id, ring: newRing(e.opts.RingDuration, e.opts.RingBytesPerStream), live: newLiveTap(e.mem, e.opts.Clock, e.opts.LiveKeepGOP)}
+	s := &stream{id: id, ring: newRing(e.opts.RingDuration, e.opts.RingBytesPerStream, e.opts.Clock), live: newLiveTap(e.mem, e.opts.Clock, e.opts.LiveKeepGOP)}
 	s.info.Store(info)
 	return s
 }

@@ -322,7 +322,7 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 	}
 	frag.refs.Store(2) // the ring's and the caller's
 	sess.s.live.received(frag)
-	sess.s.ring.push(frag)
+	sess.s.ring.push(frag, sess.s.info.Load().DataRetentionInHours > 0)
 	sess.e.metrics.fragmentsReceived.Add(1)
 	sess.e.metrics.bytesReceived.Add(uint64(len(media)))
 	return Received{Fragment: frag, Meta: meta}, nil

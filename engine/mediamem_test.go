@@ -436,9 +436,11 @@ func settledFragment(m *MediaMemory, n uint32, durMs uint32, size int) *Fragment
 
 func TestRingKeepsSecondsOfVideo(t *testing.T) {
 	m := testMemory(t, 64<<20, true)
-	r := newRing(5*time.Second, 0)
+	clock := &movingClock{t: time.Now()}
+	r := newRing(5*time.Second, 0, clock)
+	r.read() // a reader: the ring keeps its seconds
 	for i := uint32(1); i <= 10; i++ {
-		r.push(settledFragment(m, i, 2000, 100_000))
+		r.push(settledFragment(m, i, 2000, 100_000), true)
 	}
 	// 5 s of 2 s fragments: the newest three (the two after the oldest
 	// cover only 4 s).
@@ -448,9 +450,9 @@ func TestRingKeepsSecondsOfVideo(t *testing.T) {
 	// A fragment still being persisted is never evicted, nor any after it.
 	pending := settledFragment(m, 11, 2000, 100_000)
 	pending.persisted = make(chan struct{})
-	r.push(pending)
+	r.push(pending, true)
 	for i := uint32(12); i <= 15; i++ {
-		r.push(settledFragment(m, i, 2000, 100_000))
+		r.push(settledFragment(m, i, 2000, 100_000), true)
 	}
 	if r.frags[0].Meta.Number.Compare(fragment.MakeNumber(1, 1, 11)) > 0 || len(r.frags) < 5 {
 		t.Fatalf("the unsettled fragment left the ring: oldest %v", r.frags[0].Meta.Number)
@@ -464,16 +466,17 @@ func TestRingKeepsSecondsOfVideo(t *testing.T) {
 		t.Fatalf("hard shed released %d, %d left", n, len(r.frags))
 	}
 	// Emptied, the ring still refuses what is older than what left it.
-	if r.push(settledFragment(m, 14, 2000, 1000)) || len(r.frags) != 0 {
+	if r.push(settledFragment(m, 14, 2000, 1000), true) || len(r.frags) != 0 {
 		t.Fatal("an old fragment entered an emptied ring")
 	}
-	if !r.push(settledFragment(m, 16, 2000, 1000)) {
+	if !r.push(settledFragment(m, 16, 2000, 1000), true) {
 		t.Fatal("the next fragment did not enter the emptied ring")
 	}
 	// A byte cap evicts too.
-	capped := newRing(time.Hour, 250_000)
+	capped := newRing(time.Hour, 250_000, clock)
+	capped.read()
 	for i := uint32(1); i <= 5; i++ {
-		capped.push(settledFragment(m, i, 2000, 100_000))
+		capped.push(settledFragment(m, i, 2000, 100_000), true)
 	}
 	if len(capped.frags) != 2 {
 		t.Fatalf("a 250 kB cap holds %d fragments of 100 kB", len(capped.frags))
@@ -482,6 +485,38 @@ func TestRingKeepsSecondsOfVideo(t *testing.T) {
 	capped.close()
 	if st := m.Stats(); st.Used() != 0 {
 		t.Fatalf("%d bytes held after the rings closed", st.Used())
+	}
+}
+
+// TestRingUnreadKeepsItsNewest: a ring nobody has read for
+// ringIdleAfter keeps only its newest fragment; read again, it keeps its
+// seconds from the next fragment on.
+func TestRingUnreadKeepsItsNewest(t *testing.T) {
+	m := testMemory(t, 64<<20, true)
+	clock := &movingClock{t: time.Now()}
+	r := newRing(5*time.Second, 0, clock)
+	defer r.close()
+	push := func(from, to uint32) {
+		for i := from; i <= to; i++ {
+			if !r.push(settledFragment(m, i, 2000, 100_000), true) {
+				t.Fatalf("fragment %d refused", i)
+			}
+			clock.add(2 * time.Second)
+		}
+	}
+	push(1, 4) // never read
+	if len(r.frags) != 1 || r.frags[0].Meta.Number != fragment.MakeNumber(1, 1, 4) {
+		t.Fatalf("an unread ring holds %d fragments", len(r.frags))
+	}
+	r.read()
+	push(5, 10)
+	if len(r.frags) != 3 {
+		t.Fatalf("a ring read %v ago holds %d fragments, want its 5 s (3)", ringIdleAfter/2, len(r.frags))
+	}
+	clock.add(ringIdleAfter)
+	push(11, 11)
+	if len(r.frags) != 1 || r.frags[0].Meta.Number != fragment.MakeNumber(1, 1, 11) {
+		t.Fatalf("a ring unread for %v holds %d fragments", ringIdleAfter, len(r.frags))
 	}
 }
 
@@ -499,11 +534,13 @@ func TestShedRingsBiggestFirstBeforeRefusing(t *testing.T) {
 	}
 	big, _, _ := e.lookup(StreamRef{Name: "big"})
 	small, _, _ := e.lookup(StreamRef{Name: "small"})
+	big.ring.read() // read: they keep their seconds
+	small.ring.read()
 	for i := uint32(1); i <= 6; i++ {
-		big.ring.push(settledFragment(e.mem, i, 2000, 1<<20))
+		big.ring.push(settledFragment(e.mem, i, 2000, 1<<20), true)
 	}
 	for i := uint32(1); i <= 3; i++ {
-		small.ring.push(settledFragment(e.mem, i, 2000, 1<<20))
+		small.ring.push(settledFragment(e.mem, i, 2000, 1<<20), true)
 	}
 	// 9 MiB held (the 1 MiB class): a camera needs 6 MiB of its 14.
 	b, err := e.mem.Alloc(6<<20, MediaCamera)

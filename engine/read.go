@@ -103,6 +103,7 @@ func (e *Engine) Fragment(ref StreamRef, n fragment.Number) (*Fragment, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.ring.read()
 	if f := s.ring.find(n); f != nil {
 		return f, nil
 	}
@@ -270,6 +271,7 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 		timer = t.C
 	}
 	r := c.s.ring
+	r.read()
 	for {
 		r.mu.Lock()
 		if r.closed {

@@ -282,8 +282,10 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		frag.mem = e.mem
 	}
 	close(frag.persisted)
-	frag.refs.Store(1) // the ring's; one older than the ring is released at once
-	s.ring.push(frag)
+	// One reference, the ring's: one older than the ring is released at
+	// once. The stream archives (retention > 0, above).
+	frag.refs.Store(1)
+	s.ring.push(frag, true)
 	return true, nil
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -18,6 +19,15 @@ import (
 // in the archive, or known lost): a reader behind the ring then finds it
 // in the archive, and a re-sent copy is recognised. The persist queues
 // are bounded, so this bounds the overrun.
+//
+// A ring no reader has used for ringIdleAfter (no cursor read from it, no
+// fragment was fetched from it by number) keeps only its newest fragment,
+// if the stream archives its fragments: a camera nobody watches costs one
+// fragment of memory, not the ring's seconds. Its first reader finds the
+// seconds before in the archive (a disk read: segments are written around
+// the page cache), and the ring fills back to its duration as fragments
+// arrive. A stream that keeps nothing (retention 0) has only its ring,
+// which keeps its seconds.
 //
 // Invariant: the fragments in frags are every fragment of the stream
 // numbered from frags[0] to the newest that was received (none is
@@ -38,21 +48,41 @@ type ring struct {
 	// stream goes away, waking readers at the live edge.
 	notify chan struct{}
 	closed bool
+	clock  Clock
+	// lastRead is when a reader last used the ring (unix ns; 0: never).
+	lastRead atomic.Int64
 }
 
-func newRing(dur time.Duration, budget int) *ring {
-	return &ring{dur: dur.Milliseconds(), budget: budget, notify: make(chan struct{})}
+// ringIdleAfter is how long a ring goes unread before it keeps only its
+// newest fragment.
+const ringIdleAfter = time.Minute
+
+func newRing(dur time.Duration, budget int, clock Clock) *ring {
+	return &ring{dur: dur.Milliseconds(), budget: budget, notify: make(chan struct{}), clock: clock}
+}
+
+// read notes that a reader uses the ring.
+func (r *ring) read() { r.lastRead.Store(r.clock.Now().UnixNano()) }
+
+// keepMs is the video the ring keeps now: its duration while read, else
+// none beyond the newest fragment.
+func (r *ring) keepMs() int64 {
+	if r.clock.Now().UnixNano()-r.lastRead.Load() > int64(ringIdleAfter) {
+		return 0
+	}
+	return r.dur
 }
 
 // push adds f (taking over one reference) in number order and evicts what
-// is beyond the ring's duration and cap. It reports whether f went in: a
+// is beyond the ring's duration (with archived, while it is read) and
+// cap. It reports whether f went in: a
 // fragment older than the whole ring (or than what already left it), or
 // one the ring already holds, does not (it is released at once); readers
 // find it in the archive. Fragments normally arrive in order and are
 // appended; a replica's gap fill (replica.go) or a fragment numbered
 // before a peer's newer one lands in its place, so the ring stays sorted
 // and readers positioned before it see it.
-func (r *ring) push(f *Fragment) bool {
+func (r *ring) push(f *Fragment, archived bool) bool {
 	r.mu.Lock()
 	i := len(r.frags)
 	for i > 0 && r.frags[i-1].Meta.Number.Compare(f.Meta.Number) > 0 {
@@ -67,7 +97,11 @@ func (r *ring) push(f *Fragment) bool {
 	r.frags = slices.Insert(r.frags, i, f)
 	r.bytes += len(f.Media)
 	r.ms += int64(f.Meta.DurationMs)
-	for len(r.frags) > 1 && r.frags[0].settled() && r.over() {
+	keep := r.dur
+	if archived {
+		keep = r.keepMs()
+	}
+	for len(r.frags) > 1 && r.frags[0].settled() && r.over(keep) {
 		r.evictLocked()
 	}
 	close(r.notify)
@@ -77,10 +111,10 @@ func (r *ring) push(f *Fragment) bool {
 }
 
 // over reports whether the ring holds more than it keeps: the fragments
-// after the oldest already cover the ring's duration, or the bytes are
-// over the cap. REQUIRES: r.mu held, len(r.frags) > 1.
-func (r *ring) over() bool {
-	return r.ms-int64(r.frags[0].Meta.DurationMs) >= r.dur || (r.budget > 0 && r.bytes > r.budget)
+// after the oldest already cover keep ms, or the bytes are over the cap.
+// REQUIRES: r.mu held, len(r.frags) > 1.
+func (r *ring) over(keep int64) bool {
+	return r.ms-int64(r.frags[0].Meta.DurationMs) >= keep || (r.budget > 0 && r.bytes > r.budget)
 }
 
 // evictLocked drops the oldest fragment. REQUIRES: r.mu held, frags not
