@@ -70,11 +70,12 @@ type Profile struct {
 
 // perCameraNote is the measurement every profile's camera figures come
 // from (issue 14).
-const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, x86 VM of 2 cores under a load of 0.5–1.5, 2026-12-05): " +
-	"RSS 0.8–0.9 MiB beyond its ring (0.90 at 16 cameras, 0.83 at 64; 1.45 at 16 with every camera's fragment ending at once), the ring ~0.24 MiB per second of video, " +
-	"4.1–5.2 ms of CPU per camera-second (1.27–1.46× a bare gortsplib receiver of the same streams; 6.5–7.8 ms before the receive path lost its page faults and copies); " +
-	"the soak (make soak-pizero: 8 cameras under pi-zero-2w for 10 minutes, GOMAXPROCS=4) held 62.8 MiB of RSS on average, 64.8 MiB at most, in all. " +
-	"A camera's media budget share: its ring, the fragment arriving and ~2 queued for the disk. " +
+const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, 3 rounds, x86 VM of 2 cores, 2026-12-06): " +
+	"RSS 0.71–0.76 MiB beyond its ring (0.76 at 16 cameras, 0.71 at 64), the ring ~0.24 MiB per second of video while it is read, and only its newest fragment (~0.5 MiB) while nobody reads it; " +
+	"1.9–2.6 ms of CPU per camera-second (0.92–1.20× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.47–0.57 allocations per frame against its 30; " +
+	"4.1–5.2 ms before that, 6.5–7.8 ms before the receive path lost its page faults and copies); " +
+	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, 2 rounds): 0.32× its CPU and 1.09× its RSS at 16 cameras, 0.38× and 1.59× at 64. " +
+	"A camera's media budget share: its ring (read), the fragment arriving and ~2 queued for the disk. " +
 	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."
 
 // All are the built-in profiles, smallest first.
@@ -85,7 +86,7 @@ var All = []Profile{
 			"a 160 MiB Go limit (index, connections, Pebble's 8 MiB cache and 2×4 MiB memtables) and a 96 MiB media budget outside it. " +
 			"8 cameras at 2 Mbit/s: each costs ~1 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~16 MiB of RSS and ~24 MB of the media budget " +
 			"(ring + arriving + queued), leaving room for one 48 MB PutMedia fragment (uploads may fill 72 MiB; more are refused with a retriable ERROR and re-sent); " +
-			"CPU ~18–20 ms per camera-second on an A53, 8 cameras ~0.15 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
+			"CPU ~10–13 ms per camera-second on an A53, 8 cameras ~0.1 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
 			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes: RSS ≤ 65 MiB of 256, every fragment durable within 0.5 s), not yet on the board. " +
 			"microSD: grouped syncs. 1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, " +
 			"so 1,024 cost ~25 MiB of the Go limit. " + perCameraNote,
@@ -96,7 +97,7 @@ var All = []Profile{
 		Name: "pi4-2g", Description: "Raspberry Pi 4 or 5 with 2–4 GB, microSD or USB SSD",
 		DerivedFrom: "2 GiB RAM: the process is held to 1 GiB, a 768 MiB Go limit and a 256 MiB media budget; a 6 s ring per stream (three 2 s fragments: " +
 			"an HLS live playlist, ~1.5 MiB of a 2 Mbit/s camera). 16 cameras: ~1 MiB each beyond the ring, ~40 MiB of RSS, and ~56 MB of the media budget " +
-			"(ring + arriving + queued), the rest for uploads and reads; CPU ~10–12 ms per camera-second on an A72, 16 cameras ~0.2 of its 4 cores; " +
+			"(ring + arriving + queued), the rest for uploads and reads; CPU ~6–8 ms per camera-second on an A72, 16 cameras ~0.12 of its 4 cores; " +
 			"cache 32 MiB covers the index of months of fragments (95 B per fragment record); microSD assumed: grouped syncs. " + perCameraNote,
 		MemoryMiB: 2048, CacheMiB: 32, MemtableMiB: 16, RingSeconds: 6, MediaMemoryMiB: 256, MaxCameras: 16, MaxConns: 4096,
 		Storage: StorageSD, SyncWindow: 250 * time.Millisecond, MemoryLimitMiB: 768, FastFailureDetection: true,
@@ -105,7 +106,7 @@ var All = []Profile{
 		Name: "pi5-8g", Description: "Raspberry Pi 5, 8 GB, NVMe (M.2 HAT) or microSD",
 		DerivedFrom: "8 GiB RAM: the process is held to 4 GiB, a 3 GiB Go limit and a 1 GiB media budget; a 10 s ring per stream (~2.4 MiB of a 2 Mbit/s camera). " +
 			"32 cameras: ~1 MiB each beyond the ring (the figure at 16 and more), ~110 MiB of RSS and ~145 MB of the media budget, the rest for concurrent uploads and reads; " +
-			"CPU ~5–6 ms per camera-second on an A76, 32 cameras ~0.2 of its 4 cores; 64 Mbit/s of ingest; most boot from microSD: " +
+			"CPU ~3–4 ms per camera-second on an A76, 32 cameras ~0.12 of its 4 cores; 64 Mbit/s of ingest; most boot from microSD: " +
 			"syncs grouped in 100 ms windows (set storage.sync_window: 0s on NVMe); a 4 GB Pi 4 or 5 gets pi4-2g. " + perCameraNote,
 		MemoryMiB: 8192, CacheMiB: 128, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1024, MaxCameras: 32, MaxConns: 8192,
 		Storage: StorageSD, SyncWindow: 100 * time.Millisecond, MemoryLimitMiB: 3072, FastFailureDetection: true,
@@ -121,7 +122,7 @@ var All = []Profile{
 		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
 		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring per stream. " +
 			"64 cameras: ~1 MiB each beyond the ring (0.9–1.0 measured at 64), ~220 MiB of RSS and ~290 MB of the media budget, the rest for uploads and reads; " +
-			"CPU measured at 2.5–3.0 ms per camera-second at 64 cameras on 2 x86 cores (issue 14: BenchmarkRecorder, and BenchmarkVsMediaMTX under this profile), ~0.2 s of CPU per second of 64 cameras; 128 Mbit/s of ingest; " +
+			"CPU measured at 1.8–2.1 ms per camera-second at 64 cameras on 2 x86 cores (issue 14: BenchmarkRecorder, and BenchmarkVsMediaMTX under this profile), ~0.13 s of CPU per second of 64 cameras; 128 Mbit/s of ingest; " +
 			"SSD: sync per fragment. " + perCameraNote,
 		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 64, MaxConns: 16384,
 		Storage: StorageSSD, MemoryLimitMiB: 4608, FastFailureDetection: true,
