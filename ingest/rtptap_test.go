@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -365,26 +364,11 @@ func TestSenderClock(t *testing.T) {
 }
 
 // TestTappedConnectionTimesOut: gortsplib's own timeout is off on a
-// tapped connection; the tap's watchdog closes one that stays silent
-// for ReadTimeout, whether it never answers its DESCRIBE or goes quiet
-// later.
+// tapped connection; the tap's watchdog closes one that stays silent for
+// ReadTimeout (here a server that never answers the DESCRIBE).
 func TestTappedConnectionTimesOut(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // accepted, never answered
-		}
-	}()
-	src, err := NewRTSPSource("rtsp://"+ln.Addr().String()+"/mute", "tcp")
+	src, err := NewRTSPSource("rtsp://"+muteServer(t)+"/mute", "tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -462,21 +462,7 @@ func TestStalledFeedIsDetected(t *testing.T) {
 		t.Skip("long (seconds of real media or gossip): make test runs it")
 	}
 	t.Parallel()
-	// A TCP server that accepts and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	mute := muteServer(t)
 	rl := rtsptest.StartRelay(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -485,7 +471,7 @@ func TestStalledFeedIsDetected(t *testing.T) {
 	rl.WaitPublished(t, "stalls", 20*time.Second)
 	rl.WaitPublished(t, "good", 20*time.Second)
 	rec := newRecorder(t)
-	rec.record(t, "mute", "rtsp://"+ln.Addr().String()+"/x", nil)
+	rec.record(t, "mute", "rtsp://"+mute+"/x", nil)
 	rec.record(t, "stalls", rl.URL("stalls"), nil)
 	rec.record(t, "good", rl.URL("good"), nil)
 	deadline := time.Now().Add(20 * time.Second)
@@ -572,4 +558,31 @@ func TestAutoTransportPrefersTCP(t *testing.T) {
 			t.Fatalf("%s: tapped %v, TCP refused %v", name, tapped, refused)
 		}
 	}
+}
+
+// muteServer starts a TCP server that accepts connections and never
+// answers, and returns its address.
+func muteServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	return ln.Addr().String()
 }
