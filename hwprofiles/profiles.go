@@ -87,7 +87,7 @@ var All = []Profile{
 			"8 cameras at 2 Mbit/s: each costs ~1 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~16 MiB of RSS and ~24 MB of the media budget " +
 			"(ring + arriving + queued), leaving room for one 48 MB PutMedia fragment (uploads may fill 72 MiB; more are refused with a retriable ERROR and re-sent); " +
 			"CPU ~10–13 ms per camera-second on an A53, 8 cameras ~0.1 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
-			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes: RSS ≤ 65 MiB of 256, every fragment durable within 0.5 s), not yet on the board. " +
+			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes, 2026-12-06: RSS 47 MiB on average, 49 MiB at most, of 256; every fragment durable within 0.5 s), not yet on the board. " +
 			"microSD: grouped syncs. 1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, " +
 			"so 1,024 cost ~25 MiB of the Go limit. " + perCameraNote,
 		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 8, MaxConns: 1024,
