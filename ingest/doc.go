@@ -7,8 +7,10 @@
 // Files by job:
 //
 //	rtsp.go        RTSP/RTSPS pull with gortsplib: tracks, codecs, audio;
-//	               the connection read through a 64 KiB buffer under
-//	               gortsplib's 4 KiB one (fewer read system calls)
+//	               transport auto asks for TCP first (UDP if the camera
+//	               refuses it); the connection read through a 64 KiB
+//	               buffer under gortsplib's 4 KiB one (fewer read system
+//	               calls); the camera's clock from RTCP sender reports
 //	readpace.go    paced reads under that buffer: every camera's TCP
 //	               socket read on one box-wide 40 ms clock, so one wake
 //	               serves them all instead of one per packet burst
