@@ -113,7 +113,9 @@ func (c *bufferedConn) tappedRead(p []byte) (int, error) {
 			continue
 		}
 		if h[0] != '$' {
-			c.pass = c.messageSize(h)
+			if c.pass = c.messageSize(h); c.pass <= 0 {
+				c.untapped = true // never spin on a message not sized
+			}
 			continue
 		}
 		size := 4 + int(binary.BigEndian.Uint16(h[2:]))
@@ -138,8 +140,8 @@ func (c *bufferedConn) tappedRead(p []byte) (int, error) {
 // not start with '$': an RTSP response or request, head and body
 // (Content-Length), or a stray byte, which gortsplib skips one at a
 // time (as it does, bytes that start no message it knows). A head the
-// buffer cannot hold ends the tap on this connection (0: everything
-// goes up from here).
+// buffer cannot hold, or one whose body gortsplib refuses, ends the tap
+// on this connection (0: everything goes up from here).
 func (c *bufferedConn) messageSize(h []byte) int {
 	if !rtspMessageStart(h) {
 		return 1
@@ -149,7 +151,12 @@ func (c *bufferedConn) messageSize(h []byte) int {
 		b, err := c.r.Peek(n)
 		if i := bytes.Index(b[from:], crlfcrlf); i >= 0 {
 			head := b[:from+i+4]
-			return len(head) + contentLength(head)
+			body, ok := contentLength(head)
+			if !ok {
+				c.untapped = true
+				return 0
+			}
+			return len(head) + body
 		}
 		if err != nil {
 			if len(b) == 0 {
@@ -178,20 +185,31 @@ func rtspMessageStart(h []byte) bool {
 	return false
 }
 
-// contentLength is the Content-Length of an RTSP message head (0 when
-// absent or not a length: gortsplib then fails on the message itself).
-func contentLength(head []byte) int {
+// rtspMaxBody is the largest body gortsplib reads (pkg/base).
+const rtspMaxBody = 128 << 10
+
+// contentLength is the body length of an RTSP message head, as gortsplib
+// reads it (pkg/base): none unless the head has exactly one
+// Content-Length; !ok when that one is not a length or is over
+// rtspMaxBody (gortsplib then fails on the message: the tap hands
+// everything up rather than size a body gortsplib will not read).
+func contentLength(head []byte) (n int, ok bool) {
 	const name = "content-length:"
+	var value []byte
+	count := 0
 	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
-		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
-			n, err := strconv.Atoi(string(bytes.TrimSpace(line[len(name):])))
-			if err != nil || n < 0 {
-				return 0
-			}
-			return n
+		if len(line) >= len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			value, count = bytes.TrimSpace(line[len(name):]), count+1
 		}
 	}
-	return 0
+	if count != 1 {
+		return 0, true
+	}
+	v, err := strconv.ParseUint(string(value), 10, 64)
+	if err != nil || v > rtspMaxBody {
+		return 0, false
+	}
+	return int(v), true
 }
 
 // senderClock is a stream's clock from its RTCP sender reports (RFC 3550

@@ -420,3 +420,55 @@ func TestTappedCloseWhileStreaming(t *testing.T) {
 		}
 	}
 }
+
+// TestTapBodiesAsGortsplibReadsThem: the tap sizes a message's body as
+// gortsplib does: none when Content-Length is repeated; and a length
+// gortsplib refuses (over 128 KiB, or one that overflows an int) ends
+// tapping instead of sizing it: gortsplib's reader then fails on the
+// message, and nothing spins (a huge length once made the tap loop on
+// the same bytes forever, and Close wait for it).
+func TestTapBodiesAsGortsplibReadsThem(t *testing.T) {
+	frame := interleaved(2, rtpPacket(t, 1, 300))
+	for _, c := range []struct {
+		name     string
+		head     string
+		untapped bool
+	}{
+		{"repeated", "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Length: 10\r\nContent-Length: 10\r\n\r\n", false},
+		{"over 128 KiB", "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Length: 131073\r\n\r\n", true},
+		{"overflows", "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Length: 9223372036854775807\r\n\r\n", true},
+		{"not a length", "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Length: -5\r\n\r\n", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stream := append([]byte(c.head), frame...)
+			tc, rec := tappedConn(bytes.NewReader(stream), 2)
+			done := make(chan []any, 1)
+			go func() {
+				gc := conn.NewConn(rw{tc})
+				var got []any
+				for {
+					what, err := gc.Read()
+					if err != nil {
+						done <- got
+						return
+					}
+					got = append(got, what)
+				}
+			}()
+			select {
+			case got := <-done:
+				if tc.untapped != c.untapped {
+					t.Fatalf("untapped = %v, want %v", tc.untapped, c.untapped)
+				}
+				if !c.untapped && (len(got) != 1 || len(rec.rtp) != 1) {
+					t.Fatalf("gortsplib read %d messages (want the response), the tap took %d frames (want 1)", len(got), len(rec.rtp))
+				}
+				if c.untapped && len(rec.rtp) != 0 {
+					t.Fatalf("the tap took %d frames after giving up", len(rec.rtp))
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the reader did not return in 10 s")
+			}
+		})
+	}
+}
