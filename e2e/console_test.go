@@ -302,6 +302,10 @@ func TestConsoleInChromium(t *testing.T) {
 	thumbLoaded := `(() => { const b = document.getElementById('tl-hover'), img = b.querySelector('img');
 		return !b.hidden && b.textContent.includes('recorded') && img.src.startsWith('data:image/jpeg') && img.complete && img.naturalWidth === 320; })()`
 	waitJS("the hover box shows a thumbnail that loads", thumbLoaded, 20*time.Second)
+	firstAt, err := strconv.ParseFloat(evalString(`document.getElementById('tl-hover').dataset.at`), 64)
+	if err != nil {
+		t.Fatalf("the hover box's sample time: %v", err)
+	}
 	// The demo stream's upload waits: the recording is not uploaded yet.
 	waitJS("the hover box says what is not uploaded", `document.getElementById('tl-hover').textContent.includes('not uploaded yet (waiting')`, 5*time.Second)
 	// A sweep over the timeline asks for one thumbnail at a time, and
@@ -314,8 +318,17 @@ func TestConsoleInChromium(t *testing.T) {
 	run("sweep over the timeline", sweep...)
 	waitJS("the sweep's thumbnails are fetched", `!tlThumbBusy && tlThumbWant === null && imgBusy === 0`, 30*time.Second)
 	calls := evalString(`String(imgCalls)`)
-	x, y = timelinePoint(span[0]+1000, 0.25) // the window may have moved on with now
-	run("back to the first point", chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
+	// Back to the middle of the first point's sample time. The window
+	// moves with now (a step every 500 ms), so a point computed before a
+	// mouse event can be another sample time when the event lands: the
+	// point is computed and the move dispatched in one step in the page.
+	if same, err := eval(`(() => { const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+		const q = Math.max(1000, (tl.to - tl.from) / 120), t = ` + strconv.FormatFloat(firstAt, 'f', -1, 64) + ` + q / 2;
+		c.dispatchEvent(new PointerEvent('pointermove', { bubbles: true, pointerId: 1, clientX: r.left + (t - tl.from) / (tl.to - tl.from) * r.width,
+			clientY: r.top + 0.25 * r.height }));
+		return document.getElementById('tl-hover').dataset.at === '` + strconv.FormatFloat(firstAt, 'f', -1, 64) + `'; })()`); err != nil || !same {
+		t.Fatalf("back to the first point (%v): the hover box is at %s, want %v", err, evalString(`document.getElementById('tl-hover').dataset.at`), firstAt)
+	}
 	waitJS("its thumbnail shows again", thumbLoaded, 5*time.Second)
 	if after := evalString(`String(imgCalls) + ' ' + imgMaxBusy`); after != calls+" 1" {
 		t.Fatalf("GetImages calls (and most at once) after the sweep: %s, after coming back: %s; want no new call and one at a time", calls, after)

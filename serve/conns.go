@@ -2,6 +2,7 @@ package serve
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -91,4 +92,37 @@ func (s *Server) ConnStats() ConnStats {
 		return ConnStats{}
 	}
 	return ConnStats{Open: l.open.Load(), Accepted: uint64(l.accepted.Load()), AcceptErrors: uint64(l.errs.Load())}
+}
+
+// Lingering close bounds (RFC 9112 §9.6). Beyond maxLingering
+// connections lingering at once (a flood of refused uploads) the next
+// closes at once.
+const (
+	lingerTime   = 2 * time.Second
+	lingerBytes  = 16 << 20
+	maxLingering = 64
+)
+
+// lingerClose ends a response sent while the request body is still
+// arriving (a PutMedia refused from its headers, an upload ended by an
+// ERROR). Closing a socket with unread input makes the kernel answer with
+// a reset, and a producer that is still writing then sees its write fail
+// ("connection reset by peer"), which Go's client reports instead of the
+// response it has not read yet. So the input is read and dropped until
+// the client closes (it does once it has read the response, which ends
+// by its length or last chunk), lingerTime passes or lingerBytes arrive;
+// the caller closes the connection after. The write side is not shut
+// first: fasthttp's per-IP wrapper hides the TCP connection's CloseWrite.
+// c is the hijacked connection (fasthttp's wrapper reads what its reader
+// buffered first).
+func (s *Server) lingerClose(c net.Conn) {
+	if s.lingering.Add(1) > maxLingering {
+		s.lingering.Add(-1)
+		return
+	}
+	defer s.lingering.Add(-1)
+	if c.SetReadDeadline(time.Now().Add(lingerTime)) != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
 }

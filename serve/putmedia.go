@@ -189,10 +189,9 @@ func parseEpochSeconds(s string) (int64, bool) {
 
 func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 	if !ctx.IsPost() {
-		writeError(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "/putMedia accepts only POST."))
+		s.refusePutMedia(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "/putMedia accepts only POST."))
 		return
 	}
-	ctx.SetConnectionClose() // the body may be left unread after an ERROR
 	hdrs, aerr := parsePutMediaHeaders(&ctx.Request.Header)
 	if aerr == nil && s.opts.Auth != nil {
 		if err := s.opts.Auth.Authenticate(ctx, hdrs.payloadHash); err != nil {
@@ -201,12 +200,12 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if aerr != nil {
-		writeError(ctx, aerr)
+		s.refusePutMedia(ctx, aerr)
 		return
 	}
 	sess, err := s.eng.BeginIngest(hdrs.ref)
 	if err != nil {
-		writeError(ctx, engineError(err))
+		s.refusePutMedia(ctx, engineError(err))
 		return
 	}
 	body := ctx.RequestBodyStream()
@@ -237,6 +236,28 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 		}
 		up.run(body)
 		_, _ = io.WriteString(c, "0\r\n\r\n")
+		if s.life.Err() == nil {
+			s.lingerClose(c) // the last acks must reach a producer still sending
+		}
+	})
+}
+
+// refusePutMedia answers a PutMedia refused before its upload began. The
+// producer is already sending its body, so the connection closes
+// lingering (Server.lingerClose) for the error to reach it. The response
+// is written on the hijacked connection: fasthttp skips the hijack when
+// either side asked for "Connection: close" (Go's client does when it
+// keeps no connections).
+func (s *Server) refusePutMedia(ctx *fasthttp.RequestCtx, aerr *apiError) {
+	writeError(ctx, aerr)
+	ctx.Response.SetConnectionClose()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		_ = c.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
+		if _, err := ctx.Response.WriteTo(c); err != nil {
+			return
+		}
+		s.lingerClose(c)
 	})
 }
 

@@ -219,6 +219,8 @@ type Server struct {
 	whep *whepState
 	// live numbers the segments of LIVE HLS playlists (hls_live.go).
 	live liveSeqs
+	// lingering counts connections in lingerClose (conns.go).
+	lingering atomic.Int64
 }
 
 // sessionCount counts running media sessions; wait returns when none is
