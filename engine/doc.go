@@ -26,7 +26,7 @@
 //	fragment.go   Fragment and Header (shared, reference-counted)
 //	media.go      MediaMemory: the media buffers and their one budget;
 //	              media_linux.go (mmap) / media_other.go (Go slices)
-//	ring.go       the per-stream hot ring, sized in seconds (only its newest
+//	ring.go       the per-stream hot ring, sized in seconds (no stored
 //	              fragment while nobody reads it), and shedding
 //	live.go       the live tap: frames to live subscribers (WebRTC) as
 //	              they arrive, before their fragment completes; a frame's
@@ -103,8 +103,9 @@
 // (its bytes follow the stream's bitrate), within an optional byte cap
 // (Options.RingBytesPerStream); readers further behind read the archive.
 // A stream that archives and that no reader has used for a minute keeps
-// only its newest fragment in the ring (ring.go): unwatched cameras, the
-// usual case on a recorder, do not hold seconds of video each.
+// no fragment in the ring once it is stored (ring.go): unwatched cameras,
+// the usual case on a recorder, hold only the fragment they are
+// assembling.
 //
 // # Durability order (what a crash at each step leaves)
 //

@@ -495,6 +495,9 @@ func (sess *IngestSession) settle(fs []*Fragment, err error) {
 		close(f.persisted)
 		f.Release()
 	}
+	if err == nil && len(fs) > 0 && sess.Persists() {
+		sess.s.ring.dropUnread() // stored: an unread ring need not hold them
+	}
 	sess.e.mem.Kick() // settled: the ring may give them up for room
 }
 

@@ -339,3 +339,56 @@ func TestNewerIngestSupersedesOlder(t *testing.T) {
 		t.Fatalf("new session: %v", err)
 	}
 }
+
+// A stream nobody reads holds none of its stored fragments in memory; a
+// reader starting at "now" then starts after the archive's newest and
+// gets the next fragment live, and one from the start reads every
+// fragment once.
+func TestUnreadRingEmptiesOnceStored(t *testing.T) {
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	defer db.Close()
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := e.lookup(StreamRef{Name: "cam"})
+	frags := captureFragments(t)
+	stored := ingest(t, e, "cam", frags[:3], 0)
+	if n, b := len(s.ring.frags), e.RingBytes(); n != 0 || b != 0 {
+		t.Fatalf("an unread ring holds %d fragments (%d bytes) once they are stored", n, b)
+	}
+	cur, err := e.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []fragment.Number)
+	go func() { done <- ingest(t, e, "cam", frags[3:4], 0) }()
+	f, err := cur.Next(context.Background(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored = append(stored, <-done...)
+	if f.Meta.Number != stored[3] {
+		t.Fatalf("a reader starting now got %s, want the next fragment %s", f.Meta.Number, stored[3])
+	}
+	f.Release()
+	// Read: the ring keeps its seconds again.
+	stored = append(stored, ingest(t, e, "cam", frags[4:6], 0)...)
+	if len(s.ring.frags) == 0 {
+		t.Fatal("a ring being read keeps nothing")
+	}
+	all, err := e.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartEarliest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range stored {
+		f, err := all.Next(context.Background(), time.Second)
+		if err != nil {
+			t.Fatalf("fragment %d: %v", i, err)
+		}
+		if f.Meta.Number != want {
+			t.Fatalf("fragment %d is %s, want %s", i, f.Meta.Number, want)
+		}
+		f.Release()
+	}
+}

@@ -488,10 +488,10 @@ func TestRingKeepsSecondsOfVideo(t *testing.T) {
 	}
 }
 
-// TestRingUnreadKeepsItsNewest: a ring nobody has read for
-// ringIdleAfter keeps only its newest fragment; read again, it keeps its
-// seconds from the next fragment on.
-func TestRingUnreadKeepsItsNewest(t *testing.T) {
+// TestRingUnreadKeepsNothingStored: a ring nobody has read for
+// ringIdleAfter keeps only its newest fragment until that is stored, then
+// none; read again, it keeps its seconds from the next fragment on.
+func TestRingUnreadKeepsNothingStored(t *testing.T) {
 	m := testMemory(t, 64<<20, true)
 	clock := &movingClock{t: time.Now()}
 	r := newRing(5*time.Second, 0, clock)
@@ -508,8 +508,23 @@ func TestRingUnreadKeepsItsNewest(t *testing.T) {
 	if len(r.frags) != 1 || r.frags[0].Meta.Number != fragment.MakeNumber(1, 1, 4) {
 		t.Fatalf("an unread ring holds %d fragments", len(r.frags))
 	}
+	// Stored (its Persist settled): the newest goes too, and the ring
+	// stays contiguous: nothing at or before it comes back.
+	r.dropUnread()
+	if len(r.frags) != 0 || r.bytes != 0 {
+		t.Fatalf("an unread ring holds %d fragments once stored", len(r.frags))
+	}
+	if r.push(settledFragment(m, 3, 2000, 100_000), true) {
+		t.Fatal("a fragment before the dropped newest went back in")
+	}
 	r.read()
-	push(5, 10)
+	r.dropUnread()
+	push(5, 5)
+	r.dropUnread()
+	if len(r.frags) != 1 {
+		t.Fatalf("a ring being read drops its fragments (%d left)", len(r.frags))
+	}
+	push(6, 10)
 	if len(r.frags) != 3 {
 		t.Fatalf("a ring read %v ago holds %d fragments, want its 5 s (3)", ringIdleAfter/2, len(r.frags))
 	}

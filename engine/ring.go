@@ -21,11 +21,13 @@ import (
 // are bounded, so this bounds the overrun.
 //
 // A ring no reader has used for ringIdleAfter (no cursor read from it, no
-// fragment was fetched from it by number) keeps only its newest fragment,
-// if the stream archives its fragments: a camera nobody watches costs one
-// fragment of memory, not the ring's seconds. Its first reader finds the
-// seconds before in the archive (a disk read: segments are written around
-// the page cache), and the ring fills back to its duration as fragments
+// fragment was fetched from it by number) keeps no fragment once it is
+// stored, if the stream archives its fragments (dropUnread, when a
+// Persist settles): a camera nobody watches costs only the fragment it is
+// assembling, not the ring's seconds. Its first reader finds what came
+// before in the archive (a disk read: segments are written around the
+// page cache; a reader starting at "now" starts after the archive's
+// newest fragment), and the ring fills back to its duration as fragments
 // arrive. A stream that keeps nothing (retention 0) has only its ring,
 // which keeps its seconds.
 //
@@ -34,8 +36,9 @@ import (
 // skipped), so a reader positioned inside the ring needs nothing from the
 // archive. Every fragment numbered at or below floor has left the ring
 // (or never entered it): push refuses those, so the ring stays contiguous
-// even after shed emptied it. Normally the newest fragment is kept
-// whatever its age; only shed under memory pressure takes it.
+// even after shed or dropUnread emptied it. While the ring is read the
+// newest fragment is kept whatever its age; only shed under memory
+// pressure takes it.
 type ring struct {
 	mu     sync.Mutex
 	frags  []*Fragment
@@ -53,8 +56,8 @@ type ring struct {
 	lastRead atomic.Int64
 }
 
-// ringIdleAfter is how long a ring goes unread before it keeps only its
-// newest fragment.
+// ringIdleAfter is how long a ring goes unread before it keeps no stored
+// fragment.
 const ringIdleAfter = time.Minute
 
 func newRing(dur time.Duration, budget int, clock Clock) *ring {
@@ -64,13 +67,32 @@ func newRing(dur time.Duration, budget int, clock Clock) *ring {
 // read notes that a reader uses the ring.
 func (r *ring) read() { r.lastRead.Store(r.clock.Now().UnixNano()) }
 
+// unread reports a ring no reader has used for ringIdleAfter.
+func (r *ring) unread() bool {
+	return r.clock.Now().UnixNano()-r.lastRead.Load() > int64(ringIdleAfter)
+}
+
 // keepMs is the video the ring keeps now: its duration while read, else
-// none beyond the newest fragment.
+// none beyond the newest fragment (which dropUnread takes once stored).
 func (r *ring) keepMs() int64 {
-	if r.clock.Now().UnixNano()-r.lastRead.Load() > int64(ringIdleAfter) {
+	if r.unread() {
 		return 0
 	}
 	return r.dur
+}
+
+// dropUnread empties an unread ring of its settled fragments, the newest
+// included (the stream archives them: called when a Persist settled).
+// The floor keeps the ring contiguous, as after shed.
+func (r *ring) dropUnread() {
+	if !r.unread() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.frags) > 0 && r.frags[0].settled() {
+		r.evictLocked()
+	}
 }
 
 // push adds f (taking over one reference) in number order and evicts what
