@@ -72,37 +72,39 @@ const readTick = 40 * time.Millisecond
 // readPacer is the clock every paced connection reads by.
 var readPacer = newPacer(readTick)
 
-// pacer broadcasts a tick to the goroutines waiting on it.
+// pacer broadcasts a tick to the goroutines waiting on it. A condition
+// variable, not a channel closed per tick: a tick then allocates nothing.
 type pacer struct {
 	tick time.Duration
-	mu   struct {
-		sync.Mutex
-		next    chan struct{} // closed at the next tick
-		running bool          // the clock goroutine runs
-		waiting bool          // someone waited since the last tick
-	}
+	mu   sync.Mutex
+	// ticked is broadcast at every tick that had a waiter; ticks counts
+	// them. Guarded by mu, as are running (the clock goroutine runs) and
+	// waiting (someone waited since the last tick).
+	ticked  sync.Cond
+	ticks   uint64
+	running bool
+	waiting bool
 }
 
 func newPacer(tick time.Duration) *pacer {
 	p := &pacer{tick: tick}
-	p.mu.next = make(chan struct{})
+	p.ticked.L = &p.mu
 	return p
 }
 
-// wait blocks until the clock's next tick.
-func (p *pacer) wait() { <-p.next() }
-
-// next returns the channel the clock closes at its next tick (one for
-// every waiter), starting the clock if it stopped.
-func (p *pacer) next() <-chan struct{} {
+// wait blocks until the clock's next tick, starting the clock if it
+// stopped.
+func (p *pacer) wait() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.mu.running {
-		p.mu.running = true
+	if !p.running {
+		p.running = true
 		go p.run()
 	}
-	p.mu.waiting = true
-	return p.mu.next
+	p.waiting = true
+	for at := p.ticks; p.ticks == at; {
+		p.ticked.Wait()
+	}
+	p.mu.Unlock()
 }
 
 // pacerIdleTicks is how many ticks without a waiter stop the clock.
@@ -114,9 +116,9 @@ func (p *pacer) run() {
 	idle := 0
 	for range t.C {
 		p.mu.Lock()
-		if !p.mu.waiting {
+		if !p.waiting {
 			if idle++; idle >= pacerIdleTicks {
-				p.mu.running = false
+				p.running = false
 				p.mu.Unlock()
 				return
 			}
@@ -124,9 +126,9 @@ func (p *pacer) run() {
 			continue
 		}
 		idle = 0
-		p.mu.waiting = false
-		close(p.mu.next)
-		p.mu.next = make(chan struct{})
+		p.waiting = false
+		p.ticks++
+		p.ticked.Broadcast()
 		p.mu.Unlock()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,29 +266,30 @@ func TestPacedConnEnds(t *testing.T) {
 	}
 }
 
-// TestPacerTicksEveryWaiterAndStops: every waiter of a tick waits on one
-// channel that the tick closes; the clock stops once nobody waits, and
+// TestPacerTicksEveryWaiterAndStops: one tick wakes every waiter, a
+// wait allocates nothing, and the clock stops once nobody waits and
 // starts again for the next waiter.
 func TestPacerTicksEveryWaiterAndStops(t *testing.T) {
 	p := newPacer(time.Millisecond)
-	first := p.next()
-	for range 7 {
-		if p.next() != first {
-			t.Fatal("waiters of one tick wait on different channels")
-		}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.wait() }()
 	}
+	woke := make(chan struct{})
+	go func() { wg.Wait(); close(woke) }()
 	select {
-	case <-first:
+	case <-woke:
 	case <-time.After(10 * time.Second):
-		t.Fatal("no tick came")
+		t.Fatal("a tick did not wake every waiter")
 	}
-	if p.next() == first {
-		t.Fatal("the tick did not start a new channel")
+	if a := testing.AllocsPerRun(20, p.wait); a != 0 {
+		t.Fatalf("a wait allocates %v times", a)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		p.mu.Lock()
-		running := p.mu.running
+		running := p.running
 		p.mu.Unlock()
 		if !running {
 			break
