@@ -350,8 +350,10 @@ func writeSynced(path string, buf []byte) (time.Duration, error) {
 // probeFsync writes 500 KB and fsyncs it into dir every 250 ms until the
 // returned stop is called, appending each write + fsync's latency to *lat
 // (under mu): the disk's own figure under the recorder's load, beside the
-// idle one (fsyncLatency) that p99/fsync divides by.
-func probeFsync(dir string, mu *sync.Mutex, lat *[]time.Duration) (stop func()) {
+// idle one (fsyncLatency) that p99/fsync divides by. The bytes it wrote
+// are added to *written (under mu): this process's write counter counts
+// them too, and write-amp must not.
+func probeFsync(dir string, mu *sync.Mutex, lat *[]time.Duration, written *int64) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -373,6 +375,7 @@ func probeFsync(dir string, mu *sync.Mutex, lat *[]time.Duration) (stop func()) 
 			}
 			mu.Lock()
 			*lat = append(*lat, d)
+			*written += int64(len(buf))
 			mu.Unlock()
 		}
 	}()
@@ -482,6 +485,7 @@ func BenchmarkRecorder(b *testing.B) {
 			}
 			defer func() { persistObserver = nil }()
 			var loaded []time.Duration // the disk probe's fsyncs during the windows
+			var probed int64           // the bytes the probe wrote in a window
 			stopProbe := func() {}
 
 			var bare, rec phase // all rounds summed (memory: the first's)
@@ -532,7 +536,8 @@ func BenchmarkRecorder(b *testing.B) {
 					mu.Lock()
 					measuring = true
 					mu.Unlock()
-					stopProbe = probeFsync(dir, &mu, &loaded)
+					probed = 0
+					stopProbe = probeFsync(dir, &mu, &loaded, &probed)
 					st0, w0 = r.eng.Stats(), writeBytes()
 					if prof != "" && round == 0 {
 						profFile = startProfile(b, fmt.Sprintf("%s.%d", prof, n))
@@ -545,7 +550,9 @@ func BenchmarkRecorder(b *testing.B) {
 				stopProbe()
 				st1, w1 := r.eng.Stats(), writeBytes()
 				media += st1.BytesReceived - st0.BytesReceived
-				written += w1 - w0
+				mu.Lock()
+				written += w1 - w0 - probed
+				mu.Unlock()
 				recording := 0
 				for _, s := range r.cams.States() {
 					if s.State == StateRecording {
