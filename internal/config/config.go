@@ -240,7 +240,9 @@ type MediaConfig struct {
 	MemoryBudgetMiB int `koanf:"memory_budget_mib" yaml:"memory_budget_mib"`
 	// RingSeconds is how much of each stream's newest video its hot ring
 	// keeps in memory for live readers (its bytes follow the stream's
-	// bitrate); readers further behind read the archive.
+	// bitrate); readers further behind read the archive. A recorded
+	// stream nobody has read for a minute keeps none of its stored video
+	// in memory.
 	RingSeconds int `koanf:"ring_seconds" yaml:"ring_seconds"`
 	// RingMiBPerStream is deprecated (the ring is sized in seconds within
 	// the memory budget); when set it still caps each stream's ring in
