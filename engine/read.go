@@ -179,15 +179,8 @@ func (e *Engine) OpenCursor(ref StreamRef, st Start) (*Cursor, error) {
 	case StartAfter:
 		c.after = st.Number
 	case StartNow:
-		c.after = s.ring.newest()
-		if c.after.IsZero() {
-			m, ok, err := e.db.LastFragment(s.id)
-			if err != nil {
-				return nil, fmt.Errorf("engine: %w", err)
-			}
-			if ok {
-				c.after = m.Number
-			}
+		if c.after, err = e.newestHeld(s); err != nil {
+			return nil, err
 		}
 	case StartServerTime, StartProducerTime:
 		n, ok, err := e.fragmentAt(s, st.Kind == StartServerTime, st.Ms)
@@ -198,10 +191,28 @@ func (e *Engine) OpenCursor(ref StreamRef, st Start) (*Cursor, error) {
 			c.after = predecessor(n)
 		} else {
 			// Nothing at or after the time yet: start live.
-			c.after = s.ring.newest()
+			if c.after, err = e.newestHeld(s); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return c, nil
+}
+
+// newestHeld is the newest fragment's number, in the ring or else the
+// archive (an unread ring may hold none: dropUnread).
+func (e *Engine) newestHeld(s *stream) (fragment.Number, error) {
+	if n := s.ring.newest(); !n.IsZero() {
+		return n, nil
+	}
+	m, ok, err := e.db.LastFragment(s.id)
+	if err != nil {
+		return fragment.Number{}, fmt.Errorf("engine: %w", err)
+	}
+	if !ok {
+		return fragment.Number{}, nil
+	}
+	return m.Number, nil
 }
 
 // predecessor returns a number just below n, so "after predecessor(n)"
@@ -328,7 +339,9 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 					return f, nil
 				}
 			}
-			changed := len(r.frags) > 0 && r.frags[0].Meta.Number != oldest
+			// Moved: its oldest changed, or it was emptied (shed,
+			// dropUnread: what it held is in the archive now).
+			changed := (len(r.frags) > 0 && r.frags[0].Meta.Number != oldest) || (len(r.frags) == 0 && !oldest.IsZero())
 			r.mu.Unlock()
 			if changed {
 				continue // the ring moved while we looked at the archive
@@ -336,6 +349,7 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 		}
 		select {
 		case <-notify:
+			r.read() // a reader waiting at the live edge reads the ring
 		case <-timer:
 			return nil, ErrIdle
 		case <-ctx.Done():

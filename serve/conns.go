@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -94,14 +95,37 @@ func (s *Server) ConnStats() ConnStats {
 	return ConnStats{Open: l.open.Load(), Accepted: uint64(l.accepted.Load()), AcceptErrors: uint64(l.errs.Load())}
 }
 
-// Lingering close bounds (RFC 9112 §9.6). Beyond maxLingering
-// connections lingering at once (a flood of refused uploads) the next
-// closes at once.
+// Lingering close bounds (RFC 9112 §9.6).
 const (
-	lingerTime   = 2 * time.Second
-	lingerBytes  = 16 << 20
-	maxLingering = 64
+	lingerTime  = 2 * time.Second
+	lingerBytes = 16 << 20
 )
+
+// lingerSlots bounds the refused requests lingering at once. Refusals
+// of requests whose signature failed or was never checked (anyone can
+// send those) have their own few slots, so a flood of them cannot take
+// the slots of signed producers' refusals; an upload's end lingers
+// without a slot (it is a signed producer's, one per upload). A refusal
+// with no free slot closes at once.
+type lingerSlots struct {
+	n   atomic.Int64
+	max int64
+}
+
+const (
+	maxLingeringUnsigned = 16
+	maxLingeringSigned   = 64
+)
+
+func (l *lingerSlots) take() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *lingerSlots) give() { l.n.Add(-1) }
 
 // lingerClose ends a response sent while the request body is still
 // arriving (a PutMedia refused from its headers, an upload ended by an
@@ -114,15 +138,29 @@ const (
 // the caller closes the connection after. The write side is not shut
 // first: fasthttp's per-IP wrapper hides the TCP connection's CloseWrite.
 // c is the hijacked connection (fasthttp's wrapper reads what its reader
-// buffered first).
-func (s *Server) lingerClose(c net.Conn) {
-	if s.lingering.Add(1) > maxLingering {
-		s.lingering.Add(-1)
-		return
+// buffered first); slots, if not nil, bounds how many linger at once.
+// Shutdown cuts a linger short.
+func (s *Server) lingerClose(c net.Conn, slots *lingerSlots) {
+	if slots != nil {
+		if !slots.take() {
+			return
+		}
+		defer slots.give()
 	}
-	defer s.lingering.Add(-1)
 	if c.SetReadDeadline(time.Now().Add(lingerTime)) != nil {
 		return
 	}
+	// Shutdown cuts the linger short (c must not be used once this
+	// returns: wait for a cut already under way).
+	cut := make(chan struct{})
+	stop := context.AfterFunc(s.life, func() {
+		_ = c.SetReadDeadline(time.Now())
+		close(cut)
+	})
+	defer func() {
+		if !stop() {
+			<-cut
+		}
+	}()
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
 }

@@ -189,7 +189,7 @@ func parseEpochSeconds(s string) (int64, bool) {
 
 func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 	if !ctx.IsPost() {
-		s.refusePutMedia(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "/putMedia accepts only POST."))
+		s.refusePutMedia(ctx, newAPIError(http.StatusMethodNotAllowed, errUnknownOperation, "/putMedia accepts only POST."), &s.lingerUnsigned)
 		return
 	}
 	hdrs, aerr := parsePutMediaHeaders(&ctx.Request.Header)
@@ -200,12 +200,12 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if aerr != nil {
-		s.refusePutMedia(ctx, aerr)
+		s.refusePutMedia(ctx, aerr, &s.lingerUnsigned)
 		return
 	}
 	sess, err := s.eng.BeginIngest(hdrs.ref)
 	if err != nil {
-		s.refusePutMedia(ctx, engineError(err))
+		s.refusePutMedia(ctx, engineError(err), &s.lingerSigned)
 		return
 	}
 	body := ctx.RequestBodyStream()
@@ -237,7 +237,7 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 		up.run(body)
 		_, _ = io.WriteString(c, "0\r\n\r\n")
 		if s.life.Err() == nil {
-			s.lingerClose(c) // the last acks must reach a producer still sending
+			s.lingerClose(c, nil) // the last acks must reach a producer still sending
 		}
 	})
 }
@@ -247,17 +247,20 @@ func (s *Server) putMedia(ctx *fasthttp.RequestCtx) {
 // lingering (Server.lingerClose) for the error to reach it. The response
 // is written on the hijacked connection: fasthttp skips the hijack when
 // either side asked for "Connection: close" (Go's client does when it
-// keeps no connections).
-func (s *Server) refusePutMedia(ctx *fasthttp.RequestCtx, aerr *apiError) {
+// keeps no connections). slots are those of the request's kind (signed
+// or not: lingerSlots).
+func (s *Server) refusePutMedia(ctx *fasthttp.RequestCtx, aerr *apiError, slots *lingerSlots) {
 	writeError(ctx, aerr)
 	ctx.Response.SetConnectionClose()
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
+		s.sessions.Add(1) // Shutdown waits for the linger (which it cuts)
+		defer s.sessions.Done()
 		_ = c.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
 		if _, err := ctx.Response.WriteTo(c); err != nil {
 			return
 		}
-		s.lingerClose(c)
+		s.lingerClose(c, slots)
 	})
 }
 

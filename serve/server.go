@@ -219,8 +219,9 @@ type Server struct {
 	whep *whepState
 	// live numbers the segments of LIVE HLS playlists (hls_live.go).
 	live liveSeqs
-	// lingering counts connections in lingerClose (conns.go).
-	lingering atomic.Int64
+	// lingerUnsigned and lingerSigned are the slots of refused PutMedias
+	// lingering (conns.go lingerClose).
+	lingerUnsigned, lingerSigned lingerSlots
 }
 
 // sessionCount counts running media sessions; wait returns when none is
@@ -291,6 +292,7 @@ func New(eng *engine.Engine, opts Options) (*Server, error) {
 		s.opts.Alarms["webrtc"] = func() string { return why }
 	}
 	s.life, s.stopLife = context.WithCancel(context.Background())
+	s.lingerUnsigned.max, s.lingerSigned.max = maxLingeringUnsigned, maxLingeringSigned
 	if opts.Metrics != nil {
 		s.metrics = metricsHandler(opts.Metrics)
 	}
