@@ -6,6 +6,9 @@
 //
 //	server.go        Server, Options, listener (TLS when Options.TLS is
 //	                 set), routing, request ids, body limits
+//	conns.go         connection limits, the accept loop that survives
+//	                 accept errors, and the lingering close of PutMedia
+//	                 responses sent while a body still arrives
 //	auth.go          the Authenticator hook and SigV4Auth (package sigv4)
 //	errors.go        KVS error shapes: x-amzn-ErrorType header + JSON body;
 //	                 engine errors mapped to them
