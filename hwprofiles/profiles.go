@@ -73,7 +73,7 @@ type Profile struct {
 const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, 3 rounds, x86 VM of 2 cores, 2026-12-06): " +
 	"RSS 0.71–0.80 MiB with nobody reading it (0.80 at 16 cameras, 0.71 at 64: the fragment it assembles, ~0.6 MiB of media buffer, and its connection; a stored fragment stays in memory only while someone reads the stream), " +
 	"plus its ring, ~0.24 MiB per second of video, while it is read; " +
-	"1.8–3.2 ms of CPU per camera-second (1.11–1.13× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.45–0.52 allocations per frame against its 30, " +
+	"1.7–3.2 ms of CPU per camera-second (1.11–1.20× a bare gortsplib receiver of the same streams in two runs: over TCP the video skips gortsplib's per-packet buffers, 0.45–0.52 allocations per frame against its 30, " +
 	"from per-fragment and per-second work; on another VM, 4.1–5.2 ms before the tap and 6.5–7.8 ms before the receive path lost its page faults and copies); " +
 	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, 2 rounds, same day): 0.34× its CPU and 0.70× its RSS at 16 cameras, 0.35× and 1.02× at 64. " +
 	"A camera's media budget share: its ring (read), the fragment arriving and ~2 queued for the disk. " +

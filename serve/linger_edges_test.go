@@ -22,32 +22,6 @@ import (
 	"github.com/kvsedge/kvsedge/serve/sigv4"
 )
 
-// rawPutHead returns the head of a signed chunked PutMedia as the C
-// producer sends it (optionally with Expect: 100-continue).
-func rawPutHead(t *testing.T, host, stream, secret string, expect bool) string {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/putMedia", nil)
-	req.Host = strings.Split(host, ":")[0]
-	req.Header.Set("x-amzn-stream-name", stream)
-	req.Header.Set("x-amzn-fragment-timecode-type", "ABSOLUTE")
-	req.Header.Set("x-amzn-producer-start-timestamp", "1795579974.135")
-	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
-	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: secret},
-		req, sigv4.EmptyPayloadHash, "kinesisvideo", testRegion, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	var hb strings.Builder
-	fmt.Fprintf(&hb, "POST /putMedia HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n", req.Host)
-	if expect {
-		hb.WriteString("Expect: 100-continue\r\n")
-	}
-	for k, vs := range req.Header {
-		fmt.Fprintf(&hb, "%s: %s\r\n", k, vs[0])
-	}
-	hb.WriteString("\r\n")
-	return hb.String()
-}
-
 // An upload whose producer ended its body and read the whole response
 // but keeps its connection open (as a pooled client may) does not hold
 // Shutdown for lingerTime: Shutdown cuts the linger (found by review:
@@ -64,7 +38,7 @@ func TestShutdownCutsALingeringUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := io.WriteString(conn, rawPutHead(t, host, "cam", testSecret, false)); err != nil {
+	if _, err := io.WriteString(conn, putHead(t, host, "cam", "ABSOLUTE", "1795579974.135", testSecret, false)); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(conn, "%x\r\n", len(c.data))
@@ -105,7 +79,7 @@ func TestShutdownWaitsForARefusedLinger(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, rawPutHead(t, host, "missing", testSecret, false))
+	io.WriteString(conn, putHead(t, host, "missing", "ABSOLUTE", "1795579974.135", testSecret, false))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +109,7 @@ func TestShutdownWaitsForARefusedLinger(t *testing.T) {
 func TestUnsignedRefusalsLeaveSignedOnesTheirSlots(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	host := strings.TrimPrefix(ts.URL, "http://")
-	head := rawPutHead(t, host, "x", "not-the-secret", false)
+	head := putHead(t, host, "x", "ABSOLUTE", "1795579974.135", "not-the-secret", false)
 	var mu sync.Mutex
 	var hogs []net.Conn
 	defer func() {
@@ -200,7 +174,7 @@ func TestRefusalExpectContinueHTTP10Pipelined(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		io.WriteString(conn, rawPutHead(t, host, "missing", testSecret, true))
+		io.WriteString(conn, putHead(t, host, "missing", "ABSOLUTE", "1795579974.135", testSecret, true))
 		conn.SetReadDeadline(time.Now().Add(time.Second))
 		br := bufio.NewReader(conn)
 		r1, err := http.ReadResponse(br, nil)
@@ -323,7 +297,7 @@ func TestRefusalOverTLS(t *testing.T) {
 func TestLingerLeavesNothingBehind(t *testing.T) {
 	ts := startServer(t, t.TempDir())
 	host := strings.TrimPrefix(ts.URL, "http://")
-	head := rawPutHead(t, host, "missing", testSecret, false)
+	head := putHead(t, host, "missing", "ABSOLUTE", "1795579974.135", testSecret, false)
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Add(1)

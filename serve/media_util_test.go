@@ -51,6 +51,35 @@ type uploadResult struct {
 	bodyDone time.Time
 }
 
+// putHead returns the head of a chunked PutMedia signed with secret as
+// the KVS C producer sends it (Host without port, empty-payload hash,
+// with expect its Expect: 100-continue).
+func putHead(t testing.TB, host, stream, tcType, start, secret string, expect bool) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/putMedia", nil)
+	req.Host = strings.Split(host, ":")[0]
+	req.Header.Set("x-amzn-stream-name", stream)
+	req.Header.Set("x-amzn-fragment-timecode-type", tcType)
+	req.Header.Set("x-amzn-producer-start-timestamp", start)
+	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connection", "keep-alive")
+	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: secret},
+		req, sigv4.EmptyPayloadHash, "kinesisvideo", testRegion, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var hb strings.Builder
+	fmt.Fprintf(&hb, "POST /putMedia HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n", req.Host)
+	if expect {
+		hb.WriteString("Expect: 100-continue\r\n")
+	}
+	for k, vs := range req.Header {
+		fmt.Fprintf(&hb, "%s: %s\r\n", k, vs[0])
+	}
+	hb.WriteString("\r\n")
+	return hb.String()
+}
+
 // putUpload sends body to /putMedia over a raw connection as the C producer
 // does (chunked, Host without port, empty-payload hash), in the given
 // chunk sizes with delays scaled by pace (0: no delay), reading acks
@@ -65,31 +94,12 @@ func putUpload(t testing.TB, ts *testServer, stream, tcType, start string, c cap
 func putUploadWatch(t testing.TB, ts *testServer, stream, tcType, start string, c capture, pace float64, onAck func(gotAck)) uploadResult {
 	t.Helper()
 	host := strings.TrimPrefix(ts.URL, "http://")
-	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/putMedia", nil)
-	req.Host = strings.Split(host, ":")[0]
-	req.Header.Set("x-amzn-stream-name", stream)
-	req.Header.Set("x-amzn-fragment-timecode-type", tcType)
-	req.Header.Set("x-amzn-producer-start-timestamp", start)
-	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Connection", "keep-alive")
-	err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: testAKID, SecretAccessKey: testSecret},
-		req, sigv4.EmptyPayloadHash, "kinesisvideo", testRegion, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
 	conn, err := net.Dial("tcp", host)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	var hb strings.Builder
-	fmt.Fprintf(&hb, "POST /putMedia HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n", req.Host)
-	for k, vs := range req.Header {
-		fmt.Fprintf(&hb, "%s: %s\r\n", k, vs[0])
-	}
-	hb.WriteString("\r\n")
-	if _, err := io.WriteString(conn, hb.String()); err != nil {
+	if _, err := io.WriteString(conn, putHead(t, host, stream, tcType, start, testSecret, true)); err != nil {
 		t.Fatal(err)
 	}
 	res := uploadResult{}
@@ -98,12 +108,12 @@ func putUploadWatch(t testing.TB, ts *testServer, stream, tcType, start string, 
 	go func() {
 		defer close(readDone)
 		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, req)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			return
 		}
 		if resp.StatusCode == http.StatusContinue {
-			resp, err = http.ReadResponse(br, req)
+			resp, err = http.ReadResponse(br, nil)
 			if err != nil {
 				return
 			}
