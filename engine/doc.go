@@ -173,7 +173,7 @@
 //	                        write (lsm.PutTerm)
 //	Engine.mu (RW)          the registry maps byName, byID, tombs
 //	Engine.headers.mu       the session-header cache
-//	ring.mu                 one stream's hot ring: frags, bytes, notify, closed
+//	ring.mu                 one stream's hot ring: frags, bytes, notify, waited, closed
 //	liveTap.mu              one stream's live tap: subscribers, kept GOP,
 //	                        the chunk being filled (never held with ring.mu)
 //	MediaMemory.mu          the media buffers: spans, free lists, counts

@@ -392,3 +392,39 @@ func TestUnreadRingEmptiesOnceStored(t *testing.T) {
 		f.Release()
 	}
 }
+
+// TestResendRecognisedAcrossRestart: the re-send check skips the archive
+// only for a producer time after everything stored (lsm's bound); after a
+// restart, re-sends of the newest stored fragment and of older ones are
+// still recognised (the bound is read from the index), and a new fragment
+// after them is stored.
+func TestResendRecognisedAcrossRestart(t *testing.T) {
+	fs := vfs.NewMem()
+	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	db, e := openMedia(t, fs, clock, 1<<30)
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	frags := captureFragments(t)
+	stored := ingest(t, e, "cam", frags[:3], 1_000)
+	db.Close()
+
+	db, e = openMedia(t, fs, clock, 1<<30)
+	defer db.Close()
+	// The newest first (its producer time is the bound), then an older one.
+	again := ingest(t, e, "cam", []*mkv.Fragment{frags[2], frags[0]}, 1_000)
+	if again[0] != stored[2] || again[1] != stored[0] {
+		t.Fatalf("re-sends got %v, want the stored %v and %v", again, stored[2], stored[0])
+	}
+	next := ingest(t, e, "cam", frags[3:4], 1_000)
+	if next[0].Compare(stored[2]) <= 0 {
+		t.Fatalf("a new fragment got %s, not after %s", next[0], stored[2])
+	}
+	all, _, err := e.ListFragments(StreamRef{Name: "cam"}, fragment.ByProducerTime, -1<<62, 1<<62, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 4 {
+		t.Fatalf("%d fragments stored, want 4", len(all))
+	}
+}

@@ -2,10 +2,13 @@ package engine
 
 import (
 	"bytes"
+	"log/slog"
+	"path/filepath"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/lsm"
 )
 
 // TestPersistAsyncStoresInOrder persists twelve received fragments as a
@@ -92,5 +95,63 @@ func TestPersistAsyncStoresInOrder(t *testing.T) {
 	}
 	if ok, err := db.HasFragment(id, rec.Meta.Number); err != nil || ok {
 		t.Fatalf("the batch chained to a failed one is stored: %v %v", ok, err)
+	}
+}
+
+// TestIngestFragmentAllocations: a camera's fragment through the engine
+// (StartFragment, Receive with its re-send check, Persist, the settle) on
+// a stream nobody reads allocates a handful of times (the Fragment, its
+// durability channel, the store's write list): no index scan for a
+// fragment newer than everything stored, no free-space read by path, no
+// ring channel nobody waits on. It was 15 before those went
+// (BenchmarkIngestFragment has the figure).
+func TestIngestFragmentAllocations(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	db, err := lsm.Open(lsm.Options{Dir: filepath.Join(t.TempDir(), "db"), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	e, err := openOn(db, Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	tmpls := benchTemplates(t)
+	producer := int64(1_795_579_974_135)
+	i := 0
+	one := func() {
+		num, serverMs, err := sess.StartFragment()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := sess.Receive(num, serverMs, producer, copyFragment(&tmpls[i%len(tmpls)], 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Duplicate {
+			t.Fatal("a new fragment taken for a re-send")
+		}
+		producer += 2000
+		i++
+		if err := sess.Persist(rec.Fragment); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 * len(tmpls) { // segments prepared, the header stored
+		one()
+	}
+	copies := testing.AllocsPerRun(40, func() { e.mem.Free(copyFragment(&tmpls[0], 0).Buf) })
+	perFragment := testing.AllocsPerRun(40, one) - copies
+	t.Logf("%.1f allocations per fragment", perFragment)
+	if perFragment > 6 {
+		t.Errorf("%.1f allocations per fragment, want at most 6", perFragment)
 	}
 }

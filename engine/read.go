@@ -289,7 +289,7 @@ func (c *Cursor) Next(ctx context.Context, idle time.Duration) (*Fragment, error
 			r.mu.Unlock()
 			return nil, ErrStreamDeleted
 		}
-		notify := r.notify
+		notify := r.waitChanLocked()
 		var oldest fragment.Number
 		if len(r.frags) > 0 {
 			oldest = r.frags[0].Meta.Number

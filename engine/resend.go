@@ -33,7 +33,9 @@ import (
 //
 // The byte digest (Meta.Digest) is the fast path: equal digests are equal
 // frames. Frames are compared only when the producer times match and the
-// digests do not, which is rare.
+// digests do not, which is rare. A fragment whose producer time is after
+// everything the archive holds (lsm's per-stream bound, MayHoldProducerTime:
+// a new fragment, nearly always) is looked for in the ring only.
 
 // frameRelation is how two fragments' frames compare.
 type frameRelation int
@@ -146,6 +148,14 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	if r.duplicate {
 		return r, nil
 	}
+	// The archive holds nothing at a producer time after its newest (a
+	// new fragment, nearly always): no scan below. An error reading the
+	// bound leaves the scan to find and report it.
+	archived, boundErr := e.db.MayHoldProducerTime(s.id, m.ProducerMs)
+	archived = archived || boundErr != nil
+	if !archived && len(candidates) == 0 {
+		return r, nil
+	}
 	nh, err := h.Tracks()
 	if err != nil {
 		return r, nil // not comparable: the fragment is stored as new
@@ -166,6 +176,9 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 			r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
 			return r, nil
 		}
+	}
+	if !archived {
+		return r, nil
 	}
 	var same []fragment.Meta
 	err = e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f fragment.Meta) bool {

@@ -47,9 +47,12 @@ type ring struct {
 	dur    int64 // ms of video kept
 	budget int   // byte cap (0: none)
 	floor  fragment.Number
-	// notify is closed (and replaced) whenever a fragment is added or the
-	// stream goes away, waking readers at the live edge.
+	// notify is closed (and replaced) when a fragment is added and a
+	// reader took it (waited: waitChan), and when the stream goes away,
+	// waking readers at the live edge. A ring nobody waits on makes no
+	// channel per fragment.
 	notify chan struct{}
+	waited bool
 	closed bool
 	clock  Clock
 	// lastRead is when a reader last used the ring (unix ns; 0: never).
@@ -126,8 +129,10 @@ func (r *ring) push(f *Fragment, archived bool) bool {
 	for len(r.frags) > 1 && r.frags[0].settled() && r.over(keep) {
 		r.evictLocked()
 	}
-	close(r.notify)
-	r.notify = make(chan struct{})
+	if r.waited {
+		close(r.notify)
+		r.notify, r.waited = make(chan struct{}), false
+	}
 	r.mu.Unlock()
 	return true
 }
@@ -143,8 +148,12 @@ func (r *ring) over(keep int64) bool {
 // empty, frags[0] settled.
 func (r *ring) evictLocked() int {
 	old := r.frags[0]
-	r.frags[0] = nil
-	r.frags = r.frags[1:]
+	// Shifted down, not resliced: the backing array is kept, so pushes
+	// in steady state append without allocating (a ring is tens of
+	// fragments).
+	copy(r.frags, r.frags[1:])
+	r.frags[len(r.frags)-1] = nil
+	r.frags = r.frags[:len(r.frags)-1]
 	r.bytes -= len(old.Media)
 	r.ms -= int64(old.Meta.DurationMs)
 	if old.Meta.Number.Compare(r.floor) > 0 {
@@ -168,6 +177,13 @@ func (r *ring) shed(need int64, hard bool) int64 {
 		n += int64(r.evictLocked())
 	}
 	return n
+}
+
+// waitChanLocked is the channel closed at the next push (or close).
+// REQUIRES: r.mu held.
+func (r *ring) waitChanLocked() <-chan struct{} {
+	r.waited = true
+	return r.notify
 }
 
 // heldBytes is the media the ring holds.

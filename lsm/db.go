@@ -63,6 +63,9 @@ type DB struct {
 	// pending counts PutFragmentsAsync halves running in the background;
 	// Close waits for them.
 	pending sync.WaitGroup
+	// bounds: each stream's newest producer time, as an upper bound
+	// (producerbound.go).
+	bounds producerBounds
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -192,6 +195,7 @@ func (d *DB) Close() error {
 		d.group.close()
 	}
 	d.segs.close()
+	d.space.close()
 	if err := d.db.Close(); err != nil {
 		return fmt.Errorf("lsm: closing pebble: %w", err)
 	}

@@ -45,7 +45,11 @@
 //	              the segment records; nothing deleted, damage set aside
 //	health.go     damage met at run time (Health), Pebble's logger and
 //	              event listener, the crash-loop breaker for Fatalf
-//	space.go      the disk-full guard and the reserve file
+//	space.go      the disk-full guard and the reserve file (the free space
+//	              read by fstatfs on the open directory: space_linux.go)
+//	producerbound.go  each stream's newest producer time as an upper
+//	              bound (MayHoldProducerTime: a re-send check needs no
+//	              index scan for a fragment after everything stored)
 //	groupsync.go  the sync window (Options.SyncWindow) for SD cards
 //	replica.go    what replication reads and writes: the numbers listing
 //	              (FragmentNumbers), tombstones

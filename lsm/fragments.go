@@ -215,6 +215,7 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 		}
 		ss.mu.Unlock()
 		if err == nil {
+			d.bounds.raise(id, ws[i].Meta.ProducerMs) // before the entries can commit
 			err = stageFragment(b, id, &ws[i], ref)
 		}
 		if err != nil {

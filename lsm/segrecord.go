@@ -61,20 +61,22 @@ func appendRecordHeader(dst []byte, kind byte, payloadLen int, payloadCRC uint32
 }
 
 // fragmentRecordPrefix is a fragment record's header and payload up to its
-// media; the media follows it in the file.
+// media; the media follows it in the file. The payload is built in dst
+// after room for the header, which is written once the payload's CRC is
+// known (no buffer of its own: one would escape to the heap through the
+// CRC call, an allocation per fragment).
 func fragmentRecordPrefix(dst []byte, m *fragment.Meta, replaces []fragment.Meta, media []byte) []byte {
-	var pre [metaLen + 2 + 14*16]byte
-	p := appendMeta(pre[:0], m)
-	if len(replaces) > (len(pre)-metaLen-2)/fragment.NumberLen {
-		p = appendMeta(make([]byte, 0, metaLen+2+fragment.NumberLen*len(replaces)), m)
-	}
-	p = binary.BigEndian.AppendUint16(p, uint16(len(replaces)))
+	start := len(dst)
+	dst = append(dst, make([]byte, recordHdrLen)...)
+	dst = appendMeta(dst, m)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(replaces)))
 	for i := range replaces {
-		p = append(p, replaces[i].Number[:]...)
+		dst = append(dst, replaces[i].Number[:]...)
 	}
+	p := dst[start+recordHdrLen:]
 	crc := crc32.Update(crc32.Checksum(p, castagnoli), castagnoli, media)
-	dst = appendRecordHeader(dst, kindFragment, len(p)+len(media), crc)
-	return append(dst, p...)
+	appendRecordHeader(dst[start:start], kindFragment, len(p)+len(media), crc) // into the room left
+	return dst
 }
 
 // simpleRecord encodes a whole record (segment start, header).

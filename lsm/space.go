@@ -3,6 +3,7 @@ package lsm
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -59,8 +60,11 @@ const (
 
 // spaceGuard implements the rules above.
 type spaceGuard struct {
-	fs      vfs.FS
-	dir     string
+	fs  vfs.FS
+	dir string
+	// statDir is dir, open for fstatfs (space_linux.go), or nil. Closed
+	// by DB.Close; an Open that fails leaves it to its finalizer.
+	statDir *os.File
 	reserve int64 // bytes; 0 disables the reserve (in-memory stores)
 
 	// readOnly: the store was opened read-only on a full disk; every
@@ -82,7 +86,7 @@ type spaceGuard struct {
 }
 
 func newSpaceGuard(fs vfs.FS, dir string, reserve int64) *spaceGuard {
-	g := &spaceGuard{fs: fs, dir: dir, reserve: reserve}
+	g := &spaceGuard{fs: fs, dir: dir, reserve: reserve, statDir: openStatDir(fs, dir)}
 	if reserve > 0 {
 		// Room for Pebble to open: a reserve left by the last run goes first.
 		_ = fs.Remove(g.path())
@@ -92,10 +96,24 @@ func newSpaceGuard(fs vfs.FS, dir string, reserve int64) *spaceGuard {
 
 func (g *spaceGuard) path() string { return filepath.Join(g.dir, reserveFile) }
 
+// usage reads the filesystem's figures now.
+func (g *spaceGuard) usage() (vfs.DiskUsage, error) {
+	if g.statDir != nil {
+		return statDirUsage(g.statDir)
+	}
+	return g.fs.GetDiskUsage(g.dir)
+}
+
+func (g *spaceGuard) close() {
+	if g.statDir != nil {
+		_ = g.statDir.Close()
+	}
+}
+
 // startFull reports a disk too full for Pebble to open read-write (after
 // the reserve was deleted).
 func (g *spaceGuard) startFull() bool {
-	du, err := g.fs.GetDiskUsage(g.dir)
+	du, err := g.usage()
 	return err == nil && du.AvailBytes < lowWater
 }
 
@@ -103,7 +121,7 @@ func (g *spaceGuard) startFull() bool {
 // cheap beside the fsync every write waits for, and never stale: another
 // writer can fill the disk between two fragments). REQUIRES: g.mu.
 func (g *spaceGuard) availLocked() (uint64, error) {
-	du, err := g.fs.GetDiskUsage(g.dir)
+	du, err := g.usage()
 	if err != nil {
 		return 0, err
 	}
@@ -240,7 +258,7 @@ func (d *DB) ReadOnlyCanWrite() bool {
 	if d.fatal.readOnly && time.Since(d.fatal.lastAt) < fatalWindow {
 		return false
 	}
-	du, err := d.space.fs.GetDiskUsage(d.space.dir)
+	du, err := d.space.usage()
 	return err == nil && du.AvailBytes >= lowWater+uint64(d.space.reserve)+restoreSlack
 }
 
@@ -251,7 +269,7 @@ func (d *DB) MediaSpace() error { return d.space.check(true) }
 // Space reports the disk-full guard's state (reading the free space now).
 func (d *DB) Space() SpaceStatus {
 	if d.space.readOnly {
-		du, _ := d.space.fs.GetDiskUsage(d.space.dir)
+		du, _ := d.space.usage()
 		return SpaceStatus{Refusing: true, AvailBytes: du.AvailBytes}
 	}
 	err := d.space.check(true)

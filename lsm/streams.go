@@ -83,6 +83,7 @@ func (d *DB) DeleteStream(id StreamID) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: deleting stream %d: %w", id, err)
 	}
+	d.bounds.forget(id)
 	// The index is gone (synced); now the media, then the marker.
 	if err := d.segs.removeStream(id); err != nil {
 		return err

@@ -1,0 +1,80 @@
+package lsm
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+)
+
+// The space guard reads the free space of the operating system's
+// filesystem through an open descriptor: the same figures as statfs by
+// path, without an allocation (it runs twice per fragment).
+func TestSpaceGuardReadsFreeSpaceWithoutAllocating(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	d, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	g := d.space
+	if g.statDir == nil {
+		t.Skip("no descriptor-based free-space read on this system")
+	}
+	got, err := g.usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := vfs.Default.GetDiskUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TotalBytes != want.TotalBytes || got.TotalBytes == 0 {
+		t.Errorf("total %d bytes, statfs by path says %d", got.TotalBytes, want.TotalBytes)
+	}
+	// Free space moves with other writers on a shared machine: within 1 GiB.
+	if diff := int64(got.AvailBytes) - int64(want.AvailBytes); diff > 1<<30 || diff < -1<<30 {
+		t.Errorf("available %d bytes, statfs by path says %d", got.AvailBytes, want.AvailBytes)
+	}
+	g.mu.Lock()
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := g.availLocked(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	g.mu.Unlock()
+	if allocs != 0 {
+		t.Errorf("reading the free space allocates %.1f times", allocs)
+	}
+}
+
+// A fragment record's prefix is built in the caller's buffer, and with
+// its media it is a whole record (replaced numbers included).
+func TestFragmentRecordPrefixAllocatesNothing(t *testing.T) {
+	m := fragment.Meta{Number: fragment.MakeNumber(7, 1, 3), ProducerMs: 1000, ServerMs: 1001, DurationMs: 2000, MediaLen: 11, ClusterLen: 11}
+	replaces := []fragment.Meta{{Number: fragment.MakeNumber(7, 1, 1)}, {Number: fragment.MakeNumber(7, 1, 2)}}
+	media := []byte("media bytes")
+	buf := make([]byte, 0, 4096)
+	allocs := testing.AllocsPerRun(100, func() {
+		buf = fragmentRecordPrefix(buf[:0], &m, replaces, media)
+	})
+	if allocs != 0 {
+		t.Errorf("a fragment record prefix allocates %.1f times", allocs)
+	}
+	rec := append([]byte("junk"), buf...)
+	rec = fragmentRecordPrefix(rec[:4], &m, replaces, media)
+	rec = append(rec, media...)
+	kind, payload, n, err := parseRecord(rec[4:])
+	if err != nil || kind != kindFragment || n != len(rec)-4 {
+		t.Fatalf("parsed kind %d, %d of %d bytes: %v", kind, n, len(rec)-4, err)
+	}
+	want := appendMeta(nil, &m)
+	want = append(want, 0, 2)
+	want = append(append(want, replaces[0].Number[:]...), replaces[1].Number[:]...)
+	want = append(want, media...)
+	if !bytes.Equal(payload, want) {
+		t.Errorf("payload %x, want %x", payload, want)
+	}
+}
