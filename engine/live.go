@@ -587,6 +587,10 @@ func (sess *IngestSession) LiveFrame(h *mkv.Header, b mkv.Block) {
 	sess.s.live.publish(sess.header(h), b.Track, b.TimeMs, b.Key, b.Payload)
 }
 
+// LiveWatched reports whether the stream's live tap has a subscriber now
+// (one atomic load): a camera reads its socket at frame pace only then.
+func (sess *IngestSession) LiveWatched() bool { return sess.s.live.subscribers.Load() > 0 }
+
 // LiveHook is LiveFrame for blocks whose times are offsetMs before the
 // producer's (a PutMedia upload with RELATIVE timecodes: its start
 // timestamp), so live frames carry producer times as fragments do.

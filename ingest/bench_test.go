@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -281,9 +282,10 @@ func benchRounds() int {
 
 // bareReceiver is the floor: a gortsplib client that reads a camera over
 // the transport the recorder uses, through the recorder's connection layer
-// (dialBuffered: the read buffer and paced reads, readpace.go), and
-// discards every packet; so recorder/bare is what recording adds, not
-// how the socket is read.
+// (dialBuffered: the read buffer and paced reads, readpace.go, on the
+// unwatched clock as the recorder's unwatched cameras), and discards
+// every packet; so recorder/bare is what recording adds, not how the
+// socket is read.
 func bareReceiver(b *testing.B, url, transport string) *gortsplib.Client {
 	u, err := base.ParseURL(url)
 	if err != nil {
@@ -293,7 +295,10 @@ func bareReceiver(b *testing.B, url, transport string) *gortsplib.Client {
 	if transport == "udp" {
 		t = gortsplib.TransportUDP
 	}
-	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &t, DialContext: dialBuffered}
+	unwatched := func() bool { return false }
+	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &t, DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		return dialBuffered(ctx, network, address, unwatched)
+	}}
 	if err := c.Start2(); err != nil {
 		b.Fatal(err)
 	}

@@ -12,8 +12,9 @@
 //	               buffer under gortsplib's 4 KiB one (fewer read system
 //	               calls); the camera's clock from RTCP sender reports
 //	readpace.go    paced reads under that buffer: every camera's TCP
-//	               socket read on one box-wide 40 ms clock, so one wake
-//	               serves them all instead of one per packet burst
+//	               socket read on one box-wide clock, so one wake serves
+//	               them all instead of one per packet burst: 40 ms for a
+//	               camera watched live (WebRTC), 200 ms for the others
 //	rtptap.go      the RTP tap: over RTSP/TCP, the video's RTP frames
 //	               taken out of that buffer before gortsplib reads them
 //	               (no per-packet buffer, packet or slice), the rest

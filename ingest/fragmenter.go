@@ -86,6 +86,16 @@ func NewFragmenter(out Output, target time.Duration) *Fragmenter {
 	return fr
 }
 
+// liveWatched is the output's report of live viewers (the engine's:
+// IngestSession.LiveWatched), which paces the camera's reads
+// (readpace.go), or nil for an output without one (paced as watched).
+func (fr *Fragmenter) liveWatched() func() bool {
+	if w, ok := fr.out.(interface{ LiveWatched() bool }); ok {
+		return w.LiveWatched
+	}
+	return nil
+}
+
 // refused drops the fragment in progress because the media memory budget
 // had no room for it (a camera cannot re-send: its frames until the next
 // key frame are lost, counted in DroppedUnits and RefusedFragments; the

@@ -88,6 +88,11 @@ func (o *engineOutput) Buffers() mkv.Buffers { return o.sess.Buffers(engine.Medi
 // written (engine.IngestSession.LiveFrame), before its fragment completes.
 func (o *engineOutput) LiveFrame(h *mkv.Header, b mkv.Block) { o.sess.LiveFrame(h, b) }
 
+// LiveWatched reports whether the stream has live viewers now
+// (engine.IngestSession.LiveWatched): the camera's reads follow the frame
+// clock then, a slower one otherwise (readpace.go).
+func (o *engineOutput) LiveWatched() bool { return o.sess.LiveWatched() }
+
 func (o *engineOutput) StartFragment() error {
 	var err error
 	o.num, o.serverMs, err = o.sess.StartFragment()

@@ -59,18 +59,38 @@ import (
 // CPU ms per camera-second against 3.9–4.2 with one clock). Cameras get no acks, so the CPU wins: a completed
 // fragment is durable a few milliseconds later, nothing more.
 //
+// A camera nobody watches live reads on a slower clock (readTickUnwatched,
+// 200 ms): its bytes go to fragments of a second or more, so the only
+// cost is that a fragment completes up to a tick later, while every tick
+// is a wake of the process. Once the stream's live tap has a subscriber
+// (a WebRTC viewer: engine.IngestSession.LiveWatched), its reads follow
+// the frame clock again, from the read after it subscribed. Measured
+// (BenchmarkVsMediaMTX, 2 rounds each, the tick a throwaway switch, one
+// run): 16 cameras, 1.52–2.15 CPU ms per camera-second at 200 ms against
+// 2.21–2.42 at 40 ms (MediaMTX 7.0–7.75); one camera, 6.3–10.0 against
+// 11.7–23 (MediaMTX 13–14). At 8 Mbit/s a tick leaves 200 KB in the
+// socket; when the socket's window is smaller, the drain read above takes
+// the rest as the sender refills it, without waiting for a tick.
+//
 // Only TCP connections that gortsplib dials through dialBuffered are
 // paced; its UDP listeners read on their own.
 //
 // The clock runs only while connections wait on it, and stops after
 // pacerIdleTicks ticks without any (so it outlives the last camera by up
-// to two seconds).
+// to two seconds, ten for the unwatched clock).
 
-// readTick is the box-wide clock of paced camera reads.
-const readTick = 40 * time.Millisecond
+// readTick is the box-wide clock of paced reads of cameras watched live;
+// readTickUnwatched of the others.
+const (
+	readTick          = 40 * time.Millisecond
+	readTickUnwatched = 200 * time.Millisecond
+)
 
-// readPacer is the clock every paced connection reads by.
-var readPacer = newPacer(readTick)
+// readPacer and unwatchedPacer are the clocks paced connections read by.
+var (
+	readPacer      = newPacer(readTick)
+	unwatchedPacer = newPacer(readTickUnwatched)
+)
 
 // pacer broadcasts a tick to the goroutines waiting on it. A condition
 // variable, not a channel closed per tick: a tick then allocates nothing.
@@ -139,10 +159,15 @@ func (p *pacer) run() {
 type pacedConn struct {
 	net.Conn
 	tick time.Duration
-	wait func()          // until the next tick
-	rc   syscall.RawConn // nil: not a socket; reads are not paced
-	read int64           // bytes read so far
-	last time.Time       // when a read last got data
+	wait func() // until the next tick
+	// watched reports whether the camera is watched live; when it says
+	// no, reads follow slowTick and slowWait instead. nil: always watched.
+	watched  func() bool
+	slowTick time.Duration
+	slowWait func()
+	rc       syscall.RawConn // nil: not a socket; reads are not paced
+	read     int64           // bytes read so far
+	last     time.Time       // when a read last got data
 	// drain: the previous read got data; this one tries the socket at
 	// once before it waits for a tick.
 	drain bool
@@ -162,8 +187,13 @@ const pacedAfterBytes = 64 << 10
 // before it blocks.
 const pacedEmptyTicks = 5
 
-func newPacedConn(c net.Conn, p *pacer) *pacedConn {
+// newPacedConn paces c's reads by p, and by slow while watched (if not
+// nil) reports the camera unwatched.
+func newPacedConn(c net.Conn, p, slow *pacer, watched func() bool) *pacedConn {
 	pc := &pacedConn{Conn: c, tick: p.tick, wait: p.wait}
+	if slow != nil && watched != nil {
+		pc.watched, pc.slowTick, pc.slowWait = watched, slow.tick, slow.wait
+	}
 	pc.rawRead = pc.readFD
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -181,9 +211,13 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 			}
 			c.drain = false
 		}
-		if time.Since(c.last) < c.tick {
+		tick, wait := c.tick, c.wait
+		if c.watched != nil && !c.watched() {
+			tick, wait = c.slowTick, c.slowWait
+		}
+		if time.Since(c.last) < tick {
 			for range pacedEmptyTicks {
-				c.wait()
+				wait()
 				if n, err, empty := c.tryRead(b); !empty {
 					return c.got(n), err
 				}

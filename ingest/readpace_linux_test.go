@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,7 +121,7 @@ func queued(t *testing.T, c net.Conn, n int) {
 // pacedAfterBytes) and whose last data came just now.
 func pacedForTest(t *testing.T, c net.Conn, tt *testTicks) *pacedConn {
 	t.Helper()
-	pc := newPacedConn(c, readPacer)
+	pc := newPacedConn(c, readPacer, nil, nil)
 	if pc.rc == nil {
 		t.Fatal("a TCP connection is not paced")
 	}
@@ -199,7 +200,7 @@ func TestPacedConnHandshakeUnpaced(t *testing.T) {
 	client, server := tcpPair(t)
 	tt := newTestTicks(t)
 	tt.forbid = true
-	pc := newPacedConn(client, readPacer)
+	pc := newPacedConn(client, readPacer, nil, nil)
 	pc.tick, pc.wait = time.Hour, tt.wait
 	buf := make([]byte, 64)
 	for _, msg := range []string{"RTSP/1.0 200 OK\r\n\r\n", "RTSP/1.0 401\r\n\r\n", "RTSP/1.0 200 OK\r\n\r\n"} {
@@ -306,7 +307,7 @@ func TestPacerTicksEveryWaiterAndStops(t *testing.T) {
 // allocates nothing (the hot path of every camera).
 func TestPacedConnReadAllocatesNothing(t *testing.T) {
 	client, server := tcpPair(t)
-	pc := newPacedConn(client, readPacer)
+	pc := newPacedConn(client, readPacer, nil, nil)
 	pc.tick, pc.wait = time.Hour, func() {}
 	pc.read = pacedAfterBytes
 	buf := make([]byte, 64)
@@ -324,4 +325,50 @@ func TestPacedConnReadAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per paced read, want 0", allocs)
 	}
+}
+
+// TestPacedConnUnwatchedFollowsTheSlowClock: while the camera has no live
+// viewer, an empty socket waits for the unwatched clock's tick, never the
+// frame clock's; once a viewer comes, the next read waits for the frame
+// clock, never the slow one.
+func TestPacedConnUnwatchedFollowsTheSlowClock(t *testing.T) {
+	client, server := tcpPair(t)
+	fast, slow := newTestTicks(t), newTestTicks(t)
+	pc := pacedForTest(t, client, fast)
+	var viewers atomic.Int32
+	pc.watched = func() bool { return viewers.Load() > 0 }
+	pc.slowTick, pc.slowWait = time.Hour, slow.wait
+	read := func(clock *testTicks, other *testTicks, payload string) {
+		t.Helper()
+		other.forbid = true
+		defer func() { other.forbid = false }()
+		buf := make([]byte, 64)
+		done, n, err := readAsync(pc, buf)
+		select {
+		case <-clock.waiting:
+		case <-done:
+			t.Fatalf("read %q, %v from an empty socket without a tick", buf[:*n], *err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the read waited on neither clock")
+		}
+		if _, err := server.Write([]byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		queued(t, client, len(payload))
+		clock.tick <- struct{}{}
+		<-done
+		if *err != nil || string(buf[:*n]) != payload {
+			t.Fatalf("read %q, %v; want %q", buf[:*n], *err, payload)
+		}
+		// The next read drains first: the socket is empty, so it waits
+		// again, on the clock of that moment; let it find data at once.
+		pc.drain = false
+		pc.last = time.Now()
+	}
+	read(slow, fast, "unwatched")
+	read(slow, fast, "still unwatched")
+	viewers.Add(1)
+	read(fast, slow, "watched")
+	viewers.Add(-1)
+	read(slow, fast, "unwatched again")
 }

@@ -186,7 +186,10 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		OnTransportSwitch: func(err error) { log.Info("rtsp: switching transport", "reason", err) },
 		OnPacketsLost:     func(lost uint64) { log.Debug("rtsp: packets lost", "count", lost) },
 		OnDecodeError:     func(err error) { log.Debug("rtsp: decode error", "err", err) },
-		DialContext:       dialBuffered,
+	}
+	watched := fr.liveWatched()
+	c.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+		return dialBuffered(ctx, network, address, watched)
 	}
 	r.client = c
 	if u.Scheme == "rtsp" && transport != nil && *transport == gortsplib.TransportTCP {
@@ -196,7 +199,7 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		// every byte instead, and bounds the requests' answers too.
 		r.tap = newRTPTap(r.tapRTP)
 		c.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
-			return dialTapped(ctx, network, address, r.tap)
+			return dialTapped(ctx, network, address, r.tap, watched)
 		}
 		c.ReadTimeout = tapClientTimeout
 	}
@@ -253,25 +256,26 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 const rtspReadBuffer = 64 << 10
 
 // dialBuffered dials an RTSP connection whose reads go through a
-// rtspReadBuffer buffer, filled by paced reads (readpace.go; TLS, on
-// rtsps://, is layered above both).
-func dialBuffered(ctx context.Context, network, address string) (net.Conn, error) {
+// rtspReadBuffer buffer, filled by paced reads (readpace.go: on the
+// unwatched clock while watched, if not nil, says no live viewer; TLS,
+// on rtsps://, is layered above both).
+func dialBuffered(ctx context.Context, network, address string, watched func() bool) (net.Conn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer), rtspReadBuffer)}, nil
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer, unwatchedPacer, watched), rtspReadBuffer)}, nil
 }
 
 // dialTapped is dialBuffered with tap taking the video's RTP frames out
 // of what gortsplib reads, from a buffer that holds the largest frame.
-func dialTapped(ctx context.Context, network, address string, tap *rtpTap) (net.Conn, error) {
+func dialTapped(ctx context.Context, network, address string, tap *rtpTap, watched func() bool) (net.Conn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
 	tap.touch()
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer), tapReadBuffer), tap: tap}, nil
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer, unwatchedPacer, watched), tapReadBuffer), tap: tap}, nil
 }
 
 // bufferedConn is a net.Conn whose reads are buffered, and tapped if tap
