@@ -590,3 +590,29 @@ func TestLiveSubWaitStored(t *testing.T) {
 		t.Fatal("WaitStored went on waiting after its subscription closed")
 	}
 }
+
+// LiveWatched says whether the stream has live subscribers now (a camera
+// reads at frame pace only then): not before the first, while any is
+// subscribed, not after the last closed.
+func TestLiveWatchedFollowsSubscribers(t *testing.T) {
+	e, sess := liveEngine(t)
+	if sess.LiveWatched() {
+		t.Fatal("watched before any subscriber")
+	}
+	a, err := e.LiveSubscribe(StreamRef{Name: "cam"}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := e.LiveSubscribe(StreamRef{Name: "cam"}, 16)
+	if !sess.LiveWatched() {
+		t.Fatal("not watched with two subscribers")
+	}
+	a.Close()
+	if !sess.LiveWatched() {
+		t.Fatal("not watched with one subscriber left")
+	}
+	b.Close()
+	if sess.LiveWatched() {
+		t.Fatal("watched after the last subscriber closed")
+	}
+}

@@ -267,3 +267,28 @@ func TestFragmentBufferSizedForItsLastUnits(t *testing.T) {
 		t.Fatalf("fragments after the first copied %d bytes growing their buffers, want none", moved)
 	}
 }
+
+// watchedOutput is an Output that keeps nothing and reports live viewers.
+type watchedOutput struct {
+	movesOutput
+	viewers bool
+}
+
+func (o *watchedOutput) LiveWatched() bool { return o.viewers }
+
+// A camera's reads are paced by its output's report of live viewers (the
+// engine's); an output without one is paced as watched (nil).
+func TestFragmenterReportsItsOutputsViewers(t *testing.T) {
+	o := &watchedOutput{}
+	w := NewFragmenter(o, 0).liveWatched()
+	if w == nil || w() {
+		t.Fatal("an output with no viewers is reported watched, or not at all")
+	}
+	o.viewers = true
+	if !w() {
+		t.Fatal("an output with viewers is reported unwatched")
+	}
+	if NewFragmenter(&movesOutput{}, 0).liveWatched() != nil {
+		t.Fatal("an output without the report got one")
+	}
+}
