@@ -68,9 +68,18 @@ import (
 // (BenchmarkVsMediaMTX, 2 rounds each, the tick a throwaway switch, one
 // run): 16 cameras, 1.52–2.15 CPU ms per camera-second at 200 ms against
 // 2.21–2.42 at 40 ms (MediaMTX 7.0–7.75); one camera, 6.3–10.0 against
-// 11.7–23 (MediaMTX 13–14). At 8 Mbit/s a tick leaves 200 KB in the
-// socket; when the socket's window is smaller, the drain read above takes
-// the rest as the sender refills it, without waiting for a tick.
+// 11.7–23 (MediaMTX 13–14).
+//
+// A slow tick leaves its bytes waiting, first in the socket's receive
+// window and, beyond it, in the camera's send buffer: a camera with a
+// small send buffer blocks (a review measured a 32 KiB one at 8 Mbit/s
+// blocked up to 160 ms a tick until Linux grew our window, at 16 Mbit/s
+// for good), and firmware may drop what it cannot send. So a connection
+// takes the slow clock only once it has measured that a slow tick's
+// bytes fit the window a new connection starts with (unwatchedTickBytes,
+// 64 KiB: up to ~2.6 Mbit/s, a 720p or H.265 1080p camera, or a
+// sub-stream); a faster camera, and any in its first second, reads on the
+// frame clock, as all did before.
 //
 // Only TCP connections that gortsplib dials through dialBuffered are
 // paced; its UDP listeners read on their own.
@@ -85,6 +94,11 @@ const (
 	readTick          = 40 * time.Millisecond
 	readTickUnwatched = 200 * time.Millisecond
 )
+
+// unwatchedTickBytes is the most a camera may send in a slow tick for its
+// reads to take the slow clock: what a new TCP connection's receive
+// window holds (tcp_rmem's default 128 KiB, half of it window).
+const unwatchedTickBytes = 64 << 10
 
 // readPacer and unwatchedPacer are the clocks paced connections read by.
 var (
@@ -165,9 +179,15 @@ type pacedConn struct {
 	watched  func() bool
 	slowTick time.Duration
 	slowWait func()
-	rc       syscall.RawConn // nil: not a socket; reads are not paced
-	read     int64           // bytes read so far
-	last     time.Time       // when a read last got data
+	// perSlowTick is what the camera sent per slowTick over the last
+	// measured second (-1: not measured yet); rateFrom and rateBytes the
+	// second being measured.
+	perSlowTick int64
+	rateFrom    time.Time
+	rateBytes   int64
+	rc          syscall.RawConn // nil: not a socket; reads are not paced
+	read        int64           // bytes read so far
+	last        time.Time       // when a read last got data
 	// drain: the previous read got data; this one tries the socket at
 	// once before it waits for a tick.
 	drain bool
@@ -190,7 +210,7 @@ const pacedEmptyTicks = 5
 // newPacedConn paces c's reads by p, and by slow while watched (if not
 // nil) reports the camera unwatched.
 func newPacedConn(c net.Conn, p, slow *pacer, watched func() bool) *pacedConn {
-	pc := &pacedConn{Conn: c, tick: p.tick, wait: p.wait}
+	pc := &pacedConn{Conn: c, tick: p.tick, wait: p.wait, perSlowTick: -1}
 	if slow != nil && watched != nil {
 		pc.watched, pc.slowTick, pc.slowWait = watched, slow.tick, slow.wait
 	}
@@ -212,7 +232,7 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 			c.drain = false
 		}
 		tick, wait := c.tick, c.wait
-		if c.watched != nil && !c.watched() {
+		if c.slowWait != nil && c.perSlowTick >= 0 && c.perSlowTick <= unwatchedTickBytes && !c.watched() {
 			tick, wait = c.slowTick, c.slowWait
 		}
 		if time.Since(c.last) < tick {
@@ -234,6 +254,13 @@ func (c *pacedConn) got(n int) int {
 	if n > 0 {
 		c.read += int64(n)
 		c.last = time.Now()
+		c.rateBytes += int64(n)
+		if since := c.last.Sub(c.rateFrom); since >= time.Second {
+			if !c.rateFrom.IsZero() {
+				c.perSlowTick = c.rateBytes * int64(c.slowTick) / int64(since)
+			}
+			c.rateFrom, c.rateBytes = c.last, 0
+		}
 	}
 	return n
 }

@@ -328,9 +328,10 @@ func TestPacedConnReadAllocatesNothing(t *testing.T) {
 }
 
 // TestPacedConnUnwatchedFollowsTheSlowClock: while the camera has no live
-// viewer, an empty socket waits for the unwatched clock's tick, never the
-// frame clock's; once a viewer comes, the next read waits for the frame
-// clock, never the slow one.
+// viewer and sends little enough per slow tick, an empty socket waits for
+// the unwatched clock's tick, never the frame clock's; once a viewer
+// comes, or while its rate is unknown or too high for the slow clock, the
+// next read waits for the frame clock, never the slow one.
 func TestPacedConnUnwatchedFollowsTheSlowClock(t *testing.T) {
 	client, server := tcpPair(t)
 	fast, slow := newTestTicks(t), newTestTicks(t)
@@ -338,6 +339,7 @@ func TestPacedConnUnwatchedFollowsTheSlowClock(t *testing.T) {
 	var viewers atomic.Int32
 	pc.watched = func() bool { return viewers.Load() > 0 }
 	pc.slowTick, pc.slowWait = time.Hour, slow.wait
+	pc.rateFrom = time.Now() // no new rate figure during the test
 	read := func(clock *testTicks, other *testTicks, payload string) {
 		t.Helper()
 		other.forbid = true
@@ -365,10 +367,36 @@ func TestPacedConnUnwatchedFollowsTheSlowClock(t *testing.T) {
 		pc.drain = false
 		pc.last = time.Now()
 	}
+	read(fast, slow, "rate not measured yet")
+	pc.perSlowTick = unwatchedTickBytes
 	read(slow, fast, "unwatched")
 	read(slow, fast, "still unwatched")
 	viewers.Add(1)
 	read(fast, slow, "watched")
 	viewers.Add(-1)
 	read(slow, fast, "unwatched again")
+	pc.perSlowTick = unwatchedTickBytes + 1
+	read(fast, slow, "unwatched, too fast for the slow clock")
+}
+
+// A connection measures what its camera sends per slow tick over about a
+// second of reads: not after its first read, then from the bytes of the
+// second that ended.
+func TestPacedConnMeasuresItsRate(t *testing.T) {
+	client, _ := tcpPair(t)
+	pc := newPacedConn(client, readPacer, unwatchedPacer, func() bool { return false })
+	pc.got(1000)
+	if pc.perSlowTick != -1 {
+		t.Fatalf("after one read: %d bytes per slow tick, want unmeasured", pc.perSlowTick)
+	}
+	// Two seconds ago the second began, and 99,000 bytes came since.
+	pc.rateFrom, pc.rateBytes = time.Now().Add(-2*time.Second), 99_000
+	pc.got(1000)
+	want := int64(100_000 * readTickUnwatched / (2 * time.Second))
+	if pc.perSlowTick < want*9/10 || pc.perSlowTick > want {
+		t.Fatalf("%d bytes per slow tick, want about %d", pc.perSlowTick, want)
+	}
+	if pc.rateBytes != 0 || time.Since(pc.rateFrom) > time.Second {
+		t.Fatal("the next second did not begin")
+	}
 }
