@@ -384,7 +384,7 @@ func TestPacedConnUnwatchedFollowsTheSlowClock(t *testing.T) {
 // second that ended.
 func TestPacedConnMeasuresItsRate(t *testing.T) {
 	client, _ := tcpPair(t)
-	pc := newPacedConn(client, readPacer, unwatchedPacer, func() bool { return false })
+	pc := newPacedConn(client, readPacer, unwatchedPacer(), func() bool { return false })
 	pc.got(1000)
 	if pc.perSlowTick != -1 {
 		t.Fatalf("after one read: %d bytes per slow tick, want unmeasured", pc.perSlowTick)
@@ -398,5 +398,47 @@ func TestPacedConnMeasuresItsRate(t *testing.T) {
 	}
 	if pc.rateBytes != 0 || time.Since(pc.rateFrom) > time.Second {
 		t.Fatal("the next second did not begin")
+	}
+}
+
+// The slow clock comes in phases a frame tick apart, taken in turn by
+// new connections, so unwatched cameras' reads spread over the frame
+// clock's ticks; an aligned clock (a phase) ticks for its waiters as the
+// plain one does.
+func TestUnwatchedClockPhases(t *testing.T) {
+	n := len(unwatchedPacers)
+	if n != int(readTickUnwatched/readTick) {
+		t.Fatalf("%d phases, want %d", n, readTickUnwatched/readTick)
+	}
+	seen := map[time.Duration]int{}
+	for range 2 * n {
+		p := unwatchedPacer()
+		if !p.align || p.tick != readTickUnwatched || p.offset%readTick != 0 || p.offset >= readTickUnwatched {
+			t.Fatalf("phase: align %v, tick %v, offset %v", p.align, p.tick, p.offset)
+		}
+		seen[p.offset]++
+	}
+	for off, k := range seen {
+		if k != 2 {
+			t.Errorf("offset %v taken %d times in two turns", off, k)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct phases, want %d", len(seen), n)
+	}
+
+	p := newPacer(20 * time.Millisecond)
+	p.align, p.offset = true, 10*time.Millisecond
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 3 {
+			p.wait()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an aligned clock did not tick for its waiter")
 	}
 }

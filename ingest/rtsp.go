@@ -264,7 +264,7 @@ func dialBuffered(ctx context.Context, network, address string, watched func() b
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer, unwatchedPacer, watched), rtspReadBuffer)}, nil
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer, unwatchedPacer(), watched), rtspReadBuffer)}, nil
 }
 
 // dialTapped is dialBuffered with tap taking the video's RTP frames out
@@ -275,7 +275,7 @@ func dialTapped(ctx context.Context, network, address string, tap *rtpTap, watch
 		return nil, err
 	}
 	tap.touch()
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer, unwatchedPacer, watched), tapReadBuffer), tap: tap}, nil
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(newPacedConn(c, readPacer, unwatchedPacer(), watched), tapReadBuffer), tap: tap}, nil
 }
 
 // bufferedConn is a net.Conn whose reads are buffered, and tapped if tap

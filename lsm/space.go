@@ -62,8 +62,11 @@ const (
 type spaceGuard struct {
 	fs  vfs.FS
 	dir string
-	// statDir is dir, open for fstatfs (space_linux.go), or nil. Closed
-	// by DB.Close; an Open that fails leaves it to its finalizer.
+	// statDir is dir, open for fstatfs (space_linux.go), or nil (then,
+	// and after close, the free space is read by path). Guarded by
+	// statMu; closed by DB.Close; an Open that fails leaves it to its
+	// finalizer.
+	statMu  sync.RWMutex
 	statDir *os.File
 	reserve int64 // bytes; 0 disables the reserve (in-memory stores)
 
@@ -98,15 +101,21 @@ func (g *spaceGuard) path() string { return filepath.Join(g.dir, reserveFile) }
 
 // usage reads the filesystem's figures now.
 func (g *spaceGuard) usage() (vfs.DiskUsage, error) {
+	g.statMu.RLock()
+	defer g.statMu.RUnlock()
 	if g.statDir != nil {
 		return statDirUsage(g.statDir)
 	}
 	return g.fs.GetDiskUsage(g.dir)
 }
 
+// close closes statDir; the free space is read by path from then on.
 func (g *spaceGuard) close() {
+	g.statMu.Lock()
+	defer g.statMu.Unlock()
 	if g.statDir != nil {
 		_ = g.statDir.Close()
+		g.statDir = nil
 	}
 }
 
