@@ -71,11 +71,12 @@ type Profile struct {
 // perCameraNote is the measurement every profile's camera figures come
 // from (issue 14).
 const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, 3 rounds, x86 VM of 2 cores, 2026-12-06): " +
-	"RSS 0.71–0.80 MiB with nobody reading it (0.80 at 16 cameras, 0.71 at 64: the fragment it assembles, ~0.6 MiB of media buffer, and its connection; a stored fragment stays in memory only while someone reads the stream), " +
+	"RSS 0.77–0.84 MiB with nobody reading it (0.84 at 16 cameras, 0.77 at 64: the fragment it assembles, ~0.6 MiB of media buffer, and its connection; a stored fragment stays in memory only while someone reads the stream), " +
 	"plus its ring, ~0.24 MiB per second of video, while it is read; " +
-	"1.7–3.2 ms of CPU per camera-second (1.11–1.20× a bare gortsplib receiver of the same streams in two runs: over TCP the video skips gortsplib's per-packet buffers, 0.45–0.52 allocations per frame against its 30, " +
-	"from per-fragment and per-second work; on another VM, 4.1–5.2 ms before the tap and 6.5–7.8 ms before the receive path lost its page faults and copies); " +
-	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, 2 rounds, same day): 0.34× its CPU and 0.70× its RSS at 16 cameras, 0.35× and 1.02× at 64. " +
+	"1.4–2.3 ms of CPU per camera-second (1.11–1.21× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.27–0.28 allocations per frame against its 30, " +
+	"from per-fragment and per-second work; a camera nobody watches live, up to ~2.6 Mbit/s, reads its socket every 200 ms, a watched one every 40 ms; " +
+	"on another VM, 4.1–5.2 ms before the tap and 6.5–7.8 ms before the receive path lost its page faults and copies); " +
+	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, 2 rounds, same day): 0.29× its CPU and 0.81× its RSS at 16 cameras, 0.27× and 1.08× at 64. " +
 	"A camera's media budget share: its ring (read), the fragment arriving and ~2 queued for the disk. " +
 	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."
 
@@ -88,7 +89,7 @@ var All = []Profile{
 			"8 cameras at 2 Mbit/s: each costs ~1 MiB beyond a 4 s ring (two 2 s fragments, ~1 MiB), so 8 take ~16 MiB of RSS and ~24 MB of the media budget " +
 			"(ring + arriving + queued), leaving room for one 48 MB PutMedia fragment (uploads may fill 72 MiB; more are refused with a retriable ERROR and re-sent); " +
 			"CPU ~10–13 ms per camera-second on an A53, 8 cameras ~0.1 of its 4 cores; 16 Mbit/s of ingest is within its Wi-Fi and its microSD's writes. " +
-			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes, 2026-12-06: RSS 47 MiB on average, 49 MiB at most, of 256; every fragment durable within 0.5 s), not yet on the board. " +
+			"Checked by make soak-pizero on x86 (8 cameras, 10 minutes, 2026-12-06: RSS 44 MiB on average, 45 MiB at most, of 256; every fragment durable within 0.5 s), not yet on the board. " +
 			"microSD: grouped syncs. 1,024 API connections at once: the flood test measured ~75 MiB of heap and 25 MiB of stacks at 4,096 held connections, " +
 			"so 1,024 cost ~25 MiB of the Go limit. " + perCameraNote,
 		MemoryMiB: 512, CacheMiB: 8, MemtableMiB: 4, RingSeconds: 4, MediaMemoryMiB: 96, MaxCameras: 8, MaxConns: 1024,
@@ -123,7 +124,7 @@ var All = []Profile{
 		Name: "x86-mini", Description: "x86 mini PC (Intel N100 class), 8–16 GB, SSD",
 		DerivedFrom: "≥ 8 GiB RAM: the process is held to 6 GiB, a 4.5 GiB Go limit and a 1.5 GiB media budget; a 10 s ring per stream. " +
 			"64 cameras: ~1 MiB each beyond the ring (0.9–1.0 measured at 64), ~220 MiB of RSS and ~290 MB of the media budget, the rest for uploads and reads; " +
-			"CPU measured at 1.8–2.1 ms per camera-second at 64 cameras on 2 x86 cores (issue 14: BenchmarkRecorder, and BenchmarkVsMediaMTX under this profile), ~0.13 s of CPU per second of 64 cameras; 128 Mbit/s of ingest; " +
+			"CPU measured at 1.4–1.5 ms per camera-second at 64 cameras on 2 x86 cores (issue 14: BenchmarkRecorder, and BenchmarkVsMediaMTX under this profile), ~0.1 s of CPU per second of 64 cameras; 128 Mbit/s of ingest; " +
 			"SSD: sync per fragment. " + perCameraNote,
 		MemoryMiB: 16384, CacheMiB: 256, MemtableMiB: 64, RingSeconds: 10, MediaMemoryMiB: 1536, MaxCameras: 64, MaxConns: 16384,
 		Storage: StorageSSD, MemoryLimitMiB: 4608, FastFailureDetection: true,
