@@ -939,35 +939,9 @@ func startFsyncProbe(probe *os.File, small []byte) (stop func() []time.Duration)
 // growing with its frames (a camera's frames allocate nothing: ingest's
 // BenchmarkCameraPath).
 func BenchmarkIngestFragment(b *testing.B) {
-	tmpls := benchTemplates(b)
 	db, e := openBenchEngine(b, filepath.Join(b.TempDir(), "db"), Options{})
-	defer db.Close()
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 24}); err != nil {
-		b.Fatal(err)
-	}
-	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sess.Close()
-	producer := int64(1_795_579_974_135)
-	one := func(i int) {
-		num, serverMs, err := sess.StartFragment()
-		if err != nil {
-			b.Fatal(err)
-		}
-		rec, err := sess.Receive(num, serverMs, producer, copyFragment(&tmpls[i%len(tmpls)], 0))
-		if err != nil {
-			b.Fatal(err)
-		}
-		producer += 2000
-		if err := sess.Persist(rec.Fragment); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for i := range 2 * len(tmpls) { // segments prepared, the header stored
-		one(i)
-	}
+	b.Cleanup(func() { _ = db.Close() }) // after the session's (cameraFragments)
+	tmpls, one := cameraFragments(b, e)
 	var ms0, ms1 runtime.MemStats
 	const copies = 64
 	runtime.ReadMemStats(&ms0)
@@ -979,9 +953,50 @@ func BenchmarkIngestFragment(b *testing.B) {
 	b.ResetTimer()
 	runtime.ReadMemStats(&ms0)
 	for i := 0; i < b.N; i++ {
-		one(i)
+		one()
 	}
 	runtime.ReadMemStats(&ms1)
 	b.StopTimer()
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(b.N)-copyAllocs, "allocs/fragment")
+}
+
+// cameraFragments creates stream "cam" on e and returns the real
+// capture's fragments and a function that takes the next one of them (a
+// copy) through a camera's path: StartFragment, Receive (a new fragment,
+// never a re-send: producer times 2 s apart), Persist. It has already
+// taken two rounds of them (segments prepared, the header stored).
+func cameraFragments(tb testing.TB, e *Engine) ([]mkv.Fragment, func()) {
+	tb.Helper()
+	tmpls := benchTemplates(tb)
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 24}); err != nil {
+		tb.Fatal(err)
+	}
+	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(sess.Close)
+	producer, i := int64(1_795_579_974_135), 0
+	one := func() {
+		num, serverMs, err := sess.StartFragment()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rec, err := sess.Receive(num, serverMs, producer, copyFragment(&tmpls[i%len(tmpls)], 0))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if rec.Duplicate {
+			tb.Fatal("a new fragment taken for a re-send")
+		}
+		producer += 2000
+		i++
+		if err := sess.Persist(rec.Fragment); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for range 2 * len(tmpls) {
+		one()
+	}
+	return tmpls, one
 }

@@ -111,43 +111,12 @@ func TestIngestFragmentAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { _ = db.Close() }) // after the session's (cameraFragments)
 	e, err := openOn(db, Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
-	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	tmpls := benchTemplates(t)
-	producer := int64(1_795_579_974_135)
-	i := 0
-	one := func() {
-		num, serverMs, err := sess.StartFragment()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec, err := sess.Receive(num, serverMs, producer, copyFragment(&tmpls[i%len(tmpls)], 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rec.Duplicate {
-			t.Fatal("a new fragment taken for a re-send")
-		}
-		producer += 2000
-		i++
-		if err := sess.Persist(rec.Fragment); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 2 * len(tmpls) { // segments prepared, the header stored
-		one()
-	}
+	tmpls, one := cameraFragments(t, e)
 	copies := testing.AllocsPerRun(40, func() { e.mem.Free(copyFragment(&tmpls[0], 0).Buf) })
 	perFragment := testing.AllocsPerRun(40, one) - copies
 	t.Logf("%.1f allocations per fragment", perFragment)
