@@ -48,7 +48,7 @@ type ring struct {
 	budget int   // byte cap (0: none)
 	floor  fragment.Number
 	// notify is closed (and replaced) when a fragment is added and a
-	// reader took it (waited: waitChan), and when the stream goes away,
+	// reader took it (waited: waitChanLocked), and when the stream goes away,
 	// waking readers at the live edge. A ring nobody waits on makes no
 	// channel per fragment.
 	notify chan struct{}

@@ -257,8 +257,8 @@ const rtspReadBuffer = 64 << 10
 
 // dialBuffered dials an RTSP connection whose reads go through a
 // rtspReadBuffer buffer, filled by paced reads (readpace.go: on the
-// unwatched clock while watched, if not nil, says no live viewer; TLS,
-// on rtsps://, is layered above both).
+// slow clock while watched, if not nil, says no live viewer and the
+// camera sends little enough; TLS, on rtsps://, is layered above both).
 func dialBuffered(ctx context.Context, network, address string, watched func() bool) (net.Conn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
 	if err != nil {
