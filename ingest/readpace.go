@@ -116,8 +116,15 @@ const unwatchedTickBytes = 64 << 10
 // fragments at once (64 cameras: persist p99 17.6 ms against 7 at the
 // frame clock, BenchmarkRecorder), and held their buffers together. A
 // single camera still wakes the process 5 times a second, 64 cameras 25.
+// The frame clock is aligned too (offset 0), so its ticks and the phases'
+// fall at the same instants: a box with watched and unwatched cameras
+// wakes once for both.
 var (
-	readPacer       = newPacer(readTick)
+	readPacer = func() *pacer {
+		p := newPacer(readTick)
+		p.align = true
+		return p
+	}()
 	unwatchedPacers = func() []*pacer {
 		ps := make([]*pacer, readTickUnwatched/readTick)
 		for i := range ps {

@@ -410,6 +410,9 @@ func TestUnwatchedClockPhases(t *testing.T) {
 	if n != int(readTickUnwatched/readTick) {
 		t.Fatalf("%d phases, want %d", n, readTickUnwatched/readTick)
 	}
+	if !readPacer.align || readPacer.offset != 0 {
+		t.Fatal("the frame clock is not aligned with the phases")
+	}
 	seen := map[time.Duration]int{}
 	for range 2 * n {
 		p := unwatchedPacer()
