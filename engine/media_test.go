@@ -51,6 +51,17 @@ func openMedia(t *testing.T, fs vfs.FS, clock Clock, ring int) (*lsm.DB, *Engine
 	return db, e
 }
 
+// openCam is openMedia with a 1 GiB ring and the stream "cam" (1 h of
+// retention) created.
+func openCam(t *testing.T, fs vfs.FS, clock Clock) (*lsm.DB, *Engine) {
+	t.Helper()
+	db, e := openMedia(t, fs, clock, 1<<30)
+	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return db, e
+}
+
 // checkMediaFreed fails the test if, once the engine's rings are closed
 // at its end, a media buffer is still held (a missing Release or Free).
 func checkMediaFreed(t *testing.T, e *Engine) {
@@ -138,10 +149,7 @@ func ingest(t *testing.T, e *Engine, name string, frags []*mkv.Fragment, base in
 func TestNumbersIncreaseAcrossRestartsEvenWhenTheClockGoesBack(t *testing.T) {
 	fs := vfs.NewMem()
 	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	db, e := openMedia(t, fs, clock, 1<<30)
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
+	db, e := openCam(t, fs, clock)
 	frags := captureFragments(t)
 	first := ingest(t, e, "cam", frags[:2], 1_000)
 	db.Close()
@@ -324,11 +332,8 @@ func TestDeleteStreamEndsIngestAndReaders(t *testing.T) {
 
 func TestNewerIngestSupersedesOlder(t *testing.T) {
 	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	db, e := openCam(t, vfs.NewMem(), clock)
 	defer db.Close()
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
 	a, _ := e.BeginIngest(StreamRef{Name: "cam"})
 	b, _ := e.BeginIngest(StreamRef{Name: "cam"})
 	defer b.Close()
@@ -346,11 +351,8 @@ func TestNewerIngestSupersedesOlder(t *testing.T) {
 // fragment once.
 func TestUnreadRingEmptiesOnceStored(t *testing.T) {
 	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	db, e := openCam(t, vfs.NewMem(), clock)
 	defer db.Close()
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
 	s, _, _ := e.lookup(StreamRef{Name: "cam"})
 	frags := captureFragments(t)
 	stored := ingest(t, e, "cam", frags[:3], 0)
@@ -401,10 +403,7 @@ func TestUnreadRingEmptiesOnceStored(t *testing.T) {
 func TestResendRecognisedAcrossRestart(t *testing.T) {
 	fs := vfs.NewMem()
 	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	db, e := openMedia(t, fs, clock, 1<<30)
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
+	db, e := openCam(t, fs, clock)
 	frags := captureFragments(t)
 	stored := ingest(t, e, "cam", frags[:3], 1_000)
 	db.Close()

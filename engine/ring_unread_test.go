@@ -15,11 +15,8 @@ import (
 // (found by review: it started at the oldest).
 func TestTimeStartAfterNewestStartsLiveOnUnreadRing(t *testing.T) {
 	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	db, e := openCam(t, vfs.NewMem(), clock)
 	defer db.Close()
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
 	s, _, _ := e.lookup(StreamRef{Name: "cam"})
 	frags := captureFragments(t)
 	stored := ingest(t, e, "cam", frags[:3], 0)
@@ -52,11 +49,8 @@ func TestTimeStartAfterNewestStartsLiveOnUnreadRing(t *testing.T) {
 // next fragment (found by review: 3–4 of 400 rounds did). Stress.
 func TestReaderGetsAFragmentDroppedWhileItLooksInTheArchive(t *testing.T) {
 	clock := &movingClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	db, e := openMedia(t, vfs.NewMem(), clock, 1<<30)
+	db, e := openCam(t, vfs.NewMem(), clock)
 	defer db.Close()
-	if _, err := e.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1}); err != nil {
-		t.Fatal(err)
-	}
 	frags := captureFragments(t)
 	first := ingest(t, e, "cam", frags[:1], 0)
 	cur, err := e.OpenCursor(StreamRef{Name: "cam"}, Start{Kind: StartAfter, Number: first[0]})
