@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -126,20 +128,27 @@ func TestREADME(t *testing.T) {
 	}
 
 	// Substitutions: the README's loopback ports and camera addresses.
+	// Every README address gets its own port: the ports are held open
+	// until all are picked, since the kernel hands a just-closed port out
+	// again (CI once gave box a's HTTP port to box b's gossip).
 	subst := map[string]string{"192.168.1.20": rl.Addr, "192.168.1.21": rl.Addr}
+	ports := freePorts(t)
 	for _, b := range blocks {
 		for _, m := range regexp.MustCompile(`127\.0\.0\.1:\d{4,5}`).FindAllString(b.text, -1) {
 			if _, ok := subst[m]; !ok {
-				subst[m] = "127.0.0.1:" + freePort(t)
+				subst[m] = "127.0.0.1:" + ports.next()
 			}
 		}
 	}
-	apply := func(s string) string {
-		for from, to := range subst {
-			s = strings.ReplaceAll(s, from, to)
-		}
-		return s
+	ports.release()
+	// One pass, so a substituted port is never itself substituted again;
+	// longer addresses first, so 127.0.0.1:80801 is not read as :8080.
+	froms := slices.SortedFunc(maps.Keys(subst), func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	pairs := make([]string, 0, 2*len(subst))
+	for _, from := range froms {
+		pairs = append(pairs, from, subst[from])
 	}
+	apply := strings.NewReplacer(pairs...).Replace
 	listen, ok := subst["127.0.0.1:8080"]
 	if !ok {
 		t.Fatal("the README never names the box's default address 127.0.0.1:8080")
@@ -341,14 +350,33 @@ func checkREADMESection(t *testing.T, section, dir, out, ffprobe string, env []s
 	}
 }
 
-// freePort returns a loopback TCP port nobody listens on now.
-func freePort(t *testing.T) string {
-	t.Helper()
+// portPicker hands out distinct loopback ports nobody listens on: each
+// stays held by a listener until release, so no two picks coincide.
+type portPicker struct {
+	t    *testing.T
+	held []net.Listener
+}
+
+func freePorts(t *testing.T) *portPicker {
+	p := &portPicker{t: t}
+	t.Cleanup(p.release)
+	return p
+}
+
+func (p *portPicker) next() string {
+	p.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
-	defer ln.Close()
+	p.held = append(p.held, ln)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
+}
+
+func (p *portPicker) release() {
+	for _, ln := range p.held {
+		ln.Close()
+	}
+	p.held = nil
 }
