@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,12 +17,19 @@ import (
 	"github.com/kvsedge/kvsedge/internal/fixture"
 )
 
+// handedOut holds every address freeAddr returned in this process.
+var handedOut sync.Map
+
+// freeAddr returns a loopback address free now for TCP and for UDP, and
+// never returned before in this process. Free for both: a gossip address
+// takes both (memberlist), and the kernel hands out TCP ports a UDP
+// socket may hold (a netcut proxy's relay sockets, a WebRTC peer's): a
+// box given such a port exits at once (seen in CI as "kvsedge exited
+// before serving"). Never returned before: the kernel hands a port just
+// closed out again, and two boxes given one address collide (CI once gave
+// box a's HTTP port to box b's gossip in the README's cluster).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	// Free for TCP and for UDP: a gossip address takes both (memberlist),
-	// and the kernel hands out TCP ports a UDP socket may hold (a netcut
-	// proxy's relay sockets, a WebRTC peer's): a box given such a port
-	// exits at once (seen in CI as "kvsedge exited before serving").
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -30,8 +38,11 @@ func freeAddr(t testing.TB) string {
 		addr := l.Addr().String()
 		u, err := net.ListenPacket("udp", addr)
 		l.Close()
-		if err == nil {
-			u.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
 			return addr
 		}
 	}

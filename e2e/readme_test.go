@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,19 +127,16 @@ func TestREADME(t *testing.T) {
 	}
 
 	// Substitutions: the README's loopback ports and camera addresses.
-	// Every README address gets its own port: the ports are held open
-	// until all are picked, since the kernel hands a just-closed port out
-	// again (CI once gave box a's HTTP port to box b's gossip).
+	// Every README address gets its own port, free for TCP and UDP (some
+	// are gossip addresses) and never handed out before (freeAddr).
 	subst := map[string]string{"192.168.1.20": rl.Addr, "192.168.1.21": rl.Addr}
-	ports := freePorts(t)
 	for _, b := range blocks {
 		for _, m := range regexp.MustCompile(`127\.0\.0\.1:\d{4,5}`).FindAllString(b.text, -1) {
 			if _, ok := subst[m]; !ok {
-				subst[m] = "127.0.0.1:" + ports.next()
+				subst[m] = freeAddr(t)
 			}
 		}
 	}
-	ports.release()
 	// One pass, so a substituted port is never itself substituted again;
 	// longer addresses first, so 127.0.0.1:80801 is not read as :8080.
 	froms := slices.SortedFunc(maps.Keys(subst), func(a, b string) int { return cmp.Compare(len(b), len(a)) })
@@ -348,35 +344,4 @@ func checkREADMESection(t *testing.T, section, dir, out, ffprobe string, env []s
 			t.Fatalf("garage's fragments listed through b: %d, want at least 5:\n%s", count, out)
 		}
 	}
-}
-
-// portPicker hands out distinct loopback ports nobody listens on: each
-// stays held by a listener until release, so no two picks coincide.
-type portPicker struct {
-	t    *testing.T
-	held []net.Listener
-}
-
-func freePorts(t *testing.T) *portPicker {
-	p := &portPicker{t: t}
-	t.Cleanup(p.release)
-	return p
-}
-
-func (p *portPicker) next() string {
-	p.t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.held = append(p.held, ln)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-func (p *portPicker) release() {
-	for _, ln := range p.held {
-		ln.Close()
-	}
-	p.held = nil
 }
