@@ -353,7 +353,8 @@ func (sess *IngestSession) PersistAll(fs []*Fragment) (err error) {
 	if sess.s.deleted.Load() {
 		return ErrStreamDeleted
 	}
-	if err := sess.e.db.PutFragments(sess.s.id, sess.writes(fs)); err != nil {
+	var ws [2]lsm.FragmentWrite // on the stack for a camera's one fragment
+	if err := sess.e.db.PutFragments(sess.s.id, sess.writes(ws[:0], fs)); err != nil {
 		return sess.persistFailed(fs, err)
 	}
 	sess.stored(fs)
@@ -410,7 +411,7 @@ func (sess *IngestSession) PersistAsync(fs []*Fragment, prev *PendingPersist) *P
 		sess.s.persistMu.RUnlock()
 		return fail(ErrStreamDeleted)
 	}
-	put, err := sess.e.db.PutFragmentsAsync(sess.s.id, sess.writes(fs), after)
+	put, err := sess.e.db.PutFragmentsAsync(sess.s.id, sess.writes(nil, fs), after)
 	if err != nil {
 		sess.s.persistMu.RUnlock()
 		return fail(sess.persistFailed(fs, err))
@@ -437,18 +438,18 @@ func (sess *IngestSession) PersistAsync(fs []*Fragment, prev *PendingPersist) *P
 	return p
 }
 
-// writes returns the store writes of fs.
-func (sess *IngestSession) writes(fs []*Fragment) []lsm.FragmentWrite {
-	ws := make([]lsm.FragmentWrite, len(fs))
-	for i, f := range fs {
-		ws[i] = lsm.FragmentWrite{Meta: f.Meta, Media: f.Media, Replaces: f.replaces}
+// writes appends the store writes of fs to dst.
+func (sess *IngestSession) writes(dst []lsm.FragmentWrite, fs []*Fragment) []lsm.FragmentWrite {
+	for _, f := range fs {
+		w := lsm.FragmentWrite{Meta: f.Meta, Media: f.Media, Replaces: f.replaces}
 		if !f.Header.stored.Load() {
 			// Each one carries it (the same bytes under the same key): a
 			// segment rolled within the batch gets its own header record.
-			ws[i].Header = f.Header.Raw
+			w.Header = f.Header.Raw
 		}
+		dst = append(dst, w)
 	}
-	return ws
+	return dst
 }
 
 // persistFailed wraps the store's error for fs (and kicks the capacity

@@ -666,7 +666,7 @@ type recycleOutput struct {
 // benchMediaMemory is the media memory of an engine over a scratch
 // store, with production buffers (no Debug guard: freed buffers are
 // reused, as on a box).
-func benchMediaMemory(b *testing.B) *engine.MediaMemory {
+func benchMediaMemory(b testing.TB) *engine.MediaMemory {
 	eng, err := engine.Open(engine.Options{Store: engine.StoreOptions{Dir: b.TempDir(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -703,6 +703,72 @@ func (o *recycleOutput) Fragment(f *mkv.Fragment) error {
 	return nil
 }
 
+// cameraPath is one camera's receive path after gortsplib has parsed each
+// RTP packet (BenchmarkCameraPath): frame(i) sends the clip's frame i
+// (modulo its length, times going on) in 1400-byte RTP packets through
+// the depacketiser (reference: gortsplib's decoder and
+// Fragmenter.WriteVideo) into a 2 s Fragmenter writing to out. frames is
+// the clip's length, wire its RTP payload bytes.
+func cameraPath(tb testing.TB, clip []byte, fps int, out Output, reference bool) (frame func(i int), frames, wire int) {
+	tb.Helper()
+	d, err := NewDemoSource(clip, float64(fps))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: d.sps, PPS: d.pps}
+	enc, err := forma.CreateEncoder()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pkts := make([][]*rtp.Packet, len(d.aus))
+	for i, au := range d.aus {
+		if pkts[i], err = enc.Encode(au); err != nil {
+			tb.Fatal(err)
+		}
+		for _, p := range pkts[i] {
+			wire += len(p.Payload)
+		}
+	}
+	// The box's clock follows the stream's (a benchmark runs faster than
+	// real time, and the timeline re-anchors a stream that drifts from
+	// the clock).
+	var pts time.Duration
+	start := time.Now()
+	now := func() time.Time { return start.Add(pts) }
+	r := &rtspSession{fr: NewFragmenter(out, 2*time.Second), tl: &timeline{now: now}, st: &feedStats{}, videoTI: 0, audioTI: -1,
+		tracks: []mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, Name: "video", CodecID: mkv.CodecH264}}}
+	r.sps, r.pps = forma.SafeParams()
+	if err := r.applyParams(); err != nil {
+		tb.Fatal(err)
+	}
+	dec, err := forma.CreateDecoder()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.vd = &videoDepacketizer{s: r}
+	seq := uint16(0)
+	frame = func(i int) {
+		ts := uint32(i * 90000 / fps)
+		pts = ptsDuration(int64(i*90000/fps), 90000)
+		for _, p := range pkts[i%len(pkts)] {
+			p.Timestamp, p.SequenceNumber = ts, seq
+			seq++
+			if !reference {
+				if err := r.vd.packet(p, pts, true, time.Time{}, false); err != nil {
+					tb.Fatal(err)
+				}
+				continue
+			}
+			if au, err := dec.Decode(p); err == nil {
+				if err := referenceVideo(r, pts, time.Time{}, false, au); err != nil {
+					tb.Fatal(err)
+				}
+			}
+		}
+	}
+	return frame, len(pkts), wire
+}
+
 // BenchmarkCameraPath is one camera's receive path after gortsplib has
 // parsed each RTP packet: depacketising, parameter sets, the timeline, the
 // fragmenter and the fragments to a sink that recycles their buffers. One
@@ -719,25 +785,6 @@ func BenchmarkCameraPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := NewDemoSource(clip, float64(fps))
-	if err != nil {
-		b.Fatal(err)
-	}
-	forma := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: d.sps, PPS: d.pps}
-	enc, err := forma.CreateEncoder()
-	if err != nil {
-		b.Fatal(err)
-	}
-	frames := make([][]*rtp.Packet, len(d.aus))
-	wire := 0
-	for i, au := range d.aus {
-		if frames[i], err = enc.Encode(au); err != nil {
-			b.Fatal(err)
-		}
-		for _, p := range frames[i] {
-			wire += len(p.Payload)
-		}
-	}
 	for _, reference := range []bool{false, true} {
 		name := "depacketizer"
 		if reference {
@@ -745,51 +792,15 @@ func BenchmarkCameraPath(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			out := &recycleOutput{mem: benchMediaMemory(b)}
-			// The box's clock follows the stream's (the benchmark runs
-			// faster than real time, and the timeline re-anchors a
-			// stream that drifts from the clock).
-			var pts time.Duration
-			start := time.Now()
-			now := func() time.Time { return start.Add(pts) }
-			r := &rtspSession{fr: NewFragmenter(out, 2*time.Second), tl: &timeline{now: now}, st: &feedStats{}, videoTI: 0, audioTI: -1,
-				tracks: []mkv.TrackSpec{{Number: 1, Type: mkv.TrackVideo, Name: "video", CodecID: mkv.CodecH264}}}
-			r.sps, r.pps = forma.SafeParams()
-			if err := r.applyParams(); err != nil {
-				b.Fatal(err)
-			}
-			dec, err := forma.CreateDecoder()
-			if err != nil {
-				b.Fatal(err)
-			}
-			r.vd = &videoDepacketizer{s: r}
-			seq := uint16(0)
-			frame := func(i int) {
-				ts := uint32(i * 90000 / fps)
-				pts = ptsDuration(int64(i*90000/fps), 90000)
-				for _, p := range frames[i%len(frames)] {
-					p.Timestamp, p.SequenceNumber = ts, seq
-					seq++
-					if !reference {
-						if err := r.vd.packet(p, pts, true, time.Time{}, false); err != nil {
-							b.Fatal(err)
-						}
-						continue
-					}
-					if au, err := dec.Decode(p); err == nil {
-						if err := referenceVideo(r, pts, time.Time{}, false, au); err != nil {
-							b.Fatal(err)
-						}
-					}
-				}
-			}
-			warm := 3 * len(frames)
+			frame, frames, wire := cameraPath(b, clip, fps, out, reference)
+			warm := 3 * frames
 			for i := 0; i < warm; i++ { // warm up: buffers grown, pools filled
 				frame(i)
 			}
 			var ms0, ms1 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
 			moved0 := out.moved
-			b.SetBytes(int64(wire / len(frames)))
+			b.SetBytes(int64(wire / frames))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				frame(warm + i) // times go on from the warm-up's

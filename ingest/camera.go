@@ -126,8 +126,11 @@ type camera struct {
 	hist *stateHistory
 
 	mu    sync.Mutex
-	state status.Camera
+	state status.Camera // LastFragment is set from lastFragment by snapshot
 	stats *feedStats
+	// lastFragment is the newest stored fragment's number (zero: none yet),
+	// kept as a number so that storing a fragment allocates no string.
+	lastFragment fragment.Number
 
 	// handBack: the stream's home took the camera back and this box goes
 	// on recording until the home's first fragment arrives (manager.go);
@@ -161,8 +164,12 @@ func (c *camera) setState(state string, err error) {
 func (c *camera) snapshot() status.Camera {
 	c.mu.Lock()
 	st := c.state
+	last := c.lastFragment
 	stats := c.stats
 	c.mu.Unlock()
+	if last != (fragment.Number{}) {
+		st.LastFragment = last.String()
+	}
 	if stats != nil {
 		stats.mu.Lock()
 		st.LastFrame, st.BitrateBps, st.FPS = stats.lastFrame, stats.bitrate, stats.fps
@@ -243,7 +250,7 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 	out := newEngineOutput(sess, c.log, func(m fragment.Meta) {
 		c.mu.Lock()
 		c.state.Fragments++
-		c.state.LastFragment = m.Number.String()
+		c.lastFragment = m.Number
 		c.mu.Unlock()
 	})
 	fr := NewFragmenter(out, c.cfg.FragmentDuration)

@@ -14,6 +14,9 @@ import (
 // Output receives what a Fragmenter cuts, exactly as a PutMedia upload
 // delivers it: the start of a fragment (BUFFERING), then the complete
 // fragment (RECEIVED), whose Timecode is its producer time in epoch ms.
+// Fragment owns f.Buf from the call on; the *f itself is the Fragmenter's
+// and valid only during the call (one struct serves every fragment, so
+// cutting one allocates nothing): an Output that keeps it keeps a copy.
 type Output interface {
 	StartFragment() error
 	Fragment(f *mkv.Fragment) error
@@ -44,6 +47,7 @@ type Fragmenter struct {
 	videoTI int // index of the video track, -1 if none
 
 	b            mkv.FragmentBuilder
+	done         mkv.Fragment // the fragment handed to out.Fragment
 	startMs      int64
 	lastStartMs  int64
 	waitKey      bool
@@ -428,8 +432,8 @@ func (fr *Fragmenter) Flush() error {
 		return nil
 	}
 	frames := fr.b.Frames()
-	f, err := fr.b.Finish()
-	if err != nil {
+	f := &fr.done
+	if err := fr.b.FinishInto(f); err != nil {
 		if errors.Is(err, engine.ErrMemoryFull) {
 			fr.DroppedUnits += frames
 			fr.RefusedFragments++
@@ -439,7 +443,9 @@ func (fr *Fragmenter) Flush() error {
 		return err
 	}
 	fr.lastLen = len(f.Buf)
-	if err := fr.out.Fragment(f); err != nil {
+	err := fr.out.Fragment(f)
+	*f = mkv.Fragment{} // the Output owns the buffer now
+	if err != nil {
 		return fmt.Errorf("ingest: fragment: %w", err)
 	}
 	return nil

@@ -18,7 +18,7 @@ type collect struct {
 
 func (c *collect) StartFragment() error { c.starts++; return nil }
 func (c *collect) Fragment(f *mkv.Fragment) error {
-	c.frags = append(c.frags, f)
+	c.frags = append(c.frags, new(*f)) // f is the Fragmenter's
 	return nil
 }
 
@@ -290,5 +290,33 @@ func TestFragmenterReportsItsOutputsViewers(t *testing.T) {
 	}
 	if NewFragmenter(&movesOutput{}, 0).liveWatched() != nil {
 		t.Fatal("an output without the report got one")
+	}
+}
+
+// TestCameraPathAllocatesNothing: a camera's frames from RTP packets to
+// fragments (the depacketiser, the timeline, the Fragmenter cutting a
+// fragment every GOP and handing it on) allocate nothing once warm, the
+// fragment cuts included: the builder's fragment and the one handed to
+// the Output are the Fragmenter's own (BenchmarkCameraPath has the
+// figure per frame).
+func TestCameraPathAllocatesNothing(t *testing.T) {
+	clip, err := os.ReadFile("democlip.h264")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &recycleOutput{mem: benchMediaMemory(t)}
+	frame, frames, _ := cameraPath(t, clip, 15, out, false)
+	i := 0
+	run := func() {
+		for range 2 * frames {
+			frame(i)
+			i++
+		}
+	}
+	run() // warm: buffers grown, pools filled
+	before := out.fragments
+	allocs := testing.AllocsPerRun(3, run)
+	if cut := out.fragments - before; cut < 4 || allocs != 0 {
+		t.Fatalf("%d fragments cut over %d frames with %.1f allocations, want several and none", cut, 4*2*frames, allocs)
 	}
 }

@@ -102,7 +102,7 @@ func (o *fuzzOutput) Fragment(f *mkv.Fragment) error {
 		o.hdr = f.Header
 	}
 	o.body.Write(f.Buf)
-	o.frags = append(o.frags, f)
+	o.frags = append(o.frags, new(*f)) // f is the Fragmenter's
 	return nil
 }
 

@@ -112,6 +112,7 @@ func (o *engineOutput) Fragment(f *mkv.Fragment) error {
 		}
 		return o.receive(h)
 	}
+	h.f = new(*f) // f is the Fragmenter's, valid only during this call
 	o.held = append(o.held, h)
 	if n, from, ok := o.sess.PeerAhead(); ok {
 		return o.handOver(n, from)

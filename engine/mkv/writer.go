@@ -169,7 +169,8 @@ func BuildHeader(tracks []TrackSpec) (*Header, error) {
 // is never replaced behind the builder's back. It is the caller's once
 // Finish returns it; Discard frees one in progress. A failed growth
 // (*BufferError: the budget has no room) leaves the fragment as it was,
-// still the builder's: the caller goes on or Discards it.
+// still the builder's: the caller goes on or Discards it. A builder must
+// not be copied while a fragment is in progress (it points into itself).
 type FragmentBuilder struct {
 	// Buffers holds the fragments' bytes (nil: the Go heap).
 	Buffers Buffers
@@ -177,8 +178,11 @@ type FragmentBuilder struct {
 	// (AddBlock, EndBlock), before its fragment is: the engine's live
 	// tap. b.Payload is a view of the buffer, valid only during the call.
 	OnBlock func(h *Header, b Block)
-	f       *Fragment
-	baseMs  int64
+	// f is the fragment in progress (nil: none): &cur, so starting one
+	// allocates nothing; Finish copies it out.
+	f      *Fragment
+	cur    Fragment
+	baseMs int64
 	// The open block of BeginBlock: where its 8-byte size field starts
 	// (-1: none), its track index, relative timecode and key flag.
 	blockAt  int
@@ -226,7 +230,8 @@ func (b *FragmentBuilder) Start(h *Header, timecodeMs int64, hint int) error {
 	if err != nil {
 		return &BufferError{Err: err}
 	}
-	b.f = &Fragment{Header: h, Buf: appendClusterStart(buf[:0], timecodeMs), Timecode: uint64(timecodeMs)}
+	b.cur = Fragment{Header: h, Buf: appendClusterStart(buf[:0], timecodeMs), Timecode: uint64(timecodeMs)}
+	b.f = &b.cur
 	b.baseMs = timecodeMs
 	b.blockAt = -1
 	return nil
@@ -258,7 +263,7 @@ func (b *FragmentBuilder) Restart(timecodeMs int64) {
 func (b *FragmentBuilder) Discard() {
 	if b.f != nil {
 		b.buffers().Free(b.f.Buf)
-		b.f = nil
+		b.f, b.cur = nil, Fragment{}
 	}
 	b.blockAt = -1
 }
@@ -443,23 +448,34 @@ func (b *FragmentBuilder) CancelBlock() {
 }
 
 // Finish closes the fragment with the end-of-fragment tag and returns it
-// (the caller owns its buffer); a block still open is not part of it. It
-// fails only when Buffers has no room for the tag; the fragment is then
-// discarded.
+// (the caller owns it and its buffer); a block still open is not part of
+// it. It fails only when Buffers has no room for the tag; the fragment is
+// then discarded.
 func (b *FragmentBuilder) Finish() (*Fragment, error) {
+	f := new(Fragment)
+	if err := b.FinishInto(f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// FinishInto is Finish into the caller's *dst (the caller owns the
+// buffer from here on), so that a steady stream of fragments allocates
+// no Fragment per fragment.
+func (b *FragmentBuilder) FinishInto(dst *Fragment) error {
 	if b.BlockOpen() {
 		b.CancelBlock() // never ended: not part of the fragment
 	}
 	if err := b.grow(len(endOfFragmentTag)); err != nil {
 		b.Discard()
-		return nil, err
+		return err
 	}
-	f := b.f
-	b.f = nil
-	f.ClusterLen = len(f.Buf)
-	f.Buf = AppendEndOfFragment(f.Buf)
-	f.EndOfFragment = true
-	return f, nil
+	*dst = *b.f
+	b.f, b.cur = nil, Fragment{}
+	dst.ClusterLen = len(dst.Buf)
+	dst.Buf = AppendEndOfFragment(dst.Buf)
+	dst.EndOfFragment = true
+	return nil
 }
 
 var endOfFragmentTag = AppendEndOfFragment(nil)
