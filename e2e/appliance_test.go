@@ -100,6 +100,9 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 		min    float64
 	}{
 		{"kvsedge_persist_latency_seconds", nil, 2},
+		{"kvsedge_store_write_seconds", map[string]string{"step": "append"}, 2},
+		{"kvsedge_store_write_seconds", map[string]string{"step": "media_sync"}, 2},
+		{"kvsedge_store_write_seconds", map[string]string{"step": "index_commit"}, 2},
 		{"kvsedge_ingest_bytes_total", nil, 1},
 		{"kvsedge_camera_state", map[string]string{"stream": "demo", "state": "RECORDING"}, 1},
 		{"kvsedge_camera_fps", map[string]string{"stream": "demo"}, 1},

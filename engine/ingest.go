@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/kvsedge/kvsedge/engine/mkv"
@@ -483,7 +484,7 @@ func (sess *IngestSession) stored(fs []*Fragment) {
 		if f.ReceivedMs != 0 {
 			// Wall clock (ReceivedMs travels to peers too): a clock step
 			// backwards counts as no latency.
-			sess.e.metrics.persistLatency.observe(float64(max(0, now-f.ReceivedMs)))
+			sess.e.metrics.persistLatency.Observe(time.Duration(max(0, now-f.ReceivedMs)) * time.Millisecond)
 		}
 	}
 }

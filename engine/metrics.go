@@ -1,6 +1,10 @@
 package engine
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/kvsedge/kvsedge/internal/latency"
+)
 
 // metrics are the engine's counters (exported as Prometheus metrics by the
 // appliance issue; read with Stats now).
@@ -13,35 +17,17 @@ type metrics struct {
 	bytesPersisted     atomic.Uint64
 	// persistLatency: from a fragment complete to durable (when its
 	// PERSISTED ack may go), by bucket.
-	persistLatency latencyHistogram
+	persistLatency latency.Histogram
 	// unreadable counts stored fragments found damaged by readers.
 	unreadable atomic.Uint64
 }
 
-// LatencyBucketsMs are the upper bounds of the persist-latency histogram.
-var LatencyBucketsMs = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
-
-// latencyHistogram counts observations by bucket (and one overflow).
-type latencyHistogram struct {
-	counts [14]atomic.Uint64
-	sumUs  atomic.Uint64
-}
-
-func (h *latencyHistogram) observe(ms float64) {
-	i := 0
-	for i < len(LatencyBucketsMs) && ms > LatencyBucketsMs[i] {
-		i++
-	}
-	h.counts[i].Add(1)
-	h.sumUs.Add(uint64(ms * 1000))
-}
+// LatencyBucketsMs are the upper bounds of the latency histograms.
+var LatencyBucketsMs = latency.BucketsMs
 
 // Latency is a histogram snapshot: Counts[i] observations at most
 // LatencyBucketsMs[i] (not cumulative; the last is the overflow).
-type Latency struct {
-	Counts []uint64
-	SumMs  float64
-}
+type Latency = latency.Snapshot
 
 // Stats is a snapshot of the engine's counters.
 type Stats struct {
@@ -66,16 +52,8 @@ func (e *Engine) Stats() Stats {
 		FragmentsImported:  e.metrics.fragmentsImported.Load(),
 		BytesImported:      e.metrics.bytesImported.Load(),
 		BytesPersisted:     e.metrics.bytesPersisted.Load(),
-		PersistLatency:     e.metrics.persistLatency.snapshot(),
+		PersistLatency:     e.metrics.persistLatency.Snapshot(),
 
 		UnreadableFragments: e.metrics.unreadable.Load(),
 	}
-}
-
-func (h *latencyHistogram) snapshot() Latency {
-	l := Latency{Counts: make([]uint64, len(h.counts)), SumMs: float64(h.sumUs.Load()) / 1000}
-	for i := range h.counts {
-		l.Counts[i] = h.counts[i].Load()
-	}
-	return l
 }

@@ -14,6 +14,12 @@ type StoreStats struct {
 	CacheHits, CacheMisses int64
 	// MemtableBytes is the memtables' current size.
 	MemtableBytes uint64
+	// Append, MediaSync and IndexCommit time the steps of storing
+	// fragments, in their order: the media appended to its segment (per
+	// put), the segments fdatasync'ed, the index batch committed with a
+	// WAL sync (per put; per window with a sync window). What a PERSISTED
+	// ack waits for is mostly their sum.
+	Append, MediaSync, IndexCommit Latency
 }
 
 // StoreStats returns the store's write figures.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -35,10 +36,15 @@ import (
 // cameras) run in a child process — this test binary started with
 // KVSEDGE_BENCH_PUBLISH=<clip>:<fps>:<n>[:udp] (udp: the relay offers
 // RTP over UDP too) — so the recorder's CPU and memory are this
-// process's alone.
+// process's alone. So does its disk probe (KVSEDGE_BENCH_PROBE=<dir>:
+// runProbe).
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("KVSEDGE_BENCH_PUBLISH"); spec != "" {
 		runPublishers(spec)
+		return
+	}
+	if dir := os.Getenv("KVSEDGE_BENCH_PROBE"); dir != "" {
+		runProbe(dir)
 		return
 	}
 	os.Exit(m.Run())
@@ -352,39 +358,90 @@ func writeSynced(path string, buf []byte) (time.Duration, error) {
 	return time.Since(t0), nil
 }
 
-// probeFsync writes 500 KB and fsyncs it into dir every 250 ms until the
-// returned stop is called, appending each write + fsync's latency to *lat
-// (under mu): the disk's own figure under the recorder's load, beside the
-// idle one (fsyncLatency) that p99/fsync divides by. The bytes it wrote
-// are added to *written (under mu): this process's write counter counts
-// them too, and write-amp must not.
-func probeFsync(dir string, mu *sync.Mutex, lat *[]time.Duration, written *int64) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		buf := make([]byte, 500<<10)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		name := filepath.Join(dir, "probe")
-		defer os.Remove(name)
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			d, err := writeSynced(name, buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			*lat = append(*lat, d)
-			*written += int64(len(buf))
-			mu.Unlock()
+// probeFsync starts a child process (runProbe) that writes 500 KB and
+// fsyncs it into dir every 250 ms until the returned stop is called,
+// which appends each write + fsync's latency to *lat: the disk's own
+// figure under the recorder's load, beside the idle one (fsyncLatency)
+// that p99/fsync divides by. A child, so that neither its CPU and
+// allocations nor its writes count as the recorder's.
+func probeFsync(b *testing.B, dir string, lat *[]time.Duration) (stop func()) {
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	child := exec.Command(self)
+	child.Env = append(os.Environ(), "KVSEDGE_BENCH_PROBE="+dir)
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Its output goes to a file: a pipe would take a goroutine of this
+	// process to read it.
+	out, err := os.CreateTemp(b.TempDir(), "probe-*.txt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	child.Stdout, child.Stderr = out, os.Stderr
+	if err := child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		stdin.Close() // the child stops at its next tick
+		err := child.Wait()
+		out.Close()
+		if err != nil {
+			b.Fatalf("the disk probe: %v", err)
 		}
+		text, err := os.ReadFile(out.Name())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(text)) {
+			if ns, err := strconv.ParseInt(l, 10, 64); err == nil {
+				*lat = append(*lat, time.Duration(ns))
+			}
+		}
+	}
+}
+
+// runProbe is probeFsync's child: every 250 ms a 500 KB write + fsync
+// into dir, its latency in ns printed on a line, until stdin closes.
+func runProbe(dir string) {
+	closed := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(closed)
 	}()
-	return func() { close(done); <-finished }
+	buf := make([]byte, 500<<10)
+	name := filepath.Join(dir, fmt.Sprintf("probe-%d", os.Getpid()))
+	defer os.Remove(name)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-closed:
+			return
+		case <-tick.C:
+		}
+		d, err := writeSynced(name, buf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		fmt.Println(d.Nanoseconds())
+	}
+}
+
+// addLatency is the sum of two histogram snapshots.
+func addLatency(a, b engine.Latency) engine.Latency {
+	if a.Counts == nil {
+		return b
+	}
+	s := engine.Latency{Counts: slices.Clone(a.Counts), SumMs: a.SumMs + b.SumMs}
+	for i := range b.Counts {
+		s.Counts[i] += b.Counts[i]
+	}
+	return s
 }
 
 // writeBytes is what this process has sent to storage.
@@ -444,6 +501,9 @@ func procIO(name string) int64 {
 //	                         bare-reads/frame the floor's
 //	persist-p50-ms, -p99-ms  a camera fragment complete → durable (what a
 //	                         PERSISTED ack waits)
+//	append-, media-sync-, index-commit-mean-ms, -p99-le-ms  the store's
+//	                         steps of each put (engine.StoreStats): their
+//	                         mean, and the bucket bound their p99 is within
 //	fsync-ms                 one 500 KB write + fsync on the same disk
 //	p99/fsync                (goal ≤ 3 at 64 streams)
 //	loaded-fsync-p50-ms, -p99-ms  the same write + fsync every 250 ms
@@ -490,7 +550,7 @@ func BenchmarkRecorder(b *testing.B) {
 			}
 			defer func() { persistObserver = nil }()
 			var loaded []time.Duration // the disk probe's fsyncs during the windows
-			var probed int64           // the bytes the probe wrote in a window
+			var steps [3]engine.Latency // the store's append, media sync, index commit in the windows
 			stopProbe := func() {}
 
 			var bare, rec phase // all rounds summed (memory: the first's)
@@ -524,6 +584,7 @@ func BenchmarkRecorder(b *testing.B) {
 				var closeRec func()
 				labelled("recorder", func() { r, closeRec = benchRecorder(b) })
 				var st0 engine.Stats
+				var ss0 engine.StoreStats
 				var w0 int64
 				rp := measure(pid, benchWarmup(), window, func() {
 					labelled("recorder", func() {
@@ -541,9 +602,8 @@ func BenchmarkRecorder(b *testing.B) {
 					mu.Lock()
 					measuring = true
 					mu.Unlock()
-					probed = 0
-					stopProbe = probeFsync(dir, &mu, &loaded, &probed)
-					st0, w0 = r.eng.Stats(), writeBytes()
+					stopProbe = probeFsync(b, dir, &loaded)
+					st0, w0, ss0 = r.eng.Stats(), writeBytes(), r.eng.StoreStats()
 					if prof != "" && round == 0 {
 						profFile = startProfile(b, fmt.Sprintf("%s.%d", prof, n))
 					}
@@ -553,10 +613,13 @@ func BenchmarkRecorder(b *testing.B) {
 				measuring = false
 				mu.Unlock()
 				stopProbe()
-				st1, w1 := r.eng.Stats(), writeBytes()
+				st1, w1, ss1 := r.eng.Stats(), writeBytes(), r.eng.StoreStats()
+				for i, l := range []engine.Latency{ss1.Append.Since(ss0.Append), ss1.MediaSync.Since(ss0.MediaSync), ss1.IndexCommit.Since(ss0.IndexCommit)} {
+					steps[i] = addLatency(steps[i], l)
+				}
 				media += st1.BytesReceived - st0.BytesReceived
 				mu.Lock()
-				written += w1 - w0 - probed
+				written += w1 - w0
 				mu.Unlock()
 				recording := 0
 				for _, s := range r.cams.States() {
@@ -617,6 +680,10 @@ func BenchmarkRecorder(b *testing.B) {
 				p50, p99 := lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
 				b.ReportMetric(ms(p50), "persist-p50-ms")
 				b.ReportMetric(ms(p99), "persist-p99-ms")
+				for i, name := range []string{"append", "media-sync", "index-commit"} {
+					b.ReportMetric(steps[i].MeanMs(), name+"-mean-ms")
+					b.ReportMetric(steps[i].QuantileMs(0.99), name+"-p99-le-ms")
+				}
 				b.ReportMetric(float64(p99)/float64(fsync), "p99/fsync")
 			}
 			mu.Unlock()

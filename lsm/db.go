@@ -66,6 +66,8 @@ type DB struct {
 	// bounds: each stream's newest producer time, as an upper bound
 	// (producerbound.go).
 	bounds producerBounds
+	// phases times each step of storing fragments (Stats).
+	phases writePhases
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -153,7 +155,7 @@ func Open(opts Options) (*DB, error) {
 	segs.prepare = !opts.InlineRolls
 	segs.roomFor = space.roomFor
 	if opts.SyncWindow > 0 {
-		d.group = newSyncGroup(pdb, opts.SyncWindow)
+		d.group = newSyncGroup(pdb, opts.SyncWindow, &d.phases)
 	}
 	if err := d.checkSchema(); err != nil {
 		_ = pdb.Close()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
@@ -201,6 +202,7 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 	for i := range ws {
 		size += len(ws[i].Header) + 4*metaLen + 128
 	}
+	start := time.Now()
 	b := d.db.NewBatchWithSize(size)
 	ss := d.segs.stream(id)
 	p.d, p.b, p.ss, p.group = d, b, ss, d.group != nil
@@ -224,6 +226,7 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 			return false, err
 		}
 	}
+	d.phases.append.Observe(time.Since(start))
 	return true, nil
 }
 
@@ -283,19 +286,23 @@ func (p *PendingPut) finish(prev *PendingPut) error {
 		}
 		return p.d.group.commit(p.ss, last, p.gen, p.b)
 	}
+	start := time.Now()
 	for i := range p.nseq {
 		if err := p.ss.syncDirty(p.seq(i), p.gen); err != nil {
 			return err
 		}
 	}
+	p.d.phases.mediaSync.Observe(time.Since(start))
 	if prev != nil {
 		if err := prev.Wait(); err != nil {
 			return err
 		}
 	}
+	start = time.Now()
 	if err := p.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: committing fragment: %w", err)
 	}
+	p.d.phases.indexCommit.Observe(time.Since(start))
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 type syncGroup struct {
 	db     *pebble.DB
 	window time.Duration
+	phases *writePhases
 
 	mu      sync.Mutex
 	batch   *pebble.Batch
@@ -33,8 +34,8 @@ type syncGroup struct {
 	flushMu sync.Mutex
 }
 
-func newSyncGroup(db *pebble.DB, window time.Duration) *syncGroup {
-	return &syncGroup{db: db, window: window}
+func newSyncGroup(db *pebble.DB, window time.Duration, phases *writePhases) *syncGroup {
+	return &syncGroup{db: db, window: window, phases: phases}
 }
 
 // commit adds b (after its media was appended to ss without a sync) to the
@@ -91,6 +92,7 @@ func (g *syncGroup) flush() {
 	// is not committed (its index entries would point at lost media).
 	var err error
 	failed := make([]error, len(waiters))
+	start := time.Now()
 	for i, w := range waiters {
 		if e := w.ss.syncDirty(w.seq, w.gen); e != nil {
 			failed[i] = e
@@ -100,8 +102,12 @@ func (g *syncGroup) flush() {
 		}
 	}
 	if err == nil {
+		g.phases.mediaSync.Observe(time.Since(start))
+		start = time.Now()
 		if e := batch.Commit(pebble.Sync); e != nil {
 			err = fmt.Errorf("lsm: committing fragments: %w", e)
+		} else {
+			g.phases.indexCommit.Observe(time.Since(start))
 		}
 	}
 	_ = batch.Close()

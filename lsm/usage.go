@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/kvsedge/kvsedge/internal/fragment"
+	"github.com/kvsedge/kvsedge/internal/latency"
 )
 
 // StreamMediaBytes sums the media length of the stream's stored fragments
@@ -56,6 +57,17 @@ type StoreStats struct {
 	CacheHits, CacheMisses int64
 	// MemtableBytes is the memtables' current size.
 	MemtableBytes uint64
+	// Append, MediaSync and IndexCommit time the steps of storing
+	// fragments, in their order (FORMAT.md): the media appended to its
+	// segment (per put), the segments fdatasync'ed, the index batch
+	// committed with a WAL sync (per put; per window with a sync window).
+	// What a PERSISTED ack waits for is mostly their sum.
+	Append, MediaSync, IndexCommit latency.Snapshot
+}
+
+// writePhases are StoreStats' Append, MediaSync and IndexCommit.
+type writePhases struct {
+	append, mediaSync, indexCommit latency.Histogram
 }
 
 // Stats returns the store's figures.
@@ -73,6 +85,9 @@ func (d *DB) Stats() StoreStats {
 		CacheHits:       m.BlockCache.Hits,
 		CacheMisses:     m.BlockCache.Misses,
 		MemtableBytes:   m.MemTable.Size,
+		Append:          d.phases.append.Snapshot(),
+		MediaSync:       d.phases.mediaSync.Snapshot(),
+		IndexCommit:     d.phases.indexCommit.Snapshot(),
 	}
 }
 

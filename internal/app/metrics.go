@@ -49,6 +49,7 @@ var (
 	mRefusing          = prometheus.NewDesc("kvsedge_storage_refusing_new_media", "1 while new media is refused for lack of space.", nil, nil)
 	mCapacityDeleted   = prometheus.NewDesc("kvsedge_capacity_deleted_bytes", "Media the last capacity sweep deleted.", nil, nil)
 	mWriteAmp          = prometheus.NewDesc("kvsedge_store_write_amplification", "Bytes written to disk (segments, WAL, flushes, compactions) over bytes given to the store, since start.", nil, nil)
+	mStoreWriteSeconds = prometheus.NewDesc("kvsedge_store_write_seconds", "The steps of storing fragments, in order, which a PERSISTED ack waits for: append (media to its segment), media_sync (the segment fdatasync), index_commit (the index batch with a WAL sync).", []string{"step"}, nil)
 	mStoreWritten      = prometheus.NewDesc("kvsedge_store_written_bytes_total", "Bytes the store wrote, by kind.", []string{"kind"}, nil)
 	mPebbleCompactions = prometheus.NewDesc("kvsedge_pebble_compactions_total", "Pebble compactions.", nil, nil)
 	mPebbleFlushes     = prometheus.NewDesc("kvsedge_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
@@ -76,7 +77,7 @@ var (
 )
 
 func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mReplicaFrags,
+	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mStoreWriteSeconds, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mMediaBudget, mMediaUsed, mMediaAssembling, mMediaCached, mMediaRefusals, mMediaShed, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
 		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder,
@@ -115,14 +116,7 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(mReplicaFrags, float64(st.FragmentsImported))
 	counter(mReplicaBytes, float64(st.BytesImported))
-	buckets := map[float64]uint64{}
-	var cum, total uint64
-	for i, le := range engine.LatencyBucketsMs {
-		cum += st.PersistLatency.Counts[i]
-		buckets[le/1000] = cum
-	}
-	total = cum + st.PersistLatency.Counts[len(engine.LatencyBucketsMs)]
-	ch <- prometheus.MustNewConstHistogram(mPersistLatency, total, st.PersistLatency.SumMs/1000, buckets)
+	ch <- latencyHistogram(mPersistLatency, st.PersistLatency)
 	gauge(mRingBytes, float64(c.eng.RingBytes()))
 	ms := c.eng.Media().Stats()
 	gauge(mMediaBudget, float64(ms.BudgetBytes))
@@ -169,6 +163,9 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mPebbleCache, float64(ss.CacheHits), "hit")
 	counter(mPebbleCache, float64(ss.CacheMisses), "miss")
 	gauge(mPebbleMemtable, float64(ss.MemtableBytes))
+	ch <- latencyHistogram(mStoreWriteSeconds, ss.Append, "append")
+	ch <- latencyHistogram(mStoreWriteSeconds, ss.MediaSync, "media_sync")
+	ch <- latencyHistogram(mStoreWriteSeconds, ss.IndexCommit, "index_commit")
 
 	if c.conns != nil {
 		cs := c.conns()
@@ -219,4 +216,15 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// latencyHistogram is a Prometheus histogram (seconds) of l.
+func latencyHistogram(d *prometheus.Desc, l engine.Latency, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(engine.LatencyBucketsMs))
+	var cum uint64
+	for i, le := range engine.LatencyBucketsMs {
+		cum += l.Counts[i]
+		buckets[le/1000] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, l.Count(), l.SumMs/1000, buckets, labels...)
 }
