@@ -549,7 +549,7 @@ func BenchmarkRecorder(b *testing.B) {
 				mu.Unlock()
 			}
 			defer func() { persistObserver = nil }()
-			var loaded []time.Duration // the disk probe's fsyncs during the windows
+			var loaded []time.Duration  // the disk probe's fsyncs during the windows
 			var steps [3]engine.Latency // the store's append, media sync, index commit in the windows
 			stopProbe := func() {}
 
