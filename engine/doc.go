@@ -44,7 +44,8 @@
 //	              upload
 //	check.go      CheckStore, RepairStore (the box stopped); StoreHealth
 //	              and StoreAlarm (engine.go) report damage at run time
-//	metrics.go    counters (Stats); stats.go: the store's figures
+//	metrics.go    counters and the PERSISTED latency (Stats); stats.go:
+//	              the store's figures, its write steps timed (StoreStats)
 //	clock.go      Clock; errors.go: the errors callers branch on
 //
 // # Consistency

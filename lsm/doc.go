@@ -54,7 +54,7 @@
 //	replica.go    what replication reads and writes: the numbers listing
 //	              (FragmentNumbers), tombstones
 //	usage.go      stored bytes, disk bytes, FirstFragment, write figures
-//	              (Stats), segment rolls (SegmentRolls, ActiveSegment), dropping
+//	              and the time of each write step (Stats), segment rolls (SegmentRolls, ActiveSegment), dropping
 //	              idle streams' prepared segments (DropIdlePreparedSegments)
 //
 // # Durability
