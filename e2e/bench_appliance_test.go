@@ -48,8 +48,9 @@ func procWriteBytes(pid int) int64 {
 }
 
 // BenchmarkApplianceProfiles starts the box under three hardware profiles
-// and reports, for each: start-up time to serving, idle resident memory,
-// and resident memory per camera while recording 2 Mbit/s cameras (as
+// and reports, for each: start-up time to serving, idle resident memory
+// and CPU (ms per second over 10 s with no camera and no client), and
+// resident memory per camera while recording 2 Mbit/s cameras (as
 // many as the profile allows, at most 4) for 20 s. Under the SD-card
 // profile (pi4-2g) it also reports write amplification: bytes the store
 // wrote (segments, WAL, flushes, compactions; its own count) and bytes
@@ -80,6 +81,9 @@ func BenchmarkApplianceProfiles(b *testing.B) {
 		startup := time.Since(t0)
 		time.Sleep(2 * time.Second)
 		idle := procStatusKB(p.cmd.Process.Pid, "VmRSS")
+		c0 := procCPUTicks(b, p.cmd.Process.Pid)
+		time.Sleep(10 * time.Second)
+		idleCPU := float64(procCPUTicks(b, p.cmd.Process.Pid)-c0) * 1000 / clkTck / 10
 		p.stop(b)
 
 		if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
@@ -115,6 +119,7 @@ func BenchmarkApplianceProfiles(b *testing.B) {
 			(written(m1, "compaction") - written(m0, "compaction"))
 		b.ReportMetric(startup.Seconds()*1000, prof.name+"-startup-ms")
 		b.ReportMetric(float64(idle)/1024, prof.name+"-idle-MiB")
+		b.ReportMetric(idleCPU, prof.name+"-idle-cpu-ms/s")
 		b.ReportMetric(float64(rss-idle)/1024/float64(prof.cams), prof.name+"-MiB/camera")
 		if prof.name == "pi4-2g" && media > 0 {
 			b.ReportMetric(store/media, prof.name+"-store-write-amp")

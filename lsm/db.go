@@ -93,6 +93,9 @@ func Open(opts Options) (*DB, error) {
 		// Pebble (segments.go), so value separation is not used.
 		FormatMajorVersion: pebble.FormatValueSeparation,
 	}
+	// Pebble's default scheduler wakes the idle box ten times a second
+	// (compactsched.go).
+	po.Experimental.CompactionScheduler = newCompactionScheduler()
 	var fatalPath string
 	if opts.FS == vfs.Default {
 		fatalPath = filepath.Join(opts.Dir, fatalFile)

@@ -51,6 +51,8 @@
 //	              bound (MayHoldProducerTime: a re-send check needs no
 //	              index scan for a fragment after everything stored)
 //	groupsync.go  the sync window (Options.SyncWindow) for SD cards
+//	compactsched.go  Pebble's compaction scheduler for the store: the
+//	              default's grants, without its ten wakes a second
 //	replica.go    what replication reads and writes: the numbers listing
 //	              (FragmentNumbers), tombstones
 //	usage.go      stored bytes, disk bytes, FirstFragment, write figures
