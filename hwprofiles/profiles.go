@@ -73,10 +73,11 @@ type Profile struct {
 const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, 3 rounds, x86 VM of 2 cores, 2026-12-06): " +
 	"RSS 0.77–0.84 MiB with nobody reading it (0.84 at 16 cameras, 0.77 at 64: the fragment it assembles, ~0.6 MiB of media buffer, and its connection; a stored fragment stays in memory only while someone reads the stream), " +
 	"plus its ring, ~0.24 MiB per second of video, while it is read; " +
-	"1.4–2.3 ms of CPU per camera-second (1.11–1.21× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.27–0.28 allocations per frame against its 30, " +
-	"from per-fragment and per-second work; a camera nobody watches live, up to ~2.6 Mbit/s, reads its socket every 200 ms, a watched one every 40 ms; " +
+	"1.4–2.3 ms of CPU per camera-second (1.11–1.21× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.19–0.20 allocations per frame against its 30, " +
+	"all per fragment or per second, none per packet or frame; a camera nobody watches live, up to ~2.6 Mbit/s, reads its socket every 200 ms, a watched one every 40 ms; " +
 	"on another VM, 4.1–5.2 ms before the tap and 6.5–7.8 ms before the receive path lost its page faults and copies); " +
-	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, 2 rounds, same day): 0.29× its CPU and 0.81× its RSS at 16 cameras, 0.27× and 1.08× at 64. " +
+	"an idle box ~0.1 ms of CPU a second (BenchmarkApplianceProfiles: Pebble's default compaction scheduler woke it ten times a second, 2.6 ms); " +
+	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, each figure from one run of both): 0.29× its CPU and 0.81× its RSS at 16 cameras, 0.27× and 1.08× at 64 (2 rounds, 2026-12-05), 0.35× and 0.54× for one camera (3 rounds, 2026-12-06, with the quiet scheduler). " +
 	"A camera's media budget share: its ring (read), the fragment arriving and ~2 queued for the disk. " +
 	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."
 
