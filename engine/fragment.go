@@ -3,6 +3,7 @@ package engine
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -44,6 +45,10 @@ type Fragment struct {
 	// ingest, when its last byte arrived; for a replica, when it was
 	// stored. Zero for fragments read back from the archive.
 	ReceivedMs int64
+	// receivedAt is ReceivedMs to the engine clock's full precision
+	// (with its monotonic reading when the clock is the real one): the
+	// PERSISTED latency is measured from it. Zero but on ingest.
+	receivedAt time.Time
 
 	refs atomic.Int32
 	// mem frees Media with the last Release; nil for a buffer of the Go

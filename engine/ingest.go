@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/kvsedge/kvsedge/engine/mkv"
@@ -316,8 +315,9 @@ func (sess *IngestSession) Receive(num fragment.Number, serverMs, producerMs int
 	media, owned := mem.seal(f.Buf)
 	f.Buf = nil
 	sess.s.sizeHint.Store(int64(len(media)))
+	now := sess.e.opts.Clock.Now()
 	frag := &Fragment{Meta: meta, Header: hdr, Media: media, persisted: make(chan struct{}),
-		ReceivedMs: sess.e.opts.Clock.Now().UnixMilli(), replaces: rs.replaces}
+		ReceivedMs: now.UnixMilli(), receivedAt: now, replaces: rs.replaces}
 	if owned {
 		frag.mem = mem
 	}
@@ -468,7 +468,7 @@ func (sess *IngestSession) persistFailed(fs []*Fragment, err error) error {
 // stored accounts for fs once the store holds them (under persistMu,
 // shared).
 func (sess *IngestSession) stored(fs []*Fragment) {
-	now := sess.e.opts.Clock.Now().UnixMilli()
+	now := sess.e.opts.Clock.Now()
 	for _, f := range fs {
 		f.Header.stored.Store(true)
 		sess.s.bytes.Add(int64(len(f.Media)))
@@ -481,10 +481,10 @@ func (sess *IngestSession) stored(fs []*Fragment) {
 		sess.e.metrics.fragmentsPersisted.Add(1)
 		sess.e.metrics.bytesPersisted.Add(uint64(len(f.Media)))
 		sess.durable(f)
-		if f.ReceivedMs != 0 {
-			// Wall clock (ReceivedMs travels to peers too): a clock step
-			// backwards counts as no latency.
-			sess.e.metrics.persistLatency.Observe(time.Duration(max(0, now-f.ReceivedMs)) * time.Millisecond)
+		if !f.receivedAt.IsZero() {
+			// Monotonic with the real clock; a step backwards of another
+			// clock counts as no latency.
+			sess.e.metrics.persistLatency.Observe(max(0, now.Sub(f.receivedAt)))
 		}
 	}
 }

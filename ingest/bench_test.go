@@ -362,8 +362,10 @@ func writeSynced(path string, buf []byte) (time.Duration, error) {
 // fsyncs it into dir every 250 ms until the returned stop is called,
 // which appends each write + fsync's latency to *lat: the disk's own
 // figure under the recorder's load, beside the idle one (fsyncLatency)
-// that p99/fsync divides by. A child, so that neither its CPU and
-// allocations nor its writes count as the recorder's.
+// that p99/fsync divides by. A child, so that its CPU and allocations do
+// not count as the recorder's; its writes do once it is reaped (the
+// kernel adds a reaped child's I/O counters to its parent's), so the
+// caller reads this process's counters before it calls stop.
 func probeFsync(b *testing.B, dir string, lat *[]time.Duration) (stop func()) {
 	self, err := os.Executable()
 	if err != nil {
@@ -612,8 +614,8 @@ func BenchmarkRecorder(b *testing.B) {
 				mu.Lock()
 				measuring = false
 				mu.Unlock()
-				stopProbe()
 				st1, w1, ss1 := r.eng.Stats(), writeBytes(), r.eng.StoreStats()
+				stopProbe() // after writeBytes: the reaped probe's writes count as ours (probeFsync)
 				for i, l := range []engine.Latency{ss1.Append.Since(ss0.Append), ss1.MediaSync.Since(ss0.MediaSync), ss1.IndexCommit.Since(ss0.IndexCommit)} {
 					steps[i] = addLatency(steps[i], l)
 				}

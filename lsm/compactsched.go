@@ -32,8 +32,9 @@ import (
 type compactionScheduler struct {
 	db pebble.DBForCompaction
 
-	mu      sync.Mutex
-	running int // compactions granted and not Done
+	mu         sync.Mutex
+	registered bool // Register ran (the goroutine was started)
+	running    int  // compactions granted and not Done
 	// waiting: TrySchedule refused a compaction since a pass last found
 	// none waiting; refusals counts the refusals, so that a pass clears
 	// waiting only if none came while it asked the DB.
@@ -50,6 +51,9 @@ type compactionScheduler struct {
 // compaction waits (Pebble's default samples at this period always).
 const compactionSamplePeriod = 100 * time.Millisecond
 
+// testSchedulerHook, set by tests, sees each scheduler Open makes.
+var testSchedulerHook func(*compactionScheduler)
+
 func newCompactionScheduler() *compactionScheduler {
 	return &compactionScheduler{poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
@@ -61,16 +65,28 @@ var (
 
 // Register starts the scheduler for db (once, as Pebble opens).
 func (s *compactionScheduler) Register(_ int, db pebble.DBForCompaction) {
-	s.db = db
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unregistered {
+		return
+	}
+	s.db, s.registered = db, true
 	go s.run()
 }
 
 // Unregister stops the scheduler and returns once it makes no more calls
-// to the DB.
+// to the DB. Pebble calls it as the DB closes; lsm.Open also calls it
+// when pebble.Open fails, which may come after Register (and then nothing
+// else would stop the goroutine) or before it: a second call, or one
+// without Register, returns at once.
 func (s *compactionScheduler) Unregister() {
 	s.mu.Lock()
+	first, registered := !s.unregistered, s.registered
 	s.unregistered = true
 	s.mu.Unlock()
+	if !first || !registered {
+		return
+	}
 	close(s.stop)
 	<-s.done
 }

@@ -1,7 +1,9 @@
 package lsm
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,4 +165,56 @@ func TestStoreCompactsWithItsScheduler(t *testing.T) {
 		}
 	}
 	waitFor(t, "a compaction of the flushed files", func() bool { return d.db.Metrics().Compact.Count > 0 })
+}
+
+// failingTempFS fails the creation of Pebble's temporary files, which
+// pebble.Open makes after it registered its compaction scheduler.
+type failingTempFS struct{ vfs.FS }
+
+func (f failingTempFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	if strings.HasSuffix(name, ".dbtmp") {
+		return nil, errors.New("injected: no temporary files")
+	}
+	return f.FS.Create(name, cat)
+}
+
+// An Open that fails after Pebble registered the scheduler stops it (the
+// review found its goroutine left running); Unregister without Register,
+// or twice, returns at once.
+func TestFailedOpenStopsTheScheduler(t *testing.T) {
+	var scheds []*compactionScheduler
+	testSchedulerHook = func(s *compactionScheduler) { scheds = append(scheds, s) }
+	defer func() { testSchedulerHook = nil }()
+	if d, err := Open(memOpts(failingTempFS{vfs.NewMem()})); err == nil {
+		d.Close()
+		t.Fatal("Open succeeded without temporary files")
+	}
+	if len(scheds) != 1 {
+		t.Fatalf("%d schedulers made", len(scheds))
+	}
+	s := scheds[0]
+	s.mu.Lock()
+	registered := s.registered
+	s.mu.Unlock()
+	if !registered {
+		t.Skip("this Pebble fails before registering the scheduler: nothing to stop")
+	}
+	select {
+	case <-s.done:
+	default:
+		t.Fatal("the scheduler of a failed Open still runs")
+	}
+	s.Unregister() // again: returns
+
+	never := newCompactionScheduler()
+	returned := make(chan struct{})
+	go func() { never.Unregister(); never.Unregister(); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unregister without Register blocked")
+	}
+	if ok, _ := never.TrySchedule(); ok {
+		t.Fatal("an unregistered scheduler granted")
+	}
 }

@@ -95,7 +95,11 @@ func Open(opts Options) (*DB, error) {
 	}
 	// Pebble's default scheduler wakes the idle box ten times a second
 	// (compactsched.go).
-	po.Experimental.CompactionScheduler = newCompactionScheduler()
+	sched := newCompactionScheduler()
+	po.Experimental.CompactionScheduler = sched
+	if testSchedulerHook != nil {
+		testSchedulerHook(sched)
+	}
 	var fatalPath string
 	if opts.FS == vfs.Default {
 		fatalPath = filepath.Join(opts.Dir, fatalFile)
@@ -142,6 +146,7 @@ func Open(opts Options) (*DB, error) {
 	}
 	pdb, err := pebble.Open(indexDir, po)
 	if err != nil {
+		sched.Unregister() // Pebble registers it before failing late, and does not unregister
 		return nil, damaged(fmt.Errorf("lsm: opening the index in %s: %w", indexDir, err))
 	}
 	segs, err := newSegmentStore(opts.FS, opts.Dir, opts.SegmentBytes)
