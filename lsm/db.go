@@ -119,6 +119,12 @@ func Open(opts Options) (*DB, error) {
 		opts.ReserveBytes = 0 // the reserve file is left as it is
 	}
 	space := newSpaceGuard(opts.FS, opts.Dir, opts.ReserveBytes)
+	opened := false
+	defer func() {
+		if !opened {
+			space.close() // its directory descriptor
+		}
+	}()
 	var fatal fatalState
 	if fatalPath != "" {
 		fatal = readFatal(fatalPath, time.Now())
@@ -179,6 +185,7 @@ func Open(opts Options) (*DB, error) {
 			return nil, err
 		}
 		d.mu.nextStreamID = StreamID(next)
+		opened = true
 		return d, nil // no orphan cleanup, no reserve: nothing is written
 	}
 	next, err := d.getUint32(metaKey(metaNextStreamID))
@@ -195,6 +202,7 @@ func Open(opts Options) (*DB, error) {
 		return nil, err
 	}
 	_ = space.check(false) // makes the reserve when there is room
+	opened = true
 	return d, nil
 }
 

@@ -3,6 +3,8 @@ package lsm
 import (
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -122,5 +124,36 @@ func TestRoomForHoldsWhatItGrants(t *testing.T) {
 		t.Fatal("no room after the space came back")
 	} else {
 		r()
+	}
+}
+
+// An Open that fails closes what it opened: the space guard's descriptor
+// of the data directory is not left to a finalizer (each failed Open of
+// a box retrying would hold one more).
+func TestFailedOpenClosesItsDescriptors(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// An index that is a file, not a directory: Pebble cannot open it.
+	if err := os.WriteFile(filepath.Join(dir, indexDirName), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fds := func() int {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		return len(es)
+	}
+	before := fds()
+	for range 5 {
+		if d, err := Open(Options{Dir: dir}); err == nil {
+			d.Close()
+			t.Fatal("Open succeeded with a file for an index")
+		}
+	}
+	if after := fds(); after > before {
+		t.Fatalf("%d descriptors open after 5 failed Opens, %d before", after, before)
 	}
 }
