@@ -277,7 +277,10 @@ func (c *camera) connection(ctx context.Context, tl *timeline) error {
 	}()
 	started := time.Now()
 	go func() { // stall detector
-		t := time.NewTicker(time.Second)
+		t := alignedTicker(time.Second, cctx.Done())
+		if t == nil {
+			return
+		}
 		defer t.Stop()
 		for {
 			select {

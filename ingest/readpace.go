@@ -136,6 +136,30 @@ var (
 	unwatchedTurn atomic.Uint32
 )
 
+// alignedTicker is a ticker of period whose ticks fall on the multiples
+// of period, as the read clocks' do (their ticks are multiples of
+// readTick): every camera's once-a-second checks (the stall detector,
+// the tapped connection's watchdog) fire at the same instants as each
+// other and as the read clocks, so the box wakes once for all of them
+// instead of once per camera per check at times of their own. It
+// returns nil if done closes before the first aligned instant.
+func alignedTicker(period time.Duration, done <-chan struct{}) *time.Ticker {
+	wait := time.NewTimer(untilAligned(time.Now(), period))
+	defer wait.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-wait.C:
+	}
+	return time.NewTicker(period)
+}
+
+// untilAligned is the time from now to the next multiple of period
+// (counted from the Unix epoch; 0 at one).
+func untilAligned(now time.Time, period time.Duration) time.Duration {
+	return time.Duration((int64(period) - now.UnixNano()%int64(period)) % int64(period))
+}
+
 // unwatchedPacer is the next phase of the slow clock.
 func unwatchedPacer() *pacer {
 	return unwatchedPacers[int(unwatchedTurn.Add(1))%len(unwatchedPacers)]

@@ -511,7 +511,10 @@ func (r *rtspSession) tapRTP(b []byte) {
 // watchTap closes a tapped connection silent for timeout (gortsplib's
 // own timeout is off: it sees no video frames), until done.
 func (r *rtspSession) watchTap(timeout time.Duration, done <-chan struct{}) {
-	t := time.NewTicker(min(timeout/4, time.Second))
+	t := alignedTicker(min(timeout/4, time.Second), done)
+	if t == nil {
+		return
+	}
 	defer t.Stop()
 	for {
 		select {
