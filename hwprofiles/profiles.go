@@ -76,7 +76,7 @@ const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.
 	"1.4–2.3 ms of CPU per camera-second (1.11–1.21× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.19–0.20 allocations per frame against its 30, " +
 	"all per fragment or per second, none per packet or frame; a camera nobody watches live, up to ~2.6 Mbit/s, reads its socket every 200 ms, a watched one every 40 ms; " +
 	"on another VM, 4.1–5.2 ms before the tap and 6.5–7.8 ms before the receive path lost its page faults and copies); " +
-	"an idle box ~0.1 ms of CPU a second (BenchmarkApplianceProfiles: Pebble's default compaction scheduler woke it ten times a second, 2.6 ms); " +
+	"an idle box 0.08–0.09 ms of CPU a second (BenchmarkApplianceProfiles; 2.6 ms with Pebble's default compaction scheduler, which woke it ten times a second, read from the threads' schedstat against the build before it); " +
 	"against MediaMTX recording the same cameras without fsync (BenchmarkVsMediaMTX, each figure from one run of both): 0.29× its CPU and 0.81× its RSS at 16 cameras, 0.27× and 1.08× at 64 (2 rounds, 2026-12-05), 0.35–0.40× and 0.53–0.54× for one camera (two runs of 3 rounds, 2026-12-06, with the quiet compaction scheduler). " +
 	"A camera's media budget share: its ring (read), the fragment arriving and ~2 queued for the disk. " +
 	"CPU on a board is estimated from the x86 figure by the core's speed (not measured on the board): Cortex-A53 ~5× slower, A72 ~3×, A76 ~1.5×."

@@ -210,9 +210,7 @@ const pacerIdleTicks = 50
 
 func (p *pacer) run() {
 	if p.align {
-		now := time.Now().UnixNano()
-		wait := (int64(p.offset) - now%int64(p.tick) + 2*int64(p.tick)) % int64(p.tick)
-		time.Sleep(time.Duration(wait))
+		time.Sleep(untilAligned(time.Now().Add(-p.offset), p.tick)) // to the next offset past a multiple
 		p.mu.Lock()
 		if p.waiting { // the first tick, at the phase
 			p.waiting = false

@@ -64,8 +64,7 @@ type spaceGuard struct {
 	dir string
 	// statDir is dir, open for fstatfs (space_linux.go), or nil (then,
 	// and after close, the free space is read by path). Guarded by
-	// statMu; closed by DB.Close; an Open that fails leaves it to its
-	// finalizer.
+	// statMu; closed by DB.Close, and by an Open that fails.
 	statMu  sync.RWMutex
 	statDir *os.File
 	reserve int64 // bytes; 0 disables the reserve (in-memory stores)
