@@ -385,3 +385,58 @@ func BenchmarkSegmentRoll(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSyncWindowFlush: 8 streams (KVSEDGE_BENCH_STREAMS) put one
+// 500 KB fragment each per 100 ms sync window, as 8 cameras of an SD-card
+// profile do; one op is one window. It reports the window's steps
+// (StoreStats): the fdatasync of every segment written in the window
+// (media-sync-ms), then the one synced index commit (index-commit-ms),
+// and fdatasync-ms, one 500 KB write + fdatasync of a plain file on the
+// same disk, measured between the windows.
+func BenchmarkSyncWindowFlush(b *testing.B) {
+	streams := 8
+	if n, err := strconv.Atoi(os.Getenv("KVSEDGE_BENCH_STREAMS")); err == nil && n > 0 {
+		streams = n
+	}
+	media := benchMedia(500_000)
+	dir := b.TempDir()
+	d, err := Open(Options{Dir: filepath.Join(dir, "db"), Logger: slog.New(slog.DiscardHandler), SyncWindow: 100 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	raw, err := os.Create(filepath.Join(dir, "raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	var rawDur time.Duration
+	i := 0
+	before := d.Stats()
+	for b.Loop() {
+		var wg sync.WaitGroup
+		errs := make([]error, streams)
+		for s := range streams {
+			wg.Go(func() { errs[s] = d.PutFragment(StreamID(s+1), benchFragment(i, media)) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		t0 := time.Now()
+		if _, err := raw.WriteAt(media, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := raw.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		rawDur += time.Since(t0)
+		i++
+	}
+	after := d.Stats()
+	b.ReportMetric(after.MediaSync.Since(before.MediaSync).MeanMs(), "media-sync-ms")
+	b.ReportMetric(after.IndexCommit.Since(before.IndexCommit).MeanMs(), "index-commit-ms")
+	b.ReportMetric(rawDur.Seconds()*1000/float64(i), "fdatasync-ms")
+}

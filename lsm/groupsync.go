@@ -90,6 +90,11 @@ func (g *syncGroup) flush() {
 	// syncs all its appends so far; the rest find theirs synced); a
 	// fragment whose segment failed gets that error, and then the batch
 	// is not committed (its index entries would point at lost media).
+	// One after another: each fdatasync makes its own device flush, and
+	// running them at once (a goroutine per stream, tried) measured no
+	// faster on this project's VM (BenchmarkSyncWindowFlush, 3 runs
+	// each, alternated): 8 streams' segments took 3.7-5.4 ms a window
+	// one after another, 3.7-4.5 ms at once; one fdatasync 0.6-1.0 ms.
 	var err error
 	failed := make([]error, len(waiters))
 	start := time.Now()
