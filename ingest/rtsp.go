@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"sync"
@@ -49,6 +50,9 @@ type RTSPSource struct {
 	// tapped counts the video RTP packets the tap took (rtptap.go), and
 	// reports the RTCP sender reports taken (the camera's clock).
 	tapped, reports atomic.Uint64
+	// rrPeriod is the period of the tapped video's receiver reports
+	// (rtcprr.go); 0: receiverReportPeriod. Tests shorten it.
+	rrPeriod time.Duration
 }
 
 const defaultRTSPReadTimeout = 10 * time.Second
@@ -96,15 +100,18 @@ func (s *RTSPSource) Describe() string { return s.redacted }
 // rtspSession is one connection's state, shared by gortsplib's packet
 // callbacks (one goroutine per media) under mu.
 type rtspSession struct {
-	mu              sync.Mutex
-	fr              *Fragmenter
-	tl              *timeline
-	st              *feedStats
-	err             error
-	client          *gortsplib.Client
-	log             *slog.Logger
-	tap             *rtpTap     // nil: gortsplib reads the video (rtptap.go)
-	tv              tappedVideo // the tap's video state
+	mu     sync.Mutex
+	fr     *Fragmenter
+	tl     *timeline
+	st     *feedStats
+	err    error
+	client *gortsplib.Client
+	log    *slog.Logger
+	tap    *rtpTap     // nil: gortsplib reads the video (rtptap.go)
+	tv     tappedVideo // the tap's video state
+	// the tapped video's reception, reported to the camera (rtcprr.go)
+	rx              receptionStats
+	videoMedia      *description.Media
 	tapped, reports *atomic.Uint64
 	// the camera's clocks, from the medias' RTCP sender reports
 	videoClock, audioClock senderClock
@@ -176,6 +183,10 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 		readTimeout = defaultRTSPReadTimeout
 	}
 	r := &rtspSession{fr: fr, tl: tl, st: st, log: log, videoTI: -1, audioTI: -1, tapped: &s.tapped, reports: &s.reports}
+	rrPeriod := s.rrPeriod
+	if rrPeriod <= 0 {
+		rrPeriod = receiverReportPeriod
+	}
 	r.times.Initialize()
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
@@ -215,7 +226,7 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	if r.tap != nil {
 		done := make(chan struct{})
 		defer close(done)
-		go r.watchTap(readTimeout, done)
+		go r.watchTap(readTimeout, rrPeriod, done)
 	}
 	desc, _, err := c.Describe(u)
 	if err != nil {
@@ -324,6 +335,7 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 	}
 	videoChannel := -1
 	if vm != nil {
+		r.videoMedia = vm
 		res, err := c.Setup(desc.BaseURL, vm, 0, 0)
 		if err != nil {
 			return fmt.Errorf("rtsp: SETUP video: %w", err)
@@ -412,7 +424,7 @@ func (r *rtspSession) setup(c *gortsplib.Client, desc *description.Session) erro
 				}
 			})
 		}
-		r.onSenderReports(c, am, &r.audioClock)
+		r.onSenderReports(c, am, &r.audioClock, nil)
 		r.tracks = append(r.tracks, spec)
 	}
 	if r.videoTI < 0 {
@@ -447,16 +459,20 @@ func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f forma
 		pts, ok := r.times.Decode(f, pkt)
 		r.video(pkt, ptsDuration(pts, rate), ok, rate)
 	})
-	r.onSenderReports(c, m, &r.videoClock)
+	r.onSenderReports(c, m, &r.videoClock, &r.rx)
 	return nil
 }
 
-// onSenderReports keeps clock from the sender reports of m's RTCP.
-func (r *rtspSession) onSenderReports(c *gortsplib.Client, m *description.Media, clock *senderClock) {
+// onSenderReports keeps clock, and rx if not nil, from the sender
+// reports of m's RTCP.
+func (r *rtspSession) onSenderReports(c *gortsplib.Client, m *description.Media, clock *senderClock, rx *receptionStats) {
 	c.OnPacketRTCP(m, func(p rtcp.Packet) {
 		if sr, ok := p.(*rtcp.SenderReport); ok {
 			r.mu.Lock()
 			clock.report(sr)
+			if rx != nil {
+				rx.senderReport(sr, time.Now())
+			}
 			r.mu.Unlock()
 			r.reports.Add(1)
 		}
@@ -467,6 +483,11 @@ func (r *rtspSession) onSenderReports(c *gortsplib.Client, m *description.Media,
 func (r *rtspSession) video(pkt *rtp.Packet, pts time.Duration, ptsOK bool, rate int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.videoLocked(pkt, pts, ptsOK, rate)
+}
+
+// videoLocked is video with r.mu held.
+func (r *rtspSession) videoLocked(pkt *rtp.Packet, pts time.Duration, ptsOK bool, rate int) {
 	if r.err != nil {
 		return
 	}
@@ -505,29 +526,59 @@ func (r *rtspSession) tapRTP(b []byte) {
 	v.seq, v.seqOK = v.pkt.SequenceNumber+1, true
 	r.tapped.Add(1)
 	pts, ok := r.times.Decode(v.f, &v.pkt)
-	r.video(&v.pkt, ptsDuration(pts, v.rate), ok, v.rate)
+	r.mu.Lock()
+	r.rx.packet(v.pkt.SSRC, v.pkt.SequenceNumber)
+	r.videoLocked(&v.pkt, ptsDuration(pts, v.rate), ok, v.rate)
+	r.mu.Unlock()
 }
 
 // watchTap closes a tapped connection silent for timeout (gortsplib's
-// own timeout is off: it sees no video frames), until done.
-func (r *rtspSession) watchTap(timeout time.Duration, done <-chan struct{}) {
-	t := alignedTicker(min(timeout/4, time.Second), done)
+// own timeout is off: it sees no video frames) and sends the tapped
+// video's receiver reports every rrPeriod (rtcprr.go), until done.
+func (r *rtspSession) watchTap(timeout, rrPeriod time.Duration, done <-chan struct{}) {
+	t := alignedTicker(min(timeout/4, rrPeriod, time.Second), done)
 	if t == nil {
 		return
 	}
 	defer t.Stop()
+	ssrc := rand.Uint32() // this receiver's, in its reports
+	var lastReport time.Time
 	for {
 		select {
 		case <-done:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			if d := r.tap.idle(); d >= timeout {
 				r.mu.Lock()
 				r.fail(fmt.Errorf("rtsp: nothing received for %s", d.Round(100*time.Millisecond)))
 				r.mu.Unlock()
 				return
 			}
+			if now.Sub(lastReport) >= rrPeriod-rrPeriod/8 { // a tick may come early
+				lastReport = now
+				r.receiverReport(ssrc, now)
+			}
 		}
+	}
+}
+
+// receiverReport sends the tapped video's receiver report, once the tap
+// counted a packet, unless it gave up on the connection (then gortsplib
+// reads the video and reports it).
+func (r *rtspSession) receiverReport(ssrc uint32, now time.Time) {
+	if r.tap.gaveUp.Load() {
+		return
+	}
+	r.mu.Lock()
+	block, ok := r.rx.report(now)
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	// Packets were tapped, so PLAY was answered: the video is set up.
+	rr := &rtcp.ReceiverReport{SSRC: ssrc, Reports: []rtcp.ReceptionReport{block}}
+	if err := r.client.WritePacketRTCP(r.videoMedia, rr); err != nil {
+		r.log.Debug("rtsp: sending a receiver report", "err", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/kvsedge/kvsedge/internal/tlsca"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 )
 
@@ -41,6 +43,28 @@ type Relay struct {
 	// refuseTCP answers a reader's SETUP over TCP with 461 Unsupported
 	// Transport, as cameras that serve UDP only do.
 	refuseTCP bool
+	// rrs holds, by path, the RTCP receiver reports readers sent.
+	rrs map[string][]rtcp.ReceiverReport
+}
+
+// ReceiverReports returns the RTCP receiver reports that readers of path
+// sent so far, in order.
+func (r *Relay) ReceiverReports(path string) []rtcp.ReceiverReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rrs["/"+path])
+}
+
+// SendRTCP sends pkt to the readers of path's first media, as a camera
+// sends its sender reports.
+func (r *Relay) SendRTCP(path string, pkt rtcp.Packet) error {
+	r.mu.Lock()
+	s := r.streams["/"+path]
+	r.mu.Unlock()
+	if s == nil {
+		return errors.New("rtsptest: nothing published on " + path)
+	}
+	return s.WritePacketRTCP(s.Description().Medias[0], pkt)
 }
 
 // RefuseTCP makes the relay refuse readers that ask for RTP over TCP.
@@ -256,7 +280,20 @@ func (r *Relay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response,
 	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
 }
 
-func (r *Relay) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+func (r *Relay) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	path := ctx.Path
+	ctx.Session.OnPacketRTCPAny(func(_ *description.Media, pkt rtcp.Packet) {
+		if rr, ok := pkt.(*rtcp.ReceiverReport); ok {
+			r.mu.Lock()
+			if r.rrs == nil {
+				r.rrs = map[string][]rtcp.ReceiverReport{}
+			}
+			if len(r.rrs[path]) < 1000 {
+				r.rrs[path] = append(r.rrs[path], *rr)
+			}
+			r.mu.Unlock()
+		}
+	})
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

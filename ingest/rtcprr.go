@@ -1,0 +1,137 @@
+package ingest
+
+import (
+	"math"
+	"time"
+
+	"github.com/pion/rtcp"
+)
+
+// RTCP receiver reports for the tapped video (RFC 3550 §6.4.2).
+//
+// The RTP tap (rtptap.go) takes the video's packets before gortsplib sees
+// them, so gortsplib's receiver (pkg/rtcpreceiver) counts nothing and
+// sends no report for the video. Over TCP most cameras keep a session
+// alive by its RTSP keepalives, but some stop sending to a reader whose
+// receiver reports do not come often enough (Arlo's, in MediaMTX issue
+// #1403, which then sent them every 5 s instead of 10). So the session
+// reports for the video itself, every receiverReportPeriod, through
+// gortsplib's Client.WritePacketRTCP (the video's RTCP channel).
+//
+// gortsplib's receiver is not used for the counting: it allocates per
+// packet (ProcessPacket2 returns a new slice) and refuses the packets of
+// a new SSRC, which the tap accepts (a camera whose encoder restarts goes
+// on recording): TestGortsplibReceiverDoesNotFitTheTap.
+
+// receiverReportPeriod is how often the tapped video is reported:
+// gortsplib's client and GStreamer's default.
+const receiverReportPeriod = 5 * time.Second
+
+// RFC 3550 appendix A.1: a jump of the sequence number by less than
+// maxDropout is packets lost; one backwards by less than maxMisorder is
+// a late packet; anything else is ignored, unless the next packet
+// follows it: then it is the sender's new sequence, and the counts start
+// again.
+const (
+	maxDropout  = 3000
+	maxMisorder = 100
+	noJump      = 1 << 16 // not a sequence number
+)
+
+// receptionStats counts one source's packets for its receiver reports
+// (RFC 3550 appendix A.1 and A.3). Its owner serialises the calls (the
+// session's mu). Nothing in it allocates.
+type receptionStats struct {
+	started bool
+	ssrc    uint32
+	// base is the first extended sequence number counted; cycles the
+	// sequence number's wraps, shifted left 16; max the highest
+	// sequence number (with cycles: the extended highest).
+	base     uint32
+	cycles   uint32
+	max      uint16
+	received uint32
+	// badSeq is the sequence number that would confirm a jump (the
+	// one after it), noJump when none is pending.
+	badSeq uint32
+	// at the previous report: for the fraction lost since
+	expectedPrior, receivedPrior uint32
+	// the source's last sender report: the middle 32 bits of its NTP
+	// timestamp (LSR), and when it arrived
+	lsr   uint32
+	lsrAt time.Time
+}
+
+// packet counts one RTP packet of ssrc with sequence number seq.
+func (s *receptionStats) packet(ssrc uint32, seq uint16) {
+	if !s.started || ssrc != s.ssrc {
+		*s = receptionStats{started: true, ssrc: ssrc}
+		s.restart(seq)
+		return
+	}
+	switch delta := seq - s.max; {
+	case delta < maxDropout:
+		if seq < s.max {
+			s.cycles += 1 << 16
+		}
+		s.max = seq
+	case delta <= 1<<16-maxMisorder:
+		if uint32(seq) != s.badSeq {
+			s.badSeq = uint32(seq + 1) // a stray packet, unless the next follows it
+			return
+		}
+		// The sender's new sequence (its encoder restarted with the
+		// same SSRC): counted from here. The last sender report stays:
+		// it is still this source's.
+		s.restart(seq)
+		return
+	}
+	// A duplicate or late packet counts as received and moves nothing
+	// (A.1); more received than expected reads as no loss.
+	s.received++
+}
+
+// restart counts from seq, the first packet of a new sequence.
+func (s *receptionStats) restart(seq uint16) {
+	s.base, s.cycles, s.max, s.received, s.badSeq = uint32(seq), 0, seq, 1, noJump
+	s.expectedPrior, s.receivedPrior = 0, 0
+}
+
+// senderReport takes the source's sender report, arrived at at.
+func (s *receptionStats) senderReport(sr *rtcp.SenderReport, at time.Time) {
+	if s.started && sr.SSRC == s.ssrc {
+		s.lsr, s.lsrAt = uint32(sr.NTPTime>>16), at
+	}
+}
+
+// report is the reception report block of the source at now (false:
+// no packet counted yet), and starts the next interval of its fraction
+// lost. Jitter is reported as 0: the connection's reads are paced
+// (readpace.go), so the time a packet is read says nothing of when it
+// arrived, and over TCP nothing is lost or reordered that jitter would
+// warn of.
+func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
+	if !s.started {
+		return rtcp.ReceptionReport{}, false
+	}
+	extMax := s.cycles + uint32(s.max)
+	expected := extMax - s.base + 1
+	lost := int64(expected) - int64(s.received)
+	r := rtcp.ReceptionReport{
+		SSRC:               s.ssrc,
+		LastSequenceNumber: extMax,
+		TotalLost:          uint32(min(max(lost, 0), 0x7fffff)), // 24-bit signed, negatives as 0
+	}
+	expInterval := expected - s.expectedPrior
+	recvInterval := s.received - s.receivedPrior
+	s.expectedPrior, s.receivedPrior = expected, s.received
+	if lostInterval := int64(expInterval) - int64(recvInterval); expInterval > 0 && lostInterval > 0 {
+		r.FractionLost = uint8(lostInterval << 8 / int64(expInterval))
+	}
+	if !s.lsrAt.IsZero() {
+		r.LastSenderReport = s.lsr
+		us := uint64(max(0, now.Sub(s.lsrAt)) / time.Microsecond)
+		r.Delay = uint32(min(us*65536/1e6, math.MaxUint32)) // units of 1/65536 s
+	}
+	return r, true
+}

@@ -1,0 +1,182 @@
+package ingest
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/rtcpreceiver"
+	"github.com/kvsedge/kvsedge/internal/rtsptest"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// TestReceptionStatsReportsAsRFC3550: the counts of a receiver report
+// (RFC 3550 §6.4.1, appendix A.1 and A.3) across a sequence number wrap,
+// a lost packet, a duplicate, a stray jump, a restarted sequence, a new
+// SSRC and sender reports.
+func TestReceptionStatsReportsAsRFC3550(t *testing.T) {
+	var s receptionStats
+	t0 := time.Unix(1_800_000_000, 0)
+	if _, ok := s.report(t0); ok {
+		t.Fatal("a report before any packet")
+	}
+	s.senderReport(&rtcp.SenderReport{SSRC: 7, NTPTime: 0x1122334455667788}, t0) // before any packet: not this source's yet
+	// 65530 … 65535, 0 … 5 without 2: one lost across the wrap.
+	for seq := uint16(65530); seq != 6; seq++ {
+		if seq != 2 {
+			s.packet(7, seq)
+		}
+	}
+	r, ok := s.report(t0)
+	if !ok || r.SSRC != 7 || r.LastSequenceNumber != 1<<16+5 || r.TotalLost != 1 || r.FractionLost != 256/12 ||
+		r.LastSenderReport != 0 || r.Delay != 0 || r.Jitter != 0 {
+		t.Fatalf("after a wrap and a loss: %+v", r)
+	}
+	// The next interval loses nothing.
+	s.packet(7, 6)
+	s.packet(7, 7)
+	s.senderReport(&rtcp.SenderReport{SSRC: 7, NTPTime: 0x1122334455667788}, t0)
+	s.senderReport(&rtcp.SenderReport{SSRC: 8, NTPTime: 0xffffffffffffffff}, t0) // another source's
+	r, _ = s.report(t0.Add(1500 * time.Millisecond))
+	if r.LastSequenceNumber != 1<<16+7 || r.TotalLost != 1 || r.FractionLost != 0 {
+		t.Fatalf("after a clean interval: %+v", r)
+	}
+	if r.LastSenderReport != 0x33445566 || r.Delay != 98304 { // 1.5 s in 1/65536 s
+		t.Fatalf("LSR %#x, DLSR %d", r.LastSenderReport, r.Delay)
+	}
+	// A stray packet far ahead is ignored; a duplicate counts as
+	// received (A.3: expected - received, which it offsets).
+	s.packet(7, 30000)
+	s.packet(7, 8)
+	if r, _ = s.report(t0); r.LastSequenceNumber != 1<<16+8 || r.TotalLost != 1 {
+		t.Fatalf("after a stray packet: %+v", r)
+	}
+	s.packet(7, 8)
+	if r, _ = s.report(t0); r.LastSequenceNumber != 1<<16+8 || r.TotalLost != 0 || r.FractionLost != 0 {
+		t.Fatalf("after a duplicate: %+v", r)
+	}
+	// ... two in sequence are the sender's new sequence: counted afresh,
+	// with the source's sender report kept.
+	s.packet(7, 40000)
+	s.packet(7, 40001)
+	s.packet(7, 40002)
+	if r, _ = s.report(t0.Add(time.Second)); r.LastSequenceNumber != 40002 || r.TotalLost != 0 || r.FractionLost != 0 ||
+		r.LastSenderReport != 0x33445566 || r.Delay != 65536 {
+		t.Fatalf("after a restarted sequence: %+v", r)
+	}
+	// A new SSRC is a new source: its own counts, no sender report.
+	s.packet(9, 100)
+	s.packet(9, 102)
+	if r, _ = s.report(t0); r.SSRC != 9 || r.LastSequenceNumber != 102 || r.TotalLost != 1 || r.FractionLost != 256/3 ||
+		r.LastSenderReport != 0 {
+		t.Fatalf("after a new SSRC: %+v", r)
+	}
+	// A delay beyond 32 bits of 1/65536 s saturates.
+	s.senderReport(&rtcp.SenderReport{SSRC: 9, NTPTime: 1 << 16}, t0)
+	if r, _ = s.report(t0.Add(24 * time.Hour)); r.LastSenderReport != 1 || r.Delay != 1<<32-1 {
+		t.Fatalf("a day after the sender report: %+v", r)
+	}
+	if n := testing.AllocsPerRun(1000, func() { s.packet(9, 103) }); n != 0 {
+		t.Fatalf("counting a packet allocates %v", n)
+	}
+}
+
+// TestGortsplibReceiverDoesNotFitTheTap: why the tap counts its own
+// (rtcprr.go): gortsplib's receiver allocates per packet, and refuses a
+// new SSRC, which the tap takes.
+func TestGortsplibReceiverDoesNotFitTheTap(t *testing.T) {
+	rr, err := rtcpreceiver.New(90000, nil, time.Hour, nil, func(rtcp.Packet) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	pkt := &rtp.Packet{Header: rtp.Header{SSRC: 7, SequenceNumber: 1, Timestamp: 0}}
+	now := time.Now()
+	if _, _, err := rr.ProcessPacket2(pkt, now, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		pkt.SequenceNumber++
+		pkt.Timestamp += 3000
+		_, _, _ = rr.ProcessPacket2(pkt, now, true)
+	}); n < 1 {
+		t.Fatalf("gortsplib's receiver allocates %v per packet: the tap could use it", n)
+	}
+	pkt.SSRC++
+	if _, _, err := rr.ProcessPacket2(pkt, now, true); err == nil {
+		t.Fatal("gortsplib's receiver takes a new SSRC: the tap could use it")
+	}
+}
+
+// TestTappedVideoIsReportedToTheCamera: over TCP the tap takes the video
+// from gortsplib, and the session sends the camera the video's receiver
+// reports itself: on their period, with the sequence numbers received,
+// nothing lost, and the camera's last sender report echoed.
+func TestTappedVideoIsReportedToTheCamera(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	t.Parallel()
+	rl := rtsptest.StartRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	sentc := make(chan int, 1)
+	go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
+	defer func() { cancel(); <-sentc }()
+	rl.WaitPublished(t, "cam", 20*time.Second)
+	rec := newRecorder(t)
+	defer rec.cams.Close()
+	var src *RTSPSource
+	rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) {
+		src = c.Source.(*RTSPSource)
+		src.rrPeriod = 200 * time.Millisecond
+	})
+	var rrs []rtcp.ReceiverReport
+	deadline := time.Now().Add(20 * time.Second)
+	for rrs = rl.ReceiverReports("cam"); len(rrs) < 4; rrs = rl.ReceiverReports("cam") {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d receiver reports after 20 s (%d packets tapped)", len(rrs), src.tapped.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if src.tapped.Load() == 0 {
+		t.Fatal("the tap took no packet: the reports are gortsplib's")
+	}
+	for i, rr := range rrs {
+		if len(rr.Reports) != 1 || rr.SSRC != rrs[0].SSRC || rr.Reports[0].SSRC != rrs[0].Reports[0].SSRC {
+			t.Fatalf("report %d: %+v (first %+v)", i, rr, rrs[0])
+		}
+		b := rr.Reports[0]
+		if b.TotalLost != 0 || b.FractionLost != 0 || b.Jitter != 0 {
+			t.Fatalf("report %d: %+v", i, b)
+		}
+		if i > 0 && b.LastSequenceNumber < rrs[i-1].Reports[0].LastSequenceNumber {
+			t.Fatalf("report %d goes back: %d after %d", i, b.LastSequenceNumber, rrs[i-1].Reports[0].LastSequenceNumber)
+		}
+	}
+	if first, last := rrs[0].Reports[0].LastSequenceNumber, rrs[len(rrs)-1].Reports[0].LastSequenceNumber; last == first {
+		t.Fatalf("%d reports, all at sequence number %d", len(rrs), first)
+	}
+	// The camera's sender reports come back as LSR: send some until a
+	// report echoes one (the relay's own, every 10 s, may come between).
+	source := rrs[0].Reports[0].SSRC
+	var sent []uint32
+	for ntp := uint64(0xabcd_0000_0000_0000); ; ntp += 1 << 16 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no receiver report echoes the sender reports sent (LSR %#x); last %+v", sent, rl.ReceiverReports("cam"))
+		}
+		if err := rl.SendRTCP("cam", &rtcp.SenderReport{SSRC: source, NTPTime: ntp}); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, uint32(ntp>>16))
+		time.Sleep(100 * time.Millisecond)
+		got := rl.ReceiverReports("cam")
+		if b := got[len(got)-1].Reports[0]; slices.Contains(sent, b.LastSenderReport) {
+			if b.Delay > 65536 { // 1 s
+				t.Fatalf("DLSR %d/65536 s", b.Delay)
+			}
+			break
+		}
+	}
+}
