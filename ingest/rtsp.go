@@ -541,7 +541,8 @@ func (r *rtspSession) watchTap(timeout, rrPeriod time.Duration, done <-chan stru
 		return
 	}
 	defer t.Stop()
-	ssrc := rand.Uint32() // this receiver's, in its reports
+	// One report, reused: WritePacketRTCP marshals it before it returns.
+	rr := &rtcp.ReceiverReport{SSRC: rand.Uint32(), Reports: make([]rtcp.ReceptionReport, 1)}
 	var lastReport time.Time
 	for {
 		select {
@@ -556,16 +557,16 @@ func (r *rtspSession) watchTap(timeout, rrPeriod time.Duration, done <-chan stru
 			}
 			if now.Sub(lastReport) >= rrPeriod-rrPeriod/8 { // a tick may come early
 				lastReport = now
-				r.receiverReport(ssrc, now)
+				r.receiverReport(rr, now)
 			}
 		}
 	}
 }
 
-// receiverReport sends the tapped video's receiver report, once the tap
+// receiverReport sends rr with the tapped video's report block, once the tap
 // counted a packet, unless it gave up on the connection (then gortsplib
 // reads the video and reports it).
-func (r *rtspSession) receiverReport(ssrc uint32, now time.Time) {
+func (r *rtspSession) receiverReport(rr *rtcp.ReceiverReport, now time.Time) {
 	if r.tap.gaveUp.Load() {
 		return
 	}
@@ -576,7 +577,7 @@ func (r *rtspSession) receiverReport(ssrc uint32, now time.Time) {
 		return
 	}
 	// Packets were tapped, so PLAY was answered: the video is set up.
-	rr := &rtcp.ReceiverReport{SSRC: ssrc, Reports: []rtcp.ReceptionReport{block}}
+	rr.Reports[0] = block
 	if err := r.client.WritePacketRTCP(r.videoMedia, rr); err != nil {
 		r.log.Debug("rtsp: sending a receiver report", "err", err)
 	}
