@@ -20,9 +20,9 @@
 //	               (no per-packet buffer, packet or slice), the rest
 //	               handed up whole; the camera's clock from RTCP sender
 //	               reports read per RFC 3550 (gortsplib v4 misreads it)
-//	rtcprr.go      the tapped video's RTCP receiver reports (RFC 3550
-//	               §6.4.2; gortsplib's receiver no longer sees its
-//	               packets): counted without allocating, sent every 5 s
+//	rtcprr.go      the video's RTCP receiver reports over TCP (RFC 3550
+//	               §6.4.2; gortsplib sends them over UDP only): counted
+//	               without allocating, sent every 5 s
 //	rtpvideo.go    RTP H.264/H.265 depacketised straight into the fragment
 //	               being built: NAL units from the RTP payloads behind
 //	               their lengths, fragmentation units appended in place,

@@ -1,30 +1,35 @@
 package ingest
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"github.com/pion/rtcp"
 )
 
-// RTCP receiver reports for the tapped video (RFC 3550 §6.4.2).
+// RTCP receiver reports for the video over TCP (RFC 3550 §6.4.2).
 //
-// The RTP tap (rtptap.go) takes the video's packets before gortsplib sees
-// them, so gortsplib's receiver (pkg/rtcpreceiver) counts nothing and
-// sends no report for the video. Over TCP most cameras keep a session
-// alive by its RTSP keepalives, but some stop sending to a reader whose
-// receiver reports do not come often enough (Arlo's, in MediaMTX issue
-// #1403, which then sent them every 5 s instead of 10). So the session
-// reports for the video itself, every receiverReportPeriod, through
-// gortsplib's Client.WritePacketRTCP (the video's RTCP channel).
+// RFC 3550 §6 has every participant of a session send RTCP, receivers
+// their reports, and some cameras stop sending to a reader whose reports
+// do not come often enough (Arlo's, in MediaMTX issue #1403, which then
+// reported every 5 s instead of 10). gortsplib v4 sends receiver reports
+// over UDP only (client_format.go: none over TCP, tapped or not), as
+// MediaMTX, built on it, does; ffmpeg sent none over TCP either in 8 s
+// (a throwaway check against the test relay). So over TCP, rtsp:// and
+// rtsps://, the session reports the video itself, every
+// receiverReportPeriod, through gortsplib's Client.WritePacketRTCP (the
+// video's RTCP channel); over UDP gortsplib's receiver does, as before.
+// The audio is not reported over TCP (nor by gortsplib).
 //
 // gortsplib's receiver is not used for the counting: it allocates per
 // packet (ProcessPacket2 returns a new slice) and refuses the packets of
 // a new SSRC, which the tap accepts (a camera whose encoder restarts goes
 // on recording): TestGortsplibReceiverDoesNotFitTheTap.
 
-// receiverReportPeriod is how often the tapped video is reported:
-// gortsplib's client and GStreamer's default.
+// receiverReportPeriod is how often the video is reported: the period
+// of gortsplib's client (over UDP) and GStreamer's default.
 const receiverReportPeriod = 5 * time.Second
 
 // RFC 3550 appendix A.1: a jump of the sequence number by less than
@@ -54,7 +59,8 @@ type receptionStats struct {
 	// badSeq is the sequence number that would confirm a jump (the
 	// one after it), noJump when none is pending.
 	badSeq uint32
-	// at the previous report: for the fraction lost since
+	// at the previous report: for the fraction lost since, and whether
+	// a packet came since
 	expectedPrior, receivedPrior uint32
 	// the source's last sender report: the middle 32 bits of its NTP
 	// timestamp (LSR), and when it arrived
@@ -104,14 +110,15 @@ func (s *receptionStats) senderReport(sr *rtcp.SenderReport, at time.Time) {
 	}
 }
 
-// report is the reception report block of the source at now (false:
-// no packet counted yet), and starts the next interval of its fraction
-// lost. Jitter is reported as 0: the connection's reads are paced
+// report is the reception report block of the source at now, and
+// starts the next interval of its fraction lost; false when no packet
+// came since the previous report (§6.4: a report covers the sources
+// heard since the last one). Jitter is reported as 0: the connection's reads are paced
 // (readpace.go), so the time a packet is read says nothing of when it
 // arrived, and over TCP nothing is lost or reordered that jitter would
 // warn of.
 func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
-	if !s.started {
+	if !s.started || s.received == s.receivedPrior {
 		return rtcp.ReceptionReport{}, false
 	}
 	extMax := s.cycles + uint32(s.max)
@@ -134,4 +141,36 @@ func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
 		r.Delay = uint32(min(us*65536/1e6, math.MaxUint32)) // units of 1/65536 s
 	}
 	return r, true
+}
+
+// receiverReport is one connection's RTCP compound packet of receiver
+// report and SDES CNAME (RFC 3550 §6.1: every RTCP packet sent is
+// compound, and carries the CNAME), built once and reused:
+// WritePacketRTCP marshals it before it returns.
+type receiverReport struct {
+	rr     rtcp.ReceiverReport
+	block  [1]rtcp.ReceptionReport
+	packet rtcp.CompoundPacket
+}
+
+// newReceiverReport makes a connection's report, under a random SSRC of
+// its own (this receiver's).
+func newReceiverReport() *receiverReport {
+	ssrc := rand.Uint32()
+	r := &receiverReport{rr: rtcp.ReceiverReport{SSRC: ssrc}}
+	r.packet = rtcp.CompoundPacket{&r.rr, &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{
+		Source: ssrc,
+		Items:  []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: fmt.Sprintf("kvsedge-%08x", ssrc)}},
+	}}}}
+	return r
+}
+
+// with sets the report block (none unless ok) and returns the packet.
+func (r *receiverReport) with(block rtcp.ReceptionReport, ok bool) rtcp.Packet {
+	r.rr.Reports = r.block[:0]
+	if ok {
+		r.block[0] = block
+		r.rr.Reports = r.block[:1]
+	}
+	return &r.packet
 }

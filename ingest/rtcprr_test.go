@@ -34,6 +34,10 @@ func TestReceptionStatsReportsAsRFC3550(t *testing.T) {
 		r.LastSenderReport != 0 || r.Delay != 0 || r.Jitter != 0 {
 		t.Fatalf("after a wrap and a loss: %+v", r)
 	}
+	// No packet since the last report: no report block (§6.4).
+	if r, ok := s.report(t0); ok {
+		t.Fatalf("a report block with nothing heard since the last: %+v", r)
+	}
 	// The next interval loses nothing.
 	s.packet(7, 6)
 	s.packet(7, 7)
@@ -75,11 +79,36 @@ func TestReceptionStatsReportsAsRFC3550(t *testing.T) {
 	}
 	// A delay beyond 32 bits of 1/65536 s saturates.
 	s.senderReport(&rtcp.SenderReport{SSRC: 9, NTPTime: 1 << 16}, t0)
+	s.packet(9, 103)
 	if r, _ = s.report(t0.Add(24 * time.Hour)); r.LastSenderReport != 1 || r.Delay != 1<<32-1 {
 		t.Fatalf("a day after the sender report: %+v", r)
 	}
-	if n := testing.AllocsPerRun(1000, func() { s.packet(9, 103) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { s.packet(9, 104) }); n != 0 {
 		t.Fatalf("counting a packet allocates %v", n)
+	}
+}
+
+// TestReceptionStatsTakesLatePackets: a packet that comes after a later
+// one (within RFC 3550 A.1's misorder bound) fills its gap: nothing is
+// lost.
+func TestReceptionStatsTakesLatePackets(t *testing.T) {
+	var s receptionStats
+	s.packet(1, 1000)
+	s.packet(1, 1002)
+	s.packet(1, 1001) // late
+	if r, _ := s.report(time.Unix(0, 0)); r.LastSequenceNumber != 1002 || r.TotalLost != 0 || r.FractionLost != 0 {
+		t.Fatalf("%+v", r)
+	}
+	s.packet(1, 1003)
+	s.packet(1, 1003-maxMisorder+1) // late by less than the bound: counted
+	s.packet(1, 1003-maxMisorder)   // back by the bound: a stray, ignored
+	if r, _ := s.report(time.Unix(0, 0)); r.LastSequenceNumber != 1003 || r.TotalLost != 0 || r.FractionLost != 0 {
+		t.Fatalf("%+v", r)
+	}
+	want := receptionStats{started: true, ssrc: 1, base: 1000, max: 1003, received: 5, badSeq: 1003 - maxMisorder + 1,
+		expectedPrior: 4, receivedPrior: 5}
+	if s != want {
+		t.Fatalf("%+v, want %+v", s, want)
 	}
 }
 
@@ -110,73 +139,96 @@ func TestGortsplibReceiverDoesNotFitTheTap(t *testing.T) {
 	}
 }
 
-// TestTappedVideoIsReportedToTheCamera: over TCP the tap takes the video
-// from gortsplib, and the session sends the camera the video's receiver
-// reports itself: on their period, with the sequence numbers received,
-// nothing lost, and the camera's last sender report echoed.
-func TestTappedVideoIsReportedToTheCamera(t *testing.T) {
+// TestVideoIsReportedToTheCameraOverTCP: over TCP gortsplib sends no
+// receiver reports; the session sends the video's itself, tapped
+// (rtsp://) or not (rtsps://): on their period, with the sequence numbers
+// received, nothing lost, and the camera's last sender report echoed.
+func TestVideoIsReportedToTheCameraOverTCP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long (seconds of real media or gossip): make test runs it")
 	}
 	t.Parallel()
-	rl := rtsptest.StartRelay(t, "")
-	ctx, cancel := context.WithCancel(context.Background())
-	sentc := make(chan int, 1)
-	go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
-	defer func() { cancel(); <-sentc }()
-	rl.WaitPublished(t, "cam", 20*time.Second)
-	rec := newRecorder(t)
-	defer rec.cams.Close()
-	var src *RTSPSource
-	rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) {
-		src = c.Source.(*RTSPSource)
-		src.rrPeriod = 200 * time.Millisecond
-	})
-	var rrs []rtcp.ReceiverReport
-	deadline := time.Now().Add(20 * time.Second)
-	for rrs = rl.ReceiverReports("cam"); len(rrs) < 4; rrs = rl.ReceiverReports("cam") {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d receiver reports after 20 s (%d packets tapped)", len(rrs), src.tapped.Load())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if src.tapped.Load() == 0 {
-		t.Fatal("the tap took no packet: the reports are gortsplib's")
-	}
-	for i, rr := range rrs {
-		if len(rr.Reports) != 1 || rr.SSRC != rrs[0].SSRC || rr.Reports[0].SSRC != rrs[0].Reports[0].SSRC {
-			t.Fatalf("report %d: %+v (first %+v)", i, rr, rrs[0])
-		}
-		b := rr.Reports[0]
-		if b.TotalLost != 0 || b.FractionLost != 0 || b.Jitter != 0 {
-			t.Fatalf("report %d: %+v", i, b)
-		}
-		if i > 0 && b.LastSequenceNumber < rrs[i-1].Reports[0].LastSequenceNumber {
-			t.Fatalf("report %d goes back: %d after %d", i, b.LastSequenceNumber, rrs[i-1].Reports[0].LastSequenceNumber)
-		}
-	}
-	if first, last := rrs[0].Reports[0].LastSequenceNumber, rrs[len(rrs)-1].Reports[0].LastSequenceNumber; last == first {
-		t.Fatalf("%d reports, all at sequence number %d", len(rrs), first)
-	}
-	// The camera's sender reports come back as LSR: send some until a
-	// report echoes one (the relay's own, every 10 s, may come between).
-	source := rrs[0].Reports[0].SSRC
-	var sent []uint32
-	for ntp := uint64(0xabcd_0000_0000_0000); ; ntp += 1 << 16 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no receiver report echoes the sender reports sent (LSR %#x); last %+v", sent, rl.ReceiverReports("cam"))
-		}
-		if err := rl.SendRTCP("cam", &rtcp.SenderReport{SSRC: source, NTPTime: ntp}); err != nil {
-			t.Fatal(err)
-		}
-		sent = append(sent, uint32(ntp>>16))
-		time.Sleep(100 * time.Millisecond)
-		got := rl.ReceiverReports("cam")
-		if b := got[len(got)-1].Reports[0]; slices.Contains(sent, b.LastSenderReport) {
-			if b.Delay > 65536 { // 1 s
-				t.Fatalf("DLSR %d/65536 s", b.Delay)
+	for _, scheme := range []string{"rtsp", "rtsps"} {
+		t.Run(scheme, func(t *testing.T) {
+			t.Parallel()
+			var rl *rtsptest.Relay
+			if scheme == "rtsps" {
+				rl = rtsptest.StartRelayTLS(t)
+			} else {
+				rl = rtsptest.StartRelay(t, "")
 			}
-			break
-		}
+			ctx, cancel := context.WithCancel(context.Background())
+			sentc := make(chan int, 1)
+			go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
+			defer func() { cancel(); <-sentc }()
+			rl.WaitPublished(t, "cam", 20*time.Second)
+			rec := newRecorder(t)
+			defer rec.cams.Close()
+			var src *RTSPSource
+			rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) {
+				src = c.Source.(*RTSPSource)
+				src.InsecureTLS = true
+				src.rrPeriod = 200 * time.Millisecond
+			})
+			// Reports with a block (one without: no packet in its
+			// period, possible on a loaded machine).
+			withBlock := func() []rtcp.ReceiverReport {
+				var rrs []rtcp.ReceiverReport
+				for _, rr := range rl.ReceiverReports("cam") {
+					if len(rr.Reports) > 1 {
+						t.Fatalf("a receiver report of %d blocks: %+v", len(rr.Reports), rr)
+					}
+					if len(rr.Reports) == 1 {
+						rrs = append(rrs, rr)
+					}
+				}
+				return rrs
+			}
+			var rrs []rtcp.ReceiverReport
+			deadline := time.Now().Add(20 * time.Second)
+			for rrs = withBlock(); len(rrs) < 4; rrs = withBlock() {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d receiver reports after 20 s (%d packets tapped)", len(rrs), src.tapped.Load())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if tapped := src.tapped.Load(); (scheme == "rtsp") != (tapped > 0) {
+				t.Fatalf("%d packets tapped over %s", tapped, scheme)
+			}
+			for i, rr := range rrs {
+				if rr.SSRC != rrs[0].SSRC || rr.Reports[0].SSRC != rrs[0].Reports[0].SSRC {
+					t.Fatalf("report %d: %+v (first %+v)", i, rr, rrs[0])
+				}
+				b := rr.Reports[0]
+				if b.TotalLost != 0 || b.FractionLost != 0 || b.Jitter != 0 {
+					t.Fatalf("report %d: %+v", i, b)
+				}
+				if i > 0 && b.LastSequenceNumber <= rrs[i-1].Reports[0].LastSequenceNumber {
+					t.Fatalf("report %d: sequence number %d after %d", i, b.LastSequenceNumber, rrs[i-1].Reports[0].LastSequenceNumber)
+				}
+			}
+			// The camera's sender reports come back as LSR: send some
+			// until a report echoes one (the relay's own, every 10 s, may
+			// come between).
+			source := rrs[0].Reports[0].SSRC
+			var sent []uint32
+			for ntp := uint64(0x0000_abcd_0000_0000); ; ntp += 1 << 16 {
+				if time.Now().After(deadline) {
+					t.Fatalf("no receiver report echoes the sender reports sent (LSR %#x); last %+v", sent, rl.ReceiverReports("cam"))
+				}
+				if err := rl.SendRTCP("cam", &rtcp.SenderReport{SSRC: source, NTPTime: ntp}); err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, uint32(ntp>>16))
+				time.Sleep(100 * time.Millisecond)
+				got := withBlock()
+				if b := got[len(got)-1].Reports[0]; b.LastSenderReport != 0 && slices.Contains(sent, b.LastSenderReport) {
+					if b.Delay > 65536 { // 1 s
+						t.Fatalf("DLSR %d/65536 s", b.Delay)
+					}
+					break
+				}
+			}
+		})
 	}
 }

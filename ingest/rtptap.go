@@ -32,14 +32,13 @@ import (
 // any transport), other medias' frames.
 //
 // What gortsplib no longer does for the video: its packet statistics
-// and RTCP receiver reports for it (the session counts and sends its
-// own: rtcprr.go); its loss count (the tap counts sequence gaps itself
-// and logs them as gortsplib did); its
-// rejection of packets from a new SSRC (a camera whose encoder restarts
-// goes on recording instead of stalling); and its read timeout, which
-// counts the frames it sees: the tap keeps the time of the last byte
-// read, and RTSPSource.Run closes a connection silent for its
-// ReadTimeout. Presentation times come from gortsplib's decoder
+// (over TCP it sends no receiver reports; the session does: rtcprr.go);
+// its loss count (the tap counts sequence gaps itself and logs them as
+// gortsplib did); its rejection of packets from a new SSRC (a camera
+// whose encoder restarts goes on recording instead of stalling); and its
+// read timeout, which counts the frames it sees: the tap keeps the time
+// of the last byte read, and RTSPSource.Run closes a connection silent
+// for its ReadTimeout. Presentation times come from gortsplib's decoder
 // (rtptime.GlobalDecoder2, the session's own: the one behind
 // Client.PacketPTS2 is dropped when the connection closes, while the tap
 // may still be reading), which the audio's go through too, so the tracks
@@ -58,10 +57,6 @@ type rtpTap struct {
 	channel atomic.Int32
 	// lastRead is the time of the last byte read (unix ns): liveness.
 	lastRead atomic.Int64
-	// gaveUp: the tap stopped on this connection (bufferedConn.untap);
-	// gortsplib reads the video from then on, and sends its receiver
-	// reports.
-	gaveUp atomic.Bool
 	// rtp receives the video's RTP packets, valid during the call only,
 	// on the connection's reader goroutine.
 	rtp func(pkt []byte)
@@ -117,7 +112,7 @@ func (c *bufferedConn) tappedRead(p []byte) (int, error) {
 		}
 		if h[0] != '$' {
 			if c.pass = c.messageSize(h); c.pass <= 0 {
-				c.untap() // never spin on a message not sized
+				c.untapped = true // never spin on a message not sized
 			}
 			continue
 		}
@@ -156,7 +151,7 @@ func (c *bufferedConn) messageSize(h []byte) int {
 			head := b[:from+i+4]
 			body, ok := contentLength(head)
 			if !ok {
-				c.untap()
+				c.untapped = true
 				return 0
 			}
 			return len(head) + body
@@ -168,7 +163,7 @@ func (c *bufferedConn) messageSize(h []byte) int {
 			return len(b) // cut by the end of the stream or a read error
 		}
 		if n >= c.r.Size() {
-			c.untap()
+			c.untapped = true
 			return 0
 		}
 		from = max(0, len(b)-3)
@@ -177,13 +172,6 @@ func (c *bufferedConn) messageSize(h []byte) int {
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
-
-// untap ends the tap on this connection: everything goes up to gortsplib
-// from here.
-func (c *bufferedConn) untap() {
-	c.untapped = true
-	c.tap.gaveUp.Store(true)
-}
 
 // rtspMessageStart: the first two bytes start a message gortsplib reads
 // (pkg/conn: "RT" a response; the requests' first letters).

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"sync"
@@ -50,7 +49,7 @@ type RTSPSource struct {
 	// tapped counts the video RTP packets the tap took (rtptap.go), and
 	// reports the RTCP sender reports taken (the camera's clock).
 	tapped, reports atomic.Uint64
-	// rrPeriod is the period of the tapped video's receiver reports
+	// rrPeriod is the period of the video's receiver reports over TCP
 	// (rtcprr.go); 0: receiverReportPeriod. Tests shorten it.
 	rrPeriod time.Duration
 }
@@ -58,7 +57,7 @@ type RTSPSource struct {
 const defaultRTSPReadTimeout = 10 * time.Second
 
 // tapClientTimeout is gortsplib's read timeout on a tapped connection:
-// never, in practice; rtspSession.watchTap enforces ReadTimeout.
+// never, in practice; rtspSession.watch enforces ReadTimeout.
 const tapClientTimeout = 24 * time.Hour
 
 // NewRTSPSource checks the URL; transport is "auto", "tcp" or "udp".
@@ -109,7 +108,9 @@ type rtspSession struct {
 	log    *slog.Logger
 	tap    *rtpTap     // nil: gortsplib reads the video (rtptap.go)
 	tv     tappedVideo // the tap's video state
-	// the tapped video's reception, reported to the camera (rtcprr.go)
+	// over TCP (reportRX), the video's reception, reported to the
+	// camera (rtcprr.go)
+	reportRX        bool
 	rx              receptionStats
 	videoMedia      *description.Media
 	tapped, reports *atomic.Uint64
@@ -187,6 +188,8 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	if rrPeriod <= 0 {
 		rrPeriod = receiverReportPeriod
 	}
+	// gortsplib reports only over UDP: over TCP the session does.
+	r.reportRX = transport != nil && *transport == gortsplib.TransportTCP
 	r.times.Initialize()
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
@@ -223,10 +226,10 @@ func (s *RTSPSource) run(ctx context.Context, fr *Fragmenter, tl *timeline, st *
 	defer c.Close()
 	stop := context.AfterFunc(ctx, c.Close)
 	defer stop()
-	if r.tap != nil {
+	if r.reportRX {
 		done := make(chan struct{})
 		defer close(done)
-		go r.watchTap(readTimeout, rrPeriod, done)
+		go r.watch(readTimeout, rrPeriod, done)
 	}
 	desc, _, err := c.Describe(u)
 	if err != nil {
@@ -483,6 +486,9 @@ func (r *rtspSession) onSenderReports(c *gortsplib.Client, m *description.Media,
 func (r *rtspSession) video(pkt *rtp.Packet, pts time.Duration, ptsOK bool, rate int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.reportRX { // rtsps://, or a connection the tap gave up on
+		r.rx.packet(pkt.SSRC, pkt.SequenceNumber)
+	}
 	r.videoLocked(pkt, pts, ptsOK, rate)
 }
 
@@ -516,6 +522,9 @@ func (r *rtspSession) tapRTP(b []byte) {
 		r.log.Debug("rtsp: decode error", "err", err)
 		return
 	}
+	r.mu.Lock()
+	r.rx.packet(v.pkt.SSRC, v.pkt.SequenceNumber) // every payload type of the source counts
+	r.mu.Unlock()
 	if v.pkt.PayloadType != v.pt {
 		r.log.Debug("rtsp: RTP packet of an unknown payload type", "type", v.pkt.PayloadType)
 		return
@@ -527,58 +536,57 @@ func (r *rtspSession) tapRTP(b []byte) {
 	r.tapped.Add(1)
 	pts, ok := r.times.Decode(v.f, &v.pkt)
 	r.mu.Lock()
-	r.rx.packet(v.pkt.SSRC, v.pkt.SequenceNumber)
 	r.videoLocked(&v.pkt, ptsDuration(pts, v.rate), ok, v.rate)
 	r.mu.Unlock()
 }
 
-// watchTap closes a tapped connection silent for timeout (gortsplib's
-// own timeout is off: it sees no video frames) and sends the tapped
-// video's receiver reports every rrPeriod (rtcprr.go), until done.
-func (r *rtspSession) watchTap(timeout, rrPeriod time.Duration, done <-chan struct{}) {
+// watch runs beside a connection over TCP until done: it closes a
+// tapped connection silent for timeout (gortsplib's own timeout is off:
+// it sees no video frames) and sends the video's receiver reports every
+// rrPeriod (rtcprr.go).
+func (r *rtspSession) watch(timeout, rrPeriod time.Duration, done <-chan struct{}) {
 	t := alignedTicker(min(timeout/4, rrPeriod, time.Second), done)
 	if t == nil {
 		return
 	}
 	defer t.Stop()
-	// One report, reused: WritePacketRTCP marshals it before it returns.
-	rr := &rtcp.ReceiverReport{SSRC: rand.Uint32(), Reports: make([]rtcp.ReceptionReport, 1)}
+	rep := newReceiverReport()
 	var lastReport time.Time
 	for {
 		select {
 		case <-done:
 			return
 		case now := <-t.C:
-			if d := r.tap.idle(); d >= timeout {
-				r.mu.Lock()
-				r.fail(fmt.Errorf("rtsp: nothing received for %s", d.Round(100*time.Millisecond)))
-				r.mu.Unlock()
-				return
+			if r.tap != nil {
+				if d := r.tap.idle(); d >= timeout {
+					r.mu.Lock()
+					r.fail(fmt.Errorf("rtsp: nothing received for %s", d.Round(100*time.Millisecond)))
+					r.mu.Unlock()
+					return
+				}
 			}
 			if now.Sub(lastReport) >= rrPeriod-rrPeriod/8 { // a tick may come early
 				lastReport = now
-				r.receiverReport(rr, now)
+				r.receiverReport(rep)
 			}
 		}
 	}
 }
 
-// receiverReport sends rr with the tapped video's report block, once the tap
-// counted a packet, unless it gave up on the connection (then gortsplib
-// reads the video and reports it).
-func (r *rtspSession) receiverReport(rr *rtcp.ReceiverReport, now time.Time) {
-	if r.tap.gaveUp.Load() {
-		return
-	}
+// receiverReport sends rep with the video's report block (none when no
+// packet came since the last), once a video packet was counted.
+func (r *rtspSession) receiverReport(rep *receiverReport) {
 	r.mu.Lock()
-	block, ok := r.rx.report(now)
-	r.mu.Unlock()
-	if !ok {
+	if !r.rx.started {
+		// No video packet yet: the video may not be set up, or may not
+		// exist (a camera of audio alone).
+		r.mu.Unlock()
 		return
 	}
-	// Packets were tapped, so PLAY was answered: the video is set up.
-	rr.Reports[0] = block
-	if err := r.client.WritePacketRTCP(r.videoMedia, rr); err != nil {
+	block, ok := r.rx.report(time.Now())
+	r.mu.Unlock()
+	// A packet was counted, so PLAY was answered: the video is set up.
+	if err := r.client.WritePacketRTCP(r.videoMedia, rep.with(block, ok)); err != nil {
 		r.log.Debug("rtsp: sending a receiver report", "err", err)
 	}
 }

@@ -47,7 +47,7 @@ type Relay struct {
 	rrs map[string][]rtcp.ReceiverReport
 }
 
-// ReceiverReports returns the RTCP receiver reports that readers of path
+// ReceiverReports returns the RTCP receiver reports (of any media) that readers of path
 // sent so far, in order.
 func (r *Relay) ReceiverReports(path string) []rtcp.ReceiverReport {
 	r.mu.Lock()
