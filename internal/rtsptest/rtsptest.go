@@ -47,8 +47,8 @@ type Relay struct {
 	rrs map[string][]rtcp.ReceiverReport
 }
 
-// ReceiverReports returns the RTCP receiver reports (of any media) that readers of path
-// sent so far, in order.
+// ReceiverReports returns the RTCP receiver reports that readers of path
+// sent so far (of any media), in order.
 func (r *Relay) ReceiverReports(path string) []rtcp.ReceiverReport {
 	r.mu.Lock()
 	defer r.mu.Unlock()
