@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -143,34 +145,95 @@ func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
 	return r, true
 }
 
-// receiverReport is one connection's RTCP compound packet of receiver
-// report and SDES CNAME (RFC 3550 §6.1: every RTCP packet sent is
-// compound, and carries the CNAME), built once and reused:
-// WritePacketRTCP marshals it before it returns.
+// receiverReport is one connection's RTCP compound packet (RFC 3550
+// §6.1: every RTCP packet sent is compound, and carries the CNAME): a
+// Receiver Report (§6.4.2) of at most one block, then an SDES packet
+// (§6.5) with the CNAME of the report's SSRC. It encodes itself in one
+// buffer: pion's CompoundPacket.Marshal makes 8 allocations a report,
+// and TestReceiverReportEncodesAsPion checks the bytes against it.
 type receiverReport struct {
-	rr     rtcp.ReceiverReport
-	block  [1]rtcp.ReceptionReport
-	packet rtcp.CompoundPacket
+	ssrc     uint32
+	cname    string
+	block    rtcp.ReceptionReport
+	hasBlock bool
 }
 
 // newReceiverReport makes a connection's report, under a random SSRC of
 // its own (this receiver's).
 func newReceiverReport() *receiverReport {
 	ssrc := rand.Uint32()
-	r := &receiverReport{rr: rtcp.ReceiverReport{SSRC: ssrc}}
-	r.packet = rtcp.CompoundPacket{&r.rr, &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{
-		Source: ssrc,
-		Items:  []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: fmt.Sprintf("kvsedge-%08x", ssrc)}},
-	}}}}
-	return r
+	return &receiverReport{ssrc: ssrc, cname: fmt.Sprintf("kvsedge-%08x", ssrc)}
 }
 
 // with sets the report block (none unless ok) and returns the packet.
 func (r *receiverReport) with(block rtcp.ReceptionReport, ok bool) rtcp.Packet {
-	r.rr.Reports = r.block[:0]
-	if ok {
-		r.block[0] = block
-		r.rr.Reports = r.block[:1]
+	r.block, r.hasBlock = block, ok
+	return r
+}
+
+// sizes: the Receiver Report, and the SDES chunk (SSRC, the CNAME item,
+// at least one null octet ending the item list, padded to 32 bits).
+func (r *receiverReport) sizes() (rr, chunk int) {
+	rr = 8
+	if r.hasBlock {
+		rr += 24
 	}
-	return &r.packet
+	return rr, (4 + 2 + len(r.cname) + 1 + 3) &^ 3
+}
+
+// MarshalSize implements rtcp.Packet.
+func (r *receiverReport) MarshalSize() int {
+	rr, chunk := r.sizes()
+	return rr + 4 + chunk
+}
+
+// Marshal implements rtcp.Packet: the compound packet in a new buffer
+// (the caller may keep it: gortsplib queues it for its writer).
+func (r *receiverReport) Marshal() ([]byte, error) {
+	rrLen, chunk := r.sizes()
+	if len(r.cname) > 255 {
+		return nil, errors.New("rtcp: CNAME longer than 255 bytes")
+	}
+	b := make([]byte, rrLen+4+chunk)
+	be := binary.BigEndian
+	count := byte(0)
+	if r.hasBlock {
+		count = 1
+	}
+	// Header: version 2, no padding, report count; type 201 (RR);
+	// length in 32-bit words minus one.
+	b[0], b[1] = 2<<6|count, 201
+	be.PutUint16(b[2:], uint16(rrLen/4-1))
+	be.PutUint32(b[4:], r.ssrc)
+	if r.hasBlock {
+		k := r.block
+		be.PutUint32(b[8:], k.SSRC)
+		be.PutUint32(b[12:], uint32(k.FractionLost)<<24|k.TotalLost&0xffffff)
+		be.PutUint32(b[16:], k.LastSequenceNumber)
+		be.PutUint32(b[20:], k.Jitter)
+		be.PutUint32(b[24:], k.LastSenderReport)
+		be.PutUint32(b[28:], k.Delay)
+	}
+	// SDES: one chunk (source count 1), type 202; the chunk: SSRC, the
+	// CNAME item (type 1, length, text), then zeros (make's).
+	sd := b[rrLen:]
+	sd[0], sd[1] = 2<<6|1, 202
+	be.PutUint16(sd[2:], uint16((4+chunk)/4-1))
+	be.PutUint32(sd[4:], r.ssrc)
+	sd[8], sd[9] = byte(rtcp.SDESCNAME), byte(len(r.cname))
+	copy(sd[10:], r.cname)
+	return b, nil
+}
+
+// Unmarshal implements rtcp.Packet; the session only sends the report.
+func (r *receiverReport) Unmarshal([]byte) error {
+	return errors.New("rtcp: the session's receiver report is not decoded")
+}
+
+// DestinationSSRC implements rtcp.Packet: the source reported on.
+func (r *receiverReport) DestinationSSRC() []uint32 {
+	if !r.hasBlock {
+		return nil
+	}
+	return []uint32{r.block.SSRC}
 }

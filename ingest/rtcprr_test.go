@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"testing"
@@ -109,6 +110,48 @@ func TestReceptionStatsTakesLatePackets(t *testing.T) {
 		expectedPrior: 4, receivedPrior: 5}
 	if s != want {
 		t.Fatalf("%+v, want %+v", s, want)
+	}
+}
+
+// TestReceiverReportEncodesAsPion: the session's compound packet is
+// byte for byte pion's encoding of the same Receiver Report and SDES
+// CNAME, with a block and without, in one allocation.
+func TestReceiverReportEncodesAsPion(t *testing.T) {
+	rep := newReceiverReport()
+	block := rtcp.ReceptionReport{SSRC: 0xdeadbeef, FractionLost: 21, TotalLost: 0x7fffff, LastSequenceNumber: 1<<16 + 5,
+		LastSenderReport: 0x33445566, Delay: 98304}
+	cnames := []string{rep.cname, "a", "ab", "abc", "abcd", "abcde"} // every padding
+	for i := range 2 * len(cnames) {
+		ok := i%2 == 0
+		rep.cname = cnames[i/2]
+		got, err := rep.with(block, ok).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := &rtcp.ReceiverReport{SSRC: rep.ssrc}
+		if ok {
+			want.Reports = []rtcp.ReceptionReport{block}
+		}
+		sdes := &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: rep.ssrc,
+			Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: rep.cname}}}}}
+		pion, err := rtcp.CompoundPacket{want, sdes}.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, pion) || rep.MarshalSize() != len(pion) {
+			t.Fatalf("block %v, CNAME %q: %x (size %d), pion %x", ok, rep.cname, got, rep.MarshalSize(), pion)
+		}
+		pkts, err := rtcp.Unmarshal(got)
+		if err != nil || len(pkts) != 2 {
+			t.Fatalf("pion reads %v, %v", pkts, err)
+		}
+		if rr, isRR := pkts[0].(*rtcp.ReceiverReport); !isRR || rr.SSRC != rep.ssrc || len(rr.Reports) != len(want.Reports) ||
+			ok && rr.Reports[0] != block {
+			t.Fatalf("pion reads %+v", pkts[0])
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = rep.with(block, true).Marshal() }); n != 1 {
+		t.Fatalf("%v allocations a report", n)
 	}
 }
 
