@@ -73,7 +73,7 @@ type Profile struct {
 const perCameraNote = "Per camera, measured (BenchmarkRecorder, 2 Mbit/s 720p H.264 over RTSP/TCP, cameras started 1/N s apart, 3 rounds, x86 VM of 2 cores, 2026-12-06): " +
 	"RSS 0.77–0.84 MiB with nobody reading it (0.84 at 16 cameras, 0.77 at 64: the fragment it assembles, ~0.6 MiB of media buffer, and its connection; a stored fragment stays in memory only while someone reads the stream), " +
 	"plus its ring, ~0.24 MiB per second of video, while it is read; " +
-	"1.4–2.3 ms of CPU per camera-second (1.11–1.21× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.22–0.23 allocations per frame against its 30 (0.19–0.20 before the session sent the video's RTCP receiver reports over TCP, every 5 s), " +
+	"1.4–2.3 ms of CPU per camera-second (1.11–1.21× a bare gortsplib receiver of the same streams: over TCP the video skips gortsplib's per-packet buffers, 0.21–0.22 allocations per frame against its 30 (0.19–0.20 before the session sent the video's RTCP receiver reports over TCP, every 5 s), " +
 	"all per fragment or per second, none per packet or frame; a camera nobody watches live, up to ~2.6 Mbit/s, reads its socket every 200 ms, a watched one every 40 ms; " +
 	"on another VM, 4.1–5.2 ms before the tap and 6.5–7.8 ms before the receive path lost its page faults and copies); " +
 	"an idle box 0.08–0.09 ms of CPU a second (BenchmarkApplianceProfiles; 2.6 ms with Pebble's default compaction scheduler, which woke it ten times a second, read from the threads' schedstat against the build before it); " +
