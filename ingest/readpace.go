@@ -37,8 +37,9 @@ import (
 // The price: up to a tick of latency per burst, well inside the live
 // view's budget; a read waiting for a tick notices its read deadline at
 // the tick (gortsplib's client sets none: its own timers close a silent
-// connection); RTCP receiver reports see the tick in their arrival
-// jitter.
+// connection); the sender reports a receiver report echoes are read up
+// to a tick late, which lengthens the camera's round-trip estimate by as
+// much (rtcprr.go; its jitter, which the ticks would fill, is 0).
 //
 // The tick is a frame interval at 25 fps, so most cameras have a frame
 // waiting at each one. Measured (BenchmarkVsMediaMTX, 16 staggered

@@ -64,16 +64,18 @@ type receptionStats struct {
 	// at the previous report: for the fraction lost since, and whether
 	// a packet came since
 	expectedPrior, receivedPrior uint32
-	// the source's last sender report: the middle 32 bits of its NTP
-	// timestamp (LSR), and when it arrived
-	lsr   uint32
-	lsrAt time.Time
+	// the last sender report of source lsrSSRC (kept across a change of
+	// source, echoed only for its own): the middle 32 bits of its NTP
+	// timestamp (LSR), and when it was read
+	lsrSSRC uint32
+	lsr     uint32
+	lsrAt   time.Time
 }
 
 // packet counts one RTP packet of ssrc with sequence number seq.
 func (s *receptionStats) packet(ssrc uint32, seq uint16) {
 	if !s.started || ssrc != s.ssrc {
-		*s = receptionStats{started: true, ssrc: ssrc}
+		*s = receptionStats{started: true, ssrc: ssrc, lsrSSRC: s.lsrSSRC, lsr: s.lsr, lsrAt: s.lsrAt}
 		s.restart(seq)
 		return
 	}
@@ -99,16 +101,27 @@ func (s *receptionStats) packet(ssrc uint32, seq uint16) {
 	s.received++
 }
 
+// packetOther counts a packet of another payload type than the video's:
+// only when it is the source's (same SSRC, same sequence); another SSRC
+// on the channel (retransmissions, forward error correction) is not the
+// source and never replaces it.
+func (s *receptionStats) packetOther(ssrc uint32, seq uint16) {
+	if s.started && ssrc == s.ssrc {
+		s.packet(ssrc, seq)
+	}
+}
+
 // restart counts from seq, the first packet of a new sequence.
 func (s *receptionStats) restart(seq uint16) {
 	s.base, s.cycles, s.max, s.received, s.badSeq = uint32(seq), 0, seq, 1, noJump
 	s.expectedPrior, s.receivedPrior = 0, 0
 }
 
-// senderReport takes the source's sender report, arrived at at.
+// senderReport takes a sender report of the video's media, read at at:
+// the source's, or any before the first packet (the source may be its).
 func (s *receptionStats) senderReport(sr *rtcp.SenderReport, at time.Time) {
-	if s.started && sr.SSRC == s.ssrc {
-		s.lsr, s.lsrAt = uint32(sr.NTPTime>>16), at
+	if !s.started || sr.SSRC == s.ssrc {
+		s.lsrSSRC, s.lsr, s.lsrAt = sr.SSRC, uint32(sr.NTPTime>>16), at
 	}
 }
 
@@ -137,7 +150,7 @@ func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
 	if lostInterval := int64(expInterval) - int64(recvInterval); expInterval > 0 && lostInterval > 0 {
 		r.FractionLost = uint8(lostInterval << 8 / int64(expInterval))
 	}
-	if !s.lsrAt.IsZero() {
+	if !s.lsrAt.IsZero() && s.lsrSSRC == s.ssrc {
 		r.LastSenderReport = s.lsr
 		us := uint64(max(0, now.Sub(s.lsrAt)) / time.Microsecond)
 		r.Delay = uint32(min(us*65536/1e6, math.MaxUint32)) // units of 1/65536 s

@@ -3,10 +3,16 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/rtcpreceiver"
 	"github.com/kvsedge/kvsedge/internal/rtsptest"
 	"github.com/pion/rtcp"
@@ -23,16 +29,17 @@ func TestReceptionStatsReportsAsRFC3550(t *testing.T) {
 	if _, ok := s.report(t0); ok {
 		t.Fatal("a report before any packet")
 	}
-	s.senderReport(&rtcp.SenderReport{SSRC: 7, NTPTime: 0x1122334455667788}, t0) // before any packet: not this source's yet
+	// A sender report before the first packet: kept for its source.
+	s.senderReport(&rtcp.SenderReport{SSRC: 7, NTPTime: 0x0102030405060708}, t0)
 	// 65530 … 65535, 0 … 5 without 2: one lost across the wrap.
 	for seq := uint16(65530); seq != 6; seq++ {
 		if seq != 2 {
 			s.packet(7, seq)
 		}
 	}
-	r, ok := s.report(t0)
+	r, ok := s.report(t0.Add(time.Second))
 	if !ok || r.SSRC != 7 || r.LastSequenceNumber != 1<<16+5 || r.TotalLost != 1 || r.FractionLost != 256/12 ||
-		r.LastSenderReport != 0 || r.Delay != 0 || r.Jitter != 0 {
+		r.LastSenderReport != 0x03040506 || r.Delay != 65536 || r.Jitter != 0 {
 		t.Fatalf("after a wrap and a loss: %+v", r)
 	}
 	// No packet since the last report: no report block (§6.4).
@@ -86,6 +93,159 @@ func TestReceptionStatsReportsAsRFC3550(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { s.packet(9, 104) }); n != 0 {
 		t.Fatalf("counting a packet allocates %v", n)
+	}
+}
+
+// TestReceptionStatsClampsCumulativeLost: more than 2²³−1 lost reads as
+// 2²³−1 (RFC 3550 A.3), not as a negative 24-bit number.
+func TestReceptionStatsClampsCumulativeLost(t *testing.T) {
+	var s receptionStats
+	seq := uint16(0)
+	s.packet(1, seq)
+	for range 2900 { // 2900 jumps of 2998 lost: 8,694,200 > 8,388,607
+		seq += 2999
+		s.packet(1, seq)
+	}
+	r, _ := s.report(time.Unix(0, 0))
+	if r.TotalLost != 0x7fffff || r.FractionLost != 255 {
+		t.Fatalf("%+v", r)
+	}
+	b, err := (&receiverReport{cname: "x"}).with(r, true).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rtcp.Unmarshal(b); err != nil || got[0].(*rtcp.ReceiverReport).Reports[0].TotalLost != 0x7fffff {
+		t.Fatalf("%v, %v", got, err)
+	}
+}
+
+// TestTapCountsOnlyTheVideosSource: another SSRC on the video's channel
+// (retransmissions, forward error correction: another payload type)
+// neither resets the source's counts nor takes its place; the source's
+// own packets of another payload type count.
+func TestTapCountsOnlyTheVideosSource(t *testing.T) {
+	r := &rtspSession{log: slog.New(slog.DiscardHandler), tapped: new(atomic.Uint64), reports: new(atomic.Uint64),
+		err: errors.New("depacketizer off"), reportRX: true}
+	r.times.Initialize()
+	r.tv = tappedVideo{f: &format.H264{PayloadTyp: 96, PacketizationMode: 1}, pt: 96, rate: 90000}
+	pkt := func(pt uint8, ssrc uint32, seq uint16) []byte {
+		b, err := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, SSRC: ssrc}, Payload: []byte{1}}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	r.tapRTP(pkt(97, 0xB, 4000)) // before the source: not it
+	r.tapRTP(pkt(96, 0xA, 1000))
+	r.rx.senderReport(&rtcp.SenderReport{SSRC: 0xA, NTPTime: 0x1122334455667788}, time.Now())
+	seq := uint16(1001)
+	for i := range 100 {
+		pt := uint8(96)
+		if i%7 == 0 {
+			pt = 98 // the source's own, another payload type
+		}
+		r.tapRTP(pkt(pt, 0xA, seq))
+		seq++
+		if i%10 == 0 {
+			r.tapRTP(pkt(97, 0xB, uint16(5000+i)))
+		}
+	}
+	b, ok := r.rx.report(time.Now())
+	if !ok || b.SSRC != 0xA || b.LastSequenceNumber != uint32(seq-1) || b.TotalLost != 0 || b.LastSenderReport != 0x33445566 {
+		t.Fatalf("report of the video's source: %+v", b)
+	}
+}
+
+// TestNoReportsOfOursOverUDP: over UDP (auto after the camera refused
+// TCP, and "udp") gortsplib reports, and the session does not.
+func TestNoReportsOfOursOverUDP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	t.Parallel()
+	for _, tr := range []string{"auto", "udp"} {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			rl := rtsptest.StartRelayUDP(t)
+			rl.RefuseTCP()
+			ctx, cancel := context.WithCancel(context.Background())
+			sentc := make(chan int, 1)
+			go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
+			defer func() { cancel(); <-sentc }()
+			rl.WaitPublished(t, "cam", 20*time.Second)
+			rec := newRecorder(t)
+			defer rec.cams.Close()
+			rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) {
+				s, err := NewRTSPSource(rl.URL("cam"), tr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.rrPeriod = 200 * time.Millisecond
+				c.Source = s
+			})
+			waitFragments(t, rec, "cam", 1, 20*time.Second)
+			time.Sleep(2 * time.Second) // ten of our periods
+			rrs := rl.ReceiverReports("cam")
+			ssrcs := map[uint32]int{}
+			for _, rr := range rrs {
+				ssrcs[rr.SSRC]++
+			}
+			if len(ssrcs) > 1 || len(rrs) > 3 {
+				t.Fatalf("%d receiver reports over UDP, from SSRCs %v", len(rrs), ssrcs)
+			}
+		})
+	}
+}
+
+// TestAudioOnlyCameraOverTCP: a camera of audio alone records over TCP,
+// and the session reports no video it does not have (gortsplib would
+// dereference the missing media).
+func TestAudioOnlyCameraOverTCP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long (seconds of real media or gossip): make test runs it")
+	}
+	t.Parallel()
+	rl := rtsptest.StartRelay(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f := &format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}
+		desc := &description.Session{Medias: []*description.Media{{Type: description.MediaTypeAudio, Formats: []format.Format{f}}}}
+		tcp := gortsplib.TransportTCP
+		c := gortsplib.Client{Transport: &tcp}
+		if err := c.StartRecording(rl.URL("cam"), desc); err != nil {
+			t.Errorf("publisher: %v", err)
+			return
+		}
+		defer c.Close()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160)},
+				Payload: make([]byte, 160)}
+			if c.WritePacketRTP(desc.Medias[0], p) != nil {
+				return
+			}
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	rl.WaitPublished(t, "cam", 20*time.Second)
+	rec := newRecorder(t)
+	defer rec.cams.Close()
+	rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) { c.Source.(*RTSPSource).rrPeriod = 200 * time.Millisecond })
+	waitFragments(t, rec, "cam", 1, 20*time.Second)
+	time.Sleep(time.Second) // five of the periods
+	if st := rec.state("cam"); st.State != StateRecording || st.Reconnects > 0 {
+		t.Fatalf("%+v", st)
+	}
+	if n := len(rl.ReceiverReports("cam")); n != 0 {
+		t.Fatalf("%d receiver reports for a camera without video", n)
 	}
 }
 

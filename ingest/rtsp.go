@@ -462,6 +462,20 @@ func (r *rtspSession) onVideo(c *gortsplib.Client, m *description.Media, f forma
 		pts, ok := r.times.Decode(f, pkt)
 		r.video(pkt, ptsDuration(pts, rate), ok, rate)
 	})
+	for _, other := range m.Formats {
+		if other == f {
+			continue
+		}
+		// The source's packets of the media's other payload types count
+		// in its receiver reports, as on the tap (else they read as lost).
+		c.OnPacketRTP(m, other, func(pkt *rtp.Packet) {
+			r.mu.Lock()
+			if r.reportRX {
+				r.rx.packetOther(pkt.SSRC, pkt.SequenceNumber)
+			}
+			r.mu.Unlock()
+		})
+	}
 	r.onSenderReports(c, m, &r.videoClock, &r.rx)
 	return nil
 }
@@ -522,10 +536,10 @@ func (r *rtspSession) tapRTP(b []byte) {
 		r.log.Debug("rtsp: decode error", "err", err)
 		return
 	}
-	r.mu.Lock()
-	r.rx.packet(v.pkt.SSRC, v.pkt.SequenceNumber) // every payload type of the source counts
-	r.mu.Unlock()
 	if v.pkt.PayloadType != v.pt {
+		r.mu.Lock()
+		r.rx.packetOther(v.pkt.SSRC, v.pkt.SequenceNumber)
+		r.mu.Unlock()
 		r.log.Debug("rtsp: RTP packet of an unknown payload type", "type", v.pkt.PayloadType)
 		return
 	}
@@ -536,6 +550,7 @@ func (r *rtspSession) tapRTP(b []byte) {
 	r.tapped.Add(1)
 	pts, ok := r.times.Decode(v.f, &v.pkt)
 	r.mu.Lock()
+	r.rx.packet(v.pkt.SSRC, v.pkt.SequenceNumber)
 	r.videoLocked(&v.pkt, ptsDuration(pts, v.rate), ok, v.rate)
 	r.mu.Unlock()
 }
