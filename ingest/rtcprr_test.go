@@ -319,8 +319,8 @@ func TestReceiverReportEncodesAsPion(t *testing.T) {
 // (rtcprr.go): gortsplib's receiver allocates per packet, and refuses a
 // new SSRC, which the tap takes.
 func TestGortsplibReceiverDoesNotFitTheTap(t *testing.T) {
-	rr, err := rtcpreceiver.New(90000, nil, time.Hour, nil, func(rtcp.Packet) {})
-	if err != nil {
+	rr := &rtcpreceiver.RTCPReceiver{ClockRate: 90000, Period: time.Hour, WritePacketRTCP: func(rtcp.Packet) {}}
+	if err := rr.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rr.Close()

@@ -64,7 +64,7 @@ func (r *Relay) SendRTCP(path string, pkt rtcp.Packet) error {
 	if s == nil {
 		return errors.New("rtsptest: nothing published on " + path)
 	}
-	return s.WritePacketRTCP(s.Description().Medias[0], pkt)
+	return s.WritePacketRTCP(s.Desc.Medias[0], pkt)
 }
 
 // RefuseTCP makes the relay refuse readers that ask for RTP over TCP.
