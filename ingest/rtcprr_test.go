@@ -168,13 +168,7 @@ func TestNoReportsOfOursOverUDP(t *testing.T) {
 			t.Parallel()
 			rl := rtsptest.StartRelayUDP(t)
 			rl.RefuseTCP()
-			ctx, cancel := context.WithCancel(context.Background())
-			sentc := make(chan int, 1)
-			go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
-			defer func() { cancel(); <-sentc }()
-			rl.WaitPublished(t, "cam", 20*time.Second)
-			rec := newRecorder(t)
-			defer rec.cams.Close()
+			rec := recordOnRelay(t, rl)
 			rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) {
 				s, err := NewRTSPSource(rl.URL("cam"), tr)
 				if err != nil {
@@ -195,6 +189,20 @@ func TestNoReportsOfOursOverUDP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recordOnRelay publishes the demo clip on rl's path "cam" until the
+// test ends, and returns a recorder (closed when the test ends) for
+// the test to record it.
+func recordOnRelay(t *testing.T, rl *rtsptest.Relay) *recorder {
+	ctx, cancel := context.WithCancel(context.Background())
+	sentc := make(chan int, 1)
+	go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
+	t.Cleanup(func() { cancel(); <-sentc })
+	rl.WaitPublished(t, "cam", 20*time.Second)
+	rec := newRecorder(t)
+	t.Cleanup(rec.cams.Close)
+	return rec
 }
 
 // TestAudioOnlyCameraOverTCP: a camera of audio alone records over TCP,
@@ -360,13 +368,7 @@ func TestVideoIsReportedToTheCameraOverTCP(t *testing.T) {
 			} else {
 				rl = rtsptest.StartRelay(t, "")
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			sentc := make(chan int, 1)
-			go func() { sentc <- publishDemo(ctx, t, rl.URL("cam"), 0) }()
-			defer func() { cancel(); <-sentc }()
-			rl.WaitPublished(t, "cam", 20*time.Second)
-			rec := newRecorder(t)
-			defer rec.cams.Close()
+			rec := recordOnRelay(t, rl)
 			var src *RTSPSource
 			rec.record(t, "cam", rl.URL("cam"), func(c *CameraConfig) {
 				src = c.Source.(*RTSPSource)
