@@ -128,10 +128,10 @@ func (s *receptionStats) senderReport(sr *rtcp.SenderReport, at time.Time) {
 // report is the reception report block of the source at now, and
 // starts the next interval of its fraction lost; false when no packet
 // came since the previous report (§6.4: a report covers the sources
-// heard since the last one). Jitter is reported as 0: the connection's reads are paced
-// (readpace.go), so the time a packet is read says nothing of when it
-// arrived, and over TCP nothing is lost or reordered that jitter would
-// warn of.
+// heard since the last one). Jitter is reported as 0: the connection's
+// reads are paced (readpace.go), so the time a packet is read says
+// nothing of when it arrived, and over TCP nothing is lost or reordered
+// that jitter would warn of.
 func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
 	if !s.started || s.received == s.receivedPrior {
 		return rtcp.ReceptionReport{}, false
