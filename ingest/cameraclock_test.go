@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"strings"
@@ -77,15 +79,30 @@ func (c *rfcCamera) serve(conn net.Conn) {
 		_, err := conn.Write(b)
 		return err
 	}
-	tp := textproto.NewReader(bufio.NewReader(conn))
+	br := bufio.NewReader(conn)
+	tp := textproto.NewReader(br)
 	playing := false
 	for {
+		if b, err := br.Peek(1); err != nil {
+			return
+		} else if b[0] == '$' {
+			// An interleaved frame (RFC 2326 §10.12): the reader's RTCP
+			// receiver reports, skipped whole.
+			h := make([]byte, 4)
+			if _, err := io.ReadFull(br, h); err != nil {
+				return
+			}
+			if _, err := br.Discard(int(binary.BigEndian.Uint16(h[2:]))); err != nil {
+				return
+			}
+			continue
+		}
 		line, err := tp.ReadLine()
 		if err != nil {
 			return
 		}
-		if line == "" || strings.HasPrefix(line, "$") {
-			continue // RTCP receiver reports are not read here
+		if line == "" {
+			continue
 		}
 		hdr, err := tp.ReadMIMEHeader()
 		if err != nil {

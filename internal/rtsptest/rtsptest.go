@@ -129,6 +129,12 @@ func StartRelayUDP(t testing.TB) *Relay {
 	})
 }
 
+// handedOut holds the ports this process's relays were given: a port is
+// picked free, closed, then bound by the relay, so another test's pick
+// in between could get it again from the kernel; none is handed out
+// twice.
+var handedOut sync.Map
+
 // freeUDPPair finds an even UDP port whose successor is free too (RTP and
 // RTCP).
 func freeUDPPair() (int, error) {
@@ -138,11 +144,15 @@ func freeUDPPair() (int, error) {
 			return 0, err
 		}
 		p := a.LocalAddr().(*net.UDPAddr).Port
-		if p%2 == 0 {
+		if _, dup := handedOut.Load("udp:" + strconv.Itoa(p)); p%2 == 0 && !dup {
 			if b, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1))); err == nil {
 				b.Close()
 				a.Close()
-				return p, nil
+				if _, dup := handedOut.LoadOrStore("udp:"+strconv.Itoa(p+1), true); !dup {
+					handedOut.Store("udp:"+strconv.Itoa(p), true)
+					return p, nil
+				}
+				continue
 			}
 		}
 		a.Close()
@@ -156,13 +166,16 @@ func startRelay(t testing.TB, addr string, tc *tls.Config) *Relay {
 
 // startRelayOn starts a relay; with is applied to its server (nil: none).
 func startRelayOn(t testing.TB, addr string, tc *tls.Config, with func(*gortsplib.Server)) *Relay {
-	if addr == "" {
+	for addr == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr = ln.Addr().String()
 		ln.Close()
+		if _, dup := handedOut.LoadOrStore("tcp:"+addr, true); dup {
+			addr = ""
+		}
 	}
 	r := &Relay{Addr: addr, streams: map[string]*gortsplib.ServerStream{}, pubs: map[string]*gortsplib.ServerSession{},
 		recording: map[string]*gortsplib.ServerSession{}, tls: tc != nil}
