@@ -162,8 +162,9 @@ func (s *receptionStats) report(now time.Time) (rtcp.ReceptionReport, bool) {
 // §6.1: every RTCP packet sent is compound, and carries the CNAME): a
 // Receiver Report (§6.4.2) of at most one block, then an SDES packet
 // (§6.5) with the CNAME of the report's SSRC. It encodes itself in one
-// buffer: pion's CompoundPacket.Marshal makes 8 allocations a report,
-// and TestReceiverReportEncodesAsPion checks the bytes against it.
+// buffer: pion's CompoundPacket.Marshal makes 8 allocations a report
+// (TestReceiverReportEncodesAsPion logs it, and checks our bytes
+// against pion's).
 type receiverReport struct {
 	ssrc     uint32
 	cname    string

@@ -324,6 +324,15 @@ func TestReceiverReportEncodesAsPion(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = rep.with(block, true).Marshal() }); n != 1 {
 		t.Fatalf("%v allocations a report", n)
 	}
+	// Why it encodes itself: pion's compound marshal allocates more.
+	pion := rtcp.CompoundPacket{&rtcp.ReceiverReport{SSRC: rep.ssrc, Reports: []rtcp.ReceptionReport{block}},
+		&rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: rep.ssrc,
+			Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: rep.cname}}}}}}
+	n := testing.AllocsPerRun(100, func() { _, _ = pion.Marshal() })
+	t.Logf("pion's compound marshal: %v allocations a report", n)
+	if n <= 1 {
+		t.Fatalf("pion's compound marshal makes %v allocations a report: the session could use it", n)
+	}
 }
 
 // TestGortsplibReceiverDoesNotFitTheTap: why the tap counts its own

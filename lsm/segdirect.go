@@ -34,8 +34,8 @@ const directAlign = 4096
 // stageBytes is the size of a stage buffer; an append larger than it is
 // written in several pieces. Each piece is one device request the append
 // waits for, so the piece size sets a large upload's speed: on this
-// project's VM (BenchmarkPutMediaVsDD, 3 runs of 5 uploads each, sizes
-// alternated) PutMedia reached 0.56-0.62x dd with 512 KiB pieces,
+// project's VM (BenchmarkPutMediaVsDD, 3 runs of 5 uploads each, the
+// size switched between runs by a throwaway edit) PutMedia reached 0.56-0.62x dd with 512 KiB pieces,
 // 0.62-0.71x with 1 MiB (dd's own block size there) and 0.64-0.74x with
 // 2 MiB. The pool below keeps at most 8 stages (8 MiB); a camera's
 // fragment (~0.5 MB at 2 Mbit/s) fills about half of one.
