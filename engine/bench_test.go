@@ -144,8 +144,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // BenchmarkPersistLatency64Streams runs 64 ingest sessions, each
 // persisting fragments of a 2 Mbit/s camera with 2 s fragments (≈ 500 KB,
 // cut from the real capture's fragments), and records the latency of every
-// Persist (one synced Pebble batch each; concurrent ones share WAL
-// syncs).
+// Persist (one segment record fdatasync'ed and one unsynced Pebble batch
+// each: lsm/replay.go).
 //
 //	paced-4x: each stream sends a fragment every 500 ms (its real rate
 //	          compressed 4×, streams staggered): 64 MB/s in all.
@@ -463,9 +463,9 @@ func benchPersist64(b *testing.B, period time.Duration, rounds int) {
 // rawPersist does what a Persist costs the disk, with bare system calls
 // and paced as benchPersist64's streams: each stream writes fragBytes
 // (rounded up to whole 4 KiB blocks) with O_DIRECT at the end of its own
-// file (preallocated like a segment) and fdatasyncs it, then appends 256
-// bytes to one shared file and fdatasyncs that (the WAL's part). It
-// returns each persist's latency: the floor under Persist's.
+// file (preallocated like a segment) and fdatasyncs it: a Persist's one
+// sync (the index's commit is not synced: lsm/replay.go). It returns each
+// persist's latency: the floor under Persist's.
 func rawPersist(b *testing.B, dir string, streams, rounds int, period time.Duration, fragBytes int) []time.Duration {
 	b.Helper()
 	const align = 4096
@@ -478,11 +478,6 @@ func rawPersist(b *testing.B, dir string, streams, rounds int, period time.Durat
 		b.Fatal(err)
 	}
 	defer os.RemoveAll(fdir)
-	wal, err := os.OpenFile(filepath.Join(fdir, "wal"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer wal.Close()
 	var (
 		mu   sync.Mutex
 		lat  []time.Duration
@@ -501,7 +496,6 @@ func rawPersist(b *testing.B, dir string, streams, rounds int, period time.Durat
 			}
 			defer syscall.Close(fd)
 			_ = syscall.Fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, 0, 64<<20)
-			rec := make([]byte, 256)
 			local := make([]time.Duration, 0, rounds)
 			for r := range rounds {
 				if period > 0 {
@@ -513,14 +507,6 @@ func rawPersist(b *testing.B, dir string, streams, rounds int, period time.Durat
 					return
 				}
 				if err := syscall.Fdatasync(fd); err != nil {
-					errc <- err
-					return
-				}
-				if _, err := wal.Write(rec); err != nil {
-					errc <- err
-					return
-				}
-				if err := syscall.Fdatasync(int(wal.Fd())); err != nil {
 					errc <- err
 					return
 				}

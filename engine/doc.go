@@ -116,16 +116,19 @@
 //  2. BUFFERING and RECEIVED are sent before anything about the fragment
 //     is durable. Crash after: the fragment is lost; the producer, lacking
 //     PERSISTED, re-sends it.
-//  3. Persist appends the media to the stream's segment file and
-//     fdatasyncs it, then commits one batch (the fragment record pointing
-//     into the segment, both time-index entries, the session header on
-//     first use) with a WAL fsync. With a sync window
-//     (StoreOptions.SyncWindow) the append is not synced at once: when the
-//     window ends every segment written in it is synced, then the window's
-//     batches are committed as one synced batch, and nothing of the window
-//     is committed if a segment sync failed. Crash before the batch is
-//     durable: the index has nothing of the fragment (unreferenced segment
-//     bytes are harmless); the batch is all or nothing.
+//  3. Persist appends the fragment's record (its media and every index
+//     entry's content) to the stream's segment file and fdatasyncs it,
+//     then commits one batch (the fragment record pointing into the
+//     segment, both time-index entries, the session header on first use)
+//     without a WAL sync: the synced record already holds them, and
+//     lsm.Open indexes again the records whose batch a crash took
+//     (lsm/replay.go; the WAL is synced within a second). With a sync
+//     window (StoreOptions.SyncWindow) the append is not synced at once:
+//     when the window ends every segment written in it is synced, then
+//     the window's batches are committed as one batch, and nothing of the
+//     window is committed if a segment sync failed. Crash before the
+//     segment sync: at most unreferenced segment bytes; after it: the
+//     fragment is indexed, at the next Open if not before.
 //  4. PERSISTED is sent after Persist returned and AckReady's channel
 //     closed: at once without an AckGate; with the cluster's replicated
 //     durability, once a replica holds the fragment durably too (or the
@@ -145,9 +148,9 @@
 // (and the run is not stored if that one failed); so a run's media is
 // written while the run before it syncs, and each run's PERSISTED still
 // follows its own syncs and the runs before it.
-// Concurrent streams' Persist calls share WAL fsyncs (Pebble group commit);
-// a sync window also shares the segment syncs, at the cost of up to one
-// window before PERSISTED. lsm/FORMAT.md has the store's side.
+// A Persist costs one fdatasync (the segment's); a sync window shares the
+// segment syncs of a window, at the cost of up to one window before
+// PERSISTED. lsm/FORMAT.md has the store's side.
 //
 // # Locks
 //
@@ -182,6 +185,8 @@
 //	lsm DB.mu               the next stream id
 //	lsm syncGroup.flushMu   one sync-window flush at a time
 //	lsm syncGroup.mu        the pending window: batch, dirty segments, waiters
+//	lsm checkpointer.mu     one replay-checkpoint run at a time; held by
+//	                        lsm DeleteStream across its batch and media removal
 //	lsm segmentStore.mu     the map of the streams' segment sets
 //	lsm streamSegments.mu   one stream's segment files (append, roll, sync,
 //	                        unlink); held across fdatasync of a page-cache
@@ -198,6 +203,7 @@
 //	             segment and sync-window locks (PutFragment, DeleteBefore)
 //	ingest.mu  → ring.mu (a new term)
 //	flushMu    → syncGroup.mu, streamSegments.mu
+//	checkpointer.mu → segmentStore.mu, streamSegments.mu (one at a time)
 //	segmentStore.mu → streamSegments.mu (Close)
 //
 // liveTap.mu is a leaf but for MediaMemory.mu (a chunk taken or freed);

@@ -68,6 +68,10 @@ type DB struct {
 	bounds producerBounds
 	// phases times each step of storing fragments (Stats).
 	phases writePhases
+	// ckpt writes the replay checkpoints and syncs the index's log
+	// (replay.go); nil when read-only. replayed: what Open replayed.
+	ckpt     *checkpointer
+	replayed ReplayReport
 
 	// mu serialises stream id allocation.
 	mu struct {
@@ -201,16 +205,29 @@ func Open(opts Options) (*DB, error) {
 		_ = pdb.Close()
 		return nil, err
 	}
+	if err := d.replayTails(); err != nil {
+		_ = pdb.Close()
+		return nil, damaged(err)
+	}
+	d.ckpt = newCheckpointer(d, opts.IndexSyncInterval)
+	d.ckpt.start()
 	_ = space.check(false) // makes the reserve when there is room
 	opened = true
 	return d, nil
 }
 
-// Close flushes nothing extra (every write was synced) and closes Pebble.
+// Close waits for the puts in flight, writes the replay checkpoints (a
+// synced batch: every index commit before it becomes durable) and closes
+// Pebble.
 func (d *DB) Close() error {
 	d.pending.Wait()
 	if d.group != nil {
 		d.group.close()
+	}
+	if d.ckpt != nil {
+		if err := d.ckpt.close(); err != nil {
+			d.opts.Logger.Warn("closing the store without its replay checkpoints: the next start indexes the last fragments again from their segments", "error", err)
+		}
 	}
 	d.segs.close()
 	d.space.close()

@@ -51,6 +51,9 @@
 //	              bound (MayHoldProducerTime: a re-send check needs no
 //	              index scan for a fragment after everything stored)
 //	groupsync.go  the sync window (Options.SyncWindow) for SD cards
+//	replay.go     one sync per fragment: the replay checkpoints, the
+//	              checkpointer that writes them (the WAL's sync), and
+//	              Open's replay of the records after them
 //	compactsched.go  Pebble's compaction scheduler for the store: the
 //	              default's grants, without its ten wakes a second
 //	replica.go    what replication reads and writes: the numbers listing
@@ -62,19 +65,25 @@
 // # Durability
 //
 // Every mutation is a Pebble write committed with pebble.Sync (the WAL is
-// fsynced), so a call that returns nil has reached stable storage, with two
-// exceptions that only tidy up: the removal of a deletion marker after
-// DeleteStream, and segment unlinks (FORMAT.md says what a crash leaves).
-// Fragment media is fdatasync'ed in its segment before the batch that
-// indexes it is committed; PutFragments stores consecutive fragments of a
-// stream with one media sync and one commit, and PutFragmentsAsync does so
-// in the background, chained to the previous put of the stream (committed
-// after it, not at all if it failed), so that an upload appends its next
-// fragments while the previous ones sync. Pebble shares one WAL fsync among batches
-// committed concurrently (group commit), so many writers do not each pay
-// one; with Options.SyncWindow the fragments finishing within a window also
-// share their segment syncs and one index commit (groupsync.go), at the
-// cost of up to one window before PutFragment returns.
+// fsynced), so a call that returns nil has reached stable storage, with
+// three exceptions: the removal of a deletion marker after DeleteStream and
+// segment unlinks, which only tidy up (FORMAT.md says what a crash
+// leaves), and the index batches of fragments. A fragment's segment record
+// holds all its index entries, and is fdatasync'ed before its batch is
+// committed, without a WAL sync: when PutFragment returns the fragment and
+// its entries are durable in the segment, one device round trip sooner
+// than a synced commit would allow. What a crash takes of those commits,
+// Open takes back from the records after each stream's replay checkpoint,
+// which the checkpointer writes (and so syncs the WAL) every
+// Options.IndexSyncInterval while fragments are stored (replay.go).
+// PutFragments stores consecutive fragments of a stream with one media
+// sync and one commit, and PutFragmentsAsync does so in the background,
+// chained to the previous put of the stream (committed after it, not at
+// all if it failed), so that an upload appends its next fragments while
+// the previous ones sync. With Options.SyncWindow the fragments finishing
+// within a window also share their segment syncs and one index commit
+// (groupsync.go), at the cost of up to one window before PutFragment
+// returns.
 //
 // # Concurrency
 //

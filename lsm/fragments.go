@@ -104,12 +104,13 @@ type FragmentWrite struct {
 	Replaces []fragment.Meta
 }
 
-// PutFragment stores a fragment: its media is appended to the stream's
-// segment and fdatasync'ed, then one batch with its index entries (the
-// fragment record pointing into the segment, both time-index entries and,
-// if given, its header) is committed with a WAL sync. When it returns nil
-// the fragment is durable and may be acknowledged PERSISTED. Concurrent
-// calls of different streams share WAL syncs (Pebble's group commit).
+// PutFragment stores a fragment: its record (its media, its meta, what it
+// replaces) is appended to the stream's segment and fdatasync'ed, then
+// one batch with its index entries (the fragment record pointing into the
+// segment, both time-index entries and, if given, its header) is
+// committed without a WAL sync (replay.go: Open indexes again from the
+// segment what a crash takes of it). When it returns nil the fragment is
+// durable and may be acknowledged PERSISTED.
 func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 	return d.PutFragments(id, []FragmentWrite{*w})
 }
@@ -118,7 +119,7 @@ func (d *DB) PutFragment(id StreamID, w *FragmentWrite) error {
 // syncs: every media is appended to the stream's segments, the segments
 // written are fdatasync'ed once each (a segment closed at a roll on the
 // way was synced as it closed), then one batch with all their index
-// entries is committed with a WAL sync. The order of syncs is
+// entries is committed (not synced: replay.go). The order of syncs is
 // PutFragment's (FORMAT.md): no index entry is committed before the media
 // it points at is durable, and the batch is all or nothing. When it
 // returns nil every fragment is durable; an error means none is indexed.
@@ -146,11 +147,15 @@ type PendingPut struct {
 	done  chan struct{}
 	err   error
 	group bool
+	// first is where the put's first record began (tracked: it is in
+	// the stream's inflight list until unpin).
+	first   segmentRef
+	tracked bool
 }
 
 // PutFragmentsAsync is PutFragments in two halves, so that an upload can
 // write its next fragments while the previous ones sync: it appends every
-// media now, in the caller, and returns; the segment sync and the synced
+// media now, in the caller, and returns; the segment sync and the
 // commit run in the background, and Wait returns their outcome, which is
 // PutFragments': nil when every fragment is durable, otherwise none is
 // indexed. prev, if not nil, is the previous PendingPut of the same
@@ -214,6 +219,12 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 			if p.addSeq(ref.Seq) {
 				ss.pin(ref.Seq) // until finish: retention keeps it
 			}
+			if !p.tracked {
+				// The replay checkpoint stays at or before it until the
+				// put resolves (replay.go).
+				p.first, p.tracked = ss.lastStart, true
+				ss.inflight = append(ss.inflight, p.first)
+			}
 		}
 		ss.mu.Unlock()
 		if err == nil {
@@ -253,6 +264,9 @@ func (p *PendingPut) unpin() {
 	for i := range p.nseq {
 		p.ss.unpin(p.seq(i))
 	}
+	if p.tracked {
+		p.ss.resolved(p.first)
+	}
 	p.ss.mu.Unlock()
 }
 
@@ -265,8 +279,7 @@ func (p *PendingPut) seq(i int) uint64 {
 }
 
 // finish is PutFragments' second half: the segments written synced, then
-// (after prev's commit, if prev is given) the index batch committed
-// synced.
+// (after prev's commit, if prev is given) the index batch committed.
 func (p *PendingPut) finish(prev *PendingPut) error {
 	defer p.b.Close()
 	defer p.unpin() // after the commit (or its failure)
@@ -299,7 +312,11 @@ func (p *PendingPut) finish(prev *PendingPut) error {
 		}
 	}
 	start = time.Now()
-	if err := p.b.Commit(pebble.Sync); err != nil {
+	// Not synced: the fragment records just synced in its segments hold
+	// these entries, and Open replays them should the commit not reach
+	// the disk (replay.go); the checkpointer syncs the log within a
+	// second.
+	if err := p.b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("lsm: committing fragment: %w", err)
 	}
 	p.d.phases.indexCommit.Observe(time.Since(start))
@@ -706,6 +723,18 @@ func (d *DB) deleteBatchBefore(id StreamID, cutoffMs int64) (int, int64, error) 
 	defer b.Close()
 	for _, k := range keys {
 		if err := b.Delete(k, nil); err != nil {
+			return 0, 0, err
+		}
+	}
+	// The stream's replay checkpoint, in the same batch: records the
+	// batch deletes are before it (they were indexed), so Open never
+	// takes them back (replay.go).
+	ss := d.segs.stream(id)
+	ss.mu.Lock()
+	cp, ok := ss.replayFrom()
+	ss.mu.Unlock()
+	if ok {
+		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
 			return 0, 0, err
 		}
 	}

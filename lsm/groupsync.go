@@ -12,12 +12,13 @@ import (
 // syncGroup implements Options.SyncWindow: PutFragment appends its media
 // without a sync and hands its index batch here; a window after the first
 // such fragment, the group fdatasyncs every segment written to in the
-// window, then commits all the window's index batches in one synced
-// Pebble batch, then lets every PutFragment of the window return. The
-// order of syncs is the one PutFragment keeps alone (media durable before
-// the index that points at it; FORMAT.md), so a crash leaves the same
-// states; only more fragments share each pair of syncs, which spares the
-// flash of SD cards, at the cost of up to one window of ack latency.
+// window, then commits all the window's index batches in one Pebble batch
+// (not synced, as PutFragment's: replay.go), then lets every PutFragment
+// of the window return. The order is the one PutFragment keeps alone
+// (records durable before the index that points at them; FORMAT.md), so a
+// crash leaves the same states; only more fragments share each segment
+// sync, which spares the flash of SD cards, at the cost of up to one
+// window of ack latency.
 type syncGroup struct {
 	db     *pebble.DB
 	window time.Duration
@@ -72,7 +73,7 @@ func (g *syncGroup) commit(ss *streamSegments, seq, gen uint64, b *pebble.Batch)
 	return <-done
 }
 
-// flush syncs the window's segments, then commits its index batch synced,
+// flush syncs the window's segments, then commits its index batch,
 // and reports the result to every fragment of the window.
 func (g *syncGroup) flush() {
 	g.flushMu.Lock()
@@ -109,7 +110,8 @@ func (g *syncGroup) flush() {
 	if err == nil {
 		g.phases.mediaSync.Observe(time.Since(start))
 		start = time.Now()
-		if e := batch.Commit(pebble.Sync); e != nil {
+		// Not synced, as PutFragments' commit (replay.go).
+		if e := batch.Commit(pebble.NoSync); e != nil {
 			err = fmt.Errorf("lsm: committing fragments: %w", e)
 		} else {
 			g.phases.indexCommit.Observe(time.Since(start))

@@ -13,6 +13,7 @@ const (
 	prefixMeta        byte = 0x01 // 0x01 <name>                       → meta value
 	prefixStream      byte = 0x02 // 0x02 <sid u32>                    → stream record
 	prefixTerm        byte = 0x03 // 0x03 <sid u32>                    → ingest term
+	prefixReplay      byte = 0x04 // 0x04 <sid u32>                    → replay checkpoint
 	prefixFragment    byte = 0x10 // 0x10 <sid u32> <fragnum 14 B>      → fragment meta + media
 	prefixProducerIdx byte = 0x11 // 0x11 <sid u32> <ms u64> <fragnum>  → fragment meta
 	prefixServerIdx   byte = 0x12 // 0x12 <sid u32> <ms u64> <fragnum>  → fragment meta
@@ -72,11 +73,18 @@ func streamSpan(prefix byte, id StreamID) (start, end []byte) {
 
 // streamTables lists every table keyed by <prefix> <sid>, which DeleteStream
 // clears with range deletions.
-var streamTables = []byte{prefixTerm, prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}
+var streamTables = []byte{prefixTerm, prefixReplay, prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}
 
 func termKey(id StreamID) []byte {
 	k := make([]byte, 1+StreamIDLen)
 	k[0] = prefixTerm
+	binary.BigEndian.PutUint32(k[1:], uint32(id))
+	return k
+}
+
+func replayKey(id StreamID) []byte {
+	k := make([]byte, 1+StreamIDLen)
+	k[0] = prefixReplay
 	binary.BigEndian.PutUint32(k[1:], uint32(id))
 	return k
 }

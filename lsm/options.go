@@ -25,6 +25,11 @@ type Options struct {
 	// to one window more before PutFragment returns. Zero syncs each
 	// fragment at once.
 	SyncWindow time.Duration
+	// IndexSyncInterval is how often the index's log is synced while
+	// fragments are stored (replay.go): fragment commits are not synced
+	// one by one (their segment records hold their entries), so this
+	// bounds what Open replays after a crash. Default 1 s.
+	IndexSyncInterval time.Duration
 	// SegmentBytes is the size at which a media segment file is closed
 	// and the next begun (each is preallocated to it). Default 64 MiB.
 	SegmentBytes int64
@@ -44,7 +49,7 @@ type Options struct {
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger
-	// SameFrames, for Repair only: whether two fragments of one stream at
+	// SameFrames, for Repair and Open's replay (replay.go): whether two fragments of one stream at
 	// the same producer time hold the same frames, or one a prefix of the
 	// other's (the engine's comparison of re-sent fragments; lsm does not
 	// parse Matroska). Each copy is its session header and its Cluster.
@@ -82,6 +87,9 @@ func (o *Options) EnsureDefaults() {
 	if o.SegmentBytes == 0 {
 		o.SegmentBytes = defaultSegmentBytes
 	}
+	if o.IndexSyncInterval == 0 {
+		o.IndexSyncInterval = time.Second
+	}
 }
 
 // Validate reports every invalid field.
@@ -98,6 +106,9 @@ func (o *Options) Validate() error {
 	}
 	if o.SyncWindow < 0 || o.SyncWindow > 5*time.Second {
 		errs = append(errs, fmt.Errorf("lsm: SyncWindow %v is outside 0…5s", o.SyncWindow))
+	}
+	if o.IndexSyncInterval < 0 || o.IndexSyncInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("lsm: IndexSyncInterval %v is outside 0…1m", o.IndexSyncInterval))
 	}
 	if o.MemTableBytes != 0 && o.MemTableBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("lsm: MemTableBytes %d is below 1 MiB", o.MemTableBytes))

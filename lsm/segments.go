@@ -26,9 +26,10 @@ import (
 //
 // Crash ordering: the media is appended and fdatasync'ed before the Pebble
 // batch that points into it is committed, so an index entry never points
-// at bytes that are not durable. A crash between the two leaves
-// unreferenced bytes at the end of a segment: harmless, and gone when the
-// segment is.
+// at bytes that are not durable. A crash between the two leaves a record
+// the index lacks at the end of a segment, which Open indexes (replay.go);
+// a crash before the sync, at most unreferenced bytes: harmless, and gone
+// when the segment is.
 
 const (
 	mediaDirName  = "media"
@@ -152,6 +153,41 @@ type streamSegments struct {
 	// of; scratch is reused for each fragment's record prefix.
 	headers map[uint64]struct{}
 	scratch []byte
+	// appended: the stream appended in this process; lastStart is where
+	// the last append's records (its header record, if any, then its
+	// fragment record) began. inflight holds the first record position
+	// of each put whose appends are not yet resolved (committed, or
+	// failed), in position order (appends are serialised by mu and only
+	// move forward): replayFrom, the stream's replay checkpoint.
+	appended  bool
+	lastStart segmentRef
+	inflight  []segmentRef
+}
+
+// replayFrom returns the stream's replay checkpoint (replay.go): a
+// position such that every record of the stream before it belongs to a
+// put that has resolved, so its index batch, if it committed, precedes
+// in Pebble's log any batch written after this call. false: the stream
+// appended nothing in this process. The caller holds mu.
+func (ss *streamSegments) replayFrom() (segmentRef, bool) {
+	switch {
+	case !ss.appended:
+		return segmentRef{}, false
+	case len(ss.inflight) > 0:
+		return ss.inflight[0], true
+	}
+	return segmentRef{Seq: ss.activeSeq, Offset: uint64(ss.activeSize)}, true
+}
+
+// resolved removes a put's first record position from inflight. The
+// caller holds mu.
+func (ss *streamSegments) resolved(first segmentRef) {
+	for i, r := range ss.inflight {
+		if r == first {
+			ss.inflight = append(ss.inflight[:i], ss.inflight[i+1:]...)
+			return
+		}
+	}
 }
 
 func newSegmentStore(fs vfs.FS, dataDir string, size int64) (*segmentStore, error) {
@@ -229,6 +265,7 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 			return segmentRef{}, 0, err
 		}
 	}
+	start := segmentRef{Seq: ss.activeSeq, Offset: uint64(ss.activeSize)}
 	pre := ss.scratch[:0]
 	if _, ok := ss.headers[w.Meta.HeaderID]; !ok {
 		h := w.Header
@@ -267,6 +304,7 @@ func (s *segmentStore) appendLocked(id StreamID, ss *streamSegments, w *Fragment
 	ss.activeSize += int64(len(pre) + len(media))
 	s.written.Add(int64(len(pre) + len(media)))
 	ss.written++
+	ss.appended, ss.lastStart = true, start
 	ss.lastAppend = time.Now().UnixNano()
 	if n := int64(len(pre) + len(media)); s.prepare && ss.next == nil &&
 		(ss.activeSize >= s.size/prepareAtDen*prepareAtNum || ss.activeSize+n > s.size) {

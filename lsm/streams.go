@@ -50,6 +50,16 @@ func (d *DB) PutStream(id StreamID, value []byte) error {
 	if err := b.Set(metaKey(metaNextStreamID), next[:], nil); err != nil {
 		return fmt.Errorf("lsm: staging id counter: %w", err)
 	}
+	// A new stream's replay checkpoint is its beginning (replay.go):
+	// its first fragments' commits are not synced, and a stream without
+	// one counts as wholly indexed at Open.
+	if _, ok, err := d.checkpoint(id); err != nil {
+		return err
+	} else if !ok {
+		if err := b.Set(replayKey(id), encodeCheckpoint(segmentRef{}), nil); err != nil {
+			return fmt.Errorf("lsm: staging stream %d: %w", id, err)
+		}
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: committing stream %d: %w", id, err)
 	}
@@ -61,6 +71,12 @@ func (d *DB) PutStream(id StreamID, value []byte) error {
 func (d *DB) DeleteStream(id StreamID) error {
 	if d.space.readOnly {
 		return ErrNoSpace
+	}
+	if d.ckpt != nil {
+		// No checkpoint of the stream is written after its deletion.
+		d.ckpt.mu.Lock()
+		defer d.ckpt.mu.Unlock()
+		d.ckpt.forget(id)
 	}
 	b := d.db.NewBatch()
 	defer b.Close()

@@ -1,0 +1,626 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+)
+
+// One sync per fragment (FORMAT.md, "Write path and durability").
+//
+// A fragment's segment record holds everything its index entries hold
+// (its meta, the numbers it replaces; its position gives the segment
+// reference), so once the record is fdatasync'ed the fragment and its
+// index entries are durable, in the segment. The Pebble batch that
+// indexes it is then committed without a WAL sync and the fragment
+// acknowledged: one device round trip less on the PERSISTED path than a
+// synced commit. Pebble's log is a prefix of its commits after a crash, so
+// what a crash can take from the index is a tail of the commits since its
+// last sync, and replayTails takes it back from the segments at Open.
+//
+// The replay checkpoint (0x04, per stream) bounds that work: a position in
+// the stream's segments before which every record belongs to a put that
+// had resolved (its batch committed, or the put failed) when the
+// checkpoint was written. checkpointer writes the checkpoints of the
+// streams that appended since its last run, every Options.IndexSyncInterval,
+// in a synced batch: the WAL sync that makes every commit before it
+// durable. So after a crash every record before a stream's durable
+// checkpoint is indexed (or was never to be: a failed put, a fragment
+// retention deleted since), and Open scans only the records after it.
+
+// Replay checkpoint value, version 1 (0x04 <sid>): 1 | segment seq u64 |
+// offset u64, where the replay scan of the stream starts.
+const replayVersion1 byte = 1
+
+func encodeCheckpoint(r segmentRef) []byte {
+	v := make([]byte, 0, 17)
+	v = append(v, replayVersion1)
+	return appendRef(v, r)
+}
+
+func decodeCheckpoint(key, v []byte) (segmentRef, error) {
+	if len(v) != 1+refLen || v[0] != replayVersion1 {
+		return segmentRef{}, &CorruptionError{Key: append([]byte(nil), key...), Reason: "replay checkpoint of unknown version or length"}
+	}
+	return decodeRef(v[1:]), nil
+}
+
+func (r segmentRef) before(o segmentRef) bool {
+	return r.Seq < o.Seq || (r.Seq == o.Seq && r.Offset < o.Offset)
+}
+
+// checkpointer writes the replay checkpoints (and so syncs Pebble's log)
+// every interval while fragments are being stored; an idle store writes
+// nothing.
+type checkpointer struct {
+	d     *DB
+	every time.Duration
+	stop  chan struct{}
+	done  chan struct{}
+	// mu serialises runs with DeleteStream, so that no checkpoint of a
+	// deleted stream is written after its deletion.
+	mu      sync.Mutex
+	written map[StreamID]segmentRef
+	failing bool
+	// syncs counts checkpoint batches committed (tests).
+	syncs int
+}
+
+func newCheckpointer(d *DB, every time.Duration) *checkpointer {
+	return &checkpointer{d: d, every: every, stop: make(chan struct{}), done: make(chan struct{}), written: map[StreamID]segmentRef{}}
+}
+
+func (c *checkpointer) start() {
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(c.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+				_ = c.run()
+			}
+		}
+	}()
+}
+
+// close stops the ticks and runs once more: after the store's last put
+// resolved, every stream's checkpoint is then its end.
+func (c *checkpointer) close() error {
+	close(c.stop)
+	<-c.done
+	return c.runFinal(true)
+}
+
+// run writes, in one synced batch, the checkpoint of every stream whose
+// checkpoint moved since it was last written. A failure is logged (once
+// until the next success) and left for the next run: the fragments are
+// durable in their segments either way.
+func (c *checkpointer) run() error { return c.runFinal(false) }
+
+// runFinal is run; final (at Close, every put resolved) moves the
+// checkpoint of a stream with nothing in flight past its segments: the
+// next process writes in a new one, so Open scans nothing.
+func (c *checkpointer) runFinal(final bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.d
+	d.segs.mu.Lock()
+	ids := make([]StreamID, 0, len(d.segs.streams))
+	streams := make([]*streamSegments, 0, len(d.segs.streams))
+	for id, ss := range d.segs.streams {
+		ids, streams = append(ids, id), append(streams, ss)
+	}
+	d.segs.mu.Unlock()
+	var (
+		b     *pebble.Batch
+		moved map[StreamID]segmentRef
+	)
+	for i, ss := range streams {
+		ss.mu.Lock()
+		cp, ok := ss.replayFrom()
+		if ok && final && len(ss.inflight) == 0 {
+			cp = segmentRef{Seq: ss.nextSeq}
+		}
+		dead := ss.dead
+		ss.mu.Unlock()
+		if !ok || dead {
+			continue
+		}
+		if w, ok := c.written[ids[i]]; ok && w == cp {
+			continue
+		}
+		if b == nil {
+			b = d.db.NewBatch()
+			moved = map[StreamID]segmentRef{}
+		}
+		if err := b.Set(replayKey(ids[i]), encodeCheckpoint(cp), nil); err != nil {
+			_ = b.Close()
+			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+		}
+		moved[ids[i]] = cp
+	}
+	if b == nil {
+		return nil
+	}
+	defer b.Close()
+	err := d.space.check(false)
+	if err == nil {
+		if err = b.Commit(pebble.Sync); err != nil {
+			err = fmt.Errorf("lsm: committing replay checkpoints: %w", err)
+		}
+	}
+	if err != nil {
+		if !c.failing {
+			d.opts.Logger.Warn("the index's log cannot be synced: fragments stay durable in their segments, and are indexed again from them should the box stop now; retrying",
+				"error", err)
+		}
+		c.failing = true
+		return err
+	}
+	if c.failing {
+		d.opts.Logger.Info("the index's log is synced again")
+	}
+	c.failing = false
+	c.syncs++
+	for id, cp := range moved {
+		c.written[id] = cp
+	}
+	return nil
+}
+
+// forget drops a deleted stream. The caller holds mu.
+func (c *checkpointer) forget(id StreamID) { delete(c.written, id) }
+
+// ReplayReport is what Open's replay found (replayTails).
+type ReplayReport struct {
+	// Streams whose segments held records after their checkpoint.
+	Streams int
+	// Indexed: fragment records after a checkpoint that the index lacked
+	// and now holds (their commit did not reach the disk before the box
+	// stopped).
+	Indexed int
+	// Copies: records left out as second copies of a fragment the index
+	// holds (the put failed, and the producer's re-send was stored).
+	Copies int
+	// NoHeader: records left out because their session header is in
+	// neither the index nor their segment (logged; kvsedge repair
+	// reports them too).
+	NoHeader int
+}
+
+// Replayed returns what Open's replay found.
+func (d *DB) Replayed() ReplayReport { return d.replayed }
+
+// replayCandidate is a fragment record found after a checkpoint and not
+// in the index.
+type replayCandidate struct {
+	meta     fragment.Meta
+	replaced []fragment.Number
+	ref      segmentRef // its media
+	headers  map[uint64][2]int64
+	// indexed: the index holds it; it is listed only for what it
+	// replaced (meta holds its number alone).
+	indexed bool
+}
+
+// readReplaced reads the replaced numbers of the fragment record at off
+// (payload length plen).
+func readReplaced(f io.ReaderAt, off, plen int64) ([]fragment.Number, error) {
+	var cnt [2]byte
+	if plen < metaLen+2 {
+		return nil, errBadRecord
+	}
+	if _, err := f.ReadAt(cnt[:], off+recordHdrLen+metaLen); err != nil {
+		return nil, err
+	}
+	k := int64(binary.BigEndian.Uint16(cnt[:]))
+	if k == 0 {
+		return nil, nil
+	}
+	if metaLen+2+k*fragment.NumberLen > plen {
+		return nil, errBadRecord
+	}
+	b := make([]byte, k*fragment.NumberLen)
+	if _, err := f.ReadAt(b, off+recordHdrLen+metaLen+2); err != nil {
+		return nil, err
+	}
+	out := make([]fragment.Number, k)
+	for i := range out {
+		copy(out[i][:], b[i*fragment.NumberLen:])
+	}
+	return out, nil
+}
+
+// replayTails indexes, for every stream, the fragment records after its
+// replay checkpoint that the index lacks, in one synced batch that also
+// moves each checkpoint past the stream's segments (writing resumes in a
+// new segment). A stream without a checkpoint was stored by a kvsedge that
+// synced every commit, or rebuilt by Repair: everything in its segments is
+// accounted for, and it gets one at its end.
+func (d *DB) replayTails() error {
+	recs, err := d.Streams()
+	if err != nil {
+		return err
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	var rep ReplayReport
+	for _, rec := range recs {
+		id := rec.ID
+		dir := d.segs.stream(id).dir
+		seqs, err := d.segs.list(dir)
+		if err != nil {
+			return fmt.Errorf("lsm: listing the segments of stream %d: %w", id, err)
+		}
+		end := segmentRef{}
+		if len(seqs) > 0 {
+			end.Seq = seqs[len(seqs)-1] + 1
+		}
+		cp, ok, err := d.checkpoint(id)
+		if err != nil {
+			return err
+		}
+		if ok && !cp.before(end) {
+			continue
+		}
+		if ok {
+			n, err := d.replayStream(b, id, dir, seqs, cp, &rep)
+			if err != nil {
+				// The stream's other data is served; what its tail
+				// holds stays in its segments for kvsedge repair.
+				d.opts.Logger.Error("the fragments after a stream's replay checkpoint cannot be read: the index may lack its last fragments before the stop; run kvsedge repair with the box stopped",
+					"stream", id, "error", err)
+				continue
+			}
+			if n > 0 {
+				rep.Streams++
+			}
+		}
+		if err := b.Set(replayKey(id), encodeCheckpoint(end), nil); err != nil {
+			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+		}
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("lsm: committing the replayed index entries: %w", err)
+	}
+	d.replayed = rep
+	if rep.Indexed > 0 || rep.Copies > 0 || rep.NoHeader > 0 {
+		d.opts.Logger.Info("indexed again the fragments whose index entries the last stop lost (they were durable in their segments)",
+			"fragments", rep.Indexed, "streams", rep.Streams, "second_copies_left_out", rep.Copies, "without_header", rep.NoHeader)
+	}
+	return nil
+}
+
+// checkpoint reads a stream's replay checkpoint.
+func (d *DB) checkpoint(id StreamID) (segmentRef, bool, error) {
+	v, closer, err := d.db.Get(replayKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return segmentRef{}, false, nil
+	}
+	if err != nil {
+		return segmentRef{}, false, fmt.Errorf("lsm: reading the replay checkpoint of stream %d: %w", id, err)
+	}
+	defer closer.Close()
+	r, err := decodeCheckpoint(replayKey(id), v)
+	return r, err == nil, err
+}
+
+// replayStream stages into b the index entries of the stream's fragment
+// records at or after cp that the index lacks, and returns how many.
+func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint64, cp segmentRef, rep *ReplayReport) (int, error) {
+	var cands []replayCandidate
+	for _, q := range seqs {
+		if q < cp.Seq {
+			continue
+		}
+		from := uint64(0)
+		if q == cp.Seq {
+			from = cp.Offset
+		}
+		found, err := d.scanTail(id, dir, q, from)
+		if err != nil {
+			return 0, err
+		}
+		cands = append(cands, found...)
+	}
+	// Of candidates that are copies of each other (same producer time,
+	// same frames), the one with the most frames, else the newest number,
+	// as Repair keeps.
+	kept := make([]bool, len(cands))
+	staged := map[uint64]bool{} // headers staged in b
+	for i := range cands {
+		c := &cands[i]
+		if c.indexed {
+			continue
+		}
+		kept[i] = true
+		dup, err := d.copyOfIndexed(id, dir, c)
+		if err != nil {
+			return 0, err
+		}
+		if dup {
+			kept[i] = false
+			rep.Copies++
+			continue
+		}
+		for j := range i {
+			if !kept[j] || cands[j].meta.ProducerMs != c.meta.ProducerMs || !d.sameCopy(id, dir, &cands[j], c) {
+				continue
+			}
+			drop := j
+			if cands[j].meta.Frames > c.meta.Frames {
+				drop = i
+			}
+			kept[drop] = false
+			rep.Copies++
+		}
+	}
+	// A candidate another one replaces (a partial copy of it) is not
+	// indexed; replaced fragments the index holds are deleted with the
+	// replacing one's entries.
+	for i := range cands {
+		if !kept[i] && !cands[i].indexed {
+			continue
+		}
+		for _, r := range cands[i].replaced {
+			for j := range cands {
+				if cands[j].meta.Number == r {
+					kept[j] = false
+				}
+			}
+		}
+	}
+	n := 0
+	for i := range cands {
+		c := &cands[i]
+		if !kept[i] {
+			continue
+		}
+		w := FragmentWrite{Meta: c.meta}
+		for _, r := range c.replaced {
+			if m, ok, err := d.indexedMeta(id, r); err != nil {
+				return 0, err
+			} else if ok {
+				w.Replaces = append(w.Replaces, m)
+			}
+		}
+		if !staged[c.meta.HeaderID] {
+			has, err := d.hasHeader(id, c.meta.HeaderID)
+			if err != nil {
+				return 0, err
+			}
+			if !has {
+				h, err := d.readHeaderRecord(dir, c.ref.Seq, c.headers[c.meta.HeaderID])
+				if err != nil {
+					rep.NoHeader++
+					d.opts.Logger.Error("a fragment record the index lacks has no session header: left out (kvsedge repair reports it)",
+						"stream", id, "fragment", c.meta.Number.String(), "segment", c.ref.Seq)
+					continue
+				}
+				w.Header = h
+			}
+			staged[c.meta.HeaderID] = true
+		}
+		if err := stageFragment(b, id, &w, c.ref); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	rep.Indexed += n
+	return n, nil
+}
+
+// scanTail reads segment q's records: the fragment records at or after
+// offset from that the index lacks, whole and checked, and where each
+// session header record is (offset, payload length). It stops at the
+// first bytes that are not an intact record: nothing is written after a
+// torn record in a segment (segments.go), and padding ends it.
+func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidate, error) {
+	fs := d.opts.FS
+	f, err := fs.Open(fs.PathJoin(dir, segmentName(q)))
+	if err != nil {
+		return nil, fmt.Errorf("lsm: opening segment %d of stream %d for replay: %w", q, id, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("lsm: %w", err)
+	}
+	size := st.Size()
+	headers := map[uint64][2]int64{}
+	var out []replayCandidate
+	var hdr [recordHdrLen + metaLen]byte
+	for off := int64(0); off+recordHdrLen <= size; {
+		if _, err := f.ReadAt(hdr[:recordHdrLen], off); err != nil {
+			break
+		}
+		if string(hdr[:4]) != recordMagic || hdr[4] != recordVersion ||
+			crc32.Checksum(hdr[:14], castagnoli) != binary.BigEndian.Uint32(hdr[14:]) {
+			break
+		}
+		plen := int64(binary.BigEndian.Uint32(hdr[6:]))
+		if plen > maxRecordPayload || off+recordHdrLen+plen > size {
+			break
+		}
+		next := off + recordHdrLen + plen
+		switch hdr[5] {
+		case kindHeader:
+			if plen >= 8 {
+				var id [8]byte
+				if _, err := f.ReadAt(id[:], off+recordHdrLen); err != nil {
+					return out, nil
+				}
+				headers[binary.BigEndian.Uint64(id[:])] = [2]int64{off, plen}
+			}
+		case kindFragment:
+			if uint64(off) < from || plen < metaLen+2 {
+				break
+			}
+			if _, err := f.ReadAt(hdr[recordHdrLen:], off+recordHdrLen); err != nil {
+				return out, nil
+			}
+			var num fragment.Number
+			copy(num[:], hdr[recordHdrLen+1:])
+			if has, err := d.HasFragment(id, num); err != nil {
+				return nil, err
+			} else if has {
+				// Indexed; what it replaced must not come back.
+				if r, err := readReplaced(f, off, plen); err == nil && len(r) > 0 {
+					out = append(out, replayCandidate{meta: fragment.Meta{Number: num}, replaced: r, indexed: true})
+				}
+				break
+			}
+			payload := make([]byte, plen)
+			if _, err := f.ReadAt(payload, off+recordHdrLen); err != nil && !errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(hdr[10:]) {
+				return out, nil // torn: the end of what this segment holds
+			}
+			m, replaced, mediaOff, err := decodeFragmentRecord(payload)
+			if err != nil {
+				break // intact but not understood: Check and Repair report it
+			}
+			out = append(out, replayCandidate{meta: m, replaced: replaced, headers: headers,
+				ref: segmentRef{Seq: q, Offset: uint64(off) + recordHdrLen + uint64(mediaOff)}})
+		}
+		off = next
+	}
+	return out, nil
+}
+
+// readHeaderRecord reads the session header out of the header record at
+// loc (offset, payload length) in segment q.
+func (d *DB) readHeaderRecord(dir string, q uint64, loc [2]int64) ([]byte, error) {
+	if loc[1] < 8 {
+		return nil, errBadRecord
+	}
+	fs := d.opts.FS
+	f, err := fs.Open(fs.PathJoin(dir, segmentName(q)))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rec := make([]byte, recordHdrLen+loc[1])
+	if _, err := f.ReadAt(rec, loc[0]); err != nil {
+		return nil, err
+	}
+	kind, payload, _, err := parseRecord(rec)
+	if err != nil || kind != kindHeader {
+		return nil, errBadRecord
+	}
+	return payload[8:], nil
+}
+
+func (d *DB) hasHeader(id StreamID, hid uint64) (bool, error) {
+	_, closer, err := d.db.Get(headerKey(id, hid))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lsm: %w", err)
+	}
+	closer.Close()
+	return true, nil
+}
+
+// indexedMeta returns the meta of an indexed fragment.
+func (d *DB) indexedMeta(id StreamID, n fragment.Number) (fragment.Meta, bool, error) {
+	key := fragmentKey(nil, id, n)
+	v, closer, err := d.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return fragment.Meta{}, false, nil
+	}
+	if err != nil {
+		return fragment.Meta{}, false, fmt.Errorf("lsm: %w", err)
+	}
+	defer closer.Close()
+	m, err := decodeMeta(key, v)
+	return m, err == nil, err
+}
+
+// copyOfIndexed reports whether the index holds another copy of c's
+// fragment: one at the same producer time with the same digest, or the
+// same frames (Options.SameFrames). That is a put that failed after its
+// record was synced, and the re-send the producer made then.
+func (d *DB) copyOfIndexed(id StreamID, dir string, c *replayCandidate) (bool, error) {
+	var same []fragment.Meta
+	err := d.ScanTime(id, fragment.ByProducerTime, c.meta.ProducerMs, c.meta.ProducerMs, nil, func(m fragment.Meta) bool {
+		same = append(same, m)
+		return true
+	})
+	if err != nil {
+		return false, err
+	}
+	for _, m := range same {
+		if m.Digest == c.meta.Digest {
+			return true, nil
+		}
+	}
+	if d.opts.SameFrames == nil || len(same) == 0 {
+		return false, nil
+	}
+	cc, ok := d.candidateCopy(id, dir, c)
+	if !ok {
+		return false, nil
+	}
+	for _, m := range same {
+		h, err := d.Header(id, m.HeaderID)
+		if err != nil {
+			continue
+		}
+		_, media, err := d.Fragment(id, m.Number, nil)
+		if err != nil || m.ClusterLen > uint32(len(media)) {
+			continue
+		}
+		if d.opts.SameFrames(cc, FrameCopy{Header: h, Cluster: media[:m.ClusterLen], Frames: m.Frames}) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// sameCopy reports whether two candidates at the same producer time are
+// copies of one fragment.
+func (d *DB) sameCopy(id StreamID, dir string, a, b *replayCandidate) bool {
+	if a.meta.Digest == b.meta.Digest {
+		return true
+	}
+	if d.opts.SameFrames == nil {
+		return false
+	}
+	ca, okA := d.candidateCopy(id, dir, a)
+	cb, okB := d.candidateCopy(id, dir, b)
+	return okA && okB && d.opts.SameFrames(ca, cb)
+}
+
+// candidateCopy loads a candidate's header and Cluster for SameFrames.
+func (d *DB) candidateCopy(id StreamID, dir string, c *replayCandidate) (FrameCopy, bool) {
+	h, err := d.Header(id, c.meta.HeaderID)
+	if err != nil {
+		if h, err = d.readHeaderRecord(dir, c.ref.Seq, c.headers[c.meta.HeaderID]); err != nil {
+			return FrameCopy{}, false
+		}
+	}
+	if c.meta.ClusterLen > c.meta.MediaLen {
+		return FrameCopy{}, false
+	}
+	cl, err := d.segs.read(id, c.ref, int(c.meta.ClusterLen), nil)
+	if err != nil {
+		return FrameCopy{}, false
+	}
+	return FrameCopy{Header: h, Cluster: cl, Frames: c.meta.Frames}, true
+}
