@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -83,5 +84,49 @@ func TestFragmentRecordPrefixAllocatesNothing(t *testing.T) {
 	want = append(want, media...)
 	if !bytes.Equal(payload, want) {
 		t.Errorf("payload %x, want %x", payload, want)
+	}
+}
+
+// The checkpointer runs every second while fragments are stored: a run
+// that writes the moved checkpoints of 8 streams allocates nothing once
+// its scratch has grown (Pebble's batch comes from its pool).
+func TestCheckpointRunAllocatesNothing(t *testing.T) {
+	d, err := Open(Options{Dir: "/data", FS: vfs.NewMem(), CacheBytes: 1 << 20, MemTableBytes: 1 << 20, IndexSyncInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const streams = 8
+	var sss []*streamSegments
+	for id := StreamID(1); id <= streams; id++ {
+		if err := d.PutStream(id, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		w := replayWrite(0, 1000)
+		if err := d.PutFragment(id, &w); err != nil {
+			t.Fatal(err)
+		}
+		sss = append(sss, d.segs.stream(id))
+	}
+	if err := d.ckpt.run(); err != nil {
+		t.Fatal(err)
+	}
+	syncs := d.ckpt.syncs
+	// Each run finds every stream's end moved (as appends would move it).
+	allocs := testing.AllocsPerRun(50, func() {
+		for _, ss := range sss {
+			ss.mu.Lock()
+			ss.activeSize++
+			ss.mu.Unlock()
+		}
+		if err := d.ckpt.run(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if d.ckpt.syncs-syncs < 50 {
+		t.Fatalf("%d checkpoint batches for 51 runs that moved every checkpoint", d.ckpt.syncs-syncs)
+	}
+	if allocs != 0 {
+		t.Errorf("a checkpoint run allocates %.1f times", allocs)
 	}
 }

@@ -69,6 +69,11 @@ type checkpointer struct {
 	mu      sync.Mutex
 	written map[StreamID]segmentRef
 	failing bool
+	// scratch of a run, reused: a run allocates nothing in steady state
+	// (the batch comes from Pebble's pool).
+	ids     []StreamID
+	streams []*streamSegments
+	moved   []movedCheckpoint
 	// syncs counts checkpoint batches committed (tests).
 	syncs int
 }
@@ -115,16 +120,15 @@ func (c *checkpointer) runFinal(final bool) error {
 	defer c.mu.Unlock()
 	d := c.d
 	d.segs.mu.Lock()
-	ids := make([]StreamID, 0, len(d.segs.streams))
-	streams := make([]*streamSegments, 0, len(d.segs.streams))
+	ids, streams := c.ids[:0], c.streams[:0]
 	for id, ss := range d.segs.streams {
 		ids, streams = append(ids, id), append(streams, ss)
 	}
 	d.segs.mu.Unlock()
-	var (
-		b     *pebble.Batch
-		moved map[StreamID]segmentRef
-	)
+	c.ids, c.streams = ids, streams
+	defer clear(c.streams) // no stream kept reachable by the scratch
+	moved := c.moved[:0]
+	var b *pebble.Batch
 	for i, ss := range streams {
 		ss.mu.Lock()
 		cp, ok := ss.replayFrom()
@@ -141,14 +145,20 @@ func (c *checkpointer) runFinal(final bool) error {
 		}
 		if b == nil {
 			b = d.db.NewBatch()
-			moved = map[StreamID]segmentRef{}
 		}
-		if err := b.Set(replayKey(ids[i]), encodeCheckpoint(cp), nil); err != nil {
+		var k [1 + StreamIDLen]byte
+		k[0] = prefixReplay
+		binary.BigEndian.PutUint32(k[1:], uint32(ids[i]))
+		var v [1 + refLen]byte
+		v[0] = replayVersion1
+		appendRef(v[1:1], cp)
+		if err := b.Set(k[:], v[:], nil); err != nil { // copied into the batch
 			_ = b.Close()
 			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
 		}
-		moved[ids[i]] = cp
+		moved = append(moved, movedCheckpoint{ids[i], cp})
 	}
+	c.moved = moved
 	if b == nil {
 		return nil
 	}
@@ -172,10 +182,16 @@ func (c *checkpointer) runFinal(final bool) error {
 	}
 	c.failing = false
 	c.syncs++
-	for id, cp := range moved {
-		c.written[id] = cp
+	for _, m := range moved {
+		c.written[m.id] = m.cp
 	}
 	return nil
+}
+
+// movedCheckpoint is a checkpoint a run writes.
+type movedCheckpoint struct {
+	id StreamID
+	cp segmentRef
 }
 
 // forget drops a deleted stream. The caller holds mu.
