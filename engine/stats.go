@@ -14,11 +14,15 @@ type StoreStats struct {
 	CacheHits, CacheMisses int64
 	// MemtableBytes is the memtables' current size.
 	MemtableBytes uint64
+	// ReplayedFragments were indexed at Open from their segment records:
+	// their index commits had not reached the disk when the box stopped
+	// (lsm/replay.go).
+	ReplayedFragments int64
 	// Append, MediaSync and IndexCommit time the steps of storing
 	// fragments, in their order: the media appended to its segment (per
-	// put), the segments fdatasync'ed, the index batch committed with a
-	// WAL sync (per put; per window with a sync window). What a PERSISTED
-	// ack waits for is mostly their sum.
+	// put), the segments fdatasync'ed, the index batch committed (not
+	// synced: lsm/replay.go; per put, per window with a sync window).
+	// What a PERSISTED ack waits for is mostly their sum.
 	Append, MediaSync, IndexCommit Latency
 }
 

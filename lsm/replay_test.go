@@ -103,6 +103,9 @@ func TestReplayIndexesWhatTheLogLost(t *testing.T) {
 			if r := db.Replayed(); r.Indexed != n || r.Streams != 1 || r.Copies != 0 || r.NoHeader != 0 {
 				t.Fatalf("replayed %+v, want %d fragments of 1 stream", r, n)
 			}
+			if got := db.Stats().ReplayedFragments; got != n {
+				t.Fatalf("Stats says %d fragments replayed, want %d", got, n)
+			}
 			for i := range n {
 				w := replayWrite(i, 1_000_000+int64(i)*1000)
 				m, b, err := db.Fragment(1, w.Meta.Number, nil)

@@ -57,11 +57,15 @@ type StoreStats struct {
 	CacheHits, CacheMisses int64
 	// MemtableBytes is the memtables' current size.
 	MemtableBytes uint64
+	// ReplayedFragments were indexed at Open from their segment records:
+	// their index commits had not reached the disk when the box stopped
+	// (lsm/replay.go).
+	ReplayedFragments int64
 	// Append, MediaSync and IndexCommit time the steps of storing
 	// fragments, in their order (FORMAT.md): the media appended to its
 	// segment (per put), the segments fdatasync'ed, the index batch
-	// committed with a WAL sync (per put; per window with a sync window).
-	// What a PERSISTED ack waits for is mostly their sum.
+	// committed (not synced: lsm/replay.go; per put, per window with a
+	// sync window). What a PERSISTED ack waits for is mostly their sum.
 	Append, MediaSync, IndexCommit latency.Snapshot
 }
 
@@ -75,19 +79,20 @@ func (d *DB) Stats() StoreStats {
 	m := d.db.Metrics()
 	t := m.Total()
 	return StoreStats{
-		MediaBytes:      d.segs.written.Load(),
-		IndexBytesIn:    int64(m.WAL.BytesIn),
-		WALBytes:        int64(m.WAL.BytesWritten),
-		FlushBytes:      int64(m.Flush.WriteThroughput.Bytes),
-		CompactionBytes: int64(t.TableBytesCompacted),
-		Compactions:     m.Compact.Count,
-		Flushes:         m.Flush.Count,
-		CacheHits:       m.BlockCache.Hits,
-		CacheMisses:     m.BlockCache.Misses,
-		MemtableBytes:   m.MemTable.Size,
-		Append:          d.phases.append.Snapshot(),
-		MediaSync:       d.phases.mediaSync.Snapshot(),
-		IndexCommit:     d.phases.indexCommit.Snapshot(),
+		MediaBytes:        d.segs.written.Load(),
+		IndexBytesIn:      int64(m.WAL.BytesIn),
+		WALBytes:          int64(m.WAL.BytesWritten),
+		FlushBytes:        int64(m.Flush.WriteThroughput.Bytes),
+		CompactionBytes:   int64(t.TableBytesCompacted),
+		Compactions:       m.Compact.Count,
+		Flushes:           m.Flush.Count,
+		CacheHits:         m.BlockCache.Hits,
+		CacheMisses:       m.BlockCache.Misses,
+		MemtableBytes:     m.MemTable.Size,
+		ReplayedFragments: int64(d.replayed.Indexed),
+		Append:            d.phases.append.Snapshot(),
+		MediaSync:         d.phases.mediaSync.Snapshot(),
+		IndexCommit:       d.phases.indexCommit.Snapshot(),
 	}
 }
 

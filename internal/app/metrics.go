@@ -49,7 +49,7 @@ var (
 	mRefusing          = prometheus.NewDesc("kvsedge_storage_refusing_new_media", "1 while new media is refused for lack of space.", nil, nil)
 	mCapacityDeleted   = prometheus.NewDesc("kvsedge_capacity_deleted_bytes", "Media the last capacity sweep deleted.", nil, nil)
 	mWriteAmp          = prometheus.NewDesc("kvsedge_store_write_amplification", "Bytes written to disk (segments, WAL, flushes, compactions) over bytes given to the store, since start.", nil, nil)
-	mStoreWriteSeconds = prometheus.NewDesc("kvsedge_store_write_seconds", "The steps of storing fragments, in order, which a PERSISTED ack waits for: append (media to its segment), media_sync (the segment fdatasync), index_commit (the index batch with a WAL sync).", []string{"step"}, nil)
+	mStoreWriteSeconds = prometheus.NewDesc("kvsedge_store_write_seconds", "The steps of storing fragments, in order, which a PERSISTED ack waits for: append (media to its segment), media_sync (the segment fdatasync), index_commit (the index batch, not synced: the fragment's segment record holds its entries).", []string{"step"}, nil)
 	mStoreWritten      = prometheus.NewDesc("kvsedge_store_written_bytes_total", "Bytes the store wrote, by kind.", []string{"kind"}, nil)
 	mPebbleCompactions = prometheus.NewDesc("kvsedge_pebble_compactions_total", "Pebble compactions.", nil, nil)
 	mPebbleFlushes     = prometheus.NewDesc("kvsedge_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
@@ -57,6 +57,7 @@ var (
 	mPebbleMemtable    = prometheus.NewDesc("kvsedge_pebble_memtable_bytes", "Pebble memtables' size.", nil, nil)
 	mUnreadable        = prometheus.NewDesc("kvsedge_store_unreadable_fragments_total", "Stored fragments readers found damaged and skipped (kvsedge check reports them).", nil, nil)
 	mCorruptions       = prometheus.NewDesc("kvsedge_store_corruptions_total", "On-disk corruption the index met since start (reads of the damaged part fail; kvsedge check, kvsedge repair).", nil, nil)
+	mReplayed          = prometheus.NewDesc("kvsedge_store_replayed_fragments", "Fragments indexed at start from their segment records: their index commits had not reached the disk when the box stopped (lsm/FORMAT.md, Replay).", nil, nil)
 	mUnknownMedia      = prometheus.NewDesc("kvsedge_store_unknown_media_dirs", "Streams' media directories the index does not know (the index was lost: kvsedge repair).", nil, nil)
 	mIndexFatal        = prometheus.NewDesc("kvsedge_store_index_failed_read_only", "1 while the index is open read-only after repeated fatal errors.", nil, nil)
 	mUploadLag         = prometheus.NewDesc("kvsedge_upload_lag_seconds", "Age of the oldest stored fragment not yet PERSISTED upstream (0: caught up).", []string{"stream"}, nil)
@@ -80,7 +81,7 @@ func (c *boxCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mIngestFragments, mIngestBytes, mPersistedFrags, mPersistedBytes, mPersistLatency, mStoreWriteSeconds, mReplicaFrags,
 		mReplicaBytes, mRingBytes, mMediaBudget, mMediaUsed, mMediaAssembling, mMediaCached, mMediaRefusals, mMediaShed, mCameraState, mCameraFPS, mCameraBitrate, mCameraFragments, mDiskFree, mDiskSize, mDiskMinFree,
 		mDiskForecast, mStoredBytes, mRefusing, mCapacityDeleted, mWriteAmp, mStoreWritten, mPebbleCompactions, mPebbleFlushes,
-		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder,
+		mPebbleCache, mPebbleMemtable, mUnreadable, mCorruptions, mReplayed, mUnknownMedia, mIndexFatal, mUploadLag, mUploadFragments, mUploadBytes, mUploadRetries, mUploadLost, mConnsOpen, mConnsAccepted, mAcceptErrors, mMembers, mReplLag, mReplMissing, mReplUnder,
 		mDurableAcks, mDurableLocal, mDurableConfirm} {
 		ch <- d
 	}
@@ -163,6 +164,7 @@ func (c *boxCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mPebbleCache, float64(ss.CacheHits), "hit")
 	counter(mPebbleCache, float64(ss.CacheMisses), "miss")
 	gauge(mPebbleMemtable, float64(ss.MemtableBytes))
+	gauge(mReplayed, float64(ss.ReplayedFragments))
 	ch <- latencyHistogram(mStoreWriteSeconds, ss.Append, "append")
 	ch <- latencyHistogram(mStoreWriteSeconds, ss.MediaSync, "media_sync")
 	ch <- latencyHistogram(mStoreWriteSeconds, ss.IndexCommit, "index_commit")
