@@ -84,6 +84,7 @@ type RepairReport struct {
 // store open.
 func RepairStore(opts StoreOptions, log *slog.Logger) (RepairReport, error) {
 	lo := opts.lsmOptions(log)
+	lo.SameFrames = sameFrames
 	r, err := lsm.Repair(lo)
 	if err != nil {
 		return RepairReport{RepairReport: r}, err

@@ -128,7 +128,9 @@
 //     the window's batches are committed as one batch, and nothing of the
 //     window is committed if a segment sync failed. Crash before the
 //     segment sync: at most unreferenced segment bytes; after it: the
-//     fragment is indexed, at the next Open if not before.
+//     fragment is indexed, at the next Open if not before, unless its put
+//     failed (then it voided the record before Persist returned: the
+//     producer's re-send is the copy kept).
 //  4. PERSISTED is sent after Persist returned and AckReady's channel
 //     closed: at once without an AckGate; with the cluster's replicated
 //     durability, once a replica holds the fragment durably too (or the

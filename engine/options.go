@@ -140,8 +140,7 @@ type StoreOptions struct {
 
 func (s StoreOptions) lsmOptions(log *slog.Logger) lsm.Options {
 	return lsm.Options{Dir: s.Dir, CacheBytes: s.CacheBytes, MemTableBytes: s.MemTableBytes,
-		SyncWindow: s.SyncWindow, SegmentBytes: s.SegmentBytes, ReserveBytes: s.ReserveBytes, Logger: log,
-		SameFrames: sameFrames}
+		SyncWindow: s.SyncWindow, SegmentBytes: s.SegmentBytes, ReserveBytes: s.ReserveBytes, Logger: log}
 }
 
 func (s StoreOptions) validate() []error {

@@ -72,6 +72,9 @@ type DB struct {
 	// (replay.go); nil when read-only. replayed: what Open replayed.
 	ckpt     *checkpointer
 	replayed ReplayReport
+	// unreplayed: streams whose tail Open could not read, with their
+	// checkpoint (kept until a repair).
+	unreplayed map[StreamID]segmentRef
 
 	// mu serialises stream id allocation.
 	mu struct {

@@ -75,7 +75,8 @@
 // than a synced commit would allow. What a crash takes of those commits,
 // Open takes back from the records after each stream's replay checkpoint,
 // which the checkpointer writes (and so syncs the WAL) every
-// Options.IndexSyncInterval while fragments are stored (replay.go).
+// Options.IndexSyncInterval while fragments are stored, but those a failed
+// put voided before returning its error (replay.go).
 // PutFragments stores consecutive fragments of a stream with one media
 // sync and one commit, and PutFragmentsAsync does so in the background,
 // chained to the previous put of the stream (committed after it, not at

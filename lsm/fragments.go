@@ -135,6 +135,8 @@ func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
 // background.
 type PendingPut struct {
 	d   *DB
+	id  StreamID
+	ws  []FragmentWrite // the caller's: only their numbers are read again (voidPut)
 	b   *pebble.Batch
 	ss  *streamSegments
 	gen uint64 // the last append's count (streamSegments.written)
@@ -210,7 +212,7 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 	start := time.Now()
 	b := d.db.NewBatchWithSize(size)
 	ss := d.segs.stream(id)
-	p.d, p.b, p.ss, p.group = d, b, ss, d.group != nil
+	p.d, p.id, p.ws, p.b, p.ss, p.group = d, id, ws, b, ss, d.group != nil
 	for i := range ws {
 		ss.mu.Lock()
 		ref, gen, err := d.segs.appendLocked(id, ss, &ws[i])
@@ -232,6 +234,9 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 			err = stageFragment(b, id, &ws[i], ref)
 		}
 		if err != nil {
+			if p.tracked {
+				d.voidPut(id, ws[:i+1], err)
+			}
 			p.unpin()
 			_ = b.Close()
 			return false, err
@@ -279,8 +284,42 @@ func (p *PendingPut) seq(i int) uint64 {
 }
 
 // finish is PutFragments' second half: the segments written synced, then
-// (after prev's commit, if prev is given) the index batch committed.
+// (after prev's commit, if prev is given) the index batch committed. When
+// that fails, the put's records are voided before the error is returned.
 func (p *PendingPut) finish(prev *PendingPut) error {
+	err := p.syncAndCommit(prev)
+	if err != nil && !errors.Is(err, errClosed) {
+		p.d.voidPut(p.id, p.ws, err)
+	}
+	return err
+}
+
+// voidPut records, synced, that the records of a put that failed must
+// never be indexed (0x05: replay.go), before the caller learns of the
+// failure: a record whose sync succeeded, or that a later sync (a
+// segment's close) made durable, would otherwise be indexed by Open's
+// replay after a crash, beside the re-send the producer made meanwhile
+// under another number. A store closing (errClosed) needs none: nothing
+// is re-sent before the next Open, whose replay comes first. A void that
+// cannot be written is logged; the put fails either way.
+func (d *DB) voidPut(id StreamID, ws []FragmentWrite, cause error) {
+	b := d.db.NewBatch()
+	defer b.Close()
+	var k [1 + StreamIDLen + fragment.NumberLen]byte
+	for i := range ws {
+		if err := b.Set(voidKey(k[:0], id, ws[i].Meta.Number), []byte{voidVersion1}, nil); err != nil {
+			d.opts.Logger.Error("a failed put's records cannot be voided", "stream", id, "error", err)
+			return
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		d.opts.Logger.Error("a failed put's records cannot be voided: should the box stop before the next index sync, the next start may index them beside the producer's re-send",
+			"stream", id, "fragments", len(ws), "put_error", cause, "error", err)
+	}
+}
+
+// syncAndCommit is finish but for the voiding.
+func (p *PendingPut) syncAndCommit(prev *PendingPut) error {
 	defer p.b.Close()
 	defer p.unpin() // after the commit (or its failure)
 	last := p.seq(p.nseq - 1)
@@ -733,7 +772,7 @@ func (d *DB) deleteBatchBefore(id StreamID, cutoffMs int64) (int, int64, error) 
 	ss.mu.Lock()
 	cp, ok := ss.replayFrom()
 	ss.mu.Unlock()
-	if ok {
+	if _, stuck := d.unreplayed[id]; ok && !stuck {
 		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
 			return 0, 0, err
 		}

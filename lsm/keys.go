@@ -14,6 +14,7 @@ const (
 	prefixStream      byte = 0x02 // 0x02 <sid u32>                    → stream record
 	prefixTerm        byte = 0x03 // 0x03 <sid u32>                    → ingest term
 	prefixReplay      byte = 0x04 // 0x04 <sid u32>                    → replay checkpoint
+	prefixVoid        byte = 0x05 // 0x05 <sid u32> <fragnum 14 B>      → void record (failed put)
 	prefixFragment    byte = 0x10 // 0x10 <sid u32> <fragnum 14 B>      → fragment meta + media
 	prefixProducerIdx byte = 0x11 // 0x11 <sid u32> <ms u64> <fragnum>  → fragment meta
 	prefixServerIdx   byte = 0x12 // 0x12 <sid u32> <ms u64> <fragnum>  → fragment meta
@@ -73,7 +74,7 @@ func streamSpan(prefix byte, id StreamID) (start, end []byte) {
 
 // streamTables lists every table keyed by <prefix> <sid>, which DeleteStream
 // clears with range deletions.
-var streamTables = []byte{prefixTerm, prefixReplay, prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}
+var streamTables = []byte{prefixTerm, prefixReplay, prefixVoid, prefixFragment, prefixProducerIdx, prefixServerIdx, prefixHeader}
 
 func termKey(id StreamID) []byte {
 	k := make([]byte, 1+StreamIDLen)
@@ -87,6 +88,13 @@ func replayKey(id StreamID) []byte {
 	k[0] = prefixReplay
 	binary.BigEndian.PutUint32(k[1:], uint32(id))
 	return k
+}
+
+// voidKey appends 0x05 <sid> <fragnum>.
+func voidKey(dst []byte, id StreamID, n fragment.Number) []byte {
+	dst = append(dst, prefixVoid)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(id))
+	return append(dst, n[:]...)
 }
 
 // fragmentKey appends 0x10 <sid> <fragnum>.

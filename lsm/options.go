@@ -49,7 +49,7 @@ type Options struct {
 	// Logger receives Pebble's own log lines at debug level and lsm's events.
 	// It defaults to slog.Default().
 	Logger *slog.Logger
-	// SameFrames, for Repair and Open's replay (replay.go): whether two fragments of one stream at
+	// SameFrames, for Repair only: whether two fragments of one stream at
 	// the same producer time hold the same frames, or one a prefix of the
 	// other's (the engine's comparison of re-sent fragments; lsm does not
 	// parse Matroska). Each copy is its session header and its Cluster.

@@ -75,7 +75,15 @@ type repairFragment struct {
 	meta      fragment.Meta
 	ref       segmentRef
 	fromIndex bool
+	// afterCheckpoint: a record at or after the old index's replay
+	// checkpoint, not voided: indexed there, or to be by Open's replay,
+	// so leaveOutCopies treats it as the old index's.
+	afterCheckpoint bool
 }
+
+// known reports whether the old index had the fragment, or would have had
+// it after Open's replay.
+func (f repairFragment) known() bool { return f.fromIndex || f.afterCheckpoint }
 
 type repairStream struct {
 	record    []byte
@@ -87,6 +95,12 @@ type repairStream struct {
 	// copies: the replaced ones that are a second copy (leaveOutCopies),
 	// not a partial copy a record named.
 	copies map[fragment.Number]bool
+	// checkpoint (nil: none) and voids are the old index's replay
+	// checkpoint and voided records (replay.go): a record at or after
+	// the checkpoint and not voided counts as the old index's (it may
+	// have been acknowledged, its commit lost in a crash).
+	checkpoint *segmentRef
+	voids      map[fragment.Number]bool
 }
 
 // Repair rebuilds the index of the store in opts.Dir from what the old
@@ -104,7 +118,7 @@ func Repair(opts Options) (RepairReport, error) {
 		rs := streams[id]
 		if rs == nil {
 			rs = &repairStream{headers: map[uint64][]byte{}, frags: map[fragment.Number]repairFragment{},
-				replaced: map[fragment.Number]bool{}, copies: map[fragment.Number]bool{}}
+				replaced: map[fragment.Number]bool{}, copies: map[fragment.Number]bool{}, voids: map[fragment.Number]bool{}}
 			streams[id] = rs
 		}
 		return rs
@@ -267,6 +281,20 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 			get(StreamID(binary.BigEndian.Uint32(k[1:]))).term = v
 		}
 	}))
+	note("replay checkpoints", scan([]byte{prefixReplay}, []byte{prefixReplay + 1}, func(k, v []byte) {
+		if len(k) == 1+StreamIDLen {
+			if cp, err := decodeCheckpoint(k, v); err == nil {
+				get(StreamID(binary.BigEndian.Uint32(k[1:]))).checkpoint = &cp
+			}
+		}
+	}))
+	note("voided records", scan([]byte{prefixVoid}, []byte{prefixVoid + 1}, func(k, _ []byte) {
+		if len(k) == 1+StreamIDLen+fragment.NumberLen {
+			var n fragment.Number
+			copy(n[:], k[1+StreamIDLen:])
+			get(StreamID(binary.BigEndian.Uint32(k[1:]))).voids[n] = true
+		}
+	}))
 	note("session headers", scan([]byte{prefixHeader}, []byte{prefixHeader + 1}, func(k, v []byte) {
 		if len(k) == 1+StreamIDLen+8 && len(v) > 0 && v[0] == 1 {
 			get(StreamID(binary.BigEndian.Uint32(k[1:]))).headers[binary.BigEndian.Uint64(k[1+StreamIDLen:])] = v[1:]
@@ -310,14 +338,16 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 
 // leaveOutCopies marks as replaced the fragments of rs that are a second
 // copy of another one: a producer re-sends every fragment it did not see
-// PERSISTED, so a fragment whose media was synced but whose index batch
-// was not (a crash between the two, engine/doc.go "Durability order") is
-// in a segment record, never acknowledged, and stored again under a new
-// number when the producer re-sent it. The live index never had the first
-// copy; a rebuilt one must not either, or readers would see its frames
-// twice. Copies are fragments of the stream at the same producer time
-// with equal digests, or (with same) the same frames, or one's frames a
-// prefix of the other's. Two the old index both held are not copies (the
+// PERSISTED, so a fragment whose record was synced but whose put failed
+// (or, before replay checkpoints, whose index batch a crash took) is in a
+// segment record, never acknowledged, and stored again under a new number
+// when the producer re-sent it. The live index never had the first copy;
+// a rebuilt one must not either, or readers would see its frames twice.
+// Copies are fragments of the stream at the same producer time with equal
+// digests, or (with same) the same frames, or one's frames a prefix of the
+// other's. A record after the old index's replay checkpoint, not voided,
+// counts as held by the old index (Open's replay would have indexed it:
+// it may have been acknowledged). Two the old index both held are not copies (the
 // live engine keeps a peer's equal copy under its own number,
 // findPartialCopies; and a partial copy still in the ring beside its
 // whole re-send): the rebuilt index keeps what the live one had. Of a set
@@ -349,8 +379,8 @@ func leaveOutCopies(fs vfs.FS, mediaDir string, id StreamID, rs *repairStream, s
 		return FrameCopy{Header: h, Cluster: c, Frames: fr.meta.Frames}, true
 	}
 	better := func(a, b repairFragment) bool { // a is kept rather than b
-		if a.fromIndex != b.fromIndex {
-			return a.fromIndex
+		if a.known() != b.known() {
+			return a.known()
 		}
 		if a.meta.Frames != b.meta.Frames {
 			return a.meta.Frames > b.meta.Frames
@@ -369,7 +399,7 @@ func leaveOutCopies(fs vfs.FS, mediaDir string, id StreamID, rs *repairStream, s
 					continue
 				}
 				fa, fb := rs.frags[a], rs.frags[b]
-				if fa.fromIndex && fb.fromIndex {
+				if fa.known() && fb.known() {
 					continue // the live index held both (a peer's copy keeps its number): not a crash's leftover
 				}
 				dup := fa.meta.Digest == fb.meta.Digest
@@ -457,7 +487,8 @@ func scanInto(fs vfs.FS, dataDir, mediaDir, dirName string, id StreamID, seq uin
 				rs.replaced[n] = true
 			}
 			if _, ok := rs.frags[m.Number]; !ok {
-				rs.frags[m.Number] = repairFragment{meta: m, ref: segmentRef{Seq: seq, Offset: uint64(r.offset) + recordHdrLen + uint64(off)}}
+				after := rs.checkpoint != nil && !rs.voids[m.Number] && !(segmentRef{Seq: seq, Offset: uint64(r.offset)}).before(*rs.checkpoint)
+				rs.frags[m.Number] = repairFragment{meta: m, ref: segmentRef{Seq: seq, Offset: uint64(r.offset) + recordHdrLen + uint64(off)}, afterCheckpoint: after}
 			}
 		}
 	}

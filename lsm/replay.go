@@ -34,6 +34,15 @@ import (
 // durable. So after a crash every record before a stream's durable
 // checkpoint is indexed (or was never to be: a failed put, a fragment
 // retention deleted since), and Open scans only the records after it.
+// Every record after it is indexed but those of puts that failed, which
+// the failing put voided (0x05, synced) before it returned: replay does
+// not guess which records were acknowledged.
+//
+// Invariant: nothing a process writes lies before its stream's durable
+// checkpoint. Open numbers each stream's first new segment at least at
+// the checkpoint's (seqFloor), and a clean Close deletes the checkpoints
+// (none means wholly indexed), so no checkpoint outlives the process that
+// could move it (an older kvsedge, run in between, never would).
 
 // Replay checkpoint value, version 1 (0x04 <sid>): 1 | segment seq u64 |
 // offset u64, where the replay scan of the stream starts.
@@ -98,24 +107,58 @@ func (c *checkpointer) start() {
 	}()
 }
 
-// close stops the ticks and runs once more: after the store's last put
-// resolved, every stream's checkpoint is then its end.
+// close stops the ticks; then, every put resolved, it deletes every
+// checkpoint and void in one synced batch (a store without checkpoints is
+// wholly indexed: replayTails). A stream with a put still in flight (a
+// caller racing Close) keeps its checkpoint, and so does one whose replay
+// failed at Open (the tail it could not read is for kvsedge repair).
 func (c *checkpointer) close() error {
 	close(c.stop)
 	<-c.done
-	return c.runFinal(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.d
+	b := d.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange([]byte{prefixReplay}, []byte{prefixVoid + 1}, nil); err != nil {
+		return fmt.Errorf("lsm: staging the checkpoints' deletion: %w", err)
+	}
+	keep := func(id StreamID, cp segmentRef) error {
+		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
+			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+		}
+		return nil
+	}
+	for id, cp := range d.unreplayed {
+		if err := keep(id, cp); err != nil {
+			return err
+		}
+	}
+	d.segs.mu.Lock()
+	for id, ss := range d.segs.streams {
+		ss.mu.Lock()
+		cp, ok := ss.replayFrom()
+		busy := ok && len(ss.inflight) > 0 && !ss.dead
+		ss.mu.Unlock()
+		if busy {
+			if err := keep(id, cp); err != nil {
+				d.segs.mu.Unlock()
+				return err
+			}
+		}
+	}
+	d.segs.mu.Unlock()
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("lsm: deleting the replay checkpoints: %w", err)
+	}
+	return nil
 }
 
 // run writes, in one synced batch, the checkpoint of every stream whose
 // checkpoint moved since it was last written. A failure is logged (once
 // until the next success) and left for the next run: the fragments are
 // durable in their segments either way.
-func (c *checkpointer) run() error { return c.runFinal(false) }
-
-// runFinal is run; final (at Close, every put resolved) moves the
-// checkpoint of a stream with nothing in flight past its segments: the
-// next process writes in a new one, so Open scans nothing.
-func (c *checkpointer) runFinal(final bool) error {
+func (c *checkpointer) run() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d := c.d
@@ -132,13 +175,10 @@ func (c *checkpointer) runFinal(final bool) error {
 	for i, ss := range streams {
 		ss.mu.Lock()
 		cp, ok := ss.replayFrom()
-		if ok && final && len(ss.inflight) == 0 {
-			cp = segmentRef{Seq: ss.nextSeq}
-		}
 		dead := ss.dead
 		ss.mu.Unlock()
-		if !ok || dead {
-			continue
+		if _, stuck := d.unreplayed[ids[i]]; !ok || dead || stuck {
+			continue // a stream Open could not replay keeps its checkpoint
 		}
 		if w, ok := c.written[ids[i]]; ok && w == cp {
 			continue
@@ -205,9 +245,8 @@ type ReplayReport struct {
 	// and now holds (their commit did not reach the disk before the box
 	// stopped).
 	Indexed int
-	// Copies: records left out as second copies of a fragment the index
-	// holds (the put failed, and the producer's re-send was stored).
-	Copies int
+	// Voided: records left out because their put failed (0x05).
+	Voided int
 	// NoHeader: records left out because their session header is in
 	// neither the index nor their segment (logged; kvsedge repair
 	// reports them too).
@@ -259,10 +298,11 @@ func readReplaced(f io.ReaderAt, off, plen int64) ([]fragment.Number, error) {
 
 // replayTails indexes, for every stream, the fragment records after its
 // replay checkpoint that the index lacks, in one synced batch that also
-// moves each checkpoint past the stream's segments (writing resumes in a
-// new segment). A stream without a checkpoint was stored by a kvsedge that
-// synced every commit, or rebuilt by Repair: everything in its segments is
-// accounted for, and it gets one at its end.
+// sets each stream's checkpoint to the start of its next segment (and
+// seqFloor, so writing resumes there, never before it) and clears its
+// voids. A stream without a checkpoint was closed cleanly, stored by a
+// kvsedge that synced every commit, or rebuilt by Repair: everything in
+// its segments is indexed.
 func (d *DB) replayTails() error {
 	recs, err := d.Streams()
 	if err != nil {
@@ -273,37 +313,59 @@ func (d *DB) replayTails() error {
 	var rep ReplayReport
 	for _, rec := range recs {
 		id := rec.ID
-		dir := d.segs.stream(id).dir
-		seqs, err := d.segs.list(dir)
+		ss := d.segs.stream(id)
+		seqs, err := d.segs.list(ss.dir)
 		if err != nil {
 			return fmt.Errorf("lsm: listing the segments of stream %d: %w", id, err)
 		}
-		end := segmentRef{}
+		floor := uint64(1)
 		if len(seqs) > 0 {
-			end.Seq = seqs[len(seqs)-1] + 1
+			floor = seqs[len(seqs)-1] + 1
 		}
 		cp, ok, err := d.checkpoint(id)
 		if err != nil {
 			return err
 		}
-		if ok && !cp.before(end) {
-			continue
-		}
 		if ok {
-			n, err := d.replayStream(b, id, dir, seqs, cp, &rep)
-			if err != nil {
-				// The stream's other data is served; what its tail
-				// holds stays in its segments for kvsedge repair.
-				d.opts.Logger.Error("the fragments after a stream's replay checkpoint cannot be read: the index may lack its last fragments before the stop; run kvsedge repair with the box stopped",
-					"stream", id, "error", err)
-				continue
+			// A checkpoint after every segment (a prepared segment
+			// removed, segments retention unlinked): writing still
+			// begins at or after it.
+			at := cp.Seq
+			if cp.Offset > 0 {
+				at++
 			}
-			if n > 0 {
-				rep.Streams++
+			if cp.Seq < floor {
+				n, err := d.replayStream(b, id, ss.dir, seqs, cp, &rep)
+				if err != nil {
+					// The stream's other data is served; what its tail
+					// holds stays in its segments for kvsedge repair,
+					// and its checkpoint stays where it is.
+					d.opts.Logger.Error("the fragments after a stream's replay checkpoint cannot be read: the index may lack its last fragments before the stop; run kvsedge repair with the box stopped",
+						"stream", id, "error", err)
+					if d.unreplayed == nil {
+						d.unreplayed = map[StreamID]segmentRef{}
+					}
+					d.unreplayed[id] = cp
+					ss.seqFloor = max(floor, at)
+					continue
+				}
+				if n > 0 {
+					rep.Streams++
+				}
+			}
+			floor = max(floor, at)
+		}
+		ss.seqFloor = floor
+		if next := (segmentRef{Seq: floor}); !ok || cp != next {
+			if err := b.Set(replayKey(id), encodeCheckpoint(next), nil); err != nil {
+				return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
 			}
 		}
-		if err := b.Set(replayKey(id), encodeCheckpoint(end), nil); err != nil {
-			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+		if ok { // voids come with a checkpoint (Close deletes both)
+			start, end := streamSpan(prefixVoid, id)
+			if err := b.DeleteRange(start, end, nil); err != nil {
+				return fmt.Errorf("lsm: staging the voids' deletion: %w", err)
+			}
 		}
 	}
 	if b.Empty() {
@@ -313,9 +375,9 @@ func (d *DB) replayTails() error {
 		return fmt.Errorf("lsm: committing the replayed index entries: %w", err)
 	}
 	d.replayed = rep
-	if rep.Indexed > 0 || rep.Copies > 0 || rep.NoHeader > 0 {
+	if rep.Indexed > 0 || rep.Voided > 0 || rep.NoHeader > 0 {
 		d.opts.Logger.Info("indexed again the fragments whose index entries the last stop lost (they were durable in their segments)",
-			"fragments", rep.Indexed, "streams", rep.Streams, "second_copies_left_out", rep.Copies, "without_header", rep.NoHeader)
+			"fragments", rep.Indexed, "streams", rep.Streams, "voided_left_out", rep.Voided, "without_header", rep.NoHeader)
 	}
 	return nil
 }
@@ -352,41 +414,26 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 		}
 		cands = append(cands, found...)
 	}
-	// Of candidates that are copies of each other (same producer time,
-	// same frames), the one with the most frames, else the newest number,
-	// as Repair keeps.
+	// Every record the index lacks is indexed but a voided one (its put
+	// failed) and one another record replaced (a partial copy of it);
+	// replaced fragments the index holds are deleted with the replacing
+	// one's entries.
 	kept := make([]bool, len(cands))
-	staged := map[uint64]bool{} // headers staged in b
 	for i := range cands {
 		c := &cands[i]
 		if c.indexed {
 			continue
 		}
-		kept[i] = true
-		dup, err := d.copyOfIndexed(id, dir, c)
+		voided, err := d.voided(id, c.meta.Number)
 		if err != nil {
 			return 0, err
 		}
-		if dup {
-			kept[i] = false
-			rep.Copies++
+		if voided {
+			rep.Voided++
 			continue
 		}
-		for j := range i {
-			if !kept[j] || cands[j].meta.ProducerMs != c.meta.ProducerMs || !d.sameCopy(id, dir, &cands[j], c) {
-				continue
-			}
-			drop := j
-			if cands[j].meta.Frames > c.meta.Frames {
-				drop = i
-			}
-			kept[drop] = false
-			rep.Copies++
-		}
+		kept[i] = true
 	}
-	// A candidate another one replaces (a partial copy of it) is not
-	// indexed; replaced fragments the index holds are deleted with the
-	// replacing one's entries.
 	for i := range cands {
 		if !kept[i] && !cands[i].indexed {
 			continue
@@ -399,6 +446,7 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 			}
 		}
 	}
+	staged := map[uint64]bool{} // headers staged in b
 	n := 0
 	for i := range cands {
 		c := &cands[i]
@@ -568,75 +616,19 @@ func (d *DB) indexedMeta(id StreamID, n fragment.Number) (fragment.Meta, bool, e
 	return m, err == nil, err
 }
 
-// copyOfIndexed reports whether the index holds another copy of c's
-// fragment: one at the same producer time with the same digest, or the
-// same frames (Options.SameFrames). That is a put that failed after its
-// record was synced, and the re-send the producer made then.
-func (d *DB) copyOfIndexed(id StreamID, dir string, c *replayCandidate) (bool, error) {
-	var same []fragment.Meta
-	err := d.ScanTime(id, fragment.ByProducerTime, c.meta.ProducerMs, c.meta.ProducerMs, nil, func(m fragment.Meta) bool {
-		same = append(same, m)
-		return true
-	})
-	if err != nil {
-		return false, err
-	}
-	for _, m := range same {
-		if m.Digest == c.meta.Digest {
-			return true, nil
-		}
-	}
-	if d.opts.SameFrames == nil || len(same) == 0 {
+// voided reports whether a failed put voided fragment n's record (0x05).
+func (d *DB) voided(id StreamID, n fragment.Number) (bool, error) {
+	var kb [1 + StreamIDLen + fragment.NumberLen]byte
+	_, closer, err := d.db.Get(voidKey(kb[:0], id, n))
+	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
-	cc, ok := d.candidateCopy(id, dir, c)
-	if !ok {
-		return false, nil
+	if err != nil {
+		return false, fmt.Errorf("lsm: %w", err)
 	}
-	for _, m := range same {
-		h, err := d.Header(id, m.HeaderID)
-		if err != nil {
-			continue
-		}
-		_, media, err := d.Fragment(id, m.Number, nil)
-		if err != nil || m.ClusterLen > uint32(len(media)) {
-			continue
-		}
-		if d.opts.SameFrames(cc, FrameCopy{Header: h, Cluster: media[:m.ClusterLen], Frames: m.Frames}) {
-			return true, nil
-		}
-	}
-	return false, nil
+	closer.Close()
+	return true, nil
 }
 
-// sameCopy reports whether two candidates at the same producer time are
-// copies of one fragment.
-func (d *DB) sameCopy(id StreamID, dir string, a, b *replayCandidate) bool {
-	if a.meta.Digest == b.meta.Digest {
-		return true
-	}
-	if d.opts.SameFrames == nil {
-		return false
-	}
-	ca, okA := d.candidateCopy(id, dir, a)
-	cb, okB := d.candidateCopy(id, dir, b)
-	return okA && okB && d.opts.SameFrames(ca, cb)
-}
-
-// candidateCopy loads a candidate's header and Cluster for SameFrames.
-func (d *DB) candidateCopy(id StreamID, dir string, c *replayCandidate) (FrameCopy, bool) {
-	h, err := d.Header(id, c.meta.HeaderID)
-	if err != nil {
-		if h, err = d.readHeaderRecord(dir, c.ref.Seq, c.headers[c.meta.HeaderID]); err != nil {
-			return FrameCopy{}, false
-		}
-	}
-	if c.meta.ClusterLen > c.meta.MediaLen {
-		return FrameCopy{}, false
-	}
-	cl, err := d.segs.read(id, c.ref, int(c.meta.ClusterLen), nil)
-	if err != nil {
-		return FrameCopy{}, false
-	}
-	return FrameCopy{Header: h, Cluster: cl, Frames: c.meta.Frames}, true
-}
+// Void value, version 1 (0x05 <sid> <fragnum>): the single byte 1.
+const voidVersion1 byte = 1

@@ -3,15 +3,19 @@ package lsm
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
@@ -100,7 +104,7 @@ func TestReplayIndexesWhatTheLogLost(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r := db.Replayed(); r.Indexed != n || r.Streams != 1 || r.Copies != 0 || r.NoHeader != 0 {
+			if r := db.Replayed(); r.Indexed != n || r.Streams != 1 || r.Voided != 0 || r.NoHeader != 0 {
 				t.Fatalf("replayed %+v, want %d fragments of 1 stream", r, n)
 			}
 			if got := db.Stats().ReplayedFragments; got != n {
@@ -204,60 +208,68 @@ func TestCheckpointBoundsReplay(t *testing.T) {
 	}
 }
 
-// TestReplayLeavesOutSecondCopies: a record whose put failed after its
-// segment sync (here: its index entries deleted, as if never committed)
-// and whose re-send the index holds under another number is not indexed
-// again; a record the index lacks with no copy is.
-func TestReplayLeavesOutSecondCopies(t *testing.T) {
+// TestReplayLeavesOutVoidedRecords: a put chained to a failed one fails
+// although its own record was synced; it voids its record before it
+// returns, so after a crash Open does not index it beside the re-send the
+// producer stored meanwhile under another number (which it does index).
+func TestReplayLeavesOutVoidedRecords(t *testing.T) {
 	live := vfs.NewCrashableMem()
-	db, err := Open(replayOpts(live, 0))
+	var failing atomic.Bool
+	fs := errorfs.Wrap(live, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, segmentSuffix) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	db, err := Open(replayOpts(fs, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.PutStream(1, []byte{1}); err != nil {
 		t.Fatal(err)
 	}
+	failing.Store(true)
 	first := replayWrite(0, 5000)
-	if err := db.PutFragment(1, &first); err != nil {
+	p1, err := db.PutFragmentsAsync(1, []FragmentWrite{first}, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	resend := first
-	resend.Header = nil
+	if err := p1.Wait(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a put whose segment sync failed: %v", err)
+	}
+	failing.Store(false)
+	// Chained to the failed one: its record is synced (a new segment),
+	// its batch not committed.
+	second := replayWrite(1, 6000)
+	p2, err := db.PutFragmentsAsync(1, []FragmentWrite{second}, p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Wait(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a put chained to a failed one: %v", err)
+	}
+	// The producer's re-send of the second, under a new number.
+	resend := second
+	resend.Header = []byte("session header")
 	resend.Meta.Number = fragment.MakeNumber(78, 1, 0)
 	if err := db.PutFragment(1, &resend); err != nil {
 		t.Fatal(err)
 	}
-	other := replayWrite(1, 6000)
-	if err := db.PutFragment(1, &other); err != nil {
-		t.Fatal(err)
-	}
-	// The first copy's and the other fragment's commits "failed": their
-	// entries go, synced (which makes the rest of the log durable).
-	del := db.db.NewBatch()
-	for _, m := range []fragment.Meta{first.Meta, other.Meta} {
-		for _, k := range [][]byte{fragmentKey(nil, 1, m.Number), timeKey(nil, prefixProducerIdx, 1, m.ProducerMs, m.Number), timeKey(nil, prefixServerIdx, 1, m.ServerMs, m.Number)} {
-			if err := del.Delete(k, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := del.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
 	crashed := crashNow(live)
 	db.Close()
+
 	db, err = Open(replayOpts(crashed, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if r := db.Replayed(); r.Indexed != 1 || r.Copies != 1 {
-		t.Fatalf("replayed %+v, want 1 indexed and 1 copy left out", r)
+	if r := db.Replayed(); r.Indexed != 1 || r.Voided != 1 {
+		t.Fatalf("replayed %+v, want the re-send indexed and the failed put's record voided", r)
 	}
 	for _, c := range []struct {
 		n    fragment.Number
 		want bool
-	}{{first.Meta.Number, false}, {resend.Meta.Number, true}, {other.Meta.Number, true}} {
+	}{{first.Meta.Number, false}, {second.Meta.Number, false}, {resend.Meta.Number, true}} {
 		if ok, err := db.HasFragment(1, c.n); err != nil || ok != c.want {
 			t.Fatalf("fragment %s: present %v, want %v (%v)", c.n, ok, c.want, err)
 		}

@@ -162,6 +162,10 @@ type streamSegments struct {
 	appended  bool
 	lastStart segmentRef
 	inflight  []segmentRef
+	// seqFloor: the stream's first segment in this process is numbered
+	// at least this (Open sets it from the replay checkpoint, which must
+	// not lie after what this process writes: replay.go).
+	seqFloor uint64
 }
 
 // replayFrom returns the stream's replay checkpoint (replay.go): a
@@ -479,6 +483,7 @@ func (s *segmentStore) roll(id StreamID, ss *streamSegments) error {
 			ss.nextSeq = last + 1
 			s.removeUnused(id, ss.dir, last)
 		}
+		ss.nextSeq = max(ss.nextSeq, ss.seqFloor)
 		if err := syncDir(s.fs, s.dir); err != nil { // the stream's directory entry
 			return err
 		}
