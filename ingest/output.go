@@ -3,7 +3,9 @@ package ingest
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +34,9 @@ type engineOutput struct {
 	// recording a stream whose home took it back, and complete fragments
 	// are held (numbered, not yet received) until the home's first
 	// fragment is copied here (IngestSession.PeerAhead): those that start
-	// at or after it are dropped, the earlier ones stored, and handedOver
-	// is called; nothing is stored after. Held fragments leave in order
+	// at or after it are dropped, the earlier ones stored, cut short of
+	// its producer time (handOver), and handedOver is called; nothing is
+	// stored after. Held fragments leave in order
 	// when there are more than maxHeld or the oldest is older than maxHold
 	// (the home is slow to deliver: they are stored, a few may then be
 	// recorded twice), and when the camera stops.
@@ -129,10 +132,19 @@ func (o *engineOutput) Fragment(f *mkv.Fragment) error {
 // that starts with the same key frame (the same bytes) and those after it
 // are dropped, the earlier ones stored. Two boxes' producer times for one
 // frame differ when either anchored its timeline on arrival (a relay that
-// sends a cached GOP on connect makes that up to a GOP), so the frame is
-// found by its bytes; failing that (the home's first frame is not held
-// here), by time: fragments starting at or after fromMs, within half a
-// fragment, are dropped.
+// sends a cached GOP on connect makes that up to a GOP) or on a sender
+// report the other did not have (a gortsplib v4 relay's, MediaMTX before
+// v1.15, are up to 0.77 s off), so the frame is found by its bytes;
+// failing that (the home's first frame is not held here), by time:
+// fragments starting at or after fromMs, within half a fragment, are
+// dropped.
+//
+// Either way, nothing stored here from the held fragments has a producer
+// time at or after fromMs: where the home's clock is behind this box's,
+// the frames that precede the home's first key frame but fall in its time
+// are dropped (clipFrom), so time never goes back where the recording
+// passes to the home. Fragments stored before the hand-back began stay as
+// they are.
 func (o *engineOutput) handOver(n fragment.Number, fromMs int64) error {
 	cut, how := -1, "content"
 	if o.homeFirst != nil {
@@ -159,18 +171,100 @@ func (o *engineOutput) handOver(n fragment.Number, fromMs int64) error {
 			}
 		}
 	}
+	held := len(o.held)
 	for _, h := range o.held[cut:] {
 		o.Buffers().Free(h.f.Buf)
 	}
-	dropped := len(o.held) - cut
 	o.held = o.held[:cut]
+	// Held fragments are in producer-time order: once one ends before
+	// fromMs, the earlier ones do too.
+	clipped := 0
+	for i := len(o.held) - 1; i >= 0; i-- {
+		n, kept := o.clipFrom(&o.held[i], fromMs)
+		clipped += n
+		if !kept {
+			o.held = o.held[:i]
+		} else if n == 0 {
+			break
+		}
+	}
+	kept := len(o.held)
 	o.over = true
-	err := o.release(cut)
-	o.log.Info("camera handed back to the stream's home", "home_from_ms", fromMs, "kept", cut, "dropped", dropped, "matched_by", how)
+	err := o.release(kept)
+	o.log.Info("camera handed back to the stream's home", "home_from_ms", fromMs, "kept", kept, "dropped", held-kept,
+		"clipped_frames", clipped, "matched_by", how)
 	if o.handedOver != nil {
 		o.handedOver(fromMs)
 	}
 	return err
+}
+
+// clipFrom cuts the held fragment h before its first block (in stored
+// order: the blocks after it may reference it) whose producer time is at
+// or after ms. It returns the number of blocks cut and whether any block
+// remains; a fragment with none left, or that cannot be rebuilt (no room
+// in the media memory, or blocks that do not parse), is freed whole.
+func (o *engineOutput) clipFrom(h *heldFragment, ms int64) (cut int, kept bool) {
+	f := h.f
+	before := 0
+	err := mkv.ForEachBlock(f.Header, f.Buf[:f.ClusterLen], func(b mkv.Block) error {
+		if b.TimeMs >= ms {
+			return errStopBlocks
+		}
+		before++
+		return nil
+	})
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, errStopBlocks) && before > 0:
+		g, err := rebuildFirst(f, before, o.Buffers())
+		if err == nil {
+			o.Buffers().Free(f.Buf)
+			h.f = g
+			return f.Frames - before, true
+		}
+		o.log.Warn("clipping a fragment held for a hand-back: dropping it whole", "err", err)
+	case !errors.Is(err, errStopBlocks):
+		o.log.Warn("reading a fragment held for a hand-back: dropping it", "err", err)
+	}
+	o.Buffers().Free(f.Buf)
+	return f.Frames, false
+}
+
+// rebuildFirst builds, in a new buffer of bufs, a fragment of f's first n
+// blocks, with f's header and cluster timecode.
+func rebuildFirst(f *mkv.Fragment, n int, bufs mkv.Buffers) (*mkv.Fragment, error) {
+	b := mkv.FragmentBuilder{Buffers: bufs}
+	i := 0
+	err := mkv.ForEachBlock(f.Header, f.Buf[:f.ClusterLen], func(blk mkv.Block) error {
+		if i == 0 {
+			if err := b.Start(f.Header, blk.ClusterMs, f.ClusterLen); err != nil {
+				return err
+			}
+		}
+		if i == n {
+			return errStopBlocks
+		}
+		i++
+		ti := slices.IndexFunc(f.Header.Tracks, func(tr mkv.Track) bool { return tr.Number == blk.Track })
+		if ti < 0 {
+			return fmt.Errorf("ingest: a block of track %d, not in the fragment's header", blk.Track)
+		}
+		return b.AddBlock(ti, blk.TimeMs, blk.Key, blk.Payload)
+	})
+	if err != nil && !errors.Is(err, errStopBlocks) {
+		b.Discard()
+		return nil, fmt.Errorf("ingest: rebuilding a clipped fragment: %w", err)
+	}
+	if !b.Started() {
+		return nil, errors.New("ingest: rebuilding a clipped fragment: no block")
+	}
+	g, err := b.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: rebuilding a clipped fragment: %w", err)
+	}
+	return g, nil
 }
 
 // homeFirstKey reads the hash of the first key frame of a stored fragment

@@ -15,7 +15,11 @@ import "time"
 // RTP clock drifts from its own clock (crystals are off by tens to
 // hundreds of ppm) keeps its timestamps on that clock with no jump and no
 // gap. Every box recording the camera follows the same clock, so their
-// timestamps of one frame agree (a cluster's hand-back compares them).
+// timestamps of one frame agree once each has followed its reports a
+// while; until then one anchored on arrival and one on a report differ by
+// the camera's latency, or by the reports' error (a gortsplib v4 relay's
+// are up to 0.77 s off: senderClock), which a cluster's hand-back allows
+// for (engineOutput.handOver).
 // A camera without sender reports keeps the arrival anchor: slewing it to
 // the arrival clock would move it by each box's own first-frame delay (a
 // relay may send a cached key frame first), and two boxes would disagree.
