@@ -188,11 +188,13 @@
 //	lsm syncGroup.flushMu   one sync-window flush at a time
 //	lsm syncGroup.mu        the pending window: batch, dirty segments, waiters
 //	lsm checkpointer.mu     one replay-checkpoint run at a time; held by
-//	                        lsm DeleteStream across its batch and media removal
+//	                        lsm DeleteStream across its batch and media removal,
+//	                        and by DeleteBefore across its checkpoint and batch
 //	lsm segmentStore.mu     the map of the streams' segment sets
 //	lsm streamSegments.mu   one stream's segment files (append, roll, sync,
 //	                        unlink); held across fdatasync of a page-cache
 //	                        segment, not of a direct one (lsm syncDirty)
+//	lsm spaceGuard.mu       the disk-full guard's state (a leaf)
 //
 // The nestings the code has (holder → taken):
 //
@@ -205,7 +207,8 @@
 //	             segment and sync-window locks (PutFragment, DeleteBefore)
 //	ingest.mu  → ring.mu (a new term)
 //	flushMu    → syncGroup.mu, streamSegments.mu
-//	checkpointer.mu → segmentStore.mu, streamSegments.mu (one at a time)
+//	checkpointer.mu → segmentStore.mu, streamSegments.mu (one at a time),
+//	             the space guard's mu (its check before a commit)
 //	segmentStore.mu → streamSegments.mu (Close)
 //
 // liveTap.mu is a leaf but for MediaMemory.mu (a chunk taken or freed);

@@ -153,6 +153,30 @@ type PendingPut struct {
 	// the stream's inflight list until unpin).
 	first   segmentRef
 	tracked bool
+	// starts: where each fragment's records began, for the voids of a
+	// failed put (the first len(starts) here, the rest in moreStarts: a
+	// put of up to 8 fragments, a PutMedia run, allocates nothing).
+	starts     [8]segmentRef
+	moreStarts []segmentRef
+	nstarts    int
+}
+
+// addStart notes where the next fragment's records began.
+func (p *PendingPut) addStart(r segmentRef) {
+	if p.nstarts < len(p.starts) {
+		p.starts[p.nstarts] = r
+	} else {
+		p.moreStarts = append(p.moreStarts, r)
+	}
+	p.nstarts++
+}
+
+// start returns where fragment i's records began.
+func (p *PendingPut) start(i int) segmentRef {
+	if i < len(p.starts) {
+		return p.starts[i]
+	}
+	return p.moreStarts[i-len(p.starts)]
 }
 
 // PutFragmentsAsync is PutFragments in two halves, so that an upload can
@@ -227,6 +251,9 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 				p.first, p.tracked = ss.lastStart, true
 				ss.inflight = append(ss.inflight, p.first)
 			}
+			// The fragment record's own start (after its header's
+			// record, if one went first): what replay's scan sees.
+			p.addStart(segmentRef{Seq: ref.Seq, Offset: ref.Offset - uint64(recordHdrLen+metaLen+2+fragment.NumberLen*len(ws[i].Replaces))})
 		}
 		ss.mu.Unlock()
 		if err == nil {
@@ -235,7 +262,11 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 		}
 		if err != nil {
 			if p.tracked {
-				d.voidPut(id, ws[:i+1], err)
+				// The fragments appended before the failure: the
+				// segment's close synced their records. The failed
+				// append's record is torn or missing, and replay's scan
+				// of the segment ends at it.
+				d.voidPut(p, err)
 			}
 			p.unpin()
 			_ = b.Close()
@@ -289,25 +320,28 @@ func (p *PendingPut) seq(i int) uint64 {
 func (p *PendingPut) finish(prev *PendingPut) error {
 	err := p.syncAndCommit(prev)
 	if err != nil && !errors.Is(err, errClosed) {
-		p.d.voidPut(p.id, p.ws, err)
+		p.d.voidPut(p, err)
 	}
 	return err
 }
 
-// voidPut records, synced, that the records of a put that failed must
-// never be indexed (0x05: replay.go), before the caller learns of the
-// failure: a record whose sync succeeded, or that a later sync (a
-// segment's close) made durable, would otherwise be indexed by Open's
-// replay after a crash, beside the re-send the producer made meanwhile
-// under another number. A store closing (errClosed) needs none: nothing
-// is re-sent before the next Open, whose replay comes first. A void that
-// cannot be written is logged; the put fails either way.
-func (d *DB) voidPut(id StreamID, ws []FragmentWrite, cause error) {
+// voidPut records, synced, that the records p appended must never be
+// indexed (0x05: replay.go), before the caller learns of the failure: a
+// record whose sync succeeded, or that a later sync (a segment's close)
+// made durable, would otherwise be indexed by Open's replay after a crash,
+// beside the re-send the producer made meanwhile under another number. A
+// void names the record (its number and position), not the number alone:
+// a replicated fragment's retry keeps its number, and must not be voided
+// with the failed attempt. A store closing (errClosed) needs none:
+// nothing is re-sent before the next Open, whose replay comes first. A
+// void that cannot be written is logged; the put fails either way.
+func (d *DB) voidPut(p *PendingPut, cause error) {
+	id, ws := p.id, p.ws
 	b := d.db.NewBatch()
 	defer b.Close()
-	var k [1 + StreamIDLen + fragment.NumberLen]byte
-	for i := range ws {
-		if err := b.Set(voidKey(k[:0], id, ws[i].Meta.Number), []byte{voidVersion1}, nil); err != nil {
+	var k [voidKeyLen]byte
+	for i := range min(p.nstarts, len(ws)) {
+		if err := b.Set(voidKey(k[:0], id, ws[i].Meta.Number, p.start(i)), []byte{voidVersion1}, nil); err != nil {
 			d.opts.Logger.Error("a failed put's records cannot be voided", "stream", id, "error", err)
 			return
 		}
@@ -766,13 +800,23 @@ func (d *DB) deleteBatchBefore(id StreamID, cutoffMs int64) (int, int64, error) 
 		}
 	}
 	// The stream's replay checkpoint, in the same batch: records the
-	// batch deletes are before it (they were indexed), so Open never
-	// takes them back (replay.go).
+	// batch deletes are before it (they were indexed), so Open does not
+	// take them back (replay.go). Under the checkpointer's lock, so that
+	// a run of it that read an older checkpoint does not commit it after
+	// this one; none after the checkpointer closed (Close deleted them
+	// all: the store is wholly indexed).
+	c := d.ckpt
+	if c != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
 	ss := d.segs.stream(id)
 	ss.mu.Lock()
 	cp, ok := ss.replayFrom()
 	ss.mu.Unlock()
-	if _, stuck := d.unreplayed[id]; ok && !stuck {
+	_, stuck := d.unreplayed[id]
+	ok = ok && !stuck && c != nil && !c.closed
+	if ok {
 		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
 			return 0, 0, err
 		}
@@ -780,6 +824,9 @@ func (d *DB) deleteBatchBefore(id StreamID, cutoffMs int64) (int, int64, error) 
 	// Synced, so no index entry can outlive the segments unlinked after.
 	if err := b.Commit(pebble.Sync); err != nil {
 		return 0, 0, fmt.Errorf("lsm: retention delete: %w", err)
+	}
+	if ok {
+		c.written[id] = cp
 	}
 	return n, bytes, nil
 }

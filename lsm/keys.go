@@ -14,7 +14,7 @@ const (
 	prefixStream      byte = 0x02 // 0x02 <sid u32>                    → stream record
 	prefixTerm        byte = 0x03 // 0x03 <sid u32>                    → ingest term
 	prefixReplay      byte = 0x04 // 0x04 <sid u32>                    → replay checkpoint
-	prefixVoid        byte = 0x05 // 0x05 <sid u32> <fragnum 14 B>      → void record (failed put)
+	prefixVoid        byte = 0x05 // 0x05 <sid u32> <fragnum> <seq u64> <off u64> → void record (failed put)
 	prefixFragment    byte = 0x10 // 0x10 <sid u32> <fragnum 14 B>      → fragment meta + media
 	prefixProducerIdx byte = 0x11 // 0x11 <sid u32> <ms u64> <fragnum>  → fragment meta
 	prefixServerIdx   byte = 0x12 // 0x12 <sid u32> <ms u64> <fragnum>  → fragment meta
@@ -90,11 +90,16 @@ func replayKey(id StreamID) []byte {
 	return k
 }
 
-// voidKey appends 0x05 <sid> <fragnum>.
-func voidKey(dst []byte, id StreamID, n fragment.Number) []byte {
+// voidKeyLen is the length of a 0x05 key.
+const voidKeyLen = 1 + StreamIDLen + fragment.NumberLen + refLen
+
+// voidKey appends 0x05 <sid> <fragnum> <seq> <offset>: the record of
+// fragment n that begins at r.
+func voidKey(dst []byte, id StreamID, n fragment.Number, r segmentRef) []byte {
 	dst = append(dst, prefixVoid)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(id))
-	return append(dst, n[:]...)
+	dst = append(dst, n[:]...)
+	return appendRef(dst, r)
 }
 
 // fragmentKey appends 0x10 <sid> <fragnum>.

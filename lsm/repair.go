@@ -100,7 +100,7 @@ type repairStream struct {
 	// the checkpoint and not voided counts as the old index's (it may
 	// have been acknowledged, its commit lost in a crash).
 	checkpoint *segmentRef
-	voids      map[fragment.Number]bool
+	voids      map[string]bool // fragnum | seq | offset (0x05 key after the sid)
 }
 
 // Repair rebuilds the index of the store in opts.Dir from what the old
@@ -118,7 +118,7 @@ func Repair(opts Options) (RepairReport, error) {
 		rs := streams[id]
 		if rs == nil {
 			rs = &repairStream{headers: map[uint64][]byte{}, frags: map[fragment.Number]repairFragment{},
-				replaced: map[fragment.Number]bool{}, copies: map[fragment.Number]bool{}, voids: map[fragment.Number]bool{}}
+				replaced: map[fragment.Number]bool{}, copies: map[fragment.Number]bool{}, voids: map[string]bool{}}
 			streams[id] = rs
 		}
 		return rs
@@ -289,10 +289,8 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 		}
 	}))
 	note("voided records", scan([]byte{prefixVoid}, []byte{prefixVoid + 1}, func(k, _ []byte) {
-		if len(k) == 1+StreamIDLen+fragment.NumberLen {
-			var n fragment.Number
-			copy(n[:], k[1+StreamIDLen:])
-			get(StreamID(binary.BigEndian.Uint32(k[1:]))).voids[n] = true
+		if len(k) == voidKeyLen {
+			get(StreamID(binary.BigEndian.Uint32(k[1:]))).voids[string(k[1+StreamIDLen:])] = true
 		}
 	}))
 	note("session headers", scan([]byte{prefixHeader}, []byte{prefixHeader + 1}, func(k, v []byte) {
@@ -487,7 +485,9 @@ func scanInto(fs vfs.FS, dataDir, mediaDir, dirName string, id StreamID, seq uin
 				rs.replaced[n] = true
 			}
 			if _, ok := rs.frags[m.Number]; !ok {
-				after := rs.checkpoint != nil && !rs.voids[m.Number] && !(segmentRef{Seq: seq, Offset: uint64(r.offset)}).before(*rs.checkpoint)
+				start := segmentRef{Seq: seq, Offset: uint64(r.offset)}
+				voided := rs.voids[string(voidKey(nil, id, m.Number, start)[1+StreamIDLen:])]
+				after := rs.checkpoint != nil && !voided && !start.before(*rs.checkpoint)
 				rs.frags[m.Number] = repairFragment{meta: m, ref: segmentRef{Seq: seq, Offset: uint64(r.offset) + recordHdrLen + uint64(off)}, afterCheckpoint: after}
 			}
 		}

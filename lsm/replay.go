@@ -78,6 +78,7 @@ type checkpointer struct {
 	mu      sync.Mutex
 	written map[StreamID]segmentRef
 	failing bool
+	closed  bool // close ran: no checkpoint is written again
 	// scratch of a run, reused: a run allocates nothing in steady state
 	// (the batch comes from Pebble's pool).
 	ids     []StreamID
@@ -117,37 +118,54 @@ func (c *checkpointer) close() error {
 	<-c.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	d := c.d
-	b := d.db.NewBatch()
-	defer b.Close()
-	if err := b.DeleteRange([]byte{prefixReplay}, []byte{prefixVoid + 1}, nil); err != nil {
-		return fmt.Errorf("lsm: staging the checkpoints' deletion: %w", err)
-	}
-	keep := func(id StreamID, cp segmentRef) error {
-		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
-			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
-		}
-		return nil
-	}
+	// The streams that keep theirs (and their voids).
+	kept := map[StreamID]segmentRef{}
 	for id, cp := range d.unreplayed {
-		if err := keep(id, cp); err != nil {
-			return err
-		}
+		kept[id] = cp
 	}
 	d.segs.mu.Lock()
 	for id, ss := range d.segs.streams {
 		ss.mu.Lock()
 		cp, ok := ss.replayFrom()
-		busy := ok && len(ss.inflight) > 0 && !ss.dead
-		ss.mu.Unlock()
-		if busy {
-			if err := keep(id, cp); err != nil {
-				d.segs.mu.Unlock()
-				return err
-			}
+		if ok && len(ss.inflight) > 0 && !ss.dead {
+			kept[id] = cp
 		}
+		ss.mu.Unlock()
 	}
 	d.segs.mu.Unlock()
+	b := d.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange([]byte{prefixReplay}, []byte{prefixReplay + 1}, nil); err != nil {
+		return fmt.Errorf("lsm: staging the checkpoints' deletion: %w", err)
+	}
+	for id, cp := range kept {
+		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
+			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+		}
+	}
+	// Voids are few (failed puts): each is deleted unless its stream
+	// keeps its checkpoint.
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixVoid}, UpperBound: []byte{prefixVoid + 1}})
+	if err != nil {
+		return fmt.Errorf("lsm: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) >= 1+StreamIDLen {
+			if _, keep := kept[StreamID(binary.BigEndian.Uint32(k[1:]))]; keep {
+				continue
+			}
+		}
+		if err := b.Delete(k, nil); err != nil {
+			_ = it.Close()
+			return fmt.Errorf("lsm: staging a void's deletion: %w", err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("lsm: reading the voids: %w", err)
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("lsm: deleting the replay checkpoints: %w", err)
 	}
@@ -262,6 +280,7 @@ type replayCandidate struct {
 	meta     fragment.Meta
 	replaced []fragment.Number
 	ref      segmentRef // its media
+	start    segmentRef // its record: where a void names it
 	headers  map[uint64][2]int64
 	// indexed: the index holds it; it is listed only for what it
 	// replaced (meta holds its number alone).
@@ -424,7 +443,7 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 		if c.indexed {
 			continue
 		}
-		voided, err := d.voided(id, c.meta.Number)
+		voided, err := d.voided(id, c.meta.Number, c.start)
 		if err != nil {
 			return 0, err
 		}
@@ -558,7 +577,7 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidat
 			if err != nil {
 				break // intact but not understood: Check and Repair report it
 			}
-			out = append(out, replayCandidate{meta: m, replaced: replaced, headers: headers,
+			out = append(out, replayCandidate{meta: m, replaced: replaced, headers: headers, start: segmentRef{Seq: q, Offset: uint64(off)},
 				ref: segmentRef{Seq: q, Offset: uint64(off) + recordHdrLen + uint64(mediaOff)}})
 		}
 		off = next
@@ -616,10 +635,11 @@ func (d *DB) indexedMeta(id StreamID, n fragment.Number) (fragment.Meta, bool, e
 	return m, err == nil, err
 }
 
-// voided reports whether a failed put voided fragment n's record (0x05).
-func (d *DB) voided(id StreamID, n fragment.Number) (bool, error) {
-	var kb [1 + StreamIDLen + fragment.NumberLen]byte
-	_, closer, err := d.db.Get(voidKey(kb[:0], id, n))
+// voided reports whether a failed put voided fragment n's record that
+// begins at r (0x05).
+func (d *DB) voided(id StreamID, n fragment.Number, r segmentRef) (bool, error) {
+	var kb [voidKeyLen]byte
+	_, closer, err := d.db.Get(voidKey(kb[:0], id, n, r))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
