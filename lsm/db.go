@@ -213,7 +213,6 @@ func Open(opts Options) (*DB, error) {
 		return nil, damaged(err)
 	}
 	d.ckpt = newCheckpointer(d, opts.IndexSyncInterval)
-	d.ckpt.start()
 	_ = space.check(false) // makes the reserve when there is room
 	opened = true
 	return d, nil

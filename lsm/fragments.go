@@ -304,6 +304,9 @@ func (p *PendingPut) unpin() {
 		p.ss.resolved(p.first)
 	}
 	p.ss.mu.Unlock()
+	if p.tracked && p.d.ckpt != nil {
+		p.d.ckpt.kick() // the checkpoint moved
+	}
 }
 
 // seq returns the i-th segment written.

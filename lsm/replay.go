@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -66,15 +67,18 @@ func (r segmentRef) before(o segmentRef) bool {
 }
 
 // checkpointer writes the replay checkpoints (and so syncs Pebble's log)
-// every interval while fragments are being stored; an idle store writes
-// nothing.
+// one interval after a put resolves, at most once an interval: while
+// fragments are stored, every interval; an idle store neither writes nor
+// wakes.
 type checkpointer struct {
 	d     *DB
 	every time.Duration
-	stop  chan struct{}
-	done  chan struct{}
-	// mu serialises runs with DeleteStream, so that no checkpoint of a
-	// deleted stream is written after its deletion.
+	// timer runs tick; armed: it is set to (kick).
+	timer *time.Timer
+	armed atomic.Bool
+	// mu serialises runs with DeleteStream (no checkpoint of a deleted
+	// stream is written after its deletion) and DeleteBefore (which
+	// writes one: a run's older value must not land after it).
 	mu      sync.Mutex
 	written map[StreamID]segmentRef
 	failing bool
@@ -89,23 +93,24 @@ type checkpointer struct {
 }
 
 func newCheckpointer(d *DB, every time.Duration) *checkpointer {
-	return &checkpointer{d: d, every: every, stop: make(chan struct{}), done: make(chan struct{}), written: map[StreamID]segmentRef{}}
+	c := &checkpointer{d: d, every: every, written: map[StreamID]segmentRef{}}
+	c.timer = time.AfterFunc(time.Hour, c.tick)
+	c.timer.Stop()
+	return c
 }
 
-func (c *checkpointer) start() {
-	go func() {
-		defer close(c.done)
-		t := time.NewTicker(c.every)
-		defer t.Stop()
-		for {
-			select {
-			case <-c.stop:
-				return
-			case <-t.C:
-				_ = c.run()
-			}
-		}
-	}()
+// kick arms the timer, unless it is armed: a put resolved (allocation
+// free: the timer is reused).
+func (c *checkpointer) kick() {
+	if c.armed.CompareAndSwap(false, true) {
+		c.timer.Reset(c.every)
+	}
+}
+
+// tick is the timer's: a put that resolves from now on arms it again.
+func (c *checkpointer) tick() {
+	c.armed.Store(false)
+	_ = c.run()
 }
 
 // close stops the ticks; then, every put resolved, it deletes every
@@ -114,9 +119,8 @@ func (c *checkpointer) start() {
 // caller racing Close) keeps its checkpoint, and so does one whose replay
 // failed at Open (the tail it could not read is for kvsedge repair).
 func (c *checkpointer) close() error {
-	close(c.stop)
-	<-c.done
-	c.mu.Lock()
+	c.timer.Stop()
+	c.mu.Lock() // a tick running holds it: close waits for it
 	defer c.mu.Unlock()
 	c.closed = true
 	d := c.d
@@ -179,6 +183,9 @@ func (c *checkpointer) close() error {
 func (c *checkpointer) run() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return nil // a tick that fired as the store closed
+	}
 	d := c.d
 	d.segs.mu.Lock()
 	ids, streams := c.ids[:0], c.streams[:0]

@@ -408,3 +408,47 @@ func TestCheckpointWaitsForPutsInFlight(t *testing.T) {
 		t.Fatalf("checkpoint %+v after the put resolved, want the end %+v", got, end)
 	}
 }
+
+// TestCheckpointerRunsOnlyAfterPuts: a put that resolves arms the
+// checkpointer, which writes the moved checkpoint one interval later; an
+// idle store's checkpointer is not armed and writes nothing (no wake-up a
+// second on an idle box).
+func TestCheckpointerRunsOnlyAfterPuts(t *testing.T) {
+	opts := replayOpts(vfs.NewMem(), 0)
+	opts.IndexSyncInterval = 20 * time.Millisecond
+	db, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.PutStream(1, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	syncs := func() int {
+		db.ckpt.mu.Lock()
+		defer db.ckpt.mu.Unlock()
+		return db.ckpt.syncs
+	}
+	w := replayWrite(0, 1000)
+	if err := db.PutFragment(1, &w); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syncs() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the checkpointer never ran after a put")
+		}
+	}
+	cp, ok, err := db.checkpoint(1)
+	ss := db.segs.stream(1)
+	ss.mu.Lock()
+	end, _ := ss.replayFrom()
+	ss.mu.Unlock()
+	if err != nil || !ok || cp != end {
+		t.Fatalf("checkpoint %+v (%v, %v) after the run, want the stream's end %+v", cp, ok, err, end)
+	}
+	n := syncs()
+	time.Sleep(5 * opts.IndexSyncInterval)
+	if got := syncs(); got != n || db.ckpt.armed.Load() {
+		t.Fatalf("an idle store's checkpointer ran %d more times (armed %v)", got-n, db.ckpt.armed.Load())
+	}
+}
