@@ -136,7 +136,6 @@ func (d *DB) PutFragments(id StreamID, ws []FragmentWrite) error {
 type PendingPut struct {
 	d   *DB
 	id  StreamID
-	ws  []FragmentWrite // the caller's: only their numbers are read again (voidPut)
 	b   *pebble.Batch
 	ss  *streamSegments
 	gen uint64 // the last append's count (streamSegments.written)
@@ -153,30 +152,38 @@ type PendingPut struct {
 	// the stream's inflight list until unpin).
 	first   segmentRef
 	tracked bool
-	// starts: where each fragment's records began, for the voids of a
-	// failed put (the first len(starts) here, the rest in moreStarts: a
-	// put of up to 8 fragments, a PutMedia run, allocates nothing).
-	starts     [8]segmentRef
-	moreStarts []segmentRef
-	nstarts    int
+	// records: each fragment record appended (its number and where it
+	// begins), for the voids of a failed put: the first len(records)
+	// here, the rest in moreRecords (a put of up to 8 fragments, a PutMedia run,
+	// allocates nothing; the caller's slice is not kept, so it stays on
+	// the caller's stack).
+	records     [8]appendedRecord
+	moreRecords []appendedRecord
+	nrecords    int
 }
 
-// addStart notes where the next fragment's records began.
-func (p *PendingPut) addStart(r segmentRef) {
-	if p.nstarts < len(p.starts) {
-		p.starts[p.nstarts] = r
+// appendedRecord is a fragment record a put appended.
+type appendedRecord struct {
+	n     fragment.Number
+	start segmentRef
+}
+
+// addRecord notes the next fragment record appended.
+func (p *PendingPut) addRecord(r appendedRecord) {
+	if p.nrecords < len(p.records) {
+		p.records[p.nrecords] = r
 	} else {
-		p.moreStarts = append(p.moreStarts, r)
+		p.moreRecords = append(p.moreRecords, r)
 	}
-	p.nstarts++
+	p.nrecords++
 }
 
-// start returns where fragment i's records began.
-func (p *PendingPut) start(i int) segmentRef {
-	if i < len(p.starts) {
-		return p.starts[i]
+// record returns the i-th fragment record appended.
+func (p *PendingPut) record(i int) appendedRecord {
+	if i < len(p.records) {
+		return p.records[i]
 	}
-	return p.moreStarts[i-len(p.starts)]
+	return p.moreRecords[i-len(p.records)]
 }
 
 // PutFragmentsAsync is PutFragments in two halves, so that an upload can
@@ -236,7 +243,7 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 	start := time.Now()
 	b := d.db.NewBatchWithSize(size)
 	ss := d.segs.stream(id)
-	p.d, p.id, p.ws, p.b, p.ss, p.group = d, id, ws, b, ss, d.group != nil
+	p.d, p.id, p.b, p.ss, p.group = d, id, b, ss, d.group != nil
 	for i := range ws {
 		ss.mu.Lock()
 		ref, gen, err := d.segs.appendLocked(id, ss, &ws[i])
@@ -253,7 +260,8 @@ func (d *DB) appendFragments(p *PendingPut, id StreamID, ws []FragmentWrite) (bo
 			}
 			// The fragment record's own start (after its header's
 			// record, if one went first): what replay's scan sees.
-			p.addStart(segmentRef{Seq: ref.Seq, Offset: ref.Offset - uint64(recordHdrLen+metaLen+2+fragment.NumberLen*len(ws[i].Replaces))})
+			p.addRecord(appendedRecord{n: ws[i].Meta.Number,
+				start: segmentRef{Seq: ref.Seq, Offset: ref.Offset - uint64(recordHdrLen+metaLen+2+fragment.NumberLen*len(ws[i].Replaces))}})
 		}
 		ss.mu.Unlock()
 		if err == nil {
@@ -339,19 +347,20 @@ func (p *PendingPut) finish(prev *PendingPut) error {
 // nothing is re-sent before the next Open, whose replay comes first. A
 // void that cannot be written is logged; the put fails either way.
 func (d *DB) voidPut(p *PendingPut, cause error) {
-	id, ws := p.id, p.ws
+	id := p.id
 	b := d.db.NewBatch()
 	defer b.Close()
 	var k [voidKeyLen]byte
-	for i := range min(p.nstarts, len(ws)) {
-		if err := b.Set(voidKey(k[:0], id, ws[i].Meta.Number, p.start(i)), []byte{voidVersion1}, nil); err != nil {
+	for i := range p.nrecords {
+		r := p.record(i)
+		if err := b.Set(voidKey(k[:0], id, r.n, r.start), []byte{voidVersion1}, nil); err != nil {
 			d.opts.Logger.Error("a failed put's records cannot be voided", "stream", id, "error", err)
 			return
 		}
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		d.opts.Logger.Error("a failed put's records cannot be voided: should the box stop before the next index sync, the next start may index them beside the producer's re-send",
-			"stream", id, "fragments", len(ws), "put_error", cause, "error", err)
+			"stream", id, "fragments", p.nrecords, "put_error", cause, "error", err)
 	}
 }
 
