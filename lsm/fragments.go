@@ -505,7 +505,12 @@ func (d *DB) goneSince(key []byte) bool {
 // HasFragment reports whether the stream holds fragment n.
 func (d *DB) HasFragment(id StreamID, n fragment.Number) (bool, error) {
 	var kb [32]byte
-	_, closer, err := d.db.Get(fragmentKey(kb[:0], id, n))
+	return d.has(fragmentKey(kb[:0], id, n))
+}
+
+// has reports whether the index holds key.
+func (d *DB) has(key []byte) (bool, error) {
+	_, closer, err := d.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}

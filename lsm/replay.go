@@ -615,17 +615,7 @@ func (d *DB) readHeaderRecord(dir string, q uint64, loc [2]int64) ([]byte, error
 	return payload[8:], nil
 }
 
-func (d *DB) hasHeader(id StreamID, hid uint64) (bool, error) {
-	_, closer, err := d.db.Get(headerKey(id, hid))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("lsm: %w", err)
-	}
-	closer.Close()
-	return true, nil
-}
+func (d *DB) hasHeader(id StreamID, hid uint64) (bool, error) { return d.has(headerKey(id, hid)) }
 
 // indexedMeta returns the meta of an indexed fragment.
 func (d *DB) indexedMeta(id StreamID, n fragment.Number) (fragment.Meta, bool, error) {
@@ -646,15 +636,7 @@ func (d *DB) indexedMeta(id StreamID, n fragment.Number) (fragment.Meta, bool, e
 // begins at r (0x05).
 func (d *DB) voided(id StreamID, n fragment.Number, r segmentRef) (bool, error) {
 	var kb [voidKeyLen]byte
-	_, closer, err := d.db.Get(voidKey(kb[:0], id, n, r))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("lsm: %w", err)
-	}
-	closer.Close()
-	return true, nil
+	return d.has(voidKey(kb[:0], id, n, r))
 }
 
 // Void value, version 1 (0x05 <sid> <fragnum>): the single byte 1.

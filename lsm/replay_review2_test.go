@@ -50,13 +50,7 @@ func TestReplayVoidHidesSameNumberRetry(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	var failing atomic.Bool
 	opts := replayOpts(failingSegmentSyncs(live, &failing), 0)
-	d, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	d := openStream1(t, opts)
 	own := replayWrite(0, 1000) // the stream's own fragment, with the header
 	if err := d.PutFragment(1, &own); err != nil {
 		t.Fatal(err)
@@ -77,7 +71,7 @@ func TestReplayVoidHidesSameNumberRetry(t *testing.T) {
 	_ = d.Close()
 
 	opts.FS = crashed
-	d, err = Open(opts)
+	d, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,13 +234,7 @@ func TestCloseKeepsCheckpointButDropsVoids(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	var failing atomic.Bool
 	opts := replayOpts(failingSegmentSyncs(live, &failing), 0)
-	d, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	d := openStream1(t, opts)
 	w0 := replayWrite(0, 1000)
 	if err := d.PutFragment(1, &w0); err != nil {
 		t.Fatal(err)

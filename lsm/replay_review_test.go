@@ -81,24 +81,13 @@ func TestCloseCheckpointPastDroppedPreparedSegment(t *testing.T) {
 // before the checkpointer's next run.
 func TestCheckpointAheadAfterRetentionEmptiedStream(t *testing.T) {
 	live := vfs.NewCrashableMem()
-	d, err := Open(replayOpts(live, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		w := replayWrite(i, int64(i)*1000)
-		if err := d.PutFragment(1, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d := openStream1(t, replayOpts(live, 0))
+	putReplayWrites(t, d, 0, 3)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	d, err = Open(replayOpts(live, 0))
+	d, err := Open(replayOpts(live, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,13 +138,7 @@ func TestReplayDropsWholeResendThatReplacedPartial(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	opts := replayOpts(live, 0)
 	opts.SameFrames = prefixFrames
-	d, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	d := openStream1(t, opts)
 	full := bytes.Repeat([]byte("frame-"), 4000)
 	partial := replayWriteOf(fragment.MakeNumber(5, 1, 0), 5000, full[:6000], 10, []byte("session header"))
 	if err := d.PutFragment(1, &partial); err != nil {
@@ -173,7 +156,7 @@ func TestReplayDropsWholeResendThatReplacedPartial(t *testing.T) {
 	_ = d.Close()
 
 	opts.FS = crashed
-	d, err = Open(opts)
+	d, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,13 +177,7 @@ func TestReplayDropsWholeResendThatReplacedPartial(t *testing.T) {
 // acknowledged fragment is missing.
 func TestReplayDropsAcknowledgedEqualCopy(t *testing.T) {
 	live := vfs.NewCrashableMem()
-	d, err := Open(replayOpts(live, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	d := openStream1(t, replayOpts(live, 0))
 	own := replayWrite(0, 5000)
 	if err := d.PutFragment(1, &own); err != nil {
 		t.Fatal(err)
@@ -217,7 +194,7 @@ func TestReplayDropsAcknowledgedEqualCopy(t *testing.T) {
 	crashed := crashNow(live)
 	_ = d.Close()
 
-	d, err = Open(replayOpts(crashed, 0))
+	d, err := Open(replayOpts(crashed, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,13 +213,7 @@ func TestReplayDropsAcknowledgedEqualCopy(t *testing.T) {
 // before 009cd2a was in the synced index and kept.
 func TestRepairAfterCrashDropsAcknowledgedEqualCopy(t *testing.T) {
 	live := vfs.NewCrashableMem()
-	d, err := Open(replayOpts(live, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	d := openStream1(t, replayOpts(live, 0))
 	own := replayWrite(0, 5000)
 	if err := d.PutFragment(1, &own); err != nil {
 		t.Fatal(err)
@@ -262,7 +233,7 @@ func TestRepairAfterCrashDropsAcknowledgedEqualCopy(t *testing.T) {
 	if _, err := Repair(replayOpts(crashed, 0)); err != nil {
 		t.Fatal(err)
 	}
-	d, err = Open(replayOpts(crashed, 0))
+	d, err := Open(replayOpts(crashed, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,19 +254,8 @@ func TestRepairAfterCrashDropsAcknowledgedEqualCopy(t *testing.T) {
 // would.
 func TestCleanCloseLeavesNoCheckpoint(t *testing.T) {
 	fs := vfs.NewMem()
-	d, err := Open(replayOpts(fs, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 6 {
-		w := replayWrite(i, int64(i)*1000)
-		if err := d.PutFragment(1, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d := openStream1(t, replayOpts(fs, 0))
+	putReplayWrites(t, d, 0, 6)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}

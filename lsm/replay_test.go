@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,6 +30,32 @@ func replayWrite(i int, producerMs int64) FragmentWrite {
 		h = []byte("session header")
 	}
 	return FragmentWrite{Meta: meta, Header: h, Media: m}
+}
+
+// openStream1 opens a store with opts and stores the record of stream 1.
+func openStream1(t *testing.T, opts Options) *DB {
+	t.Helper()
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutStream(1, []byte{1}); err != nil {
+		_ = d.Close()
+		t.Fatal(err)
+	}
+	return d
+}
+
+// putReplayWrites stores replayWrite(i, i s) in stream 1 for i in
+// [from, to).
+func putReplayWrites(t *testing.T, d *DB, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		w := replayWrite(i, int64(i)*1000)
+		if err := d.PutFragment(1, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func replayOpts(fs vfs.FS, window time.Duration) Options {
@@ -151,28 +176,12 @@ func TestReplayIndexesWhatTheLogLost(t *testing.T) {
 // deleted (a synced batch that moves the checkpoint too) do not come back.
 func TestCheckpointBoundsReplay(t *testing.T) {
 	live := vfs.NewCrashableMem()
-	db, err := Open(replayOpts(live, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 6 {
-		w := replayWrite(i, int64(i)*1000)
-		if err := db.PutFragment(1, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := openStream1(t, replayOpts(live, 0))
+	putReplayWrites(t, db, 0, 6)
 	if err := db.ckpt.run(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 6; i < 9; i++ {
-		w := replayWrite(i, int64(i)*1000)
-		if err := db.PutFragment(1, &w); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putReplayWrites(t, db, 6, 9)
 	crashed := crashNow(live)
 	// Retention takes fragments 0-6 (server times 0-6000).
 	if n, _, err := db.DeleteBefore(1, 6001); err != nil || n != 7 {
@@ -181,7 +190,7 @@ func TestCheckpointBoundsReplay(t *testing.T) {
 	afterRetention := crashNow(live)
 	db.Close()
 
-	db, err = Open(replayOpts(crashed, 0))
+	db, err := Open(replayOpts(crashed, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,19 +224,7 @@ func TestCheckpointBoundsReplay(t *testing.T) {
 func TestReplayLeavesOutVoidedRecords(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	var failing atomic.Bool
-	fs := errorfs.Wrap(live, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if failing.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, segmentSuffix) {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
-	db, err := Open(replayOpts(fs, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.PutStream(1, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	db := openStream1(t, replayOpts(failingSegmentSyncs(live, &failing), 0))
 	failing.Store(true)
 	first := replayWrite(0, 5000)
 	p1, err := db.PutFragmentsAsync(1, []FragmentWrite{first}, nil)
