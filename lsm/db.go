@@ -218,9 +218,9 @@ func Open(opts Options) (*DB, error) {
 	return d, nil
 }
 
-// Close waits for the puts in flight, writes the replay checkpoints (a
-// synced batch: every index commit before it becomes durable) and closes
-// Pebble.
+// Close waits for the puts in flight, deletes the replay checkpoints and
+// voids (a synced batch: every index commit before it becomes durable, and
+// the store is wholly indexed: replay.go) and closes Pebble.
 func (d *DB) Close() error {
 	d.pending.Wait()
 	if d.group != nil {
@@ -228,7 +228,7 @@ func (d *DB) Close() error {
 	}
 	if d.ckpt != nil {
 		if err := d.ckpt.close(); err != nil {
-			d.opts.Logger.Warn("closing the store without its replay checkpoints: the next start indexes the last fragments again from their segments", "error", err)
+			d.opts.Logger.Warn("the replay checkpoints could not be deleted at close: the next start scans the last fragments' records again", "error", err)
 		}
 	}
 	d.segs.close()
