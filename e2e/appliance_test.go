@@ -132,6 +132,10 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 		v, _ := metricValue(scrape(t, p.endpoint), "kvsedge_ring_bytes", nil)
 		return v >= 1
 	})
+	// A new store had nothing to index again at start (lsm/replay.go).
+	if v, ok := metricValue(fams, "kvsedge_store_replayed_fragments", nil); !ok || v != 0 {
+		t.Errorf("kvsedge_store_replayed_fragments = %v (present %v) on a new store, want 0", v, ok)
+	}
 	if v, ok := metricValue(fams, "kvsedge_storage_refusing_new_media", nil); !ok || v != 0 {
 		t.Errorf("refusing = %v %v", v, ok)
 	}
