@@ -834,7 +834,7 @@ func (d *DB) deleteBatchBefore(id StreamID, cutoffMs int64) (int, int64, error) 
 	_, stuck := d.unreplayed[id]
 	ok = ok && !stuck && c != nil && !c.closed
 	if ok {
-		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
+		if err := setCheckpoint(b, id, cp); err != nil {
 			return 0, 0, err
 		}
 	}

@@ -49,10 +49,20 @@ import (
 // offset u64, where the replay scan of the stream starts.
 const replayVersion1 byte = 1
 
-func encodeCheckpoint(r segmentRef) []byte {
-	v := make([]byte, 0, 17)
-	v = append(v, replayVersion1)
-	return appendRef(v, r)
+// setCheckpoint stages the stream's checkpoint cp in b (key and value
+// built on the stack: Pebble copies them into the batch, and the
+// checkpointer's runs allocate nothing).
+func setCheckpoint(b *pebble.Batch, id StreamID, cp segmentRef) error {
+	var k [1 + StreamIDLen]byte
+	k[0] = prefixReplay
+	binary.BigEndian.PutUint32(k[1:], uint32(id))
+	var v [1 + refLen]byte
+	v[0] = replayVersion1
+	appendRef(v[1:1], cp)
+	if err := b.Set(k[:], v[:], nil); err != nil {
+		return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+	}
+	return nil
 }
 
 func decodeCheckpoint(key, v []byte) (segmentRef, error) {
@@ -145,8 +155,8 @@ func (c *checkpointer) close() error {
 		return fmt.Errorf("lsm: staging the checkpoints' deletion: %w", err)
 	}
 	for id, cp := range kept {
-		if err := b.Set(replayKey(id), encodeCheckpoint(cp), nil); err != nil {
-			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+		if err := setCheckpoint(b, id, cp); err != nil {
+			return err
 		}
 	}
 	// Voids are few (failed puts): each is deleted unless its stream
@@ -211,15 +221,9 @@ func (c *checkpointer) run() error {
 		if b == nil {
 			b = d.db.NewBatch()
 		}
-		var k [1 + StreamIDLen]byte
-		k[0] = prefixReplay
-		binary.BigEndian.PutUint32(k[1:], uint32(ids[i]))
-		var v [1 + refLen]byte
-		v[0] = replayVersion1
-		appendRef(v[1:1], cp)
-		if err := b.Set(k[:], v[:], nil); err != nil { // copied into the batch
+		if err := setCheckpoint(b, ids[i], cp); err != nil {
 			_ = b.Close()
-			return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+			return err
 		}
 		moved = append(moved, movedCheckpoint{ids[i], cp})
 	}
@@ -383,8 +387,8 @@ func (d *DB) replayTails() error {
 		}
 		ss.seqFloor = floor
 		if next := (segmentRef{Seq: floor}); !ok || cp != next {
-			if err := b.Set(replayKey(id), encodeCheckpoint(next), nil); err != nil {
-				return fmt.Errorf("lsm: staging a replay checkpoint: %w", err)
+			if err := setCheckpoint(b, id, next); err != nil {
+				return err
 			}
 		}
 		if ok { // voids come with a checkpoint (Close deletes both)

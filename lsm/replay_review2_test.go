@@ -15,8 +15,8 @@ import (
 )
 
 // Found by the second adversarial review of one sync per fragment: each
-// test failed on 8626810 (its comment says what it showed and where the
-// fix went) and passes with the fix.
+// test failed on 8626810 and passes with the fix; each comment says what
+// it checks and what that version did.
 
 // failingSegmentSyncs wraps fs so that a segment's fdatasync fails while
 // *failing is set (as crash_test.go's tests do).
@@ -29,24 +29,14 @@ func failingSegmentSyncs(fs vfs.FS, failing *atomic.Bool) vfs.FS {
 	}))
 }
 
-// TestReplayVoidHidesSameNumberRetry: a void (0x05) names a fragment
-// number, not a record. A replicated fragment is stored under its
+// TestReplayIndexesSameNumberRetry: a replicated fragment keeps its
 // origin's number (engine.ImportFragment), so when its PutFragment fails
 // (here its segment sync) the replicator tries again with the same number
-// (cluster/replicator.go tailOnce resumes after LastFragmentNumber), and
-// the retry succeeds: acknowledged, and reported durable to the origin.
-// The failed put's void is still there (only Open and Close delete
-// voids), so when a crash takes the retry's unsynced commit before the
-// checkpointer's next run, Open's replay finds the retry's intact record
-// after the checkpoint, looks its number up in the voids, and leaves it
-// out: the acknowledged fragment is lost.
-//
-// Fix: void the failed records, not the number: key (or value) the void
-// by the record's position, e.g. 0x05 | sid | fragnum | segment seq u64 |
-// offset u64 (appendLocked returns each record's reference; PendingPut
-// keeps them), and have replayStream (and Repair's scanInto, which reads
-// rs.voids by number too) leave out only the record at a voided position.
-func TestReplayVoidHidesSameNumberRetry(t *testing.T) {
+// (cluster/replicator.go tailOnce) and the retry is acknowledged. The
+// failed put's void names its record (number and position), not the
+// number, so when a crash takes the retry's commit, replay indexes the
+// retry's record. (Voids keyed by number alone lost it.)
+func TestReplayIndexesSameNumberRetry(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	var failing atomic.Bool
 	opts := replayOpts(failingSegmentSyncs(live, &failing), 0)
@@ -100,27 +90,16 @@ func (fs *blockingUsageFS) GetDiskUsage(path string) (vfs.DiskUsage, error) {
 	return fs.FS.GetDiskUsage(path)
 }
 
-// TestCheckpointerOverwritesRetentionCheckpoint: the checkpointer reads a
-// stream's checkpoint (replayFrom) under the stream's lock, then commits
-// it; DeleteBefore writes its own in its synced batch without taking
-// checkpointer.mu. When a DeleteBefore runs in between, the checkpointer's
-// older value (read while a put was in flight) lands after DeleteBefore's
-// newer one. The put resolved before DeleteBefore ran, and DeleteBefore
-// deleted its fragment; a crash before the checkpointer's next run (its
-// cache says it wrote the stream's checkpoint, which differs from the end
-// now, so within one interval) leaves the durable checkpoint before that
-// fragment's record, and Open's replay takes it back: a fragment
-// retention deleted returns although no put was in flight when it was
-// deleted (not the case FORMAT.md "Retention" documents). The next sweep
-// deletes it again.
-//
-// Fix: deleteBatchBefore takes checkpointer.mu (lock order: above
-// segmentStore.mu and streamSegments.mu, as DeleteStream already does)
-// across reading replayFrom and committing its batch, and records what it
-// wrote in checkpointer.written; or the checkpointer re-reads the
-// checkpoints after its space check, right before its commit, under a
-// lock DeleteBefore also takes.
-func TestCheckpointerOverwritesRetentionCheckpoint(t *testing.T) {
+// TestRetentionCheckpointIsNotOverwrittenByAnOlderOne: the checkpointer
+// reads a stream's checkpoint (replayFrom), then commits it; DeleteBefore
+// writes its own, newer one, under the checkpointer's lock, so a run that
+// read an older value (while a put was in flight) cannot commit it after
+// DeleteBefore's. Otherwise a crash before the next run leaves the
+// durable checkpoint before a deleted fragment's record, and replay takes
+// back a fragment retention deleted while no put was in flight. (Before
+// the fix DeleteBefore did not take the lock; the run is held in its
+// space check here to open the window.)
+func TestRetentionCheckpointIsNotOverwrittenByAnOlderOne(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	bfs := &blockingUsageFS{FS: live, dir: "/data", entered: make(chan struct{}), release: make(chan struct{})}
 	opts := replayOpts(bfs, 300*time.Millisecond)
@@ -213,24 +192,17 @@ func TestCheckpointerOverwritesRetentionCheckpoint(t *testing.T) {
 	}
 }
 
-// TestCloseKeepsCheckpointButDropsVoids: Close keeps the checkpoint of a
+// TestCloseKeepsVoidsWithTheCheckpoints: Close keeps the checkpoint of a
 // stream with a put still in flight (a caller racing Close: FORMAT.md
-// "0x04"), but its one DeleteRange over [0x04, 0x06) deletes every void,
-// that stream's too. A put that failed after its record was synced (here
-// chained to a failed one), whose record lies after the kept checkpoint,
-// is then indexed by the next Open (after a crash: the racing put's
-// commit on the closed store ends the process, or the box stops) beside
-// the producer's re-send, which was acknowledged under a new number: the
-// fragment shows twice. The racing put is emulated by PutFragments' first
-// half (appendFragments: appended, tracked, not resolved), which is where
-// a PutFragment called concurrently with Close is when Close runs.
-//
-// Fix: checkpointer.close deletes the voids per stream (streamSpan of
-// prefixVoid) only for the streams whose checkpoint it deletes, keeping
-// them with every checkpoint it keeps (the unreplayed streams' voids
-// were deleted by Open's replay batch only when their replay succeeded,
-// so keep theirs too).
-func TestCloseKeepsCheckpointButDropsVoids(t *testing.T) {
+// "0x04") and that stream's voids with it. A put that failed after its
+// record was synced (here chained to a failed one), whose record lies
+// after the kept checkpoint, stays left out by the next Open, beside the
+// producer's re-send acknowledged under a new number. (Close deleted every
+// void at first, and the fragment showed twice.) The racing put is
+// emulated by PutFragments' first half (appendFragments: appended,
+// tracked, not resolved), which is where a PutFragment called
+// concurrently with Close is when Close runs.
+func TestCloseKeepsVoidsWithTheCheckpoints(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	var failing atomic.Bool
 	opts := replayOpts(failingSegmentSyncs(live, &failing), 0)

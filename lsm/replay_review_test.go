@@ -13,8 +13,8 @@ import (
 )
 
 // Found by an adversarial review of the first version of one sync per
-// fragment (009cd2a): each test but the last failed on it; the comment of
-// each says what it showed.
+// fragment (009cd2a): each test but the last failed on it; each comment
+// says what it checks and what that version did.
 
 // replayPrepOpts is prepOptions with the checkpointer kept out of the way
 // (the crash comes before its first tick, as it may within a second).
@@ -24,15 +24,14 @@ func replayPrepOpts(fs vfs.FS) Options {
 	return o
 }
 
-// TestCloseCheckpointPastDroppedPreparedSegment: Close writes each
-// stream's checkpoint as (nextSeq, 0), and nextSeq counts the prepared
-// segment, which Close then removes. The next process resumes at (newest
-// seq on disk + 1) = the prepared seq, i.e. BEFORE the checkpoint; Open's
-// replay skips a stream whose checkpoint is not before its end (and does
-// not pull the checkpoint back). So an acknowledged fragment stored after
-// the restart, whose unsynced commit a crash takes before the
-// checkpointer's first run, is never replayed: lost.
-func TestCloseCheckpointPastDroppedPreparedSegment(t *testing.T) {
+// TestWritingResumesAtTheCheckpointAfterClose: a fragment stored after a
+// clean restart whose Close removed a prepared segment, and whose commit a
+// crash then takes before the checkpointer's first run, is replayed: the
+// new segment is not numbered before the stream's checkpoint. (The first
+// version wrote (nextSeq, 0) at Close, counting the prepared segment Close
+// removed; the next process wrote before that checkpoint and the fragment
+// was lost.)
+func TestWritingResumesAtTheCheckpointAfterClose(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	d, err := Open(replayPrepOpts(live))
 	if err != nil {
@@ -72,14 +71,13 @@ func TestCloseCheckpointPastDroppedPreparedSegment(t *testing.T) {
 	}
 }
 
-// TestCheckpointAheadAfterRetentionEmptiedStream: after a restart a
-// stream's checkpoint is (newest seq + 1, 0). Retention that deletes all
-// of its fragments unlinks every segment (none is active in this
-// process), so the stream's next roll starts again at seq 1: before the
-// checkpoint, which DeleteBefore did not move (the stream appended nothing
-// in this process). An acknowledged fragment there is lost in a crash
-// before the checkpointer's next run.
-func TestCheckpointAheadAfterRetentionEmptiedStream(t *testing.T) {
+// TestWritingResumesAtTheCheckpointAfterRetentionEmptiedStream: after a
+// restart, retention that deletes all of a stream's fragments unlinks
+// every segment; the stream's next segment is still numbered at or after
+// its checkpoint (seqFloor), so a fragment stored then is replayed after a
+// crash. (In the first version numbering restarted at 1, before the
+// checkpoint, and the fragment was lost.)
+func TestWritingResumesAtTheCheckpointAfterRetentionEmptiedStream(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	d := openStream1(t, replayOpts(live, 0))
 	putReplayWrites(t, d, 0, 3)
@@ -127,14 +125,13 @@ func replayWriteOf(num fragment.Number, producerMs int64, cluster []byte, frames
 	return FragmentWrite{Meta: meta, Header: hdr, Media: cluster}
 }
 
-// TestReplayDropsWholeResendThatReplacedPartial: a whole re-send
-// (engine/resend.go: more frames, the stored partial copy its prefix) is
-// stored with Replaces = the partial copy and acknowledged. Its commit is
-// lost in a crash; replay's copyOfIndexed finds the partial copy indexed at
-// the same producer time with SameFrames true (a prefix) and leaves the
-// whole one out as a "second copy" before looking at what it replaced:
-// the acknowledged whole fragment is gone and the partial one stays.
-func TestReplayDropsWholeResendThatReplacedPartial(t *testing.T) {
+// TestReplayKeepsWholeResendThatReplacedPartial: a whole re-send
+// (engine/resend.go: more frames, the stored partial copy its prefix),
+// stored with Replaces = the partial copy and acknowledged, whose commit a
+// crash takes, is indexed by replay and the partial copy deleted. (The
+// first version guessed copies from content, as Repair does, and left the
+// acknowledged whole fragment out.)
+func TestReplayKeepsWholeResendThatReplacedPartial(t *testing.T) {
 	live := vfs.NewCrashableMem()
 	opts := replayOpts(live, 0)
 	opts.SameFrames = prefixFrames
@@ -168,31 +165,39 @@ func TestReplayDropsWholeResendThatReplacedPartial(t *testing.T) {
 	}
 }
 
-// TestReplayDropsAcknowledgedEqualCopy: the index may legitimately
-// hold two fragments of a stream at one producer time with equal digests
-// (engine ImportFragment keeps a peer's equal copy under its own number:
-// findPartialCopies, equalIsCopy=false; Repair keeps both when the old
-// index held both). When the second one's PutFragment returned nil and a
-// crash takes its commit, replay leaves it out as a second copy: an
-// acknowledged fragment is missing.
-func TestReplayDropsAcknowledgedEqualCopy(t *testing.T) {
+// crashAfterEqualCopy stores a fragment (its entries made durable), then
+// a peer's equal copy under the peer's number (node 2), acknowledged, and
+// returns a crash image taken then (the copy's commit not synced).
+func crashAfterEqualCopy(t *testing.T) (crashed *vfs.MemFS, own, peer FragmentWrite) {
+	t.Helper()
 	live := vfs.NewCrashableMem()
 	d := openStream1(t, replayOpts(live, 0))
-	own := replayWrite(0, 5000)
+	own = replayWrite(0, 5000)
 	if err := d.PutFragment(1, &own); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.db.LogData(nil, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	peer := own // a peer's copy under the peer's number (node 2)
+	peer = own
 	peer.Header = nil
 	peer.Meta.Number = fragment.MakeNumber(77, 2, 0)
-	if err := d.PutFragment(1, &peer); err != nil { // acknowledged (to the replicating peer)
+	if err := d.PutFragment(1, &peer); err != nil {
 		t.Fatal(err)
 	}
-	crashed := crashNow(live)
+	crashed = crashNow(live)
 	_ = d.Close()
+	return crashed, own, peer
+}
+
+// TestReplayKeepsAcknowledgedEqualCopy: the index may hold two fragments
+// of a stream at one producer time with equal digests (engine
+// ImportFragment keeps a peer's equal copy under its own number:
+// findPartialCopies, equalIsCopy=false). When the second one's commit is
+// lost in a crash, replay indexes it: it was acknowledged. (The first
+// version left it out as a second copy.)
+func TestReplayKeepsAcknowledgedEqualCopy(t *testing.T) {
+	crashed, _, peer := crashAfterEqualCopy(t)
 
 	d, err := Open(replayOpts(crashed, 0))
 	if err != nil {
@@ -204,31 +209,13 @@ func TestReplayDropsAcknowledgedEqualCopy(t *testing.T) {
 	}
 }
 
-// TestRepairAfterCrashDropsAcknowledgedEqualCopy: the same through
-// Repair. leaveOutCopies keeps two copies the old index both held ("the
-// live index held both") and otherwise drops one, on the premise that a
-// record the index lacks was never acknowledged. With unsynced commits
-// that premise is gone: Repair run on a crash image (before any
-// read-write Open replays) drops the acknowledged peer copy, which
-// before 009cd2a was in the synced index and kept.
-func TestRepairAfterCrashDropsAcknowledgedEqualCopy(t *testing.T) {
-	live := vfs.NewCrashableMem()
-	d := openStream1(t, replayOpts(live, 0))
-	own := replayWrite(0, 5000)
-	if err := d.PutFragment(1, &own); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.db.LogData(nil, pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	peer := own
-	peer.Header = nil
-	peer.Meta.Number = fragment.MakeNumber(77, 2, 0)
-	if err := d.PutFragment(1, &peer); err != nil {
-		t.Fatal(err)
-	}
-	crashed := crashNow(live)
-	_ = d.Close()
+// TestRepairAfterCrashKeepsAcknowledgedEqualCopy: the same through
+// Repair, run on the crash image before any read-write Open replays: a
+// record after the old index's checkpoint, not voided, counts as the old
+// index's, so leaveOutCopies keeps both copies. (Before, Repair assumed a
+// record the index lacked was never acknowledged and dropped one.)
+func TestRepairAfterCrashKeepsAcknowledgedEqualCopy(t *testing.T) {
+	crashed, own, peer := crashAfterEqualCopy(t)
 
 	if _, err := Repair(replayOpts(crashed, 0)); err != nil {
 		t.Fatal(err)

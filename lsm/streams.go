@@ -56,8 +56,8 @@ func (d *DB) PutStream(id StreamID, value []byte) error {
 	if _, ok, err := d.checkpoint(id); err != nil {
 		return err
 	} else if !ok {
-		if err := b.Set(replayKey(id), encodeCheckpoint(segmentRef{}), nil); err != nil {
-			return fmt.Errorf("lsm: staging stream %d: %w", id, err)
+		if err := setCheckpoint(b, id, segmentRef{}); err != nil {
+			return err
 		}
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
