@@ -24,7 +24,11 @@ type CheckReport struct {
 	MediaBytes                      int64
 	SegmentFiles                    int
 	SegmentBytes, UnreferencedBytes int64
-	Problems                        []CheckProblem
+	// Replayable: fragments stored before an unclean stop whose index
+	// entries the stop lost; the next start indexes them from their
+	// segments (lsm replay). They are checked, and counted in Fragments.
+	Replayable int
+	Problems   []CheckProblem
 }
 
 // CheckStore opens the store in opts.Dir read-only (nothing is written)
@@ -54,7 +58,7 @@ func CheckStore(opts StoreOptions, log *slog.Logger) (CheckReport, error) {
 		}
 	}
 	out := CheckReport{Streams: r.Streams, Fragments: r.Fragments, MediaBytes: r.MediaBytes, SegmentFiles: r.SegmentFiles,
-		SegmentBytes: r.SegmentBytes, UnreferencedBytes: r.UnreferencedBytes}
+		SegmentBytes: r.SegmentBytes, UnreferencedBytes: r.UnreferencedBytes, Replayable: r.Replayable}
 	for _, p := range r.Problems {
 		name := names[p.Stream]
 		if name == "" && p.Stream != 0 {

@@ -40,7 +40,8 @@
 //	              session header, fragment), their CRCs and the scan
 //	layout.go     the data directory: index/, finishing an interrupted
 //	              repair swap, moving an old layout's index into index/
-//	check.go      Check: the index against the segments
+//	check.go      Check: the index (with, read-only, what replay would
+//	              add) against the segments
 //	repair.go     Repair: a new index from the old one's readable part and
 //	              the segment records; nothing deleted, damage set aside
 //	health.go     damage met at run time (Health), Pebble's logger and

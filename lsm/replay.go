@@ -343,19 +343,11 @@ func (d *DB) replayTails() error {
 	var rep ReplayReport
 	for _, rec := range recs {
 		id := rec.ID
-		ss := d.segs.stream(id)
-		seqs, err := d.segs.list(ss.dir)
-		if err != nil {
-			return fmt.Errorf("lsm: listing the segments of stream %d: %w", id, err)
-		}
-		floor := uint64(1)
-		if len(seqs) > 0 {
-			floor = seqs[len(seqs)-1] + 1
-		}
-		cp, ok, err := d.checkpoint(id)
+		t, err := d.replayTail(id)
 		if err != nil {
 			return err
 		}
+		ss, seqs, floor, cp, ok := t.ss, t.seqs, t.floor, t.cp, t.checkpointed
 		if ok {
 			// A checkpoint after every segment (a prepared segment
 			// removed, segments retention unlinked): writing still
@@ -364,7 +356,7 @@ func (d *DB) replayTails() error {
 			if cp.Offset > 0 {
 				at++
 			}
-			if cp.Seq < floor {
+			if t.pending() {
 				n, err := d.replayStream(b, id, ss.dir, seqs, cp, &rep)
 				if err != nil {
 					// The stream's other data is served; what its tail
@@ -410,6 +402,34 @@ func (d *DB) replayTails() error {
 			"fragments", rep.Indexed, "streams", rep.Streams, "voided_left_out", rep.Voided, "without_header", rep.NoHeader)
 	}
 	return nil
+}
+
+// streamTail is what replay looks at in one stream: its segments, the
+// sequence number after the newest (floor) and its checkpoint.
+type streamTail struct {
+	ss           *streamSegments
+	seqs         []uint64
+	floor        uint64
+	cp           segmentRef
+	checkpointed bool
+}
+
+// pending reports whether the stream's segments hold records after its
+// checkpoint (replayStream scans them).
+func (t streamTail) pending() bool { return t.checkpointed && t.cp.Seq < t.floor }
+
+func (d *DB) replayTail(id StreamID) (streamTail, error) {
+	t := streamTail{ss: d.segs.stream(id), floor: 1}
+	seqs, err := d.segs.list(t.ss.dir)
+	if err != nil {
+		return t, fmt.Errorf("lsm: listing the segments of stream %d: %w", id, err)
+	}
+	t.seqs = seqs
+	if len(seqs) > 0 {
+		t.floor = seqs[len(seqs)-1] + 1
+	}
+	t.cp, t.checkpointed, err = d.checkpoint(id)
+	return t, err
 }
 
 // checkpoint reads a stream's replay checkpoint.

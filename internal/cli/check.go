@@ -34,6 +34,10 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "data directory %s\n", cfg.DataDir)
 	fmt.Fprintf(stdout, "  %d streams, %d fragments, %.1f MiB of media, in %d segment files (%.1f MiB)\n",
 		r.Streams, r.Fragments, float64(r.MediaBytes)/(1<<20), r.SegmentFiles, float64(r.SegmentBytes)/(1<<20))
+	if r.Replayable > 0 {
+		fmt.Fprintf(stdout, "  %d of them were stored just before an unclean stop and are not in the index yet: the next start indexes them\n"+
+			"  from their segments (checked here as it will index them)\n", r.Replayable)
+	}
 	if r.UnreferencedBytes > 0 {
 		fmt.Fprintf(stdout, "  %.1f MiB of segment bytes are not referenced by the index (media retention removed from segments still in use,\n"+
 			"  replaced partial copies, or bytes written just before a crash; all of it if the index was lost)\n", float64(r.UnreferencedBytes)/(1<<20))

@@ -1,0 +1,98 @@
+package lsm
+
+import (
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+)
+
+// TestCheckSeesWhatReplayWillIndex: after a crash that took the index's
+// last commits, Check (read-only: it replays nothing) reports the store as
+// the next read-write Open leaves it: the replayable fragments counted
+// and checked (not their bytes counted as unreferenced), a failed put's
+// voided record left out, nothing written. The same Check after that Open
+// finds the same fragments, media and unreferenced bytes.
+func TestCheckSeesWhatReplayWillIndex(t *testing.T) {
+	live := vfs.NewCrashableMem()
+	var failing atomic.Bool
+	db := openStream1(t, replayOpts(failingSegmentSyncs(live, &failing), 0))
+	putReplayWrites(t, db, 0, 4)
+	// A put whose segment sync fails, and one chained to it: the second's
+	// record is synced (in a new segment) and voided.
+	failing.Store(true)
+	p1, err := db.PutFragmentsAsync(1, []FragmentWrite{replayWrite(4, 4000)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.Wait(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a put whose segment sync failed: %v", err)
+	}
+	failing.Store(false)
+	voided := replayWrite(20, 4500)
+	p2, err := db.PutFragmentsAsync(1, []FragmentWrite{voided}, p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Wait(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("a put chained to a failed one: %v", err)
+	}
+	putReplayWrites(t, db, 5, 8)
+	crashed := crashNow(live)
+	db.Close()
+
+	check := func(readOnly bool) CheckReport {
+		t.Helper()
+		opts := replayOpts(crashed, 0)
+		opts.ReadOnly = readOnly
+		d, err := Open(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		r, err := d.Check()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	before := check(true)
+	// The void's synced batch made the first four commits durable: the
+	// three after it are the index's lost tail.
+	if len(before.Problems) != 0 || before.Fragments != 7 || before.Replayable != 3 {
+		t.Fatalf("read-only Check of the crash image: %+v, want 7 fragments (3 of them replayable) checked and no problems", before)
+	}
+	// Check wrote nothing: the index still lacks them.
+	ro := replayOpts(crashed, 0)
+	ro.ReadOnly = true
+	d, err := Open(ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := d.HasFragment(1, fragment.MakeNumber(77, 1, 5)); err != nil || ok {
+		t.Fatalf("after a read-only Check the index holds a replayable fragment (%v, %v)", ok, err)
+	}
+	d.Close()
+
+	after := check(false) // replays, then checks
+	if len(after.Problems) != 0 || after.Replayable != 0 || after.Fragments != before.Fragments ||
+		after.MediaBytes != before.MediaBytes || after.UnreferencedBytes != before.UnreferencedBytes {
+		t.Fatalf("Check after replay %+v, before it (read-only) %+v: want the same fragments, media and unreferenced bytes", after, before)
+	}
+	if before.UnreferencedBytes < int64(len(voided.Media)) {
+		t.Fatalf("%d unreferenced bytes, want at least the voided record's media (%d)", before.UnreferencedBytes, len(voided.Media))
+	}
+	d, err = Open(replayOpts(crashed, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, n := range []fragment.Number{fragment.MakeNumber(77, 1, 4), voided.Meta.Number} {
+		if ok, err := d.HasFragment(1, n); err != nil || ok {
+			t.Fatalf("failed put's fragment %s is indexed (%v, %v)", n, ok, err)
+		}
+	}
+}
