@@ -30,6 +30,7 @@ type rfcCamera struct {
 	demo   *DemoSource
 	ssrc   uint32
 	offset time.Duration // the camera's clock minus the box's
+	silent bool          // sends no media after PLAY
 	// start is the camera-clock time of frame 0 (set at PLAY); frames
 	// follow every 1/15 s.
 	mu      sync.Mutex
@@ -145,7 +146,7 @@ func (c *rfcCamera) serve(conn net.Conn) {
 		if err := write([]byte(head + "\r\n" + body)); err != nil {
 			return
 		}
-		if method == "PLAY" && !playing {
+		if method == "PLAY" && !playing && !c.silent {
 			playing = true
 			go c.stream(write)
 		}
