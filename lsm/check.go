@@ -66,12 +66,16 @@ func (d *DB) Check() (CheckReport, error) {
 		defer vb.Close()
 		var rep ReplayReport
 		for _, rec := range recs {
+			damaged := rep.Damaged
 			t, err := d.replayTail(rec.ID)
 			if err == nil && t.pending() {
 				_, err = d.replayStream(vb, rec.ID, t.ss.dir, t.seqs, t.cp, &rep)
 			}
 			if err != nil {
 				r.Problems = append(r.Problems, Problem{Stream: rec.ID, What: "the fragments after its replay checkpoint cannot be read (the next start logs this too; kvsedge repair indexes what is intact): " + err.Error()})
+			}
+			if n := rep.Damaged - damaged; n > 0 {
+				r.Problems = append(r.Problems, Problem{Stream: rec.ID, What: fmt.Sprintf("%d fragment records after its replay checkpoint are damaged, with intact records after them: the next start leaves them out (kvsedge repair sets them aside)", n)})
 			}
 		}
 		r.Replayable = rep.Indexed

@@ -1,7 +1,9 @@
 package lsm
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -94,5 +96,107 @@ func TestCheckSeesWhatReplayWillIndex(t *testing.T) {
 		if ok, err := d.HasFragment(1, n); err != nil || ok {
 			t.Fatalf("failed put's fragment %s is indexed (%v, %v)", n, ok, err)
 		}
+	}
+}
+
+// TestReplayReadsOnPastADamagedRecord: a fragment record after the replay
+// checkpoint whose payload no longer matches its CRC (a flipped byte) does
+// not hide the intact, possibly acknowledged, records after it: replay
+// indexes them and leaves the damaged one out, counted and logged, and a
+// read-only Check reports it. The same damage on the last record is a
+// torn tail: left out, not reported.
+func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
+	for _, which := range []int{1, 2} { // of the three replayable records: the middle, the last
+		t.Run(fmt.Sprint("record ", which), func(t *testing.T) {
+			live := vfs.NewCrashableMem()
+			db := openStream1(t, replayOpts(live, 0))
+			putReplayWrites(t, db, 0, 3)
+			if err := db.ckpt.run(); err != nil { // the first three are durable in the index
+				t.Fatal(err)
+			}
+			putReplayWrites(t, db, 3, 6)
+			dir := db.segs.stream(1).dir
+			crashed := crashNow(live)
+			db.Close()
+
+			// Flip a byte in the media of replayable record `which`.
+			seqs, err := (&segmentStore{fs: crashed}).list(dir)
+			if err != nil || len(seqs) == 0 {
+				t.Fatalf("segments: %v %v", seqs, err)
+			}
+			var path string
+			var at int64 = -1
+			n := 0
+			for _, q := range seqs {
+				p := crashed.PathJoin(dir, segmentName(q))
+				b, err := readWhole(crashed, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, rec := range scanSegment(b).records {
+					if rec.kind != kindFragment {
+						continue
+					}
+					if n-3 == which {
+						path, at = p, rec.offset+recordHdrLen+int64(len(rec.payload))-10
+					}
+					n++
+				}
+			}
+			if n != 6 || at < 0 {
+				t.Fatalf("%d fragment records in the crash image, want 6", n)
+			}
+			f, err := crashed.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c [1]byte
+			if _, err := f.ReadAt(c[:], at); err != nil {
+				t.Fatal(err)
+			}
+			c[0] ^= 0x10
+			if _, err := f.WriteAt(c[:], at); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+
+			wantDamaged := 0
+			if which == 1 {
+				wantDamaged = 1
+			}
+			ro := replayOpts(crashed, 0)
+			ro.ReadOnly = true
+			rd, err := Open(ro)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := rd.Check()
+			rd.Close()
+			if err != nil || r.Replayable != 2 || len(r.Problems) != wantDamaged {
+				t.Fatalf("read-only Check: %+v (%v), want 2 replayable and %d problems", r, err, wantDamaged)
+			}
+
+			d, err := Open(replayOpts(crashed, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if rep := d.Replayed(); rep.Indexed != 2 || rep.Damaged != wantDamaged {
+				t.Fatalf("replayed %+v, want 2 indexed and %d damaged", rep, wantDamaged)
+			}
+			for i := range 6 {
+				w := replayWrite(i, int64(i)*1000)
+				m, b, err := d.Fragment(1, w.Meta.Number, nil)
+				if i == 3+which {
+					if err == nil {
+						t.Fatalf("the damaged record %d is indexed", i)
+					}
+					continue
+				}
+				if err != nil || m != w.Meta || !bytes.Equal(b, w.Media) {
+					t.Fatalf("fragment %d after replay: %v", i, err)
+				}
+			}
+		})
 	}
 }

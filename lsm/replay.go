@@ -280,6 +280,10 @@ type ReplayReport struct {
 	// neither the index nor their segment (logged; kvsedge repair
 	// reports them too).
 	NoHeader int
+	// Damaged: fragment records left out because their payload does not
+	// match its CRC while intact records follow them (damaged since they
+	// were written, or torn with a later write intact; logged).
+	Damaged int
 }
 
 // Replayed returns what Open's replay found.
@@ -397,9 +401,9 @@ func (d *DB) replayTails() error {
 		return fmt.Errorf("lsm: committing the replayed index entries: %w", err)
 	}
 	d.replayed = rep
-	if rep.Indexed > 0 || rep.Voided > 0 || rep.NoHeader > 0 {
+	if rep.Indexed > 0 || rep.Voided > 0 || rep.NoHeader > 0 || rep.Damaged > 0 {
 		d.opts.Logger.Info("indexed again the fragments whose index entries the last stop lost (they were durable in their segments)",
-			"fragments", rep.Indexed, "streams", rep.Streams, "voided_left_out", rep.Voided, "without_header", rep.NoHeader)
+			"fragments", rep.Indexed, "streams", rep.Streams, "voided_left_out", rep.Voided, "without_header", rep.NoHeader, "damaged_left_out", rep.Damaged)
 	}
 	return nil
 }
@@ -458,9 +462,14 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 		if q == cp.Seq {
 			from = cp.Offset
 		}
-		found, err := d.scanTail(id, dir, q, from)
+		found, damaged, err := d.scanTail(id, dir, q, from)
 		if err != nil {
 			return 0, err
+		}
+		if damaged > 0 {
+			rep.Damaged += damaged
+			d.opts.Logger.Error("damaged fragment records after a stream's replay checkpoint, with intact ones after them: the intact ones are indexed, the damaged ones left out (kvsedge repair sets them aside; kvsedge check lists them)",
+				"stream", id, "segment", q, "damaged", damaged)
 		}
 		cands = append(cands, found...)
 	}
@@ -542,21 +551,33 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 // session header record is (offset, payload length). It stops at the
 // first bytes that are not an intact record: nothing is written after a
 // torn record in a segment (segments.go), and padding ends it.
-func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidate, error) {
+//
+// A fragment record whose header is intact but whose payload is not is
+// passed over, and the scan goes on after it (its header gives its
+// length). Torn (a crash during its write), nothing intact follows it.
+// Damaged since it was written (a flipped byte), the records after it may
+// have been acknowledged (an acknowledged record's sync made everything
+// before it in the segment durable, this one too): it must not hide
+// them. damaged counts the records passed over that intact records
+// follow.
+func (d *DB) scanTail(id StreamID, dir string, q, from uint64) (out []replayCandidate, damaged int, err error) {
 	fs := d.opts.FS
 	f, err := fs.Open(fs.PathJoin(dir, segmentName(q)))
 	if err != nil {
-		return nil, fmt.Errorf("lsm: opening segment %d of stream %d for replay: %w", q, id, err)
+		return nil, 0, fmt.Errorf("lsm: opening segment %d of stream %d for replay: %w", q, id, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("lsm: %w", err)
+		return nil, 0, fmt.Errorf("lsm: %w", err)
 	}
 	size := st.Size()
 	headers := map[uint64][2]int64{}
-	var out []replayCandidate
-	var hdr [recordHdrLen + metaLen]byte
+	var (
+		hdr     [recordHdrLen + metaLen]byte
+		skipped int // records passed over since the last intact one
+	)
+scan:
 	for off := int64(0); off+recordHdrLen <= size; {
 		if _, err := f.ReadAt(hdr[:recordHdrLen], off); err != nil {
 			break
@@ -575,7 +596,7 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidat
 			if plen >= 8 {
 				var id [8]byte
 				if _, err := f.ReadAt(id[:], off+recordHdrLen); err != nil {
-					return out, nil
+					break scan
 				}
 				headers[binary.BigEndian.Uint64(id[:])] = [2]int64{off, plen}
 			}
@@ -584,12 +605,12 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidat
 				break
 			}
 			if _, err := f.ReadAt(hdr[recordHdrLen:], off+recordHdrLen); err != nil {
-				return out, nil
+				break scan
 			}
 			var num fragment.Number
 			copy(num[:], hdr[recordHdrLen+1:])
 			if has, err := d.HasFragment(id, num); err != nil {
-				return nil, err
+				return nil, 0, err
 			} else if has {
 				// Indexed; what it replaced must not come back.
 				if r, err := readReplaced(f, off, plen); err == nil && len(r) > 0 {
@@ -599,10 +620,12 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidat
 			}
 			payload := make([]byte, plen)
 			if _, err := f.ReadAt(payload, off+recordHdrLen); err != nil && !errors.Is(err, io.EOF) {
-				return out, nil
+				break scan
 			}
 			if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(hdr[10:]) {
-				return out, nil // torn: the end of what this segment holds
+				skipped++
+				off = next
+				continue
 			}
 			m, replaced, mediaOff, err := decodeFragmentRecord(payload)
 			if err != nil {
@@ -611,9 +634,11 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) ([]replayCandidat
 			out = append(out, replayCandidate{meta: m, replaced: replaced, headers: headers, start: segmentRef{Seq: q, Offset: uint64(off)},
 				ref: segmentRef{Seq: q, Offset: uint64(off) + recordHdrLen + uint64(mediaOff)}})
 		}
+		damaged += skipped
+		skipped = 0
 		off = next
 	}
-	return out, nil
+	return out, damaged, nil
 }
 
 // readHeaderRecord reads the session header out of the header record at
