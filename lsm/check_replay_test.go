@@ -103,11 +103,16 @@ func TestCheckSeesWhatReplayWillIndex(t *testing.T) {
 // checkpoint whose payload no longer matches its CRC (a flipped byte) does
 // not hide the intact, possibly acknowledged, records after it: replay
 // indexes them and leaves the damaged one out, counted and logged, and a
-// read-only Check reports it. The same damage on the last record is a
+// read-only Check reports it; so does a damaged record header (the scan
+// finds the next intact one). The same damage on the last record is a
 // torn tail: left out, not reported.
 func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
-	for _, which := range []int{1, 2} { // of the three replayable records: the middle, the last
-		t.Run(fmt.Sprint("record ", which), func(t *testing.T) {
+	for _, c := range []struct {
+		which  int // of the three replayable records: 1 the middle, 2 the last
+		header bool
+	}{{1, false}, {1, true}, {2, false}, {2, true}} {
+		which := c.which
+		t.Run(fmt.Sprintf("record %d header %v", c.which, c.header), func(t *testing.T) {
 			live := vfs.NewCrashableMem()
 			db := openStream1(t, replayOpts(live, 0))
 			putReplayWrites(t, db, 0, 3)
@@ -139,6 +144,9 @@ func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
 					}
 					if n-3 == which {
 						path, at = p, rec.offset+recordHdrLen+int64(len(rec.payload))-10
+						if c.header {
+							at = rec.offset + 7 // its payload length
+						}
 					}
 					n++
 				}

@@ -1,6 +1,7 @@
 package lsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -548,18 +549,19 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 
 // scanTail reads segment q's records: the fragment records at or after
 // offset from that the index lacks, whole and checked, and where each
-// session header record is (offset, payload length). It stops at the
-// first bytes that are not an intact record: nothing is written after a
-// torn record in a segment (segments.go), and padding ends it.
+// session header record is (offset, payload length). Nothing is written
+// after a torn record in a segment (segments.go), and padding ends it.
 //
-// A fragment record whose header is intact but whose payload is not is
-// passed over, and the scan goes on after it (its header gives its
-// length). Torn (a crash during its write), nothing intact follows it.
-// Damaged since it was written (a flipped byte), the records after it may
-// have been acknowledged (an acknowledged record's sync made everything
-// before it in the segment durable, this one too): it must not hide
-// them. damaged counts the records passed over that intact records
-// follow.
+// Bytes that are not an intact record are passed over, and the scan goes
+// on at the next intact record: after a fragment record whose header is
+// intact but whose payload is not, its header gives its length; after a
+// header that is not intact, the next one is searched for
+// (nextRecordHeader). Torn (a crash during a write), nothing intact
+// follows. Damaged since it was written (a flipped byte), the records
+// after it may have been acknowledged (an acknowledged record's sync made
+// everything before it in the segment durable, the damaged bytes too): it
+// must not hide them. damaged counts the stretches passed over that
+// intact records follow.
 func (d *DB) scanTail(id StreamID, dir string, q, from uint64) (out []replayCandidate, damaged int, err error) {
 	fs := d.opts.FS
 	f, err := fs.Open(fs.PathJoin(dir, segmentName(q)))
@@ -577,18 +579,34 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) (out []replayCand
 		hdr     [recordHdrLen + metaLen]byte
 		skipped int // records passed over since the last intact one
 	)
-scan:
-	for off := int64(0); off+recordHdrLen <= size; {
+	// headerAt reads the record header at off into hdr, and reports
+	// whether it is intact and its record within the file.
+	headerAt := func(off int64) (plen int64, ok bool) {
 		if _, err := f.ReadAt(hdr[:recordHdrLen], off); err != nil {
-			break
+			return 0, false
 		}
 		if string(hdr[:4]) != recordMagic || hdr[4] != recordVersion ||
 			crc32.Checksum(hdr[:14], castagnoli) != binary.BigEndian.Uint32(hdr[14:]) {
-			break
+			return 0, false
 		}
-		plen := int64(binary.BigEndian.Uint32(hdr[6:]))
-		if plen > maxRecordPayload || off+recordHdrLen+plen > size {
-			break
+		plen = int64(binary.BigEndian.Uint32(hdr[6:]))
+		return plen, plen <= maxRecordPayload && off+recordHdrLen+plen <= size
+	}
+scan:
+	for off := int64(0); off+recordHdrLen <= size; {
+		plen, ok := headerAt(off)
+		if !ok {
+			// A torn tail or padding, or a damaged header: the next
+			// intact record header, if any, is where the scan goes on.
+			at, found := nextRecordHeader(f, off+1, size, headerAt)
+			if !found {
+				break
+			}
+			if uint64(off) >= from { // before it, the index has what it needs
+				skipped++
+			}
+			off = at
+			continue
 		}
 		next := off + recordHdrLen + plen
 		switch hdr[5] {
@@ -639,6 +657,33 @@ scan:
 		off = next
 	}
 	return out, damaged, nil
+}
+
+// nextRecordHeader finds the first offset at or after from, before size,
+// where headerAt finds an intact record header (the magic, then the
+// header's CRC): where a scan goes on after bytes that are not a record.
+// It reads the rest of the segment at most (a torn tail: a few blocks).
+func nextRecordHeader(f io.ReaderAt, from, size int64, headerAt func(int64) (int64, bool)) (int64, bool) {
+	const chunk = 256 << 10
+	buf := make([]byte, chunk+len(recordMagic)-1)
+	for at := from; at+recordHdrLen <= size; at += chunk {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-at)], at)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, false
+		}
+		b := buf[:n]
+		for i := 0; ; {
+			j := bytes.Index(b[i:], []byte(recordMagic))
+			if j < 0 {
+				break
+			}
+			if _, ok := headerAt(at + int64(i+j)); ok {
+				return at + int64(i+j), true
+			}
+			i += j + 1
+		}
+	}
+	return 0, false
 }
 
 // readHeaderRecord reads the session header out of the header record at
