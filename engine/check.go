@@ -28,7 +28,12 @@ type CheckReport struct {
 	// entries the stop lost; the next start indexes them from their
 	// segments (lsm replay). They are checked, and counted in Fragments.
 	Replayable int
-	Problems   []CheckProblem
+	// ReplayDamaged and ReplayUnreachable: after the checkpoints, records
+	// torn by an unclean stop or damaged since, with intact records after
+	// them (lsm.CheckReport's); the next start leaves them out, and the
+	// records after a torn header too (kvsedge repair indexes those).
+	ReplayDamaged, ReplayUnreachable int
+	Problems                         []CheckProblem
 }
 
 // CheckStore opens the store in opts.Dir read-only (nothing is written)
@@ -58,7 +63,8 @@ func CheckStore(opts StoreOptions, log *slog.Logger) (CheckReport, error) {
 		}
 	}
 	out := CheckReport{Streams: r.Streams, Fragments: r.Fragments, MediaBytes: r.MediaBytes, SegmentFiles: r.SegmentFiles,
-		SegmentBytes: r.SegmentBytes, UnreferencedBytes: r.UnreferencedBytes, Replayable: r.Replayable}
+		SegmentBytes: r.SegmentBytes, UnreferencedBytes: r.UnreferencedBytes, Replayable: r.Replayable,
+		ReplayDamaged: r.ReplayDamaged, ReplayUnreachable: r.ReplayUnreachable}
 	for _, p := range r.Problems {
 		name := names[p.Stream]
 		if name == "" && p.Stream != 0 {

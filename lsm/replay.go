@@ -282,9 +282,14 @@ type ReplayReport struct {
 	// reports them too).
 	NoHeader int
 	// Damaged: fragment records left out because their payload does not
-	// match its CRC while intact records follow them (damaged since they
-	// were written, or torn with a later write intact; logged).
+	// match its CRC while intact records follow them (torn by the stop,
+	// the device having kept a later write, or damaged since; logged).
+	// The intact ones are indexed.
 	Damaged int
+	// Unreachable: segments where a torn or damaged record header, with
+	// intact records after it, ended the scan (logged): those records
+	// are left for kvsedge repair.
+	Unreachable int
 }
 
 // Replayed returns what Open's replay found.
@@ -395,16 +400,15 @@ func (d *DB) replayTails() error {
 			}
 		}
 	}
-	if b.Empty() {
-		return nil
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("lsm: committing the replayed index entries: %w", err)
+	if !b.Empty() {
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("lsm: committing the replayed index entries: %w", err)
+		}
 	}
 	d.replayed = rep
-	if rep.Indexed > 0 || rep.Voided > 0 || rep.NoHeader > 0 || rep.Damaged > 0 {
+	if rep.Indexed > 0 || rep.Voided > 0 || rep.NoHeader > 0 || rep.Damaged > 0 || rep.Unreachable > 0 {
 		d.opts.Logger.Info("indexed again the fragments whose index entries the last stop lost (they were durable in their segments)",
-			"fragments", rep.Indexed, "streams", rep.Streams, "voided_left_out", rep.Voided, "without_header", rep.NoHeader, "damaged_left_out", rep.Damaged)
+			"fragments", rep.Indexed, "streams", rep.Streams, "voided_left_out", rep.Voided, "without_header", rep.NoHeader, "damaged_left_out", rep.Damaged, "unreachable_segments", rep.Unreachable)
 	}
 	return nil
 }
@@ -463,14 +467,19 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 		if q == cp.Seq {
 			from = cp.Offset
 		}
-		found, damaged, err := d.scanTail(id, dir, q, from)
+		found, dmg, err := d.scanTail(id, dir, q, from)
 		if err != nil {
 			return 0, err
 		}
-		if damaged > 0 {
-			rep.Damaged += damaged
-			d.opts.Logger.Error("damaged fragment records after a stream's replay checkpoint, with intact ones after them: the intact ones are indexed, the damaged ones left out (kvsedge repair sets them aside; kvsedge check lists them)",
-				"stream", id, "segment", q, "damaged", damaged)
+		if dmg.damaged > 0 {
+			rep.Damaged += dmg.damaged
+			d.opts.Logger.Warn("fragment records after a stream's replay checkpoint fail their CRC, with intact records after them: torn by the stop (the device kept a later write) or damaged since; they are left out, the intact ones indexed",
+				"stream", id, "segment", q, "records", dmg.damaged)
+		}
+		if dmg.unreachable > 0 {
+			rep.Unreachable += dmg.unreachable
+			d.opts.Logger.Warn("a record header after a stream's replay checkpoint is torn or damaged, with intact records after it: they are not indexed (written after it, they were not acknowledged unless it was damaged since; kvsedge repair indexes them)",
+				"stream", id, "segment", q)
 		}
 		cands = append(cands, found...)
 	}
@@ -552,26 +561,34 @@ func (d *DB) replayStream(b *pebble.Batch, id StreamID, dir string, seqs []uint6
 // session header record is (offset, payload length). Nothing is written
 // after a torn record in a segment (segments.go), and padding ends it.
 //
-// Bytes that are not an intact record are passed over, and the scan goes
-// on at the next intact record: after a fragment record whose header is
-// intact but whose payload is not, its header gives its length; after a
-// header that is not intact, the next one is searched for
-// (nextRecordHeader). Torn (a crash during a write), nothing intact
-// follows. Damaged since it was written (a flipped byte), the records
-// after it may have been acknowledged (an acknowledged record's sync made
-// everything before it in the segment durable, the damaged bytes too): it
-// must not hide them. damaged counts the stretches passed over that
-// intact records follow.
-func (d *DB) scanTail(id StreamID, dir string, q, from uint64) (out []replayCandidate, damaged int, err error) {
+// A fragment record whose header is intact but whose payload fails its
+// CRC is left out and the scan reads on after it (its header gives its
+// length). Torn by the stop, nothing intact follows it, unless the device
+// kept a later write (then the records after it were never acknowledged:
+// none was synced after it). Damaged since it was written (a flipped
+// byte), the records after it may have been acknowledged (an acknowledged
+// record's sync made everything before it in the segment durable, this
+// one too): it must not hide them. dmg.damaged counts those that intact
+// records follow.
+//
+// A record header that is not intact ends the scan: a torn tail or
+// padding, or damage. The rest of the segment is then searched for an
+// intact record header (nextRecordHeader), only to tell them apart: one
+// found (dmg.unreachable) means intact records replay leaves for kvsedge
+// repair. Replay does not index them: with the header's length lost, a
+// record found by its magic could be one written inside another record's
+// media (a producer's bytes), which a scan that follows lengths never
+// meets.
+func (d *DB) scanTail(id StreamID, dir string, q, from uint64) (out []replayCandidate, dmg tailDamage, err error) {
 	fs := d.opts.FS
 	f, err := fs.Open(fs.PathJoin(dir, segmentName(q)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("lsm: opening segment %d of stream %d for replay: %w", q, id, err)
+		return nil, dmg, fmt.Errorf("lsm: opening segment %d of stream %d for replay: %w", q, id, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, 0, fmt.Errorf("lsm: %w", err)
+		return nil, dmg, fmt.Errorf("lsm: %w", err)
 	}
 	size := st.Size()
 	headers := map[uint64][2]int64{}
@@ -596,17 +613,12 @@ scan:
 	for off := int64(0); off+recordHdrLen <= size; {
 		plen, ok := headerAt(off)
 		if !ok {
-			// A torn tail or padding, or a damaged header: the next
-			// intact record header, if any, is where the scan goes on.
-			at, found := nextRecordHeader(f, off+1, size, headerAt)
-			if !found {
-				break
-			}
 			if uint64(off) >= from { // before it, the index has what it needs
-				skipped++
+				if _, found := nextRecordHeader(f, off+1, size, headerAt); found {
+					dmg.unreachable++
+				}
 			}
-			off = at
-			continue
+			break
 		}
 		next := off + recordHdrLen + plen
 		switch hdr[5] {
@@ -628,7 +640,7 @@ scan:
 			var num fragment.Number
 			copy(num[:], hdr[recordHdrLen+1:])
 			if has, err := d.HasFragment(id, num); err != nil {
-				return nil, 0, err
+				return nil, dmg, err
 			} else if has {
 				// Indexed; what it replaced must not come back.
 				if r, err := readReplaced(f, off, plen); err == nil && len(r) > 0 {
@@ -652,17 +664,20 @@ scan:
 			out = append(out, replayCandidate{meta: m, replaced: replaced, headers: headers, start: segmentRef{Seq: q, Offset: uint64(off)},
 				ref: segmentRef{Seq: q, Offset: uint64(off) + recordHdrLen + uint64(mediaOff)}})
 		}
-		damaged += skipped
+		dmg.damaged += skipped
 		skipped = 0
 		off = next
 	}
-	return out, damaged, nil
+	return out, dmg, nil
 }
+
+// tailDamage is what a replay scan of a segment found damaged (scanTail).
+type tailDamage struct{ damaged, unreachable int }
 
 // nextRecordHeader finds the first offset at or after from, before size,
 // where headerAt finds an intact record header (the magic, then the
-// header's CRC): where a scan goes on after bytes that are not a record.
-// It reads the rest of the segment at most (a torn tail: a few blocks).
+// header's CRC). It reads the rest of the segment at most (after a torn
+// tail: a few blocks).
 func nextRecordHeader(f io.ReaderAt, from, size int64, headerAt func(int64) (int64, bool)) (int64, bool) {
 	const chunk = 256 << 10
 	buf := make([]byte, chunk+len(recordMagic)-1)
