@@ -39,9 +39,9 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 			"  from their segments (checked here as it will index them)\n", r.Replayable)
 	}
 	if r.ReplayDamaged > 0 || r.ReplayUnreachable > 0 {
-		fmt.Fprintf(stdout, "  among the records written just before that stop, %d fail their checksum and %d record headers are torn, with intact\n"+
-			"  records after them (a write torn by the stop, or damage since): the next start leaves them out, and the records\n"+
-			"  after a torn header too; kvsedge repair indexes every intact record\n", r.ReplayDamaged, r.ReplayUnreachable)
+		fmt.Fprintf(stdout, "  among the records written just before an unclean stop, %d fail their checksum and %d record headers are torn, with\n"+
+			"  intact records after them (a write torn by the stop, or damage since): the next start leaves them out, and the\n"+
+			"  records after a torn header too; kvsedge repair indexes every intact record\n", r.ReplayDamaged, r.ReplayUnreachable)
 	}
 	if r.UnreferencedBytes > 0 {
 		fmt.Fprintf(stdout, "  %.1f MiB of segment bytes are not referenced by the index (media retention removed from segments still in use,\n"+
