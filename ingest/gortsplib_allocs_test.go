@@ -73,8 +73,8 @@ func gortsplibIdleAllocs(t *testing.T) {
 	}
 	tcp := gortsplib.TransportTCP
 	for range clients {
-		c := &gortsplib.Client{Transport: &tcp, ReadTimeout: time.Minute}
-		if err := c.Start(u.Scheme, u.Host); err != nil {
+		c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp, ReadTimeout: time.Minute}
+		if err := c.Start2(); err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
