@@ -73,12 +73,16 @@ func (d *DB) Check() (CheckReport, error) {
 		defer vb.Close()
 		var rep ReplayReport
 		for _, rec := range recs {
+			noHeader := rep.NoHeader
 			t, err := d.replayTail(rec.ID)
 			if err == nil && t.pending() {
 				_, err = d.replayStream(vb, rec.ID, t.ss.dir, t.seqs, t.cp, &rep)
 			}
 			if err != nil {
 				r.Problems = append(r.Problems, Problem{Stream: rec.ID, What: "the fragments after its replay checkpoint cannot be read (the next start logs this too; kvsedge repair indexes what is intact): " + err.Error()})
+			}
+			if n := rep.NoHeader - noHeader; n > 0 {
+				r.Problems = append(r.Problems, Problem{Stream: rec.ID, What: fmt.Sprintf("%d fragments after its replay checkpoint have no session header in the index or their segment: the next start leaves them out (kvsedge repair reports them)", n)})
 			}
 		}
 		r.Replayable = rep.Indexed

@@ -179,16 +179,9 @@ func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
 			case which == 1:
 				wantDamaged = 1
 			}
-			ro := replayOpts(crashed, 0)
-			ro.ReadOnly = true
-			rd, err := Open(ro)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := rd.Check()
-			rd.Close()
-			if err != nil || r.Replayable != wantIndexed || r.ReplayDamaged != wantDamaged || r.ReplayUnreachable != wantUnreachable || len(r.Problems) != 0 {
-				t.Fatalf("read-only Check: %+v (%v), want %d replayable, %d damaged, %d unreachable, no problems", r, err, wantIndexed, wantDamaged, wantUnreachable)
+			r := checkReadOnly(t, crashed)
+			if r.Replayable != wantIndexed || r.ReplayDamaged != wantDamaged || r.ReplayUnreachable != wantUnreachable || len(r.Problems) != 0 {
+				t.Fatalf("read-only Check: %+v, want %d replayable, %d damaged, %d unreachable, no problems", r, wantIndexed, wantDamaged, wantUnreachable)
 			}
 
 			d, err := Open(replayOpts(crashed, 0))
@@ -244,4 +237,22 @@ func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkReadOnly is a read-only Open's Check of the store in fs, as
+// kvsedge check does it.
+func checkReadOnly(t *testing.T, fs vfs.FS) CheckReport {
+	t.Helper()
+	opts := replayOpts(fs, 0)
+	opts.ReadOnly = true
+	d, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := d.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

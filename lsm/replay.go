@@ -308,34 +308,6 @@ type replayCandidate struct {
 	indexed bool
 }
 
-// readReplaced reads the replaced numbers of the fragment record at off
-// (payload length plen).
-func readReplaced(f io.ReaderAt, off, plen int64) ([]fragment.Number, error) {
-	var cnt [2]byte
-	if plen < metaLen+2 {
-		return nil, errBadRecord
-	}
-	if _, err := f.ReadAt(cnt[:], off+recordHdrLen+metaLen); err != nil {
-		return nil, err
-	}
-	k := int64(binary.BigEndian.Uint16(cnt[:]))
-	if k == 0 {
-		return nil, nil
-	}
-	if metaLen+2+k*fragment.NumberLen > plen {
-		return nil, errBadRecord
-	}
-	b := make([]byte, k*fragment.NumberLen)
-	if _, err := f.ReadAt(b, off+recordHdrLen+metaLen+2); err != nil {
-		return nil, err
-	}
-	out := make([]fragment.Number, k)
-	for i := range out {
-		copy(out[i][:], b[i*fragment.NumberLen:])
-	}
-	return out, nil
-}
-
 // replayTails indexes, for every stream, the fragment records after its
 // replay checkpoint that the index lacks, in one synced batch that also
 // sets each stream's checkpoint to the start of its next segment (and
@@ -593,8 +565,8 @@ func (d *DB) scanTail(id StreamID, dir string, q, from uint64) (out []replayCand
 	size := st.Size()
 	headers := map[uint64][2]int64{}
 	var (
-		hdr     [recordHdrLen + metaLen]byte
-		skipped int // records passed over since the last intact one
+		hdr     [recordHdrLen + metaLen + 2]byte // a record header, a fragment record's meta and count of replaced numbers
+		skipped int                              // records passed over since the last intact one
 	)
 	// headerAt reads the record header at off into hdr, and reports
 	// whether it is intact and its record within the file.
@@ -613,10 +585,15 @@ scan:
 	for off := int64(0); off+recordHdrLen <= size; {
 		plen, ok := headerAt(off)
 		if !ok {
-			if uint64(off) >= from { // before it, the index has what it needs
-				if _, found := nextRecordHeader(f, off+1, size, headerAt); found {
-					dmg.unreachable++
-				}
+			if uint64(off) < from {
+				// Damage before the checkpoint, which is a record
+				// boundary: what lies before it is indexed (the
+				// session headers too), the scan goes on from it.
+				off = int64(from)
+				continue
+			}
+			if _, found := nextRecordHeader(f, off+1, size, headerAt); found {
+				dmg.unreachable++
 			}
 			break
 		}
@@ -637,16 +614,21 @@ scan:
 			if _, err := f.ReadAt(hdr[recordHdrLen:], off+recordHdrLen); err != nil {
 				break scan
 			}
+			// What the record says is trusted once the index says the
+			// same (its number indexed at this very position: its
+			// entries were made from the record's verified bytes) or
+			// its payload passed its CRC; a damaged number could name
+			// another, indexed fragment.
 			var num fragment.Number
 			copy(num[:], hdr[recordHdrLen+1:])
-			if has, err := d.HasFragment(id, num); err != nil {
+			k := int64(binary.BigEndian.Uint16(hdr[recordHdrLen+metaLen:]))
+			media := segmentRef{Seq: q, Offset: uint64(off + recordHdrLen + metaLen + 2 + k*fragment.NumberLen)}
+			at, has, err := d.indexedRef(id, num)
+			if err != nil {
 				return nil, dmg, err
-			} else if has {
-				// Indexed; what it replaced must not come back.
-				if r, err := readReplaced(f, off, plen); err == nil && len(r) > 0 {
-					out = append(out, replayCandidate{meta: fragment.Meta{Number: num}, replaced: r, indexed: true})
-				}
-				break
+			}
+			if has && at == media && k == 0 {
+				break // indexed, and it replaced nothing
 			}
 			payload := make([]byte, plen)
 			if _, err := f.ReadAt(payload, off+recordHdrLen); err != nil && !errors.Is(err, io.EOF) {
@@ -656,6 +638,15 @@ scan:
 				skipped++
 				off = next
 				continue
+			}
+			if has {
+				// Indexed (here, or under the same number elsewhere:
+				// a replica's retry); what it replaced must not come
+				// back.
+				if _, r, _, err := decodeFragmentRecord(payload); err == nil && len(r) > 0 {
+					out = append(out, replayCandidate{meta: fragment.Meta{Number: num}, replaced: r, indexed: true})
+				}
+				break
 			}
 			m, replaced, mediaOff, err := decodeFragmentRecord(payload)
 			if err != nil {
@@ -739,6 +730,25 @@ func (d *DB) indexedMeta(id StreamID, n fragment.Number) (fragment.Meta, bool, e
 	defer closer.Close()
 	m, err := decodeMeta(key, v)
 	return m, err == nil, err
+}
+
+// indexedRef returns where the index has fragment n's media.
+func (d *DB) indexedRef(id StreamID, n fragment.Number) (segmentRef, bool, error) {
+	key := fragmentKey(nil, id, n)
+	v, closer, err := d.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return segmentRef{}, false, nil
+	}
+	if err != nil {
+		return segmentRef{}, false, fmt.Errorf("lsm: %w", err)
+	}
+	defer closer.Close()
+	_, ref, err := decodeFragment(key, v)
+	if err != nil {
+		// Damaged in the index: the record is not taken for it.
+		return segmentRef{}, true, nil
+	}
+	return ref, true, nil
 }
 
 // voided reports whether a failed put voided fragment n's record that

@@ -58,7 +58,7 @@ func TestReplayStress(t *testing.T) {
 		seeds = n
 	}
 	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { replayStress(t, uint64(seed)) })
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { replayStress(t, uint64(seed), (*replayStressRun).verify) })
 	}
 }
 
@@ -273,7 +273,7 @@ func (s *replayStressRun) replica(quota int) {
 	}
 }
 
-func replayStress(t *testing.T, seed uint64) {
+func replayStress(t *testing.T, seed uint64, verify func(*replayStressRun, *testing.T, int, stressImage)) {
 	s := &replayStressRun{t: t, seed: seed, frags: map[fragment.Number]*stressFrag{}}
 	inject := seed%3 != 0
 	if seed%2 == 0 {
@@ -391,7 +391,7 @@ func replayStress(t *testing.T, seed uint64) {
 	t.Logf("window %v, injected failures %v: %d fragments acknowledged, %d failed, %d retention runs, %d images",
 		s.window, inject, acked, failed, len(s.retention), len(imgs))
 	for i, img := range imgs {
-		s.verify(t, i, img)
+		verify(s, t, i, img)
 	}
 }
 
