@@ -5,7 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,15 +31,24 @@ var handedOut sync.Map
 // box given such a port exits at once (seen in CI as "kvsedge exited
 // before serving"). Never returned before: the kernel hands a port just
 // closed out again, and two boxes given one address collide (CI once gave
-// box a's HTTP port to box b's gossip in the README's cluster).
+// box a's HTTP port to box b's gossip in the README's cluster). Below the
+// kernel's ephemeral range (ip_local_port_range), which it hands out on
+// its own to every connection a test makes and every listener on port 0:
+// a port taken from that range was still seen taken by another socket
+// before the box bound it ("bind: address already in use").
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	lo := ephemeralLow()
+	for range 200 {
+		addr := "127.0.0.1:0"
+		if lo > freePortsFrom+1000 {
+			addr = "127.0.0.1:" + strconv.Itoa(freePortsFrom+rand.IntN(lo-freePortsFrom))
 		}
-		addr := l.Addr().String()
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		addr = l.Addr().String()
 		u, err := net.ListenPacket("udp", addr)
 		l.Close()
 		if err != nil {
@@ -48,6 +61,28 @@ func freeAddr(t testing.TB) string {
 	}
 	t.Fatal("no loopback port free for both TCP and UDP")
 	return ""
+}
+
+// freePortsFrom is the lowest port freeAddr hands out (above the
+// well-known and most registered services' ports).
+const freePortsFrom = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 when
+// unknown: freeAddr then asks the kernel for a port).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // TestTwoBoxCluster: two kvsedge processes join through a seed with a

@@ -83,9 +83,13 @@ func TestWitnessBreaksTheTie(t *testing.T) {
 		final = a
 		return slices.Equal(a, b)
 	})
-	for _, set := range [][]string{beforeOnHome, duringCut} {
-		if miss, ok := subset(set, final); !ok {
-			t.Fatalf("fragment %s is lost after the heal", miss)
+	for _, c := range []struct {
+		what string
+		set  []string
+	}{{"listed by the home before the cut", beforeOnHome}, {"listed by " + other.name + " during the cut", duringCut}} {
+		if miss, ok := subset(c.set, final); !ok {
+			t.Fatalf("fragment %s (numbered by node %d), %s, is lost after the heal\nbefore the cut, the home listed %v\nduring the cut, %s listed %v\nafter the heal, both list %v\nplacement %+v\nwitness log:\n%s",
+				miss, nodeOf(t, miss), c.what, beforeOnHome, other.name, duringCut, final, replication(t, other.api()).Streams, witnessLog(&wmu, &wlog))
 		}
 	}
 	for i := 1; i < len(final); i++ {
