@@ -46,22 +46,7 @@ func TestCheckSeesWhatReplayWillIndex(t *testing.T) {
 	crashed := crashNow(live)
 	db.Close()
 
-	check := func(readOnly bool) CheckReport {
-		t.Helper()
-		opts := replayOpts(crashed, 0)
-		opts.ReadOnly = readOnly
-		d, err := Open(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		r, err := d.Check()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	before := check(true)
+	before := checkStore(t, crashed, true)
 	// The void's synced batch made the first four commits durable: the
 	// three after it are the index's lost tail.
 	if len(before.Problems) != 0 || before.Fragments != 7 || before.Replayable != 3 {
@@ -79,7 +64,7 @@ func TestCheckSeesWhatReplayWillIndex(t *testing.T) {
 	}
 	d.Close()
 
-	after := check(false) // replays, then checks
+	after := checkStore(t, crashed, false) // replays, then checks
 	if len(after.Problems) != 0 || after.Replayable != 0 || after.Fragments != before.Fragments ||
 		after.MediaBytes != before.MediaBytes || after.UnreferencedBytes != before.UnreferencedBytes {
 		t.Fatalf("Check after replay %+v, before it (read-only) %+v: want the same fragments, media and unreferenced bytes", after, before)
@@ -116,16 +101,7 @@ func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
 	}{{1, false}, {1, true}, {2, false}, {2, true}} {
 		which := c.which
 		t.Run(fmt.Sprintf("record %d header %v", c.which, c.header), func(t *testing.T) {
-			live := vfs.NewCrashableMem()
-			db := openStream1(t, replayOpts(live, 0))
-			putReplayWrites(t, db, 0, 3)
-			if err := db.ckpt.run(); err != nil { // the first three are durable in the index
-				t.Fatal(err)
-			}
-			putReplayWrites(t, db, 3, 6)
-			dir := db.segs.stream(1).dir
-			crashed := crashNow(live)
-			db.Close()
+			crashed, dir := crashWithReplayableTail(t)
 
 			// Flip a byte in the media of replayable record `which`.
 			seqs, err := (&segmentStore{fs: crashed}).list(dir)
@@ -241,10 +217,14 @@ func TestReplayReadsOnPastADamagedRecord(t *testing.T) {
 
 // checkReadOnly is a read-only Open's Check of the store in fs, as
 // kvsedge check does it.
-func checkReadOnly(t *testing.T, fs vfs.FS) CheckReport {
+func checkReadOnly(t *testing.T, fs vfs.FS) CheckReport { return checkStore(t, fs, true) }
+
+// checkStore opens the store in fs (read-only or not: then it replays)
+// and checks it.
+func checkStore(t *testing.T, fs vfs.FS, readOnly bool) CheckReport {
 	t.Helper()
 	opts := replayOpts(fs, 0)
-	opts.ReadOnly = true
+	opts.ReadOnly = readOnly
 	d, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -255,4 +235,34 @@ func checkReadOnly(t *testing.T, fs vfs.FS) CheckReport {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// crashWithReplayableTail stores fragments 0–5 (replayWrite) in stream 1,
+// the first three indexed durably (the checkpointer ran after them), and
+// returns what a crash then leaves (the last three's index commits lost:
+// replay's to take back) and the stream's segment directory.
+func crashWithReplayableTail(t *testing.T) (*vfs.MemFS, string) {
+	t.Helper()
+	live := vfs.NewCrashableMem()
+	db := openStream1(t, replayOpts(live, 0))
+	putReplayWrites(t, db, 0, 3)
+	if err := db.ckpt.run(); err != nil {
+		t.Fatal(err)
+	}
+	putReplayWrites(t, db, 3, 6)
+	dir := db.segs.stream(1).dir
+	crashed := crashNow(live)
+	db.Close()
+	return crashed, dir
+}
+
+// fragmentRecords returns the fragment records among recs.
+func fragmentRecords(recs []scannedRecord) []scannedRecord {
+	var out []scannedRecord
+	for _, r := range recs {
+		if r.kind == kindFragment {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -35,6 +35,22 @@ func flipBitAt(t *testing.T, fs vfs.FS, path string, off int64) {
 	}
 }
 
+// rewriteFile replaces the file at path with b, synced.
+func rewriteFile(t *testing.T, fs vfs.FS, path string, b []byte) {
+	t.Helper()
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fragmentRecordsOf returns the records of stream 1's segments in the image.
 func fragmentRecordsOf(t *testing.T, fs vfs.FS, dir string) (paths []string, recs [][]scannedRecord) {
 	t.Helper()
@@ -230,23 +246,9 @@ func TestReadOnlyCheckWritesNothing(t *testing.T) {
 // a read-only Check before it reports the same counts, no problem, and the
 // same fragments as a Check after it.
 func TestReplayTornAtEveryOffset(t *testing.T) {
-	live := vfs.NewCrashableMem()
-	db := openStream1(t, replayOpts(live, 0))
-	putReplayWrites(t, db, 0, 3)
-	if err := db.ckpt.run(); err != nil {
-		t.Fatal(err)
-	}
-	putReplayWrites(t, db, 3, 6)
-	dir := db.segs.stream(1).dir
-	base := crashNow(live)
-	db.Close()
+	base, dir := crashWithReplayableTail(t)
 	paths, recs := fragmentRecordsOf(t, base, dir)
-	var frags []scannedRecord
-	for _, r := range recs[0] {
-		if r.kind == kindFragment {
-			frags = append(frags, r)
-		}
-	}
+	frags := fragmentRecords(recs[0])
 	if len(frags) != 6 {
 		t.Fatalf("%d fragment records", len(frags))
 	}
@@ -277,15 +279,7 @@ func TestReplayTornAtEveryOffset(t *testing.T) {
 					clear(b[cut:end])
 				}
 				fs := base.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: fixedRNG()})
-				f, err := fs.Create(paths[0], vfs.WriteCategoryUnspecified)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := f.Write(b); err != nil {
-					t.Fatal(err)
-				}
-				f.Sync()
-				f.Close()
+				rewriteFile(t, fs, paths[0], b)
 
 				// What following lengths reaches.
 				headerTorn := cut < rec.offset+recordHdrLen
@@ -351,38 +345,16 @@ func fixedRNG() *rand.Rand { return rand.New(rand.NewPCG(1, 1)) }
 // b53ee06 looked the number up in the index before checking the CRC, took
 // the record for that indexed fragment, and counted nothing.
 func TestReplayVerifiesARecordBeforeTakingItForAnIndexedOne(t *testing.T) {
-	live := vfs.NewCrashableMem()
-	db := openStream1(t, replayOpts(live, 0))
-	putReplayWrites(t, db, 0, 3)
-	if err := db.ckpt.run(); err != nil {
-		t.Fatal(err)
-	}
-	putReplayWrites(t, db, 3, 6)
-	dir := db.segs.stream(1).dir
-	crashed := crashNow(live)
-	db.Close()
+	crashed, dir := crashWithReplayableTail(t)
 	paths, recs := fragmentRecordsOf(t, crashed, dir)
-	var frags []scannedRecord
-	for _, r := range recs[0] {
-		if r.kind == kindFragment {
-			frags = append(frags, r)
-		}
-	}
+	frags := fragmentRecords(recs[0])
 	rec := frags[4]
 	b, err := readWhole(crashed, paths[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	clear(b[rec.offset+recordHdrLen+1+11 : rec.offset+recordHdrLen+int64(len(rec.payload))])
-	f, err := crashed.Create(paths[0], vfs.WriteCategoryUnspecified)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	f.Sync()
-	f.Close()
+	rewriteFile(t, crashed, paths[0], b)
 
 	cr := checkReadOnly(t, crashed)
 	d, err := Open(replayOpts(crashed, 0))
@@ -425,12 +397,7 @@ func TestReplayKeepsAPartialCopyWhoseReplacementIsDamaged(t *testing.T) {
 	crashed := crashNow(live)
 	db.Close()
 	paths, recs := fragmentRecordsOf(t, crashed, dir)
-	var frags []scannedRecord
-	for _, r := range recs[0] {
-		if r.kind == kindFragment {
-			frags = append(frags, r)
-		}
-	}
+	frags := fragmentRecords(recs[0])
 	// The last byte of record 4's number: 4 -> 0.
 	at := frags[4].offset + recordHdrLen + 1 + fragment.NumberLen - 1
 	b, err := readWhole(crashed, paths[0])
