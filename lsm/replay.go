@@ -308,6 +308,23 @@ type replayCandidate struct {
 	indexed bool
 }
 
+// readReplaced reads the k replaced numbers of the fragment record at off
+// (payload length plen).
+func readReplaced(f io.ReaderAt, off, plen, k int64) ([]fragment.Number, error) {
+	if metaLen+2+k*fragment.NumberLen > plen {
+		return nil, errBadRecord
+	}
+	b := make([]byte, k*fragment.NumberLen)
+	if _, err := f.ReadAt(b, off+recordHdrLen+metaLen+2); err != nil {
+		return nil, err
+	}
+	out := make([]fragment.Number, k)
+	for i := range out {
+		copy(out[i][:], b[i*fragment.NumberLen:])
+	}
+	return out, nil
+}
+
 // replayTails indexes, for every stream, the fragment records after its
 // replay checkpoint that the index lacks, in one synced batch that also
 // sets each stream's checkpoint to the start of its next segment (and
@@ -627,8 +644,20 @@ scan:
 			if err != nil {
 				return nil, dmg, err
 			}
-			if has && at == media && k == 0 {
-				break // indexed, and it replaced nothing
+			if has && at == media {
+				// Indexed here. What it replaced must not come back:
+				// its replaced numbers are read as they are, the
+				// index vouching for the record (its payload's CRC
+				// may fail on media damaged since, which reads find by
+				// the digest; the veto must hold all the same).
+				if k > 0 {
+					r, err := readReplaced(f, off, plen, k)
+					if err != nil {
+						break scan
+					}
+					out = append(out, replayCandidate{meta: fragment.Meta{Number: num}, replaced: r, indexed: true})
+				}
+				break
 			}
 			payload := make([]byte, plen)
 			if _, err := f.ReadAt(payload, off+recordHdrLen); err != nil && !errors.Is(err, io.EOF) {
@@ -640,8 +669,8 @@ scan:
 				continue
 			}
 			if has {
-				// Indexed (here, or under the same number elsewhere:
-				// a replica's retry); what it replaced must not come
+				// Indexed under the same number elsewhere (a
+				// replica's retry); what it replaced must not come
 				// back.
 				if _, r, _, err := decodeFragmentRecord(payload); err == nil && len(r) > 0 {
 					out = append(out, replayCandidate{meta: fragment.Meta{Number: num}, replaced: r, indexed: true})

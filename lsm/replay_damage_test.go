@@ -431,3 +431,57 @@ func TestReplayKeepsAPartialCopyWhoseReplacementIsDamaged(t *testing.T) {
 		t.Fatalf("whole fragment 4's record damaged (its number now fragment 0's): partial copy 3, intact, not indexed (%v); replayed %+v (want 1 damaged)", errP, rep)
 	}
 }
+
+// TestReplayKeepsTheVetoOfAnIndexedReplacementWithDamagedMedia: a whole
+// fragment that replaced a partial copy is indexed (its commit, the
+// partial's deletion with it, survived the stop), both records lie after
+// the checkpoint, and the whole one's media was damaged since. Replay
+// still takes its replaced numbers (the index vouches for the record at
+// that position), so the partial copy does not come back beside it: a
+// fragment never shows twice. (c00da4f checked the record's CRC first and,
+// the CRC failing, dropped the veto.)
+func TestReplayKeepsTheVetoOfAnIndexedReplacementWithDamagedMedia(t *testing.T) {
+	live := vfs.NewCrashableMem()
+	db := openStream1(t, replayOpts(live, 0))
+	putReplayWrites(t, db, 0, 3)
+	if err := db.ckpt.run(); err != nil {
+		t.Fatal(err)
+	}
+	partial := replayWrite(3, 3000)
+	if err := db.PutFragment(1, &partial); err != nil {
+		t.Fatal(err)
+	}
+	whole := replayWrite(4, 3000)
+	whole.Replaces = []fragment.Meta{partial.Meta}
+	if err := db.PutFragment(1, &whole); err != nil {
+		t.Fatal(err)
+	}
+	// Another stream's record, in a synced batch, syncs the index's log:
+	// the commits survive the crash, stream 1's checkpoint stays before
+	// both records.
+	if err := db.PutStream(2, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	dir := db.segs.stream(1).dir
+	crashed := crashNow(live)
+	db.Close()
+	paths, recs := fragmentRecordsOf(t, crashed, dir)
+	frags := fragmentRecords(recs[0])
+	if len(frags) != 5 {
+		t.Fatalf("%d fragment records, want 5", len(frags))
+	}
+	end := frags[4].offset + recordHdrLen + int64(len(frags[4].payload))
+	flipBitAt(t, crashed, paths[0], end-10) // in the whole fragment's media
+
+	d, err := Open(replayOpts(crashed, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if ok, err := d.HasFragment(1, partial.Meta.Number); err != nil || ok {
+		t.Fatalf("the replaced partial copy is indexed again beside its replacement (%v, %v); replayed %+v", ok, err, d.Replayed())
+	}
+	if ok, err := d.HasFragment(1, whole.Meta.Number); err != nil || !ok {
+		t.Fatalf("the replacement is not indexed (%v, %v)", ok, err)
+	}
+}
