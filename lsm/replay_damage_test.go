@@ -383,15 +383,7 @@ func TestReplayKeepsAPartialCopyWhoseReplacementIsDamaged(t *testing.T) {
 	if err := db.ckpt.run(); err != nil {
 		t.Fatal(err)
 	}
-	partial := replayWrite(3, 3000)
-	if err := db.PutFragment(1, &partial); err != nil {
-		t.Fatal(err)
-	}
-	whole := replayWrite(4, 3000)
-	whole.Replaces = []fragment.Meta{partial.Meta}
-	if err := db.PutFragment(1, &whole); err != nil {
-		t.Fatal(err)
-	}
+	partial, whole := putPartialThenWhole(t, db)
 	putReplayWrites(t, db, 5, 6)
 	dir := db.segs.stream(1).dir
 	crashed := crashNow(live)
@@ -447,15 +439,7 @@ func TestReplayKeepsTheVetoOfAnIndexedReplacementWithDamagedMedia(t *testing.T) 
 	if err := db.ckpt.run(); err != nil {
 		t.Fatal(err)
 	}
-	partial := replayWrite(3, 3000)
-	if err := db.PutFragment(1, &partial); err != nil {
-		t.Fatal(err)
-	}
-	whole := replayWrite(4, 3000)
-	whole.Replaces = []fragment.Meta{partial.Meta}
-	if err := db.PutFragment(1, &whole); err != nil {
-		t.Fatal(err)
-	}
+	partial, whole := putPartialThenWhole(t, db)
 	// Another stream's record, in a synced batch, syncs the index's log:
 	// the commits survive the crash, stream 1's checkpoint stays before
 	// both records.
@@ -484,4 +468,21 @@ func TestReplayKeepsTheVetoOfAnIndexedReplacementWithDamagedMedia(t *testing.T) 
 	if ok, err := d.HasFragment(1, whole.Meta.Number); err != nil || !ok {
 		t.Fatalf("the replacement is not indexed (%v, %v)", ok, err)
 	}
+}
+
+// putPartialThenWhole stores in stream 1 a partial copy of a fragment
+// (replayWrite 3) and then the whole one that replaces it (replayWrite
+// 4), at the same producer time.
+func putPartialThenWhole(t *testing.T, db *DB) (partial, whole FragmentWrite) {
+	t.Helper()
+	partial = replayWrite(3, 3000)
+	if err := db.PutFragment(1, &partial); err != nil {
+		t.Fatal(err)
+	}
+	whole = replayWrite(4, 3000)
+	whole.Replaces = []fragment.Meta{partial.Meta}
+	if err := db.PutFragment(1, &whole); err != nil {
+		t.Fatal(err)
+	}
+	return partial, whole
 }
