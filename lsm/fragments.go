@@ -727,13 +727,11 @@ func (d *DB) LastAtOrBefore(id StreamID, idx fragment.TimeIndex, ms int64) (frag
 }
 
 // DeleteBefore removes every fragment whose server timestamp is before
-// cutoffMs, with range deletions over the fragment table and the server
-// index and point deletions of the producer-index entries (producer time
-// need not follow server time). The engine keeps server timestamps
-// non-decreasing in fragment-number order per stream, so the fragments
-// before the cutoff are exactly a prefix of the fragment table. It returns
-// how many fragments went and their media bytes. The batch is synced before
-// any segment is unlinked, so no index entry outlives its media.
+// cutoffMs, in synced batches of point deletions (deleteBatchBefore), each
+// with the stream's replay checkpoint; a run that finds nothing writes
+// nothing. It returns how many fragments went and their media bytes. The
+// batches are synced before any segment is unlinked, so no index entry
+// outlives its media (FORMAT.md, "Retention").
 func (d *DB) DeleteBefore(id StreamID, cutoffMs int64) (int, int64, error) {
 	if d.space.readOnly {
 		return 0, 0, ErrNoSpace
