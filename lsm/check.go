@@ -59,6 +59,8 @@ type CheckReport struct {
 // A store opened read-only has not replayed (replay.go): Check reads it
 // through an indexed batch holding what replay would index, never
 // committed, so it checks the store as the next read-write Open leaves it.
+// A store opened read-write reports each stream whose tail its Open could
+// not read (left for repair) as a problem.
 func (d *DB) Check() (CheckReport, error) {
 	var r CheckReport
 	recs, err := d.Streams()
@@ -88,6 +90,15 @@ func (d *DB) Check() (CheckReport, error) {
 		r.Replayable = rep.Indexed
 		r.ReplayDamaged, r.ReplayUnreachable = rep.Damaged, rep.Unreachable
 		rd = vb
+	} else {
+		// A read-write Open that could not read a stream's tail left it
+		// for repair (replayTails): its last fragments may be missing
+		// from the index, and its bytes count as unreferenced below.
+		for _, rec := range recs {
+			if cp, stuck := d.unreplayed[rec.ID]; stuck {
+				r.Problems = append(r.Problems, Problem{Stream: rec.ID, What: fmt.Sprintf("the fragments after its replay checkpoint (segment %d, offset %d) could not be read when the store opened: the index may lack its last fragments; kvsedge repair, with the box stopped, indexes what is intact", cp.Seq, cp.Offset)})
+			}
+		}
 	}
 	for _, rec := range recs {
 		id := rec.ID

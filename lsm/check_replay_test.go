@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -265,4 +266,40 @@ func fragmentRecords(recs []scannedRecord) []scannedRecord {
 		}
 	}
 	return out
+}
+
+// TestCheckOfAnOpenStoreReportsATailItsOpenCouldNotRead: when a read-write
+// Open cannot read a stream's segments after its replay checkpoint, the
+// stream is served without its last fragments and left for repair. A
+// Check of that open store (engine.Check, the console's) reports it as a
+// problem, not only as unreferenced bytes; once the segments read again,
+// the next Open replays them and Check finds nothing wrong.
+func TestCheckOfAnOpenStoreReportsATailItsOpenCouldNotRead(t *testing.T) {
+	crashed, dir := crashWithReplayableTail(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	fs := errorfs.Wrap(crashed, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpOpen && strings.HasPrefix(op.Path, dir) && strings.HasSuffix(op.Path, segmentSuffix) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	d, err := Open(replayOpts(fs, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(false)
+	r, err := d.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Fragments != 3 || len(r.Problems) != 1 || r.Problems[0].Stream != 1 || !strings.Contains(r.Problems[0].What, "replay checkpoint") {
+		t.Errorf("Check of a store whose Open could not read stream 1's tail: %d fragments, problems %+v; want 3 fragments and that stream's tail as the one problem", r.Fragments, r.Problems)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := checkStore(t, fs, false); r.Fragments != 6 || len(r.Problems) != 0 {
+		t.Errorf("Check after an Open that read the tail: %d fragments, problems %+v; want 6 and none", r.Fragments, r.Problems)
+	}
 }
