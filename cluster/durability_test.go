@@ -17,9 +17,14 @@ import (
 // AckReady after Persist, as PutMedia does. It returns the numbers, how
 // long each ack was held back, and whether peer held the fragment
 // durably when its ack was let go (nil peer: not checked).
+var ingestAwaitRuns atomic.Int64
+
 func ingestAwait(t *testing.T, e *engine.Engine, stream string, n int, peer *engine.Engine) (nums []fragment.Number, held []time.Duration, onPeer []bool) {
 	t.Helper()
 	frags := captured(t)
+	// Each call records the capture again, 1000 s after the last one: the
+	// same frames near one producer time would be a copy (engine/resend.go).
+	run := ingestAwaitRuns.Add(1) * 1_000_000
 	sess, err := e.BeginIngest(engine.StreamRef{Name: stream})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +37,7 @@ func ingestAwait(t *testing.T, e *engine.Engine, stream string, n int, peer *eng
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec, err := sess.Receive(num, serverMs, serverMs+int64(i)*10_000, &c)
+		rec, err := sess.Receive(num, serverMs, serverMs+run+int64(i)*10_000, &c)
 		if err != nil {
 			t.Fatal(err)
 		}

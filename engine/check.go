@@ -129,6 +129,6 @@ func sameFrames(a, b lsm.FrameCopy) bool {
 	if err != nil {
 		return false
 	}
-	rel, err := compareFrames(ha, a.Cluster, uint32(len(a.Cluster)), hb, b.Cluster, uint32(len(b.Cluster)))
+	rel, err := compareFrames(ha, a.Cluster, uint32(len(a.Cluster)), hb, b.Cluster, uint32(len(b.Cluster)), true)
 	return err == nil && rel != framesDiffer
 }

@@ -246,7 +246,8 @@
 // records (ImportStream, ordered by StreamInfo.Modified), deletions
 // (ImportTombstone) and fragments (ImportFragment: stored under their own
 // numbers with the same sync order as above, checked against their meta,
-// at most once). Numbers this node hands out afterwards are larger than
+// at most once; the same frames under two numbers, as two boxes record
+// them around a failover, are kept once: resend.go). Numbers this node hands out afterwards are larger than
 // every fragment it holds, so a stream's numbers keep increasing when its
 // ingest moves between nodes.
 package engine

@@ -15,7 +15,9 @@ import (
 //
 //   - An imported fragment keeps its number and timestamps, is stored with
 //     the same durability order as an ingested one (segment fdatasync, then
-//     one synced index batch), and is stored at most once.
+//     one synced index batch), and is stored at most once; a copy of its
+//     frames under another number is kept once, the same on every box
+//     (resend.go: the higher number, or the one with more frames).
 //   - Fragment numbers this node hands out afterwards are larger than any
 //     fragment it holds: ingest starts a new term when a fragment numbered
 //     beyond the current term arrives from a peer (a takeover, or a
@@ -231,10 +233,11 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		return false, nil
 	}
 	hdr := e.headerFor(s, meta.HeaderID, header)
-	// A partial copy of a fragment a producer later re-sent whole
-	// (resend.go) may reach this node from a peer before or after the
-	// whole one: the whole one wins either way.
-	rs, err := e.findPartialCopies(s, &meta, hdr, media)
+	// A copy already here under another number (a partial copy a
+	// producer later re-sent whole, the same frames another box recorded
+	// at a failover: resend.go) makes this one a duplicate or is replaced
+	// by it, so that every box keeps the same one.
+	rs, err := e.findImportCopies(s, &meta, hdr, media)
 	if err != nil {
 		e.mem.Free(media)
 		return false, err

@@ -32,10 +32,32 @@ import (
 //	anything else                   → a different fragment at the same time
 //
 // The byte digest (Meta.Digest) is the fast path: equal digests are equal
-// frames. Frames are compared only when the producer times match and the
-// digests do not, which is rare. A fragment whose producer time is after
-// everything the archive holds (lsm's per-stream bound, MayHoldProducerTime:
-// a new fragment, nearly always) is looked for in the ring only.
+// frames. Frames are compared only when the producer times are near and
+// the digests differ, which is rare. A fragment whose producer time is
+// after everything the archive holds (lsm's per-stream bound,
+// MayHoldProducerTime: a new fragment, nearly always) is looked for in the
+// ring only.
+//
+// Two boxes recording one camera. A cluster's boxes record the same
+// camera at once for a few seconds around a failover (the cut-off home
+// records until it learns it is cut off; membership that flaps hands the
+// camera back and forth), and the copies meet when the boxes replicate to
+// each other. Their producer times for one frame differ (each box anchors
+// its timeline on its own sender report or arrival: a few ms, up to
+// hundreds), so a copy is looked for within copyWindow of the fragment's
+// producer time, and frames at different producer times are compared by
+// track, key flag and payload, not by their offsets (each box rounds its
+// own). Of two equal copies under different numbers the higher number is
+// kept, on every box whichever copy it stored first, so the boxes
+// converge on one copy: an import with the higher number replaces the
+// stored one, one with the lower number is not stored. The higher number
+// is the newer ingest term, the box that records the camera now: a late
+// fragment of the box that stopped is never inserted among fragments
+// live readers were already given (HLS LIVE's media sequence), and only
+// the stopped box's readers see its copy replaced. An own fragment equal
+// to a stored one is a duplicate, as a re-send is (it then never reaches
+// a peer). A copy that holds more frames wins over one that is a prefix
+// of it, as for re-sends.
 
 // frameRelation is how two fragments' frames compare.
 type frameRelation int
@@ -69,8 +91,15 @@ func frames(h *mkv.Header, media []byte, clusterLen uint32) ([]frame, error) {
 	return out, err
 }
 
-// compareFrames relates a's frames to b's.
-func compareFrames(ha *mkv.Header, a []byte, aLen uint32, hb *mkv.Header, b []byte, bLen uint32) (frameRelation, error) {
+// copyWindow is how far from a fragment's producer time a copy of it is
+// looked for: half the fragment's duration (so never its neighbour), at
+// least 20 ms, at most 1 s.
+func copyWindow(m *fragment.Meta) int64 { return min(1000, max(20, int64(m.DurationMs)/2)) }
+
+// compareFrames relates a's frames to b's. offsets: frame offsets in the
+// fragment must match too (copies at one producer time); else frames match
+// by track, key flag and payload alone (two boxes' copies).
+func compareFrames(ha *mkv.Header, a []byte, aLen uint32, hb *mkv.Header, b []byte, bLen uint32, offsets bool) (frameRelation, error) {
 	fa, err := frames(ha, a, aLen)
 	if err != nil {
 		return framesDiffer, err
@@ -82,7 +111,7 @@ func compareFrames(ha *mkv.Header, a []byte, aLen uint32, hb *mkv.Header, b []by
 	n := min(len(fa), len(fb))
 	for i := 0; i < n; i++ {
 		x, y := fa[i], fb[i]
-		if x.track != y.track || x.offset != y.offset || x.key != y.key || !bytes.Equal(x.payload, y.payload) {
+		if x.track != y.track || (offsets && x.offset != y.offset) || x.key != y.key || !bytes.Equal(x.payload, y.payload) {
 			return framesDiffer, nil
 		}
 	}
@@ -115,27 +144,32 @@ func (e *Engine) findResend(s *stream, m *fragment.Meta, h *Header, media []byte
 	return e.findCopies(s, m, h, media, true)
 }
 
-// findPartialCopies is findResend for a fragment copied from a peer, which
-// keeps its own number: only partial copies count (a stored prefix of it
-// is replaced; a prefix of a stored one is not stored). Equal copies under
-// other numbers are left as they are, as before re-sends were recognised.
-func (e *Engine) findPartialCopies(s *stream, m *fragment.Meta, h *Header, media []byte) (resend, error) {
+// findImportCopies is findResend for a fragment copied from a peer, which
+// keeps its own number: a stored copy with a higher number, or one holding
+// more frames, makes it a duplicate (not stored); stored copies with a
+// lower number, or that are a prefix of it, are replaced. A partial copy
+// of a fragment a producer later re-sent whole reaches this node from a
+// peer before or after the whole one: the whole one wins either way.
+func (e *Engine) findImportCopies(s *stream, m *fragment.Meta, h *Header, media []byte) (resend, error) {
 	return e.findCopies(s, m, h, media, false)
 }
 
-func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte, equalIsCopy bool) (resend, error) {
+// findCopies is findResend (own: the fragment is this node's, numbered
+// beyond every fragment it holds) or findImportCopies (!own).
+func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte, own bool) (resend, error) {
 	var r resend
 	var candidates []*Fragment
+	win := copyWindow(m)
 	s.ring.each(func(f *Fragment) bool {
-		if f.Meta.ProducerMs != m.ProducerMs || f.persisted == nil || f.failed() {
+		if f.Meta.ProducerMs < m.ProducerMs-win || f.Meta.ProducerMs > m.ProducerMs+win || f.persisted == nil || f.failed() {
 			return true
 		}
+		if !own && f.settled() {
+			return true // durable: the archive's scan below weighs it
+		}
 		if f.Meta.Digest == m.Digest {
-			if equalIsCopy {
-				r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
-				return false
-			}
-			return true
+			r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
+			return false
 		}
 		candidates = append(candidates, f.Retain())
 		return true
@@ -151,7 +185,7 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	// The archive holds nothing at a producer time after its newest (a
 	// new fragment, nearly always): no scan below. An error reading the
 	// bound leaves the scan to find and report it.
-	archived, boundErr := e.db.MayHoldProducerTime(s.id, m.ProducerMs)
+	archived, boundErr := e.db.MayHoldProducerTime(s.id, m.ProducerMs-win)
 	archived = archived || boundErr != nil
 	if !archived && len(candidates) == 0 {
 		return r, nil
@@ -160,19 +194,21 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	if err != nil {
 		return r, nil // not comparable: the fragment is stored as new
 	}
-	// A ring copy with the same frames is a duplicate still on its way to
-	// disk. A partial copy still in the ring (not yet durable) is not
-	// replaced: both would be stored. Partial copies are made only at an
-	// idle close or a body end, and are durable long before a producer's
-	// re-send arrives (it waits 5 s without acks), so the archive check
-	// below replaces them; a known gap, not a guarantee.
+	// A ring copy with the same frames, or more, is a duplicate still on
+	// its way to disk. For an import that is so whatever the numbers: a
+	// later comparison (the next anti-entropy round, the copy durable by
+	// then) settles which copy stays. A partial copy still in the ring (not
+	// yet durable) is not replaced: both would be stored. Partial copies
+	// are made only at an idle close or a body end, and are durable long
+	// before a producer's re-send arrives (it waits 5 s without acks), so
+	// the archive check below replaces them; a known gap, not a guarantee.
 	for _, f := range candidates {
 		fh, err := f.Header.Tracks()
 		if err != nil {
 			continue
 		}
-		rel, err := compareFrames(fh, f.Media, f.Meta.ClusterLen, nh, media, m.ClusterLen)
-		if err == nil && ((rel == framesEqual && equalIsCopy) || rel == framesExtend) {
+		rel, err := compareFrames(fh, f.Media, f.Meta.ClusterLen, nh, media, m.ClusterLen, f.Meta.ProducerMs == m.ProducerMs)
+		if err == nil && (rel == framesEqual || rel == framesExtend) {
 			r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
 			return r, nil
 		}
@@ -180,36 +216,30 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	if !archived {
 		return r, nil
 	}
-	var same []fragment.Meta
-	err = e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs, m.ProducerMs, nil, func(f fragment.Meta) bool {
-		same = append(same, f)
+	var near []fragment.Meta
+	err = e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs-win, m.ProducerMs+win, nil, func(f fragment.Meta) bool {
+		if f.Number != m.Number {
+			near = append(near, f)
+		}
 		return true
 	})
 	if err != nil {
 		return r, fmt.Errorf("engine: duplicate check: %w", err)
 	}
-	for _, f := range same {
-		if f.Digest == m.Digest && f.Number != m.Number {
-			if equalIsCopy {
-				r.duplicate, r.stored = true, f
-				return r, nil
+	for _, f := range near {
+		rel := framesEqual
+		if f.Digest != m.Digest {
+			rel, err = e.compareStored(s, f, nh, media, m.ClusterLen, f.ProducerMs == m.ProducerMs)
+			if err != nil {
+				e.opts.Logger.Warn("comparing a fragment with a stored copy", "number", f.Number.String(), "err", err)
+				continue
 			}
 		}
-	}
-	for _, f := range same {
-		if f.Number == m.Number || f.Digest == m.Digest {
-			continue
-		}
-		rel, err := e.compareStored(s, f, nh, media, m.ClusterLen)
-		if err != nil {
-			e.opts.Logger.Warn("comparing a re-sent fragment with the stored one", "number", f.Number.String(), "err", err)
-			continue
-		}
 		switch {
-		case rel == framesExtend, rel == framesEqual && equalIsCopy:
-			r.duplicate, r.stored = true, f
+		case rel == framesExtend, rel == framesEqual && (own || f.Number.Compare(m.Number) > 0):
+			r.duplicate, r.stored, r.replaces = true, f, nil
 			return r, nil
-		case rel == framesPrefix:
+		case rel == framesEqual, rel == framesPrefix:
 			r.replaces = append(r.replaces, f)
 		}
 	}
@@ -217,7 +247,7 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 }
 
 // compareStored relates a stored fragment's frames to new media's.
-func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media []byte, clusterLen uint32) (frameRelation, error) {
+func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media []byte, clusterLen uint32, offsets bool) (frameRelation, error) {
 	_, stored, err := e.db.Fragment(s.id, m.Number, e.readBufs)
 	if err != nil {
 		if errors.Is(err, lsm.ErrNotFound) {
@@ -234,5 +264,5 @@ func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media
 	if err != nil {
 		return framesDiffer, err
 	}
-	return compareFrames(th, stored, m.ClusterLen, nh, media, clusterLen)
+	return compareFrames(th, stored, m.ClusterLen, nh, media, clusterLen, offsets)
 }

@@ -346,9 +346,10 @@ func salvage(old *DB, meta map[string][]byte, get func(StreamID) *repairStream, 
 // other's. A record after the old index's replay checkpoint, not voided,
 // counts as held by the old index (Open's replay would have indexed it:
 // it may have been acknowledged). Two the old index both held are not copies (the
-// live engine keeps a peer's equal copy under its own number,
-// findPartialCopies; and a partial copy still in the ring beside its
-// whole re-send): the rebuilt index keeps what the live one had. Of a set
+// engine kept a peer's equal copy under its own number beside the local
+// one before it kept the lower number only, engine/resend.go; it still
+// stores a partial copy still in the ring beside its whole re-send): the
+// rebuilt index keeps what the live one had. Of a set
 // of copies one is kept: one the old index had (the copy readers and the
 // producer knew), else the one with the most frames, else the newest
 // number (the re-send, acknowledged).

@@ -386,10 +386,10 @@ func TestRepairLeavesOutSecondCopiesOfAFragment(t *testing.T) {
 }
 
 // TestRepairKeepsCopiesTheOldIndexHeld: two fragments at one producer time
-// with the same frames that the live index held both of (a peer's copy
-// keeps its own number next to an equal local one: engine
-// findPartialCopies stores it) are not a crash's leftover; Repair keeps
-// both, as the live index had them.
+// with the same frames that the live index held both of (a store written
+// before the engine kept one of two equal copies under different
+// numbers) are not a crash's leftover; Repair keeps both, as the live
+// index had them.
 func TestRepairKeepsCopiesTheOldIndexHeld(t *testing.T) {
 	f := newRepairFixture(t)
 	db, err := Open(f.opts)

@@ -191,9 +191,9 @@ func crashAfterEqualCopy(t *testing.T) (crashed *vfs.MemFS, own, peer FragmentWr
 }
 
 // TestReplayKeepsAcknowledgedEqualCopy: the index may hold two fragments
-// of a stream at one producer time with equal digests (engine
-// ImportFragment keeps a peer's equal copy under its own number:
-// findPartialCopies, equalIsCopy=false). When the second one's commit is
+// of a stream at one producer time with equal digests (a store written
+// before engine ImportFragment kept one of two equal copies under
+// different numbers). When the second one's commit is
 // lost in a crash, replay indexes it: it was acknowledged. (The first
 // version left it out as a second copy.)
 func TestReplayKeepsAcknowledgedEqualCopy(t *testing.T) {

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -74,20 +75,22 @@ func TestHLSLiveSequenceAcrossTerms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fb mkv.FragmentBuilder
-	_ = fb.Start(hdr, 0, 64)
-	_ = fb.AddBlock(0, 0, true, []byte{0, 0, 0, 1, 0x65})
-	_ = fb.AddBlock(0, 900, false, []byte{0, 0, 0, 1, 0x41})
-	f, err := fb.Finish()
-	if err != nil {
-		t.Fatal(err)
-	}
 	hid := xxhash.Sum64(hdr.Raw)
 	t0 := time.Now().Add(-20 * time.Second).UnixMilli()
 	// Terms are ms timestamps of when ingest started (node 1, then 2, then 1).
 	termA, termB, termC := uint64(t0-60_000), uint64(t0+5_000), uint64(t0+9_000)
 	put := func(term uint64, node uint16, seq uint32, atMs int64) fragment.Number {
 		t.Helper()
+		// Frames of their own: a fragment with another's frames near its
+		// time is a copy of it (engine/resend.go).
+		var fb mkv.FragmentBuilder
+		_ = fb.Start(hdr, 0, 64)
+		_ = fb.AddBlock(0, 0, true, binary.BigEndian.AppendUint64([]byte{0, 0, 0, 1, 0x65}, uint64(atMs)))
+		_ = fb.AddBlock(0, 900, false, []byte{0, 0, 0, 1, 0x41})
+		f, err := fb.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
 		m := fragment.Meta{Number: fragment.MakeNumber(term, node, seq), ProducerMs: atMs, ServerMs: atMs + 20,
 			DurationMs: 1000, HeaderID: hid, ClusterLen: uint32(f.ClusterLen), MediaLen: uint32(len(f.Buf)), Frames: 2}
 		m.Digest = engine.ContentDigest(f.Buf[:f.ClusterLen], 2)

@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/internal/fragment"
+)
+
+// TestTwoBoxesRecordingOneCameraKeepOneCopy: around a failover two boxes
+// record the same camera for a few seconds, each under its own numbers,
+// their producer times for one frame a few ms apart (resend.go). When they
+// replicate to each other, each box keeps one copy of those frames, the
+// same one (the higher number: the newer term), in either order of
+// arrival; a box that
+// imported the peer's copy first takes its own recording of the same
+// frames for a duplicate. The same frames far from that time (a looped
+// clip) are a new fragment.
+func TestTwoBoxesRecordingOneCameraKeepOneCopy(t *testing.T) {
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
+	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
+	_, c := openMediaNode(t, vfs.NewMem(), clock, 11)
+	info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*Engine{b, c} {
+		if _, err := e.ImportStream(info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frags := captureFragments(t)
+	if len(frags) < 4 {
+		t.Fatalf("the capture has %d fragments, want 4", len(frags))
+	}
+	// a records fragments 0-2; b, taking over, records 1-3 with its
+	// producer times 2 ms later.
+	numsA := ingest(t, a, "cam", frags[:3], 1000)
+	for _, n := range numsA {
+		if ok, err := replicate(t, a, c, "cam", n); err != nil || !ok {
+			t.Fatalf("importing %s into c: %v %v", n, ok, err)
+		}
+	}
+	clock.add(time.Second)
+	numsB := ingest(t, b, "cam", frags[1:4], 1002)
+	// Anti-entropy: b's copies reach a, then a's b, then what b still
+	// holds and a lacks (nothing, once they agree).
+	sync := func(src, dst *Engine) {
+		t.Helper()
+		for _, n := range heldNumbers(t, src) {
+			if _, err := replicate(t, src, dst, "cam", n); err != nil {
+				t.Fatalf("importing %s: %v", n, err)
+			}
+		}
+	}
+	sync(b, a)
+	sync(a, b)
+	sync(b, a)
+	higher := func(x, y fragment.Number) fragment.Number {
+		if x.Compare(y) > 0 {
+			return x
+		}
+		return y
+	}
+	want := []fragment.Number{numsA[0], higher(numsA[1], numsB[0]), higher(numsA[2], numsB[1]), numsB[2]}
+	slices.SortFunc(want, fragment.Number.Compare)
+	for name, e := range map[string]*Engine{"a": a, "b": b} {
+		if got := heldNumbers(t, e); !slices.Equal(got, want) {
+			t.Errorf("box %s holds %v, want %v (a recorded %v, b %v)", name, got, want, numsA, numsB)
+		}
+	}
+
+	// c imported a's copies (above), then records the same frames
+	// itself: its own fragments 1 and 2 are duplicates of a's.
+	clock.add(time.Second)
+	numsC := ingest(t, c, "cam", frags[1:4], 1002)
+	if numsC[0] != numsA[1] || numsC[1] != numsA[2] || numsC[2].Node() != 11 {
+		t.Errorf("c's own recording of fragments 1-3 was numbered %v; want a's %v and %v, then its own", numsC, numsA[1], numsA[2])
+	}
+	if got, want := heldNumbers(t, c), append(slices.Clone(numsA), numsC[2]); !slices.Equal(got, want) {
+		t.Errorf("c holds %v, want %v", got, want)
+	}
+
+	// The same frames a minute later are another fragment.
+	later := ingest(t, a, "cam", frags[:1], 61_000)
+	if later[0] == numsA[0] {
+		t.Errorf("fragment 0 recorded again a minute later was taken for a copy of %s", numsA[0])
+	}
+}
+
+// heldNumbers lists the numbers of e's fragments of stream cam.
+func heldNumbers(t *testing.T, e *Engine) []fragment.Number {
+	t.Helper()
+	var out []fragment.Number
+	if err := e.FragmentNumbers(StreamRef{Name: "cam"}, fragment.Number{}, func(n fragment.Number) bool { out = append(out, n); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
