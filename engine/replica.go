@@ -212,6 +212,21 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		e.mem.Free(media)
 		return false, ErrStorageFull
 	}
+	// A copy of its frames still on its way to disk here (this node's
+	// own recording, in the ring) makes it a duplicate: the caller tells
+	// the fragment's home it is durable here, so it returns once that copy
+	// is, after the locks are released (the copy's Persist takes
+	// persistMu), with the copy's error if its storing failed.
+	var pending *Fragment
+	defer func() {
+		if pending != nil {
+			<-pending.persisted
+			if pending.persistErr != nil && err == nil {
+				err = fmt.Errorf("engine: the copy of %s stored here failed: %w", meta.Number, pending.persistErr)
+			}
+			pending.Release()
+		}
+	}()
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
 	if f := s.ring.find(meta.Number); f != nil {
@@ -243,9 +258,7 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		return false, err
 	}
 	if rs.duplicate {
-		if rs.original != nil {
-			rs.original.Release()
-		}
+		pending = rs.original
 		e.mem.Free(media)
 		return false, nil
 	}
