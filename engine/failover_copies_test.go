@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
 )
 
@@ -99,4 +100,35 @@ func heldNumbers(t *testing.T, e *Engine) []fragment.Number {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestAShortFragmentIsNotACopyOfTheLongOneAfterIt: a static scene's
+// encoder may repeat one GOP byte for byte. A fragment cut short after
+// three frames (a session's end) followed at once by a whole one holds a
+// prefix of its frames, 200 ms before it: it is not a copy (it is not
+// within half the shorter one's duration), and both stay.
+func TestAShortFragmentIsNotACopyOfTheLongOneAfterIt(t *testing.T) {
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, e := openCam(t, vfs.NewMem(), clock)
+	h := captureFragments(t)[0].Header
+	gop := func(tc int64, frames int) *mkv.Fragment {
+		var fb mkv.FragmentBuilder
+		if err := fb.Start(h, tc, 64); err != nil {
+			t.Fatal(err)
+		}
+		for i := range frames {
+			if err := fb.AddBlock(0, tc+int64(i)*66, i == 0, []byte{0, 0, 0, 2, 0x41, byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f, err := fb.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	nums := ingest(t, e, "cam", []*mkv.Fragment{gop(10_000, 3), gop(10_200, 15)}, 1_000_000)
+	if got := heldNumbers(t, e); !slices.Equal(got, nums) || nums[0] == nums[1] {
+		t.Errorf("the stream holds %v; want both fragments recorded, %v", got, nums)
+	}
 }

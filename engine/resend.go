@@ -44,8 +44,9 @@ import (
 // camera back and forth), and the copies meet when the boxes replicate to
 // each other. Their producer times for one frame differ (each box anchors
 // its timeline on its own sender report or arrival: a few ms, up to
-// hundreds), so a copy is looked for within copyWindow of the fragment's
-// producer time, and frames at different producer times are compared by
+// hundreds), so a copy is looked for within half a fragment of the
+// fragment's producer time (nearCopy), and frames at different producer
+// times are compared by
 // track, key flag and payload, not by their offsets (each box rounds its
 // own). Of two equal copies under different numbers the higher number is
 // kept, on every box whichever copy it stored first, so the boxes
@@ -95,6 +96,15 @@ func frames(h *mkv.Header, media []byte, clusterLen uint32) ([]frame, error) {
 // looked for: half the fragment's duration (so never its neighbour), at
 // least 20 ms, at most 1 s.
 func copyWindow(m *fragment.Meta) int64 { return min(1000, max(20, int64(m.DurationMs)/2)) }
+
+// nearCopy reports whether f starts near enough m to be a copy: within
+// half the shorter one's duration, so that a short fragment is never
+// taken for a copy of the long one after it (a static scene's encoder may
+// repeat a GOP byte for byte).
+func nearCopy(f, m *fragment.Meta) bool {
+	d := f.ProducerMs - m.ProducerMs
+	return max(d, -d) <= min(copyWindow(f), copyWindow(m))
+}
 
 // compareFrames relates a's frames to b's. offsets: frame offsets in the
 // fragment must match too (copies at one producer time); else frames match
@@ -161,7 +171,7 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	var candidates []*Fragment
 	win := copyWindow(m)
 	s.ring.each(func(f *Fragment) bool {
-		if f.Meta.ProducerMs < m.ProducerMs-win || f.Meta.ProducerMs > m.ProducerMs+win || f.persisted == nil || f.failed() {
+		if !nearCopy(&f.Meta, m) || f.persisted == nil || f.failed() {
 			return true
 		}
 		if !own && f.settled() {
@@ -218,7 +228,7 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	}
 	var near []fragment.Meta
 	err = e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs-win, m.ProducerMs+win, nil, func(f fragment.Meta) bool {
-		if f.Number != m.Number {
+		if f.Number != m.Number && nearCopy(&f, m) {
 			near = append(near, f)
 		}
 		return true
