@@ -46,9 +46,8 @@ import (
 // its timeline on its own sender report or arrival: a few ms, up to
 // hundreds), so a copy is looked for within half a fragment of the
 // fragment's producer time (nearCopy), and frames at different producer
-// times are compared by
-// track, key flag and payload, not by their offsets (each box rounds its
-// own). Of two equal copies under different numbers the higher number is
+// times are compared by track, key flag and payload, not by their offsets
+// (each box rounds its own). Of two equal copies under different numbers the higher number is
 // kept, on every box whichever copy it stored first, so the boxes
 // converge on one copy: an import with the higher number replaces the
 // stored one, one with the lower number is not stored. The higher number
