@@ -20,9 +20,14 @@ import (
 //   - the node has been outside the stream's placement for DropAfter
 //     (membership that flaps must not delete and copy again);
 //   - the placement is whole (as many alive holders as the stream's
-//     factor), and every holder lists every fragment this node holds, so
-//     no fragment loses a copy it needs (what only this node held is
-//     fetched by the holders' anti-entropy first);
+//     factor), and every holder holds every fragment this node holds, so
+//     no fragment loses a copy it needs. Holders compare with holders
+//     only, so a fragment a holder does not list (one only this node
+//     held: what it recorded standing in as the home and its peers had
+//     not yet copied when it left the placement; or one a holder keeps
+//     another copy of, engine/resend.go) is offered: this node asks the
+//     holder to pull it (the pull route, FORMAT.md), and the holder
+//     fetches and imports it, which stores it or finds the copy it holds;
 //   - the stream is not on hold (engine.DropCopy keeps held media).
 //
 // It runs after each anti-entropy round.
@@ -64,11 +69,12 @@ func (r *Replicator) dropCopies() {
 		}
 		covered := true
 		for _, p := range pl {
-			ok, err := r.covers(info.Name, ref, p, local)
+			missing, err := r.uncovered(info.Name, ref, p, local)
+			if err == nil && len(missing) > 0 {
+				err = r.askToPull(info.Name, ref, p, missing)
+			}
 			if err != nil {
 				r.c.opts.Logger.Debug("checking a copy outside the placement", "stream", name, "peer", p.Name, "err", err)
-			}
-			if !ok {
 				covered = false
 				break
 			}
@@ -99,9 +105,10 @@ func (r *Replicator) dropCopies() {
 	}
 }
 
-// covers reports whether peer lists every one of local (sorted).
-func (r *Replicator) covers(stream string, ref engine.StreamRef, peer status.Member, local []fragment.Number) (bool, error) {
+// uncovered returns those of local (sorted) that peer does not list.
+func (r *Replicator) uncovered(stream string, ref engine.StreamRef, peer status.Member, local []fragment.Number) ([]fragment.Number, error) {
 	// Listing starts just before the first local number.
+	var missing []fragment.Number
 	i := 0
 	theirs := map[fragment.Number]struct{}{}
 	from := fragment.Number{}
@@ -114,31 +121,59 @@ func (r *Replicator) covers(stream string, ref engine.StreamRef, peer status.Mem
 		resp, err := r.do(ctx, peer, http.MethodGet, "numbers", q, nil)
 		if err != nil {
 			cancel()
-			return false, err
+			return nil, err
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 10000*fragment.NumberLen+1))
 		more := resp.Header.Get("X-Kvsedge-More") != ""
 		resp.Body.Close()
 		cancel()
 		if err != nil {
-			return false, err
+			return nil, err
 		}
+		clear(theirs)
 		for j := 0; j+fragment.NumberLen <= len(body); j += fragment.NumberLen {
 			var n fragment.Number
 			copy(n[:], body[j:])
 			theirs[n] = struct{}{}
 			from = n
 		}
-		for i < len(local) && (local[i].Compare(from) <= 0 || !more) {
+		last := !more || len(body) == 0
+		for i < len(local) && (local[i].Compare(from) <= 0 || last) {
 			if _, ok := theirs[local[i]]; !ok {
-				return false, nil
+				missing = append(missing, local[i])
 			}
 			i++
 		}
-		if !more || len(body) == 0 || i == len(local) {
-			return i == len(local), nil
+		if last || i == len(local) {
+			return missing, nil
 		}
 	}
+}
+
+// askToPull asks peer, a holder of the stream, to fetch nums from this
+// node and import them (the pull route), maxPull at a time. Nil: peer
+// holds each, or a copy of its frames.
+func (r *Replicator) askToPull(stream string, ref engine.StreamRef, peer status.Member, nums []fragment.Number) error {
+	for len(nums) > 0 {
+		batch := nums[:min(len(nums), maxPull)]
+		nums = nums[len(batch):]
+		body := make([]byte, 0, len(batch)*fragment.NumberLen)
+		for _, n := range batch {
+			body = append(body, n[:]...)
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, peerRequestTimeout+10*time.Second)
+		resp, err := r.do(ctx, peer, http.MethodPost, "pull", url.Values{"stream": {stream}, "arn": {ref.ARN}}, body)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+		r.c.opts.Logger.Info("a holder pulled fragments only this node's copy outside the placement listed", "stream", stream, "holder", peer.Name, "fragments", len(batch))
+	}
+	return nil
 }
 
 // prev is the largest number before n (n not zero).

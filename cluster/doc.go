@@ -65,7 +65,9 @@
 //   - Copies outside the placement (cleanup.go): a box that stood in as a
 //     replica for a failed holder deletes its copy once the holder is
 //     back (cluster.drop_copies_after, default 1 min) and every holder
-//     lists every fragment it has.
+//     holds every fragment it has: a holder that does not list some is
+//     asked to pull them first (the pull route), and stores them or
+//     finds it holds a copy of their frames.
 //
 // Replication itself is pulled and asynchronous; with replicated
 // durability PERSISTED waits for it, so a box whose disk dies loses no

@@ -72,6 +72,11 @@ func signPeer(req *http.Request, key []byte, node string, now time.Time, body []
 	req.Header.Set(peerHeader, node+":"+ts+":"+peerMAC(key, node, ts, req.Method, req.URL.RequestURI(), body))
 }
 
+// maxPull bounds the fragments of one pull request (the asker's
+// fragments the answering node fetches before it answers, within
+// peerRequestTimeout).
+const maxPull = 64
+
 // maxPeerBody bounds a peer request's body (read before its signature is
 // checked): a fetch of 1000 numbers, or a forwarded JSON request.
 const maxPeerBody = 1 << 20
@@ -159,6 +164,9 @@ type PeerServer struct {
 	durable func(node, arn string, nums []fragment.Number)
 	// reach answers the reach route (Cluster.reachBack).
 	reach func(ctx context.Context, node string) error
+	// pull answers the pull route: fetch nums of stream from node and
+	// import them (Replicator.pullFrom; nil: refused).
+	pull func(ctx context.Context, node, stream string, nums []fragment.Number) error
 }
 
 // NewPeerServer serves eng to peers that sign with key (PeerKey).
@@ -288,6 +296,26 @@ func (p *PeerServer) Serve(ctx *fasthttp.RequestCtx, life context.Context) {
 			}
 			_ = fw.control(frameEnd)
 		})
+	case "pull":
+		if !ctx.IsPost() || len(body)%fragment.NumberLen != 0 || len(body) == 0 || len(body) > maxPull*fragment.NumberLen {
+			ctx.Error(fmt.Sprintf("pull is a POST of 1 to %d fragment numbers of 14 bytes", maxPull), http.StatusBadRequest)
+			return
+		}
+		if p.pull == nil {
+			ctx.Error("this node does not pull from peers", http.StatusServiceUnavailable)
+			return
+		}
+		nums := make([]fragment.Number, len(body)/fragment.NumberLen)
+		for i := range nums {
+			copy(nums[i][:], body[i*fragment.NumberLen:])
+		}
+		pctx, cancel := context.WithTimeout(life, peerRequestTimeout)
+		defer cancel()
+		if err := p.pull(pctx, node, info.Name, nums); err != nil {
+			ctx.Error(err.Error(), http.StatusConflict)
+			return
+		}
+		ctx.SetBodyString("ok")
 	case "tail":
 		origin, err := strconv.ParseUint(string(args.Peek("origin")), 10, 16)
 		if err != nil {

@@ -181,6 +181,7 @@ func (c *Cluster) StartReplication(o ReplicationOptions) *Replicator {
 	c.peer = NewPeerServer(o.Engine, o.Key, c.opts.Logger)
 	c.peer.durable = r.dur.confirm
 	c.peer.reach = c.reachBack
+	c.peer.pull = r.pullFrom
 	r.wg.Add(3)
 	go r.run()
 	go r.antiEntropyLoop()
@@ -639,6 +640,35 @@ func (r *Replicator) compare(stream string, peer status.Member, from fragment.Nu
 			return missing, upTo, absent, nil
 		}
 	}
+}
+
+// pullFrom answers a peer's pull (cleanup.go): the node named node,
+// outside the placement of stream, holds nums, which this node, one of
+// the stream's holders, does not list; it fetches and imports them. Nil:
+// each is durable here, or a copy of its frames is (ImportFragment), or
+// the asker no longer had it.
+func (r *Replicator) pullFrom(ctx context.Context, node, stream string, nums []fragment.Number) error {
+	info, err := r.eng.Stream(engine.StreamRef{Name: stream})
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(r.placement(info), func(m status.Member) bool { return m.Self }) {
+		return fmt.Errorf("cluster: %s does not hold %s", r.c.Name(), stream)
+	}
+	peers := r.peers()
+	i := slices.IndexFunc(peers, func(m status.Member) bool { return m.Name == node })
+	if i < 0 {
+		return fmt.Errorf("cluster: %s is not an alive peer of %s", node, r.c.Name())
+	}
+	peer := peers[i]
+	for len(nums) > 0 && ctx.Err() == nil {
+		batch := nums[:min(len(nums), 16)]
+		nums = nums[len(batch):]
+		if err := r.fetch(stream, peer, batch); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // fetch copies the given fragments from peer.

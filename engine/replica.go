@@ -212,15 +212,18 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		e.mem.Free(media)
 		return false, ErrStorageFull
 	}
-	// A copy of its frames still on its way to disk here (this node's
-	// own recording, in the ring) makes it a duplicate: the caller tells
-	// the fragment's home it is durable here, so it returns once that copy
-	// is, after the locks are released (the copy's Persist takes
-	// persistMu), with the copy's error if its storing failed.
+	// A copy held here still on its way to disk (this fragment, or its
+	// frames under this node's own number, in the ring) makes it a
+	// duplicate: the caller tells the fragment's home (or a node about to
+	// delete its copy: cluster's pull) that it is durable here, so it
+	// returns once that copy is, after the locks are released (the copy's
+	// Persist takes persistMu), with the copy's error if storing it failed.
 	var pending *Fragment
 	defer func() {
 		if pending != nil {
-			<-pending.persisted
+			if pending.persisted != nil {
+				<-pending.persisted
+			}
 			if pending.persistErr != nil && err == nil {
 				err = fmt.Errorf("engine: the copy of %s stored here failed: %w", meta.Number, pending.persistErr)
 			}
@@ -230,9 +233,12 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
 	if f := s.ring.find(meta.Number); f != nil {
-		f.Release()
-		e.mem.Free(media)
-		return false, nil
+		if !f.failed() {
+			pending = f
+			e.mem.Free(media)
+			return false, nil
+		}
+		f.Release() // its storing here failed: the peer's copy is stored
 	}
 	s.persistMu.RLock()
 	defer s.persistMu.RUnlock()
