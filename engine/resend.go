@@ -47,9 +47,9 @@ import (
 // hundreds), so a copy is looked for within half a fragment of the
 // fragment's producer time (nearCopy), and frames at different producer
 // times are compared by track, key flag and payload, not by their offsets
-// (each box rounds its own). Of two equal copies under different numbers the higher number is
-// kept, on every box whichever copy it stored first, so the boxes
-// converge on one copy: an import with the higher number replaces the
+// (each box rounds its own). Of two equal copies under different numbers
+// the higher number is kept, on every box whichever copy it stored first,
+// so the boxes converge on one copy: an import with the higher number replaces the
 // stored one, one with the lower number is not stored. The higher number
 // is the newer ingest term, the box that records the camera now: a late
 // fragment of the box that stopped is never inserted among fragments
