@@ -628,7 +628,7 @@ func (r *Replicator) compare(stream string, peer status.Member, from fragment.Nu
 		for len(want) > 0 {
 			batch := want[:min(len(want), 64)]
 			want = want[len(batch):]
-			if err := r.fetch(stream, peer, batch); err != nil {
+			if err := r.fetch(stream, peer, batch, nil); err != nil {
 				return missing, from, nil, err
 			}
 		}
@@ -645,8 +645,10 @@ func (r *Replicator) compare(stream string, peer status.Member, from fragment.Nu
 // pullFrom answers a peer's pull (cleanup.go): the node named node,
 // outside the placement of stream, holds nums, which this node, one of
 // the stream's holders, does not list; it fetches and imports them. Nil:
-// each is durable here, or a copy of its frames is (ImportFragment), or
-// the asker no longer had it.
+// each is durable here, or a copy of its frames is (ImportFragment). One
+// the asker did not send (the fetch route leaves out what it cannot read,
+// or no longer holds) and this node does not hold is an error: the asker
+// must keep its copy.
 func (r *Replicator) pullFrom(ctx context.Context, node, stream string, nums []fragment.Number) error {
 	info, err := r.eng.Stream(engine.StreamRef{Name: stream})
 	if err != nil {
@@ -661,18 +663,33 @@ func (r *Replicator) pullFrom(ctx context.Context, node, stream string, nums []f
 		return fmt.Errorf("cluster: %s is not an alive peer of %s", node, r.c.Name())
 	}
 	peer := peers[i]
-	for len(nums) > 0 && ctx.Err() == nil {
-		batch := nums[:min(len(nums), 16)]
-		nums = nums[len(batch):]
-		if err := r.fetch(stream, peer, batch); err != nil {
+	got := make(map[fragment.Number]bool, len(nums))
+	for rest := nums; len(rest) > 0; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch := rest[:min(len(rest), 16)]
+		rest = rest[len(batch):]
+		if err := r.fetch(stream, peer, batch, func(n fragment.Number) { got[n] = true }); err != nil {
 			return err
 		}
 	}
-	return ctx.Err()
+	ref := engine.StreamRef{ARN: info.ARN}
+	for _, n := range nums {
+		if got[n] {
+			continue
+		}
+		if has, err := r.eng.HasFragment(ref, n); err != nil || !has {
+			return fmt.Errorf("cluster: %s did not send %s, which %s does not hold (%v)", node, n, r.c.Name(), err)
+		}
+	}
+	return nil
 }
 
-// fetch copies the given fragments from peer.
-func (r *Replicator) fetch(stream string, peer status.Member, nums []fragment.Number) error {
+// fetch copies the given fragments from peer; imported (nil: ignored) is
+// told each one ImportFragment took (stored, or held here already, or a
+// copy of its frames is).
+func (r *Replicator) fetch(stream string, peer status.Member, nums []fragment.Number, imported func(fragment.Number)) error {
 	body := make([]byte, 0, len(nums)*fragment.NumberLen)
 	for _, n := range nums {
 		body = append(body, n[:]...)
@@ -701,6 +718,9 @@ func (r *Replicator) fetch(stream string, peer status.Member, nums []fragment.Nu
 		stored, err := r.eng.ImportFragment(ref, m, hdr, media)
 		if err != nil {
 			return err
+		}
+		if imported != nil {
+			imported(m.Number)
 		}
 		if m.Number.Node() == peer.NodeID {
 			r.reportDurable(peer, ref.ARN, m.Number) // lets a home that fell back catch up

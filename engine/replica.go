@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -218,16 +219,31 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	// delete its copy: cluster's pull) that it is durable here, so it
 	// returns once that copy is, after the locks are released (the copy's
 	// Persist takes persistMu), with the copy's error if storing it failed.
-	var pending *Fragment
+	// A partial copy of it of this node's own, still on its way to disk,
+	// is waited for the same way, then the import looks again (retry: it
+	// replaces the stored partial copy then).
+	// The wait is bounded (a session that neither stores nor abandons what
+	// it received would hold the caller for good): past it the import
+	// fails, and the replicator tries again later.
+	var pending, retry *Fragment
 	defer func() {
 		if pending != nil {
-			if pending.persisted != nil {
-				<-pending.persisted
-			}
-			if pending.persistErr != nil && err == nil {
+			if !waitStored(pending) && err == nil {
+				err = fmt.Errorf("engine: the copy of %s here is not stored after %v", meta.Number, importWait)
+			} else if pending.persistErr != nil && err == nil {
 				err = fmt.Errorf("engine: the copy of %s stored here failed: %w", meta.Number, pending.persistErr)
 			}
 			pending.Release()
+		}
+		if retry != nil {
+			ok := waitStored(retry)
+			retry.Release()
+			if !ok {
+				e.mem.Free(media)
+				stored, err = false, fmt.Errorf("engine: a partial copy of %s here is not stored after %v", meta.Number, importWait)
+				return
+			}
+			stored, err = e.ImportFragment(ref, meta, header, media)
 		}
 	}()
 	s.importMu.Lock()
@@ -262,6 +278,10 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	if err != nil {
 		e.mem.Free(media)
 		return false, err
+	}
+	if rs.wait != nil {
+		retry = rs.wait // media stays ours: the retry stores it
+		return false, nil
 	}
 	if rs.duplicate {
 		pending = rs.original
@@ -309,6 +329,26 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	frag.refs.Store(1)
 	s.ring.push(frag, true)
 	return true, nil
+}
+
+// importWait bounds how long ImportFragment waits for a copy of this
+// node's own to be stored.
+const importWait = 30 * time.Second
+
+// waitStored waits, at most importWait, until f's Persist has finished
+// (at once for a fragment without one), and reports whether it has.
+func waitStored(f *Fragment) bool {
+	if f.persisted == nil {
+		return true
+	}
+	t := time.NewTimer(importWait)
+	defer t.Stop()
+	select {
+	case <-f.persisted:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // ContentDigest is the Meta.Digest of a fragment whose cluster is cluster

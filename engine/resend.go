@@ -47,7 +47,8 @@ import (
 // hundreds), so a copy is looked for within half a fragment of the
 // fragment's producer time (nearCopy), and frames at different producer
 // times are compared by track, key flag and payload, not by their offsets
-// (each box rounds its own). Of two equal copies under different numbers
+// (each box rounds its own; a re-send's offsets are the same anyway). Of
+// two equal copies under different numbers
 // the higher number is kept, on every box whichever copy it stored first,
 // so the boxes converge on one copy: an import with the higher number replaces the
 // stored one, one with the lower number is not stored. The higher number
@@ -92,9 +93,10 @@ func frames(h *mkv.Header, media []byte, clusterLen uint32) ([]frame, error) {
 }
 
 // copyWindow is how far from a fragment's producer time a copy of it is
-// looked for: half the fragment's duration (so never its neighbour), at
-// least 20 ms, at most 1 s.
-func copyWindow(m *fragment.Meta) int64 { return min(1000, max(20, int64(m.DurationMs)/2)) }
+// looked for: half the fragment's duration (so never its neighbour: a
+// one-frame fragment's duration is 1 ms, and its copy must start at the
+// same millisecond), at most 1 s.
+func copyWindow(m *fragment.Meta) int64 { return min(1000, int64(m.DurationMs)/2) }
 
 // nearCopy reports whether f starts near enough m to be a copy: within
 // half the shorter one's duration, so that a short fragment is never
@@ -145,6 +147,9 @@ type resend struct {
 	original *Fragment
 	// replaces are stored partial copies the new fragment supersedes.
 	replaces []fragment.Meta
+	// wait (imports only) is this node's partial copy of the fragment,
+	// still on its way to disk (retained): look again once it is stored.
+	wait *Fragment
 }
 
 // findResend looks for a copy of the fragment (meta m, header h, media) in
@@ -206,19 +211,28 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	// A ring copy with the same frames, or more, is a duplicate still on
 	// its way to disk. For an import that is so whatever the numbers: a
 	// later comparison (the next anti-entropy round, the copy durable by
-	// then) settles which copy stays. A partial copy still in the ring (not
-	// yet durable) is not replaced: both would be stored. Partial copies
-	// are made only at an idle close or a body end, and are durable long
-	// before a producer's re-send arrives (it waits 5 s without acks), so
-	// the archive check below replaces them; a known gap, not a guarantee.
+	// then) settles which copy stays. An import waits for a partial copy of
+	// its own still in the ring (ImportFragment), then the archive check
+	// below replaces it. A producer's re-send does not wait (Receive is on
+	// the upload's path), so its partial copy still in the ring is not
+	// replaced and both are stored; partial copies are made only at an idle
+	// close or a body end, and are durable long before a producer's re-send
+	// arrives (it waits 5 s without acks): a known gap, not a guarantee.
 	for _, f := range candidates {
 		fh, err := f.Header.Tracks()
 		if err != nil {
 			continue
 		}
-		rel, err := compareFrames(fh, f.Media, f.Meta.ClusterLen, nh, media, m.ClusterLen, f.Meta.ProducerMs == m.ProducerMs)
-		if err == nil && (rel == framesEqual || rel == framesExtend) {
+		rel, err := compareFrames(fh, f.Media, f.Meta.ClusterLen, nh, media, m.ClusterLen, false)
+		switch {
+		case err != nil:
+		case rel == framesEqual || rel == framesExtend:
 			r.duplicate, r.stored, r.original = true, f.Meta, f.Retain()
+			return r, nil
+		case rel == framesPrefix && !own:
+			// This node's own partial copy, still on its way to disk:
+			// the import waits for it and looks again, then replaces it.
+			r.wait = f.Retain()
 			return r, nil
 		}
 	}
@@ -238,7 +252,7 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	for _, f := range near {
 		rel := framesEqual
 		if f.Digest != m.Digest {
-			rel, err = e.compareStored(s, f, nh, media, m.ClusterLen, f.ProducerMs == m.ProducerMs)
+			rel, err = e.compareStored(s, f, nh, media, m.ClusterLen)
 			if err != nil {
 				e.opts.Logger.Warn("comparing a fragment with a stored copy", "number", f.Number.String(), "err", err)
 				continue
@@ -256,7 +270,7 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 }
 
 // compareStored relates a stored fragment's frames to new media's.
-func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media []byte, clusterLen uint32, offsets bool) (frameRelation, error) {
+func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media []byte, clusterLen uint32) (frameRelation, error) {
 	_, stored, err := e.db.Fragment(s.id, m.Number, e.readBufs)
 	if err != nil {
 		if errors.Is(err, lsm.ErrNotFound) {
@@ -273,5 +287,5 @@ func (e *Engine) compareStored(s *stream, m fragment.Meta, nh *mkv.Header, media
 	if err != nil {
 		return framesDiffer, err
 	}
-	return compareFrames(th, stored, m.ClusterLen, nh, media, clusterLen, offsets)
+	return compareFrames(th, stored, m.ClusterLen, nh, media, clusterLen, false)
 }
