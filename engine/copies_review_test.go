@@ -38,9 +38,9 @@ func syntheticFragment(t *testing.T, h *mkv.Header, tc int64, seed byte, offsets
 // a fragment at every key frame of an intra-only stream (MJPEG, an
 // all-intra encoder) at 60 fps sends one-frame fragments 16-17 ms apart;
 // a static scene (a test pattern, a covered lens) repeats one frame byte
-// for byte. Each fragment is new: nearCopy's 20 ms floor must not make a
-// fragment a copy of its neighbour (its DurationMs is 1 ms, so the window
-// is the 20 ms floor, wider than the gap between the fragments).
+// for byte. Each fragment is new: nearCopy must not make a fragment a
+// copy of its neighbour (its DurationMs is 1 ms; the window had a 20 ms
+// floor, wider than the gap between the fragments: found by review).
 func TestConsecutiveOneFrameFragmentsAreNotCopies(t *testing.T) {
 	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
 	_, e := openCam(t, vfs.NewMem(), clock)
@@ -67,16 +67,7 @@ func TestConsecutiveOneFrameFragmentsAreNotCopies(t *testing.T) {
 func TestTwoBoxesCopiesAtOneProducerTimeAreOne(t *testing.T) {
 	for _, skew := range []int64{1, 0} {
 		t.Run(fmt.Sprintf("producer times %d ms apart", skew), func(t *testing.T) {
-			clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
-			_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
-			_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
-			info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := b.ImportStream(info); err != nil {
-				t.Fatal(err)
-			}
+			clock, a, b := twoBoxes(t)
 			h := captureFragments(t)[0].Header
 			na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 33, 67, 100)}, 1_000_000)
 			clock.add(time.Second)
@@ -154,36 +145,12 @@ func TestThreeCopiesConvergeInAnyOrder(t *testing.T) {
 // copy fails, the import reports an error (the peer must not count this
 // node as holding it) and a later import stores the peer's copy.
 func TestImportWaitsForAFailingOwnCopy(t *testing.T) {
-	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
-	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
-	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
-	info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.ImportStream(info); err != nil {
-		t.Fatal(err)
-	}
+	clock, a, b := twoBoxes(t)
 	h := captureFragments(t)[0].Header
 	na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 33, 66)}, 1_000_000)
 	clock.add(time.Second)
 	// b records the same frames 2 ms later: received, not yet stored.
-	sess, err := b.BeginIngest(StreamRef{Name: "cam"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	f := syntheticFragment(t, h, 10_000, 0, 0, 33, 66)
-	c := *f
-	c.Buf = mediaCopy(t, b, f.Buf)
-	n, serverMs, err := sess.StartFragment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := sess.Receive(n, serverMs, 1_000_002+int64(f.Timecode), &c)
-	if err != nil || rec.Duplicate {
-		t.Fatalf("receive: %v %v", rec.Duplicate, err)
-	}
+	sess, _, rec := receiveOnly(t, b, syntheticFragment(t, h, 10_000, 0, 0, 33, 66), 1_000_002)
 	done := make(chan error, 1)
 	go func() {
 		_, err := replicate(t, a, b, "cam", na[0])
@@ -223,35 +190,11 @@ func TestImportWaitsForAFailingOwnCopy(t *testing.T) {
 // for it, then replaces it (it was stored beside it: found by review).
 // Both boxes end with one copy of the frames.
 func TestOwnPartialInFlightGivesWayToAWholeImport(t *testing.T) {
-	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
-	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
-	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
-	info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.ImportStream(info); err != nil {
-		t.Fatal(err)
-	}
+	clock, a, b := twoBoxes(t)
 	h := captureFragments(t)[0].Header
 	na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 33, 66, 100, 133)}, 1_000_000)
 	clock.add(time.Second)
-	sess, err := b.BeginIngest(StreamRef{Name: "cam"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	f := syntheticFragment(t, h, 10_000, 0, 0, 33, 66)
-	c := *f
-	c.Buf = mediaCopy(t, b, f.Buf)
-	n, serverMs, err := sess.StartFragment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := sess.Receive(n, serverMs, 1_000_002+int64(f.Timecode), &c)
-	if err != nil || rec.Duplicate {
-		t.Fatalf("receive: %v %v", rec.Duplicate, err)
-	}
+	sess, n, rec := receiveOnly(t, b, syntheticFragment(t, h, 10_000, 0, 0, 33, 66), 1_000_002)
 	// The import waits for b's own copy (stored by b's own path meanwhile).
 	done := make(chan error, 1)
 	go func() {
@@ -277,4 +220,44 @@ func TestOwnPartialInFlightGivesWayToAWholeImport(t *testing.T) {
 	if len(ga) != 1 || !slices.Equal(ga, gb) {
 		t.Errorf("a holds %v, b %v: want one copy, the same on both (a's whole %v, b's partial %v)", ga, gb, na, n)
 	}
+}
+
+// twoBoxes opens two engines (nodes 7 and 9) on one moving clock, with
+// stream cam created on the first and copied to the second.
+func twoBoxes(t *testing.T) (*movingClock, *Engine, *Engine) {
+	t.Helper()
+	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
+	_, a := openMedia(t, vfs.NewMem(), clock, 1<<20)
+	_, b := openMediaNode(t, vfs.NewMem(), clock, 9)
+	info, err := a.CreateStream(CreateStreamInput{Name: "cam", DataRetentionInHours: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	return clock, a, b
+}
+
+// receiveOnly records f on e's stream cam at producer time base +
+// f.Timecode: received (in the ring), not stored; the caller persists or
+// abandons rec.Fragment and closes the session.
+func receiveOnly(t *testing.T, e *Engine, f *mkv.Fragment, base int64) (*IngestSession, fragment.Number, Received) {
+	t.Helper()
+	sess, err := e.BeginIngest(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sess.Close)
+	c := *f
+	c.Buf = mediaCopy(t, e, f.Buf)
+	n, serverMs, err := sess.StartFragment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := sess.Receive(n, serverMs, base+int64(f.Timecode), &c)
+	if err != nil || rec.Duplicate {
+		t.Fatalf("receive: %v %v", rec.Duplicate, err)
+	}
+	return sess, n, rec
 }

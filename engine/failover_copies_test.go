@@ -111,23 +111,8 @@ func TestAShortFragmentIsNotACopyOfTheLongOneAfterIt(t *testing.T) {
 	clock := &movingClock{t: time.UnixMilli(1_700_000_000_000)}
 	_, e := openCam(t, vfs.NewMem(), clock)
 	h := captureFragments(t)[0].Header
-	gop := func(tc int64, frames int) *mkv.Fragment {
-		var fb mkv.FragmentBuilder
-		if err := fb.Start(h, tc, 64); err != nil {
-			t.Fatal(err)
-		}
-		for i := range frames {
-			if err := fb.AddBlock(0, tc+int64(i)*66, i == 0, []byte{0, 0, 0, 2, 0x41, byte(i)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f, err := fb.Finish()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	nums := ingest(t, e, "cam", []*mkv.Fragment{gop(10_000, 3), gop(10_200, 15)}, 1_000_000)
+	offsets := []int64{0, 66, 132, 198, 264, 330, 396, 462, 528, 594, 660, 726, 792, 858, 924}
+	nums := ingest(t, e, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, offsets[:3]...), syntheticFragment(t, h, 10_200, 0, offsets...)}, 1_000_000)
 	if got := heldNumbers(t, e); !slices.Equal(got, nums) || nums[0] == nums[1] {
 		t.Errorf("the stream holds %v; want both fragments recorded, %v", got, nums)
 	}
