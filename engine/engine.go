@@ -78,6 +78,10 @@ type stream struct {
 	// AWS_KINESISVIDEO_END_OF_FRAGMENT tag, so a fragment without it at an
 	// idle close is unfinished (remembered across uploads).
 	tagged atomic.Bool
+	// importedServerMs is the newest server time of a fragment imported
+	// from a peer since start: an own fragment's copy search reads the
+	// server-time index only near imports (resend.go, nearCopy).
+	importedServerMs atomic.Int64
 	// importMu makes the check for an existing copy and the storing (a
 	// replica's import) or publishing (an ingested fragment, Receive) of
 	// a fragment one step per stream, so a fragment fetched by two pullers,

@@ -117,3 +117,46 @@ func TestAShortFragmentIsNotACopyOfTheLongOneAfterIt(t *testing.T) {
 		t.Errorf("the stream holds %v; want both fragments recorded, %v", got, nums)
 	}
 }
+
+// TestTwoBoxesCopiesFarApartInProducerTimeAreOne: after a hand-back the
+// two boxes' producer times for one frame were measured 716 ms apart
+// (each anchors its own timeline) while both received it within 83 ms
+// (TestWitnessBreaksTheTie): two 330 ms copies of the same frames, their
+// producer times 716 ms apart and their server times together, are kept
+// once on both boxes, whichever arrives first; a box that imported one
+// takes its own recording of the same frames for a duplicate.
+func TestTwoBoxesCopiesFarApartInProducerTimeAreOne(t *testing.T) {
+	clock, a, b := twoBoxes(t)
+	_, c := openMediaNode(t, vfs.NewMem(), clock, 11)
+	info, err := a.Stream(StreamRef{Name: "cam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ImportStream(info); err != nil {
+		t.Fatal(err)
+	}
+	h := captureFragments(t)[0].Header
+	offsets := []int64{0, 66, 132, 198, 264}
+	na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, offsets...)}, 1_000_000)
+	nb := ingest(t, b, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, offsets...)}, 1_000_716)
+	for range 2 {
+		for _, p := range [][2]*Engine{{a, b}, {b, a}} {
+			for _, n := range heldNumbers(t, p[0]) {
+				if _, err := replicate(t, p[0], p[1], "cam", n); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	ga, gb := heldNumbers(t, a), heldNumbers(t, b)
+	if len(ga) != 1 || !slices.Equal(ga, gb) {
+		t.Errorf("a holds %v, b %v: want one copy, the same on both (a recorded %v, b %v)", ga, gb, na, nb)
+	}
+	if _, err := replicate(t, a, c, "cam", ga[0]); err != nil {
+		t.Fatal(err)
+	}
+	nc := ingest(t, c, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, offsets...)}, 1_000_400)
+	if got := heldNumbers(t, c); nc[0] != ga[0] || !slices.Equal(got, ga) {
+		t.Errorf("c, which imported %v, recorded the same frames 400 ms later as %v and holds %v", ga, nc, got)
+	}
+}

@@ -297,6 +297,11 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		return false, fmt.Errorf("engine: storing replicated fragment %s: %w", meta.Number, err)
 	}
 	hdr.stored.Store(true)
+	for {
+		if v := s.importedServerMs.Load(); meta.ServerMs <= v || s.importedServerMs.CompareAndSwap(v, meta.ServerMs) {
+			break
+		}
+	}
 	s.bytes.Add(int64(len(media)))
 	for _, old := range rs.replaces {
 		s.bytes.Add(-int64(old.MediaLen))

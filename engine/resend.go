@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/kvsedge/kvsedge/engine/mkv"
 	"github.com/kvsedge/kvsedge/internal/fragment"
@@ -45,8 +46,9 @@ import (
 // each other. Their producer times for one frame differ (each box anchors
 // its timeline on its own sender report or arrival: a few ms, up to
 // hundreds), so a copy is looked for within half a fragment of the
-// fragment's producer time (nearCopy), and frames at different producer
-// times are compared by track, key flag and payload, not by their offsets
+// fragment's producer time, or, another box's, of its server time
+// (nearCopy), and frames are compared by track, key flag and payload, not
+// by their offsets
 // (each box rounds its own; a re-send's offsets are the same anyway). Of
 // two equal copies under different numbers
 // the higher number is kept, on every box whichever copy it stored first,
@@ -101,10 +103,19 @@ func copyWindow(m *fragment.Meta) int64 { return min(1000, int64(m.DurationMs)/2
 // nearCopy reports whether f starts near enough m to be a copy: within
 // half the shorter one's duration, so that a short fragment is never
 // taken for a copy of the long one after it (a static scene's encoder may
-// repeat a GOP byte for byte).
+// repeat a GOP byte for byte). Near in producer time; or, for two boxes'
+// copies, in server time: each box's producer time anchors on its own
+// sender report or arrival, and after a hand-back the two were measured
+// 716 ms apart for one frame, while both boxes received it within 83 ms
+// of each other (their clocks kept by NTP).
 func nearCopy(f, m *fragment.Meta) bool {
+	w := min(copyWindow(f), copyWindow(m))
 	d := f.ProducerMs - m.ProducerMs
-	return max(d, -d) <= min(copyWindow(f), copyWindow(m))
+	if max(d, -d) <= w {
+		return true
+	}
+	d = f.ServerMs - m.ServerMs
+	return f.Number.Node() != m.Number.Node() && max(d, -d) <= w
 }
 
 // compareFrames relates a's frames to b's. offsets: frame offsets in the
@@ -201,7 +212,11 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 	// bound leaves the scan to find and report it.
 	archived, boundErr := e.db.MayHoldProducerTime(s.id, m.ProducerMs-win)
 	archived = archived || boundErr != nil
-	if !archived && len(candidates) == 0 {
+	// Another box's copy is looked for by server time too: for an import
+	// always, for an own fragment only near what was imported (a box
+	// recording its cameras alone imports nothing: no scan).
+	byServer := !own || s.importedServerMs.Load() >= m.ServerMs-win
+	if !archived && !byServer && len(candidates) == 0 {
 		return r, nil
 	}
 	nh, err := h.Tracks()
@@ -236,18 +251,22 @@ func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte
 			return r, nil
 		}
 	}
-	if !archived {
-		return r, nil
-	}
 	var near []fragment.Meta
-	err = e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs-win, m.ProducerMs+win, nil, func(f fragment.Meta) bool {
-		if f.Number != m.Number && nearCopy(&f, m) {
+	add := func(f fragment.Meta) bool {
+		if f.Number != m.Number && nearCopy(&f, m) && !slices.ContainsFunc(near, func(g fragment.Meta) bool { return g.Number == f.Number }) {
 			near = append(near, f)
 		}
 		return true
-	})
-	if err != nil {
-		return r, fmt.Errorf("engine: duplicate check: %w", err)
+	}
+	if archived {
+		if err := e.db.ScanTime(s.id, fragment.ByProducerTime, m.ProducerMs-win, m.ProducerMs+win, nil, add); err != nil {
+			return r, fmt.Errorf("engine: duplicate check: %w", err)
+		}
+	}
+	if byServer {
+		if err := e.db.ScanTime(s.id, fragment.ByServerTime, m.ServerMs-win, m.ServerMs+win, nil, add); err != nil {
+			return r, fmt.Errorf("engine: duplicate check: %w", err)
+		}
 	}
 	for _, f := range near {
 		rel := framesEqual
