@@ -160,3 +160,30 @@ func TestTwoBoxesCopiesFarApartInProducerTimeAreOne(t *testing.T) {
 		t.Errorf("c, which imported %v, recorded the same frames 400 ms later as %v and holds %v", ga, nc, got)
 	}
 }
+
+// TestAOneFrameCopyOfAnotherBoxGivesWay: a box cut off right after a key
+// frame stores a one-frame fragment (1 ms long); the other box's copy of
+// that key frame and the frames after it starts 1 ms apart. The one-frame
+// copy is a prefix of it and gives way on both boxes (found by
+// TestWitnessBreaksTheTie: that frame was read twice).
+func TestAOneFrameCopyOfAnotherBoxGivesWay(t *testing.T) {
+	clock, a, b := twoBoxes(t)
+	h := captureFragments(t)[0].Header
+	na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0)}, 1_000_000)
+	clock.add(12 * time.Millisecond) // b received it 12 ms later
+	nb := ingest(t, b, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 66, 132, 198, 264)}, 1_000_001)
+	for range 2 {
+		for _, p := range [][2]*Engine{{a, b}, {b, a}} {
+			for _, n := range heldNumbers(t, p[0]) {
+				if _, err := replicate(t, p[0], p[1], "cam", n); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for name, e := range map[string]*Engine{"a": a, "b": b} {
+		if got := heldNumbers(t, e); !slices.Equal(got, nb) {
+			t.Errorf("box %s holds %v, want b's whole copy %v only (a's one frame %v)", name, got, nb, na)
+		}
+	}
+}

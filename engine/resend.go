@@ -100,6 +100,9 @@ func frames(h *mkv.Header, media []byte, clusterLen uint32) ([]frame, error) {
 // same millisecond), at most 1 s.
 func copyWindow(m *fragment.Meta) int64 { return min(1000, int64(m.DurationMs)/2) }
 
+// crossBoxSkewMs is the least window for two boxes' copies (nearCopy).
+const crossBoxSkewMs = 20
+
 // nearCopy reports whether f starts near enough m to be a copy: within
 // half the shorter one's duration, so that a short fragment is never
 // taken for a copy of the long one after it (a static scene's encoder may
@@ -108,8 +111,15 @@ func copyWindow(m *fragment.Meta) int64 { return min(1000, int64(m.DurationMs)/2
 // sender report or arrival, and after a hand-back the two were measured
 // 716 ms apart for one frame, while both boxes received it within 83 ms
 // of each other (their clocks kept by NTP).
+//
+// Two boxes' copies are near within crossBoxSkewMs at least: a box cut
+// off right after a key frame stores a one-frame fragment (1 ms long),
+// whose copy on the other box started 1 ms apart.
 func nearCopy(f, m *fragment.Meta) bool {
 	w := min(copyWindow(f), copyWindow(m))
+	if f.Number.Node() != m.Number.Node() {
+		w = max(w, crossBoxSkewMs)
+	}
 	d := f.ProducerMs - m.ProducerMs
 	if max(d, -d) <= w {
 		return true
@@ -184,7 +194,7 @@ func (e *Engine) findImportCopies(s *stream, m *fragment.Meta, h *Header, media 
 func (e *Engine) findCopies(s *stream, m *fragment.Meta, h *Header, media []byte, own bool) (resend, error) {
 	var r resend
 	var candidates []*Fragment
-	win := copyWindow(m)
+	win := max(copyWindow(m), crossBoxSkewMs) // what nearCopy may accept
 	s.ring.each(func(f *Fragment) bool {
 		if !nearCopy(&f.Meta, m) || f.persisted == nil || f.failed() {
 			return true
