@@ -72,15 +72,7 @@ func TestTwoBoxesCopiesAtOneProducerTimeAreOne(t *testing.T) {
 			na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 33, 67, 100)}, 1_000_000)
 			clock.add(time.Second)
 			nb := ingest(t, b, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 34, 66, 100)}, 1_000_000+skew)
-			for range 2 {
-				for _, p := range [][2]*Engine{{a, b}, {b, a}} {
-					for _, n := range heldNumbers(t, p[0]) {
-						if _, err := replicate(t, p[0], p[1], "cam", n); err != nil {
-							t.Fatal(err)
-						}
-					}
-				}
-			}
+			syncBoxes(t, a, b)
 			for name, e := range map[string]*Engine{"a": a, "b": b} {
 				if got := heldNumbers(t, e); len(got) != 1 {
 					t.Errorf("box %s holds %v: both boxes' copies (a %v, b %v) of the same 4 frames, their frames read twice", name, got, na, nb)
@@ -207,15 +199,7 @@ func TestOwnPartialInFlightGivesWayToAWholeImport(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		for _, p := range [][2]*Engine{{a, b}, {b, a}} {
-			for _, n := range heldNumbers(t, p[0]) {
-				if _, err := replicate(t, p[0], p[1], "cam", n); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
+	syncBoxes(t, a, b)
 	ga, gb := heldNumbers(t, a), heldNumbers(t, b)
 	if len(ga) != 1 || !slices.Equal(ga, gb) {
 		t.Errorf("a holds %v, b %v: want one copy, the same on both (a's whole %v, b's partial %v)", ga, gb, na, n)

@@ -139,15 +139,7 @@ func TestTwoBoxesCopiesFarApartInProducerTimeAreOne(t *testing.T) {
 	offsets := []int64{0, 66, 132, 198, 264}
 	na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, offsets...)}, 1_000_000)
 	nb := ingest(t, b, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, offsets...)}, 1_000_716)
-	for range 2 {
-		for _, p := range [][2]*Engine{{a, b}, {b, a}} {
-			for _, n := range heldNumbers(t, p[0]) {
-				if _, err := replicate(t, p[0], p[1], "cam", n); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
+	syncBoxes(t, a, b)
 	ga, gb := heldNumbers(t, a), heldNumbers(t, b)
 	if len(ga) != 1 || !slices.Equal(ga, gb) {
 		t.Errorf("a holds %v, b %v: want one copy, the same on both (a recorded %v, b %v)", ga, gb, na, nb)
@@ -172,6 +164,18 @@ func TestAOneFrameCopyOfAnotherBoxGivesWay(t *testing.T) {
 	na := ingest(t, a, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0)}, 1_000_000)
 	clock.add(12 * time.Millisecond) // b received it 12 ms later
 	nb := ingest(t, b, "cam", []*mkv.Fragment{syntheticFragment(t, h, 10_000, 0, 0, 66, 132, 198, 264)}, 1_000_001)
+	syncBoxes(t, a, b)
+	for name, e := range map[string]*Engine{"a": a, "b": b} {
+		if got := heldNumbers(t, e); !slices.Equal(got, nb) {
+			t.Errorf("box %s holds %v, want b's whole copy %v only (a's one frame %v)", name, got, nb, na)
+		}
+	}
+}
+
+// syncBoxes replicates stream cam between a and b both ways, twice, as
+// anti-entropy rounds would: each imports every fragment the other holds.
+func syncBoxes(t *testing.T, a, b *Engine) {
+	t.Helper()
 	for range 2 {
 		for _, p := range [][2]*Engine{{a, b}, {b, a}} {
 			for _, n := range heldNumbers(t, p[0]) {
@@ -179,11 +183,6 @@ func TestAOneFrameCopyOfAnotherBoxGivesWay(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-		}
-	}
-	for name, e := range map[string]*Engine{"a": a, "b": b} {
-		if got := heldNumbers(t, e); !slices.Equal(got, nb) {
-			t.Errorf("box %s holds %v, want b's whole copy %v only (a's one frame %v)", name, got, nb, na)
 		}
 	}
 }
