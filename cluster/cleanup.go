@@ -171,7 +171,7 @@ func (r *Replicator) askToPull(stream string, ref engine.StreamRef, peer status.
 		if err != nil {
 			return err
 		}
-		r.c.opts.Logger.Info("a holder pulled fragments only this node's copy outside the placement listed", "stream", stream, "holder", peer.Name, "fragments", len(batch))
+		r.c.opts.Logger.Info("a holder pulled from this copy outside the placement the fragments it did not list", "stream", stream, "holder", peer.Name, "fragments", len(batch))
 	}
 	return nil
 }

@@ -217,40 +217,43 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 	// frames under this node's own number, in the ring) makes it a
 	// duplicate: the caller tells the fragment's home (or a node about to
 	// delete its copy: cluster's pull) that it is durable here, so it
-	// returns once that copy is, after the locks are released (the copy's
-	// Persist takes persistMu), with the copy's error if storing it failed.
-	// A partial copy of it of this node's own, still on its way to disk,
-	// is waited for the same way, then the import looks again (retry: it
-	// replaces the stored partial copy then).
-	// The wait is bounded (a session that neither stores nor abandons what
-	// it received would hold the caller for good): past it the import
-	// fails, and the replicator tries again later.
-	var pending, retry *Fragment
+	// returns once that copy is, with the copy's error if storing it
+	// failed. A partial copy of this node's own still on its way to disk
+	// is waited for the same way, then the import looks again (again: it
+	// replaces the stored partial copy then). The wait comes after the
+	// locks are released (the copy's Persist takes persistMu) and is
+	// bounded (a session that neither stores nor abandons what it received
+	// would hold the caller for good): past it the import fails, and the
+	// replicator tries again later.
+	var wait *Fragment
+	again := false
 	defer func() {
-		if pending != nil {
-			if !waitStored(pending) && err == nil {
-				err = fmt.Errorf("engine: the copy of %s here is not stored after %v", meta.Number, importWait)
-			} else if pending.persistErr != nil && err == nil {
-				err = fmt.Errorf("engine: the copy of %s stored here failed: %w", meta.Number, pending.persistErr)
-			}
-			pending.Release()
+		if wait == nil {
+			return
 		}
-		if retry != nil {
-			ok := waitStored(retry)
-			retry.Release()
-			if !ok {
+		ok := waitStored(wait)
+		var failed error
+		if ok {
+			failed = wait.persistErr
+		}
+		wait.Release()
+		switch {
+		case !ok:
+			if again {
 				e.mem.Free(media)
-				stored, err = false, fmt.Errorf("engine: a partial copy of %s here is not stored after %v", meta.Number, importWait)
-				return
 			}
+			stored, err = false, fmt.Errorf("engine: a copy of %s here is not stored after %v", meta.Number, importWait)
+		case again:
 			stored, err = e.ImportFragment(ref, meta, header, media)
+		case failed != nil:
+			stored, err = false, fmt.Errorf("engine: the copy of %s stored here failed: %w", meta.Number, failed)
 		}
 	}()
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
 	if f := s.ring.find(meta.Number); f != nil {
 		if !f.failed() {
-			pending = f
+			wait = f
 			e.mem.Free(media)
 			return false, nil
 		}
@@ -280,11 +283,11 @@ func (e *Engine) ImportFragment(ref StreamRef, meta fragment.Meta, header, media
 		return false, err
 	}
 	if rs.wait != nil {
-		retry = rs.wait // media stays ours: the retry stores it
+		wait, again = rs.wait, true // media stays ours: the retry stores it
 		return false, nil
 	}
 	if rs.duplicate {
-		pending = rs.original
+		wait = rs.original
 		e.mem.Free(media)
 		return false, nil
 	}
